@@ -1,0 +1,1 @@
+"""The commands of the `fleet` program, one module per area; `fleet.cli` registers them all."""
