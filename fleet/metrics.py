@@ -1,0 +1,81 @@
+"""Prometheus metrics of the controller, in a registry of its own (no module-level singletons).
+
+Owns: the metric families and their names; `Metrics` is created by the engine and read by the HTTP layer
+(`GET /metrics`). Where a trace is active, duration observations carry its trace id as an exemplar
+(visible in the OpenMetrics format). Label values are cluster and bundle names, states and actions only:
+never URLs, tokens or object content.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from fleet import model
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.reconciles = Counter(
+            "fleet_reconciles", "Cluster reconciles by result state.", ["cluster", "state"], registry=r
+        )
+        self.reconcile_seconds = Histogram(
+            "fleet_reconcile_duration_seconds",
+            "Wall time of one cluster reconcile.",
+            ["cluster"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+        self.objects = Counter(
+            "fleet_objects",
+            "Objects handled by apply and prune, by action.",
+            ["cluster", "action"],
+            registry=r,
+        )
+        self.drift_repairs = Counter(
+            "fleet_drift_repairs",
+            "Objects re-applied after drift was seen on a watch.",
+            ["cluster"],
+            registry=r,
+        )
+        self.watch_reconnects = Counter(
+            "fleet_watch_reconnects",
+            "Watch streams reopened after an error or close.",
+            ["cluster"],
+            registry=r,
+        )
+        self.watch_relists = Counter(
+            "fleet_watch_relists", "Full relists after 410 Gone or a reconnect.", ["cluster"], registry=r
+        )
+        self.watch_streams = Gauge("fleet_watch_streams", "Open watch streams.", ["cluster"], registry=r)
+        self.queue_depth = Gauge("fleet_queue_depth", "Clusters waiting for a reconcile.", registry=r)
+        self.cluster_state = Gauge(
+            "fleet_cluster_state",
+            "1 for the state each cluster is in, 0 for the others.",
+            ["cluster", "state"],
+            registry=r,
+        )
+        self.fetches = Counter("fleet_fetches", "Repository fetches by result.", ["result"], registry=r)
+        self.revision_timestamp = Gauge(
+            "fleet_revision_fetched_timestamp_seconds", "When the newest revision was fetched.", registry=r
+        )
+
+    def set_cluster_state(self, cluster: str, state: model.State) -> None:
+        for s in model.State:
+            if s is model.State.SUSPENDED:
+                continue
+            self.cluster_state.labels(cluster=cluster, state=s.value).set(1 if s is state else 0)
+
+    def forget_cluster(self, cluster: str) -> None:
+        for s in model.State:
+            if s is model.State.SUSPENDED:
+                continue
+            try:
+                self.cluster_state.remove(cluster, s.value)
+            except KeyError:
+                pass
+        try:
+            self.watch_streams.remove(cluster)
+        except KeyError:
+            pass
