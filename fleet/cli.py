@@ -27,6 +27,8 @@ COMMAND_MODULES = (
     "fleet.commands.sim",
     "fleet.commands.repo",
     "fleet.commands.placement",
+    "fleet.commands.sync",
+    "fleet.commands.serve",
 )
 
 

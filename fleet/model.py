@@ -17,7 +17,7 @@ The pipeline::
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -409,7 +409,7 @@ _SEVERITY = {
 }
 
 
-def worst_state(states: list[State] | tuple[State, ...], *, paused: bool = False) -> State:
+def worst_state(states: Sequence[State], *, paused: bool = False) -> State:
     """A cluster's state: its worst bundle state (Failed > Unreachable > Progressing > Pending > Synced),
     Suspended bundles left out, Paused overriding all. No bundle at all: Synced."""
     if paused:

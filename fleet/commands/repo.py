@@ -1,9 +1,71 @@
-"""Commands of this area; filled in by the issue that builds them."""
+"""`fleet validate`: check a GitOps repository and print every problem at once.
+
+Owns: the flags of `validate` and its output: ``PATH:LINE: message`` lines on stdout (warnings prefixed
+``warning:``), then exit 1 when any is an error; otherwise a one-line summary
+``N clusters, M bundles, K objects`` and exit 0. A repository that cannot be read at all (not a git
+repository, unknown revision, over a whole-revision limit) exits 2 with the reason on stderr.
+Does not: parse or decide anything itself (`fleet.repository` does, and `fleet.placement.check` adds the
+checks that need placement and render, when that layer provides it).
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from typing import Any
+
 import typer
+
+from fleet import errors, model, repository
+from fleet.commands import common
+
+
+def _placement_checker() -> Callable[[model.Repo], list[model.Problem]] | None:
+    """`fleet.placement.check(repo)` when the placement layer provides it."""
+    try:
+        module = importlib.import_module("fleet.placement")
+    except ImportError:
+        return None
+    check: Any = getattr(module, "check", None)
+    return check if callable(check) else None
+
+
+async def _validate(repo_path: str, rev: str | None, path: str) -> int:
+    try:
+        repo = await repository.load(repo_path, rev=rev, path=path, worktree_default=True)
+    except errors.FleetError as e:
+        common.fail(str(e), code=2)
+    problems = list(repo.problems)
+    check = _placement_checker()
+    if check is not None:
+        problems.extend(check(repo))
+    problems.sort(key=lambda p: (p.path, p.line))
+    for p in problems:
+        typer.echo(str(p))
+    n_errors = sum(1 for p in problems if p.severity is model.Severity.ERROR)
+    if n_errors:
+        n_warnings = len(problems) - n_errors
+        common.info(f"{n_errors} error(s), {n_warnings} warning(s)")
+        return 1
+    objects = sum(len(b.manifests) for b in repo.bundles.values())
+    typer.echo(f"{len(repo.clusters)} clusters, {len(repo.bundles)} bundles, {objects} objects")
+    return 0
+
+
+def validate(
+    repo: str = typer.Argument(
+        ".", help="The repository folder (a git work tree, or any folder with --rev unset)."
+    ),
+    rev: str | None = typer.Option(
+        None, "--rev", help="Read this commit (branch, tag or id) instead of the work tree."
+    ),
+    path: str = typer.Option("", "--path", help="Subfolder holding clusters/ and bundles/."),
+) -> None:
+    """Check the repository: every problem as PATH:LINE: message; exit 1 on any error."""
+    code = common.run(_validate, repo, rev, path)
+    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `fleet` app."""
+    app.command("validate")(validate)

@@ -1,9 +1,126 @@
-"""Commands of this area; filled in by the issue that builds them."""
+"""`fleet sim`: serve simulated Kubernetes clusters until SIGTERM/SIGINT.
+
+Owns: the flags of SIM.md (`--clusters`, `--names`, `--from`, `--listen`, `--kubeconfig-out`,
+`--port-per-cluster`, `--tls`, `--kube-version`), reading cluster names from a repository's
+`clusters/*.yaml` files on disk, the `ready <kubeconfig path>` line on stdout, and exit 0 on a signal.
+Does not: implement the server (`fleet.sim.server`).
+"""
 
 from __future__ import annotations
 
+import signal
+import sys
+from pathlib import Path
+
+import anyio
 import typer
+import yaml
+
+from fleet.commands import common
+
+
+def names_from_repo(repo: Path) -> list[str]:
+    """Context names of the Cluster files in `repo/clusters/` (`spec.context`, else `metadata.name`)."""
+    folder = repo / "clusters"
+    if not folder.is_dir():
+        common.fail(f"{folder}: no clusters/ folder in the repository")
+    names: list[str] = []
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        try:
+            doc = yaml.load(path.read_bytes(), Loader=yaml.CSafeLoader)
+        except yaml.YAMLError as e:
+            common.fail(f"{path}: not valid YAML: {e}")
+        if not isinstance(doc, dict):
+            common.fail(f"{path}: a Cluster file must be a YAML mapping")
+        spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+        meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        name = (spec or {}).get("context") or (meta or {}).get("name") or path.stem
+        if not isinstance(name, str):
+            common.fail(f"{path}: spec.context / metadata.name must be a string")
+        if name not in names:
+            names.append(name)
+    if not names:
+        common.fail(f"{folder}: no Cluster files (*.yaml)")
+    return names
+
+
+def _parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        common.fail(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:0")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def _serve(
+    names: list[str],
+    host: str,
+    port: int,
+    kubeconfig_out: Path,
+    port_per_cluster: bool,
+    tls: bool,
+    kube_version: str,
+) -> None:
+    from fleet.sim import server, testing
+
+    sim = server.Sim(
+        names, host=host, port=port, port_per_cluster=port_per_cluster, tls=tls, git_version=kube_version
+    )
+    try:
+        await sim.start()
+    except OSError as e:
+        common.fail(f"cannot listen on {host}:{port}: {e}")
+    try:
+        testing.write_kubeconfig(kubeconfig_out, sim.kubeconfig())
+        sys.stdout.write(f"ready {kubeconfig_out}\n")
+        sys.stdout.flush()
+        common.info(f"fleet sim: {len(names)} cluster(s), admin at {sim.admin_url}/_sim/clusters")
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                break
+    finally:
+        with anyio.CancelScope(shield=True):
+            await sim.stop()
+
+
+def sim_command(
+    clusters: int = typer.Option(0, "--clusters", help="Serve N clusters named sim-001 ... sim-NNN."),
+    names: str = typer.Option("", "--names", help="Comma-separated cluster names."),
+    from_repo: Path | None = typer.Option(
+        None, "--from", help="Serve one cluster per clusters/*.yaml of this repository folder."
+    ),
+    listen: str = typer.Option(
+        "127.0.0.1:0", "--listen", help="HOST:PORT to listen on (port 0: any free port)."
+    ),
+    kubeconfig_out: Path | None = typer.Option(
+        None, "--kubeconfig-out", help="Write the kubeconfig here (default: a file in a new temp folder)."
+    ),
+    port_per_cluster: bool = typer.Option(
+        False, "--port-per-cluster", help="Give each cluster its own port."
+    ),
+    tls: bool = typer.Option(False, "--tls", help="Serve HTTPS with a CA made at start (in the kubeconfig)."),
+    kube_version: str = typer.Option("v1.35.2", "--kube-version", help="gitVersion reported by /version."),
+) -> None:
+    """Serve simulated Kubernetes API servers; prints `ready <kubeconfig>` once every cluster answers."""
+    from fleet.sim import server
+
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    if from_repo is not None:
+        chosen += [n for n in names_from_repo(from_repo) if n not in chosen]
+    if clusters:
+        chosen += [n for n in server.cluster_names(clusters) if n not in chosen]
+    if not chosen:
+        chosen = server.cluster_names(1)
+    host, port = _parse_listen(listen)
+    if kubeconfig_out is None:
+        import tempfile
+
+        kubeconfig_out = Path(tempfile.mkdtemp(prefix="fleet-sim-")) / "kubeconfig"
+    try:
+        common.run(_serve, chosen, host, port, kubeconfig_out.absolute(), port_per_cluster, tls, kube_version)
+    except ValueError as e:
+        common.fail(str(e))
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `fleet` app."""
+    app.command("sim")(sim_command)

@@ -1,0 +1,243 @@
+"""`fleet serve` (the controller) and `fleet status` (what a running controller reports).
+
+Owns: turning options (each also from a ``FLEET_<OPTION>`` environment variable) into settings, wiring
+the engine, the HTTP server, telemetry and signal handling, and printing status. Does not: hold any
+logic of the engine (`fleet.engine`) or of the HTTP API (`fleet.server`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import typer
+from aiohttp import web
+
+from fleet import engine, errors, kube, model, server, source, state, statusview, telemetry
+from fleet.commands import common
+from fleet.commands.sync import parse_duration
+
+log = logging.getLogger("fleet.serve")
+
+
+def _default_state_dir() -> str:
+    return str(Path.home() / ".local" / "state" / "fleet")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise errors.InputError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(telemetry.TRACE_ID_FILTER)
+    root = logging.getLogger("fleet")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+async def serve_main(
+    settings: engine.Settings,
+    *,
+    kubeconfig_path: str | None,
+    allow_exec_auth: bool,
+    listen: str,
+    server_settings: server.ServerSettings,
+    otlp_endpoint: str | None,
+    kube_settings: kube.Settings,
+    on_ready: Any = None,
+) -> None:
+    """Run the controller until SIGTERM/SIGINT; returns after a clean shutdown."""
+    host, port = parse_listen(listen)
+    tel = telemetry.setup(otlp_endpoint=otlp_endpoint, instance=settings.instance)
+    kubeconfig = await kube.load_kubeconfig(kubeconfig_path, allow_exec_auth=allow_exec_auth)
+    store = await anyio.to_thread.run_sync(state.StateStore, settings.state_dir / "state.db")
+    eng = engine.Engine(settings, kubeconfig=kubeconfig, kube_settings=kube_settings, store=store)
+    app = server.build_app(eng, server_settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise errors.InputError(f"--listen {listen}: cannot listen: {e.strerror}") from e
+    bound = runner.addresses[0] if runner.addresses else (host, port)
+    url = f"http://{bound[0]}:{bound[1]}"
+    common.info(
+        f"fleet serve: listening on {url} (repo {source.redact(settings.repo)}, instance {settings.instance})"
+    )
+    if tel.enabled:
+        common.info(f"fleet serve: exporting traces to {telemetry.redact_url(tel.settings.endpoint)}")
+    if on_ready is not None:
+        on_ready(url)
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        common.info(f"fleet serve: {signal.Signals(signum).name}, shutting down")
+                        await eng.stop()
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(stop_on_signal)
+            tg.start_soon(eng.run)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await runner.cleanup()
+            await anyio.to_thread.run_sync(store.close)
+            await anyio.to_thread.run_sync(tel.shutdown)
+    common.info("fleet serve: stopped")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve_command(
+        repo: str = typer.Option(..., "--repo", envvar="FLEET_REPO", help="Git URL or local path to follow."),
+        branch: str = typer.Option("main", "--branch", envvar="FLEET_BRANCH", help="Branch to follow."),
+        rev: str | None = typer.Option(None, "--rev", envvar="FLEET_REV", help="Pin this revision instead."),
+        path: str = typer.Option(
+            "", "--path", envvar="FLEET_PATH", help="Subfolder holding clusters/, bundles/."
+        ),
+        kubeconfig: str | None = typer.Option(
+            None, "--kubeconfig", envvar="FLEET_KUBECONFIG", help="Default $KUBECONFIG, then ~/.kube/config."
+        ),
+        interval: str = typer.Option("30s", "--interval", envvar="FLEET_INTERVAL", help="Poll period."),
+        resync: str = typer.Option("5m", "--resync", envvar="FLEET_RESYNC", help="Full resync period."),
+        concurrency: int = typer.Option(
+            8, "--concurrency", envvar="FLEET_CONCURRENCY", help="Clusters at once."
+        ),
+        listen: str = typer.Option(
+            "127.0.0.1:8080", "--listen", envvar="FLEET_LISTEN", help="HOST:PORT of the API."
+        ),
+        webhook_secret_file: str | None = typer.Option(
+            None, "--webhook-secret-file", envvar="FLEET_WEBHOOK_SECRET_FILE", help="Shared webhook secret."
+        ),
+        api_token_file: str | None = typer.Option(
+            None, "--api-token-file", envvar="FLEET_API_TOKEN_FILE", help="Bearer token for mutating calls."
+        ),
+        state_dir: str = typer.Option(
+            _default_state_dir(),
+            "--state-dir",
+            envvar="FLEET_STATE_DIR",
+            help="Git mirror and state database.",
+        ),
+        instance: str = typer.Option(
+            model.DEFAULT_INSTANCE, "--instance", envvar="FLEET_INSTANCE", help="Owner label value."
+        ),
+        allow_exec_auth: bool = typer.Option(
+            False, "--allow-exec-auth", envvar="FLEET_ALLOW_EXEC_AUTH", help="Allow kubeconfig exec plugins."
+        ),
+        allow_empty_repo: bool = typer.Option(
+            False,
+            "--allow-empty-repo",
+            envvar="FLEET_ALLOW_EMPTY_REPO",
+            help="Accept a revision with nothing.",
+        ),
+        otlp_endpoint: str | None = typer.Option(
+            None, "--otlp-endpoint", envvar="FLEET_OTLP_ENDPOINT", help="OTLP/HTTP base URL for traces."
+        ),
+        jaeger_url: str | None = typer.Option(
+            None, "--jaeger-url", envvar="FLEET_JAEGER_URL", help="Jaeger UI base URL for trace links."
+        ),
+        git_username: str | None = typer.Option(None, "--git-username", envvar="FLEET_GIT_USERNAME"),
+        git_password_file: str | None = typer.Option(
+            None,
+            "--git-password-file",
+            envvar="FLEET_GIT_PASSWORD_FILE",
+            help="HTTPS token or password file.",
+        ),
+        git_password_env: str | None = typer.Option(
+            None, "--git-password-env", envvar="FLEET_GIT_PASSWORD_ENV", help="Variable holding the token."
+        ),
+        git_ssh_key: str | None = typer.Option(None, "--git-ssh-key", envvar="FLEET_GIT_SSH_KEY"),
+        qps: float = typer.Option(50.0, "--qps", envvar="FLEET_QPS", help="Requests per second per cluster."),
+        burst: int = typer.Option(300, "--burst", envvar="FLEET_BURST", help="Request burst per cluster."),
+        health_timeout: str = typer.Option("2m", "--health-timeout", envvar="FLEET_HEALTH_TIMEOUT"),
+        log_level: str = typer.Option("info", "--log-level", envvar="FLEET_LOG_LEVEL"),
+    ) -> None:
+        """Run the controller: follow a branch, reconcile every cluster, serve the API and status page."""
+        configure_logging(log_level)
+        try:
+            credentials = None
+            if git_username or git_password_file or git_password_env or git_ssh_key:
+                credentials = source.Credentials(
+                    username=git_username,
+                    password_file=Path(git_password_file) if git_password_file else None,
+                    password_env=git_password_env,
+                    ssh_key_file=Path(git_ssh_key) if git_ssh_key else None,
+                )
+            settings = engine.Settings(
+                repo=repo,
+                state_dir=Path(state_dir),
+                branch=branch,
+                rev=rev,
+                path=path,
+                instance=instance,
+                interval=parse_duration(interval, flag="--interval"),
+                resync_interval=parse_duration(resync, flag="--resync"),
+                concurrency=concurrency,
+                allow_empty_repo=allow_empty_repo,
+                credentials=credentials,
+                health_timeout=parse_duration(health_timeout, flag="--health-timeout"),
+            )
+            server_settings = server.ServerSettings(
+                api_token=server.read_secret_file(api_token_file, option="--api-token-file"),
+                webhook_secret=server.read_secret_file(webhook_secret_file, option="--webhook-secret-file"),
+                jaeger_url=jaeger_url,
+            )
+            source.check_url(repo)
+            common.run(
+                lambda: serve_main(
+                    settings,
+                    kubeconfig_path=kubeconfig,
+                    allow_exec_auth=allow_exec_auth,
+                    listen=listen,
+                    server_settings=server_settings,
+                    otlp_endpoint=otlp_endpoint,
+                    kube_settings=kube.Settings(qps=qps, burst=burst, allow_exec_auth=allow_exec_auth),
+                )
+            )
+        except errors.FleetError as e:
+            common.fail(str(e), code=2)
+
+    @app.command("status")
+    def status_command(
+        server_url: str = typer.Option(
+            "http://127.0.0.1:8080", "--server", help="URL of a running fleet serve."
+        ),
+        output: str = typer.Option("table", "--format", help="table or json."),
+        timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the answer."),
+    ) -> None:
+        """Show what a running `fleet serve` reports."""
+        if output not in ("table", "json"):
+            common.fail(f"--format {output!r}: expected table or json", code=2)
+        url = server_url.rstrip("/") + "/api/v1/status"
+        try:
+            resp = httpx.get(url, timeout=timeout)
+            resp.raise_for_status()
+            doc = resp.json()
+        except httpx.HTTPStatusError as e:
+            common.fail(f"{telemetry.redact_url(url)}: HTTP {e.response.status_code}", code=2)
+        except (httpx.HTTPError, ValueError) as e:
+            common.fail(f"{telemetry.redact_url(url)}: {type(e).__name__}: cannot read the status", code=2)
+        if output == "json":
+            typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+        else:
+            typer.echo(statusview.table(doc))
+        states = [c.get("state") for c in (doc.get("clusters") or {}).values()]
+        if any(s in ("Failed", "Unreachable") for s in states) or doc.get("errors"):
+            raise typer.Exit(1)

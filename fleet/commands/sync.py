@@ -1,0 +1,329 @@
+"""`fleet sync` and `fleet diff`: one full reconcile of every cluster, or what it would change.
+
+Owns: the flags of both commands, building `kube.Settings` / `reconcile.Options` from them, progress on
+stderr (a live line on a terminal, plain lines otherwise), the summary table or JSON on stdout, and exit
+codes. `sync`: 0 only when every placed pair is applied and healthy (paused clusters and suspended bundles
+are reported, not failures), 1 otherwise, 2 when nothing could be done (bad input). `diff`: 0 no
+difference, 1 differences, 2 an error (a cluster or object could not be compared, conflicts, bad input).
+Does not: hold any reconcile logic (`fleet.reconcile`, `fleet.diff`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import typer
+
+from fleet import diff as diff_mod
+from fleet import errors, kube, model, placement, reconcile, render, repository
+from fleet.commands import common
+
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
+
+
+def parse_duration(text: str, *, flag: str) -> float:
+    """``5m``, ``90s``, ``1m30s``, ``1h``, or plain seconds -> seconds."""
+    m = _DURATION.match(text.strip())
+    if not text.strip() or m is None or not any(m.groups()):
+        raise errors.InputError(f"{flag}: {text!r} is not a duration (examples: 30s, 5m, 1m30s)")
+    h, mins, s = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mins * 60 + s
+
+
+@dataclass(frozen=True)
+class _Common:
+    repo: str
+    rev: str | None
+    worktree: bool
+    path: str
+    kubeconfig: str | None
+    instance: str
+    concurrency: int
+    allow_exec_auth: bool
+    allow_empty_repo: bool
+    request_timeout: float
+    retry_budget: float
+
+
+async def _prepare(
+    c: _Common,
+) -> tuple[model.Repo, dict[str, dict[str, Any]], kube.Kubeconfig]:
+    if c.concurrency < 1:
+        raise errors.InputError("--concurrency must be at least 1")
+    repo = await repository.load(c.repo, rev=c.rev, path=c.path, worktree=c.worktree, worktree_default=False)
+    for problem in repo.problems:
+        common.info(str(problem))
+    clusters_seen = len(repo.clusters) + len(repo.broken_clusters)
+    bundles_seen = len(repo.bundles) + len(repo.broken_bundles)
+    if (clusters_seen == 0 or bundles_seen == 0) and not c.allow_empty_repo:
+        what = "no cluster file" if clusters_seen == 0 else "no bundle"
+        raise errors.InputError(
+            f"the revision read holds {what} at all; refusing to act on it (a broken checkout looks like "
+            "that). Pass --allow-empty-repo if this is really wanted"
+        )
+    placed = await anyio.to_thread.run_sync(lambda: placement.place(repo))
+    desired, render_errors = await anyio.to_thread.run_sync(
+        lambda: render.render_all(repo, placed, revision=repo.revision, instance=c.instance)
+    )
+    targets = reconcile.targets_for(repo, placed, desired, render_errors)
+    kubeconfig = await kube.load_kubeconfig(c.kubeconfig, allow_exec_auth=c.allow_exec_auth)
+    for name in sorted(repo.clusters):
+        ctx = kubeconfig.context(repo.clusters[name].context or name)
+        for warning in ctx.warnings:
+            common.info(f"warning: cluster {name}: {warning}")
+    return repo, dict(targets), kubeconfig
+
+
+def _settings(c: _Common) -> kube.Settings:
+    return kube.Settings(
+        request_timeout=c.request_timeout,
+        connect_timeout=min(5.0, c.request_timeout),
+        retry_budget=c.retry_budget,
+        allow_exec_auth=c.allow_exec_auth,
+    )
+
+
+class _Progress:
+    """Clusters done/total and failures, on stderr: one rewritten line on a terminal, plain lines else."""
+
+    def __init__(self, total: int, *, wait: bool) -> None:
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self.wait = wait
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, result: reconcile.ClusterResult) -> None:
+        self.done += 1
+        if not result.ok(wait=self.wait):
+            self.failed += 1
+        if self.tty:
+            sys.stderr.write(f"\rclusters {self.done}/{self.total} done, {self.failed} failed ")
+            if self.done == self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+        else:
+            changes = result.changes
+            counts = ", ".join(
+                f"{changes.count(a)} {a}"
+                for a in (model.Action.CREATED, model.Action.CONFIGURED, model.Action.DELETED)
+                if changes.count(a)
+            )
+            detail = f" ({counts})" if counts else ""
+            msg = f": {result.message}" if result.message else ""
+            common.info(f"[{self.done}/{self.total}] cluster {result.cluster}: {result.state}{detail}{msg}")
+
+
+def _bundle_json(b: reconcile.BundleResult) -> dict[str, Any]:
+    return {
+        "state": str(b.state),
+        "objects": b.objects,
+        "created": b.changes.count(model.Action.CREATED),
+        "configured": b.changes.count(model.Action.CONFIGURED),
+        "unchanged": b.changes.count(model.Action.UNCHANGED),
+        "deleted": b.changes.count(model.Action.DELETED),
+        "conflicts": b.changes.count(model.Action.CONFLICT),
+        "failed": b.changes.count(model.Action.FAILED),
+        "message": b.message or None,
+        "changes": [
+            {"object": str(ch.ref), "action": str(ch.action), "message": ch.message or None}
+            for ch in b.changes.changes
+            if ch.action is not model.Action.UNCHANGED
+        ],
+    }
+
+
+def result_json(result: reconcile.FleetResult) -> dict[str, Any]:
+    return {
+        "revision": result.revision,
+        "ok": result.ok,
+        "clusters": {
+            name: {
+                "state": str(c.state),
+                "message": c.message or None,
+                "warnings": list(c.warnings),
+                "requests": c.requests,
+                "seconds": round(c.seconds, 3),
+                "bundles": {b: _bundle_json(r) for b, r in sorted(c.bundles.items())},
+                "removed": {b: _bundle_json(r) for b, r in sorted(c.removed.items())},
+            }
+            for name, c in result.clusters.items()
+        },
+    }
+
+
+def result_table(result: reconcile.FleetResult) -> str:
+    head = ("CLUSTER", "BUNDLE", "STATE", "CREATED", "CONFIGURED", "UNCHANGED", "DELETED", "MESSAGE")
+    rows: list[tuple[str, ...]] = []
+    for name, c in result.clusters.items():
+        entries = [(b, r, "") for b, r in sorted(c.bundles.items())]
+        entries += [(b, r, " (removed)") for b, r in sorted(c.removed.items())]
+        if not entries:
+            rows.append((name, "-", str(c.state), "", "", "", "", c.message))
+        for b, r, suffix in entries:
+            ch = r.changes
+            rows.append(
+                (
+                    name,
+                    b + suffix,
+                    str(r.state),
+                    str(ch.count(model.Action.CREATED)),
+                    str(ch.count(model.Action.CONFIGURED)),
+                    str(ch.count(model.Action.UNCHANGED)),
+                    str(ch.count(model.Action.DELETED)),
+                    (r.message or "").replace("\n", " "),
+                )
+            )
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    lines = ["  ".join(col.ljust(widths[i]) for i, col in enumerate(row)).rstrip() for row in (head, *rows)]
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `sync` and `diff` to the `fleet` app."""
+
+    @app.command("sync")
+    def sync_command(
+        repo: str = typer.Argument(".", help="The GitOps repository (a local git repository)."),
+        rev: str | None = typer.Option(None, "--rev", help="Commit to read (default HEAD)."),
+        worktree: bool = typer.Option(
+            False, "--worktree", help="Read the files on disk instead of a commit."
+        ),
+        path: str = typer.Option("", "--path", help="Subfolder holding clusters/ and bundles/."),
+        kubeconfig: str | None = typer.Option(
+            None, "--kubeconfig", help="Kubeconfig (default $KUBECONFIG, then ~/.kube/config)."
+        ),
+        instance: str = typer.Option(model.DEFAULT_INSTANCE, "--instance", help="Owner label value."),
+        concurrency: int = typer.Option(8, "--concurrency", help="Clusters reconciled at once."),
+        allow_exec_auth: bool = typer.Option(
+            False, "--allow-exec-auth", help="Allow kubeconfig users that run exec/auth-provider plugins."
+        ),
+        allow_empty_repo: bool = typer.Option(
+            False, "--allow-empty-repo", help="Act on a revision with no cluster file or no bundle."
+        ),
+        output: str = typer.Option("table", "--format", help="table or json."),
+        no_wait: bool = typer.Option(False, "--no-wait", help="Do not wait for health."),
+        timeout: str = typer.Option("5m", "--timeout", help="Bound of the health wait (e.g. 90s, 5m)."),
+        request_timeout: str = typer.Option("30s", "--request-timeout", help="Timeout of one API request."),
+        retry_budget: str = typer.Option(
+            "60s",
+            "--retry-budget",
+            help="Time one request may spend retrying before its cluster is given up.",
+        ),
+    ) -> None:
+        """One full reconcile of every cluster, then exit (0: every placed pair applied and healthy)."""
+        if output not in ("table", "json"):
+            common.fail("--format must be table or json", code=2)
+        try:
+            c = _Common(
+                repo,
+                rev,
+                worktree,
+                path,
+                kubeconfig,
+                instance,
+                concurrency,
+                allow_exec_auth,
+                allow_empty_repo,
+                parse_duration(request_timeout, flag="--request-timeout"),
+                parse_duration(retry_budget, flag="--retry-budget"),
+            )
+            health_timeout = parse_duration(timeout, flag="--timeout")
+        except errors.InputError as e:
+            common.fail(str(e), code=2)
+        code = common.run(_sync, c, health_timeout, not no_wait, output)
+        raise typer.Exit(code)
+
+    @app.command("diff")
+    def diff_command(
+        repo: str = typer.Argument(".", help="The GitOps repository (a local git repository)."),
+        rev: str | None = typer.Option(None, "--rev", help="Commit to read (default HEAD)."),
+        worktree: bool = typer.Option(
+            False, "--worktree", help="Read the files on disk instead of a commit."
+        ),
+        path: str = typer.Option("", "--path", help="Subfolder holding clusters/ and bundles/."),
+        kubeconfig: str | None = typer.Option(
+            None, "--kubeconfig", help="Kubeconfig (default $KUBECONFIG, then ~/.kube/config)."
+        ),
+        instance: str = typer.Option(model.DEFAULT_INSTANCE, "--instance", help="Owner label value."),
+        concurrency: int = typer.Option(8, "--concurrency", help="Clusters compared at once."),
+        allow_exec_auth: bool = typer.Option(
+            False, "--allow-exec-auth", help="Allow kubeconfig users that run exec/auth-provider plugins."
+        ),
+        allow_empty_repo: bool = typer.Option(
+            False, "--allow-empty-repo", help="Act on a revision with no cluster file or no bundle."
+        ),
+        request_timeout: str = typer.Option("30s", "--request-timeout", help="Timeout of one API request."),
+        retry_budget: str = typer.Option(
+            "60s",
+            "--retry-budget",
+            help="Time one request may spend retrying before its cluster is given up.",
+        ),
+    ) -> None:
+        """Server-side dry-run diff against the live clusters (exit 0 none, 1 differences, 2 error)."""
+        try:
+            c = _Common(
+                repo,
+                rev,
+                worktree,
+                path,
+                kubeconfig,
+                instance,
+                concurrency,
+                allow_exec_auth,
+                allow_empty_repo,
+                parse_duration(request_timeout, flag="--request-timeout"),
+                parse_duration(retry_budget, flag="--retry-budget"),
+            )
+        except errors.InputError as e:
+            common.fail(str(e), code=2)
+        code = common.run(_diff, c)
+        raise typer.Exit(code)
+
+
+async def _sync(c: _Common, health_timeout: float, wait: bool, output: str) -> int:
+    try:
+        repo, targets, kubeconfig = await _prepare(c)
+    except (errors.InputError, errors.SourceError) as e:
+        common.fail(str(e), code=2)
+    options = reconcile.Options(
+        instance=c.instance, concurrency=c.concurrency, wait=wait, health_timeout=health_timeout
+    )
+    progress = _Progress(len(repo.clusters), wait=wait)
+    async with kube.Clients(kubeconfig, settings=_settings(c)) as clients:
+        result = await reconcile.reconcile_fleet(
+            repo, targets, clients=clients, options=options, on_done=progress
+        )
+    if output == "json":
+        typer.echo(json.dumps(result_json(result), indent=2))
+    else:
+        typer.echo(result_table(result))
+    return 0 if result.ok else 1
+
+
+async def _diff(c: _Common) -> int:
+    try:
+        repo, targets, kubeconfig = await _prepare(c)
+    except (errors.InputError, errors.SourceError) as e:
+        common.fail(str(e), code=2)
+    async with kube.Clients(kubeconfig, settings=_settings(c)) as clients:
+        result = await diff_mod.diff_fleet(
+            repo, targets, clients=clients, instance=c.instance, concurrency=c.concurrency
+        )
+    for name, cd in result.clusters.items():
+        if cd.error:
+            common.info(f"error: cluster {name}: {cd.error}")
+        for d in cd.diffs:
+            if d.kind in ("conflict", "error"):
+                common.info(f"{d.kind}: cluster {name}: bundle {d.bundle}: {d.text}")
+            else:
+                typer.echo(f"# cluster {name}, bundle {d.bundle}: {d.ref} ({d.kind})")
+                typer.echo(d.text, nl=False)
+    if result.failed:
+        return 2
+    return 1 if result.changed else 0

@@ -1,0 +1,763 @@
+"""The long-running controller behind `fleet serve`.
+
+Owns: following a branch (or a pinned revision) by polling with jitter or when the webhook asks; parsing,
+placing and rendering each new revision once; deciding which clusters a revision changes (their
+rendered hashes); one worker task per registered cluster with a coalescing wake-up (repeated requests
+while a round runs give one more round, not many), a global limit on clusters in flight, retries with
+capped jittered backoff, quick re-checks while objects become healthy, and a periodic full resync; the
+in-memory status (SPEC.md section 4) and its durable copy in `fleet.state`; the span tree of SPEC.md
+section 5 (`revision <sha>` root with fetch/parse/placement children, one `cluster <name>` child per
+cluster the revision changes, and `drift <cluster>` traces linked to their revision); metrics.
+
+Does not: talk HTTP to users (`fleet.server`), decide ownership or what to write on a cluster
+(`fleet.reconcile` and below), or read git itself (`fleet.source`).
+
+Workers are reconciled like resources: the registered clusters are the desired set of worker keys; a
+cluster added to the repo gets a worker without a restart, a removed one has its worker cancelled and is
+no longer managed (its objects stay). A revision that breaks a cluster file freezes that cluster at its
+last good registration (no writes, Failed); a broken bundle keeps its last good state everywhere
+(`reconcile.protected_bundles`) and turns Failed with the error; a revision with no cluster or no bundle
+at all is refused as a whole unless `allow_empty_repo`. A failing fetch keeps the last good revision,
+reports the error and its age, and retries with backoff.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from fleet import (
+    errors,
+    kube,
+    model,
+    placement,
+    plan,
+    reconcile,
+    render,
+    repository,
+    source,
+    state,
+    telemetry,
+)
+from fleet.metrics import Metrics
+
+log = logging.getLogger("fleet.engine")
+tracer = trace.get_tracer("fleet.engine")
+
+
+def now_rfc3339() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _jitter(seconds: float, *, spread: float = 0.1) -> float:
+    return seconds * random.uniform(1 - spread, 1 + spread)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `fleet serve` decides from its options (no credentials in here: only where they are)."""
+
+    repo: str
+    state_dir: Path
+    branch: str = "main"
+    rev: str | None = None  # pinned revision: never follow the branch
+    path: str = ""
+    instance: str = model.DEFAULT_INSTANCE
+    interval: float = 30.0  # poll period
+    resync_interval: float = 300.0  # full reconcile of an idle cluster
+    concurrency: int = 8  # clusters in flight
+    allow_empty_repo: bool = False
+    credentials: source.Credentials | None = None
+    retry_base: float = 2.0
+    retry_cap: float = 120.0
+    recheck_interval: float = 2.0  # while objects become healthy
+    health_timeout: float = 120.0
+    fetch_min_gap: float = 1.0  # webhook rate limit: at most one fetch per this many seconds
+    grace_period: float = 20.0  # SIGTERM: in-flight rounds may finish within this
+
+
+@dataclass
+class BundleStatus:
+    state: model.State
+    revision: str | None = None
+    objects: int = 0
+    last_error: str | None = None
+    hash: str | None = None
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "revision": self.revision,
+            "objects": self.objects,
+            "lastError": self.last_error,
+        }
+
+
+@dataclass
+class WatchStatus:
+    streams: int = 0
+    last_event_at: str | None = None
+    reconnects: int = 0
+    relists: int = 0
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "streams": self.streams,
+            "lastEventAt": self.last_event_at,
+            "reconnects": self.reconnects,
+            "relists": self.relists,
+        }
+
+
+@dataclass
+class Request:
+    """Why a cluster worker should run a round; several requests coalesce into one round."""
+
+    reasons: set[str] = field(default_factory=set)
+    revision_context: trace.SpanContext | None = None  # the revision trace this round belongs to
+    revision: str | None = None
+
+
+@dataclass
+class ClusterRuntime:
+    """The engine's mutable record of one registered cluster."""
+
+    name: str
+    cluster: model.Cluster | None  # None: never had a good registration
+    state: model.State = model.State.PENDING
+    revision: str | None = None
+    last_sync_at: str | None = None
+    last_error: str | None = None
+    trace_id: str | None = None
+    bundles: dict[str, BundleStatus] = field(default_factory=dict)
+    watch: WatchStatus = field(default_factory=WatchStatus)
+    broken: str | None = None  # the cluster file is broken at this revision
+    attempted: bool = False
+    failures: int = 0
+    pending: Request | None = None
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    scope: anyio.CancelScope | None = None
+    client: kube.Client | None = None
+    client_context: str | None = None
+    signature: dict[str, str] = field(default_factory=dict)  # bundle -> hash or error, last reconciled
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "revision": self.revision,
+            "lastSyncAt": self.last_sync_at,
+            "lastError": self.last_error,
+            "traceId": self.trace_id,
+            "watch": self.watch.document(),
+            "bundles": {b: s.document() for b, s in sorted(self.bundles.items())},
+        }
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What one revision wants, computed once per revision off the event loop."""
+
+    repo: model.Repo
+    targets: Mapping[str, Mapping[str, plan.Target]]  # cluster -> bundle -> target
+    protected: Mapping[str, str]  # broken bundles: left alone everywhere
+    problems: tuple[model.Problem, ...]
+
+    def signature(self, cluster: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for b, t in (self.targets.get(cluster) or {}).items():
+            if t.desired is not None:
+                out[b] = t.desired.hash + (":suspended" if t.suspended else "")
+            else:
+                out[b] = "error:" + (t.error or "")
+        for b in self.protected:
+            out[b] = "protected"
+        return out
+
+
+def compute_desired(snapshot: model.Snapshot, *, instance: str) -> Desired:
+    """Parse, place and render one revision (blocking: CEL and YAML are CPU-bound)."""
+    repo = repository.parse(snapshot)
+    placed = placement.place(repo)
+    desired, render_errors = render.render_all(repo, placed, revision=snapshot.revision, instance=instance)
+    targets = reconcile.targets_for(repo, placed, desired, render_errors)
+    problems = tuple(sorted(repo.problems))
+    return Desired(repo=repo, targets=targets, protected=reconcile.protected_bundles(repo), problems=problems)
+
+
+class Engine:
+    """The controller. `run()` until cancelled; the HTTP layer calls the small synchronous API."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        kubeconfig: kube.Kubeconfig,
+        kube_settings: kube.Settings,
+        store: state.StateStore,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.kubeconfig = kubeconfig
+        self.kube_settings = kube_settings
+        self.store = store
+        self.metrics = metrics or Metrics()
+        self.source = source.Source(
+            settings.repo, state_dir=settings.state_dir, credentials=settings.credentials
+        )
+        self.clusters: dict[str, ClusterRuntime] = {}
+        self.desired: Desired | None = None
+        self.revision: state.RevisionRow = state.RevisionRow()
+        self.revision_context: trace.SpanContext | None = None
+        self.fetch_error: str | None = None
+        self.fetch_error_at: str | None = None
+        self.fetched_once = False
+        self._fetch_wake = anyio.Event()
+        self._last_trigger = 0.0
+        self._limiter = anyio.CapacityLimiter(max(1, settings.concurrency))
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._db_limiter = anyio.CapacityLimiter(1)
+        self._in_flight = 0
+        self._stopping = False
+        self._forgotten: list[str] = []
+        self._idle = anyio.Event()
+        self._restore()
+
+    # -- the API the HTTP layer uses -----------------------------------------------------------------------
+
+    @property
+    def registry(self) -> Any:
+        return self.metrics.registry
+
+    @property
+    def ready(self) -> bool:
+        """The repo was read and every registered cluster had a first reconcile attempt."""
+        return self.fetched_once and all(rt.attempted for rt in self.clusters.values())
+
+    def status_document(self) -> dict[str, Any]:
+        rev = self.revision
+        errors_ = [
+            {"path": p.get("path"), "line": p.get("line"), "message": p.get("message")} for p in rev.problems
+        ]
+        if self.fetch_error:
+            errors_.append(
+                {"path": source.redact(self.settings.repo), "line": None, "message": self.fetch_error}
+            )
+        return {
+            "revision": rev.sha,
+            "message": rev.message,
+            "author": rev.author,
+            "committedAt": rev.committed_at,
+            "fetchedAt": rev.fetched_at,
+            "errors": errors_,
+            "clusters": {name: rt.document() for name, rt in sorted(self.clusters.items())},
+        }
+
+    def request_reconcile(self, *, cluster: str | None, bundle: str | None) -> list[str]:
+        if cluster is not None and cluster not in self.clusters:
+            raise KeyError(f"cluster {cluster}: not registered")
+        if bundle is not None and self.desired is not None and bundle not in self.desired.repo.bundles:
+            raise KeyError(f"bundle {bundle}: not in the current revision")
+        names = [cluster] if cluster else sorted(self.clusters)
+        if bundle is not None:
+            names = [n for n in names if bundle in self.clusters[n].bundles]
+        for n in names:
+            self._wake(self.clusters[n], reason="requested")
+        return names
+
+    def trigger_fetch(self, *, reason: str) -> bool:
+        now = time.monotonic()
+        if self._fetch_wake.is_set() or now - self._last_trigger < self.settings.fetch_min_gap:
+            log.info("fetch already pending (%s)", reason)
+            self._fetch_wake.set()
+            return False
+        self._last_trigger = now
+        log.info("fetch requested: %s", reason)
+        self._fetch_wake.set()
+        return True
+
+    def watch_update(self, cluster: str, **changes: Any) -> None:
+        """The watch layer reports its health per cluster here (streams, lastEventAt, reconnects, relists)."""
+        rt = self.clusters.get(cluster)
+        if rt is None:
+            return
+        for key, value in changes.items():
+            setattr(rt.watch, key, value)
+
+    def drift(self, cluster: str, *, refs: tuple[model.ObjectRef, ...]) -> None:
+        """The watch layer saw managed objects drift: repair that cluster now, in a `drift` trace."""
+        rt = self.clusters.get(cluster)
+        if rt is None or rt.cluster is None:
+            return
+        self.metrics.drift_repairs.labels(cluster=cluster).inc(len(refs))
+        self._wake(rt, reason="drift")
+
+    # -- start-up ------------------------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        """Load what the previous process knew, so status and change detection continue across a restart."""
+        saved = self.store.load()
+        self.revision = saved.revision
+        self.fetch_error = saved.revision.fetch_error
+        self.fetch_error_at = saved.revision.fetch_error_at
+        for name, row in saved.clusters.items():
+            rt = ClusterRuntime(name=name, cluster=None)
+            rt.state = model.State(row.state)
+            rt.revision = row.revision
+            rt.last_sync_at = row.last_sync_at
+            rt.last_error = row.last_error
+            rt.trace_id = row.trace_id
+            self.clusters[name] = rt
+        for (cluster, bundle), t in saved.targets.items():
+            owner = self.clusters.get(cluster)
+            if owner is None:
+                continue
+            owner.bundles[bundle] = BundleStatus(
+                state=model.State(t.state),
+                revision=t.revision,
+                objects=t.objects,
+                last_error=t.last_error,
+                hash=t.hash,
+            )
+            if t.hash:
+                owner.signature[bundle] = t.hash
+
+    # -- the main loop -------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled (the caller cancels on SIGTERM after `stop()`)."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._fetch_loop)
+        finally:
+            self._tg = None
+            with anyio.CancelScope(shield=True):
+                for rt in self.clusters.values():
+                    if rt.client is not None:
+                        await rt.client.aclose()
+                        rt.client = None
+
+    async def stop(self, *, grace: float | None = None) -> None:
+        """Stop taking new work and give in-flight rounds `grace` seconds to finish."""
+        self._stopping = True
+        deadline = time.monotonic() + (self.settings.grace_period if grace is None else grace)
+        with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+            while self._in_flight:
+                self._idle = anyio.Event()
+                await self._idle.wait()
+
+    async def _fetch_loop(self) -> None:
+        failures = 0
+        while not self._stopping:
+            ok = await self._fetch_once()
+            failures = 0 if ok else failures + 1
+            delay = (
+                _jitter(self.settings.interval)
+                if ok
+                else min(self.settings.retry_cap, self.settings.retry_base * 2 ** min(failures, 10))
+                * random.uniform(0.5, 1.0)
+            )
+            with anyio.move_on_after(delay):
+                await self._fetch_wake.wait()
+            self._fetch_wake = anyio.Event()
+
+    async def _fetch_once(self) -> bool:
+        """Fetch, and act on a new revision. False when the fetch or read failed (last good kept)."""
+        started_ns = time.time_ns()
+        try:
+            if self.settings.rev is None or not self.fetched_once:
+                await self.source.fetch()
+            sha = await self.source.resolve(self.settings.rev or self.settings.branch)
+            fetched_ns = time.time_ns()
+            if sha == self.revision.sha and self.desired is not None:
+                self.metrics.fetches.labels(result="unchanged").inc()
+                self._clear_fetch_error()
+                return True
+            snapshot = await self.source.snapshot(sha, subpath=self.settings.path)
+        except errors.FleetError as e:
+            self._fetch_failed(str(e))
+            return False
+        self.metrics.fetches.labels(result="new").inc()
+        await self._new_revision(snapshot, started_ns=started_ns, fetched_ns=fetched_ns)
+        return True
+
+    def _clear_fetch_error(self) -> None:
+        if self.fetch_error is not None:
+            log.info("repository reachable again")
+        self.fetch_error = None
+        self.fetch_error_at = None
+
+    def _fetch_failed(self, message: str) -> None:
+        self.metrics.fetches.labels(result="error").inc()
+        if self.fetch_error is None:
+            self.fetch_error_at = now_rfc3339()
+        self.fetch_error = f"fetch failed (last good revision kept, since {self.fetch_error_at}): {message}"
+        log.warning("%s", self.fetch_error)
+        self.fetched_once = self.fetched_once or self.desired is not None
+
+    async def _new_revision(self, snapshot: model.Snapshot, *, started_ns: int, fetched_ns: int) -> None:
+        sha = snapshot.revision or ""
+        root = tracer.start_span(
+            f"revision {sha[:7]}",
+            kind=SpanKind.INTERNAL,
+            start_time=started_ns,
+            attributes={"fleet.revision": sha},
+        )
+        ctx = trace.set_span_in_context(root)
+        tracer.start_span("fetch", context=ctx, start_time=started_ns).end(end_time=fetched_ns)
+        try:
+            with tracer.start_as_current_span("parse", context=ctx):
+                pass
+            with tracer.start_as_current_span("placement", context=ctx) as span:
+                desired = await anyio.to_thread.run_sync(
+                    functools.partial(compute_desired, snapshot, instance=self.settings.instance)
+                )
+                span.set_attribute("fleet.bundles", len(desired.repo.bundles))
+                span.set_attribute("fleet.clusters", len(desired.repo.clusters))
+            refused = self._refusal(desired)
+            problems = tuple(
+                {"path": p.path, "line": p.line, "message": p.message}
+                for p in desired.problems
+                if p.severity is model.Severity.ERROR
+            )
+            if refused:
+                problems = ({"path": self.settings.path or ".", "line": 1, "message": refused}, *problems)
+                root.set_status(Status(StatusCode.ERROR, refused))
+                self._set_revision(snapshot, problems)
+                self._clear_fetch_error()
+                self.fetched_once = True
+                log.error("revision %s refused: %s", sha[:7], refused)
+                await self._persist_revision()
+                return
+            self.desired = desired
+            self._set_revision(snapshot, problems)
+            self._clear_fetch_error()
+            self.revision_context = root.get_span_context()
+            changed = self._apply_registry(desired, sha=sha)
+            forgotten, self._forgotten = self._forgotten, []
+            for name in forgotten:
+                await anyio.to_thread.run_sync(self.store.forget_cluster, name, limiter=self._db_limiter)
+            root.set_attribute("fleet.clusters_selected", len(changed))
+            root.set_attribute("fleet.bundles", len(desired.repo.bundles))
+            self.fetched_once = True
+            await self._persist_revision()
+            log.info(
+                "revision %s: %d clusters, %d bundles, %d clusters to reconcile",
+                sha[:7],
+                len(desired.repo.clusters),
+                len(desired.repo.bundles),
+                len(changed),
+            )
+        finally:
+            root.end()
+
+    def _refusal(self, desired: Desired) -> str | None:
+        if self.settings.allow_empty_repo:
+            return None
+        repo = desired.repo
+        if not repo.clusters and not repo.broken_clusters:
+            return "no cluster file at this revision: refused as a whole (a broken checkout looks like this)"
+        if not repo.bundles and not repo.broken_bundles:
+            return "no bundle at this revision: refused as a whole (a broken checkout looks like this)"
+        return None
+
+    def _set_revision(self, snapshot: model.Snapshot, problems: tuple[dict[str, Any], ...]) -> None:
+        self.revision = state.RevisionRow(
+            sha=snapshot.revision,
+            message=(snapshot.message or "").splitlines()[0] if snapshot.message else None,
+            author=snapshot.author,
+            committed_at=snapshot.committed_at,
+            fetched_at=now_rfc3339(),
+            problems=problems,
+        )
+        self.metrics.revision_timestamp.set(time.time())
+
+    async def _persist_revision(self) -> None:
+        row = state.RevisionRow(
+            **{
+                **self.revision.__dict__,
+                "fetch_error": self.fetch_error,
+                "fetch_error_at": self.fetch_error_at,
+            }
+        )
+        await anyio.to_thread.run_sync(self.store.record_revision, row, limiter=self._db_limiter)
+
+    def _apply_registry(self, desired: Desired, *, sha: str) -> list[str]:
+        """Start, stop and update cluster workers for this revision; wake the clusters it changes."""
+        repo = desired.repo
+        wanted = set(repo.clusters) | set(repo.broken_clusters)
+        for name in sorted(set(self.clusters) - wanted):
+            rt = self.clusters.pop(name)
+            if rt.scope is not None:
+                rt.scope.cancel()
+            self.metrics.forget_cluster(name)
+            self._forgotten.append(name)
+            log.info("cluster %s: removed from the repository, no longer managed (its objects stay)", name)
+        changed: list[str] = []
+        for name in sorted(wanted):
+            if name not in self.clusters:
+                self.clusters[name] = ClusterRuntime(name=name, cluster=None)
+            rt = self.clusters[name]
+            if name in repo.broken_clusters:
+                problems = repo.broken_clusters[name]
+                rt.broken = str(problems[0]) if problems else "broken cluster file"
+                rt.state = model.State.FAILED
+                rt.last_error = f"cluster {name}: registration frozen at its last good version: {rt.broken}"
+                rt.attempted = True
+            else:
+                rt.broken = None
+                rt.cluster = repo.clusters[name]
+            self._mark_protected(rt, desired)
+            signature = desired.signature(name)
+            if rt.scope is None and rt.cluster is not None and self._tg is not None:
+                self._tg.start_soon(self._worker, rt)
+            if rt.broken is None and signature != rt.signature:
+                changed.append(name)
+                self._wake(rt, reason="revision", revision=sha, context=self.revision_context)
+            elif rt.broken is None and not rt.attempted:
+                self._wake(rt, reason="start")
+        return changed
+
+    def _mark_protected(self, rt: ClusterRuntime, desired: Desired) -> None:
+        for b, message in desired.protected.items():
+            if b in rt.bundles:
+                rt.bundles[b].state = model.State.FAILED
+                rt.bundles[b].last_error = message
+
+    def _wake(
+        self,
+        rt: ClusterRuntime,
+        *,
+        reason: str,
+        revision: str | None = None,
+        context: trace.SpanContext | None = None,
+    ) -> None:
+        if rt.pending is None:
+            rt.pending = Request()
+        rt.pending.reasons.add(reason)
+        if context is not None:
+            rt.pending.revision_context = context
+            rt.pending.revision = revision
+        rt.wake.set()
+        self.metrics.queue_depth.set(sum(1 for r in self.clusters.values() if r.pending is not None))
+
+    # -- cluster workers -------------------------------------------------------------------------------------
+
+    async def _worker(self, rt: ClusterRuntime) -> None:
+        with anyio.CancelScope() as scope:
+            rt.scope = scope
+            try:
+                while not self._stopping:
+                    delay = self._idle_delay(rt)
+                    with anyio.move_on_after(delay):
+                        await rt.wake.wait()
+                    rt.wake = anyio.Event()
+                    if self._stopping:
+                        return
+                    request = rt.pending or Request(reasons={"resync"})
+                    rt.pending = None
+                    self.metrics.queue_depth.set(
+                        sum(1 for r in self.clusters.values() if r.pending is not None)
+                    )
+                    if rt.broken is not None or rt.cluster is None or self.desired is None:
+                        continue
+                    async with self._limiter:
+                        self._in_flight += 1
+                        try:
+                            await self._round(rt, request)
+                        finally:
+                            self._in_flight -= 1
+                            if not self._in_flight:
+                                self._idle.set()
+            finally:
+                rt.scope = None
+
+    def _idle_delay(self, rt: ClusterRuntime) -> float:
+        if rt.pending is not None:
+            return 0.0
+        if rt.state in (model.State.FAILED, model.State.UNREACHABLE) and rt.failures:
+            return min(
+                self.settings.retry_cap, self.settings.retry_base * 2 ** min(rt.failures, 10)
+            ) * random.uniform(0.5, 1.0)
+        if rt.state in (model.State.PROGRESSING, model.State.PENDING) and rt.attempted:
+            return _jitter(self.settings.recheck_interval)
+        return _jitter(self.settings.resync_interval)
+
+    def _client(self, rt: ClusterRuntime, cluster: model.Cluster) -> kube.Client:
+        context = cluster.context or cluster.name
+        if rt.client is None or rt.client_context != context:
+            rt.client = kube.Client(
+                cluster=cluster.name, context=self.kubeconfig.context(context), settings=self.kube_settings
+            )
+            rt.client_context = context
+        return rt.client
+
+    async def _round(self, rt: ClusterRuntime, request: Request) -> None:
+        desired = self.desired
+        cluster = rt.cluster
+        assert desired is not None and cluster is not None
+        targets = desired.targets.get(rt.name, {})
+        signature = desired.signature(rt.name)
+        revision = self.revision.sha
+        links = []
+        if request.revision_context is not None:
+            parent = trace.set_span_in_context(trace.NonRecordingSpan(request.revision_context))
+            name = f"cluster {rt.name}"
+        else:
+            parent = trace.set_span_in_context(trace.INVALID_SPAN)  # a trace of its own
+            name = f"drift {rt.name}" if "drift" in request.reasons else f"cluster {rt.name}"
+            if self.revision_context is not None:
+                links = [Link(self.revision_context)]
+        started = time.monotonic()
+        with tracer.start_as_current_span(
+            name,
+            context=parent,
+            links=links,
+            attributes={
+                "fleet.cluster": rt.name,
+                "fleet.revision": revision or "",
+                "fleet.reason": ",".join(sorted(request.reasons)),
+            },
+        ) as span:
+            options = reconcile.Options(
+                instance=self.settings.instance, wait=False, health_timeout=self.settings.health_timeout
+            )
+            result = await reconcile.reconcile_cluster(
+                self._client(rt, cluster), cluster, targets, options=options, protected=desired.protected
+            )
+            changes = result.changes
+            for action in model.Action:
+                span.set_attribute(f"fleet.objects.{action.value}", changes.count(action))
+            span.set_attribute("fleet.state", result.state.value)
+            if result.state in (model.State.FAILED, model.State.UNREACHABLE):
+                span.set_status(Status(StatusCode.ERROR, result.message or result.state.value))
+                if result.message:
+                    span.add_event("error", {"message": result.message})
+            trace_id = telemetry.trace_id_hex(span)
+        self._record(rt, result, signature=signature, revision=revision, trace_id=trace_id, desired=desired)
+        seconds = time.monotonic() - started
+        self.metrics.reconciles.labels(cluster=rt.name, state=rt.state.value).inc()
+        self.metrics.reconcile_seconds.labels(cluster=rt.name).observe(seconds)
+        for c in changes.changes:
+            self.metrics.objects.labels(cluster=rt.name, action=c.action.value).inc()
+        self.metrics.set_cluster_state(rt.name, rt.state)
+        await self._persist_cluster(rt, changes=changes, revision=revision)
+
+    def _record(
+        self,
+        rt: ClusterRuntime,
+        result: reconcile.ClusterResult,
+        *,
+        signature: dict[str, str],
+        revision: str | None,
+        trace_id: str | None,
+        desired: Desired,
+    ) -> None:
+        rt.attempted = True
+        rt.last_sync_at = now_rfc3339()
+        rt.trace_id = trace_id or rt.trace_id
+        bundles: dict[str, BundleStatus] = {}
+        for b, br in result.bundles.items():
+            previous = rt.bundles.get(b)
+            synced = br.state is model.State.SYNCED
+            bundles[b] = BundleStatus(
+                state=br.state,
+                revision=revision if synced else (previous.revision if previous else None),
+                objects=br.objects,
+                last_error=(br.message or None) if br.state is not model.State.SYNCED else None,
+                hash=br.hash,
+            )
+        for b in desired.protected:  # broken bundles keep their last good state, and say why
+            previous = rt.bundles.get(b)
+            if previous is not None:
+                bundles[b] = BundleStatus(
+                    state=model.State.FAILED,
+                    revision=previous.revision,
+                    objects=previous.objects,
+                    last_error=desired.protected[b],
+                    hash=previous.hash,
+                )
+        rt.bundles = bundles
+        states = [s.state for s in bundles.values() if s.state is not model.State.SUSPENDED]
+        if result.state is model.State.PAUSED:
+            rt.state = model.State.PAUSED
+        elif result.state is model.State.UNREACHABLE:
+            rt.state = model.State.UNREACHABLE
+        elif result.message and result.state is model.State.FAILED:
+            rt.state = model.State.FAILED
+        else:
+            rt.state = model.worst_state(states)
+        errors_ = [s.last_error for s in bundles.values() if s.last_error]
+        rt.last_error = result.message or (errors_[0] if errors_ else None)
+        if rt.state in (model.State.SYNCED, model.State.PAUSED) and not errors_:
+            rt.revision = revision
+        if rt.state in (model.State.FAILED, model.State.UNREACHABLE):
+            rt.failures += 1
+        else:
+            rt.failures = 0
+        if rt.state is model.State.SYNCED or rt.state is model.State.PAUSED:
+            rt.signature = signature
+        elif result.state is not model.State.UNREACHABLE:
+            # Progressing or some pairs failed: this revision's desired state was handed to the cluster;
+            # the worker re-checks soon, and a failed pair keeps retrying with backoff.
+            rt.signature = signature
+        log.info(
+            "cluster %s: %s (%s)",
+            rt.name,
+            rt.state.value,
+            ", ".join(f"{a.value} {result.changes.count(a)}" for a in model.Action if result.changes.count(a))
+            or "no changes",
+        )
+
+    async def _persist_cluster(
+        self, rt: ClusterRuntime, *, changes: model.ChangeSet, revision: str | None
+    ) -> None:
+        row = state.ClusterRow(
+            name=rt.name,
+            state=rt.state.value,
+            revision=rt.revision,
+            last_sync_at=rt.last_sync_at,
+            last_error=rt.last_error,
+            trace_id=rt.trace_id,
+        )
+        targets = tuple(
+            state.TargetRow(
+                cluster=rt.name,
+                bundle=b,
+                state=s.state.value,
+                revision=s.revision,
+                hash=rt.signature.get(b),
+                objects=s.objects,
+                last_error=s.last_error,
+                updated_at=rt.last_sync_at,
+            )
+            for b, s in sorted(rt.bundles.items())
+        )
+        counts = {a.value: changes.count(a) for a in model.Action if changes.count(a)}
+
+        def write() -> None:
+            self.store.record_cluster(row, targets, drop_other_targets=True)
+            self.store.record_sync(
+                cluster=rt.name,
+                revision=revision,
+                started_at=None,
+                finished_at=rt.last_sync_at,
+                state=rt.state.value,
+                changes=counts,
+                error=rt.last_error,
+                trace_id=rt.trace_id,
+            )
+
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(write, limiter=self._db_limiter)

@@ -1,0 +1,712 @@
+"""The connection to Kubernetes clusters: the only module that imports kr8s.
+
+Owns: reading the controller's kubeconfig and cutting it into one explicit single-context kubeconfig per
+cluster (so no token can travel to another cluster, and `$KUBECONFIG` is never read behind our back),
+refusing `exec`/`auth-provider` users unless allowed (no subprocess is ever spawned for a refused
+context), one `kr8s.asyncio.Api` per cluster with explicit timeouts, a per-cluster type table from
+discovery (kind -> plural, scope), a per-cluster request rate (token bucket, QPS/burst like Flux's 50/300)
+and in-flight limit, capped jittered retries for what a retry can help (429 honouring Retry-After, 5xx
+except permanent ones, connection errors and timeouts), and the mapping of every failure to
+`fleet.errors` with messages that name the object and never carry Secret data or credentials.
+
+Does not: decide what to write (`plan`), order writes or keep inventories (`apply`), or watch (`watch`).
+Every request goes through kr8s's raw `call_api` with `raise_for_status=False`: kr8s's own helpers
+rediscover per call, lowercase kinds and retry 401/403 by rebuilding clients, all of which we avoid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import random
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx
+import kr8s
+import kr8s.asyncio
+import yaml
+
+from fleet import errors, model
+
+log = logging.getLogger(__name__)
+
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+
+# 500s that say the request itself is wrong: retrying them cannot help.
+_PERMANENT_500 = ("field not declared in schema", "failed to create typed patch object")
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_USER_AUTH_PLUGINS = ("exec", "auth-provider")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How fleet talks to every cluster. Defaults follow Flux (QPS 50, burst 300)."""
+
+    qps: float = 50.0
+    burst: int = 300
+    max_in_flight: int = 32
+    connect_timeout: float = 5.0
+    request_timeout: float = 30.0
+    retry_budget: float = 60.0  # seconds one request may spend retrying, all attempts included
+    max_attempts: int = 6
+    backoff_base: float = 0.2
+    backoff_cap: float = 8.0
+    allow_exec_auth: bool = False
+    page_size: int = 500
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Kubeconfig
+
+
+@dataclass(frozen=True)
+class Context:
+    """One context of the controller's kubeconfig, cut down to itself.
+
+    `config` is a complete kubeconfig holding only this context, its cluster and its user (with file paths
+    made absolute); it carries credentials, so it is kept out of `repr`. `error` is set when the context
+    cannot be used (missing, refused exec plugin); `warnings` name risky settings.
+    """
+
+    name: str
+    server: str = ""
+    config: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Kubeconfig:
+    """The contexts of the controller's kubeconfig (one file, or a `KUBECONFIG`-style list of files)."""
+
+    contexts: Mapping[str, Context]
+    paths: tuple[str, ...] = ()
+
+    def context(self, name: str) -> Context:
+        found = self.contexts.get(name)
+        if found is None:
+            return Context(name=name, error=f"context {name!r} not found in the kubeconfig")
+        return found
+
+
+def default_kubeconfig_path() -> str:
+    """`$KUBECONFIG`, then `~/.kube/config` (what kubectl reads)."""
+    return os.environ.get("KUBECONFIG") or str(pathlib.Path("~/.kube/config").expanduser())
+
+
+_FILE_FIELDS_CLUSTER = ("certificate-authority",)
+_FILE_FIELDS_USER = ("client-certificate", "client-key", "tokenFile")
+
+
+def _named(items: Any, what: str, path: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    if items is None:
+        return out
+    if not isinstance(items, list):
+        raise errors.InputError(f"{path}: {what} must be a list")
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise errors.InputError(f"{path}: every entry of {what} needs a name")
+        body = item.get(what[:-1]) or {}
+        if not isinstance(body, dict):
+            raise errors.InputError(f"{path}: {what[:-1]} {item['name']!r} must be a mapping")
+        out.setdefault(item["name"], body)
+    return out
+
+
+def _absolute(entry: dict[str, Any], keys: Iterable[str], base: pathlib.Path) -> dict[str, Any]:
+    out = dict(entry)
+    for key in keys:
+        value = out.get(key)
+        if isinstance(value, str) and value and not pathlib.Path(value).is_absolute():
+            out[key] = str(base / value)
+    return out
+
+
+def parse_kubeconfig(documents: Iterable[tuple[str, bytes]], *, allow_exec_auth: bool = False) -> Kubeconfig:
+    """Cut kubeconfig files (path, bytes; first definition of a name wins, as in kubectl) into contexts."""
+    clusters: dict[str, dict[str, Any]] = {}
+    users: dict[str, dict[str, Any]] = {}
+    contexts: dict[str, dict[str, Any]] = {}
+    paths = []
+    for path, data in documents:
+        paths.append(path)
+        try:
+            doc = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise errors.InputError(f"{path}{line}: the kubeconfig is not valid YAML") from None
+        if not isinstance(doc, dict):
+            raise errors.InputError(f"{path}: the kubeconfig must be a mapping")
+        base = pathlib.Path(path).expanduser().resolve().parent
+        for name, body in _named(doc.get("clusters"), "clusters", path).items():
+            clusters.setdefault(name, _absolute(body, _FILE_FIELDS_CLUSTER, base))
+        for name, body in _named(doc.get("users"), "users", path).items():
+            users.setdefault(name, _absolute(body, _FILE_FIELDS_USER, base))
+        for name, body in _named(doc.get("contexts"), "contexts", path).items():
+            contexts.setdefault(name, body)
+    out: dict[str, Context] = {}
+    for name, ctx in contexts.items():
+        out[name] = _context(name, ctx, clusters, users, allow_exec_auth=allow_exec_auth)
+    return Kubeconfig(contexts=out, paths=tuple(paths))
+
+
+def _context(
+    name: str,
+    ctx: Mapping[str, Any],
+    clusters: Mapping[str, dict[str, Any]],
+    users: Mapping[str, dict[str, Any]],
+    *,
+    allow_exec_auth: bool,
+) -> Context:
+    cluster_name = ctx.get("cluster")
+    user_name = ctx.get("user")
+    cluster = clusters.get(str(cluster_name)) if cluster_name else None
+    if cluster is None:
+        return Context(name=name, error=f"context {name!r}: cluster {cluster_name!r} not in the kubeconfig")
+    server = cluster.get("server")
+    if not isinstance(server, str) or not server:
+        return Context(name=name, error=f"context {name!r}: cluster {cluster_name!r} has no server")
+    user = users.get(str(user_name), {}) if user_name else {}
+    plugins = [p for p in _USER_AUTH_PLUGINS if p in user]
+    if plugins and not allow_exec_auth:
+        return Context(
+            name=name,
+            server=server,
+            error=(
+                f"context {name!r}: user {user_name!r} runs an {plugins[0]} plugin; "
+                "refused without --allow-exec-auth"
+            ),
+        )
+    warnings = []
+    if cluster.get("insecure-skip-tls-verify"):
+        warnings.append(
+            f"context {name!r}: insecure-skip-tls-verify is set, the server certificate is not checked"
+        )
+    user_key = str(user_name) if user_name else "fleet-anonymous"
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": str(cluster_name), "cluster": dict(cluster)}],
+        "users": [{"name": user_key, "user": dict(user)}],
+        "contexts": [
+            {
+                "name": name,
+                "context": {"cluster": str(cluster_name), "user": user_key, "namespace": "default"},
+            }
+        ],
+        "current-context": name,
+    }
+    return Context(name=name, server=server, config=config, warnings=tuple(warnings))
+
+
+async def load_kubeconfig(path: str | None = None, *, allow_exec_auth: bool = False) -> Kubeconfig:
+    """Read the kubeconfig (a path, or a `:`-separated list of paths like `$KUBECONFIG`) off the loop."""
+    spec = path or default_kubeconfig_path()
+    files = [p for p in spec.split(os.pathsep) if p]
+
+    def read() -> list[tuple[str, bytes]]:
+        out = []
+        for p in files:
+            full = pathlib.Path(p).expanduser()
+            try:
+                out.append((str(full), full.read_bytes()))
+            except FileNotFoundError:
+                if len(files) == 1:
+                    raise errors.InputError(f"{full}: kubeconfig not found") from None
+            except OSError as e:
+                raise errors.InputError(f"{full}: cannot read the kubeconfig: {e.strerror}") from None
+        return out
+
+    docs = await anyio.to_thread.run_sync(read)
+    return parse_kubeconfig(docs, allow_exec_auth=allow_exec_auth)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Types served by a cluster
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    verbs: tuple[str, ...] = ()
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def collection_path(self, namespace: str | None = None) -> str:
+        root = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            return f"{root}/namespaces/{namespace}/{self.plural}"
+        return f"{root}/{self.plural}"
+
+    def object_path(self, namespace: str | None, name: str) -> str:
+        return f"{self.collection_path(namespace if self.namespaced else None)}/{name}"
+
+
+@dataclass(frozen=True)
+class TypeTable:
+    """(apiVersion, kind) -> ResourceType for what one cluster serves."""
+
+    types: Mapping[tuple[str, str], ResourceType]
+
+    def lookup(self, api_version: str, kind: str) -> ResourceType | None:
+        return self.types.get((api_version, kind))
+
+    def of(self, ref: model.ObjectRef) -> ResourceType | None:
+        return self.types.get((ref.api_version, ref.kind))
+
+    def namespaced_listable(self) -> tuple[ResourceType, ...]:
+        seen: dict[tuple[str, str], ResourceType] = {}
+        for rt in self.types.values():
+            if rt.namespaced and "list" in rt.verbs:
+                seen.setdefault((rt.group, rt.plural), rt)
+        return tuple(seen.values())
+
+
+def types_from_resource_list(doc: Mapping[str, Any]) -> list[ResourceType]:
+    """The kinds of one APIResourceList (subresources left out)."""
+    group_version = str(doc.get("groupVersion", ""))
+    group, _, version = group_version.rpartition("/")
+    out = []
+    for res in doc.get("resources") or []:
+        name = str(res.get("name", ""))
+        if not name or "/" in name:
+            continue
+        out.append(
+            ResourceType(
+                group=group,
+                version=version,
+                kind=str(res.get("kind", "")),
+                plural=name,
+                namespaced=bool(res.get("namespaced")),
+                verbs=tuple(res.get("verbs") or ()),
+            )
+        )
+    return out
+
+
+def no_match_message(ref: model.ObjectRef) -> str:
+    return (
+        f'{ref}: no matches for kind "{ref.kind}" in version "{ref.api_version}" '
+        "(is its CustomResourceDefinition installed?)"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Errors
+
+
+def _status_message(body: Any, status: int) -> tuple[str, str]:
+    if isinstance(body, dict) and body.get("kind") == "Status":
+        return str(body.get("message") or ""), str(body.get("reason") or "")
+    return f"HTTP {status}", ""
+
+
+def scrub(message: str, secrets: Iterable[str]) -> str:
+    """`message` with every secret value (and its base64 form) replaced, cut to a readable length."""
+    import base64
+
+    for value in secrets:
+        if not value or len(value) < 3:
+            continue
+        forms = {value}
+        try:
+            forms.add(base64.b64encode(value.encode()).decode())
+            forms.add(base64.b64decode(value, validate=True).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            pass
+        for form in sorted(forms, key=len, reverse=True):
+            if len(form) >= 3:
+                message = message.replace(form, "<redacted>")
+    return message if len(message) <= 600 else message[:600] + "..."
+
+
+class ApiError(errors.ClusterError):
+    """A request answered with an error status (after retries); `status` and `reason` say which."""
+
+    def __init__(self, message: str, *, status: int, reason: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class RejectedError(ApiError, errors.Rejected):
+    retriable = False
+
+
+class ConflictError(ApiError, errors.Conflict):
+    retriable = False
+
+
+class ServerError(ApiError):
+    """A 5xx or 429 that outlived its retries (retriable later)."""
+
+    retriable = True
+
+
+def _map_status(status: int, body: Any, *, what: str, secrets: Iterable[str]) -> ApiError:
+    message, reason = _status_message(body, status)
+    text = scrub(f"{what}: {message}" if message else f"{what}: HTTP {status}", secrets)
+    if status == 409 and reason != "AlreadyExists":
+        return ConflictError(text, status=status, reason=reason)
+    if status in _RETRY_STATUSES and not _permanent(status, message):
+        return ServerError(text, status=status, reason=reason)
+    return RejectedError(text, status=status, reason=reason)
+
+
+def _permanent(status: int, message: str) -> bool:
+    return status == 500 and any(marker in message for marker in _PERMANENT_500)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rate limiting
+
+
+class _TokenBucket:
+    """QPS/burst like client-go's: a request takes a token; when none is left it waits for the refill."""
+
+    def __init__(self, *, qps: float, burst: int) -> None:
+        self.qps = qps
+        self.burst = float(max(1, burst))
+        self.tokens = self.burst
+        self.last = time.monotonic()
+
+    async def take(self) -> None:
+        if self.qps <= 0:
+            return
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.qps)
+        self.last = now
+        self.tokens -= 1
+        if self.tokens < 0:
+            await anyio.sleep(-self.tokens / self.qps)
+
+
+def _split_path(path: str) -> tuple[str, str]:
+    head, _, tail = path.rpartition("/")
+    if not head:
+        return path, ""
+    return head, tail
+
+
+def _retry_after(response: httpx.Response, body: Any) -> float | None:
+    header = response.headers.get("Retry-After")
+    if header:
+        try:
+            return max(0.0, float(header))
+        except ValueError:
+            pass
+    if isinstance(body, dict):
+        details = body.get("details") or {}
+        if isinstance(details, dict) and isinstance(details.get("retryAfterSeconds"), int | float):
+            return float(details["retryAfterSeconds"])
+    return None
+
+
+@dataclass
+class Stats:
+    """Requests this client sent, for status and benchmarks."""
+
+    requests: int = 0
+    retries: int = 0
+    by_method: dict[str, int] = field(default_factory=dict)
+
+
+class Client:
+    """One cluster: a kr8s Api made once from that cluster's own kubeconfig, limits, discovery."""
+
+    def __init__(self, *, cluster: str, context: Context, settings: Settings) -> None:
+        self.cluster = cluster
+        self.context = context
+        self.settings = settings
+        self.stats = Stats()
+        self._api: kr8s.asyncio.Api | None = None
+        self._bucket = _TokenBucket(qps=settings.qps, burst=settings.burst)
+        self._in_flight = anyio.CapacityLimiter(max(1, settings.max_in_flight))
+        self._pause_until = 0.0
+        self._dead: errors.Unreachable | None = None
+        self._types: TypeTable | None = None
+        self._open_lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        return f"Client(cluster={self.cluster!r}, server={self.context.server!r})"
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.context.warnings
+
+    async def _open(self) -> kr8s.asyncio.Api:
+        async with self._open_lock:
+            if self._api is not None:
+                return self._api
+            if self.context.error:
+                raise errors.ClusterError(f"cluster {self.cluster}: {self.context.error}")
+            api = kr8s.asyncio.Api(kubeconfig=dict(self.context.config), bypass_factory=True)
+            api.timeout = httpx.Timeout(self.settings.request_timeout, connect=self.settings.connect_timeout)
+            try:
+                await api.auth.reauthenticate()
+            except Exception as e:  # kr8s raises ValueError/KeyError/OSError for unusable credentials
+                raise errors.ClusterError(
+                    f"cluster {self.cluster}: cannot load credentials of context {self.context.name!r}: "
+                    f"{type(e).__name__}"
+                ) from None
+            self._api = api
+            return api
+
+    async def aclose(self) -> None:
+        api, self._api = self._api, None
+        session = getattr(api, "_session", None) if api is not None else None
+        if session is not None:
+            await session.aclose()
+
+    # -- raw requests ------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: tuple[int, ...] = (),
+        secrets: Iterable[str] = (),
+    ) -> tuple[int, Any]:
+        """Send one request with limits and retries; return (status, JSON body).
+
+        A 2xx or a status in `accept` is returned; anything else raises an `ApiError` subclass, or
+        `errors.Unreachable` when the cluster could not be reached within the retry budget.
+        """
+        if self._dead is not None:
+            raise errors.Unreachable(f"{what}: {self._dead}")
+        api = await self._open()
+        base, url = _split_path(path)
+        content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        deadline = time.monotonic() + self.settings.retry_budget
+        attempt = 0
+        while True:
+            attempt += 1
+            wait = self._pause_until - time.monotonic()
+            if wait > 0:
+                await anyio.sleep(wait)
+            await self._bucket.take()
+            problem: str
+            retry_after: float | None = None
+            async with self._in_flight:
+                self.stats.requests += 1
+                self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
+                try:
+                    async with api.call_api(
+                        method,
+                        version="",
+                        base=base,
+                        url=url,
+                        params=dict(params or {}),
+                        headers=headers,
+                        content=content,
+                        raise_for_status=False,
+                    ) as response:
+                        status = response.status_code
+                        raw = response.content
+                except (httpx.TransportError, kr8s.APITimeoutError, OSError) as e:
+                    status, raw = 0, b""
+                    problem = _transport_problem(e)
+            if status:
+                try:
+                    parsed: Any = json.loads(raw) if raw else None
+                except ValueError:
+                    parsed = None
+                if 200 <= status < 300 or status in accept:
+                    return status, parsed
+                mapped = _map_status(status, parsed, what=what, secrets=secrets)
+                if not mapped.retriable:
+                    raise mapped
+                retry_after = _retry_after(response, parsed)
+                problem = str(mapped)
+            delay = min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** (attempt - 1))
+            delay = delay * (0.5 + random.random() / 2)
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+                self._pause_until = max(self._pause_until, time.monotonic() + retry_after)
+            if attempt >= self.settings.max_attempts or time.monotonic() + delay > deadline:
+                if status:
+                    raise mapped
+                dead = errors.Unreachable(
+                    f"cluster {self.cluster} unreachable after {attempt} attempts: {problem}"
+                )
+                self._dead = dead
+                raise errors.Unreachable(f"{what}: {dead}")
+            self.stats.retries += 1
+            log.debug("cluster %s: %s %s: %s; retry in %.2fs", self.cluster, method, path, problem, delay)
+            await anyio.sleep(delay)
+
+    # -- discovery ---------------------------------------------------------------------------------
+
+    async def types(self, *, refresh: bool = False) -> TypeTable:
+        """The kinds this cluster serves, discovered once (again with `refresh`, e.g. after a CRD)."""
+        if self._types is not None and not refresh:
+            return self._types
+        what = f"cluster {self.cluster}: discovery"
+        found: list[ResourceType] = []
+        _, core = await self.request("GET", "/api/v1", what=what)
+        found.extend(types_from_resource_list(core or {}))
+        _, groups = await self.request("GET", "/apis", what=what)
+        versions = []
+        for group in (groups or {}).get("groups") or []:
+            for v in group.get("versions") or []:
+                if v.get("groupVersion"):
+                    versions.append(str(v["groupVersion"]))
+
+        async def one(gv: str) -> None:
+            status, doc = await self.request("GET", f"/apis/{gv}", what=what, accept=(404, 503))
+            if status == 200 and doc:
+                found.extend(types_from_resource_list(doc))
+
+        async with anyio.create_task_group() as tg:
+            for gv in versions:
+                tg.start_soon(one, gv)
+        self._types = TypeTable(types={(t.api_version, t.kind): t for t in found})
+        return self._types
+
+    # -- verbs -------------------------------------------------------------------------------------
+
+    async def list(
+        self,
+        rt: ResourceType,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every object of a kind (in a namespace or all), following pages; items get kind/apiVersion."""
+        items: list[dict[str, Any]] = []
+        params: dict[str, str] = {"limit": str(self.settings.page_size)}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        where = f" in {namespace}" if namespace else ""
+        what = f"cluster {self.cluster}: list {rt.plural}{where}"
+        while True:
+            _, doc = await self.request("GET", rt.collection_path(namespace), what=what, params=params)
+            for item in (doc or {}).get("items") or []:
+                item.setdefault("apiVersion", rt.api_version)
+                item.setdefault("kind", rt.kind)
+                items.append(item)
+            token = ((doc or {}).get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            params = {**params, "continue": str(token)}
+
+    async def get(self, rt: ResourceType, *, namespace: str | None, name: str) -> dict[str, Any] | None:
+        ref = f"{rt.kind}/{namespace}/{name}" if namespace else f"{rt.kind}/{name}"
+        status, doc = await self.request("GET", rt.object_path(namespace, name), what=ref, accept=(404,))
+        return doc if status == 200 else None
+
+    async def apply(
+        self,
+        rt: ResourceType,
+        obj: Mapping[str, Any],
+        *,
+        force: bool,
+        dry_run: bool = False,
+        secrets: Iterable[str] = (),
+    ) -> tuple[dict[str, Any], bool]:
+        """Server-side apply with field manager `fleet`; returns (object, created)."""
+        ref = model.ObjectRef.of(obj)
+        params = {"fieldManager": model.FIELD_MANAGER, "force": "true" if force else "false"}
+        if dry_run:
+            params["dryRun"] = "All"
+        status, doc = await self.request(
+            "PATCH",
+            rt.object_path(ref.namespace or None, ref.name),
+            what=str(ref),
+            params=params,
+            body=obj,
+            content_type=APPLY_CONTENT_TYPE,
+            secrets=secrets,
+        )
+        return doc or {}, status == 201
+
+    async def create(self, rt: ResourceType, obj: Mapping[str, Any]) -> bool:
+        """Plain create; False when the object already exists."""
+        ref = model.ObjectRef.of(obj)
+        status, _ = await self.request(
+            "POST",
+            rt.collection_path(ref.namespace or None),
+            what=str(ref),
+            params={"fieldManager": model.FIELD_MANAGER},
+            body=obj,
+            accept=(409,),
+        )
+        return status != 409
+
+    async def delete(self, rt: ResourceType, *, namespace: str | None, name: str) -> bool:
+        """Delete (background propagation); False when it was already gone."""
+        ref = f"{rt.kind}/{namespace}/{name}" if namespace else f"{rt.kind}/{name}"
+        status, _ = await self.request(
+            "DELETE",
+            rt.object_path(namespace, name),
+            what=ref,
+            params={"propagationPolicy": "Background"},
+            accept=(404,),
+        )
+        return status != 404
+
+
+def _transport_problem(e: BaseException) -> str:
+    if isinstance(e, kr8s.APITimeoutError | httpx.TimeoutException):
+        return "timed out"
+    if isinstance(e, httpx.ConnectError):
+        return "connection refused or failed"
+    # httpx messages can quote the URL; keep only the kind of failure.
+    return re.sub(r"[^A-Za-z ]", "", type(e).__name__) or "connection error"
+
+
+class Clients:
+    """The clients of a run, one per cluster, made on first use and closed together."""
+
+    def __init__(self, kubeconfig: Kubeconfig, *, settings: Settings) -> None:
+        self.kubeconfig = kubeconfig
+        self.settings = settings
+        self._clients: dict[str, Client] = {}
+
+    def client(self, cluster: str, *, context: str | None = None) -> Client:
+        found = self._clients.get(cluster)
+        if found is None:
+            ctx = self.kubeconfig.context(context or cluster)
+            found = Client(cluster=cluster, context=ctx, settings=self.settings)
+            self._clients[cluster] = found
+        return found
+
+    def all(self) -> tuple[Client, ...]:
+        return tuple(self._clients.values())
+
+    async def aclose(self) -> None:
+        for client in list(self._clients.values()):
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+
+    async def __aenter__(self) -> Clients:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def with_settings(settings: Settings, **changes: Any) -> Settings:
+    return dataclasses.replace(settings, **changes)

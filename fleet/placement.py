@@ -1,0 +1,328 @@
+"""Placement: which clusters each bundle goes to, with an explanation per (bundle, cluster, clause).
+
+Owns: `place` (a `model.Repo` -> `model.PlacementResult`, pure apart from a cache the caller may pass),
+`select` (one `model.Placement` x one cluster, used for bundles and overrides alike), `check` (the
+placement- and render-level problems `fleet validate` reports), and `PlacementCache`.
+Does not: parse files (`fleet.repository`), render manifests (`fleet.render`), or talk to clusters.
+
+Rules (SPEC.md section 1, "Placement"):
+
+* clauses are checked in the order ``clusters``, ``clusterSelector``, ``cel``, stopping at the first that
+  fails, so CEL only runs for clusters the other clauses admit; a cluster is selected when every clause
+  present holds;
+* no placement: no cluster; ``clusters: []`` selects nothing; an unknown name in ``clusters`` is a warning;
+* a CEL evaluation error is an error for that pair (reported, never read as "not selected");
+* a ``dependsOn`` bundle that is not placed (or is in error, or is broken) on a cluster where its
+  dependant is placed is an error for the dependant on that cluster; this is repeated until nothing
+  changes, so chains of dependencies fail together;
+* paused clusters are placed like any other (the engine skips writes to them).
+
+Cost. A bundle's CEL gets `cel.DEFAULT_TOTAL_TIME_LIMIT` seconds over all clusters (each evaluation also
+has its own step budget); clusters left when that is spent are errors for the pair, never "not selected".
+Selector matching is cheap; CEL is not (cel-python's interpreter). `PlacementCache` keeps each
+bundle's raw placement keyed by its placement spec and a hash of the cluster registry, so a commit that
+changes one bundle re-evaluates that bundle only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet import cel, errors, model, selectors
+
+CLAUSES = ("clusters", "clusterSelector", "cel")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How one placement judged one cluster: selected, not selected, or an error (with the message)."""
+
+    selected: bool
+    clauses: tuple[model.ClauseResult, ...]
+    error: str | None = None
+
+
+def _describe_requirement(r: model.Requirement) -> str:
+    return selectors.to_text(model.LabelSelector(match_expressions=(r,)))
+
+
+def _selector_reason(selector: model.LabelSelector, labels: Mapping[str, str]) -> tuple[bool, str]:
+    text = selectors.to_text(selector) or "{}"
+    for key, value in selector.match_labels:
+        if key not in labels:
+            return False, f"label {key} is missing (selector wants {key}={value})"
+        if labels[key] != value:
+            return False, f"label {key}={labels[key]}, selector wants {key}={value}"
+    for r in selector.match_expressions:
+        if not selectors.requirement_holds(r, labels):
+            have = f"{r.key}={labels[r.key]}" if r.key in labels else f"{r.key} missing"
+            return False, f"requirement '{_describe_requirement(r)}' fails ({have})"
+    return True, f"labels match '{text}'"
+
+
+def select(
+    placement: model.Placement | None,
+    cluster: model.Cluster,
+    *,
+    budget: int = cel.DEFAULT_BUDGET,
+    deadline: float | None = None,
+) -> Decision:
+    """Judge one cluster against one placement (a bundle's or an override's). Pure and deterministic,
+    except that CEL is not evaluated past `deadline` (a `time.monotonic()` value): the pair is then an
+    error, so one runaway expression over a thousand clusters cannot hold a core for minutes."""
+    if placement is None:
+        return Decision(False, (model.ClauseResult("placement", False, "the bundle has no placement"),))
+    results: list[model.ClauseResult] = []
+    if placement.clusters is not None:
+        if cluster.name in placement.clusters:
+            results.append(model.ClauseResult("clusters", True, f"clusters lists {cluster.name}"))
+        else:
+            results.append(model.ClauseResult("clusters", False, f"clusters does not list {cluster.name}"))
+            return Decision(False, tuple(results))
+    if placement.cluster_selector is not None:
+        held, reason = _selector_reason(placement.cluster_selector, cluster.labels)
+        results.append(model.ClauseResult("clusterSelector", held, reason))
+        if not held:
+            return Decision(False, tuple(results))
+    if placement.cel is not None:
+        try:
+            if deadline is not None and time.monotonic() > deadline:
+                raise errors.PlacementError(
+                    "cel: not evaluated: this expression used up its time on earlier clusters"
+                )
+            program = cel.compile(placement.cel)
+            held = cel.evaluate(program, {"cluster": cluster.activation()}, budget=budget)
+        except errors.PlacementError as e:
+            results.append(model.ClauseResult("cel", None, f"error: {e}"))
+            return Decision(False, tuple(results), error=str(e))
+        results.append(model.ClauseResult("cel", held, "cel is true" if held else "cel is false"))
+        if not held:
+            return Decision(False, tuple(results))
+    if not results:
+        return Decision(False, (model.ClauseResult("placement", False, "the placement has no clause"),))
+    return Decision(True, tuple(results))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cache.
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
+
+
+def placement_key(placement: model.Placement | None) -> str:
+    """A stable text key of a placement spec (line numbers excluded)."""
+    if placement is None:
+        return "none"
+    sel = placement.cluster_selector
+    return _canonical(
+        {
+            "clusters": list(placement.clusters) if placement.clusters is not None else None,
+            "selector": None
+            if sel is None
+            else [
+                sorted(sel.match_labels),
+                [[r.key, str(r.operator), list(r.values)] for r in sel.match_expressions],
+            ],
+            "cel": placement.cel,
+        }
+    )
+
+
+def registry_key(clusters: Mapping[str, model.Cluster]) -> str:
+    """A hash of everything placement reads from the cluster registry."""
+    h = hashlib.sha256()
+    for name in sorted(clusters):
+        h.update(_canonical(clusters[name].activation()).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+@dataclass
+class PlacementCache:
+    """Raw placement (before dependsOn) per (placement spec, registry). Not thread-safe; one per engine."""
+
+    entries: dict[tuple[str, str], dict[str, Decision]] = field(default_factory=dict)
+    max_entries: int = 4096
+    hits: int = 0
+    misses: int = 0
+
+    def get(self, key: tuple[str, str]) -> dict[str, Decision] | None:
+        found = self.entries.get(key)
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def put(self, key: tuple[str, str], decisions: dict[str, Decision]) -> None:
+        if len(self.entries) >= self.max_entries:
+            self.entries.clear()
+        self.entries[key] = decisions
+
+
+def _raw(
+    bundle: model.Bundle,
+    clusters: Mapping[str, model.Cluster],
+    *,
+    reg_key: str,
+    cache: PlacementCache | None,
+    budget: int,
+) -> dict[str, Decision]:
+    key = (placement_key(bundle.placement), reg_key)
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+    deadline = time.monotonic() + cel.DEFAULT_TOTAL_TIME_LIMIT
+    decisions = {
+        name: select(bundle.placement, clusters[name], budget=budget, deadline=deadline)
+        for name in sorted(clusters)
+    }
+    if cache is not None:
+        cache.put(key, decisions)
+    return decisions
+
+
+def _needed(repo: model.Repo, only: Iterable[str]) -> set[str]:
+    """`only` plus every bundle they depend on, transitively."""
+    seen: set[str] = set()
+    todo = [b for b in only if b in repo.bundles]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo.extend(d for d in repo.bundles[name].depends_on if d in repo.bundles and d not in seen)
+    return seen
+
+
+def place(
+    repo: model.Repo,
+    *,
+    only_bundles: Collection[str] | None = None,
+    cache: PlacementCache | None = None,
+    budget: int = cel.DEFAULT_BUDGET,
+) -> model.PlacementResult:
+    """Place every bundle of `repo` (or `only_bundles`) on its clusters. Pure given the cache's content.
+
+    Blocking (CEL is CPU-bound): async callers run it with `anyio.to_thread.run_sync`.
+    """
+    wanted = set(repo.bundles) if only_bundles is None else {b for b in only_bundles if b in repo.bundles}
+    names = sorted(_needed(repo, wanted))
+    reg_key = registry_key(repo.clusters)
+    decisions = {
+        b: _raw(repo.bundles[b], repo.clusters, reg_key=reg_key, cache=cache, budget=budget) for b in names
+    }
+
+    placed: dict[str, set[str]] = {b: {c for c, d in decisions[b].items() if d.selected} for b in names}
+    errs: dict[str, dict[str, str]] = {
+        b: {c: d.error for c, d in decisions[b].items() if d.error} for b in names
+    }
+    extra: dict[str, dict[str, list[model.ClauseResult]]] = {b: {} for b in names}
+
+    changed = True
+    while changed:
+        changed = False
+        for b in names:
+            for dep in repo.bundles[b].depends_on:
+                for c in sorted(placed[b]):
+                    problem = _dependency_problem(repo, dep, c, placed=placed, errs=errs)
+                    if problem is None:
+                        continue
+                    placed[b].discard(c)
+                    errs[b][c] = problem
+                    extra[b].setdefault(c, []).append(model.ClauseResult("dependsOn", False, problem))
+                    changed = True
+
+    warnings: list[model.Problem] = []
+    for b in sorted(wanted):
+        bundle = repo.bundles[b]
+        if bundle.placement is not None and bundle.placement.clusters is not None:
+            for unknown in sorted(set(bundle.placement.clusters) - set(repo.clusters)):
+                broken = unknown in repo.broken_clusters
+                why = "its cluster file is broken" if broken else "no cluster file has that name"
+                warnings.append(
+                    model.Problem(
+                        bundle.path,
+                        bundle.placement.lines.get("clusters", 1),
+                        f"placement.clusters: unknown cluster {unknown!r} ({why})",
+                        model.Severity.WARNING,
+                        bundle=b,
+                        cluster=unknown,
+                    )
+                )
+
+    explanations: dict[str, dict[str, tuple[model.ClauseResult, ...]]] = {}
+    for b in sorted(wanted):
+        explanations[b] = {
+            c: d.clauses + tuple(extra[b].get(c, ())) if c in extra[b] else d.clauses
+            for c, d in decisions[b].items()
+        }
+    return model.PlacementResult(
+        bundles={b: tuple(sorted(placed[b])) for b in sorted(wanted)},
+        errors={b: dict(sorted(errs[b].items())) for b in sorted(wanted) if errs[b]},
+        explanations=explanations,
+        warnings=tuple(warnings),
+    )
+
+
+def _dependency_problem(
+    repo: model.Repo,
+    dep: str,
+    cluster: str,
+    *,
+    placed: Mapping[str, set[str]],
+    errs: Mapping[str, Mapping[str, str]],
+) -> str | None:
+    if dep in repo.broken_bundles:
+        return f"dependsOn: bundle {dep!r} is broken"
+    if dep not in repo.bundles:
+        return f"dependsOn: bundle {dep!r} does not exist"
+    if cluster in errs.get(dep, {}):
+        return f"dependsOn: bundle {dep!r} is in error on cluster {cluster!r}"
+    if cluster not in placed.get(dep, set()):
+        return f"dependsOn: bundle {dep!r} is not placed on cluster {cluster!r}"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Validation.
+
+
+def check(repo: model.Repo, *, revision: str | None = None) -> list[model.Problem]:
+    """Placement and render problems for `fleet validate`, each at PATH:LINE of the field at fault.
+
+    CEL errors are reported for every cluster on which the CEL was evaluated; then every placed pair is
+    rendered (see `fleet.render.render_all`), which reports overrides whose target matches no object,
+    unknown ``${cluster.*}`` variables and objects claimed by two bundles on one cluster.
+    """
+    from fleet import render  # render imports placement (override placement); import at use
+
+    result = place(repo)
+    # Unknown names in `placement.clusters` are reported by `fleet.repository` (they are in result.warnings).
+    problems: list[model.Problem] = []
+    for b, per_cluster in result.errors.items():
+        bundle = repo.bundles[b]
+        line = 1
+        if bundle.placement is not None:
+            line = bundle.placement.lines.get("cel", 1)
+        for c, msg in per_cluster.items():
+            field_line = line if msg.startswith("cel:") else _depends_line(bundle)
+            problems.append(
+                model.Problem(bundle.path, field_line, f"cluster {c}: {msg}", bundle=b, cluster=c)
+            )
+    problems.extend(render.check(repo, result, revision=revision))
+    return sorted(set(problems))
+
+
+def _depends_line(bundle: model.Bundle) -> int:
+    if bundle.placement is not None:
+        return bundle.placement.lines.get("dependsOn", 1)
+    return 1

@@ -1,0 +1,575 @@
+"""One full reconcile of one cluster, and of the fleet, with bounded concurrency.
+
+Owns: reading what a round needs from a cluster (discovery, inventories, every object carrying our owner
+label of the kinds involved: one list per kind, not one GET per object; whatever exists at the name of a
+desired object we do not own yet), planning (`plan.plan_cluster`), executing in the order SPEC.md section
+2 asks (bundle namespaces, inventory unions, applies in dependsOn waves, all applies of the cluster before
+any prune, prunes only for bundles whose apply fully succeeded, exact inventories, health), and the
+result objects (`ClusterResult`, `BundleResult`, `FleetResult`) that `fleet sync`, `fleet diff` and the
+long-running engine report from.
+
+Failure rules: anything unknown stops deletes. A failed discovery, inventory read or list fails the whole
+cluster for the round before any write; an unreachable cluster is reported Unreachable after its own
+retry budget and never delays the others beyond its deadline (each cluster runs in its own task under a
+global `CapacityLimiter`); a paused cluster is never written (Paused); a suspended bundle is never
+written (Suspended).
+
+Does not: read the repository, place or render (callers pass `plan.Target`s built by `targets_for`), or
+talk HTTP itself (`kube`), or decide ownership (`plan`).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from fleet import apply, errors, health, kube, model, plan
+from fleet import inventory as inventory_mod
+
+
+@dataclass(frozen=True)
+class Options:
+    instance: str = model.DEFAULT_INSTANCE
+    concurrency: int = 8  # clusters in flight
+    wait: bool = True  # wait for health
+    health_timeout: float = 300.0
+    health_interval: float = 1.0
+    crd_timeout: float = 60.0
+    cluster_deadline: float | None = None  # whole round of one cluster, health wait excluded; None: none
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    bundle: str
+    state: model.State
+    changes: model.ChangeSet = field(default_factory=model.ChangeSet)
+    message: str = ""
+    objects: int = 0
+    hash: str | None = None
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        return tuple(
+            c.message or f"{c.ref}: {c.action}"
+            for c in self.changes.changes
+            if c.action in (model.Action.FAILED, model.Action.CONFLICT)
+        )
+
+
+@dataclass(frozen=True)
+class ClusterResult:
+    cluster: str
+    state: model.State
+    bundles: Mapping[str, BundleResult] = field(default_factory=dict)  # placed (or in error) here
+    removed: Mapping[str, BundleResult] = field(default_factory=dict)  # no longer placed: pruned
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+    requests: int = 0
+    seconds: float = 0.0
+
+    @property
+    def changes(self) -> model.ChangeSet:
+        out = model.ChangeSet()
+        for b in (*self.bundles.values(), *self.removed.values()):
+            out = out + b.changes
+        return out
+
+    def ok(self, *, wait: bool = True) -> bool:
+        """Every placed pair applied (and healthy when waiting); paused and suspended are fine."""
+        if self.state is model.State.PAUSED:
+            return True
+        if self.message and self.state in (model.State.FAILED, model.State.UNREACHABLE):
+            return False
+        good = {model.State.SYNCED, model.State.SUSPENDED} | (
+            {model.State.PROGRESSING} if not wait else set()
+        )
+        if any(b.state not in good for b in self.bundles.values()):
+            return False
+        return all(b.state is model.State.SYNCED for b in self.removed.values())
+
+
+@dataclass(frozen=True)
+class FleetResult:
+    revision: str | None
+    clusters: Mapping[str, ClusterResult]
+    wait: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok(wait=self.wait) for c in self.clusters.values())
+
+    @property
+    def changes(self) -> model.ChangeSet:
+        out = model.ChangeSet()
+        for c in self.clusters.values():
+            out = out + c.changes
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Targets from the pure half
+
+
+def targets_for(
+    repo: model.Repo,
+    placed: model.PlacementResult,
+    desired: Mapping[tuple[str, str], model.DesiredSet],
+    render_errors: Mapping[tuple[str, str], str],
+) -> dict[str, dict[str, plan.Target]]:
+    """cluster -> bundle -> Target, for every cluster of `repo` (clusters with no bundle get `{}`)."""
+    out: dict[str, dict[str, plan.Target]] = {c: {} for c in repo.clusters}
+    for name, bundle in repo.bundles.items():
+        common: dict[str, Any] = {
+            "suspended": bundle.suspend,
+            "prune": bundle.prune,
+            "allow_empty": bundle.allow_empty,
+            "adopt": bundle.adopt,
+            "depends_on": tuple(bundle.depends_on),
+        }
+        for cluster in placed.clusters_of(name):
+            if cluster not in out:
+                continue
+            if (name, cluster) in desired:
+                out[cluster][name] = plan.Target(name, desired=desired[(name, cluster)], **common)
+            else:
+                err = render_errors.get((name, cluster), f"bundle {name}: not rendered for cluster {cluster}")
+                out[cluster][name] = plan.Target(name, error=err, **common)
+        for cluster, message in (placed.errors.get(name) or {}).items():
+            if cluster in out:
+                out[cluster][name] = plan.Target(name, error=message, **common)
+    return out
+
+
+def protected_bundles(repo: model.Repo) -> dict[str, str]:
+    """Bundles whose files are broken at this revision: their inventories are left alone everywhere."""
+    out = {}
+    for name, problems in repo.broken_bundles.items():
+        first = str(problems[0]) if problems else "broken"
+        out[name] = f"bundle {name}: broken at this revision, last good state kept: {first}"
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading a cluster
+
+
+@dataclass
+class Observed:
+    types: kube.TypeTable
+    inventories: dict[str, inventory_mod.Inventory]
+    broken_inventories: dict[str, str]
+    live: dict[plan.Key, Mapping[str, Any]]
+    known: set[tuple[str, str]]
+    namespaces: set[str]
+
+
+async def observe(
+    client: kube.Client,
+    targets: Mapping[str, plan.Target],
+    *,
+    instance: str,
+) -> Observed:
+    """Read everything `plan_cluster` needs. Raises `errors.ClusterError` when anything cannot be read."""
+    types = await client.types()
+    cms = await client.list(
+        apply.CONFIGMAP,
+        namespace=model.INVENTORY_NAMESPACE,
+        label_selector=inventory_mod.selector(instance=instance),
+    )
+    inventories, broken = inventory_mod.decode_all(cms, instance=instance)
+    refs: list[model.ObjectRef] = []
+    for t in targets.values():
+        if t.desired is not None and not t.suspended and t.error is None:
+            refs.extend(t.desired.refs)
+    for inv in inventories.values():
+        refs.extend(inv.refs)
+    kinds: dict[tuple[str, str], kube.ResourceType] = {}
+    for ref in refs:
+        if (ref.group, ref.kind) in kinds:
+            continue
+        rt = apply.resolve(types, ref)
+        if rt is not None:
+            kinds[(ref.group, ref.kind)] = rt
+    live: dict[plan.Key, Mapping[str, Any]] = {}
+    selector = f"{model.LABEL_OWNER}={instance}"
+    namespaces: set[str] = set()
+
+    async def owned(rt: kube.ResourceType) -> None:
+        for obj in await client.list(rt, label_selector=selector):
+            live[plan.key_of(obj)] = obj
+
+    async def all_namespaces() -> None:
+        for obj in await client.list(apply.NAMESPACE):
+            namespaces.add(str((obj.get("metadata") or {}).get("name", "")))
+            live[plan.key_of(obj)] = obj
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(all_namespaces)
+        for (group, kind), rt in kinds.items():
+            if (group, kind) != ("", "Namespace"):
+                tg.start_soon(owned, rt)
+
+    # Desired objects we do not own (yet): does something already exist at that name?
+    missing: dict[tuple[kube.ResourceType, str], list[model.ObjectRef]] = {}
+    for ref in refs:
+        k = plan.key(ref)
+        rt = kinds.get((ref.group, ref.kind))
+        if k in live or rt is None or (ref.kind == "Namespace" and ref.group == ""):
+            continue
+        if rt.namespaced and ref.namespace not in namespaces:
+            continue  # nothing can exist in a namespace that does not
+        missing.setdefault((rt, ref.namespace if rt.namespaced else ""), []).append(ref)
+
+    async def probe(rt: kube.ResourceType, namespace: str, wanted: list[model.ObjectRef]) -> None:
+        if len(wanted) == 1:
+            ref = wanted[0]
+            obj = await client.get(rt, namespace=namespace or None, name=ref.name)
+            if obj is not None:
+                obj.setdefault("apiVersion", rt.api_version)
+                obj.setdefault("kind", rt.kind)
+                live[plan.key_of(obj)] = obj
+            return
+        names = {r.name for r in wanted}
+        for obj in await client.list(rt, namespace=namespace or None):
+            if str((obj.get("metadata") or {}).get("name")) in names:
+                live[plan.key_of(obj)] = obj
+
+    async with anyio.create_task_group() as tg:
+        for (rt, namespace), wanted in missing.items():
+            tg.start_soon(probe, rt, namespace, sorted(set(wanted)))
+    return Observed(
+        types=types,
+        inventories=inventories,
+        broken_inventories=broken,
+        live=live,
+        known=set(kinds),
+        namespaces=namespaces,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Health
+
+
+async def _health(
+    client: kube.Client,
+    objects: Mapping[plan.Key, Mapping[str, Any]],
+    *,
+    instance: str,
+    wait: bool,
+    within: float,
+    interval: float,
+) -> tuple[health.Status, tuple[str, ...]]:
+    """Assess `objects`, re-reading (one list per kind) the unhealthy ones until healthy or `within` seconds."""
+    current = dict(objects)
+    status, messages = health.summarize(current.values())
+    if not wait or status is not health.Status.PROGRESSING:
+        return status, messages
+    deadline = time.monotonic() + within
+    types = await client.types()
+    while time.monotonic() < deadline:
+        await anyio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        waiting = {k: o for k, o in current.items() if health.assess(o).status is not health.Status.HEALTHY}
+        kinds = {(k[0], k[1]): model.ObjectRef.of(o) for k, o in waiting.items()}
+        for ref in kinds.values():
+            rt = apply.resolve(types, ref)
+            if rt is None:
+                continue
+            for obj in await client.list(rt, label_selector=f"{model.LABEL_OWNER}={instance}"):
+                k = plan.key_of(obj)
+                if k in current:
+                    current[k] = obj
+        status, messages = health.summarize(current.values())
+        if status is not health.Status.PROGRESSING:
+            break
+    return status, messages
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One cluster
+
+
+def _unreached(
+    cluster: str, targets: Mapping[str, plan.Target], state: model.State, message: str
+) -> ClusterResult:
+    bundles = {
+        b: BundleResult(b, model.State.SUSPENDED if t.suspended else state, message=message)
+        for b, t in targets.items()
+    }
+    return ClusterResult(cluster, state, bundles=bundles, message=message)
+
+
+def _summary(problems: Iterable[str], *, limit: int = 3) -> str:
+    items = list(problems)
+    text = "; ".join(items[:limit])
+    return text + (f" (and {len(items) - limit} more)" if len(items) > limit else "")
+
+
+async def reconcile_cluster(
+    client: kube.Client,
+    cluster: model.Cluster,
+    targets: Mapping[str, plan.Target],
+    *,
+    options: Options,
+    protected: Mapping[str, str] | None = None,
+) -> ClusterResult:
+    """One full round on one cluster. Never raises for cluster problems: they are in the result."""
+    started = time.monotonic()
+    before = client.stats.requests
+    if cluster.paused:
+        bundles = {b: BundleResult(b, model.State.PAUSED, message="cluster paused") for b in targets}
+        return ClusterResult(cluster.name, model.State.PAUSED, bundles=bundles, message="paused: not written")
+    result: ClusterResult | None = None
+    try:
+        if options.cluster_deadline is not None:
+            with anyio.fail_after(options.cluster_deadline):
+                result = await _round(client, cluster, targets, options=options, protected=protected or {})
+        else:
+            result = await _round(client, cluster, targets, options=options, protected=protected or {})
+    except TimeoutError:
+        msg = f"cluster {cluster.name}: round did not finish within {options.cluster_deadline:g}s"
+        result = _unreached(cluster.name, targets, model.State.UNREACHABLE, msg)
+    except errors.Unreachable as e:
+        result = _unreached(cluster.name, targets, model.State.UNREACHABLE, str(e))
+    except errors.FleetError as e:
+        result = _unreached(cluster.name, targets, model.State.FAILED, str(e))
+    return ClusterResult(
+        result.cluster,
+        result.state,
+        bundles=result.bundles,
+        removed=result.removed,
+        message=result.message,
+        warnings=client.warnings,
+        requests=client.stats.requests - before,
+        seconds=time.monotonic() - started,
+    )
+
+
+async def _round(
+    client: kube.Client,
+    cluster: model.Cluster,
+    targets: Mapping[str, plan.Target],
+    *,
+    options: Options,
+    protected: Mapping[str, str],
+) -> ClusterResult:
+    instance = options.instance
+    seen = await observe(client, targets, instance=instance)
+    all_targets = dict(targets)
+    for b, message in protected.items():
+        if b in seen.inventories and b not in all_targets:
+            all_targets[b] = plan.Target(b, error=message)
+    cplan = plan.plan_cluster(
+        all_targets,
+        instance=instance,
+        inventories=seen.inventories,
+        broken_inventories=seen.broken_inventories,
+        live=seen.live,
+        known=seen.known,
+    )
+    results: dict[str, BundleResult] = {}
+    running = {b: p for b, p in cplan.bundles.items() if p.outcome is plan.Outcome.RUN}
+    removed = {b: p for b, p in cplan.bundles.items() if p.outcome is plan.Outcome.REMOVED}
+    for b, p in cplan.bundles.items():
+        if p.outcome is plan.Outcome.SUSPENDED:
+            results[b] = BundleResult(b, model.State.SUSPENDED, message=p.message)
+        elif p.outcome in (plan.Outcome.FAILED, plan.Outcome.REFUSED):
+            results[b] = BundleResult(b, model.State.FAILED, message=p.message)
+
+    # 1. Namespaces fleet needs: fleet-system for inventories, bundle namespaces.
+    inventory_writes = {
+        b: p.inventory_before
+        for b, p in running.items()
+        if p.inventory_before
+        and (b not in seen.inventories or seen.inventories[b].refs != p.inventory_before)
+    }
+    if inventory_writes:
+        await apply.ensure_namespace(
+            client, model.INVENTORY_NAMESPACE, instance=instance, existing=seen.namespaces
+        )
+    # 2. Inventory unions, before any object is written.
+    for b, refs in sorted(inventory_writes.items()):
+        await apply.write_inventory(client, b, refs, instance=instance)
+
+    # 3. Applies, in dependsOn waves.
+    applied: dict[str, apply.Applied] = {}
+    healthy: dict[str, tuple[health.Status, tuple[str, ...]]] = {}
+
+    async def run_bundle(b: str) -> None:
+        p = running[b]
+        for dep in p.depends_on:
+            if dep not in running:
+                continue
+            if dep not in healthy:
+                await bundle_health(dep, wait=True)
+            if healthy[dep][0] is not health.Status.HEALTHY or not applied[dep].ok:
+                results[b] = BundleResult(
+                    b, model.State.PENDING, message=f"bundle {b}: waiting for {dep} to be healthy"
+                )
+                return
+        if p.namespace:
+            try:
+                await apply.ensure_namespace(client, p.namespace, instance=instance, existing=seen.namespaces)
+            except errors.ClusterError as e:
+                if isinstance(e, errors.Unreachable):
+                    raise
+                applied[b] = apply.Applied(
+                    model.ChangeSet((model.Change(_ns_ref(p.namespace), model.Action.FAILED, str(e)),))
+                )
+                return
+        applied[b] = await apply.apply_bundle(client, p, live=seen.live, crd_timeout=options.crd_timeout)
+
+    async def bundle_health(b: str, *, wait: bool) -> None:
+        if b in healthy:
+            return
+        result = applied.get(b)
+        if result is None:
+            return
+        objects = {
+            plan.key(s.ref): result.objects[plan.key(s.ref)]
+            for s in running[b].steps
+            if plan.key(s.ref) in result.objects
+        }
+        healthy[b] = await _health(
+            client,
+            objects,
+            instance=instance,
+            wait=wait,
+            within=options.health_timeout,
+            interval=options.health_interval,
+        )
+
+    for wave in cplan.waves:
+        async with anyio.create_task_group() as tg:
+            for b in wave:
+                if b in running and b not in results:
+                    tg.start_soon(run_bundle, b)
+
+    # 4. Prunes: only once every bundle's applies are done; only where the apply fully succeeded.
+    pruned: dict[str, model.ChangeSet] = {}
+    keep: dict[str, frozenset[model.ObjectRef]] = {}
+    for b, p in sorted(running.items()):
+        if b in applied and applied[b].ok:
+            pruned[b], keep[b] = await apply.prune_bundle(client, p)
+    for b, p in sorted(removed.items()):
+        pruned[b], keep[b] = await apply.prune_bundle(client, p)
+
+    # 5. Exact inventories after a successful apply and prune.
+    for b, p in sorted(running.items()):
+        if b not in pruned:
+            continue
+        final = p.desired_refs | keep[b]
+        current = (
+            p.inventory_before
+            if b in inventory_writes
+            else (seen.inventories[b].refs if b in seen.inventories else None)
+        )
+        if final != current:
+            if final:
+                await apply.ensure_namespace(
+                    client, model.INVENTORY_NAMESPACE, instance=instance, existing=seen.namespaces
+                )
+                await apply.write_inventory(client, b, final, instance=instance)
+            elif b in seen.inventories:
+                await apply.delete_inventory(client, b, instance=instance)
+    for b in sorted(removed):
+        if keep[b]:
+            if keep[b] != seen.inventories[b].refs:
+                await apply.write_inventory(client, b, keep[b], instance=instance)
+        else:
+            await apply.delete_inventory(client, b, instance=instance)
+
+    # 6. Health.
+    async with anyio.create_task_group() as tg:
+        for b in running:
+            if b in applied and applied[b].ok:
+                tg.start_soon(functools.partial(bundle_health, b, wait=options.wait))
+
+    for b, p in running.items():
+        if b in results:
+            continue
+        a = applied.get(b)
+        changes = (a.changes if a else model.ChangeSet()) + pruned.get(b, model.ChangeSet())
+        count = len(p.desired_refs)
+        desired_set = all_targets[b].desired
+        hash_ = desired_set.hash if desired_set is not None else None
+        if a is None:
+            results[b] = BundleResult(b, model.State.FAILED, changes, "not applied", count, hash_)
+            continue
+        bad = [
+            c.message or f"{c.ref}: {c.action}"
+            for c in changes.changes
+            if c.action in (model.Action.FAILED, model.Action.CONFLICT)
+        ]
+        if bad:
+            state = model.State.UNREACHABLE if all("unreachable" in m for m in bad) else model.State.FAILED
+            results[b] = BundleResult(b, state, changes, _summary(bad), count, hash_)
+            continue
+        status, messages = healthy.get(b, (health.Status.HEALTHY, ()))
+        if status is health.Status.HEALTHY:
+            results[b] = BundleResult(b, model.State.SYNCED, changes, "", count, hash_)
+        elif status is health.Status.FAILED:
+            results[b] = BundleResult(b, model.State.FAILED, changes, _summary(messages), count, hash_)
+        else:
+            results[b] = BundleResult(b, model.State.PROGRESSING, changes, _summary(messages), count, hash_)
+    removed_results = {}
+    for b in removed:
+        changes = pruned.get(b, model.ChangeSet())
+        bad = [c.message for c in changes.changes if c.action is model.Action.FAILED]
+        state = model.State.FAILED if bad else model.State.SYNCED
+        removed_results[b] = BundleResult(
+            b, state, changes, _summary(bad) or removed[b].message, len(keep.get(b, ()))
+        )
+    placed = dict(results)
+    states = [r.state for r in placed.values()] + [r.state for r in removed_results.values()]
+    return ClusterResult(cluster.name, model.worst_state(states), bundles=placed, removed=removed_results)
+
+
+def _ns_ref(name: str) -> model.ObjectRef:
+    return model.ObjectRef("", "v1", "Namespace", "", name)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The fleet
+
+
+async def reconcile_fleet(
+    repo: model.Repo,
+    targets: Mapping[str, Mapping[str, plan.Target]],
+    *,
+    clients: kube.Clients,
+    options: Options,
+    on_done: Callable[[ClusterResult], Awaitable[None] | None] | None = None,
+) -> FleetResult:
+    """Reconcile every cluster of `repo` (those in `targets`), `options.concurrency` at a time."""
+    limiter = anyio.CapacityLimiter(max(1, options.concurrency))
+    results: dict[str, ClusterResult] = {}
+    protected = protected_bundles(repo)
+
+    async def one(name: str) -> None:
+        cluster = repo.clusters[name]
+        async with limiter:
+            client = clients.client(name, context=cluster.context or name)
+            result = await reconcile_cluster(
+                client, cluster, targets.get(name, {}), options=options, protected=protected
+            )
+        results[name] = result
+        if on_done is not None:
+            maybe = on_done(result)
+            if maybe is not None:
+                await maybe
+
+    async with anyio.create_task_group() as tg:
+        for name in sorted(repo.clusters):
+            tg.start_soon(one, name)
+    for name, problems in sorted(repo.broken_clusters.items()):
+        first = str(problems[0]) if problems else "broken cluster file"
+        results[name] = ClusterResult(
+            name, model.State.FAILED, message=f"cluster {name}: not written: {first}"
+        )
+    return FleetResult(repo.revision, dict(sorted(results.items())), wait=options.wait)

@@ -1,0 +1,1318 @@
+"""The GitOps repository format: files of one revision -> clusters, bundles and their manifests, validated.
+
+Owns: `parse` (a `model.Snapshot` -> `model.Repo`, pure: no I/O, no clock), every validation rule of the
+repository format (SPEC section 1; the reference for users is docs/repository.md), and `load` (the async
+convenience the commands use: read a work tree or a commit with `fleet.source`, say on stderr what was read,
+parse in a worker thread). `Limits` is `fleet.yamlsafe.Limits`.
+Does not: decide placement or render (`fleet.placement`, `fleet.render`; their checks that need a
+cluster at hand, such as an override that matches no object, live there), or read git itself.
+
+How problems break things (SPEC: a broken cluster file freezes that cluster; malformed YAML in one bundle
+fails that bundle only): every error found in ``clusters/NAME.yaml`` puts NAME in `Repo.broken_clusters`
+and leaves it out of `Repo.clusters`; every error in ``bundles/NAME/...`` (bundle.yaml, a manifest, a
+link or an oversized file in its folder, a `dependsOn` cycle) puts NAME in `Repo.broken_bundles`. Nothing
+is ever used from a half-read bundle. Warnings (an unknown cluster named in `placement.clusters`, a
+revision without clusters or bundles, ignored files) break nothing.
+
+Every problem is a `model.Problem` whose line is the line of the offending field (1 when the problem is
+the file itself); messages quote the offending value, except for credential-looking fields of cluster
+files, which are named and never shown.
+"""
+
+from __future__ import annotations
+
+import difflib
+import graphlib
+import importlib
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Any
+
+import anyio.to_thread
+import pathspec
+
+from fleet import errors, model, source, yamlsafe
+
+Limits = yamlsafe.Limits
+DEFAULT_LIMITS = yamlsafe.DEFAULT_LIMITS
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+CLUSTER_SUFFIXES = (".yaml", ".yml")
+BUNDLE_FILE = "bundle.yaml"
+IGNORE_FILE = ".fleetignore"
+
+CLUSTER_FIELDS = ("apiVersion", "kind", "metadata", "spec")
+METADATA_FIELDS = ("name", "labels", "annotations")
+CLUSTER_SPEC_FIELDS = ("context", "paused", "facts")
+BUNDLE_SPEC_FIELDS = (
+    "namespace",
+    "paths",
+    "placement",
+    "overrides",
+    "dependsOn",
+    "prune",
+    "allowEmpty",
+    "adopt",
+    "suspend",
+)
+PLACEMENT_FIELDS = ("clusters", "clusterSelector", "cel")
+SELECTOR_FIELDS = ("matchLabels", "matchExpressions")
+REQUIREMENT_FIELDS = ("key", "operator", "values")
+OVERRIDE_FIELDS = ("placement", "patches")
+PATCH_FIELDS = ("target", "merge", "json")
+TARGET_FIELDS = ("kind", "name", "apiVersion", "namespace")
+JSON_PATCH_OPS = ("add", "remove", "replace", "move", "copy", "test")
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+
+# Credential-looking keys, compared after lowercasing and dropping everything but letters and digits.
+_CREDENTIAL_WORDS = (
+    "token",
+    "password",
+    "passwd",
+    "secret",
+    "clientkey",
+    "clientcertificate",
+    "certificateauthoritydata",
+    "kubeconfig",
+    "bearer",
+    "apikey",
+    "privatekey",
+    "credential",
+    "authprovider",
+)
+_PEM = re.compile(r"-----BEGIN [A-Z ]*-----")
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}")
+_KUBECONFIG = re.compile(r"(?s)kind:\s*Config\b.*\b(users|clusters):|(users|clusters):.*kind:\s*Config\b")
+
+Path_ = tuple[str | int, ...]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Small pure checks, public for reuse (the CLI and the placement layer quote the same rules).
+
+
+def dns_label_problem(value: Any) -> str | None:
+    """Why `value` is not a DNS-1123 label (cluster and bundle names, namespaces), or None."""
+    if not isinstance(value, str):
+        return f"must be a string, not {_describe(value)}"
+    if not value:
+        return "must not be empty"
+    if len(value) > 63:
+        return f"is {len(value)} characters long, more than 63"
+    if not _DNS_LABEL.fullmatch(value):
+        return (
+            "is not a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a "
+            "letter or digit)"
+        )
+    return None
+
+
+def label_key_problem(key: Any) -> str | None:
+    """Why `key` is not a Kubernetes label or annotation key (``[prefix/]name``), or None."""
+    if not isinstance(key, str):
+        return f"must be a string, not {_describe(key)}"
+    prefix, slash, name = key.rpartition("/")
+    if slash:
+        if not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix):
+            return "has a prefix that is not a DNS-1123 subdomain (lowercase, at most 253 characters)"
+    if not name:
+        return "has an empty name"
+    if len(name) > 63:
+        return f"has a name of {len(name)} characters, more than 63"
+    if not _LABEL_NAME.fullmatch(name):
+        return (
+            "has a name that is not alphanumeric with '-', '_' or '.' inside (starting and ending with a "
+            "letter or digit)"
+        )
+    return None
+
+
+def label_value_problem(value: Any) -> str | None:
+    """Why `value` is not a Kubernetes label value, or None."""
+    if not isinstance(value, str):
+        return f"must be a string, not {_describe(value)} (quote it)"
+    if len(value) > 63:
+        return f"is {len(value)} characters long, more than 63"
+    if value and not _LABEL_NAME.fullmatch(value):
+        return "must be empty or alphanumeric with '-', '_' or '.' inside (starting and ending alphanumeric)"
+    return None
+
+
+def path_entry_problem(value: Any) -> str | None:
+    """Why a `spec.paths` entry is refused before any I/O (``..``, absolute, backslash, NUL, URL), or None."""
+    if not isinstance(value, str):
+        return f"must be a string, not {_describe(value)}"
+    if not value:
+        return "must not be empty"
+    return source.unsafe_path(value)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _quote(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=repr) if isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + '..."'
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _suggest(name: str, allowed: Sequence[str]) -> str:
+    lowered = {a.lower(): a for a in allowed}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    return f' (did you mean "{lowered[close[0]]}"?)' if close else ""
+
+
+def _credential_word(key: str) -> bool:
+    norm = re.sub(r"[^a-z0-9]", "", key.lower())
+    return any(w in norm for w in _CREDENTIAL_WORDS)
+
+
+def _credential_value(value: str) -> str | None:
+    if _PEM.search(value):
+        return "a PEM block"
+    if _JWT.search(value):
+        return "a bearer token"
+    if _KUBECONFIG.search(value):
+        return "a kubeconfig"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Problem collection with line lookup.
+
+
+class _Doc:
+    """One parsed YAML document with its field lines, reporting problems into a shared list."""
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        doc: yamlsafe.Document,
+        sink: list[model.Problem],
+        bundle: str | None = None,
+        cluster: str | None = None,
+    ) -> None:
+        self.path = path
+        self.doc = doc
+        self.sink = sink
+        self.bundle = bundle
+        self.cluster = cluster
+        self.errors = 0
+
+    def line(self, path: Path_) -> int:
+        lines = self.doc.lines
+        for end in range(len(path), 0, -1):
+            found = lines.get(path[:end])
+            if found is not None:
+                return found
+        return self.doc.line
+
+    def value_line(self, path: Path_) -> int:
+        return self.doc.value_lines.get(path, self.line(path))
+
+    def error(self, path: Path_, message: str, *, line: int | None = None) -> None:
+        self.errors += 1
+        self.sink.append(
+            model.Problem(
+                self.path,
+                line if line is not None else self.line(path),
+                message,
+                model.Severity.ERROR,
+                bundle=self.bundle,
+                cluster=self.cluster,
+            )
+        )
+
+    def warning(self, path: Path_, message: str) -> None:
+        self.sink.append(
+            model.Problem(
+                self.path,
+                self.line(path),
+                message,
+                model.Severity.WARNING,
+                bundle=self.bundle,
+                cluster=self.cluster,
+            )
+        )
+
+    def mapping(self, obj: Any, path: Path_, *, what: str = "a mapping") -> dict[str, Any] | None:
+        if isinstance(obj, dict):
+            return obj
+        self.error(path, f"{_dotted(path)} must be {what}, not {_describe(obj)}")
+        return None
+
+    def unknown_fields(
+        self, obj: Mapping[str, Any], path: Path_, allowed: Sequence[str], *, skip: Iterable[Path_] = ()
+    ) -> None:
+        skipped = set(skip)
+        for key in obj:
+            if key in allowed:
+                continue
+            sub = (*path, str(key))
+            if sub in skipped:
+                continue
+            self.error(sub, f'unknown field "{_dotted(sub)}"{_suggest(str(key), allowed)}')
+
+    def api_version_and_kind(self, obj: Mapping[str, Any], kind: str) -> None:
+        api = obj.get("apiVersion")
+        if "apiVersion" not in obj:
+            self.error((), f'apiVersion is missing (expected "{model.API_VERSION}")', line=self.doc.line)
+        elif api != model.API_VERSION:
+            self.error(("apiVersion",), f'apiVersion must be "{model.API_VERSION}", not {_quote(api)}')
+        got = obj.get("kind")
+        if "kind" not in obj:
+            self.error((), f'kind is missing (expected "{kind}")', line=self.doc.line)
+        elif got != kind:
+            self.error(("kind",), f'kind must be "{kind}", not {_quote(got)}')
+
+    def string_map(self, obj: Any, path: Path_, *, values: bool) -> dict[str, str]:
+        """metadata.labels / annotations: keys are label keys; label values when `values`."""
+        if obj is None:
+            return {}
+        m = self.mapping(obj, path)
+        if m is None:
+            return {}
+        out: dict[str, str] = {}
+        for key, value in m.items():
+            sub = (*path, str(key))
+            why = label_key_problem(key)
+            if why:
+                self.error(sub, f"{_dotted(path)} key {_quote(key)} {why}")
+                continue
+            if values:
+                why = label_value_problem(value)
+                if why:
+                    self.error(sub, f"{_dotted(sub)} value {_quote(value)} {why}")
+                    continue
+            elif not isinstance(value, str):
+                self.error(sub, f"{_dotted(sub)} must be a string, not {_describe(value)} (quote it)")
+                continue
+            out[str(key)] = value
+        return out
+
+    def boolean(self, obj: Mapping[str, Any], path: Path_, key: str, default: bool) -> bool:
+        if key not in obj:
+            return default
+        value = obj[key]
+        if not isinstance(value, bool):
+            self.error((*path, key), f"{_dotted((*path, key))} must be true or false, not {_quote(value)}")
+            return default
+        return value
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parsing.
+
+
+@dataclass
+class _State:
+    snapshot: model.Snapshot
+    limits: yamlsafe.Limits
+    problems: list[model.Problem] = field(default_factory=list)
+    clusters: dict[str, model.Cluster] = field(default_factory=dict)
+    cluster_files: dict[str, str] = field(default_factory=dict)  # name -> shown path of its first file
+    broken_clusters: dict[str, list[model.Problem]] = field(default_factory=dict)
+    bundles: dict[str, model.Bundle] = field(default_factory=dict)
+    broken_bundle_names: set[str] = field(default_factory=set)
+    depends_lines: dict[str, tuple[_Doc, Path_]] = field(default_factory=dict)
+    placement_clusters: list[tuple[_Doc, Path_, str]] = field(default_factory=list)
+
+    def shown(self, rel: str) -> str:
+        base = self.snapshot.base
+        return f"{base}/{rel}" if base else rel
+
+
+def parse(snapshot: model.Snapshot, *, limits: yamlsafe.Limits = DEFAULT_LIMITS) -> model.Repo:
+    """Parse and validate one revision (pure). Every problem is collected; nothing raises for bad input."""
+    st = _State(snapshot=snapshot, limits=limits)
+    by_path_problems = _attribute_source_problems(st)
+
+    cluster_rels: list[str] = []
+    bundle_folders: dict[str, list[str]] = {}
+    for rel in snapshot.files:
+        parts = rel.split("/")
+        if parts[0] == "clusters":
+            if len(parts) == 2:
+                cluster_rels.append(rel)
+            else:
+                st.problems.append(
+                    _warning(st.shown(rel), "ignored: clusters/ holds one file per cluster, no subfolders")
+                )
+        elif parts[0] == "bundles":
+            if len(parts) == 2:
+                if not parts[1].startswith("."):
+                    st.problems.append(
+                        _warning(st.shown(rel), "ignored: bundles/ holds one folder per bundle")
+                    )
+            else:
+                bundle_folders.setdefault(parts[1], []).append(rel)
+    for folder in by_path_problems.bundle_folders:
+        bundle_folders.setdefault(folder, [])
+
+    for rel in sorted(cluster_rels):
+        _parse_cluster(st, rel)
+    for stem in by_path_problems.cluster_stems:
+        st.broken_clusters.setdefault(stem, [])
+
+    for folder in sorted(bundle_folders):
+        _parse_bundle(
+            st, folder, sorted(bundle_folders[folder]), broken=folder in by_path_problems.bundle_folders
+        )
+
+    _check_dependencies(st)
+    _check_placement_clusters(st)
+
+    if not cluster_rels and not by_path_problems.cluster_stems:
+        st.problems.append(
+            _warning(st.shown("clusters"), "no cluster file (clusters/NAME.yaml) in this revision")
+        )
+    if not bundle_folders:
+        st.problems.append(
+            _warning(st.shown("bundles"), "no bundle (bundles/NAME/bundle.yaml) in this revision")
+        )
+
+    problems = sorted(st.problems, key=lambda p: (p.path, p.line))
+    broken_clusters: dict[str, list[model.Problem]] = {k: list(v) for k, v in st.broken_clusters.items()}
+    broken_bundles: dict[str, list[model.Problem]] = {name: [] for name in st.broken_bundle_names}
+    for p in problems:
+        if p.severity is not model.Severity.ERROR:
+            continue
+        if p.cluster is not None and p.cluster in broken_clusters:
+            broken_clusters[p.cluster].append(p)
+        if p.bundle is not None and p.bundle in broken_bundles:
+            broken_bundles[p.bundle].append(p)
+    bundles = {k: v for k, v in sorted(st.bundles.items()) if k not in st.broken_bundle_names}
+    clusters = {k: v for k, v in sorted(st.clusters.items()) if k not in broken_clusters}
+    return model.Repo(
+        revision=snapshot.revision,
+        clusters=MappingProxyType(clusters),
+        bundles=MappingProxyType(bundles),
+        problems=tuple(problems),
+        broken_clusters=MappingProxyType({k: tuple(v) for k, v in sorted(broken_clusters.items())}),
+        broken_bundles=MappingProxyType({k: tuple(v) for k, v in sorted(broken_bundles.items())}),
+        message=snapshot.message,
+        author=snapshot.author,
+        committed_at=snapshot.committed_at,
+    )
+
+
+def _warning(path: str, message: str, *, line: int = 1) -> model.Problem:
+    return model.Problem(path, line, message, model.Severity.WARNING)
+
+
+@dataclass
+class _Attributed:
+    cluster_stems: set[str] = field(default_factory=set)
+    bundle_folders: set[str] = field(default_factory=set)
+
+
+def _attribute_source_problems(st: _State) -> _Attributed:
+    """Problems the source layer found (links, submodules, oversized files) break what holds them."""
+    out = _Attributed()
+    base = st.snapshot.base
+    for p in st.snapshot.problems:
+        rel = p.path[len(base) + 1 :] if base and p.path.startswith(base + "/") else p.path
+        parts = rel.split("/")
+        bundle = cluster = None
+        if parts[0] == "clusters" and len(parts) >= 2:
+            cluster = _stem(parts[1])
+            out.cluster_stems.add(cluster)
+        elif parts[0] == "bundles" and len(parts) >= 2:
+            bundle = parts[1]
+            out.bundle_folders.add(bundle)
+        st.problems.append(
+            model.Problem(p.path, p.line, p.message, p.severity, bundle=bundle, cluster=cluster)
+        )
+    return out
+
+
+def _stem(filename: str) -> str:
+    for suffix in CLUSTER_SUFFIXES:
+        if filename.endswith(suffix):
+            return filename[: -len(suffix)]
+    return filename
+
+
+# -- clusters ----------------------------------------------------------------------------------------------
+
+
+def _parse_cluster(st: _State, rel: str) -> None:
+    filename = rel.split("/", 1)[1]
+    shown = st.shown(rel)
+    if filename.startswith("."):
+        return
+    if not filename.endswith(CLUSTER_SUFFIXES):
+        st.problems.append(_warning(shown, "ignored: cluster files end in .yaml"))
+        return
+    stem = _stem(filename)
+    try:
+        docs = yamlsafe.load_yaml(st.snapshot.files[rel], path=shown, limits=st.limits, lines=True)
+    except errors.ValidationError as e:
+        st.problems.append(model.Problem(shown, e.line, str(e.args[0]), cluster=stem))
+        st.broken_clusters.setdefault(stem, [])
+        return
+    present = [d for d in docs if d.data is not None]
+    if not present:
+        st.problems.append(model.Problem(shown, 1, "empty file: expected one Cluster", cluster=stem))
+        st.broken_clusters.setdefault(stem, [])
+        return
+    if len(present) > 1:
+        st.problems.append(
+            model.Problem(
+                shown, present[1].line, "one Cluster per file: found a second document", cluster=stem
+            )
+        )
+    d = _Doc(path=shown, doc=present[0], sink=st.problems, cluster=stem)
+    cluster, _ = _cluster_from(d, stem=stem, filename=filename)
+    if d.errors or len(present) > 1 or cluster is None:
+        st.broken_clusters.setdefault(stem, [])
+        return
+    if cluster.name in st.cluster_files:
+        d.error(
+            ("metadata", "name"),
+            f"cluster {_quote(cluster.name)} is also defined in {st.cluster_files[cluster.name]}",
+        )
+        st.broken_clusters.setdefault(stem, [])
+        return
+    st.cluster_files[cluster.name] = shown
+    st.clusters[cluster.name] = cluster
+
+
+def _scan_credentials(d: _Doc, obj: Any) -> set[Path_]:
+    """Report every credential-looking field of a cluster file (by path, never by value)."""
+    found: set[Path_] = set()
+    stack: list[tuple[Path_, Any]] = [((), obj)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for k, v in value.items():
+                sub = (*path, str(k))
+                if _credential_word(str(k)):
+                    found.add(sub)
+                    continue
+                stack.append((sub, v))
+        elif isinstance(value, list):
+            stack.extend(((*path, i), v) for i, v in enumerate(value))
+        elif isinstance(value, str):
+            what = _credential_value(value)
+            if what:
+                found.add(path)
+    for path in sorted(found, key=lambda p: d.line(p)):
+        d.error(
+            path,
+            f'credential-looking field "{_dotted(path)}": credentials never live in the repository '
+            "(put them in the controller's kubeconfig); the value is not shown",
+        )
+    return found
+
+
+def _cluster_from(d: _Doc, *, stem: str, filename: str) -> tuple[model.Cluster | None, str | None]:
+    obj = d.doc.data
+    if not isinstance(obj, dict):
+        d.error((), f"expected a mapping (a Cluster), not {_describe(obj)}", line=d.doc.line)
+        return None, None
+    secret_paths = _scan_credentials(d, obj)
+    d.api_version_and_kind(obj, "Cluster")
+    d.unknown_fields(obj, (), CLUSTER_FIELDS, skip=secret_paths)
+    meta = d.mapping(obj.get("metadata"), ("metadata",)) if "metadata" in obj else None
+    if "metadata" not in obj:
+        d.error((), "metadata.name is missing", line=d.doc.line)
+    name: str | None = None
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    if meta is not None:
+        d.unknown_fields(meta, ("metadata",), METADATA_FIELDS, skip=secret_paths)
+        name = _check_name(d, meta, kind="cluster")
+        if name is not None and name != stem:
+            d.error(
+                ("metadata", "name"),
+                f'file name "{filename}" does not match metadata.name {_quote(name)} '
+                f"(expected clusters/{name}.yaml)",
+            )
+        labels = d.string_map(meta.get("labels"), ("metadata", "labels"), values=True)
+        annotations = d.string_map(meta.get("annotations"), ("metadata", "annotations"), values=False)
+    spec: dict[str, Any] = {}
+    if "spec" in obj and obj["spec"] is not None:
+        spec = d.mapping(obj["spec"], ("spec",)) or {}
+    d.unknown_fields(spec, ("spec",), CLUSTER_SPEC_FIELDS, skip=secret_paths)
+    context = spec.get("context")
+    if "context" in spec and (not isinstance(context, str) or not context):
+        d.error(("spec", "context"), f"spec.context must be a non-empty string, not {_quote(context)}")
+        context = None
+    paused = d.boolean(spec, ("spec",), "paused", False)
+    facts: dict[str, Any] = {}
+    if spec.get("facts") is not None:
+        facts = d.mapping(spec["facts"], ("spec", "facts")) or {}
+    if name is None:
+        return None, None
+    return (
+        model.Cluster(
+            name=name,
+            labels=MappingProxyType(labels),
+            annotations=MappingProxyType(annotations),
+            context=context if isinstance(context, str) and context else name,
+            paused=paused,
+            facts=MappingProxyType(dict(facts)),
+            path=d.path,
+        ),
+        name,
+    )
+
+
+def _check_name(d: _Doc, meta: Mapping[str, Any], *, kind: str) -> str | None:
+    if "name" not in meta:
+        d.error(("metadata",), "metadata.name is missing")
+        return None
+    name = meta["name"]
+    why = dns_label_problem(name)
+    if why:
+        d.error(("metadata", "name"), f"metadata.name {_quote(name)} {why}")
+        return None
+    return str(name)
+
+
+# -- bundles -----------------------------------------------------------------------------------------------
+
+
+def _parse_bundle(st: _State, folder: str, rels: list[str], *, broken: bool) -> None:
+    prefix = f"bundles/{folder}/"
+    bundle_rel = prefix + BUNDLE_FILE
+    shown = st.shown(bundle_rel)
+    key = folder
+    if bundle_rel not in st.snapshot.files:
+        if broken:  # bundle.yaml is a link or too big: the source problem says so
+            st.broken_bundle_names.add(key)
+            return
+        alt = prefix + "bundle.yml"
+        if alt in st.snapshot.files:
+            st.problems.append(
+                model.Problem(st.shown(alt), 1, "a bundle file is named bundle.yaml (rename it)", bundle=key)
+            )
+            st.broken_bundle_names.add(key)
+        else:
+            st.problems.append(_warning(st.shown(prefix.rstrip("/")), "ignored: folder has no bundle.yaml"))
+        return
+    try:
+        docs = yamlsafe.load_yaml(st.snapshot.files[bundle_rel], path=shown, limits=st.limits, lines=True)
+    except errors.ValidationError as e:
+        st.problems.append(model.Problem(shown, e.line, str(e.args[0]), bundle=key))
+        st.broken_bundle_names.add(key)
+        return
+    present = [doc for doc in docs if doc.data is not None]
+    if not present:
+        st.problems.append(model.Problem(shown, 1, "empty file: expected one Bundle", bundle=key))
+        st.broken_bundle_names.add(key)
+        return
+    d = _Doc(path=shown, doc=present[0], sink=st.problems, bundle=key)
+    if len(present) > 1:
+        d.error((), "one Bundle per file: found a second document", line=present[1].line)
+    bundle = _bundle_from(st, d, folder=folder, rels=rels)
+    if broken or d.errors or bundle is None:
+        st.broken_bundle_names.add(key)
+    if bundle is not None:
+        if bundle.name in st.bundles:
+            st.broken_bundle_names.add(key)
+        else:
+            st.bundles[bundle.name] = bundle
+
+
+def _bundle_from(st: _State, d: _Doc, *, folder: str, rels: list[str]) -> model.Bundle | None:
+    obj = d.doc.data
+    if not isinstance(obj, dict):
+        d.error((), f"expected a mapping (a Bundle), not {_describe(obj)}", line=d.doc.line)
+        return None
+    d.api_version_and_kind(obj, "Bundle")
+    d.unknown_fields(obj, (), CLUSTER_FIELDS)
+    meta = d.mapping(obj.get("metadata"), ("metadata",)) if "metadata" in obj else None
+    if "metadata" not in obj:
+        d.error((), "metadata.name is missing", line=d.doc.line)
+    name: str | None = None
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    if meta is not None:
+        d.unknown_fields(meta, ("metadata",), METADATA_FIELDS)
+        name = _check_name(d, meta, kind="bundle")
+        if name is not None and name != folder:
+            d.error(
+                ("metadata", "name"),
+                f'folder "bundles/{folder}" does not match metadata.name {_quote(name)} '
+                f"(expected bundles/{name}/)",
+            )
+        labels = d.string_map(meta.get("labels"), ("metadata", "labels"), values=True)
+        annotations = d.string_map(meta.get("annotations"), ("metadata", "annotations"), values=False)
+    spec: dict[str, Any] = {}
+    if "spec" in obj and obj["spec"] is not None:
+        spec = d.mapping(obj["spec"], ("spec",)) or {}
+    d.unknown_fields(spec, ("spec",), BUNDLE_SPEC_FIELDS)
+
+    namespace = None
+    if spec.get("namespace") is not None:
+        why = dns_label_problem(spec["namespace"])
+        if why:
+            d.error(("spec", "namespace"), f"spec.namespace {_quote(spec['namespace'])} {why}")
+        else:
+            namespace = str(spec["namespace"])
+
+    paths = _check_paths(d, spec)
+    placement = None
+    if "placement" in spec:
+        placement = _placement(st, d, spec["placement"], ("spec", "placement"))
+    overrides = _overrides(st, d, spec.get("overrides"))
+    depends = _depends_on(st, d, spec.get("dependsOn"), own=name or folder)
+    prune = d.boolean(spec, ("spec",), "prune", True)
+    allow_empty = d.boolean(spec, ("spec",), "allowEmpty", False)
+    adopt = d.boolean(spec, ("spec",), "adopt", False)
+    suspend = d.boolean(spec, ("spec",), "suspend", False)
+
+    manifests = _manifests(st, d, folder=folder, rels=rels, paths=paths, namespace=namespace)
+    if name is None:
+        return None
+    return model.Bundle(
+        name=name,
+        path=d.path,
+        namespace=namespace,
+        paths=paths,
+        placement=placement,
+        overrides=overrides,
+        depends_on=depends,
+        prune=prune,
+        allow_empty=allow_empty,
+        adopt=adopt,
+        suspend=suspend,
+        manifests=manifests,
+        labels=MappingProxyType(labels),
+        annotations=MappingProxyType(annotations),
+    )
+
+
+def _check_paths(d: _Doc, spec: Mapping[str, Any]) -> tuple[str, ...] | None:
+    if "paths" not in spec or spec["paths"] is None:
+        return None
+    raw = spec["paths"]
+    if not isinstance(raw, list):
+        d.error(("spec", "paths"), f"spec.paths must be a list of paths, not {_describe(raw)}")
+        return ()
+    out: list[str] = []
+    for i, entry in enumerate(raw):
+        why = path_entry_problem(entry)
+        if why:
+            d.error(("spec", "paths", i), f"spec.paths[{i}] {_quote(entry)} {why}")
+            continue
+        norm = "/".join(p for p in PurePosixPath(entry).parts if p not in (".",))
+        out.append(norm)
+    return tuple(out)
+
+
+def _selector(d: _Doc, raw: Any, path: Path_) -> model.LabelSelector | None:
+    sel = d.mapping(raw, path)
+    if sel is None:
+        return None
+    d.unknown_fields(sel, path, SELECTOR_FIELDS)
+    ok = True
+    match_labels: list[tuple[str, str]] = []
+    ml = sel.get("matchLabels")
+    if ml is not None:
+        m = d.mapping(ml, (*path, "matchLabels"))
+        if m is None:
+            ok = False
+        else:
+            for key, value in m.items():
+                sub = (*path, "matchLabels", str(key))
+                why = label_key_problem(key)
+                if why:
+                    d.error(sub, f"{_dotted((*path, 'matchLabels'))} key {_quote(key)} {why}")
+                    ok = False
+                    continue
+                why = label_value_problem(value)
+                if why:
+                    d.error(sub, f"{_dotted(sub)} value {_quote(value)} {why}")
+                    ok = False
+                    continue
+                match_labels.append((str(key), str(value)))
+    requirements: list[model.Requirement] = []
+    me = sel.get("matchExpressions")
+    if me is not None:
+        if not isinstance(me, list):
+            d.error((*path, "matchExpressions"), f"{_dotted((*path, 'matchExpressions'))} must be a list")
+            ok = False
+        else:
+            for i, item in enumerate(me):
+                req = _requirement(d, item, (*path, "matchExpressions", i))
+                if req is None:
+                    ok = False
+                else:
+                    requirements.append(req)
+    if not ok:
+        return None
+    return model.LabelSelector(
+        match_labels=tuple(sorted(match_labels)), match_expressions=tuple(requirements)
+    )
+
+
+def _requirement(d: _Doc, raw: Any, path: Path_) -> model.Requirement | None:
+    item = d.mapping(raw, path)
+    if item is None:
+        return None
+    d.unknown_fields(item, path, REQUIREMENT_FIELDS)
+    where = _dotted(path)
+    key = item.get("key")
+    why = label_key_problem(key) if "key" in item else "is missing"
+    if why:
+        d.error(
+            (*path, "key") if "key" in item else path,
+            f"{where}.key {_quote(key) + ' ' if 'key' in item else ''}{why}",
+        )
+        return None
+    operators = [o.value for o in model.Operator]
+    op_raw = item.get("operator")
+    if op_raw not in operators:
+        if "operator" not in item:
+            d.error(path, f"{where}.operator is missing (expected one of {', '.join(operators)})")
+        else:
+            d.error(
+                (*path, "operator"),
+                f"{where}.operator {_quote(op_raw)} is not one of {', '.join(operators)}"
+                + _suggest(str(op_raw), operators),
+            )
+        return None
+    op = model.Operator(op_raw)
+    values = item.get("values")
+    if op in (model.Operator.IN, model.Operator.NOT_IN):
+        if not isinstance(values, list) or not values:
+            d.error(
+                (*path, "values") if "values" in item else (*path, "operator"),
+                f"{where}: operator {op.value} needs a non-empty list of values",
+            )
+            return None
+        bad = False
+        for j, v in enumerate(values):
+            why = label_value_problem(v)
+            if why:
+                d.error((*path, "values", j), f"{where}.values[{j}] {_quote(v)} {why}")
+                bad = True
+        if bad:
+            return None
+        return model.Requirement(key=str(key), operator=op, values=tuple(str(v) for v in values))
+    if values not in (None, []):
+        d.error((*path, "values"), f"{where}: operator {op.value} must not have values")
+        return None
+    return model.Requirement(key=str(key), operator=op)
+
+
+def _placement(st: _State, d: _Doc, raw: Any, path: Path_) -> model.Placement | None:
+    where = _dotted(path)
+    if raw is None:
+        d.error(path, f"{where} is null (omit it to place nowhere, or give clusters, clusterSelector or cel)")
+        return None
+    pl = d.mapping(raw, path)
+    if pl is None:
+        return None
+    if not pl:
+        d.error(
+            path, f"{where} is empty (omit it to place nowhere, or give clusters, clusterSelector or cel)"
+        )
+        return None
+    d.unknown_fields(pl, path, PLACEMENT_FIELDS)
+    ok = True
+    lines: dict[str, int] = {}
+    for clause in PLACEMENT_FIELDS:
+        if clause in pl:
+            lines[clause] = d.line((*path, clause))
+            if pl[clause] is None:
+                d.error((*path, clause), f"{where}.{clause} is null (remove it or give it a value)")
+                ok = False
+    clusters: tuple[str, ...] | None = None
+    if pl.get("clusters") is not None:
+        raw_clusters = pl["clusters"]
+        if not isinstance(raw_clusters, list):
+            d.error(
+                (*path, "clusters"),
+                f"{where}.clusters must be a list of cluster names, not {_describe(raw_clusters)}",
+            )
+            ok = False
+        else:
+            names: list[str] = []
+            for i, c in enumerate(raw_clusters):
+                if not isinstance(c, str):
+                    d.error(
+                        (*path, "clusters", i), f"{where}.clusters[{i}] must be a string, not {_describe(c)}"
+                    )
+                    ok = False
+                    continue
+                names.append(c)
+                st.placement_clusters.append((d, (*path, "clusters", i), c))
+            clusters = tuple(names)
+    selector = None
+    if pl.get("clusterSelector") is not None:
+        selector = _selector(d, pl["clusterSelector"], (*path, "clusterSelector"))
+        ok = ok and selector is not None
+    cel_src: str | None = None
+    if pl.get("cel") is not None:
+        raw_cel = pl["cel"]
+        if not isinstance(raw_cel, str) or not raw_cel.strip():
+            d.error((*path, "cel"), f"{where}.cel must be a non-empty string, not {_quote(raw_cel)}")
+            ok = False
+        else:
+            cel_src = raw_cel
+            if not _check_cel(d, raw_cel, (*path, "cel")):
+                ok = False
+    if not ok:
+        return None
+    return model.Placement(
+        clusters=clusters, cluster_selector=selector, cel=cel_src, lines=MappingProxyType(lines)
+    )
+
+
+def _cel_checker() -> Callable[[str], list[tuple[int, int, str]]] | None:
+    """`fleet.cel.check` when the CEL module is available (it is owned by the placement layer)."""
+    try:
+        module = importlib.import_module("fleet.cel")
+    except ImportError:
+        return None
+    check = getattr(module, "check", None)
+    return check if callable(check) else None
+
+
+def _check_cel(d: _Doc, expr: str, path: Path_) -> bool:
+    check = _cel_checker()
+    if check is None:
+        return True
+    found = check(expr)
+    start = d.value_line(path)
+    for line, column, message in found:
+        d.error(
+            path,
+            f"{_dotted(path)}: invalid CEL at line {line}, column {column} of the expression: {message}",
+            line=start + max(line, 1) - 1,
+        )
+    return not found
+
+
+def _overrides(st: _State, d: _Doc, raw: Any) -> tuple[model.Override, ...]:
+    if raw is None:
+        return ()
+    path: Path_ = ("spec", "overrides")
+    if not isinstance(raw, list):
+        d.error(path, f"spec.overrides must be a list, not {_describe(raw)}")
+        return ()
+    out: list[model.Override] = []
+    for i, item in enumerate(raw):
+        ipath = (*path, i)
+        ov = d.mapping(item, ipath)
+        if ov is None:
+            continue
+        d.unknown_fields(ov, ipath, OVERRIDE_FIELDS)
+        if "placement" not in ov:
+            d.error(
+                ipath,
+                f"{_dotted(ipath)}.placement is missing (an override applies to the clusters it selects)",
+            )
+            placement = None
+        else:
+            placement = _placement(st, d, ov["placement"], (*ipath, "placement"))
+        patches = _patches(d, ov.get("patches"), (*ipath, "patches"), present="patches" in ov)
+        if placement is not None and patches is not None:
+            out.append(model.Override(placement=placement, patches=patches, line=d.line(ipath)))
+    return tuple(out)
+
+
+def _patches(d: _Doc, raw: Any, path: Path_, *, present: bool) -> tuple[model.Patch, ...] | None:
+    where = _dotted(path)
+    if not present or not isinstance(raw, list) or not raw:
+        d.error(path, f"{where} must be a non-empty list of patches")
+        return None
+    out: list[model.Patch] = []
+    ok = True
+    for i, item in enumerate(raw):
+        ppath = (*path, i)
+        pw = _dotted(ppath)
+        p = d.mapping(item, ppath)
+        if p is None:
+            ok = False
+            continue
+        d.unknown_fields(p, ppath, PATCH_FIELDS)
+        target = _target(d, p.get("target"), (*ppath, "target"), present="target" in p)
+        has_merge, has_json = "merge" in p, "json" in p
+        if has_merge == has_json:
+            d.error(ppath, f"{pw}: give exactly one of merge (RFC 7386) and json (RFC 6902)")
+            ok = False
+            continue
+        if has_merge:
+            if not isinstance(p["merge"], dict):
+                d.error(
+                    (*ppath, "merge"),
+                    f"{pw}.merge must be a mapping (an RFC 7386 merge patch), not {_describe(p['merge'])}",
+                )
+                ok = False
+                continue
+            patch = model.Patch(target=target or model.PatchTarget(), merge=p["merge"], line=d.line(ppath))
+        else:
+            ops = _json_patch(d, p["json"], (*ppath, "json"))
+            if ops is None:
+                ok = False
+                continue
+            patch = model.Patch(target=target or model.PatchTarget(), json=ops, line=d.line(ppath))
+        if target is None:
+            ok = False
+            continue
+        out.append(patch)
+    return tuple(out) if ok else None
+
+
+def _target(d: _Doc, raw: Any, path: Path_, *, present: bool) -> model.PatchTarget | None:
+    where = _dotted(path)
+    if not present:
+        d.error(path[:-1], f"{where} is missing (kind, name, apiVersion and/or namespace)")
+        return None
+    t = d.mapping(raw, path)
+    if t is None:
+        return None
+    d.unknown_fields(t, path, TARGET_FIELDS)
+    values: dict[str, str | None] = {}
+    ok = True
+    for key in TARGET_FIELDS:
+        v = t.get(key)
+        if v is not None and (not isinstance(v, str) or not v):
+            d.error((*path, key), f"{where}.{key} must be a non-empty string, not {_quote(v)}")
+            ok = False
+        values[key] = v if isinstance(v, str) and v else None
+    if not ok:
+        return None
+    return model.PatchTarget(
+        kind=values["kind"],
+        name=values["name"],
+        api_version=values["apiVersion"],
+        namespace=values["namespace"],
+    )
+
+
+def _json_patch(d: _Doc, raw: Any, path: Path_) -> tuple[Mapping[str, Any], ...] | None:
+    where = _dotted(path)
+    if not isinstance(raw, list) or not raw:
+        d.error(path, f"{where} must be a non-empty list of RFC 6902 operations, not {_describe(raw)}")
+        return None
+    ok = True
+    for i, op in enumerate(raw):
+        opath = (*path, i)
+        ow = _dotted(opath)
+        m = d.mapping(op, opath)
+        if m is None:
+            ok = False
+            continue
+        name = m.get("op")
+        if name not in JSON_PATCH_OPS:
+            d.error(
+                (*opath, "op") if "op" in m else opath,
+                f"{ow}.op {_quote(name) + ' ' if 'op' in m else ''}is not one of {', '.join(JSON_PATCH_OPS)}",
+            )
+            ok = False
+            continue
+        allowed = ["op", "path"]
+        allowed += ["from"] if name in ("move", "copy") else []
+        allowed += ["value"] if name in ("add", "replace", "test") else []
+        d.unknown_fields(m, opath, allowed)
+        for key in allowed:
+            if key not in m:
+                d.error(opath, f"{ow}: {name} needs {key}")
+                ok = False
+        for key in ("path", "from"):
+            if key in m and key in allowed:
+                v = m[key]
+                if not isinstance(v, str) or (v and not v.startswith("/")):
+                    d.error(
+                        (*opath, key), f'{ow}.{key} {_quote(v)} is not a JSON pointer ("" or starting with /)'
+                    )
+                    ok = False
+        if any(k not in allowed for k in m):
+            ok = False
+    return tuple(raw) if ok else None
+
+
+def _depends_on(st: _State, d: _Doc, raw: Any, *, own: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    path: Path_ = ("spec", "dependsOn")
+    if not isinstance(raw, list):
+        d.error(path, f"spec.dependsOn must be a list of bundle names, not {_describe(raw)}")
+        return ()
+    out: list[str] = []
+    for i, item in enumerate(raw):
+        why = dns_label_problem(item)
+        if why:
+            d.error((*path, i), f"spec.dependsOn[{i}] {_quote(item)} {why}")
+            continue
+        out.append(str(item))
+    st.depends_lines[own] = (d, path)
+    return tuple(out)
+
+
+def _manifests(
+    st: _State,
+    d: _Doc,
+    *,
+    folder: str,
+    rels: list[str],
+    paths: tuple[str, ...] | None,
+    namespace: str | None,
+) -> tuple[model.Manifest, ...]:
+    files = st.snapshot.files
+    prefix = f"bundles/{folder}/"
+    inner = [rel[len(prefix) :] for rel in rels]
+    ignore_rel = prefix + IGNORE_FILE
+    spec = None
+    if ignore_rel in files:
+        try:
+            text = files[ignore_rel].decode("utf-8")
+        except UnicodeDecodeError:
+            st.problems.append(model.Problem(st.shown(ignore_rel), 1, "not UTF-8 text", bundle=d.bundle))
+            d.errors += 1
+            text = ""
+        spec = pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+    selected: list[str]
+    if paths is None:
+        selected = [p for p in inner if p != BUNDLE_FILE]
+    else:
+        chosen: set[str] = set()
+        for i, entry in enumerate(paths):
+            if entry in ("", "."):
+                hits = [p for p in inner if p != BUNDLE_FILE]
+            else:
+                hits = [p for p in inner if p == entry or p.startswith(entry + "/")]
+            if not hits:
+                d.error(
+                    ("spec", "paths", i),
+                    f"spec.paths[{i}] {_quote(entry)}: no such file or folder in bundles/{folder}/",
+                )
+                continue
+            if entry in inner and not entry.endswith(MANIFEST_SUFFIXES):
+                d.error(
+                    ("spec", "paths", i),
+                    f"spec.paths[{i}] {_quote(entry)}: not a manifest file (.yaml, .yml or .json)",
+                )
+                continue
+            chosen.update(hits)
+        selected = [p for p in inner if p in chosen and p != BUNDLE_FILE]
+    selected = [
+        p
+        for p in selected
+        if p.endswith(MANIFEST_SUFFIXES)
+        and PurePosixPath(p).name != IGNORE_FILE
+        and not (spec is not None and spec.match_file(p))
+    ]
+    manifests: list[model.Manifest] = []
+    seen: dict[tuple[str, str, str, str], str] = {}
+    for p in sorted(selected):
+        rel = prefix + p
+        shown = st.shown(rel)
+        try:
+            if p.endswith(".json"):
+                docs = yamlsafe.load_json(files[rel], path=shown, limits=st.limits)
+            else:
+                docs = yamlsafe.load_yaml(files[rel], path=shown, limits=st.limits)
+        except errors.ValidationError as e:
+            st.problems.append(model.Problem(shown, e.line, str(e.args[0]), bundle=d.bundle))
+            d.errors += 1
+            continue
+        for doc in docs:
+            m = _manifest(st, d, shown, doc)
+            if m is None:
+                continue
+            ref = model.ObjectRef.of(m.obj)
+            key = (ref.group, ref.kind, ref.namespace or namespace or "", ref.name)
+            where = f"{shown}:{m.line}"
+            if key in seen:
+                st.problems.append(
+                    model.Problem(
+                        shown,
+                        m.line,
+                        f"{ref} is declared twice in bundle {_quote(folder)} (also at {seen[key]})",
+                        bundle=d.bundle,
+                    )
+                )
+                d.errors += 1
+                continue
+            seen[key] = where
+            manifests.append(m)
+    return tuple(manifests)
+
+
+def _manifest(st: _State, d: _Doc, shown: str, doc: yamlsafe.Document) -> model.Manifest | None:
+    obj = doc.data
+    if obj is None:
+        return None
+    n = doc.index + 1
+
+    def bad(message: str) -> None:
+        st.problems.append(model.Problem(shown, doc.line, f"document {n} {message}", bundle=d.bundle))
+        d.errors += 1
+
+    if not isinstance(obj, dict):
+        bad(f"is not a mapping (got {_describe(obj)}); each document must be one Kubernetes object")
+        return None
+    api, kind = obj.get("apiVersion"), obj.get("kind")
+    meta = obj.get("metadata")
+    missing = [
+        f
+        for f, ok in (
+            ("apiVersion", isinstance(api, str) and bool(api)),
+            ("kind", isinstance(kind, str) and bool(kind)),
+            (
+                "metadata.name",
+                isinstance(meta, dict) and isinstance(meta.get("name"), str) and bool(meta["name"]),
+            ),
+        )
+        if not ok
+    ]
+    if missing:
+        bad("has no " + ", no ".join(missing))
+        return None
+    assert isinstance(meta, dict)
+    ns = meta.get("namespace")
+    if ns is not None and (not isinstance(ns, str) or dns_label_problem(ns)):
+        bad(f"has metadata.namespace {_quote(ns)} that is not a DNS-1123 label")
+        return None
+    if str(api).split("/")[0] == model.API_GROUP and kind in ("Bundle", "Cluster"):
+        bad(f"is a fleet {kind}, not a manifest (a bundle folder holds one bundle.yaml at its top)")
+        return None
+    return model.Manifest(path=shown, line=doc.line, index=doc.index, obj=obj)
+
+
+# -- cross checks ------------------------------------------------------------------------------------------
+
+
+def _check_dependencies(st: _State) -> None:
+    known = set(st.bundles) | st.broken_bundle_names
+    graph: dict[str, set[str]] = {}
+    for name, bundle in st.bundles.items():
+        d, path = st.depends_lines.get(name, (None, ()))
+        deps: set[str] = set()
+        for i, dep in enumerate(bundle.depends_on):
+            if dep not in known:
+                if d is not None:
+                    d.error((*path, i), f"spec.dependsOn[{i}] {_quote(dep)}: no such bundle")
+                st.broken_bundle_names.add(name)
+                continue
+            deps.add(dep)
+        graph[name] = deps
+    remaining = dict(graph)
+    while True:
+        try:
+            tuple(graphlib.TopologicalSorter(remaining).static_order())
+            return
+        except graphlib.CycleError as e:
+            cycle: list[str] = list(e.args[1])
+            # graphlib gives [a, b, ..., a]; report it starting from the smallest name, once per member.
+            members = cycle[:-1]
+            start = members.index(min(members))
+            ordered = members[start:] + members[:start]
+            text = " -> ".join([*ordered, ordered[0]])
+            for member in sorted(set(members)):
+                d, path = st.depends_lines.get(member, (None, ()))
+                if d is not None:
+                    d.error(path, f"spec.dependsOn: dependency cycle {text}")
+                st.broken_bundle_names.add(member)
+            remaining = {k: v - set(members) for k, v in remaining.items() if k not in members}
+
+
+def _check_placement_clusters(st: _State) -> None:
+    known = set(st.clusters) | set(st.broken_clusters)
+    for d, path, name in st.placement_clusters:
+        if name not in known:
+            d.warning(
+                path,
+                f"{_dotted(path)}: no cluster named {_quote(name)} (a cluster file may have been removed)",
+            )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading for the commands.
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def read(
+    repo: str | Path,
+    *,
+    rev: str | None,
+    path: str = "",
+    worktree: bool = False,
+    worktree_default: bool = True,
+    limits: yamlsafe.Limits = DEFAULT_LIMITS,
+    say: Callable[[str], None] | None = _stderr,
+) -> model.Snapshot:
+    """Read the snapshot `load` would parse, and say on stderr what was read."""
+    if rev is not None and worktree:
+        raise errors.InputError("--rev and --worktree exclude each other")
+    use_worktree = rev is None and (worktree or worktree_default)
+    where = Path(repo)
+    sub = f" --path {path}" if path else ""
+    shown_root = await anyio.to_thread.run_sync(os.path.abspath, where)
+    if use_worktree:
+        snap = await source.read_worktree(where, subpath=path, limits=limits)
+        if say is not None:
+            say(f"reading work tree {shown_root}{sub} (revision null)")
+        return snap
+    wanted = rev if rev is not None else "HEAD"
+    snap = await source.read_revision(where, wanted, subpath=path, limits=limits)
+    if say is not None:
+        short = (snap.revision or "")[:12]
+        say(f"reading revision {short} ({wanted}) of {shown_root}{sub}: {snap.message or ''}".rstrip(": "))
+    return snap
+
+
+async def load(
+    repo: str | Path,
+    *,
+    rev: str | None,
+    path: str = "",
+    worktree: bool = False,
+    worktree_default: bool = True,
+    limits: yamlsafe.Limits = DEFAULT_LIMITS,
+    say: Callable[[str], None] | None = _stderr,
+) -> model.Repo:
+    """Read and parse a local repository for a command.
+
+    `rev` given: that commit. Otherwise the work tree when `worktree` (``--worktree``) or
+    `worktree_default` (validate, plan, render), else ``HEAD`` (diff, sync). Says on stderr which revision
+    or work tree it read. Raises `errors.SourceError` / `errors.InputError` when it cannot read at all
+    (not a git repository, unknown revision, a limit on the whole revision); problems of the content are
+    in the returned `Repo`.
+    """
+    snap = await read(
+        repo, rev=rev, path=path, worktree=worktree, worktree_default=worktree_default, limits=limits, say=say
+    )
+    return await anyio.to_thread.run_sync(lambda: parse(snap, limits=limits))

@@ -1,0 +1,225 @@
+"""Kubernetes `Status` error bodies, shaped like apimachinery's `pkg/api/errors` templates.
+
+Owns: `ApiError` (an exception carrying the Status dict and its HTTP code, raised anywhere in the
+simulated server and rendered by the HTTP layer) and one constructor per error template (NotFound,
+AlreadyExists, Conflict, Invalid, BadRequest, ...). Does not: write HTTP responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleet.sim import types
+
+
+class ApiError(Exception):
+    """A request failed with a Kubernetes Status; `status` is the body, `code` the HTTP status."""
+
+    def __init__(self, status: dict[str, Any], *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status.get("message", ""))
+        self.status = status
+        self.code = int(status["code"])
+        self.headers = headers or {}
+
+
+def status(
+    code: int,
+    reason: str,
+    message: str,
+    *,
+    details: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": metadata or {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+    }
+    if details:
+        out["details"] = details
+    out["code"] = code
+    return out
+
+
+def error(
+    code: int,
+    reason: str,
+    message: str,
+    *,
+    details: dict[str, Any] | None = None,
+    retry_after: int | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> ApiError:
+    details = dict(details or {})
+    headers: dict[str, str] = {}
+    if retry_after is not None:
+        details["retryAfterSeconds"] = retry_after
+        headers["Retry-After"] = str(retry_after)
+    return ApiError(status(code, reason, message, details=details, metadata=metadata), headers=headers)
+
+
+def _details(rtype: types.ResourceType | None, name: str, **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name}
+    if rtype is not None:
+        if rtype.group:
+            out["group"] = rtype.group
+        out["kind"] = rtype.plural
+    out.update(extra)
+    return out
+
+
+def not_found(rtype: types.ResourceType, name: str) -> ApiError:
+    return error(404, "NotFound", f'{rtype.group_resource} "{name}" not found', details=_details(rtype, name))
+
+
+def namespace_not_found(name: str) -> ApiError:
+    return error(
+        404, "NotFound", f'namespaces "{name}" not found', details={"name": name, "kind": "namespaces"}
+    )
+
+
+def resource_not_found() -> ApiError:
+    return error(404, "NotFound", "the server could not find the requested resource", details={})
+
+
+def already_exists(rtype: types.ResourceType, name: str) -> ApiError:
+    return error(
+        409, "AlreadyExists", f'{rtype.group_resource} "{name}" already exists', details=_details(rtype, name)
+    )
+
+
+def conflict(rtype: types.ResourceType, name: str, why: str) -> ApiError:
+    return error(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {rtype.group_resource} "{name}": {why}',
+        details=_details(rtype, name),
+    )
+
+
+OPTIMISTIC_LOCK = (
+    "the object has been modified; please apply your changes to the latest version and try again"
+)
+
+
+def invalid(kind: str, name: str, causes: list[dict[str, str]], *, group: str = "") -> ApiError:
+    """422 Invalid; each cause is {reason, message, field}; the message lists them like the real one."""
+    parts = []
+    for cause in causes:
+        field = cause.get("field", "")
+        parts.append(f"{field}: {cause['message']}" if field else cause["message"])
+    joined = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+    details: dict[str, Any] = {"name": name}
+    if group:
+        details["group"] = group
+    details["kind"] = kind
+    details["causes"] = causes
+    qualified = f"{kind}.{group}" if group else kind
+    return error(422, "Invalid", f'{qualified} "{name}" is invalid: {joined}', details=details)
+
+
+def field_cause(reason: str, field: str, message: str) -> dict[str, str]:
+    return {"reason": reason, "message": message, "field": field}
+
+
+def bad_request(message: str) -> ApiError:
+    return error(400, "BadRequest", message)
+
+
+def forbidden(
+    rtype: types.ResourceType, name: str, why: str, *, causes: list[dict[str, str]] | None = None
+) -> ApiError:
+    details = _details(rtype, name)
+    if causes:
+        details["causes"] = causes
+    return error(403, "Forbidden", f'{rtype.group_resource} "{name}" is forbidden: {why}', details=details)
+
+
+def method_not_allowed(
+    message: str = "the server does not allow this method on the requested resource",
+) -> ApiError:
+    return error(405, "MethodNotAllowed", message)
+
+
+def unsupported_media_type(content_type: str, accepted: list[str]) -> ApiError:
+    return error(
+        415,
+        "UnsupportedMediaType",
+        f"the body of the request was in an unknown format - accepted media types include: {', '.join(accepted)}",
+    )
+
+
+def not_acceptable(supported: list[str]) -> ApiError:
+    return error(
+        406,
+        "NotAcceptable",
+        "only the following media types are accepted: " + ", ".join(supported),
+    )
+
+
+def internal(message: str) -> ApiError:
+    """A non-Status failure as the real server renders one: 500, empty reason, the error text."""
+    return ApiError(status(500, "", message))
+
+
+def internal_error(message: str) -> ApiError:
+    return error(
+        500,
+        "InternalError",
+        f"Internal error occurred: {message}",
+        details={"causes": [{"message": message}]},
+    )
+
+
+def expired(message: str, *, metadata: dict[str, Any] | None = None) -> ApiError:
+    return error(410, "Expired", message, metadata=metadata)
+
+
+def too_large(message: str) -> ApiError:
+    return error(413, "RequestEntityTooLarge", message)
+
+
+def timeout(message: str, *, retry_after: int = 1, causes: list[dict[str, str]] | None = None) -> ApiError:
+    details: dict[str, Any] = {}
+    if causes:
+        details["causes"] = causes
+    return error(504, "Timeout", message, details=details, retry_after=retry_after)
+
+
+# Reasons for an injected status code, as apimachinery names them.
+REASONS: dict[int, str] = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    406: "NotAcceptable",
+    409: "Conflict",
+    410: "Expired",
+    413: "RequestEntityTooLarge",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+
+MESSAGES: dict[int, str] = {
+    401: "Unauthorized",
+    403: 'forbidden: User "system:anonymous" cannot perform this action',
+    429: "Too many requests, please try again later.",
+    500: "Internal error occurred: injected fault",
+    503: "The server is currently unable to handle the request",
+    504: "Timeout: request did not complete within the allotted timeout",
+}
+
+
+def injected(code: int, *, retry_after: int | None = None) -> ApiError:
+    """A Status for a fault rule's status code (any 4xx/5xx)."""
+    reason = REASONS.get(code, "" if code >= 500 else "BadRequest")
+    message = MESSAGES.get(code, f"injected fault: HTTP {code}")
+    return error(code, reason, message, retry_after=retry_after)

@@ -1,0 +1,668 @@
+"""Reading the GitOps repository: a work tree on disk, a commit of a local repository, or a remote
+followed through a bare mirror.
+
+Owns: `read_worktree` (files on disk), `read_revision` (a commit of a local repository, no mirror),
+`Source` (a bare mirror under a state directory: `fetch`, `resolve`, `snapshot`, `changed_paths`),
+`Credentials`, the URL policy (`check_url`) and `redact`. Every pygit2 call runs in a worker thread
+(`anyio.to_thread.run_sync`); trees are read straight from the object database, never checked out.
+Does not: parse or validate files (that is `fleet.repository`), decide when to fetch (the engine does).
+
+What a snapshot holds: the files below ``clusters/`` and ``bundles/`` of the repository root (or of the
+``--path`` subfolder, then `Snapshot.base`), keyed by POSIX path relative to that folder. Nothing else is
+read, so a large unrelated tree (a ``.venv``, docs) costs nothing.
+
+Safety rules, all enforced here before any byte is parsed:
+
+- Symbolic links (tree mode 120000, or a link on disk) and submodules (mode 160000, or a nested ``.git``
+  on disk) are never followed: each is a `model.Problem` naming the path, never the target, and the
+  target is never opened. On disk, files are opened with ``O_NOFOLLOW`` and special files (FIFOs,
+  devices) are refused without being opened.
+- A file over `Limits.max_file_bytes` is a problem and is not read (its size comes from the object
+  header or ``lstat``); more than `Limits.max_files` files or `Limits.max_total_bytes` bytes refuse the
+  whole revision (`yamlsafe.LimitExceeded`).
+- URLs: ``https``, ``http``, ``ssh``, ``git``, ``file`` and scp-style ``user@host:path``, or a local path
+  that must be a git repository. Transport helpers (``ext::``, ``fd::``), option-looking hosts, users or
+  paths (``ssh://-oProxyCommand=...``) and control characters are refused before libgit2 sees them.
+- Errors never carry file content or a remote's response body, and every URL in a message has its
+  ``user:password@`` removed (`redact`). Credentials come from a file or an environment variable named
+  by an option; they are read when libgit2 asks for them and never stored in the mirror or printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import hashlib
+import os
+import re
+import stat
+import threading
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import pygit2
+import pygit2.enums
+
+from fleet import errors, model, yamlsafe
+
+T = TypeVar("T")
+
+ROOTS = ("clusters", "bundles")
+"""The folders of a repository that fleet reads; everything else is ignored."""
+
+CONNECT_TIMEOUT_MS = 10_000
+SERVER_TIMEOUT_MS = 60_000
+
+_MODE_TREE = 0o040000
+_MODE_LINK = 0o120000
+_MODE_SUBMODULE = 0o160000
+
+
+class NotARepository(errors.SourceError):
+    """The path or URL does not name a git repository (not retriable)."""
+
+    retriable = False
+
+
+class UnsafeURL(errors.SourceError):
+    """The repository URL is refused by the URL policy (not retriable)."""
+
+    retriable = False
+
+
+class UnknownRevision(errors.SourceError):
+    """The revision does not exist in the repository (not retriable)."""
+
+    retriable = False
+
+
+# ----------------------------------------------------------------------------------------------------------
+# URLs: policy and redaction.
+
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:access_)?(?:token|password|key|secret)=)[^&\s]*")
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+_SCP = re.compile(r"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>[^@/:\s]+):(?P<path>.*)$")
+_HOST = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*)$|^\[[0-9A-Fa-f:.]+\]$")
+_ALLOWED_SCHEMES = frozenset({"https", "http", "ssh", "git", "file"})
+
+
+def redact(text: str) -> str:
+    """`text` with every ``scheme://user:password@`` reduced to ``scheme://`` and ``?token=`` values hidden."""
+    text = _USERINFO.sub(lambda m: m.group("scheme"), text)
+    return _QUERY_SECRET.sub(lambda m: m.group(1) + "<redacted>", text)
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a repository lives: a local directory (`path`) or a remote URL (`url`)."""
+
+    url: str
+    path: Path | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.path is not None
+
+    def __str__(self) -> str:
+        return str(self.path) if self.path is not None else redact(self.url)
+
+
+def check_url(url_or_path: str | Path) -> Location:
+    """Apply the URL policy; return where the repository is. Raises `UnsafeURL`.
+
+    A local path or ``file://`` URL is not checked for being a repository here (see `open_local`).
+    """
+    text = str(url_or_path)
+    shown = redact(text)
+    if not text or text != text.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise UnsafeURL(f"repository {shown!r}: empty, or contains whitespace or control characters")
+    if text.startswith("-"):
+        raise UnsafeURL(f"repository {shown!r}: looks like a command-line option")
+    m = _SCHEME.match(text)
+    if m is None and "::" in text.split("/", 1)[0]:
+        raise UnsafeURL(f"repository {shown!r}: transport helpers such as ext:: are not allowed")
+    if m is not None:
+        scheme = m.group("scheme").lower()
+        if scheme not in _ALLOWED_SCHEMES:
+            raise UnsafeURL(
+                f"repository {shown!r}: scheme {scheme!r} is not allowed (use https, http, ssh, git or file)"
+            )
+        parts = urllib.parse.urlsplit(text)
+        if scheme == "file":
+            if parts.netloc not in ("", "localhost"):
+                raise UnsafeURL(f"repository {shown!r}: file:// URLs must name a local path")
+            return Location(url=text, path=Path(urllib.parse.unquote(parts.path)))
+        host = parts.hostname or ""
+        user = parts.username or ""
+        if host.startswith("-") or user.startswith("-") or parts.path.lstrip("/").startswith("-"):
+            raise UnsafeURL(f"repository {shown!r}: host, user or path looks like a command-line option")
+        if not host or not _HOST.match(host):
+            raise UnsafeURL(f"repository {shown!r}: invalid host")
+        return Location(url=text)
+    scp = _SCP.match(text)
+    if scp is not None and not text.startswith(("/", ".", "~")) and "/" not in scp.group("host"):
+        user, host, path = scp.group("user") or "", scp.group("host"), scp.group("path")
+        if host.startswith("-") or user.startswith("-") or path.startswith("-") or not _HOST.match(host):
+            raise UnsafeURL(f"repository {shown!r}: host, user or path looks like a command-line option")
+        return Location(url=text)
+    return Location(url=text, path=Path(text))
+
+
+def open_local(path: Path) -> pygit2.Repository:
+    """Open a local repository (work tree root, ``.git`` folder or bare). Raises `NotARepository`."""
+    try:
+        return pygit2.Repository(str(path), flags=pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
+    except (pygit2.GitError, KeyError, OSError, ValueError):
+        raise NotARepository(f"{path}: not a git repository") from None
+
+
+def _git_message(e: BaseException) -> str:
+    """A libgit2 error as one short line: URLs redacted, no response body."""
+    text = redact(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return text[:200]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Credentials.
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where to find git credentials; holds names of files and variables, never the secrets themselves.
+
+    HTTPS: `username` (default ``git``) and a token or password read from `password_file` or from the
+    environment variable `password_env`. SSH: `ssh_key_file` (and `ssh_public_key_file`, default the key
+    file plus ``.pub``), with an optional passphrase from `password_file`/`password_env`.
+    """
+
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    ssh_key_file: Path | None = None
+    ssh_public_key_file: Path | None = None
+
+    def secret(self) -> str | None:
+        """Read the token/password now (from the file, else the variable); None when neither is set."""
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text().strip()
+            except OSError as e:
+                raise errors.InputError(
+                    f"git credentials file {self.password_file}: cannot read ({e.strerror})"
+                ) from None
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise errors.InputError(f"git credentials variable {self.password_env} is not set")
+            return value.strip()
+        return None
+
+
+def _userinfo(url: str) -> tuple[str, str] | None:
+    """The ``user:password`` embedded in a URL, if any (used through callbacks, never stored)."""
+    if not _SCHEME.match(url):
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return None
+    return urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password)
+
+
+class _Callbacks(pygit2.RemoteCallbacks):
+    def __init__(self, credentials: Credentials | None, *, userinfo: tuple[str, str] | None = None) -> None:
+        super().__init__()
+        self._creds = credentials
+        self._userinfo = userinfo
+        self._attempts = 0
+
+    def credentials(self, url: str, username_from_url: str | None, allowed_types: Any) -> Any:
+        self._attempts += 1
+        creds = self._creds
+        allowed = pygit2.enums.CredentialType(allowed_types)
+        if self._attempts > 1:  # no retry loop against a server that refuses us
+            raise errors.SourceError("git: authentication refused")
+        if self._userinfo is not None and allowed & pygit2.enums.CredentialType.USERPASS_PLAINTEXT:
+            return pygit2.UserPass(*self._userinfo)
+        if creds is None:
+            raise errors.SourceError("git: authentication required (no credentials configured)")
+        if creds.ssh_key_file is not None and allowed & pygit2.enums.CredentialType.SSH_KEY:
+            pub = creds.ssh_public_key_file or Path(str(creds.ssh_key_file) + ".pub")
+            return pygit2.Keypair(
+                username_from_url or creds.username or "git",
+                str(pub),
+                str(creds.ssh_key_file),
+                creds.secret() or "",
+            )
+        if allowed & pygit2.enums.CredentialType.USERPASS_PLAINTEXT:
+            secret = creds.secret()
+            if secret is not None:
+                return pygit2.UserPass(creds.username or username_from_url or "git", secret)
+        raise errors.SourceError("git: no usable credentials for this server")
+
+
+def _set_timeouts() -> None:
+    with contextlib.suppress(AttributeError, pygit2.GitError):
+        pygit2.settings.server_connect_timeout = CONNECT_TIMEOUT_MS
+        pygit2.settings.server_timeout = SERVER_TIMEOUT_MS
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading trees and work trees.
+
+
+def check_subpath(subpath: str) -> str:
+    """Normalise `--path` to a POSIX relative folder ('' for the root); refuse anything that could escape."""
+    if not subpath or subpath in (".", "./"):
+        return ""
+    problem = unsafe_path(subpath)
+    if problem:
+        raise errors.InputError(f"--path {subpath!r}: {problem}")
+    parts = [p for p in PurePosixPath(subpath).parts if p not in (".", "")]
+    return "/".join(parts)
+
+
+def unsafe_path(value: str) -> str | None:
+    """Why a relative path taken from the user or the repository is refused, or None when it is fine."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    if "\\" in value:
+        return "contains a backslash (use /)"
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value):
+        return "is a URL or drive path, not a relative path"
+    if value.startswith("/") or value.startswith("~"):
+        return "is an absolute path"
+    if ".." in PurePosixPath(value).parts:
+        return 'contains ".."'
+    return None
+
+
+class _Collector:
+    """Accumulates files and problems while enforcing the per-revision limits."""
+
+    def __init__(self, *, base: str, limits: yamlsafe.Limits) -> None:
+        self.base = base
+        self.limits = limits
+        self.files: dict[str, bytes] = {}
+        self.problems: list[model.Problem] = []
+        self.count = 0
+        self.total = 0
+
+    def shown(self, rel: str) -> str:
+        return f"{self.base}/{rel}" if self.base else rel
+
+    def problem(self, rel: str, message: str) -> None:
+        self.problems.append(model.Problem(self.shown(rel), 1, message))
+
+    def admit(self, rel: str, size: int) -> bool:
+        """Count a file; False (with a problem) when it is too big to read."""
+        self.count += 1
+        if self.count > self.limits.max_files:
+            raise yamlsafe.LimitExceeded(
+                f"more than {self.limits.max_files} files below clusters/ and bundles/, over the limit "
+                f"max_files={self.limits.max_files}",
+                path=self.base or ".",
+            )
+        if size > self.limits.max_file_bytes:
+            self.problem(
+                rel, f"file is {size} bytes, over the limit max_file_bytes={self.limits.max_file_bytes}"
+            )
+            return False
+        self.total += size
+        if self.total > self.limits.max_total_bytes:
+            raise yamlsafe.LimitExceeded(
+                f"files below clusters/ and bundles/ exceed {self.limits.max_total_bytes} bytes, over the "
+                f"limit max_total_bytes={self.limits.max_total_bytes}",
+                path=self.base or ".",
+            )
+        return True
+
+
+_LINK_MESSAGE = "is a symbolic link; fleet never follows links (commit the file itself)"
+_SUBMODULE_MESSAGE = "is a git submodule; fleet does not read submodules"
+
+
+def _tree(repo: pygit2.Repository, oid: pygit2.Oid) -> pygit2.Tree:
+    obj = repo[oid]
+    if not isinstance(obj, pygit2.Tree):
+        raise errors.SourceError(f"object {oid} is not a tree (corrupt repository?)")
+    return obj
+
+
+def _blob(repo: pygit2.Repository, oid: pygit2.Oid) -> bytes:
+    obj = repo[oid]
+    if not isinstance(obj, pygit2.Blob):
+        raise errors.SourceError(f"object {oid} is not a blob (corrupt repository?)")
+    return obj.data
+
+
+def _read_tree(
+    repo: pygit2.Repository, commit: pygit2.Commit, *, subpath: str, limits: yamlsafe.Limits
+) -> model.Snapshot:
+    base = check_subpath(subpath)
+    col = _Collector(base=base, limits=limits)
+    tree: pygit2.Tree = commit.tree
+    walked = ""
+    for part in base.split("/") if base else []:
+        walked = f"{walked}/{part}" if walked else part
+        try:
+            entry = tree[part]
+        except KeyError:
+            raise errors.InputError(
+                f"--path {base!r}: no folder {walked!r} at {str(commit.id)[:12]}"
+            ) from None
+        if entry.filemode != _MODE_TREE:
+            raise errors.InputError(f"--path {base!r}: {walked!r} is not a folder at {str(commit.id)[:12]}")
+        tree = _tree(repo, entry.id)
+    odb = repo.odb
+    stack: list[tuple[pygit2.Tree, str]] = []
+    for root in ROOTS:
+        try:
+            entry = tree[root]
+        except KeyError:
+            continue
+        if entry.filemode == _MODE_TREE:
+            stack.append((_tree(repo, entry.id), root))
+        elif entry.filemode == _MODE_LINK:
+            col.problem(root, _LINK_MESSAGE)
+        elif entry.filemode == _MODE_SUBMODULE:
+            col.problem(root, _SUBMODULE_MESSAGE)
+        else:
+            col.problem(root, "is a file, expected a folder")
+    while stack:
+        node, prefix = stack.pop()
+        for child in node:
+            rel = f"{prefix}/{child.name}"
+            mode = child.filemode
+            if mode == _MODE_TREE:
+                stack.append((_tree(repo, child.id), rel))
+            elif mode == _MODE_LINK:
+                col.problem(rel, _LINK_MESSAGE)
+            elif mode == _MODE_SUBMODULE:
+                col.problem(rel, _SUBMODULE_MESSAGE)
+            else:
+                _, size = odb.read_header(child.id)
+                if col.admit(rel, size):
+                    col.files[rel] = _blob(repo, child.id)
+    author = commit.author
+    when = datetime.datetime.fromtimestamp(commit.commit_time, tz=datetime.UTC)
+    return model.Snapshot(
+        revision=str(commit.id),
+        files=dict(sorted(col.files.items())),
+        base=base,
+        message=(commit.message or "").strip().splitlines()[0] if (commit.message or "").strip() else "",
+        author=author.name if author is not None else None,
+        committed_at=when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        problems=tuple(sorted(col.problems)),
+    )
+
+
+def _resolve(repo: pygit2.Repository, rev: str, *, where: str) -> pygit2.Commit:
+    if not rev or rev.startswith("-") or any(ord(c) < 0x20 for c in rev):
+        raise UnknownRevision(f"{where}: invalid revision {rev!r}")
+    try:
+        obj = repo.revparse_single(rev)
+        commit = obj.peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError) as e:
+        detail = "ambiguous short id" if "ambiguous" in str(e).lower() else "no such branch, tag or commit"
+        raise UnknownRevision(f"{where}: unknown revision {rev!r} ({detail})") from None
+    return commit
+
+
+def _read_worktree_sync(path: Path, *, subpath: str, limits: yamlsafe.Limits) -> model.Snapshot:
+    base = check_subpath(subpath)
+    root = Path(path)
+    try:
+        st = os.stat(root)
+    except OSError as e:
+        raise errors.InputError(f"{root}: cannot read ({e.strerror})") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise errors.InputError(f"{root}: not a folder")
+    col = _Collector(base=base, limits=limits)
+    top = root
+    walked = ""
+    for part in base.split("/") if base else []:
+        walked = f"{walked}/{part}" if walked else part
+        top = top / part
+        try:
+            lst = os.lstat(top)
+        except OSError:
+            raise errors.InputError(f"--path {base!r}: no folder {walked!r} in {root}") from None
+        if stat.S_ISLNK(lst.st_mode):
+            raise errors.InputError(f"--path {base!r}: {walked!r} is a symbolic link (not followed)")
+        if not stat.S_ISDIR(lst.st_mode):
+            raise errors.InputError(f"--path {base!r}: {walked!r} is not a folder")
+    stack: list[tuple[Path, str]] = []
+    for name in ROOTS:
+        try:
+            lst = os.lstat(top / name)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(lst.st_mode):
+            col.problem(name, _LINK_MESSAGE)
+        elif stat.S_ISDIR(lst.st_mode):
+            stack.append((top / name, name))
+        else:
+            col.problem(name, "is a file, expected a folder")
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            col.problem(prefix, f"cannot list folder ({e.strerror})")
+            continue
+        if prefix not in ROOTS and any(e.name == ".git" for e in entries):
+            col.problem(prefix, "holds a nested git repository or submodule; fleet does not read it")
+            continue
+        for entry in entries:
+            rel = f"{prefix}/{entry.name}"
+            if entry.name == ".git":
+                continue
+            lst = entry.stat(follow_symlinks=False)
+            if stat.S_ISLNK(lst.st_mode):
+                col.problem(rel, _LINK_MESSAGE)
+            elif stat.S_ISDIR(lst.st_mode):
+                stack.append((Path(entry.path), rel))
+            elif not stat.S_ISREG(lst.st_mode):
+                col.problem(rel, "is not a regular file (device, FIFO or socket); not read")
+            elif col.admit(rel, lst.st_size):
+                data = _read_file_nofollow(entry.path, limit=limits.max_file_bytes)
+                if data is None:
+                    col.problem(rel, "changed while being read (link, special file or grew past the limit)")
+                else:
+                    col.files[rel] = data
+    return model.Snapshot(
+        revision=None, files=dict(sorted(col.files.items())), base=base, problems=tuple(sorted(col.problems))
+    )
+
+
+def _read_file_nofollow(path: str, *, limit: int) -> bytes | None:
+    """Read a regular file without following a link put in its place; None if it is not one any more."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+async def _thread(fn: Callable[[], T]) -> T:
+    return await anyio.to_thread.run_sync(fn)
+
+
+async def read_worktree(
+    path: str | Path, *, subpath: str = "", limits: yamlsafe.Limits = yamlsafe.DEFAULT_LIMITS
+) -> model.Snapshot:
+    """The files on disk below `path` (revision None): ``clusters/`` and ``bundles/`` only, ``.git`` skipped,
+    links and special files reported, never followed."""
+    return await _thread(functools.partial(_read_worktree_sync, Path(path), subpath=subpath, limits=limits))
+
+
+def _read_revision_sync(
+    repo_path: Path, rev: str, *, subpath: str, limits: yamlsafe.Limits
+) -> model.Snapshot:
+    repo = open_local(repo_path)
+    commit = _resolve(repo, rev, where=str(repo_path))
+    return _read_tree(repo, commit, subpath=subpath, limits=limits)
+
+
+async def read_revision(
+    repo_path: str | Path, rev: str, *, subpath: str = "", limits: yamlsafe.Limits = yamlsafe.DEFAULT_LIMITS
+) -> model.Snapshot:
+    """One commit of a local repository (work tree or bare), read from the object database."""
+    loc = check_url(repo_path)
+    if loc.path is None:
+        raise errors.InputError(f"{loc}: read_revision needs a local repository; use Source for URLs")
+    return await _thread(
+        functools.partial(_read_revision_sync, loc.path, rev, subpath=subpath, limits=limits)
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A remote followed through a bare mirror.
+
+FETCH_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+
+
+class Source:
+    """A repository (URL or local path) mirrored as a bare repository under `state_dir`.
+
+    `fetch()` creates the mirror on first use and then fetches branches and tags with explicit refspecs
+    (``refs/heads/*`` to ``refs/heads/*``: a bare mirror's plain fetch would only move
+    ``refs/remotes/origin/*``), pruning deleted branches, and points the mirror's HEAD at the remote's
+    default branch. `resolve`, `snapshot` and `changed_paths` read the mirror only.
+    """
+
+    def __init__(
+        self,
+        url_or_path: str | Path,
+        *,
+        state_dir: str | Path,
+        credentials: Credentials | None = None,
+        limits: yamlsafe.Limits = yamlsafe.DEFAULT_LIMITS,
+    ) -> None:
+        self.location = check_url(url_or_path)
+        self.credentials = credentials
+        self.limits = limits
+        digest = hashlib.sha256(redact(self.location.url).encode()).hexdigest()[:16]
+        self.mirror = Path(state_dir) / "git" / f"mirror-{digest}.git"
+        self._repo: pygit2.Repository | None = None
+        self._lock = threading.Lock()  # one pygit2 call on the mirror at a time
+
+    def __repr__(self) -> str:
+        return f"Source({str(self.location)!r}, mirror={str(self.mirror)!r})"
+
+    # -- sync halves, run in threads --
+
+    def _remote_url(self) -> str:
+        if self.location.path is not None:
+            repo = open_local(self.location.path)  # raises "not a git repository"
+            return str(Path(repo.path).resolve())
+        # user:password@ goes through the callbacks, never into the mirror's config
+        return _USERINFO.sub(lambda m: m.group("scheme"), self.location.url)
+
+    def _callbacks(self) -> _Callbacks:
+        return _Callbacks(self.credentials, userinfo=_userinfo(self.location.url))
+
+    def _open_mirror(self) -> pygit2.Repository:
+        if self._repo is None:
+            if not (self.mirror / "HEAD").exists():
+                raise errors.SourceError(f"{self.location}: not fetched yet (call fetch first)")
+            self._repo = pygit2.Repository(str(self.mirror))
+        return self._repo
+
+    def _fetch_sync(self) -> None:
+        _set_timeouts()
+        url = self._remote_url()
+        if (self.mirror / "HEAD").exists():
+            repo = pygit2.Repository(str(self.mirror))
+        else:
+            self.mirror.parent.mkdir(parents=True, exist_ok=True)
+            repo = pygit2.init_repository(str(self.mirror), bare=True)
+        if "origin" in repo.remotes.names():
+            if repo.remotes["origin"].url != url:
+                repo.remotes.set_url("origin", url)
+        else:
+            repo.remotes.create("origin", url, "+refs/heads/*:refs/heads/*")
+        remote = repo.remotes["origin"]
+        try:
+            remote.fetch(
+                list(FETCH_REFSPECS),
+                callbacks=self._callbacks(),
+                prune=pygit2.enums.FetchPrune.PRUNE,
+            )
+            heads = remote.list_heads(callbacks=self._callbacks())
+        except errors.FleetError:
+            raise
+        except (pygit2.GitError, OSError, ValueError) as e:
+            raise errors.SourceError(f"{self.location}: fetch failed: {_git_message(e)}") from None
+        for head in heads:
+            if head.name == "HEAD" and head.symref_target:
+                target = head.symref_target
+                if target in repo.references:
+                    repo.set_head(target)
+                break
+        self._repo = repo
+
+    def _resolve_sync(self, rev: str) -> str:
+        return str(_resolve(self._open_mirror(), rev, where=str(self.location)).id)
+
+    def _snapshot_sync(self, sha: str, subpath: str) -> model.Snapshot:
+        repo = self._open_mirror()
+        commit = _resolve(repo, sha, where=str(self.location))
+        return _read_tree(repo, commit, subpath=subpath, limits=self.limits)
+
+    def _changed_sync(self, old: str, new: str) -> list[str]:
+        repo = self._open_mirror()
+        a = _resolve(repo, old, where=str(self.location))
+        b = _resolve(repo, new, where=str(self.location))
+        paths: set[str] = set()
+        for delta in repo.diff(a, b).deltas:
+            paths.add(delta.old_file.path)
+            paths.add(delta.new_file.path)
+        return sorted(paths)
+
+    # -- async API --
+
+    def _locked(self, fn: Callable[..., T], *args: Any) -> Callable[[], T]:
+        def call() -> T:
+            with self._lock:
+                return fn(*args)
+
+        return call
+
+    async def fetch(self) -> None:
+        """Create or update the mirror (network I/O in a worker thread; libgit2 timeouts apply)."""
+        await _thread(self._locked(self._fetch_sync))
+
+    async def resolve(self, rev: str) -> str:
+        """The full commit id of a branch, tag, short or long id, or HEAD (the remote's default branch)."""
+        return await _thread(self._locked(self._resolve_sync, rev))
+
+    async def snapshot(self, sha: str, *, subpath: str = "") -> model.Snapshot:
+        """The files of one commit (``clusters/`` and ``bundles/``), with its subject, author and time."""
+        return await _thread(self._locked(self._snapshot_sync, sha, subpath))
+
+    async def changed_paths(self, old_sha: str, new_sha: str) -> list[str]:
+        """Paths (relative to the repository root) that differ between two commits, sorted."""
+        return await _thread(self._locked(self._changed_sync, old_sha, new_sha))

@@ -1,0 +1,757 @@
+// fleet status page: polls api/v1/status and draws the cluster x bundle matrix.
+//
+// Owns: reading the status document (every field may be null or absent), the label selector and state
+// filters, sorting, the keyboard grid, the details panel and Jaeger links. Rows are diffed by cluster
+// name: a poll that changes one cluster rewrites one <tr>. No dependencies, no build step.
+// Does not: send anything but GET api/v1/status, or store anything but the URL fragment.
+'use strict';
+
+(function () {
+  // ---- constants ---------------------------------------------------------------------------------
+  const CLUSTER_STATES = ['Failed', 'Unreachable', 'Progressing', 'Pending', 'Paused', 'Synced'];
+  const ALL_STATES = ['Failed', 'Unreachable', 'Progressing', 'Pending', 'Paused', 'Suspended', 'Synced'];
+  // Worst first; an unknown state string sorts just after Failed (something unexpected is wrong).
+  const SEVERITY = { Failed: 0, Unreachable: 2, Progressing: 3, Pending: 4, Paused: 5, Suspended: 6, Synced: 7 };
+  const UNKNOWN_SEVERITY = 1;
+  const GLYPH = {
+    Synced: '✓', Progressing: '↻', Failed: '✗', Unreachable: '⚠', Paused: '‖', Pending: '…',
+    Suspended: '⊘', 'not placed': '·',
+  };
+  const NOT_PLACED = 'not placed';
+  const TITLE_MAX = 600;
+
+  function meta(name) {
+    const el = document.querySelector('meta[name="' + name + '"]');
+    return el ? el.getAttribute('content') : null;
+  }
+  const JAEGER = (meta('fleet-jaeger-url') || '').replace(/\/+$/, '') || null;
+  const POLL_MS = Math.max(50, Number(meta('fleet-poll-interval-ms')) || 2000);
+  const STATUS_URL = meta('fleet-status-url') || 'api/v1/status';
+  const FETCH_TIMEOUT_MS = Math.max(5000, POLL_MS * 3);
+
+  // ---- small helpers -----------------------------------------------------------------------------
+  const ESC = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+  function esc(value) {
+    return String(value).replace(/[&<>"']/g, (ch) => ESC[ch]);
+  }
+  function isObject(v) {
+    return v !== null && typeof v === 'object' && !Array.isArray(v);
+  }
+  function str(v) {
+    return v === null || v === undefined ? null : String(v);
+  }
+  function stateClass(state) {
+    if (state === NOT_PLACED) return 's-none';
+    return Object.prototype.hasOwnProperty.call(SEVERITY, state) ? 's-' + state.toLowerCase() : 's-unknown';
+  }
+  function glyph(state) {
+    return GLYPH[state] || '?';
+  }
+  function severity(state) {
+    return Object.prototype.hasOwnProperty.call(SEVERITY, state) ? SEVERITY[state] : UNKNOWN_SEVERITY;
+  }
+  function shortSha(sha) {
+    return sha ? String(sha).slice(0, 7) : null;
+  }
+  function clip(text, max) {
+    return text.length > max ? text.slice(0, max - 1) + '…' : text;
+  }
+  const rtf = typeof Intl !== 'undefined' && Intl.RelativeTimeFormat
+    ? new Intl.RelativeTimeFormat('en', { numeric: 'auto' }) : null;
+  function age(iso) {
+    if (!iso) return null;
+    const t = Date.parse(iso);
+    if (Number.isNaN(t)) return String(iso);
+    const s = Math.round((t - Date.now()) / 1000);
+    const abs = Math.abs(s);
+    const [n, unit] = abs < 60 ? [s, 'second'] : abs < 3600 ? [Math.round(s / 60), 'minute']
+      : abs < 86400 ? [Math.round(s / 3600), 'hour'] : [Math.round(s / 86400), 'day'];
+    return rtf ? rtf.format(n, unit) : n + ' ' + unit + 's';
+  }
+  function timeEl(iso) {
+    if (!iso) return '<span class="none">never</span>';
+    return '<time datetime="' + esc(iso) + '" title="' + esc(iso) + '">' + esc(age(iso)) + '</time>';
+  }
+
+  // ---- label selectors (Kubernetes syntax) -------------------------------------------------------
+  const KEY_RE = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+  const VALUE_RE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+
+  function tokenize(text) {
+    const tokens = [];
+    let i = 0;
+    while (i < text.length) {
+      const ch = text[i];
+      if (/\s/.test(ch)) { i++; continue; }
+      const two = text.slice(i, i + 2);
+      if (two === '==' || two === '!=') { tokens.push({ t: two, at: i }); i += 2; continue; }
+      if ('=!(),<>'.includes(ch)) { tokens.push({ t: ch, at: i }); i++; continue; }
+      let j = i;
+      while (j < text.length && !/[\s=!(),<>]/.test(text[j])) j++;
+      tokens.push({ t: 'id', v: text.slice(i, j), at: i });
+      i = j;
+    }
+    tokens.push({ t: 'end', at: text.length });
+    return tokens;
+  }
+
+  class SelectorError extends Error {}
+
+  // Parses a label selector into a list of requirements {key, op, values}; throws SelectorError.
+  function parseSelector(text) {
+    const tokens = tokenize(text);
+    let p = 0;
+    const reqs = [];
+    const peek = () => tokens[p];
+    const fail = (msg, tok) => {
+      throw new SelectorError(msg + ' at character ' + ((tok || peek()).at + 1));
+    };
+    const describe = (tok) => (tok.t === 'end' ? 'the end' : tok.t === 'id' ? '"' + tok.v + '"' : '"' + tok.t + '"');
+    const key = () => {
+      const tok = peek();
+      if (tok.t !== 'id') fail('expected a label key, found ' + describe(tok));
+      if (!KEY_RE.test(tok.v)) fail('invalid label key "' + tok.v + '"', tok);
+      p++;
+      return tok.v;
+    };
+    const value = (allowEmpty) => {
+      const tok = peek();
+      if (tok.t !== 'id') {
+        if (allowEmpty && (tok.t === ',' || tok.t === 'end' || tok.t === ')')) return '';
+        fail('expected a label value, found ' + describe(tok));
+      }
+      if (!VALUE_RE.test(tok.v) || tok.v.length > 63) fail('invalid label value "' + tok.v + '"', tok);
+      p++;
+      return tok.v;
+    };
+    if (peek().t === 'end') return reqs;
+    for (;;) {
+      if (peek().t === '!') {
+        p++;
+        reqs.push({ key: key(), op: '!exists', values: [] });
+      } else {
+        const k = key();
+        const tok = peek();
+        if (tok.t === ',' || tok.t === 'end') {
+          reqs.push({ key: k, op: 'exists', values: [] });
+        } else if (tok.t === '=' || tok.t === '==' || tok.t === '!=') {
+          p++;
+          reqs.push({ key: k, op: tok.t === '!=' ? '!=' : '=', values: [value(true)] });
+        } else if (tok.t === '<' || tok.t === '>') {
+          p++;
+          const v = value(false);
+          if (!/^-?\d+$/.test(v)) fail('"' + tok.t + '" needs an integer, found "' + v + '"', tokens[p - 1]);
+          reqs.push({ key: k, op: tok.t, values: [v] });
+        } else if (tok.t === 'id' && (tok.v === 'in' || tok.v === 'notin')) {
+          p++;
+          if (peek().t !== '(') fail('expected "(" after ' + tok.v + ', found ' + describe(peek()));
+          p++;
+          const values = [value(true)];
+          while (peek().t === ',') { p++; values.push(value(true)); }
+          if (peek().t !== ')') fail('expected "," or ")", found ' + describe(peek()));
+          p++;
+          reqs.push({ key: k, op: tok.v, values });
+        } else {
+          fail('expected "=", "!=", "in", "notin", "," or the end after "' + k + '", found ' + describe(tok));
+        }
+      }
+      if (peek().t === 'end') return reqs;
+      if (peek().t !== ',') fail('expected "," between requirements, found ' + describe(peek()));
+      p++;
+    }
+  }
+
+  function matches(reqs, labels) {
+    for (const r of reqs) {
+      const has = Object.prototype.hasOwnProperty.call(labels, r.key);
+      const v = has ? String(labels[r.key]) : null;
+      let ok;
+      switch (r.op) {
+        case 'exists': ok = has; break;
+        case '!exists': ok = !has; break;
+        case '=': ok = has && v === r.values[0]; break;
+        case '!=': ok = !(has && v === r.values[0]); break;
+        case 'in': ok = has && r.values.includes(v); break;
+        case 'notin': ok = !(has && r.values.includes(v)); break;
+        case '>': ok = has && /^-?\d+$/.test(v) && Number(v) > Number(r.values[0]); break;
+        case '<': ok = has && /^-?\d+$/.test(v) && Number(v) < Number(r.values[0]); break;
+        default: ok = false;
+      }
+      if (!ok) return false;
+    }
+    return true;
+  }
+
+  // ---- the status document, normalised -----------------------------------------------------------
+  function normalise(doc) {
+    if (!isObject(doc)) throw new Error('the status document is not a JSON object');
+    const clusters = [];
+    const bundleSet = new Set();
+    const rawClusters = isObject(doc.clusters) ? doc.clusters : {};
+    for (const name of Object.keys(rawClusters)) {
+      const raw = isObject(rawClusters[name]) ? rawClusters[name] : {};
+      const labels = {};
+      if (isObject(raw.labels)) for (const k of Object.keys(raw.labels)) labels[k] = String(raw.labels[k]);
+      const bundles = new Map();
+      if (isObject(raw.bundles)) {
+        for (const b of Object.keys(raw.bundles)) {
+          const rb = isObject(raw.bundles[b]) ? raw.bundles[b] : {};
+          bundles.set(b, {
+            state: str(rb.state) || 'Pending',
+            revision: str(rb.revision),
+            objects: typeof rb.objects === 'number' ? rb.objects : null,
+            lastError: str(rb.lastError),
+          });
+          bundleSet.add(b);
+        }
+      }
+      clusters.push({
+        name,
+        state: str(raw.state) || 'Pending',
+        labels,
+        revision: str(raw.revision),
+        lastSyncAt: str(raw.lastSyncAt),
+        lastError: str(raw.lastError),
+        traceId: str(raw.traceId),
+        watch: isObject(raw.watch) ? raw.watch : null,
+        bundles,
+      });
+    }
+    const errors = Array.isArray(doc.errors) ? doc.errors.filter(isObject) : [];
+    return {
+      revision: str(doc.revision),
+      message: str(doc.message),
+      author: str(doc.author),
+      committedAt: str(doc.committedAt),
+      fetchedAt: str(doc.fetchedAt),
+      errors,
+      clusters,
+      byName: new Map(clusters.map((c) => [c.name, c])),
+      bundles: Array.from(bundleSet).sort(),
+    };
+  }
+
+  // ---- page state ------------------------------------------------------------------------------
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    status: null,
+    lastText: null,
+    lastOkAt: null,
+    problem: null,
+    selectorText: '',
+    selector: [],
+    selectorError: null,
+    states: new Set(),
+    sort: 'name',
+    columns: [],
+    rows: new Map(), // cluster name -> {html, tr}
+    order: [],
+    active: { cluster: null, col: 0 }, // col 0: name, 1: state, 2+: bundle index + 2
+    detailsOpen: false,
+    lastRender: null,
+    renders: 0,
+    polls: 0,
+  };
+
+  // ---- rendering ---------------------------------------------------------------------------------
+  function cellTitle(cluster, bundle, b) {
+    if (!b) return bundle + ' is not placed on ' + cluster.name;
+    let t = bundle + ' on ' + cluster.name + ': ' + b.state;
+    if (b.lastError) t += '\n' + clip(b.lastError, TITLE_MAX);
+    return t;
+  }
+
+  function rowHtml(c, columns) {
+    let h = '<tr data-c="' + esc(c.name) + '"><th scope="row" class="name" tabindex="-1" data-col="0">'
+      + '<span class="cname">' + esc(c.name) + '</span>';
+    const keys = Object.keys(c.labels).sort();
+    if (keys.length) {
+      h += '<span class="chips" title="' + esc(keys.map((k) => k + '=' + c.labels[k]).join(', ')) + '">';
+      for (const k of keys) h += '<span class="chip">' + esc(k) + '=' + esc(c.labels[k]) + '</span>';
+      h += '</span>';
+    }
+    h += '</th><td class="state ' + stateClass(c.state) + '" tabindex="-1" data-col="1"'
+      + (c.lastError ? ' title="' + esc(c.name + ': ' + c.state + '\n' + clip(c.lastError, TITLE_MAX)) + '"' : '')
+      + '><span class="badge"><span aria-hidden="true">' + glyph(c.state) + '</span> ' + esc(c.state) + '</span></td>';
+    for (let i = 0; i < columns.length; i++) {
+      const b = c.bundles.get(columns[i]);
+      const state = b ? b.state : NOT_PLACED;
+      h += '<td class="cell ' + stateClass(state) + (b && b.lastError ? ' has-error' : '') + '" tabindex="-1" data-col="'
+        + (i + 2) + '" aria-label="' + esc(state) + '" title="' + esc(cellTitle(c, columns[i], b)) + '">'
+        + glyph(state) + '</td>';
+    }
+    return h + '</tr>';
+  }
+
+  function headHtml(columns) {
+    let h = '<tr><th scope="col" class="name" aria-sort="' + ariaSort('name') + '">Cluster</th>'
+      + '<th scope="col" class="state" aria-sort="' + ariaSort('state') + '">State</th>';
+    for (const b of columns) h += '<th scope="col" class="bundle" title="' + esc(b) + '"><span>' + esc(b) + '</span></th>';
+    return h + '</tr>';
+  }
+
+  function ariaSort(key) {
+    if (ui.sort === key) return 'ascending';
+    if (ui.sort === '-' + key) return 'descending';
+    return 'none';
+  }
+
+  function visibleClusters(status) {
+    let list = status.clusters;
+    if (ui.selector.length) list = list.filter((c) => matches(ui.selector, c.labels));
+    if (ui.states.size) list = list.filter((c) => ui.states.has(c.state));
+    const byName = (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+    const key = ui.sort.replace(/^-/, '');
+    const dir = ui.sort.startsWith('-') ? -1 : 1;
+    const cmp = key === 'state'
+      ? (a, b) => (severity(a.state) - severity(b.state)) * dir || byName(a, b)
+      : (a, b) => byName(a, b) * dir;
+    return list.slice().sort(cmp);
+  }
+
+  function renderHeader(status) {
+    const rev = $('revision');
+    if (!status.revision) {
+      rev.innerHTML = '<span class="none">No revision fetched yet</span>'
+        + (status.fetchedAt ? ' · last fetch ' + timeEl(status.fetchedAt) : '');
+      return;
+    }
+    rev.innerHTML = 'Rolling out <code class="sha" title="' + esc(status.revision) + '">'
+      + esc(shortSha(status.revision)) + '</code> '
+      + '<span class="message">' + (status.message ? esc(status.message) : '<span class="none">(no message)</span>') + '</span>'
+      + ' <span class="by">by ' + (status.author ? esc(status.author) : '<span class="none">unknown</span>') + '</span>'
+      + ' <span class="when">committed ' + timeEl(status.committedAt) + '</span>'
+      + ' <span class="when">· fetched ' + timeEl(status.fetchedAt) + '</span>';
+  }
+
+  function renderErrors(status) {
+    const box = $('revision-errors');
+    if (!status.errors.length) { box.hidden = true; return; }
+    $('revision-errors-list').innerHTML = status.errors.map((e) => '<li><code>'
+      + esc((e.path != null ? e.path : '?') + (e.line != null ? ':' + e.line : '')) + '</code> '
+      + esc(e.message != null ? e.message : '') + '</li>').join('');
+    box.hidden = false;
+  }
+
+  function renderSummary(status) {
+    const counts = {};
+    for (const c of status.clusters) counts[c.state] = (counts[c.state] || 0) + 1;
+    const states = CLUSTER_STATES.concat(Object.keys(counts).filter((s) => !CLUSTER_STATES.includes(s)).sort());
+    let h = '';
+    for (const s of states) {
+      const n = counts[s] || 0;
+      h += '<button type="button" class="state-btn ' + stateClass(s) + '" data-state="' + esc(s) + '" aria-pressed="'
+        + ui.states.has(s) + '"><span aria-hidden="true">' + glyph(s) + '</span> ' + esc(s)
+        + ' <span class="count">' + n + '</span></button>';
+    }
+    const box = $('state-filter');
+    if (box.innerHTML !== h) {
+      const focused = document.activeElement && document.activeElement.closest('.state-btn');
+      const focusedState = focused ? focused.dataset.state : null;
+      box.innerHTML = h;
+      if (focusedState) {
+        const again = box.querySelector('[data-state="' + CSS.escape(focusedState) + '"]');
+        if (again) again.focus();
+      }
+    }
+    const pairs = {};
+    let total = 0;
+    for (const c of status.clusters) for (const b of c.bundles.values()) { pairs[b.state] = (pairs[b.state] || 0) + 1; total++; }
+    const parts = Object.keys(pairs).sort((a, b) => severity(a) - severity(b)).map((s) => pairs[s] + ' ' + esc(s));
+    $('pairs').innerHTML = status.clusters.length + ' clusters · ' + status.bundles.length + ' bundles · '
+      + total + ' placed pairs' + (parts.length ? ': ' + parts.join(', ') : '');
+  }
+
+  function renderMatrix(status) {
+    const columns = status.bundles;
+    const body = $('matrix-body');
+    if (columns.join('\n') !== ui.columns.join('\n') || $('matrix-head').dataset.sort !== ui.sort) {
+      if (columns.join('\n') !== ui.columns.join('\n')) ui.rows.clear();
+      ui.columns = columns;
+      $('matrix-head').innerHTML = headHtml(columns);
+      $('matrix-head').dataset.sort = ui.sort;
+    }
+    const visible = visibleClusters(status);
+    const names = visible.map((c) => c.name);
+    const focusedCell = document.activeElement && body.contains(document.activeElement)
+      ? document.activeElement.closest('th,td') : null;
+    let kind;
+    if (ui.rows.size === 0 && visible.length) {
+      // First build: one innerHTML for the whole body.
+      const htmls = visible.map((c) => rowHtml(c, columns));
+      body.innerHTML = htmls.join('');
+      const trs = body.children;
+      for (let i = 0; i < visible.length; i++) ui.rows.set(visible[i].name, { html: htmls[i], tr: trs[i] });
+      kind = 'full';
+    } else {
+      // Diff keyed by cluster: only changed rows are rebuilt, in one template parse.
+      const changed = [];
+      for (const c of visible) {
+        const html = rowHtml(c, columns);
+        const entry = ui.rows.get(c.name);
+        if (!entry || entry.html !== html) changed.push([c.name, html, entry]);
+      }
+      if (changed.length) {
+        const tpl = document.createElement('template');
+        tpl.innerHTML = '<table><tbody>' + changed.map((x) => x[1]).join('') + '</tbody></table>';
+        const fresh = tpl.content.querySelector('tbody').children;
+        const trs = Array.from(fresh);
+        for (let i = 0; i < changed.length; i++) {
+          const [name, html, entry] = changed[i];
+          if (entry && entry.tr.parentNode === body) entry.tr.replaceWith(trs[i]);
+          ui.rows.set(name, { html, tr: trs[i] });
+        }
+      }
+      const sameOrder = names.length === ui.order.length && names.every((n, i) => n === ui.order[i])
+        && body.children.length === names.length;
+      if (!sameOrder) body.replaceChildren(...names.map((n) => ui.rows.get(n).tr));
+      kind = changed.length || !sameOrder ? 'diff' : 'none';
+      ui.lastChanged = changed.length;
+    }
+    // Forget clusters that are gone from the document.
+    for (const name of ui.rows.keys()) if (!status.byName.has(name)) ui.rows.delete(name);
+    ui.order = names;
+    placeActive(focusedCell != null);
+    const empty = $('empty');
+    if (!status.clusters.length) {
+      empty.textContent = 'No clusters are registered in this revision.';
+      empty.hidden = false;
+    } else if (!visible.length) {
+      empty.textContent = 'No cluster matches the filters.';
+      empty.hidden = false;
+    } else {
+      empty.hidden = true;
+    }
+    $('shown').textContent = 'Showing ' + visible.length + ' of ' + status.clusters.length + ' clusters'
+      + (ui.selector.length || ui.states.size ? ' (filtered)' : '');
+    return kind;
+  }
+
+  // The grid has one tab stop (roving tabindex); it follows the active (cluster, column).
+  function activeCell() {
+    const body = $('matrix-body');
+    let entry = ui.active.cluster != null && ui.order.includes(ui.active.cluster) ? ui.rows.get(ui.active.cluster) : null;
+    if (!entry) {
+      if (!ui.order.length) return null;
+      ui.active = { cluster: ui.order[0], col: ui.active.col };
+      entry = ui.rows.get(ui.order[0]);
+    }
+    if (!entry || entry.tr.parentNode !== body) return null;
+    const cells = entry.tr.children;
+    return cells[Math.min(ui.active.col, cells.length - 1)] || null;
+  }
+
+  function placeActive(refocus) {
+    const prev = $('matrix-body').querySelector('[tabindex="0"]');
+    const cell = activeCell();
+    if (prev && prev !== cell) prev.setAttribute('tabindex', '-1');
+    if (!cell) return;
+    cell.setAttribute('tabindex', '0');
+    if (refocus && document.activeElement !== cell) cell.focus({ preventScroll: true });
+  }
+
+  function moveTo(cluster, col, { focus = true } = {}) {
+    ui.active = { cluster, col };
+    placeActive(false);
+    const cell = activeCell();
+    if (cell && focus) cell.focus();
+    if (ui.detailsOpen) renderDetails();
+  }
+
+  function renderAll(reason) {
+    const status = ui.status;
+    if (!status) return;
+    const t0 = performance.now();
+    renderHeader(status);
+    renderErrors(status);
+    renderSummary(status);
+    const kind = renderMatrix(status);
+    if (ui.detailsOpen) renderDetails();
+    void $('matrix').offsetHeight; // include style and layout in the measurement
+    const ms = performance.now() - t0;
+    ui.renders++;
+    ui.lastRender = { ms, at: performance.now(), kind, reason, rows: ui.order.length, columns: ui.columns.length,
+      cells: ui.order.length * (ui.columns.length + 2) };
+    document.documentElement.dataset.renders = String(ui.renders);
+  }
+
+  // ---- details panel -----------------------------------------------------------------------------
+  function traceLink(traceId) {
+    if (!traceId) return '<span class="none">no trace recorded</span>';
+    if (!JAEGER) return '<code>' + esc(traceId) + '</code>';
+    return '<a class="trace" href="' + esc(JAEGER + '/trace/' + encodeURIComponent(traceId))
+      + '" target="_blank" rel="noopener noreferrer">Open trace ' + esc(traceId.slice(0, 16)) + ' in Jaeger</a>';
+  }
+
+  function dl(rows) {
+    return '<dl>' + rows.map(([k, v]) => '<dt>' + esc(k) + '</dt><dd>' + v + '</dd>').join('') + '</dl>';
+  }
+
+  function badge(state) {
+    return '<span class="badge ' + stateClass(state) + '"><span aria-hidden="true">' + glyph(state) + '</span> '
+      + esc(state) + '</span>';
+  }
+
+  function errorBlock(text) {
+    return text ? '<pre class="error-text">' + esc(text) + '</pre>' : '<span class="none">none</span>';
+  }
+
+  function watchText(w) {
+    if (!w) return '<span class="none">not watching</span>';
+    const n = (v) => (typeof v === 'number' ? String(v) : '?');
+    return n(w.streams) + ' streams · last event ' + timeEl(w.lastEventAt ? String(w.lastEventAt) : null)
+      + ' · ' + n(w.reconnects) + ' reconnects · ' + n(w.relists) + ' relists';
+  }
+
+  function renderDetails() {
+    const status = ui.status;
+    const c = status && ui.active.cluster != null ? status.byName.get(ui.active.cluster) : null;
+    const title = $('details-title');
+    const body = $('details-body');
+    if (!c) {
+      title.textContent = ui.active.cluster ? ui.active.cluster : 'Details';
+      body.innerHTML = '<p class="none">This cluster is no longer in the status document.</p>';
+      return;
+    }
+    const clusterRows = [
+      ['Cluster state', badge(c.state)],
+      ['Cluster error', errorBlock(c.lastError)],
+      ['Holds revision', c.revision ? '<code title="' + esc(c.revision) + '">' + esc(shortSha(c.revision)) + '</code>' : '<span class="none">none yet</span>'],
+      ['Last sync', timeEl(c.lastSyncAt)],
+      ['Watch', watchText(c.watch)],
+      ['Last reconcile trace', traceLink(c.traceId)],
+    ];
+    if (ui.active.col >= 2) {
+      const bundle = ui.columns[ui.active.col - 2];
+      const b = c.bundles.get(bundle);
+      title.textContent = bundle + ' on ' + c.name;
+      if (!b) {
+        body.innerHTML = dl([['State', badge(NOT_PLACED)], ['Why', esc(bundle) + '’s placement does not select ' + esc(c.name)]])
+          + '<h3>Cluster</h3>' + dl(clusterRows);
+        return;
+      }
+      body.innerHTML = dl([
+        ['State', badge(b.state)],
+        ['Error', errorBlock(b.lastError)],
+        ['Revision', b.revision ? '<code title="' + esc(b.revision) + '">' + esc(shortSha(b.revision)) + '</code>' : '<span class="none">none yet</span>'],
+        ['Objects', b.objects === null ? '<span class="none">unknown</span>' : esc(b.objects)],
+      ]) + '<h3>Cluster</h3>' + dl(clusterRows);
+      return;
+    }
+    title.textContent = c.name;
+    const labels = Object.keys(c.labels).sort().map((k) => '<span class="chip">' + esc(k) + '=' + esc(c.labels[k]) + '</span>').join(' ');
+    const counts = {};
+    for (const b of c.bundles.values()) counts[b.state] = (counts[b.state] || 0) + 1;
+    const bundleSummary = Object.keys(counts).sort((a, b) => severity(a) - severity(b)).map((s) => counts[s] + ' ' + esc(s)).join(', ');
+    body.innerHTML = dl([
+      ['Labels', labels || '<span class="none">none</span>'],
+      ['Bundles', c.bundles.size ? c.bundles.size + ' placed: ' + bundleSummary : '<span class="none">none placed</span>'],
+    ].concat(clusterRows));
+  }
+
+  function openDetails() {
+    ui.detailsOpen = true;
+    $('details').hidden = false;
+    renderDetails();
+  }
+
+  function closeDetails() {
+    ui.detailsOpen = false;
+    $('details').hidden = true;
+    const cell = activeCell();
+    if (cell) cell.focus();
+  }
+
+  // ---- filters, sort and the URL fragment --------------------------------------------------------
+  function setSelector(text) {
+    ui.selectorText = text;
+    const input = $('selector');
+    try {
+      ui.selector = parseSelector(text);
+      ui.selectorError = null;
+      input.removeAttribute('aria-invalid');
+      $('selector-error').textContent = '';
+    } catch (e) {
+      if (!(e instanceof SelectorError)) throw e;
+      ui.selector = [];
+      ui.selectorError = e.message;
+      input.setAttribute('aria-invalid', 'true');
+      $('selector-error').textContent = 'Label selector: ' + e.message + ' (not applied)';
+    }
+  }
+
+  function writeHash() {
+    const params = new URLSearchParams();
+    if (ui.selectorText) params.set('selector', ui.selectorText);
+    if (ui.states.size) params.set('state', Array.from(ui.states).join(','));
+    if (ui.sort !== 'name') params.set('sort', ui.sort);
+    const hash = params.toString();
+    history.replaceState(null, '', hash ? '#' + hash : location.pathname + location.search);
+  }
+
+  function readHash() {
+    const params = new URLSearchParams(location.hash.replace(/^#/, ''));
+    setSelector(params.get('selector') || '');
+    $('selector').value = ui.selectorText;
+    ui.states = new Set((params.get('state') || '').split(',').filter(Boolean));
+    const sort = params.get('sort') || 'name';
+    ui.sort = ['name', '-name', 'state', '-state'].includes(sort) ? sort : 'name';
+    $('sort').value = ui.sort;
+  }
+
+  function filtersChanged() {
+    writeHash();
+    renderAll('filter');
+  }
+
+  // ---- keyboard and mouse on the grid -------------------------------------------------------------
+  function cellPosition(el) {
+    const cell = el && el.closest('#matrix-body th, #matrix-body td');
+    if (!cell) return null;
+    return { cluster: cell.parentNode.dataset.c, col: Number(cell.dataset.col) };
+  }
+
+  function onGridKey(ev) {
+    const pos = cellPosition(ev.target);
+    if (!pos) return;
+    const row = ui.order.indexOf(pos.cluster);
+    const lastCol = ui.columns.length + 1;
+    let r = row;
+    let c = pos.col;
+    switch (ev.key) {
+      case 'ArrowRight': c = Math.min(lastCol, c + 1); break;
+      case 'ArrowLeft': c = Math.max(0, c - 1); break;
+      case 'ArrowDown': r = Math.min(ui.order.length - 1, r + 1); break;
+      case 'ArrowUp': r = Math.max(0, r - 1); break;
+      case 'PageDown': r = Math.min(ui.order.length - 1, r + 10); break;
+      case 'PageUp': r = Math.max(0, r - 10); break;
+      case 'Home': c = 0; if (ev.ctrlKey) r = 0; break;
+      case 'End': c = lastCol; if (ev.ctrlKey) r = ui.order.length - 1; break;
+      case 'Enter':
+      case ' ':
+        ev.preventDefault();
+        ui.active = pos;
+        openDetails();
+        return;
+      case 'Escape':
+        if (ui.detailsOpen) { ev.preventDefault(); closeDetails(); }
+        return;
+      default:
+        return;
+    }
+    ev.preventDefault();
+    if (r >= 0 && r < ui.order.length) moveTo(ui.order[r], c);
+  }
+
+  // ---- polling -----------------------------------------------------------------------------------
+  function renderConnection() {
+    const conn = $('conn');
+    const at = ui.lastOkAt ? ui.lastOkAt.toLocaleTimeString() : null;
+    if (ui.problem) {
+      conn.className = 'conn conn-bad';
+      conn.textContent = 'Cannot read the status (' + ui.problem + ')'
+        + (at ? '; showing the status read at ' + at : '') + '. Retrying…';
+    } else if (at) {
+      conn.className = 'conn conn-ok';
+      conn.textContent = 'Live · updated ' + at;
+    }
+  }
+
+  async function pollOnce() {
+    const ctrl = new AbortController();
+    const timer = setTimeout(() => ctrl.abort(), FETCH_TIMEOUT_MS);
+    ui.polls++;
+    try {
+      const resp = await fetch(STATUS_URL, { cache: 'no-store', signal: ctrl.signal, credentials: 'same-origin',
+        headers: { Accept: 'application/json' } });
+      if (!resp.ok) throw new Error('HTTP ' + resp.status);
+      const text = await resp.text();
+      ui.lastOkAt = new Date();
+      ui.problem = null;
+      if (text !== ui.lastText) {
+        ui.status = normalise(JSON.parse(text));
+        ui.lastText = text;
+        renderAll('poll');
+      } else {
+        renderHeader(ui.status); // ages move on
+      }
+    } catch (e) {
+      ui.problem = e.name === 'AbortError' ? 'no answer within ' + FETCH_TIMEOUT_MS / 1000 + ' s'
+        : e instanceof SyntaxError ? 'the answer is not JSON' : e.message;
+    } finally {
+      clearTimeout(timer);
+      renderConnection();
+    }
+  }
+
+  let pollTimer = null;
+  async function pollLoop() {
+    pollTimer = null;
+    await pollOnce();
+    if (!document.hidden) pollTimer = setTimeout(pollLoop, POLL_MS);
+  }
+
+  // ---- wiring ------------------------------------------------------------------------------------
+  function legend() {
+    $('legend').innerHTML = ALL_STATES.concat([NOT_PLACED]).map((s) => '<span class="legend-item"><span class="badge '
+      + stateClass(s) + '"><span aria-hidden="true">' + glyph(s) + '</span> ' + esc(s) + '</span></span>').join(' ');
+  }
+
+  function start() {
+    legend();
+    readHash();
+    let debounce = null;
+    $('selector').addEventListener('input', (ev) => {
+      clearTimeout(debounce);
+      debounce = setTimeout(() => { setSelector(ev.target.value); filtersChanged(); }, 120);
+    });
+    $('sort').addEventListener('change', (ev) => { ui.sort = ev.target.value; filtersChanged(); });
+    $('clear').addEventListener('click', () => {
+      $('selector').value = '';
+      setSelector('');
+      ui.states.clear();
+      filtersChanged();
+    });
+    $('state-filter').addEventListener('click', (ev) => {
+      const btn = ev.target.closest('.state-btn');
+      if (!btn) return;
+      const s = btn.dataset.state;
+      if (ui.states.has(s)) ui.states.delete(s); else ui.states.add(s);
+      filtersChanged();
+    });
+    const body = $('matrix-body');
+    body.addEventListener('keydown', onGridKey);
+    body.addEventListener('click', (ev) => {
+      const pos = cellPosition(ev.target);
+      if (!pos) return;
+      moveTo(pos.cluster, pos.col);
+      openDetails();
+    });
+    body.addEventListener('focusin', (ev) => {
+      const pos = cellPosition(ev.target);
+      if (pos && (pos.cluster !== ui.active.cluster || pos.col !== ui.active.col)) moveTo(pos.cluster, pos.col, { focus: false });
+    });
+    $('details-close').addEventListener('click', closeDetails);
+    $('details').addEventListener('keydown', (ev) => { if (ev.key === 'Escape') closeDetails(); });
+    window.addEventListener('hashchange', () => { readHash(); renderAll('hash'); });
+    document.addEventListener('visibilitychange', () => {
+      if (!document.hidden && pollTimer === null) pollLoop();
+    });
+    setInterval(() => { if (ui.status) renderHeader(ui.status); }, 15000);
+    pollLoop();
+  }
+
+  // Read-only hooks for tests and benchmarks.
+  window.fleetUi = {
+    parseSelector,
+    matches,
+    get lastRender() { return ui.lastRender; },
+    get polls() { return ui.polls; },
+    get renders() { return ui.renders; },
+    get jaegerUrl() { return JAEGER; },
+    get pollIntervalMs() { return POLL_MS; },
+  };
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
+  else start();
+})();

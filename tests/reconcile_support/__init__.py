@@ -1,0 +1,115 @@
+"""Helpers for the reconcile tests (sync, diff, faults): GitOps repositories made with pygit2.
+
+`GitOpsRepo` writes files into a real git work tree and commits them, so `fleet sync` reads a real
+commit. Manifests are given as Python objects and written as YAML.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pygit2
+import yaml
+
+FLEET = [sys.executable, "-m", "fleet.cli"]
+
+
+class GitOpsRepo:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.repo = pygit2.init_repository(str(root), initial_head="main")
+
+    def write(self, path: str, content: Any) -> None:
+        full = self.root / path
+        full.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            full.write_text(content)
+        elif isinstance(content, list):
+            full.write_text(yaml.safe_dump_all(content, sort_keys=False))
+        else:
+            full.write_text(yaml.safe_dump(content, sort_keys=False))
+
+    def remove(self, path: str) -> None:
+        full = self.root / path
+        if full.is_dir():
+            for p in sorted(full.rglob("*"), reverse=True):
+                p.unlink() if p.is_file() else p.rmdir()
+            full.rmdir()
+        else:
+            full.unlink()
+
+    def cluster(self, name: str, *, labels: Mapping[str, str] | None = None, paused: bool = False) -> None:
+        self.write(
+            f"clusters/{name}.yaml",
+            {
+                "apiVersion": "fleet.dev/v1alpha1",
+                "kind": "Cluster",
+                "metadata": {"name": name, "labels": dict(labels or {})},
+                "spec": {"paused": paused},
+            },
+        )
+
+    def bundle(
+        self,
+        name: str,
+        manifests: Sequence[Mapping[str, Any]],
+        *,
+        namespace: str | None = None,
+        selector: Mapping[str, str] | None = None,
+        clusters: Sequence[str] | None = None,
+        **spec: Any,
+    ) -> None:
+        placement: dict[str, Any] = {}
+        if selector is not None:
+            placement["clusterSelector"] = {"matchLabels": dict(selector)}
+        if clusters is not None:
+            placement["clusters"] = list(clusters)
+        body: dict[str, Any] = {"placement": placement, **spec}
+        if namespace:
+            body["namespace"] = namespace
+        self.write(
+            f"bundles/{name}/bundle.yaml",
+            {"apiVersion": "fleet.dev/v1alpha1", "kind": "Bundle", "metadata": {"name": name}, "spec": body},
+        )
+        folder = self.root / "bundles" / name / "manifests"
+        if folder.exists():
+            for p in folder.iterdir():
+                p.unlink()
+        if manifests:
+            self.write(f"bundles/{name}/manifests/all.yaml", list(manifests))
+
+    def commit(self, message: str = "change") -> str:
+        index = self.repo.index
+        index.clear()  # rebuilt from the work tree, so removed files leave the commit too
+        index.add_all()
+        index.write()
+        tree = index.write_tree()
+        sig = pygit2.Signature("Test", "test@example.com")
+        parents = [] if self.repo.head_is_unborn else [self.repo.head.target]
+        oid = self.repo.create_commit("HEAD", sig, sig, message, tree, parents)
+        return str(oid)
+
+
+def configmap(name: str, *, namespace: str | None = None, **data: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": dict(data or {"key": "value"})}
+
+
+def run_fleet(*args: str, env: Mapping[str, str] | None = None, timeout: float = 110) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("KUBECONFIG", None)
+    return subprocess.run(
+        [*FLEET, *args], capture_output=True, text=True, timeout=timeout, env=full_env, check=False
+    )
+
+
+def writes(journal: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Journal entries that changed stored state."""
+    return [r for r in journal if r.get("mutated")]
