@@ -527,7 +527,17 @@ class Engine:
                 self._wake(rt, reason="revision", revision=sha, context=self.revision_context)
             elif rt.broken is None and not rt.attempted:
                 self._wake(rt, reason="start")
+            elif rt.broken is None:
+                self._holds(rt, sha=sha)
         return changed
+
+    def _holds(self, rt: ClusterRuntime, *, sha: str) -> None:
+        """A revision that does not change this cluster's desired state: what was Synced holds it too."""
+        for status in rt.bundles.values():
+            if status.state is model.State.SYNCED:
+                status.revision = sha
+        if rt.state is model.State.SYNCED:
+            rt.revision = sha
 
     def _mark_protected(self, rt: ClusterRuntime, desired: Desired) -> None:
         for b, message in desired.protected.items():

@@ -1,0 +1,234 @@
+"""End-to-end: the real `fleet serve` process against `fleet sim` clusters and a real git repository."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleet import webhook
+from fleet.sim import testing
+from tests.reconcile_support import GitOpsRepo, configmap, live_objects, writes
+from tests.support import serve
+
+CLUSTERS = ["eu-1", "eu-2", "us-1"]
+SECRET = "webhook-secret-for-tests"
+
+
+@pytest.fixture
+def sim() -> Iterator[testing.SimHandle]:
+    with testing.serving(names=CLUSTERS) as handle:
+        yield handle
+
+
+@pytest.fixture
+def gitops(tmp_path: Path) -> GitOpsRepo:
+    repo = GitOpsRepo(tmp_path / "repo")
+    repo.cluster("eu-1", labels={"region": "eu"})
+    repo.cluster("eu-2", labels={"region": "eu"})
+    repo.cluster("us-1", labels={"region": "us"})
+    repo.bundle("settings", [configmap("settings", colour="blue")], namespace="apps", selector={})
+    repo.bundle("eu-only", [configmap("eu-only", zone="eu")], namespace="apps", selector={"region": "eu"})
+    repo.commit("first")
+    return repo
+
+
+def start(tmp_path: Path, repo: GitOpsRepo, sim: testing.SimHandle, *args: str, name: str = "serve") -> Any:
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET + "\n")
+    return serve.serving(
+        repo=repo.root,
+        kubeconfig=sim.kubeconfig,
+        state_dir=tmp_path / "state",
+        log=tmp_path / f"{name}.log",
+        args=["--interval", "1s", "--webhook-secret-file", str(secret), *args],
+    )
+
+
+def all_synced_at(sha: str) -> Any:
+    def check(doc: dict[str, Any]) -> bool:
+        clusters = doc.get("clusters") or {}
+        return bool(clusters) and all(
+            c["state"] == "Synced" and c["revision"] == sha for c in clusters.values()
+        )
+
+    return check
+
+
+def signed(body: bytes) -> dict[str, str]:
+    return {"X-Hub-Signature-256": webhook.sign_github(body=body, secret=SECRET.encode())}
+
+
+def test_the_first_revision_converges_on_every_placed_cluster(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    head = str(gitops.repo.head.target)
+    with start(tmp_path, gitops, sim) as fleet:
+        doc = fleet.wait_for(all_synced_at(head), what="every cluster Synced at HEAD")
+        assert fleet.get("/readyz").status_code == 200
+        assert fleet.get("/healthz").status_code == 200
+    assert doc["revision"] == head and doc["message"] == "first" and doc["errors"] == []
+    assert set(doc["clusters"]) == set(CLUSTERS)
+    assert set(doc["clusters"]["eu-1"]["bundles"]) == {"settings", "eu-only"}
+    assert set(doc["clusters"]["us-1"]["bundles"]) == {"settings"}
+    assert doc["clusters"]["eu-1"]["bundles"]["eu-only"] == {
+        "state": "Synced",
+        "revision": head,
+        "objects": 1,
+        "lastError": None,
+    }
+    assert set(live_objects(sim, "eu-2", namespace="apps")) == {"settings", "eu-only"}
+    assert set(live_objects(sim, "us-1", namespace="apps")) == {"settings"}
+
+
+def test_the_status_document_has_exactly_the_specified_shape(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    head = str(gitops.repo.head.target)
+    with start(tmp_path, gitops, sim) as fleet:
+        doc = fleet.wait_for(all_synced_at(head), what="Synced")
+    assert set(doc) == {"revision", "message", "author", "committedAt", "fetchedAt", "errors", "clusters"}
+    cluster = doc["clusters"]["eu-1"]
+    assert set(cluster) == {"state", "revision", "lastSyncAt", "lastError", "traceId", "watch", "bundles"}
+    assert set(cluster["watch"]) == {"streams", "lastEventAt", "reconnects", "relists"}
+    for ts in (doc["committedAt"], doc["fetchedAt"], cluster["lastSyncAt"]):
+        assert ts.endswith("Z") and "T" in ts
+
+
+def test_a_new_commit_is_picked_up_by_polling(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    with start(tmp_path, gitops, sim) as fleet:
+        fleet.wait_for(all_synced_at(str(gitops.repo.head.target)), what="first revision")
+        gitops.bundle("settings", [configmap("settings", colour="green")], namespace="apps", selector={})
+        second = gitops.commit("green")
+        fleet.wait_for(all_synced_at(second), what="second revision by polling")
+    assert live_objects(sim, "us-1", namespace="apps")["settings"]["data"] == {"colour": "green"}
+
+
+def test_a_signed_webhook_starts_a_fetch_and_an_unsigned_one_is_refused(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    with start(tmp_path, gitops, sim, "--interval", "1h") as fleet:
+        fleet.wait_for(all_synced_at(str(gitops.repo.head.target)), what="first revision")
+        gitops.bundle("settings", [configmap("settings", colour="red")], namespace="apps", selector={})
+        second = gitops.commit("red")
+        fetches = fleet.metric("fleet_fetches_total")
+        body = json.dumps({"ref": "refs/heads/main"}).encode()
+        assert fleet.post("/api/v1/webhook", content=body).status_code == 401
+        wrong = {"X-Hub-Signature-256": webhook.sign_github(body=body, secret=b"not the secret")}
+        assert fleet.post("/api/v1/webhook", content=body, headers=wrong).status_code == 401
+        other_body = signed(b"another body")
+        assert fleet.post("/api/v1/webhook", content=body, headers=other_body).status_code == 401
+        assert fleet.metric("fleet_fetches_total") == fetches  # nothing was triggered
+        assert fleet.status()["revision"] != second
+        resp = fleet.post("/api/v1/webhook", content=body, headers=signed(body))
+        assert resp.status_code == 202
+        fleet.wait_for(all_synced_at(second), timeout=30, what="revision announced by the webhook")
+
+
+def test_a_webhook_body_over_the_cap_is_refused_with_413(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    with start(tmp_path, gitops, sim, "--interval", "1h") as fleet:
+        body = b"x" * (webhook.MAX_BODY + 10)
+        assert fleet.post("/api/v1/webhook", content=body, headers=signed(body)).status_code == 413
+
+
+def test_a_cluster_file_added_while_running_is_reconciled_and_a_removed_one_keeps_its_objects(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    gitops.remove("clusters/eu-2.yaml")
+    first = gitops.commit("without eu-2")
+    with start(tmp_path, gitops, sim) as fleet:
+        doc = fleet.wait_for(all_synced_at(first), what="first revision")
+        assert "eu-2" not in doc["clusters"]
+        assert live_objects(sim, "eu-2", namespace="apps") == {}
+        gitops.cluster("eu-2", labels={"region": "eu"})
+        second = gitops.commit("add eu-2")
+        fleet.wait_for(all_synced_at(second), what="eu-2 reconciled")
+        assert set(live_objects(sim, "eu-2", namespace="apps")) == {"settings", "eu-only"}
+        gitops.remove("clusters/us-1.yaml")
+        third = gitops.commit("remove us-1")
+        doc = fleet.wait_for(
+            lambda d: "us-1" not in d["clusters"] and d["revision"] == third, what="us-1 gone"
+        )
+    assert set(live_objects(sim, "us-1", namespace="apps")) == {"settings"}
+
+
+def test_a_broken_commit_keeps_the_last_good_revision_and_shows_the_error(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    first = str(gitops.repo.head.target)
+    with start(tmp_path, gitops, sim) as fleet:
+        fleet.wait_for(all_synced_at(first), what="first revision")
+        gitops.write(
+            "bundles/settings/manifests/all.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [\n"
+        )
+        broken = gitops.commit("broken yaml")
+        doc = fleet.wait_for(lambda d: d["revision"] == broken, what="broken revision fetched")
+        doc = fleet.wait_for(
+            lambda d: d["clusters"]["us-1"]["bundles"]["settings"]["state"] == "Failed",
+            what="settings Failed",
+        )
+    assert any(e["path"] == "bundles/settings/manifests/all.yaml" for e in doc["errors"])
+    settings = doc["clusters"]["eu-1"]["bundles"]["settings"]
+    assert settings["revision"] == first and "broken" in settings["lastError"]
+    assert doc["clusters"]["eu-1"]["bundles"]["eu-only"]["state"] == "Synced"
+    assert live_objects(sim, "eu-1", namespace="apps")["settings"]["data"] == {"colour": "blue"}
+
+
+def test_sigterm_stops_the_controller_cleanly(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    with start(tmp_path, gitops, sim) as fleet:
+        fleet.wait_for(all_synced_at(str(gitops.repo.head.target)), what="first revision")
+        assert fleet.terminate() == 0
+        assert "stopped" in fleet.logs()
+
+
+def test_a_restart_after_sigkill_resumes_without_repeating_writes(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    head = str(gitops.repo.head.target)
+    with start(tmp_path, gitops, sim, name="first") as fleet:
+        fleet.wait_for(all_synced_at(head), what="first run converged")
+        fleet.kill()
+    marks = {c: (sim.journal_sync(c) or [{"seq": 0}])[-1]["seq"] for c in CLUSTERS}
+    with start(tmp_path, gitops, sim, name="second") as fleet:
+        doc = fleet.status()
+        assert doc["revision"] == head  # restored from the state database before any fetch
+        fleet.wait_for(lambda d: fleet.get("/readyz").status_code == 200, what="ready after restart")
+        fleet.wait_for(all_synced_at(head), what="converged after restart")
+    for c in CLUSTERS:
+        assert writes(sim.journal_sync(c, since=marks[c])) == [], c
+
+
+def test_reconcile_now_needs_the_api_token_when_one_is_configured(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("api-token-value\n")
+    with start(tmp_path, gitops, sim, "--api-token-file", str(token)) as fleet:
+        fleet.wait_for(all_synced_at(str(gitops.repo.head.target)), what="first revision")
+        assert fleet.post("/api/v1/reconcile?cluster=eu-1").status_code == 401
+        bad = {"Authorization": "Bearer nope"}
+        assert fleet.post("/api/v1/reconcile?cluster=eu-1", headers=bad).status_code == 401
+        good = {"Authorization": "Bearer api-token-value"}
+        resp = fleet.post("/api/v1/reconcile?cluster=eu-1", headers=good)
+        assert resp.status_code == 202 and resp.json() == {"queued": ["eu-1"]}
+        assert fleet.post("/api/v1/reconcile?cluster=nowhere", headers=good).status_code == 404
+
+
+def test_metrics_report_reconciles_and_cluster_states(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    with start(tmp_path, gitops, sim) as fleet:
+        fleet.wait_for(all_synced_at(str(gitops.repo.head.target)), what="first revision")
+        text = fleet.get("/metrics").text
+    assert 'fleet_cluster_state{cluster="eu-1",state="Synced"} 1.0' in text
+    assert 'fleet_reconciles_total{cluster="us-1",state="Synced"}' in text
+    assert "fleet_reconcile_duration_seconds_bucket" in text
