@@ -185,11 +185,25 @@ class Desired:
         return out
 
 
-def compute_desired(snapshot: model.Snapshot, *, instance: str) -> Desired:
+@dataclass
+class Caches:
+    """Placement and render results kept across revisions, so a one-bundle change recomputes one bundle.
+
+    Not thread-safe: only the fetch loop uses them, one revision at a time."""
+
+    parse: repository.ParseCache = field(default_factory=repository.ParseCache)
+    placement: placement.PlacementCache = field(default_factory=placement.PlacementCache)
+    render: render.RenderCache = field(default_factory=render.RenderCache)
+
+
+def compute_desired(snapshot: model.Snapshot, *, instance: str, caches: Caches | None = None) -> Desired:
     """Parse, place and render one revision (blocking: CEL and YAML are CPU-bound)."""
-    repo = repository.parse(snapshot)
-    placed = placement.place(repo)
-    desired, render_errors = render.render_all(repo, placed, revision=snapshot.revision, instance=instance)
+    caches = caches or Caches()
+    repo = repository.parse(snapshot, cache=caches.parse)
+    placed = placement.place(repo, cache=caches.placement)
+    desired, render_errors = render.render_all(
+        repo, placed, revision=snapshot.revision, instance=instance, cache=caches.render
+    )
     targets = reconcile.targets_for(repo, placed, desired, render_errors)
     problems = tuple(sorted(repo.problems))
     return Desired(repo=repo, targets=targets, protected=reconcile.protected_bundles(repo), problems=problems)
@@ -231,6 +245,7 @@ class Engine:
         self._stopping = False
         self._forgotten: list[str] = []
         self._idle = anyio.Event()
+        self._caches = Caches()
         self._restore()
 
     # -- the API the HTTP layer uses -----------------------------------------------------------------------
@@ -421,7 +436,9 @@ class Engine:
                 pass
             with tracer.start_as_current_span("placement", context=ctx) as span:
                 desired = await anyio.to_thread.run_sync(
-                    functools.partial(compute_desired, snapshot, instance=self.settings.instance)
+                    functools.partial(
+                        compute_desired, snapshot, instance=self.settings.instance, caches=self._caches
+                    )
                 )
                 span.set_attribute("fleet.bundles", len(desired.repo.bundles))
                 span.set_attribute("fleet.clusters", len(desired.repo.clusters))

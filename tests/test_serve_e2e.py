@@ -36,6 +36,15 @@ def gitops(tmp_path: Path) -> GitOpsRepo:
     return repo
 
 
+def owned(sim: testing.SimHandle, cluster: str) -> dict[str, dict[str, Any]]:
+    """ConfigMaps in namespace `apps` that carry fleet's bundle label (the sim adds others of its own)."""
+    return {
+        name: obj
+        for name, obj in live_objects(sim, cluster, namespace="apps").items()
+        if "fleet.dev/bundle" in (obj["metadata"].get("labels") or {})
+    }
+
+
 def start(tmp_path: Path, repo: GitOpsRepo, sim: testing.SimHandle, *args: str, name: str = "serve") -> Any:
     secret = tmp_path / "secret"
     secret.write_text(SECRET + "\n")
@@ -80,8 +89,8 @@ def test_the_first_revision_converges_on_every_placed_cluster(
         "objects": 1,
         "lastError": None,
     }
-    assert set(live_objects(sim, "eu-2", namespace="apps")) == {"settings", "eu-only"}
-    assert set(live_objects(sim, "us-1", namespace="apps")) == {"settings"}
+    assert set(owned(sim, "eu-2")) == {"settings", "eu-only"}
+    assert set(owned(sim, "us-1")) == {"settings"}
 
 
 def test_the_status_document_has_exactly_the_specified_shape(
@@ -106,7 +115,7 @@ def test_a_new_commit_is_picked_up_by_polling(
         gitops.bundle("settings", [configmap("settings", colour="green")], namespace="apps", selector={})
         second = gitops.commit("green")
         fleet.wait_for(all_synced_at(second), what="second revision by polling")
-    assert live_objects(sim, "us-1", namespace="apps")["settings"]["data"] == {"colour": "green"}
+    assert owned(sim, "us-1")["settings"]["data"] == {"colour": "green"}
 
 
 def test_a_signed_webhook_starts_a_fetch_and_an_unsigned_one_is_refused(
@@ -146,17 +155,17 @@ def test_a_cluster_file_added_while_running_is_reconciled_and_a_removed_one_keep
     with start(tmp_path, gitops, sim) as fleet:
         doc = fleet.wait_for(all_synced_at(first), what="first revision")
         assert "eu-2" not in doc["clusters"]
-        assert live_objects(sim, "eu-2", namespace="apps") == {}
+        assert owned(sim, "eu-2") == {}
         gitops.cluster("eu-2", labels={"region": "eu"})
         second = gitops.commit("add eu-2")
         fleet.wait_for(all_synced_at(second), what="eu-2 reconciled")
-        assert set(live_objects(sim, "eu-2", namespace="apps")) == {"settings", "eu-only"}
+        assert set(owned(sim, "eu-2")) == {"settings", "eu-only"}
         gitops.remove("clusters/us-1.yaml")
         third = gitops.commit("remove us-1")
         doc = fleet.wait_for(
             lambda d: "us-1" not in d["clusters"] and d["revision"] == third, what="us-1 gone"
         )
-    assert set(live_objects(sim, "us-1", namespace="apps")) == {"settings"}
+    assert set(owned(sim, "us-1")) == {"settings"}
 
 
 def test_a_broken_commit_keeps_the_last_good_revision_and_shows_the_error(
@@ -178,7 +187,7 @@ def test_a_broken_commit_keeps_the_last_good_revision_and_shows_the_error(
     settings = doc["clusters"]["eu-1"]["bundles"]["settings"]
     assert settings["revision"] == first and "broken" in settings["lastError"]
     assert doc["clusters"]["eu-1"]["bundles"]["eu-only"]["state"] == "Synced"
-    assert live_objects(sim, "eu-1", namespace="apps")["settings"]["data"] == {"colour": "blue"}
+    assert owned(sim, "eu-1")["settings"]["data"] == {"colour": "blue"}
 
 
 def test_sigterm_stops_the_controller_cleanly(
