@@ -15,7 +15,7 @@ Cost guard. cel-python has no cost limit and can run for seconds on nested compr
   that counts every node visited (including those of comprehension bodies, which cel-python evaluates
   with sub-evaluators that share the counter) and raises when the step budget or the wall-clock
   deadline is exhausted. The evaluation really stops: no thread keeps burning a core afterwards.
-  `matches()` is cel-python's re2-backed implementation: linear time, no catastrophic backtracking.
+  `matches()` uses RE2 (linear time, no catastrophic backtracking, bounded memory, no logging).
 
 Speed. cel-python's interpreter manages a few thousand evaluations per second, so `Program` memoises
 results on the *projection* of the activation that the expression reads: the static walk records which
@@ -35,7 +35,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -47,6 +47,7 @@ import celpy.celparser
 import celpy.celtypes
 import celpy.evaluation
 import lark
+import re2
 import semver
 
 from fleet import errors
@@ -58,7 +59,7 @@ DEFAULT_BUDGET = (
     10_000  # evaluator steps (node visits, ~6 us each); a typical placement expression takes 50-150
 )
 DEFAULT_TIMEOUT = 1.0  # seconds of wall clock per evaluation, checked inside the evaluator
-DEFAULT_TOTAL_TIMEOUT = 10.0  # seconds for one expression over a whole batch of clusters
+DEFAULT_TOTAL_TIME_LIMIT = 5.0  # seconds for one expression over a whole batch of clusters
 MEMO_SIZE = 4096  # memoised results per program
 
 CLUSTER_FIELDS = ("name", "labels", "annotations", "facts")
@@ -187,7 +188,31 @@ def _ascii_upper(s: str) -> Any:
     return celpy.celtypes.StringType("".join(c.upper() if c.isascii() else c for c in s))
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # re2 would log the pattern (possibly a cluster's value) on stderr
+_RE2_OPTIONS.max_mem = 8 << 20
+
+
+@functools.lru_cache(maxsize=512)
+def _regex(pattern: str) -> Any:
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error:
+        return None
+
+
+def _fn_matches(text: Any, pattern: Any) -> Any:
+    """`matches()` with RE2 (linear time), without logging or echoing the pattern."""
+    if not isinstance(text, str) or not isinstance(pattern, str):
+        return _err("matches(): expects a string and a pattern string")
+    compiled = _regex(pattern)
+    if compiled is None:
+        return _err("matches(): invalid regular expression")
+    return celpy.celtypes.BoolType(compiled.search(text) is not None)
+
+
 FUNCTIONS: Mapping[str, Any] = {
+    "matches": _fn_matches,
     "lowerAscii": _string_fn("lowerAscii", _ascii_lower),
     "upperAscii": _string_fn("upperAscii", _ascii_upper),
     "split": _string_fn("split", _split),
@@ -413,9 +438,23 @@ def _result_type_problem(tree: lark.Tree) -> str | None:
         return "a map"
     if data == "member_dot":
         chain = _cluster_chain(node, frozenset())
-        if chain is not None and (len(chain) == 1 or (len(chain) == 2 and chain[0] != "facts")):
-            return "a string" if chain[0] != "labels" or len(chain) == 2 else "a map"
+        if chain is not None and len(chain) == 1:
+            return "a string" if chain[0] == "name" else "a map"
+        if chain is not None and len(chain) == 2 and chain[0] in ("labels", "annotations"):
+            return "a string"
+    if data == "member_dot_arg" and str(node.children[1]) in _NON_BOOL_METHODS:
+        return f"the value of {node.children[1]}()"
+    if data == "ident_arg" and str(node.children[0]) in _NON_BOOL_FUNCTIONS:
+        return f"the value of {node.children[0]}()"
     return None
+
+
+_NON_BOOL_METHODS = frozenset(
+    {"size", "lowerAscii", "upperAscii", "split", "major", "minor", "patch", "compareTo", "map", "filter"}
+)
+_NON_BOOL_FUNCTIONS = frozenset(
+    {"size", "int", "uint", "double", "string", "bytes", "semver", "duration", "timestamp"}
+)
 
 
 @dataclass(frozen=True)
@@ -512,6 +551,7 @@ class Program:
     source: str
     runner: celpy.Runner
     paths: frozenset[tuple[str, ...]]
+    base: celpy.evaluation.Activation | None = None  # built once; each evaluation clones it
     memo: dict[str, bool | str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -545,7 +585,7 @@ def compile(source: str) -> Program:
         raise errors.PlacementError(f"cel: {line}:{col}: {msg}")
     env = _environment()
     runner = env.program(parsed.tree, functions=dict(FUNCTIONS))
-    return Program(source=source, runner=runner, paths=parsed.paths)
+    return Program(source=source, runner=runner, paths=parsed.paths, base=runner.new_activation())
 
 
 _TOKEN = re.compile(r"Token\('RULE', '(\w+)'\)")
@@ -569,6 +609,25 @@ def _sanitise(err: BaseException) -> str:
     column = getattr(err, "column", None)
     where = f" at {line}:{column}" if line else ""
     return f"{raw}{where}"
+
+
+def _leaves(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _leaves(v)
+
+
+def _scrub(message: str, activation: Mapping[str, Any]) -> str:
+    """Belt and braces: replace any string value of the activation (3+ characters) in `message`."""
+    for leaf in sorted(set(_leaves(activation)), key=len, reverse=True):
+        if len(leaf) >= 3 and leaf in message:
+            message = message.replace(leaf, "<value>")
+    return message
 
 
 def evaluate(
@@ -617,13 +676,14 @@ def _evaluate(program: Program, activation: Mapping[str, Any], *, budget: int, t
             f"cel: the cluster holds a value CEL cannot represent ({type(e).__name__})"
         ) from None
     runner = program.runner
-    evaluator = _BudgetEvaluator(runner.ast, runner.new_activation(), _Budget(budget, time_limit))
+    base = program.base if program.base is not None else runner.new_activation()
+    evaluator = _BudgetEvaluator(runner.ast, base, _Budget(budget, time_limit))
     try:
         value = evaluator.evaluate(cast(Any, context))
     except _BudgetExceeded as e:
         raise errors.PlacementError(f"cel: {e}") from None
     except celpy.evaluation.CELEvalError as e:
-        raise errors.PlacementError(f"cel: {_sanitise(e)}") from None
+        raise errors.PlacementError(f"cel: {_scrub(_sanitise(e), activation)}") from None
     except RecursionError:
         raise errors.PlacementError("cel: expression nests too deeply to evaluate") from None
     except (TypeError, ValueError, AttributeError, KeyError, IndexError, ZeroDivisionError) as e:
@@ -640,7 +700,7 @@ def evaluate_batch(
     *,
     budget: int = DEFAULT_BUDGET,
     time_limit: float = DEFAULT_TIMEOUT,
-    total_time_limit: float = DEFAULT_TOTAL_TIMEOUT,
+    total_time_limit: float = DEFAULT_TOTAL_TIME_LIMIT,
 ) -> list[bool | errors.PlacementError]:
     """`evaluate` for each activation, errors returned in place (blocking: call it off the event loop).
 
@@ -669,7 +729,7 @@ async def evaluate_many(
     *,
     budget: int = DEFAULT_BUDGET,
     time_limit: float = DEFAULT_TIMEOUT,
-    total_time_limit: float = DEFAULT_TOTAL_TIMEOUT,
+    total_time_limit: float = DEFAULT_TOTAL_TIME_LIMIT,
     limiter: anyio.CapacityLimiter | None = None,
 ) -> list[bool | errors.PlacementError]:
     """`evaluate_batch` in a worker thread, so the event loop stays free. Each evaluation is bounded by

@@ -24,7 +24,7 @@ import pathlib
 import random
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -300,6 +300,38 @@ def types_from_resource_list(doc: Mapping[str, Any]) -> list[ResourceType]:
     return out
 
 
+AGGREGATED_ACCEPT = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+
+
+def _is_aggregated(doc: Any) -> bool:
+    return isinstance(doc, dict) and doc.get("kind") == "APIGroupDiscoveryList"
+
+
+def types_from_aggregated(doc: Mapping[str, Any]) -> list[ResourceType]:
+    """The kinds of an aggregated discovery document (apidiscovery.k8s.io/v2 APIGroupDiscoveryList)."""
+    out = []
+    for item in doc.get("items") or []:
+        group = str((item.get("metadata") or {}).get("name") or "")
+        for version in item.get("versions") or []:
+            v = str(version.get("version", ""))
+            for res in version.get("resources") or []:
+                kind = (res.get("responseKind") or {}).get("kind")
+                plural = res.get("resource")
+                if not kind or not plural:
+                    continue
+                out.append(
+                    ResourceType(
+                        group=group,
+                        version=v,
+                        kind=str(kind),
+                        plural=str(plural),
+                        namespaced=res.get("scope") == "Namespaced",
+                        verbs=tuple(res.get("verbs") or ()),
+                    )
+                )
+    return out
+
+
 def no_match_message(ref: model.ObjectRef) -> str:
     return (
         f'{ref}: no matches for kind "{ref.kind}" in version "{ref.api_version}" '
@@ -440,6 +472,7 @@ class Client:
         self._in_flight = anyio.CapacityLimiter(max(1, settings.max_in_flight))
         self._pause_until = 0.0
         self._dead: errors.Unreachable | None = None
+        self._dead_until = 0.0
         self._types: TypeTable | None = None
         self._open_lock = anyio.Lock()
 
@@ -468,6 +501,10 @@ class Client:
             self._api = api
             return api
 
+    def revive(self) -> None:
+        """Forget that the cluster was found unreachable (a new round may try it again at once)."""
+        self._dead = None
+
     async def aclose(self) -> None:
         api, self._api = self._api, None
         session = getattr(api, "_session", None) if api is not None else None
@@ -487,6 +524,7 @@ class Client:
         content_type: str = "application/json",
         accept: tuple[int, ...] = (),
         secrets: Iterable[str] = (),
+        media: str = "application/json",
     ) -> tuple[int, Any]:
         """Send one request with limits and retries; return (status, JSON body).
 
@@ -494,11 +532,13 @@ class Client:
         `errors.Unreachable` when the cluster could not be reached within the retry budget.
         """
         if self._dead is not None:
-            raise errors.Unreachable(f"{what}: {self._dead}")
+            if time.monotonic() < self._dead_until:
+                raise errors.Unreachable(f"{what}: {self._dead}")
+            self._dead = None
         api = await self._open()
         base, url = _split_path(path)
         content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
-        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        headers = {"Content-Type": content_type, "Accept": media}
         deadline = time.monotonic() + self.settings.retry_budget
         attempt = 0
         while True:
@@ -552,6 +592,7 @@ class Client:
                     f"cluster {self.cluster} unreachable after {attempt} attempts: {problem}"
                 )
                 self._dead = dead
+                self._dead_until = time.monotonic() + self.settings.retry_budget
                 raise errors.Unreachable(f"{what}: {dead}")
             self.stats.retries += 1
             log.debug("cluster %s: %s %s: %s; retry in %.2fs", self.cluster, method, path, problem, delay)
@@ -560,28 +601,36 @@ class Client:
     # -- discovery ---------------------------------------------------------------------------------
 
     async def types(self, *, refresh: bool = False) -> TypeTable:
-        """The kinds this cluster serves, discovered once (again with `refresh`, e.g. after a CRD)."""
+        """The kinds this cluster serves, discovered once (again with `refresh`, e.g. after a CRD).
+
+        Aggregated discovery (two requests: ``/api`` and ``/apis``) when the server offers it, else the
+        legacy walk (``/api/v1``, ``/apis``, then every group version)."""
         if self._types is not None and not refresh:
             return self._types
         what = f"cluster {self.cluster}: discovery"
         found: list[ResourceType] = []
-        _, core = await self.request("GET", "/api/v1", what=what)
-        found.extend(types_from_resource_list(core or {}))
-        _, groups = await self.request("GET", "/apis", what=what)
-        versions = []
-        for group in (groups or {}).get("groups") or []:
-            for v in group.get("versions") or []:
-                if v.get("groupVersion"):
-                    versions.append(str(v["groupVersion"]))
+        _, core = await self.request("GET", "/api", what=what, media=AGGREGATED_ACCEPT)
+        _, groups = await self.request("GET", "/apis", what=what, media=AGGREGATED_ACCEPT)
+        if _is_aggregated(core) and _is_aggregated(groups):
+            found.extend(types_from_aggregated(core))
+            found.extend(types_from_aggregated(groups))
+        else:
+            _, core_v1 = await self.request("GET", "/api/v1", what=what)
+            found.extend(types_from_resource_list(core_v1 or {}))
+            versions = []
+            for group in (groups or {}).get("groups") or []:
+                for v in group.get("versions") or []:
+                    if v.get("groupVersion"):
+                        versions.append(str(v["groupVersion"]))
 
-        async def one(gv: str) -> None:
-            status, doc = await self.request("GET", f"/apis/{gv}", what=what, accept=(404, 503))
-            if status == 200 and doc:
-                found.extend(types_from_resource_list(doc))
+            async def one(gv: str) -> None:
+                status, doc = await self.request("GET", f"/apis/{gv}", what=what, accept=(404, 503))
+                if status == 200 and doc:
+                    found.extend(types_from_resource_list(doc))
 
-        async with anyio.create_task_group() as tg:
-            for gv in versions:
-                tg.start_soon(one, gv)
+            async with anyio.create_task_group() as tg:
+                for gv in versions:
+                    tg.start_soon(one, gv)
         self._types = TypeTable(types={(t.api_version, t.kind): t for t in found})
         return self._types
 
@@ -666,6 +715,99 @@ class Client:
             accept=(404,),
         )
         return status != 404
+
+    def stream(self, path: str, *, what: str, params: Mapping[str, str], read_timeout: float) -> WatchStream:
+        """A streaming GET (a watch), used as ``async with client.stream(...) as s``; see `WatchStream`.
+
+        No retries here (the watch loop owns reconnects and backoff); the rate limit applies to opening
+        it, the in-flight limit does not (a stream is long-lived). `read_timeout`: the longest silence
+        tolerated on the connection (headers included) before it is declared dead.
+        """
+        return WatchStream(self, path, what=what, params=params, read_timeout=read_timeout)
+
+
+class WatchStream:
+    """One open streaming response: `status`, `lines()` for a 2xx, `error()` for the Status of another.
+
+    Transport failures and read timeouts (a half-open connection) raise `errors.Unreachable` with a
+    message that carries no URL or credential.
+    """
+
+    def __init__(
+        self, client: Client, path: str, *, what: str, params: Mapping[str, str], read_timeout: float
+    ) -> None:
+        self._client = client
+        self._path = path
+        self._what = what
+        self._params = dict(params)
+        self._read_timeout = read_timeout
+        self._cm: Any = None
+        self._response: httpx.Response | None = None
+        self.status = 0
+
+    async def __aenter__(self) -> WatchStream:
+        client = self._client
+        api = await client._open()
+        base, url = _split_path(self._path)
+        await client._bucket.take()
+        client.stats.requests += 1
+        client.stats.by_method["GET"] = client.stats.by_method.get("GET", 0) + 1
+        timeout = httpx.Timeout(self._read_timeout, connect=client.settings.connect_timeout)
+        self._cm = api.call_api(
+            "GET",
+            version="",
+            base=base,
+            url=url,
+            params=self._params,
+            headers={"Accept": "application/json"},
+            raise_for_status=False,
+            stream=True,
+            timeout=timeout,
+        )
+        try:
+            self._response = await self._cm.__aenter__()
+        except (httpx.TransportError, kr8s.APITimeoutError, OSError) as e:
+            self._cm = None
+            raise errors.Unreachable(f"{self._what}: {_transport_problem(e)}") from None
+        self.status = self._response.status_code
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        cm, self._cm = self._cm, None
+        if cm is not None:
+            try:
+                await cm.__aexit__(*exc)
+            except (httpx.TransportError, kr8s.APITimeoutError, OSError):
+                pass
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        """The non-empty lines of the body as they arrive."""
+        assert self._response is not None
+        buffer = b""
+        try:
+            async for chunk in self._response.aiter_bytes():
+                buffer += chunk
+                while True:
+                    line, sep, rest = buffer.partition(b"\n")
+                    if not sep:
+                        break
+                    buffer = rest
+                    if line.strip():
+                        yield line
+        except (httpx.TransportError, kr8s.APITimeoutError, OSError) as e:
+            raise errors.Unreachable(f"{self._what}: {_transport_problem(e)}") from None
+        if buffer.strip():
+            yield buffer
+
+    async def error(self) -> tuple[str, str]:
+        """(message, reason) of a non-2xx answer's Status body."""
+        assert self._response is not None
+        try:
+            raw = await self._response.aread()
+            body = json.loads(raw) if raw else None
+        except (httpx.TransportError, kr8s.APITimeoutError, OSError, ValueError):
+            body = None
+        return _status_message(body, self.status)
 
 
 def _transport_problem(e: BaseException) -> str:

@@ -26,8 +26,10 @@ changes one bundle re-evaluates that bundle only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import re
 import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -47,12 +49,17 @@ class Decision:
     error: str | None = None
 
 
+@functools.lru_cache(maxsize=4096)
 def _describe_requirement(r: model.Requirement) -> str:
     return selectors.to_text(model.LabelSelector(match_expressions=(r,)))
 
 
+@functools.lru_cache(maxsize=4096)
+def _selector_text(selector: model.LabelSelector) -> str:
+    return selectors.to_text(selector) or "{}"
+
+
 def _selector_reason(selector: model.LabelSelector, labels: Mapping[str, str]) -> tuple[bool, str]:
-    text = selectors.to_text(selector) or "{}"
     for key, value in selector.match_labels:
         if key not in labels:
             return False, f"label {key} is missing (selector wants {key}={value})"
@@ -62,7 +69,7 @@ def _selector_reason(selector: model.LabelSelector, labels: Mapping[str, str]) -
         if not selectors.requirement_holds(r, labels):
             have = f"{r.key}={labels[r.key]}" if r.key in labels else f"{r.key} missing"
             return False, f"requirement '{_describe_requirement(r)}' fails ({have})"
-    return True, f"labels match '{text}'"
+    return True, f"labels match '{_selector_text(selector)}'"
 
 
 def select(
@@ -185,9 +192,14 @@ def _raw(
         name: select(bundle.placement, clusters[name], budget=budget, deadline=deadline)
         for name in sorted(clusters)
     }
-    if cache is not None:
+    # A result cut short by a clock is not a property of the spec and registry: never cache it.
+    timed_out = any(d.error and _TIMED_OUT.search(d.error) for d in decisions.values())
+    if cache is not None and not timed_out:
         cache.put(key, decisions)
     return decisions
+
+
+_TIMED_OUT = re.compile(r"time limit|used up its time")
 
 
 def _needed(repo: model.Repo, only: Iterable[str]) -> set[str]:

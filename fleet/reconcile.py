@@ -21,6 +21,7 @@ talk HTTP itself (`kube`), or decide ownership (`plan`).
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ import anyio
 
 from fleet import apply, errors, health, kube, model, plan
 from fleet import inventory as inventory_mod
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -338,6 +341,10 @@ async def reconcile_cluster(
         result = _unreached(cluster.name, targets, model.State.UNREACHABLE, str(e))
     except errors.FleetError as e:
         result = _unreached(cluster.name, targets, model.State.FAILED, str(e))
+    except Exception as e:  # a bug must not take the other clusters down with this one
+        log.exception("cluster %s: internal error", cluster.name)
+        msg = f"cluster {cluster.name}: internal error: {type(e).__name__}"
+        result = _unreached(cluster.name, targets, model.State.FAILED, msg)
     return ClusterResult(
         result.cluster,
         result.state,

@@ -353,6 +353,35 @@ class _Rendered:
     origins: Mapping[tuple[str, str, str, str], tuple[str, int]] = field(default_factory=dict)
 
 
+class _PatchFailed(Exception):
+    """A JSON patch operation failed; the message names the operation, never a value of the object."""
+
+
+def _json_patch(obj: dict[str, Any], ops: list[Any]) -> Any:
+    """Apply RFC 6902 `ops` one at a time, so a failure names its operation. The libraries' own messages
+    quote the document (a Secret's data, say), so they are replaced by a fixed reason."""
+    doc: Any = obj
+    for n, op in enumerate(ops, start=1):
+        what = (
+            f"operation {n} ({op.get('op')} {op.get('path')})"
+            if isinstance(op, Mapping)
+            else f"operation {n}"
+        )
+        try:
+            doc = jsonpatch.apply_patch(doc, [op], in_place=False)
+        except jsonpatch.JsonPatchTestFailed:
+            raise _PatchFailed(f"{what}: the tested value differs") from None
+        except jsonpatch.InvalidJsonPatch as e:
+            raise _PatchFailed(f"{what}: invalid operation: {str(e)[:200]}") from None
+        except (jsonpatch.JsonPointerException, jsonpatch.JsonPatchConflict):
+            raise _PatchFailed(f"{what}: the path does not exist in the object or does not fit it") from None
+        except jsonpatch.JsonPatchException:
+            raise _PatchFailed(f"{what}: failed") from None
+        except (TypeError, ValueError, KeyError, IndexError) as e:
+            raise _PatchFailed(f"{what}: failed ({type(e).__name__})") from None
+    return doc
+
+
 @dataclass
 class _Static:
     """Per bundle: indices of manifests without variables, and their finished (marked) objects."""
@@ -383,10 +412,10 @@ def _render_plain(
     done: dict[int, str] = {}  # id(obj) -> canonical JSON, for objects taken finished from `static`
     for i, m in enumerate(bundle.manifests):
         if static is not None and i in static.done:
-            obj, text = static.done[i]
-            objects.append(obj)
+            finished, text = static.done[i]
+            objects.append(finished)
             origin.append(m)
-            done[id(obj)] = text
+            done[id(finished)] = text
             continue
         _check_object(m)
         where = f"{m.path}:{m.line}: {describe(m.obj)}"
@@ -423,17 +452,18 @@ def _render_plain(
             for i in hits:
                 try:
                     if patch.json is not None:
-                        result = jsonpatch.apply_patch(objects[i], body, in_place=False)
+                        result = _json_patch(objects[i], body)
                     else:
                         result = json_merge_patch.merge(copy.deepcopy(objects[i]), copy.deepcopy(body))
-                except (
-                    jsonpatch.JsonPatchException,
-                    jsonpatch.JsonPointerException,
-                    TypeError,
-                    ValueError,
-                ) as e:
+                except _PatchFailed as e:
                     raise ObjectRenderError(
                         f"{where}: cannot patch {describe(objects[i])}: {e}",
+                        path=bundle.path,
+                        line=patch.line,
+                    ) from None
+                except (TypeError, ValueError) as e:
+                    raise ObjectRenderError(
+                        f"{where}: cannot patch {describe(objects[i])} ({type(e).__name__})",
                         path=bundle.path,
                         line=patch.line,
                     ) from None
@@ -538,10 +568,11 @@ class RenderCache:
     entries: dict[tuple[str, Any], _Rendered | ObjectRenderError] = field(default_factory=dict)
     # Per pair, the last result: (hash, revision it was annotated with, objects). A pair whose hash did
     # not change keeps its objects, so their revision annotation stays the commit at which they changed.
-    last: dict[tuple[str, str], tuple[model.DesiredSet, str | None]] = field(default_factory=dict)
-    # Per bundle, the last renders: ((content key, registry key, clusters), renders, errors). A bundle
-    # whose content, registry and placement did not change is not looked at again.
-    bundles: dict[str, Any] = field(default_factory=dict)
+    # Per bundle, the renders and results of the last call. A bundle whose content, registry and
+    # placement did not change is not looked at again; a pair whose hash did not change keeps its result,
+    # so its revision annotation stays the commit at which its content last changed.
+    bundles: dict[str, _BundleRenders] = field(default_factory=dict)
+    outs: dict[str, _BundleOut] = field(default_factory=dict)
     max_entries: int = 50_000
     hits: int = 0
     misses: int = 0
@@ -575,16 +606,7 @@ def render_pairs(
     cache = cache if cache is not None else RenderCache()
     scoped = cluster_scoped_kinds(repo.bundles.values())
     reg_key = placement.registry_key(repo.clusters)
-    rendered: dict[tuple[str, str], _Rendered] = {}
-    failed: dict[tuple[str, str], ObjectRenderError] = {}
-    per_bundle: dict[
-        str,
-        tuple[
-            tuple[str, str, tuple[str, ...]],
-            dict[tuple[str, str], _Rendered],
-            dict[tuple[str, str], ObjectRenderError],
-        ],
-    ] = {}
+    per_bundle: dict[str, _BundleRenders] = {}
     for b in sorted(placed.bundles):
         bundle = repo.bundles.get(b)
         if bundle is None:
@@ -592,40 +614,86 @@ def render_pairs(
         key = bundle_key(bundle, instance=instance, scoped=scoped)
         stamp = (key, reg_key, placed.bundles[b])
         prev = cache.bundles.get(b)
-        if prev is not None and prev[0] == stamp:
+        if prev is not None and prev.stamp == stamp and not prev.transient:
             per_bundle[b] = prev
-        else:
-            per_bundle[b] = (
-                stamp,
-                *_render_bundle(
-                    repo, bundle, placed.bundles[b], key=key, instance=instance, scoped=scoped, cache=cache
-                ),
-            )
-        rendered.update(per_bundle[b][1])
-        failed.update(per_bundle[b][2])
-    cache.bundles = per_bundle
-
-    _claims(repo, rendered, failed)
-
-    annotated: dict[int, tuple[Mapping[str, Any], ...]] = {}
-    out: dict[tuple[str, str], model.DesiredSet] = {}
-    last: dict[tuple[str, str], tuple[model.DesiredSet, str | None]] = {}
-    for pair, r in rendered.items():
-        before = cache.last.get(pair)
-        if before is not None and before[0].hash == r.hash and (before[1] is None) == (revision is None):
-            out[pair] = before[0]
-            last[pair] = before
             continue
-        objs = annotated.get(id(r))
-        if objs is None:
-            objs = annotated[id(r)] = _annotate(r.objects, revision)
-        ds = model.DesiredSet(
-            bundle=pair[0], cluster=pair[1], objects=objs, hash=r.hash, namespace=r.namespace
+        rendered, failed = _render_bundle(
+            repo, bundle, placed.bundles[b], key=key, instance=instance, scoped=scoped, cache=cache
         )
-        out[pair] = ds
-        last[pair] = (ds, revision)
-    cache.last = last
-    return out, failed
+        idents: set[tuple[str, str, str, str]] = set()
+        for r in {id(r): r for r in rendered.values()}.values():
+            idents |= r.identities
+        transient = any("time limit" in str(e) for e in failed.values())
+        per_bundle[b] = _BundleRenders(stamp, rendered, failed, frozenset(idents), transient)
+
+    # Objects claimed by two bundles: only bundles sharing an identity need a look pair by pair.
+    claimants: dict[tuple[str, str, str, str], set[str]] = {}
+    for b, br in per_bundle.items():
+        for ident in br.identities:
+            claimants.setdefault(ident, set()).add(b)
+    contested = {ident: bs for ident, bs in claimants.items() if len(bs) > 1}
+    involved = set().union(*contested.values()) if contested else set()
+    claim_errors = _claims(repo, {b: per_bundle[b].rendered for b in involved}, contested)
+
+    out: dict[tuple[str, str], model.DesiredSet] = {}
+    failed_all: dict[tuple[str, str], ObjectRenderError] = {}
+    outs: dict[str, _BundleOut] = {}
+    for b, br in per_bundle.items():
+        failed_all.update(br.failed)
+        before = cache.outs.get(b)
+        if (
+            b not in involved
+            and before is not None
+            and before.stamp == br.stamp
+            and before.unannotated == (revision is None)
+            and before.complete
+        ):
+            out.update((pair, ds) for pair, (ds, _at) in before.pairs.items())
+            outs[b] = before
+            continue
+        annotated: dict[int, tuple[Mapping[str, Any], ...]] = {}
+        pairs: dict[tuple[str, str], tuple[model.DesiredSet, str | None]] = {}
+        for pair, r in br.rendered.items():
+            if pair in claim_errors:
+                failed_all[pair] = claim_errors[pair]
+                continue
+            prev_pair = before.pairs.get(pair) if before is not None else None
+            if (
+                prev_pair is not None
+                and prev_pair[0].hash == r.hash
+                and (prev_pair[1] is None) == (revision is None)
+            ):
+                pairs[pair] = prev_pair
+            else:
+                objs = annotated.get(id(r))
+                if objs is None:
+                    objs = annotated[id(r)] = _annotate(r.objects, revision)
+                ds = model.DesiredSet(
+                    bundle=b, cluster=pair[1], objects=objs, hash=r.hash, namespace=r.namespace
+                )
+                pairs[pair] = (ds, revision)
+            out[pair] = pairs[pair][0]
+        outs[b] = _BundleOut(br.stamp, revision is None, pairs, complete=len(pairs) == len(br.rendered))
+    cache.bundles = per_bundle
+    cache.outs = outs
+    return out, failed_all
+
+
+@dataclass(frozen=True)
+class _BundleRenders:
+    stamp: tuple[str, str, tuple[str, ...]]  # (bundle content key, registry key, placed clusters)
+    rendered: dict[tuple[str, str], _Rendered]
+    failed: dict[tuple[str, str], ObjectRenderError]
+    identities: frozenset[tuple[str, str, str, str]]  # every object any of its renders declares
+    transient: bool = False  # an error depended on a clock (a CEL time limit): render again next time
+
+
+@dataclass(frozen=True)
+class _BundleOut:
+    stamp: tuple[str, str, tuple[str, ...]]
+    unannotated: bool  # rendered for a work tree (revision None)
+    pairs: dict[tuple[str, str], tuple[model.DesiredSet, str | None]]  # pair -> (result, revision of it)
+    complete: bool  # no pair was dropped for a claim conflict
 
 
 def _render_bundle(
@@ -682,7 +750,10 @@ def _render_bundle(
                 hit = ObjectRenderError(str(e), path=bundle.path)
             if len(cache.entries) >= cache.max_entries:
                 cache.entries.clear()
-            cache.entries[ckey] = hit
+            if not (
+                isinstance(hit, ObjectRenderError) and "time limit" in str(hit)
+            ):  # clocks are not content
+                cache.entries[ckey] = hit
         else:
             cache.hits += 1
         if isinstance(hit, ObjectRenderError):
@@ -701,41 +772,35 @@ def _for_cluster(e: ObjectRenderError, cluster: str) -> ObjectRenderError:
 
 def _claims(
     repo: model.Repo,
-    rendered: dict[tuple[str, str], _Rendered],
-    failed: dict[tuple[str, str], ObjectRenderError],
-) -> None:
-    """Objects claimed by two bundles on one cluster: an error for both there (never last-writer-wins)."""
-    claimants: dict[tuple[str, str, str, str], set[str]] = {}
-    seen_renders: set[tuple[str, int]] = set()
-    for (b, _c), r in rendered.items():
-        if (b, id(r)) in seen_renders:
-            continue
-        seen_renders.add((b, id(r)))
-        for ident in r.identities:
-            claimants.setdefault(ident, set()).add(b)
-    contested = {ident: bs for ident, bs in claimants.items() if len(bs) > 1}
+    rendered: Mapping[str, Mapping[tuple[str, str], _Rendered]],
+    contested: Mapping[tuple[str, str, str, str], set[str]],
+) -> dict[tuple[str, str], ObjectRenderError]:
+    """Objects claimed by two bundles on one cluster: an error for both there (never last-writer-wins).
+
+    `rendered` holds, per bundle that shares an object identity with another, its renders per pair."""
+    failed: dict[tuple[str, str], ObjectRenderError] = {}
     if not contested:
-        return
-    by_cluster: dict[str, list[str]] = {}
-    for b, c in rendered:
-        by_cluster.setdefault(c, []).append(b)
-    for c, bundles in by_cluster.items():
+        return failed
+    by_cluster: dict[str, dict[str, _Rendered]] = {}
+    for b, pairs in rendered.items():
+        for (_b, c), r in pairs.items():
+            by_cluster.setdefault(c, {})[b] = r
+    for c, renders in sorted(by_cluster.items()):
         for ident, bs in contested.items():
-            holders = sorted(b for b in bundles if b in bs and ident in rendered[(b, c)].identities)
+            holders = sorted(b for b in bs if b in renders and ident in renders[b].identities)
             if len(holders) < 2:
                 continue
             _group_name, kind, ns, name = ident
             what = "/".join(x for x in (kind, ns, name) if x)
             for b in holders:
                 others = ", ".join(o for o in holders if o != b)
-                path, line = rendered[(b, c)].origins.get(ident, (repo.bundles[b].path, 1))
+                path, line = renders[b].origins.get(ident, (repo.bundles[b].path, 1))
                 failed[(b, c)] = ObjectRenderError(
                     f"{path}:{line}: {what} is also declared by bundle {others} on cluster {c}",
                     path=path,
                     line=line,
                 )
-    for key in failed:
-        rendered.pop(key, None)
+    return failed
 
 
 def render_all(

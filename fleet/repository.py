@@ -22,7 +22,9 @@ files, which are named and never shown.
 from __future__ import annotations
 
 import difflib
+import functools
 import graphlib
+import hashlib
 import importlib
 import json
 import os
@@ -173,6 +175,10 @@ def _describe(value: Any) -> str:
 
 
 def _quote(value: Any) -> str:
+    """A scalar as it appears in a message (cut at 80 characters); a list or mapping only by its type, so
+    a message about a field never shows the values nested below it (a credential, say)."""
+    if isinstance(value, list | dict):
+        return _describe(value)
     text = json.dumps(value, ensure_ascii=False, default=repr) if isinstance(value, str) else repr(value)
     return text if len(text) <= 80 else text[:77] + '..."'
 
@@ -230,6 +236,8 @@ class _Doc:
         self.bundle = bundle
         self.cluster = cluster
         self.errors = 0
+        # Credential-looking fields: reported once by name; no other message may quote their values.
+        self.secret_paths: set[Path_] = set()
 
     def line(self, path: Path_) -> int:
         lines = self.doc.lines
@@ -242,8 +250,10 @@ class _Doc:
     def value_line(self, path: Path_) -> int:
         return self.doc.value_lines.get(path, self.line(path))
 
-    def error(self, path: Path_, message: str, *, line: int | None = None) -> None:
+    def error(self, path: Path_, message: str, *, line: int | None = None, secret: bool = False) -> None:
         self.errors += 1
+        if not secret and any(path[: len(p)] == p for p in self.secret_paths):
+            return
         self.sink.append(
             model.Problem(
                 self.path,
@@ -336,27 +346,93 @@ class _Doc:
 # Parsing.
 
 
+class ParseCache:
+    """Parsed files of the previous revision, so that a new commit re-parses only the files it changed.
+
+    Keyed by path, content digest and limits; holds either the documents or the error of a file. After
+    each `parse`, only the entries that revision used are kept, so memory stays at one revision's worth.
+    Parsed documents are shared between the `Repo`s of consecutive revisions (no layer mutates them).
+    Not thread-safe: one cache per sequence of parses (the engine's revision loop).
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[
+            tuple[str, bool, bytes, yamlsafe.Limits], list[yamlsafe.Document] | errors.ValidationError
+        ] = {}
+        self._used: set[tuple[str, bool, bytes, yamlsafe.Limits]] = set()
+        self.hits = 0
+        self.misses = 0
+
+    def load(
+        self, data: bytes, *, path: str, limits: yamlsafe.Limits, lines: bool
+    ) -> list[yamlsafe.Document]:
+        key = (path, lines, hashlib.blake2b(data, digest_size=20).digest(), limits)
+        self._used.add(key)
+        found = self._entries.get(key)
+        if found is None:
+            self.misses += 1
+            try:
+                found = _load_file(data, path=path, limits=limits, lines=lines)
+            except errors.ValidationError as e:
+                found = e
+            self._entries[key] = found
+        else:
+            self.hits += 1
+        if isinstance(found, errors.ValidationError):
+            raise found
+        return found
+
+    def retain_used(self) -> None:
+        """Drop what the last revision did not use."""
+        self._entries = {k: v for k, v in self._entries.items() if k in self._used}
+        self._used = set()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _load_file(data: bytes, *, path: str, limits: yamlsafe.Limits, lines: bool) -> list[yamlsafe.Document]:
+    if path.endswith(".json"):
+        return yamlsafe.load_json(data, path=path, limits=limits)
+    return yamlsafe.load_yaml(data, path=path, limits=limits, lines=lines)
+
+
 @dataclass
 class _State:
     snapshot: model.Snapshot
     limits: yamlsafe.Limits
+    cache: ParseCache | None = None
     problems: list[model.Problem] = field(default_factory=list)
     clusters: dict[str, model.Cluster] = field(default_factory=dict)
     cluster_files: dict[str, str] = field(default_factory=dict)  # name -> shown path of its first file
     broken_clusters: dict[str, list[model.Problem]] = field(default_factory=dict)
     bundles: dict[str, model.Bundle] = field(default_factory=dict)
     broken_bundle_names: set[str] = field(default_factory=set)
-    depends_lines: dict[str, tuple[_Doc, Path_]] = field(default_factory=dict)
+    # bundle folder -> (its bundle.yaml, the dependsOn field path, the names), broken bundles included
+    dependencies: dict[str, tuple[_Doc, Path_, tuple[str, ...]]] = field(default_factory=dict)
     placement_clusters: list[tuple[_Doc, Path_, str]] = field(default_factory=list)
 
     def shown(self, rel: str) -> str:
         base = self.snapshot.base
         return f"{base}/{rel}" if base else rel
 
+    def load(self, rel: str, *, lines: bool = False) -> list[yamlsafe.Document]:
+        """The documents of one file (through the cache when there is one); raises ValidationError."""
+        data = self.snapshot.files[rel]
+        shown = self.shown(rel)
+        if self.cache is not None:
+            return self.cache.load(data, path=shown, limits=self.limits, lines=lines)
+        return _load_file(data, path=shown, limits=self.limits, lines=lines)
 
-def parse(snapshot: model.Snapshot, *, limits: yamlsafe.Limits = DEFAULT_LIMITS) -> model.Repo:
-    """Parse and validate one revision (pure). Every problem is collected; nothing raises for bad input."""
-    st = _State(snapshot=snapshot, limits=limits)
+
+def parse(
+    snapshot: model.Snapshot, *, limits: yamlsafe.Limits = DEFAULT_LIMITS, cache: ParseCache | None = None
+) -> model.Repo:
+    """Parse and validate one revision (pure). Every problem is collected; nothing raises for bad input.
+
+    `cache` (optional) re-uses the parsed files of the previous call whose content did not change.
+    """
+    st = _State(snapshot=snapshot, limits=limits, cache=cache)
     by_path_problems = _attribute_source_problems(st)
 
     cluster_rels: list[str] = []
@@ -403,6 +479,8 @@ def parse(snapshot: model.Snapshot, *, limits: yamlsafe.Limits = DEFAULT_LIMITS)
             _warning(st.shown("bundles"), "no bundle (bundles/NAME/bundle.yaml) in this revision")
         )
 
+    if cache is not None:
+        cache.retain_used()
     problems = sorted(st.problems, key=lambda p: (p.path, p.line))
     broken_clusters: dict[str, list[model.Problem]] = {k: list(v) for k, v in st.broken_clusters.items()}
     broken_bundles: dict[str, list[model.Problem]] = {name: [] for name in st.broken_bundle_names}
@@ -426,6 +504,13 @@ def parse(snapshot: model.Snapshot, *, limits: yamlsafe.Limits = DEFAULT_LIMITS)
         author=snapshot.author,
         committed_at=snapshot.committed_at,
     )
+
+
+async def parse_in_thread(
+    snapshot: model.Snapshot, *, limits: yamlsafe.Limits = DEFAULT_LIMITS, cache: ParseCache | None = None
+) -> model.Repo:
+    """`parse` in a worker thread, for async callers (a large revision takes most of a second)."""
+    return await anyio.to_thread.run_sync(functools.partial(parse, snapshot, limits=limits, cache=cache))
 
 
 def _warning(path: str, message: str, *, line: int = 1) -> model.Problem:
@@ -478,7 +563,7 @@ def _parse_cluster(st: _State, rel: str) -> None:
         return
     stem = _stem(filename)
     try:
-        docs = yamlsafe.load_yaml(st.snapshot.files[rel], path=shown, limits=st.limits, lines=True)
+        docs = st.load(rel, lines=True)
     except errors.ValidationError as e:
         st.problems.append(model.Problem(shown, e.line, str(e.args[0]), cluster=stem))
         st.broken_clusters.setdefault(stem, [])
@@ -494,8 +579,10 @@ def _parse_cluster(st: _State, rel: str) -> None:
                 shown, present[1].line, "one Cluster per file: found a second document", cluster=stem
             )
         )
+        for extra in present[1:]:  # credentials are refused wherever they are
+            _scan_credentials(_Doc(path=shown, doc=extra, sink=st.problems, cluster=stem), extra.data)
     d = _Doc(path=shown, doc=present[0], sink=st.problems, cluster=stem)
-    cluster, _ = _cluster_from(d, stem=stem, filename=filename)
+    cluster = _cluster_from(d, stem=stem, filename=filename)
     if d.errors or len(present) > 1 or cluster is None:
         st.broken_clusters.setdefault(stem, [])
         return
@@ -529,20 +616,22 @@ def _scan_credentials(d: _Doc, obj: Any) -> set[Path_]:
             what = _credential_value(value)
             if what:
                 found.add(path)
+    d.secret_paths.update(found)
     for path in sorted(found, key=lambda p: d.line(p)):
         d.error(
             path,
-            f'credential-looking field "{_dotted(path)}": credentials never live in the repository '
+            secret=True,
+            message=f'credential-looking field "{_dotted(path)}": credentials never live in the repository '
             "(put them in the controller's kubeconfig); the value is not shown",
         )
     return found
 
 
-def _cluster_from(d: _Doc, *, stem: str, filename: str) -> tuple[model.Cluster | None, str | None]:
+def _cluster_from(d: _Doc, *, stem: str, filename: str) -> model.Cluster | None:
     obj = d.doc.data
     if not isinstance(obj, dict):
         d.error((), f"expected a mapping (a Cluster), not {_describe(obj)}", line=d.doc.line)
-        return None, None
+        return None
     secret_paths = _scan_credentials(d, obj)
     d.api_version_and_kind(obj, "Cluster")
     d.unknown_fields(obj, (), CLUSTER_FIELDS, skip=secret_paths)
@@ -554,7 +643,7 @@ def _cluster_from(d: _Doc, *, stem: str, filename: str) -> tuple[model.Cluster |
     annotations: dict[str, str] = {}
     if meta is not None:
         d.unknown_fields(meta, ("metadata",), METADATA_FIELDS, skip=secret_paths)
-        name = _check_name(d, meta, kind="cluster")
+        name = _check_name(d, meta)
         if name is not None and name != stem:
             d.error(
                 ("metadata", "name"),
@@ -576,22 +665,19 @@ def _cluster_from(d: _Doc, *, stem: str, filename: str) -> tuple[model.Cluster |
     if spec.get("facts") is not None:
         facts = d.mapping(spec["facts"], ("spec", "facts")) or {}
     if name is None:
-        return None, None
-    return (
-        model.Cluster(
-            name=name,
-            labels=MappingProxyType(labels),
-            annotations=MappingProxyType(annotations),
-            context=context if isinstance(context, str) and context else name,
-            paused=paused,
-            facts=MappingProxyType(dict(facts)),
-            path=d.path,
-        ),
-        name,
+        return None
+    return model.Cluster(
+        name=name,
+        labels=MappingProxyType(labels),
+        annotations=MappingProxyType(annotations),
+        context=context if isinstance(context, str) and context else name,
+        paused=paused,
+        facts=MappingProxyType(dict(facts)),
+        path=d.path,
     )
 
 
-def _check_name(d: _Doc, meta: Mapping[str, Any], *, kind: str) -> str | None:
+def _check_name(d: _Doc, meta: Mapping[str, Any]) -> str | None:
     if "name" not in meta:
         d.error(("metadata",), "metadata.name is missing")
         return None
@@ -625,7 +711,7 @@ def _parse_bundle(st: _State, folder: str, rels: list[str], *, broken: bool) -> 
             st.problems.append(_warning(st.shown(prefix.rstrip("/")), "ignored: folder has no bundle.yaml"))
         return
     try:
-        docs = yamlsafe.load_yaml(st.snapshot.files[bundle_rel], path=shown, limits=st.limits, lines=True)
+        docs = st.load(bundle_rel, lines=True)
     except errors.ValidationError as e:
         st.problems.append(model.Problem(shown, e.line, str(e.args[0]), bundle=key))
         st.broken_bundle_names.add(key)
@@ -641,11 +727,8 @@ def _parse_bundle(st: _State, folder: str, rels: list[str], *, broken: bool) -> 
     bundle = _bundle_from(st, d, folder=folder, rels=rels)
     if broken or d.errors or bundle is None:
         st.broken_bundle_names.add(key)
-    if bundle is not None:
-        if bundle.name in st.bundles:
-            st.broken_bundle_names.add(key)
-        else:
-            st.bundles[bundle.name] = bundle
+    else:  # valid: its name is its folder's, so unique
+        st.bundles[bundle.name] = bundle
 
 
 def _bundle_from(st: _State, d: _Doc, *, folder: str, rels: list[str]) -> model.Bundle | None:
@@ -663,7 +746,7 @@ def _bundle_from(st: _State, d: _Doc, *, folder: str, rels: list[str]) -> model.
     annotations: dict[str, str] = {}
     if meta is not None:
         d.unknown_fields(meta, ("metadata",), METADATA_FIELDS)
-        name = _check_name(d, meta, kind="bundle")
+        name = _check_name(d, meta)
         if name is not None and name != folder:
             d.error(
                 ("metadata", "name"),
@@ -1074,7 +1157,7 @@ def _depends_on(st: _State, d: _Doc, raw: Any, *, own: str) -> tuple[str, ...]:
             d.error((*path, i), f"spec.dependsOn[{i}] {_quote(item)} {why}")
             continue
         out.append(str(item))
-    st.depends_lines[own] = (d, path)
+    st.dependencies[d.bundle or own] = (d, path, tuple(out))
     return tuple(out)
 
 
@@ -1137,10 +1220,7 @@ def _manifests(
         rel = prefix + p
         shown = st.shown(rel)
         try:
-            if p.endswith(".json"):
-                docs = yamlsafe.load_json(files[rel], path=shown, limits=st.limits)
-            else:
-                docs = yamlsafe.load_yaml(files[rel], path=shown, limits=st.limits)
+            docs = st.load(rel)
         except errors.ValidationError as e:
             st.problems.append(model.Problem(shown, e.line, str(e.args[0]), bundle=d.bundle))
             d.errors += 1
@@ -1213,15 +1293,14 @@ def _manifest(st: _State, d: _Doc, shown: str, doc: yamlsafe.Document) -> model.
 
 
 def _check_dependencies(st: _State) -> None:
+    """Unknown names and cycles in `dependsOn`, over every bundle that has a bundle.yaml (broken ones too)."""
     known = set(st.bundles) | st.broken_bundle_names
     graph: dict[str, set[str]] = {}
-    for name, bundle in st.bundles.items():
-        d, path = st.depends_lines.get(name, (None, ()))
+    for name, (d, path, depends) in sorted(st.dependencies.items()):
         deps: set[str] = set()
-        for i, dep in enumerate(bundle.depends_on):
+        for i, dep in enumerate(depends):
             if dep not in known:
-                if d is not None:
-                    d.error((*path, i), f"spec.dependsOn[{i}] {_quote(dep)}: no such bundle")
+                d.error((*path, i), f"spec.dependsOn[{i}] {_quote(dep)}: no such bundle")
                 st.broken_bundle_names.add(name)
                 continue
             deps.add(dep)
@@ -1239,8 +1318,8 @@ def _check_dependencies(st: _State) -> None:
             ordered = members[start:] + members[:start]
             text = " -> ".join([*ordered, ordered[0]])
             for member in sorted(set(members)):
-                d, path = st.depends_lines.get(member, (None, ()))
-                if d is not None:
+                if member in st.dependencies:
+                    d, path, _ = st.dependencies[member]
                     d.error(path, f"spec.dependsOn: dependency cycle {text}")
                 st.broken_bundle_names.add(member)
             remaining = {k: v - set(members) for k, v in remaining.items() if k not in members}
@@ -1315,4 +1394,4 @@ async def load(
     snap = await read(
         repo, rev=rev, path=path, worktree=worktree, worktree_default=worktree_default, limits=limits, say=say
     )
-    return await anyio.to_thread.run_sync(lambda: parse(snap, limits=limits))
+    return await parse_in_thread(snap, limits=limits)

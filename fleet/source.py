@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import functools
 import hashlib
 import os
@@ -133,13 +134,16 @@ def check_url(url_or_path: str | Path) -> Location:
             raise UnsafeURL(
                 f"repository {shown!r}: scheme {scheme!r} is not allowed (use https, http, ssh, git or file)"
             )
-        parts = urllib.parse.urlsplit(text)
+        try:
+            parts = urllib.parse.urlsplit(text)
+            host = parts.hostname or ""
+            user = parts.username or ""
+        except ValueError:
+            raise UnsafeURL(f"repository {shown!r}: not a valid URL") from None
         if scheme == "file":
             if parts.netloc not in ("", "localhost"):
                 raise UnsafeURL(f"repository {shown!r}: file:// URLs must name a local path")
             return Location(url=text, path=Path(urllib.parse.unquote(parts.path)))
-        host = parts.hostname or ""
-        user = parts.username or ""
         if host.startswith("-") or user.startswith("-") or parts.path.lstrip("/").startswith("-"):
             raise UnsafeURL(f"repository {shown!r}: host, user or path looks like a command-line option")
         if not host or not _HOST.match(host):
@@ -472,25 +476,30 @@ def _read_worktree_sync(path: Path, *, subpath: str, limits: yamlsafe.Limits) ->
                 col.problem(rel, "is not a regular file (device, FIFO or socket); not read")
             elif col.admit(rel, lst.st_size):
                 data = _read_file_nofollow(entry.path, limit=limits.max_file_bytes)
-                if data is None:
-                    col.problem(rel, "changed while being read (link, special file or grew past the limit)")
-                else:
+                if isinstance(data, bytes):
                     col.files[rel] = data
+                else:
+                    col.problem(rel, data)
     return model.Snapshot(
         revision=None, files=dict(sorted(col.files.items())), base=base, problems=tuple(sorted(col.problems))
     )
 
 
-def _read_file_nofollow(path: str, *, limit: int) -> bytes | None:
-    """Read a regular file without following a link put in its place; None if it is not one any more."""
+def _read_file_nofollow(path: str, *, limit: int) -> bytes | str:
+    """Read a regular file without following a link put in its place since it was listed.
+
+    Returns the bytes, or the reason (text) why it was not read.
+    """
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags)
-    except OSError:
-        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return _LINK_MESSAGE
+        return f"cannot be read ({e.strerror})"
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
+            return "is not a regular file (device, FIFO or socket); not read"
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -499,9 +508,11 @@ def _read_file_nofollow(path: str, *, limit: int) -> bytes | None:
                 break
             size += len(chunk)
             if size > limit:
-                return None
+                return f"grew while being read, over the limit max_file_bytes={limit}"
             chunks.append(chunk)
         return b"".join(chunks)
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
     finally:
         os.close(fd)
 
@@ -612,8 +623,10 @@ class Source:
                 prune=pygit2.enums.FetchPrune.PRUNE,
             )
             heads = remote.list_heads(callbacks=self._callbacks())
-        except errors.FleetError:
-            raise
+        except errors.InputError as e:  # a credentials file or variable that cannot be read
+            raise errors.InputError(f"{self.location}: {e}") from None
+        except errors.SourceError as e:  # raised by our credentials callback
+            raise errors.SourceError(f"{self.location}: fetch failed: {e}") from None
         except (pygit2.GitError, OSError, ValueError) as e:
             raise errors.SourceError(f"{self.location}: fetch failed: {_git_message(e)}") from None
         for head in heads:

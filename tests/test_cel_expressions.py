@@ -116,6 +116,10 @@ CHECK_CASES = [
     ("'a'", "must be a bool"),
     ("[true]", "must be a bool"),
     ("cluster.labels.env", "must be a bool"),
+    ("cluster.facts", "yields a map"),
+    ("cluster.name.size()", "yields the value of size()"),
+    ("semver(cluster.facts.k8s)", "yields the value of semver()"),
+    ("cluster.facts.zones.map(z, z == 'a')", "yields the value of map()"),
     ("cluster.clusterName == 'x'", "cluster has no field 'clusterName'"),
     ("tier == 1", "undeclared reference to 'tier'"),
     ("lower(cluster.name) == 'x'", "unknown function 'lower'"),
@@ -246,3 +250,20 @@ def test_a_fact_of_the_wrong_type_gives_an_error_not_a_shared_wrong_answer() -> 
         cel.evaluate(program, {"cluster": {**CLUSTER, "facts": {"tier": "1"}}})
     with pytest.raises(errors.PlacementError):
         cel.evaluate(program, {"cluster": {**CLUSTER, "facts": {"tier": 1.0}}})
+
+
+def test_an_invalid_regex_from_a_cluster_value_is_an_error_that_neither_logs_nor_echoes_it(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(errors.PlacementError) as info:
+        run("cluster.name.matches(cluster.facts.note + '(')")
+    assert "invalid regular expression" in str(info.value)
+    assert CANARY not in str(info.value)
+    captured = capfd.readouterr()
+    assert CANARY not in captured.out + captured.err
+
+
+def test_a_catastrophic_backtracking_pattern_is_matched_by_re2_without_backtracking() -> None:
+    cluster = {**CLUSTER, "facts": {**CLUSTER["facts"], "note": "a" * 5000 + "!"}}
+    assert run("cluster.facts.note.matches('^(a+)+$')", cluster) is False
+    assert run("matches(cluster.facts.note, '^(a|aa)+!$')", cluster) is True

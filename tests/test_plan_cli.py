@@ -266,3 +266,38 @@ def test_render_of_an_unknown_cluster_names_the_known_ones(git_repo: tuple[Path,
     assert out.returncode == 1
     assert "no cluster named 'nope'" in out.stderr
     assert "eu-prod-1" in out.stderr
+
+
+def test_plan_table_lists_every_bundle_and_the_pairs_in_error(git_repo: tuple[Path, str, str]) -> None:
+    root, _first, _second = git_repo
+    out = fleet("plan", str(root), "--rev", "HEAD")
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["BUNDLE", "CLUSTERS"]
+    assert lines[1].split(None, 1) == ["base", "eu-dev-1, eu-prod-1, us-prod-1"]
+    assert lines[3].split(None, 1) == ["web", "eu-prod-1"]
+    assert any(line.startswith("tiered on eu-dev-1: cel: no such member") for line in lines)
+
+
+def test_validate_reports_a_cel_error_for_every_cluster_it_was_evaluated_on(tmp_path: Path) -> None:
+    write_repo(tmp_path, {"tiered": BUNDLES["tiered"]})
+    out = fleet("validate", str(tmp_path))
+    assert out.returncode == 1
+    assert (
+        "bundles/tiered/bundle.yaml:7: cluster eu-dev-1: cel: no such member in mapping: 'tier'" in out.stdout
+    )
+    assert "eu-prod-1" not in out.stdout  # evaluated there without error
+
+
+def test_plan_with_explain_and_diff_rev_together_is_refused(git_repo: tuple[Path, str, str]) -> None:
+    root, first, _second = git_repo
+    out = fleet("plan", str(root), "--explain", "web", "--diff-rev", first)
+    assert out.returncode == 2
+    assert "exclude each other" in out.stderr
+
+
+def test_plan_reads_a_repository_kept_below_a_subfolder_with_path(tmp_path: Path) -> None:
+    write_repo(tmp_path / "fleet-config", {"base": BUNDLES["base"]})
+    out = fleet("plan", str(tmp_path), "--path", "fleet-config", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["bundles"] == {"base": ["eu-dev-1", "eu-prod-1", "us-prod-1"]}

@@ -268,6 +268,29 @@ def test_an_override_whose_target_matches_no_object_is_an_error(target: model.Pa
     assert "matches no object" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "ops",
+    [
+        [{"op": "test", "path": "/data/password", "value": "guess"}],
+        [{"op": "replace", "path": "/data/nope/deeper", "value": "x"}],
+        [{"op": "remove", "path": "/spec"}],
+        [{"op": "add", "path": "/data/password/0", "value": "x"}],
+    ],
+)
+def test_a_failed_json_patch_on_a_secret_never_shows_the_secret(ops: list[dict[str, Any]]) -> None:
+    secret = pb.obj("Secret", "creds", data={"password": "Q0FOQVJZLXZhbHVl"})
+    bundle = pb.bundle(
+        "web",
+        [secret],
+        namespace="web",
+        overrides=[pb.override(EU_ONLY, (model.PatchTarget(kind="Secret"), None, ops))],
+    )
+    with pytest.raises(errors.RenderError) as info:
+        one(bundle)
+    assert "Q0FOQVJZLXZhbHVl" not in str(info.value)
+    assert f"operation 1 ({ops[0]['op']} {ops[0]['path']})" in str(info.value)
+
+
 def test_a_json_patch_that_cannot_apply_is_an_error_naming_the_object() -> None:
     bundle = pb.bundle(
         "web",
@@ -351,6 +374,27 @@ def test_two_bundles_claiming_one_object_on_a_cluster_are_both_in_error_there_on
         "Deployment/web/api is also declared by bundle b on cluster eu-prod-1" in failed[("a", "eu-prod-1")]
     )
     assert set(desired) == {("a", "us-prod-1")}
+
+
+def test_a_claim_conflict_resolved_in_a_later_commit_renders_every_pair_again_with_a_cache() -> None:
+    both = pb.placement(clusters=["eu-prod-1", "us-prod-1"])
+    a = pb.bundle("a", [pb.deployment("api")], namespace="web", placement=both)
+    b = pb.bundle(
+        "b", [pb.deployment("api")], namespace="web", placement=pb.placement(clusters=["eu-prod-1"])
+    )
+    cache = render.RenderCache()
+    repo1 = pb.repo([EU, US], [a, b])
+    desired1, failed1 = render.render_all(repo1, placement.place(repo1), revision=SHA, cache=cache)
+    assert set(desired1) == {("a", "us-prod-1")}
+    assert set(failed1) == {("a", "eu-prod-1"), ("b", "eu-prod-1")}
+    b2 = pb.bundle("b", [pb.deployment("api-b")], namespace="web", placement=b.placement)
+    repo2 = pb.repo([EU, US], [a, b2])
+    desired2, failed2 = render.render_all(repo2, placement.place(repo2), revision=SHA, cache=cache)
+    assert failed2 == {}
+    assert set(desired2) == {("a", "eu-prod-1"), ("a", "us-prod-1"), ("b", "eu-prod-1")}
+    # And the same conflict again is found again, even though `a` did not change.
+    desired3, failed3 = render.render_all(repo1, placement.place(repo1), revision=SHA, cache=cache)
+    assert (set(desired3), set(failed3)) == (set(desired1), set(failed1))
 
 
 def test_a_render_error_on_one_cluster_leaves_the_others_rendered() -> None:

@@ -209,3 +209,30 @@ def test_path_traversal_in_spec_paths_is_rejected_before_any_read(entry: str, wh
     assert (problem.path, problem.line) == ("bundles/web/bundle.yaml", 6)
     assert problem.message.endswith(why)
     assert "web" in repo.broken_bundles
+
+
+def test_aliases_cannot_nest_deeper_than_the_depth_limit() -> None:
+    chain = "a0: &a0 [x]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 150))
+    with pytest.raises(yamlsafe.LimitExceeded, match="max_depth=100"):
+        yamlsafe.load_yaml(chain.encode(), path="c.yaml")
+    shallow = "a0: &a0 [x]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 90))
+    (doc,) = yamlsafe.load_yaml(shallow.encode(), path="c.yaml")
+    assert doc.data["a3"] == [[[["x"]]]]
+
+
+def test_merge_keys_work_and_are_checked_like_everything_else() -> None:
+    (doc,) = yamlsafe.load_yaml(b"base: &b {a: 1}\nx:\n  <<: *b\n  c: 2\n", path="m.yaml")
+    assert doc.data == {"base": {"a": 1}, "x": {"a": 1, "c": 2}}
+    with pytest.raises(yamlsafe.YamlError, match=r"unsupported YAML tag 'tag:yaml\.org,2002:binary'"):
+        yamlsafe.load_yaml(b"x:\n  <<: {a: !!binary aGk=}\n", path="m.yaml")
+
+
+def test_a_mapping_key_that_is_a_list_is_a_yaml_error_with_its_line() -> None:
+    with pytest.raises(yamlsafe.YamlError) as info:
+        yamlsafe.load_yaml(b"a: 1\n? [x]\n: b\n", path="k.yaml")
+    assert str(info.value) == "k.yaml:2: invalid YAML: a mapping key must be a scalar, not a list or mapping"
+
+
+def test_equals_and_double_angle_values_are_text_as_kubernetes_reads_them() -> None:
+    (doc,) = yamlsafe.load_yaml(b"a: =\nb: <<\nc: [=, <<]\n", path="t.yaml")
+    assert doc.data == {"a": "=", "b": "<<", "c": ["=", "<<"]}

@@ -310,3 +310,32 @@ def test_load_reads_the_work_tree_or_a_revision_and_says_which_on_stderr(tmp_pat
     assert load(rev="main").revision == sha
     with pytest.raises(errors.InputError, match="--rev and --worktree exclude each other"):
         load(rev="main", worktree=True)
+
+
+def test_a_parse_cache_reparses_only_changed_files_and_gives_the_same_result() -> None:
+    cache = repository.ParseCache()
+    files = dict(rb.SAMPLE)
+    first = parse(files)
+    data = {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
+    assert repository.parse(model.Snapshot(revision="abc", files=data), cache=cache) == first
+    n_files = cache.misses
+    assert n_files == len([k for k in rb.SAMPLE if k != "README.md"]) and cache.hits == 0
+    data["bundles/web/deploy.yaml"] = rb.configmap("changed").encode()
+    data["bundles/base/ns.json"] = b"{broken"
+    again = repository.parse(model.Snapshot(revision="def", files=data), cache=cache)
+    assert (cache.misses, cache.hits) == (n_files + 2, n_files - 2)
+    assert again == repository.parse(model.Snapshot(revision="def", files=data))
+    assert [m.name for m in again.bundles["web"].manifests] == ["changed"]
+    assert list(again.broken_bundles) == ["base"]
+    again2 = repository.parse(model.Snapshot(revision="def", files=data), cache=cache)
+    assert again2 == again and list(again2.broken_bundles) == ["base"]  # cached errors are reported again
+    assert len(cache) == n_files
+
+
+def test_a_bundle_that_depends_on_a_broken_bundle_stays_valid() -> None:
+    files = dict(rb.SAMPLE)
+    files["bundles/web/bundle.yaml"] = rb.bundle_yaml("web", spec="  dependsOn: [base]\n")
+    files["bundles/base/bundle.yaml"] = rb.bundle_yaml("base", spec="  prune: 1\n")
+    repo = parse(files)
+    assert list(repo.bundles) == ["web"] and repo.bundles["web"].depends_on == ("base",)
+    assert list(repo.broken_bundles) == ["base"]

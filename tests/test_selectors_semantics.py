@@ -161,3 +161,14 @@ def test_the_text_form_round_trips_to_a_selector_that_matches_the_same_labels(
 ) -> None:
     text = selectors.to_text(selector)
     assert selectors.matches(selectors.parse(text), labels) == selectors.matches(selector, labels)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet="ab=!,() in notx./-", max_size=30))
+def test_any_selector_text_either_parses_or_is_refused_with_an_input_error(text: str) -> None:
+    try:
+        parsed = selectors.parse(text)
+    except errors.InputError:
+        return
+    assert isinstance(parsed, model.LabelSelector)
+    assert all(selectors.valid_key(r.key) for r in parsed.match_expressions)

@@ -213,6 +213,7 @@ def test_too_many_files_or_bytes_refuse_the_whole_revision_naming_the_limit(tmp_
         ("javascript://example.com/x", "scheme 'javascript' is not allowed"),
         ("https://example.com/repo\n.git", "whitespace or control characters"),
         ("file://otherhost/srv/repo", "file:// URLs must name a local path"),
+        ("https://[::1/repo.git", "not a valid URL"),
     ],
 )
 def test_unsafe_repository_urls_are_refused_before_git_sees_them(

@@ -84,10 +84,12 @@ def test_path_validates_a_subfolder_and_names_problems_from_the_root(tmp_path: P
 def test_a_repository_that_cannot_be_read_exits_2_with_the_reason(tmp_path: Path) -> None:
     out = fleet("validate", "/etc/passwd", "--rev", "HEAD")
     assert out.returncode == 2
-    assert out.stderr.strip() == "error: /etc/passwd: not a git repository"
+    assert out.stderr.strip().splitlines()[-1] == "error: /etc/passwd: not a git repository"
     assert out.stdout == ""
     git = rb.init(tmp_path)
     rb.commit(git, dict(rb.SAMPLE))
     out = fleet("validate", str(tmp_path), "--rev", "v9")
     assert out.returncode == 2
-    assert out.stderr.strip() == f"error: {tmp_path}: unknown revision 'v9' (no such branch, tag or commit)"
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path}: unknown revision 'v9' (no such branch, tag or commit)"
+    )

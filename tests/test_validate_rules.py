@@ -29,6 +29,40 @@ def parse(files: dict[str, str | bytes], *, base: str = "") -> model.Repo:
     return repository.parse(model.Snapshot(revision=None, files=data, base=base))
 
 
+def test_a_bundle_whose_name_differs_from_its_folder_is_broken_under_the_folder_name() -> None:
+    repo = parse({**BASE, B: rb.bundle_yaml("webapp")})
+    assert sorted(repo.bundles) == ["base"]
+    assert list(repo.broken_bundles) == ["web"]
+
+
+def test_a_cluster_whose_name_differs_from_its_file_is_broken_under_the_file_stem() -> None:
+    repo = parse({**BASE, C: rb.cluster_yaml("other")})
+    assert sorted(repo.clusters) == ["c2"]
+    assert list(repo.broken_clusters) == ["c1"]
+
+
+def test_no_other_message_quotes_the_value_of_a_credential_looking_field() -> None:
+    body = rb.dedent(
+        """
+        apiVersion: fleet.dev/v1alpha1
+        kind: Cluster
+        metadata:
+          name: "-----BEGIN PRIVATE KEY----- CANARY-1"
+          labels:
+            token: "CANARY 2 !"
+        spec:
+          context: {password: CANARY-3}
+        """
+    )
+    repo = parse({**BASE, C: body})
+    assert found(repo) == [
+        (C, 4, f'credential-looking field "metadata.name": {CRED}', E),
+        (C, 6, f'credential-looking field "metadata.labels.token": {CRED}', E),
+        (C, 8, f'credential-looking field "spec.context.password": {CRED}', E),
+        (C, 8, "spec.context must be a non-empty string, not a mapping", E),
+    ]
+
+
 def found(repo: model.Repo) -> list[tuple[str, int, str, model.Severity]]:
     return [(p.path, p.line, p.message, p.severity) for p in repo.problems]
 
@@ -222,6 +256,14 @@ CASES: list[tuple[str, dict[str, str | bytes], list[tuple[str, int, str, model.S
         "cluster file holds two documents",
         {C: rb.cluster_yaml("c1") + "---\n" + rb.cluster_yaml("c3")},
         [(C, 8, "one Cluster per file: found a second document", E)],
+    ),
+    (
+        "a second document with a credential",
+        {C: rb.cluster_yaml("c1") + "---\nkubeconfig: CANARY-10\n"},
+        [
+            (C, 8, "one Cluster per file: found a second document", E),
+            (C, 8, f'credential-looking field "kubeconfig": {CRED}', E),
+        ],
     ),
     (
         "cluster file is malformed YAML",

@@ -161,9 +161,7 @@ async def _plan(
     diff_rev: str | None,
 ) -> int:
     repo = await _load(repo_path, rev=rev, path=path)
-    invalid = _report_problems(repo)
-    if not repo.clusters or not repo.bundles:
-        common.info("warning: this revision has no cluster or no bundle")
+    invalid = _report_problems(repo)  # includes the warning for a revision without clusters or bundles
     out = await anyio.to_thread.run_sync(functools.partial(outcome, repo))
     if explain is not None:
         _explain(out, explain, fmt)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import typer
@@ -18,14 +19,32 @@ import yaml
 
 from fleet.commands import common
 
+if TYPE_CHECKING:
+    from fleet.sim import store
+
 
 def names_from_repo(repo: Path) -> list[str]:
-    """Context names of the Cluster files in `repo/clusters/` (`spec.context`, else `metadata.name`)."""
+    """Context names of the Cluster files in `repo/clusters/` (`spec.context`, else `metadata.name`).
+
+    The repository parser (`fleet.repository.parse`) reads the files, so names match what fleet itself
+    uses; a file it finds broken still gets a cluster, named by a minimal read of the same fields.
+    """
     folder = repo / "clusters"
     if not folder.is_dir():
         common.fail(f"{folder}: no clusters/ folder in the repository")
+    paths = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+    from fleet import model, repository
+
+    files = {f"clusters/{p.name}": p.read_bytes() for p in paths}
+    parsed = repository.parse(model.Snapshot(revision=None, files=files))
+    by_path = {c.path: c.context or c.name for c in parsed.clusters.values()}
     names: list[str] = []
-    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+    for path in paths:
+        known = by_path.get(f"clusters/{path.name}")
+        if known is not None:
+            if known not in names:
+                names.append(known)
+            continue
         try:
             doc = yaml.load(path.read_bytes(), Loader=yaml.CSafeLoader)
         except yaml.YAMLError as e:
@@ -59,22 +78,29 @@ async def _serve(
     port_per_cluster: bool,
     tls: bool,
     kube_version: str,
+    settings: store.Settings | None = None,
 ) -> None:
     from fleet.sim import server, testing
 
     sim = server.Sim(
-        names, host=host, port=port, port_per_cluster=port_per_cluster, tls=tls, git_version=kube_version
+        names,
+        host=host,
+        port=port,
+        port_per_cluster=port_per_cluster,
+        tls=tls,
+        git_version=kube_version,
+        settings=settings,
     )
     try:
         await sim.start()
     except OSError as e:
         common.fail(f"cannot listen on {host}:{port}: {e}")
     try:
-        testing.write_kubeconfig(kubeconfig_out, sim.kubeconfig())
-        sys.stdout.write(f"ready {kubeconfig_out}\n")
-        sys.stdout.flush()
-        common.info(f"fleet sim: {len(names)} cluster(s), admin at {sim.admin_url}/_sim/clusters")
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            testing.write_kubeconfig(kubeconfig_out, sim.kubeconfig())
+            sys.stdout.write(f"ready {kubeconfig_out}\n")
+            sys.stdout.flush()
+            common.info(f"fleet sim: {len(names)} cluster(s), admin at {sim.admin_url}/_sim/clusters")
             async for _ in signals:
                 break
     finally:
@@ -99,6 +125,15 @@ def sim_command(
     ),
     tls: bool = typer.Option(False, "--tls", help="Serve HTTPS with a CA made at start (in the kubeconfig)."),
     kube_version: str = typer.Option("v1.35.2", "--kube-version", help="gitVersion reported by /version."),
+    workload_delay: str = typer.Option(
+        "1s",
+        "--workload-delay",
+        help="Delay before workloads (Deployments, StatefulSets, DaemonSets, ReplicaSets) become available "
+        "and Jobs complete, e.g. 0.5s, 200ms, 2; 'off' turns workload status simulation off.",
+    ),
+    crd_establish_delay: str = typer.Option(
+        "0s", "--crd-establish-delay", help="Delay from creating a CRD to it being Established and served."
+    ),
 ) -> None:
     """Serve simulated Kubernetes API servers; prints `ready <kubeconfig>` once every cluster answers."""
     from fleet.sim import server
@@ -116,9 +151,48 @@ def sim_command(
 
         kubeconfig_out = Path(tempfile.mkdtemp(prefix="fleet-sim-")) / "kubeconfig"
     try:
-        common.run(_serve, chosen, host, port, kubeconfig_out.absolute(), port_per_cluster, tls, kube_version)
+        settings = _sim_settings(workload_delay, crd_establish_delay)
+        common.run(
+            _serve,
+            chosen,
+            host,
+            port,
+            kubeconfig_out.absolute(),
+            port_per_cluster,
+            tls,
+            kube_version,
+            settings,
+        )
     except ValueError as e:
         common.fail(str(e))
+
+
+def parse_duration(text: str, *, flag: str) -> float:
+    """Seconds from `0.5s`, `200ms`, `2m` or a bare number of seconds."""
+    raw = text.strip().lower()
+    scale = 1.0
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if raw.endswith(suffix):
+            raw, scale = raw[: -len(suffix)], factor
+            break
+    try:
+        value = float(raw) * scale
+    except ValueError:
+        common.fail(f"{flag} {text!r}: expected a duration such as 0.5s, 200ms or 2")
+    if value < 0:
+        common.fail(f"{flag} {text!r}: must not be negative")
+    return value
+
+
+def _sim_settings(workload_delay: str, crd_establish_delay: str) -> store.Settings:
+    from fleet.sim import store
+
+    off = workload_delay.strip().lower() in ("off", "none", "false")
+    return store.Settings(
+        workload_status=not off,
+        workload_delay=0.0 if off else parse_duration(workload_delay, flag="--workload-delay"),
+        crd_establish_delay=parse_duration(crd_establish_delay, flag="--crd-establish-delay"),
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -36,7 +36,9 @@ def parse_duration(text: str, *, flag: str) -> float:
 
 
 @dataclass(frozen=True)
-class _Common:
+class Request:
+    """What `sync`/`diff` read and how they reach clusters (from the flags; tests build it directly)."""
+
     repo: str
     rev: str | None
     worktree: bool
@@ -50,8 +52,8 @@ class _Common:
     retry_budget: float
 
 
-async def _prepare(
-    c: _Common,
+async def prepare(
+    c: Request,
 ) -> tuple[model.Repo, dict[str, dict[str, Any]], kube.Kubeconfig]:
     if c.concurrency < 1:
         raise errors.InputError("--concurrency must be at least 1")
@@ -79,7 +81,7 @@ async def _prepare(
     return repo, dict(targets), kubeconfig
 
 
-def _settings(c: _Common) -> kube.Settings:
+def settings_of(c: Request) -> kube.Settings:
     return kube.Settings(
         request_timeout=c.request_timeout,
         connect_timeout=min(5.0, c.request_timeout),
@@ -220,7 +222,7 @@ def register(app: typer.Typer) -> None:
         if output not in ("table", "json"):
             common.fail("--format must be table or json", code=2)
         try:
-            c = _Common(
+            c = Request(
                 repo,
                 rev,
                 worktree,
@@ -267,7 +269,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Server-side dry-run diff against the live clusters (exit 0 none, 1 differences, 2 error)."""
         try:
-            c = _Common(
+            c = Request(
                 repo,
                 rev,
                 worktree,
@@ -286,19 +288,32 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(code)
 
 
-async def _sync(c: _Common, health_timeout: float, wait: bool, output: str) -> int:
+async def run_sync(
+    repo: model.Repo,
+    targets: dict[str, dict[str, Any]],
+    kubeconfig: kube.Kubeconfig,
+    *,
+    request: Request,
+    options: reconcile.Options,
+    on_done: Any = None,
+) -> reconcile.FleetResult:
+    """The reconcile half of `fleet sync`, after `prepare`."""
+    async with kube.Clients(kubeconfig, settings=settings_of(request)) as clients:
+        return await reconcile.reconcile_fleet(
+            repo, targets, clients=clients, options=options, on_done=on_done
+        )
+
+
+async def _sync(c: Request, health_timeout: float, wait: bool, output: str) -> int:
     try:
-        repo, targets, kubeconfig = await _prepare(c)
+        repo, targets, kubeconfig = await prepare(c)
     except (errors.InputError, errors.SourceError) as e:
         common.fail(str(e), code=2)
     options = reconcile.Options(
         instance=c.instance, concurrency=c.concurrency, wait=wait, health_timeout=health_timeout
     )
     progress = _Progress(len(repo.clusters), wait=wait)
-    async with kube.Clients(kubeconfig, settings=_settings(c)) as clients:
-        result = await reconcile.reconcile_fleet(
-            repo, targets, clients=clients, options=options, on_done=progress
-        )
+    result = await run_sync(repo, targets, kubeconfig, request=c, options=options, on_done=progress)
     if output == "json":
         typer.echo(json.dumps(result_json(result), indent=2))
     else:
@@ -306,12 +321,12 @@ async def _sync(c: _Common, health_timeout: float, wait: bool, output: str) -> i
     return 0 if result.ok else 1
 
 
-async def _diff(c: _Common) -> int:
+async def _diff(c: Request) -> int:
     try:
-        repo, targets, kubeconfig = await _prepare(c)
+        repo, targets, kubeconfig = await prepare(c)
     except (errors.InputError, errors.SourceError) as e:
         common.fail(str(e), code=2)
-    async with kube.Clients(kubeconfig, settings=_settings(c)) as clients:
+    async with kube.Clients(kubeconfig, settings=settings_of(c)) as clients:
         result = await diff_mod.diff_fleet(
             repo, targets, clients=clients, instance=c.instance, concurrency=c.concurrency
         )

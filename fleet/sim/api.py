@@ -14,10 +14,11 @@ Does not: listen on sockets, inject faults or journal requests (`fleet.sim.serve
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import json_merge_patch
 import jsonpatch
@@ -26,8 +27,9 @@ import orjson
 import yaml
 from aiohttp import web
 
-from fleet.sim import discovery, selectors, status, store, types, validation
+from fleet.sim import crds, discovery, selectors, status, store, types, validation
 
+log = logging.getLogger(__name__)
 MAX_BODY = 3 * 1024 * 1024
 JSON = "application/json"
 AGGREGATED_CT = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
@@ -43,6 +45,7 @@ CR_PATCH_TYPES = (
     "application/apply-patch+yaml",
 )
 BODY_TYPES = ("application/json", "application/yaml")
+ADMIN_USER = {"username": "kubernetes-admin", "groups": ["kubeadm:cluster-admins", "system:authenticated"]}
 
 
 @dataclass
@@ -250,6 +253,55 @@ def decode_object(data: bytes, content_type: str) -> dict[str, Any]:
     return obj
 
 
+_META_STRINGS = ("name", "generateName", "namespace", "uid", "resourceVersion", "creationTimestamp")
+_GO_TYPES = {dict: "object", list: "array", str: "string", bool: "bool", int: "number", float: "number"}
+
+
+def _go_type(value: Any) -> str:
+    return _GO_TYPES.get(type(value), "value")
+
+
+def check_metadata(obj: dict[str, Any]) -> None:
+    """The decoding errors of ObjectMeta fields of the wrong JSON type (400, like the Go decoder)."""
+    meta = obj.get("metadata")
+    if meta is None:
+        return
+
+    def fail(field: str, value: Any, want: str) -> NoReturn:
+        raise status.bad_request(
+            f"json: cannot unmarshal {_go_type(value)} into Go struct field ObjectMeta.metadata.{field} of type {want}"
+        )
+
+    if not isinstance(meta, dict):
+        raise status.bad_request(
+            f"json: cannot unmarshal {_go_type(meta)} into Go struct field Object.metadata of type v1.ObjectMeta"
+        )
+    for key in _META_STRINGS:
+        value = meta.get(key)
+        if value is not None and not isinstance(value, str):
+            fail(key, value, "string")
+    for key in ("labels", "annotations"):
+        value = meta.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            fail(key, value, "map[string]string")
+        for v in value.values():
+            if not isinstance(v, str):
+                fail(key, v, "string")
+    finalizers = meta.get("finalizers")
+    if finalizers is not None and (
+        not isinstance(finalizers, list) or not all(isinstance(f, str) for f in finalizers)
+    ):
+        fail("finalizers", finalizers, "[]string")
+    refs = meta.get("ownerReferences")
+    if refs is not None and (not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs)):
+        fail("ownerReferences", refs, "[]v1.OwnerReference")
+    generation = meta.get("generation")
+    if generation is not None and (not isinstance(generation, int) or isinstance(generation, bool)):
+        fail("generation", generation, "int64")
+
+
 def check_body_type(rtype: types.ResourceType, obj: dict[str, Any]) -> None:
     api_version = obj.get("apiVersion")
     kind = obj.get("kind")
@@ -261,6 +313,20 @@ def check_body_type(rtype: types.ResourceType, obj: dict[str, Any]) -> None:
         raise status.bad_request(
             f"the kind in the data ({kind}) does not match the expected kind ({rtype.kind})"
         )
+    check_metadata(obj)
+
+
+def _header_text(text: str) -> str:
+    """A quoted-string body for a header: backslash and quote escaped, anything unprintable as \\uXXXX."""
+    out = []
+    for ch in text:
+        if ch in '\\"':
+            out.append("\\" + ch)
+        elif 32 <= ord(ch) < 127:
+            out.append(ch)
+        else:
+            out.append(f"\\u{ord(ch):04x}")
+    return "".join(out)
 
 
 def content_type_of(request: web.BaseRequest) -> str:
@@ -314,6 +380,11 @@ class Api:
             return await self._route(request, path, ctx)
         except status.ApiError as err:
             return error_response(err)
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as e:  # a bug must still answer a Status, never kill the connection silently
+            log.exception("fleet sim: unexpected error for %s %s", request.method, path)
+            return error_response(status.internal_error(f"{type(e).__name__}: {e}"))
 
     async def _route(self, request: web.BaseRequest, path: str, ctx: RequestContext) -> web.StreamResponse:
         segments = [s for s in path.split("/") if s]
@@ -334,6 +405,10 @@ class Api:
                 doc = discovery.openapi_document(registry, "/".join(segments[2:]))
                 if doc is not None:
                     return json_response(doc, headers={"Cache-Control": "public, immutable"})
+            if segments[1:] == ["v2"]:
+                # kubectl's fallback when a kind is in neither OpenAPI v3 nor a CRD (see fleet.sim.crds).
+                body, content_type = crds.openapi_v2(request.headers.get("Accept", ""))
+                return web.Response(body=body, headers={"Content-Type": content_type})
             raise status.resource_not_found()
         if head == "api":
             if len(segments) == 1:
@@ -379,6 +454,10 @@ class Api:
     async def _resource(self, request: web.BaseRequest, t: Target, ctx: RequestContext) -> web.StreamResponse:
         method = request.method
         q = request.query
+        if t.rtype.virtual:
+            if method != "POST" or t.name is not None:
+                raise status.method_not_allowed()
+            return await self._review(request, t)
         if method == "GET":
             if t.name is None or t.watch_path:
                 if t.watch_path or _bool(q, "watch"):
@@ -662,10 +741,14 @@ class Api:
         self, rtype: types.ResourceType, obj: dict[str, Any], mode: str, ctx: RequestContext
     ) -> None:
         if rtype.custom:
-            return
-        unknown = validation.unknown_fields(
-            obj, group=rtype.group, version=rtype.version, kind=rtype.kind, prune=mode != "Strict"
-        )
+            unknown = crds.unknown_fields(rtype, obj, prune=mode != "Strict")
+        else:
+            problem = validation.type_error(obj, group=rtype.group, version=rtype.version, kind=rtype.kind)
+            if problem is not None:
+                raise status.bad_request(problem)
+            unknown = validation.unknown_fields(
+                obj, group=rtype.group, version=rtype.version, kind=rtype.kind, prune=mode != "Strict"
+            )
         if not unknown:
             return
         if mode == "Strict":
@@ -679,9 +762,7 @@ class Api:
         ctx.mutated = result.mutated
         headers = {}
         if ctx.warnings:
-            headers["Warning"] = ", ".join(
-                '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"' for w in ctx.warnings
-            )
+            headers["Warning"] = ", ".join('299 - "' + _header_text(w) + '"' for w in ctx.warnings)
         if result.body is not None:
             return json_response(result.body, code=result.code, headers=headers or None)
         return json_response(result.stored.full(), code=result.code, headers=headers or None)
@@ -694,6 +775,26 @@ class Api:
             return record_update(rtype, old, obj, manager=manager, subresource=subresource)
 
         return prepare
+
+    async def _review(self, request: web.BaseRequest, t: Target) -> web.Response:
+        """SelfSubjectAccessReview / SelfSubjectReview: every caller is an allowed cluster admin."""
+        ct = content_type_of(request)
+        if ct not in BODY_TYPES:
+            raise status.unsupported_media_type(ct, ["application/json", "application/yaml"])
+        body = decode_object(await read_body(request), ct)
+        check_body_type(t.rtype, body)
+        body["apiVersion"], body["kind"] = t.rtype.api_version, t.rtype.kind
+        meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        body["metadata"] = {"creationTimestamp": None, **(meta or {})}
+        if t.rtype.kind == "SelfSubjectAccessReview":
+            body.setdefault("spec", {})
+            body["status"] = {"allowed": True, "reason": "fleet sim allows every request"}
+        elif t.rtype.kind == "TokenReview":
+            body.setdefault("spec", {})
+            body["status"] = {"authenticated": True, "user": dict(ADMIN_USER)}
+        else:
+            body["status"] = {"userInfo": dict(ADMIN_USER)}
+        return json_response(body, code=201)
 
     async def _create(self, request: web.BaseRequest, t: Target, ctx: RequestContext) -> web.Response:
         ct = content_type_of(request)
@@ -779,12 +880,13 @@ class Api:
         subresource: str | None,
         dry: bool,
         applied: bool = False,
+        managed_as: str | None = None,
     ) -> store.WriteResult:
         new = self.cluster.prepare_update(rtype, old, new, subresource=subresource)
         new = apply_defaults(rtype, new)
         self.cluster.bump_generation(rtype, old.obj, new)
         if not applied:
-            new = record_update(rtype, old.obj, new, manager=manager, subresource=subresource)
+            new = record_update(rtype, old.obj, new, manager=manager, subresource=managed_as or subresource)
         return self.cluster.commit_update(rtype, old, new, dry_run=dry)
 
     def _write_scale(
@@ -799,7 +901,9 @@ class Api:
         new = old.copy()
         if isinstance(replicas, int):
             new.setdefault("spec", {})["replicas"] = replicas
-        result = self._write_update(t.rtype, old, new, manager=manager, subresource=None, dry=dry)
+        result = self._write_update(
+            t.rtype, old, new, manager=manager, subresource=None, dry=dry, managed_as="scale"
+        )
         ctx.mutated = result.mutated
         return json_response(scale_of(result.stored.obj))
 
@@ -856,6 +960,7 @@ class Api:
             raise status.bad_request("the patch did not produce an object")
         if t.subresource == "scale":
             return self._write_scale(t, patched, manager=manager, dry=is_dry, ctx=ctx)
+        check_metadata(patched)
         meta = patched.get("metadata")
         if not isinstance(meta, dict):
             raise status.bad_request("metadata must be an object")
@@ -880,10 +985,14 @@ class Api:
 
         rtype = t.rtype
         assert t.name is not None
+        config: Any = None
         try:
-            config = yaml.load(data, Loader=yaml.CSafeLoader) if data.strip() else None
-        except yaml.YAMLError as e:
-            raise status.bad_request(f"error decoding YAML: {e}") from None
+            config = orjson.loads(data)  # most appliers (kubectl, fleet) send JSON: 10x cheaper than YAML
+        except orjson.JSONDecodeError:
+            try:
+                config = yaml.load(data, Loader=yaml.CSafeLoader) if data.strip() else None
+            except yaml.YAMLError as e:
+                raise status.bad_request(f"error decoding YAML: {e}") from None
         if not isinstance(config, dict):
             raise status.bad_request("invalid object type: the apply patch must be a single object")
         if config.get("apiVersion") != rtype.api_version:
@@ -896,6 +1005,7 @@ class Api:
         meta = config.get("metadata") or {}
         if not isinstance(meta, dict):
             raise status.bad_request("metadata must be an object")
+        check_metadata(config)
         if meta.get("managedFields") is not None:
             raise status.bad_request("metadata.managedFields must be nil")
         if meta.get("name") and meta["name"] != t.name:
@@ -937,7 +1047,7 @@ class Api:
                     rtype, old, new, manager=manager, subresource=t.subresource, dry=dry, applied=True
                 )
         except ssa.ApplyConflict as e:
-            raise conflict_error(e.conflicts, old.obj if old else None) from None
+            raise conflict_error(e.conflicts, old.obj if old else None, applier=manager) from None
         except ssa.FieldNotDeclared as e:
             raise status.internal(f"failed to create typed patch object ({gvk_string(rtype)}): {e}") from None
         except NotImplementedError:
@@ -1061,8 +1171,9 @@ def structure_of(rtype: types.ResourceType) -> Any:
 
 
 def apply_defaults(rtype: types.ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
-    if rtype.custom:
-        return obj
+    if rtype.custom or crds.is_definition(rtype):
+        # Custom resources: pruned, schema defaults, 422 validation; CRDs: defaults and validation.
+        return crds.prepare_object(rtype, obj) if rtype.custom else crds.prepare_definition(obj)
     from fleet.sim import defaults
 
     try:
@@ -1124,9 +1235,9 @@ def gvk_string(rtype: types.ResourceType) -> str:
     return f"{rtype.group}/{rtype.version}, Kind={rtype.kind}"
 
 
-def _manager_label(manager: str, live: dict[str, Any] | None) -> str:
+def _manager_label(manager: str, live: dict[str, Any] | None, applier: str = "") -> str:
     for entry in (live or {}).get("metadata", {}).get("managedFields") or []:
-        if entry.get("manager") == manager:
+        if entry.get("manager") == manager and not (manager == applier and entry.get("operation") == "Apply"):
             label = f'"{manager}"'
             if entry.get("subresource"):
                 label += f' with subresource "{entry["subresource"]}"'
@@ -1138,22 +1249,28 @@ def _manager_label(manager: str, live: dict[str, Any] | None) -> str:
     return f'"{manager}"'
 
 
-def conflict_error(conflicts: list[tuple[str, str]], live: dict[str, Any] | None) -> status.ApiError:
+def conflict_error(
+    conflicts: list[tuple[str, str]], live: dict[str, Any] | None, *, applier: str = ""
+) -> status.ApiError:
     """The 409 of an apply conflict, shaped like apimachinery internal/conflict.go."""
     causes = [
-        {"type": "FieldManagerConflict", "message": f"conflict with {_manager_label(m, live)}", "field": path}
+        {
+            "type": "FieldManagerConflict",
+            "message": f"conflict with {_manager_label(m, live, applier)}",
+            "field": path,
+        }
         for m, path in conflicts
     ]
     if len(conflicts) == 1:
         m, path = conflicts[0]
-        message = f"Apply failed with 1 conflict: conflict with {_manager_label(m, live)}: {path}"
+        message = f"Apply failed with 1 conflict: conflict with {_manager_label(m, live, applier)}: {path}"
     else:
         by_manager: dict[str, list[str]] = {}
         for m, path in conflicts:
             by_manager.setdefault(m, []).append(path)
         lines = []
         for m, paths in by_manager.items():
-            lines.append(f"conflicts with {_manager_label(m, live)}:")
+            lines.append(f"conflicts with {_manager_label(m, live, applier)}:")
             lines.extend(f"- {p}" for p in paths)
         message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
     return status.ApiError(status.status(409, "Conflict", message, details={"causes": causes}))

@@ -246,12 +246,24 @@ def field_key(name: str) -> str:
     return "f:" + name
 
 
+def _json(value: Any) -> str:
+    # Fast path for the usual key values (plain strings, integers); same text as json.dumps.
+    if isinstance(value, str):
+        if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+            return '"' + value + '"'
+    elif isinstance(value, bool):
+        return "true" if value else "false"
+    elif isinstance(value, int):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
 def key_key(fields: dict[str, Any]) -> str:
-    return "k:" + json.dumps(fields, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return "k:{" + ",".join(f"{_json(k)}:{_json(fields[k])}" for k in sorted(fields)) + "}"
 
 
 def value_key(value: Any) -> str:
-    return "v:" + json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return "v:" + _json(value)
 
 
 def index_key(i: int) -> str:

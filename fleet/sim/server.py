@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from fleet.sim import api, discovery, status, store
+from fleet.sim import api, controllers, crds, discovery, status, store, workloads
 
 JOURNAL_CAP = 50_000
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -229,6 +229,9 @@ class Sim:
         _raise_nofile_limit()
         for i, name in enumerate(self.names):
             cluster = store.Cluster(name, index=i, settings=self.settings)
+            controllers.install(cluster)
+            crds.install(cluster)
+            workloads.install(cluster)
             self.hosts[name] = Host(cluster=cluster, api=api.Api(cluster, git_version=self.git_version))
         ssl_ctx = self._tls_context() if self.tls else None
         server = web.Server(self._handle, handler_cancellation=True, access_log=None)

@@ -61,6 +61,10 @@ _STRIPPED_META = frozenset(
     }
 )
 _MISSING: Any = object()
+# What `_prune` returns for a map, struct or list whose entries it removed down to nothing. SMD leaves
+# null there (the container itself stays owned; only its entries count as removed) and a real server's
+# Go types then omit it: the key is set to None for the ownership diff and dropped afterwards.
+_EMPTIED: Any = object()
 
 
 class ApplyConflict(errors.FleetError):
@@ -131,7 +135,10 @@ def apply(
         raise FieldNotDeclared(f"expected map, got {type(config).__name__}")
     root = structure.root
     cfg = _prepare_config(config, structure, subresource)
-    cfg_set = _strip_meta(_field_set(cfg, root, ""))
+    # Pruning sees the whole applied set (metadata.name keeps `metadata` alive); what is stored and
+    # compared with other managers has the never-owned paths stripped, as apimachinery does.
+    cfg_full = _field_set(cfg, root, "")
+    cfg_set = _strip_meta(cfg_full)
     live_obj: dict[str, Any] = live or {}
     entries = _entries_of(live_obj)
     api_version = str(cfg.get("apiVersion") or live_obj.get("apiVersion") or "")
@@ -140,16 +147,18 @@ def apply(
     others = [e for e in entries if e.key != mine.key]
 
     merged = _merge(live_obj, cfg, root)
+    nulls: list[tuple[dict[str, Any], str]] = []
     if previous is not None and previous.fields:
-        managed = [cfg_set, *(e.fields for e in others)]
-        merged = _prune(merged, previous.fields, managed, root)
+        merged = _prune(merged, previous.fields, cfg_full, [e.fields for e in others], root, nulls)
+        if merged is _EMPTIED:  # pragma: no cover - metadata.name always remains
+            merged = {}
 
     changed_others: dict[int, Trie | None] = {}
     if others:
         add: Trie = {}
         mod: Trie = {}
         rem: Trie = {}
-        _compare(live_obj, merged, root, add, mod, rem)
+        _compare(live_obj, merged, root, add, mod, rem, structure.strategic)
         touched = fieldsets.set_union(_strip_meta(add), _strip_meta(mod))
         removed = _strip_meta(rem)
         conflicts: list[tuple[_Entry, Trie]] = []
@@ -166,15 +175,20 @@ def apply(
                 changed_others[i] = rest if fieldsets.size(rest) else None
         if conflicts and not force:
             raise _conflict_error(conflicts)
+    for parent, key in nulls:
+        if parent.get(key, _MISSING) is None:
+            del parent[key]
 
-    object_changed = not _equal_except_managed_fields(live_obj, merged)
-    if previous is not None and not object_changed:
+    # The applier's time moves only when the object changed (managedfieldsupdater.go); a new entry
+    # for an apply that changed nothing has no time, as on the real server.
+    object_changed = live is None or not _equal_except_managed_fields(live_obj, merged)
+    if object_changed:
+        mine.time = now
+    elif previous is not None:
         mine.time = previous.time
         if previous.api_version == api_version and _same_set(previous.fields, cfg_set):
             mine.fields = previous.fields
             mine.raw = previous.raw
-    else:
-        mine.time = now
 
     result_entries: list[_Entry] = []
     for i, other in enumerate(others):
@@ -236,7 +250,7 @@ def update(
     add: Trie = {}
     mod: Trie = {}
     rem: Trie = {}
-    _compare(old_obj, new_obj, root, add, mod, rem)
+    _compare(old_obj, new_obj, root, add, mod, rem, structure.strategic)
     touched = fieldsets.set_union(_strip_meta(add), _strip_meta(mod))
     removed = _strip_meta(rem)
     api_version = str(new_obj.get("apiVersion") or old_obj.get("apiVersion") or "")
@@ -493,7 +507,7 @@ def _field_set(value: Any, node: Node, path: str) -> Trie:
     return kids
 
 
-def _full(value: Any, node: Node, *, declared: bool) -> Trie:
+def _full(value: Any, node: Node, *, declared: bool, go_types: bool) -> Trie:
     """The set of everything in `value` (used for added and removed subtrees)."""
     if value is None or _is_leaf(node, value):
         return {}
@@ -506,7 +520,9 @@ def _full(value: Any, node: Node, *, declared: bool) -> Trie:
             child = node.child(name)
             if child is None:
                 continue
-            kids["f:" + name] = _full(child_value, child, declared=struct and name in node.fields)
+            kids["f:" + name] = _full(
+                child_value, child, declared=go_types and struct and name in node.fields, go_types=go_types
+            )
         if not kids:
             return {}
         # As the real server records creates: a new map is owned itself ("."), a struct only
@@ -518,7 +534,7 @@ def _full(value: Any, node: Node, *, declared: bool) -> Trie:
         elem = node.elem or structure_mod.UNTYPED
         kids = {}
         for pe, item in _index(value, node):
-            kids[pe] = _full(item, elem, declared=False)
+            kids[pe] = _full(item, elem, declared=False, go_types=go_types)
         return {fieldsets.DOT: {}, **kids} if kids and not declared else kids
     return {}
 
@@ -625,61 +641,94 @@ def _merge_list(live: list[Any], cfg: list[Any], node: Node) -> list[Any]:
     return out
 
 
-def _prune(value: Any, last: Trie, managed: list[Trie], node: Node) -> Any:
-    """Remove what the applier owned before (`last`) and nobody (`managed`) owns now."""
+def _prune(
+    value: Any,
+    last: Trie,
+    cfg: Trie | None,
+    others: list[Trie],
+    node: Node,
+    nulls: list[tuple[dict[str, Any], str]],
+) -> Any:
+    """Remove what the applier owned before (`last`) and nobody owns now: neither its new set
+    (`cfg`) nor another manager (`others`). Mirrors SMD's prune + "add back owned and dangling items":
+    a named struct field counts as owned when anything below it is owned."""
     if isinstance(value, dict) and node.shape is not Shape.LIST:
         out: dict[str, Any] | None = None
         struct = node.shape is Shape.STRUCT
+        removed = False
         for pe, last_child in last.items():
             if pe[0] != "f" or pe[1] != ":":
                 continue
             name = pe[2:]
             if name not in value:
                 continue
+            cfg_child = cfg.get(pe) if cfg else None
+            if cfg_child is not None and (cfg_child is last_child or cfg_child == last_child):
+                continue  # still sent whole: nothing below can go
+            kids = [m[pe] for m in others if pe in m]
             declared = struct and name in node.fields
-            kids = [m[pe] for m in managed if pe in m]
             if declared:
-                owned = bool(kids)
+                owned = cfg_child is not None or bool(kids)
                 was_member = True
             else:
-                owned = any(fieldsets.is_member(k) for k in kids)
+                owned = (cfg_child is not None and fieldsets.is_member(cfg_child)) or any(
+                    fieldsets.is_member(k) for k in kids
+                )
                 was_member = fieldsets.is_member(last_child)
             if was_member and not owned:
                 if out is None:
                     out = dict(value)
                 del out[name]
+                removed = True
                 continue
             if fieldsets.has_children(last_child):
                 child = node.child(name) or structure_mod.UNTYPED
                 current = value[name]
-                pruned = _prune(current, last_child, kids, child)
+                pruned = _prune(current, last_child, cfg_child, kids, child, nulls)
                 if pruned is not current:
                     if out is None:
                         out = dict(value)
-                    out[name] = pruned
-        return out if out is not None else value
+                    if pruned is _EMPTIED:
+                        out[name] = None
+                        nulls.append((out, name))
+                    else:
+                        out[name] = pruned
+        if out is None:
+            return value
+        if not out and removed:
+            return _EMPTIED
+        return out
     if isinstance(value, list) and node.shape is Shape.LIST and node.list_type is not ListType.ATOMIC:
         elem = node.elem or structure_mod.UNTYPED
-        positions = {pe: i for i, (pe, _) in enumerate(_index(value, node))}
         items = list(_index(value, node))
+        positions = {pe: i for i, (pe, _) in enumerate(items)}
         drop: set[int] = set()
         replace: dict[int, Any] = {}
         for pe, last_child in last.items():
             idx = positions.get(pe)
             if idx is None:
                 continue
-            kids = [m[pe] for m in managed if pe in m]
-            owned = any(fieldsets.is_member(k) for k in kids)
+            cfg_child = cfg.get(pe) if cfg else None
+            if cfg_child is not None and (cfg_child is last_child or cfg_child == last_child):
+                continue
+            kids = [m[pe] for m in others if pe in m]
+            owned = (cfg_child is not None and fieldsets.is_member(cfg_child)) or any(
+                fieldsets.is_member(k) for k in kids
+            )
             if fieldsets.is_member(last_child) and not owned:
                 drop.add(idx)
                 continue
             if fieldsets.has_children(last_child):
                 current = items[idx][1]
-                pruned = _prune(current, last_child, kids, elem)
-                if pruned is not current:
+                pruned = _prune(current, last_child, cfg_child, kids, elem, nulls)
+                if pruned is _EMPTIED:
+                    drop.add(idx)
+                elif pruned is not current:
                     replace[idx] = pruned
         if not drop and not replace:
             return value
+        if len(drop) == len(value):
+            return _EMPTIED
         # Items without a key (skipped by _index) are kept in place.
         keyed = {id(item): i for i, (_, item) in enumerate(items)}
         result: list[Any] = []
@@ -695,7 +744,7 @@ def _prune(value: Any, last: Trie, managed: list[Trie], node: Node) -> Any:
     return value
 
 
-def _compare(old: Any, new: Any, node: Node, add: Trie, mod: Trie, rem: Trie) -> None:
+def _compare(old: Any, new: Any, node: Node, add: Trie, mod: Trie, rem: Trie, go_types: bool) -> None:
     """Fill the added, modified and removed paths below a container present on both sides."""
     if old is new:
         return
@@ -708,13 +757,21 @@ def _compare(old: Any, new: Any, node: Node, add: Trie, mod: Trie, rem: Trie) ->
             child = node.child(name)
             if child is None:
                 continue
-            _compare_one("f:" + name, ov, nv, child, struct and name in node.fields, add, mod, rem)
+            _compare_one("f:" + name, ov, nv, child, struct and name in node.fields, add, mod, rem, go_types)
         for name, ov in old.items():
             if name not in new:
                 child = node.child(name)
                 if child is not None:
                     _compare_one(
-                        "f:" + name, ov, _MISSING, child, struct and name in node.fields, add, mod, rem
+                        "f:" + name,
+                        ov,
+                        _MISSING,
+                        child,
+                        struct and name in node.fields,
+                        add,
+                        mod,
+                        rem,
+                        go_types,
                     )
         return
     if isinstance(new, list) and isinstance(old, list) and node.shape is Shape.LIST:
@@ -722,21 +779,30 @@ def _compare(old: Any, new: Any, node: Node, add: Trie, mod: Trie, rem: Trie) ->
         old_items = dict(_index(old, node))
         new_items = dict(_index(new, node))
         for pe, nv in new_items.items():
-            _compare_one(pe, old_items.get(pe, _MISSING), nv, elem, False, add, mod, rem)
+            _compare_one(pe, old_items.get(pe, _MISSING), nv, elem, False, add, mod, rem, go_types)
         for pe, ov in old_items.items():
             if pe not in new_items:
-                _compare_one(pe, ov, _MISSING, elem, False, add, mod, rem)
+                _compare_one(pe, ov, _MISSING, elem, False, add, mod, rem, go_types)
 
 
 def _compare_one(
-    pe: str, ov: Any, nv: Any, node: Node, declared: bool, add: Trie, mod: Trie, rem: Trie
+    pe: str, ov: Any, nv: Any, node: Node, declared: bool, add: Trie, mod: Trie, rem: Trie, go_types: bool
 ) -> None:
+    """`go_types`: built-in types, whose non-pointer structs exist (empty) in any old object, so a new
+    struct field is owned through its fields only; for custom resources the new struct is owned too."""
+    declared = declared and go_types
     if ov is _MISSING or ov is None:
         if nv is not _MISSING and nv is not None:
-            add[pe] = _full(nv, node, declared=declared)
+            add[pe] = _full(nv, node, declared=declared, go_types=go_types)
         return
     if nv is _MISSING or nv is None:
-        rem[pe] = _full(ov, node, declared=declared)
+        gone = _full(ov, node, declared=declared, go_types=go_types)
+        if nv is None and isinstance(ov, dict | list) and not _is_leaf(node, ov):
+            # emptied by pruning: its entries are removed, the field itself stays owned
+            gone = {k: v for k, v in gone.items() if k != fieldsets.DOT}
+            if not gone:
+                return
+        rem[pe] = gone
         return
     both_dicts = isinstance(ov, dict) and isinstance(nv, dict)
     both_lists = isinstance(ov, list) and isinstance(nv, list)
@@ -747,7 +813,7 @@ def _compare_one(
     a: Trie = {}
     m: Trie = {}
     r: Trie = {}
-    _compare(ov, nv, node, a, m, r)
+    _compare(ov, nv, node, a, m, r, go_types)
     if a:
         add[pe] = a
     if m:
@@ -786,16 +852,17 @@ def _same_set(a: Trie, b: Trie) -> bool:
 
 
 def _entries_of(obj: dict[str, Any]) -> list[_Entry]:
+    """The entries of a stored object (written by this module, so not validated again)."""
     meta = obj.get("metadata")
     if not isinstance(meta, dict):
         return []
     raw = meta.get("managedFields")
     if not raw:
         return []
-    return _decode_entries(raw)
+    return _decode_entries(raw, validate=False)
 
 
-def _decode_entries(raw: Any) -> list[_Entry]:
+def _decode_entries(raw: Any, *, validate: bool = True) -> list[_Entry]:
     if not isinstance(raw, list):
         raise ValueError("managedFields must be a list")
     out: list[_Entry] = []
@@ -807,7 +874,8 @@ def _decode_entries(raw: Any) -> list[_Entry]:
             raise ValueError(f"managedFields[{i}].operation must be Apply or Update")
         if item.get("fieldsType", "FieldsV1") != "FieldsV1":
             raise ValueError(f"managedFields[{i}].fieldsType must be FieldsV1")
-        fields = fieldsets.decode(item.get("fieldsV1") or {}, where=f"managedFields[{i}].fieldsV1")
+        fields_v1 = item.get("fieldsV1") or {}
+        fields = fieldsets.decode(fields_v1, where=f"managedFields[{i}].fieldsV1") if validate else fields_v1
         out.append(
             _Entry(
                 manager=str(item.get("manager") or ""),

@@ -71,11 +71,18 @@ def now() -> str:
 class Settings:
     """Per-cluster knobs (all have real-server-like defaults)."""
 
-    history: int = 10_000  # events kept per resource for watch resume and MVCC lists
+    history: int = 1_000  # events kept per resource for watch resume and MVCC lists...
+    history_seconds: float = 300.0  # ...and for at most this long (etcd's default compaction interval)
     watch_queue: int = 2_000  # events buffered per watcher before the server closes it
     bookmark_interval: float = 60.0
     min_request_timeout: float = 1800.0
     rv_wait: float = 3.0  # how long a request at a future resourceVersion waits
+    namespace_defaults: bool = True  # each namespace gets ServiceAccount `default` + ConfigMap `kube-root-ca.crt`
+    # The sim's own controllers (fleet.sim.crds, fleet.sim.workloads): see docs/sim.md.
+    crd_establish_delay: float = 0.0  # seconds from CRD create to Established (and served)
+    workload_status: bool = True  # simulate Deployment/StatefulSet/DaemonSet/ReplicaSet/Job status
+    workload_delay: float = 1.0  # seconds from a workload's new spec to it being available
+    nodes: int = 3  # notional node count (DaemonSet desiredNumberScheduled)
 
 
 class Stored:
@@ -129,6 +136,7 @@ class Event:
     name: str
     new: Stored | None  # the object after the change; for DELETED the last state at the deletion RV
     prev: Stored | None  # the object before the change
+    at: float = 0.0  # time.monotonic() of the commit (history expires by age, like etcd compaction)
 
 
 class Watcher:
@@ -344,8 +352,11 @@ class Cluster:
         self.types: dict[tuple[str, str], TypeState] = {}
         self.hooks: list[Hook] = []  # called after every committed event (controllers)
         self.finalizer_hooks: list[Hook] = []  # called when an object gets a deletionTimestamp
+        # Create admission (raise status.ApiError to refuse) and finalizers added on first DELETE
+        # (fleet.sim.crds: creates of a terminating CRD's resources, the CRD cleanup finalizer).
+        self.create_admission: list[Callable[[types.ResourceType, str, str], None]] = []
+        self.deletion_finalizers: list[Callable[[types.ResourceType, Stored], list[str]]] = []
         self._terminating_ns: set[str] = set()
-        self.uid_seed = random.Random(f"{name}/{index}")
         for ns in DEFAULT_NAMESPACES:
             ns_type = self.registry.get("", "v1", "namespaces")
             assert ns_type is not None
@@ -505,10 +516,15 @@ class Cluster:
             obj["metadata"]["resourceVersion"] = str(rv)
             new = Stored(_order(obj), rv)
             ts.put(key, new)
-        event = Event(rv, etype, namespace, name, new, prev)
-        if len(ts.history) >= self.settings.history:
-            ts.since_rv = ts.history.popleft().rv
-        ts.history.append(event)
+        at = time.monotonic()
+        event = Event(rv, etype, namespace, name, new, prev, at)
+        history = ts.history
+        if len(history) >= self.settings.history:
+            ts.since_rv = history.popleft().rv
+        horizon = at - self.settings.history_seconds
+        while history and history[0].at < horizon:
+            ts.since_rv = history.popleft().rv
+        history.append(event)
         if ts.watchers:
             self._fan_out(ts, event)
         for hook in self.hooks:
@@ -656,7 +672,7 @@ class Cluster:
     # ----- write path -----------------------------------------------------------------------------
 
     def new_uid(self) -> str:
-        return str(uuid.UUID(int=self.uid_seed.getrandbits(128), version=4))
+        return str(uuid.uuid4())
 
     def _check_namespace(
         self, rtype: types.ResourceType, namespace: str, name: str, *, creating: bool
@@ -763,6 +779,8 @@ class Cluster:
         name = meta["name"]
         ns = meta.get("namespace", "")
         self._check_namespace(rtype, ns, name, creating=True)
+        for admit in self.create_admission:
+            admit(rtype, ns, name)
         if prepare is not None:
             obj = prepare(obj)
         if self.find(rtype, ns, name) is not None:
@@ -880,9 +898,11 @@ class Cluster:
             return WriteResult(Stored(ordered, old.rv))
         ns = meta.get("namespace", "") if rtype.namespaced else ""
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
-            final = self._commit(rtype, MODIFIED, ns, meta["name"], ordered, old)
-            gone = self._commit(rtype, DELETED, ns, meta["name"], None, final)
-            return WriteResult(gone, mutated=True)
+            # store.go errEmptiedFinalizers: one DELETED event (the last stored state); the request
+            # still answers 200 with the object it sent.
+            gone = self._commit(rtype, DELETED, ns, meta["name"], None, old)
+            ordered["metadata"]["resourceVersion"] = str(gone.rv)
+            return WriteResult(Stored(ordered, gone.rv), mutated=True)
         stored = self._commit(rtype, MODIFIED, ns, meta["name"], ordered, old)
         return WriteResult(stored, mutated=True)
 
@@ -924,6 +944,9 @@ class Cluster:
             finalizers.append("foregroundDeletion")
         elif propagation == "Orphan" and "orphan" not in finalizers and not meta.get("deletionTimestamp"):
             finalizers.append("orphan")
+        if not meta.get("deletionTimestamp"):
+            for extra in self.deletion_finalizers:
+                finalizers.extend(f for f in extra(rtype, old) if f not in finalizers)
         if finalizers:
             if meta.get("deletionTimestamp"):
                 return WriteResult(old)

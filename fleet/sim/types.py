@@ -56,6 +56,7 @@ class ResourceType:
     return_deleted_object: bool = False  # DELETE answers with the object instead of a Status
     selectable_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
     custom: bool = False  # a custom resource served from a CRD
+    virtual: bool = False  # create-only review kinds: answered, never stored (SelfSubjectAccessReview)
     schema: dict[str, Any] | None = None  # openAPIV3Schema of a custom resource
     _structure: Any = field(default=None, repr=False, compare=False)
 
@@ -267,6 +268,36 @@ def builtin_types() -> list[ResourceType]:
         _t("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", namespaced=False),
         _t("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False),
         _t("coordination.k8s.io", "v1", "Lease", "leases"),
+        ResourceType(
+            group="authorization.k8s.io",
+            version="v1",
+            kind="SelfSubjectAccessReview",
+            plural="selfsubjectaccessreviews",
+            singular="selfsubjectaccessreview",
+            namespaced=False,
+            verbs=("create",),
+            virtual=True,
+        ),
+        ResourceType(
+            group="authentication.k8s.io",
+            version="v1",
+            kind="TokenReview",
+            plural="tokenreviews",
+            singular="tokenreview",
+            namespaced=False,
+            verbs=("create",),
+            virtual=True,
+        ),
+        ResourceType(
+            group="authentication.k8s.io",
+            version="v1",
+            kind="SelfSubjectReview",
+            plural="selfsubjectreviews",
+            singular="selfsubjectreview",
+            namespaced=False,
+            verbs=("create",),
+            virtual=True,
+        ),
         _t(
             "apiextensions.k8s.io",
             "v1",

@@ -59,3 +59,97 @@ def _walk(
         if isinstance(items, dict):
             for i, sub in enumerate(value):
                 _walk(loaded, items, sub, f"{path}[{i}]", out, prune)
+
+
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "object", list: "array"}
+_GO = {"boolean": "bool", "string": "string", "object": "object", "array": "array", "number": "float64"}
+
+
+def _allowed(node: dict[str, Any]) -> list[str] | None:
+    declared = node.get("type")
+    if declared is None:
+        return None
+    names = declared if isinstance(declared, list) else [declared]
+    return [t for t in names if t != "null"] or None
+
+
+def _fits(loaded: schemas_mod.Schemas, node: dict[str, Any], value: Any) -> bool:
+    if value is None:
+        return True  # JSON null decodes to the zero value
+    if isinstance(node.get("oneOf"), list):
+        return any(_fits(loaded, loaded.resolve(branch), value) for branch in node["oneOf"])
+    if node.get("x-kubernetes-int-or-string"):
+        return isinstance(value, int | str) and not isinstance(value, bool)
+    allowed = _allowed(node)
+    if allowed is None:
+        return True
+    have = _JSON_TYPES.get(type(value), "")
+    if have == "integer" and "number" in allowed:
+        return True
+    if have == "number" and "integer" in allowed and float(value).is_integer():
+        return True
+    return have in allowed
+
+
+def type_error(obj: dict[str, Any], *, group: str, version: str, kind: str) -> str | None:
+    """The Go decoder's message for the first field whose JSON type the schema does not allow, or None.
+
+    Shaped like the real server's 400: ``Deployment in version "v1" cannot be handled as a Deployment: json:
+    cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32``.
+    """
+    loaded = schemas_mod.load()
+    name = loaded.name_for(group, version, kind)
+    if name is None:
+        return None
+    found = _first_mismatch(loaded, name, loaded.get(name), obj, "")
+    if found is None:
+        return None
+    struct, path, value, node = found
+    allowed = _allowed(node) or ["value"]
+    want = allowed[0]
+    if want == "integer":
+        want = node.get("format") or "int64"
+    else:
+        want = _GO.get(want, want)
+    have = _JSON_TYPES.get(type(value), "value")
+    have = "number" if have == "integer" else have
+    return (
+        f'{kind} in version "{version}" cannot be handled as a {kind}: json: cannot unmarshal {have} into Go '
+        f"struct field {struct}.{path} of type {want}"
+    )
+
+
+def _first_mismatch(
+    loaded: schemas_mod.Schemas, struct: str, schema: dict[str, Any], value: Any, path: str
+) -> tuple[str, str, Any, dict[str, Any]] | None:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith(schemas_mod.REF_PREFIX):
+        struct = ref[len(schemas_mod.REF_PREFIX) :]
+    node = loaded.resolve(schema)
+    if node.get("x-kubernetes-preserve-unknown-fields"):
+        return None
+    if not _fits(loaded, node, value):
+        return struct.rsplit(".", 1)[-1], path, value, node
+    if isinstance(value, dict):
+        props = node.get("properties")
+        if isinstance(props, dict):
+            for key, sub in value.items():
+                if key in props:
+                    found = _first_mismatch(loaded, struct, props[key], sub, _join(path, key))
+                    if found:
+                        return found
+            return None
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key, sub in value.items():
+                found = _first_mismatch(loaded, struct, extra, sub, _join(path, key))
+                if found:
+                    return found
+    elif isinstance(value, list):
+        items = node.get("items")
+        if isinstance(items, dict):
+            for sub in value:
+                found = _first_mismatch(loaded, struct, items, sub, path)
+                if found:
+                    return found
+    return None

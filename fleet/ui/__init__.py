@@ -12,6 +12,7 @@ anything: no bundler, no CDN, the files are shipped as written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import urllib.parse
@@ -41,6 +42,7 @@ HEADERS: Mapping[str, str] = {
 _CONFIG_MARK = "<!--fleet:config-->"
 
 
+@functools.cache
 def _read(name: str) -> bytes:
     return resources.files(__name__).joinpath(name).read_bytes()
 
@@ -63,14 +65,17 @@ def _version(name: str) -> str:
 
 
 def check_jaeger_url(url: str) -> str:
-    """The Jaeger UI base URL without a trailing slash; InputError unless it is an absolute http(s) URL."""
+    """The Jaeger UI base URL without a trailing slash; InputError unless it is an absolute http(s) URL.
+
+    Messages never repeat the URL: it might carry a credential.
+    """
     parts = urllib.parse.urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise errors.InputError(f"--jaeger-url {url!r}: expected an absolute http:// or https:// URL")
+        raise errors.InputError("--jaeger-url: expected an absolute http:// or https:// URL")
     if parts.username or parts.password:
         raise errors.InputError("--jaeger-url: must not carry credentials (user:password@)")
     if parts.query or parts.fragment:
-        raise errors.InputError(f"--jaeger-url {url!r}: must not have a query or fragment")
+        raise errors.InputError("--jaeger-url: must not have a query or fragment")
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 

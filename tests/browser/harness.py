@@ -102,19 +102,17 @@ class Connection:
         self.problems: dict[str, list[str]] = {}
 
     async def send(
-        self, method: str, params: dict[str, Any] | None = None, *, session_id: str | None = None, timeout: float = 30.0
+        self, method: str, params: dict[str, Any] | None = None, *, session_id: str | None = None
     ) -> dict[str, Any]:
+        """Sends one command and returns its result; callers bound it with `anyio.fail_after` as they need."""
         msg_id = next(self._ids)
         message: dict[str, Any] = {"id": msg_id, "method": method, "params": params or {}}
         if session_id is not None:
             message["sessionId"] = session_id
         pending = self._pending[msg_id] = _Pending()
         try:
-            with anyio.fail_after(timeout):
-                await self._ws.send_str(json.dumps(message))
-                await pending.done.wait()
-        except TimeoutError as e:
-            raise BrowserError(f"CDP {method}: no answer within {timeout} s") from e
+            await self._ws.send_str(json.dumps(message))
+            await pending.done.wait()
         finally:
             self._pending.pop(msg_id, None)
         if "error" in pending.answer:
@@ -128,12 +126,10 @@ class Connection:
         self._waiters.append(waiter)
         return waiter
 
-    async def wait(self, waiter: _EventWaiter, *, timeout: float) -> dict[str, Any]:
+    async def wait(self, waiter: _EventWaiter) -> dict[str, Any]:
+        """The event's parameters once it arrives; callers bound it with `anyio.fail_after`."""
         try:
-            with anyio.fail_after(timeout):
-                await waiter.done.wait()
-        except TimeoutError as e:
-            raise BrowserError(f"CDP event {waiter.method}: not seen within {timeout} s") from e
+            await waiter.done.wait()
         finally:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
@@ -180,8 +176,6 @@ class Connection:
 @contextlib.asynccontextmanager
 async def launch(*, executable: str = CHROMIUM, startup_timeout: float = 30.0) -> AsyncIterator[Connection]:
     """Starts Chromium with a new empty profile and yields a CDP connection to it; stops it after."""
-    if not (os.path.isfile(executable) and os.access(executable, os.X_OK)):
-        raise BrowserError(f"{executable}: no Chromium there; run .ci/install-browser")
     profile = tempfile.mkdtemp(prefix="fleet-chromium-")
     log_path = pathlib.Path(profile) / "chromium.log"
     try:
@@ -194,7 +188,13 @@ async def launch(*, executable: str = CHROMIUM, startup_timeout: float = 30.0) -
             )
         async with process:
             try:
-                ws_url = await _devtools_url(pathlib.Path(profile), process, log_path, startup_timeout)
+                with anyio.move_on_after(startup_timeout):
+                    ws_url = await _devtools_url(anyio.Path(profile), process)
+                if not ws_url:
+                    tail = (await anyio.Path(log_path).read_text(errors="replace"))[-2000:]
+                    raise BrowserError(
+                        f"{executable}: no DevTools endpoint within {startup_timeout} s; its output ends with:\n{tail}"
+                    )
                 timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
                 async with (
                     aiohttp.ClientSession(timeout=timeout) as http,
@@ -206,8 +206,8 @@ async def launch(*, executable: str = CHROMIUM, startup_timeout: float = 30.0) -
                     try:
                         yield connection
                     finally:
-                        with contextlib.suppress(BrowserError):
-                            await connection.send("Browser.close", timeout=5)
+                        with contextlib.suppress(BrowserError), anyio.move_on_after(5):
+                            await connection.send("Browser.close")
                         await ws.close()
                         tg.cancel_scope.cancel()
             finally:
@@ -221,29 +221,38 @@ async def launch(*, executable: str = CHROMIUM, startup_timeout: float = 30.0) -
         shutil.rmtree(profile, ignore_errors=True)
 
 
-async def _devtools_url(
-    profile: pathlib.Path, process: anyio.abc.Process, log_path: pathlib.Path, timeout: float
-) -> str:
-    """Reads the DevTools endpoint that Chromium writes to `DevToolsActivePort` in its profile."""
+async def _devtools_url(profile: anyio.Path, process: anyio.abc.Process) -> str:
+    """The DevTools endpoint that Chromium writes to `DevToolsActivePort` in its profile ("" if it died)."""
     port_file = profile / "DevToolsActivePort"
-    with anyio.move_on_after(timeout):
-        while True:
-            if process.returncode is not None:
-                break
-            if port_file.exists():
-                lines = port_file.read_text().split("\n")
-                if len(lines) >= 2 and lines[0].strip() and lines[1].strip():
-                    return f"ws://127.0.0.1:{lines[0].strip()}{lines[1].strip()}"
-            await anyio.sleep(0.05)
-    tail = log_path.read_text(errors="replace")[-2000:]
-    raise BrowserError(f"{CHROMIUM}: no DevTools endpoint within {timeout} s; its output ends with:\n{tail}")
+    while process.returncode is None:
+        if await port_file.exists():
+            lines = (await port_file.read_text()).split("\n")
+            if len(lines) >= 2 and lines[0].strip() and lines[1].strip():
+                return f"ws://127.0.0.1:{lines[0].strip()}{lines[1].strip()}"
+        await anyio.sleep(0.05)
+    return ""
+
+
+@contextlib.contextmanager
+def _bounded(what: str, seconds: float) -> Iterator[None]:
+    """`anyio.fail_after`, turned into a BrowserError that says what did not finish."""
+    try:
+        with anyio.fail_after(seconds):
+            yield
+    except TimeoutError as e:
+        raise BrowserError(f"{what}: not done within {seconds} s") from e
 
 
 class Page:
     """One browser tab, used from synchronous code through the portal that runs the connection."""
 
     def __init__(
-        self, portal: anyio.from_thread.BlockingPortal, connection: Connection, *, target_id: str, session_id: str
+        self,
+        portal: anyio.from_thread.BlockingPortal,
+        connection: Connection,
+        *,
+        target_id: str,
+        session_id: str,
     ) -> None:
         self._portal = portal
         self._connection = connection
@@ -251,10 +260,14 @@ class Page:
         self.session_id = session_id
         self._ignored: list[str] = []
 
-    def _send(self, method: str, params: dict[str, Any] | None = None, *, timeout: float = 30.0) -> dict[str, Any]:
-        return self._portal.call(
-            lambda: self._connection.send(method, params, session_id=self.session_id, timeout=timeout)
-        )
+    def _send(
+        self, method: str, params: dict[str, Any] | None = None, *, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        async def bounded() -> dict[str, Any]:
+            with _bounded(f"CDP {method}", timeout):
+                return await self._connection.send(method, params, session_id=self.session_id)
+
+        return self._portal.call(bounded)
 
     @property
     def problems(self) -> list[str]:
@@ -271,12 +284,13 @@ class Page:
 
         async def navigate() -> None:
             waiter = self._connection.expect("Page.loadEventFired", session_id=self.session_id)
-            result = await self._connection.send(
-                "Page.navigate", {"url": url}, session_id=self.session_id, timeout=timeout
-            )
-            if result.get("errorText"):
-                raise BrowserError(f"{url}: {result['errorText']}")
-            await self._connection.wait(waiter, timeout=timeout)
+            with _bounded(f"loading {url}", timeout):
+                result = await self._connection.send(
+                    "Page.navigate", {"url": url}, session_id=self.session_id
+                )
+                if result.get("errorText"):
+                    raise BrowserError(f"{url}: {result['errorText']}")
+                await self._connection.wait(waiter)
 
         self._portal.call(navigate)
 
@@ -325,7 +339,12 @@ class Page:
     def press(self, key: str) -> None:
         """A real key press (keyDown, then keyUp) sent to the focused element."""
         name, code, keycode, text = KEYS[key]
-        common = {"key": name, "code": code, "windowsVirtualKeyCode": keycode, "nativeVirtualKeyCode": keycode}
+        common = {
+            "key": name,
+            "code": code,
+            "windowsVirtualKeyCode": keycode,
+            "nativeVirtualKeyCode": keycode,
+        }
         down: dict[str, Any] = {"type": "keyDown" if text else "rawKeyDown", **common}
         if text:
             down["text"] = text
@@ -341,7 +360,9 @@ class Page:
         """A real mouse click at the centre of the first element matching a CSS selector."""
         x, y = self._centre(selector)
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-            self._send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
+            self._send(
+                "Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}
+            )
 
     def hover(self, selector: str) -> None:
         """Moves the mouse over the first element matching a CSS selector."""
@@ -364,7 +385,9 @@ class Page:
 
     def set_color_scheme(self, scheme: str) -> None:
         """Emulates `prefers-color-scheme: light` or `dark`."""
-        self._send("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+        self._send(
+            "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]}
+        )
 
     def set_viewport(self, width: int, height: int) -> None:
         self._send(
@@ -382,6 +405,10 @@ class Browser:
 
     def new_page(self, *, width: int = 1280, height: int = 800) -> Page:
         async def open_tab() -> Page:
+            with _bounded("opening a tab", 30):
+                return await opening()
+
+        async def opening() -> Page:
             target = await self.connection.send("Target.createTarget", {"url": "about:blank"})
             attached = await self.connection.send(
                 "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
@@ -396,11 +423,17 @@ class Browser:
         return page
 
     def close_page(self, page: Page) -> None:
-        self.portal.call(lambda: self.connection.send("Target.closeTarget", {"targetId": page.target_id}))
+        async def close() -> None:
+            with _bounded("closing a tab", 30):
+                await self.connection.send("Target.closeTarget", {"targetId": page.target_id})
+
+        self.portal.call(close)
 
 
 @contextlib.contextmanager
 def running_browser(portal: anyio.from_thread.BlockingPortal) -> Iterator[Browser]:
     """A Chromium for the life of the block, driven from the portal's event loop."""
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        raise BrowserError(f"{CHROMIUM}: no Chromium there; run .ci/install-browser")
     with portal.wrap_async_context_manager(launch()) as connection:
         yield Browser(portal, connection)

@@ -2,7 +2,7 @@
 
 Owns: ``GET /`` (`fleet.ui.render_index`), ``GET /ui/{name}`` (`fleet.ui.asset`) with `fleet.ui.HEADERS`,
 and ``GET /api/v1/status`` answering whatever document the test last set (or an HTTP error it asked
-for). It records every path requested, so tests can check the page asks for nothing else.
+for), with an ETag and 304 Not Modified as `fleet serve` may do. It records every path requested, so tests can check the page asks for nothing else.
 Does not: reconcile anything; the real server is `fleet.server`, and the same page tests can run
 against it.
 """
@@ -10,6 +10,7 @@ against it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -33,6 +34,7 @@ class StatusServer:
         self._body = b"{}"
         self._failure: int | None = None
         self.status_reads = 0
+        self.not_modified = 0
 
     def set_status(self, doc: dict[str, Any]) -> None:
         body = json.dumps(doc).encode()
@@ -66,7 +68,12 @@ class StatusServer:
             self.status_reads += 1
         if failure is not None:
             return web.Response(status=failure, text="unavailable")
-        return web.Response(body=body, content_type="application/json")
+        # A strong ETag lets the browser revalidate instead of downloading an unchanged document.
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        if request.headers.get("If-None-Match") == etag:
+            self.not_modified += 1
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(body=body, content_type="application/json", headers={"ETag": etag})
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -83,8 +90,7 @@ async def serve(server: StatusServer) -> AsyncIterator[StatusServer]:
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        sockets = site._server.sockets if site._server is not None else []  # noqa: SLF001
-        port = sockets[0].getsockname()[1]
+        port = runner.addresses[0][1]
         server.url = f"http://127.0.0.1:{port}/"
         yield server
     finally:
@@ -96,5 +102,7 @@ def running(
     portal: anyio.from_thread.BlockingPortal, *, poll_interval: float, jaeger_url: str | None = None
 ) -> Iterator[StatusServer]:
     """A StatusServer on 127.0.0.1 (port 0) for the life of the block, on the portal's event loop."""
-    with portal.wrap_async_context_manager(serve(StatusServer(jaeger_url=jaeger_url, poll_interval=poll_interval))) as s:
+    with portal.wrap_async_context_manager(
+        serve(StatusServer(jaeger_url=jaeger_url, poll_interval=poll_interval))
+    ) as s:
         yield s

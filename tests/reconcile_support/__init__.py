@@ -102,7 +102,9 @@ def configmap(name: str, *, namespace: str | None = None, **data: str) -> dict[s
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": dict(data or {"key": "value"})}
 
 
-def run_fleet(*args: str, env: Mapping[str, str] | None = None, timeout: float = 110) -> subprocess.CompletedProcess[str]:
+def run_fleet(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 110
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     full_env.pop("KUBECONFIG", None)
     return subprocess.run(
@@ -113,3 +115,75 @@ def run_fleet(*args: str, env: Mapping[str, str] | None = None, timeout: float =
 def writes(journal: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Journal entries that changed stored state."""
     return [r for r in journal if r.get("mutated")]
+
+
+def sync_request(root: Path, kubeconfig: Path, *, instance: str, **overrides: Any) -> Any:
+    from fleet.commands import sync
+
+    fields: dict[str, Any] = {
+        "repo": str(root),
+        "rev": None,
+        "worktree": False,
+        "path": "",
+        "kubeconfig": str(kubeconfig),
+        "instance": instance,
+        "concurrency": 4,
+        "allow_exec_auth": False,
+        "allow_empty_repo": False,
+        "request_timeout": 5.0,
+        "retry_budget": 3.0,
+    }
+    fields.update(overrides)
+    return sync.Request(**fields)
+
+
+def sync_in_process(
+    root: Path,
+    kubeconfig: Path,
+    *,
+    instance: str,
+    wait: bool = False,
+    health_timeout: float = 10.0,
+    **overrides: Any,
+) -> Any:
+    """One `fleet sync` in this process (the same code path as the command, minus printing)."""
+    import anyio
+
+    from fleet import reconcile
+    from fleet.commands import sync
+
+    request = sync_request(root, kubeconfig, instance=instance, **overrides)
+
+    async def main() -> reconcile.FleetResult:
+        repo, targets, kc = await sync.prepare(request)
+        options = reconcile.Options(
+            instance=instance, wait=wait, health_timeout=health_timeout, health_interval=0.2
+        )
+        return await sync.run_sync(repo, targets, kc, request=request, options=options)
+
+    return anyio.run(main)
+
+
+def live_objects(
+    sim: Any, cluster: str, plural: str = "configmaps", *, namespace: str
+) -> dict[str, dict[str, Any]]:
+    """Objects of one kind in one namespace, read over HTTP from the simulated cluster."""
+    import httpx
+
+    url = f"{sim.url(cluster)}/api/v1/namespaces/{namespace}/{plural}"
+    with httpx.Client(timeout=10) as client:
+        resp = client.get(url)
+        resp.raise_for_status()
+        return {item["metadata"]["name"]: item for item in resp.json()["items"]}
+
+
+def send(sim: Any, cluster: str, method: str, path: str, body: Any = None, **params: str) -> Any:
+    """A raw request to a simulated cluster (to set up objects fleet does not own)."""
+    import httpx
+
+    headers = {"Content-Type": "application/json"}
+    if method == "PATCH":
+        headers["Content-Type"] = "application/merge-patch+json"
+    with httpx.Client(timeout=10) as client:
+        resp = client.request(method, f"{sim.url(cluster)}{path}", json=body, params=params, headers=headers)
+        return resp

@@ -9,8 +9,9 @@ import pytest
 
 from fleet.sim import store, testing
 
-# Short waits so tests of "future resourceVersion" and bookmarks stay fast.
-FAST = store.Settings(rv_wait=0.3, bookmark_interval=0.3)
+# Short waits so tests of "future resourceVersion" and bookmarks stay fast; no controller-made objects or
+# status changes, so each test sees exactly what it wrote (tests of those controllers use the defaults).
+FAST = store.Settings(rv_wait=0.3, bookmark_interval=0.3, namespace_defaults=False, workload_status=False)
 
 
 @pytest.fixture

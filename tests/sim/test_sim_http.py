@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from fleet.sim import testing
+from fleet.sim import store, testing
 
 CM = "/api/v1/namespaces/default/configmaps"
 DEPLOY = "/apis/apps/v1/namespaces/default/deployments"
@@ -1058,3 +1059,108 @@ def test_deleting_a_namespace_terminates_it_and_removes_its_content(client: http
     events = watch(client, "/api/v1/namespaces", resourceVersion=r.json()["metadata"]["resourceVersion"])
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("DELETED", "doomed")]
     assert client.get("/api/v1/namespaces/doomed/configmaps/inside").status_code == 404
+
+
+def test_every_namespace_gets_a_default_service_account_and_the_root_ca_config_map() -> None:
+    with testing.serving(names=["real"]) as sim, httpx.Client(base_url=sim.url("real"), timeout=10) as c:
+        c.post("/api/v1/namespaces", json={"metadata": {"name": "fresh"}})
+        for ns in ("default", "kube-system", "fresh"):
+            for path in (
+                f"/api/v1/namespaces/{ns}/serviceaccounts/default",
+                f"/api/v1/namespaces/{ns}/configmaps/kube-root-ca.crt",
+            ):
+                deadline = time.monotonic() + 5
+                while c.get(path).status_code != 200:
+                    assert time.monotonic() < deadline, path
+                    time.sleep(0.02)
+        root_ca = c.get("/api/v1/namespaces/fresh/configmaps/kube-root-ca.crt").json()
+        assert root_ca["data"]["ca.crt"].startswith("-----BEGIN CERTIFICATE-----")
+        assert root_ca["metadata"]["managedFields"][0]["manager"] == "kube-controller-manager"
+
+
+def test_a_self_subject_access_review_is_allowed_and_not_stored(client: httpx.Client) -> None:
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {"verb": "delete", "resource": "pods", "namespace": "default"}},
+    }
+    path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+    r = client.post(path, json=review)
+    assert r.status_code == 201 and r.json()["status"]["allowed"] is True
+    assert r.json()["spec"] == review["spec"]
+    assert_status(client.get(path), 405, "MethodNotAllowed")
+
+
+def test_a_watcher_that_falls_behind_has_its_stream_closed() -> None:
+    settings = store.Settings(watch_queue=5, namespace_defaults=False, workload_status=False)
+    with testing.serving(names=["slow"], settings=settings) as sim:
+        with httpx.Client(base_url=sim.url("slow"), timeout=5) as c:
+            for i in range(10):
+                create(c, f"o{i}")
+            rv = c.get(CM).json()["metadata"]["resourceVersion"]
+            params = {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "60"}
+            with c.stream("GET", CM, params=params) as r:
+                # One request deletes ten objects at once: ten events arrive before the watcher can drain.
+                with httpx.Client(base_url=sim.url("slow"), timeout=5) as other:
+                    assert other.delete(CM).status_code == 200
+                events = [json.loads(x) for x in r.iter_lines() if x]
+    assert len(events) < 10
+
+
+def test_creates_in_a_terminating_namespace_are_forbidden_until_it_is_gone(client: httpx.Client) -> None:
+    client.post("/api/v1/namespaces", json={"metadata": {"name": "ending"}})
+    held = cm("held")
+    held["metadata"]["finalizers"] = ["example.com/hold"]
+    client.post("/api/v1/namespaces/ending/configmaps", json=held)
+    client.delete("/api/v1/namespaces/ending")
+    r = client.post("/api/v1/namespaces/ending/configmaps", json=cm("late"))
+    body = assert_status(r, 403, "Forbidden")
+    assert body["message"] == (
+        'configmaps "late" is forbidden: unable to create new content in namespace ending because it is being '
+        "terminated"
+    )
+    assert body["details"]["causes"][0]["reason"] == "NamespaceTerminating"
+    assert client.get("/api/v1/namespaces/ending").json()["status"]["phase"] == "Terminating"
+    merge(client, "/api/v1/namespaces/ending/configmaps/held", {"metadata": {"finalizers": None}})
+    deadline = time.monotonic() + 5
+    while client.get("/api/v1/namespaces/ending").status_code != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        [],
+        {"name": 5},
+        {"name": "x", "labels": ["a"]},
+        {"name": "x", "labels": {"a": 1}},
+        {"name": "x", "annotations": "a=b"},
+        {"name": "x", "finalizers": "f"},
+        {"name": "x", "ownerReferences": ["u"]},
+    ],
+)
+def test_metadata_of_the_wrong_json_type_gets_400_and_the_server_keeps_serving(
+    client: httpx.Client, metadata: Any
+) -> None:
+    r = client.post(CM, json={"metadata": metadata, "data": {}})
+    body = assert_status(r, 400, "BadRequest")
+    assert body["message"].startswith("json: cannot unmarshal")
+    create(client, "fine")
+    patched = merge(client, CM + "/fine", {"metadata": {"labels": {"a": 1}}})
+    assert_status(patched, 400, "BadRequest")
+
+
+def test_a_field_of_the_wrong_json_type_gets_the_go_decoders_400(client: httpx.Client) -> None:
+    body = deployment("web")
+    body["spec"]["replicas"] = "3"
+    r = client.post(DEPLOY, json=body)
+    assert_status(
+        r,
+        400,
+        "BadRequest",
+        'Deployment in version "v1" cannot be handled as a Deployment: json: cannot unmarshal string into Go '
+        "struct field DeploymentSpec.spec.replicas of type int32",
+    )
+    svc = {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80, "targetPort": "http"}]}}
+    assert client.post("/api/v1/namespaces/default/services", json=svc).status_code == 201

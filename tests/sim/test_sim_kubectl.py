@@ -216,3 +216,58 @@ def test_kubectl_works_against_port_per_cluster_tls_clusters(
     assert "deployments" in run("api-resources", "-o", "name").stdout
     other = _runner(tls_sim, tmp_path / "cache2", "p1")
     assert other("get", "deployments", "-o", "name").stdout.strip() == ""
+
+
+def test_kubectl_server_side_apply_conflicts_after_a_scale_and_force_takes_over(
+    kubectl: Kubectl, tmp_path: Path
+) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(MANIFEST)
+    assert "serverside-applied" in kubectl("apply", "--server-side", "-f", str(path)).stdout
+    rv = json.loads(kubectl("get", "deployment", "web", "-o", "json").stdout)["metadata"]["resourceVersion"]
+    kubectl("apply", "--server-side", "-f", str(path))
+    again = json.loads(kubectl("get", "deployment", "web", "-o", "json").stdout)
+    assert again["metadata"]["resourceVersion"] == rv  # an identical apply is a no-op
+    kubectl("scale", "deployment", "web", "--replicas=5")
+    conflict = kubectl("apply", "--server-side", "-f", str(path), check=False)
+    assert conflict.returncode != 0
+    assert "Apply failed with 1 conflict" in conflict.stderr and ".spec.replicas" in conflict.stderr
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    assert json.loads(kubectl("get", "deployment", "web", "-o", "json").stdout)["spec"]["replicas"] == 2
+
+
+def test_kubectl_diff_server_side_shows_the_change_and_persists_nothing(
+    kubectl: Kubectl, tmp_path: Path
+) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(MANIFEST)
+    kubectl("apply", "--server-side", "-f", str(path))
+    before = kubectl("get", "deployment", "web", "-o", "json").stdout
+    path.write_text(MANIFEST.replace("replicas: 2", "replicas: 3"))
+    diff = kubectl("diff", "--server-side", "-f", str(path), check=False)
+    assert diff.returncode == 1, diff.stderr
+    assert "+  replicas: 3" in diff.stdout and "-  replicas: 2" in diff.stdout
+    assert kubectl("get", "deployment", "web", "-o", "json").stdout == before
+
+
+def test_kubectl_strategic_patch_merges_containers_by_name(kubectl: Kubectl, tmp_path: Path) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(MANIFEST)
+    kubectl("apply", "-f", str(path))
+    patch = '{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:1.28"}]}}}}'
+    kubectl("patch", "deployment", "web", "--type", "strategic", "-p", patch)
+    containers = json.loads(kubectl("get", "deployment", "web", "-o", "json").stdout)["spec"]["template"][
+        "spec"
+    ]["containers"]
+    assert [(c["name"], c["image"], c["ports"][0]["containerPort"]) for c in containers] == [
+        ("web", "nginx:1.28", 80)
+    ]
+
+
+def test_kubectl_foreground_delete_and_wait_for_delete(kubectl: Kubectl, tmp_path: Path) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(MANIFEST)
+    kubectl("apply", "-f", str(path))
+    kubectl("delete", "deployment", "web", "--cascade=foreground", "--wait=false")
+    kubectl("wait", "--for=delete", "deployment/web", "--timeout=20s")
+    assert kubectl("get", "deployments", "-o", "name").stdout.strip() == ""

@@ -1,0 +1,261 @@
+"""Benchmark of `fleet sim`: idle cost of many clusters with open watches, and request throughput.
+
+What it measures (all against the real `fleet sim` CLI process, from separate client processes that use
+aiohttp so the client is not the bottleneck):
+- idle: 200 clusters, each with 5 open watches (allowWatchBookmarks, as controllers open them): the
+  server's CPU (percent of one core, from /proc utime+stime) over a quiet window, and its RSS;
+- throughput across 50 clusters: small ConfigMap creates (POST), gets, server-side apply creates and
+  server-side apply updates (each changes a value, so none is a no-op), each for a fixed duration at a
+  fixed client concurrency; requests/s as the client counted them, and the server's CPU meanwhile.
+
+Run: ``.venv/bin/python -m benchmarks bench_sim`` (or ``make bench``). Writes
+``benchmarks/results/sim.json`` and prints a table. Knobs: FLEET_BENCH_SIM_CLUSTERS (200),
+FLEET_BENCH_SIM_IDLE_SECONDS (10), FLEET_BENCH_SIM_LOAD_SECONDS (5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CLUSTERS = int(os.environ.get("FLEET_BENCH_SIM_CLUSTERS", "200"))
+WATCHES_PER_CLUSTER = 5
+LOAD_CLUSTERS = 50
+IDLE_SECONDS = float(os.environ.get("FLEET_BENCH_SIM_IDLE_SECONDS", "10"))
+LOAD_SECONDS = float(os.environ.get("FLEET_BENCH_SIM_LOAD_SECONDS", "5"))
+CONCURRENCY = 64
+RESULTS = Path(__file__).resolve().parent / "results"
+CM = "/api/v1/namespaces/default/configmaps"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _servers(kubeconfig: Path) -> list[str]:
+    doc = yaml.safe_load(kubeconfig.read_text())
+    return [c["cluster"]["server"] for c in doc["clusters"]]
+
+
+# ----- client processes -------------------------------------------------------------------------
+
+
+async def _hold_watches(kubeconfig: Path) -> None:
+    import aiohttp
+
+    urls = _servers(kubeconfig)
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        opened = 0
+        ready = asyncio.Event()
+        total = len(urls) * WATCHES_PER_CLUSTER
+
+        async def one(url: str) -> None:
+            nonlocal opened
+            params = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": "3600"}
+            async with session.get(url + CM, params=params) as resp:
+                opened += 1
+                if opened == total:
+                    ready.set()
+                async for _ in resp.content:
+                    pass
+
+        tasks = [asyncio.create_task(one(u)) for u in urls for _ in range(WATCHES_PER_CLUSTER)]
+        await asyncio.wait_for(ready.wait(), 120)
+        print(f"watching {opened}", flush=True)
+        await asyncio.gather(*tasks)
+
+
+async def _load(kubeconfig: Path, op: str, seconds: float) -> dict[str, Any]:
+    import aiohttp
+
+    urls = _servers(kubeconfig)[:LOAD_CLUSTERS]
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    timeout = aiohttp.ClientTimeout(total=30)
+    counter = itertools.count()
+    done = 0
+    errors = 0
+    apply_headers = {"Content-Type": "application/apply-patch+yaml"}
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        if op in ("get", "apply-update"):
+            for i, url in enumerate(urls):
+                body = {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "target"},
+                    "data": {"n": "0"},
+                }
+                async with session.post(url + CM, json=body) as r:
+                    assert r.status in (201, 409), await r.text()
+                del i
+
+        async def request() -> int:
+            n = next(counter)
+            url = urls[n % len(urls)]
+            if op == "create":
+                body = {"metadata": {"name": f"c{n}"}, "data": {"k": "v"}}
+                async with session.post(url + CM, json=body) as r:
+                    await r.read()
+                    return r.status
+            if op == "get":
+                async with session.get(url + CM + "/target") as r:
+                    await r.read()
+                    return r.status
+            name = f"a{n}" if op == "apply-create" else "target"
+            doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"n": str(n)}}
+            async with session.patch(
+                url + CM + "/" + name,
+                data=json.dumps(doc),
+                headers=apply_headers,
+                params={"fieldManager": "bench", "force": "true"},
+            ) as r:
+                await r.read()
+                return r.status
+
+        deadline = time.monotonic() + seconds
+        started = time.monotonic()
+
+        async def worker() -> None:
+            nonlocal done, errors
+            while time.monotonic() < deadline:
+                code = await request()
+                if code >= 300:
+                    errors += 1
+                done += 1
+
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        elapsed = time.monotonic() - started
+    return {"op": op, "requests": done, "errors": errors, "seconds": elapsed, "per_second": done / elapsed}
+
+
+# ----- orchestration ----------------------------------------------------------------------------
+
+
+def _measure_idle(pid: int) -> tuple[float, float]:
+    cpu0, t0 = _cpu_seconds(pid), time.monotonic()
+    time.sleep(IDLE_SECONDS)
+    cpu1, t1 = _cpu_seconds(pid), time.monotonic()
+    return 100.0 * (cpu1 - cpu0) / (t1 - t0), _rss_mb(pid)
+
+
+def main() -> None:
+    RESULTS.mkdir(exist_ok=True)
+    out: dict[str, Any] = {
+        "clusters": CLUSTERS,
+        "watches": CLUSTERS * WATCHES_PER_CLUSTER,
+        "load_clusters": LOAD_CLUSTERS,
+        "concurrency": CONCURRENCY,
+        "cpus": os.cpu_count(),
+        "command": "python -m benchmarks bench_sim",
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-sim-") as tmp:
+        kubeconfig = Path(tmp) / "kubeconfig"
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fleet.cli",
+                "sim",
+                "--clusters",
+                str(CLUSTERS),
+                "--kubeconfig-out",
+                str(kubeconfig),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        watchers: subprocess.Popen[str] | None = None
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            assert line.startswith("ready "), line
+            out["rss_mb_started"] = round(_rss_mb(server.pid), 1)
+            watchers = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.bench_sim", "watch", str(kubeconfig)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert watchers.stdout is not None
+            assert watchers.stdout.readline().startswith("watching ")
+            time.sleep(2.0)
+            idle_cpu, rss = _measure_idle(server.pid)
+            out["idle_cpu_percent_of_one_core"] = round(idle_cpu, 2)
+            out["rss_mb_with_watches"] = round(rss, 1)
+            loads = []
+            for op in ("create", "get", "apply-create", "apply-update"):
+                cpu0 = _cpu_seconds(server.pid)
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "benchmarks.bench_sim",
+                        "load",
+                        str(kubeconfig),
+                        op,
+                        str(LOAD_SECONDS),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=LOAD_SECONDS + 120,
+                )
+                if proc.returncode != 0:
+                    raise RuntimeError(f"load {op} failed: {proc.stderr[-2000:]}")
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                result["server_cpu_percent"] = round(
+                    100.0 * (_cpu_seconds(server.pid) - cpu0) / result["seconds"], 1
+                )
+                result["per_second"] = round(result["per_second"], 1)
+                result["seconds"] = round(result["seconds"], 2)
+                loads.append(result)
+            out["load"] = loads
+            out["rss_mb_after_load"] = round(_rss_mb(server.pid), 1)
+        finally:
+            if watchers is not None:
+                watchers.terminate()
+                watchers.wait(30)
+            server.terminate()
+            server.wait(30)
+    (RESULTS / "sim.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(
+        f"fleet sim: {CLUSTERS} clusters, {CLUSTERS * WATCHES_PER_CLUSTER} open watches, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"  idle CPU          {out['idle_cpu_percent_of_one_core']:>8} % of one core (over {IDLE_SECONDS:.0f} s)"
+    )
+    print(
+        f"  RSS               {out['rss_mb_with_watches']:>8} MB (after load: {out['rss_mb_after_load']} MB)"
+    )
+    print(f"  {'operation':<16}{'req/s':>10}{'errors':>8}{'server CPU %':>14}")
+    for r in out["load"]:
+        print(f"  {r['op']:<16}{r['per_second']:>10}{r['errors']:>8}{r['server_cpu_percent']:>14}")
+    print(f"  results: {RESULTS / 'sim.json'}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["watch"]:
+        asyncio.run(_hold_watches(Path(sys.argv[2])))
+    elif sys.argv[1:2] == ["load"]:
+        print(json.dumps(asyncio.run(_load(Path(sys.argv[2]), sys.argv[3], float(sys.argv[4])))), flush=True)
+    else:
+        main()

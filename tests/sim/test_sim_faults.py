@@ -1,0 +1,185 @@
+"""Fault injection, compaction and the request journal, through the `/_sim/` admin endpoints of SIM.md."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from fleet.sim import testing
+
+CM = "/api/v1/namespaces/default/configmaps"
+
+
+def admin(sim: testing.SimHandle, method: str, path: str, body: Any = None) -> httpx.Response:
+    with httpx.Client(base_url=sim.admin_url, timeout=10) as c:
+        return c.request(method, "/_sim" + path, json=body)
+
+
+def add_rule(sim: testing.SimHandle, rule: dict[str, Any], cluster: str = "c1") -> None:
+    r = admin(sim, "POST", f"/clusters/{cluster}/faults", rule)
+    assert r.status_code == 201, r.text
+
+
+def test_admin_lists_the_clusters(sim: testing.SimHandle) -> None:
+    assert admin(sim, "GET", "/clusters").json() == {"clusters": ["c1", "c2"]}
+
+
+def test_an_unknown_cluster_in_an_admin_path_gets_404(sim: testing.SimHandle) -> None:
+    assert admin(sim, "POST", "/clusters/nope/compact").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("rule", "field"),
+    [
+        ({"status": 200}, "status"),
+        ({"status": 500, "method": "FETCH"}, "method"),
+        ({"status": 500, "path": "("}, "path"),
+        ({"status": 500, "rate": 2}, "rate"),
+        ({"status": 500, "sometimes": True}, "sometimes"),
+        ({"count": 1}, "needs one of"),
+    ],
+)
+def test_an_invalid_fault_rule_gets_400_naming_the_field(
+    sim: testing.SimHandle, rule: dict[str, Any], field: str
+) -> None:
+    r = admin(sim, "POST", "/clusters/c1/faults", rule)
+    assert r.status_code == 400 and field in r.json()["error"]
+
+
+def test_a_status_fault_answers_a_real_status_with_retry_after(
+    sim: testing.SimHandle, client: httpx.Client
+) -> None:
+    add_rule(sim, {"status": 429, "retryAfter": 3, "count": 1})
+    r = client.get(CM)
+    assert r.status_code == 429 and r.headers["Retry-After"] == "3"
+    body = r.json()
+    assert body["kind"] == "Status" and body["reason"] == "TooManyRequests" and body["code"] == 429
+    assert body["details"]["retryAfterSeconds"] == 3
+    assert client.get(CM).status_code == 200
+
+
+def test_a_server_error_fault_has_the_internal_error_shape(
+    sim: testing.SimHandle, client: httpx.Client
+) -> None:
+    add_rule(sim, {"status": 503})
+    body = client.get(CM).json()
+    assert (body["code"], body["reason"]) == (503, "ServiceUnavailable")
+
+
+def test_after_and_count_choose_which_matching_requests_fail(
+    sim: testing.SimHandle, client: httpx.Client
+) -> None:
+    add_rule(sim, {"status": 500, "method": "GET", "path": "configmaps", "after": 1, "count": 2})
+    codes = [client.get(CM).status_code for _ in range(5)]
+    assert codes == [200, 500, 500, 200, 200]
+    assert client.get("/api/v1/namespaces").status_code == 200
+
+
+def test_rules_match_by_method_and_leave_other_methods_alone(
+    sim: testing.SimHandle, client: httpx.Client
+) -> None:
+    add_rule(sim, {"status": 409, "method": "POST"})
+    assert client.get(CM).status_code == 200
+    assert client.post(CM, json={"metadata": {"name": "x"}}).status_code == 409
+
+
+def test_a_rate_of_zero_never_fires(sim: testing.SimHandle, client: httpx.Client) -> None:
+    add_rule(sim, {"status": 500, "rate": 0})
+    assert {client.get(CM).status_code for _ in range(5)} == {200}
+
+
+def test_clearing_faults_restores_normal_answers(sim: testing.SimHandle, client: httpx.Client) -> None:
+    add_rule(sim, {"status": 500})
+    assert client.get(CM).status_code == 500
+    assert admin(sim, "DELETE", "/clusters/c1/faults").status_code == 200
+    assert client.get(CM).status_code == 200
+
+
+def test_faults_apply_only_to_their_cluster(sim: testing.SimHandle) -> None:
+    add_rule(sim, {"status": 500}, cluster="c2")
+    with httpx.Client(timeout=10) as c:
+        assert c.get(sim.url("c1") + CM).status_code == 200
+        assert c.get(sim.url("c2") + CM).status_code == 500
+
+
+def test_a_latency_fault_delays_the_answer_past_a_short_client_timeout(sim: testing.SimHandle) -> None:
+    add_rule(sim, {"latencyMs": 3000, "count": 1})
+    with httpx.Client(base_url=sim.url("c1"), timeout=0.3) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            c.get(CM)
+
+
+def test_a_hanging_request_never_answers(sim: testing.SimHandle) -> None:
+    add_rule(sim, {"hang": True, "path": "configmaps"})
+    with httpx.Client(base_url=sim.url("c1"), timeout=0.5) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            c.get(CM)
+        assert c.get("/api/v1/namespaces").status_code == 200
+
+
+def test_a_refused_request_has_its_connection_closed(sim: testing.SimHandle) -> None:
+    add_rule(sim, {"refuse": True, "count": 1})
+    with httpx.Client(base_url=sim.url("c1"), timeout=5) as c:
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            c.get(CM)
+        assert c.get(CM).status_code == 200
+
+
+def test_drop_watches_closes_open_streams_and_new_ones(sim: testing.SimHandle, client: httpx.Client) -> None:
+    rv = client.get(CM).json()["metadata"]["resourceVersion"]
+    params = {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "60"}
+    # A read timeout far below timeoutSeconds: the stream must end because of the fault, not the timeout.
+    with httpx.Client(base_url=sim.url("c1"), timeout=5) as c, c.stream("GET", CM, params=params) as r:
+        assert r.status_code == 200
+        add_rule(sim, {"dropWatches": True, "count": 2})
+        assert list(r.iter_lines()) == []
+    with httpx.Client(base_url=sim.url("c1"), timeout=5) as c, c.stream("GET", CM, params=params) as r:
+        assert r.status_code == 200 and list(r.iter_lines()) == []
+    assert client.get(CM).status_code == 200
+
+
+def test_admin_compact_makes_an_old_resume_expire(sim: testing.SimHandle, client: httpx.Client) -> None:
+    rv = client.post(CM, json={"metadata": {"name": "a"}}).json()["metadata"]["resourceVersion"]
+    client.post(CM, json={"metadata": {"name": "b"}})
+    r = admin(sim, "POST", "/clusters/c1/compact")
+    assert r.status_code == 200 and int(r.json()["resourceVersion"]) > int(rv)
+    params = {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "5"}
+    with client.stream("GET", CM, params=params) as resp:
+        events = [json.loads(x) for x in resp.iter_lines() if x]
+    assert [(e["type"], e["object"]["code"]) for e in events] == [("ERROR", 410)]
+
+
+def test_the_journal_records_client_requests_with_seq_status_and_mutated(
+    sim: testing.SimHandle, client: httpx.Client
+) -> None:
+    client.get(CM, params={"limit": "5"})
+    client.post(CM, json={"metadata": {"name": "j"}})
+    client.post(CM, json={"metadata": {"name": "j"}})
+    client.patch(
+        CM + "/j", content=b'{"data":null}', headers={"Content-Type": "application/merge-patch+json"}
+    )
+    entries = admin(sim, "GET", "/clusters/c1/journal").json()["requests"]
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    assert [(e["method"], e["status"], e["mutated"]) for e in entries] == [
+        ("GET", 200, False),
+        ("POST", 201, True),
+        ("POST", 409, False),
+        ("PATCH", 200, False),  # a no-op patch changes nothing
+    ]
+    assert entries[0]["path"] == CM and entries[0]["query"] == "limit=5"
+    later = admin(sim, "GET", "/clusters/c1/journal?since=2").json()["requests"]
+    assert [e["seq"] for e in later] == [3, 4]
+
+
+def test_the_journal_seq_keeps_counting_and_records_faulted_requests(
+    sim: testing.SimHandle, client: httpx.Client
+) -> None:
+    add_rule(sim, {"status": 503, "count": 1})
+    client.get(CM)
+    client.get(CM)
+    entries = sim.journal_sync("c1")
+    assert [(e["seq"], e["status"]) for e in entries] == [(1, 503), (2, 200)]
+    assert sim.journal_sync("c2") == []

@@ -1,0 +1,242 @@
+"""Workload status simulation over raw HTTP and with the real kubectl: rollouts become available after the
+delay, Jobs complete, annotations keep one unavailable, and the controller never loops."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fleet import health
+from fleet.sim import store, testing
+from tests.sim.kubectl_runner import Runner, eventually
+
+DELAY = 0.2
+SETTINGS = store.Settings(workload_delay=DELAY, nodes=4)
+APPS = "/apis/apps/v1/namespaces/default"
+JOBS = "/apis/batch/v1/namespaces/default/jobs"
+
+
+def template(name: str, image: str = "nginx:1.27") -> dict[str, Any]:
+    return {
+        "metadata": {"labels": {"app": name}},
+        "spec": {"containers": [{"name": "main", "image": image}]},
+    }
+
+
+def workload(kind: str, name: str, *, replicas: int | None = 2, **annotations: str) -> dict[str, Any]:
+    spec: dict[str, Any] = {"selector": {"matchLabels": {"app": name}}, "template": template(name)}
+    if replicas is not None:
+        spec["replicas"] = replicas
+    if kind == "StatefulSet":
+        spec["serviceName"] = name
+    meta: dict[str, Any] = {"name": name}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": meta, "spec": spec}
+
+
+def job(name: str, **annotations: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if annotations:
+        meta["annotations"] = annotations
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "m", "image": "busybox"}]}
+            }
+        },
+    }
+
+
+@pytest.fixture
+def sim() -> Iterator[testing.SimHandle]:
+    with testing.serving(names=["c1"], settings=SETTINGS) as handle:
+        yield handle
+
+
+@pytest.fixture
+def client(sim: testing.SimHandle) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sim.url("c1"), timeout=10.0) as c:
+        yield c
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def observed(client: httpx.Client, path: str, generation: int) -> dict[str, Any]:
+    """The object once its status reports `generation` (the controller's write landed)."""
+    eventually(
+        lambda: client.get(path).json().get("status", {}).get("observedGeneration") == generation,
+        what=f"observedGeneration {generation}",
+    )
+    body: dict[str, Any] = client.get(path).json()
+    return body
+
+
+def test_a_deployment_becomes_available_after_the_delay(client: httpx.Client, sim: testing.SimHandle) -> None:
+    made = client.post(f"{APPS}/deployments", json=workload("Deployment", "web"))
+    assert made.status_code == 201 and made.json()["status"] == {}
+    assert health.assess(made.json()).status is health.Status.PROGRESSING
+    since = sim.journal_sync("c1")[-1]["seq"]
+    live = observed(client, f"{APPS}/deployments/web", 1)
+    st = live["status"]
+    assert (st["replicas"], st["updatedReplicas"], st["readyReplicas"], st["availableReplicas"]) == (
+        2,
+        2,
+        2,
+        2,
+    )
+    assert conditions(live) == {
+        "Available": ("True", "MinimumReplicasAvailable"),
+        "Progressing": ("True", "NewReplicaSetAvailable"),
+    }
+    progressing = next(c for c in st["conditions"] if c["type"] == "Progressing")
+    assert (
+        progressing["message"].startswith('ReplicaSet "web-')
+        and "successfully progressed" in progressing["message"]
+    )
+    managers = {
+        (m["manager"], m["operation"], m.get("subresource")) for m in live["metadata"]["managedFields"]
+    }
+    assert ("kube-controller-manager", "Update", "status") in managers
+    assert health.assess(live).status is health.Status.HEALTHY
+    # Only client requests are journaled: the controller's status write is not among them.
+    assert all(e["method"] == "GET" for e in sim.journal_sync("c1", since=since))
+
+
+def test_a_new_spec_is_not_ready_again_until_the_delay_passes(client: httpx.Client) -> None:
+    client.post(f"{APPS}/deployments", json=workload("Deployment", "web"))
+    observed(client, f"{APPS}/deployments/web", 1)
+    changed = client.patch(
+        f"{APPS}/deployments/web",
+        content=json.dumps({"spec": {"replicas": 5}}),
+        headers={"Content-Type": "application/merge-patch+json"},
+    ).json()
+    assert changed["metadata"]["generation"] == 2 and changed["status"]["observedGeneration"] == 1
+    assert health.assess(changed).status is health.Status.PROGRESSING
+    live = observed(client, f"{APPS}/deployments/web", 2)
+    assert live["status"]["availableReplicas"] == 5
+    assert health.assess(live).status is health.Status.HEALTHY
+
+
+def test_the_controller_writes_each_status_once_and_never_loops(client: httpx.Client) -> None:
+    client.post(f"{APPS}/deployments", json=workload("Deployment", "web"))
+    live = observed(client, f"{APPS}/deployments/web", 1)
+    rv = live["metadata"]["resourceVersion"]
+    events = []
+    with client.stream(
+        "GET", f"{APPS}/deployments", params={"watch": "true", "resourceVersion": rv, "timeoutSeconds": "1"}
+    ) as stream:
+        events = [json.loads(line) for line in stream.iter_lines() if line]
+    assert events == []  # nothing happened in a second, five times the delay
+    label = client.patch(
+        f"{APPS}/deployments/web",
+        content=json.dumps({"metadata": {"labels": {"team": "a"}}}),
+        headers={"Content-Type": "application/merge-patch+json"},
+    ).json()
+    time.sleep(3 * DELAY)
+    after = client.get(f"{APPS}/deployments/web").json()
+    assert after["metadata"]["resourceVersion"] == label["metadata"]["resourceVersion"]
+
+
+def test_statefulsets_daemonsets_and_replicasets_report_ready_replicas(client: httpx.Client) -> None:
+    for kind in ("StatefulSet", "DaemonSet", "ReplicaSet"):
+        replicas = None if kind == "DaemonSet" else 3
+        r = client.post(f"{APPS}/{kind.lower()}s", json=workload(kind, kind.lower(), replicas=replicas))
+        assert r.status_code == 201, r.text
+    sts = observed(client, f"{APPS}/statefulsets/statefulset", 1)["status"]
+    assert (sts["replicas"], sts["readyReplicas"], sts["updatedReplicas"], sts["availableReplicas"]) == (
+        3,
+        3,
+        3,
+        3,
+    )
+    assert sts["currentRevision"] == sts["updateRevision"]
+    ds = observed(client, f"{APPS}/daemonsets/daemonset", 1)["status"]
+    assert ds["desiredNumberScheduled"] == 4  # Settings.nodes
+    assert (ds["numberReady"], ds["updatedNumberScheduled"], ds["numberAvailable"]) == (4, 4, 4)
+    rs = observed(client, f"{APPS}/replicasets/replicaset", 1)["status"]
+    assert (rs["replicas"], rs["readyReplicas"], rs["availableReplicas"]) == (3, 3, 3)
+    for kind in ("statefulsets/statefulset", "daemonsets/daemonset", "replicasets/replicaset"):
+        assert health.assess(client.get(f"{APPS}/{kind}").json()).status is health.Status.HEALTHY
+
+
+def test_a_job_completes_after_the_delay(client: httpx.Client) -> None:
+    made = client.post(JOBS, json=job("once")).json()
+    assert health.assess(made).status is health.Status.PROGRESSING
+    eventually(lambda: "Complete" in conditions(client.get(f"{JOBS}/once").json()), what="Complete")
+    live = client.get(f"{JOBS}/once").json()
+    assert conditions(live)["Complete"] == ("True", "CompletionsReached")
+    assert live["status"]["succeeded"] == 1 and live["status"]["completionTime"]
+    assert health.assess(live).status is health.Status.HEALTHY
+
+
+def test_the_unavailable_annotation_keeps_a_workload_unavailable(client: httpx.Client) -> None:
+    client.post(
+        f"{APPS}/deployments", json=workload("Deployment", "stuck", **{"sim.fleet.dev/unavailable": "true"})
+    )
+    client.post(
+        f"{APPS}/statefulsets", json=workload("StatefulSet", "db", **{"sim.fleet.dev/unavailable": "true"})
+    )
+    client.post(JOBS, json=job("slow", **{"sim.fleet.dev/unavailable": "true"}))
+    live = observed(client, f"{APPS}/deployments/stuck", 1)
+    assert conditions(live)["Available"] == ("False", "MinimumReplicasUnavailable")
+    assert live["status"]["unavailableReplicas"] == 2 and "availableReplicas" not in live["status"]
+    assert health.assess(live).status is health.Status.PROGRESSING
+    db = observed(client, f"{APPS}/statefulsets/db", 1)
+    assert db["status"]["readyReplicas" if "readyReplicas" in db["status"] else "availableReplicas"] == 0
+    assert health.assess(db).status is health.Status.PROGRESSING
+    eventually(lambda: client.get(f"{JOBS}/slow").json()["status"].get("active") == 1, what="active Job")
+    assert health.assess(client.get(f"{JOBS}/slow").json()).status is health.Status.PROGRESSING
+    # Removing the annotation lets it become available.
+    client.patch(
+        f"{APPS}/deployments/stuck",
+        content=json.dumps({"metadata": {"annotations": {"sim.fleet.dev/unavailable": None}}}),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    fixed = observed(client, f"{APPS}/deployments/stuck", 2)
+    assert conditions(fixed)["Available"] == ("True", "MinimumReplicasAvailable")
+
+
+def test_the_failed_annotation_fails_a_deployment_and_a_job(client: httpx.Client) -> None:
+    client.post(f"{APPS}/deployments", json=workload("Deployment", "bad", **{"sim.fleet.dev/failed": "true"}))
+    client.post(JOBS, json=job("bad", **{"sim.fleet.dev/failed": "true"}))
+    live = observed(client, f"{APPS}/deployments/bad", 1)
+    assert conditions(live)["Progressing"] == ("False", "ProgressDeadlineExceeded")
+    assert health.assess(live).status is health.Status.FAILED
+    eventually(lambda: "Failed" in conditions(client.get(f"{JOBS}/bad").json()), what="Failed")
+    failed = client.get(f"{JOBS}/bad").json()
+    assert conditions(failed)["Failed"] == ("True", "BackoffLimitExceeded")
+    assert health.assess(failed).status is health.Status.FAILED
+
+
+def test_workload_status_can_be_turned_off() -> None:
+    off = store.Settings(workload_status=False)
+    with (
+        testing.serving(names=["c1"], settings=off) as sim,
+        httpx.Client(base_url=sim.url("c1"), timeout=10) as c,
+    ):
+        c.post(f"{APPS}/deployments", json=workload("Deployment", "web"))
+        time.sleep(0.3)
+        assert c.get(f"{APPS}/deployments/web").json()["status"] == {}
+
+
+def test_kubectl_waits_for_a_deployment_to_become_available(sim: testing.SimHandle, tmp_path: Path) -> None:
+    kubectl = Runner(sim, tmp_path / "cache", "c1")
+    path = tmp_path / "web.yaml"
+    path.write_text(json.dumps(workload("Deployment", "web")))
+    kubectl("apply", "-f", str(path))
+    out = kubectl("wait", "--for=condition=Available", "deployment/web", "--timeout=20s")
+    assert "deployment.apps/web condition met" in out.stdout
+    rollout = kubectl("rollout", "status", "deployment/web", "--timeout=20s")
+    assert 'deployment "web" successfully rolled out' in rollout.stdout

@@ -1,0 +1,297 @@
+"""The kube layer against `fleet sim` over HTTP: kubeconfig cutting, discovery, retries, error mapping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import yaml
+
+from fleet import apply, errors, kube, model
+from fleet.sim import testing
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[testing.SimHandle]:
+    with testing.serving(names=["one", "two"]) as handle:
+        yield handle
+
+
+@pytest.fixture(autouse=True)
+def _clean_faults(sim: testing.SimHandle) -> Iterator[None]:
+    yield
+    for name in sim.names:
+        sim.clear_faults_sync(name)
+
+
+FAST = kube.Settings(request_timeout=2.0, connect_timeout=1.0, retry_budget=3.0, backoff_base=0.05)
+
+
+def run(fn: Any) -> Any:
+    return anyio.run(fn)
+
+
+def client_for(sim: testing.SimHandle, name: str, settings: kube.Settings = FAST) -> kube.Client:
+    kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
+    return kube.Client(cluster=name, context=kc.context(name), settings=settings)
+
+
+def journal_since(sim: testing.SimHandle, name: str, since: int) -> list[dict[str, Any]]:
+    return sim.journal_sync(name, since=since)
+
+
+def seq(sim: testing.SimHandle, name: str) -> int:
+    j = sim.journal_sync(name)
+    return j[-1]["seq"] if j else 0
+
+
+def kubeconfig_doc(
+    users: list[dict[str, Any]], *, server: str = "https://example.invalid:6443"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "c1", "cluster": {"server": server, "certificate-authority": "certs/ca.pem"}},
+            {"name": "c2", "cluster": {"server": server, "insecure-skip-tls-verify": True}},
+        ],
+        "users": users,
+        "contexts": [
+            {"name": "first", "context": {"cluster": "c1", "user": "u1"}},
+            {"name": "second", "context": {"cluster": "c2", "user": "u2"}},
+        ],
+        "current-context": "first",
+    }
+
+
+def test_each_context_gets_a_kubeconfig_holding_only_its_own_cluster_and_user(tmp_path: Path) -> None:
+    doc = kubeconfig_doc(
+        [{"name": "u1", "user": {"token": "token-one"}}, {"name": "u2", "user": {"token": "token-two"}}]
+    )
+    path = tmp_path / "config"
+    path.write_text(yaml.safe_dump(doc))
+    kc = kube.parse_kubeconfig([(str(path), path.read_bytes())])
+    first = kc.context("first")
+    assert first.error is None
+    assert "token-two" not in repr(first.config) and "token-one" in repr(first.config)
+    assert [u["name"] for u in first.config["users"]] == ["u1"]
+    assert first.config["clusters"][0]["cluster"]["certificate-authority"] == str(tmp_path / "certs/ca.pem")
+    assert "token-one" not in repr(first)  # credentials stay out of repr
+    second = kc.context("second")
+    assert second.warnings and "insecure-skip-tls-verify" in second.warnings[0]
+    assert kc.context("missing").error == "context 'missing' not found in the kubeconfig"
+
+
+def test_exec_and_auth_provider_users_are_refused_without_allow_exec_auth_and_nothing_runs(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "ran"
+    doc = kubeconfig_doc(
+        [
+            {
+                "name": "u1",
+                "user": {
+                    "exec": {
+                        "apiVersion": "client.authentication.k8s.io/v1",
+                        "command": "sh",
+                        "args": ["-c", f"touch {marker}"],
+                    }
+                },
+            },
+            {"name": "u2", "user": {"auth-provider": {"name": "oidc", "config": {"id-token": "x"}}}},
+        ]
+    )
+    path = tmp_path / "config"
+    path.write_text(yaml.safe_dump(doc))
+    kc = kube.parse_kubeconfig([(str(path), path.read_bytes())])
+    assert "exec plugin" in (kc.context("first").error or "") and "--allow-exec-auth" in (
+        kc.context("first").error or ""
+    )
+    assert "auth-provider" in (kc.context("second").error or "")
+    client = kube.Client(cluster="first", context=kc.context("first"), settings=FAST)
+
+    async def main() -> None:
+        with pytest.raises(errors.ClusterError, match="allow-exec-auth"):
+            await client.types()
+
+    run(main)
+    assert not marker.exists()
+    allowed = kube.parse_kubeconfig([(str(path), path.read_bytes())], allow_exec_auth=True)
+    assert allowed.context("first").error is None
+
+
+def test_the_kubeconfig_environment_variable_is_never_read_behind_our_back(
+    sim: testing.SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoy = tmp_path / "decoy"
+    decoy.write_text(
+        yaml.safe_dump(
+            kubeconfig_doc([{"name": "u1", "user": {"token": "decoy"}}], server="http://127.0.0.1:9")
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(decoy))
+    client = client_for(sim, "one")
+    before = seq(sim, "one")
+
+    async def main() -> None:
+        types = await client.types()
+        assert types.lookup("v1", "ConfigMap") is not None
+        await client.aclose()
+
+    run(main)
+    assert journal_since(sim, "one", before)  # the requests went to the simulated cluster, not the decoy
+
+
+def test_discovery_builds_a_type_table_once_per_cluster(sim: testing.SimHandle) -> None:
+    client = client_for(sim, "one")
+    before = seq(sim, "one")
+
+    async def main() -> None:
+        types = await client.types()
+        cm = types.lookup("v1", "ConfigMap")
+        ns = types.lookup("v1", "Namespace")
+        dep = types.lookup("apps/v1", "Deployment")
+        assert cm is not None and cm.namespaced and cm.plural == "configmaps"
+        assert ns is not None and not ns.namespaced
+        assert dep is not None and dep.collection_path("web") == "/apis/apps/v1/namespaces/web/deployments"
+        await client.types()
+        await client.aclose()
+
+    run(main)
+    paths = [r["path"].rstrip("/") for r in journal_since(sim, "one", before)]
+    assert paths == ["/api", "/apis"]  # aggregated discovery: two requests, then cached
+
+
+def test_retriable_errors_are_retried_and_permanent_ones_are_not(sim: testing.SimHandle) -> None:
+    client = client_for(sim, "two")
+
+    async def main() -> None:
+        await client.types()
+        await sim.faults("two", {"status": 503, "method": "GET", "path": "configmaps", "count": 2})
+        before = seq(sim, "two")
+        await client.list(apply.CONFIGMAP, namespace="default")
+        gets = [r["status"] for r in journal_since(sim, "two", before)]
+        assert gets == [503, 503, 200]
+
+        await sim.clear_faults("two")
+        await sim.faults("two", {"status": 403, "method": "GET", "path": "configmaps"})
+        before = seq(sim, "two")
+        with pytest.raises(errors.Rejected, match="cluster two: list configmaps in default"):
+            await client.list(apply.CONFIGMAP, namespace="default")
+        assert [r["status"] for r in journal_since(sim, "two", before)] == [403]
+        await sim.clear_faults("two")
+
+        before = seq(sim, "two")
+        bogus = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "x", "namespace": "default"},
+            "bogus": 1,
+        }
+        with pytest.raises(errors.ClusterError, match="ConfigMap/default/x") as caught:
+            await client.apply(apply.CONFIGMAP, bogus, force=True)
+        assert not caught.value.retriable
+        assert len(journal_since(sim, "two", before)) == 1
+        await client.aclose()
+
+    run(main)
+
+
+def test_retry_after_is_honoured(sim: testing.SimHandle) -> None:
+    client = client_for(sim, "two")
+
+    async def main() -> float:
+        await client.types()
+        await sim.faults(
+            "two", {"status": 429, "retryAfter": 1, "method": "GET", "path": "secrets", "count": 1}
+        )
+        started = time.monotonic()
+        await client.list(kube.ResourceType("", "v1", "Secret", "secrets", True), namespace="default")
+        await client.aclose()
+        return time.monotonic() - started
+
+    assert run(main) >= 1.0
+
+
+def test_an_unreachable_cluster_is_given_up_within_its_budget_and_then_fails_fast(
+    sim: testing.SimHandle,
+) -> None:
+    settings = kube.Settings(request_timeout=0.5, connect_timeout=0.5, retry_budget=1.5, backoff_base=0.05)
+    client = client_for(sim, "one", settings)
+    sim.faults_sync("one", {"hang": True})
+
+    async def main() -> None:
+        with pytest.raises(errors.Unreachable, match="cluster one unreachable"):
+            await client.types()
+        before = seq(sim, "one")
+        with pytest.raises(errors.Unreachable):
+            await client.list(apply.CONFIGMAP)
+        assert journal_since(sim, "one", before) == []
+        await client.aclose()
+
+    run(main)
+
+
+def test_a_conflict_is_mapped_to_a_conflict_error_naming_the_object(sim: testing.SimHandle) -> None:
+    client = client_for(sim, "two")
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "shared", "namespace": "default"},
+        "data": {"k": "a"},
+    }
+
+    async def main() -> None:
+        status, _ = await client.request(
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/shared",
+            what="setup",
+            params={"fieldManager": "someone-else"},
+            body=body,
+            content_type=kube.APPLY_CONTENT_TYPE,
+        )
+        assert status in (200, 201)
+        with pytest.raises(errors.Conflict, match="ConfigMap/default/shared"):
+            await client.apply(apply.CONFIGMAP, {**body, "data": {"k": "b"}}, force=False)
+        obj, created = await client.apply(apply.CONFIGMAP, {**body, "data": {"k": "b"}}, force=True)
+        assert not created and obj["data"] == {"k": "b"}
+        await client.aclose()
+
+    run(main)
+
+
+def test_secret_values_are_scrubbed_from_messages() -> None:
+    message = 'Secret "s" is invalid: data[pw]: Invalid value: "hunter2-canary" (aHVudGVyMi1jYW5hcnk=)'
+    out = kube.scrub(message, ["hunter2-canary"])
+    assert "hunter2" not in out and "aHVudGVyMi1jYW5hcnk=" not in out
+    assert out.startswith('Secret "s" is invalid')
+
+
+def test_requests_are_rate_limited_per_cluster() -> None:
+    bucket = kube._TokenBucket(qps=20, burst=2)
+
+    async def main() -> float:
+        started = time.monotonic()
+        for _ in range(6):
+            await bucket.take()
+        return time.monotonic() - started
+
+    assert run(main) >= 0.15  # 2 from the burst, then 4 at 20/s
+
+
+def test_resource_types_are_read_from_discovery_documents() -> None:
+    doc = {
+        "groupVersion": "apps/v1",
+        "resources": [
+            {"name": "deployments", "kind": "Deployment", "namespaced": True, "verbs": ["list", "patch"]},
+            {"name": "deployments/status", "kind": "Deployment", "namespaced": True, "verbs": ["get"]},
+        ],
+    }
+    (rt,) = kube.types_from_resource_list(doc)
+    assert rt == kube.ResourceType("apps", "v1", "Deployment", "deployments", True, ("list", "patch"))
+    assert rt.object_path("web", "api") == "/apis/apps/v1/namespaces/web/deployments/api"
+    assert model.ObjectRef("apps", "v1", "Deployment", "web", "api").api_version == rt.api_version
