@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--screenshot", type=pathlib.Path, help="also save the demo page as a PNG here")
     parser.add_argument("--scheme", choices=["light", "dark"], default="light")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv or [])  # `python -m benchmarks` calls main() with none
     result = measure(clusters=args.clusters, bundles=args.bundles, runs=args.runs)
     print(
         f"status page, {result['clusters']} clusters x {result['bundles']} bundles, median of {result['runs']} runs"
@@ -142,4 +142,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

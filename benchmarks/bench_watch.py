@@ -2,7 +2,8 @@
 
 Run: ``.venv/bin/python -m benchmarks.bench_watch`` (or ``python -m benchmarks`` for every benchmark).
 Options through the environment: ``BENCH_WATCH_CLUSTERS`` (100), ``BENCH_WATCH_EDITS`` (200),
-``BENCH_WATCH_IDLE`` (seconds of the idle window, 30).
+``BENCH_WATCH_IDLE`` (seconds of the idle window, 70: more than the sim's 60 s bookmark interval), ``BENCH_WATCH_TLS=1`` (``fleet sim --tls``: HTTPS
+with a CA in the kubeconfig, as real kubeconfigs have; results in ``watch-tls.json``).
 
 The simulated clusters run in their own process (``fleet sim --clusters 100 --kubeconfig-out F``). This
 process applies 20 objects per cluster as fleet does (16 ConfigMaps, 2 Secrets, 2 Deployments:
@@ -47,12 +48,12 @@ from fleet import apply, drift, kube, model, plan, watch
 
 CLUSTERS = int(os.environ.get("BENCH_WATCH_CLUSTERS", "100"))
 EDITS = int(os.environ.get("BENCH_WATCH_EDITS", "200"))
-IDLE_SECONDS = float(os.environ.get("BENCH_WATCH_IDLE", "30"))
+IDLE_SECONDS = float(os.environ.get("BENCH_WATCH_IDLE", "70"))
 TLS = os.environ.get("BENCH_WATCH_TLS", "") not in ("", "0")
 NS = "bench"
 INSTANCE = "fleet"
 TARGETS = {"p50_ms": 200.0, "p99_ms": 1000.0, "kb_per_cluster": 250.0, "idle_cpu_percent": 3.0}
-RESULTS = Path(__file__).resolve().parent / "results" / "watch.json"
+RESULTS = Path(__file__).resolve().parent / "results" / ("watch-tls.json" if TLS else "watch.json")
 
 
 def objects() -> list[dict[str, Any]]:
@@ -295,8 +296,8 @@ async def measure(proc: anyio.abc.Process, kubeconfig: Path) -> dict[str, Any]:
         "kb_per_cluster_watch_only": round(kb_watch, 1),
         "tls": TLS,
         "idle_seconds": round(wall, 1),
-        "idle_cpu_percent": round(idle_cpu, 2),
-        "sim_idle_cpu_percent": round(sim_idle_cpu, 2),
+        "idle_cpu_percent": round(idle_cpu, 3),
+        "sim_idle_cpu_percent": round(sim_idle_cpu, 3),
         "reconnects": reconnects,
         "relists": relists,
         "targets": TARGETS,

@@ -102,7 +102,7 @@ async def diff_cluster(
     targets: Mapping[str, plan.Target],
     *,
     instance: str,
-    protected: Mapping[str, str] | None = None,
+    protected: Mapping[str, str | plan.Target] | None = None,
 ) -> ClusterDiff:
     if cluster.paused:
         return ClusterDiff(cluster.name, state=model.State.PAUSED)
@@ -110,10 +110,7 @@ async def diff_cluster(
         seen = await reconcile.observe(client, targets, instance=instance)
     except errors.FleetError as e:
         return ClusterDiff(cluster.name, error=str(e))
-    all_targets = dict(targets)
-    for b, message in (protected or {}).items():
-        if b in seen.inventories and b not in all_targets:
-            all_targets[b] = plan.Target(b, error=message)
+    all_targets = reconcile.with_protected(targets, protected or {}, seen.inventories)
     cplan = plan.plan_cluster(
         all_targets,
         instance=instance,
@@ -205,7 +202,7 @@ async def diff_fleet(
 ) -> FleetDiff:
     limiter = anyio.CapacityLimiter(max(1, concurrency))
     results: dict[str, ClusterDiff] = {}
-    protected = reconcile.protected_bundles(repo)
+    protected = reconcile.all_protected(repo)
 
     async def one(name: str) -> None:
         cluster = repo.clusters[name]

@@ -61,23 +61,21 @@ class Verdict(enum.StrEnum):
 # Comparing (pure)
 
 
-def shape(desired: Mapping[str, Any]) -> dict[str, Any]:
-    """The desired object as the server should read it back (see the module docstring)."""
-    out = {k: v for k, v in desired.items() if k != "status"}
-    meta = dict(out.get("metadata") or {})
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != model.ANNOTATION_REVISION}
-    if annotations:
-        meta["annotations"] = annotations
-    else:
-        meta.pop("annotations", None)
-    out["metadata"] = meta
-    if out.get("kind") == "Secret" and out.get("apiVersion") == "v1" and out.get("stringData"):
+def shape(desired: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The desired object as the server should read it back (see the module docstring).
+
+    Only a Secret with ``stringData`` is copied; ``status`` and the revision annotation are skipped by
+    `fingerprint` itself, so one desired object shared by many clusters is not copied per cluster.
+    """
+    if desired.get("kind") == "Secret" and desired.get("apiVersion") == "v1" and desired.get("stringData"):
+        out = dict(desired)
         data = dict(out.get("data") or {})
         for k, v in (out.get("stringData") or {}).items():
             data[k] = base64.b64encode(str(v).encode()).decode()
         out["data"] = data
         out.pop("stringData")
-    return out
+        return out
+    return desired
 
 
 def _scalar(value: Any) -> Any:
@@ -104,9 +102,34 @@ def _project(want: Any, have: Any) -> Any:
     return _scalar(have)
 
 
+def _project_object(want: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in want.items():
+        if v is None or k == "status":
+            continue
+        have = live.get(k, _MISSING)
+        if k == "metadata" and isinstance(v, Mapping) and isinstance(have, Mapping):
+            meta = {}
+            for mk, mv in v.items():
+                if mv is None:
+                    continue
+                mhave = have.get(mk, _MISSING)
+                if mk == "annotations" and isinstance(mv, Mapping):
+                    kept = {a: x for a, x in mv.items() if a != model.ANNOTATION_REVISION}
+                    if kept:
+                        meta[mk] = _project(kept, mhave)
+                else:
+                    meta[mk] = _project(mv, mhave)
+            out[k] = meta
+        else:
+            out[k] = _project(v, have)
+    return out
+
+
 def fingerprint(want: Mapping[str, Any], live: Mapping[str, Any]) -> bytes:
-    """Hash of the values `live` has at the fields present in `want` (a `shape`)."""
-    data = orjson.dumps(_project(want, live), option=orjson.OPT_SORT_KEYS)
+    """Hash of the values `live` has at the fields present in `want` (a `shape`), ``status`` and the
+    revision annotation left out."""
+    data = orjson.dumps(_project_object(want, live), option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(data, digest_size=12).digest()
 
 

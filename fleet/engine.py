@@ -155,6 +155,8 @@ class ClusterRuntime:
     def document(self) -> dict[str, Any]:
         return {
             "state": self.state.value,
+            "labels": dict(self.cluster.labels) if self.cluster is not None else {},
+            "labels": dict(self.cluster.labels) if self.cluster is not None else {},
             "revision": self.revision,
             "lastSyncAt": self.last_sync_at,
             "lastError": self.last_error,

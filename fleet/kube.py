@@ -17,18 +17,22 @@ rediscover per call, lowercase kinds and retry 401/403 by rebuilding clients, al
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
 import pathlib
 import random
 import re
+import ssl
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import certifi
 import httpx
 import kr8s
 import kr8s.asyncio
@@ -52,7 +56,7 @@ class Settings:
 
     qps: float = 50.0
     burst: int = 300
-    max_in_flight: int = 32
+    max_in_flight: int = 16  # httpx keeps 20 idle connections per client: stay below, no churn
     connect_timeout: float = 5.0
     request_timeout: float = 30.0
     retry_budget: float = 60.0  # seconds one request may spend retrying, all attempts included
@@ -462,8 +466,11 @@ class Stats:
 class Client:
     """One cluster: a kr8s Api made once from that cluster's own kubeconfig, limits, discovery."""
 
-    def __init__(self, *, cluster: str, context: Context, settings: Settings) -> None:
+    def __init__(
+        self, *, cluster: str, context: Context, settings: Settings, tls: TlsDefaults | None = None
+    ) -> None:
         self.cluster = cluster
+        self._tls = tls or TlsDefaults()
         self.context = context
         self.settings = settings
         self.stats = Stats()
@@ -477,7 +484,11 @@ class Client:
         self._open_lock = anyio.Lock()
 
     def __repr__(self) -> str:
-        return f"Client(cluster={self.cluster!r}, server={self.context.server!r})"
+        parts = urllib.parse.urlsplit(self.context.server)
+        server = parts._replace(
+            netloc=parts.hostname or "" if parts.port is None else f"{parts.hostname}:{parts.port}"
+        )
+        return f"Client(cluster={self.cluster!r}, server={server.geturl()!r})"  # no userinfo, ever
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -498,6 +509,7 @@ class Client:
                     f"cluster {self.cluster}: cannot load credentials of context {self.context.name!r}: "
                     f"{type(e).__name__}"
                 ) from None
+            await self._tls.install(api)
             self._api = api
             return api
 
@@ -819,6 +831,47 @@ def _transport_problem(e: BaseException) -> str:
     return re.sub(r"[^A-Za-z ]", "", type(e).__name__) or "connection error"
 
 
+class TlsDefaults:
+    """The TLS context of clusters whose kubeconfig names no CA or client certificate.
+
+    kr8s hands httpx ``verify=True`` then, and httpx loads the certifi bundle for every client, on the
+    event loop (~17-50 ms each). This loads it once, in a worker thread, and shares it; plain-HTTP servers
+    get no certificate loading at all. Contexts with their own CA or client certificates keep kr8s's own
+    context.
+    """
+
+    def __init__(self) -> None:
+        self._context: ssl.SSLContext | None = None
+        self._lock = anyio.Lock()
+
+    async def default(self) -> ssl.SSLContext:
+        async with self._lock:
+            if self._context is None:
+                self._context = await anyio.to_thread.run_sync(
+                    functools.partial(ssl.create_default_context, cafile=certifi.where())
+                )
+            return self._context
+
+    async def install(self, api: kr8s.asyncio.Api) -> None:
+        auth = api.auth
+        own = auth.client_key_file or auth.client_cert_file or auth.server_ca_file
+        if own or getattr(auth, "_insecure_skip_tls_verify", False):
+            return
+        if str(auth.server).startswith("http://"):
+
+            async def plain() -> bool:
+                return False  # no TLS on this connection: nothing to verify
+
+            auth.ssl_context = plain  # type: ignore[method-assign]
+            return
+        shared = await self.default()
+
+        async def verified() -> ssl.SSLContext:
+            return shared
+
+        auth.ssl_context = verified  # type: ignore[method-assign]
+
+
 class Clients:
     """The clients of a run, one per cluster, made on first use and closed together."""
 
@@ -826,12 +879,13 @@ class Clients:
         self.kubeconfig = kubeconfig
         self.settings = settings
         self._clients: dict[str, Client] = {}
+        self._tls = TlsDefaults()
 
     def client(self, cluster: str, *, context: str | None = None) -> Client:
         found = self._clients.get(cluster)
         if found is None:
             ctx = self.kubeconfig.context(context or cluster)
-            found = Client(cluster=cluster, context=ctx, settings=self.settings)
+            found = Client(cluster=cluster, context=ctx, settings=self.settings, tls=self._tls)
             self._clients[cluster] = found
         return found
 

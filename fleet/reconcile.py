@@ -149,11 +149,39 @@ def targets_for(
 
 
 def protected_bundles(repo: model.Repo) -> dict[str, str]:
-    """Bundles whose files are broken at this revision: their inventories are left alone everywhere."""
+    """Bundles broken at this revision, with why: their inventories are left alone everywhere (their
+    last good state is kept)."""
     out = {}
     for name, problems in repo.broken_bundles.items():
         first = str(problems[0]) if problems else "broken"
         out[name] = f"bundle {name}: broken at this revision, last good state kept: {first}"
+    return out
+
+
+def suspended_bundles(repo: model.Repo) -> dict[str, plan.Target]:
+    """Suspended bundles: never written, so not pruned either where a cluster stops matching them."""
+    return {name: plan.Target(name, suspended=True) for name, b in repo.bundles.items() if b.suspend}
+
+
+def all_protected(repo: model.Repo) -> dict[str, str | plan.Target]:
+    """What `reconcile_cluster(..., protected=...)` wants: broken and suspended bundles."""
+    out: dict[str, str | plan.Target] = dict(protected_bundles(repo))
+    out.update(suspended_bundles(repo))
+    return out
+
+
+def with_protected(
+    targets: Mapping[str, plan.Target],
+    protected: Mapping[str, str | plan.Target],
+    inventories: Iterable[str],
+) -> dict[str, plan.Target]:
+    """`targets` plus a protecting target for each protected bundle with an inventory on the cluster (a
+    message stands for a bundle in error)."""
+    out = dict(targets)
+    for b in inventories:
+        if b in protected and b not in out:
+            p = protected[b]
+            out[b] = p if isinstance(p, plan.Target) else plan.Target(b, error=p)
     return out
 
 
@@ -319,7 +347,7 @@ async def reconcile_cluster(
     targets: Mapping[str, plan.Target],
     *,
     options: Options,
-    protected: Mapping[str, str] | None = None,
+    protected: Mapping[str, str | plan.Target] | None = None,
 ) -> ClusterResult:
     """One full round on one cluster. Never raises for cluster problems: they are in the result."""
     started = time.monotonic()
@@ -363,14 +391,11 @@ async def _round(
     targets: Mapping[str, plan.Target],
     *,
     options: Options,
-    protected: Mapping[str, str],
+    protected: Mapping[str, str | plan.Target],
 ) -> ClusterResult:
     instance = options.instance
     seen = await observe(client, targets, instance=instance)
-    all_targets = dict(targets)
-    for b, message in protected.items():
-        if b in seen.inventories and b not in all_targets:
-            all_targets[b] = plan.Target(b, error=message)
+    all_targets = with_protected(targets, protected, seen.inventories)
     cplan = plan.plan_cluster(
         all_targets,
         instance=instance,
@@ -399,6 +424,7 @@ async def _round(
         await apply.ensure_namespace(
             client, model.INVENTORY_NAMESPACE, instance=instance, existing=seen.namespaces
         )
+        seen.namespaces.add(model.INVENTORY_NAMESPACE)
     # 2. Inventory unions, before any object is written.
     for b, refs in sorted(inventory_writes.items()):
         await apply.write_inventory(client, b, refs, instance=instance)
@@ -410,11 +436,12 @@ async def _round(
     async def run_bundle(b: str) -> None:
         p = running[b]
         for dep in p.depends_on:
-            if dep not in running:
-                continue
-            if dep not in healthy:
+            dep_plan = cplan.bundles.get(dep)
+            if dep_plan is None or dep_plan.outcome is plan.Outcome.SUSPENDED:
+                continue  # not placed here (placement reports that), or suspended: left as it is
+            if dep in applied and dep not in healthy:
                 await bundle_health(dep, wait=True)
-            if healthy[dep][0] is not health.Status.HEALTHY or not applied[dep].ok:
+            if dep not in applied or not applied[dep].ok or healthy[dep][0] is not health.Status.HEALTHY:
                 results[b] = BundleResult(
                     b, model.State.PENDING, message=f"bundle {b}: waiting for {dep} to be healthy"
                 )
@@ -422,6 +449,7 @@ async def _round(
         if p.namespace:
             try:
                 await apply.ensure_namespace(client, p.namespace, instance=instance, existing=seen.namespaces)
+                seen.namespaces.add(p.namespace)
             except errors.ClusterError as e:
                 if isinstance(e, errors.Unreachable):
                     raise
@@ -481,6 +509,7 @@ async def _round(
                 await apply.ensure_namespace(
                     client, model.INVENTORY_NAMESPACE, instance=instance, existing=seen.namespaces
                 )
+                seen.namespaces.add(model.INVENTORY_NAMESPACE)
                 await apply.write_inventory(client, b, final, instance=instance)
             elif b in seen.inventories:
                 await apply.delete_inventory(client, b, instance=instance)
@@ -532,7 +561,7 @@ async def _round(
         removed_results[b] = BundleResult(
             b, state, changes, _summary(bad) or removed[b].message, len(keep.get(b, ()))
         )
-    placed = dict(results)
+    placed = {b: r for b, r in results.items() if b in targets or r.state is not model.State.SUSPENDED}
     states = [r.state for r in placed.values()] + [r.state for r in removed_results.values()]
     return ClusterResult(cluster.name, model.worst_state(states), bundles=placed, removed=removed_results)
 
@@ -556,7 +585,7 @@ async def reconcile_fleet(
     """Reconcile every cluster of `repo` (those in `targets`), `options.concurrency` at a time."""
     limiter = anyio.CapacityLimiter(max(1, options.concurrency))
     results: dict[str, ClusterResult] = {}
-    protected = protected_bundles(repo)
+    protected = all_protected(repo)
 
     async def one(name: str) -> None:
         cluster = repo.clusters[name]

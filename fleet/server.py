@@ -12,6 +12,7 @@ Routes: ``GET /healthz``, ``GET /readyz``, ``GET /api/v1/status``, ``POST /api/v
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -114,7 +115,13 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return _json(request.app[CONTROLLER_KEY].status_document())
+    """The status document, with an ETag so pollers (the status page) get a 304 when nothing changed."""
+    body = json.dumps(request.app[CONTROLLER_KEY].status_document(), separators=(",", ":")).encode()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type="application/json", headers=headers)
 
 
 async def reconcile(request: web.Request) -> web.Response:
@@ -159,7 +166,7 @@ async def index(request: web.Request) -> web.Response:
     from fleet import ui
 
     page = ui.render_index(jaeger_url=request.app[SETTINGS_KEY].jaeger_url)
-    return web.Response(body=page, content_type="text/html", charset="utf-8")
+    return web.Response(body=page, content_type="text/html", charset=ui.CHARSET, headers=ui.HEADERS)
 
 
 async def asset(request: web.Request) -> web.Response:
@@ -170,7 +177,7 @@ async def asset(request: web.Request) -> web.Response:
         data = ui.asset(name)
     except (KeyError, FileNotFoundError, ValueError):
         raise web.HTTPNotFound() from None
-    return web.Response(body=data, content_type=ui.content_type(name))
+    return web.Response(body=data, content_type=ui.content_type(name), charset=ui.CHARSET, headers=ui.HEADERS)
 
 
 def build_app(controller: Controller, settings: ServerSettings) -> web.Application:

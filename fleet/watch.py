@@ -257,7 +257,8 @@ class ClusterWatch:
             self._scopes.clear()
             self._streams = 0
             if self._on_health is not None:
-                self._on_health(self.cluster, **self.health.fields())
+                with contextlib.suppress(Exception):
+                    self._on_health(self.cluster, **self.health.fields())
 
     # -- desired state -------------------------------------------------------------------------------
 
@@ -364,8 +365,10 @@ class ClusterWatch:
             entry = cache[k]
             self._forget(kind, k)
             wanted = self._wanted(k)
-            if drift.judge("DELETED", {}, wanted) is drift.Verdict.DELETED:
-                log.info("cluster %s: %s is gone (seen on relist at %s)", self.cluster, k, entry.rv)
+            if wanted is not None and drift.judge("DELETED", {}, wanted) is drift.Verdict.DELETED:
+                log.info(
+                    "cluster %s: %s is gone (seen on relist after %s)", self.cluster, wanted.ref, entry.rv
+                )
                 self._queue(k)
         self._last_event = time.time()
         self._touch()
@@ -476,7 +479,8 @@ class ClusterWatch:
             writer = drift.last_writer(obj)
             if writer:
                 self._writers[k] = writer
-            log.info("cluster %s: %s %s", self.cluster, verdict.value, k)
+            ref = wanted.ref if wanted is not None else model.ObjectRef.of(obj)
+            log.info("cluster %s: %s %s (%s)", self.cluster, ref, verdict.value, event)
             self._queue(k)
 
     def _queue(self, k: plan.Key, *, delay: float = 0.0) -> None:
@@ -506,7 +510,12 @@ class ClusterWatch:
             due = [k for k, t in self._pending.items() if t <= now]
             for k in due:
                 del self._pending[k]
-            await self._repair(due)
+            try:
+                await self._repair(due)
+            except Exception:  # a bug must not end the watch of the cluster: log it, retry later
+                log.exception("cluster %s: drift repair failed", self.cluster)
+                for k in due:
+                    self._queue(k, delay=self.settings.backoff_cap)
 
     async def _repair(self, keys: list[plan.Key]) -> None:
         started = time.monotonic()
@@ -569,9 +578,12 @@ class ClusterWatch:
             seconds=now - started,
         )
         if self._on_repair is not None:
-            maybe = self._on_repair(batch)
-            if maybe is not None:
-                await maybe
+            try:
+                maybe = self._on_repair(batch)
+                if maybe is not None:
+                    await maybe
+            except Exception:
+                log.exception("cluster %s: on_repair callback failed", self.cluster)
 
     def _learn(self, k: plan.Key, wanted: drift.Wanted, doc: Mapping[str, Any]) -> None:
         """Remember the apply answer: its RV (so our own event is not news) and the server's form."""
@@ -608,5 +620,8 @@ class ClusterWatch:
         while True:
             await self._health_wake.wait()
             self._health_wake = anyio.Event()
-            self._on_health(self.cluster, **self.health.fields())
+            try:
+                self._on_health(self.cluster, **self.health.fields())
+            except Exception:
+                log.exception("cluster %s: on_health callback failed", self.cluster)
             await anyio.sleep(self.settings.health_interval)

@@ -157,7 +157,15 @@ def test_the_fingerprint_changes_only_with_the_values_fleet_sets() -> None:
     assert drift.fingerprint(s, live) == base
     live["spec"]["replicas"] = 3
     assert drift.fingerprint(s, live) != base
-    assert model.ANNOTATION_REVISION not in s["metadata"].get("annotations", {})
+
+
+def test_a_different_revision_annotation_live_is_not_drift() -> None:
+    want = marked(deployment())
+    live = live_of(want)
+    live["metadata"]["annotations"][model.ANNOTATION_REVISION] = "an-older-commit"
+    assert drift.judge("MODIFIED", live, wanted(want)) is drift.Verdict.IN_SYNC
+    live["metadata"]["annotations"][plan.ANNOTATION_HASH] = "edited"
+    assert drift.judge("MODIFIED", live, wanted(want)) is drift.Verdict.DRIFTED
 
 
 def test_repairs_beyond_the_limit_within_the_window_back_off_exponentially() -> None:

@@ -295,3 +295,17 @@ def test_resource_types_are_read_from_discovery_documents() -> None:
     assert rt == kube.ResourceType("apps", "v1", "Deployment", "deployments", True, ("list", "patch"))
     assert rt.object_path("web", "api") == "/apis/apps/v1/namespaces/web/deployments/api"
     assert model.ObjectRef("apps", "v1", "Deployment", "web", "api").api_version == rt.api_version
+
+
+def test_a_tls_cluster_is_reached_with_the_ca_from_the_kubeconfig() -> None:
+    with testing.serving(names=["secure"], tls=True) as tls_sim:
+        doc = yaml.safe_load(tls_sim.kubeconfig.read_text())
+        assert doc["clusters"][0]["cluster"]["server"].startswith("https://")
+        client = client_for(tls_sim, "secure")
+
+        async def main() -> None:
+            types = await client.types()
+            assert types.lookup("v1", "ConfigMap") is not None
+            await client.aclose()
+
+        run(main)

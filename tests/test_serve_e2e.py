@@ -101,7 +101,18 @@ def test_the_status_document_has_exactly_the_specified_shape(
         doc = fleet.wait_for(all_synced_at(head), what="Synced")
     assert set(doc) == {"revision", "message", "author", "committedAt", "fetchedAt", "errors", "clusters"}
     cluster = doc["clusters"]["eu-1"]
-    assert set(cluster) == {"state", "revision", "lastSyncAt", "lastError", "traceId", "watch", "bundles"}
+    # SPEC section 4's keys, plus `labels` (additive: the status page filters by label selector).
+    assert set(cluster) == {
+        "state",
+        "labels",
+        "revision",
+        "lastSyncAt",
+        "lastError",
+        "traceId",
+        "watch",
+        "bundles",
+    }
+    assert cluster["labels"] == {"region": "eu"}
     assert set(cluster["watch"]) == {"streams", "lastEventAt", "reconnects", "relists"}
     for ts in (doc["committedAt"], doc["fetchedAt"], cluster["lastSyncAt"]):
         assert ts.endswith("Z") and "T" in ts
@@ -230,6 +241,34 @@ def test_reconcile_now_needs_the_api_token_when_one_is_configured(
         resp = fleet.post("/api/v1/reconcile?cluster=eu-1", headers=good)
         assert resp.status_code == 202 and resp.json() == {"queued": ["eu-1"]}
         assert fleet.post("/api/v1/reconcile?cluster=nowhere", headers=good).status_code == 404
+
+
+def test_the_status_answers_304_when_the_etag_still_matches(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    with start(tmp_path, gitops, sim) as fleet:
+        fleet.wait_for(all_synced_at(str(gitops.repo.head.target)), what="Synced")
+        first = fleet.get("/api/v1/status")
+        etag = first.headers["ETag"]
+        again = fleet.get("/api/v1/status", headers={"If-None-Match": etag})
+        assert again.status_code in (200, 304)
+        if again.status_code == 200:  # something changed in between (a resync): the new tag must differ
+            assert again.headers["ETag"] != etag
+        else:
+            assert again.content == b""
+
+
+def test_the_status_page_and_its_assets_are_served_with_a_content_security_policy(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    with start(tmp_path, gitops, sim) as fleet:
+        page = fleet.get("/")
+        script = fleet.get("/ui/app.js")
+        missing = fleet.get("/ui/../../etc/passwd")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert script.status_code == 200 and "javascript" in script.headers["Content-Type"]
+    assert missing.status_code == 404
 
 
 def test_metrics_report_reconciles_and_cluster_states(

@@ -370,6 +370,25 @@ CRD = {
 WIDGET = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}}
 
 
+def test_a_crd_and_its_custom_resources_in_one_commit_are_applied_in_order(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    repo.bundle("widgets", [WIDGET, configmap("cfg"), CRD], namespace="web", selector={"env": "prod"})
+    repo.commit("crd and cr together")
+    result = sync_in_process(repo.root, sim.kubeconfig, instance="fleet")
+    assert result.ok, result.clusters["prod-1"].bundles["widgets"]
+    journal = [r for r in sim.journal_sync("prod-1") if r["method"] == "PATCH" and r["status"] in (200, 201)]
+    paths = [r["path"] for r in journal]
+    crd_at = next(i for i, p in enumerate(paths) if "customresourcedefinitions" in p)
+    widget_at = next(i for i, p in enumerate(paths) if "/widgets/" in p)
+    assert crd_at < widget_at
+    widgets = send(sim, "prod-1", "GET", "/apis/example.com/v1/namespaces/web/widgets").json()["items"]
+    assert [w["metadata"]["name"] for w in widgets] == ["w1"]
+    since = last_seq(sim, "prod-1")
+    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
+    assert writes(sim.journal_sync("prod-1", since=since)) == []
+
+
 def test_no_matches_for_kind_is_a_clear_error_and_nothing_of_that_bundle_is_pruned(
     sim: testing.SimHandle, repo: GitOpsRepo
 ) -> None:
@@ -430,21 +449,51 @@ def test_a_secret_value_never_reaches_the_output_even_when_the_server_rejects_it
     sim: testing.SimHandle, repo: GitOpsRepo
 ) -> None:
     canary = "zz-canary-value-31337"
-    bad = {
+    db = {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": "db"},
-        "data": {"password": canary + "!!"},
+        "stringData": {"password": canary},
     }
-    good = {
+    ok = {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": "ok"},
         "stringData": {"password": canary},
     }
-    repo.bundle("web", [bad, good], namespace="web", selector={"env": "prod"})
+    repo.bundle("web", [db, ok], namespace="web", selector={"env": "prod"})
     repo.commit("a secret the server refuses")
+    sim.faults_sync("prod-1", {"status": 422, "method": "PATCH", "path": "secrets/db$"})
     proc = run_fleet("sync", str(repo.root), "--kubeconfig", str(sim.kubeconfig), "--format", "json")
     assert proc.returncode == 1
     assert "Secret/web/db" in proc.stdout
     assert canary not in proc.stdout + proc.stderr
+
+
+def test_a_suspended_bundle_is_not_pruned_where_a_cluster_stops_matching(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    repo.bundle("web", [configmap("one")], namespace="web", selector={"env": "prod"})
+    repo.commit("first")
+    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
+    repo.bundle("web", [configmap("one")], namespace="web", selector={"env": "nowhere"}, suspend=True)
+    repo.commit("suspend, and match nothing")
+    since = last_seq(sim, "prod-1")
+    result = sync_in_process(repo.root, sim.kubeconfig, instance="fleet")
+    assert result.ok
+    assert writes(sim.journal_sync("prod-1", since=since)) == []
+    assert "one" in live_objects(sim, "prod-1", namespace="web")
+    assert "web" not in result.clusters["prod-1"].bundles
+    assert "web" not in result.clusters["prod-1"].removed
+
+
+def test_a_bundle_whose_dependency_failed_to_render_waits(sim: testing.SimHandle, repo: GitOpsRepo) -> None:
+    broken = configmap("b1", key="${cluster.labels.missing}")
+    repo.bundle("base", [broken], namespace="base", selector={"env": "prod"})
+    repo.bundle("web", [configmap("w1")], namespace="web", selector={"env": "prod"}, dependsOn=["base"])
+    repo.commit("base cannot render on prod-1")
+    result = sync_in_process(repo.root, sim.kubeconfig, instance="fleet", wait=True)
+    bundles = result.clusters["prod-1"].bundles
+    assert bundles["base"].state is model.State.FAILED
+    assert bundles["web"].state is model.State.PENDING
+    assert live_objects(sim, "prod-1", namespace="web") == {}

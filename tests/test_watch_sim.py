@@ -516,3 +516,30 @@ def test_no_secret_value_reaches_logs_or_reports(
     with caplog.at_level(logging.DEBUG):
         anyio.run(main)
     assert CANARY not in caplog.text
+
+
+def test_an_object_relabelled_for_another_owner_is_reported_and_never_written(
+    sim: testing.SimHandle, cluster: str, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        async with watching(sim, cluster) as (w, batches, _):
+            start = seq(sim, cluster)
+            await kubectl(
+                sim,
+                cluster,
+                tmp_path,
+                "label",
+                "configmap",
+                "app-config",
+                "fleet.dev/owner=other",
+                "--overwrite",
+            )
+            await wait_for(lambda: batches, what="repair report")
+            change = batches[0].changes.changes[0]
+            assert change.action is model.Action.CONFLICT
+            assert "owned by fleet instance 'other'" in change.message
+            assert fleet_writes(sim.journal_sync(cluster, since=start)) == []
+            assert w.repairs == 0
+        assert (config(sim, cluster) or {})["metadata"]["labels"][model.LABEL_OWNER] == "other"
+
+    anyio.run(main)

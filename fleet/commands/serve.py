@@ -200,6 +200,10 @@ def register_serve(app: typer.Typer) -> None:
                 credentials=credentials,
                 health_timeout=parse_duration(health_timeout, flag="--health-timeout"),
             )
+            if jaeger_url:
+                from fleet import ui
+
+                jaeger_url = ui.check_jaeger_url(jaeger_url)
             server_settings = server.ServerSettings(
                 api_token=server.read_secret_file(api_token_file, option="--api-token-file"),
                 webhook_secret=server.read_secret_file(webhook_secret_file, option="--webhook-secret-file"),

@@ -8,6 +8,7 @@ Does not: implement the server (`fleet.sim.server`).
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from pathlib import Path
@@ -134,6 +135,13 @@ def sim_command(
     crd_establish_delay: str = typer.Option(
         "0s", "--crd-establish-delay", help="Delay from creating a CRD to it being Established and served."
     ),
+    rv_base: int = typer.Option(
+        1000,
+        "--rv-base",
+        min=1,
+        help="Starting resourceVersion of the first cluster (cluster i starts at BASE + 10000*i); "
+        "above 2147483647 it catches clients that parse resourceVersions as 32-bit integers.",
+    ),
 ) -> None:
     """Serve simulated Kubernetes API servers; prints `ready <kubeconfig>` once every cluster answers."""
     from fleet.sim import server
@@ -151,7 +159,7 @@ def sim_command(
 
         kubeconfig_out = Path(tempfile.mkdtemp(prefix="fleet-sim-")) / "kubeconfig"
     try:
-        settings = _sim_settings(workload_delay, crd_establish_delay)
+        settings = dataclasses.replace(_sim_settings(workload_delay, crd_establish_delay), rv_base=rv_base)
         common.run(
             _serve,
             chosen,

@@ -22,7 +22,6 @@ from typing import Any, NoReturn
 
 import json_merge_patch
 import jsonpatch
-import jsonpointer
 import orjson
 import yaml
 from aiohttp import web
@@ -120,17 +119,12 @@ def negotiate(accept: str, *, discovery_doc: bool = False) -> str:
     raise status.not_acceptable(["application/json", "application/yaml"])
 
 
-def _one(q: Any, name: str) -> str | None:
-    value = q.get(name)
-    return value if value is None else str(value)
-
-
 def _bool(q: Any, name: str) -> bool:
     value = q.get(name)
     return value is not None and value.lower() in ("true", "1")
 
 
-def _int(q: Any, name: str, *, kind: str = "ListOptions") -> int:
+def _int(q: Any, name: str) -> int:
     value = q.get(name)
     if value is None or value == "":
         return 0
@@ -227,7 +221,7 @@ async def read_body(request: web.BaseRequest) -> bytes:
     return b"".join(chunks)
 
 
-def decode_json(data: bytes, what: str = "") -> Any:
+def decode_json(data: bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as e:
@@ -459,9 +453,9 @@ class Api:
                 raise status.method_not_allowed()
             return await self._review(request, t)
         if method == "GET":
-            if t.name is None or t.watch_path:
-                if t.watch_path or _bool(q, "watch"):
-                    return await self._watch(request, t, ctx)
+            if t.subresource is None and (t.watch_path or _bool(q, "watch")):
+                return await self._watch(request, t, ctx)
+            if t.name is None:
                 return await self._list(request, t)
             return await self._get(request, t)
         if method == "POST":
@@ -504,7 +498,7 @@ class Api:
             raise status.not_found(t.rtype, t.name)
         stored = self.cluster.get(t.rtype, self._ns(t), t.name)
         if t.subresource == "scale":
-            return json_response(scale_of(stored.obj))
+            return json_response(scale_of(stored.obj, t.rtype))
         return json_response(stored.full())
 
     def _list_options(self, request: web.BaseRequest, t: Target, *, watch: bool) -> dict[str, Any]:
@@ -738,7 +732,13 @@ class Api:
     # ----- writes ---------------------------------------------------------------------------------
 
     def _strict_fields(
-        self, rtype: types.ResourceType, obj: dict[str, Any], mode: str, ctx: RequestContext
+        self,
+        rtype: types.ResourceType,
+        obj: dict[str, Any],
+        mode: str,
+        ctx: RequestContext,
+        *,
+        raw: bytes | None = None,
     ) -> None:
         if rtype.custom:
             unknown = crds.unknown_fields(rtype, obj, prune=mode != "Strict")
@@ -749,14 +749,15 @@ class Api:
             unknown = validation.unknown_fields(
                 obj, group=rtype.group, version=rtype.version, kind=rtype.kind, prune=mode != "Strict"
             )
-        if not unknown:
+        problems = [f'unknown field "{p}"' for p in unknown]
+        if raw is not None and mode != "Ignore":
+            problems += [f'duplicate field "{p}"' for p in validation.duplicate_fields(raw)]
+        if not problems:
             return
         if mode == "Strict":
-            raise status.bad_request(
-                "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in unknown)
-            )
+            raise status.bad_request("strict decoding error: " + ", ".join(problems))
         if mode == "Warn":
-            ctx.warnings.extend(f'unknown field "{p}"' for p in unknown)
+            ctx.warnings.extend(problems)
 
     def _finish(self, result: store.WriteResult, ctx: RequestContext) -> web.Response:
         ctx.mutated = result.mutated
@@ -804,9 +805,10 @@ class Api:
         is_dry = dry_run(q, "CreateOptions")
         manager = field_manager(request, "CreateOptions")
         mode = field_validation(q)
-        obj = decode_object(await read_body(request), ct)
+        data = await read_body(request)
+        obj = decode_object(data, ct)
         check_body_type(t.rtype, obj)
-        self._strict_fields(t.rtype, obj, mode, ctx)
+        self._strict_fields(t.rtype, obj, mode, ctx, raw=data if ct == JSON else None)
         namespace = t.namespace or ""
         if t.rtype.namespaced and not namespace:
             raise status.resource_not_found()
@@ -828,14 +830,15 @@ class Api:
         is_dry = dry_run(q, "UpdateOptions")
         manager = field_manager(request, "UpdateOptions")
         mode = field_validation(q)
-        body = decode_object(await read_body(request), ct)
+        data = await read_body(request)
+        body = decode_object(data, ct)
         assert t.name is not None
         if t.subresource == "scale":
             return self._write_scale(t, body, manager=manager, dry=is_dry, ctx=ctx)
         if t.subresource == "finalize":
             raise status.method_not_allowed()
         check_body_type(t.rtype, body)
-        self._strict_fields(t.rtype, body, mode, ctx)
+        self._strict_fields(t.rtype, body, mode, ctx, raw=data if ct == JSON else None)
         meta = body.get("metadata") or {}
         if not isinstance(meta, dict):
             raise status.bad_request("metadata must be an object")
@@ -900,12 +903,15 @@ class Api:
         replicas = (body.get("spec") or {}).get("replicas")
         new = old.copy()
         if isinstance(replicas, int):
-            new.setdefault("spec", {})["replicas"] = replicas
+            if t.rtype.scale_paths is not None:
+                crds.set_path(new, t.rtype.scale_paths[0], replicas)
+            else:
+                new.setdefault("spec", {})["replicas"] = replicas
         result = self._write_update(
             t.rtype, old, new, manager=manager, subresource=None, dry=dry, managed_as="scale"
         )
         ctx.mutated = result.mutated
-        return json_response(scale_of(result.stored.obj))
+        return json_response(scale_of(result.stored.obj, t.rtype))
 
     async def _patch(self, request: web.BaseRequest, t: Target, ctx: RequestContext) -> web.Response:
         ct = content_type_of(request)
@@ -935,7 +941,7 @@ class Api:
             return self._apply(t, data, manager=manager, force=_bool(q, "force"), dry=is_dry, ctx=ctx)
         doc = decode_json(data)
         old = self.cluster.get(t.rtype, self._ns(t), t.name)
-        base: dict[str, Any] = old.copy() if t.subresource != "scale" else scale_of(old.obj)
+        base: dict[str, Any] = old.copy() if t.subresource != "scale" else scale_of(old.obj, t.rtype)
         if ct == "application/merge-patch+json":
             if not isinstance(doc, dict):
                 raise status.bad_request(
@@ -950,7 +956,7 @@ class Api:
                 raise status.bad_request(
                     f"the server rejected our request due to an error in our request: {e}"
                 ) from None
-            except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError) as e:
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as e:
                 raise status.error(
                     422, "Invalid", f"the server rejected our request due to an error in our request: {e}"
                 ) from None
@@ -1033,6 +1039,11 @@ class Api:
                     rtype, ns, new, manager=manager, dry_run=dry, prepare=lambda o: apply_defaults(rtype, o)
                 )
             else:
+                wanted_rv = meta.get("resourceVersion")
+                if wanted_rv and wanted_rv != old.obj["metadata"].get("resourceVersion"):
+                    raise status.conflict(
+                        rtype, t.name, status.OPTIMISTIC_LOCK
+                    )  # a precondition, as in patches
                 live = old.copy()
                 new = ssa.apply(
                     live,
@@ -1276,7 +1287,9 @@ def conflict_error(
     return status.ApiError(status.status(409, "Conflict", message, details={"causes": causes}))
 
 
-def scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+def scale_of(obj: dict[str, Any], rtype: types.ResourceType | None = None) -> dict[str, Any]:
+    if rtype is not None and rtype.scale_paths is not None:
+        return crds.scale_of(obj, rtype.scale_paths)
     meta = obj["metadata"]
     spec = obj.get("spec") or {}
     st = obj.get("status") or {}

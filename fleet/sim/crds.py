@@ -60,6 +60,10 @@ def prepare_definition(obj: dict[str, Any]) -> dict[str, Any]:
     causes = _definition_causes(obj)
     if causes:
         raise status.invalid(KIND, (obj.get("metadata") or {}).get("name", ""), causes, group=GROUP)
+    if not obj.get("status"):
+        # A create: the strategy's empty status with the storage version (the controller fills the rest).
+        storage = [v["name"] for v in obj["spec"]["versions"] if v.get("storage")]
+        obj["status"] = {"acceptedNames": {"plural": "", "kind": ""}, "storedVersions": storage}
     return obj
 
 
@@ -81,6 +85,20 @@ def _definition_causes(obj: dict[str, Any]) -> list[dict[str, str]]:
                 "FieldValueInvalid",
                 "spec.group",
                 f'Invalid value: "{group}": should be a domain with at least one dot',
+            )
+        )
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    if (
+        isinstance(group, str)
+        and (group == "k8s.io" or group.endswith((".k8s.io", ".kubernetes.io")) or group == "kubernetes.io")
+        and "api-approved.kubernetes.io" not in annotations
+    ):
+        causes.append(
+            status.field_cause(
+                "FieldValueRequired",
+                "metadata.annotations[api-approved.kubernetes.io]",
+                'Required value: protected groups must have approval annotation "api-approved.kubernetes.io", '
+                "see https://github.com/kubernetes/enhancements/pull/1111",
             )
         )
     if not plural:
@@ -393,6 +411,16 @@ def resource_types(obj: dict[str, Any]) -> list[types.ResourceType]:
         schema = (version.get("schema") or {}).get("openAPIV3Schema")
         subs = version.get("subresources") or {}
         subresources = tuple(s for s in ("status", "scale") if isinstance(subs, dict) and s in subs)
+        scale = subs.get("scale") if isinstance(subs, dict) else None
+        scale_paths = (
+            (
+                str(scale.get("specReplicasPath") or ".spec.replicas"),
+                str(scale.get("statusReplicasPath") or ".status.replicas"),
+                str(scale.get("labelSelectorPath") or ""),
+            )
+            if isinstance(scale, dict)
+            else None
+        )
         selectable: dict[str, tuple[str, ...]] = {}
         for sel in version.get("selectableFields") or []:
             path = str(sel.get("jsonPath", "")).lstrip(".")
@@ -413,6 +441,7 @@ def resource_types(obj: dict[str, Any]) -> list[types.ResourceType]:
             selectable_fields=selectable,
             custom=True,
             schema=schema,
+            scale_paths=scale_paths,
         )
         rtype._structure = structure.for_schema(
             schema,
@@ -421,6 +450,59 @@ def resource_types(obj: dict[str, Any]) -> list[types.ResourceType]:
         )
         out.append(rtype)
     return out
+
+
+# ----- the scale subresource ----------------------------------------------------------------------
+
+
+def _split(path: str) -> list[str]:
+    return [p for p in path.split(".") if p]
+
+
+def get_path(obj: dict[str, Any], path: str) -> Any:
+    node: Any = obj
+    for part in _split(path):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def set_path(obj: dict[str, Any], path: str, value: Any) -> None:
+    parts = _split(path)
+    node = obj
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def scale_of(obj: dict[str, Any], paths: tuple[str, str, str]) -> dict[str, Any]:
+    """The `autoscaling/v1` Scale of a custom resource, read at the CRD's scale paths."""
+    spec_path, status_path, selector_path = paths
+    meta = obj["metadata"]
+    replicas = get_path(obj, spec_path)
+    current = get_path(obj, status_path) if status_path else None
+    selector = get_path(obj, selector_path) if selector_path else None
+    spec: dict[str, Any] = {}
+    if isinstance(replicas, int) and replicas:
+        spec["replicas"] = replicas
+    st: dict[str, Any] = {"replicas": current if isinstance(current, int) else 0}
+    if isinstance(selector, str) and selector:
+        st["selector"] = selector
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta
+        },
+        "spec": spec,
+        "status": st,
+    }
 
 
 # ----- the controllers --------------------------------------------------------------------------
@@ -530,9 +612,13 @@ class CrdController:
     def _establish(self, crd_type: types.ResourceType, stored: store.Stored, signature: bytes) -> None:
         obj = stored.obj
         name = obj["metadata"]["name"]
-        new_types = resource_types(obj)
-        self._unregister(name, keep_watches={t.key for t in new_types})
         registry = self.cluster.registry
+        new_types = [
+            t
+            for t in resource_types(obj)
+            if (existing := registry.get(t.group, t.version, t.plural)) is None or existing.custom
+        ]  # never shadow a built-in kind
+        self._unregister(name, keep_watches={t.key for t in new_types})
         for rtype in new_types:
             registry.add(rtype)
         if new_types:

@@ -14,13 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fleet import errors
+
 _TOKEN = re.compile(r"\s*(?:(!=|==|=|\(|\)|,|!|>|<)|([^\s(),!=<>]+))")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
-class SelectorError(ValueError):
+class SelectorError(errors.InputError, ValueError):
     """A selector that does not parse; the message is the server's 400 text."""
 
 

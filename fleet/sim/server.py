@@ -24,13 +24,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from fleet import errors
 from fleet.sim import api, controllers, crds, discovery, status, store, workloads
 
-JOURNAL_CAP = 50_000
+JOURNAL_CAP = 10_000  # entries kept per cluster; `seq` keeps counting, so a capped journal shows a gap
+JOURNAL_KEYS = ("seq", "method", "path", "query", "status", "mutated")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
-class RuleError(ValueError):
+class RuleError(errors.InputError, ValueError):
     """A fault rule that does not validate; the message names the field."""
 
 
@@ -160,21 +162,15 @@ class Host:
     cluster: store.Cluster
     api: api.Api
     faults: list[FaultRule] = field(default_factory=list)
-    journal: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=JOURNAL_CAP))
+    journal: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=JOURNAL_CAP))
     seq: int = 0
     port: int = 0
     url: str = ""
 
-    def record(self, method: str, path: str, query: str, code: int, mutated: bool) -> dict[str, Any]:
+    def record(self, method: str, path: str, query: str, code: int, mutated: bool) -> list[Any]:
+        """Append a journal entry; kept as a small list (seq, method, path, query, status, mutated)."""
         self.seq += 1
-        entry = {
-            "seq": self.seq,
-            "method": method,
-            "path": path,
-            "query": query,
-            "status": code,
-            "mutated": mutated,
-        }
+        entry: list[Any] = [self.seq, method, path, query, code, mutated]
         self.journal.append(entry)
         return entry
 
@@ -255,6 +251,31 @@ class Sim:
                 h = self.hosts[name]
                 h.port = bound
                 h.url = f"{self.admin_url}/clusters/{name}"
+        await self._check_answering()
+
+    async def _check_answering(self) -> None:
+        """GET /version of every cluster over the network (SIM.md: ready only once every cluster answers)."""
+        import aiohttp
+
+        ssl_ctx: ssl.SSLContext | bool = False
+        if self._ca_pem is not None:
+            ssl_ctx = ssl.create_default_context(cadata=self._ca_pem.decode())
+        connector = aiohttp.TCPConnector(limit=32, ssl=ssl_ctx)
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+            async def check(h: Host) -> None:
+                async with session.get(
+                    h.url + "/version", headers={"User-Agent": "fleet-sim-self-check"}
+                ) as r:
+                    if r.status != 200:
+                        raise RuntimeError(f"cluster {h.cluster.name}: /version answered {r.status}")
+                    await r.read()
+                # Self-checks are not client requests: keep the journal to what clients sent.
+                h.journal.clear()
+                h.seq = 0
+
+            await asyncio.gather(*(check(h) for h in self.hosts.values()))
 
     async def _site(self, port: int, ssl_ctx: ssl.SSLContext | None) -> int:
         assert self._runner is not None
@@ -338,7 +359,7 @@ class Sim:
         return self.host_of(name).cluster.compact()
 
     def journal(self, name: str, *, since: int = 0) -> list[dict[str, Any]]:
-        return [e for e in self.host_of(name).journal if e["seq"] > since]
+        return [dict(zip(JOURNAL_KEYS, e, strict=True)) for e in self.host_of(name).journal if e[0] > since]
 
     # ----- HTTP -----------------------------------------------------------------------------------
 
@@ -394,7 +415,7 @@ class Sim:
         if watch:
             entry = h.record(method, rest, query, 200, False)
             resp = await h.api.handle(request, rest, ctx)
-            entry["status"] = resp.status
+            entry[4] = resp.status
             return resp
         resp = await h.api.handle(request, rest, ctx)
         h.record(method, rest, query, resp.status, ctx.mutated)

@@ -77,7 +77,9 @@ class Settings:
     bookmark_interval: float = 60.0
     min_request_timeout: float = 1800.0
     rv_wait: float = 3.0  # how long a request at a future resourceVersion waits
-    namespace_defaults: bool = True  # each namespace gets ServiceAccount `default` + ConfigMap `kube-root-ca.crt`
+    rv_base: int = 1000  # the first cluster's starting resourceVersion (cluster i starts at base + 10,000 i)
+    # Each namespace gets ServiceAccount `default` and ConfigMap `kube-root-ca.crt` (fleet.sim.controllers).
+    namespace_defaults: bool = True
     # The sim's own controllers (fleet.sim.crds, fleet.sim.workloads): see docs/sim.md.
     crd_establish_delay: float = 0.0  # seconds from CRD create to Established (and served)
     workload_status: bool = True  # simulate Deployment/StatefulSet/DaemonSet/ReplicaSet/Job status
@@ -347,7 +349,9 @@ class Cluster:
         self.index = index
         self.registry = registry or types.Registry()
         self.settings = settings or Settings()
-        self.rv = start_rv if start_rv is not None else 1000 + 10_000 * index
+        # Distinct starting points per cluster, so mixing resourceVersions across clusters is caught;
+        # `Settings.rv_base` above 2**31 catches clients that parse them into 32-bit integers.
+        self.rv = start_rv if start_rv is not None else self.settings.rv_base + 10_000 * index
         self.compacted_rv = self.rv
         self.types: dict[tuple[str, str], TypeState] = {}
         self.hooks: list[Hook] = []  # called after every committed event (controllers)
@@ -357,6 +361,7 @@ class Cluster:
         self.create_admission: list[Callable[[types.ResourceType, str, str], None]] = []
         self.deletion_finalizers: list[Callable[[types.ResourceType, Stored], list[str]]] = []
         self._terminating_ns: set[str] = set()
+        self._ns_cleanup_queued: set[str] = set()
         for ns in DEFAULT_NAMESPACES:
             ns_type = self.registry.get("", "v1", "namespaces")
             assert ns_type is not None
@@ -529,6 +534,11 @@ class Cluster:
             self._fan_out(ts, event)
         for hook in self.hooks:
             hook(self, event)
+        if etype == DELETED and namespace in self._terminating_ns:
+            # Content of a terminating namespace went away: the namespace controller looks again.
+            if namespace not in self._ns_cleanup_queued:
+                self._ns_cleanup_queued.add(namespace)
+                self._schedule(self._namespace_cleanup, namespace)
         return new
 
     def _fan_out(self, ts: TypeState, event: Event) -> None:
@@ -1000,6 +1010,7 @@ class Cluster:
 
     def _namespace_cleanup(self, ns: str) -> None:
         """The namespace controller: delete the content, then the namespace once nothing is left."""
+        self._ns_cleanup_queued.discard(ns)
         ns_type = self.registry.get("", "v1", "namespaces")
         assert ns_type is not None
         current = self.find(ns_type, "", ns)
@@ -1024,8 +1035,7 @@ class Cluster:
                 if key not in ts.objects:
                     left -= 1
         if left:
-            self._schedule(self._namespace_cleanup, ns, delay=0.2)
-            return
+            return  # objects held by finalizers: their DELETED events bring the controller back (_commit)
         self._terminating_ns.discard(ns)
         self._commit(ns_type, DELETED, "", ns, None, current)
 

@@ -58,6 +58,8 @@ class ResourceType:
     custom: bool = False  # a custom resource served from a CRD
     virtual: bool = False  # create-only review kinds: answered, never stored (SelfSubjectAccessReview)
     schema: dict[str, Any] | None = None  # openAPIV3Schema of a custom resource
+    # A CRD's scale subresource: JSON paths of spec replicas, status replicas, label selector (or "").
+    scale_paths: tuple[str, str, str] | None = None
     _structure: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -153,3 +153,43 @@ def _first_mismatch(
                 if found:
                     return found
     return None
+
+
+class _Seen(dict[str, Any]):
+    """A decoded JSON object that remembers which of its keys appeared more than once."""
+
+    duplicates: list[str]
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Seen:
+    out = _Seen()
+    out.duplicates = []
+    for key, value in pairs:
+        if key in out and key not in out.duplicates:
+            out.duplicates.append(key)
+        out[key] = value
+    return out
+
+
+def duplicate_fields(data: bytes) -> list[str]:
+    """Paths of JSON object keys that appear twice in `data` (the strict decoder's `duplicate field`)."""
+    import json
+
+    try:
+        doc = json.loads(data, object_pairs_hook=_pairs)
+    except ValueError:
+        return []
+    out: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, _Seen):
+            for key, value in node.items():
+                if key in node.duplicates:
+                    out.append(_join(path, key))
+                walk(value, _join(path, key))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+
+    walk(doc, "")
+    return out

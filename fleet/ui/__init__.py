@@ -21,11 +21,13 @@ from importlib import resources
 
 from fleet import errors
 
-# The files a browser may ask for under ``/ui/``; anything else is unknown (KeyError).
+# The files a browser may ask for under ``/ui/`` and their media types; any other name is unknown
+# (KeyError). Every file is UTF-8 (`CHARSET`).
 ASSETS: Mapping[str, str] = {
-    "app.js": "text/javascript; charset=utf-8",
-    "style.css": "text/css; charset=utf-8",
+    "app.js": "text/javascript",
+    "style.css": "text/css",
 }
+CHARSET = "utf-8"
 
 # Response headers for the page and its assets: the page loads only its own script and style and talks
 # only to its own origin, so injected markup could neither run script nor send data elsewhere.
@@ -55,7 +57,8 @@ def asset(name: str) -> bytes:
 
 
 def content_type(name: str) -> str:
-    """The Content-Type header value for an asset name; KeyError for an unknown name."""
+    """The media type of an asset, without parameters (aiohttp: ``web.Response(body=asset(name),
+    content_type=content_type(name), charset=CHARSET)``); KeyError for an unknown name."""
     return ASSETS[name]
 
 

@@ -34,6 +34,13 @@
   function esc(value) {
     return String(value).replace(/[&<>"']/g, (ch) => ESC[ch]);
   }
+  // Writes only when the content differs: no DOM churn, and live regions speak only on real changes.
+  function setHtml(el, html) {
+    if (el.__html !== html) { el.innerHTML = html; el.__html = html; }
+  }
+  function setText(el, text) {
+    if (el.textContent !== text) el.textContent = text;
+  }
   function isObject(v) {
     return v !== null && typeof v === 'object' && !Array.isArray(v);
   }
@@ -320,24 +327,24 @@
   function renderHeader(status) {
     const rev = $('revision');
     if (!status.revision) {
-      rev.innerHTML = '<span class="none">No revision fetched yet</span>'
-        + (status.fetchedAt ? ' · last fetch ' + timeEl(status.fetchedAt) : '');
+      setHtml(rev, '<span class="none">No revision fetched yet</span>'
+        + (status.fetchedAt ? ' · last fetch ' + timeEl(status.fetchedAt) : ''));
       return;
     }
-    rev.innerHTML = 'Rolling out <code class="sha" title="' + esc(status.revision) + '">'
+    setHtml(rev, 'Rolling out <code class="sha" title="' + esc(status.revision) + '">'
       + esc(shortSha(status.revision)) + '</code> '
       + '<span class="message">' + (status.message ? esc(status.message) : '<span class="none">(no message)</span>') + '</span>'
       + ' <span class="by">by ' + (status.author ? esc(status.author) : '<span class="none">unknown</span>') + '</span>'
       + ' <span class="when">committed ' + timeEl(status.committedAt) + '</span>'
-      + ' <span class="when">· fetched ' + timeEl(status.fetchedAt) + '</span>';
+      + ' <span class="when">· fetched ' + timeEl(status.fetchedAt) + '</span>');
   }
 
   function renderErrors(status) {
     const box = $('revision-errors');
     if (!status.errors.length) { box.hidden = true; return; }
-    $('revision-errors-list').innerHTML = status.errors.map((e) => '<li><code>'
+    setHtml($('revision-errors-list'), status.errors.map((e) => '<li><code>'
       + esc((e.path != null ? e.path : '?') + (e.line != null ? ':' + e.line : '')) + '</code> '
-      + esc(e.message != null ? e.message : '') + '</li>').join('');
+      + esc(e.message != null ? e.message : '') + '</li>').join(''));
     box.hidden = false;
   }
 
@@ -362,12 +369,16 @@
         if (again) again.focus();
       }
     }
+    // The tab title says when something is wrong, so a background tab still tells.
+    const bad = ['Failed', 'Unreachable'].filter((x) => counts[x]).map((x) => counts[x] + ' ' + x);
+    const title = 'fleet status' + (bad.length ? ' · ' + bad.join(', ') : '');
+    if (document.title !== title) document.title = title;
     const pairs = {};
     let total = 0;
     for (const c of status.clusters) for (const b of c.bundles.values()) { pairs[b.state] = (pairs[b.state] || 0) + 1; total++; }
     const parts = Object.keys(pairs).sort((a, b) => severity(a) - severity(b)).map((s) => pairs[s] + ' ' + esc(s));
-    $('pairs').innerHTML = status.clusters.length + ' clusters · ' + status.bundles.length + ' bundles · '
-      + total + ' placed pairs' + (parts.length ? ': ' + parts.join(', ') : '');
+    setHtml($('pairs'), status.clusters.length + ' clusters · ' + status.bundles.length + ' bundles · '
+      + total + ' placed pairs' + (parts.length ? ': ' + parts.join(', ') : ''));
   }
 
   function renderMatrix(status) {
@@ -422,16 +433,16 @@
     placeActive(focusedCell != null);
     const empty = $('empty');
     if (!status.clusters.length) {
-      empty.textContent = 'No clusters are registered in this revision.';
+      setText(empty, 'No clusters are registered in this revision.');
       empty.hidden = false;
     } else if (!visible.length) {
-      empty.textContent = 'No cluster matches the filters.';
+      setText(empty, 'No cluster matches the filters.');
       empty.hidden = false;
     } else {
       empty.hidden = true;
     }
-    $('shown').textContent = 'Showing ' + visible.length + ' of ' + status.clusters.length + ' clusters'
-      + (ui.selector.length || ui.states.size ? ' (filtered)' : '');
+    setText($('shown'), 'Showing ' + visible.length + ' of ' + status.clusters.length + ' clusters'
+      + (ui.selector.length || ui.states.size ? ' (filtered)' : ''));
     return kind;
   }
 
@@ -524,8 +535,8 @@
     const title = $('details-title');
     const body = $('details-body');
     if (!c) {
-      title.textContent = ui.active.cluster ? ui.active.cluster : 'Details';
-      body.innerHTML = '<p class="none">This cluster is no longer in the status document.</p>';
+      setText(title, ui.active.cluster ? ui.active.cluster : 'Details');
+      setHtml(body, '<p class="none">This cluster is no longer in the status document.</p>');
       return;
     }
     const clusterRows = [
@@ -539,29 +550,29 @@
     if (ui.active.col >= 2) {
       const bundle = ui.columns[ui.active.col - 2];
       const b = c.bundles.get(bundle);
-      title.textContent = bundle + ' on ' + c.name;
+      setText(title, bundle + ' on ' + c.name);
       if (!b) {
-        body.innerHTML = dl([['State', badge(NOT_PLACED)], ['Why', esc(bundle) + '’s placement does not select ' + esc(c.name)]])
-          + '<h3>Cluster</h3>' + dl(clusterRows);
+        setHtml(body, dl([['State', badge(NOT_PLACED)], ['Why', esc(bundle) + '’s placement does not select ' + esc(c.name)]])
+          + '<h3>Cluster</h3>' + dl(clusterRows));
         return;
       }
-      body.innerHTML = dl([
+      setHtml(body, dl([
         ['State', badge(b.state)],
         ['Error', errorBlock(b.lastError)],
         ['Revision', b.revision ? '<code title="' + esc(b.revision) + '">' + esc(shortSha(b.revision)) + '</code>' : '<span class="none">none yet</span>'],
         ['Objects', b.objects === null ? '<span class="none">unknown</span>' : esc(b.objects)],
-      ]) + '<h3>Cluster</h3>' + dl(clusterRows);
+      ]) + '<h3>Cluster</h3>' + dl(clusterRows));
       return;
     }
-    title.textContent = c.name;
+    setText(title, c.name);
     const labels = Object.keys(c.labels).sort().map((k) => '<span class="chip">' + esc(k) + '=' + esc(c.labels[k]) + '</span>').join(' ');
     const counts = {};
     for (const b of c.bundles.values()) counts[b.state] = (counts[b.state] || 0) + 1;
     const bundleSummary = Object.keys(counts).sort((a, b) => severity(a) - severity(b)).map((s) => counts[s] + ' ' + esc(s)).join(', ');
-    body.innerHTML = dl([
+    setHtml(body, dl([
       ['Labels', labels || '<span class="none">none</span>'],
       ['Bundles', c.bundles.size ? c.bundles.size + ' placed: ' + bundleSummary : '<span class="none">none placed</span>'],
-    ].concat(clusterRows));
+    ].concat(clusterRows)));
   }
 
   function openDetails() {
@@ -664,12 +675,16 @@
     const at = ui.lastOkAt ? ui.lastOkAt.toLocaleTimeString() : null;
     if (ui.problem) {
       conn.className = 'conn conn-bad';
-      conn.textContent = 'Cannot read the status (' + ui.problem + ')'
-        + (at ? '; showing the status read at ' + at : '') + '. Retrying…';
+      setText(conn, 'Cannot read the status (' + ui.problem + ')'
+        + (at ? '; showing the status read at ' + at : '') + '. Retrying…');
     } else if (at) {
       conn.className = 'conn conn-ok';
-      conn.textContent = 'Live · updated ' + at;
+      setText(conn, 'Live · updated ' + at);
     }
+    // The visible line changes every poll; screen readers hear only when reading starts or stops failing.
+    const alert = $('conn-alert');
+    if (ui.problem) setText(alert, 'Cannot read the status: ' + ui.problem);
+    else if (alert.textContent) setText(alert, 'The status is readable again.');
   }
 
   async function pollOnce() {

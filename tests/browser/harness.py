@@ -29,6 +29,7 @@ import aiohttp
 import anyio
 import anyio.abc
 import anyio.from_thread
+import anyio.to_thread
 
 CHROMIUM = os.environ.get("FLEET_TEST_CHROMIUM", "/usr/bin/chromium")
 
@@ -188,6 +189,7 @@ async def launch(*, executable: str = CHROMIUM, startup_timeout: float = 30.0) -
             )
         async with process:
             try:
+                ws_url = ""
                 with anyio.move_on_after(startup_timeout):
                     ws_url = await _devtools_url(anyio.Path(profile), process)
                 if not ws_url:
@@ -218,7 +220,8 @@ async def launch(*, executable: str = CHROMIUM, startup_timeout: float = 30.0) -
                     with anyio.move_on_after(5, shield=True):
                         await process.wait()
     finally:
-        shutil.rmtree(profile, ignore_errors=True)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(lambda: shutil.rmtree(profile, ignore_errors=True))
 
 
 async def _devtools_url(profile: anyio.Path, process: anyio.abc.Process) -> str:

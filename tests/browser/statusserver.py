@@ -58,8 +58,9 @@ class StatusServer:
             data = ui.asset(name)
         except KeyError:
             raise web.HTTPNotFound() from None
-        headers = {**ui.HEADERS, "Content-Type": ui.content_type(name)}
-        return web.Response(body=data, headers=headers)
+        return web.Response(
+            body=data, content_type=ui.content_type(name), charset=ui.CHARSET, headers=dict(ui.HEADERS)
+        )
 
     async def _status(self, request: web.Request) -> web.Response:
         self.paths.append(request.path)

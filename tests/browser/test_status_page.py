@@ -130,6 +130,7 @@ def test_the_matrix_shows_every_placed_pair_with_its_state_and_not_placed_elsewh
     assert "3 clusters · 3 bundles · 3 placed pairs" in browser.evaluate(
         "document.getElementById('pairs').textContent"
     )
+    assert browser.evaluate("document.title") == "fleet status · 1 Failed"
 
 
 def test_a_changed_status_turns_cells_progressing_then_synced_without_a_reload(
@@ -560,8 +561,18 @@ def test_an_unreadable_status_keeps_the_last_matrix_and_says_so(
     status_server.fail_with(503)
     browser.wait_for("document.getElementById('conn').textContent.includes('HTTP 503')")
     assert sorted(matrix(browser)["rows"]) == ["eu-1", "lab-1", "us-1"]
+    # Screen readers hear the change (a status live region), not every poll's time stamp.
+    assert (
+        browser.evaluate("document.getElementById('conn-alert').textContent")
+        == "Cannot read the status: HTTP 503"
+    )
+    assert browser.evaluate("document.getElementById('conn').getAttribute('role')") is None
     status_server.set_status(three_clusters())
     browser.wait_for("document.getElementById('conn').textContent.startsWith('Live')")
+    assert (
+        browser.evaluate("document.getElementById('conn-alert').textContent")
+        == "The status is readable again."
+    )
 
 
 def test_the_page_asks_for_nothing_but_itself_and_the_status(

@@ -12,8 +12,11 @@ from fleet import errors, ui
 def test_the_assets_ship_in_the_package_with_their_content_types() -> None:
     assert b"window.fleetUi" in ui.asset("app.js")
     assert b"prefers-color-scheme: dark" in ui.asset("style.css")
-    assert ui.content_type("app.js") == "text/javascript; charset=utf-8"
-    assert ui.content_type("style.css") == "text/css; charset=utf-8"
+    assert ui.content_type("app.js") == "text/javascript"
+    assert ui.content_type("style.css") == "text/css"
+    assert ui.CHARSET == "utf-8"
+    ui.asset("app.js").decode(ui.CHARSET)
+    ui.asset("style.css").decode(ui.CHARSET)
 
 
 @pytest.mark.parametrize("name", ["index.html", "__init__.py", "../__init__.py", "", "APP.JS"])

@@ -12,8 +12,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx
+import kr8s.asyncio
 import pytest
+from kr8s.asyncio.objects import CustomResourceDefinition, new_class
 
 from fleet.sim import store, testing
 from tests.sim.kubectl_runner import eventually
@@ -209,6 +212,14 @@ def test_an_established_crd_is_in_legacy_and_aggregated_discovery_and_openapi(cl
             lambda c: c["spec"]["versions"][0].pop("schema"),
             "spec.versions[0].schema.openAPIV3Schema",
             "Required value: schemas are required",
+        ),
+        (
+            lambda c: (
+                c["spec"].update(group="policy.k8s.io"),
+                c["metadata"].update(name="crontabs.policy.k8s.io"),
+            ),
+            "metadata.annotations[api-approved.kubernetes.io]",
+            'protected groups must have approval annotation "api-approved.kubernetes.io"',
         ),
         (
             lambda c: c["spec"].update(scope="Global"),
@@ -442,3 +453,76 @@ def test_deleting_a_crd_removes_its_resources_then_its_kinds(client: httpx.Clien
     assert "stable.example.com" not in client.get("/apis").text
     deleted = {e["object"]["metadata"]["name"] for e in events if e["type"] == "DELETED"}
     assert deleted == {"held", "plain"}  # and the stream ended when the kind went away
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_kr8s_creates_a_crd_then_its_resources_and_finds_them_by_plural_and_short_name(
+    sim: testing.SimHandle,
+) -> None:
+    api = await kr8s.asyncio.Api(kubeconfig=sim.kubeconfig_for("c1"), bypass_factory=True)
+    api.timeout = httpx.Timeout(10.0)
+    crd = await CustomResourceDefinition(copy.deepcopy(CRD), api=api)
+    await crd.create()
+    for _ in range(200):
+        await crd.refresh()
+        if condition(crd.raw, "Established") == "True":
+            break
+        await anyio.sleep(0.02)
+    crontab_class = new_class(kind="CronTab", version="stable.example.com/v1", namespaced=True, asyncio=True)
+    made = await crontab_class(
+        {"metadata": {"name": "a", "namespace": "default"}, "spec": {"cronSpec": "x"}}, api=api
+    )
+    await made.create()
+    assert made.raw["spec"]["image"] == "busybox"
+    by_plural = [o.name async for o in api.get("crontabs.stable.example.com", namespace="default")]
+    by_short = [o.name async for o in api.get("ct", namespace="default")]
+    assert by_plural == by_short == ["a"]
+
+
+def test_deleting_a_custom_resource_answers_with_a_success_status(client: httpx.Client) -> None:
+    install(client)
+    made = client.post(CT, json=crontab("a")).json()
+    r = client.delete(f"{CT}/a")
+    assert r.status_code == 200
+    assert r.json() == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {
+            "name": "a",
+            "group": "stable.example.com",
+            "kind": "crontabs",
+            "uid": made["metadata"]["uid"],
+        },
+    }
+
+
+def test_the_scale_subresource_follows_the_crds_replica_and_selector_paths(client: httpx.Client) -> None:
+    crd = copy.deepcopy(CRD)
+    version = crd["spec"]["versions"][0]
+    version["subresources"]["scale"] = {
+        "specReplicasPath": ".spec.size",
+        "statusReplicasPath": ".status.current",
+        "labelSelectorPath": ".status.selector",
+    }
+    schema = version["schema"]["openAPIV3Schema"]["properties"]
+    schema["spec"]["properties"]["size"] = {"type": "integer"}
+    schema["status"]["properties"].update(current={"type": "integer"}, selector={"type": "string"})
+    install(client, crd)
+    client.post(CT, json=crontab("a", size=3))
+    status_obj = client.get(f"{CT}/a/status").json()
+    status_obj["status"] = {"current": 2, "selector": "app=a"}
+    assert client.put(f"{CT}/a/status", json=status_obj).status_code == 200
+    scale = client.get(f"{CT}/a/scale").json()
+    assert scale["spec"] == {"replicas": 3}
+    assert scale["status"] == {"replicas": 2, "selector": "app=a"}
+    r = client.put(f"{CT}/a/scale", json={**scale, "spec": {"replicas": 7}})
+    assert r.status_code == 200, r.text
+    assert r.json()["spec"] == {"replicas": 7}
+    assert client.get(f"{CT}/a").json()["spec"]["size"] == 7

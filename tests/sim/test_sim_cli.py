@@ -82,3 +82,16 @@ def test_fleet_sim_with_a_bad_listen_address_fails_with_a_message(tmp_path: Path
     )
     assert proc.returncode != 0
     assert "--listen 'nonsense'" in proc.stderr
+
+
+def test_fleet_sim_rv_base_starts_resource_versions_above_32_bits(tmp_path: Path) -> None:
+    out = tmp_path / "kc.yaml"
+    proc, line = _start("--names", "big", "--rv-base", "5000000000", "--kubeconfig-out", str(out))
+    try:
+        assert line == f"ready {out}\n"
+        server = yaml.safe_load(out.read_text())["clusters"][0]["cluster"]["server"]
+        with httpx.Client(timeout=10) as c:
+            rv = c.get(server + "/api/v1/namespaces").json()["metadata"]["resourceVersion"]
+        assert int(rv) > 2**32
+    finally:
+        assert _stop(proc) == 0

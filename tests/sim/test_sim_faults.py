@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fleet import errors
 from fleet.sim import testing
 
 CM = "/api/v1/namespaces/default/configmaps"
@@ -183,3 +184,18 @@ def test_the_journal_seq_keeps_counting_and_records_faulted_requests(
     entries = sim.journal_sync("c1")
     assert [(e["seq"], e["status"]) for e in entries] == [(1, 503), (2, 200)]
     assert sim.journal_sync("c2") == []
+
+
+def test_the_in_process_handle_reads_cluster_state_on_the_server_loop(
+    sim: testing.SimHandle, client: httpx.Client
+) -> None:
+    listed = client.get(CM).json()["metadata"]["resourceVersion"]
+    assert str(sim.call_sync(lambda: sim.cluster("c1").rv)) == listed
+    one = sim.kubeconfig_for("c2")
+    assert [c["name"] for c in one["contexts"]] == ["c2"] and one["current-context"] == "c2"
+    assert one["clusters"][0]["cluster"]["server"] == sim.url("c2")
+
+
+def test_an_invalid_rule_given_in_process_raises_an_input_error(sim: testing.SimHandle) -> None:
+    with pytest.raises(errors.InputError, match="rate"):
+        sim.faults_sync("c1", {"status": 500, "rate": 5})

@@ -1164,3 +1164,70 @@ def test_a_field_of_the_wrong_json_type_gets_the_go_decoders_400(client: httpx.C
     )
     svc = {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80, "targetPort": "http"}]}}
     assert client.post("/api/v1/namespaces/default/services", json=svc).status_code == 201
+
+
+def test_duplicate_fields_fail_strict_validation_and_warn_otherwise(client: httpx.Client) -> None:
+    raw = b'{"metadata": {"name": "dup", "name": "dup"}, "data": {"a": "1"}, "data": {"a": "2"}}'
+    headers = {"Content-Type": "application/json"}
+    r = client.post(CM, content=raw, headers=headers, params={"fieldValidation": "Strict"})
+    assert_status(
+        r, 400, "BadRequest", 'strict decoding error: duplicate field "metadata.name", duplicate field "data"'
+    )
+    r = client.post(CM, content=raw, headers=headers)
+    assert r.status_code == 201 and r.json()["data"] == {"a": "2"}
+    assert 'duplicate field \\"data\\"' in r.headers["Warning"]
+
+
+def test_a_watch_on_a_named_object_sees_only_that_object(client: httpx.Client) -> None:
+    rv = client.get(CM).json()["metadata"]["resourceVersion"]
+    create(client, "mine")
+    create(client, "other")
+    events = watch(client, CM + "/mine", resourceVersion=rv)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "mine")]
+
+
+def test_a_resource_version_in_an_apply_is_a_precondition(client: httpx.Client) -> None:
+    def apply(body: dict[str, Any]) -> httpx.Response:
+        return client.patch(
+            CM + "/ap",
+            content=json.dumps(body),
+            headers={"Content-Type": "application/apply-patch+yaml"},
+            params={"fieldManager": "fleet"},
+        )
+
+    made = apply(cm("ap")).json()
+    stale = cm("ap", data={"k": "new"})
+    stale["metadata"]["resourceVersion"] = "1"
+    assert_status(apply(stale), 409, "Conflict")
+    stale["metadata"]["resourceVersion"] = made["metadata"]["resourceVersion"]
+    assert apply(stale).status_code == 200
+
+
+def test_conformance_multiple_watchers_observe_add_update_and_delete_by_label(client: httpx.Client) -> None:
+    """Port of the conformance test "should observe add, update, and delete watch notifications"."""
+    key = "watch-this-configmap"
+    start = client.get(CM).json()["metadata"]["resourceVersion"]
+    client.post(CM, json=cm("cm-a", labels={key: "multiple-watchers-A"}))
+    merge(client, CM + "/cm-a", {"data": {"mutation": "1"}})
+    merge(client, CM + "/cm-a", {"data": {"mutation": "2"}})
+    client.delete(CM + "/cm-a")
+    client.post(CM, json=cm("cm-b", labels={key: "multiple-watchers-B"}))
+    client.delete(CM + "/cm-b")
+
+    def seen(selector: str) -> list[tuple[str, str, str]]:
+        events = watch(client, CM, resourceVersion=start, labelSelector=selector)
+        return [
+            (e["type"], e["object"]["metadata"]["name"], e["object"].get("data", {}).get("mutation", ""))
+            for e in events
+        ]
+
+    a_events = [
+        ("ADDED", "cm-a", ""),
+        ("MODIFIED", "cm-a", "1"),
+        ("MODIFIED", "cm-a", "2"),
+        ("DELETED", "cm-a", "2"),
+    ]
+    b_events = [("ADDED", "cm-b", ""), ("DELETED", "cm-b", "")]
+    assert seen(f"{key}=multiple-watchers-A") == a_events
+    assert seen(f"{key}=multiple-watchers-B") == b_events
+    assert seen(f"{key} in (multiple-watchers-A,multiple-watchers-B)") == a_events + b_events

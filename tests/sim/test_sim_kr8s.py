@@ -107,3 +107,16 @@ async def test_a_kr8s_raw_watch_resumes_from_a_resource_version_and_sees_410_aft
 @pytest.mark.anyio
 async def test_kr8s_whoami_gets_an_admin_user(api: Any) -> None:
     assert await api.whoami() == "kubernetes-admin"
+
+
+@pytest.mark.anyio
+async def test_kr8s_talks_to_a_tls_port_per_cluster_sim_trusting_the_kubeconfig_ca() -> None:
+    async with testing.running(names=["t1", "t2"], tls=True, port_per_cluster=True) as sim:
+        client = await kr8s.asyncio.Api(kubeconfig=sim.kubeconfig_for("t2"), bypass_factory=True)
+        client.timeout = httpx.Timeout(10.0)
+        assert (await client.version())["minor"] == "35"
+        await _configmap(client, "secure")
+        got = await ConfigMap.get("secure", namespace="default", api=client)
+        assert got.name == "secure"
+        assert [e["method"] for e in await sim.journal("t2")].count("POST") == 1
+        assert await sim.journal("t1") == []

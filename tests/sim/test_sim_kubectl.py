@@ -271,3 +271,19 @@ def test_kubectl_foreground_delete_and_wait_for_delete(kubectl: Kubectl, tmp_pat
     kubectl("delete", "deployment", "web", "--cascade=foreground", "--wait=false")
     kubectl("wait", "--for=delete", "deployment/web", "--timeout=20s")
     assert kubectl("get", "deployments", "-o", "name").stdout.strip() == ""
+
+
+def test_kubectl_explain_reads_the_openapi_v3_schemas(kubectl: Kubectl) -> None:
+    out = kubectl("explain", "deployment.spec.replicas").stdout
+    assert "FIELD: replicas <integer>" in out
+
+
+def test_kubectl_get_all_follows_the_all_category_and_short_names(kubectl: Kubectl, tmp_path: Path) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(MANIFEST)
+    kubectl("apply", "-f", str(path))
+    assert "deployment.apps/web" in kubectl("get", "all", "-o", "name").stdout.split()
+    assert kubectl("get", "deploy,cm", "-o", "name").stdout.split()[:2] == [
+        "deployment.apps/web",
+        "configmap/settings",
+    ]

@@ -78,3 +78,55 @@ def test_arbitrary_bodies_get_objects_or_real_statuses() -> None:
 
         check()
         assert client.get("/version").status_code == 200
+
+
+PARAM_NAMES = st.sampled_from(
+    [
+        "resourceVersion",
+        "resourceVersionMatch",
+        "limit",
+        "continue",
+        "labelSelector",
+        "fieldSelector",
+        "watch",
+        "timeoutSeconds",
+        "allowWatchBookmarks",
+        "sendInitialEvents",
+        "dryRun",
+        "fieldManager",
+        "fieldValidation",
+        "propagationPolicy",
+        "force",
+    ]
+)
+PARAM_VALUES = st.sampled_from(
+    ["", "0", "1", "-1", "true", "All", "Exact", "NotOlderThan", "a=b", "!x", "99999999999999999999"]
+) | st.text(max_size=8)
+
+
+def test_arbitrary_query_parameters_get_answers_or_real_statuses() -> None:
+    with (
+        testing.serving(names=["fuzz"], settings=QUIET) as sim,
+        httpx.Client(base_url=sim.url("fuzz"), timeout=10) as client,
+    ):
+        client.post(CM, json={"metadata": {"name": "x"}, "data": {"a": "b"}})
+
+        @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(
+            method=st.sampled_from(["GET", "DELETE", "PATCH"]),
+            path=st.sampled_from([CM, CM + "/x", "/api/v1/configmaps"]),
+            params=st.dictionaries(PARAM_NAMES, PARAM_VALUES, max_size=4),
+        )
+        def check(method: str, path: str, params: dict[str, str]) -> None:
+            if params.get("watch") in ("true", "1"):
+                params["timeoutSeconds"] = "1"  # a watch must end: the server default is 30 minutes
+            headers = {"Content-Type": "application/merge-patch+json"}
+            r = client.request(method, path, params=params, content=b"{}", headers=headers)
+            assert r.status_code < 500 or r.status_code == 504, r.text
+            if r.status_code >= 400:
+                answer = r.json()
+                assert answer["kind"] == "Status" and answer["code"] == r.status_code, answer
+            if client.get(CM + "/x").status_code == 404:
+                client.post(CM, json={"metadata": {"name": "x"}, "data": {"a": "b"}})
+
+        check()

@@ -4,6 +4,9 @@ delay, Jobs complete, annotations keep one unavailable, and the controller never
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from fleet import health
 from fleet.sim import store, testing
@@ -240,3 +244,60 @@ def test_kubectl_waits_for_a_deployment_to_become_available(sim: testing.SimHand
     assert "deployment.apps/web condition met" in out.stdout
     rollout = kubectl("rollout", "status", "deployment/web", "--timeout=20s")
     assert 'deployment "web" successfully rolled out' in rollout.stdout
+    others = tmp_path / "others.yaml"
+    others.write_text(
+        json.dumps(workload("DaemonSet", "agent", replicas=None))
+        + "\n---\n"
+        + json.dumps(workload("StatefulSet", "db"))
+    )
+    kubectl("apply", "-f", str(others))
+    assert (
+        'daemon set "agent" successfully rolled out'
+        in kubectl("rollout", "status", "ds/agent", "--timeout=20s").stdout
+    )
+    assert "roll out complete: 2 new pods" in kubectl("rollout", "status", "sts/db", "--timeout=20s").stdout
+
+
+def _fleet_sim(*args: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleet.cli", "sim", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline()
+
+
+@pytest.mark.parametrize(("flag", "expect_status"), [("0.1s", True), ("off", False)])
+def test_the_workload_delay_flag_sets_or_turns_off_workload_status(
+    tmp_path: Path, flag: str, expect_status: bool
+) -> None:
+    out = tmp_path / "kc.yaml"
+    proc, line = _fleet_sim("--workload-delay", flag, "--kubeconfig-out", str(out))
+    try:
+        assert line == f"ready {out}\n"
+        server = yaml.safe_load(out.read_text())["clusters"][0]["cluster"]["server"]
+        with httpx.Client(base_url=server, timeout=10) as c:
+            assert c.post(f"{APPS}/deployments", json=workload("Deployment", "web")).status_code == 201
+            time.sleep(0.5)
+            st = c.get(f"{APPS}/deployments/web").json()["status"]
+        assert (st.get("observedGeneration") == 1) is expect_status
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_a_bad_workload_delay_is_refused_naming_the_flag() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "fleet.cli", "sim", "--workload-delay", "soon"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "--workload-delay 'soon'" in out.stderr

@@ -1,0 +1,696 @@
+"""Benchmark of `fleet serve`: commit-to-Synced latency through the signed webhook, idle CPU and RSS of
+the whole controller, and the cost of tracing, with tracing off and on side by side in the same run.
+
+Setup: `fleet sim --clusters N` in its own process (waits for its ``ready`` line), a git repository
+(pygit2) with N cluster files and 10 bundles placed on every cluster (bundle ``b00``: a Deployment, a
+Service and a ConfigMap, so the sim's workload status simulation is on the path; ``b01``-``b09``: two
+ConfigMaps and a Service each), and `fleet serve` in its own process (``--listen 127.0.0.1:0``, the URL
+read from its log, ``--interval 1h`` so only the webhook triggers fetches, ``--webhook-secret-file``).
+
+Per mode (tracing off, then tracing on with ``--otlp-endpoint`` pointing at a real OTLP/HTTP receiver
+running in this process), in alternating phases (off, on, off, on) so a change in the machine's load
+hits both modes alike; each phase starts a fresh `fleet serve` (own state dir) against the same sim:
+
+1. first convergence: start to every cluster Synced at HEAD in the status API;
+2. commits: a one-line change in bundle ``b01`` (placed on every cluster) is committed, the signed
+   webhook (``X-Hub-Signature-256``) announces it, and the status API is polled every 50 ms until every
+   cluster reports Synced at that revision. Measured from just before the commit (so commit, webhook,
+   fetch, parse, placement, render, the reconcile rounds and the status API are all inside). Also when
+   the status first shows the new revision (fetch + parse + placement + render), and the controller's
+   CPU seconds per commit (``/proc/<pid>/stat`` utime+stime over the commit loop);
+3. idle: 2 s after the last convergence, the controller's and the sim's CPU over ``IDLE_S`` seconds
+   (``/proc/<pid>/stat``), nothing polling the API meanwhile; RSS from ``/proc/<pid>/status`` (VmRSS,
+   VmHWM). Only the first phase of each mode measures idle.
+
+The machine's load average (before, after) and its total busy CPU during each idle window are recorded,
+since other work on the machine distorts every number here.
+
+Run: ``.venv/bin/python -m benchmarks bench_serve`` (full: 100 clusters, 20 commits per mode, 20 s idle;
+about 4-6 minutes) or ``.venv/bin/python -m benchmarks bench_serve --quick`` (10 clusters, 3 commits per
+mode, 3 s idle; under a minute). ``FLEET_BENCH_SERVE_QUICK=1`` is the same as ``--quick``. Knobs:
+FLEET_BENCH_SERVE_CLUSTERS, FLEET_BENCH_SERVE_COMMITS (per mode), FLEET_BENCH_SERVE_IDLE (seconds),
+FLEET_BENCH_SERVE_CONCURRENCY (``--concurrency`` of serve; default: serve's own default).
+Writes ``benchmarks/results/serve.json`` (``serve-quick.json`` in quick mode) and prints a table, with
+the previous run's numbers from that file next to this run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pygit2
+
+from fleet import webhook
+
+QUICK = "--quick" in sys.argv or os.environ.get("FLEET_BENCH_SERVE_QUICK", "") == "1"
+CLUSTERS = int(os.environ.get("FLEET_BENCH_SERVE_CLUSTERS", "10" if QUICK else "100"))
+COMMITS = int(os.environ.get("FLEET_BENCH_SERVE_COMMITS", "3" if QUICK else "20"))  # per mode
+IDLE_S = float(os.environ.get("FLEET_BENCH_SERVE_IDLE", "3" if QUICK else "20"))
+CONCURRENCY = os.environ.get("FLEET_BENCH_SERVE_CONCURRENCY", "")
+PROFILE_DIR = os.environ.get("FLEET_BENCH_SERVE_PROFILE", "")  # py-spy profiles of the commit loops here
+PYSPY = os.environ.get("FLEET_BENCH_SERVE_PYSPY", "") or shutil.which("py-spy") or "py-spy"
+PHASES_PER_MODE = 1 if QUICK else 2
+BUNDLES = 10
+CHANGED_BUNDLE = "b01"
+POLL_S = 0.05
+GAP_S = 1.1  # between commits: over serve's webhook rate limit (one fetch per second)
+SETTLE_S = 2.0
+COMMIT_TIMEOUT_S = 120.0
+CONVERGE_TIMEOUT_S = 600.0
+SECRET = b"bench-serve-webhook-secret"
+RESULTS = Path(__file__).resolve().parent / "results"
+RESULT_FILE = RESULTS / (
+    "serve-profiled.json" if PROFILE_DIR else "serve-quick.json" if QUICK else "serve.json"
+)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+TARGETS = {
+    "commit_p50_s": 5.0,
+    "commit_p99_s": 5.0,
+    "idle_cpu_percent": 5.0,
+    "rss_mb": 250.0,
+    "tracing_overhead_percent": 10.0,
+}
+
+
+# -- the repository -------------------------------------------------------------------------------------
+
+
+def _names() -> list[str]:
+    return [f"sim-{i:03d}" for i in range(1, CLUSTERS + 1)]
+
+
+def _bundle_yaml(name: str) -> str:
+    return f"""apiVersion: fleet.dev/v1alpha1
+kind: Bundle
+metadata:
+  name: {name}
+spec:
+  namespace: bench-{name}
+  placement:
+    clusterSelector:
+      matchLabels:
+        env: bench
+"""
+
+
+def _deployment_bundle() -> str:
+    return """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+        - name: web
+          image: nginx:1.27
+          ports:
+            - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector:
+    app: web
+  ports:
+    - port: 80
+      targetPort: 80
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+data:
+  listen: "80"
+  workers: "4"
+"""
+
+
+def _configmap_bundle(name: str, generation: int) -> str:
+    return f"""apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  bundle: {name}
+  colour: blue
+  generation: "{generation}"
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: extra
+data:
+  payload: "{"x" * 200}"
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: svc
+spec:
+  selector:
+    app: {name}
+  ports:
+    - port: 8080
+      targetPort: 8080
+"""
+
+
+class Repo:
+    """The benchmark's git repository (pygit2), committed like a user would."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.repo = pygit2.init_repository(str(root), initial_head="main")
+        for name in _names():
+            self._write(
+                f"clusters/{name}.yaml",
+                f"apiVersion: fleet.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: {name}\n"
+                f"  labels:\n    env: bench\n",
+            )
+        for i in range(BUNDLES):
+            b = f"b{i:02d}"
+            self._write(f"bundles/{b}/bundle.yaml", _bundle_yaml(b))
+            body = _deployment_bundle() if i == 0 else _configmap_bundle(b, 0)
+            self._write(f"bundles/{b}/manifests/objects.yaml", body)
+        self.commit("bench: initial")
+
+    def _write(self, path: str, text: str) -> None:
+        full = self.root / path
+        full.parent.mkdir(parents=True, exist_ok=True)
+        full.write_text(text)
+
+    def change_one_line(self, generation: int) -> None:
+        """Rewrite the one `generation:` line of bundle b01's ConfigMap."""
+        path = self.root / "bundles" / CHANGED_BUNDLE / "manifests" / "objects.yaml"
+        text, count = re.subn(r'(?m)^  generation: "\d+"$', f'  generation: "{generation}"', path.read_text())
+        assert count == 1, "the generation line is missing"
+        path.write_text(text)
+
+    def commit(self, message: str) -> str:
+        index = self.repo.index
+        index.add_all()
+        index.write()
+        sig = pygit2.Signature("bench", "bench@example.com")
+        parents = [] if self.repo.head_is_unborn else [self.repo.head.target]
+        return str(self.repo.create_commit("HEAD", sig, sig, message, index.write_tree(), parents))
+
+
+# -- processes -------------------------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    """The environment of child processes: no KUBECONFIG, no OTEL_* (tracing only from --otlp-endpoint)."""
+    return {k: v for k, v in os.environ.items() if k != "KUBECONFIG" and not k.startswith("OTEL_")}
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak RSS) of a process, in MB."""
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = parts[3] + parts[4]  # idle + iowait
+    return sum(parts) - idle, sum(parts)
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+class Sim:
+    """`fleet sim --clusters N --kubeconfig-out F` in its own process."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.kubeconfig = workdir / "kubeconfig"
+        self.log = workdir / "sim.log"
+        started = time.monotonic()
+        with self.log.open("ab") as sink:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "fleet.cli",
+                    "sim",
+                    "--clusters",
+                    str(CLUSTERS),
+                    "--kubeconfig-out",
+                    str(self.kubeconfig),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=sink,
+                env=_env(),
+                text=True,
+            )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready "):
+            raise RuntimeError(f"fleet sim did not start: {line!r}\n{self.log.read_text()[-2000:]}")
+        self.start_s = time.monotonic() - started
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Serve:
+    """`fleet serve` in its own process; the URL comes from its log (stderr)."""
+
+    def __init__(self, *, repo: Path, sim: Sim, workdir: Path, tag: str, otlp_url: str | None) -> None:
+        secret_file = workdir / "webhook-secret"
+        secret_file.write_bytes(SECRET + b"\n")
+        self.log = workdir / f"serve-{tag}.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "fleet.cli",
+            "serve",
+            "--repo",
+            str(repo),
+            "--kubeconfig",
+            str(sim.kubeconfig),
+            "--state-dir",
+            str(workdir / f"state-{tag}"),
+            "--listen",
+            "127.0.0.1:0",
+            "--interval",
+            "1h",
+            "--webhook-secret-file",
+            str(secret_file),
+        ]
+        if CONCURRENCY:
+            argv += ["--concurrency", CONCURRENCY]
+        if otlp_url:
+            argv += ["--otlp-endpoint", otlp_url]
+        self.started = time.monotonic()
+        with self.log.open("ab") as sink:
+            self.proc = subprocess.Popen(argv, stdout=sink, stderr=sink, env=_env())
+        self.pid = self.proc.pid
+        self.url = self._wait_listening()
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+
+    def logs(self, tail: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-tail:]
+
+    def _wait_listening(self) -> str:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            m = re.search(r"listening on (http://\S+)", self.log.read_text(errors="replace"))
+            if m:
+                return m.group(1)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"fleet serve exited {self.proc.returncode}:\n{self.logs()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"fleet serve did not listen within 60 s:\n{self.logs()}")
+
+    def status(self) -> dict[str, Any]:
+        resp = self.client.get("/api/v1/status")
+        if resp.status_code != 200:
+            raise RuntimeError(f"GET /api/v1/status answered {resp.status_code}:\n{self.logs()}")
+        doc: dict[str, Any] = resp.json()
+        return doc
+
+    def webhook(self) -> int:
+        body = json.dumps({"ref": "refs/heads/main"}).encode()
+        headers = {
+            "X-Hub-Signature-256": webhook.sign_github(body=body, secret=SECRET),
+            "X-GitHub-Event": "push",
+            "Content-Type": "application/json",
+        }
+        return self.client.post("/api/v1/webhook", content=body, headers=headers).status_code
+
+    def wait_synced(self, sha: str, *, timeout: float, t0: float) -> dict[str, Any]:
+        """Poll the status every POLL_S until every cluster is Synced at `sha`; times from `t0`."""
+        seen: float | None = None
+        polls = 0
+        deadline = t0 + timeout
+        next_poll = time.perf_counter()
+        doc: dict[str, Any] = {}
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"fleet serve exited {self.proc.returncode}:\n{self.logs()}")
+            doc = self.status()
+            polls += 1
+            now = time.perf_counter()
+            if seen is None and doc.get("revision") == sha:
+                seen = now - t0
+            clusters = doc.get("clusters") or {}
+            if len(clusters) == CLUSTERS and all(
+                c.get("state") == "Synced" and c.get("revision") == sha for c in clusters.values()
+            ):
+                return {"synced_s": now - t0, "revision_seen_s": seen, "polls": polls}
+            next_poll += POLL_S
+            time.sleep(max(0.0, next_poll - time.perf_counter()))
+        states: dict[str, int] = {}
+        for c in (doc.get("clusters") or {}).values():
+            key = f"{c.get('state')}@{'new' if c.get('revision') == sha else 'old'}"
+            states[key] = states.get(key, 0) + 1
+        raise TimeoutError(
+            f"not every cluster Synced at {sha[:7]} within {timeout:.0f} s: {states}, "
+            f"errors {doc.get('errors')}\n{self.logs()}"
+        )
+
+    def stop(self) -> int:
+        self.client.close()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return -9
+
+
+# -- measurements ----------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); with 20 samples p99 is the largest."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+@dataclass
+class Phase:
+    mode: str
+    first_convergence_s: float = 0.0
+    commits: list[dict[str, Any]] = field(default_factory=list)
+    cpu_s_commit_loop: float = 0.0
+    sim_cpu_s_commit_loop: float = 0.0
+    idle: dict[str, Any] | None = None
+    memory_after_commits: dict[str, float] = field(default_factory=dict)
+    spans: int = 0
+    stop_exit: int = 0
+    load_before: list[float] = field(default_factory=list)
+    load_after: list[float] = field(default_factory=list)
+
+
+def _profiler(pid: int, tag: str) -> subprocess.Popen[bytes] | None:
+    """With FLEET_BENCH_SERVE_PROFILE=DIR: py-spy samples the controller (collapsed stacks) during the commits."""
+    if not PROFILE_DIR:
+        return None
+    Path(PROFILE_DIR).mkdir(parents=True, exist_ok=True)
+    target = Path(PROFILE_DIR) / f"serve-{tag}.collapsed"
+    return subprocess.Popen(
+        [PYSPY, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "-o", str(target)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _idle(serve: Serve, sim: Sim) -> dict[str, Any]:
+    time.sleep(SETTLE_S)
+    busy0, total0 = machine_busy()
+    c0, s0, w0 = cpu_seconds(serve.pid), cpu_seconds(sim.proc.pid), time.monotonic()
+    time.sleep(IDLE_S)
+    c1, s1, w1 = cpu_seconds(serve.pid), cpu_seconds(sim.proc.pid), time.monotonic()
+    busy1, total1 = machine_busy()
+    wall = w1 - w0
+    return {
+        "seconds": round(wall, 2),
+        "controller_cpu_percent": round(100 * (c1 - c0) / wall, 2),
+        "sim_cpu_percent": round(100 * (s1 - s0) / wall, 2),
+        "machine_busy_percent_of_all_cpus": round(100 * (busy1 - busy0) / max(1, total1 - total0), 1),
+        "controller_memory_mb": memory_mb(serve.pid),
+        "sim_memory_mb": memory_mb(sim.proc.pid),
+    }
+
+
+def run_phase(
+    *,
+    mode: str,
+    index: int,
+    repo: Repo,
+    sim: Sim,
+    workdir: Path,
+    commits: int,
+    generation: int,
+    receiver: Any,
+    tracing: bool,
+    measure_idle: bool,
+) -> tuple[Phase, int]:
+    phase = Phase(mode=mode, load_before=load())
+    spans_before = len(receiver.snapshot())
+    serve = Serve(
+        repo=repo.root,
+        sim=sim,
+        workdir=workdir,
+        tag=f"{mode}-{index}",
+        otlp_url=receiver.url if tracing else None,
+    )
+    try:
+        head = str(repo.repo.head.target)
+        first = serve.wait_synced(head, timeout=CONVERGE_TIMEOUT_S, t0=time.perf_counter())
+        phase.first_convergence_s = round(time.monotonic() - serve.started, 2)
+        del first
+        time.sleep(SETTLE_S)
+        profiler = _profiler(serve.pid, f"{mode}-{index}")
+        c0, s0 = cpu_seconds(serve.pid), cpu_seconds(sim.proc.pid)
+        for _ in range(commits):
+            generation += 1
+            repo.change_one_line(generation)
+            t0 = time.perf_counter()
+            sha = repo.commit(f"bench: {CHANGED_BUNDLE} generation {generation}")
+            code = serve.webhook()
+            if code != 202:
+                raise RuntimeError(f"webhook answered {code}:\n{serve.logs()}")
+            result = serve.wait_synced(sha, timeout=COMMIT_TIMEOUT_S, t0=t0)
+            phase.commits.append(
+                {
+                    "sha": sha[:12],
+                    "synced_s": round(result["synced_s"], 3),
+                    "revision_seen_s": round(result["revision_seen_s"] or 0.0, 3),
+                    "polls": result["polls"],
+                }
+            )
+            time.sleep(GAP_S)
+        phase.cpu_s_commit_loop = round(cpu_seconds(serve.pid) - c0, 2)
+        phase.sim_cpu_s_commit_loop = round(cpu_seconds(sim.proc.pid) - s0, 2)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=60)
+        phase.memory_after_commits = memory_mb(serve.pid)
+        if measure_idle:
+            phase.idle = _idle(serve, sim)
+    finally:
+        phase.stop_exit = serve.stop()
+    time.sleep(0.5)  # serve flushes its spans on SIGTERM; the receiver may still be decoding
+    phase.spans = len(receiver.snapshot()) - spans_before
+    phase.load_after = load()
+    return phase, generation
+
+
+def summarise(phases: list[Phase], mode: str) -> dict[str, Any]:
+    mine = [p for p in phases if p.mode == mode]
+    commits = [c for p in mine for c in p.commits]
+    synced = [c["synced_s"] for c in commits]
+    seen = [c["revision_seen_s"] for c in commits]
+    idle = next(p.idle for p in mine if p.idle is not None)
+    rss = [p.memory_after_commits.get("VmRSS", 0.0) for p in mine] + [idle["controller_memory_mb"]["VmRSS"]]
+    hwm = [p.memory_after_commits.get("VmHWM", 0.0) for p in mine]
+    return {
+        "commits": len(commits),
+        "commit_p50_s": round(percentile(synced, 50), 3),
+        "commit_p99_s": round(percentile(synced, 99), 3),
+        "commit_max_s": round(max(synced), 3),
+        "commit_mean_s": round(sum(synced) / len(synced), 3),
+        "revision_seen_p50_s": round(percentile(seen, 50), 3),
+        "revision_seen_p99_s": round(percentile(seen, 99), 3),
+        "controller_cpu_s_per_commit": round(
+            sum(p.cpu_s_commit_loop for p in mine) / max(1, len(commits)), 3
+        ),
+        "sim_cpu_s_per_commit": round(sum(p.sim_cpu_s_commit_loop for p in mine) / max(1, len(commits)), 3),
+        "first_convergence_s": [p.first_convergence_s for p in mine],
+        "idle_cpu_percent": idle["controller_cpu_percent"],
+        "sim_idle_cpu_percent": idle["sim_cpu_percent"],
+        "idle_machine_busy_percent": idle["machine_busy_percent_of_all_cpus"],
+        "rss_mb": max(rss),
+        "peak_rss_mb": max(hwm),
+        "sim_rss_mb": idle["sim_memory_mb"].get("VmRSS"),
+        "spans_exported": sum(p.spans for p in mine),
+        "stop_exit_codes": [p.stop_exit for p in mine],
+    }
+
+
+def _previous() -> dict[str, Any]:
+    try:
+        doc: dict[str, Any] = json.loads(RESULT_FILE.read_text())
+        return doc
+    except (OSError, ValueError):
+        return {}
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def print_table(out: dict[str, Any], previous: dict[str, Any]) -> None:
+    off, on = out["tracing_off"], out["tracing_on"]
+    prev_off, prev_on = previous.get("tracing_off") or {}, previous.get("tracing_on") or {}
+    print(
+        f"fleet serve: {out['clusters']} clusters (sim in its own process), {BUNDLES} bundles on every cluster "
+        f"(b00 with a Deployment), {off['commits']} + {on['commits']} commits (tracing off + on), "
+        f"{out['idle_seconds']} s idle window"
+    )
+    print(
+        f"load average (1, 5, 15 min) at start {out['load_start']}, at end {out['load_end']}; {out['cpus']} CPUs"
+    )
+    rows = [
+        ("commit -> all Synced p50 (s)", "commit_p50_s", TARGETS["commit_p50_s"]),
+        ("commit -> all Synced p99 (s)", "commit_p99_s", TARGETS["commit_p99_s"]),
+        ("commit -> all Synced max (s)", "commit_max_s", None),
+        ("commit -> revision in status p50 (s)", "revision_seen_p50_s", None),
+        ("controller CPU per commit (core-s)", "controller_cpu_s_per_commit", None),
+        ("sim CPU per commit (core-s)", "sim_cpu_s_per_commit", None),
+        ("controller idle CPU (% of a core)", "idle_cpu_percent", TARGETS["idle_cpu_percent"]),
+        ("sim idle CPU (% of a core)", "sim_idle_cpu_percent", None),
+        ("machine busy in idle window (% all)", "idle_machine_busy_percent", None),
+        ("controller RSS (MB)", "rss_mb", TARGETS["rss_mb"]),
+        ("controller peak RSS (MB)", "peak_rss_mb", None),
+        ("sim RSS (MB)", "sim_rss_mb", None),
+        ("spans exported", "spans_exported", None),
+    ]
+    header = f"{'metric':<38}{'off (baseline)':>15}{'on':>10}{'target':>9}{'prev off':>10}{'prev on':>9}"
+    print(header)
+    for label, key, target in rows:
+        print(
+            f"{label:<38}{_fmt(off.get(key)):>15}{_fmt(on.get(key)):>10}"
+            f"{_fmt(f'<{target:g}' if target else None):>9}{_fmt(prev_off.get(key)):>10}{_fmt(prev_on.get(key)):>9}"
+        )
+    print(f"first convergence (s): off {off['first_convergence_s']}, on {on['first_convergence_s']}")
+    ov = out["tracing_overhead_percent"]
+    print(
+        f"tracing overhead: p50 {ov['p50']:+g}%, mean {ov['mean']:+g}%, CPU per commit {ov['cpu_per_commit']:+g}% "
+        f"(target < {TARGETS['tracing_overhead_percent']:g}%)"
+    )
+    print("verdicts: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in out["verdicts"].items()))
+
+
+def main() -> None:
+    from tests.support import otlp as otlp_support  # the real OTLP/HTTP receiver the tests use
+
+    previous = _previous()
+    out: dict[str, Any] = {
+        "quick": QUICK,
+        "clusters": CLUSTERS,
+        "bundles": BUNDLES,
+        "deployment_bundle": True,
+        "commits_per_mode": COMMITS,
+        "idle_seconds": IDLE_S,
+        "poll_interval_s": POLL_S,
+        "concurrency": CONCURRENCY or "serve default",
+        "cpus": os.cpu_count(),
+        "load_start": load(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": sys.version.split()[0],
+    }
+    phases: list[Phase] = []
+    per_phase = [
+        COMMITS // PHASES_PER_MODE + (1 if i < COMMITS % PHASES_PER_MODE else 0)
+        for i in range(PHASES_PER_MODE)
+    ]
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-serve-") as tmp, otlp_support.running() as receiver:
+        work = Path(tmp)
+        repo = Repo(work / "repo")
+        sim = Sim(work)
+        out["sim_start_s"] = round(sim.start_s, 2)
+        generation = 0
+        try:
+            for i, n in enumerate(per_phase):
+                for mode in ("off", "on"):
+                    print(
+                        f"  phase {mode} {i + 1}/{PHASES_PER_MODE}: {n} commits", file=sys.stderr, flush=True
+                    )
+                    phase, generation = run_phase(
+                        mode=mode,
+                        index=i,
+                        repo=repo,
+                        sim=sim,
+                        workdir=work,
+                        commits=n,
+                        generation=generation,
+                        receiver=receiver,
+                        tracing=mode == "on",
+                        measure_idle=i == 0,
+                    )
+                    phases.append(phase)
+        finally:
+            sim.stop()
+    out["load_end"] = load()
+    off, on = summarise(phases, "off"), summarise(phases, "on")
+    out["tracing_off"], out["tracing_on"] = off, on
+
+    def overhead(key: str) -> float:
+        return round(100 * (on[key] / off[key] - 1), 1) if off[key] else 0.0
+
+    out["tracing_overhead_percent"] = {
+        "p50": overhead("commit_p50_s"),
+        "p99": overhead("commit_p99_s"),
+        "mean": overhead("commit_mean_s"),
+        "cpu_per_commit": overhead("controller_cpu_s_per_commit"),
+    }
+    out["verdicts"] = {
+        "p50 under 5 s": max(off["commit_p50_s"], on["commit_p50_s"]) < TARGETS["commit_p50_s"],
+        "p99 under 5 s": max(off["commit_p99_s"], on["commit_p99_s"]) < TARGETS["commit_p99_s"],
+        "idle CPU under 5%": max(off["idle_cpu_percent"], on["idle_cpu_percent"])
+        < TARGETS["idle_cpu_percent"],
+        "RSS under 250 MB": max(off["rss_mb"], on["rss_mb"]) < TARGETS["rss_mb"],
+        "tracing overhead under 10% (p50)": out["tracing_overhead_percent"]["p50"]
+        < TARGETS["tracing_overhead_percent"],
+        "spans exported with tracing on": on["spans_exported"] > 0 and off["spans_exported"] == 0,
+    }
+    out["targets"] = TARGETS
+    out["phases"] = [p.__dict__ for p in phases]
+    RESULTS.mkdir(exist_ok=True)
+    RESULT_FILE.write_text(json.dumps(out, indent=2) + "\n")
+    print_table(out, previous)
+    print(f"wrote {RESULT_FILE.relative_to(RESULTS.parent.parent)}")
+
+
+if __name__ == "__main__":
+    main()
