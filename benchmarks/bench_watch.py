@@ -2,8 +2,9 @@
 
 Run: ``.venv/bin/python -m benchmarks.bench_watch`` (or ``python -m benchmarks`` for every benchmark).
 Options through the environment: ``BENCH_WATCH_CLUSTERS`` (100), ``BENCH_WATCH_EDITS`` (200),
-``BENCH_WATCH_IDLE`` (seconds of the idle window, 70: more than the sim's 60 s bookmark interval), ``BENCH_WATCH_TLS=1`` (``fleet sim --tls``: HTTPS
-with a CA in the kubeconfig, as real kubeconfigs have; results in ``watch-tls.json``).
+``BENCH_WATCH_IDLE`` (seconds of the idle window, 70: more than the sim's 60 s bookmark interval),
+``BENCH_WATCH_TLS=1`` (``fleet sim --tls``: HTTPS with a CA in the kubeconfig, as real kubeconfigs have;
+results in ``watch-tls.json``).
 
 The simulated clusters run in their own process (``fleet sim --clusters 100 --kubeconfig-out F``). This
 process applies 20 objects per cluster as fleet does (16 ConfigMaps, 2 Secrets, 2 Deployments:

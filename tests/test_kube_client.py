@@ -84,6 +84,8 @@ def test_each_context_gets_a_kubeconfig_holding_only_its_own_cluster_and_user(tm
     second = kc.context("second")
     assert second.warnings and "insecure-skip-tls-verify" in second.warnings[0]
     assert kc.context("missing").error == "context 'missing' not found in the kubeconfig"
+    with_userinfo = kube.Context(name="x", server="https://admin:hunter2@example.invalid:6443")
+    assert "hunter2" not in repr(kube.Client(cluster="x", context=with_userinfo, settings=FAST))
 
 
 def test_exec_and_auth_provider_users_are_refused_without_allow_exec_auth_and_nothing_runs(

@@ -173,6 +173,12 @@ def register_serve(app: typer.Typer) -> None:
         qps: float = typer.Option(50.0, "--qps", envvar="FLEET_QPS", help="Requests per second per cluster."),
         burst: int = typer.Option(300, "--burst", envvar="FLEET_BURST", help="Request burst per cluster."),
         health_timeout: str = typer.Option("2m", "--health-timeout", envvar="FLEET_HEALTH_TIMEOUT"),
+        request_timeout: str = typer.Option(
+            "30s", "--request-timeout", envvar="FLEET_REQUEST_TIMEOUT", help="Timeout of one API request."
+        ),
+        retry_budget: str = typer.Option(
+            "60s", "--retry-budget", envvar="FLEET_RETRY_BUDGET", help="Time one request may spend retrying."
+        ),
         log_level: str = typer.Option("info", "--log-level", envvar="FLEET_LOG_LEVEL"),
     ) -> None:
         """Run the controller: follow a branch, reconcile every cluster, serve the API and status page."""
@@ -218,7 +224,14 @@ def register_serve(app: typer.Typer) -> None:
                     listen=listen,
                     server_settings=server_settings,
                     otlp_endpoint=otlp_endpoint,
-                    kube_settings=kube.Settings(qps=qps, burst=burst, allow_exec_auth=allow_exec_auth),
+                    kube_settings=kube.Settings(
+                        qps=qps,
+                        burst=burst,
+                        allow_exec_auth=allow_exec_auth,
+                        request_timeout=parse_duration(request_timeout, flag="--request-timeout"),
+                        connect_timeout=min(5.0, parse_duration(request_timeout, flag="--request-timeout")),
+                        retry_budget=parse_duration(retry_budget, flag="--retry-budget"),
+                    ),
                 )
             )
         except errors.FleetError as e:
