@@ -156,7 +156,6 @@ class ClusterRuntime:
         return {
             "state": self.state.value,
             "labels": dict(self.cluster.labels) if self.cluster is not None else {},
-            "labels": dict(self.cluster.labels) if self.cluster is not None else {},
             "revision": self.revision,
             "lastSyncAt": self.last_sync_at,
             "lastError": self.last_error,
@@ -198,17 +197,25 @@ class Caches:
     render: render.RenderCache = field(default_factory=render.RenderCache)
 
 
-def compute_desired(snapshot: model.Snapshot, *, instance: str, caches: Caches | None = None) -> Desired:
-    """Parse, place and render one revision (blocking: CEL and YAML are CPU-bound)."""
+def place_and_render(
+    repo: model.Repo, *, revision: str | None, instance: str, caches: Caches | None = None
+) -> Desired:
+    """Place and render a parsed revision (blocking: CEL is CPU-bound)."""
     caches = caches or Caches()
-    repo = repository.parse(snapshot, cache=caches.parse)
     placed = placement.place(repo, cache=caches.placement)
     desired, render_errors = render.render_all(
-        repo, placed, revision=snapshot.revision, instance=instance, cache=caches.render
+        repo, placed, revision=revision, instance=instance, cache=caches.render
     )
     targets = reconcile.targets_for(repo, placed, desired, render_errors)
     problems = tuple(sorted(repo.problems))
     return Desired(repo=repo, targets=targets, protected=reconcile.protected_bundles(repo), problems=problems)
+
+
+def compute_desired(snapshot: model.Snapshot, *, instance: str, caches: Caches | None = None) -> Desired:
+    """Parse, place and render one revision (blocking: CEL and YAML are CPU-bound)."""
+    caches = caches or Caches()
+    repo = repository.parse(snapshot, cache=caches.parse)
+    return place_and_render(repo, revision=snapshot.revision, instance=instance, caches=caches)
 
 
 class Engine:
@@ -434,12 +441,18 @@ class Engine:
         ctx = trace.set_span_in_context(root)
         tracer.start_span("fetch", context=ctx, start_time=started_ns).end(end_time=fetched_ns)
         try:
-            with tracer.start_as_current_span("parse", context=ctx):
-                pass
+            with tracer.start_as_current_span("parse", context=ctx) as span:
+                repo = await repository.parse_in_thread(snapshot, cache=self._caches.parse)
+                span.set_attribute("fleet.files", len(snapshot.files))
+                span.set_attribute("fleet.problems", len(repo.problems))
             with tracer.start_as_current_span("placement", context=ctx) as span:
                 desired = await anyio.to_thread.run_sync(
                     functools.partial(
-                        compute_desired, snapshot, instance=self.settings.instance, caches=self._caches
+                        place_and_render,
+                        repo,
+                        revision=snapshot.revision,
+                        instance=self.settings.instance,
+                        caches=self._caches,
                     )
                 )
                 span.set_attribute("fleet.bundles", len(desired.repo.bundles))
