@@ -198,7 +198,7 @@ async def diff_fleet(
     *,
     clients: kube.Clients,
     instance: str,
-    concurrency: int = 8,
+    concurrency: int = 16,
 ) -> FleetDiff:
     limiter = anyio.CapacityLimiter(max(1, concurrency))
     results: dict[str, ClusterDiff] = {}

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Options:
     instance: str = model.DEFAULT_INSTANCE
-    concurrency: int = 8  # clusters in flight
+    concurrency: int = 16  # clusters in flight
     wait: bool = True  # wait for health
     health_timeout: float = 300.0
     health_interval: float = 1.0

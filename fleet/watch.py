@@ -202,6 +202,7 @@ class ClusterWatch:
         self._writers: dict[plan.Key, str] = {}
         self._pending: dict[plan.Key, float] = {}
         self._failures: dict[plan.Key, int] = {}
+        self._resume: dict[Kind, str] = {}  # last resourceVersion seen per kind
         self._wake = anyio.Event()
         self._health_wake = anyio.Event()
         self._streams = 0
@@ -236,6 +237,7 @@ class ClusterWatch:
             return
         for kind in sorted(set(self._scopes) - self._kinds):
             self._scopes.pop(kind).cancel()
+            self._resume.pop(kind, None)
             dropped = self._cache.pop(kind, {})
             self._cached -= len(dropped)
         for kind in sorted(self._kinds - set(self._scopes)):
@@ -287,6 +289,7 @@ class ClusterWatch:
     async def _run_kind(self, kind: Kind, scope: anyio.CancelScope) -> None:
         with scope:
             failures = 0
+            expired = 0  # 410s in a row: a relist whose watch is at once too old again backs off
             rv: str | None = None
             listed = False
             rt: kube.ResourceType | None = None
@@ -300,12 +303,15 @@ class ClusterWatch:
                                 "not watched until it is"
                             )
                     if rv is None:
+                        self._resume.pop(kind, None)
                         if listed:
                             self._relists += 1
                             self._touch()
                         rv = await self._list(kind, rt)
                         listed = True
                     rv, outcome = await self._watch(kind, rt, rv)
+                    if outcome in (_Outcome.EXPIRED, _Outcome.CLOSED):
+                        expired = 0
                     if outcome is _Outcome.EXPIRED:
                         continue  # the server closed it at the deadline we asked for: reopen
                     if outcome is _Outcome.CLOSED:
@@ -316,10 +322,19 @@ class ClusterWatch:
                     failures += 1  # closed at once without a single event, or silent too long
                 except _Expired:
                     rv = None
+                    expired += 1
+                    if expired > 1:
+                        await anyio.sleep(
+                            backoff(
+                                expired - 1, base=self.settings.backoff_base, cap=self.settings.backoff_cap
+                            )
+                        )
                     continue
                 except errors.FleetError as e:
                     failures += 1
                     log.info("cluster %s: watch of %s: %s", self.cluster, kind[1], e)
+                    if rv is not None:
+                        rv = self._resume.get(kind, rv)
                 except Exception:  # a bug must not end the watch of the cluster: log it and go on
                     failures += 1
                     log.exception("cluster %s: watch of %s failed", self.cluster, kind[1])
@@ -370,7 +385,6 @@ class ClusterWatch:
                     "cluster %s: %s is gone (seen on relist after %s)", self.cluster, wanted.ref, entry.rv
                 )
                 self._queue(k)
-        self._last_event = time.time()
         self._touch()
         return rv
 
@@ -405,6 +419,7 @@ class ClusterWatch:
                     async for line in stream.lines():
                         event = orjson.loads(line)
                         rv = self._event(kind, event, rv)
+                        self._resume[kind] = rv  # kept if the stream breaks: resume from here
                         events += 1
         except orjson.JSONDecodeError:
             raise errors.ClusterError(f"{what}: a watch event is not JSON") from None

@@ -201,7 +201,7 @@ def register(app: typer.Typer) -> None:
             None, "--kubeconfig", help="Kubeconfig (default $KUBECONFIG, then ~/.kube/config)."
         ),
         instance: str = typer.Option(model.DEFAULT_INSTANCE, "--instance", help="Owner label value."),
-        concurrency: int = typer.Option(8, "--concurrency", help="Clusters reconciled at once."),
+        concurrency: int = typer.Option(16, "--concurrency", help="Clusters reconciled at once."),
         allow_exec_auth: bool = typer.Option(
             False, "--allow-exec-auth", help="Allow kubeconfig users that run exec/auth-provider plugins."
         ),
@@ -253,7 +253,7 @@ def register(app: typer.Typer) -> None:
             None, "--kubeconfig", help="Kubeconfig (default $KUBECONFIG, then ~/.kube/config)."
         ),
         instance: str = typer.Option(model.DEFAULT_INSTANCE, "--instance", help="Owner label value."),
-        concurrency: int = typer.Option(8, "--concurrency", help="Clusters compared at once."),
+        concurrency: int = typer.Option(16, "--concurrency", help="Clusters compared at once."),
         allow_exec_auth: bool = typer.Option(
             False, "--allow-exec-auth", help="Allow kubeconfig users that run exec/auth-provider plugins."
         ),

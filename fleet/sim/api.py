@@ -26,7 +26,7 @@ import orjson
 import yaml
 from aiohttp import web
 
-from fleet.sim import crds, discovery, selectors, status, store, types, validation
+from fleet.sim import crds, discovery, selectors, status, store, tables, types, validation
 
 log = logging.getLogger(__name__)
 MAX_BODY = 3 * 1024 * 1024
@@ -55,6 +55,7 @@ class RequestContext:
     watch: bool = False
     warnings: list[str] = field(default_factory=list)
     drop_watch: bool = False  # a fault rule closes this watch right after its headers
+    table: bool = False  # answer meta.k8s.io/v1 Tables (kubectl's human-readable get)
     watchers: list[store.Watcher] = field(default_factory=list)
 
 
@@ -97,8 +98,12 @@ def _media_types(header: str) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
-def negotiate(accept: str, *, discovery_doc: bool = False) -> str:
-    """'json', 'aggregated' or raise 406. Table and protobuf requests fall through to the next type."""
+def negotiate(accept: str, *, discovery_doc: bool = False, table: bool = False) -> str:
+    """'json', 'aggregated', 'table' or raise 406. What is not served falls through to the next type.
+
+    `table`: the resource has a server-side printer (`fleet.sim.tables`), so a meta.k8s.io/v1 Table may be
+    answered; protobuf, PartialObjectMetadata and v1beta1 Tables are never served.
+    """
     if not accept:
         return "json"
     for mtype, params in _media_types(accept):
@@ -113,10 +118,20 @@ def negotiate(accept: str, *, discovery_doc: bool = False) -> str:
                 and params.get("v") == "v2"
             ):
                 return "aggregated"
-            continue  # Table, PartialObjectMetadata, v2beta1 discovery: not served, try the next type
+            if table and as_ == "Table" and params.get("g") == "meta.k8s.io" and params.get("v") == "v1":
+                return "table"
+            continue
         if mtype in ("application/yaml", "application/json;stream=watch"):
             return "json"
     raise status.not_acceptable(["application/json", "application/yaml"])
+
+
+def _include(q: Any) -> str:
+    """`includeObject` of a Table request: None, Metadata (the default) or Object."""
+    value = q.get("includeObject") or "Metadata"
+    if value not in ("None", "Metadata", "Object"):
+        raise status.bad_request(f'includeObject: Unsupported value: "{value}"')
+    return str(value)
 
 
 def _bool(q: Any, name: str) -> bool:
@@ -428,7 +443,8 @@ class Api:
                 raise status.resource_not_found()
             return json_response(doc)
         target = parse_target(registry, rest, group, version)
-        negotiate(request.headers.get("Accept", ""))
+        printable = target.subresource is None and tables.has_printer(target.rtype)
+        ctx.table = negotiate(request.headers.get("Accept", ""), table=printable) == "table"
         return await self._resource(request, target, ctx)
 
     def _discovery_root(self, request: web.BaseRequest, *, legacy: bool) -> web.Response:
@@ -456,8 +472,8 @@ class Api:
             if t.subresource is None and (t.watch_path or _bool(q, "watch")):
                 return await self._watch(request, t, ctx)
             if t.name is None:
-                return await self._list(request, t)
-            return await self._get(request, t)
+                return await self._list(request, t, ctx)
+            return await self._get(request, t, ctx)
         if method == "POST":
             if t.name is not None:
                 raise status.method_not_allowed()
@@ -475,7 +491,7 @@ class Api:
     def _ns(self, t: Target) -> str:
         return t.namespace or "" if t.rtype.namespaced else ""
 
-    async def _get(self, request: web.BaseRequest, t: Target) -> web.Response:
+    async def _get(self, request: web.BaseRequest, t: Target, ctx: RequestContext) -> web.Response:
         q = request.query
         if q.get("fieldSelector"):
             try:
@@ -499,6 +515,11 @@ class Api:
         stored = self.cluster.get(t.rtype, self._ns(t), t.name)
         if t.subresource == "scale":
             return json_response(scale_of(stored.obj, t.rtype))
+        if ctx.table:
+            meta = {"resourceVersion": stored.obj["metadata"].get("resourceVersion", "")}
+            return json_response(
+                tables.table(t.rtype, [stored], metadata=meta, include=_include(request.query))
+            )
         return json_response(stored.full())
 
     def _list_options(self, request: web.BaseRequest, t: Target, *, watch: bool) -> dict[str, Any]:
@@ -594,7 +615,7 @@ class Api:
             "send_initial": send_initial,
         }
 
-    async def _list(self, request: web.BaseRequest, t: Target) -> web.Response:
+    async def _list(self, request: web.BaseRequest, t: Target, ctx: RequestContext) -> web.Response:
         opts = self._list_options(request, t, watch=False)
         at = opts["at"]
         exact = opts["match"] == "Exact" or (not opts["match"] and at is not None and opts["limit"] > 0)
@@ -616,6 +637,10 @@ class Api:
             meta["continue"] = result.continue_token
         if result.remaining is not None:
             meta["remainingItemCount"] = result.remaining
+        if ctx.table:
+            return json_response(
+                tables.table(t.rtype, result.items, metadata=meta, include=_include(request.query))
+            )
         head = orjson.dumps({"kind": t.rtype.list_kind, "apiVersion": t.rtype.api_version, "metadata": meta})
         encode = store.Stored.full if t.rtype.custom else store.Stored.item
         body = head[:-1] + b',"items":[' + b",".join(encode(s) for s in result.items) + b"]}"
@@ -665,6 +690,7 @@ class Api:
             fields=opts["fields"],
             since=since,
             initial_events_end=initial_end,
+            encode=tables.watch_encoder(t.rtype, include=_include(q)) if ctx.table else None,
         )
         watcher.path = request.path
         ctx.watchers.append(watcher)

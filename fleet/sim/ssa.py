@@ -806,9 +806,23 @@ def _compare_one(
         return
     both_dicts = isinstance(ov, dict) and isinstance(nv, dict)
     both_lists = isinstance(ov, list) and isinstance(nv, list)
-    if _is_leaf(node, nv) or not (both_dicts or both_lists) or (both_lists and node.shape is not Shape.LIST):
+    if _is_leaf(node, nv) and _is_leaf(node, ov):
         if ov != nv:
             mod[pe] = {}
+        return
+    if not (both_dicts or both_lists) or (both_lists and node.shape is not Shape.LIST):
+        # The kind of value changed (map <-> scalar in an untyped field): the value is modified, the
+        # old entries are removed and the new ones added.
+        mod[pe] = {}
+        for value, out in ((ov, rem), (nv, add)):
+            if not _is_leaf(node, value):
+                below = {
+                    k: v
+                    for k, v in _full(value, node, declared=True, go_types=go_types).items()
+                    if k != fieldsets.DOT
+                }
+                if below:
+                    out[pe] = below
         return
     a: Trie = {}
     m: Trie = {}

@@ -165,6 +165,18 @@ class Watcher:
         self.overflowed = False
         self.close_after_drain = False
         self.path = ""  # request path, for fault rules that drop watches by path
+        # A per-watcher event encoding (e.g. kubectl's Table watches); None: the shared bytes of the event.
+        self.encode: Callable[[str, Stored], bytes] | None = None
+
+    def encoded(self, etype: str, stored: Stored, cache: dict[str, bytes] | None = None) -> bytes:
+        if self.encode is not None:
+            return self.encode(etype, stored)
+        if cache is None:
+            return event_bytes(etype, stored)
+        data = cache.get(etype)
+        if data is None:
+            data = cache[etype] = event_bytes(etype, stored)
+        return data
 
     def matches(self, stored: Stored) -> bool:
         if not self.filtered:
@@ -545,32 +557,25 @@ class Cluster:
         cache: dict[str, bytes] = {}
         new, prev = event.new, event.prev
         assert new is not None
+        left: Stored | None = None  # the previous state at the new RV, for watchers the object left
         for w in list(ts.watchers):
             if w.namespace and w.namespace != event.ns:
                 continue
-            if event.type == ADDED:
+            if event.type == ADDED or event.type == DELETED:
                 if w.matches(new):
-                    data = cache.get(ADDED) or cache.setdefault(ADDED, event_bytes(ADDED, new))
-                    w.push(data)
-            elif event.type == DELETED:
-                if w.matches(new):
-                    data = cache.get(DELETED) or cache.setdefault(DELETED, event_bytes(DELETED, new))
-                    w.push(data)
+                    w.push(w.encoded(event.type, new, cache))
             else:
                 now_m = w.matches(new)
                 was_m = prev is not None and w.matches(prev)
                 if now_m and was_m:
-                    data = cache.get(MODIFIED) or cache.setdefault(MODIFIED, event_bytes(MODIFIED, new))
+                    w.push(w.encoded(MODIFIED, new, cache))
                 elif now_m:
-                    data = cache.get(ADDED) or cache.setdefault(ADDED, event_bytes(ADDED, new))
+                    w.push(w.encoded(ADDED, new, cache))
                 elif was_m:
                     assert prev is not None
-                    data = cache.get(DELETED) or cache.setdefault(
-                        DELETED, event_bytes(DELETED, _with_rv(prev, event.rv))
-                    )
-                else:
-                    continue
-                w.push(data)
+                    if left is None:
+                        left = _with_rv(prev, event.rv)
+                    w.push(w.encoded(DELETED, left, cache))
 
     # ----- watches --------------------------------------------------------------------------------
 
@@ -583,6 +588,7 @@ class Cluster:
         fields: selectors.FieldSelector,
         since: int | None,
         initial_events_end: bool = False,
+        encode: Callable[[str, Stored], bytes] | None = None,
     ) -> Watcher:
         """Register a watcher. `since` None: synthetic ADDED of the current state first; else resume.
 
@@ -598,6 +604,7 @@ class Cluster:
             fields=fields,
             max_queue=self.settings.watch_queue,
         )
+        w.encode = encode
         if since is None:
             keys = ts.sorted_keys()
             if namespace:
@@ -606,7 +613,7 @@ class Cluster:
             for key in keys:
                 stored = ts.objects[key]
                 if w.matches(stored):
-                    w.queue.append(event_bytes(ADDED, stored))
+                    w.queue.append(w.encoded(ADDED, stored))
             w.max_queue = max(w.max_queue, len(w.queue) + self.settings.watch_queue)
             if initial_events_end:
                 w.queue.append(self.bookmark(rtype, initial_end=True))
@@ -639,13 +646,13 @@ class Cluster:
         if ev.type == MODIFIED:
             now_m, was_m = w.matches(new), prev is not None and w.matches(prev)
             if now_m and was_m:
-                w.queue.append(event_bytes(MODIFIED, new))
+                w.queue.append(w.encoded(MODIFIED, new))
             elif now_m:
-                w.queue.append(event_bytes(ADDED, new))
+                w.queue.append(w.encoded(ADDED, new))
             elif was_m and prev is not None:
-                w.queue.append(event_bytes(DELETED, _with_rv(prev, ev.rv)))
+                w.queue.append(w.encoded(DELETED, _with_rv(prev, ev.rv)))
         elif w.matches(new):
-            w.queue.append(event_bytes(ev.type, new))
+            w.queue.append(w.encoded(ev.type, new))
 
     def unwatch(self, w: Watcher) -> None:
         w.close()

@@ -126,7 +126,7 @@ def apply(client: httpx.Client, path: str, obj: dict[str, Any], **params: str) -
 
 
 def test_custom_resources_are_404_until_the_crd_is_established() -> None:
-    delayed = store.Settings(crd_establish_delay=0.5)
+    delayed = store.Settings(crd_establish_delay=1.5)
     with (
         testing.serving(names=["c1"], settings=delayed) as sim,
         httpx.Client(base_url=sim.url("c1"), timeout=10.0) as client,

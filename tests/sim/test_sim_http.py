@@ -131,8 +131,8 @@ def test_an_accept_header_with_only_protobuf_gets_406(client: httpx.Client) -> N
     assert_status(r, 406, "NotAcceptable")
 
 
-def test_a_table_request_falls_back_to_a_plain_json_list(client: httpx.Client) -> None:
-    accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+def test_a_v1beta1_only_table_request_falls_back_to_a_plain_json_list(client: httpx.Client) -> None:
+    accept = "application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
     body = client.get(CM, headers={"Accept": accept}).json()
     assert body["kind"] == "ConfigMapList"
 

@@ -280,9 +280,11 @@ def test_the_workload_delay_flag_sets_or_turns_off_workload_status(
         server = yaml.safe_load(out.read_text())["clusters"][0]["cluster"]["server"]
         with httpx.Client(base_url=server, timeout=10) as c:
             assert c.post(f"{APPS}/deployments", json=workload("Deployment", "web")).status_code == 201
-            time.sleep(0.5)
-            st = c.get(f"{APPS}/deployments/web").json()["status"]
-        assert (st.get("observedGeneration") == 1) is expect_status
+            if expect_status:
+                observed(c, f"{APPS}/deployments/web", 1)
+            else:
+                time.sleep(0.5)  # five times the delay of the other case
+                assert c.get(f"{APPS}/deployments/web").json()["status"] == {}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
