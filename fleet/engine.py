@@ -87,6 +87,10 @@ class Settings:
     grace_period: float = 20.0  # SIGTERM: in-flight rounds may finish within this
 
 
+# States whose message is not an error: nothing to report in lastError.
+_QUIET = frozenset({model.State.SYNCED, model.State.PAUSED, model.State.SUSPENDED})
+
+
 @dataclass
 class BundleStatus:
     state: model.State
@@ -717,7 +721,7 @@ class Engine:
                 state=br.state,
                 revision=revision if synced else (previous.revision if previous else None),
                 objects=br.objects,
-                last_error=(br.message or None) if br.state is not model.State.SYNCED else None,
+                last_error=(br.message or None) if br.state not in _QUIET else None,
                 hash=br.hash,
             )
         for b in desired.protected:  # broken bundles keep their last good state, and say why
@@ -741,8 +745,10 @@ class Engine:
         else:
             rt.state = model.worst_state(states)
         errors_ = [s.last_error for s in bundles.values() if s.last_error]
-        rt.last_error = result.message or (errors_[0] if errors_ else None)
-        if rt.state in (model.State.SYNCED, model.State.PAUSED) and not errors_:
+        rt.last_error = (
+            None if rt.state is model.State.PAUSED else (result.message or (errors_[0] if errors_ else None))
+        )
+        if rt.state is model.State.SYNCED and not errors_:
             rt.revision = revision
         if rt.state in (model.State.FAILED, model.State.UNREACHABLE):
             rt.failures += 1
