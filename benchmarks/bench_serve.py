@@ -72,8 +72,17 @@ COMMIT_TIMEOUT_S = 120.0
 CONVERGE_TIMEOUT_S = 600.0
 SECRET = b"bench-serve-webhook-secret"
 RESULTS = Path(__file__).resolve().parent / "results"
+CUSTOM = any(os.environ.get(f"FLEET_BENCH_SERVE_{k}") for k in ("CLUSTERS", "COMMITS", "IDLE", "CONCURRENCY"))
+# Only the default runs replace the reference files; knobs or profiling (which slows the controller) write
+# beside them.
 RESULT_FILE = RESULTS / (
-    "serve-profiled.json" if PROFILE_DIR else "serve-quick.json" if QUICK else "serve.json"
+    "serve-profiled.json"
+    if PROFILE_DIR
+    else "serve-custom.json"
+    if CUSTOM
+    else "serve-quick.json"
+    if QUICK
+    else "serve.json"
 )
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -23,12 +23,13 @@ reports the error and its age, and retries with backoff.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from fleet import (
+    drift,
     errors,
     kube,
     model,
@@ -50,6 +52,7 @@ from fleet import (
     state,
     telemetry,
 )
+from fleet import watch as watching
 from fleet.metrics import Metrics
 
 log = logging.getLogger("fleet.engine")
@@ -85,6 +88,8 @@ class Settings:
     health_timeout: float = 120.0
     fetch_min_gap: float = 1.0  # webhook rate limit: at most one fetch per this many seconds
     grace_period: float = 20.0  # SIGTERM: in-flight rounds may finish within this
+    watch: bool = True  # keep watch streams open and repair drift at once
+    watch_settings: watching.Settings = field(default_factory=watching.Settings)
 
 
 # States whose message is not an error: nothing to report in lastError.
@@ -155,6 +160,9 @@ class ClusterRuntime:
     client: kube.Client | None = None
     client_context: str | None = None
     signature: dict[str, str] = field(default_factory=dict)  # bundle -> hash or error, last reconciled
+    watcher: watching.ClusterWatch | None = None
+    watch_scope: anyio.CancelScope | None = None
+    fights: tuple[str, ...] = ()  # messages of fights with another writer, from the watch
 
     def document(self) -> dict[str, Any]:
         return {
@@ -162,7 +170,7 @@ class ClusterRuntime:
             "labels": dict(self.cluster.labels) if self.cluster is not None else {},
             "revision": self.revision,
             "lastSyncAt": self.last_sync_at,
-            "lastError": self.last_error,
+            "lastError": self.last_error or ("; ".join(self.fights) if self.fights else None),
             "traceId": self.trace_id,
             "watch": self.watch.document(),
             "bundles": {b: s.document() for b, s in sorted(self.bundles.items())},
@@ -177,6 +185,7 @@ class Desired:
     targets: Mapping[str, Mapping[str, plan.Target]]  # cluster -> bundle -> target
     protected: Mapping[str, str]  # broken bundles: left alone everywhere
     problems: tuple[model.Problem, ...]
+    objects: Mapping[str, Mapping[model.ObjectRef, Mapping[str, Any]]] = field(default_factory=dict)
 
     def signature(self, cluster: str) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -212,7 +221,14 @@ def place_and_render(
     )
     targets = reconcile.targets_for(repo, placed, desired, render_errors)
     problems = tuple(sorted(repo.problems))
-    return Desired(repo=repo, targets=targets, protected=reconcile.protected_bundles(repo), problems=problems)
+    objects = {c: drift.desired_objects(t, instance=instance) for c, t in targets.items()}
+    return Desired(
+        repo=repo,
+        targets=targets,
+        protected=reconcile.protected_bundles(repo),
+        problems=problems,
+        objects=objects,
+    )
 
 
 def compute_desired(snapshot: model.Snapshot, *, instance: str, caches: Caches | None = None) -> Desired:
@@ -314,21 +330,95 @@ class Engine:
         self._fetch_wake.set()
         return True
 
-    def watch_update(self, cluster: str, **changes: Any) -> None:
-        """The watch layer reports its health per cluster here (streams, lastEventAt, reconnects, relists)."""
+    def watch_update(
+        self,
+        cluster: str,
+        *,
+        streams: int,
+        last_event_at: str | None,
+        reconnects: int,
+        relists: int,
+    ) -> None:
+        """The watch layer reports its health per cluster (at most about once a second)."""
         rt = self.clusters.get(cluster)
         if rt is None:
             return
-        for key, value in changes.items():
-            setattr(rt.watch, key, value)
+        w = rt.watch
+        if reconnects > w.reconnects:
+            self.metrics.watch_reconnects.labels(cluster=cluster).inc(reconnects - w.reconnects)
+        if relists > w.relists:
+            self.metrics.watch_relists.labels(cluster=cluster).inc(relists - w.relists)
+        w.streams, w.last_event_at, w.reconnects, w.relists = streams, last_event_at, reconnects, relists
+        self.metrics.watch_streams.labels(cluster=cluster).set(streams)
 
-    def drift(self, cluster: str, *, refs: tuple[model.ObjectRef, ...]) -> None:
-        """The watch layer saw managed objects drift: repair that cluster now, in a `drift` trace."""
-        rt = self.clusters.get(cluster)
-        if rt is None or rt.cluster is None:
+    def _repaired(self, batch: watching.RepairBatch) -> None:
+        """A coalesced drift repair finished on a cluster (called by its watch)."""
+        rt = self.clusters.get(batch.cluster)
+        if rt is None:
             return
-        self.metrics.drift_repairs.labels(cluster=cluster).inc(len(refs))
-        self._wake(rt, reason="drift")
+        wrote = batch.changes.count(model.Action.CREATED) + batch.changes.count(model.Action.CONFIGURED)
+        if wrote:
+            self.metrics.drift_repairs.labels(cluster=batch.cluster).inc(wrote)
+        for c in batch.changes.changes:
+            self.metrics.objects.labels(cluster=batch.cluster, action=c.action.value).inc()
+        rt.fights = tuple(f.message for f in (rt.watcher.active_fights() if rt.watcher else ()))
+        if batch.failed or batch.changes.count(model.Action.CONFLICT):
+            self._wake(rt, reason="drift")  # a full round sorts out what a targeted repair could not
+        log.info(
+            "cluster %s: drift repaired (%s)",
+            batch.cluster,
+            ", ".join(f"{a.value} {batch.changes.count(a)}" for a in model.Action if batch.changes.count(a)),
+        )
+
+    @contextlib.contextmanager
+    def _drift_span(self, rt: ClusterRuntime, refs: tuple[model.ObjectRef, ...]) -> Iterator[None]:
+        """The `drift <cluster>` trace around one repair batch, linked to the revision it restores."""
+        links = [Link(self.revision_context)] if self.revision_context is not None else []
+        with tracer.start_as_current_span(
+            f"drift {rt.name}",
+            context=trace.set_span_in_context(trace.INVALID_SPAN),
+            links=links,
+            attributes={
+                "fleet.cluster": rt.name,
+                "fleet.revision": self.revision.sha or "",
+                "fleet.objects": len(refs),
+                "fleet.refs": [str(r) for r in refs[:50]],
+            },
+        ) as span:
+            yield
+            rt.trace_id = telemetry.trace_id_hex(span) or rt.trace_id
+
+    def _start_watch(self, rt: ClusterRuntime) -> None:
+        """One watch per registered, unpaused cluster, in the engine's task group under its own scope."""
+        if not self.settings.watch or self._tg is None or rt.cluster is None or rt.client is None:
+            return
+        if rt.watcher is not None and rt.watcher.client is rt.client:
+            return
+        self._stop_watch(rt)
+        name = rt.name
+        watcher = watching.ClusterWatch(
+            rt.client,
+            instance=self.settings.instance,
+            desired=lambda: self.desired.objects.get(name, {}) if self.desired is not None else {},
+            settings=self.settings.watch_settings,
+            on_health=self.watch_update,
+            on_repair=self._repaired,
+            around_repair=functools.partial(self._drift_span, rt),
+        )
+        scope = anyio.CancelScope()
+        rt.watcher, rt.watch_scope = watcher, scope
+
+        async def run() -> None:
+            with scope:
+                await watcher.run()
+
+        self._tg.start_soon(run)
+
+    def _stop_watch(self, rt: ClusterRuntime) -> None:
+        if rt.watch_scope is not None:
+            rt.watch_scope.cancel()
+        rt.watcher, rt.watch_scope = None, None
+        rt.watch.streams = 0
 
     # -- start-up ------------------------------------------------------------------------------------------
 
@@ -537,6 +627,7 @@ class Engine:
             rt = self.clusters.pop(name)
             if rt.scope is not None:
                 rt.scope.cancel()
+            self._stop_watch(rt)
             self.metrics.forget_cluster(name)
             self._forgotten.append(name)
             log.info("cluster %s: removed from the repository, no longer managed (its objects stay)", name)
@@ -548,6 +639,7 @@ class Engine:
             if name in repo.broken_clusters:
                 problems = repo.broken_clusters[name]
                 rt.broken = str(problems[0]) if problems else "broken cluster file"
+                self._stop_watch(rt)
                 rt.state = model.State.FAILED
                 rt.last_error = f"cluster {name}: registration frozen at its last good version: {rt.broken}"
                 rt.attempted = True
@@ -643,6 +735,7 @@ class Engine:
     def _client(self, rt: ClusterRuntime, cluster: model.Cluster) -> kube.Client:
         context = cluster.context or cluster.name
         if rt.client is None or rt.client_context != context:
+            self._stop_watch(rt)
             rt.client = kube.Client(
                 cluster=cluster.name, context=self.kubeconfig.context(context), settings=self.kube_settings
             )
@@ -692,6 +785,12 @@ class Engine:
                     span.add_event("error", {"message": result.message})
             trace_id = telemetry.trace_id_hex(span)
         self._record(rt, result, signature=signature, revision=revision, trace_id=trace_id, desired=desired)
+        if cluster.paused or result.state is model.State.PAUSED:
+            self._stop_watch(rt)
+        elif result.state is not model.State.UNREACHABLE:
+            self._start_watch(rt)
+            if rt.watcher is not None:
+                rt.watcher.set_kinds(drift.kinds(desired.objects.get(rt.name, {})))
         seconds = time.monotonic() - started
         self.metrics.reconciles.labels(cluster=rt.name, state=rt.state.value).inc()
         self.metrics.reconcile_seconds.labels(cluster=rt.name).observe(seconds)

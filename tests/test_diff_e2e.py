@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleet.sim import testing
-from tests.reconcile_support import GitOpsRepo, configmap, run_fleet, sync_in_process, writes
+from tests.reconcile_support import CRD, WIDGET, GitOpsRepo, configmap, run_fleet, sync_in_process, writes
 
 CANARY = "canary-s3cr3t-value-42"
 
@@ -103,3 +103,28 @@ def test_an_unreachable_cluster_is_an_error_exit(sim: testing.SimHandle, repo: G
     code, _out, err = diff(repo, sim, "--request-timeout", "1s", "--retry-budget", "1s")
     assert code == 2
     assert "cluster prod-1" in err and "unreachable" in err
+
+
+def test_custom_resources_of_a_crd_in_the_same_commit_are_shown_as_new(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    repo.bundle("widgets", [CRD, WIDGET], namespace="web", selector={})
+    repo.commit("crd and cr")
+    code, out, err = diff(repo, sim)
+    assert code == 1, err
+    assert "CustomResourceDefinition/widgets.example.com (new)" in out
+    assert "Widget/web/w1 (new)" in out
+    assert writes(sim.journal_sync("prod-1")) == []
+
+
+def test_worktree_mode_diffs_the_files_on_disk(sim: testing.SimHandle, repo: GitOpsRepo) -> None:
+    repo.bundle("web", [configmap("one")], namespace="web", selector={})
+    repo.commit("first")
+    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
+    repo.bundle("web", [configmap("one", key="uncommitted")], namespace="web", selector={})
+    code, _out, err = diff(repo, sim)
+    assert code == 0, err  # HEAD is what is live
+    code, out, err = diff(repo, sim, "--worktree")
+    assert code == 1, err
+    assert "+  key: uncommitted" in out
+    assert "reading work tree" in err

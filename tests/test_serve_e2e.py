@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from fleet import webhook
 from fleet.sim import testing
-from tests.reconcile_support import GitOpsRepo, configmap, live_objects, writes
+from tests.reconcile_support import GitOpsRepo, configmap, live_objects, send, writes
 from tests.support import serve
 
 CLUSTERS = ["eu-1", "eu-2", "us-1"]
@@ -280,3 +281,34 @@ def test_metrics_report_reconciles_and_cluster_states(
     assert 'fleet_cluster_state{cluster="eu-1",state="Synced"} 1.0' in text
     assert 'fleet_reconciles_total{cluster="us-1",state="Synced"}' in text
     assert "fleet_reconcile_duration_seconds_bucket" in text
+
+
+def test_drift_made_behind_fleets_back_is_repaired_and_counted(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    head = str(gitops.repo.head.target)
+    with start(tmp_path, gitops, sim) as fleet:
+        fleet.wait_for(all_synced_at(head), what="Synced")
+        fleet.wait_for(lambda d: d["clusters"]["eu-1"]["watch"]["streams"] >= 1, what="watch streams open")
+        edited = send(
+            sim, "eu-1", "PATCH", "/api/v1/namespaces/apps/configmaps/settings", {"data": {"colour": "x"}}
+        )
+        assert edited.status_code == 200
+        deleted = send(sim, "eu-2", "DELETE", "/api/v1/namespaces/apps/configmaps/eu-only")
+        assert deleted.status_code == 200
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            eu1, eu2 = owned(sim, "eu-1"), owned(sim, "eu-2")
+            if eu1["settings"]["data"] == {"colour": "blue"} and "eu-only" in eu2:
+                break
+            time.sleep(0.1)
+        assert owned(sim, "eu-1")["settings"]["data"] == {"colour": "blue"}
+        assert "eu-only" in owned(sim, "eu-2")
+        deadline = time.monotonic() + 10
+        while fleet.metric("fleet_drift_repairs_total") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert fleet.metric("fleet_drift_repairs_total") >= 2
+        doc = fleet.wait_for(
+            lambda d: d["clusters"]["eu-1"]["watch"]["lastEventAt"] is not None, what="watch health in status"
+        )
+    assert doc["clusters"]["eu-1"]["watch"]["streams"] >= 1

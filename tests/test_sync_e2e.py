@@ -11,10 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fleet import model
 from fleet.sim import testing
 from tests.reconcile_support import (
+    CRD,
+    WIDGET,
     GitOpsRepo,
     configmap,
     live_objects,
@@ -342,34 +345,6 @@ def test_a_revision_with_no_bundle_is_refused_unless_allow_empty_repo(
     assert allowed.returncode == 0, allowed.stderr
 
 
-CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "widgets.example.com"},
-    "spec": {
-        "group": "example.com",
-        "scope": "Namespaced",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
-WIDGET = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}}
-
-
 def test_a_crd_and_its_custom_resources_in_one_commit_are_applied_in_order(
     sim: testing.SimHandle, repo: GitOpsRepo
 ) -> None:
@@ -497,3 +472,22 @@ def test_a_bundle_whose_dependency_failed_to_render_waits(sim: testing.SimHandle
     assert bundles["base"].state is model.State.FAILED
     assert bundles["web"].state is model.State.PENDING
     assert live_objects(sim, "prod-1", namespace="web") == {}
+
+
+def test_insecure_skip_tls_verify_works_and_is_reported_as_a_warning(tmp_path: Path) -> None:
+    with testing.serving(names=["tls-1"], tls=True) as tls_sim:
+        doc = yaml.safe_load(tls_sim.kubeconfig.read_text())
+        cluster = doc["clusters"][0]["cluster"]
+        cluster.pop("certificate-authority-data", None)
+        cluster["insecure-skip-tls-verify"] = True
+        kubeconfig = tmp_path / "insecure-kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(doc))
+        r = GitOpsRepo(tmp_path / "repo")
+        r.cluster("tls-1")
+        r.bundle("web", [configmap("one")], namespace="web", selector={})
+        r.commit("first")
+        proc = run_fleet("sync", str(r.root), "--kubeconfig", str(kubeconfig), "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        assert "insecure-skip-tls-verify" in proc.stderr
+        report = json.loads(proc.stdout)
+        assert any("insecure-skip-tls-verify" in w for w in report["clusters"]["tls-1"]["warnings"])

@@ -190,3 +190,42 @@ def test_a_sync_killed_mid_apply_leaves_no_orphan_and_the_next_sync_converges(
         assert inventory_refs(sim, name, "web") == {f"ConfigMap/web/{n}" for n in wanted}
         deletes = [r for r in sim.journal_sync(name, since=since[name]) if r["method"] == "DELETE"]
         assert {r["path"].rsplit("/", 1)[1] for r in deletes} <= {f"old{i}" for i in range(5, 10)}
+
+
+def test_a_sync_killed_mid_prune_leaves_no_orphan_and_the_next_sync_finishes_the_prune(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    repo.bundle("web", [configmap(f"c{i}") for i in range(30)], namespace="web", selector={"env": "prod"})
+    repo.commit("first")
+    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
+    repo.bundle("web", [configmap("c0"), configmap("fresh")], namespace="web", selector={"env": "prod"})
+    repo.commit("drop 29, add one")
+    sim.faults_sync("bad-1", {"latencyMs": 100, "method": "DELETE"})
+    since = sim.journal_sync("bad-1")[-1]["seq"]
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    proc = subprocess.Popen(
+        [*FLEET, "sync", str(repo.root), "--kubeconfig", str(sim.kubeconfig), "--no-wait"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if len([r for r in sim.journal_sync("bad-1", since=since) if r["method"] == "DELETE"]) >= 4:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    sim.clear_faults_sync("bad-1")
+    mid = live_objects(sim, "bad-1", namespace="web")
+    assert "fresh" in mid and len([n for n in mid if n.startswith("c")]) > 1  # killed half-way
+    assert {f"ConfigMap/web/{n}" for n in mid if n != "kube-root-ca.crt"} <= inventory_refs(
+        sim, "bad-1", "web"
+    )
+
+    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
+    live = live_objects(sim, "bad-1", namespace="web")
+    assert set(live) - {"kube-root-ca.crt"} == {"c0", "fresh"}
+    assert inventory_refs(sim, "bad-1", "web") == {"ConfigMap/web/c0", "ConfigMap/web/fresh"}

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fleet.sim import testing
-from tests.reconcile_support import GitOpsRepo, configmap
+from tests.reconcile_support import GitOpsRepo, configmap, send
 from tests.support import otlp, serve
 
 CLUSTERS = ["eu-1", "eu-2", "us-1"]
@@ -193,3 +193,24 @@ def test_an_unreachable_otlp_endpoint_never_breaks_reconciling(
         second = gitops.commit("green")
         fleet.wait_for(synced_at(second), what="second revision with a dead collector")
         assert fleet.get("/healthz").status_code == 200
+
+
+def test_a_drift_repair_is_its_own_trace_linked_to_the_revision(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle, receiver: otlp.Receiver
+) -> None:
+    head = str(gitops.repo.head.target)
+    with start(tmp_path, gitops, sim, receiver.url) as fleet:
+        fleet.wait_for(synced_at(head), what="Synced")
+        fleet.wait_for(lambda d: d["clusters"]["us-1"]["watch"]["streams"] >= 1, what="watch open")
+        resp = send(
+            sim, "us-1", "PATCH", "/api/v1/namespaces/apps/configmaps/settings", {"data": {"colour": "x"}}
+        )
+        assert resp.status_code == 200
+        spans = wait_spans(receiver, lambda ss: any(s.name == "drift us-1" for s in ss))
+        doc = fleet.status()
+    root = next(s for s in spans if s.name == f"revision {head[:7]}")
+    drift_span = next(s for s in spans if s.name == "drift us-1")
+    assert drift_span.parent_span_id == ""
+    assert drift_span.trace_id != root.trace_id
+    assert (root.trace_id, root.span_id) in drift_span.links
+    assert doc["clusters"]["us-1"]["traceId"] == drift_span.trace_id

@@ -543,3 +543,37 @@ def test_an_object_relabelled_for_another_owner_is_reported_and_never_written(
         assert (config(sim, cluster) or {})["metadata"]["labels"][model.LABEL_OWNER] == "other"
 
     anyio.run(main)
+
+
+def test_an_http_410_on_a_watch_request_relists_that_kind_once(
+    sim: testing.SimHandle, cluster: str, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        async with watching(sim, cluster) as (w, _batches, _):
+            await sim.faults(cluster, {"status": 410, "watch": True, "path": "/configmaps", "count": 1})
+            start = seq(sim, cluster)
+            await sim.faults(cluster, {"dropWatches": True, "count": 0})
+            await wait_for(lambda: w.health.relists == 1 and w.health.streams == 3, what="relisted")
+            lists = [
+                r["path"]
+                for r in sim.journal_sync(cluster, since=start)
+                if r["method"] == "GET" and "watch=true" not in r["query"] and "labelSelector" in r["query"]
+            ]
+            assert lists == ["/api/v1/configmaps"]
+            await kubectl(
+                sim,
+                cluster,
+                tmp_path,
+                "patch",
+                "configmap",
+                "app-config",
+                "--type",
+                "merge",
+                "-p",
+                '{"data":{"mode":"unsafe"}}',
+            )
+            await wait_for(
+                lambda: (config(sim, cluster) or {}).get("data", {}).get("mode") == "safe", what="restored"
+            )
+
+    anyio.run(main)

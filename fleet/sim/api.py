@@ -26,7 +26,7 @@ import orjson
 import yaml
 from aiohttp import web
 
-from fleet.sim import crds, discovery, selectors, status, store, tables, types, validation
+from fleet.sim import allocation, crds, discovery, selectors, status, store, tables, types, validation
 
 log = logging.getLogger(__name__)
 MAX_BODY = 3 * 1024 * 1024
@@ -383,6 +383,7 @@ class Api:
         self.cluster = cluster
         self.git_version = git_version
         self._version = orjson.dumps(discovery.version_info(git_version))
+        self.allocator = allocation.Allocator()  # Service cluster IPs and node ports of this cluster
 
     async def handle(self, request: web.BaseRequest, path: str, ctx: RequestContext) -> web.StreamResponse:
         try:
@@ -794,11 +795,24 @@ class Api:
             return json_response(result.body, code=result.code, headers=headers or None)
         return json_response(result.stored.full(), code=result.code, headers=headers or None)
 
+    def _server_fields(
+        self, rtype: types.ResourceType, obj: dict[str, Any], old: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Metadata validation and what the registry allocates after defaulting (Service IPs, node ports)."""
+        causes = validation.metadata_causes(obj)
+        if causes:
+            raise status.invalid(
+                rtype.kind, obj.get("metadata", {}).get("name", ""), causes, group=rtype.group
+            )
+        if rtype.group == "" and rtype.kind == "Service" and not rtype.custom:
+            allocation.allocate(self.allocator, obj, old)
+        return obj
+
     def _prepare_new(
         self, rtype: types.ResourceType, old: dict[str, Any] | None, manager: str, subresource: str | None
     ) -> Callable[[dict[str, Any]], dict[str, Any]]:
         def prepare(obj: dict[str, Any]) -> dict[str, Any]:
-            obj = apply_defaults(rtype, obj)
+            obj = self._server_fields(rtype, apply_defaults(rtype, obj), old)
             return record_update(rtype, old, obj, manager=manager, subresource=subresource)
 
         return prepare
@@ -912,7 +926,7 @@ class Api:
         managed_as: str | None = None,
     ) -> store.WriteResult:
         new = self.cluster.prepare_update(rtype, old, new, subresource=subresource)
-        new = apply_defaults(rtype, new)
+        new = self._server_fields(rtype, apply_defaults(rtype, new), old.obj)
         self.cluster.bump_generation(rtype, old.obj, new)
         if not applied:
             new = record_update(rtype, old.obj, new, manager=manager, subresource=managed_as or subresource)
@@ -1062,7 +1076,12 @@ class Api:
                 new = ssa.apply(None, config, manager=manager, force=force, structure=structure, now=stamp)
                 new.get("metadata", {}).pop("resourceVersion", None)
                 result = self.cluster.create(
-                    rtype, ns, new, manager=manager, dry_run=dry, prepare=lambda o: apply_defaults(rtype, o)
+                    rtype,
+                    ns,
+                    new,
+                    manager=manager,
+                    dry_run=dry,
+                    prepare=lambda o: self._server_fields(rtype, apply_defaults(rtype, o), None),
                 )
             else:
                 wanted_rv = meta.get("resourceVersion")

@@ -776,6 +776,8 @@ class Cluster:
             if isinstance(spec, dict):
                 spec["finalizers"] = ["kubernetes"]
             obj["status"] = {"phase": "Active"}
+        elif rtype.kind == "Pod" and rtype.group == "":
+            obj["status"] = {"phase": "Pending", "qosClass": pod_qos(obj)}
         elif rtype.has_status:
             obj["status"] = {}
         return obj
@@ -1045,6 +1047,32 @@ class Cluster:
             return  # objects held by finalizers: their DELETED events bring the controller back (_commit)
         self._terminating_ns.discard(ns)
         self._commit(ns_type, DELETED, "", ns, None, current)
+
+
+def pod_qos(pod: dict[str, Any]) -> str:
+    """The QoS class a Pod is created with (pkg/apis/core/helper/qos): Guaranteed, Burstable or BestEffort."""
+    spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+    containers = [
+        c
+        for key in ("containers", "initContainers")
+        for c in (spec or {}).get(key) or []
+        if isinstance(c, dict)
+    ]
+    any_set = False
+    guaranteed = bool(containers)
+    for c in containers:
+        res = c.get("resources") if isinstance(c.get("resources"), dict) else {}
+        requests = (res or {}).get("requests") or {}
+        limits = (res or {}).get("limits") or {}
+        if requests or limits:
+            any_set = True
+        for name in ("cpu", "memory"):
+            limit = limits.get(name)
+            if limit is None or str(requests.get(name, limit)) != str(limit):
+                guaranteed = False
+    if not any_set:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed else "Burstable"
 
 
 def _success(rtype: types.ResourceType, old: Stored) -> dict[str, Any]:

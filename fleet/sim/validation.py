@@ -8,6 +8,7 @@ validate values, or handle custom resources (their pruning follows the CRD schem
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fleet.sim import schemas as schemas_mod
@@ -193,3 +194,82 @@ def duplicate_fields(data: bytes) -> list[str]:
 
     walk(doc, "")
     return out
+
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_ANNOTATIONS_BYTES = 256 * 1024
+
+
+def _key_problem(key: str) -> str | None:
+    prefix, slash, name = key.rpartition("/")
+    if slash:
+        if not prefix:
+            return "prefix part must be non-empty"
+        if len(prefix) > 253:
+            return "prefix part must be no more than 253 characters"
+        if not _DNS_SUBDOMAIN.match(prefix):
+            return (
+                "prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+                "'-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex "
+                "used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+            )
+    if not name:
+        return "name part must be non-empty"
+    if len(name) > 63:
+        return "name part must be no more than 63 characters"
+    if not _NAME_PART.match(name):
+        return (
+            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+            "alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is "
+            "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+        )
+    return None
+
+
+def metadata_causes(obj: dict[str, Any]) -> list[dict[str, str]]:
+    """422 causes for invalid label keys and values and annotation keys (apimachinery ValidateLabels etc.)."""
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    causes: list[dict[str, str]] = []
+
+    def bad(field: str, value: str, detail: str) -> None:
+        causes.append(
+            {"reason": "FieldValueInvalid", "message": f'Invalid value: "{value}": {detail}', "field": field}
+        )
+
+    labels = (meta or {}).get("labels")
+    if isinstance(labels, dict):
+        for key, value in labels.items():
+            problem = _key_problem(str(key))
+            if problem:
+                bad("metadata.labels", str(key), problem)
+            if isinstance(value, str):
+                if len(value) > 63:
+                    bad("metadata.labels", value, "must be no more than 63 characters")
+                elif not _LABEL_VALUE.match(value):
+                    bad(
+                        "metadata.labels",
+                        value,
+                        "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' "
+                        "or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or "
+                        "'my_value',  or '12345', regex used for validation is "
+                        "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
+                    )
+    annotations = (meta or {}).get("annotations")
+    if isinstance(annotations, dict):
+        size = 0
+        for key, value in annotations.items():
+            problem = _key_problem(str(key).lower())
+            if problem:
+                bad("metadata.annotations", str(key), problem)
+            size += len(str(key)) + len(str(value))
+        if size > MAX_ANNOTATIONS_BYTES:
+            causes.append(
+                {
+                    "reason": "FieldValueTooLong",
+                    "message": f"Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes",
+                    "field": "metadata.annotations",
+                }
+            )
+    return causes

@@ -3,8 +3,9 @@ git repository, in real headless Chromium: the matrix agrees cell by cell with `
 follows a new commit (Progressing, then Synced) and a hung cluster (Unreachable) without a reload, its
 filters narrow the rows, and `fleet demo` prints the page's URL and serves it there.
 
-One simulated fleet and one `fleet serve` are shared by the tests of this module (they run in file
-order: the test that hangs a cluster is the last one using them). Each test opens its own tab.
+One simulated fleet and one `fleet serve` are shared by the tests of this module. They run in file
+order; each leaves the fleet at rest as it found it, but the last one using them stops `fleet serve`.
+Each test opens its own tab.
 """
 
 from __future__ import annotations
@@ -57,13 +58,14 @@ MATRIX_JS = """(() => {
 ROWS_JS = "[...document.querySelectorAll('#matrix-body tr')].map(tr => tr.dataset.c)"
 SHA_JS = "(s => s ? s.textContent : null)(document.querySelector('#revision .sha'))"
 
-# Records every distinct (revision, matrix) the page shows from now on, as it draws it.
+# Records every distinct (revision, matrix) the page shows from now on, as it draws it, with the
+# page's clock (`t`, ms) for failure messages.
 RECORDER_JS = f"""(() => {{
   window.__seen = [];
   let last = null;
   const record = () => {{
     const now = JSON.stringify({{sha: {SHA_JS}, matrix: {MATRIX_JS}}});
-    if (now !== last) {{ last = now; window.__seen.push(JSON.parse(now)); }}
+    if (now !== last) {{ last = now; window.__seen.push({{...JSON.parse(now), t: Math.round(performance.now())}}); }}
   }};
   record();
   new MutationObserver(record).observe(document.body,
@@ -211,6 +213,16 @@ def test_the_matrix_shows_every_placed_pair_with_its_state_from_the_status_api(
         assert chips == [f"{k}={v}" for k, v in sorted(labels.items())]
         assert doc["clusters"][cluster]["labels"] == labels
 
+    # At rest the document does not change: later polls are revalidated with the server's ETag and
+    # answered 304, so only headers travel (resource timing: transfer smaller than the cached body).
+    browser.wait_for("window.fleetUi.polls >= 3", 10)
+    sizes = browser.evaluate(
+        "performance.getEntriesByType('resource').filter(e => e.name.includes('api/v1/status'))"
+        ".map(e => [e.transferSize, e.encodedBodySize])"
+    )
+    assert sizes[0][0] > sizes[0][1] > 0, sizes  # the first one was downloaded
+    assert any(0 < transfer < body for transfer, body in sizes[1:]), sizes
+
     # A cell's details link to the trace of that cluster's last reconcile (when one was recorded).
     browser.click('tr[data-c="eu-2"] td.cell')
     browser.wait_for("!document.getElementById('details').hidden")
@@ -284,21 +296,73 @@ def test_a_new_commit_turns_cells_progressing_then_synced_without_a_reload(
     assert doc["revision"] == second
     assert browser.evaluate(SHA_JS) == second[:7]
 
-    seen: list[dict[str, Any]] = browser.evaluate("window.__seen")
+    seen: list[dict[str, Any]] | None = browser.evaluate("window.__seen")
+    assert seen is not None, "the page was reloaded: the recorder is gone"
     assert seen[0]["sha"] == first[:7], "the recorder started before the commit"
     for cluster in sorted(PLACED["web"] - {PAUSED}):
         states = [s["matrix"][cluster]["web"] for s in seen if s["sha"] == second[:7]]
-        assert "Progressing" in states, f"web on {cluster} never showed Progressing: {states}"
-        assert states[-1] == "Synced"
-        assert "Synced" in states[states.index("Progressing") :], states
+        assert "Progressing" in states, f"web on {cluster} never showed Progressing: {seen}"
+        assert "Synced" in states[states.index("Progressing") :], f"no Synced after Progressing: {seen}"
     # The paused cluster was never touched.
     assert {s["matrix"][PAUSED]["web"] for s in seen} == {"Paused"}
-    # ConfigMaps have no rollout: settings went straight to Synced on the new revision.
-    assert seen[-1]["matrix"]["eu-2"]["settings"] == "Synced"
+    # What the page shows last is the new revision, every pair Synced (Paused on the paused cluster).
+    assert seen[-1]["sha"] == second[:7]
+    assert seen[-1]["matrix"] == expected_matrix(doc)
+
+
+def test_a_broken_file_is_named_and_its_bundle_fails_keeping_the_last_good_revision(
+    browser: harness.Page, fleet: serve.ServeProcess, gitops: GitOpsRepo
+) -> None:
+    browser.goto(fleet.url + "/")
+    good = wait_until_page_shows_status(browser, fleet)["revision"]
+    assert browser.evaluate("document.getElementById('revision-errors').hidden") is True
+    path = "bundles/eu-only/manifests/all.yaml"
+    gitops.write(path, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: eu-only\n data: [\n")
+    broken = gitops.commit("eu-only: broken YAML")
+    try:
+        doc = fleet.wait_for(
+            lambda d: (
+                d["revision"] == broken
+                and all(
+                    d["clusters"][c]["bundles"]["eu-only"]["state"] == "Failed" for c in PLACED["eu-only"]
+                )
+            ),
+            timeout=30,
+            what="eu-only Failed at the broken commit",
+        )
+        [problem] = doc["errors"]
+        assert problem["path"] == path
+        browser.wait_for(same_as(expected_matrix(doc)), 10)
+        browser.wait_for("!document.getElementById('revision-errors').hidden")
+        listed = browser.evaluate("document.getElementById('revision-errors-list').textContent")
+        assert listed == f"{path}:{problem['line']} {problem['message']}"
+        assert browser.evaluate(SHA_JS) == broken[:7]
+        # The failed cell's details: the error naming the file, and the last good revision it still holds.
+        column = sorted(PLACED).index("eu-only")
+        browser.click(f'tr[data-c="eu-1"] td.cell:nth-of-type({column + 2})')
+        browser.wait_for("document.getElementById('details-title').textContent === 'eu-only on eu-1'")
+        details = browser.evaluate("document.getElementById('details-body').textContent")
+        assert path in details
+        assert doc["clusters"]["eu-1"]["bundles"]["eu-only"]["revision"] == good
+        assert browser.evaluate("document.querySelector('#details-body dd code').textContent") == good[:7]
+        assert browser.evaluate("document.title") == "fleet status · 2 Failed"
+    finally:
+        gitops.bundle(
+            "eu-only", [configmap("eu-only", zone="eu")], namespace="apps", selector={"region": "eu"}
+        )
+        fixed = gitops.commit("eu-only: fixed")
+    fleet.wait_for(settled_at(fixed), timeout=30, what="the fixed commit settled")
+    doc = wait_until_page_shows_status(browser, fleet)
+    assert doc["errors"] == []
+    browser.wait_for("document.getElementById('revision-errors').hidden")
 
 
 def test_a_hung_cluster_turns_unreachable_without_a_reload(
-    browser: harness.Page, fleet: serve.ServeProcess, sim: testing.SimHandle, artifacts: Path
+    browser: harness.Page,
+    fleet: serve.ServeProcess,
+    sim: testing.SimHandle,
+    gitops: GitOpsRepo,
+    artifacts: Path,
 ) -> None:
     browser.goto(fleet.url + "/")
     wait_until_page_shows_status(browser, fleet)
@@ -333,6 +397,26 @@ def test_a_hung_cluster_turns_unreachable_without_a_reload(
         assert (width, height) == (1280, 800)
     finally:
         sim.clear_faults_sync("us-1")
+    # Answering again, us-1 is Synced at its next round; leave the fleet at rest for the next test.
+    assert fleet.post("/api/v1/reconcile?cluster=us-1").status_code == 202
+    head = str(gitops.repo.head.target)
+    fleet.wait_for(settled_at(head), timeout=30, what="us-1 back to Synced")
+    wait_until_page_shows_status(browser, fleet)
+
+
+def test_when_fleet_serve_stops_the_page_keeps_the_last_matrix_and_says_so(
+    browser: harness.Page, fleet: serve.ServeProcess
+) -> None:
+    browser.goto(fleet.url + "/")
+    doc = wait_until_page_shows_status(browser, fleet)
+    browser.wait_for("document.getElementById('conn').textContent.startsWith('Live')")
+    browser.ignore_problems("net::ERR_CONNECTION_REFUSED")  # Chromium logs each failed poll
+    assert fleet.terminate() == 0
+    browser.wait_for("document.getElementById('conn').textContent.startsWith('Cannot read the status')", 10)
+    conn = browser.evaluate("document.getElementById('conn').textContent")
+    assert "showing the status read at" in conn and conn.endswith("Retrying…"), conn
+    assert browser.evaluate(MATRIX_JS) == expected_matrix(doc)
+    assert browser.evaluate(SHA_JS) == doc["revision"][:7]
 
 
 def test_fleet_demo_prints_the_status_page_url_and_serves_the_page_there(

@@ -1231,3 +1231,78 @@ def test_conformance_multiple_watchers_observe_add_update_and_delete_by_label(cl
     assert seen(f"{key}=multiple-watchers-A") == a_events
     assert seen(f"{key}=multiple-watchers-B") == b_events
     assert seen(f"{key} in (multiple-watchers-A,multiple-watchers-B)") == a_events + b_events
+
+
+def test_services_get_a_cluster_ip_and_node_ports_that_updates_keep(client: httpx.Client) -> None:
+    svc = "/api/v1/namespaces/default/services"
+    body = {"metadata": {"name": "web"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}}
+    made = client.post(svc, json=body).json()["spec"]
+    assert made["clusterIP"].startswith("10.96.") and made["clusterIPs"] == [made["clusterIP"]]
+    assert 30000 <= made["ports"][0]["nodePort"] <= 32767
+    other = client.post(svc, json={"metadata": {"name": "db"}, "spec": {"ports": [{"port": 5432}]}}).json()
+    assert other["spec"]["clusterIP"] != made["clusterIP"]
+    headless = {"metadata": {"name": "h"}, "spec": {"clusterIP": "None", "ports": [{"port": 1}]}}
+    assert client.post(svc, json=headless).json()["spec"]["clusterIP"] == "None"
+    # A client that does not send the allocated values back (a PUT of its own manifest) keeps them.
+    kept = client.put(svc + "/web", json=body).json()["spec"]
+    assert (
+        kept["clusterIP"] == made["clusterIP"]
+        and kept["ports"][0]["nodePort"] == made["ports"][0]["nodePort"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("resources", "qos"),
+    [
+        ({}, "BestEffort"),
+        ({"requests": {"cpu": "100m"}}, "Burstable"),
+        ({"limits": {"cpu": "1", "memory": "1Gi"}}, "Guaranteed"),
+        ({"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}}, "Burstable"),
+    ],
+)
+def test_a_created_pod_is_pending_with_its_qos_class(
+    client: httpx.Client, resources: dict[str, Any], qos: str
+) -> None:
+    pod = {
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "resources": resources}]},
+    }
+    made = client.post("/api/v1/namespaces/default/pods", json=pod).json()
+    assert made["status"] == {"phase": "Pending", "qosClass": qos}
+
+
+@pytest.mark.parametrize(
+    ("labels", "annotations", "fragment"),
+    [
+        ({"app": "has space"}, None, 'metadata.labels: Invalid value: "has space": a valid label must be'),
+        ({"app": "x" * 64}, None, "must be no more than 63 characters"),
+        ({"bad key!": "v"}, None, 'metadata.labels: Invalid value: "bad key!": name part must consist'),
+        ({"Example.COM/app": "v"}, None, "prefix part a lowercase RFC 1123 subdomain"),
+        (None, {"no good/x/y": "v"}, "metadata.annotations: Invalid value"),
+        (
+            None,
+            {"big": "x" * (256 * 1024 + 1)},
+            "metadata.annotations: Too long: must have at most 262144 bytes",
+        ),
+    ],
+)
+def test_invalid_labels_and_annotations_get_422_on_every_write_path(
+    client: httpx.Client, labels: Any, annotations: Any, fragment: str
+) -> None:
+    body = cm("bad")
+    if labels:
+        body["metadata"]["labels"] = labels
+    if annotations:
+        body["metadata"]["annotations"] = annotations
+    created = assert_status(client.post(CM, json=body), 422, "Invalid")
+    assert created["message"].startswith('ConfigMap "bad" is invalid: ') and fragment in created["message"]
+    create(client, "fine")
+    patch = {"metadata": {k: v for k, v in (("labels", labels), ("annotations", annotations)) if v}}
+    assert_status(merge(client, CM + "/fine", patch), 422, "Invalid")
+    applied = client.patch(
+        CM + "/applied",
+        content=json.dumps(body | {"metadata": {**body["metadata"], "name": "applied"}}),
+        headers={"Content-Type": "application/apply-patch+yaml"},
+        params={"fieldManager": "fleet"},
+    )
+    assert_status(applied, 422, "Invalid")
