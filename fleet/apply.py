@@ -184,7 +184,10 @@ async def apply_bundle(
 
         async with anyio.create_task_group() as tg:
             for i, step in enumerate(steps):
-                tg.start_soon(run, i, step, types, changes)
+                if step.op is plan.Op.UNCHANGED or step.op is plan.Op.CONFLICT:
+                    changes[i] = await _apply_step(client, types, step, live=live, out=result.objects)
+                else:  # only writes run concurrently (an unchanged object sends nothing)
+                    tg.start_soon(run, i, step, types, changes)
         done = [c for c in changes if c is not None]
         result.changes = result.changes + model.ChangeSet(tuple(done))
         if number == 0:

@@ -627,8 +627,15 @@ class Client:
             return self._types
         what = f"cluster {self.cluster}: discovery"
         found: list[ResourceType] = []
-        _, core = await self.request("GET", "/api", what=what, media=AGGREGATED_ACCEPT)
-        _, groups = await self.request("GET", "/apis", what=what, media=AGGREGATED_ACCEPT)
+        docs: dict[str, Any] = {}
+
+        async def fetch(path: str) -> None:
+            docs[path] = (await self.request("GET", path, what=what, media=AGGREGATED_ACCEPT))[1]
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fetch, "/api")
+            tg.start_soon(fetch, "/apis")
+        core, groups = docs["/api"], docs["/apis"]
         if _is_aggregated(core) and _is_aggregated(groups):
             found.extend(types_from_aggregated(core))
             found.extend(types_from_aggregated(groups))

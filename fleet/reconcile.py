@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+from opentelemetry import trace
 
 from fleet import apply, errors, health, kube, model, plan
 from fleet import inventory as inventory_mod
 
 log = logging.getLogger(__name__)
+_TRACER = trace.get_tracer(__name__)
 
 
 @dataclass(frozen=True)
@@ -206,13 +208,31 @@ async def observe(
     instance: str,
 ) -> Observed:
     """Read everything `plan_cluster` needs. Raises `errors.ClusterError` when anything cannot be read."""
-    types = await client.types()
-    cms = await client.list(
-        apply.CONFIGMAP,
-        namespace=model.INVENTORY_NAMESPACE,
-        label_selector=inventory_mod.selector(instance=instance),
-    )
-    inventories, broken = inventory_mod.decode_all(cms, instance=instance)
+    found: dict[str, Any] = {}
+    namespaces: set[str] = set()
+    live: dict[plan.Key, Mapping[str, Any]] = {}
+
+    async def discover() -> None:
+        found["types"] = await client.types()
+
+    async def inventories_cms() -> None:
+        found["cms"] = await client.list(
+            apply.CONFIGMAP,
+            namespace=model.INVENTORY_NAMESPACE,
+            label_selector=inventory_mod.selector(instance=instance),
+        )
+
+    async def all_namespaces() -> None:
+        for obj in await client.list(apply.NAMESPACE):
+            namespaces.add(str((obj.get("metadata") or {}).get("name", "")))
+            live[plan.key_of(obj)] = obj
+
+    async with anyio.create_task_group() as tg:  # independent reads, one round trip
+        tg.start_soon(discover)
+        tg.start_soon(inventories_cms)
+        tg.start_soon(all_namespaces)
+    types: kube.TypeTable = found["types"]
+    inventories, broken = inventory_mod.decode_all(found["cms"], instance=instance)
     refs: list[model.ObjectRef] = []
     for t in targets.values():
         if t.desired is not None and not t.suspended and t.error is None:
@@ -226,21 +246,13 @@ async def observe(
         rt = apply.resolve(types, ref)
         if rt is not None:
             kinds[(ref.group, ref.kind)] = rt
-    live: dict[plan.Key, Mapping[str, Any]] = {}
     selector = f"{model.LABEL_OWNER}={instance}"
-    namespaces: set[str] = set()
 
     async def owned(rt: kube.ResourceType) -> None:
         for obj in await client.list(rt, label_selector=selector):
             live[plan.key_of(obj)] = obj
 
-    async def all_namespaces() -> None:
-        for obj in await client.list(apply.NAMESPACE):
-            namespaces.add(str((obj.get("metadata") or {}).get("name", "")))
-            live[plan.key_of(obj)] = obj
-
     async with anyio.create_task_group() as tg:
-        tg.start_soon(all_namespaces)
         for (group, kind), rt in kinds.items():
             if (group, kind) != ("", "Namespace"):
                 tg.start_soon(owned, rt)
@@ -457,7 +469,10 @@ async def _round(
                     model.ChangeSet((model.Change(_ns_ref(p.namespace), model.Action.FAILED, str(e)),))
                 )
                 return
-        applied[b] = await apply.apply_bundle(client, p, live=seen.live, crd_timeout=options.crd_timeout)
+        with _TRACER.start_as_current_span(f"apply {b}", attributes=_span_attrs(cluster.name, b)) as span:
+            result = await apply.apply_bundle(client, p, live=seen.live, crd_timeout=options.crd_timeout)
+            _record(span, result.changes)
+        applied[b] = result
 
     async def bundle_health(b: str, *, wait: bool) -> None:
         if b in healthy:
@@ -470,14 +485,18 @@ async def _round(
             for s in running[b].steps
             if plan.key(s.ref) in result.objects
         }
-        healthy[b] = await _health(
-            client,
-            objects,
-            instance=instance,
-            wait=wait,
-            within=options.health_timeout,
-            interval=options.health_interval,
-        )
+        with _TRACER.start_as_current_span(f"health {b}", attributes=_span_attrs(cluster.name, b)) as span:
+            healthy[b] = await _health(
+                client,
+                objects,
+                instance=instance,
+                wait=wait,
+                within=options.health_timeout,
+                interval=options.health_interval,
+            )
+            span.set_attribute("fleet.health", str(healthy[b][0]))
+            if healthy[b][0] is health.Status.FAILED:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, "unhealthy"))
 
     for wave in cplan.waves:
         async with anyio.create_task_group() as tg:
@@ -490,9 +509,9 @@ async def _round(
     keep: dict[str, frozenset[model.ObjectRef]] = {}
     for b, p in sorted(running.items()):
         if b in applied and applied[b].ok:
-            pruned[b], keep[b] = await apply.prune_bundle(client, p)
+            pruned[b], keep[b] = await _prune(client, cluster.name, p)
     for b, p in sorted(removed.items()):
-        pruned[b], keep[b] = await apply.prune_bundle(client, p)
+        pruned[b], keep[b] = await _prune(client, cluster.name, p)
 
     # 5. Exact inventories after a successful apply and prune.
     for b, p in sorted(running.items()):
@@ -564,6 +583,31 @@ async def _round(
     placed = {b: r for b, r in results.items() if b in targets or r.state is not model.State.SUSPENDED}
     states = [r.state for r in placed.values()] + [r.state for r in removed_results.values()]
     return ClusterResult(cluster.name, model.worst_state(states), bundles=placed, removed=removed_results)
+
+
+def _span_attrs(cluster: str, bundle: str) -> dict[str, str]:
+    return {"fleet.cluster": cluster, "fleet.bundle": bundle}
+
+
+def _record(span: trace.Span, changes: model.ChangeSet) -> None:
+    """Counts only on spans: never object bodies, messages from the server or Secret data."""
+    for action in model.Action:
+        n = changes.count(action)
+        if n:
+            span.set_attribute(f"fleet.objects.{action.value}", n)
+    if changes.failed:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, "objects failed or conflicted"))
+
+
+async def _prune(
+    client: kube.Client, cluster: str, bundle_plan: plan.BundlePlan
+) -> tuple[model.ChangeSet, frozenset[model.ObjectRef]]:
+    with _TRACER.start_as_current_span(
+        f"prune {bundle_plan.bundle}", attributes=_span_attrs(cluster, bundle_plan.bundle)
+    ) as span:
+        changes, keep = await apply.prune_bundle(client, bundle_plan)
+        _record(span, changes)
+        return changes, keep
 
 
 def _ns_ref(name: str) -> model.ObjectRef:

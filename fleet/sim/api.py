@@ -56,6 +56,7 @@ class RequestContext:
     warnings: list[str] = field(default_factory=list)
     drop_watch: bool = False  # a fault rule closes this watch right after its headers
     table: bool = False  # answer meta.k8s.io/v1 Tables (kubectl's human-readable get)
+    path: str = ""  # the path below the cluster prefix (what fault rules match)
     watchers: list[store.Watcher] = field(default_factory=list)
 
 
@@ -693,7 +694,7 @@ class Api:
             initial_events_end=initial_end,
             encode=tables.watch_encoder(t.rtype, include=_include(q)) if ctx.table else None,
         )
-        watcher.path = request.path
+        watcher.path = ctx.path or request.path
         ctx.watchers.append(watcher)
         resp = web.StreamResponse(
             status=200, headers={"Content-Type": JSON, "Cache-Control": "no-cache, private"}
@@ -876,7 +877,21 @@ class Api:
         if t.subresource == "scale":
             return self._write_scale(t, body, manager=manager, dry=is_dry, ctx=ctx)
         if t.subresource == "finalize":
-            raise status.method_not_allowed()
+            # Namespace finalize: only spec.finalizers changes (registry/core/namespace FinalizeREST).
+            old_ns = self.cluster.get(t.rtype, "", t.name)
+            finalizers = (
+                (body.get("spec") or {}).get("finalizers") if isinstance(body.get("spec"), dict) else None
+            )
+            if finalizers is not None and not (
+                isinstance(finalizers, list) and all(isinstance(f, str) for f in finalizers)
+            ):
+                raise status.bad_request("spec.finalizers must be a list of strings")
+            changed = old_ns.copy()
+            changed.setdefault("spec", {})["finalizers"] = finalizers or []
+            if not changed["spec"]["finalizers"]:
+                del changed["spec"]["finalizers"]
+            result = self.cluster.commit_update(t.rtype, old_ns, changed, dry_run=is_dry)
+            return self._finish(result, ctx)
         check_body_type(t.rtype, body)
         self._strict_fields(t.rtype, body, mode, ctx, raw=data if ct == JSON else None)
         meta = body.get("metadata") or {}

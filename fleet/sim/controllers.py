@@ -37,7 +37,7 @@ ROOT_CA_DESCRIPTION = (
     "as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions "
     "of Kubernetes clusters."
 )
-# Not a real CA: a placeholder with the shape of one (the simulated API server is not a TLS CA).
+# Without --tls there is no CA: a placeholder with the shape of one.
 ROOT_CA_PEM = (
     "-----BEGIN CERTIFICATE-----\n"
     + "\n".join(["ZmxlZXQgc2ltIHBsYWNlaG9sZGVyIGNlcnRpZmljYXRlIGF1dGhvcml0eSBkYXRh"] * 4)
@@ -65,7 +65,7 @@ def _populate(cluster: store.Cluster, ns: str) -> None:
                     "name": ROOT_CA_NAME,
                     "annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION},
                 },
-                "data": {"ca.crt": ROOT_CA_PEM},
+                "data": {"ca.crt": cluster.ca_pem.decode() if cluster.ca_pem else ROOT_CA_PEM},
             },
         ),
     ]

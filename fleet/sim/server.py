@@ -223,13 +223,14 @@ class Sim:
 
     async def start(self) -> None:
         _raise_nofile_limit()
+        ssl_ctx = self._tls_context() if self.tls else None
         for i, name in enumerate(self.names):
             cluster = store.Cluster(name, index=i, settings=self.settings)
+            cluster.ca_pem = self._ca_pem  # what kube-root-ca.crt holds, as on a real cluster
             controllers.install(cluster)
             crds.install(cluster)
             workloads.install(cluster)
             self.hosts[name] = Host(cluster=cluster, api=api.Api(cluster, git_version=self.git_version))
-        ssl_ctx = self._tls_context() if self.tls else None
         server = web.Server(self._handle, handler_cancellation=True, access_log=None)
         self._runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -386,7 +387,7 @@ class Sim:
         method = request.method
         query = request.query_string
         watch = _is_watch(request, rest)
-        ctx = api.RequestContext()
+        ctx = api.RequestContext(path=rest)
         for rule in list(h.faults):
             if not rule.take(method, rest, watch):
                 continue

@@ -239,7 +239,10 @@ def update(
         result["metadata"] = meta
         return result
     entries: list[_Entry] | None = None
-    if isinstance(sent, list) and sent:
+    old_meta = old_obj.get("metadata")
+    stored = old_meta.get("managedFields") if isinstance(old_meta, dict) else None
+    if isinstance(sent, list) and sent and sent != stored:
+        # A client sent other managedFields (a non-empty list replaces the stored one when valid).
         try:
             entries = _decode_entries(sent)
         except (fieldsets.InvalidFieldSet, ValueError):
@@ -691,6 +694,13 @@ def _prune(
                     if pruned is _EMPTIED:
                         out[name] = None
                         nulls.append((out, name))
+                    elif (
+                        declared and isinstance(pruned, dict) and pruned and not _owns_anything(pruned, child)
+                    ):
+                        # SMD's "add back dangling items" drops a struct that is left holding nothing
+                        # a field set can name (only empty lists).
+                        del out[name]
+                        removed = True
                     else:
                         out[name] = pruned
         if out is None:
@@ -742,6 +752,27 @@ def _prune(
                 result.append(replace.get(i, item))
         return result
     return value
+
+
+def _owns_anything(value: dict[str, Any], node: Node) -> bool:
+    """Whether the field set of a non-empty struct/map value would have any member."""
+    if node.shape is not Shape.STRUCT or node.atomic:
+        return True
+    for name, child_value in value.items():
+        child = node.fields.get(name)
+        if child is None:
+            return True  # undeclared (preserved) fields are always members
+        if child_value is None or _is_leaf(child, child_value):
+            return True
+        if isinstance(child_value, dict):
+            if not child_value or _owns_anything(child_value, child):
+                return True
+        elif isinstance(child_value, list):
+            if child_value:
+                return True
+        else:
+            return True
+    return False
 
 
 def _compare(old: Any, new: Any, node: Node, add: Trie, mod: Trie, rem: Trie, go_types: bool) -> None:

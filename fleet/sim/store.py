@@ -104,11 +104,18 @@ class Stored:
         return self._full
 
     def item(self) -> bytes:
-        """Encoding as a list item of a built-in type: without kind and apiVersion (kubernetes#63676)."""
+        """Encoding as a list item of a built-in type: without kind and apiVersion (kubernetes#63676).
+
+        Stored objects start with kind and apiVersion (see `_order`), so this is a slice of the cached
+        full encoding: no second copy to keep and nothing to encode again.
+        """
         if self._item is None:
-            self._item = orjson.dumps(
-                {k: v for k, v in self.obj.items() if k != "kind" and k != "apiVersion"}
-            )
+            full = self.full()
+            obj = self.obj
+            head = orjson.dumps({"kind": obj.get("kind"), "apiVersion": obj.get("apiVersion")})
+            if len(obj) > 2 and full.startswith(head[:-1] + b","):
+                return b"{" + full[len(head) :]
+            self._item = orjson.dumps({k: v for k, v in obj.items() if k != "kind" and k != "apiVersion"})
         return self._item
 
     def copy(self) -> dict[str, Any]:
@@ -373,6 +380,7 @@ class Cluster:
         self.create_admission: list[Callable[[types.ResourceType, str, str], None]] = []
         self.deletion_finalizers: list[Callable[[types.ResourceType, Stored], list[str]]] = []
         self._terminating_ns: set[str] = set()
+        self.ca_pem: bytes | None = None  # the serving CA (with --tls), published in kube-root-ca.crt
         self._ns_cleanup_queued: set[str] = set()
         for ns in DEFAULT_NAMESPACES:
             ns_type = self.registry.get("", "v1", "namespaces")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from typing import Any
 
 import httpx
@@ -135,7 +136,7 @@ def test_drop_watches_closes_open_streams_and_new_ones(sim: testing.SimHandle, c
     # A read timeout far below timeoutSeconds: the stream must end because of the fault, not the timeout.
     with httpx.Client(base_url=sim.url("c1"), timeout=5) as c, c.stream("GET", CM, params=params) as r:
         assert r.status_code == 200
-        add_rule(sim, {"dropWatches": True, "count": 2})
+        add_rule(sim, {"dropWatches": True, "count": 2, "path": "^/api/v1/namespaces/default/configmaps$"})
         assert list(r.iter_lines()) == []
     with httpx.Client(base_url=sim.url("c1"), timeout=5) as c, c.stream("GET", CM, params=params) as r:
         assert r.status_code == 200 and list(r.iter_lines()) == []
@@ -199,3 +200,18 @@ def test_the_in_process_handle_reads_cluster_state_on_the_server_loop(
 def test_an_invalid_rule_given_in_process_raises_an_input_error(sim: testing.SimHandle) -> None:
     with pytest.raises(errors.InputError, match="rate"):
         sim.faults_sync("c1", {"status": 500, "rate": 5})
+
+
+def test_admin_endpoints_answer_on_the_first_port_of_a_tls_port_per_cluster_sim() -> None:
+    with testing.serving(names=["p1", "p2"], tls=True, port_per_cluster=True) as sim:
+        assert sim.ca_pem is not None
+        trust = ssl.create_default_context(cadata=sim.ca_pem.decode())
+        assert sim.admin_url == sim.url("p1")
+        with httpx.Client(verify=trust, timeout=10) as c:
+            assert c.get(sim.admin_url + "/_sim/clusters").json() == {"clusters": ["p1", "p2"]}
+            r = c.post(sim.admin_url + "/_sim/clusters/p2/faults", json={"status": 500, "count": 1})
+            assert r.status_code == 201
+            assert c.get(sim.url("p2") + CM).status_code == 500
+            assert c.get(sim.url("p1") + CM).status_code == 200
+            journal = c.get(sim.admin_url + "/_sim/clusters/p2/journal").json()["requests"]
+            assert [e["status"] for e in journal] == [500]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import time
 from typing import Any
 
@@ -1306,3 +1307,32 @@ def test_invalid_labels_and_annotations_get_422_on_every_write_path(
         params={"fieldManager": "fleet"},
     )
     assert_status(applied, 422, "Invalid")
+
+
+def test_the_namespace_finalize_subresource_changes_only_spec_finalizers(client: httpx.Client) -> None:
+    client.post("/api/v1/namespaces", json={"metadata": {"name": "fin"}})
+    live = client.get("/api/v1/namespaces/fin").json()
+    sent = json.loads(json.dumps(live))
+    sent["spec"]["finalizers"] = []
+    sent["metadata"]["labels"] = {"ignored": "yes"}
+    r = client.put("/api/v1/namespaces/fin/finalize", json=sent)
+    assert r.status_code == 200
+    got = r.json()
+    assert "finalizers" not in got["spec"]
+    assert "ignored" not in got["metadata"].get("labels", {})
+
+
+def test_with_tls_the_root_ca_config_map_holds_the_serving_ca() -> None:
+    with testing.serving(names=["secure"], tls=True) as sim:
+        assert sim.ca_pem is not None
+        with httpx.Client(
+            base_url=sim.url("secure"),
+            verify=ssl.create_default_context(cadata=sim.ca_pem.decode()),
+            timeout=10,
+        ) as c:
+            path = "/api/v1/namespaces/default/configmaps/kube-root-ca.crt"
+            deadline = time.monotonic() + 5
+            while (r := c.get(path)).status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert r.json()["data"]["ca.crt"] == sim.ca_pem.decode()

@@ -287,3 +287,59 @@ def test_kubectl_get_all_follows_the_all_category_and_short_names(kubectl: Kubec
         "deployment.apps/web",
         "configmap/settings",
     ]
+
+
+def test_kubectl_applies_the_other_kinds_gitops_repositories_carry(kubectl: Kubectl, tmp_path: Path) -> None:
+    manifest = """\
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web}
+spec: {minAvailable: 1, selector: {matchLabels: {app: web}}}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  minReplicas: 1
+  maxReplicas: 3
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: quota}
+spec: {hard: {pods: "10"}}
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: fast}
+provisioner: example.com/fast
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: high}
+value: 1000
+"""
+    path = tmp_path / "more.yaml"
+    path.write_text(manifest)
+    out = kubectl("apply", "-f", str(path)).stdout
+    for line in (
+        "poddisruptionbudget.policy/web created",
+        "horizontalpodautoscaler.autoscaling/web created",
+        "persistentvolumeclaim/data created",
+        "resourcequota/quota created",
+        "storageclass.storage.k8s.io/fast created",
+        "priorityclass.scheduling.k8s.io/high created",
+    ):
+        assert line in out
+    assert "unchanged" in kubectl("apply", "-f", str(path)).stdout
+    assert kubectl("get", "pdb,hpa,pvc,quota", "-o", "name").stdout.split() == [
+        "poddisruptionbudget.policy/web",
+        "horizontalpodautoscaler.autoscaling/web",
+        "persistentvolumeclaim/data",
+        "resourcequota/quota",
+    ]

@@ -508,3 +508,45 @@ def test_a_crd_schema_drives_list_map_keys_and_rejects_unknown_fields() -> None:
     bad = {"apiVersion": "x.io/v1", "kind": "W", "metadata": {"name": "w"}, "spec": {"nope": 1}}
     with pytest.raises(ssa.FieldNotDeclared, match=r"^\.spec\.nope: field not declared in schema$"):
         ssa.apply(obj, bad, manager="one", force=False, structure=st, now="t3")
+
+
+def test_client_sent_managed_fields_replace_clear_or_are_ignored_when_invalid() -> None:
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}}
+    obj = ssa.apply(None, cm, manager="gitops", force=False, structure=CONFIGMAP, now="t1")
+    # [{}] clears managedFields (and the write is not tracked)
+    cleared = ssa.update(
+        obj,
+        {**obj, "metadata": {**obj["metadata"], "managedFields": [{}]}},
+        manager="x",
+        structure=CONFIGMAP,
+        now="t2",
+    )
+    assert "managedFields" not in cleared["metadata"]
+    # a valid, different list replaces the stored one
+    mine = [
+        {
+            "manager": "other",
+            "operation": "Update",
+            "apiVersion": "v1",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:data": {"f:a": {}}},
+        }
+    ]
+    replaced = ssa.update(
+        obj,
+        {**obj, "metadata": {**obj["metadata"], "managedFields": mine}},
+        manager="x",
+        structure=CONFIGMAP,
+        now="t2",
+    )
+    assert [e["manager"] for e in replaced["metadata"]["managedFields"]] == ["other"]
+    # an invalid one is ignored: the stored entries stay
+    bad = [{"manager": "other", "operation": "Bogus", "fieldsV1": {"f:data": {}}}]
+    kept = ssa.update(
+        obj,
+        {**obj, "metadata": {**obj["metadata"], "managedFields": bad}},
+        manager="x",
+        structure=CONFIGMAP,
+        now="t2",
+    )
+    assert kept["metadata"]["managedFields"] == obj["metadata"]["managedFields"]
