@@ -461,6 +461,7 @@ class Phase:
     idle: dict[str, Any] | None = None
     memory_after_commits: dict[str, float] = field(default_factory=dict)
     spans: int = 0
+    span_kinds: dict[str, int] = field(default_factory=dict)
     stop_exit: int = 0
     load_before: list[float] = field(default_factory=list)
     load_after: list[float] = field(default_factory=list)
@@ -575,7 +576,13 @@ def run_phase(
     finally:
         phase.stop_exit = serve.stop()
     time.sleep(0.5)  # serve flushes its spans on SIGTERM; the receiver may still be decoding
-    phase.spans = len(receiver.snapshot()) - spans_before
+    received = receiver.snapshot()[spans_before:]
+    phase.spans = len(received)
+    kinds: dict[str, int] = {}
+    for span in received:  # "cluster sim-001", "apply b01": counted by their first word
+        kind = span.name.split(" ", 1)[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    phase.span_kinds = dict(sorted(kinds.items()))
     phase.load_after = load()
     return phase, generation
 
@@ -613,8 +620,20 @@ def summarise(phases: list[Phase], mode: str) -> dict[str, Any]:
         "peak_rss_mb": max(hwm),
         "sim_rss_mb": idle["sim_memory_mb"].get("VmRSS"),
         "spans_exported": sum(p.spans for p in mine),
+        "spans_per_cluster_round": round(
+            sum(p.spans for p in mine) / (CLUSTERS * (len(commits) + len(mine))), 1
+        ),
+        "span_kinds": _merge([p.span_kinds for p in mine]),
         "stop_exit_codes": [p.stop_exit for p in mine],
     }
+
+
+def _merge(counts: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            out[k] = out.get(k, 0) + v
+    return dict(sorted(out.items()))
 
 
 def _previous() -> dict[str, Any]:
@@ -663,6 +682,7 @@ def print_table(out: dict[str, Any], previous: dict[str, Any]) -> None:
         ("controller peak RSS (MB)", "peak_rss_mb", None),
         ("sim RSS (MB)", "sim_rss_mb", None),
         ("spans exported", "spans_exported", None),
+        ("spans per cluster round", "spans_per_cluster_round", None),
     ]
     header = f"{'metric':<38}{'off (baseline)':>15}{'on':>10}{'target':>9}{'prev off':>10}{'prev on':>9}"
     print(header)
@@ -671,6 +691,7 @@ def print_table(out: dict[str, Any], previous: dict[str, Any]) -> None:
             f"{label:<38}{_fmt(off.get(key)):>15}{_fmt(on.get(key)):>10}"
             f"{_fmt(f'<{target:g}' if target else None):>9}{_fmt(prev_off.get(key)):>10}{_fmt(prev_on.get(key)):>9}"
         )
+    print(f"spans by name (tracing on): {on['span_kinds']}")
     print(f"first convergence (s): off {off['first_convergence_s']}, on {on['first_convergence_s']}")
     ov = out["tracing_overhead_percent"]
     print(

@@ -2,13 +2,15 @@
 fleet/demo, the demo repository, `fleet serve`) in a child process, its status page in headless Chromium.
 
 Starts `fleet demo --dir <temporary folder> --listen 127.0.0.1:0`, reads the page's URL from the
-instructions the demo prints, waits until every cluster has settled (no round or health check in
-flight), opens the page, waits until its matrix shows the status document's states, opens the details
-of one cell, and saves a PNG of the viewport.
+instructions the demo prints, waits until every cluster is Synced (the paused one Paused; after
+`--settle-timeout` seconds without that it fails and writes nothing), opens the page, waits until its
+matrix shows the status document's states, opens the details of one cell, and saves a PNG of the
+viewport.
 
 Run: ``python -m benchmarks.screenshot_demo [--out docs/ui.png] [--width 1200] [--height 700]
-[--scheme light|dark] [--cell eu-prod-1/web]`` (needs Chromium: ``.ci/install-browser``). Not a
-benchmark: ``python -m benchmarks`` does not run it (its name does not start with ``bench_``).
+[--scheme light|dark] [--cell eu-prod-1/web] [--settle-timeout 90]`` (needs Chromium:
+``.ci/install-browser``). Not a benchmark: ``python -m benchmarks`` does not run it (its name does not
+start with ``bench_``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import json
 import pathlib
 import tempfile
+from typing import Any
 
 import anyio.from_thread
 
@@ -34,9 +37,8 @@ MATRIX_JS = """(() => {
 })()"""
 
 
-def _expected(doc: dict[str, object]) -> dict[str, dict[str, str]]:
+def _expected(doc: dict[str, Any]) -> dict[str, dict[str, str]]:
     clusters = doc["clusters"]
-    assert isinstance(clusters, dict)
     bundles = sorted({b for c in clusters.values() for b in c["bundles"]})
     return {
         name: {b: c["bundles"][b]["state"] if b in c["bundles"] else "not placed" for b in bundles}
@@ -44,12 +46,16 @@ def _expected(doc: dict[str, object]) -> dict[str, dict[str, str]]:
     }
 
 
-def screenshot(out: pathlib.Path, *, width: int, height: int, scheme: str, cell: str) -> dict[str, int]:
+def screenshot(
+    out: pathlib.Path, *, width: int, height: int, scheme: str, cell: str, settle_timeout: float = 90.0
+) -> dict[str, int]:
     """Runs the demo, saves the PNG to `out`; returns the demo's cluster count by state."""
     cluster, _, bundle = cell.partition("/")
     with tempfile.TemporaryDirectory(prefix="fleet-demo-shot-") as tmp:
         with demoprocess.running(pathlib.Path(tmp) / "demo") as demo:
-            doc = demo.wait_for(demoprocess.settled, timeout=120, what="the demo fleet settled")
+            doc = demo.wait_for(
+                demoprocess.healthy, timeout=settle_timeout, what="every demo cluster Synced or Paused"
+            )
             with (
                 anyio.from_thread.start_blocking_portal() as portal,
                 harness.running_browser(portal) as browser,
@@ -85,7 +91,7 @@ def screenshot(out: pathlib.Path, *, width: int, height: int, scheme: str, cell:
                     raise SystemExit(f"the page reported errors: {page.problems}")
                 browser.close_page(page)
     counts: dict[str, int] = {}
-    for c in doc["clusters"].values():  # type: ignore[attr-defined]
+    for c in doc["clusters"].values():
         counts[c["state"]] = counts.get(c["state"], 0) + 1
     return counts
 
@@ -97,8 +103,16 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=700)
     parser.add_argument("--scheme", choices=("light", "dark"), default="light")
     parser.add_argument("--cell", default="eu-prod-1/web", help="CLUSTER/BUNDLE whose details are open")
+    parser.add_argument("--settle-timeout", type=float, default=90.0, help="seconds to wait for the demo")
     args = parser.parse_args()
-    counts = screenshot(args.out, width=args.width, height=args.height, scheme=args.scheme, cell=args.cell)
+    counts = screenshot(
+        args.out,
+        width=args.width,
+        height=args.height,
+        scheme=args.scheme,
+        cell=args.cell,
+        settle_timeout=args.settle_timeout,
+    )
     print(f"demo clusters by state: {counts}")
     print(f"screenshot {args.out} ({args.out.stat().st_size // 1024} KiB)")
 

@@ -82,6 +82,16 @@ class DemoProcess:
         )
 
 
+def healthy(doc: dict[str, Any]) -> bool:
+    """Every cluster of a fetched revision Synced, or Paused (the demo fleet has one paused cluster)."""
+    clusters = doc.get("clusters") or {}
+    return (
+        bool(doc.get("revision"))
+        and bool(clusters)
+        and all(c["state"] in ("Synced", "Paused") for c in clusters.values())
+    )
+
+
 def settled(doc: dict[str, Any]) -> bool:
     """Every cluster of a fetched revision has finished its rounds (whatever their outcome)."""
     clusters = doc.get("clusters") or {}
