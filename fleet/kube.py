@@ -16,6 +16,7 @@ rediscover per call, lowercase kinds and retry 401/403 by rebuilding clients, al
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -27,7 +28,7 @@ import re
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -342,6 +343,31 @@ def types_from_aggregated(doc: Mapping[str, Any]) -> list[ResourceType]:
     return out
 
 
+def fleet_error(exc: BaseException) -> errors.FleetError | None:
+    """The `FleetError` an exception (or a task group's exception group) carries; Unreachable first."""
+    if isinstance(exc, errors.FleetError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        found = [f for f in (fleet_error(e) for e in exc.exceptions) if f is not None]
+        for f in found:
+            if isinstance(f, errors.Unreachable):
+                return f
+        return found[0] if found else None
+    return None
+
+
+@contextlib.contextmanager
+def unwrap_group() -> Iterator[None]:
+    """Raise the `FleetError` of a failed task group as itself, not wrapped in an exception group."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        err = fleet_error(group)
+        if err is None:
+            raise
+        raise err from None
+
+
 def no_match_message(ref: model.ObjectRef) -> str:
     return (
         f'{ref}: no matches for kind "{ref.kind}" in version "{ref.api_version}" '
@@ -632,9 +658,10 @@ class Client:
         async def fetch(path: str) -> None:
             docs[path] = (await self.request("GET", path, what=what, media=AGGREGATED_ACCEPT))[1]
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(fetch, "/api")
-            tg.start_soon(fetch, "/apis")
+        with unwrap_group():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(fetch, "/api")
+                tg.start_soon(fetch, "/apis")
         core, groups = docs["/api"], docs["/apis"]
         if _is_aggregated(core) and _is_aggregated(groups):
             found.extend(types_from_aggregated(core))
@@ -653,9 +680,10 @@ class Client:
                 if status == 200 and doc:
                     found.extend(types_from_resource_list(doc))
 
-            async with anyio.create_task_group() as tg:
-                for gv in versions:
-                    tg.start_soon(one, gv)
+            with unwrap_group():
+                async with anyio.create_task_group() as tg:
+                    for gv in versions:
+                        tg.start_soon(one, gv)
         self._types = TypeTable(types={(t.api_version, t.kind): t for t in found})
         return self._types
 

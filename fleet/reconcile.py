@@ -227,10 +227,11 @@ async def observe(
             namespaces.add(str((obj.get("metadata") or {}).get("name", "")))
             live[plan.key_of(obj)] = obj
 
-    async with anyio.create_task_group() as tg:  # independent reads, one round trip
-        tg.start_soon(discover)
-        tg.start_soon(inventories_cms)
-        tg.start_soon(all_namespaces)
+    with kube.unwrap_group():
+        async with anyio.create_task_group() as tg:  # independent reads, one round trip
+            tg.start_soon(discover)
+            tg.start_soon(inventories_cms)
+            tg.start_soon(all_namespaces)
     types: kube.TypeTable = found["types"]
     inventories, broken = inventory_mod.decode_all(found["cms"], instance=instance)
     refs: list[model.ObjectRef] = []
@@ -252,10 +253,11 @@ async def observe(
         for obj in await client.list(rt, label_selector=selector):
             live[plan.key_of(obj)] = obj
 
-    async with anyio.create_task_group() as tg:
-        for (group, kind), rt in kinds.items():
-            if (group, kind) != ("", "Namespace"):
-                tg.start_soon(owned, rt)
+    with kube.unwrap_group():
+        async with anyio.create_task_group() as tg:
+            for (group, kind), rt in kinds.items():
+                if (group, kind) != ("", "Namespace"):
+                    tg.start_soon(owned, rt)
 
     # Desired objects we do not own (yet): does something already exist at that name?
     missing: dict[tuple[kube.ResourceType, str], list[model.ObjectRef]] = {}
@@ -282,9 +284,10 @@ async def observe(
             if str((obj.get("metadata") or {}).get("name")) in names:
                 live[plan.key_of(obj)] = obj
 
-    async with anyio.create_task_group() as tg:
-        for (rt, namespace), wanted in missing.items():
-            tg.start_soon(probe, rt, namespace, sorted(set(wanted)))
+    with kube.unwrap_group():
+        async with anyio.create_task_group() as tg:
+            for (rt, namespace), wanted in missing.items():
+                tg.start_soon(probe, rt, namespace, sorted(set(wanted)))
     return Observed(
         types=types,
         inventories=inventories,
@@ -381,6 +384,15 @@ async def reconcile_cluster(
         result = _unreached(cluster.name, targets, model.State.UNREACHABLE, str(e))
     except errors.FleetError as e:
         result = _unreached(cluster.name, targets, model.State.FAILED, str(e))
+    except ExceptionGroup as group:  # from a task group of the round (cancellation is not caught)
+        err = kube.fleet_error(group)
+        if err is None:
+            log.exception("cluster %s: internal error", cluster.name)
+            msg = f"cluster {cluster.name}: internal error: {type(group.exceptions[0]).__name__}"
+            result = _unreached(cluster.name, targets, model.State.FAILED, msg)
+        else:
+            state = model.State.UNREACHABLE if isinstance(err, errors.Unreachable) else model.State.FAILED
+            result = _unreached(cluster.name, targets, state, str(err))
     except Exception as e:  # a bug must not take the other clusters down with this one
         log.exception("cluster %s: internal error", cluster.name)
         msg = f"cluster {cluster.name}: internal error: {type(e).__name__}"

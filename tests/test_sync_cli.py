@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
 from fleet import cli, errors, model, reconcile
 from fleet.commands import sync
+from tests.reconcile_support import run_fleet
 
 
 @pytest.mark.parametrize(
@@ -103,3 +106,9 @@ def test_paused_and_suspended_are_not_failures_but_progressing_is_unless_not_wai
     assert reconcile.FleetResult(None, {"a": paused, "b": suspended}).ok
     assert not reconcile.FleetResult(None, {"c": progressing}).ok
     assert reconcile.FleetResult(None, {"c": progressing}, wait=False).ok
+
+
+def test_an_instance_name_that_cannot_be_a_label_is_refused(tmp_path: Path) -> None:
+    proc = run_fleet("sync", str(tmp_path), "--instance", "Bad_Name")
+    assert proc.returncode == 2
+    assert "--instance: 'Bad_Name' is not a DNS-1123 label" in proc.stderr

@@ -23,6 +23,7 @@ from fleet import diff as diff_mod
 from fleet import errors, kube, model, placement, reconcile, render, repository
 from fleet.commands import common
 
+_INSTANCE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
@@ -57,6 +58,11 @@ async def prepare(
 ) -> tuple[model.Repo, dict[str, dict[str, Any]], kube.Kubeconfig]:
     if c.concurrency < 1:
         raise errors.InputError("--concurrency must be at least 1")
+    if not _INSTANCE.fullmatch(c.instance):
+        raise errors.InputError(
+            f"--instance: {c.instance!r} is not a DNS-1123 label (lower-case letters, digits and '-', "
+            "at most 63 characters): it becomes a label value and part of ConfigMap names"
+        )
     repo = await repository.load(c.repo, rev=c.rev, path=c.path, worktree=c.worktree, worktree_default=False)
     for problem in repo.problems:
         common.info(str(problem))

@@ -116,7 +116,8 @@ def _merge_map(original: dict[str, Any], patch: dict[str, Any], node: Node | Non
         current = out.get(key)
         if isinstance(current, list):
             merge_key, _ = _hints(node, key)
-            out[key] = _apply_order(current, order, merge_key)
+            server = original.get(key)
+            out[key] = _apply_order(current, order, merge_key, server if isinstance(server, list) else [])
     if retain is not None:
         keep = set(retain)
         out = {k: v for k, v in out.items() if k in keep}
@@ -182,26 +183,49 @@ def _merge_list(original: list[Any], patch: list[Any], node: Node, merge_key: st
     return out
 
 
-def _apply_order(items: list[Any], order: list[Any], merge_key: str) -> list[Any]:
-    """Reorder: items named in `order` take the slots of ordered items in that order."""
+def _apply_order(items: list[Any], order: list[Any], merge_key: str, server: list[Any]) -> list[Any]:
+    """The merged list in the order `$setElementOrder` asks for (strategicpatch's normalizeElementOrder).
+
+    Items named in `order` are sorted by it; the other (server-only) items keep their order in the live
+    list `server`; the two are interleaved, a server-only item going first only when both it and the
+    next ordered item are in the live list and it came first there.
+    """
 
     def ident(item: Any) -> Any:
         if merge_key and isinstance(item, dict):
             return item.get(merge_key)
         return item
 
-    def order_ident(entry: Any) -> Any:
-        if merge_key and isinstance(entry, dict):
-            return entry.get(merge_key)
-        return entry
+    def position(ids: list[Any], item: Any) -> int:
+        wanted = ident(item)
+        for i, candidate in enumerate(ids):
+            if candidate == wanted:
+                return i
+        return -1
 
-    wanted = [order_ident(e) for e in order]
-    rank = {repr(w): i for i, w in enumerate(wanted)}
-    ordered = sorted((it for it in items if repr(ident(it)) in rank), key=lambda it: rank[repr(ident(it))])
-    queue = iter(ordered)
+    order_ids = [ident(e) for e in order]
+    server_ids = [ident(e) for e in server]
+    named = [it for it in items if position(order_ids, it) >= 0]
+    named.sort(key=lambda it: position(order_ids, it))
+    server_only = [it for it in items if position(order_ids, it) < 0]
+    server_only.sort(key=lambda it: (position(server_ids, it) < 0, position(server_ids, it)))
     out: list[Any] = []
-    for item in items:
-        out.append(next(queue) if repr(ident(item)) in rank else item)
+    i = j = 0
+    while i < len(server_only) or j < len(named):
+        if i >= len(server_only):
+            out.append(named[j])
+            j += 1
+        elif j >= len(named):
+            out.append(server_only[i])
+            i += 1
+        else:
+            left, right = position(server_ids, server_only[i]), position(server_ids, named[j])
+            if left >= 0 and right >= 0 and left < right:
+                out.append(server_only[i])
+                i += 1
+            else:
+                out.append(named[j])
+                j += 1
     return out
 
 

@@ -290,9 +290,9 @@ def _with_type_meta(node: Node) -> Node:
             scalar = Node(Shape.SCALAR)
             scalar.scalar_types = frozenset({"string"})
             out.fields[name] = scalar
-    meta = out.fields.get("metadata")
-    if meta is None or meta.shape is not Shape.STRUCT or not meta.fields:
-        out.fields["metadata"] = _object_meta()
+    # A CRD schema may only restrict metadata.name/generateName; the server always merges metadata as
+    # ObjectMeta (labels, annotations, finalizers, ownerReferences...).
+    out.fields["metadata"] = _object_meta()
     return out
 
 

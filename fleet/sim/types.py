@@ -97,7 +97,9 @@ class ResourceType:
             from fleet.sim import structure as structure_mod
 
             if self.custom:
-                self._structure = structure_mod.for_schema(self.schema)
+                self._structure = structure_mod.for_schema(
+                    self.schema, status_subresource=self.has_status, name=f"{self.plural}.{self.group}"
+                )
             else:
                 self._structure = structure_mod.builtin(self.group, self.version, self.kind)
         return self._structure

@@ -182,3 +182,21 @@ def test_an_item_without_its_merge_key_is_invalid() -> None:
 def test_an_unknown_patch_directive_is_invalid() -> None:
     with pytest.raises(smp.InvalidPatch, match="unknown patch type: explode"):
         smp.patch(original(), {"spec": {"$patch": "explode"}}, structure=DEPLOYMENT)
+
+
+def test_set_element_order_keeps_server_only_items_where_the_live_list_had_them() -> None:
+    live = {"spec": {"template": {"spec": {"containers": [{"name": "a"}, {"name": "s"}, {"name": "b"}]}}}}
+    patch = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "$setElementOrder/containers": [{"name": "b"}, {"name": "a"}],
+                    "containers": [{"name": "b", "image": "b:2"}],
+                }
+            }
+        }
+    }
+    out = smp.patch(live, patch, structure=DEPLOYMENT)
+    # strategicpatch's normalizeElementOrder: ordered items [b, a]; the server-only `s` goes before `b`
+    # because it preceded `b` in the live list.
+    assert [c["name"] for c in containers(out)] == ["s", "b", "a"]

@@ -550,3 +550,21 @@ def test_client_sent_managed_fields_replace_clear_or_are_ignored_when_invalid() 
         now="t2",
     )
     assert kept["metadata"]["managedFields"] == obj["metadata"]["managedFields"]
+
+
+def test_a_crd_metadata_schema_does_not_hide_object_meta() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20}}},
+            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        },
+    }
+    st = structure.for_schema(schema)
+    cr = {
+        "apiVersion": "x.io/v1",
+        "kind": "W",
+        "metadata": {"name": "w", "labels": {"a": "1"}, "finalizers": ["x.io/f"]},
+    }
+    obj = ssa.apply(None, cr, manager="m", force=False, structure=st, now="t1")
+    assert owned(obj, "m") == {".metadata.labels.a", '.metadata.finalizers[="x.io/f"]'}
