@@ -212,9 +212,10 @@ async def _namespace_contents(
     async def one(rt: kube.ResourceType) -> None:
         found.extend(await client.list(rt, namespace=namespace))
 
-    async with anyio.create_task_group() as tg:
-        for rt in types.namespaced_listable():
-            tg.start_soon(one, rt)
+    with kube.unwrap_group():
+        async with anyio.create_task_group() as tg:
+            for rt in types.namespaced_listable():
+                tg.start_soon(one, rt)
     return found
 
 

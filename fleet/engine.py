@@ -186,6 +186,9 @@ class Desired:
     protected: Mapping[str, str]  # broken bundles: left alone everywhere
     problems: tuple[model.Problem, ...]
     objects: Mapping[str, Mapping[model.ObjectRef, Mapping[str, Any]]] = field(default_factory=dict)
+    # What reconcile must leave alone wherever it finds their inventories: broken bundles (a message) and
+    # suspended ones (a protecting target), so neither is pruned from a cluster that stops matching.
+    shield: Mapping[str, str | plan.Target] = field(default_factory=dict)
 
     def signature(self, cluster: str) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -228,6 +231,7 @@ def place_and_render(
         protected=reconcile.protected_bundles(repo),
         problems=problems,
         objects=objects,
+        shield=reconcile.all_protected(repo),
     )
 
 
@@ -773,7 +777,7 @@ class Engine:
                 instance=self.settings.instance, wait=False, health_timeout=self.settings.health_timeout
             )
             result = await reconcile.reconcile_cluster(
-                self._client(rt, cluster), cluster, targets, options=options, protected=desired.protected
+                self._client(rt, cluster), cluster, targets, options=options, protected=desired.shield
             )
             changes = result.changes
             for action in model.Action:

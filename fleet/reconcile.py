@@ -369,7 +369,7 @@ async def reconcile_cluster(
     before = client.stats.requests
     if cluster.paused:
         bundles = {b: BundleResult(b, model.State.PAUSED, message="cluster paused") for b in targets}
-        return ClusterResult(cluster.name, model.State.PAUSED, bundles=bundles, message="paused: not written")
+        return ClusterResult(cluster.name, model.State.PAUSED, bundles=bundles, message="nothing written")
     result: ClusterResult | None = None
     try:
         if options.cluster_deadline is not None:

@@ -311,3 +311,34 @@ def test_a_tls_cluster_is_reached_with_the_ca_from_the_kubeconfig() -> None:
             await client.aclose()
 
         run(main)
+
+
+def test_an_exec_plugin_runs_only_when_allowed(sim: testing.SimHandle, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    credential = (
+        '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"t0k"}}'
+    )
+    doc = yaml.safe_load(sim.kubeconfig.read_text())
+    for user in doc["users"]:
+        user["user"] = {
+            "exec": {
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "command": "sh",
+                "args": ["-c", f"touch {marker}; echo '{credential}'"],
+            }
+        }
+    path = tmp_path / "exec-config"
+    path.write_text(yaml.safe_dump(doc))
+    refused = kube.parse_kubeconfig([(str(path), path.read_bytes())])
+    allowed = kube.parse_kubeconfig([(str(path), path.read_bytes())], allow_exec_auth=True)
+
+    async def main() -> None:
+        with pytest.raises(errors.ClusterError, match="allow-exec-auth"):
+            await kube.Client(cluster="one", context=refused.context("one"), settings=FAST).types()
+        assert not marker.exists()
+        client = kube.Client(cluster="one", context=allowed.context("one"), settings=FAST)
+        assert (await client.types()).lookup("v1", "ConfigMap") is not None
+        await client.aclose()
+
+    run(main)
+    assert marker.exists()

@@ -119,7 +119,13 @@ class _Progress:
             changes = result.changes
             counts = ", ".join(
                 f"{changes.count(a)} {a}"
-                for a in (model.Action.CREATED, model.Action.CONFIGURED, model.Action.DELETED)
+                for a in (
+                    model.Action.CREATED,
+                    model.Action.CONFIGURED,
+                    model.Action.DELETED,
+                    model.Action.CONFLICT,
+                    model.Action.FAILED,
+                )
                 if changes.count(a)
             )
             detail = f" ({counts})" if counts else ""
