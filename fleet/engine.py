@@ -797,7 +797,8 @@ class Engine:
                 rt.watcher.set_kinds(drift.kinds(desired.objects.get(rt.name, {})))
         seconds = time.monotonic() - started
         self.metrics.reconciles.labels(cluster=rt.name, state=rt.state.value).inc()
-        self.metrics.reconcile_seconds.labels(cluster=rt.name).observe(seconds)
+        exemplar = {"trace_id": trace_id} if trace_id else None
+        self.metrics.reconcile_seconds.labels(cluster=rt.name).observe(seconds, exemplar=exemplar)
         for c in changes.changes:
             self.metrics.objects.labels(cluster=rt.name, action=c.action.value).inc()
         self.metrics.set_cluster_state(rt.name, rt.state)

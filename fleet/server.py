@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 
 from fleet import webhook
 
@@ -156,9 +157,14 @@ async def webhook_call(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[CONTROLLER_KEY].registry)
+    """Prometheus text, or OpenMetrics (with trace-id exemplars on durations) when the scraper asks for it."""
+    registry = request.app[CONTROLLER_KEY].registry
+    if "application/openmetrics-text" in request.headers.get("Accept", ""):
+        body, content_type = openmetrics.generate_latest(registry), openmetrics.CONTENT_TYPE_LATEST
+    else:
+        body, content_type = generate_latest(registry), CONTENT_TYPE_LATEST
     resp = web.Response(body=body)
-    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    resp.headers["Content-Type"] = content_type
     return resp
 
 

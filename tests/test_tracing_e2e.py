@@ -214,3 +214,21 @@ def test_a_drift_repair_is_its_own_trace_linked_to_the_revision(
     assert drift_span.trace_id != root.trace_id
     assert (root.trace_id, root.span_id) in drift_span.links
     assert doc["clusters"]["us-1"]["traceId"] == drift_span.trace_id
+
+
+def test_openmetrics_scrapes_carry_the_trace_id_of_the_last_reconcile_as_an_exemplar(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle, receiver: otlp.Receiver
+) -> None:
+    head = str(gitops.repo.head.target)
+    with start(tmp_path, gitops, sim, receiver.url) as fleet:
+        doc = fleet.wait_for(synced_at(head), what="Synced")
+        text = fleet.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}).text
+        plain = fleet.get("/metrics").text
+    trace_ids = {c["traceId"] for c in doc["clusters"].values()}
+    exemplars = [
+        line
+        for line in text.splitlines()
+        if "fleet_reconcile_duration_seconds_bucket" in line and "#" in line
+    ]
+    assert any(f'trace_id="{t}"' in line for line in exemplars for t in trace_ids), exemplars[:5]
+    assert "trace_id" not in plain  # the classic text format has no exemplars
