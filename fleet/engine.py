@@ -279,6 +279,7 @@ class Engine:
         self._forgotten: list[str] = []
         self._idle = anyio.Event()
         self._caches = Caches()
+        self._tls = kube.TlsDefaults()  # one certificate bundle for every cluster client
         self._restore()
 
     # -- the API the HTTP layer uses -----------------------------------------------------------------------
@@ -741,7 +742,10 @@ class Engine:
         if rt.client is None or rt.client_context != context:
             self._stop_watch(rt)
             rt.client = kube.Client(
-                cluster=cluster.name, context=self.kubeconfig.context(context), settings=self.kube_settings
+                cluster=cluster.name,
+                context=self.kubeconfig.context(context),
+                settings=self.kube_settings,
+                tls=self._tls,
             )
             rt.client_context = context
         return rt.client

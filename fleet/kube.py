@@ -64,6 +64,7 @@ class Settings:
     qps: float = 50.0
     burst: int = 300
     max_in_flight: int = 4  # httpx scans its pool per request: client CPU grows with connections
+    max_streams: int = 64  # watch streams hold a connection each, on top of the requests in flight
     connect_timeout: float = 5.0
     request_timeout: float = 30.0
     retry_budget: float = 60.0  # seconds one request may spend retrying, all attempts included
@@ -919,11 +920,14 @@ class TlsDefaults:
         headers = {"User-Agent": api.__version__, "Content-Type": "application/json"}
         if auth.token:
             headers["Authorization"] = f"Bearer {auth.token}"
+        # Requests in flight are bounded by the client's own limiter; the pool must also have room for
+        # the long-lived watch streams, or open streams would starve every later request of a connection.
         size = max(1, settings.max_in_flight)
+        pool = size + max(0, settings.max_streams)
         transport = httpx_aiohttp.AiohttpTransport(
             verify=verify,
             trust_env=False,
-            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=size),
             proxy=httpx.Proxy(auth.proxy) if auth.proxy else None,
         )
         api._session = httpx.AsyncClient(

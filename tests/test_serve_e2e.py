@@ -312,3 +312,40 @@ def test_drift_made_behind_fleets_back_is_repaired_and_counted(
             lambda d: d["clusters"]["eu-1"]["watch"]["lastEventAt"] is not None, what="watch health in status"
         )
     assert doc["clusters"]["eu-1"]["watch"]["streams"] >= 1
+
+
+def test_a_cluster_watching_more_kinds_than_requests_in_flight_still_reconciles_new_commits(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    kinds = [
+        configmap("many-cm"),
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "many-s"}, "stringData": {"k": "v"}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "many-sa"}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "many-svc"},
+            "spec": {"ports": [{"port": 80}]},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "many-role"},
+            "rules": [],
+        },
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "many-lease"},
+            "spec": {},
+        },
+    ]
+    gitops.bundle("many", kinds, namespace="apps", selector={"region": "us"})
+    first = gitops.commit("many kinds")
+    with start(tmp_path, gitops, sim) as fleet:
+        fleet.wait_for(all_synced_at(first), what="first revision")
+        fleet.wait_for(lambda d: d["clusters"]["us-1"]["watch"]["streams"] >= 6, what="six watch streams")
+        gitops.bundle("settings", [configmap("settings", colour="teal")], namespace="apps", selector={})
+        second = gitops.commit("teal")
+        fleet.wait_for(all_synced_at(second), what="a new commit while every stream is open")
+    assert owned(sim, "us-1")["settings"]["data"] == {"colour": "teal"}

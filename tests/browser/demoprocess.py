@@ -25,8 +25,6 @@ import httpx
 
 FLEET = [sys.executable, "-m", "fleet.cli"]
 URL_LINE = re.compile(r"^\s*status page\s+(http://\S+?)/?\s*$", re.MULTILINE)
-# States after which a cluster waits for nothing (no round in flight, no health check pending).
-SETTLED = frozenset({"Synced", "Paused", "Failed", "Unreachable"})
 
 
 class DemoProcess:
@@ -89,14 +87,6 @@ def healthy(doc: dict[str, Any]) -> bool:
         bool(doc.get("revision"))
         and bool(clusters)
         and all(c["state"] in ("Synced", "Paused") for c in clusters.values())
-    )
-
-
-def settled(doc: dict[str, Any]) -> bool:
-    """Every cluster of a fetched revision has finished its rounds (whatever their outcome)."""
-    clusters = doc.get("clusters") or {}
-    return (
-        bool(doc.get("revision")) and bool(clusters) and all(c["state"] in SETTLED for c in clusters.values())
     )
 
 
