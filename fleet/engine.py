@@ -163,6 +163,7 @@ class ClusterRuntime:
     watcher: watching.ClusterWatch | None = None
     watch_scope: anyio.CancelScope | None = None
     fights: tuple[str, ...] = ()  # messages of fights with another writer, from the watch
+    warnings: tuple[str, ...] = ()  # risky settings of its kubeconfig context (insecure-skip-tls-verify)
 
     def document(self) -> dict[str, Any]:
         return {
@@ -172,6 +173,7 @@ class ClusterRuntime:
             "lastSyncAt": self.last_sync_at,
             "lastError": self.last_error or ("; ".join(self.fights) if self.fights else None),
             "traceId": self.trace_id,
+            "warnings": list(self.warnings),
             "watch": self.watch.document(),
             "bundles": {b: s.document() for b, s in sorted(self.bundles.items())},
         }
@@ -820,6 +822,10 @@ class Engine:
     ) -> None:
         rt.attempted = True
         rt.last_sync_at = now_rfc3339()
+        if result.warnings != rt.warnings:
+            for w in result.warnings:
+                log.warning("cluster %s: %s", rt.name, w)
+            rt.warnings = tuple(result.warnings)
         rt.trace_id = trace_id or rt.trace_id
         bundles: dict[str, BundleStatus] = {}
         for b, br in result.bundles.items():

@@ -128,3 +128,23 @@ def test_worktree_mode_diffs_the_files_on_disk(sim: testing.SimHandle, repo: Git
     assert code == 1, err
     assert "+  key: uncommitted" in out
     assert "reading work tree" in err
+
+
+def test_a_broken_cluster_file_is_an_error_exit_and_the_other_clusters_are_still_diffed(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    repo.bundle("web", [configmap("one")], namespace="web", selector={})
+    repo.write(
+        "clusters/prod-2.yaml",
+        {
+            "apiVersion": "fleet.dev/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": "prod-2", "labels": {"env": "bad value!"}},
+        },
+    )
+    repo.commit("first, with a broken cluster file")
+    code, out, err = diff(repo, sim)
+    assert code == 2, err
+    assert "ConfigMap/web/one (new)" in out
+    assert "clusters/prod-2.yaml:" in err
+    assert "error: cluster prod-2: its cluster file is broken" in err

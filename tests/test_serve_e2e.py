@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from fleet import webhook
 from fleet.sim import testing
@@ -102,7 +103,8 @@ def test_the_status_document_has_exactly_the_specified_shape(
         doc = fleet.wait_for(all_synced_at(head), what="Synced")
     assert set(doc) == {"revision", "message", "author", "committedAt", "fetchedAt", "errors", "clusters"}
     cluster = doc["clusters"]["eu-1"]
-    # SPEC section 4's keys, plus `labels` (additive: the status page filters by label selector).
+    # SPEC section 4's keys, plus `labels` (the status page filters by label selector) and `warnings`
+    # (risky kubeconfig settings), both additive.
     assert set(cluster) == {
         "state",
         "labels",
@@ -112,8 +114,10 @@ def test_the_status_document_has_exactly_the_specified_shape(
         "traceId",
         "watch",
         "bundles",
+        "warnings",
     }
     assert cluster["labels"] == {"region": "eu"}
+    assert cluster["warnings"] == []
     assert set(cluster["watch"]) == {"streams", "lastEventAt", "reconnects", "relists"}
     for ts in (doc["committedAt"], doc["fetchedAt"], cluster["lastSyncAt"]):
         assert ts.endswith("Z") and "T" in ts
@@ -349,3 +353,26 @@ def test_a_cluster_watching_more_kinds_than_requests_in_flight_still_reconciles_
         second = gitops.commit("teal")
         fleet.wait_for(all_synced_at(second), what="a new commit while every stream is open")
     assert owned(sim, "us-1")["settings"]["data"] == {"colour": "teal"}
+
+
+def test_insecure_skip_tls_verify_is_a_warning_in_the_status(tmp_path: Path, gitops: GitOpsRepo) -> None:
+    with testing.serving(names=CLUSTERS, tls=True) as tls_sim:
+        doc = yaml.safe_load(tls_sim.kubeconfig.read_text())
+        for entry in doc["clusters"]:
+            if entry["name"] == "us-1":
+                entry["cluster"].pop("certificate-authority-data", None)
+                entry["cluster"]["insecure-skip-tls-verify"] = True
+        kubeconfig = tmp_path / "insecure-kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(doc))
+        with serve.serving(
+            repo=gitops.root,
+            kubeconfig=kubeconfig,
+            state_dir=tmp_path / "state",
+            log=tmp_path / "serve.log",
+            args=["--interval", "1s"],
+        ) as fleet:
+            doc = fleet.wait_for(all_synced_at(str(gitops.repo.head.target)), what="Synced over TLS")
+            logs = fleet.logs()
+    assert any("insecure-skip-tls-verify" in w for w in doc["clusters"]["us-1"]["warnings"])
+    assert doc["clusters"]["eu-1"]["warnings"] == []
+    assert "insecure-skip-tls-verify" in logs

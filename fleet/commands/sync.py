@@ -351,6 +351,9 @@ async def _diff(c: Request) -> int:
             else:
                 typer.echo(f"# cluster {name}, bundle {d.bundle}: {d.ref} ({d.kind})")
                 typer.echo(d.text, nl=False)
-    if result.failed:
+    # A broken cluster file means that cluster was not compared: an error, never "no differences".
+    for name in sorted(repo.broken_clusters):
+        common.info(f"error: cluster {name}: its cluster file is broken (problems above); not compared")
+    if result.failed or repo.broken_clusters:
         return 2
     return 1 if result.changed else 0
