@@ -9,7 +9,8 @@ Output contract (SPEC.md section 3): `plan --format json` prints only
 ``{"revision": SHA|null, "bundles": {BUNDLE: [CLUSTER, ...sorted]}, "errors": {BUNDLE: {CLUSTER: MESSAGE}}}``
 on stdout. A pair in error (CEL, dependsOn, render, an object claimed twice) is in `errors`, not in
 `bundles`. Exit 0, or 1 when any pair is in error or the repository has errors (printed on stderr as
-``PATH:LINE: message``), 2 when the repository cannot be read at all.
+``PATH:LINE: message``), and 1 too when the repository (or the `--diff-rev` base) cannot be read at all
+(the reason on stderr). `render` exits 2 in that case.
 """
 
 from __future__ import annotations
@@ -65,11 +66,12 @@ def outcome(repo: model.Repo) -> Outcome:
     )
 
 
-async def _load(repo_path: str, *, rev: str | None, path: str) -> model.Repo:
+async def _load(repo_path: str, *, rev: str | None, path: str, code: int = 2) -> model.Repo:
+    """The parsed repository; when it cannot be read at all, the reason on stderr and exit `code`."""
     try:
         return await repository.load(repo_path, rev=rev, path=path, worktree_default=True)
     except errors.FleetError as e:
-        common.fail(str(e), code=2)
+        common.fail(str(e), code=code)
 
 
 def _report_problems(repo: model.Repo) -> bool:
@@ -160,13 +162,13 @@ async def _plan(
     explain: str | None,
     diff_rev: str | None,
 ) -> int:
-    repo = await _load(repo_path, rev=rev, path=path)
+    repo = await _load(repo_path, rev=rev, path=path, code=1)  # SPEC: plan exits only 0 or 1
     invalid = _report_problems(repo)  # includes the warning for a revision without clusters or bundles
     out = await anyio.to_thread.run_sync(functools.partial(outcome, repo))
     if explain is not None:
         _explain(out, explain, fmt)
     elif diff_rev is not None:
-        base_repo = await _load(repo_path, rev=diff_rev, path=path)
+        base_repo = await _load(repo_path, rev=diff_rev, path=path, code=1)
         base = await anyio.to_thread.run_sync(functools.partial(outcome, base_repo))
         changes = _diff(base, out)
         if fmt is Format.JSON:

@@ -3,7 +3,8 @@
 Owns: the flags of `validate` and its output: ``PATH:LINE: message`` lines on stdout (warnings prefixed
 ``warning:``), then exit 1 when any is an error; otherwise a one-line summary
 ``N clusters, M bundles, K objects`` and exit 0. A repository that cannot be read at all (not a git
-repository, unknown revision, over a whole-revision limit) exits 2 with the reason on stderr.
+repository, unknown revision, a nonexistent path, over a whole-revision limit) is one ``PATH:1: message``
+line (PATH: the repository as given) and exit 1: SPEC section 3 allows validate only 0 or 1.
 Does not: parse or decide anything itself (`fleet.repository` does, and `fleet.placement.check` adds the
 checks that need placement and render, when that layer provides it).
 """
@@ -30,11 +31,26 @@ def _placement_checker() -> Callable[[model.Repo], list[model.Problem]] | None:
     return check if callable(check) else None
 
 
+def unreadable(repo_path: str, error: errors.FleetError) -> model.Problem:
+    """The ``PATH:1: message`` problem of a repository that cannot be read at all.
+
+    PATH is the repository as given (``.`` by default); the message drops its own ``PATH: `` prefix so
+    the path is not printed twice.
+    """
+    shown = repo_path or "."
+    message = str(error)
+    if message.startswith(f"{shown}: "):
+        message = message[len(shown) + 2 :]
+    return model.Problem(shown, 1, message)
+
+
 async def _validate(repo_path: str, rev: str | None, path: str) -> int:
     try:
         repo = await repository.load(repo_path, rev=rev, path=path, worktree_default=True)
     except errors.FleetError as e:
-        common.fail(str(e), code=2)
+        typer.echo(str(unreadable(repo_path, e)))
+        common.info("1 error(s), 0 warning(s)")
+        return 1
     problems = list(repo.problems)
     check = _placement_checker()
     if check is not None:
