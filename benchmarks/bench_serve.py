@@ -28,14 +28,18 @@ The machine's load average (before, after) and its total busy CPU during the idl
 since other work on the machine distorts every number here.
 
 Run: ``.venv/bin/python -m benchmarks bench_serve`` (full: 100 clusters per controller, 20 commits per
-mode, 20 s idle; about 4-5 minutes) or ``.venv/bin/python -m benchmarks bench_serve --quick`` (10
+mode, 20 s idle; about 3-5 minutes) or ``.venv/bin/python -m benchmarks bench_serve --quick`` (10
 clusters, 4 commits per mode, 3 s idle; under a minute). ``FLEET_BENCH_SERVE_QUICK=1`` is the same as
 ``--quick``. Knobs: FLEET_BENCH_SERVE_CLUSTERS (per controller), FLEET_BENCH_SERVE_COMMITS (per mode),
 FLEET_BENCH_SERVE_IDLE (seconds), FLEET_BENCH_SERVE_CONCURRENCY (``--concurrency`` of serve; default:
 serve's own), FLEET_BENCH_SERVE_PROFILE=DIR (py-spy samples both controllers during the commits; the
-binary from FLEET_BENCH_SERVE_PYSPY or PATH). Writes ``benchmarks/results/serve.json`` (default run
-only; ``serve-quick.json``, ``serve-custom.json`` or ``serve-profiled.json`` otherwise) and prints a
-table, with the previous run's numbers from that file next to this run's.
+binary from FLEET_BENCH_SERVE_PYSPY or PATH), FLEET_BENCH_SERVE_KEEP=1 (keep the repositories, state
+dirs and the sim's and controllers' logs, and print where). Writes ``benchmarks/results/serve.json``
+(default run only; ``serve-quick.json``, ``serve-custom.json`` or ``serve-profiled.json`` otherwise) and
+prints a table, with the previous run's numbers from that file next to this run's.
+
+Owns: the benchmark's repositories, processes, measurements and result file. Does not: assert anything
+(a missed target is reported, not raised) or change how `fleet serve` or `fleet sim` behave.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ CLUSTERS = int(os.environ.get("FLEET_BENCH_SERVE_CLUSTERS", "10" if QUICK else "
 COMMITS = int(os.environ.get("FLEET_BENCH_SERVE_COMMITS", "4" if QUICK else "20"))  # per mode
 IDLE_S = float(os.environ.get("FLEET_BENCH_SERVE_IDLE", "3" if QUICK else "20"))
 CONCURRENCY = os.environ.get("FLEET_BENCH_SERVE_CONCURRENCY", "")
+KEEP = os.environ.get("FLEET_BENCH_SERVE_KEEP", "") == "1"  # keep the work dir (repos, state, logs)
 PROFILE_DIR = os.environ.get("FLEET_BENCH_SERVE_PROFILE", "")  # py-spy profiles of the commit loops here
 PYSPY = os.environ.get("FLEET_BENCH_SERVE_PYSPY", "") or shutil.which("py-spy") or "py-spy"
 BUNDLES = 10
@@ -739,7 +744,10 @@ def main() -> None:
         "python": sys.version.split()[0],
     }
     with tempfile.TemporaryDirectory(prefix="fleet-bench-serve-") as tmp, otlp_support.running() as receiver:
-        runs = run_all(Path(tmp), receiver, out)
+        work = Path(tempfile.mkdtemp(prefix="fleet-bench-serve-")) if KEEP else Path(tmp)
+        if KEEP:
+            print(f"  keeping repositories, state and logs in {work}", file=sys.stderr, flush=True)
+        runs = run_all(work, receiver, out)
     out["load_end"] = load()
     off = summarise(runs["off"], out["idle_window"])
     on = summarise(runs["on"], out["idle_window"])

@@ -198,6 +198,9 @@ class Manifest:
     line: int
     index: int
     obj: Mapping[str, Any]
+    # Line of the first field using ``${cluster.NAME}``, keyed by NAME (filled by the repository parser;
+    # absent: the document start, `line`). Not part of equality.
+    variable_lines: Mapping[str, int] = field(default_factory=dict, compare=False)
 
     @property
     def api_version(self) -> str:
@@ -237,6 +240,9 @@ class Bundle:
     manifests: tuple[Manifest, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    # Lines of fields of bundle.yaml for messages, e.g. ``dependsOn`` and ``dependsOn.NAME`` (one entry);
+    # absent: 1. Not part of equality.
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)

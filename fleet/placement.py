@@ -105,7 +105,8 @@ def select(
             program = cel.compile(placement.cel)
             held = cel.evaluate(program, {"cluster": cluster.activation()}, budget=budget)
         except errors.PlacementError as e:
-            results.append(model.ClauseResult("cel", None, f"error: {e}"))
+            # held=None already says "error" and the clause is cel: the reason is the bare message.
+            results.append(model.ClauseResult("cel", None, str(e).removeprefix("cel: ")))
             return Decision(False, tuple(results), error=str(e))
         results.append(model.ClauseResult("cel", held, "cel is true" if held else "cel is false"))
         if not held:
@@ -326,7 +327,7 @@ def check(repo: model.Repo, *, revision: str | None = None) -> list[model.Proble
         if bundle.placement is not None:
             line = bundle.placement.lines.get("cel", 1)
         for c, msg in per_cluster.items():
-            field_line = line if msg.startswith("cel:") else _depends_line(bundle)
+            field_line = line if msg.startswith("cel:") else _depends_line(bundle, msg)
             problems.append(
                 model.Problem(bundle.path, field_line, f"cluster {c}: {msg}", bundle=b, cluster=c)
             )
@@ -334,7 +335,9 @@ def check(repo: model.Repo, *, revision: str | None = None) -> list[model.Proble
     return sorted(set(problems))
 
 
-def _depends_line(bundle: model.Bundle) -> int:
-    if bundle.placement is not None:
-        return bundle.placement.lines.get("dependsOn", 1)
-    return 1
+def _depends_line(bundle: model.Bundle, message: str) -> int:
+    """Line of the `dependsOn` entry `message` is about (see `_dependency_problem`), else of the field."""
+    for dep in bundle.depends_on:
+        if message.startswith(f"dependsOn: bundle {dep!r} "):
+            return bundle.lines.get(f"dependsOn.{dep}", bundle.lines.get("dependsOn", 1))
+    return bundle.lines.get("dependsOn", 1)

@@ -481,9 +481,12 @@ async def _round(
                     model.ChangeSet((model.Change(_ns_ref(p.namespace), model.Action.FAILED, str(e)),))
                 )
                 return
-        with _TRACER.start_as_current_span(f"apply {b}", attributes=_span_attrs(cluster.name, b)) as span:
+        if _has_work(p):
+            with _TRACER.start_as_current_span(f"apply {b}", attributes=_span_attrs(cluster.name, b)) as span:
+                result = await apply.apply_bundle(client, p, live=seen.live, crd_timeout=options.crd_timeout)
+                _record(span, result.changes)
+        else:  # nothing to write: no span, so a trace shows only the bundles a round changed
             result = await apply.apply_bundle(client, p, live=seen.live, crd_timeout=options.crd_timeout)
-            _record(span, result.changes)
         applied[b] = result
 
     async def bundle_health(b: str, *, wait: bool) -> None:
@@ -497,18 +500,24 @@ async def _round(
             for s in running[b].steps
             if plan.key(s.ref) in result.objects
         }
-        with _TRACER.start_as_current_span(f"health {b}", attributes=_span_attrs(cluster.name, b)) as span:
-            healthy[b] = await _health(
-                client,
-                objects,
-                instance=instance,
-                wait=wait,
-                within=options.health_timeout,
-                interval=options.health_interval,
+        started = time.time_ns()
+        healthy[b] = await _health(
+            client,
+            objects,
+            instance=instance,
+            wait=wait,
+            within=options.health_timeout,
+            interval=options.health_interval,
+        )
+        # A span only where there was something to see: the bundle changed, or it is not healthy yet.
+        if _has_work(running[b]) or healthy[b][0] is not health.Status.HEALTHY:
+            span = _TRACER.start_span(
+                f"health {b}", attributes=_span_attrs(cluster.name, b), start_time=started
             )
             span.set_attribute("fleet.health", str(healthy[b][0]))
             if healthy[b][0] is health.Status.FAILED:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, "unhealthy"))
+            span.end()
 
     for wave in cplan.waves:
         async with anyio.create_task_group() as tg:
@@ -611,9 +620,16 @@ def _record(span: trace.Span, changes: model.ChangeSet) -> None:
         span.set_status(trace.Status(trace.StatusCode.ERROR, "objects failed or conflicted"))
 
 
+def _has_work(bundle_plan: plan.BundlePlan) -> bool:
+    """Whether applying this bundle writes anything (a round over unchanged bundles emits no spans)."""
+    return any(step.op is not plan.Op.UNCHANGED for step in bundle_plan.steps)
+
+
 async def _prune(
     client: kube.Client, cluster: str, bundle_plan: plan.BundlePlan
 ) -> tuple[model.ChangeSet, frozenset[model.ObjectRef]]:
+    if not bundle_plan.prune:
+        return await apply.prune_bundle(client, bundle_plan)
     with _TRACER.start_as_current_span(
         f"prune {bundle_plan.bundle}", attributes=_span_attrs(cluster, bundle_plan.bundle)
     ) as span:

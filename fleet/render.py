@@ -100,13 +100,27 @@ _UNTERMINATED_RE = re.compile(r"(?<!\$)\$\{cluster\.[^}]*$")
 _VAR_FORM = re.compile(r"^(name|(labels|annotations|facts)\..+)$")
 
 
-class ObjectRenderError(errors.RenderError):
-    """A render error with the file and line it comes from (a manifest or the bundle.yaml field)."""
+class VariableError(errors.RenderError):
+    """A ``${cluster.NAME}`` that cannot be substituted; `name` is NAME, `cluster` the cluster the
+    message names (a value missing there), if any."""
 
-    def __init__(self, message: str, *, path: str = "", line: int = 1) -> None:
+    def __init__(self, message: str, *, name: str, cluster: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.cluster = cluster
+
+
+class ObjectRenderError(errors.RenderError):
+    """A render error with the file and line it comes from (a manifest or the bundle.yaml field).
+
+    `cluster`: the cluster the message names as lacking a value, if any (a shared render reused for
+    another cluster renames it, see `_for_cluster`)."""
+
+    def __init__(self, message: str, *, path: str = "", line: int = 1, cluster: str | None = None) -> None:
         super().__init__(message)
         self.path = path
         self.line = line
+        self.cluster = cluster
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -227,12 +241,15 @@ def substitute(value: Any, cluster: model.Cluster, *, where: str) -> Any:
             text = variable(name, cluster) if _VAR_FORM.match(name) else None
             if text is None:
                 if not _VAR_FORM.match(name):
-                    raise errors.RenderError(
+                    raise VariableError(
                         f"{where}: unknown variable ${{cluster.{name}}} "
-                        "(use cluster.name, cluster.labels.KEY, cluster.annotations.KEY or cluster.facts.KEY)"
+                        "(use cluster.name, cluster.labels.KEY, cluster.annotations.KEY or cluster.facts.KEY)",
+                        name=name,
                     )
-                raise errors.RenderError(
-                    f"{where}: variable ${{cluster.{name}}} is not set on cluster {cluster.name}"
+                raise VariableError(
+                    f"{where}: variable ${{cluster.{name}}} is not set on cluster {cluster.name}",
+                    name=name,
+                    cluster=cluster.name,
                 )
             return text
 
@@ -418,15 +435,20 @@ def _render_plain(
             done[id(finished)] = text
             continue
         _check_object(m)
-        where = f"{m.path}:{m.line}: {describe(m.obj)}"
         obj: dict[str, Any]
         if _substitution_disabled(m.obj):
             obj = copy.deepcopy(dict(m.obj))
         else:
             try:
-                obj = substitute(m.obj, cluster, where=where)
+                obj = substitute(m.obj, cluster, where=describe(m.obj))
             except errors.RenderError as e:
-                raise ObjectRenderError(str(e), path=m.path, line=m.line) from None
+                # At the line of the field using the variable when the parser recorded it.
+                line, about = m.line, None
+                if isinstance(e, VariableError):
+                    line, about = m.variable_lines.get(e.name, m.line), e.cluster
+                raise ObjectRenderError(
+                    f"{m.path}:{line}: {e}", path=m.path, line=line, cluster=about
+                ) from None
             if obj is m.obj:  # pragma: no cover - substitute always copies mappings
                 obj = copy.deepcopy(dict(m.obj))
         objects.append(_default_namespace(obj, namespace=namespace, scoped=scoped))
@@ -448,7 +470,8 @@ def _render_plain(
                     patch.merge if patch.json is None else list(patch.json), cluster, where=where
                 )
             except errors.RenderError as e:
-                raise ObjectRenderError(str(e), path=bundle.path, line=patch.line) from None
+                about = e.cluster if isinstance(e, VariableError) else None
+                raise ObjectRenderError(str(e), path=bundle.path, line=patch.line, cluster=about) from None
             for i in hits:
                 try:
                     if patch.json is not None:
@@ -554,7 +577,7 @@ def bundle_key(bundle: model.Bundle, *, instance: str, scoped: Collection[tuple[
     h.update(canonical_json([bundle.name, bundle.namespace, instance]).encode())
     h.update(canonical_json(sorted(scoped)).encode())
     for m in bundle.manifests:
-        h.update(canonical_json([m.path, m.line, m.index, m.obj]).encode())
+        h.update(canonical_json([m.path, m.line, m.index, m.obj, dict(m.variable_lines)]).encode())
     h.update(repr(bundle.overrides).encode())
     return h.hexdigest()
 
@@ -765,6 +788,10 @@ def _render_bundle(
 
 def _for_cluster(e: ObjectRenderError, cluster: str) -> ObjectRenderError:
     msg = str(e)
+    if e.cluster is not None and e.cluster != cluster:
+        # A render shared by clusters of one variant: the value is missing on this cluster too.
+        msg = msg.replace(f"is not set on cluster {e.cluster}", f"is not set on cluster {cluster}")
+        return ObjectRenderError(msg, path=e.path, line=e.line, cluster=cluster)
     if f"cluster {cluster}" in msg:
         return e
     return ObjectRenderError(f"{msg} (cluster {cluster})", path=e.path, line=e.line)
@@ -838,7 +865,10 @@ def check(
                 if not _VAR_FORM.match(v):
                     problems.append(
                         model.Problem(
-                            m.path, m.line, f"{describe(m.obj)}: unknown variable ${{cluster.{v}}}", bundle=b
+                            m.path,
+                            m.variable_lines.get(v, m.line),
+                            f"{describe(m.obj)}: unknown variable ${{cluster.{v}}}",
+                            bundle=b,
                         )
                     )
         namespace = bundle.namespace or DEFAULT_NAMESPACE
@@ -864,8 +894,15 @@ def check(
     for (b, c), e in sorted(failed.items(), key=lambda kv: kv[0]):
         if (b, e.path, e.line) in static:
             continue
-        problems.append(model.Problem(e.path or repo.bundles[b].path, e.line, str(e), bundle=b, cluster=c))
+        path = e.path or repo.bundles[b].path
+        problems.append(model.Problem(path, e.line, _unprefixed(str(e), path, e.line), bundle=b, cluster=c))
     return problems
+
+
+def _unprefixed(message: str, path: str, line: int) -> str:
+    """`message` without its own leading ``PATH:LINE: `` (a Problem prints that prefix itself)."""
+    prefix = f"{path}:{line}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
 
 
 def _loose(target: model.PatchTarget, obj: Mapping[str, Any]) -> model.PatchTarget:

@@ -93,7 +93,18 @@ _CREDENTIAL_WORDS = (
 )
 _PEM = re.compile(r"-----BEGIN [A-Z ]*-----")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}")
+# A URL carrying a credential: userinfo with a password (``https://user:pass@host``), or a query parameter
+# such as ``?token=...`` / ``&access_token=...`` / ``&password=...``.
+_URL_USERINFO = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s:]*:[^/?#@\s]*@")
+_URL_SECRET_PARAM = re.compile(
+    r"[?&;](?:token|access_token|id_token|refresh_token|password|passwd|api_key|apikey|client_secret)=",
+    re.IGNORECASE,
+)
 _KUBECONFIG = re.compile(r"(?s)kind:\s*Config\b.*\b(users|clusters):|(users|clusters):.*kind:\s*Config\b")
+
+# ``${cluster.NAME}`` (``$${cluster.NAME}`` is an escaped one), as fleet.render substitutes them.
+_VARIABLE = re.compile(r"\$(\$?)\{cluster\.([^}]*)\}")
+_VARIABLE_MARK = b"${cluster."
 
 Path_ = tuple[str | int, ...]
 
@@ -211,6 +222,10 @@ def _credential_value(value: str) -> str | None:
         return "a bearer token"
     if _KUBECONFIG.search(value):
         return "a kubeconfig"
+    if _URL_USERINFO.search(value):
+        return "a URL with a password"
+    if _URL_SECRET_PARAM.search(value):
+        return "a URL with a credential parameter"
     return None
 
 
@@ -782,6 +797,12 @@ def _bundle_from(st: _State, d: _Doc, *, folder: str, rels: list[str]) -> model.
     manifests = _manifests(st, d, folder=folder, rels=rels, paths=paths, namespace=namespace)
     if name is None:
         return None
+    lines: dict[str, int] = {}
+    if depends:
+        lines["dependsOn"] = d.line(("spec", "dependsOn"))
+        for i, dep in enumerate(spec["dependsOn"]):
+            if isinstance(dep, str):
+                lines.setdefault(f"dependsOn.{dep}", d.value_line(("spec", "dependsOn", i)))
     return model.Bundle(
         name=name,
         path=d.path,
@@ -797,6 +818,7 @@ def _bundle_from(st: _State, d: _Doc, *, folder: str, rels: list[str]) -> model.
         manifests=manifests,
         labels=MappingProxyType(labels),
         annotations=MappingProxyType(annotations),
+        lines=MappingProxyType(lines),
     )
 
 
@@ -1220,7 +1242,8 @@ def _manifests(
         rel = prefix + p
         shown = st.shown(rel)
         try:
-            docs = st.load(rel)
+            # Field lines only for files that use ${cluster.*}, to point at the variable's field.
+            docs = st.load(rel, lines=_VARIABLE_MARK in files[rel])
         except errors.ValidationError as e:
             st.problems.append(model.Problem(shown, e.line, str(e.args[0]), bundle=d.bundle))
             d.errors += 1
@@ -1286,7 +1309,29 @@ def _manifest(st: _State, d: _Doc, shown: str, doc: yamlsafe.Document) -> model.
     if str(api).split("/")[0] == model.API_GROUP and kind in ("Bundle", "Cluster"):
         bad(f"is a fleet {kind}, not a manifest (a bundle folder holds one bundle.yaml at its top)")
         return None
-    return model.Manifest(path=shown, line=doc.line, index=doc.index, obj=obj)
+    return model.Manifest(
+        path=shown, line=doc.line, index=doc.index, obj=obj, variable_lines=_variable_lines(doc)
+    )
+
+
+def _variable_lines(doc: yamlsafe.Document) -> Mapping[str, int]:
+    """Line of the first field using each ``${cluster.NAME}`` of a document, keyed by NAME."""
+    if not doc.lines:
+        return {}
+    found: dict[str, int] = {}
+    stack: list[tuple[Path_, Any]] = [((), doc.data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(((*path, str(k)), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend(((*path, i), v) for i, v in enumerate(value))
+        elif isinstance(value, str) and "${cluster." in value:
+            line = doc.lines.get(path, doc.line)
+            for m in _VARIABLE.finditer(value):
+                if not m.group(1):
+                    found[m.group(2)] = min(line, found.get(m.group(2), line))
+    return MappingProxyType(found)
 
 
 # -- cross checks ------------------------------------------------------------------------------------------

@@ -148,3 +148,22 @@ def test_a_broken_cluster_file_is_an_error_exit_and_the_other_clusters_are_still
     assert "ConfigMap/web/one (new)" in out
     assert "clusters/prod-2.yaml:" in err
     assert "error: cluster prod-2: its cluster file is broken" in err
+
+
+def test_a_bundle_in_error_is_named_once_on_stderr_and_is_an_error_exit(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    repo.bundle("base", [configmap("two")], namespace="web", selector={})
+    repo.commit("first")
+    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
+    repo.bundle("web", [configmap("one")], namespace="web", selector={})
+    repo.bundle("base", [configmap("two")], namespace="web", selector={}, dependsOn=["missing"])
+    repo.commit("add web; base now depends on a bundle that does not exist (broken)")
+    code, out, err = diff(repo, sim)
+    assert code == 2, err
+    assert "ConfigMap/web/one (new)" in out
+    errors_of_base = [
+        line for line in err.splitlines() if line.startswith("error: cluster prod-1: bundle base")
+    ]
+    assert errors_of_base, err
+    assert all("bundle base: bundle base:" not in line for line in errors_of_base), errors_of_base

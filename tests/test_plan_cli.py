@@ -205,11 +205,13 @@ def test_diff_rev_lists_only_pairs_that_are_added_removed_or_changed(git_repo: t
     root, first, second = git_repo
     out = fleet("plan", str(root), "--rev", second, "--diff-rev", first, "--format", "json")
     doc = json.loads(out.stdout)
-    assert doc["revision"] == second and doc["base"] == first
-    # base is unchanged (only the revision differs) and is not listed; web's Deployment changed.
-    assert doc["changes"] == {
-        "tiered": {"eu-prod-1": "added", "us-prod-1": "added"},
-        "web": {"eu-prod-1": "changed"},
+    assert list(doc) == ["revision", "bundles", "errors"]  # SPEC: plan --format json prints only these
+    assert doc["revision"] == second
+    # base is unchanged (only the revision differs) and lists no cluster; web's Deployment changed.
+    assert doc["bundles"] == {
+        "base": [],
+        "tiered": ["eu-prod-1", "us-prod-1"],
+        "web": ["eu-prod-1"],
     }
     assert list(doc["errors"]) == ["tiered"]
     table = fleet("plan", str(root), "--rev", second, "--diff-rev", first)
@@ -223,7 +225,7 @@ def test_diff_rev_between_commits_with_the_same_content_lists_nothing(
 ) -> None:
     root, _first, second = git_repo
     out = fleet("plan", str(root), "--rev", second, "--diff-rev", second, "--format", "json")
-    assert json.loads(out.stdout)["changes"] == {}
+    assert json.loads(out.stdout)["bundles"] == {"base": [], "tiered": [], "web": []}
 
 
 def test_render_prints_the_exact_objects_with_secret_values_redacted(git_repo: tuple[Path, str, str]) -> None:
@@ -301,3 +303,48 @@ def test_plan_reads_a_repository_kept_below_a_subfolder_with_path(tmp_path: Path
     out = fleet("plan", str(tmp_path), "--path", "fleet-config", "--format", "json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["bundles"] == {"base": ["eu-dev-1", "eu-prod-1", "us-prod-1"]}
+
+
+def test_diff_rev_json_lists_a_removed_pair_and_a_bundle_of_the_old_revision_only(
+    git_repo: tuple[Path, str, str],
+) -> None:
+    root, first, second = git_repo
+    out = fleet("plan", str(root), "--rev", first, "--diff-rev", second, "--format", "json")
+    doc = json.loads(out.stdout)
+    assert list(doc) == ["revision", "bundles", "errors"]
+    assert doc["revision"] == first
+    assert doc["bundles"] == {"base": [], "tiered": ["eu-prod-1", "us-prod-1"], "web": ["eu-prod-1"]}
+    assert doc["errors"] == {}
+    table = fleet("plan", str(root), "--rev", first, "--diff-rev", second)
+    assert "- tiered on eu-prod-1 (removed)" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--rev", "nosuch"], "unknown revision 'nosuch'"),
+        (["--rev", "HEAD", "--diff-rev", "nosuch"], "unknown revision 'nosuch'"),
+    ],
+)
+def test_plan_exits_1_with_the_reason_when_the_repository_cannot_be_read(
+    git_repo: tuple[Path, str, str], args: list[str], reason: str
+) -> None:
+    root, _first, _second = git_repo
+    out = fleet("plan", str(root), *args, "--format", "json")
+    assert out.returncode == 1
+    assert out.stdout == ""
+    assert f"error: {root}: {reason}" in out.stderr
+
+
+def test_plan_of_a_folder_that_is_not_a_git_repository_with_rev_exits_1(tmp_path: Path) -> None:
+    out = fleet("plan", str(tmp_path), "--rev", "HEAD")
+    assert out.returncode == 1
+    assert f"error: {tmp_path}: not a git repository" in out.stderr
+
+
+def test_explain_prints_a_cel_error_once_without_doubled_words(git_repo: tuple[Path, str, str]) -> None:
+    root, _first, _second = git_repo
+    out = fleet("plan", str(root), "--rev", "HEAD", "--explain", "tiered")
+    cel_lines = [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("cel:")]
+    assert "cel: error: no such member in mapping: 'tier' at 1:1" in cel_lines, out.stdout
+    assert "error: error" not in out.stdout and "error: cel:" not in out.stdout

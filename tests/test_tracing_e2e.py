@@ -146,6 +146,9 @@ def test_a_commit_traces_exactly_the_clusters_whose_desired_state_it_changes(
         spans = receiver.snapshot()
     tree = revision_trace(spans, second)
     assert sorted(s.name for s in tree if s.name.startswith("cluster ")) == ["cluster eu-1", "cluster eu-2"]
+    eu1 = next(s for s in tree if s.name == "cluster eu-1")
+    under = sorted(s.name for s in tree if s.parent_span_id == eu1.span_id)
+    assert "apply eu-only" in under and "apply settings" not in under  # only the bundle the commit changed
 
 
 def test_a_failing_cluster_is_marked_on_its_cluster_span(

@@ -81,15 +81,19 @@ def test_path_validates_a_subfolder_and_names_problems_from_the_root(tmp_path: P
     assert "--path envs/prod" in out.stderr
 
 
-def test_a_repository_that_cannot_be_read_exits_2_with_the_reason(tmp_path: Path) -> None:
+def test_a_repository_that_cannot_be_read_exits_1_with_a_path_line_naming_the_reason(tmp_path: Path) -> None:
     out = fleet("validate", "/etc/passwd", "--rev", "HEAD")
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1] == "error: /etc/passwd: not a git repository"
-    assert out.stdout == ""
+    assert out.returncode == 1
+    assert out.stdout.splitlines() == ["/etc/passwd:1: not a git repository"]
     git = rb.init(tmp_path)
     rb.commit(git, dict(rb.SAMPLE))
     out = fleet("validate", str(tmp_path), "--rev", "v9")
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1] == (
-        f"error: {tmp_path}: unknown revision 'v9' (no such branch, tag or commit)"
-    )
+    assert out.returncode == 1
+    assert out.stdout.splitlines() == [f"{tmp_path}:1: unknown revision 'v9' (no such branch, tag or commit)"]
+    out = fleet("validate", "--rev", "nosuch", cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stdout.splitlines() == [".:1: unknown revision 'nosuch' (no such branch, tag or commit)"]
+    missing = tmp_path / "missing"
+    out = fleet("validate", str(missing))
+    assert out.returncode == 1
+    assert out.stdout.splitlines() == [f"{missing}:1: cannot read (No such file or directory)"]

@@ -772,3 +772,35 @@ def test_valid_cel_passes_and_is_kept_on_the_placement() -> None:
     assert repo.problems == ()
     placement = repo.bundles["web"].placement
     assert placement is not None and placement.cel == expr and placement.lines == {"cel": 7}
+
+
+def test_a_url_carrying_a_password_or_a_credential_parameter_is_a_credential_field_named_without_its_value() -> (
+    None
+):
+    body = rb.dedent(
+        """
+        apiVersion: fleet.dev/v1alpha1
+        kind: Cluster
+        metadata:
+          name: c1
+          annotations:
+            endpoint: "https://admin:CANARY-1@k8s.example.com"
+            hook: "https://hooks.example.com/x?team=a&token=CANARY-2"
+            api: "https://api.example.com/v1?access_token=CANARY-3"
+            db: "postgres://app:CANARY-4@db:5432/app"
+            login: "https://example.com/login?password=CANARY-5"
+            plain: "https://user@example.com/path?page=2"
+        spec:
+          facts: {links: ["https://ok.example.com", "ftp://u:CANARY-6@files"]}
+        """
+    )
+    repo = parse({**BASE, C: body})
+    assert found(repo) == [
+        (C, 6, f'credential-looking field "metadata.annotations.endpoint": {CRED}', E),
+        (C, 7, f'credential-looking field "metadata.annotations.hook": {CRED}', E),
+        (C, 8, f'credential-looking field "metadata.annotations.api": {CRED}', E),
+        (C, 9, f'credential-looking field "metadata.annotations.db": {CRED}', E),
+        (C, 10, f'credential-looking field "metadata.annotations.login": {CRED}', E),
+        (C, 13, f'credential-looking field "spec.facts.links[1]": {CRED}', E),
+    ]
+    assert "CANARY" not in "\n".join(str(p) for p in repo.problems)

@@ -8,7 +8,9 @@ git (`fleet.repository.load` does and says on stderr what it read), or talk to c
 Output contract (SPEC.md section 3): `plan --format json` prints only
 ``{"revision": SHA|null, "bundles": {BUNDLE: [CLUSTER, ...sorted]}, "errors": {BUNDLE: {CLUSTER: MESSAGE}}}``
 on stdout. A pair in error (CEL, dependsOn, render, an object claimed twice) is in `errors`, not in
-`bundles`. Exit 0, or 1 when any pair is in error or the repository has errors (printed on stderr as
+`bundles`. With `--diff-rev OLD`, the same three keys, `bundles` listing only the clusters whose pair the
+change adds, removes or whose rendered objects change (every bundle of either revision, possibly `[]`);
+the kind of change (added/removed/changed) is in the table format only. Exit 0, or 1 when any pair is in error or the repository has errors (printed on stderr as
 ``PATH:LINE: message``), and 1 too when the repository (or the `--diff-rev` base) cannot be read at all
 (the reason on stderr). `render` exits 2 in that case.
 """
@@ -172,11 +174,13 @@ async def _plan(
         base = await anyio.to_thread.run_sync(functools.partial(outcome, base_repo))
         changes = _diff(base, out)
         if fmt is Format.JSON:
+            # SPEC section 3: the same three keys as plain `plan --format json`, `bundles` listing only
+            # the changed pairs; every bundle of either revision appears, possibly with [].
+            names = sorted(set(base.bundles) | set(out.bundles))
             _print_json(
                 {
                     "revision": repo.revision,
-                    "base": base_repo.revision,
-                    "changes": changes,
+                    "bundles": {b: sorted(changes.get(b, {})) for b in names},
                     "errors": out.errors,
                 }
             )

@@ -333,6 +333,12 @@ async def _sync(c: Request, health_timeout: float, wait: bool, output: str) -> i
     return 0 if result.ok else 1
 
 
+def _about_bundle(bundle: str, text: str) -> str:
+    """``bundle B: text``, without repeating ``bundle B:`` when `text` already starts with it."""
+    head = f"bundle {bundle}: "
+    return text if text.startswith(head) else head + text
+
+
 async def _diff(c: Request) -> int:
     try:
         repo, targets, kubeconfig = await prepare(c)
@@ -347,7 +353,7 @@ async def _diff(c: Request) -> int:
             common.info(f"error: cluster {name}: {cd.error}")
         for d in cd.diffs:
             if d.kind in ("conflict", "error"):
-                common.info(f"{d.kind}: cluster {name}: bundle {d.bundle}: {d.text}")
+                common.info(f"{d.kind}: cluster {name}: {_about_bundle(d.bundle, d.text)}")
             else:
                 typer.echo(f"# cluster {name}, bundle {d.bundle}: {d.ref} ({d.kind})")
                 typer.echo(d.text, nl=False)

@@ -801,6 +801,9 @@ class Api:
     ) -> dict[str, Any]:
         """Metadata validation and what the registry allocates after defaulting (Service IPs, node ports)."""
         causes = validation.metadata_causes(obj)
+        if rtype.group == "" and rtype.kind == "Secret" and not rtype.custom:
+            before = validation.secret_update_causes(obj, old) if old is not None else []
+            causes = before + causes + validation.secret_causes(obj)
         if causes:
             raise status.invalid(
                 rtype.kind, obj.get("metadata", {}).get("name", ""), causes, group=rtype.group
@@ -1033,6 +1036,8 @@ class Api:
             "resourceVersion"
         ):
             raise status.conflict(rtype, t.name, status.OPTIMISTIC_LOCK)
+        if not rtype.custom:
+            check_patched_bytes(rtype, patched, strategic=ct == "application/strategic-merge-patch+json")
         self._strict_fields(rtype, patched, mode, ctx)
         result = self._write_update(
             rtype, old, patched, manager=manager, subresource=t.subresource, dry=is_dry
@@ -1089,6 +1094,7 @@ class Api:
                     raise status.namespace_not_found(ns)
                 config.setdefault("metadata", {})["name"] = t.name
                 new = ssa.apply(None, config, manager=manager, force=force, structure=structure, now=stamp)
+                check_applied_bytes(rtype, new, meta)
                 new.get("metadata", {}).pop("resourceVersion", None)
                 result = self.cluster.create(
                     rtype,
@@ -1114,6 +1120,7 @@ class Api:
                     now=stamp,
                     subresource=t.subresource,
                 )
+                check_applied_bytes(rtype, new, meta)
                 result = self._write_update(
                     rtype, old, new, manager=manager, subresource=t.subresource, dry=dry, applied=True
                 )
@@ -1300,6 +1307,48 @@ def strategic_patch(rtype: types.ResourceType, base: dict[str, Any], doc: Any) -
         raise status.internal_error(
             "strategic merge patch is not available in this build of fleet sim"
         ) from None
+
+
+def check_patched_bytes(rtype: types.ResourceType, patched: dict[str, Any], *, strategic: bool) -> None:
+    """A patched built-in object whose []byte field (Secret `data`) is not base64: the real 422.
+
+    The real server decodes the patched object and answers `NewInvalid(GroupKind{}, "", patch: Invalid
+    value: <patched object>: <decode error>)` (apiserver handlers/patch.go; the strategic path converts
+    from unstructured, prefixing `error decoding from json: `). Its bad value is the whole patched
+    object, Secret values included; the sim omits it, as apimachinery renders an omitted value
+    (`Invalid value: <detail>`), so no secret is ever echoed.
+    """
+    found = validation.byte_field_error(patched, group=rtype.group, version=rtype.version, kind=rtype.kind)
+    if found is None:
+        return
+    detail = validation.base64_message(found[1])
+    if strategic:
+        detail = "error decoding from json: " + detail
+    cause = status.field_cause("FieldValueInvalid", "patch", f"Invalid value: {detail}")
+    raise status.error(
+        422, "Invalid", f' "" is invalid: patch: {cause["message"]}', details={"causes": [cause]}
+    )
+
+
+def check_applied_bytes(rtype: types.ResourceType, merged: dict[str, Any], meta: dict[str, Any]) -> None:
+    """A server-side apply whose merged object has a []byte field that is not base64: the real 500.
+
+    The real field manager converts the merged object to the typed version and fails there (managedfields
+    structuredmerge.go `failed to convert new object (...) to proper version`, runtime scheme.go
+    `unable to convert unstructured object to ...`, converter.go `error decoding from json: ...`); the
+    error is not a Status, so it is rendered as 500 with an empty reason. The offset only, no value.
+    """
+    if rtype.custom:
+        return
+    found = validation.byte_field_error(merged, group=rtype.group, version=rtype.version, kind=rtype.kind)
+    if found is None:
+        return
+    gvk = gvk_string(rtype)
+    where = f"{meta.get('namespace') or ''}/{meta.get('name') or ''}; {gvk}"
+    raise status.internal(
+        f"failed to convert new object ({where}) to proper version: unable to convert unstructured object "
+        f"to {gvk}: error decoding from json: {validation.base64_message(found[1])}"
+    )
 
 
 def gvk_string(rtype: types.ResourceType) -> str:

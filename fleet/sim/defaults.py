@@ -4,7 +4,7 @@ Owns: the defaults of the common fields of the served built-in kinds (Deployment
 DaemonSet, ReplicaSet, Job, CronJob, Pod and pod templates, Service, Secret, PersistentVolumeClaim,
 Namespace), including list-map key defaults such as `protocol: TCP` on container and Service ports; and
 the normalisation GitOps comparisons trip on: Secret `stringData` folded into `data` (base64) and
-removed, and resource quantities written in canonical form (`canonical_quantity`, the rules of
+removed, Secret `data` values re-encoded as the canonical base64 of their bytes, and resource quantities written in canonical form (`canonical_quantity`, the rules of
 k8s.io/apimachinery `resource.Quantity`: `1000m` -> `1`, `1024Mi` -> `1Gi`, `0.5` -> `500m`).
 Quantities are found through the schema (`fleet.sim.structure`), so every Quantity field is covered.
 
@@ -22,6 +22,7 @@ from typing import Any
 
 from fleet import errors
 from fleet.sim import structure as structure_mod
+from fleet.sim import validation
 from fleet.sim.structure import Node, Shape
 
 
@@ -339,6 +340,13 @@ def _service(spec: dict[str, Any]) -> None:
 
 def _secret(obj: dict[str, Any]) -> None:
     obj.setdefault("type", "Opaque")
+    data = obj.get("data")
+    if isinstance(data, dict):
+        # The server holds the decoded bytes and encodes them again on the way out: `YWJj\nZA==` and
+        # `YWJjZB==` (ignored newline, non-zero trailing bits) come back as `YWJjZA==`.
+        for key, value in data.items():
+            if isinstance(value, str):
+                data[key] = validation.canonical_base64(value)
     string_data = obj.pop("stringData", None)
     if isinstance(string_data, dict) and string_data:
         data = obj.get("data")

@@ -1,13 +1,19 @@
-"""Unknown-field detection for built-in kinds (the `fieldValidation` behaviour of typed decoding).
+"""Decoding and validation checks for built-in kinds, with the messages the real server prints.
 
 Owns: walking an object against its kubernetes-validate schema and returning the paths of fields the
 schema does not declare, in the form the real server prints (`spec.template.spec.containers[0].bogus`),
-and pruning them (typed decoding drops unknown fields of built-in kinds). Pure functions. Does not:
-validate values, or handle custom resources (their pruning follows the CRD schema; see the CRD code).
+and pruning them (typed decoding drops unknown fields of built-in kinds); the Go decoder's type errors,
+including the base64 decoding of `[]byte` fields (schema `format: byte`, e.g. Secret `data`) with Go's
+`encoding/base64` error offsets; metadata label/annotation checks; and Secret validation
+(pkg/apis/core/validation `ValidateSecret`/`ValidateSecretUpdate`). Pure functions. No message built
+here ever contains a Secret value. Does not: handle custom resources (their pruning follows the CRD
+schema; see the CRD code), or decide HTTP status codes for patches and applies (see `fleet.sim.api`).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from typing import Any
 
@@ -92,11 +98,110 @@ def _fits(loaded: schemas_mod.Schemas, node: dict[str, Any], value: Any) -> bool
     return have in allowed
 
 
+# ---------------------------------------------------------------------------------------------------
+# []byte fields: Go's encoding/json decodes them with base64.StdEncoding (padding required, '\r' and
+# '\n' skipped, trailing bits not checked) and fails with `illegal base64 data at input byte N`.
+
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_B64_VALUES = {c: i for i, c in enumerate(_B64_ALPHABET)}
+_NEWLINES = (0x0A, 0x0D)
+_PAD = 0x3D
+_PLAIN_BASE64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def go_base64_decode(src: bytes) -> tuple[bytes, int | None]:
+    """(decoded bytes, offset of the first illegal byte or None), as Go's `base64.StdEncoding.Decode`.
+
+    A port of the quantum decoder of Go's encoding/base64 so that the error offset is the one the real
+    server reports (Python's decoders accept other inputs and report no offsets).
+    """
+    if _PLAIN_BASE64.fullmatch(src):  # the common case, decoded in C: Go accepts it as well
+        return base64.b64decode(src), None
+    out = bytearray()
+    si, n = 0, len(src)
+    while si < n:
+        quantum = [0, 0, 0, 0]
+        size, j, trailing = 4, 0, None
+        while j < 4:
+            if si == n:
+                if j == 0:
+                    return bytes(out), None
+                return bytes(out), si - j
+            c = src[si]
+            si += 1
+            value = _B64_VALUES.get(c)
+            if value is not None:
+                quantum[j] = value
+                j += 1
+                continue
+            if c in _NEWLINES:
+                continue
+            if c != _PAD or j < 2:
+                return bytes(out), si - 1
+            if j == 2:  # "==" expected; the first "=" is consumed
+                while si < n and src[si] in _NEWLINES:
+                    si += 1
+                if si == n:
+                    return bytes(out), n
+                if src[si] != _PAD:
+                    return bytes(out), si - 1
+                si += 1
+            while si < n and src[si] in _NEWLINES:
+                si += 1
+            if si < n:
+                trailing = si
+            size = j
+            break
+        bits = quantum[0] << 18 | quantum[1] << 12 | quantum[2] << 6 | quantum[3]
+        out += bytes(((bits >> 16) & 0xFF, (bits >> 8) & 0xFF, bits & 0xFF)[: size - 1])
+        if trailing is not None:
+            return bytes(out), trailing
+    return bytes(out), None
+
+
+def base64_error(value: str) -> int | None:
+    """Offset Go reports for a JSON string decoded into []byte, or None when it decodes."""
+    return go_base64_decode(value.encode("utf-8", "surrogatepass"))[1]
+
+
+def canonical_base64(value: str) -> str:
+    """The base64 the real server returns for a decodable []byte string (re-encoded from its bytes)."""
+    decoded, problem = go_base64_decode(value.encode("utf-8", "surrogatepass"))
+    if problem is not None:
+        return value
+    return base64.b64encode(decoded).decode("ascii")
+
+
+class _BadBase64:
+    """Marks a []byte field whose string is not base64 (carries only the offset, never the value)."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+def base64_message(offset: int) -> str:
+    return f"illegal base64 data at input byte {offset}"
+
+
+def byte_field_error(obj: dict[str, Any], *, group: str, version: str, kind: str) -> tuple[str, int] | None:
+    """(path, offset) of the first []byte field (document order) whose string is not base64, or None."""
+    loaded = schemas_mod.load()
+    name = loaded.name_for(group, version, kind)
+    if name is None:
+        return None
+    found = _first_mismatch(loaded, name, loaded.get(name), obj, "", types=False)
+    if found is None or not isinstance(found[2], _BadBase64):
+        return None
+    return found[1], found[2].offset
+
+
 def type_error(obj: dict[str, Any], *, group: str, version: str, kind: str) -> str | None:
-    """The Go decoder's message for the first field whose JSON type the schema does not allow, or None.
+    """The Go decoder's message for the first field whose JSON value the typed decoder rejects, or None.
 
     Shaped like the real server's 400: ``Deployment in version "v1" cannot be handled as a Deployment: json:
-    cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32``.
+    cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32``; for a
+    []byte field that is not base64: ``Secret in version "v1" cannot be handled as a Secret: illegal
+    base64 data at input byte 8`` (the offset only, never the value).
     """
     loaded = schemas_mod.load()
     name = loaded.name_for(group, version, kind)
@@ -106,6 +211,8 @@ def type_error(obj: dict[str, Any], *, group: str, version: str, kind: str) -> s
     if found is None:
         return None
     struct, path, value, node = found
+    if isinstance(value, _BadBase64):
+        return f'{kind} in version "{version}" cannot be handled as a {kind}: {base64_message(value.offset)}'
     allowed = _allowed(node) or ["value"]
     want = allowed[0]
     if want == "integer":
@@ -121,7 +228,13 @@ def type_error(obj: dict[str, Any], *, group: str, version: str, kind: str) -> s
 
 
 def _first_mismatch(
-    loaded: schemas_mod.Schemas, struct: str, schema: dict[str, Any], value: Any, path: str
+    loaded: schemas_mod.Schemas,
+    struct: str,
+    schema: dict[str, Any],
+    value: Any,
+    path: str,
+    *,
+    types: bool = True,
 ) -> tuple[str, str, Any, dict[str, Any]] | None:
     ref = schema.get("$ref")
     if isinstance(ref, str) and ref.startswith(schemas_mod.REF_PREFIX):
@@ -130,27 +243,34 @@ def _first_mismatch(
     if node.get("x-kubernetes-preserve-unknown-fields"):
         return None
     if not _fits(loaded, node, value):
-        return struct.rsplit(".", 1)[-1], path, value, node
+        if types:
+            return struct.rsplit(".", 1)[-1], path, value, node
+        return None
+    if isinstance(value, str) and node.get("format") == "byte":
+        offset = base64_error(value)
+        if offset is not None:
+            return struct.rsplit(".", 1)[-1], path, _BadBase64(offset), node
+        return None
     if isinstance(value, dict):
         props = node.get("properties")
         if isinstance(props, dict):
             for key, sub in value.items():
                 if key in props:
-                    found = _first_mismatch(loaded, struct, props[key], sub, _join(path, key))
+                    found = _first_mismatch(loaded, struct, props[key], sub, _join(path, key), types=types)
                     if found:
                         return found
             return None
         extra = node.get("additionalProperties")
         if isinstance(extra, dict):
             for key, sub in value.items():
-                found = _first_mismatch(loaded, struct, extra, sub, _join(path, key))
+                found = _first_mismatch(loaded, struct, extra, sub, _join(path, key), types=types)
                 if found:
                     return found
     elif isinstance(value, list):
         items = node.get("items")
         if isinstance(items, dict):
             for sub in value:
-                found = _first_mismatch(loaded, struct, items, sub, path)
+                found = _first_mismatch(loaded, struct, items, sub, path, types=types)
                 if found:
                     return found
     return None
@@ -174,8 +294,6 @@ def _pairs(pairs: list[tuple[str, Any]]) -> _Seen:
 
 def duplicate_fields(data: bytes) -> list[str]:
     """Paths of JSON object keys that appear twice in `data` (the strict decoder's `duplicate field`)."""
-    import json
-
     try:
         doc = json.loads(data, object_pairs_hook=_pairs)
     except ValueError:
@@ -272,4 +390,222 @@ def metadata_causes(obj: dict[str, Any]) -> list[dict[str, str]]:
                     "field": "metadata.annotations",
                 }
             )
+    return causes
+
+
+# ---------------------------------------------------------------------------------------------------
+# Secrets (pkg/apis/core/validation ValidateSecret, ValidateSecretUpdate; k8s.io/api/core/v1 constants)
+
+MAX_SECRET_SIZE = 1024 * 1024
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_CONFIG_KEY_MESSAGE = (
+    "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or "
+    "'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"
+)
+_REDACTED = "<secret contents redacted>"
+_IMMUTABLE_SET = "Forbidden: field is immutable when `immutable` is set"
+
+
+def _go_quote(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def config_key_problems(key: str) -> list[str]:
+    """apimachinery IsConfigMapKey: the messages for a key that may not name a Secret/ConfigMap entry."""
+    out: list[str] = []
+    if len(key) > 253:
+        out.append("must be no more than 253 characters")
+    if not _CONFIG_KEY.match(key):
+        out.append(_CONFIG_KEY_MESSAGE)
+    if key == ".":
+        out.append("must not be '.'")
+    elif key == "..":
+        out.append("must not be '..'")
+    elif key.startswith(".."):
+        out.append("must not start with '..'")
+    return out
+
+
+def _decoded(value: Any) -> bytes:
+    if not isinstance(value, str):
+        return b""
+    return go_base64_decode(value.encode("utf-8", "surrogatepass"))[0]
+
+
+def _data(obj: dict[str, Any]) -> dict[str, Any]:
+    data = obj.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+_GO_JSON_KINDS = {list: "array", str: "string", bool: "bool", int: "number", float: "number"}
+_CLOSERS = {"{": "}", "[": "]"}
+
+
+def _go_char(c: str) -> str:
+    if c == "'":
+        return "'\\''"
+    if c == '"':
+        return "'\"'"
+    quoted = json.dumps(c, ensure_ascii=False)[1:-1]
+    return f"'{quoted}'"
+
+
+def _innermost(text: str, pos: int) -> str:
+    """The innermost open bracket before `pos` (strings skipped), or '' at top level."""
+    stack: list[str] = []
+    in_string = escaped = False
+    for c in text[:pos]:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in _CLOSERS:
+            stack.append(c)
+        elif c in "}]" and stack:
+            stack.pop()
+    return stack[-1] if stack else ""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def go_json_object_error(raw: bytes) -> str | None:
+    """Go's `json.Unmarshal(raw, &map[string]interface{}{})` error text, or None when it succeeds.
+
+    Messages follow encoding/json (`unexpected end of JSON input`, `invalid character 'x' looking for
+    beginning of value`, `json: cannot unmarshal array into Go value of type map[string]interface {}`).
+    The syntax-error context is derived from Python's decoder and matches Go for the common cases.
+    """
+    text = raw.decode("utf-8", "replace")
+    try:
+        doc = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as e:
+        pos = e.pos
+        if pos >= len(text) or e.msg.startswith("Unterminated string"):
+            return "unexpected end of JSON input"
+        where = {
+            "Expecting value": "looking for beginning of value",
+            "Expecting property name enclosed in double quotes": "looking for beginning of object key string",
+            "Expecting ':' delimiter": "after object key",
+            "Extra data": "after top-level value",
+        }.get(e.msg)
+        if e.msg.startswith("Invalid control character"):
+            where = "in string literal"
+        elif e.msg.startswith("Invalid \\escape"):
+            where, pos = "in string escape code", pos + 1  # Go names the character after the backslash
+        elif e.msg.startswith("Invalid \\u"):
+            where, pos = "in \\u hexadecimal character escape", pos + 2
+            while pos < len(text) and text[pos] in "0123456789abcdefABCDEF":
+                pos += 1
+            if pos >= len(text):
+                return "unexpected end of JSON input"
+        elif where is None:
+            where = "after object key:value pair" if _innermost(text, pos) == "{" else "after array element"
+        return f"invalid character {_go_char(text[pos])} {where}"
+    except ValueError:
+        first = text.lstrip(" \t\r\n")[:1] or " "
+        return f"invalid character {_go_char(first)} looking for beginning of value"
+    if doc is None or isinstance(doc, dict):
+        return None
+    return f"json: cannot unmarshal {_GO_JSON_KINDS.get(type(doc), 'value')} into Go value of type map[string]interface {{}}"
+
+
+def secret_causes(obj: dict[str, Any]) -> list[dict[str, str]]:
+    """422 causes of ValidateSecret past its metadata checks: data keys, total size, typed-secret rules.
+
+    `obj` is the defaulted v1 Secret (stringData already folded into base64 `data`). Values never
+    appear in a message: the real validator prints `<secret contents redacted>` where it names one.
+    """
+    data = _data(obj)
+    causes: list[dict[str, str]] = []
+    total = 0
+    for key, value in data.items():
+        for problem in config_key_problems(str(key)):
+            causes.append(
+                {
+                    "reason": "FieldValueInvalid",
+                    "message": f"Invalid value: {_go_quote(str(key))}: {problem}",
+                    "field": f"data[{key}]",
+                }
+            )
+        total += len(_decoded(value))
+    if total > MAX_SECRET_SIZE:
+        causes.append(
+            {
+                "reason": "FieldValueTooLong",
+                "message": f"Too long: must have at most {MAX_SECRET_SIZE} bytes",
+                "field": "data",
+            }
+        )
+
+    def required(field: str) -> None:
+        causes.append({"reason": "FieldValueRequired", "message": "Required value", "field": field})
+
+    def json_value(key: str) -> None:
+        if key not in data:
+            required(f"data[{key}]")
+            return
+        problem = go_json_object_error(_decoded(data[key]))
+        if problem is not None:
+            causes.append(
+                {
+                    "reason": "FieldValueInvalid",
+                    "message": f"Invalid value: {_go_quote(_REDACTED)}: {problem}",
+                    "field": f"data[{key}]",
+                }
+            )
+
+    kind = obj.get("type") or ""
+    if kind == "kubernetes.io/service-account-token":
+        meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        annotations = (meta or {}).get("annotations")
+        name = (
+            annotations.get("kubernetes.io/service-account.name") if isinstance(annotations, dict) else None
+        )
+        if not name:
+            required("metadata.annotations[kubernetes.io/service-account.name]")
+    elif kind == "kubernetes.io/dockercfg":
+        json_value(".dockercfg")
+    elif kind == "kubernetes.io/dockerconfigjson":
+        json_value(".dockerconfigjson")
+    elif kind == "kubernetes.io/basic-auth":
+        if "username" not in data and "password" not in data:
+            required("data[username]")
+            required("data[password]")
+    elif kind == "kubernetes.io/ssh-auth":
+        if not _decoded(data.get("ssh-privatekey")):
+            required("data[ssh-privatekey]")
+    elif kind == "kubernetes.io/tls":
+        if "tls.crt" not in data:
+            required("data[tls.crt]")
+        if "tls.key" not in data:
+            required("data[tls.key]")
+    return causes
+
+
+def secret_update_causes(new: dict[str, Any], old: dict[str, Any]) -> list[dict[str, str]]:
+    """422 causes ValidateSecretUpdate adds before ValidateSecret: `type` and an `immutable` Secret."""
+    causes: list[dict[str, str]] = []
+    new_type, old_type = new.get("type") or "", old.get("type") or ""
+    if new_type != old_type:
+        causes.append(
+            {
+                "reason": "FieldValueInvalid",
+                "message": f"Invalid value: {_go_quote(str(new_type))}: field is immutable",
+                "field": "type",
+            }
+        )
+    if old.get("immutable") is True:
+        if new.get("immutable") is not True:
+            causes.append({"reason": "FieldValueForbidden", "message": _IMMUTABLE_SET, "field": "immutable"})
+        old_data = {k: _decoded(v) for k, v in _data(old).items()}
+        new_data = {k: _decoded(v) for k, v in _data(new).items()}
+        if old_data != new_data:
+            causes.append({"reason": "FieldValueForbidden", "message": _IMMUTABLE_SET, "field": "data"})
     return causes
