@@ -167,3 +167,16 @@ def test_a_bundle_in_error_is_named_once_on_stderr_and_is_an_error_exit(
     ]
     assert errors_of_base, err
     assert all("bundle base: bundle base:" not in line for line in errors_of_base), errors_of_base
+
+
+def test_a_bundle_with_broken_yaml_is_an_error_exit_even_when_nothing_of_it_was_ever_synced(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    repo.bundle("web", [configmap("one")], namespace="web", selector={})
+    repo.bundle("new", [configmap("two")], namespace="web", selector={})
+    repo.write("bundles/new/manifests/all.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [\n")
+    repo.commit("web, and a new bundle whose YAML is broken")
+    code, out, err = diff(repo, sim)
+    assert code == 2, err
+    assert "ConfigMap/web/one (new)" in out
+    assert "error: bundle new: broken at this revision" in err

@@ -360,6 +360,9 @@ async def _diff(c: Request) -> int:
     # A broken cluster file means that cluster was not compared: an error, never "no differences".
     for name in sorted(repo.broken_clusters):
         common.info(f"error: cluster {name}: its cluster file is broken (problems above); not compared")
-    if result.failed or repo.broken_clusters:
+    # Likewise a broken bundle: what it wants at this revision is unknown, so it was not compared.
+    for name in sorted(repo.broken_bundles):
+        common.info(f"error: bundle {name}: broken at this revision (problems above); not compared")
+    if result.failed or repo.broken_clusters or repo.broken_bundles:
         return 2
     return 1 if result.changed else 0

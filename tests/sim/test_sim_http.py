@@ -452,7 +452,12 @@ def test_field_selectors_match_name_and_namespace_and_skip_empty_terms(client: h
 
 
 def test_a_type_specific_field_selector_is_supported(client: httpx.Client) -> None:
-    secret = {"metadata": {"name": "tls"}, "type": "kubernetes.io/tls", "data": {}}
+    # A tls Secret needs both keys (ValidateSecret), empty values are fine.
+    secret = {
+        "metadata": {"name": "tls"},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": "", "tls.key": ""},
+    }
     assert client.post("/api/v1/namespaces/default/secrets", json=secret).status_code == 201
     client.post("/api/v1/namespaces/default/secrets", json={"metadata": {"name": "plain"}})
     items = client.get(
