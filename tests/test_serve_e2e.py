@@ -376,3 +376,27 @@ def test_insecure_skip_tls_verify_is_a_warning_in_the_status(tmp_path: Path, git
     assert any("insecure-skip-tls-verify" in w for w in doc["clusters"]["us-1"]["warnings"])
     assert doc["clusters"]["eu-1"]["warnings"] == []
     assert "insecure-skip-tls-verify" in logs
+
+
+def test_an_unreachable_repository_keeps_the_last_good_revision_reports_the_error_and_recovers(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    first = str(gitops.repo.head.target)
+    with start(tmp_path, gitops, sim) as fleet:
+        fleet.wait_for(all_synced_at(first), what="first revision")
+        hidden = gitops.root.with_name("repo-away")
+        gitops.root.rename(hidden)  # the remote is gone: every fetch fails
+        doc = fleet.wait_for(lambda d: bool(d["errors"]), what="fetch error reported")
+        error = doc["errors"][0]
+        assert "fetch failed" in error["message"] and "last good revision kept" in error["message"]
+        assert doc["revision"] == first
+        assert all(c["state"] == "Synced" and c["revision"] == first for c in doc["clusters"].values())
+        assert fleet.metric("fleet_fetches_total") > 0
+        hidden.rename(gitops.root)
+        gitops.bundle("settings", [configmap("settings", colour="violet")], namespace="apps", selector={})
+        second = gitops.commit("back, and violet")
+        doc = fleet.wait_for(
+            all_synced_at(second), timeout=90, what="recovered after the repository came back"
+        )
+    assert doc["errors"] == []
+    assert owned(sim, "eu-1")["settings"]["data"] == {"colour": "violet"}
