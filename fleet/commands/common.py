@@ -7,12 +7,15 @@ anyone or hold settings.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import anyio
 import typer
+
+from fleet import errors
 
 T = TypeVar("T")
 
@@ -50,3 +53,32 @@ def fail(message: str, *, code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     sys.stderr.flush()
     raise typer.Exit(code)
+
+
+_DURATION = re.compile(
+    r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m(?!s))?(?:(?P<s>\d+(?:\.\d+)?)s)?"
+    r"(?:(?P<ms>\d+(?:\.\d+)?)ms)?$"
+)
+
+
+def parse_duration(text: str, *, flag: str) -> float:
+    """Seconds from ``1h``, ``5m``, ``90s``, ``1m30s``, ``200ms``, ``0.5s`` or a bare number of seconds.
+
+    Raises `errors.InputError` naming the flag for anything else (negative values included).
+    """
+    raw = text.strip().lower()
+    try:
+        return _non_negative(float(raw), text=text, flag=flag)
+    except ValueError:
+        pass
+    m = _DURATION.match(raw)
+    if not raw or m is None or not any(m.groups()):
+        raise errors.InputError(f"{flag}: {text!r} is not a duration (examples: 30s, 5m, 1m30s, 200ms)")
+    parts = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
+    return parts["h"] * 3600 + parts["m"] * 60 + parts["s"] + parts["ms"] / 1000
+
+
+def _non_negative(value: float, *, text: str, flag: str) -> float:
+    if value < 0:
+        raise errors.InputError(f"{flag}: {text!r} must not be negative")
+    return value

@@ -21,7 +21,6 @@ from aiohttp import web
 
 from fleet import engine, errors, kube, model, server, source, state, statusview, telemetry
 from fleet.commands import common
-from fleet.commands.sync import parse_duration
 
 log = logging.getLogger("fleet.serve")
 
@@ -199,12 +198,12 @@ def register_serve(app: typer.Typer) -> None:
                 rev=rev,
                 path=path,
                 instance=instance,
-                interval=parse_duration(interval, flag="--interval"),
-                resync_interval=parse_duration(resync, flag="--resync"),
+                interval=common.parse_duration(interval, flag="--interval"),
+                resync_interval=common.parse_duration(resync, flag="--resync"),
                 concurrency=concurrency,
                 allow_empty_repo=allow_empty_repo,
                 credentials=credentials,
-                health_timeout=parse_duration(health_timeout, flag="--health-timeout"),
+                health_timeout=common.parse_duration(health_timeout, flag="--health-timeout"),
             )
             if jaeger_url:
                 from fleet import ui
@@ -228,9 +227,11 @@ def register_serve(app: typer.Typer) -> None:
                         qps=qps,
                         burst=burst,
                         allow_exec_auth=allow_exec_auth,
-                        request_timeout=parse_duration(request_timeout, flag="--request-timeout"),
-                        connect_timeout=min(5.0, parse_duration(request_timeout, flag="--request-timeout")),
-                        retry_budget=parse_duration(retry_budget, flag="--retry-budget"),
+                        request_timeout=common.parse_duration(request_timeout, flag="--request-timeout"),
+                        connect_timeout=min(
+                            5.0, common.parse_duration(request_timeout, flag="--request-timeout")
+                        ),
+                        retry_budget=common.parse_duration(retry_budget, flag="--retry-budget"),
                     ),
                 )
             )
@@ -390,7 +391,9 @@ def register_demo(app: typer.Typer) -> None:
         try:
             common.run(
                 lambda: demo_main(
-                    workdir=Path(workdir), listen=listen, interval=parse_duration(interval, flag="--interval")
+                    workdir=Path(workdir),
+                    listen=listen,
+                    interval=common.parse_duration(interval, flag="--interval"),
                 )
             )
         except errors.FleetError as e:

@@ -18,6 +18,7 @@ import anyio
 import typer
 import yaml
 
+from fleet import errors
 from fleet.commands import common
 
 if TYPE_CHECKING:
@@ -176,20 +177,11 @@ def sim_command(
 
 
 def parse_duration(text: str, *, flag: str) -> float:
-    """Seconds from `0.5s`, `200ms`, `2m` or a bare number of seconds."""
-    raw = text.strip().lower()
-    scale = 1.0
-    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
-        if raw.endswith(suffix):
-            raw, scale = raw[: -len(suffix)], factor
-            break
+    """`common.parse_duration`, failing the command with the message on bad input."""
     try:
-        value = float(raw) * scale
-    except ValueError:
-        common.fail(f"{flag} {text!r}: expected a duration such as 0.5s, 200ms or 2")
-    if value < 0:
-        common.fail(f"{flag} {text!r}: must not be negative")
-    return value
+        return common.parse_duration(text, flag=flag)
+    except errors.InputError as e:
+        common.fail(str(e))
 
 
 def _sim_settings(workload_delay: str, crd_establish_delay: str) -> store.Settings:

@@ -24,16 +24,6 @@ from fleet import errors, kube, model, placement, reconcile, render, repository
 from fleet.commands import common
 
 _INSTANCE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
-
-
-def parse_duration(text: str, *, flag: str) -> float:
-    """``5m``, ``90s``, ``1m30s``, ``1h``, or plain seconds -> seconds."""
-    m = _DURATION.match(text.strip())
-    if not text.strip() or m is None or not any(m.groups()):
-        raise errors.InputError(f"{flag}: {text!r} is not a duration (examples: 30s, 5m, 1m30s)")
-    h, mins, s = (float(g) if g else 0.0 for g in m.groups())
-    return h * 3600 + mins * 60 + s
 
 
 @dataclass(frozen=True)
@@ -244,10 +234,10 @@ def register(app: typer.Typer) -> None:
                 concurrency,
                 allow_exec_auth,
                 allow_empty_repo,
-                parse_duration(request_timeout, flag="--request-timeout"),
-                parse_duration(retry_budget, flag="--retry-budget"),
+                common.parse_duration(request_timeout, flag="--request-timeout"),
+                common.parse_duration(retry_budget, flag="--retry-budget"),
             )
-            health_timeout = parse_duration(timeout, flag="--timeout")
+            health_timeout = common.parse_duration(timeout, flag="--timeout")
         except errors.InputError as e:
             common.fail(str(e), code=2)
         code = common.run(_sync, c, health_timeout, not no_wait, output)
@@ -291,8 +281,8 @@ def register(app: typer.Typer) -> None:
                 concurrency,
                 allow_exec_auth,
                 allow_empty_repo,
-                parse_duration(request_timeout, flag="--request-timeout"),
-                parse_duration(retry_budget, flag="--retry-budget"),
+                common.parse_duration(request_timeout, flag="--request-timeout"),
+                common.parse_duration(retry_budget, flag="--retry-budget"),
             )
         except errors.InputError as e:
             common.fail(str(e), code=2)

@@ -302,4 +302,4 @@ def test_a_bad_workload_delay_is_refused_naming_the_flag() -> None:
         timeout=60,
     )
     assert out.returncode != 0
-    assert "--workload-delay 'soon'" in out.stderr
+    assert "--workload-delay: 'soon'" in out.stderr

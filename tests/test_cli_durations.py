@@ -1,0 +1,34 @@
+"""Durations on the command line: one parser for every command's time options."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet import errors
+from fleet.commands import common
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30", 30.0),
+        ("0.5", 0.5),
+        ("90s", 90.0),
+        ("0.5s", 0.5),
+        ("5m", 300.0),
+        ("1m30s", 90.0),
+        ("1h", 3600.0),
+        ("1h2m3s", 3723.0),
+        ("200ms", 0.2),
+        ("1s500ms", 1.5),
+        (" 2M ", 120.0),
+    ],
+)
+def test_a_duration_is_read_in_seconds(text: str, seconds: float) -> None:
+    assert common.parse_duration(text, flag="--x") == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5d", "-3", "1.2.3s", "m", "5 m"])
+def test_anything_else_is_an_input_error_naming_the_flag(text: str) -> None:
+    with pytest.raises(errors.InputError, match="--timeout"):
+        common.parse_duration(text, flag="--timeout")
