@@ -13,7 +13,7 @@ import yaml
 
 from fleet import webhook
 from fleet.sim import testing
-from tests.reconcile_support import GitOpsRepo, configmap, live_objects, send, writes
+from tests.reconcile_support import GitOpsRepo, configmap, live_objects, run_fleet, send, writes
 from tests.support import serve
 
 CLUSTERS = ["eu-1", "eu-2", "us-1"]
@@ -400,3 +400,33 @@ def test_an_unreachable_repository_keeps_the_last_good_revision_reports_the_erro
         )
     assert doc["errors"] == []
     assert owned(sim, "eu-1")["settings"]["data"] == {"colour": "violet"}
+
+
+def test_fleet_status_prints_the_table_and_json_and_exits_1_when_a_cluster_fails(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    head = str(gitops.repo.head.target)
+    with start(tmp_path, gitops, sim, "--request-timeout", "1s", "--retry-budget", "2s") as fleet:
+        fleet.wait_for(all_synced_at(head), what="Synced")
+        table = run_fleet("status", "--server", fleet.url)
+        as_json = run_fleet("status", "--server", fleet.url, "--format", "json")
+        sim.faults_sync("us-1", {"status": 403, "method": "PATCH"})
+        gitops.bundle("settings", [configmap("settings", colour="amber")], namespace="apps", selector={})
+        gitops.commit("amber")
+        fleet.wait_for(lambda d: d["clusters"]["us-1"]["state"] == "Failed", what="us-1 Failed")
+        failing = run_fleet("status", "--server", fleet.url)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0] == f"revision  {head[:7]}  first"
+    for name in CLUSTERS:
+        assert any(line.startswith(name) and "Synced" in line for line in lines), table.stdout
+    assert "3 Synced" in table.stdout
+    assert as_json.returncode == 0 and set(json.loads(as_json.stdout)["clusters"]) == set(CLUSTERS)
+    assert failing.returncode == 1
+    assert any(line.startswith("us-1") and "Failed" in line for line in failing.stdout.splitlines())
+
+
+def test_fleet_status_without_a_server_fails_on_stderr_with_exit_2(tmp_path: Path) -> None:
+    proc = run_fleet("status", "--server", "http://127.0.0.1:9", "--timeout", "2")
+    assert proc.returncode == 2
+    assert "cannot read the status" in proc.stderr and proc.stdout == ""
