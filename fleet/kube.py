@@ -41,7 +41,7 @@ import kr8s
 import kr8s.asyncio
 import yaml
 
-from fleet import errors, model
+from fleet import errors, model, tls
 
 log = logging.getLogger(__name__)
 
@@ -912,6 +912,8 @@ class TlsDefaults:
     async def install(self, api: kr8s.asyncio.Api, *, settings: Settings) -> None:
         auth = api.auth
         verify = await self.verify(api)
+        if verify is not False:
+            tls.lean_read_buffers()  # a watch stream over TLS would otherwise hold a 256 KiB buffer
 
         async def fixed() -> ssl.SSLContext | bool:
             return verify

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -342,3 +343,39 @@ def test_an_exec_plugin_runs_only_when_allowed(sim: testing.SimHandle, tmp_path:
 
     run(main)
     assert marker.exists()
+
+
+def test_over_tls_reads_use_lean_buffers_and_large_objects_and_watch_events_arrive_whole() -> None:
+    import asyncio.sslproto
+
+    from fleet import tls
+
+    big = "x" * 700_000  # far larger than one TLS record: many reads through the 16 KiB buffer
+    with testing.serving(names=["secure"], tls=True) as tls_sim:
+        client = client_for(tls_sim, "secure")
+
+        async def main() -> None:
+            types = await client.types()
+            cm_type = types.lookup("v1", "ConfigMap")
+            assert cm_type is not None
+            obj = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "big", "namespace": "default"},
+                "data": {"blob": big},
+            }
+            await client.apply(cm_type, obj, force=True)
+            got = await client.get(cm_type, namespace="default", name="big")
+            assert got is not None and got["data"]["blob"] == big
+            params = {"watch": "true", "fieldSelector": "metadata.name=big", "timeoutSeconds": "5"}
+            path = cm_type.collection_path("default")
+            async with client.stream(path, what="watch", params=params, read_timeout=10) as stream:
+                assert stream.status == 200
+                async for line in stream.lines():
+                    event = json.loads(line)
+                    assert event["type"] == "ADDED" and event["object"]["data"]["blob"] == big
+                    break
+            await client.aclose()
+
+        run(main)
+    assert asyncio.sslproto.SSLProtocol.max_size == tls.READ_BUFFER

@@ -288,6 +288,9 @@ class Sim:
         return int(sockets[0].getsockname()[1])
 
     def _tls_context(self) -> ssl.SSLContext:
+        from fleet import tls
+
+        tls.lean_read_buffers()  # 1,000 watches over TLS would otherwise hold 256 KiB each
         import trustme
 
         ca = trustme.CA(organization_name="fleet sim")
