@@ -135,7 +135,6 @@ class Request:
 
     reasons: set[str] = field(default_factory=set)
     revision_context: trace.SpanContext | None = None  # the revision trace this round belongs to
-    revision: str | None = None
 
 
 @dataclass
@@ -235,13 +234,6 @@ def place_and_render(
         objects=objects,
         shield=reconcile.all_protected(repo),
     )
-
-
-def compute_desired(snapshot: model.Snapshot, *, instance: str, caches: Caches | None = None) -> Desired:
-    """Parse, place and render one revision (blocking: CEL and YAML are CPU-bound)."""
-    caches = caches or Caches()
-    repo = repository.parse(snapshot, cache=caches.parse)
-    return place_and_render(repo, revision=snapshot.revision, instance=instance, caches=caches)
 
 
 class Engine:
@@ -659,7 +651,7 @@ class Engine:
                 self._tg.start_soon(self._worker, rt)
             if rt.broken is None and signature != rt.signature:
                 changed.append(name)
-                self._wake(rt, reason="revision", revision=sha, context=self.revision_context)
+                self._wake(rt, reason="revision", context=self.revision_context)
             elif rt.broken is None and not rt.attempted:
                 self._wake(rt, reason="start")
             elif rt.broken is None:
@@ -685,7 +677,6 @@ class Engine:
         rt: ClusterRuntime,
         *,
         reason: str,
-        revision: str | None = None,
         context: trace.SpanContext | None = None,
     ) -> None:
         if rt.pending is None:
@@ -693,7 +684,6 @@ class Engine:
         rt.pending.reasons.add(reason)
         if context is not None:
             rt.pending.revision_context = context
-            rt.pending.revision = revision
         rt.wake.set()
         self.metrics.queue_depth.set(sum(1 for r in self.clusters.values() if r.pending is not None))
 

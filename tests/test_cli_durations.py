@@ -12,6 +12,8 @@ from fleet.commands import common
     ("text", "seconds"),
     [
         ("30", 30.0),
+        ("45", 45.0),
+        ("2.5", 2.5),
         ("0.5", 0.5),
         ("90s", 90.0),
         ("0.5s", 0.5),
@@ -28,7 +30,7 @@ def test_a_duration_is_read_in_seconds(text: str, seconds: float) -> None:
     assert common.parse_duration(text, flag="--x") == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "soon", "5d", "-3", "1.2.3s", "m", "5 m"])
+@pytest.mark.parametrize("text", ["", "soon", "5d", "5x", "m5", "-3", "-1s", "1.2.3s", "m", "5 m"])
 def test_anything_else_is_an_input_error_naming_the_flag(text: str) -> None:
     with pytest.raises(errors.InputError, match="--timeout"):
         common.parse_duration(text, flag="--timeout")

@@ -4,26 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
-from fleet import cli, errors, model, reconcile
-from fleet.commands import common, sync
+from fleet import cli, model, reconcile
+from fleet.commands import sync
 from tests.reconcile_support import run_fleet
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("5m", 300.0), ("90s", 90.0), ("1m30s", 90.0), ("1h", 3600.0), ("2.5", 2.5), ("45", 45.0)],
-)
-def test_durations_are_read_like_kubectl_flags(text: str, seconds: float) -> None:
-    assert common.parse_duration(text, flag="--timeout") == seconds
-
-
-@pytest.mark.parametrize("text", ["", "soon", "5x", "m5", "-1s"])
-def test_a_bad_duration_is_an_error_naming_the_flag(text: str) -> None:
-    with pytest.raises(errors.InputError, match="--timeout"):
-        common.parse_duration(text, flag="--timeout")
 
 
 def test_sync_and_diff_are_registered_with_their_flags() -> None:
