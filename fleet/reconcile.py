@@ -12,7 +12,8 @@ Failure rules: anything unknown stops deletes. A failed discovery, inventory rea
 cluster for the round before any write; an unreachable cluster is reported Unreachable after its own
 retry budget and never delays the others beyond its deadline (each cluster runs in its own task under a
 global `CapacityLimiter`); a paused cluster is never written (Paused); a suspended bundle is never
-written (Suspended).
+written (Suspended). A `FleetResult` of a revision with errors (a broken bundle, even one placed nowhere
+yet) is never ok: it names them (`broken_bundles`, `errors`).
 
 Does not: read the repository, place or render (callers pass `plan.Target`s built by `targets_for`), or
 talk HTTP itself (`kube`), or decide ownership (`plan`).
@@ -103,9 +104,15 @@ class FleetResult:
     revision: str | None
     clusters: Mapping[str, ClusterResult]
     wait: bool = True
+    # Bundles broken at this revision (name -> why): nothing of them was applied anywhere.
+    broken_bundles: Mapping[str, str] = field(default_factory=dict)
+    # The revision's errors (PATH:LINE), whatever they break: a broken input is never a success.
+    errors: tuple[model.Problem, ...] = ()
 
     @property
     def ok(self) -> bool:
+        if self.errors or self.broken_bundles:
+            return False
         return all(c.ok(wait=self.wait) for c in self.clusters.values())
 
     @property
@@ -680,4 +687,10 @@ async def reconcile_fleet(
         results[name] = ClusterResult(
             name, model.State.FAILED, message=f"cluster {name}: not written: {first}"
         )
-    return FleetResult(repo.revision, dict(sorted(results.items())), wait=options.wait)
+    return FleetResult(
+        repo.revision,
+        dict(sorted(results.items())),
+        wait=options.wait,
+        broken_bundles=protected_bundles(repo),
+        errors=tuple(p for p in repo.problems if p.severity is model.Severity.ERROR),
+    )

@@ -491,3 +491,29 @@ def test_insecure_skip_tls_verify_works_and_is_reported_as_a_warning(tmp_path: P
         assert "insecure-skip-tls-verify" in proc.stderr
         report = json.loads(proc.stdout)
         assert any("insecure-skip-tls-verify" in w for w in report["clusters"]["tls-1"]["warnings"])
+
+
+@pytest.mark.slow
+def test_a_broken_bundle_fails_the_sync_and_is_named_in_the_table_and_the_json(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    repo.bundle("web", [configmap("one")], namespace="web", selector={})
+    repo.bundle("new", [configmap("two")], namespace="web", selector={})
+    repo.write("bundles/new/manifests/all.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [\n")
+    repo.commit("web, and a new bundle whose YAML is broken")
+
+    as_json = run_fleet("sync", str(repo.root), "--kubeconfig", str(sim.kubeconfig), "--format", "json")
+    assert as_json.returncode == 1, as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert report["ok"] is False
+    assert report["clusters"]["prod-1"]["bundles"]["web"]["state"] == "Synced"  # the rest proceeds
+    assert report["bundles"]["new"]["state"] == "Failed"
+    assert "bundles/new/manifests/all.yaml:" in report["bundles"]["new"]["message"]
+    assert [e["path"] for e in report["errors"]] == ["bundles/new/manifests/all.yaml"]
+    assert report["errors"][0]["line"] >= 1
+
+    as_table = run_fleet("sync", str(repo.root), "--kubeconfig", str(sim.kubeconfig))
+    assert as_table.returncode == 1, as_table.stderr
+    broken_rows = [line.split() for line in as_table.stdout.splitlines() if " new " in f" {line} "]
+    assert broken_rows and broken_rows[0][:3] == ["-", "new", "Failed"], as_table.stdout
+    assert "bundles/new/manifests/all.yaml:" in as_table.stdout

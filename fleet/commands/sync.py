@@ -2,8 +2,10 @@
 
 Owns: the flags of both commands, building `kube.Settings` / `reconcile.Options` from them, progress on
 stderr (a live line on a terminal, plain lines otherwise), the summary table or JSON on stdout, and exit
-codes. `sync`: 0 only when every placed pair is applied and healthy (paused clusters and suspended bundles
-are reported, not failures), 1 otherwise, 2 when nothing could be done (bad input). `diff`: 0 no
+codes. `sync`: 0 only when every placed pair is applied and healthy and the revision has no error (paused
+clusters and suspended bundles are reported, not failures), 1 otherwise (a broken bundle is a row of the
+table and an entry of the JSON's `bundles` and `errors`, with PATH:LINE), 2 when nothing could be done
+(bad input). `diff`: 0 no
 difference, 1 differences, 2 an error (a cluster or object could not be compared, conflicts, bad input).
 Does not: hold any reconcile logic (`fleet.reconcile`, `fleet.diff`).
 """
@@ -146,6 +148,11 @@ def result_json(result: reconcile.FleetResult) -> dict[str, Any]:
     return {
         "revision": result.revision,
         "ok": result.ok,
+        "errors": [{"path": p.path, "line": p.line, "message": p.message} for p in result.errors],
+        "bundles": {
+            name: {"state": str(model.State.FAILED), "message": message}
+            for name, message in sorted(result.broken_bundles.items())
+        },
         "clusters": {
             name: {
                 "state": str(c.state),
@@ -183,6 +190,8 @@ def result_table(result: reconcile.FleetResult) -> str:
                     (r.message or "").replace("\n", " "),
                 )
             )
+    for name, message in sorted(result.broken_bundles.items()):  # placed nowhere: its cluster is unknown
+        rows.append(("-", name, str(model.State.FAILED), "", "", "", "", message.replace("\n", " ")))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
     lines = ["  ".join(col.ljust(widths[i]) for i, col in enumerate(row)).rstrip() for row in (head, *rows)]
     return "\n".join(lines)
