@@ -222,6 +222,63 @@ class Manifest:
         return str(ns) if ns else None
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Rollout strategy of a bundle (docs/rollouts.md).
+
+
+class Approval(enum.StrEnum):
+    NONE = "none"
+    BEFORE = "before"
+    AFTER = "after"
+
+
+class OnFailure(enum.StrEnum):
+    HALT = "halt"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True)
+class Count:
+    """A number of clusters: absolute (``3``) or a percentage of a wave (``"25%"``)."""
+
+    value: int
+    percent: bool = False
+
+    def of(self, total: int, *, at_least_one: bool) -> int:
+        """This count over a wave of `total` clusters; percentages round down."""
+        n = total * self.value // 100 if self.percent else self.value
+        return max(n, 1) if at_least_one else max(n, 0)
+
+    def __str__(self) -> str:
+        return f"{self.value}%" if self.percent else str(self.value)
+
+
+@dataclass(frozen=True)
+class WaveSpec:
+    """One wave of `spec.rollout.waves`. `placement` None: every cluster no earlier wave took."""
+
+    name: str
+    placement: Placement | None = None
+    max_concurrency: Count = Count(25, percent=True)
+    max_failures: Count = Count(0)
+    soak: float = 0.0  # seconds
+    approval: Approval = Approval.NONE
+    line: int = 1
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """`spec.rollout` of a bundle; `DEFAULT_ROLLOUT` when the bundle has none."""
+
+    waves: tuple[WaveSpec, ...]
+    progress_deadline: float = 600.0  # seconds
+    on_failure: OnFailure = OnFailure.HALT
+    line: int = 1
+
+
+DEFAULT_ROLLOUT = RolloutSpec(waves=(WaveSpec(name="all"),))
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A bundle parsed from ``bundles/<name>/bundle.yaml`` and its manifests."""
@@ -237,6 +294,7 @@ class Bundle:
     allow_empty: bool = False
     adopt: bool = False
     suspend: bool = False
+    rollout: RolloutSpec = DEFAULT_ROLLOUT
     manifests: tuple[Manifest, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)

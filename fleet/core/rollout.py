@@ -1,0 +1,815 @@
+"""Rollouts: how one bundle's new revision reaches its clusters, wave by wave, halting at the first failure.
+
+Owns: the rollout of one (bundle, revision) as an immutable `Rollout` value and every decision about it,
+as pure functions with explicit times (seconds since the epoch, wall clock, so that a restarted
+controller continues from stored times):
+
+* `membership`: which wave each placed cluster falls in (the first wave that selects it);
+* `start`: a new rollout, its membership and strategy frozen;
+* `advance`: timers (progress deadlines, soak), wave completion, approvals and which clusters to put in
+  flight now (never more than the wave's `maxConcurrency`, never past a halt, never two waves at once);
+* `applied`, `health`, `unreachable`, `joined`, `left`: what the controller observed;
+* `act`: a person's action (pause, resume, approve, skip, abort, rollback), refused with `NotApplicable`
+  when it does not apply to the rollout's state (the API answers 409);
+* `supersede`: a newer revision of the bundle replaces this rollout;
+* `target`: the revision of the bundle a cluster must hold while this rollout governs it;
+* `next_wake`: when `advance` must run again if nothing else happens (a deadline or the end of a soak);
+* `dump` / `load` (the stored form) and `document` (the API's ROLLOUT object).
+
+Does not: parse `spec.rollout` (`fleet.repository`), evaluate placement clauses (`fleet.placement`),
+apply or read anything, keep timers or persist (the controller does, from these values), or judge
+health (the controller reports what it observed, with the time it observed it).
+
+The rules, for users, are in docs/rollouts.md.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from fleet import model
+
+
+class ClusterPhase(enum.StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    HEALTHY = "Healthy"
+    DONE = "Done"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+    REMOVED = "Removed"
+
+
+class FailReason(enum.StrEnum):
+    APPLY = "apply"
+    DEGRADED = "degraded"
+    DEADLINE = "deadline"
+    UNREACHABLE = "unreachable"
+
+
+class Phase(enum.StrEnum):
+    PROGRESSING = "Progressing"
+    WAITING_APPROVAL = "WaitingApproval"
+    SOAKING = "Soaking"
+    HALTED = "Halted"
+    COMPLETED = "Completed"
+    SUPERSEDED = "Superseded"
+    ABORTED = "Aborted"
+    ROLLED_BACK = "RolledBack"
+
+
+TERMINAL = frozenset({Phase.COMPLETED, Phase.SUPERSEDED, Phase.ABORTED, Phase.ROLLED_BACK})
+
+
+class Verdict(enum.StrEnum):
+    """What the controller observed of a bundle's objects on a cluster."""
+
+    HEALTHY = "Healthy"
+    PROGRESSING = "Progressing"  # not healthy yet
+    DEGRADED = "Degraded"  # unhealthy for good (e.g. a Deployment past its own progress deadline)
+
+
+class Action(enum.StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    APPROVE = "approve"
+    SKIP = "skip"
+    ABORT = "abort"
+    ROLLBACK = "rollback"
+
+
+class NotApplicable(ValueError):
+    """A person's action that does not apply to the rollout's state (the API answers 409)."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One cluster in a rollout. Times are seconds since the epoch; None: not yet."""
+
+    cluster: str
+    wave: int
+    phase: ClusterPhase = ClusterPhase.PENDING
+    from_revision: str | None = None  # what it held of this bundle before (None: nothing)
+    started_at: float | None = None  # put in flight (set before the apply is sent)
+    applied_at: float | None = None  # the apply of this revision succeeded
+    healthy_since: float | None = None
+    deadline_at: float | None = None
+    unreachable_since: float | None = None
+    reason: FailReason | None = None
+    message: str = ""
+
+    @property
+    def moved(self) -> bool:
+        """True once this rollout sent (or is sending) its revision to the cluster."""
+        return self.started_at is not None
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    action: str
+    actor: str
+    reason: str
+    at: float
+    wave: str | None = None
+    cluster: str | None = None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    bundle: str
+    revision: str
+    spec: model.RolloutSpec
+    members: Mapping[str, Member]
+    started_at: float
+    updated_at: float
+    phase: Phase = Phase.PROGRESSING
+    wave: int = 0  # index of the current wave in spec.waves
+    reason: str = ""
+    paused: bool = False
+    approved: frozenset[str] = frozenset()  # names of waves a person approved
+    soak_until: float | None = None
+    actions: tuple[ActionRecord, ...] = ()
+    author: str | None = None
+    failures: tuple[str, ...] = field(default=())  # clusters whose failure halted the rollout
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL
+
+    @property
+    def wave_name(self) -> str:
+        return self.spec.waves[self.wave].name
+
+    def in_wave(self, index: int) -> list[Member]:
+        return sorted((m for m in self.members.values() if m.wave == index), key=lambda m: m.cluster)
+
+
+@dataclass(frozen=True)
+class Membership:
+    """Which clusters each wave holds, in wave order; `errors` maps a cluster no wave could judge (a CEL
+    error) or none selects to the message. Clusters in `errors` are in no wave."""
+
+    waves: tuple[tuple[str, tuple[str, ...]], ...]
+    errors: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Step:
+    rollout: Rollout
+    start: tuple[str, ...] = ()  # clusters put in flight now: apply the rollout's revision to them
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Membership.
+
+Selector = Callable[[model.Placement, str], "tuple[bool, str | None]"]
+
+
+def membership(spec: model.RolloutSpec, placed: Sequence[str], *, select: Selector) -> Membership:
+    """Each placed cluster in the first wave whose placement selects it (absent: every remaining cluster).
+
+    `select(placement, cluster)` answers (selected, error message or None) with placement's own rules.
+    """
+    remaining = sorted(placed)
+    waves: list[tuple[str, tuple[str, ...]]] = []
+    errs: dict[str, str] = {}
+    for wave in spec.waves:
+        taken: list[str] = []
+        for cluster in remaining:
+            if cluster in errs:
+                continue
+            if wave.placement is None:
+                taken.append(cluster)
+                continue
+            held, error = select(wave.placement, cluster)
+            if error:
+                errs[cluster] = f"rollout wave {wave.name}: {error}"
+            elif held:
+                taken.append(cluster)
+        remaining = [c for c in remaining if c not in taken and c not in errs]
+        waves.append((wave.name, tuple(taken)))
+    for cluster in remaining:
+        errs[cluster] = f"no wave of spec.rollout selects cluster {cluster}"
+    return Membership(waves=tuple(waves), errors=dict(sorted(errs.items())))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Starting, superseding.
+
+
+def start(
+    *,
+    bundle: str,
+    revision: str,
+    spec: model.RolloutSpec,
+    waves: Sequence[tuple[str, Sequence[str]]],
+    from_revisions: Mapping[str, str | None],
+    unchanged: Collection[str] = (),
+    now: float,
+    author: str | None = None,
+) -> Rollout:
+    """A new rollout of `revision`. `waves` comes from `membership` (names in the spec's order).
+
+    Clusters in `unchanged` render the same objects at `revision` as at what they hold: they move at once,
+    with nothing to write, and count as Done.
+    """
+    names = [w.name for w in spec.waves]
+    if [name for name, _ in waves] != names:
+        raise ValueError(f"rollout of {bundle}: waves {[n for n, _ in waves]} do not match the spec {names}")
+    members: dict[str, Member] = {}
+    for index, (_, clusters) in enumerate(waves):
+        for cluster in clusters:
+            m = Member(cluster=cluster, wave=index, from_revision=from_revisions.get(cluster))
+            if cluster in unchanged:
+                m = replace(m, phase=ClusterPhase.DONE, started_at=now, applied_at=now, healthy_since=now)
+            members[cluster] = m
+    return Rollout(
+        bundle=bundle,
+        revision=revision,
+        spec=spec,
+        members=members,
+        started_at=now,
+        updated_at=now,
+        author=author,
+    )
+
+
+def supersede(r: Rollout, *, by: str, now: float) -> Rollout:
+    """A newer revision of the bundle replaces this rollout (fix forward). Idempotent on terminal ones."""
+    if r.terminal:
+        return r
+    return replace(r, phase=Phase.SUPERSEDED, reason=f"superseded by revision {by[:12]}", updated_at=now)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What a cluster holds.
+
+
+def governs(r: Rollout, cluster: str) -> bool:
+    """True when this rollout decides which revision of the bundle `cluster` holds."""
+    m = r.members.get(cluster)
+    return m is not None and m.phase is not ClusterPhase.REMOVED
+
+
+def target(r: Rollout, cluster: str) -> str | None:
+    """The revision of the bundle `cluster` must hold under this rollout (None: none of it). Only for
+    clusters it `governs`."""
+    m = r.members[cluster]
+    if m.moved:
+        return m.from_revision if r.phase is Phase.ROLLED_BACK else r.revision
+    return m.from_revision
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Observations.
+
+
+def _member(r: Rollout, cluster: str) -> Member | None:
+    return r.members.get(cluster)
+
+
+def _with(r: Rollout, m: Member, *, now: float) -> Rollout:
+    members = dict(r.members)
+    members[m.cluster] = m
+    return replace(r, members=members, updated_at=now)
+
+
+def _fail(m: Member, reason: FailReason, message: str) -> Member:
+    return replace(m, phase=ClusterPhase.FAILED, reason=reason, message=message, healthy_since=None)
+
+
+def applied(
+    r: Rollout, cluster: str, *, now: float, ok: bool, message: str = "", unreachable: bool = False
+) -> Rollout:
+    """The apply of this rollout's revision to `cluster` finished: `ok`, refused (`ok=False`: the cluster
+    fails with reason apply), or the cluster could not be reached (`unreachable=True`: it stays in flight
+    until its deadline, then fails with reason unreachable)."""
+    m = _member(r, cluster)
+    if r.terminal or m is None or m.phase is not ClusterPhase.PROGRESSING:
+        return r  # stale: the rollout moved on
+    if ok:
+        m = replace(m, applied_at=now, unreachable_since=None, message="")
+    elif unreachable:
+        m = replace(m, unreachable_since=m.unreachable_since or now, message=message)
+    else:
+        m = _fail(m, FailReason.APPLY, message)
+    return _with(r, m, now=now)
+
+
+def health(
+    r: Rollout, cluster: str, *, now: float, verdict: Verdict, observed_at: float, message: str = ""
+) -> Rollout:
+    """Health of the bundle's objects on `cluster`, observed at `observed_at` on objects at this revision.
+
+    An observation older than this revision's apply never counts (an old Healthy never advances a
+    rollout). A Healthy cluster that turns Progressing while its wave soaks is back in flight with a new
+    deadline, and the soak starts again once it is healthy; Degraded fails it.
+    """
+    m = _member(r, cluster)
+    if r.terminal or m is None or m.applied_at is None or observed_at < m.applied_at:
+        return r
+    if m.phase is ClusterPhase.PROGRESSING:
+        if verdict is Verdict.HEALTHY:
+            m = replace(m, phase=ClusterPhase.HEALTHY, healthy_since=observed_at, unreachable_since=None)
+        elif verdict is Verdict.DEGRADED:
+            m = _fail(m, FailReason.DEGRADED, message)
+        else:
+            return r
+    elif m.phase is ClusterPhase.HEALTHY and m.wave == r.wave:
+        if verdict is Verdict.HEALTHY:
+            return r
+        if verdict is Verdict.DEGRADED:
+            m = _fail(m, FailReason.DEGRADED, message)
+        else:
+            deadline = now + r.spec.progress_deadline
+            m = replace(m, phase=ClusterPhase.PROGRESSING, healthy_since=None, deadline_at=deadline)
+    else:
+        return r
+    return _with(r, m, now=now)
+
+
+def unreachable(r: Rollout, cluster: str, *, now: float, message: str) -> Rollout:
+    """`cluster` could not be reached while in flight: it fails with reason unreachable at its deadline."""
+    m = _member(r, cluster)
+    if r.terminal or m is None or m.phase is not ClusterPhase.PROGRESSING or m.unreachable_since is not None:
+        return r
+    return _with(r, replace(m, unreachable_since=now, message=message), now=now)
+
+
+def joined(r: Rollout, cluster: str, *, from_revision: str | None, now: float) -> Rollout:
+    """A cluster placed during the rollout joins its last wave (a removed one comes back there too)."""
+    m = _member(r, cluster)
+    if r.terminal or (m is not None and m.phase is not ClusterPhase.REMOVED):
+        return r
+    last = len(r.spec.waves) - 1
+    return _with(r, Member(cluster=cluster, wave=last, from_revision=from_revision), now=now)
+
+
+def left(r: Rollout, cluster: str, *, now: float) -> Rollout:
+    """A cluster that left the placement or the registry is Removed (not a failure)."""
+    m = _member(r, cluster)
+    if r.terminal or m is None or m.phase is ClusterPhase.REMOVED:
+        return r
+    return _with(r, replace(m, phase=ClusterPhase.REMOVED, message="left the placement"), now=now)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Advancing.
+
+
+def _expire(r: Rollout, now: float) -> Rollout:
+    members = dict(r.members)
+    changed = False
+    for name, m in r.members.items():
+        if m.phase is not ClusterPhase.PROGRESSING or m.deadline_at is None or now < m.deadline_at:
+            continue
+        limit = _duration(r.spec.progress_deadline)
+        if m.unreachable_since is not None:
+            why = f"unreachable past the progress deadline ({limit})"
+            members[name] = _fail(m, FailReason.UNREACHABLE, f"{why}: {m.message}" if m.message else why)
+        else:
+            members[name] = _fail(
+                m, FailReason.DEADLINE, f"not healthy within the progress deadline ({limit})"
+            )
+        changed = True
+    return replace(r, members=members, updated_at=now) if changed else r
+
+
+def _failed_in_wave(r: Rollout) -> list[Member]:
+    return [m for m in r.in_wave(r.wave) if m.phase is ClusterPhase.FAILED]
+
+
+def _budget(r: Rollout) -> int:
+    wave = r.spec.waves[r.wave]
+    size = len([m for m in r.in_wave(r.wave) if m.phase is not ClusterPhase.REMOVED])
+    return wave.max_failures.of(size, at_least_one=False)
+
+
+def _over_budget(r: Rollout) -> bool:
+    return len(_failed_in_wave(r)) > _budget(r)
+
+
+def _halt_reason(r: Rollout) -> str:
+    failed = _failed_in_wave(r)
+    wave = r.spec.waves[r.wave]
+    detail = "; ".join(
+        f"{m.cluster}: {m.reason} ({m.message})" if m.message else f"{m.cluster}: {m.reason}" for m in failed
+    )
+    return (
+        f"wave {wave.name}: {len(failed)} cluster(s) failed, more than maxFailures {wave.max_failures} "
+        f"allows: {detail}"
+    )
+
+
+def _roll_back(r: Rollout, *, reason: str, now: float) -> Rollout:
+    return replace(r, phase=Phase.ROLLED_BACK, reason=reason, soak_until=None, updated_at=now)
+
+
+def _check_failures(r: Rollout, now: float) -> Rollout:
+    if r.phase is Phase.HALTED or not _over_budget(r):
+        return r
+    reason = _halt_reason(r)
+    failures = tuple(m.cluster for m in _failed_in_wave(r))
+    if r.spec.on_failure is model.OnFailure.ROLLBACK:
+        return replace(_roll_back(r, reason=f"onFailure rollback: {reason}", now=now), failures=failures)
+    return replace(r, phase=Phase.HALTED, reason=reason, failures=failures, soak_until=None, updated_at=now)
+
+
+def advance(r: Rollout, *, now: float) -> Step:
+    """Run the rollout's decisions at `now`: expire deadlines, halt on failures, finish soaks and waves,
+    wait for approvals, and put clusters in flight. Returns the new rollout and the clusters started (the
+    caller stores the rollout before it applies to them)."""
+    if r.terminal:
+        return Step(r)
+    r = _check_failures(_expire(r, now), now)
+    if r.phase is Phase.HALTED or r.terminal:
+        return Step(r)
+    started: list[str] = []
+    while True:
+        wave = r.spec.waves[r.wave]
+        members = [m for m in r.in_wave(r.wave) if m.phase is not ClusterPhase.REMOVED]
+        if not members:  # an empty wave needs neither work nor approval
+            if r.wave == len(r.spec.waves) - 1:
+                return Step(_set(r, Phase.COMPLETED, "every wave completed", now), tuple(started))
+            r = replace(r, wave=r.wave + 1, soak_until=None, updated_at=now)
+            continue
+        untouched = all(m.phase is ClusterPhase.PENDING for m in members)
+        if untouched and wave.approval is model.Approval.BEFORE and wave.name not in r.approved:
+            return Step(
+                _waiting(r, f"wave {wave.name} waits for approval before it starts", now), tuple(started)
+            )
+        in_flight = [m for m in members if m.phase is ClusterPhase.PROGRESSING]
+        pending = [m for m in members if m.phase is ClusterPhase.PENDING]
+        limit = wave.max_concurrency.of(len(members), at_least_one=True)
+        if pending and len(in_flight) < limit:
+            fresh = pending[: limit - len(in_flight)]
+            new = dict(r.members)
+            for m in fresh:
+                new[m.cluster] = replace(
+                    m,
+                    phase=ClusterPhase.PROGRESSING,
+                    started_at=now,
+                    applied_at=None,
+                    deadline_at=now + r.spec.progress_deadline,
+                )
+                started.append(m.cluster)
+            r = replace(r, members=new, updated_at=now)
+            pending = pending[len(fresh) :]
+            in_flight += fresh
+        if pending or in_flight:
+            return Step(_set(r, Phase.PROGRESSING, f"wave {wave.name} in progress", now), tuple(started))
+        healthy = [m for m in members if m.phase is ClusterPhase.HEALTHY]
+        if wave.soak > 0 and healthy:
+            until = max(m.healthy_since or now for m in healthy) + wave.soak
+            if now < until:
+                r = replace(r, soak_until=until)
+                return Step(_set(r, Phase.SOAKING, f"wave {wave.name} soaks", now), tuple(started))
+        if healthy:
+            new = dict(r.members)
+            for m in healthy:
+                new[m.cluster] = replace(m, phase=ClusterPhase.DONE)
+            r = replace(r, members=new, soak_until=None, updated_at=now)
+        if wave.approval is model.Approval.AFTER and wave.name not in r.approved:
+            return Step(
+                _waiting(r, f"wave {wave.name} waits for approval after it completed", now), tuple(started)
+            )
+        if r.wave == len(r.spec.waves) - 1:
+            return Step(_set(r, Phase.COMPLETED, "every wave completed", now), tuple(started))
+        r = replace(r, wave=r.wave + 1, soak_until=None, updated_at=now)
+
+
+def _set(r: Rollout, phase: Phase, reason: str, now: float) -> Rollout:
+    if r.phase is phase and r.reason == reason:
+        return r
+    return replace(r, phase=phase, reason=reason, updated_at=now)
+
+
+def _waiting(r: Rollout, reason: str, now: float) -> Rollout:
+    return _set(r, Phase.WAITING_APPROVAL, reason, now)
+
+
+def next_wake(r: Rollout) -> float | None:
+    """When `advance` must run again if no event comes first: the earliest progress deadline of a cluster
+    in flight, or the end of the current soak. None: only events move this rollout."""
+    if r.terminal:
+        return None
+    times = [
+        m.deadline_at
+        for m in r.members.values()
+        if m.phase is ClusterPhase.PROGRESSING and m.deadline_at is not None
+    ]
+    if r.phase is Phase.SOAKING and r.soak_until is not None:
+        times.append(r.soak_until)
+    return min(times) if times else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A person's actions.
+
+
+def act(
+    r: Rollout,
+    action: Action,
+    *,
+    actor: str,
+    reason: str = "",
+    now: float,
+    wave: str | None = None,
+    cluster: str | None = None,
+) -> Rollout:
+    """Apply a person's action, recorded with its time, actor and reason; `NotApplicable` (409) when it
+    does not apply to the rollout's state. The caller runs `advance` afterwards."""
+    record = ActionRecord(action=str(action), actor=actor, reason=reason, at=now, wave=wave, cluster=cluster)
+    done = _ACTIONS[action](r, now=now, actor=actor, reason=reason, wave=wave, cluster=cluster)
+    return replace(done, actions=(*done.actions, record), updated_at=now)
+
+
+def _refuse(r: Rollout, action: str, why: str) -> NotApplicable:
+    return NotApplicable(f"rollout of {r.bundle} at {r.revision[:12]} is {r.phase}: cannot {action}: {why}")
+
+
+def _pause(r: Rollout, *, now: float, actor: str, reason: str, **_: Any) -> Rollout:
+    if r.terminal or r.paused:
+        raise _refuse(r, "pause", "it is already paused" if r.paused else "it has ended")
+    why = f"paused by {actor}" + (f": {reason}" if reason else "")
+    return replace(r, phase=Phase.HALTED, paused=True, reason=why, soak_until=None)
+
+
+def _resume(r: Rollout, *, now: float, **_: Any) -> Rollout:
+    if r.phase is not Phase.HALTED:
+        raise _refuse(r, "resume", "only a halted or paused rollout resumes")
+    members = dict(r.members)
+    for m in _failed_in_wave(r):  # the failures that halted it get another try
+        members[m.cluster] = Member(cluster=m.cluster, wave=m.wave, from_revision=m.from_revision)
+    return replace(r, members=members, phase=Phase.PROGRESSING, paused=False, reason="resumed", failures=())
+
+
+def _approve(r: Rollout, *, wave: str | None, **_: Any) -> Rollout:
+    if r.terminal:
+        raise _refuse(r, "approve", "it has ended")
+    name = wave or (r.wave_name if r.phase is Phase.WAITING_APPROVAL else None)
+    if name is None:
+        raise _refuse(r, "approve", "no wave waits for approval; name one with --wave")
+    spec = next((w for w in r.spec.waves if w.name == name), None)
+    if spec is None:
+        raise _refuse(r, "approve", f"it has no wave {name!r}")
+    if spec.approval is model.Approval.NONE:
+        raise _refuse(r, "approve", f"wave {name} needs no approval")
+    if name in r.approved:
+        raise _refuse(r, "approve", f"wave {name} is already approved")
+    index = [w.name for w in r.spec.waves].index(name)
+    if index < r.wave:
+        raise _refuse(r, "approve", f"wave {name} has already completed")
+    started = any(m.phase is not ClusterPhase.PENDING for m in r.in_wave(index))
+    if index == r.wave and spec.approval is model.Approval.BEFORE and started:
+        raise _refuse(r, "approve", f"wave {name} has already started")
+    return replace(r, approved=r.approved | {name})
+
+
+def _skip(r: Rollout, *, cluster: str | None, now: float, actor: str, reason: str, **_: Any) -> Rollout:
+    if r.terminal:
+        raise _refuse(r, "skip", "it has ended")
+    m = r.members.get(cluster or "")
+    if m is None:
+        raise _refuse(r, "skip", f"cluster {cluster!r} is not in it")
+    if m.phase in (ClusterPhase.DONE, ClusterPhase.SKIPPED, ClusterPhase.REMOVED):
+        raise _refuse(r, "skip", f"cluster {m.cluster} is already {m.phase}")
+    why = f"skipped by {actor}" + (f": {reason}" if reason else "")
+    r = _with(r, replace(m, phase=ClusterPhase.SKIPPED, reason=None, message=why), now=now)
+    if r.phase is Phase.HALTED and not r.paused and not _over_budget(r):
+        r = replace(r, phase=Phase.PROGRESSING, reason=f"halt lifted: {why}", failures=())
+    return r
+
+
+def _abort(r: Rollout, *, actor: str, reason: str, **_: Any) -> Rollout:
+    if r.terminal:
+        raise _refuse(r, "abort", "it has ended")
+    why = f"aborted by {actor}" + (f": {reason}" if reason else "")
+    return replace(r, phase=Phase.ABORTED, reason=why, soak_until=None)
+
+
+def _rollback(r: Rollout, *, now: float, actor: str, reason: str, **_: Any) -> Rollout:
+    if r.phase in (Phase.SUPERSEDED, Phase.ABORTED, Phase.ROLLED_BACK):
+        raise _refuse(r, "rollback", "it has ended")
+    why = f"rolled back by {actor}" + (f": {reason}" if reason else "")
+    return _roll_back(r, reason=why, now=now)
+
+
+_ACTIONS: dict[Action, Callable[..., Rollout]] = {
+    Action.PAUSE: _pause,
+    Action.RESUME: _resume,
+    Action.APPROVE: _approve,
+    Action.SKIP: _skip,
+    Action.ABORT: _abort,
+    Action.ROLLBACK: _rollback,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Stored form and API document.
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"
+
+
+def _count(c: model.Count) -> Any:
+    return f"{c.value}%" if c.percent else c.value
+
+
+def _uncount(v: Any) -> model.Count:
+    if isinstance(v, str) and v.endswith("%"):
+        return model.Count(int(v[:-1]), percent=True)
+    return model.Count(int(v))
+
+
+def dump(r: Rollout) -> dict[str, Any]:
+    """The stored form (JSON-able); `load(dump(r)) == r` apart from wave placements, which are not needed
+    once membership is frozen."""
+    return {
+        "bundle": r.bundle,
+        "revision": r.revision,
+        "spec": {
+            "waves": [
+                {
+                    "name": w.name,
+                    "maxConcurrency": _count(w.max_concurrency),
+                    "maxFailures": _count(w.max_failures),
+                    "soak": w.soak,
+                    "approval": str(w.approval),
+                }
+                for w in r.spec.waves
+            ],
+            "progressDeadline": r.spec.progress_deadline,
+            "onFailure": str(r.spec.on_failure),
+        },
+        "members": {
+            name: {
+                "wave": m.wave,
+                "phase": str(m.phase),
+                "from": m.from_revision,
+                "startedAt": m.started_at,
+                "appliedAt": m.applied_at,
+                "healthySince": m.healthy_since,
+                "deadlineAt": m.deadline_at,
+                "unreachableSince": m.unreachable_since,
+                "reason": str(m.reason) if m.reason else None,
+                "message": m.message,
+            }
+            for name, m in sorted(r.members.items())
+        },
+        "startedAt": r.started_at,
+        "updatedAt": r.updated_at,
+        "phase": str(r.phase),
+        "wave": r.wave,
+        "reason": r.reason,
+        "paused": r.paused,
+        "approved": sorted(r.approved),
+        "soakUntil": r.soak_until,
+        "actions": [
+            {
+                "action": a.action,
+                "actor": a.actor,
+                "reason": a.reason,
+                "at": a.at,
+                "wave": a.wave,
+                "cluster": a.cluster,
+            }
+            for a in r.actions
+        ],
+        "author": r.author,
+        "failures": list(r.failures),
+    }
+
+
+def load(d: Mapping[str, Any]) -> Rollout:
+    spec = d["spec"]
+    waves = tuple(
+        model.WaveSpec(
+            name=w["name"],
+            max_concurrency=_uncount(w["maxConcurrency"]),
+            max_failures=_uncount(w["maxFailures"]),
+            soak=float(w["soak"]),
+            approval=model.Approval(w["approval"]),
+        )
+        for w in spec["waves"]
+    )
+    members = {
+        name: Member(
+            cluster=name,
+            wave=int(m["wave"]),
+            phase=ClusterPhase(m["phase"]),
+            from_revision=m["from"],
+            started_at=m["startedAt"],
+            applied_at=m["appliedAt"],
+            healthy_since=m["healthySince"],
+            deadline_at=m["deadlineAt"],
+            unreachable_since=m["unreachableSince"],
+            reason=FailReason(m["reason"]) if m["reason"] else None,
+            message=m["message"],
+        )
+        for name, m in d["members"].items()
+    }
+    return Rollout(
+        bundle=d["bundle"],
+        revision=d["revision"],
+        spec=model.RolloutSpec(
+            waves=waves,
+            progress_deadline=float(spec["progressDeadline"]),
+            on_failure=model.OnFailure(spec["onFailure"]),
+        ),
+        members=members,
+        started_at=float(d["startedAt"]),
+        updated_at=float(d["updatedAt"]),
+        phase=Phase(d["phase"]),
+        wave=int(d["wave"]),
+        reason=d["reason"],
+        paused=bool(d["paused"]),
+        approved=frozenset(d["approved"]),
+        soak_until=d["soakUntil"],
+        actions=tuple(
+            ActionRecord(
+                action=a["action"],
+                actor=a["actor"],
+                reason=a["reason"],
+                at=float(a["at"]),
+                wave=a.get("wave"),
+                cluster=a.get("cluster"),
+            )
+            for a in d["actions"]
+        ),
+        author=d.get("author"),
+        failures=tuple(d.get("failures", ())),
+    )
+
+
+def _time(t: float | None) -> str | None:
+    if t is None or not math.isfinite(t):
+        return None
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _wave_state(r: Rollout, index: int) -> str:
+    if index < r.wave:
+        return "Completed"
+    if index > r.wave:
+        return "Pending"
+    if r.phase is Phase.COMPLETED:
+        return "Completed"
+    return str(r.phase)
+
+
+def document(r: Rollout, *, now: float) -> dict[str, Any]:
+    """The ROLLOUT object of the HTTP API and the status document (docs/rollouts.md)."""
+    waves = []
+    for index, w in enumerate(r.spec.waves):
+        members = r.in_wave(index)
+        entry: dict[str, Any] = {
+            "name": w.name,
+            "state": _wave_state(r, index),
+            "clusters": {m.cluster: str(m.phase) for m in members},
+            "approval": str(w.approval),
+            "approved": w.name in r.approved,
+        }
+        failed = {
+            m.cluster: {"reason": str(m.reason), "message": m.message}
+            for m in members
+            if m.phase is ClusterPhase.FAILED
+        }
+        if failed:
+            entry["failed"] = failed
+        deadlines = {
+            m.cluster: _time(m.deadline_at)
+            for m in members
+            if m.phase is ClusterPhase.PROGRESSING and m.deadline_at is not None
+        }
+        if deadlines:
+            entry["deadlines"] = deadlines
+        if index == r.wave and r.phase is Phase.SOAKING and r.soak_until is not None:
+            entry["soakUntil"] = _time(r.soak_until)
+            entry["soakRemainingSeconds"] = max(0.0, round(r.soak_until - now, 1))
+        waves.append(entry)
+    return {
+        "bundle": r.bundle,
+        "revision": r.revision,
+        "state": str(r.phase),
+        "reason": r.reason,
+        "wave": r.wave_name,
+        "waves": waves,
+        "startedAt": _time(r.started_at),
+        "updatedAt": _time(r.updated_at),
+        "paused": r.paused,
+        "actions": [
+            {"action": a.action, "actor": a.actor, "reason": a.reason, "at": _time(a.at)}
+            | ({"wave": a.wave} if a.wave else {})
+            | ({"cluster": a.cluster} if a.cluster else {})
+            for a in r.actions
+        ],
+    }
