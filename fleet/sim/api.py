@@ -5,8 +5,8 @@ discovery, `/openapi/v3`, `/version`, health) to a verb on `fleet.sim.store.Clus
 (JSON, YAML for apply, the 3 MiB cap, protobuf refused with 415); query options (resourceVersion
 semantics, selectors, pagination, dryRun, fieldManager, fieldValidation, force); the four patch types
 (JSON merge patch with `json-merge-patch`, JSON patch with `jsonpatch`, strategic merge with
-`fleet.sim.smp`, server-side apply with `fleet.sim.ssa`); defaulting through `fleet.sim.defaults`;
-and streaming watches. Every failure is a `status.ApiError` rendered as a real Status body.
+`fleet.sim.smp`, server-side apply with `fleet.sim.ssa`); defaulting and managedFields through
+`fleet.sim.preparation`; and streaming watches. Every failure is a `status.ApiError` rendered as a real Status body.
 
 Does not: listen on sockets, inject faults or journal requests (`fleet.sim.server`).
 """
@@ -26,7 +26,20 @@ import orjson
 import yaml
 from aiohttp import web
 
-from fleet.sim import allocation, crds, discovery, selectors, status, store, tables, types, validation
+from fleet.sim import (
+    allocation,
+    customresources,
+    discovery,
+    preparation,
+    selectors,
+    smp,
+    ssa,
+    status,
+    store,
+    tables,
+    types,
+    validation,
+)
 
 log = logging.getLogger(__name__)
 MAX_BODY = 3 * 1024 * 1024
@@ -417,8 +430,8 @@ class Api:
                 if doc is not None:
                     return json_response(doc, headers={"Cache-Control": "public, immutable"})
             if segments[1:] == ["v2"]:
-                # kubectl's fallback when a kind is in neither OpenAPI v3 nor a CRD (see fleet.sim.crds).
-                body, content_type = crds.openapi_v2(request.headers.get("Accept", ""))
+                # kubectl's fallback when a kind is in neither OpenAPI v3 nor a CRD (see fleet.sim.discovery).
+                body, content_type = discovery.openapi_v2(request.headers.get("Accept", ""))
                 return web.Response(body=body, headers={"Content-Type": content_type})
             raise status.resource_not_found()
         if head == "api":
@@ -769,7 +782,7 @@ class Api:
         raw: bytes | None = None,
     ) -> None:
         if rtype.custom:
-            unknown = crds.unknown_fields(rtype, obj, prune=mode != "Strict")
+            unknown = customresources.unknown_fields(rtype, obj, prune=mode != "Strict")
         else:
             problem = validation.type_error(obj, group=rtype.group, version=rtype.version, kind=rtype.kind)
             if problem is not None:
@@ -816,8 +829,8 @@ class Api:
         self, rtype: types.ResourceType, old: dict[str, Any] | None, manager: str, subresource: str | None
     ) -> Callable[[dict[str, Any]], dict[str, Any]]:
         def prepare(obj: dict[str, Any]) -> dict[str, Any]:
-            obj = self._server_fields(rtype, apply_defaults(rtype, obj), old)
-            return record_update(rtype, old, obj, manager=manager, subresource=subresource)
+            obj = self._server_fields(rtype, preparation.apply_defaults(rtype, obj), old)
+            return preparation.record_update(rtype, old, obj, manager=manager, subresource=subresource)
 
         return prepare
 
@@ -944,10 +957,12 @@ class Api:
         managed_as: str | None = None,
     ) -> store.WriteResult:
         new = self.cluster.prepare_update(rtype, old, new, subresource=subresource)
-        new = self._server_fields(rtype, apply_defaults(rtype, new), old.obj)
+        new = self._server_fields(rtype, preparation.apply_defaults(rtype, new), old.obj)
         self.cluster.bump_generation(rtype, old.obj, new)
         if not applied:
-            new = record_update(rtype, old.obj, new, manager=manager, subresource=managed_as or subresource)
+            new = preparation.record_update(
+                rtype, old.obj, new, manager=manager, subresource=managed_as or subresource
+            )
         return self.cluster.commit_update(rtype, old, new, dry_run=dry)
 
     def _write_scale(
@@ -962,7 +977,7 @@ class Api:
         new = old.copy()
         if isinstance(replicas, int):
             if t.rtype.scale_paths is not None:
-                crds.set_path(new, t.rtype.scale_paths[0], replicas)
+                customresources.set_path(new, t.rtype.scale_paths[0], replicas)
             else:
                 new.setdefault("spec", {})["replicas"] = replicas
         result = self._write_update(
@@ -1047,8 +1062,6 @@ class Api:
     def _apply(
         self, t: Target, data: bytes, *, manager: str, force: bool, dry: bool, ctx: RequestContext
     ) -> web.Response:
-        from fleet.sim import ssa
-
         rtype = t.rtype
         assert t.name is not None
         config: Any = None
@@ -1085,7 +1098,7 @@ class Api:
         ns = self._ns(t)
         old = self.cluster.find(rtype, ns, t.name)
         stamp = store.now()
-        structure = structure_of(rtype)
+        structure = rtype.structure()
         try:
             if old is None:
                 if t.subresource is not None:
@@ -1102,7 +1115,7 @@ class Api:
                     new,
                     manager=manager,
                     dry_run=dry,
-                    prepare=lambda o: self._server_fields(rtype, apply_defaults(rtype, o), None),
+                    prepare=lambda o: self._server_fields(rtype, preparation.apply_defaults(rtype, o), None),
                 )
             else:
                 wanted_rv = meta.get("resourceVersion")
@@ -1128,10 +1141,6 @@ class Api:
             raise conflict_error(e.conflicts, old.obj if old else None, applier=manager) from None
         except ssa.FieldNotDeclared as e:
             raise status.internal(f"failed to create typed patch object ({gvk_string(rtype)}): {e}") from None
-        except NotImplementedError:
-            raise status.internal_error(
-                "server-side apply is not available in this build of fleet sim"
-            ) from None
         return self._finish(result, ctx)
 
     async def _delete(self, request: web.BaseRequest, t: Target, ctx: RequestContext) -> web.Response:
@@ -1241,72 +1250,17 @@ class Api:
 # ----- bridges to the pure engines --------------------------------------------------------------
 
 
-def structure_of(rtype: types.ResourceType) -> Any:
-    try:
-        return rtype.structure()
-    except NotImplementedError:
-        raise status.internal_error("merge structures are not available in this build of fleet sim") from None
-
-
-def apply_defaults(rtype: types.ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
-    if rtype.custom or crds.is_definition(rtype):
-        # Custom resources: pruned, schema defaults, 422 validation; CRDs: defaults and validation.
-        return crds.prepare_object(rtype, obj) if rtype.custom else crds.prepare_definition(obj)
-    from fleet.sim import defaults
-
-    try:
-        return defaults.default(obj, group=rtype.group, kind=rtype.kind)
-    except NotImplementedError:
-        return obj
-
-
-_UPDATE_AVAILABLE = True
-
-
-def record_update(
-    rtype: types.ResourceType,
-    old: dict[str, Any] | None,
-    new: dict[str, Any],
-    *,
-    manager: str,
-    subresource: str | None,
-) -> dict[str, Any]:
-    """Update-operation managedFields for a non-apply write (when the SSA engine is available)."""
-    global _UPDATE_AVAILABLE
-    if not _UPDATE_AVAILABLE:
-        return new
-    from fleet.sim import ssa
-
-    try:
-        structure = rtype.structure()
-        result = ssa.update(
-            old, new, manager=manager, structure=structure, now=store.now(), subresource=subresource
-        )
-    except NotImplementedError:
-        _UPDATE_AVAILABLE = False
-        return new
-    if "status" in new and "status" not in result:
-        result["status"] = new["status"]  # an empty status struct is part of the object (`status: {}`)
-    return result
-
-
 def strategic_patch(rtype: types.ResourceType, base: dict[str, Any], doc: Any) -> dict[str, Any]:
-    from fleet.sim import smp
-
     if not isinstance(doc, dict):
         raise status.bad_request("json: cannot unmarshal into Go value of type map[string]interface {}")
     try:
-        return smp.patch(base, doc, structure=structure_of(rtype))
+        return smp.patch(base, doc, structure=rtype.structure())
     except smp.UnsupportedPatch:
         raise status.unsupported_media_type(
             "application/strategic-merge-patch+json", list(CR_PATCH_TYPES)
         ) from None
     except smp.InvalidPatch as e:
         raise status.error(422, "Invalid", str(e)) from None
-    except NotImplementedError:
-        raise status.internal_error(
-            "strategic merge patch is not available in this build of fleet sim"
-        ) from None
 
 
 def check_patched_bytes(rtype: types.ResourceType, patched: dict[str, Any], *, strategic: bool) -> None:
@@ -1398,7 +1352,7 @@ def conflict_error(
 
 def scale_of(obj: dict[str, Any], rtype: types.ResourceType | None = None) -> dict[str, Any]:
     if rtype is not None and rtype.scale_paths is not None:
-        return crds.scale_of(obj, rtype.scale_paths)
+        return customresources.scale_of(obj, rtype.scale_paths)
     meta = obj["metadata"]
     spec = obj.get("spec") or {}
     st = obj.get("status") or {}

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.sim import status, store, types
+from fleet.sim import gc, preparation, status, store, types
 
 
 def install(cluster: store.Cluster) -> None:
-    from fleet.sim import gc  # the indexed garbage collector (O(1) per event; see fleet.sim.gc)
-
-    gc.install(cluster)
+    gc.install(cluster)  # the indexed garbage collector (O(1) per event; see fleet.sim.gc)
     if cluster.settings.namespace_defaults:
         cluster.hooks.append(_on_namespace)
         ns_type = cluster.registry.get("", "v1", "namespaces")
@@ -52,8 +50,6 @@ def _on_namespace(cluster: store.Cluster, event: store.Event) -> None:
 
 
 def _populate(cluster: store.Cluster, ns: str) -> None:
-    from fleet.sim import api
-
     if cluster.namespace_phase(ns) != "Active":
         return
     wanted: list[tuple[str, dict[str, Any]]] = [
@@ -75,8 +71,8 @@ def _populate(cluster: store.Cluster, ns: str) -> None:
             continue
 
         def prepare(o: dict[str, Any], rtype: types.ResourceType = rtype) -> dict[str, Any]:
-            o = api.apply_defaults(rtype, o)
-            return api.record_update(rtype, None, o, manager=SYSTEM_MANAGER, subresource=None)
+            o = preparation.apply_defaults(rtype, o)
+            return preparation.record_update(rtype, None, o, manager=SYSTEM_MANAGER, subresource=None)
 
         try:
             cluster.create(rtype, ns, obj, manager=SYSTEM_MANAGER, prepare=prepare)

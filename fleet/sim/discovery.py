@@ -4,7 +4,8 @@ Owns: `/version`, legacy discovery (`/api`, `/apis`, `/apis/<g>`, `/api/v1`, `/a
 aggregated discovery (`apidiscovery.k8s.io/v2` APIGroupDiscoveryList, with an ETag), and `/openapi/v3`
 (an index plus one document per group/version whose schemas come from kubernetes-validate via
 `fleet.sim.schemas`, with a PATCH operation carrying `x-kubernetes-group-version-kind` and a
-`fieldValidation` parameter for each kind, which is what kubectl checks before it validates on the server).
+`fieldValidation` parameter for each kind, which is what kubectl checks before it validates on the server),
+and `/openapi/v2` without definitions (kubectl's fallback for a kind it finds nowhere else).
 Documents are encoded once and cached on the registry until CRDs change it.
 
 Does not: route requests or decide content negotiation (`fleet.sim.api` does).
@@ -378,3 +379,29 @@ def openapi_index(registry: types.Registry, *, kube_minor: str = schemas.DEFAULT
         return {"paths": dict(sorted(paths.items()))}
 
     return _cached(registry, "openapi-index", build)
+
+
+# ----- OpenAPI v2 -------------------------------------------------------------------------------
+
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+
+
+def openapi_v2(accept: str) -> tuple[bytes, str]:
+    """`/openapi/v2` without definitions: the body and its Content-Type.
+
+    kubectl validates an object whose kind is neither in `/openapi/v3` nor defined by a CRD (a custom
+    resource applied in the same file as its CRD) against the OpenAPI v2 document, which it asks for
+    as protobuf. A document with no definitions makes it skip that validation, as a real server's does
+    for an unknown kind, so the object then fails where it does on a real cluster: "no matches for
+    kind ... ensure CRDs are installed first". An empty protobuf message is a valid, empty
+    `openapi_v2.Document`; JSON clients get the equivalent JSON.
+    """
+    if OPENAPI_V2_PROTOBUF in accept and "application/json" not in accept.split(OPENAPI_V2_PROTOBUF)[0]:
+        return b"", "application/octet-stream"  # what the real server labels it (Go cannot parse "@")
+    doc = {
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": KUBE_VERSION},
+        "paths": {},
+        "definitions": {},
+    }
+    return orjson.dumps(doc), "application/json"

@@ -5,11 +5,12 @@ Owns: `write_status` (a status-subresource update by a controller manager such a
 `subresource: status`), `update_metadata` (a main-resource update that edits metadata, e.g. removing a
 finalizer), and `run_soon` / `run_later` (run a controller step on the cluster's event loop after the
 response of the request that triggered it, like a real controller; synchronously when no loop runs).
-Every write goes through the store's no-op check, so a write that changes nothing bumps no
-resourceVersion and emits no event (no status write loops).
+Every write gets the managedFields of its manager (`fleet.sim.preparation`) and goes through the
+store's no-op check, so a write that changes nothing bumps no resourceVersion and emits no event (no
+status write loops).
 
-Does not: decide anything (the controllers in `fleet.sim.crds` and `fleet.sim.workloads` do), or
-journal (only client requests are journaled, by `fleet.sim.server`).
+Does not: decide anything (the controllers in `fleet.sim.crds`, `fleet.sim.gc` and `fleet.sim.workloads`
+do), or journal (only client requests are journaled, by `fleet.sim.server`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from fleet.sim import store, types
+from fleet.sim import preparation, store, types
 
 
 def run_soon(fn: Callable[..., None], *args: Any) -> None:
@@ -50,12 +51,10 @@ def write_status(
     manager: str,
 ) -> store.WriteResult:
     """Replace `.status` as `manager` through the status subresource path; a no-op writes nothing."""
-    from fleet.sim import api
-
     new = stored.copy()
     new["status"] = new_status
     new = cluster.prepare_update(rtype, stored, new, subresource="status")
-    new = api.record_update(rtype, stored.obj, new, manager=manager, subresource="status")
+    new = preparation.record_update(rtype, stored.obj, new, manager=manager, subresource="status")
     return cluster.commit_update(rtype, stored, new)
 
 
@@ -68,12 +67,10 @@ def update_metadata(
     manager: str,
 ) -> store.WriteResult:
     """Update the main resource after `edit(metadata)` changed the metadata of a copy of it."""
-    from fleet.sim import api
-
     new = stored.copy()
     edit(new["metadata"])
     new = cluster.prepare_update(rtype, stored, new)
-    new = api.record_update(rtype, stored.obj, new, manager=manager, subresource=None)
+    new = preparation.record_update(rtype, stored.obj, new, manager=manager, subresource=None)
     return cluster.commit_update(rtype, stored, new)
 
 
