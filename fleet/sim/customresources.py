@@ -1,4 +1,4 @@
-"""CustomResourceDefinitions and custom resources as data: what a CRD write and a custom resource write become.
+"""CRDs and custom resources as data: what a CRD write and a custom resource write become.
 
 Owns:
 - `prepare_definition`: the server-side defaults of a CRD (`names.singular`, `names.listKind`,

@@ -3,7 +3,7 @@
 Owns: `apply_defaults` (by kind: built-in defaults and normalisation through `fleet.sim.defaults`; a
 CRD's defaults and 422 validation and a custom resource's pruning, schema defaults and 422 validation
 through `fleet.sim.customresources`) and `record_update` (the `metadata.managedFields` of a non-apply
-write, through `fleet.sim.ssa.update`). Both the REST surface (`fleet.sim.api`, for client writes) and
+write, through `fleet.sim.ssa.update`). Both the REST surface (`fleet.sim.rest`, for client writes) and
 the sim's own controllers (`fleet.sim.writes`, `fleet.sim.controllers`) call these, so a controller's
 write is processed exactly like a client's.
 
@@ -20,7 +20,7 @@ from fleet.sim import customresources, defaults, ssa, store, types
 
 
 def apply_defaults(rtype: types.ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
-    """The object as the server stores it after defaulting (and, for CRDs and custom resources, validation)."""
+    """The object as stored after defaulting (and, for CRDs and custom resources, validation)."""
     if rtype.custom:
         return customresources.prepare_object(rtype, obj)  # pruned, schema defaults, 422 validation
     if customresources.is_definition(rtype):

@@ -6,7 +6,7 @@ cluster, fault rules (`FaultRule`: injected statuses with Retry-After, latency, 
 connections, dropped watches), the per-cluster request journal, and the admin endpoints under
 `/_sim/` (see docs/sim.md and /work/shared/SIM.md for their shapes).
 
-Does not: implement Kubernetes semantics (`fleet.sim.api`, `fleet.sim.store`).
+Does not: implement Kubernetes semantics (`fleet.sim.rest`, `fleet.sim.store`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import orjson
 from aiohttp import web
 
 from fleet import errors
-from fleet.sim import api, controllers, crds, discovery, status, store, workloads
+from fleet.sim import controllers, crds, status, store, workloads
+from fleet.sim.rest import discovery, requests, routing
 
 JOURNAL_CAP = 10_000  # entries kept per cluster; `seq` keeps counting, so a capped journal shows a gap
 JOURNAL_KEYS = ("seq", "method", "path", "query", "status", "mutated")
@@ -160,7 +161,7 @@ class Host:
     """One served cluster: its state, its API handler, its faults and journal."""
 
     cluster: store.Cluster
-    api: api.Api
+    api: routing.Api
     faults: list[FaultRule] = field(default_factory=list)
     journal: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=JOURNAL_CAP))
     seq: int = 0
@@ -230,7 +231,7 @@ class Sim:
             controllers.install(cluster)
             crds.install(cluster)
             workloads.install(cluster)
-            self.hosts[name] = Host(cluster=cluster, api=api.Api(cluster, git_version=self.git_version))
+            self.hosts[name] = Host(cluster=cluster, api=routing.Api(cluster, git_version=self.git_version))
         server = web.Server(self._handle, handler_cancellation=True, access_log=None)
         self._runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -383,14 +384,14 @@ class Sim:
                 host = self._by_port.get(int(sockname[1]))
                 rest = path
         if host is None:
-            return api.error_response(status.resource_not_found())
+            return requests.error_response(status.resource_not_found())
         return await self._serve(host, request, rest)
 
     async def _serve(self, h: Host, request: web.BaseRequest, rest: str) -> web.StreamResponse:
         method = request.method
         query = request.query_string
         watch = _is_watch(request, rest)
-        ctx = api.RequestContext(path=rest)
+        ctx = requests.RequestContext(path=rest)
         for rule in list(h.faults):
             if not rule.take(method, rest, watch):
                 continue
@@ -413,7 +414,7 @@ class Sim:
             if rule.status:
                 err = status.injected(rule.status, retry_after=rule.retry_after)
                 h.record(method, rest, query, err.code, False)
-                return api.error_response(err)
+                return requests.error_response(err)
             if rule.drop_watches and watch:
                 ctx.drop_watch = True
         if watch:

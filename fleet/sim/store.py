@@ -8,7 +8,7 @@ watch start positions (synthetic ADDED, resume, 410 after compaction) and the se
 the real cacher. Every mutation is a synchronous method, so a cluster is linearizable on one event
 loop without locks; only waiting (for a future resourceVersion) awaits.
 
-Does not: parse HTTP (`fleet.sim.api`), merge (`fleet.sim.ssa`, `fleet.sim.smp`), default
+Does not: parse HTTP (`fleet.sim.rest`), merge (`fleet.sim.ssa`, `fleet.sim.smp`), default
 (`fleet.sim.defaults`), or journal/fault requests (`fleet.sim.server`).
 
 Encoding: each stored object keeps its serialized bytes (full, and without kind/apiVersion for list
@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from fleet.sim import selectors, status, types
+from fleet.sim import allocation, selectors, status, types
 
 ADDED = "ADDED"
 MODIFIED = "MODIFIED"
@@ -381,6 +381,7 @@ class Cluster:
         self.deletion_finalizers: list[Callable[[types.ResourceType, Stored], list[str]]] = []
         self._terminating_ns: set[str] = set()
         self.ca_pem: bytes | None = None  # the serving CA (with --tls), published in kube-root-ca.crt
+        self.allocator = allocation.Allocator()  # Service cluster IPs and node ports (fleet.sim.rest.writes)
         self._ns_cleanup_queued: set[str] = set()
         for ns in DEFAULT_NAMESPACES:
             ns_type = self.registry.get("", "v1", "namespaces")

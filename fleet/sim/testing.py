@@ -6,7 +6,7 @@ yield a `SimHandle`. The thread lets sync tests run subprocesses (kubectl) and a
 loop; every handle method exists in a sync form (`faults_sync`) and an async form (`await faults`)
 that never blocks the caller's loop. Also `write_kubeconfig` (atomic, used by the CLI too).
 
-Does not: implement anything of the server (`fleet.sim.server`, `fleet.sim.api`, `fleet.sim.store`).
+Does not: implement anything of the server (`fleet.sim.server`, `fleet.sim.rest`, `fleet.sim.store`).
 
 Example::
 

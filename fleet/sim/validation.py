@@ -7,7 +7,7 @@ including the base64 decoding of `[]byte` fields (schema `format: byte`, e.g. Se
 `encoding/base64` error offsets; metadata label/annotation checks; and Secret validation
 (pkg/apis/core/validation `ValidateSecret`/`ValidateSecretUpdate`). Pure functions. No message built
 here ever contains a Secret value. Does not: handle custom resources (their pruning follows the CRD
-schema; see the CRD code), or decide HTTP status codes for patches and applies (see `fleet.sim.api`).
+schema; see the CRD code), or decide HTTP status codes for patches and applies (see `fleet.sim.rest.patches`).
 """
 
 from __future__ import annotations

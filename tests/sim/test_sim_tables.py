@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fleet.sim import tables, testing
+from fleet.sim import testing
+from fleet.sim.rest import tables
 
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
 CM = "/api/v1/namespaces/default/configmaps"

@@ -8,7 +8,8 @@ aggregated discovery (`apidiscovery.k8s.io/v2` APIGroupDiscoveryList, with an ET
 and `/openapi/v2` without definitions (kubectl's fallback for a kind it finds nowhere else).
 Documents are encoded once and cached on the registry until CRDs change it.
 
-Does not: route requests or decide content negotiation (`fleet.sim.api` does).
+Does not: route requests or decide content negotiation (`fleet.sim.rest.routing` and
+`fleet.sim.rest.requests` do).
 """
 
 from __future__ import annotations

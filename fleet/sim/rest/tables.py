@@ -7,9 +7,9 @@ as PartialObjectMetadata, the full object, or nothing per `includeObject`), ages
 apimachinery's `duration.HumanDuration`, and the rule of watch Tables: only the first event of a stream
 carries the column definitions. Pure functions over stored objects.
 
-Does not: negotiate (`fleet.sim.api` asks for a Table only when the Accept header wants one) or print
-custom resources (their `additionalPrinterColumns` are the CRD code's; without a printer here a kind is
-answered as plain JSON and kubectl prints NAME and AGE itself).
+Does not: negotiate (`fleet.sim.rest.requests` asks for a Table only when the Accept header wants one)
+or print custom resources (their `additionalPrinterColumns` are the CRD code's; without a printer here a
+kind is answered as plain JSON and kubectl prints NAME and AGE itself).
 """
 
 from __future__ import annotations

@@ -1,0 +1,498 @@
+"""Reading a Kubernetes API request and shaping its answer: bodies, negotiation, query options.
+
+Owns: the request facts the server layer journals (`RequestContext`) and the parsed resource URL
+(`Target`); reading bodies (the 3 MiB cap) and decoding them (JSON, YAML; the Go decoder's 400s for
+ObjectMeta fields of the wrong type, a body of another kind or version); content negotiation (JSON,
+aggregated discovery, `meta.k8s.io/v1` Tables, else 406); the query options every verb shares, each
+validated with the real server's message (`dryRun`, `fieldManager`, `fieldValidation`, `includeObject`,
+the list and watch options with their resourceVersion rules, DeleteOptions from the query or the body);
+and the JSON answers (`json_response`, `error_response`, `finish` with the `Warning` headers).
+
+Does not: route (`fleet.sim.rest.routing`), run a verb (`reads`, `writes`, `patches`) or touch a cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import orjson
+import yaml
+from aiohttp import web
+
+from fleet.sim import selectors, status, store, types
+
+MAX_BODY = 3 * 1024 * 1024
+JSON = "application/json"
+AGGREGATED_CT = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
+)
+CR_PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/apply-patch+yaml",
+)
+BODY_TYPES = ("application/json", "application/yaml")
+ADMIN_USER = {"username": "kubernetes-admin", "groups": ["kubeadm:cluster-admins", "system:authenticated"]}
+
+
+@dataclass
+class RequestContext:
+    """Per-request facts the server layer journals and the watch loop needs."""
+
+    mutated: bool = False
+    watch: bool = False
+    warnings: list[str] = field(default_factory=list)
+    drop_watch: bool = False  # a fault rule closes this watch right after its headers
+    table: bool = False  # answer meta.k8s.io/v1 Tables (kubectl's human-readable get)
+    path: str = ""  # the path below the cluster prefix (what fault rules match)
+    watchers: list[store.Watcher] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed resource URL."""
+
+    rtype: types.ResourceType
+    namespace: str | None  # None: all namespaces (or cluster-scoped)
+    name: str | None
+    subresource: str | None
+    watch_path: bool  # legacy /watch/ prefix
+
+    @property
+    def ns(self) -> str:
+        """The namespace part of the storage key: "" for cluster-scoped kinds."""
+        return self.namespace or "" if self.rtype.namespaced else ""
+
+
+def json_response(
+    body: bytes | dict[str, Any], *, code: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    return web.Response(body=data, status=code, content_type=JSON, headers=headers)
+
+
+def error_response(err: status.ApiError) -> web.Response:
+    return json_response(err.status, code=err.code, headers=err.headers or None)
+
+
+def _media_types(header: str) -> list[tuple[str, dict[str, str]]]:
+    out = []
+    for part in header.split(","):
+        bits = [b.strip() for b in part.split(";")]
+        if not bits[0]:
+            continue
+        params = {}
+        for b in bits[1:]:
+            k, _, v = b.partition("=")
+            params[k.strip().lower()] = v.strip()
+        out.append((bits[0].lower(), params))
+    return out
+
+
+def negotiate(accept: str, *, discovery_doc: bool = False, table: bool = False) -> str:
+    """'json', 'aggregated', 'table' or raise 406. What is not served falls through to the next type.
+
+    `table`: the resource has a server-side printer (`fleet.sim.rest.tables`), so a meta.k8s.io/v1 Table
+    may be answered; protobuf, PartialObjectMetadata and v1beta1 Tables are never served.
+    """
+    if not accept:
+        return "json"
+    for mtype, params in _media_types(accept):
+        if mtype in ("application/json", "*/*", "application/*"):
+            as_ = params.get("as")
+            if as_ is None:
+                return "json"
+            if (
+                discovery_doc
+                and as_ == "APIGroupDiscoveryList"
+                and params.get("g") == "apidiscovery.k8s.io"
+                and params.get("v") == "v2"
+            ):
+                return "aggregated"
+            if table and as_ == "Table" and params.get("g") == "meta.k8s.io" and params.get("v") == "v1":
+                return "table"
+            continue
+        if mtype in ("application/yaml", "application/json;stream=watch"):
+            return "json"
+    raise status.not_acceptable(["application/json", "application/yaml"])
+
+
+def include_object(q: Any) -> str:
+    """`includeObject` of a Table request: None, Metadata (the default) or Object."""
+    value = q.get("includeObject") or "Metadata"
+    if value not in ("None", "Metadata", "Object"):
+        raise status.bad_request(f'includeObject: Unsupported value: "{value}"')
+    return str(value)
+
+
+def flag(q: Any, name: str) -> bool:
+    value = q.get(name)
+    return value is not None and value.lower() in ("true", "1")
+
+
+def integer(q: Any, name: str) -> int:
+    value = q.get(name)
+    if value is None or value == "":
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise status.bad_request(f'{name}: Invalid value: "{value}": must be an integer') from None
+
+
+def dry_run(q: Any, kind: str) -> bool:
+    values = q.getall("dryRun", [])
+    for v in values:
+        if v != "All":
+            raise status.invalid(
+                kind,
+                "",
+                [
+                    status.field_cause(
+                        "FieldValueNotSupported",
+                        "dryRun",
+                        f'Unsupported value: "{v}": supported values: "All"',
+                    )
+                ],
+                group="meta.k8s.io",
+            )
+    return bool(values)
+
+
+def field_manager(request: web.BaseRequest, kind: str, *, required: bool = False) -> str:
+    manager = request.query.get("fieldManager")
+    if manager is None or manager == "":
+        if required:
+            raise status.invalid(
+                kind,
+                "",
+                [
+                    status.field_cause(
+                        "FieldValueRequired", "fieldManager", "Required value: is required for apply patch"
+                    )
+                ],
+                group="meta.k8s.io",
+            )
+        ua = request.headers.get("User-Agent", "")
+        return ua.split("/", 1)[0][:128]
+    if len(manager) > 128:
+        raise status.invalid(
+            kind,
+            "",
+            [
+                status.field_cause(
+                    "FieldValueTooLong", "fieldManager", "Too long: may not be more than 128 bytes"
+                )
+            ],
+            group="meta.k8s.io",
+        )
+    if not manager.isprintable():
+        raise status.invalid(
+            kind,
+            "",
+            [
+                status.field_cause(
+                    "FieldValueInvalid",
+                    "fieldManager",
+                    f'Invalid value: "{manager}": must only contain printable characters',
+                )
+            ],
+            group="meta.k8s.io",
+        )
+    return manager
+
+
+def field_validation(q: Any) -> str:
+    value = q.get("fieldValidation") or "Warn"
+    if value not in ("Strict", "Warn", "Ignore"):
+        raise status.bad_request(
+            f'Invalid fieldValidation directive: "{value}", valid values: Strict, Warn, Ignore'
+        )
+    return value
+
+
+async def read_body(request: web.BaseRequest) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise status.too_large(f"Request entity too large: limit is {MAX_BODY}")
+    chunks = []
+    size = 0
+    while True:
+        chunk = await request.content.read(65536)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise status.too_large(f"Request entity too large: limit is {MAX_BODY}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_json(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise status.bad_request(f"couldn't get version/kind; json parse error: {e}") from None
+
+
+def decode_object(data: bytes, content_type: str) -> dict[str, Any]:
+    """A POST/PUT body: JSON (or YAML), which must be an object."""
+    if content_type == "application/yaml":
+        try:
+            obj = yaml.load(data, Loader=yaml.CSafeLoader)
+        except yaml.YAMLError as e:
+            raise status.bad_request(f"error converting YAML to JSON: {e}") from None
+    else:
+        if not data.strip():
+            raise status.bad_request("the body of the request was empty")
+        obj = decode_json(data)
+    if not isinstance(obj, dict):
+        raise status.bad_request(
+            "couldn't get version/kind; json parse error: json: cannot unmarshal "
+            f"{type(obj).__name__} into Go value of type struct {{ APIVersion string; Kind string }}"
+        )
+    return obj
+
+
+_META_STRINGS = ("name", "generateName", "namespace", "uid", "resourceVersion", "creationTimestamp")
+_GO_TYPES = {dict: "object", list: "array", str: "string", bool: "bool", int: "number", float: "number"}
+
+
+def _go_type(value: Any) -> str:
+    return _GO_TYPES.get(type(value), "value")
+
+
+def check_metadata(obj: dict[str, Any]) -> None:
+    """The decoding errors of ObjectMeta fields of the wrong JSON type (400, like the Go decoder)."""
+    meta = obj.get("metadata")
+    if meta is None:
+        return
+
+    def fail(field: str, value: Any, want: str) -> NoReturn:
+        raise status.bad_request(
+            f"json: cannot unmarshal {_go_type(value)} into Go struct field ObjectMeta.metadata.{field} of type {want}"
+        )
+
+    if not isinstance(meta, dict):
+        raise status.bad_request(
+            f"json: cannot unmarshal {_go_type(meta)} into Go struct field Object.metadata of type v1.ObjectMeta"
+        )
+    for key in _META_STRINGS:
+        value = meta.get(key)
+        if value is not None and not isinstance(value, str):
+            fail(key, value, "string")
+    for key in ("labels", "annotations"):
+        value = meta.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            fail(key, value, "map[string]string")
+        for v in value.values():
+            if not isinstance(v, str):
+                fail(key, v, "string")
+    finalizers = meta.get("finalizers")
+    if finalizers is not None and (
+        not isinstance(finalizers, list) or not all(isinstance(f, str) for f in finalizers)
+    ):
+        fail("finalizers", finalizers, "[]string")
+    refs = meta.get("ownerReferences")
+    if refs is not None and (not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs)):
+        fail("ownerReferences", refs, "[]v1.OwnerReference")
+    generation = meta.get("generation")
+    if generation is not None and (not isinstance(generation, int) or isinstance(generation, bool)):
+        fail("generation", generation, "int64")
+
+
+def check_body_type(rtype: types.ResourceType, obj: dict[str, Any]) -> None:
+    api_version = obj.get("apiVersion")
+    kind = obj.get("kind")
+    if api_version not in (None, "") and api_version != rtype.api_version:
+        raise status.bad_request(
+            f"the API version in the data ({api_version}) does not match the expected API version ({rtype.api_version})"
+        )
+    if kind not in (None, "") and kind != rtype.kind:
+        raise status.bad_request(
+            f"the kind in the data ({kind}) does not match the expected kind ({rtype.kind})"
+        )
+    check_metadata(obj)
+
+
+def header_text(text: str) -> str:
+    """A quoted-string body for a header: backslash and quote escaped, anything unprintable as \\uXXXX."""
+    out = []
+    for ch in text:
+        if ch in '\\"':
+            out.append("\\" + ch)
+        elif 32 <= ord(ch) < 127:
+            out.append(ch)
+        else:
+            out.append(f"\\u{ord(ch):04x}")
+    return "".join(out)
+
+
+def content_type_of(request: web.BaseRequest) -> str:
+    return request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+# ----- options shared by verbs ------------------------------------------------------------------
+
+
+def list_options(request: web.BaseRequest, t: Target, *, watch: bool) -> dict[str, Any]:
+    q = request.query
+    rv = q.get("resourceVersion")
+    match = q.get("resourceVersionMatch")
+    cont = q.get("continue") or ""
+    causes = []
+    if match and not rv and not (watch and flag(q, "sendInitialEvents")):
+        causes.append(
+            status.field_cause(
+                "FieldValueForbidden",
+                "resourceVersionMatch",
+                "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
+            )
+        )
+    if match and cont:
+        causes.append(
+            status.field_cause(
+                "FieldValueForbidden",
+                "resourceVersionMatch",
+                "Forbidden: resourceVersionMatch is forbidden when continue is provided",
+            )
+        )
+    if match and match not in ("Exact", "NotOlderThan"):
+        causes.append(
+            status.field_cause(
+                "FieldValueNotSupported",
+                "resourceVersionMatch",
+                f'Unsupported value: "{match}": supported values: "Exact", "NotOlderThan", ""',
+            )
+        )
+    if match == "Exact" and rv == "0":
+        causes.append(
+            status.field_cause(
+                "FieldValueForbidden",
+                "resourceVersionMatch",
+                'Forbidden: resourceVersionMatch "exact" is forbidden for resourceVersion "0"',
+            )
+        )
+    send_initial = q.get("sendInitialEvents")
+    if send_initial is not None and not watch:
+        causes.append(
+            status.field_cause(
+                "FieldValueForbidden",
+                "sendInitialEvents",
+                "Forbidden: sendInitialEvents is forbidden for list",
+            )
+        )
+    if watch and send_initial is not None and match != "NotOlderThan":
+        causes.append(
+            status.field_cause(
+                "FieldValueForbidden",
+                "resourceVersionMatch",
+                "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            )
+        )
+    if watch and match and send_initial is None:
+        causes.append(
+            status.field_cause(
+                "FieldValueForbidden",
+                "resourceVersionMatch",
+                "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            )
+        )
+    if causes:
+        raise status.invalid("ListOptions", "", causes, group="meta.k8s.io")
+    try:
+        labels = selectors.parse_labels(q.get("labelSelector"))
+        fields = selectors.parse_fields(q.get("fieldSelector"), known=t.rtype.field_paths())
+    except selectors.SelectorError as e:
+        raise status.bad_request(str(e)) from None
+    if cont and rv not in (None, "", "0"):
+        raise status.bad_request("specifying resource version is not allowed when using continue")
+    at: int | None = None
+    if rv not in (None, "", "0") and not cont:
+        try:
+            at = int(rv)
+            if at < 0:
+                raise ValueError
+        except ValueError:
+            raise status.bad_request(
+                f'invalid resource version: strconv.ParseUint: parsing "{rv}": invalid syntax'
+            ) from None
+    return {
+        "rv": rv,
+        "at": at,
+        "match": match,
+        "cont": cont,
+        "labels": labels,
+        "fields": fields,
+        "limit": integer(q, "limit"),
+        "send_initial": send_initial,
+    }
+
+
+async def delete_options(request: web.BaseRequest) -> dict[str, Any]:
+    q = request.query
+    data = await read_body(request)
+    body: dict[str, Any] = {}
+    if data.strip():
+        decoded = decode_json(data)
+        if not isinstance(decoded, dict):
+            raise status.bad_request("DeleteOptions must be an object")
+        body = decoded
+    dry_values = list(q.getall("dryRun", [])) + list(body.get("dryRun") or [])
+    for v in dry_values:
+        if v != "All":
+            raise status.invalid(
+                "DeleteOptions",
+                "",
+                [
+                    status.field_cause(
+                        "FieldValueNotSupported",
+                        "dryRun",
+                        f'Unsupported value: "{v}": supported values: "All"',
+                    )
+                ],
+                group="meta.k8s.io",
+            )
+    propagation = body.get("propagationPolicy") or q.get("propagationPolicy")
+    if propagation is None:
+        orphan = body.get("orphanDependents")
+        if orphan is None and q.get("orphanDependents") is not None:
+            orphan = q.get("orphanDependents", "").lower() == "true"
+        if orphan is True:
+            propagation = "Orphan"
+    if propagation is not None and propagation not in ("Foreground", "Background", "Orphan"):
+        raise status.invalid(
+            "DeleteOptions",
+            "",
+            [
+                status.field_cause(
+                    "FieldValueNotSupported",
+                    "propagationPolicy",
+                    f'Unsupported value: "{propagation}": supported values: "Foreground", "Background", "Orphan", "nil"',
+                )
+            ],
+            group="meta.k8s.io",
+        )
+    pre = body.get("preconditions") or {}
+    return {
+        "dry": bool(dry_values),
+        "propagation": propagation,
+        "uid": pre.get("uid") if isinstance(pre, dict) else None,
+        "rv": pre.get("resourceVersion") if isinstance(pre, dict) else None,
+    }
+
+
+def finish(result: store.WriteResult, ctx: RequestContext) -> web.Response:
+    ctx.mutated = result.mutated
+    headers = {}
+    if ctx.warnings:
+        headers["Warning"] = ", ".join('299 - "' + header_text(w) + '"' for w in ctx.warnings)
+    if result.body is not None:
+        return json_response(result.body, code=result.code, headers=headers or None)
+    return json_response(result.stored.full(), code=result.code, headers=headers or None)
