@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import cel, errors, model, selectors
+from fleet.core import rollout
 
 CLAUSES = ("clusters", "clusterSelector", "cel")
 
@@ -306,6 +307,51 @@ def _dependency_problem(
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Rollout waves.
+
+
+def waves(
+    repo: model.Repo, result: model.PlacementResult, *, budget: int = cel.DEFAULT_BUDGET
+) -> dict[str, rollout.Membership]:
+    """The wave of each placed cluster, per bundle, by `spec.rollout` (docs/rollouts.md): a cluster falls
+    in the first wave whose placement selects it (a wave without placement takes every remaining one).
+    Clusters no wave selects, or whose wave CEL fails, are in the membership's `errors`."""
+    out: dict[str, rollout.Membership] = {}
+    for b, placed in result.bundles.items():
+        bundle = repo.bundles.get(b)
+        if bundle is None:
+            continue
+
+        def judge(p: model.Placement, cluster: str) -> tuple[bool, str | None]:
+            d = select(p, repo.clusters[cluster], budget=budget)
+            return d.selected, d.error
+
+        out[b] = rollout.membership(bundle.rollout, placed, select=judge)
+    return out
+
+
+def explain_wave(
+    bundle: model.Bundle, cluster: model.Cluster, *, budget: int = cel.DEFAULT_BUDGET
+) -> list[str]:
+    """Why `cluster` falls in its wave of `bundle`: one line per wave judged, in order, up to its own."""
+    lines: list[str] = []
+    for wave in bundle.rollout.waves:
+        if wave.placement is None:
+            lines.append(f"wave {wave.name}: selected: it takes every remaining cluster")
+            return lines
+        d = select(wave.placement, cluster, budget=budget)
+        why = "; ".join(c.reason for c in d.clauses)
+        if d.error:
+            lines.append(f"wave {wave.name}: error: {why}")
+            return lines
+        lines.append(f"wave {wave.name}: {'selected' if d.selected else 'not selected'}: {why}")
+        if d.selected:
+            return lines
+    lines.append("no wave selects it")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Validation.
 
 
@@ -331,8 +377,36 @@ def check(repo: model.Repo, *, revision: str | None = None) -> list[model.Proble
             problems.append(
                 model.Problem(bundle.path, field_line, f"cluster {c}: {msg}", bundle=b, cluster=c)
             )
+    problems.extend(_wave_problems(repo, result))
     problems.extend(render.check(repo, result, revision=revision))
     return sorted(set(problems))
+
+
+def _wave_problems(repo: model.Repo, result: model.PlacementResult) -> list[model.Problem]:
+    """Placed clusters no wave selects (one problem naming every one) and wave CEL errors."""
+    problems: list[model.Problem] = []
+    for b, membership in waves(repo, result).items():
+        bundle = repo.bundles[b]
+        unselected = [c for c, msg in membership.errors.items() if msg.startswith("no wave ")]
+        if unselected:
+            problems.append(
+                model.Problem(
+                    bundle.path,
+                    bundle.rollout.line,
+                    f"spec.rollout: no wave selects placed cluster(s) {', '.join(unselected)} "
+                    "(add a last wave without placement to take every remaining cluster)",
+                    bundle=b,
+                )
+            )
+        for c, msg in membership.errors.items():
+            if c in unselected:
+                continue
+            wave = next((w for w in bundle.rollout.waves if msg.startswith(f"rollout wave {w.name}: ")), None)
+            line = (
+                wave.placement.lines.get("cel", wave.line) if wave and wave.placement else bundle.rollout.line
+            )
+            problems.append(model.Problem(bundle.path, line, f"cluster {c}: {msg}", bundle=b, cluster=c))
+    return problems
 
 
 def _depends_line(bundle: model.Bundle, message: str) -> int:

@@ -40,6 +40,7 @@ import anyio.to_thread
 import pathspec
 
 from fleet import errors, model, source, yamlsafe
+from fleet.core import durations
 
 Limits = yamlsafe.Limits
 DEFAULT_LIMITS = yamlsafe.DEFAULT_LIMITS
@@ -62,7 +63,10 @@ BUNDLE_SPEC_FIELDS = (
     "allowEmpty",
     "adopt",
     "suspend",
+    "rollout",
 )
+ROLLOUT_FIELDS = ("waves", "progressDeadline", "onFailure")
+WAVE_FIELDS = ("name", "placement", "maxConcurrency", "maxFailures", "soak", "approval")
 PLACEMENT_FIELDS = ("clusters", "clusterSelector", "cel")
 SELECTOR_FIELDS = ("matchLabels", "matchExpressions")
 REQUIREMENT_FIELDS = ("key", "operator", "values")
@@ -793,6 +797,7 @@ def _bundle_from(st: _State, d: _Doc, *, folder: str, rels: list[str]) -> model.
     allow_empty = d.boolean(spec, ("spec",), "allowEmpty", False)
     adopt = d.boolean(spec, ("spec",), "adopt", False)
     suspend = d.boolean(spec, ("spec",), "suspend", False)
+    rollout = _rollout(st, d, spec) if "rollout" in spec else model.DEFAULT_ROLLOUT
 
     manifests = _manifests(st, d, folder=folder, rels=rels, paths=paths, namespace=namespace)
     if name is None:
@@ -815,11 +820,156 @@ def _bundle_from(st: _State, d: _Doc, *, folder: str, rels: list[str]) -> model.
         allow_empty=allow_empty,
         adopt=adopt,
         suspend=suspend,
+        rollout=rollout,
         manifests=manifests,
         labels=MappingProxyType(labels),
         annotations=MappingProxyType(annotations),
         lines=MappingProxyType(lines),
     )
+
+
+def _rollout(st: _State, d: _Doc, spec: Mapping[str, Any]) -> model.RolloutSpec:
+    """`spec.rollout` (docs/rollouts.md); the default strategy where a part is absent or broken (the bundle
+    is broken then anyway, so nothing rolls out with a strategy nobody wrote)."""
+    path: Path_ = ("spec", "rollout")
+    raw = d.mapping(spec["rollout"], path)
+    if raw is None:
+        return model.DEFAULT_ROLLOUT
+    d.unknown_fields(raw, path, ROLLOUT_FIELDS)
+    deadline = model.DEFAULT_ROLLOUT.progress_deadline
+    if raw.get("progressDeadline") is not None:
+        got = _duration(d, raw["progressDeadline"], (*path, "progressDeadline"))
+        if got is not None and got <= 0:
+            d.error((*path, "progressDeadline"), "spec.rollout.progressDeadline must be more than 0")
+        elif got is not None:
+            deadline = got
+    on_failure = model.OnFailure.HALT
+    if raw.get("onFailure") is not None:
+        value = raw["onFailure"]
+        try:
+            on_failure = model.OnFailure(value)
+        except ValueError:
+            d.error(
+                (*path, "onFailure"), f"spec.rollout.onFailure must be halt or rollback, not {_quote(value)}"
+            )
+    waves: list[model.WaveSpec] = []
+    listed = raw.get("waves")
+    if listed is None:
+        waves = list(model.DEFAULT_ROLLOUT.waves)
+    elif isinstance(listed, list) and not listed:
+        d.error((*path, "waves"), "spec.rollout.waves is empty: list at least one wave (or omit waves)")
+    elif not isinstance(listed, list):
+        d.error(
+            (*path, "waves"), f"spec.rollout.waves must be a non-empty list of waves, not {_describe(listed)}"
+        )
+    else:
+        seen: dict[str, int] = {}
+        catch_all: str | None = None
+        for i, item in enumerate(listed):
+            wave = _wave(st, d, item, (*path, "waves", i))
+            if wave is None:
+                continue
+            if wave.name in seen:
+                d.error(
+                    (*path, "waves", i, "name"),
+                    f"spec.rollout.waves[{i}].name {_quote(wave.name)} is used by waves[{seen[wave.name]}] too",
+                )
+                continue
+            if catch_all is not None:
+                d.error(
+                    (*path, "waves", i),
+                    f"spec.rollout.waves[{i}] ({wave.name}) comes after wave {catch_all}, which has no placement "
+                    "and takes every remaining cluster: it can never get one",
+                )
+            seen[wave.name] = i
+            if wave.placement is None:
+                catch_all = wave.name
+            waves.append(wave)
+    if not waves:
+        return model.DEFAULT_ROLLOUT
+    return model.RolloutSpec(
+        waves=tuple(waves), progress_deadline=deadline, on_failure=on_failure, line=d.line(path)
+    )
+
+
+def _wave(st: _State, d: _Doc, raw: Any, path: Path_) -> model.WaveSpec | None:
+    where = _dotted(path)
+    item = d.mapping(raw, path)
+    if item is None:
+        return None
+    d.unknown_fields(item, path, WAVE_FIELDS)
+    name = item.get("name")
+    why = dns_label_problem(name) if "name" in item else "is missing"
+    if why:
+        d.error(
+            (*path, "name") if "name" in item else path,
+            f"{where}.name {_quote(name) + ' ' if 'name' in item else ''}{why}",
+        )
+        return None
+    placement = None
+    if "placement" in item:
+        placement = _placement(st, d, item["placement"], (*path, "placement"))
+        if placement is None:
+            return None
+    concurrency = _count(d, item, path, "maxConcurrency", model.Count(25, percent=True), least=1)
+    failures = _count(d, item, path, "maxFailures", model.Count(0), least=0)
+    soak = 0.0
+    if item.get("soak") is not None:
+        soak = _duration(d, item["soak"], (*path, "soak")) or 0.0
+    approval = model.Approval.NONE
+    if item.get("approval") is not None:
+        try:
+            approval = model.Approval(item["approval"])
+        except ValueError:
+            d.error(
+                (*path, "approval"),
+                f"{where}.approval must be none, before or after, not {_quote(item['approval'])}",
+            )
+    if concurrency is None or failures is None:
+        return None
+    return model.WaveSpec(
+        name=str(name),
+        placement=placement,
+        max_concurrency=concurrency,
+        max_failures=failures,
+        soak=soak,
+        approval=approval,
+        line=d.line(path),
+    )
+
+
+def _count(
+    d: _Doc, item: Mapping[str, Any], path: Path_, key: str, default: model.Count, *, least: int
+) -> model.Count | None:
+    """A count of clusters (``2``) or a percentage of the wave (``"25%"``)."""
+    if item.get(key) is None:
+        return default
+    value = item[key]
+    where = _dotted((*path, key))
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < least:
+            d.error((*path, key), f"{where} must be at least {least}, not {value}")
+            return None
+        return model.Count(value)
+    if isinstance(value, str) and re.fullmatch(r"\d{1,3}%", value.strip()):
+        pct = int(value.strip()[:-1])
+        if pct > 100 or pct < least:
+            d.error((*path, key), f"{where} must be between {least}% and 100%, not {_quote(value)}")
+            return None
+        return model.Count(pct, percent=True)
+    d.error(
+        (*path, key),
+        f'{where} must be a number of clusters or a percentage such as "25%", not {_quote(value)}',
+    )
+    return None
+
+
+def _duration(d: _Doc, value: Any, path: Path_) -> float | None:
+    try:
+        return durations.parse(value)
+    except ValueError as e:
+        d.error(path, f"{_dotted(path)}: {e}")
+        return None
 
 
 def _check_paths(d: _Doc, spec: Mapping[str, Any]) -> tuple[str, ...] | None:

@@ -348,3 +348,65 @@ def test_explain_prints_a_cel_error_once_without_doubled_words(git_repo: tuple[P
     cel_lines = [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("cel:")]
     assert "cel: error: no such member in mapping: 'tier' at 1:1" in cel_lines, out.stdout
     assert "error: error" not in out.stdout and "error: cel:" not in out.stdout
+
+
+ROLLED = (
+    textwrap.dedent(
+        """\
+        placement:
+            clusterSelector: {}
+          rollout:
+            waves:
+              - name: canary
+                placement: {clusters: [eu-dev-1]}
+                soak: 5m
+              - name: prod
+                placement: {clusterSelector: {matchLabels: {env: prod}}}
+                maxConcurrency: "50%"
+                approval: before
+        """
+    ),
+    {"cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rolled\ndata: {a: b}\n"},
+)
+
+
+def test_plan_shows_each_bundles_waves_in_order(tmp_path: Path) -> None:
+    write_repo(tmp_path, {"rolled": ROLLED})
+    out = fleet("plan", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    at = lines.index("WAVES (in order; see docs/rollouts.md)")
+    assert lines[at + 1].split(None, 1) == [
+        "rolled",
+        "canary (25% at a time, soak 5m): eu-dev-1 -> prod (50% at a time, approval before): eu-prod-1, us-prod-1",
+    ]
+
+
+def test_plan_explain_says_which_wave_each_cluster_falls_in_and_why(tmp_path: Path) -> None:
+    write_repo(tmp_path, {"rolled": ROLLED})
+    out = fleet("plan", str(tmp_path), "--explain", "rolled", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["clusters"]
+    assert rows["eu-dev-1"]["wave"] == "canary"
+    assert rows["us-prod-1"]["wave"] == "prod"
+    assert rows["us-prod-1"]["waveReasons"] == [
+        "wave canary: not selected: clusters does not list us-prod-1",
+        "wave prod: selected: labels match 'env=prod'",
+    ]
+
+
+def test_a_placed_cluster_that_no_wave_selects_is_a_validation_error_naming_every_one(tmp_path: Path) -> None:
+    spec, files = ROLLED
+    write_repo(tmp_path, {"rolled": (spec.replace("{env: prod}", "{region: nowhere}"), files)})
+    out = fleet("validate", str(tmp_path))
+    assert out.returncode == 1
+    assert (
+        "bundles/rolled/bundle.yaml:8: spec.rollout: no wave selects placed cluster(s) eu-prod-1, us-prod-1"
+        in out.stdout
+    )
+    plan = fleet("plan", str(tmp_path), "--format", "json")
+    assert plan.returncode == 1
+    assert json.loads(plan.stdout)["errors"]["rolled"] == {
+        "eu-prod-1": "no wave of spec.rollout selects cluster eu-prod-1",
+        "us-prod-1": "no wave of spec.rollout selects cluster us-prod-1",
+    }

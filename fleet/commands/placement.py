@@ -30,6 +30,7 @@ import yaml
 
 from fleet import errors, model, placement, render, repository
 from fleet.commands import common
+from fleet.core import durations, rollout
 
 REDACTED = "<redacted>"
 
@@ -48,6 +49,7 @@ class Outcome:
     desired: Mapping[tuple[str, str], model.DesiredSet]
     bundles: Mapping[str, tuple[str, ...]]
     errors: Mapping[str, Mapping[str, str]]
+    waves: Mapping[str, rollout.Membership]
 
 
 def outcome(repo: model.Repo) -> Outcome:
@@ -57,6 +59,10 @@ def outcome(repo: model.Repo) -> Outcome:
     errs: dict[str, dict[str, str]] = {b: dict(cs) for b, cs in placed.errors.items()}
     for (b, c), msg in render_errors.items():
         errs.setdefault(b, {})[c] = msg
+    waves = placement.waves(repo, placed)
+    for b, membership in waves.items():
+        for c, msg in membership.errors.items():
+            errs.setdefault(b, {}).setdefault(c, msg)
     names = sorted(set(repo.bundles) | set(repo.broken_bundles))
     bundles = {b: tuple(c for c in placed.bundles.get(b, ()) if c not in errs.get(b, {})) for b in names}
     return Outcome(
@@ -65,6 +71,7 @@ def outcome(repo: model.Repo) -> Outcome:
         desired=desired,
         bundles=bundles,
         errors={b: dict(sorted(cs.items())) for b, cs in sorted(errs.items()) if cs},
+        waves=waves,
     )
 
 
@@ -104,6 +111,22 @@ def _plan_table(out: Outcome) -> None:
         for b, per in out.errors.items():
             for c, msg in per.items():
                 typer.echo(f"{b} on {c}: {msg}")
+    rolled = {b: m for b, m in out.waves.items() if out.bundles.get(b)}
+    if rolled:
+        typer.echo("")
+        typer.echo("WAVES (in order; see docs/rollouts.md)")
+        for b, membership in rolled.items():
+            specs = {w.name: w for w in out.repo.bundles[b].rollout.waves}
+            parts = []
+            for name, clusters in membership.waves:
+                w = specs[name]
+                notes = [f"{w.max_concurrency} at a time"]
+                if w.soak:
+                    notes.append(f"soak {durations.show(w.soak)}")
+                if w.approval is not model.Approval.NONE:
+                    notes.append(f"approval {w.approval}")
+                parts.append(f"{name} ({', '.join(notes)}): {', '.join(clusters) or '-'}")
+            typer.echo(f"{b:<{width}}  " + " -> ".join(parts))
 
 
 def _explain(out: Outcome, bundle: str, fmt: Format) -> None:
@@ -116,6 +139,8 @@ def _explain(out: Outcome, bundle: str, fmt: Format) -> None:
     errs = out.errors.get(bundle, {})
     placed = set(out.bundles.get(bundle, ()))
     rows: dict[str, dict[str, Any]] = {}
+    membership = out.waves.get(bundle)
+    wave_of = {c: name for name, cs in (membership.waves if membership else ()) for c in cs}
     for c in sorted(per_cluster):
         state = "error" if c in errs else "selected" if c in placed else "not selected"
         rows[c] = {
@@ -123,6 +148,10 @@ def _explain(out: Outcome, bundle: str, fmt: Format) -> None:
             "clauses": [{"clause": r.clause, "held": r.held, "reason": r.reason} for r in per_cluster[c]],
             "error": errs.get(c),
         }
+        if c in placed or c in wave_of or (membership and c in membership.errors):
+            cluster = out.repo.clusters[c]
+            rows[c]["wave"] = wave_of.get(c)
+            rows[c]["waveReasons"] = placement.explain_wave(out.repo.bundles[bundle], cluster)
     if fmt is Format.JSON:
         _print_json({"revision": out.repo.revision, "bundle": bundle, "clusters": rows})
         return
@@ -132,8 +161,12 @@ def _explain(out: Outcome, bundle: str, fmt: Format) -> None:
         for r in row["clauses"]:
             verdict = "held" if r["held"] is True else "failed" if r["held"] is False else "error"
             typer.echo(f"    {r['clause']}: {verdict}: {r['reason']}")
-        if row["error"] and not any(r["held"] is None or r["clause"] == "dependsOn" for r in row["clauses"]):
+        wave_error = str(row["error"] or "").startswith(("no wave ", "rollout wave "))
+        clause_error = any(r["held"] is None or r["clause"] == "dependsOn" for r in row["clauses"])
+        if row["error"] and not clause_error and not wave_error:
             typer.echo(f"    render: error: {row['error']}")
+        for reason in row.get("waveReasons", ()):
+            typer.echo(f"    {reason}")
 
 
 def _diff(old: Outcome, new: Outcome) -> dict[str, dict[str, str]]:

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fleet import model
+from fleet.core import durations
 
 
 class ClusterPhase(enum.StrEnum):
@@ -368,7 +369,7 @@ def _expire(r: Rollout, now: float) -> Rollout:
     for name, m in r.members.items():
         if m.phase is not ClusterPhase.PROGRESSING or m.deadline_at is None or now < m.deadline_at:
             continue
-        limit = _duration(r.spec.progress_deadline)
+        limit = durations.show(r.spec.progress_deadline)
         if m.unreachable_since is not None:
             why = f"unreachable past the progress deadline ({limit})"
             members[name] = _fail(m, FailReason.UNREACHABLE, f"{why}: {m.message}" if m.message else why)
@@ -612,12 +613,6 @@ _ACTIONS: dict[Action, Callable[..., Rollout]] = {
 
 # ----------------------------------------------------------------------------------------------------------
 # Stored form and API document.
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"
 
 
 def _count(c: model.Count) -> Any:
