@@ -30,7 +30,17 @@ def test_a_duration_is_read_in_seconds(text: str, seconds: float) -> None:
     assert common.parse_duration(text, flag="--x") == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "soon", "5d", "5x", "m5", "-3", "-1s", "1.2.3s", "m", "5 m"])
+@pytest.mark.parametrize(
+    "text", ["", "soon", "5d", "5x", "m5", "-3", "-1s", "1.2.3s", "m", "5 m", "nan", "inf", "-inf", "1e999"]
+)
 def test_anything_else_is_an_input_error_naming_the_flag(text: str) -> None:
     with pytest.raises(errors.InputError, match="--timeout"):
         common.parse_duration(text, flag="--timeout")
+
+
+def test_bounds_are_checked_and_named_in_the_message() -> None:
+    with pytest.raises(errors.InputError, match=r"--interval: '0' is below the minimum of 1s"):
+        common.parse_duration("0", flag="--interval", minimum=1.0)
+    with pytest.raises(errors.InputError, match=r"--interval: '48h' is above the maximum of 24h"):
+        common.parse_duration("48h", flag="--interval", maximum=common.DAY)
+    assert common.parse_duration("24h", flag="--interval", minimum=1.0, maximum=common.DAY) == common.DAY

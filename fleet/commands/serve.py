@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -29,11 +30,11 @@ def _default_state_dir() -> str:
     return str(Path.home() / ".local" / "state" / "fleet")
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def parse_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise errors.InputError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    return common.parse_listen(text, flag="--listen")
 
 
 def configure_logging(level: str) -> None:
@@ -111,6 +112,7 @@ def register(app: typer.Typer) -> None:
 def register_serve(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_command(
+        ctx: typer.Context,
         repo: str = typer.Option(..., "--repo", envvar="FLEET_REPO", help="Git URL or local path to follow."),
         branch: str = typer.Option("main", "--branch", envvar="FLEET_BRANCH", help="Branch to follow."),
         rev: str | None = typer.Option(None, "--rev", envvar="FLEET_REV", help="Pin this revision instead."),
@@ -181,40 +183,102 @@ def register_serve(app: typer.Typer) -> None:
         log_level: str = typer.Option("info", "--log-level", envvar="FLEET_LOG_LEVEL"),
     ) -> None:
         """Run the controller: follow a branch, reconcile every cluster, serve the API and status page."""
-        configure_logging(log_level)
+
+        def f(name: str) -> str:
+            return common.flag(ctx, name)
+
         try:
+            # Every option is checked before anything runs: nothing created, read or bound on a bad value.
+            log_level = common.check_choice(log_level, flag=f("log_level"), choices=LOG_LEVELS)
+            common.parse_listen(listen, flag=f("listen"))
+            try:
+                source.check_url(repo)
+            except errors.FleetError as e:
+                raise errors.InputError(f"{f('repo')}: {e}") from None
+            common.check_branch(branch, flag=f("branch"))
+            common.check_rev(rev, flag=f("rev"))
+            try:
+                source.check_subpath(path)
+            except errors.InputError as e:
+                raise errors.InputError(str(e).replace("--path", f("path"), 1)) from None
+            common.check_instance(instance, flag=f("instance"))
+            state_path = _check_state_dir(state_dir, flag=f("state_dir"))
+            durations = {
+                "interval": common.parse_duration(
+                    interval, flag=f("interval"), minimum=1.0, maximum=common.DAY
+                ),
+                "resync": common.parse_duration(resync, flag=f("resync"), minimum=1.0, maximum=common.DAY),
+                "health_timeout": common.parse_duration(
+                    health_timeout, flag=f("health_timeout"), minimum=1.0, maximum=common.HOUR
+                ),
+                "request_timeout": common.parse_duration(
+                    request_timeout, flag=f("request_timeout"), minimum=0.1, maximum=common.HOUR
+                ),
+                "retry_budget": common.parse_duration(
+                    retry_budget, flag=f("retry_budget"), minimum=0.0, maximum=common.HOUR
+                ),
+            }
+            common.check_count(concurrency, flag=f("concurrency"), minimum=1)
+            common.check_number(qps, flag=f("qps"), minimum=0.1)
+            common.check_count(burst, flag=f("burst"), minimum=1)
+            if otlp_endpoint is not None:
+                common.check_http_url(otlp_endpoint, flag=f("otlp_endpoint"))
+            if jaeger_url is not None:
+                from fleet import ui
+
+                try:
+                    jaeger_url = ui.check_jaeger_url(jaeger_url)
+                except errors.InputError as e:
+                    raise errors.InputError(str(e).replace("--jaeger-url", f("jaeger_url"), 1)) from None
             credentials = None
-            if git_username or git_password_file or git_password_env or git_ssh_key:
+            if git_username is not None or git_password_file or git_password_env or git_ssh_key:
+                if git_username is not None and not git_username.strip():
+                    raise errors.InputError(f"{f('git_username')}: empty")
+                if git_password_file:
+                    server.read_secret_file(git_password_file, option=f("git_password_file"))
+                if git_password_env and not os.environ.get(git_password_env, "").strip():
+                    raise errors.InputError(
+                        f"{f('git_password_env')}: the variable {git_password_env} is not set or empty"
+                    )
+                if git_ssh_key:
+                    server.read_secret_file(git_ssh_key, option=f("git_ssh_key"))
                 credentials = source.Credentials(
                     username=git_username,
                     password_file=Path(git_password_file) if git_password_file else None,
                     password_env=git_password_env,
                     ssh_key_file=Path(git_ssh_key) if git_ssh_key else None,
                 )
+            server_settings = server.ServerSettings(
+                api_token=server.read_secret_file(api_token_file, option=f("api_token_file")),
+                webhook_secret=server.read_secret_file(webhook_secret_file, option=f("webhook_secret_file")),
+                jaeger_url=jaeger_url,
+            )
             settings = engine.Settings(
                 repo=repo,
-                state_dir=Path(state_dir),
+                state_dir=state_path,
                 branch=branch,
                 rev=rev,
                 path=path,
                 instance=instance,
-                interval=common.parse_duration(interval, flag="--interval"),
-                resync_interval=common.parse_duration(resync, flag="--resync"),
+                interval=durations["interval"],
+                resync_interval=durations["resync"],
                 concurrency=concurrency,
                 allow_empty_repo=allow_empty_repo,
                 credentials=credentials,
-                health_timeout=common.parse_duration(health_timeout, flag="--health-timeout"),
+                health_timeout=durations["health_timeout"],
             )
-            if jaeger_url:
-                from fleet import ui
-
-                jaeger_url = ui.check_jaeger_url(jaeger_url)
-            server_settings = server.ServerSettings(
-                api_token=server.read_secret_file(api_token_file, option="--api-token-file"),
-                webhook_secret=server.read_secret_file(webhook_secret_file, option="--webhook-secret-file"),
-                jaeger_url=jaeger_url,
+            kube_settings = kube.Settings(
+                qps=qps,
+                burst=burst,
+                allow_exec_auth=allow_exec_auth,
+                request_timeout=durations["request_timeout"],
+                connect_timeout=min(5.0, durations["request_timeout"]),
+                retry_budget=durations["retry_budget"],
             )
-            source.check_url(repo)
+        except errors.FleetError as e:
+            common.fail(str(e), code=2)
+        configure_logging(log_level)
+        try:
             common.run(
                 lambda: serve_main(
                     settings,
@@ -223,25 +287,29 @@ def register_serve(app: typer.Typer) -> None:
                     listen=listen,
                     server_settings=server_settings,
                     otlp_endpoint=otlp_endpoint,
-                    kube_settings=kube.Settings(
-                        qps=qps,
-                        burst=burst,
-                        allow_exec_auth=allow_exec_auth,
-                        request_timeout=common.parse_duration(request_timeout, flag="--request-timeout"),
-                        connect_timeout=min(
-                            5.0, common.parse_duration(request_timeout, flag="--request-timeout")
-                        ),
-                        retry_budget=common.parse_duration(retry_budget, flag="--retry-budget"),
-                    ),
+                    kube_settings=kube_settings,
                 )
             )
         except errors.FleetError as e:
             common.fail(str(e), code=2)
 
 
+def _check_state_dir(text: str, *, flag: str) -> Path:
+    """The state directory: a directory (created later if missing) that this process can write."""
+    if not text.strip():
+        raise errors.InputError(f"{flag}: empty")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise errors.InputError(f"{flag} {text}: not a directory")
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise errors.InputError(f"{flag} {text}: not writable by this process")
+    return path
+
+
 def register_status(app: typer.Typer) -> None:
     @app.command("status")
     def status_command(
+        ctx: typer.Context,
         server_url: str = typer.Option(
             "http://127.0.0.1:8080", "--server", help="URL of a running fleet serve."
         ),
@@ -251,6 +319,11 @@ def register_status(app: typer.Typer) -> None:
         """Show what a running `fleet serve` reports."""
         if output not in ("table", "json"):
             common.fail(f"--format {output!r}: expected table or json", code=2)
+        try:
+            common.check_number(timeout, flag=common.flag(ctx, "timeout"), minimum=0.1, maximum=common.HOUR)
+            common.check_http_url(server_url, flag=common.flag(ctx, "server_url"))
+        except errors.InputError as e:
+            common.fail(str(e), code=2)
         url = server_url.rstrip("/") + "/api/v1/status"
         try:
             resp = httpx.get(url, timeout=timeout)
@@ -387,14 +460,13 @@ def register_demo(app: typer.Typer) -> None:
         interval: str = typer.Option("5s", "--interval", help="Poll period of the demo controller."),
     ) -> None:
         """Simulated clusters from the demo fleet, a demo repo and `fleet serve`; runs until Ctrl-C."""
+        try:
+            common.parse_listen(listen)
+            seconds = common.parse_duration(interval, flag="--interval", minimum=1.0, maximum=common.DAY)
+        except errors.InputError as e:
+            common.fail(str(e), code=2)
         configure_logging("info")
         try:
-            common.run(
-                lambda: demo_main(
-                    workdir=Path(workdir),
-                    listen=listen,
-                    interval=common.parse_duration(interval, flag="--interval"),
-                )
-            )
+            common.run(lambda: demo_main(workdir=Path(workdir), listen=listen, interval=seconds))
         except errors.FleetError as e:
             common.fail(str(e), code=2)

@@ -66,10 +66,10 @@ def names_from_repo(repo: Path) -> list[str]:
 
 
 def _parse_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        common.fail(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:0")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    try:
+        return common.parse_listen(listen)
+    except errors.InputError as e:
+        common.fail(str(e), code=2)
 
 
 async def _serve(
@@ -147,6 +147,11 @@ def sim_command(
     """Serve simulated Kubernetes API servers; prints `ready <kubeconfig>` once every cluster answers."""
     from fleet.sim import server
 
+    try:
+        common.check_count(clusters, flag="--clusters", minimum=0)
+    except errors.InputError as e:
+        common.fail(str(e), code=2)
+
     chosen = [n.strip() for n in names.split(",") if n.strip()]
     if from_repo is not None:
         chosen += [n for n in names_from_repo(from_repo) if n not in chosen]
@@ -181,7 +186,7 @@ def parse_duration(text: str, *, flag: str) -> float:
     try:
         return common.parse_duration(text, flag=flag)
     except errors.InputError as e:
-        common.fail(str(e))
+        common.fail(str(e), code=2)
 
 
 def _sim_settings(workload_delay: str, crd_establish_delay: str) -> store.Settings:

@@ -13,7 +13,6 @@ Does not: hold any reconcile logic (`fleet.reconcile`, `fleet.diff`).
 from __future__ import annotations
 
 import json
-import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -22,10 +21,8 @@ import anyio
 import typer
 
 from fleet import diff as diff_mod
-from fleet import errors, kube, model, placement, reconcile, render, repository
+from fleet import errors, kube, model, placement, reconcile, render, repository, source
 from fleet.commands import common
-
-_INSTANCE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -45,16 +42,44 @@ class Request:
     retry_budget: float
 
 
+def _checked_request(
+    repo: str,
+    rev: str | None,
+    worktree: bool,
+    path: str,
+    kubeconfig: str | None,
+    instance: str,
+    concurrency: int,
+    allow_exec_auth: bool,
+    allow_empty_repo: bool,
+    request_timeout: str,
+    retry_budget: str,
+) -> Request:
+    """The flags shared by `sync` and `diff`, checked before anything is read (InputError naming the flag)."""
+    common.check_rev(rev)
+    source.check_subpath(path)
+    common.check_instance(instance)
+    common.check_count(concurrency, flag="--concurrency", minimum=1)
+    return Request(
+        repo,
+        rev,
+        worktree,
+        path,
+        kubeconfig,
+        instance,
+        concurrency,
+        allow_exec_auth,
+        allow_empty_repo,
+        common.parse_duration(request_timeout, flag="--request-timeout", minimum=0.1, maximum=common.HOUR),
+        common.parse_duration(retry_budget, flag="--retry-budget", maximum=common.HOUR),
+    )
+
+
 async def prepare(
     c: Request,
 ) -> tuple[model.Repo, dict[str, dict[str, Any]], kube.Kubeconfig]:
-    if c.concurrency < 1:
-        raise errors.InputError("--concurrency must be at least 1")
-    if not _INSTANCE.fullmatch(c.instance):
-        raise errors.InputError(
-            f"--instance: {c.instance!r} is not a DNS-1123 label (lower-case letters, digits and '-', "
-            "at most 63 characters): it becomes a label value and part of ConfigMap names"
-        )
+    common.check_count(c.concurrency, flag="--concurrency", minimum=1)
+    common.check_instance(c.instance)
     repo = await repository.load(c.repo, rev=c.rev, path=c.path, worktree=c.worktree, worktree_default=False)
     for problem in repo.problems:
         common.info(str(problem))
@@ -233,7 +258,7 @@ def register(app: typer.Typer) -> None:
         if output not in ("table", "json"):
             common.fail("--format must be table or json", code=2)
         try:
-            c = Request(
+            c = _checked_request(
                 repo,
                 rev,
                 worktree,
@@ -243,10 +268,10 @@ def register(app: typer.Typer) -> None:
                 concurrency,
                 allow_exec_auth,
                 allow_empty_repo,
-                common.parse_duration(request_timeout, flag="--request-timeout"),
-                common.parse_duration(retry_budget, flag="--retry-budget"),
+                request_timeout,
+                retry_budget,
             )
-            health_timeout = common.parse_duration(timeout, flag="--timeout")
+            health_timeout = common.parse_duration(timeout, flag="--timeout", minimum=1.0, maximum=common.DAY)
         except errors.InputError as e:
             common.fail(str(e), code=2)
         code = common.run(_sync, c, health_timeout, not no_wait, output)
@@ -280,7 +305,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Server-side dry-run diff against the live clusters (exit 0 none, 1 differences, 2 error)."""
         try:
-            c = Request(
+            c = _checked_request(
                 repo,
                 rev,
                 worktree,
@@ -290,8 +315,8 @@ def register(app: typer.Typer) -> None:
                 concurrency,
                 allow_exec_auth,
                 allow_empty_repo,
-                common.parse_duration(request_timeout, flag="--request-timeout"),
-                common.parse_duration(retry_budget, flag="--retry-budget"),
+                request_timeout,
+                retry_budget,
             )
         except errors.InputError as e:
             common.fail(str(e), code=2)
