@@ -23,6 +23,7 @@ import pygit2
 import typer
 
 from fleet import errors
+from fleet.core import durations
 
 T = TypeVar("T")
 
@@ -62,12 +63,6 @@ def fail(message: str, *, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-_DURATION = re.compile(
-    r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m(?!s))?(?:(?P<s>\d+(?:\.\d+)?)s)?"
-    r"(?:(?P<ms>\d+(?:\.\d+)?)ms)?$"
-)
-
-
 MINUTE = 60.0
 HOUR = 3600.0
 DAY = 86400.0
@@ -87,41 +82,21 @@ def flag(ctx: typer.Context, name: str) -> str:
     return name
 
 
-def show_seconds(seconds: float) -> str:
-    """``250ms``, ``1s``, ``90s``, ``5m``, ``1h``, ``24h``: how bounds appear in messages."""
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    for unit, size in (("h", HOUR), ("m", MINUTE)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
-
-
 def parse_duration(text: str, *, flag: str, minimum: float = 0.0, maximum: float | None = None) -> float:
-    """Seconds from ``1h``, ``5m``, ``90s``, ``1m30s``, ``200ms``, ``0.5s`` or a bare number of seconds.
+    """Seconds from ``1h``, ``5m``, ``90s``, ``1m30s``, ``200ms``, ``0.5s`` or a bare number of seconds
+    (`fleet.core.durations`), within bounds.
 
     Raises `errors.InputError` naming the flag for anything else: not a duration, not finite (``nan``,
     ``inf``), negative, below `minimum` or above `maximum`.
     """
-    raw = text.strip().lower()
     try:
-        value = float(raw)
-    except ValueError:
-        m = _DURATION.match(raw)
-        if not raw or m is None or not any(m.groups()):
-            raise errors.InputError(
-                f"{flag}: {text!r} is not a duration (examples: 30s, 5m, 1m30s, 200ms)"
-            ) from None
-        parts = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
-        value = parts["h"] * 3600 + parts["m"] * 60 + parts["s"] + parts["ms"] / 1000
-    if not math.isfinite(value):
-        raise errors.InputError(f"{flag}: {text!r} is not a finite duration")
-    if value < 0:
-        raise errors.InputError(f"{flag}: {text!r} must not be negative")
+        value = durations.parse(text)
+    except ValueError as e:
+        raise errors.InputError(f"{flag}: {e}") from None
     if value < minimum:
-        raise errors.InputError(f"{flag}: {text!r} is below the minimum of {show_seconds(minimum)}")
+        raise errors.InputError(f"{flag}: {text!r} is below the minimum of {durations.show(minimum)}")
     if maximum is not None and value > maximum:
-        raise errors.InputError(f"{flag}: {text!r} is above the maximum of {show_seconds(maximum)}")
+        raise errors.InputError(f"{flag}: {text!r} is above the maximum of {durations.show(maximum)}")
     return value
 
 
