@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from fleet import apply, drift, kube, model, plan, watch
-from fleet.sim import store, testing
+from fleet.sim import testing
+from fleet.sim.storage import store
 
 INSTANCE = "fleet"
 NS = "app"

@@ -22,7 +22,7 @@ from fleet import errors
 from fleet.commands import common
 
 if TYPE_CHECKING:
-    from fleet.sim import store
+    from fleet.sim.storage import store
 
 
 def names_from_repo(repo: Path) -> list[str]:
@@ -190,7 +190,7 @@ def parse_duration(text: str, *, flag: str) -> float:
 
 
 def _sim_settings(workload_delay: str, crd_establish_delay: str) -> store.Settings:
-    from fleet.sim import store
+    from fleet.sim.storage import store
 
     off = workload_delay.strip().lower() in ("off", "none", "false")
     return store.Settings(

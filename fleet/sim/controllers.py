@@ -1,4 +1,4 @@
-"""The simulated cluster's own controllers, installed on every `fleet.sim.store.Cluster` by the server.
+"""The simulated cluster's own controllers, installed on every cluster (`store.Cluster`) by the server.
 
 Owns: `install(cluster)`, which installs the garbage collector (`fleet.sim.gc`) and the namespace content
 a real cluster adds: ServiceAccount `default` and ConfigMap `kube-root-ca.crt` in every namespace
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.sim import gc, preparation, status, store, types
+from fleet.sim import gc, preparation, status, types
+from fleet.sim.storage import objects, store
 
 
 def install(cluster: store.Cluster) -> None:
@@ -44,9 +45,9 @@ ROOT_CA_PEM = (
 SYSTEM_MANAGER = "kube-controller-manager"
 
 
-def _on_namespace(cluster: store.Cluster, event: store.Event) -> None:
-    if event.type == store.ADDED and event.new is not None and event.new.obj.get("kind") == "Namespace":
-        cluster._schedule(_populate, cluster, event.name)
+def _on_namespace(cluster: store.Cluster, event: objects.Event) -> None:
+    if event.type == objects.ADDED and event.new is not None and event.new.obj.get("kind") == "Namespace":
+        cluster.schedule(_populate, cluster, event.name)
 
 
 def _populate(cluster: store.Cluster, ns: str) -> None:

@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from fleet.sim import customresources, status, store, types, writes
+from fleet.sim import customresources, status, types, writes
+from fleet.sim.storage import objects, store
 
 FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
 MANAGER = "kube-apiserver"
@@ -53,14 +54,14 @@ class CrdController:
 
     # hooks
 
-    def on_event(self, cluster: store.Cluster, event: store.Event) -> None:
+    def on_event(self, cluster: store.Cluster, event: objects.Event) -> None:
         obj = event.new.obj if event.new is not None else None
         if obj is None:
             return
         api_version = obj.get("apiVersion", "")
         if obj.get("kind") == customresources.KIND and api_version == f"{customresources.GROUP}/v1":
             self._queue(event.name)
-        elif event.type == store.DELETED and self._terminating_kinds:
+        elif event.type == objects.DELETED and self._terminating_kinds:
             group = api_version.rpartition("/")[0]
             crd = self._terminating_kinds.get((group, obj.get("kind", "")))
             if crd is not None:
@@ -72,7 +73,7 @@ class CrdController:
                 rtype, name, "create not allowed while custom resource definition is terminating"
             )
 
-    def deletion_finalizers(self, rtype: types.ResourceType, stored: store.Stored) -> list[str]:
+    def deletion_finalizers(self, rtype: types.ResourceType, stored: objects.Stored) -> list[str]:
         return [FINALIZER] if customresources.is_definition(rtype) else []
 
     # work
@@ -127,7 +128,7 @@ class CrdController:
         signature = orjson.dumps(stored.obj.get("spec"), option=orjson.OPT_SORT_KEYS)
         self._establish(crd_type, stored, signature)
 
-    def _establish(self, crd_type: types.ResourceType, stored: store.Stored, signature: bytes) -> None:
+    def _establish(self, crd_type: types.ResourceType, stored: objects.Stored, signature: bytes) -> None:
         obj = stored.obj
         name = obj["metadata"]["name"]
         registry = self.cluster.registry
@@ -152,7 +153,7 @@ class CrdController:
         spec = obj["spec"]
         names = spec["names"]
         old = obj.get("status") or {}
-        now = store.now()
+        now = objects.now()
         conditions = list(old.get("conditions") or [])
         conditions = writes.set_condition(
             conditions, "NamesAccepted", "True", "NoConflicts", "no conflicts found", now=now
@@ -206,7 +207,7 @@ class CrdController:
             if crd == name:
                 del self._terminating_kinds[gk]
 
-    def _terminate(self, crd_type: types.ResourceType, stored: store.Stored) -> None:
+    def _terminate(self, crd_type: types.ResourceType, stored: objects.Stored) -> None:
         obj = stored.obj
         name = obj["metadata"]["name"]
         if FINALIZER not in (obj["metadata"].get("finalizers") or []):
@@ -224,7 +225,7 @@ class CrdController:
                 "True",
                 "InstanceDeletionInProgress",
                 "CustomResource deletion is in progress",
-                now=store.now(),
+                now=objects.now(),
             )
             writes.write_status(self.cluster, crd_type, stored, new_status, manager=MANAGER)
             stored = self.cluster.find(crd_type, "", name) or stored

@@ -16,7 +16,7 @@ loop turn), through the store's in-process write methods as manager `kube-contro
 watchers see every change and the request journal does not. Lookups are dictionary hits: deleting an
 object costs the same whatever the number of other objects. Idle, nothing runs.
 
-Does not: delete namespace content (the namespace controller in `fleet.sim.store` does), or handle
+Does not: delete namespace content (the namespace controller in `fleet.sim.storage.store` does), or handle
 owner references across namespaces differently from a dangling reference (as the real one does).
 """
 
@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.sim import status, store, types, writes
+from fleet.sim import status, types, writes
+from fleet.sim.storage import objects, store
 
 FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"
@@ -63,13 +64,13 @@ class GarbageCollector:
         rtype = self.cluster.registry.by_kind(_group(obj.get("apiVersion", "")), obj.get("kind", ""))
         return None if rtype is None else (rtype.key, ns, name)
 
-    def on_event(self, cluster: store.Cluster, event: store.Event) -> None:
+    def on_event(self, cluster: store.Cluster, event: objects.Event) -> None:
         if event.new is None:
             return
         obj = event.new.obj
         meta = obj["metadata"]
         uid = meta.get("uid", "")
-        deleted = event.type == store.DELETED
+        deleted = event.type == objects.DELETED
         has_refs = bool(meta.get("ownerReferences")) or (
             event.prev is not None and bool(event.prev.obj["metadata"].get("ownerReferences"))
         )
@@ -138,7 +139,7 @@ class GarbageCollector:
         for loc in sorted(check):
             self._attempt(loc)
 
-    def _find(self, loc: Loc) -> tuple[types.ResourceType, store.Stored] | None:
+    def _find(self, loc: Loc) -> tuple[types.ResourceType, objects.Stored] | None:
         ts = self.cluster.types.get(loc[0])
         if ts is None:
             return None
@@ -193,7 +194,7 @@ class GarbageCollector:
         except status.ApiError:
             pass
 
-    def _unlink(self, rtype: types.ResourceType, stored: store.Stored, uids: set[Any]) -> None:
+    def _unlink(self, rtype: types.ResourceType, stored: objects.Stored, uids: set[Any]) -> None:
         def edit(meta: dict[str, Any]) -> None:
             refs = [r for r in meta.get("ownerReferences") or [] if r.get("uid") not in uids]
             if refs:
@@ -206,7 +207,7 @@ class GarbageCollector:
         except status.ApiError:
             pass
 
-    def _remove_finalizer(self, rtype: types.ResourceType, stored: store.Stored, name: str) -> None:
+    def _remove_finalizer(self, rtype: types.ResourceType, stored: objects.Stored, name: str) -> None:
         def edit(meta: dict[str, Any]) -> None:
             meta["finalizers"] = [f for f in meta.get("finalizers") or [] if f != name]
             if not meta["finalizers"]:
@@ -214,7 +215,7 @@ class GarbageCollector:
 
         writes.update_metadata(self.cluster, rtype, stored, edit, manager=MANAGER)
 
-    def _deleting_owner(self, uid: str, finalizer: str) -> tuple[types.ResourceType, store.Stored] | None:
+    def _deleting_owner(self, uid: str, finalizer: str) -> tuple[types.ResourceType, objects.Stored] | None:
         loc = self.owners.get(uid)
         found = self._find(loc) if loc is not None else None
         if found is None:

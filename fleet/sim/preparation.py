@@ -8,7 +8,7 @@ the sim's own controllers (`fleet.sim.writes`, `fleet.sim.controllers`) call the
 write is processed exactly like a client's.
 
 Does not: merge applies (`fleet.sim.ssa.apply`, called by the REST layer), set the server-kept
-metadata or check preconditions (`fleet.sim.store`), validate metadata or allocate Service addresses
+metadata or check preconditions (`fleet.sim.storage.store`), validate metadata or allocate Service addresses
 (the REST layer), or touch a cluster: pure functions over plain dicts.
 """
 
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.sim import customresources, defaults, ssa, store, types
+from fleet.sim import customresources, defaults, ssa, types
+from fleet.sim.storage import objects
 
 
 def apply_defaults(rtype: types.ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
@@ -38,7 +39,7 @@ def record_update(
 ) -> dict[str, Any]:
     """`new` with the managedFields of a non-apply write (create, update, patch) by `manager`."""
     result = ssa.update(
-        old, new, manager=manager, structure=rtype.structure(), now=store.now(), subresource=subresource
+        old, new, manager=manager, structure=rtype.structure(), now=objects.now(), subresource=subresource
     )
     if "status" in new and "status" not in result:
         result["status"] = new["status"]  # an empty status struct is part of the object (`status: {}`)

@@ -6,7 +6,7 @@ cluster, fault rules (`FaultRule`: injected statuses with Retry-After, latency, 
 connections, dropped watches), the per-cluster request journal, and the admin endpoints under
 `/_sim/` (see docs/sim.md and /work/shared/SIM.md for their shapes).
 
-Does not: implement Kubernetes semantics (`fleet.sim.rest`, `fleet.sim.store`).
+Does not: implement Kubernetes semantics (`fleet.sim.rest`, `fleet.sim.storage.store`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ import orjson
 from aiohttp import web
 
 from fleet import errors
-from fleet.sim import controllers, crds, status, store, workloads
+from fleet.sim import controllers, crds, status, workloads
 from fleet.sim.rest import discovery, requests, routing
+from fleet.sim.storage import store
 
 JOURNAL_CAP = 10_000  # entries kept per cluster; `seq` keeps counting, so a capped journal shows a gap
 JOURNAL_KEYS = ("seq", "method", "path", "query", "status", "mutated")

@@ -6,7 +6,7 @@ yield a `SimHandle`. The thread lets sync tests run subprocesses (kubectl) and a
 loop; every handle method exists in a sync form (`faults_sync`) and an async form (`await faults`)
 that never blocks the caller's loop. Also `write_kubeconfig` (atomic, used by the CLI too).
 
-Does not: implement anything of the server (`fleet.sim.server`, `fleet.sim.rest`, `fleet.sim.store`).
+Does not: implement anything of the server (`fleet.sim.server`, `fleet.sim.rest`, `fleet.sim.storage.store`).
 
 Example::
 
@@ -32,7 +32,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from fleet.sim import server, store
+from fleet.sim import server
+from fleet.sim.storage import store
 
 T = TypeVar("T")
 START_TIMEOUT = 60.0

@@ -6,7 +6,7 @@ per-cluster index by (group, version, plural) and (group, kind) that discovery a
 read. CRD serving adds entries at run time with `Registry.add` / `Registry.remove`, which bump
 `Registry.generation` so cached discovery documents are rebuilt.
 
-Does not: hold objects (`fleet.sim.store`), know schemas (`fleet.sim.schemas` has them; the
+Does not: hold objects (`fleet.sim.storage.store`), know schemas (`fleet.sim.schemas` has them; the
 merge structure comes from `fleet.sim.structure`), or default anything (`fleet.sim.defaults`).
 """
 

@@ -30,7 +30,8 @@ from typing import Any
 
 import orjson
 
-from fleet.sim import store, types, writes
+from fleet.sim import types, writes
+from fleet.sim.storage import objects, store
 
 MANAGER = "kube-controller-manager"
 UNAVAILABLE = "sim.fleet.dev/unavailable"
@@ -233,7 +234,7 @@ class WorkloadController:
             return replicaset_status(obj, now=now)
         return job_status(obj, now=now)
 
-    def on_event(self, cluster: store.Cluster, event: store.Event) -> None:
+    def on_event(self, cluster: store.Cluster, event: objects.Event) -> None:
         if event.new is None:
             return
         obj = event.new.obj
@@ -241,10 +242,10 @@ class WorkloadController:
         if (api_version, kind) not in KINDS:
             return
         key = (api_version, kind, event.ns, event.name)
-        if event.type == store.DELETED or obj["metadata"].get("deletionTimestamp"):
+        if event.type == objects.DELETED or obj["metadata"].get("deletionTimestamp"):
             self._cancel(key)
             return
-        if self.desired(obj, now=store.now()) == (obj.get("status") or {}):
+        if self.desired(obj, now=objects.now()) == (obj.get("status") or {}):
             return
         meta = obj["metadata"]
         token = (meta.get("uid"), meta.get("generation"), orjson.dumps(meta.get("annotations") or {}))
@@ -276,7 +277,7 @@ class WorkloadController:
             return
         if stored.obj["metadata"].get("deletionTimestamp"):
             return
-        new_status = self.desired(stored.obj, now=store.now())
+        new_status = self.desired(stored.obj, now=objects.now())
         writes.write_status(self.cluster, rtype, stored, new_status, manager=MANAGER)
 
 

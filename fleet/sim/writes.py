@@ -19,7 +19,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from fleet.sim import preparation, store, types
+from fleet.sim import preparation, types
+from fleet.sim.storage import objects, store, strategy
 
 
 def run_soon(fn: Callable[..., None], *args: Any) -> None:
@@ -45,7 +46,7 @@ def run_later(delay: float, fn: Callable[..., None], *args: Any) -> asyncio.Time
 def write_status(
     cluster: store.Cluster,
     rtype: types.ResourceType,
-    stored: store.Stored,
+    stored: objects.Stored,
     new_status: dict[str, Any],
     *,
     manager: str,
@@ -53,7 +54,7 @@ def write_status(
     """Replace `.status` as `manager` through the status subresource path; a no-op writes nothing."""
     new = stored.copy()
     new["status"] = new_status
-    new = cluster.prepare_update(rtype, stored, new, subresource="status")
+    new = strategy.prepare_update(rtype, stored, new, subresource="status")
     new = preparation.record_update(rtype, stored.obj, new, manager=manager, subresource="status")
     return cluster.commit_update(rtype, stored, new)
 
@@ -61,7 +62,7 @@ def write_status(
 def update_metadata(
     cluster: store.Cluster,
     rtype: types.ResourceType,
-    stored: store.Stored,
+    stored: objects.Stored,
     edit: Callable[[dict[str, Any]], None],
     *,
     manager: str,
@@ -69,7 +70,7 @@ def update_metadata(
     """Update the main resource after `edit(metadata)` changed the metadata of a copy of it."""
     new = stored.copy()
     edit(new["metadata"])
-    new = cluster.prepare_update(rtype, stored, new)
+    new = strategy.prepare_update(rtype, stored, new)
     new = preparation.record_update(rtype, stored.obj, new, manager=manager, subresource=None)
     return cluster.commit_update(rtype, stored, new)
 

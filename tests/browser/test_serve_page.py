@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from fleet.sim import store, testing
+from fleet.sim import testing
+from fleet.sim.storage import store
 from tests.browser import demoprocess, harness
 from tests.reconcile_support import GitOpsRepo, configmap
 from tests.support import serve

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from fleet.sim import store, testing
+from fleet.sim import testing
+from fleet.sim.storage import store
 
 # Short waits so tests of "future resourceVersion" and bookmarks stay fast; no controller-made objects or
 # status changes, so each test sees exactly what it wrote (tests of those controllers use the defaults).

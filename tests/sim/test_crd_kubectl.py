@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet.sim import store, testing
+from fleet.sim import testing
+from fleet.sim.storage import store
 from tests.sim.kubectl_runner import Runner, eventually
 
 CRD_AND_CR = """\

@@ -18,7 +18,8 @@ import kr8s.asyncio
 import pytest
 from kr8s.asyncio.objects import CustomResourceDefinition, new_class
 
-from fleet.sim import store, testing
+from fleet.sim import testing
+from fleet.sim.storage import store
 from tests.sim.kubectl_runner import eventually
 
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from fleet.sim import store, testing
+from fleet.sim import testing
+from fleet.sim.storage import store
 from tests.sim.kubectl_runner import KUBECTL, Runner, eventually
 
 APPS = "/apis/apps/v1/namespaces/default"

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from fleet.sim import store, testing
+from fleet.sim import testing
+from fleet.sim.storage import store
 from tests.sim.kubectl_runner import eventually
 
 CM = "/api/v1/namespaces/default/configmaps"

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from fleet.sim import store, testing
+from fleet.sim import testing
+from fleet.sim.storage import store
 from tests.sim.kubectl_runner import Runner
 
 DEPLOYMENT = """\

@@ -9,7 +9,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleet.sim import store, testing
+from fleet.sim import testing
+from fleet.sim.storage import store
 
 CM = "/api/v1/namespaces/default/configmaps"
 JSON_VALUES = st.recursive(

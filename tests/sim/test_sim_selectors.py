@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.sim import selectors
+from fleet.sim.storage import selectors
 
 KNOWN = {"metadata.name": ("metadata", "name"), "spec.nodeName": ("spec", "nodeName")}
 

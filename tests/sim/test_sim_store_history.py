@@ -1,8 +1,8 @@
 """The store's history: exact lists at any retained resourceVersion and watch replays are consistent.
 
-Property tests on `fleet.sim.store.Cluster` in-process (no HTTP): after any sequence of creates, updates
-and deletes, a list at an older resourceVersion equals the state recorded at that version, and replaying
-the watch events after it leads to the current state.
+Property tests on `fleet.sim.storage.store.Cluster` in-process (no HTTP): after any sequence of creates,
+updates and deletes, a list at an older resourceVersion equals the state recorded at that version, and
+replaying the watch events after it leads to the current state.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet.sim import selectors, status, store, types
+from fleet.sim import status, types
+from fleet.sim.storage import selectors, store
 
 NAMES = st.sampled_from(["a", "b", "c", "d"])
 OPS = st.lists(

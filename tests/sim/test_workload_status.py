@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from fleet import health
-from fleet.sim import store, testing
+from fleet.sim import testing
+from fleet.sim.storage import store
 from tests.sim.kubectl_runner import Runner, eventually
 
 DELAY = 0.2

@@ -21,8 +21,9 @@ import orjson
 import yaml
 from aiohttp import web
 
-from fleet.sim import preparation, smp, ssa, status, store, types, validation
+from fleet.sim import preparation, smp, ssa, status, types, validation
 from fleet.sim.rest import reads, requests, writes
+from fleet.sim.storage import objects, store
 
 
 async def patch(
@@ -142,7 +143,7 @@ def apply(
         )
     ns = t.ns
     old = cluster.find(rtype, ns, t.name)
-    stamp = store.now()
+    stamp = objects.now()
     structure = rtype.structure()
     try:
         if old is None:

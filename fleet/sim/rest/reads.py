@@ -7,7 +7,7 @@ bookmarks, `timeoutSeconds` or the server's randomised request timeout, Table wa
 (the `autoscaling/v1` Scale of a built-in workload or of a custom resource).
 
 Does not: parse query options (`fleet.sim.rest.requests`), keep watch state or history
-(`fleet.sim.store`), or print Tables (`fleet.sim.rest.tables`).
+(`fleet.sim.storage.store`), or print Tables (`fleet.sim.rest.tables`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from fleet.sim import customresources, selectors, status, store, types
+from fleet.sim import customresources, status, types
 from fleet.sim.rest import requests, tables
+from fleet.sim.storage import objects, selectors, store, watches
 
 
 async def get(
@@ -86,7 +87,7 @@ async def list_(
             tables.table(t.rtype, result.items, metadata=meta, include=requests.include_object(request.query))
         )
     head = orjson.dumps({"kind": t.rtype.list_kind, "apiVersion": t.rtype.api_version, "metadata": meta})
-    encode = store.Stored.full if t.rtype.custom else store.Stored.item
+    encode = objects.Stored.full if t.rtype.custom else objects.Stored.item
     body = head[:-1] + b',"items":[' + b",".join(encode(s) for s in result.items) + b"]}"
     return requests.json_response(body)
 
@@ -161,7 +162,7 @@ async def watch(
 async def _pump(
     cluster: store.Cluster,
     resp: web.StreamResponse,
-    w: store.Watcher,
+    w: watches.Watcher,
     rtype: types.ResourceType,
     *,
     timeout_s: float,
@@ -188,11 +189,11 @@ async def _pump(
             return
         if bookmarks and not final_bookmark_sent and deadline - now_ <= 2.0 and timeout_s > 2.0:
             final_bookmark_sent = True
-            await resp.write(cluster.bookmark(rtype))
+            await resp.write(watches.bookmark(rtype, cluster.rv))
             continue
         if now_ >= next_bookmark:
             next_bookmark = now_ + interval
-            await resp.write(cluster.bookmark(rtype))
+            await resp.write(watches.bookmark(rtype, cluster.rv))
             continue
         wake_at = min(deadline, next_bookmark)
         if bookmarks and not final_bookmark_sent and timeout_s > 2.0:

@@ -20,7 +20,8 @@ import orjson
 import yaml
 from aiohttp import web
 
-from fleet.sim import selectors, status, store, types
+from fleet.sim import status, types
+from fleet.sim.storage import selectors, store, watches
 
 MAX_BODY = 3 * 1024 * 1024
 JSON = "application/json"
@@ -50,7 +51,7 @@ class RequestContext:
     drop_watch: bool = False  # a fault rule closes this watch right after its headers
     table: bool = False  # answer meta.k8s.io/v1 Tables (kubectl's human-readable get)
     path: str = ""  # the path below the cluster prefix (what fault rules match)
-    watchers: list[store.Watcher] = field(default_factory=list)
+    watchers: list[watches.Watcher] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

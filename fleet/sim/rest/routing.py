@@ -18,8 +18,9 @@ import logging
 import orjson
 from aiohttp import web
 
-from fleet.sim import status, store, types
+from fleet.sim import status, types
 from fleet.sim.rest import discovery, patches, reads, requests, tables, writes
+from fleet.sim.storage import store
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from fleet.sim import store, types
+from fleet.sim import types
+from fleet.sim.storage import objects
 
 Cells = list[Any]
 Column = tuple[str, str, str]  # name, type, format
@@ -453,7 +454,7 @@ def row(
 
 def table(
     rtype: types.ResourceType,
-    items: list[store.Stored],
+    items: list[objects.Stored],
     *,
     metadata: dict[str, Any],
     include: str = "Metadata",
@@ -469,11 +470,11 @@ def table(
     }
 
 
-def watch_encoder(rtype: types.ResourceType, *, include: str) -> Callable[[str, store.Stored], bytes]:
+def watch_encoder(rtype: types.ResourceType, *, include: str) -> Callable[[str, objects.Stored], bytes]:
     """Encode each watch event as a one-row Table; only the first one carries the column definitions."""
     first = True
 
-    def encode(etype: str, stored: store.Stored) -> bytes:
+    def encode(etype: str, stored: objects.Stored) -> bytes:
         nonlocal first
         doc = table(
             rtype,

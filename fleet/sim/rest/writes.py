@@ -9,7 +9,7 @@ and Secret validation and Service address allocation (`server_fields`), generati
 commit.
 
 Does not: handle PATCH or server-side apply (`fleet.sim.rest.patches`), parse options
-(`fleet.sim.rest.requests`), or keep state (`fleet.sim.store`).
+(`fleet.sim.rest.requests`), or keep state (`fleet.sim.storage.store`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from fleet.sim import allocation, customresources, preparation, selectors, status, store, types, validation
+from fleet.sim import allocation, customresources, preparation, status, types, validation
 from fleet.sim.rest import reads, requests
+from fleet.sim.storage import objects, selectors, store, strategy
 
 
 async def create(
@@ -169,7 +170,7 @@ async def delete_collection(
             "metadata": {"resourceVersion": str(cluster.rv)},
         }
     )
-    encode = store.Stored.full if t.rtype.custom else store.Stored.item
+    encode = objects.Stored.full if t.rtype.custom else objects.Stored.item
     return requests.json_response(head[:-1] + b',"items":[' + b",".join(encode(s) for s in items) + b"]}")
 
 
@@ -197,7 +198,7 @@ async def review(request: web.BaseRequest, t: requests.Target) -> web.Response:
 def write_update(
     cluster: store.Cluster,
     rtype: types.ResourceType,
-    old: store.Stored,
+    old: objects.Stored,
     new: dict[str, Any],
     *,
     manager: str,
@@ -206,9 +207,9 @@ def write_update(
     applied: bool = False,
     managed_as: str | None = None,
 ) -> store.WriteResult:
-    new = cluster.prepare_update(rtype, old, new, subresource=subresource)
+    new = strategy.prepare_update(rtype, old, new, subresource=subresource)
     new = server_fields(cluster, rtype, preparation.apply_defaults(rtype, new), old.obj)
-    cluster.bump_generation(rtype, old.obj, new)
+    strategy.bump_generation(rtype, old.obj, new)
     if not applied:
         new = preparation.record_update(
             rtype, old.obj, new, manager=manager, subresource=managed_as or subresource
