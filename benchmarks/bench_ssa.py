@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fleet.sim import defaults, smp, ssa, structure
+from fleet.sim import defaults, structure
+from fleet.sim.merging import smp, ssa
 
 ROUNDS = 5
 TARGET_US = 1000.0

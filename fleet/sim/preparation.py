@@ -3,20 +3,21 @@
 Owns: `apply_defaults` (by kind: built-in defaults and normalisation through `fleet.sim.defaults`; a
 CRD's defaults and 422 validation and a custom resource's pruning, schema defaults and 422 validation
 through `fleet.sim.customresources`) and `record_update` (the `metadata.managedFields` of a non-apply
-write, through `fleet.sim.ssa.update`). Both the REST surface (`fleet.sim.rest`, for client writes) and
-the sim's own controllers (`fleet.sim.writes`, `fleet.sim.controllers`) call these, so a controller's
-write is processed exactly like a client's.
+write, through `fleet.sim.merging.ssa.update`). Both the REST surface (`fleet.sim.rest`, for client
+writes) and the sim's own controllers (`fleet.sim.writes`, `fleet.sim.controllers`) call these, so a
+controller's write is processed exactly like a client's.
 
-Does not: merge applies (`fleet.sim.ssa.apply`, called by the REST layer), set the server-kept
-metadata or check preconditions (`fleet.sim.storage.store`), validate metadata or allocate Service addresses
-(the REST layer), or touch a cluster: pure functions over plain dicts.
+Does not: merge applies (`fleet.sim.merging.ssa.apply`, called by the REST layer), set the server-kept
+metadata or check preconditions (`fleet.sim.storage`), validate metadata or allocate Service addresses
+(the REST layer), or touch a cluster: functions over plain dicts (and the clock).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fleet.sim import customresources, defaults, ssa, types
+from fleet.sim import customresources, defaults, types
+from fleet.sim.merging import ssa
 from fleet.sim.storage import objects
 
 

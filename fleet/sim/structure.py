@@ -8,8 +8,8 @@ granular, lists atomic). It also keeps the strategic-merge-patch hints (`x-kuber
 `x-kubernetes-patch-strategy`) per field. Compiled nodes are cached per definition (so per kind) for the
 life of the process and shared by every simulated cluster; treat them as read-only.
 
-Does not: merge, diff or patch anything (`fleet.sim.ssa`, `fleet.sim.smp`), validate values beyond the
-scalar type, default or prune (`fleet.sim.defaults` and the server).
+Does not: merge, diff or patch anything (`fleet.sim.merging`), validate values beyond the scalar type,
+default or prune (`fleet.sim.defaults` and the server).
 """
 
 from __future__ import annotations

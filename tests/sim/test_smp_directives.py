@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from fleet.sim import smp, structure
+from fleet.sim import structure
+from fleet.sim.merging import smp
 
 DEPLOYMENT = structure.builtin("apps", "v1", "Deployment")
 SERVICE = structure.builtin("", "v1", "Service")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fleet.sim import fieldsets
+from fleet.sim.merging import fieldsets
 
 
 def test_encoding_puts_the_dot_first_then_fields_keys_values_and_indexes_in_order() -> None:

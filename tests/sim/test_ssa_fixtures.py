@@ -1,4 +1,4 @@
-"""Differential check: `fleet.sim.ssa` against results recorded from structured-merge-diff.
+"""Differential check: `fleet.sim.merging.ssa` against results recorded from structured-merge-diff.
 
 Each `tests/sim/fixtures/ssa/*.yaml` is a scenario citing the reference item it comes from
 (`reference:`), with steps (apply or non-apply update by a manager) and, under `expect:`, what the
@@ -18,7 +18,8 @@ import json_merge_patch
 import pytest
 import yaml
 
-from fleet.sim import fieldsets, ssa, structure
+from fleet.sim import structure
+from fleet.sim.merging import fieldsets, ssa
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "ssa").glob("*.yaml"))
 

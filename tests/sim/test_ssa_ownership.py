@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from fleet.sim import fieldsets, ssa, structure
+from fleet.sim import structure
+from fleet.sim.merging import fieldsets, ssa
 
 DEPLOYMENT = structure.builtin("apps", "v1", "Deployment")
 CONFIGMAP = structure.builtin("", "v1", "ConfigMap")

@@ -1,13 +1,14 @@
 """PATCH in its four content types, server-side apply included, with the real server's errors.
 
 Owns: `patch` (JSON merge patch with `json-merge-patch`, JSON patch with `jsonpatch`, strategic merge
-patch with `fleet.sim.smp` (415 for custom resources), each on the object or its `scale` subresource,
+patch with `fleet.sim.merging.smp` (415 for custom resources), each on the object or its `scale` subresource,
 then the shared write steps of `fleet.sim.rest.writes`), `apply` (an `application/apply-patch+yaml`
-body: JSON or YAML, the checks of the applied configuration, create or merge through `fleet.sim.ssa`,
-the 409 of a conflict shaped like apimachinery's `conflict.go`, the 500 of an undeclared field), and the
-422/500 of a patched or applied Secret whose `data` is not base64 (no value is ever echoed).
+body: JSON or YAML, the checks of the applied configuration, create or merge through
+`fleet.sim.merging.ssa`, the 409 of a conflict shaped like apimachinery's `conflict.go`, the 500 of an
+undeclared field), and the 422/500 of a patched or applied Secret whose `data` is not base64 (no value
+is ever echoed).
 
-Does not: merge anything itself (`fleet.sim.ssa`, `fleet.sim.smp`), or parse options and bodies
+Does not: merge anything itself (`fleet.sim.merging`), or parse options and bodies
 (`fleet.sim.rest.requests`).
 """
 
@@ -21,7 +22,8 @@ import orjson
 import yaml
 from aiohttp import web
 
-from fleet.sim import preparation, smp, ssa, status, types, validation
+from fleet.sim import preparation, status, types, validation
+from fleet.sim.merging import smp, ssa
 from fleet.sim.rest import reads, requests, writes
 from fleet.sim.storage import objects, store
 

@@ -13,8 +13,7 @@ awaits.
 
 Does not: parse HTTP (`fleet.sim.rest`), set what the server keeps on a write
 (`fleet.sim.storage.strategy`), encode or fan out watch events (`fleet.sim.storage.watches`), merge
-(`fleet.sim.ssa`, `fleet.sim.smp`), default (`fleet.sim.preparation`), or journal/fault requests
-(`fleet.sim.server`).
+(`fleet.sim.merging`), default (`fleet.sim.preparation`), or journal/fault requests (`fleet.sim.server`).
 """
 
 from __future__ import annotations
