@@ -17,8 +17,10 @@ cluster added to the repo gets a worker without a restart, a removed one has its
 no longer managed (its objects stay). A revision that breaks a cluster file freezes that cluster at its
 last good registration (no writes, Failed); a broken bundle keeps its last good state everywhere
 (`reconcile.protected_bundles`) and turns Failed with the error; a revision with no cluster or no bundle
-at all is refused as a whole unless `allow_empty_repo`. A failing fetch keeps the last good revision,
-reports the error and its age, and retries with backoff.
+at all is refused as a whole unless `allow_empty_repo`, and so is a revision whose parsing, placement or
+rendering raises an unexpected error (a bug: its type and place are in status, the traceback in the log;
+the controller keeps running and the last good revision stays enforced). A failing fetch keeps the last
+good revision, reports the error and its age, and retries with backoff.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import functools
 import logging
 import random
 import time
+import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,6 +236,28 @@ def place_and_render(
         problems=problems,
         objects=objects,
         shield=reconcile.all_protected(repo),
+    )
+
+
+def _content_failure(e: Exception, *, sha: str) -> str:
+    """The status message for an unexpected error while parsing, placing or rendering a revision (a bug):
+    the revision is refused as a whole and the last good one stays enforced. The exception's text is not
+    shown (it may quote the content, a Secret's value say): its type and where it was raised are, and the
+    log gets the traceback's frames."""
+    frames = traceback.extract_tb(e.__traceback__)
+    package = str(Path(__file__).resolve().parent)
+    ours = [f for f in frames if str(Path(f.filename).resolve()).startswith(package)] or frames
+    where = f" at {Path(ours[-1].filename).name}:{ours[-1].lineno}" if ours else ""
+    log.error(
+        "revision %s: internal error %s%s while processing its content (the last good revision is kept)\n%s",
+        sha[:7],
+        type(e).__name__,
+        where,
+        "".join(traceback.format_list(frames)).rstrip(),
+    )
+    return (
+        f"internal error {type(e).__name__}{where} while reading this revision: refused as a whole, the last "
+        "good revision stays enforced (a bug in fleet: the controller log has the details)"
     )
 
 
@@ -534,28 +559,31 @@ class Engine:
         ctx = trace.set_span_in_context(root)
         tracer.start_span("fetch", context=ctx, start_time=started_ns).end(end_time=fetched_ns)
         try:
-            with tracer.start_as_current_span("parse", context=ctx) as span:
-                repo = await repository.parse_in_thread(snapshot, cache=self._caches.parse)
-                span.set_attribute("fleet.files", len(snapshot.files))
-                span.set_attribute("fleet.problems", len(repo.problems))
-            with tracer.start_as_current_span("placement", context=ctx) as span:
-                desired = await anyio.to_thread.run_sync(
-                    functools.partial(
-                        place_and_render,
-                        repo,
-                        revision=snapshot.revision,
-                        instance=self.settings.instance,
-                        caches=self._caches,
+            try:
+                with tracer.start_as_current_span("parse", context=ctx) as span:
+                    repo = await repository.parse_in_thread(snapshot, cache=self._caches.parse)
+                    span.set_attribute("fleet.files", len(snapshot.files))
+                    span.set_attribute("fleet.problems", len(repo.problems))
+                with tracer.start_as_current_span("placement", context=ctx) as span:
+                    desired = await anyio.to_thread.run_sync(
+                        functools.partial(
+                            place_and_render,
+                            repo,
+                            revision=snapshot.revision,
+                            instance=self.settings.instance,
+                            caches=self._caches,
+                        )
                     )
+                    span.set_attribute("fleet.bundles", len(desired.repo.bundles))
+                    span.set_attribute("fleet.clusters", len(desired.repo.clusters))
+                refused = self._refusal(desired)
+                problems = tuple(
+                    {"path": p.path, "line": p.line, "message": p.message}
+                    for p in desired.problems
+                    if p.severity is model.Severity.ERROR
                 )
-                span.set_attribute("fleet.bundles", len(desired.repo.bundles))
-                span.set_attribute("fleet.clusters", len(desired.repo.clusters))
-            refused = self._refusal(desired)
-            problems = tuple(
-                {"path": p.path, "line": p.line, "message": p.message}
-                for p in desired.problems
-                if p.severity is model.Severity.ERROR
-            )
+            except Exception as e:  # no revision's content may ever end the controller
+                refused, problems = _content_failure(e, sha=sha), ()
             if refused:
                 problems = ({"path": self.settings.path or ".", "line": 1, "message": refused}, *problems)
                 root.set_status(Status(StatusCode.ERROR, refused))

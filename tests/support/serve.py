@@ -2,7 +2,8 @@
 
 `ServeProcess` starts it with `--listen 127.0.0.1:0`, reads the bound URL from its stderr (kept in a file,
 so a full pipe never blocks the server), and offers small helpers: the status document, waiting for a
-condition on it, the metrics text, signals.
+condition on it, the metrics text, signals. `injecting` starts it with a fault injected into its own code
+(tests/support/inject/sitecustomize.py), to prove that the controller survives a bug.
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ from typing import Any
 import httpx
 
 FLEET = [sys.executable, "-m", "fleet.cli"]
+# The folder of the fault-injection `sitecustomize` (see tests/support/inject/sitecustomize.py).
+INJECT = Path(__file__).resolve().parent / "inject"
+
+
+def injecting(fault: str) -> dict[str, str]:
+    """Environment for `serving(env=...)` that starts fleet with the fault `fault` injected."""
+    path = os.pathsep.join(p for p in (str(INJECT), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "FLEET_TEST_FAULT": fault}
 
 
 class ServeProcess:
