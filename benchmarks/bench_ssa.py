@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fleet.sim import defaults, structure
+from fleet.sim.kinds import defaults, structure
 from fleet.sim.merging import smp, ssa
 
 ROUNDS = 5

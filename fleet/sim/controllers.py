@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.sim import gc, preparation, status, types
+from fleet.sim import gc, preparation, status
+from fleet.sim.kinds import types
 from fleet.sim.storage import objects, store
 
 

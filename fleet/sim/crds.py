@@ -10,7 +10,7 @@ are then 403; its resources are deleted, its watches closed, its kinds leave the
 finalizer is removed so the CRD goes.
 
 Does not: default, validate or prune CRDs and custom resources, or build their type-table entries
-(`fleet.sim.customresources`, pure); write anything but through `fleet.sim.writes`.
+(`fleet.sim.kinds.customresources`, pure); write anything but through `fleet.sim.writes`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from fleet.sim import customresources, status, types, writes
+from fleet.sim import status, writes
+from fleet.sim.kinds import customresources, types
 from fleet.sim.storage import objects, store
 
 FINALIZER = "customresourcecleanup.apiextensions.k8s.io"

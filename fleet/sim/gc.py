@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.sim import status, types, writes
+from fleet.sim import status, writes
+from fleet.sim.kinds import types
 from fleet.sim.storage import objects, store
 
 FOREGROUND = "foregroundDeletion"

@@ -1,8 +1,8 @@
 """What the server does to every object on its way to the store, whoever writes it.
 
-Owns: `apply_defaults` (by kind: built-in defaults and normalisation through `fleet.sim.defaults`; a
+Owns: `apply_defaults` (by kind: built-in defaults and normalisation through `fleet.sim.kinds.defaults`; a
 CRD's defaults and 422 validation and a custom resource's pruning, schema defaults and 422 validation
-through `fleet.sim.customresources`) and `record_update` (the `metadata.managedFields` of a non-apply
+through `fleet.sim.kinds.customresources`) and `record_update` (the `metadata.managedFields` of a non-apply
 write, through `fleet.sim.merging.ssa.update`). Both the REST surface (`fleet.sim.rest`, for client
 writes) and the sim's own controllers (`fleet.sim.writes`, `fleet.sim.controllers`) call these, so a
 controller's write is processed exactly like a client's.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.sim import customresources, defaults, types
+from fleet.sim.kinds import customresources, defaults, types
 from fleet.sim.merging import ssa
 from fleet.sim.storage import objects
 

@@ -2,14 +2,24 @@
 
 Owns: `ApiError` (an exception carrying the Status dict and its HTTP code, raised anywhere in the
 simulated server and rendered by the HTTP layer) and one constructor per error template (NotFound,
-AlreadyExists, Conflict, Invalid, BadRequest, ...). Does not: write HTTP responses.
+AlreadyExists, Conflict, Invalid, BadRequest, ...), naming a resource by what every Status names
+(`Resource`: group, plural, `group_resource`). Does not: write HTTP responses or know the kinds a
+cluster serves (`fleet.sim.kinds.Resource` is a `Resource`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from fleet.sim import types
+
+class Resource(Protocol):
+    """What a Status says about a resource: its group, plural and `plural.group` form."""
+
+    group: str
+    plural: str
+
+    @property
+    def group_resource(self) -> str: ...
 
 
 class ApiError(Exception):
@@ -61,7 +71,7 @@ def error(
     return ApiError(status(code, reason, message, details=details, metadata=metadata), headers=headers)
 
 
-def _details(rtype: types.ResourceType | None, name: str, **extra: Any) -> dict[str, Any]:
+def _details(rtype: Resource | None, name: str, **extra: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name}
     if rtype is not None:
         if rtype.group:
@@ -71,7 +81,7 @@ def _details(rtype: types.ResourceType | None, name: str, **extra: Any) -> dict[
     return out
 
 
-def not_found(rtype: types.ResourceType, name: str) -> ApiError:
+def not_found(rtype: Resource, name: str) -> ApiError:
     return error(404, "NotFound", f'{rtype.group_resource} "{name}" not found', details=_details(rtype, name))
 
 
@@ -85,13 +95,13 @@ def resource_not_found() -> ApiError:
     return error(404, "NotFound", "the server could not find the requested resource", details={})
 
 
-def already_exists(rtype: types.ResourceType, name: str) -> ApiError:
+def already_exists(rtype: Resource, name: str) -> ApiError:
     return error(
         409, "AlreadyExists", f'{rtype.group_resource} "{name}" already exists', details=_details(rtype, name)
     )
 
 
-def conflict(rtype: types.ResourceType, name: str, why: str) -> ApiError:
+def conflict(rtype: Resource, name: str, why: str) -> ApiError:
     return error(
         409,
         "Conflict",
@@ -130,7 +140,7 @@ def bad_request(message: str) -> ApiError:
 
 
 def forbidden(
-    rtype: types.ResourceType, name: str, why: str, *, causes: list[dict[str, str]] | None = None
+    rtype: Resource, name: str, why: str, *, causes: list[dict[str, str]] | None = None
 ) -> ApiError:
     details = _details(rtype, name)
     if causes:

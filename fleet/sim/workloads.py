@@ -30,7 +30,8 @@ from typing import Any
 
 import orjson
 
-from fleet.sim import types, writes
+from fleet.sim import writes
+from fleet.sim.kinds import types
 from fleet.sim.storage import objects, store
 
 MANAGER = "kube-controller-manager"

@@ -19,7 +19,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from fleet.sim import preparation, types
+from fleet.sim import preparation
+from fleet.sim.kinds import types
 from fleet.sim.storage import objects, store, strategy
 
 

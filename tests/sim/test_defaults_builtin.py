@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fleet.sim import defaults
+from fleet.sim.kinds import defaults
 
 # Canonical forms from the resource.Quantity documentation and rules (apimachinery quantity.go):
 # no precision lost, no fractional digits, largest suffix, format kept (binary stays binary when

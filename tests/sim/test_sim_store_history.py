@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet.sim import status, types
+from fleet.sim import status
+from fleet.sim.kinds import types
 from fleet.sim.storage import selectors, store
 
 NAMES = st.sampled_from(["a", "b", "c", "d"])

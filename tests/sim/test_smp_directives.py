@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fleet.sim import structure
+from fleet.sim.kinds import structure
 from fleet.sim.merging import smp
 
 DEPLOYMENT = structure.builtin("apps", "v1", "Deployment")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fleet.sim import structure
+from fleet.sim.kinds import structure
 from fleet.sim.merging import smp
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "smp").glob("*.yaml"))

@@ -18,7 +18,7 @@ import json_merge_patch
 import pytest
 import yaml
 
-from fleet.sim import structure
+from fleet.sim.kinds import structure
 from fleet.sim.merging import fieldsets, ssa
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "ssa").glob("*.yaml"))

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet.sim import structure
+from fleet.sim.kinds import structure
 from fleet.sim.merging import fieldsets, ssa
 
 DEPLOYMENT = structure.builtin("apps", "v1", "Deployment")

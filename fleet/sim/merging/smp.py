@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from fleet import errors
-from fleet.sim import structure as structure_mod
-from fleet.sim.structure import Node, Shape
+from fleet.sim.kinds import structure as structure_mod
+from fleet.sim.kinds.structure import Node, Shape
 
 PATCH = "$patch"
 RETAIN_KEYS = "$retainKeys"

@@ -13,7 +13,7 @@ fields, conflict messages here; entries and capping: `fleet.sim.merging.managedf
 `docs/sim.md`, "Server-side apply".
 
 Does not: parse request bodies, check preconditions, resourceVersion, names or namespaces, default or
-canonicalise values (`fleet.sim.defaults`, called by the server on the result), prune unknown fields of
+canonicalise values (`fleet.sim.kinds.defaults`, called by the server on the result), prune unknown fields of
 custom resources, or store anything. Pure functions: inputs are never mutated; the results share
 unchanged subtrees with `live`/`new`, so callers must treat stored objects as immutable (replace, never
 edit in place, below `metadata`).
@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleet import errors
-from fleet.sim import structure as structure_mod
+from fleet.sim.kinds import structure as structure_mod
 from fleet.sim.merging import fieldsets, managedfields, structured
 from fleet.sim.merging.fieldsets import Trie
 from fleet.sim.merging.managedfields import Entry

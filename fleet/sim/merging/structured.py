@@ -1,6 +1,6 @@
 """The structured merge over plain dicts: field sets of values, merge, prune and compare under a schema.
 
-Owns: the field set of a value at a `fleet.sim.structure.Node` (`field_set`, validating the value as
+Owns: the field set of a value at a `fleet.sim.kinds.structure.Node` (`field_set`, validating the value as
 the typed conversion of the real server does and raising `FieldNotDeclared` with its message; `full_set`
 for whole added or removed subtrees), the merge of an applied configuration into a live object
 (`merge`: structs and maps field by field, list-maps and sets item by item, atomic values replaced),
@@ -19,10 +19,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from fleet import errors
-from fleet.sim import structure as structure_mod
+from fleet.sim.kinds import structure as structure_mod
+from fleet.sim.kinds.structure import ListType, Node, Shape
 from fleet.sim.merging import fieldsets
 from fleet.sim.merging.fieldsets import Trie
-from fleet.sim.structure import ListType, Node, Shape
 
 MISSING: Any = object()  # a key absent from a dict (distinct from a null value)
 # What `prune` returns for a map, struct or list whose entries it removed down to nothing. SMD leaves

@@ -3,7 +3,7 @@
 Owns: `/version`, legacy discovery (`/api`, `/apis`, `/apis/<g>`, `/api/v1`, `/apis/<g>/<v>`),
 aggregated discovery (`apidiscovery.k8s.io/v2` APIGroupDiscoveryList, with an ETag), and `/openapi/v3`
 (an index plus one document per group/version whose schemas come from kubernetes-validate via
-`fleet.sim.schemas`, with a PATCH operation carrying `x-kubernetes-group-version-kind` and a
+`fleet.sim.kinds.schemas`, with a PATCH operation carrying `x-kubernetes-group-version-kind` and a
 `fieldValidation` parameter for each kind, which is what kubectl checks before it validates on the server),
 and `/openapi/v2` without definitions (kubectl's fallback for a kind it finds nowhere else).
 Documents are encoded once and cached on the registry until CRDs change it.
@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from fleet.sim import schemas, types
+from fleet.sim.kinds import schemas, types
 
 KUBE_VERSION = "v1.35.2"
 SERVER_ADDRESSES = [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}]

@@ -22,7 +22,8 @@ import orjson
 import yaml
 from aiohttp import web
 
-from fleet.sim import preparation, status, types, validation
+from fleet.sim import preparation, status
+from fleet.sim.kinds import types, validation
 from fleet.sim.merging import smp, ssa
 from fleet.sim.rest import reads, requests, writes
 from fleet.sim.storage import objects, store

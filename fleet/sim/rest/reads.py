@@ -19,7 +19,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from fleet.sim import customresources, status, types
+from fleet.sim import status
+from fleet.sim.kinds import customresources, types
 from fleet.sim.rest import requests, tables
 from fleet.sim.storage import objects, selectors, store, watches
 

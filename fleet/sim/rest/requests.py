@@ -20,7 +20,8 @@ import orjson
 import yaml
 from aiohttp import web
 
-from fleet.sim import status, types
+from fleet.sim import status
+from fleet.sim.kinds import types
 from fleet.sim.storage import selectors, store, watches
 
 MAX_BODY = 3 * 1024 * 1024

@@ -18,7 +18,8 @@ import logging
 import orjson
 from aiohttp import web
 
-from fleet.sim import status, types
+from fleet.sim import status
+from fleet.sim.kinds import types
 from fleet.sim.rest import discovery, patches, reads, requests, tables, writes
 from fleet.sim.storage import store
 

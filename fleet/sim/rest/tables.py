@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from fleet.sim import types
+from fleet.sim.kinds import types
 from fleet.sim.storage import objects
 
 Cells = list[Any]

@@ -20,7 +20,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from fleet.sim import allocation, customresources, preparation, status, types, validation
+from fleet.sim import preparation, status
+from fleet.sim.kinds import allocation, customresources, types, validation
 from fleet.sim.rest import reads, requests
 from fleet.sim.storage import objects, selectors, store, strategy
 

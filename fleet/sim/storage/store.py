@@ -7,7 +7,7 @@ bump nothing; MVCC lists at an older resourceVersion by undoing history, continu
 positions (synthetic ADDED, resume, 410 after compaction); the hooks the sim's controllers attach
 (committed events, create admission, deletion finalizers); the namespace controller (a deleted
 namespace's content goes, then the namespace); and the cluster's Service address allocator state
-(`fleet.sim.allocation`, used by the REST layer). Every mutation is a synchronous method, so a
+(`fleet.sim.kinds.allocation`, used by the REST layer). Every mutation is a synchronous method, so a
 cluster is linearizable on one event loop without locks; only waiting (for a future resourceVersion)
 awaits.
 
@@ -30,7 +30,8 @@ from typing import Any
 
 import orjson
 
-from fleet.sim import allocation, status, types
+from fleet.sim import status
+from fleet.sim.kinds import allocation, types
 from fleet.sim.storage import objects, selectors, strategy, watches
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")

@@ -20,7 +20,8 @@ import re
 import uuid
 from typing import Any
 
-from fleet.sim import status, types
+from fleet.sim import status
+from fleet.sim.kinds import types
 from fleet.sim.storage import objects
 
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"

@@ -2,8 +2,8 @@
 
 Owns: finding and parsing that package's `_definitions.json` for the emulated minor version, once per
 process, and indexing it by group/version/kind. Every simulated cluster shares the one `Schemas` value
-(`load()` is cached). Does not: walk schemas for merges (that is `fleet.sim.structure`'s job), default
-anything, or describe plurals and scopes (the package has none; `fleet.sim.types` does).
+(`load()` is cached). Does not: walk schemas for merges (that is `fleet.sim.kinds.structure`'s job), default
+anything, or describe plurals and scopes (the package has none; `fleet.sim.kinds.types` does).
 
 The definitions are JSON Schema with references of the form ``#/$defs/<name>`` and the Kubernetes
 extensions `x-kubernetes-list-type`, `x-kubernetes-list-map-keys`, `x-kubernetes-map-type`,

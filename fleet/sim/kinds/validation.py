@@ -17,7 +17,7 @@ import json
 import re
 from typing import Any
 
-from fleet.sim import schemas as schemas_mod
+from fleet.sim.kinds import schemas as schemas_mod
 
 
 def unknown_fields(

@@ -7,7 +7,7 @@ Owns:
 - `prepare_object`, `unknown_fields`: custom resource pruning against the version's `openAPIV3Schema`
   (unknown fields dropped unless `x-kubernetes-preserve-unknown-fields`), schema `default`s, and the
   422 of a value of the wrong type, a missing required field or a value outside an enum.
-- `resource_types`: the type-table entries (`fleet.sim.types.ResourceType`) of a CRD's served
+- `resource_types`: the type-table entries (`fleet.sim.kinds.types.ResourceType`) of a CRD's served
   versions, preferred version first, with their merge structures.
 - `scale_of`, `get_path`, `set_path`: the `autoscaling/v1` Scale of a custom resource at the CRD's
   scale paths.
@@ -24,7 +24,8 @@ import copy
 import re
 from typing import Any
 
-from fleet.sim import status, structure, types
+from fleet.sim import status
+from fleet.sim.kinds import structure, types
 
 GROUP = "apiextensions.k8s.io"
 KIND = "CustomResourceDefinition"

@@ -9,7 +9,7 @@ granular, lists atomic). It also keeps the strategic-merge-patch hints (`x-kuber
 life of the process and shared by every simulated cluster; treat them as read-only.
 
 Does not: merge, diff or patch anything (`fleet.sim.merging`), validate values beyond the scalar type,
-default or prune (`fleet.sim.defaults` and the server).
+default or prune (`fleet.sim.kinds.defaults` and the server).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from fleet.sim import schemas
+from fleet.sim.kinds import schemas
 
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"

@@ -7,7 +7,7 @@ NodePort and LoadBalancer ports without `nodePort` get one from 30000-32767; an 
 out keeps the old values (the real strategy's `patchAllocatedValues`), so clients that do not send them
 back never see them change. `Allocator` is the per-cluster state (one per `store.Cluster`), deterministic.
 
-Does not: default other fields (`fleet.sim.defaults`), validate immutability of a changed clusterIP, or
+Does not: default other fields (`fleet.sim.kinds.defaults`), validate immutability of a changed clusterIP, or
 release addresses of deleted Services (the range is far larger than any test uses).
 """
 

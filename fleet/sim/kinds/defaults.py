@@ -6,7 +6,7 @@ Namespace), including list-map key defaults such as `protocol: TCP` on container
 the normalisation GitOps comparisons trip on: Secret `stringData` folded into `data` (base64) and
 removed, Secret `data` values re-encoded as the canonical base64 of their bytes, and resource quantities written in canonical form (`canonical_quantity`, the rules of
 k8s.io/apimachinery `resource.Quantity`: `1000m` -> `1`, `1024Mi` -> `1Gi`, `0.5` -> `500m`).
-Quantities are found through the schema (`fleet.sim.structure`), so every Quantity field is covered.
+Quantities are found through the schema (`fleet.sim.kinds.structure`), so every Quantity field is covered.
 
 Does not: allocate anything (cluster IPs, node ports, uids), run admission (service accounts), default
 custom resources (their schema `default`s are the server's), or validate. `default` never mutates its
@@ -21,9 +21,9 @@ from fractions import Fraction
 from typing import Any
 
 from fleet import errors
-from fleet.sim import structure as structure_mod
-from fleet.sim import validation
-from fleet.sim.structure import Node, Shape
+from fleet.sim.kinds import structure as structure_mod
+from fleet.sim.kinds import validation
+from fleet.sim.kinds.structure import Node, Shape
 
 
 class InvalidQuantity(errors.InputError):

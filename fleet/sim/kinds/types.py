@@ -6,8 +6,8 @@ per-cluster index by (group, version, plural) and (group, kind) that discovery a
 read. CRD serving adds entries at run time with `Registry.add` / `Registry.remove`, which bump
 `Registry.generation` so cached discovery documents are rebuilt.
 
-Does not: hold objects (`fleet.sim.storage.store`), know schemas (`fleet.sim.schemas` has them; the
-merge structure comes from `fleet.sim.structure`), or default anything (`fleet.sim.defaults`).
+Does not: hold objects (`fleet.sim.storage.store`), know schemas (`fleet.sim.kinds.schemas` has them; the
+merge structure comes from `fleet.sim.kinds.structure`), or default anything (`fleet.sim.kinds.defaults`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import base64
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
+
+from fleet.sim.kinds import structure as structure_mod
 
 STANDARD_VERBS: tuple[str, ...] = (
     "create",
@@ -92,10 +94,8 @@ class ResourceType:
         return base64.b64encode(digest[:8]).decode()
 
     def structure(self) -> Any:
-        """The merge structure for SSA/SMP, from `fleet.sim.structure`, built once per type."""
+        """The merge structure for SSA/SMP, from `fleet.sim.kinds.structure`, built once per type."""
         if self._structure is None:
-            from fleet.sim import structure as structure_mod
-
             if self.custom:
                 self._structure = structure_mod.for_schema(
                     self.schema, status_subresource=self.has_status, name=f"{self.plural}.{self.group}"
