@@ -60,6 +60,27 @@ class Metrics:
         self.revision_timestamp = Gauge(
             "fleet_revision_fetched_timestamp_seconds", "When the newest revision was fetched.", registry=r
         )
+        self.http_connections = Gauge(
+            "fleet_http_connections", "Open connections to the HTTP API.", registry=r
+        )
+        self.http_refused = Counter(
+            "fleet_http_connections_refused",
+            "Connections to the HTTP API closed at once: over the cap, or accept failed for want of resources.",
+            ["reason"],
+            registry=r,
+        )
+        self.http_timeouts = Counter(
+            "fleet_http_timeouts",
+            "Connections to the HTTP API closed because a request head or body did not arrive in time.",
+            ["kind"],
+            registry=r,
+        )
+        self.webhooks_refused = Counter(
+            "fleet_webhooks_refused",
+            "Webhook calls refused: missing or invalid signature, body too large or too slow.",
+            ["reason"],
+            registry=r,
+        )
 
     def set_cluster_state(self, cluster: str, state: model.State) -> None:
         for s in model.State:

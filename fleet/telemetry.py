@@ -2,8 +2,9 @@
 
 Owns: building the TracerProvider (resource attributes service.name, service.version,
 service.instance.id; a BatchSpanProcessor; the OTLP/HTTP protobuf exporter), reading the standard
-``OTEL_*`` variables, installing it as the global provider, the logging filter that stamps trace and span
-ids on log records, and shutting it down. Does not: create spans (the layers do, through the
+``OTEL_*`` variables, installing it as the global provider, the logging filters (one stamps trace and span
+ids on log records; `RepeatFilter` aggregates identical lines so a flood of one error cannot flood the
+log), and shutting it down. Does not: create spans (the layers do, through the
 OpenTelemetry API only, ``trace.get_tracer(__name__)``), or put anything on them.
 
 Export is on when ``--otlp-endpoint`` (a base URL), ``OTEL_EXPORTER_OTLP_ENDPOINT`` (base URL) or
@@ -19,8 +20,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 import urllib.parse
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -95,6 +99,81 @@ class _TraceIdFilter(logging.Filter):
 
 
 TRACE_ID_FILTER = _TraceIdFilter()
+
+
+@dataclass
+class _Seen:
+    start: float  # when this window began
+    count: int  # lines in this window
+    suppressed: int = 0  # of them, not shown
+
+
+class RepeatFilter(logging.Filter):
+    """Aggregates identical log lines (same logger, level and text): at most `burst` of them per `window`
+    seconds pass; the rest are counted, and the first line of the next window, or `flush()`, says how
+    many were not shown. Lines that differ (another cluster, another error) are never held back.
+
+    Holds at most `max_keys` distinct lines (the least recently seen are forgotten). Thread-safe: records
+    come from worker threads too.
+    """
+
+    def __init__(
+        self,
+        *,
+        window: float = 10.0,
+        burst: int = 5,
+        max_keys: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.window = window
+        self.burst = burst
+        self.max_keys = max_keys
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[tuple[str, int, str], _Seen] = OrderedDict()
+        self.suppressed_total = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, record.getMessage())
+        now = self._clock()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is not None and now - seen.start < self.window:
+                self._seen.move_to_end(key)
+                seen.count += 1
+                if seen.count <= self.burst:
+                    return True
+                seen.suppressed += 1
+                self.suppressed_total += 1
+                return False
+            before = seen.suppressed if seen is not None else 0
+            self._seen[key] = _Seen(start=now, count=1)
+            self._seen.move_to_end(key)
+            while len(self._seen) > self.max_keys:
+                self._seen.popitem(last=False)
+        if before:
+            record.msg = "%s [and %d more identical lines not shown in %gs]"
+            record.args = (key[2], before, self.window)
+        return True
+
+    def flush(self) -> list[tuple[str, int, str]]:
+        """Lines whose window ended with some not shown: (logger, level, summary line); counts reset."""
+        now = self._clock()
+        out: list[tuple[str, int, str]] = []
+        with self._lock:
+            for (name, level, text), seen in self._seen.items():
+                if seen.suppressed and now - seen.start >= self.window:
+                    out.append(
+                        (
+                            name,
+                            level,
+                            f"{text} [and {seen.suppressed} more identical lines not shown in "
+                            f"{self.window:g}s]",
+                        )
+                    )
+                    seen.suppressed = 0
+        return out
 
 
 class Telemetry:

@@ -64,3 +64,21 @@ def test_sign_github_produces_what_verify_accepts() -> None:
     assert webhook.verify(headers={"X-Hub-Signature-256": sig}, body=BODY, secret=SECRET) is (
         webhook.Verdict.GITHUB
     )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["sha256=\udcff\udcfe", "\udcc3t\udce9", "\ud800", "s3cr3t-valu\xe9"],
+    ids=["not-utf8-github", "not-utf8-gitlab", "lone-surrogate", "latin1"],
+)
+def test_a_header_that_is_not_utf8_is_invalid_and_never_an_error(value: str) -> None:
+    for name in ("X-Hub-Signature-256", "X-Gitlab-Token"):
+        assert webhook.verify(headers={name: value}, body=BODY, secret=SECRET) is webhook.Verdict.INVALID
+
+
+def test_a_token_is_compared_as_the_bytes_that_came_on_the_wire() -> None:
+    secret = "sécret".encode()
+    as_received = secret.decode("utf-8", "surrogateescape")
+    assert webhook.verify(headers={"X-Gitlab-Token": as_received}, body=BODY, secret=secret) is (
+        webhook.Verdict.GITLAB
+    )

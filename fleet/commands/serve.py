@@ -18,7 +18,6 @@ from typing import Any
 import anyio
 import httpx
 import typer
-from aiohttp import web
 
 from fleet import engine, errors, kube, model, server, source, state, statusview, telemetry
 from fleet.commands import common
@@ -38,13 +37,35 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def configure_logging(level: str) -> None:
+    """fleet's log lines (and asyncio's and aiohttp's) on stderr, one format, identical lines aggregated."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(telemetry.TRACE_ID_FILTER)
+    handler.addFilter(telemetry.RepeatFilter())
     root = logging.getLogger("fleet")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    for name in ("asyncio", "aiohttp"):  # their errors are ours to report, at most as often as ours
+        other = logging.getLogger(name)
+        other.handlers[:] = [handler]
+        other.setLevel(max(logging.WARNING, root.level))
+        other.propagate = False
+
+
+async def report_repeats(*, every: float = 10.0) -> None:
+    """Log, every `every` seconds, how many identical lines `telemetry.RepeatFilter` held back."""
+    filters = [
+        f
+        for h in logging.getLogger("fleet").handlers
+        for f in h.filters
+        if isinstance(f, telemetry.RepeatFilter)
+    ]
+    while True:
+        await anyio.sleep(every)
+        for f in filters:
+            for name, level, line in f.flush():
+                logging.getLogger(name).log(level, "%s", line)
 
 
 async def serve_main(
@@ -65,39 +86,34 @@ async def serve_main(
     store = await anyio.to_thread.run_sync(state.StateStore, settings.state_dir / "state.db")
     eng = engine.Engine(settings, kubeconfig=kubeconfig, kube_settings=kube_settings, store=store)
     app = server.build_app(eng, server_settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
     try:
-        await site.start()
-    except OSError as e:
-        await runner.cleanup()
-        raise errors.InputError(f"--listen {listen}: cannot listen: {e.strerror}") from e
-    bound = runner.addresses[0] if runner.addresses else (host, port)
-    url = f"http://{bound[0]}:{bound[1]}"
-    common.info(
-        f"fleet serve: listening on {url} (repo {source.redact(settings.repo)}, instance {settings.instance})"
-    )
-    if tel.enabled:
-        common.info(f"fleet serve: exporting traces to {telemetry.redact_url(tel.settings.endpoint)}")
-    if on_ready is not None:
-        on_ready(url)
-    try:
-        async with anyio.create_task_group() as tg:
+        async with server.Listener(app, limits=server_settings.limits, metrics=eng.metrics) as listener:
+            bound = await listener.bind(host, port)
+            url = f"http://{bound[0]}:{bound[1]}"
+            common.info(
+                f"fleet serve: listening on {url} (repo {source.redact(settings.repo)}, "
+                f"instance {settings.instance})"
+            )
+            if tel.enabled:
+                common.info(f"fleet serve: exporting traces to {telemetry.redact_url(tel.settings.endpoint)}")
+            if on_ready is not None:
+                on_ready(url)
+            async with anyio.create_task_group() as tg:
 
-            async def stop_on_signal() -> None:
-                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                    async for signum in signals:
-                        common.info(f"fleet serve: {signal.Signals(signum).name}, shutting down")
-                        await eng.stop()
-                        tg.cancel_scope.cancel()
-                        return
+                async def stop_on_signal() -> None:
+                    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                        async for signum in signals:
+                            common.info(f"fleet serve: {signal.Signals(signum).name}, shutting down")
+                            await eng.stop()
+                            tg.cancel_scope.cancel()
+                            return
 
-            tg.start_soon(stop_on_signal)
-            tg.start_soon(eng.run)
+                tg.start_soon(stop_on_signal)
+                tg.start_soon(listener.serve)
+                tg.start_soon(report_repeats)
+                tg.start_soon(eng.run)
     finally:
         with anyio.CancelScope(shield=True):
-            await runner.cleanup()
             await anyio.to_thread.run_sync(store.close)
             await anyio.to_thread.run_sync(tel.shutdown)
     common.info("fleet serve: stopped")

@@ -98,6 +98,12 @@ class ServeProcess:
         self.proc.wait(timeout=10)
 
 
+def _limit_open_files(n: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
 @contextmanager
 def serving(
     *,
@@ -107,7 +113,9 @@ def serving(
     log: Path,
     args: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    open_files: int | None = None,
 ) -> Iterator[ServeProcess]:
+    """`open_files` lowers the child's RLIMIT_NOFILE (soft and hard), as a container's limit would."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("KUBECONFIG", None)
     full_env.setdefault("OTEL_SDK_DISABLED", "true")
@@ -129,6 +137,7 @@ def serving(
             stdout=sink,
             stderr=sink,
             env=full_env,
+            preexec_fn=(lambda: _limit_open_files(open_files)) if open_files else None,
         )
     handle = ServeProcess(proc, log)
     try:
