@@ -136,3 +136,35 @@ def test_an_unexpected_error_reading_a_revision_is_its_error_and_the_last_good_r
         assert "ZeroDivisionError" in fleet.logs() and "Traceback" not in fleet.logs()
     for cluster in CLUSTERS:
         assert live_objects(sim, cluster, namespace="apps")["settings"]["data"] == {"colour": "red"}
+
+
+@pytest.mark.slow
+def test_a_revision_without_bundles_or_without_clusters_is_refused_as_a_whole_and_nothing_is_pruned(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    first = str(gitops.repo.head.target)
+    with start(tmp_path, gitops, sim) as fleet:
+        fleet.wait_for(synced_at(first), what="first revision")
+        for folder, message in (
+            ("bundles", "no bundle at this revision: refused as a whole (a broken checkout looks like this)"),
+            (
+                "clusters",
+                "no cluster file at this revision: refused as a whole (a broken checkout looks like this)",
+            ),
+        ):
+            saved = {p: p.read_bytes() for p in (gitops.root / folder).rglob("*") if p.is_file()}
+            gitops.remove(folder)
+            empty = gitops.commit(f"without {folder}")
+            doc = fleet.wait_for(
+                lambda d, sha=empty: d["revision"] == sha, what=f"the revision without {folder}"
+            )
+            assert doc["errors"][0] == {"path": ".", "line": 1, "message": message}
+            assert all(c["revision"] == first for c in doc["clusters"].values())
+            for path, data in saved.items():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+        fleet.wait_for(lambda d: d["clusters"]["eu-1"]["state"] == "Synced", what="still Synced")
+        assert fleet.proc.poll() is None
+    for cluster in CLUSTERS:
+        assert live_objects(sim, cluster, namespace="apps")["settings"]["data"] == {"colour": "blue"}
+    assert [r for r in sim.journal_sync("eu-1") if r["method"] == "DELETE"] == []
