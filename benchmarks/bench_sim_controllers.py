@@ -24,7 +24,8 @@ from typing import Any
 
 import httpx
 
-from fleet.sim import crds, gc, testing, workloads
+from fleet.sim import testing
+from fleet.sim.controllers import crds, gc, workloads
 from fleet.sim.storage import store
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sim_controllers.json"

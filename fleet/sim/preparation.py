@@ -4,8 +4,8 @@ Owns: `apply_defaults` (by kind: built-in defaults and normalisation through `fl
 CRD's defaults and 422 validation and a custom resource's pruning, schema defaults and 422 validation
 through `fleet.sim.kinds.customresources`) and `record_update` (the `metadata.managedFields` of a non-apply
 write, through `fleet.sim.merging.ssa.update`). Both the REST surface (`fleet.sim.rest`, for client
-writes) and the sim's own controllers (`fleet.sim.writes`, `fleet.sim.controllers`) call these, so a
-controller's write is processed exactly like a client's.
+writes) and the sim's own controllers (`fleet.sim.controllers`) call these, so a controller's write is
+processed exactly like a client's.
 
 Does not: merge applies (`fleet.sim.merging.ssa.apply`, called by the REST layer), set the server-kept
 metadata or check preconditions (`fleet.sim.storage`), validate metadata or allocate Service addresses

@@ -25,7 +25,7 @@ import orjson
 from aiohttp import web
 
 from fleet import errors
-from fleet.sim import controllers, crds, status, workloads
+from fleet.sim import controllers, status
 from fleet.sim.rest import discovery, requests, routing
 from fleet.sim.storage import store
 
@@ -230,8 +230,6 @@ class Sim:
             cluster = store.Cluster(name, index=i, settings=self.settings)
             cluster.ca_pem = self._ca_pem  # what kube-root-ca.crt holds, as on a real cluster
             controllers.install(cluster)
-            crds.install(cluster)
-            workloads.install(cluster)
             self.hosts[name] = Host(cluster=cluster, api=routing.Api(cluster, git_version=self.git_version))
         server = web.Server(self._handle, handler_cancellation=True, access_log=None)
         self._runner = web.ServerRunner(server, shutdown_timeout=1.0)

@@ -13,7 +13,7 @@ Owns:
   scale paths.
 Pure functions over plain dicts: nothing here reads or writes a cluster.
 
-Does not: establish, serve or finalize CRDs (the controller in `fleet.sim.crds`), convert between
+Does not: establish, serve or finalize CRDs (the controller in `fleet.sim.controllers.crds`), convert between
 versions (all served versions share one storage and no conversion is done), run CEL rules or webhooks,
 or build Table output from `additionalPrinterColumns`.
 """

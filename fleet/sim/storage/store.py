@@ -49,9 +49,9 @@ class Settings:
     min_request_timeout: float = 1800.0
     rv_wait: float = 3.0  # how long a request at a future resourceVersion waits
     rv_base: int = 1000  # the first cluster's starting resourceVersion (cluster i starts at base + 10,000 i)
-    # Each namespace gets ServiceAccount `default` and ConfigMap `kube-root-ca.crt` (fleet.sim.controllers).
+    # Each namespace gets ServiceAccount `default` and ConfigMap `kube-root-ca.crt` (controllers.namespaces).
     namespace_defaults: bool = True
-    # The sim's own controllers (fleet.sim.crds, fleet.sim.workloads): see docs/sim.md.
+    # The sim's own controllers (fleet.sim.controllers: crds, workloads): see docs/sim.md.
     crd_establish_delay: float = 0.0  # seconds from CRD create to Established (and served)
     workload_status: bool = True  # simulate Deployment/StatefulSet/DaemonSet/ReplicaSet/Job status
     workload_delay: float = 1.0  # seconds from a workload's new spec to it being available
@@ -148,7 +148,7 @@ class Cluster:
         self.hooks: list[Hook] = []  # called after every committed event (controllers)
         self.finalizer_hooks: list[Hook] = []  # called when an object gets a deletionTimestamp
         # Create admission (raise status.ApiError to refuse) and finalizers added on first DELETE
-        # (fleet.sim.crds: creates of a terminating CRD's resources, the CRD cleanup finalizer).
+        # (fleet.sim.controllers.crds: creates of a terminating CRD's resources, the CRD cleanup finalizer).
         self.create_admission: list[Callable[[types.ResourceType, str, str], None]] = []
         self.deletion_finalizers: list[Callable[[types.ResourceType, objects.Stored], list[str]]] = []
         self._terminating_ns: set[str] = set()

@@ -10,7 +10,7 @@ are then 403; its resources are deleted, its watches closed, its kinds leave the
 finalizer is removed so the CRD goes.
 
 Does not: default, validate or prune CRDs and custom resources, or build their type-table entries
-(`fleet.sim.kinds.customresources`, pure); write anything but through `fleet.sim.writes`.
+(`fleet.sim.kinds.customresources`, pure); write anything but through `fleet.sim.controllers.updates`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from fleet.sim import status, writes
+from fleet.sim import status
+from fleet.sim.controllers import updates
 from fleet.sim.kinds import customresources, types
 from fleet.sim.storage import objects, store
 
@@ -83,7 +84,7 @@ class CrdController:
         if name in self._pending:
             return
         self._pending.add(name)
-        writes.run_soon(self._sync, name)
+        updates.run_soon(self._sync, name)
 
     def _crd_type(self) -> types.ResourceType:
         rtype = self.cluster.registry.get(customresources.GROUP, "v1", customresources.PLURAL)
@@ -109,11 +110,11 @@ class CrdController:
         delay = self.cluster.settings.crd_establish_delay
         if served is None and delay > 0 and not _condition_true(obj, "Established"):
             # Names are accepted at once; the kinds are served only once Established.
-            writes.write_status(
+            updates.write_status(
                 self.cluster, crd_type, stored, self._status(obj, established=False), manager=MANAGER
             )
             if name not in self._timers:
-                self._timers[name] = writes.run_later(delay, self._establish_later, name, uid)
+                self._timers[name] = updates.run_later(delay, self._establish_later, name, uid)
             return
         self._establish(crd_type, stored, signature)
 
@@ -146,7 +147,7 @@ class CrdController:
             if ts is not None:
                 ts.rtype = new_types[0]  # a recreated CRD: the stored state serves the new entry
         self.served[name] = _Served(obj["metadata"].get("uid", ""), signature, new_types)
-        writes.write_status(
+        updates.write_status(
             self.cluster, crd_type, stored, self._status(obj, established=True), manager=MANAGER
         )
 
@@ -156,11 +157,11 @@ class CrdController:
         old = obj.get("status") or {}
         now = objects.now()
         conditions = list(old.get("conditions") or [])
-        conditions = writes.set_condition(
+        conditions = updates.set_condition(
             conditions, "NamesAccepted", "True", "NoConflicts", "no conflicts found", now=now
         )
         if established:
-            conditions = writes.set_condition(
+            conditions = updates.set_condition(
                 conditions,
                 "Established",
                 "True",
@@ -220,7 +221,7 @@ class CrdController:
         self._terminating_kinds[(key[0], names.get("kind", ""))] = name
         if not _condition_true(obj, "Terminating"):
             new_status = dict(obj.get("status") or {})
-            new_status["conditions"] = writes.set_condition(
+            new_status["conditions"] = updates.set_condition(
                 list(new_status.get("conditions") or []),
                 "Terminating",
                 "True",
@@ -228,7 +229,7 @@ class CrdController:
                 "CustomResource deletion is in progress",
                 now=objects.now(),
             )
-            writes.write_status(self.cluster, crd_type, stored, new_status, manager=MANAGER)
+            updates.write_status(self.cluster, crd_type, stored, new_status, manager=MANAGER)
             stored = self.cluster.find(crd_type, "", name) or stored
         left = 0
         ts = self.cluster.types.get(key)
@@ -254,7 +255,7 @@ class CrdController:
             if not meta["finalizers"]:
                 del meta["finalizers"]
 
-        writes.update_metadata(self.cluster, crd_type, stored, drop, manager=MANAGER)
+        updates.update_metadata(self.cluster, crd_type, stored, drop, manager=MANAGER)
 
 
 def install(cluster: store.Cluster) -> CrdController:

@@ -1,4 +1,4 @@
-"""In-process writes made by the simulated cluster's own controllers (CRD status, workload status).
+"""How the sim's own controllers change objects: in-process status and metadata updates, and when.
 
 Owns: `write_status` (a status-subresource update by a controller manager such as
 `kube-controller-manager` or `kube-apiserver`, recorded in managedFields under that manager with
@@ -9,8 +9,10 @@ Every write gets the managedFields of its manager (`fleet.sim.preparation`) and 
 store's no-op check, so a write that changes nothing bumps no resourceVersion and emits no event (no
 status write loops).
 
-Does not: decide anything (the controllers in `fleet.sim.crds`, `fleet.sim.gc` and `fleet.sim.workloads`
-do), or journal (only client requests are journaled, by `fleet.sim.server`).
+Also `set_condition` (a condition list with one condition set, times moved as the real controllers do).
+
+Does not: decide anything (the controllers beside it: `crds`, `gc`, `namespaces`, `workloads`), or
+journal (only client requests are journaled, by `fleet.sim.server`).
 """
 
 from __future__ import annotations

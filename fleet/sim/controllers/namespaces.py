@@ -1,32 +1,34 @@
-"""The simulated cluster's own controllers, installed on every cluster (`store.Cluster`) by the server.
+"""The namespace content a real cluster adds: the service account and root CA controllers.
 
-Owns: `install(cluster)`, which installs the garbage collector (`fleet.sim.gc`) and the namespace content
-a real cluster adds: ServiceAccount `default` and ConfigMap `kube-root-ca.crt` in every namespace
-(managed by `kube-controller-manager`; off with `Settings.namespace_defaults=False`). Each step runs on
-the event loop after the response of the request that triggered it, through the cluster's in-process
-write methods, so watchers see every change and the request journal does not.
+Owns: `install(cluster)`, after which every active namespace (the default ones and each new one) gets
+ServiceAccount `default` and ConfigMap `kube-root-ca.crt` (the serving CA with `--tls`, else a
+placeholder), created as `kube-controller-manager` (off with `Settings.namespace_defaults=False`). Each
+step runs on the event loop after the response of the request that triggered it, through the cluster's
+in-process write methods, so watchers see every change and the request journal does not.
 
-Does not: delete namespace content (the namespace controller lives in the store), establish CRDs
-(`fleet.sim.crds`) or simulate workload status (`fleet.sim.workloads`).
+Does not: delete namespace content (the namespace controller lives in `fleet.sim.storage.store`),
+collect garbage (`fleet.sim.controllers.gc`), establish CRDs (`fleet.sim.controllers.crds`) or simulate
+workload status (`fleet.sim.controllers.workloads`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fleet.sim import gc, preparation, status
+from fleet.sim import preparation, status
 from fleet.sim.kinds import types
 from fleet.sim.storage import objects, store
 
 
 def install(cluster: store.Cluster) -> None:
-    gc.install(cluster)  # the indexed garbage collector (O(1) per event; see fleet.sim.gc)
-    if cluster.settings.namespace_defaults:
-        cluster.hooks.append(_on_namespace)
-        ns_type = cluster.registry.get("", "v1", "namespaces")
-        assert ns_type is not None
-        for stored in list(cluster.state(ns_type).objects.values()):
-            _populate(cluster, stored.obj["metadata"]["name"])
+    """Populate the existing namespaces and every new one (unless `Settings.namespace_defaults` is off)."""
+    if not cluster.settings.namespace_defaults:
+        return
+    cluster.hooks.append(_on_namespace)
+    ns_type = cluster.registry.get("", "v1", "namespaces")
+    assert ns_type is not None
+    for stored in list(cluster.state(ns_type).objects.values()):
+        _populate(cluster, stored.obj["metadata"]["name"])
 
 
 # ----- namespace content a real cluster adds (service account and root CA controllers) -------------

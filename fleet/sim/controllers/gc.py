@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.sim import status, writes
+from fleet.sim import status
+from fleet.sim.controllers import updates
 from fleet.sim.kinds import types
 from fleet.sim.storage import objects, store
 
@@ -121,7 +122,7 @@ class GarbageCollector:
     def _wake(self) -> None:
         if not self._scheduled:
             self._scheduled = True
-            writes.run_soon(self._run)
+            updates.run_soon(self._run)
 
     # ----- acting (one batch per loop turn) -------------------------------------------------------
 
@@ -204,7 +205,7 @@ class GarbageCollector:
                 meta.pop("ownerReferences", None)
 
         try:
-            writes.update_metadata(self.cluster, rtype, stored, edit, manager=MANAGER)
+            updates.update_metadata(self.cluster, rtype, stored, edit, manager=MANAGER)
         except status.ApiError:
             pass
 
@@ -214,7 +215,7 @@ class GarbageCollector:
             if not meta["finalizers"]:
                 del meta["finalizers"]
 
-        writes.update_metadata(self.cluster, rtype, stored, edit, manager=MANAGER)
+        updates.update_metadata(self.cluster, rtype, stored, edit, manager=MANAGER)
 
     def _deleting_owner(self, uid: str, finalizer: str) -> tuple[types.ResourceType, objects.Stored] | None:
         loc = self.owners.get(uid)

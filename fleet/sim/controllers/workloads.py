@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from fleet.sim import writes
+from fleet.sim.controllers import updates
 from fleet.sim.kinds import types
 from fleet.sim.storage import objects, store
 
@@ -80,7 +80,7 @@ def deployment_status(obj: dict[str, Any], *, now: str) -> dict[str, Any]:
     failed = _flag(obj, FAILED)
     if _flag(obj, UNAVAILABLE) or failed:
         _counts(out, replicas=replicas, updatedReplicas=replicas, unavailableReplicas=replicas)
-        conditions = writes.set_condition(
+        conditions = updates.set_condition(
             conditions,
             "Available",
             "False" if replicas else "True",
@@ -99,7 +99,7 @@ def deployment_status(obj: dict[str, Any], *, now: str) -> dict[str, Any]:
             )
         else:
             progressing = ("True", "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.')
-        conditions = writes.set_condition(conditions, "Progressing", *progressing, now=now, update_time=True)
+        conditions = updates.set_condition(conditions, "Progressing", *progressing, now=now, update_time=True)
     else:
         _counts(
             out,
@@ -108,7 +108,7 @@ def deployment_status(obj: dict[str, Any], *, now: str) -> dict[str, Any]:
             readyReplicas=replicas,
             availableReplicas=replicas,
         )
-        conditions = writes.set_condition(
+        conditions = updates.set_condition(
             conditions,
             "Available",
             "True",
@@ -117,7 +117,7 @@ def deployment_status(obj: dict[str, Any], *, now: str) -> dict[str, Any]:
             now=now,
             update_time=True,
         )
-        conditions = writes.set_condition(
+        conditions = updates.set_condition(
             conditions,
             "Progressing",
             "True",
@@ -254,7 +254,7 @@ class WorkloadController:
         if pending is not None and pending[0] == token:
             return  # already due for this spec
         self._cancel(key)
-        timer = writes.run_later(self.delay, self._fire, key, meta.get("uid"))
+        timer = updates.run_later(self.delay, self._fire, key, meta.get("uid"))
         if timer is not None:
             self.timers[key] = (token, timer)
 
@@ -279,7 +279,7 @@ class WorkloadController:
         if stored.obj["metadata"].get("deletionTimestamp"):
             return
         new_status = self.desired(stored.obj, now=objects.now())
-        writes.write_status(self.cluster, rtype, stored, new_status, manager=MANAGER)
+        updates.write_status(self.cluster, rtype, stored, new_status, manager=MANAGER)
 
 
 def install(cluster: store.Cluster) -> WorkloadController | None:
