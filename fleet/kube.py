@@ -5,9 +5,13 @@ cluster (so no token can travel to another cluster, and `$KUBECONFIG` is never r
 refusing `exec`/`auth-provider` users unless allowed (no subprocess is ever spawned for a refused
 context), one `kr8s.asyncio.Api` per cluster with explicit timeouts, a per-cluster type table from
 discovery (kind -> plural, scope), a per-cluster request rate (token bucket, QPS/burst like Flux's 50/300)
-and in-flight limit, capped jittered retries for what a retry can help (429 honouring Retry-After, 5xx
-except permanent ones, connection errors and timeouts), and the mapping of every failure to
-`fleet.errors` with messages that name the object and never carry Secret data or credentials.
+and in-flight limit, a total deadline per attempt (connect to last byte) and per request, capped jittered
+retries for what a retry can help (429 honouring a Retry-After that fits the retry budget, 5xx except
+permanent ones, connection errors, timeouts, unreadable answers), reading every answer as what it must
+be (`is_object`, `is_list`, ...: an HTML page, cut-short JSON or a wrong shape is `BadAnswer`, never an
+empty result), bounded answers and lists (bytes, pages, repeated continue tokens), and the mapping of
+every failure to `fleet.errors` with messages that name the object and never carry Secret data or
+credentials.
 
 Does not: decide what to write (`plan`), order writes or keep inventories (`apply`), or watch (`watch`).
 Every request goes through kr8s's raw `call_api` with `raise_for_status=False`: kr8s's own helpers
@@ -18,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import email.utils
 import functools
 import json
 import logging
+import math
 import os
 import pathlib
 import random
@@ -28,7 +34,7 @@ import re
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,20 +65,30 @@ _USER_AUTH_PLUGINS = ("exec", "auth-provider")
 
 @dataclass(frozen=True)
 class Settings:
-    """How fleet talks to every cluster. Defaults follow Flux (QPS 50, burst 300)."""
+    """How fleet talks to every cluster. Defaults follow Flux (QPS 50, burst 300).
+
+    Deadlines: one attempt of a request, from connecting to its last byte, ends within `request_timeout`
+    (a server that trickles a byte every few seconds is cut off there, not only one that goes silent);
+    one request with all its retries and waits (Retry-After included) ends within about
+    max(`request_timeout`, `retry_budget` + 1 s). Sizes: one answer holds at most `max_answer_bytes`; one list
+    at most `max_list_pages` pages and `max_list_bytes` bytes over all its pages.
+    """
 
     qps: float = 50.0
     burst: int = 300
     max_in_flight: int = 4  # httpx scans its pool per request: client CPU grows with connections
     max_streams: int = 64  # watch streams hold a connection each, on top of the requests in flight
     connect_timeout: float = 5.0
-    request_timeout: float = 30.0
+    request_timeout: float = 30.0  # one attempt, start to last byte
     retry_budget: float = 60.0  # seconds one request may spend retrying, all attempts included
     max_attempts: int = 6
     backoff_base: float = 0.2
     backoff_cap: float = 8.0
     allow_exec_auth: bool = False
     page_size: int = 500
+    max_answer_bytes: int = 32 * 1024 * 1024
+    max_list_pages: int = 1_000
+    max_list_bytes: int = 256 * 1024 * 1024
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -295,7 +311,7 @@ def types_from_resource_list(doc: Mapping[str, Any]) -> list[ResourceType]:
     group_version = str(doc.get("groupVersion", ""))
     group, _, version = group_version.rpartition("/")
     out = []
-    for res in doc.get("resources") or []:
+    for res in _objects(doc.get("resources")):
         name = str(res.get("name", ""))
         if not name or "/" in name:
             continue
@@ -306,7 +322,7 @@ def types_from_resource_list(doc: Mapping[str, Any]) -> list[ResourceType]:
                 kind=str(res.get("kind", "")),
                 plural=name,
                 namespaced=bool(res.get("namespaced")),
-                verbs=tuple(res.get("verbs") or ()),
+                verbs=tuple(str(v) for v in _list(res.get("verbs"))),
             )
         )
     return out
@@ -322,12 +338,14 @@ def _is_aggregated(doc: Any) -> bool:
 def types_from_aggregated(doc: Mapping[str, Any]) -> list[ResourceType]:
     """The kinds of an aggregated discovery document (apidiscovery.k8s.io/v2 APIGroupDiscoveryList)."""
     out = []
-    for item in doc.get("items") or []:
-        group = str((item.get("metadata") or {}).get("name") or "")
-        for version in item.get("versions") or []:
+    for item in _objects(doc.get("items")):
+        meta = item.get("metadata")
+        group = str((meta if isinstance(meta, dict) else {}).get("name") or "")
+        for version in _objects(item.get("versions")):
             v = str(version.get("version", ""))
-            for res in version.get("resources") or []:
-                kind = (res.get("responseKind") or {}).get("kind")
+            for res in _objects(version.get("resources")):
+                response_kind = res.get("responseKind")
+                kind = response_kind.get("kind") if isinstance(response_kind, dict) else None
                 plural = res.get("resource")
                 if not kind or not plural:
                     continue
@@ -338,10 +356,19 @@ def types_from_aggregated(doc: Mapping[str, Any]) -> list[ResourceType]:
                         kind=str(kind),
                         plural=str(plural),
                         namespaced=res.get("scope") == "Namespaced",
-                        verbs=tuple(res.get("verbs") or ()),
+                        verbs=tuple(str(v) for v in _list(res.get("verbs"))),
                     )
                 )
     return out
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _objects(value: Any) -> list[dict[str, Any]]:
+    """The objects of a JSON list (anything else in it, or a non-list, is left out)."""
+    return [v for v in _list(value) if isinstance(v, dict)]
 
 
 def fleet_error(exc: BaseException) -> errors.FleetError | None:
@@ -418,12 +445,23 @@ class RejectedError(ApiError, errors.Rejected):
     retriable = False
 
 
+class ContinueExpired(RejectedError):
+    """410 Gone on a list's continue token: the list must start again (not retried here)."""
+
+
 class ConflictError(ApiError, errors.Conflict):
     retriable = False
 
 
 class ServerError(ApiError):
     """A 5xx or 429 that outlived its retries (retriable later)."""
+
+    retriable = True
+
+
+class BadAnswer(errors.ClusterError):
+    """A 2xx answer that cannot be read: not JSON (an HTML page, cut short) or not of the expected shape,
+    or too large. Never read as an empty result (retriable later)."""
 
     retriable = True
 
@@ -473,18 +511,142 @@ def _split_path(path: str) -> tuple[str, str]:
     return head, tail
 
 
-def _retry_after(response: httpx.Response, body: Any) -> float | None:
-    header = response.headers.get("Retry-After")
-    if header:
+def _seconds(value: Any) -> float | None:
+    """A Retry-After value in seconds: a number (``inf`` and huge ones stay huge, negative ones are 0) or
+    an HTTP date; None for what cannot be read (``nan``, words), which is then no advice at all."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str) and value.strip():
         try:
-            return max(0.0, float(header))
+            number = float(value)
         except ValueError:
-            pass
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                return None
+            if when.tzinfo is None:
+                return None
+            return max(0.0, when.timestamp() - time.time())
+    else:
+        return None
+    if math.isnan(number):
+        return None
+    return max(0.0, number)
+
+
+def _retry_after(headers: Mapping[str, str], body: Any) -> float | None:
+    found = _seconds(headers.get("Retry-After"))
+    if found is not None:
+        return found
     if isinstance(body, dict):
         details = body.get("details") or {}
-        if isinstance(details, dict) and isinstance(details.get("retryAfterSeconds"), int | float):
-            return float(details["retryAfterSeconds"])
+        if isinstance(details, dict):
+            return _seconds(details.get("retryAfterSeconds"))
     return None
+
+
+def _describe(headers: Mapping[str, str], status: int, size: int) -> str:
+    kind = headers.get("Content-Type", "").split(";")[0].strip() or "no content type"
+    return f"HTTP {status}, {kind}, {size} bytes"
+
+
+def _parse(raw: bytes | bytearray) -> tuple[bool, Any]:
+    """(True, JSON value) or (False, None); an empty body is (True, None)."""
+    if not raw:
+        return True, None
+    try:
+        return True, json.loads(raw)
+    except (ValueError, RecursionError):
+        return False, None
+
+
+Items = list[dict[str, Any]]  # the items of a list answer
+
+# What an answer must look like; each returns a problem or None.
+Check = Callable[[Any], str | None]
+
+
+def is_object(doc: Any) -> str | None:
+    """A Kubernetes object: a JSON object whose metadata (when present) is an object."""
+    if not isinstance(doc, dict):
+        return f"is {_json_kind(doc)}, not an object"
+    if not isinstance(doc.get("metadata", {}), dict):
+        return "has metadata that is not an object"
+    return None
+
+
+def is_list(doc: Any) -> str | None:
+    """A Kubernetes list: an object with an ``items`` list of objects that have metadata."""
+    problem = is_object(doc)
+    if problem:
+        return problem
+    items = doc.get("items")
+    if not isinstance(items, list):
+        return "has no items list" if items is None else f"has items that are {_json_kind(items)}, not a list"
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("metadata"), dict):
+            return "has an item that is not an object with metadata"
+    token = doc.get("metadata", {}).get("continue")
+    if token is not None and not isinstance(token, str):
+        return "has a continue token that is not a string"
+    return None
+
+
+def is_status(doc: Any) -> str | None:
+    """A ``Status`` object, as a Kubernetes API server sends with its error statuses."""
+    if not isinstance(doc, dict) or doc.get("kind") != "Status":
+        return "is not a Kubernetes Status"
+    return None
+
+
+def is_resource_list(doc: Any) -> str | None:
+    """An APIResourceList (legacy discovery of one group version)."""
+    problem = is_object(doc)
+    if problem:
+        return problem
+    resources = doc.get("resources")
+    if not isinstance(resources, list) or not all(isinstance(r, dict) for r in resources):
+        return "has no resources list"
+    return None
+
+
+def is_discovery_root(doc: Any) -> str | None:
+    """``/api`` or ``/apis``: an aggregated APIGroupDiscoveryList, APIVersions or APIGroupList."""
+    problem = is_object(doc)
+    if problem:
+        return problem
+    if _is_aggregated(doc):
+        items = doc.get("items")
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            return "is an APIGroupDiscoveryList without an items list"
+        return None
+    groups = doc.get("groups")
+    if groups is not None and (not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups)):
+        return "has groups that are not a list of objects"
+    if groups is None and not isinstance(doc.get("versions"), list):
+        return "is neither an APIGroupList nor APIVersions"
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "empty"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), "a number"
+    )
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def retry_delay(attempt: int, *, base: float, cap: float) -> float:
+    """The wait after failed attempt `attempt` (1, 2, ...): exponential from `base`, capped at `cap`,
+    jittered to between half and all of it (so retries of many clients do not arrive together)."""
+    return min(cap, base * 2 ** min(attempt - 1, 64)) * (0.5 + random.random() / 2)
 
 
 @dataclass
@@ -568,14 +730,51 @@ class Client:
         body: Any = None,
         content_type: str = "application/json",
         accept: tuple[int, ...] = (),
+        accept_any: tuple[int, ...] = (),
         secrets: Iterable[str] = (),
         media: str = "application/json",
+        check: Check | None = None,
     ) -> tuple[int, Any]:
         """Send one request with limits and retries; return (status, JSON body).
 
-        A 2xx or a status in `accept` is returned; anything else raises an `ApiError` subclass, or
-        `errors.Unreachable` when the cluster could not be reached within the retry budget.
+        A 2xx is returned; so is a status in `accept` when its body is a Kubernetes ``Status`` (a 404
+        page from a proxy is not "not found"), and a status in `accept_any` whatever its body. Anything
+        else raises an `ApiError` subclass, or `errors.Unreachable` when the cluster could not be reached
+        within the retry budget. A 2xx whose body is not JSON, or fails `check` (see `is_object`,
+        `is_list`), or an accepted status without a Status body, is retried like a transport fault and
+        then raises `BadAnswer`: an unreadable answer is never returned as empty or as not found.
         """
+        status, doc, _ = await self._request(
+            method,
+            path,
+            what=what,
+            params=params,
+            body=body,
+            content_type=content_type,
+            accept=accept,
+            accept_any=accept_any,
+            secrets=secrets,
+            media=media,
+            check=check,
+        )
+        return status, doc
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: tuple[int, ...] = (),
+        accept_any: tuple[int, ...] = (),
+        secrets: Iterable[str] = (),
+        media: str = "application/json",
+        check: Check | None = None,
+    ) -> tuple[int, Any, int]:
+        """`request`, also returning the size of the answer in bytes."""
         if self._dead is not None:
             if time.monotonic() < self._dead_until:
                 raise errors.Unreachable(f"{what}: {self._dead}")
@@ -584,64 +783,129 @@ class Client:
         base, url = _split_path(path)
         content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {"Content-Type": content_type, "Accept": media}
-        deadline = time.monotonic() + self.settings.retry_budget
+        s = self.settings
+        deadline = time.monotonic() + s.retry_budget
         attempt = 0
         while True:
             attempt += 1
-            wait = self._pause_until - time.monotonic()
+            wait = min(self._pause_until, deadline) - time.monotonic()  # a pause never outlasts the budget
             if wait > 0:
                 await anyio.sleep(wait)
             await self._bucket.take()
+            # The first attempt has the whole request timeout; later ones what the budget has left (at
+            # least a second, or the request timeout when it is shorter).
+            limit = s.request_timeout
+            if attempt > 1:
+                limit = min(s.request_timeout, max(deadline - time.monotonic(), 1.0))
             problem: str
+            mapped: ApiError | None = None
             retry_after: float | None = None
+            status, raw, answer_headers = 0, bytearray(), httpx.Headers()
             async with self._in_flight:
                 self.stats.requests += 1
                 self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
                 try:
-                    async with api.call_api(
-                        method,
-                        version="",
-                        base=base,
-                        url=url,
-                        params=dict(params or {}),
-                        headers=headers,
-                        content=content,
-                        raise_for_status=False,
-                    ) as response:
-                        status = response.status_code
-                        raw = response.content
+                    status, raw, answer_headers = await self._send(
+                        api, method, base, url, params=params, headers=headers, content=content, limit=limit
+                    )
+                except _TooLarge as e:
+                    raise BadAnswer(
+                        f"{what}: the answer is larger than {s.max_answer_bytes} bytes "
+                        f"({e.size} bytes or more); refused"
+                    ) from None
+                except TimeoutError:
+                    problem = (
+                        f"no complete answer within {limit:g}s"
+                        if limit >= s.request_timeout
+                        else f"no complete answer within the retry budget ({s.retry_budget:g}s)"
+                    )
                 except _TRANSPORT_ERRORS as e:
-                    status, raw = 0, b""
                     problem = _transport_problem(e)
             if status:
-                try:
-                    parsed: Any = json.loads(raw) if raw else None
-                except ValueError:
-                    parsed = None
-                if 200 <= status < 300 or status in accept:
-                    return status, parsed
-                mapped = _map_status(status, parsed, what=what, secrets=secrets)
-                if not mapped.retriable:
-                    raise mapped
-                retry_after = _retry_after(response, parsed)
-                problem = str(mapped)
-            delay = min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** (attempt - 1))
-            delay = delay * (0.5 + random.random() / 2)
+                readable, parsed = _parse(raw)
+                if 200 <= status < 300 or status in accept or status in accept_any:
+                    shape = None
+                    if status in accept_any:
+                        pass
+                    elif not readable:
+                        shape = "is not JSON"
+                    elif status in accept:
+                        shape = is_status(parsed)
+                    elif check is not None:
+                        shape = check(parsed)
+                    if shape is None:
+                        return status, parsed, len(raw)
+                    problem = f"the answer ({_describe(answer_headers, status, len(raw))}) {shape}"
+                else:
+                    mapped = _map_status(status, parsed, what=what, secrets=secrets)
+                    if not mapped.retriable:
+                        raise mapped
+                    retry_after = _retry_after(answer_headers, parsed)
+                    problem = str(mapped)
+            delay = retry_delay(attempt, base=s.backoff_base, cap=s.backoff_cap)
             if retry_after is not None:
+                assert mapped is not None
+                # The other requests to this cluster wait too, but never longer than a retry budget.
+                self._pause_until = max(
+                    self._pause_until, time.monotonic() + min(retry_after, s.retry_budget)
+                )
+                if time.monotonic() + retry_after > deadline:
+                    raise ServerError(
+                        f"{mapped}; Retry-After {retry_after:g}s is beyond the retry budget ({s.retry_budget:g}s)",
+                        status=mapped.status,
+                        reason=mapped.reason,
+                    )
                 delay = max(delay, retry_after)
-                self._pause_until = max(self._pause_until, time.monotonic() + retry_after)
-            if attempt >= self.settings.max_attempts or time.monotonic() + delay > deadline:
-                if status:
+            if attempt >= s.max_attempts or time.monotonic() + delay > deadline:
+                if mapped is not None:
                     raise mapped
+                if status:
+                    raise BadAnswer(f"{what}: {problem}")
                 dead = errors.Unreachable(
                     f"cluster {self.cluster} unreachable after {attempt} attempts: {problem}"
                 )
                 self._dead = dead
-                self._dead_until = time.monotonic() + self.settings.retry_budget
+                self._dead_until = time.monotonic() + s.retry_budget
                 raise errors.Unreachable(f"{what}: {dead}")
             self.stats.retries += 1
             log.debug("cluster %s: %s %s: %s; retry in %.2fs", self.cluster, method, path, problem, delay)
             await anyio.sleep(delay)
+
+    async def _send(
+        self,
+        api: kr8s.asyncio.Api,
+        method: str,
+        base: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        limit: float,
+    ) -> tuple[int, bytearray, httpx.Headers]:
+        """One attempt, ended by `limit` seconds (connect to last byte); the body is read up to the cap."""
+        cap = self.settings.max_answer_bytes
+        with anyio.fail_after(max(0.0, limit)):
+            async with api.call_api(
+                method,
+                version="",
+                base=base,
+                url=url,
+                params=dict(params or {}),
+                headers=dict(headers),
+                content=content,
+                raise_for_status=False,
+                stream=True,
+            ) as response:
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > cap:
+                    raise _TooLarge(int(declared))
+                raw = bytearray()
+                async for chunk in response.aiter_bytes():
+                    raw += chunk
+                    if len(raw) > cap:
+                        raise _TooLarge(len(raw))
+                return response.status_code, raw, response.headers
 
     # -- discovery ---------------------------------------------------------------------------------
 
@@ -657,7 +921,9 @@ class Client:
         docs: dict[str, Any] = {}
 
         async def fetch(path: str) -> None:
-            docs[path] = (await self.request("GET", path, what=what, media=AGGREGATED_ACCEPT))[1]
+            docs[path] = (
+                await self.request("GET", path, what=what, media=AGGREGATED_ACCEPT, check=is_discovery_root)
+            )[1]
 
         with unwrap_group():
             async with anyio.create_task_group() as tg:
@@ -668,17 +934,19 @@ class Client:
             found.extend(types_from_aggregated(core))
             found.extend(types_from_aggregated(groups))
         else:
-            _, core_v1 = await self.request("GET", "/api/v1", what=what)
-            found.extend(types_from_resource_list(core_v1 or {}))
+            _, core_v1 = await self.request("GET", "/api/v1", what=what, check=is_resource_list)
+            found.extend(types_from_resource_list(core_v1))
             versions = []
-            for group in (groups or {}).get("groups") or []:
+            for group in groups.get("groups") or []:
                 for v in group.get("versions") or []:
-                    if v.get("groupVersion"):
+                    if isinstance(v, dict) and v.get("groupVersion"):
                         versions.append(str(v["groupVersion"]))
 
             async def one(gv: str) -> None:
-                status, doc = await self.request("GET", f"/apis/{gv}", what=what, accept=(404, 503))
-                if status == 200 and doc:
+                status, doc = await self.request(
+                    "GET", f"/apis/{gv}", what=what, accept_any=(404, 503), check=is_resource_list
+                )
+                if status == 200:
                     found.extend(types_from_resource_list(doc))
 
             with unwrap_group():
@@ -698,26 +966,62 @@ class Client:
         label_selector: str | None = None,
     ) -> list[dict[str, Any]]:
         """Every object of a kind (in a namespace or all), following pages; items get kind/apiVersion."""
-        items: list[dict[str, Any]] = []
         params: dict[str, str] = {"limit": str(self.settings.page_size)}
         if label_selector:
             params["labelSelector"] = label_selector
         where = f" in {namespace}" if namespace else ""
         what = f"cluster {self.cluster}: list {rt.plural}{where}"
-        while True:
-            _, doc = await self.request("GET", rt.collection_path(namespace), what=what, params=params)
-            for item in (doc or {}).get("items") or []:
+        items, _ = await self.list_pages(rt, rt.collection_path(namespace), what=what, params=params)
+        return items
+
+    async def list_pages(
+        self, rt: ResourceType, path: str, *, what: str, params: Mapping[str, str]
+    ) -> tuple[Items, str]:
+        """(every item, the resourceVersion of the first page) of a paged list at `path`.
+
+        Bounded: at most `max_list_pages` pages and `max_list_bytes` bytes over all of them; a continue
+        token the server already gave is an error (a paging loop), as is any page that is not a list
+        (`is_list`). A 410 on a continue token raises `ContinueExpired` (the caller decides when to
+        start again). Items get kind/apiVersion."""
+        s = self.settings
+        items: Items = []
+        query = dict(params)
+        seen: set[str] = set()
+        total = 0
+        rv = ""
+        for page in range(1, s.max_list_pages + 1):
+            try:
+                _, doc, size = await self._request("GET", path, what=what, params=query, check=is_list)
+            except RejectedError as e:
+                if e.status == 410 and "continue" in query:
+                    raise ContinueExpired(str(e), status=e.status, reason=e.reason) from None
+                raise
+            total += size
+            if total > s.max_list_bytes:
+                raise BadAnswer(
+                    f"{what}: the list holds more than {s.max_list_bytes} bytes ({page} pages); refused"
+                )
+            meta = doc.get("metadata") or {}
+            if page == 1:
+                rv = str(meta.get("resourceVersion") or "")
+            for item in doc["items"]:
                 item.setdefault("apiVersion", rt.api_version)
                 item.setdefault("kind", rt.kind)
                 items.append(item)
-            token = ((doc or {}).get("metadata") or {}).get("continue")
+            token = meta.get("continue")
             if not token:
-                return items
-            params = {**params, "continue": str(token)}
+                return items, rv
+            if token in seen:
+                raise BadAnswer(f"{what}: the server gave the same continue token again (a paging loop)")
+            seen.add(token)
+            query = {**query, "continue": token}
+        raise BadAnswer(f"{what}: more than {s.max_list_pages} pages; refused (a server that pages forever?)")
 
     async def get(self, rt: ResourceType, *, namespace: str | None, name: str) -> dict[str, Any] | None:
         ref = f"{rt.kind}/{namespace}/{name}" if namespace else f"{rt.kind}/{name}"
-        status, doc = await self.request("GET", rt.object_path(namespace, name), what=ref, accept=(404,))
+        status, doc = await self.request(
+            "GET", rt.object_path(namespace, name), what=ref, accept=(404,), check=is_object
+        )
         return doc if status == 200 else None
 
     async def apply(
@@ -742,8 +1046,9 @@ class Client:
             body=obj,
             content_type=APPLY_CONTENT_TYPE,
             secrets=secrets,
+            check=is_object,
         )
-        return doc or {}, status == 201
+        return doc, status == 201
 
     async def create(self, rt: ResourceType, obj: Mapping[str, Any]) -> bool:
         """Plain create; False when the object already exists."""
@@ -837,6 +1142,7 @@ class WatchStream:
     async def lines(self) -> AsyncIterator[bytes]:
         """The non-empty lines of the body as they arrive."""
         assert self._response is not None
+        cap = self._client.settings.max_answer_bytes
         buffer = b""
         try:
             async for chunk in self._response.aiter_bytes():
@@ -848,6 +1154,8 @@ class WatchStream:
                     buffer = rest
                     if line.strip():
                         yield line
+                if len(buffer) > cap:
+                    raise BadAnswer(f"{self._what}: a watch event is larger than {cap} bytes; refused")
         except _TRANSPORT_ERRORS as e:
             raise errors.Unreachable(f"{self._what}: {_transport_problem(e)}") from None
         if buffer.strip():
@@ -856,11 +1164,17 @@ class WatchStream:
     async def error(self) -> tuple[str, str]:
         """(message, reason) of a non-2xx answer's Status body."""
         assert self._response is not None
+        cap = self._client.settings.max_answer_bytes
+        raw = b""
         try:
-            raw = await self._response.aread()
-            body = json.loads(raw) if raw else None
-        except (*_TRANSPORT_ERRORS, ValueError):
-            body = None
+            async for chunk in self._response.aiter_bytes():
+                raw += chunk
+                if len(raw) > cap:
+                    raw = b""
+                    break
+        except _TRANSPORT_ERRORS:
+            raw = b""
+        _, body = _parse(raw)
         return _status_message(body, self.status)
 
 
