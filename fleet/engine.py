@@ -89,6 +89,7 @@ class Settings:
     retry_cap: float = 120.0
     recheck_interval: float = 2.0  # while objects become healthy
     health_timeout: float = 120.0
+    round_timeout: float = 600.0  # one cluster's round, health waits excluded (`reconcile.round_limit`)
     fetch_min_gap: float = 1.0  # webhook rate limit: at most one fetch per this many seconds
     grace_period: float = 20.0  # SIGTERM: in-flight rounds may finish within this
     watch: bool = True  # keep watch streams open and repair drift at once
@@ -122,6 +123,7 @@ class WatchStatus:
     last_event_at: str | None = None
     reconnects: int = 0
     relists: int = 0
+    expired: int = 0  # 410 Gone answers (metrics only: the status document's shape is fixed)
 
     def document(self) -> dict[str, Any]:
         return {
@@ -362,6 +364,7 @@ class Engine:
         last_event_at: str | None,
         reconnects: int,
         relists: int,
+        expired: int = 0,
     ) -> None:
         """The watch layer reports its health per cluster (at most about once a second)."""
         rt = self.clusters.get(cluster)
@@ -372,7 +375,10 @@ class Engine:
             self.metrics.watch_reconnects.labels(cluster=cluster).inc(reconnects - w.reconnects)
         if relists > w.relists:
             self.metrics.watch_relists.labels(cluster=cluster).inc(relists - w.relists)
+        if expired > w.expired:
+            self.metrics.watch_expired.labels(cluster=cluster).inc(expired - w.expired)
         w.streams, w.last_event_at, w.reconnects, w.relists = streams, last_event_at, reconnects, relists
+        w.expired = expired
         self.metrics.watch_streams.labels(cluster=cluster).set(streams)
 
     def _repaired(self, batch: watching.RepairBatch) -> None:
@@ -798,7 +804,10 @@ class Engine:
             },
         ) as span:
             options = reconcile.Options(
-                instance=self.settings.instance, wait=False, health_timeout=self.settings.health_timeout
+                instance=self.settings.instance,
+                wait=False,
+                health_timeout=self.settings.health_timeout,
+                cluster_deadline=self.settings.round_timeout,
             )
             result = await reconcile.reconcile_cluster(
                 self._client(rt, cluster), cluster, targets, options=options, protected=desired.shield

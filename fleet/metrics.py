@@ -48,6 +48,12 @@ class Metrics:
         self.watch_relists = Counter(
             "fleet_watch_relists", "Full relists after 410 Gone or a reconnect.", ["cluster"], registry=r
         )
+        self.watch_expired = Counter(
+            "fleet_watch_expired",
+            "410 Gone answers to watches and to list continue tokens (each relist after one backs off).",
+            ["cluster"],
+            registry=r,
+        )
         self.watch_streams = Gauge("fleet_watch_streams", "Open watch streams.", ["cluster"], registry=r)
         self.queue_depth = Gauge("fleet_queue_depth", "Clusters waiting for a reconcile.", registry=r)
         self.cluster_state = Gauge(

@@ -10,9 +10,12 @@ stop). Inside its own anyio task group it keeps:
   and a jittered ``timeoutSeconds`` (the server closes the stream; the loop reopens from the last
   resourceVersion, which bookmarks advance). An in-stream ERROR 410 or an HTTP 410 relists (once) and
   compares the fresh list with the cache, so a change made while the stream was down is still seen
-  (a vanished object reads as DELETED); a stream silent for longer than ``timeoutSeconds`` + margin
-  (a half-open connection, a hung server) is dropped and reopened; errors and streams that close at
-  once back off (capped, jittered, reset by a stream that works);
+  (a vanished object reads as DELETED); a list is read whole or not at all (an unreadable page, a
+  paging loop: an error, never "everything deleted"); a 410 on a list's continue token, or a watch
+  too old again right after a relist, backs off before listing again (every 410 is counted); a stream
+  silent for longer than ``timeoutSeconds`` + margin (a half-open connection, a hung server) is
+  dropped and reopened; errors and streams that close at once back off (capped, jittered, reset by a
+  stream that works);
 - a bounded cache of only what drift needs: per object its identity, resourceVersion and the
   `drift.fingerprint` of the values of the fields fleet sets (no object bodies). Events older than what
   the cache holds (replays after a reconnect, fleet's own writes already seen in its apply answer) are
@@ -22,8 +25,8 @@ stop). Inside its own anyio task group it keeps:
   repair queue (a burst within `Settings.coalesce` seconds is one batch), `drift.repair_objects` of
   exactly the drifted objects, and a `drift.FightGuard` per cluster that backs off and reports objects
   another writer keeps changing back;
-- health (open streams, time of the last event in RFC 3339, reconnects, relists) reported through
-  `on_health(cluster, streams=, last_event_at=, reconnects=, relists=)` (the signature of
+- health (open streams, time of the last event in RFC 3339, reconnects, relists, 410s) reported through
+  `on_health(cluster, streams=, last_event_at=, reconnects=, relists=, expired=)` (the signature of
   `Engine.watch_update`), at most once per `Settings.health_interval` seconds.
 
 Does not: full reconciles, inventories or prunes (the engine's rounds; a repair that fails is reported
@@ -81,6 +84,7 @@ class Health:
     last_event_at: str | None = None
     reconnects: int = 0
     relists: int = 0
+    expired: int = 0  # 410 Gone answers: a watch too old, or a list's continue token expired
 
     def fields(self) -> dict[str, Any]:
         """Keyword arguments of `Engine.watch_update`."""
@@ -89,6 +93,7 @@ class Health:
             "last_event_at": self.last_event_at,
             "reconnects": self.reconnects,
             "relists": self.relists,
+            "expired": self.expired,
         }
 
 
@@ -123,6 +128,10 @@ class _Outcome(enum.Enum):
 
 class _Expired(Exception):
     """The resourceVersion we resume from is gone from the server's history: relist."""
+
+
+class _ContinueExpired(_Expired):
+    """A 410 on the continue token of a (re)list: list again, after a backoff."""
 
 
 class _StreamError(errors.ClusterError):
@@ -209,6 +218,7 @@ class ClusterWatch:
         self._last_event = 0.0
         self._reconnects = 0
         self._relists = 0
+        self._expired = 0
 
     # -- the API the engine uses ---------------------------------------------------------------------
 
@@ -219,6 +229,7 @@ class ClusterWatch:
             last_event_at=_rfc3339(self._last_event) if self._last_event else None,
             reconnects=self._reconnects,
             relists=self._relists,
+            expired=self._expired,
         )
 
     @property
@@ -320,15 +331,30 @@ class ClusterWatch:
                         self._touch()
                         continue
                     failures += 1  # closed at once without a single event, or silent too long
-                except _Expired:
+                except _Expired as e:
                     rv = None
                     expired += 1
-                    if expired > 1:
-                        await anyio.sleep(
-                            backoff(
-                                expired - 1, base=self.settings.backoff_base, cap=self.settings.backoff_cap
-                            )
+                    self._expired += 1
+                    self._touch()
+                    # A stream's first 410 relists at once; a 410 on a list's continue token, or a watch
+                    # too old again right after a relist, backs off (capped, jittered) before listing.
+                    if isinstance(e, _ContinueExpired):
+                        listed = True  # the list starts again: that is a relist, counted
+                        wait = backoff(
+                            expired, base=self.settings.backoff_base, cap=self.settings.backoff_cap
                         )
+                    else:
+                        wait = backoff(
+                            expired - 1, base=self.settings.backoff_base, cap=self.settings.backoff_cap
+                        )
+                    log.info(
+                        "cluster %s: %s of %s expired (410); listing again in %.1fs",
+                        self.cluster,
+                        "a list page" if isinstance(e, _ContinueExpired) else "the watch",
+                        kind[1],
+                        wait,
+                    )
+                    await anyio.sleep(wait)
                     continue
                 except errors.FleetError as e:
                     failures += 1
@@ -345,35 +371,23 @@ class ClusterWatch:
                 )
 
     async def _list(self, kind: Kind, rt: kube.ResourceType) -> str:
-        """List the kind (our objects only), bring the cache up to date, return the list's RV."""
+        """List the kind (our objects only), bring the cache up to date, return the list's RV.
+
+        An unreadable or endless list raises (`kube.Client.list_pages`): it is never read as "nothing
+        there", which would report every cached object as deleted. A 410 on a continue token raises
+        `_ContinueExpired` (the caller backs off before listing again)."""
         params = {
             "labelSelector": f"{model.LABEL_OWNER}={self.instance}",
             "limit": str(self.settings.page_size),
         }
         what = f"cluster {self.cluster}: list {rt.plural}"
-        items: list[dict[str, Any]] = []
-        rv = ""
-        while True:
-            try:
-                _, doc = await self.client.request("GET", rt.collection_path(None), what=what, params=params)
-            except kube.ApiError as e:
-                if e.status == 410 and "continue" in params:  # the continue token expired: start again
-                    items, params = [], {k: v for k, v in params.items() if k != "continue"}
-                    continue
-                raise
-            doc = doc or {}
-            meta = doc.get("metadata") or {}
-            rv = rv or str(meta.get("resourceVersion") or "")
-            items.extend(doc.get("items") or [])
-            token = meta.get("continue")
-            if not token:
-                break
-            params = {**params, "continue": str(token)}
+        try:
+            items, rv = await self.client.list_pages(rt, rt.collection_path(None), what=what, params=params)
+        except kube.ContinueExpired:
+            raise _ContinueExpired() from None
         cache = self._cache.setdefault(kind, {})
         seen: set[plan.Key] = set()
         for item in items:
-            item.setdefault("apiVersion", rt.api_version)
-            item.setdefault("kind", rt.kind)
             seen.add(plan.key_of(item))
             self._observe(kind, "MODIFIED", item)
         for k in [k for k in cache if k not in seen]:
@@ -418,6 +432,8 @@ class ClusterWatch:
                     self._touch()
                     async for line in stream.lines():
                         event = orjson.loads(line)
+                        if not isinstance(event, dict) or not isinstance(event.get("object", {}), dict):
+                            raise errors.ClusterError(f"{what}: a watch event is not an object")
                         rv = self._event(kind, event, rv)
                         self._resume[kind] = rv  # kept if the stream breaks: resume from here
                         events += 1
