@@ -9,6 +9,9 @@ yet are shown as new without asking the server (a dry run would fail with "names
 that a sync would prune are shown as removed. Secret values are never shown: each becomes
 ``<redacted>`` (``<redacted: changed>`` on the new side when it differs).
 
+Every cluster is compared within the round deadline (`fleet diff --round-timeout`): a cluster too slow
+to answer is an error in time, and frees its slot.
+
 Does not: write anything, or wait for health.
 """
 
@@ -199,6 +202,7 @@ async def diff_fleet(
     clients: kube.Clients,
     instance: str,
     concurrency: int = 16,
+    deadline: float | None = 600.0,
 ) -> FleetDiff:
     limiter = anyio.CapacityLimiter(max(1, concurrency))
     results: dict[str, ClusterDiff] = {}
@@ -208,9 +212,14 @@ async def diff_fleet(
         cluster = repo.clusters[name]
         async with limiter:
             client = clients.client(name, context=cluster.context or name)
-            results[name] = await diff_cluster(
-                client, cluster, targets.get(name, {}), instance=instance, protected=protected
-            )
+            with anyio.move_on_after(deadline) as scope:  # a slow cluster frees its slot in time
+                results[name] = await diff_cluster(
+                    client, cluster, targets.get(name, {}), instance=instance, protected=protected
+                )
+            if scope.cancelled_caught:
+                results[name] = ClusterDiff(
+                    name, error=f"unreachable: not compared within {deadline:g}s (the round timeout)"
+                )
 
     async with anyio.create_task_group() as tg:
         for name in sorted(repo.clusters):

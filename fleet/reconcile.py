@@ -8,12 +8,14 @@ any prune, prunes only for bundles whose apply fully succeeded, exact inventorie
 result objects (`ClusterResult`, `BundleResult`, `FleetResult`) that `fleet sync`, `fleet diff` and the
 long-running engine report from.
 
-Failure rules: anything unknown stops deletes. A failed discovery, inventory read or list fails the whole
-cluster for the round before any write; an unreachable cluster is reported Unreachable after its own
-retry budget and never delays the others beyond its deadline (each cluster runs in its own task under a
-global `CapacityLimiter`); a paused cluster is never written (Paused); a suspended bundle is never
-written (Suspended). A `FleetResult` of a revision with errors (a broken bundle, even one placed nowhere
-yet) is never ok: it names them (`broken_bundles`, `errors`).
+Failure rules: anything unknown stops deletes. A failed discovery, inventory read or list (an answer that
+cannot be read included: `kube` never returns it as empty) fails the whole cluster for the round before
+any write; an unreachable cluster is reported Unreachable after its own retry budget and never delays the
+others beyond its deadline (each cluster runs in its own task under a global `CapacityLimiter`); every
+round has a deadline (`round_limit`: on expiry it stops where it is, the cluster is Unreachable and its
+slot is free); a paused cluster is never written (Paused); a suspended bundle is never written
+(Suspended). A `FleetResult` of a revision with errors (a broken bundle, even one placed nowhere yet) is
+never ok: it names them (`broken_bundles`, `errors`).
 
 Does not: read the repository, place or render (callers pass `plan.Target`s built by `targets_for`), or
 talk HTTP itself (`kube`), or decide ownership (`plan`).
@@ -46,7 +48,9 @@ class Options:
     health_timeout: float = 300.0
     health_interval: float = 1.0
     crd_timeout: float = 60.0
-    cluster_deadline: float | None = None  # whole round of one cluster, health wait excluded; None: none
+    # The whole round of one cluster, health waits excluded (they have `health_timeout` each): on expiry
+    # the round stops where it is and the cluster is Unreachable. None: no deadline (tests only).
+    cluster_deadline: float | None = 600.0
 
 
 @dataclass(frozen=True)
@@ -347,6 +351,29 @@ async def _health(
 # One cluster
 
 
+def round_limit(targets: Mapping[str, plan.Target], options: Options) -> float | None:
+    """Seconds one round of a cluster may take: `cluster_deadline` plus `health_timeout` for each health
+    wait the round may do (one per dependsOn wave, one more when waiting for health)."""
+    if options.cluster_deadline is None:
+        return None
+    waits = _dependency_waves(targets) + (1 if options.wait else 0)
+    return options.cluster_deadline + waits * options.health_timeout
+
+
+def _dependency_waves(targets: Mapping[str, plan.Target]) -> int:
+    """How many waves after the first the dependsOn order of `targets` has (cycles end the count)."""
+    remaining = {b: set(t.depends_on) & set(targets) for b, t in targets.items()}
+    waves = 0
+    while remaining:
+        ready = {b for b, deps in remaining.items() if not deps & set(remaining)}
+        if not ready:
+            break
+        for b in ready:
+            del remaining[b]
+        waves += 1
+    return max(0, waves - 1)
+
+
 def _unreached(
     cluster: str, targets: Mapping[str, plan.Target], state: model.State, message: str
 ) -> ClusterResult:
@@ -378,14 +405,15 @@ async def reconcile_cluster(
         bundles = {b: BundleResult(b, model.State.PAUSED, message="cluster paused") for b in targets}
         return ClusterResult(cluster.name, model.State.PAUSED, bundles=bundles, message="nothing written")
     result: ClusterResult | None = None
+    limit = round_limit(targets, options)
     try:
-        if options.cluster_deadline is not None:
-            with anyio.fail_after(options.cluster_deadline):
-                result = await _round(client, cluster, targets, options=options, protected=protected or {})
-        else:
+        with anyio.fail_after(limit):
             result = await _round(client, cluster, targets, options=options, protected=protected or {})
     except TimeoutError:
-        msg = f"cluster {cluster.name}: round did not finish within {options.cluster_deadline:g}s"
+        msg = (
+            f"cluster {cluster.name}: unreachable: the round did not finish within {limit:g}s (the round "
+            "timeout); stopped where it was, nothing pruned after that, the next round goes on"
+        )
         result = _unreached(cluster.name, targets, model.State.UNREACHABLE, msg)
     except errors.Unreachable as e:
         result = _unreached(cluster.name, targets, model.State.UNREACHABLE, str(e))

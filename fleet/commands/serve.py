@@ -191,10 +191,19 @@ def register_serve(app: typer.Typer) -> None:
         burst: int = typer.Option(300, "--burst", envvar="FLEET_BURST", help="Request burst per cluster."),
         health_timeout: str = typer.Option("2m", "--health-timeout", envvar="FLEET_HEALTH_TIMEOUT"),
         request_timeout: str = typer.Option(
-            "30s", "--request-timeout", envvar="FLEET_REQUEST_TIMEOUT", help="Timeout of one API request."
+            "30s",
+            "--request-timeout",
+            envvar="FLEET_REQUEST_TIMEOUT",
+            help="Deadline of one API request attempt, first to last byte.",
         ),
         retry_budget: str = typer.Option(
             "60s", "--retry-budget", envvar="FLEET_RETRY_BUDGET", help="Time one request may spend retrying."
+        ),
+        round_timeout: str = typer.Option(
+            "10m",
+            "--round-timeout",
+            envvar="FLEET_ROUND_TIMEOUT",
+            help="Deadline of one cluster's round (health waits excluded).",
         ),
         log_level: str = typer.Option("info", "--log-level", envvar="FLEET_LOG_LEVEL"),
     ) -> None:
@@ -232,6 +241,9 @@ def register_serve(app: typer.Typer) -> None:
                 ),
                 "retry_budget": common.parse_duration(
                     retry_budget, flag=f("retry_budget"), minimum=0.0, maximum=common.HOUR
+                ),
+                "round_timeout": common.parse_duration(
+                    round_timeout, flag=f("round_timeout"), minimum=10.0, maximum=common.DAY
                 ),
             }
             common.check_count(concurrency, flag=f("concurrency"), minimum=1)
@@ -282,6 +294,7 @@ def register_serve(app: typer.Typer) -> None:
                 allow_empty_repo=allow_empty_repo,
                 credentials=credentials,
                 health_timeout=durations["health_timeout"],
+                round_timeout=durations["round_timeout"],
             )
             kube_settings = kube.Settings(
                 qps=qps,

@@ -40,6 +40,7 @@ class Request:
     allow_empty_repo: bool
     request_timeout: float
     retry_budget: float
+    round_timeout: float = 600.0
 
 
 def _checked_request(
@@ -54,6 +55,7 @@ def _checked_request(
     allow_empty_repo: bool,
     request_timeout: str,
     retry_budget: str,
+    round_timeout: str,
 ) -> Request:
     """The flags shared by `sync` and `diff`, checked before anything is read (InputError naming the flag)."""
     common.check_rev(rev)
@@ -72,6 +74,7 @@ def _checked_request(
         allow_empty_repo,
         common.parse_duration(request_timeout, flag="--request-timeout", minimum=0.1, maximum=common.HOUR),
         common.parse_duration(retry_budget, flag="--retry-budget", maximum=common.HOUR),
+        common.parse_duration(round_timeout, flag="--round-timeout", minimum=10.0, maximum=common.DAY),
     )
 
 
@@ -247,11 +250,16 @@ def register(app: typer.Typer) -> None:
         output: str = typer.Option("table", "--format", help="table or json."),
         no_wait: bool = typer.Option(False, "--no-wait", help="Do not wait for health."),
         timeout: str = typer.Option("5m", "--timeout", help="Bound of the health wait (e.g. 90s, 5m)."),
-        request_timeout: str = typer.Option("30s", "--request-timeout", help="Timeout of one API request."),
+        request_timeout: str = typer.Option(
+            "30s", "--request-timeout", help="Deadline of one API request attempt, first to last byte."
+        ),
         retry_budget: str = typer.Option(
             "60s",
             "--retry-budget",
             help="Time one request may spend retrying before its cluster is given up.",
+        ),
+        round_timeout: str = typer.Option(
+            "10m", "--round-timeout", help="Deadline of one cluster's round (health waits excluded)."
         ),
     ) -> None:
         """One full reconcile of every cluster, then exit (0: every placed pair applied and healthy)."""
@@ -270,6 +278,7 @@ def register(app: typer.Typer) -> None:
                 allow_empty_repo,
                 request_timeout,
                 retry_budget,
+                round_timeout,
             )
             health_timeout = common.parse_duration(timeout, flag="--timeout", minimum=1.0, maximum=common.DAY)
         except errors.InputError as e:
@@ -296,11 +305,16 @@ def register(app: typer.Typer) -> None:
         allow_empty_repo: bool = typer.Option(
             False, "--allow-empty-repo", help="Act on a revision with no cluster file or no bundle."
         ),
-        request_timeout: str = typer.Option("30s", "--request-timeout", help="Timeout of one API request."),
+        request_timeout: str = typer.Option(
+            "30s", "--request-timeout", help="Deadline of one API request attempt, first to last byte."
+        ),
         retry_budget: str = typer.Option(
             "60s",
             "--retry-budget",
             help="Time one request may spend retrying before its cluster is given up.",
+        ),
+        round_timeout: str = typer.Option(
+            "10m", "--round-timeout", help="Deadline of one cluster's round (health waits excluded)."
         ),
     ) -> None:
         """Server-side dry-run diff against the live clusters (exit 0 none, 1 differences, 2 error)."""
@@ -317,6 +331,7 @@ def register(app: typer.Typer) -> None:
                 allow_empty_repo,
                 request_timeout,
                 retry_budget,
+                round_timeout,
             )
         except errors.InputError as e:
             common.fail(str(e), code=2)
@@ -346,7 +361,11 @@ async def _sync(c: Request, health_timeout: float, wait: bool, output: str) -> i
     except (errors.InputError, errors.SourceError) as e:
         common.fail(str(e), code=2)
     options = reconcile.Options(
-        instance=c.instance, concurrency=c.concurrency, wait=wait, health_timeout=health_timeout
+        instance=c.instance,
+        concurrency=c.concurrency,
+        wait=wait,
+        health_timeout=health_timeout,
+        cluster_deadline=c.round_timeout,
     )
     progress = _Progress(len(repo.clusters), wait=wait)
     result = await run_sync(repo, targets, kubeconfig, request=c, options=options, on_done=progress)
@@ -370,7 +389,12 @@ async def _diff(c: Request) -> int:
         common.fail(str(e), code=2)
     async with kube.Clients(kubeconfig, settings=settings_of(c)) as clients:
         result = await diff_mod.diff_fleet(
-            repo, targets, clients=clients, instance=c.instance, concurrency=c.concurrency
+            repo,
+            targets,
+            clients=clients,
+            instance=c.instance,
+            concurrency=c.concurrency,
+            deadline=c.round_timeout,
         )
     for name, cd in result.clusters.items():
         if cd.error:

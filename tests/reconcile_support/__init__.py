@@ -185,7 +185,11 @@ def sync_in_process(
     async def main() -> reconcile.FleetResult:
         repo, targets, kc = await sync.prepare(request)
         options = reconcile.Options(
-            instance=instance, wait=wait, health_timeout=health_timeout, health_interval=0.2
+            instance=instance,
+            wait=wait,
+            health_timeout=health_timeout,
+            health_interval=0.2,
+            cluster_deadline=request.round_timeout,
         )
         return await sync.run_sync(repo, targets, kc, request=request, options=options)
 
