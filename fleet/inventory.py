@@ -70,7 +70,9 @@ def decode(configmap: Mapping[str, Any], *, instance: str) -> Inventory:
     meta = configmap.get("metadata") or {}
     name = str(meta.get("name", ""))
     where = f"ConfigMap/{model.INVENTORY_NAMESPACE}/{name}"
-    data = configmap.get("data") or {}
+    data = configmap.get("data")
+    if not isinstance(data, dict):
+        raise InventoryError(f"{where}: inventory without data (unreadable, not empty)")
     bundle = data.get("bundle")
     prefix = f"{instance}-inventory-"
     if not isinstance(bundle, str) or not bundle:
@@ -79,7 +81,9 @@ def decode(configmap: Mapping[str, Any], *, instance: str) -> Inventory:
         bundle = name[len(prefix) :]
     if name != model.inventory_name(instance=instance, bundle=bundle):
         raise InventoryError(f"{where}: inventory names bundle {bundle!r} but is not called after it")
-    raw = data.get("objects", "[]")
+    if "objects" not in data:
+        raise InventoryError(f"{where}: inventory without data.objects (unreadable, not empty)")
+    raw = data["objects"]
     try:
         rows = json.loads(raw)
     except (TypeError, ValueError):

@@ -71,3 +71,15 @@ def test_decode_all_separates_broken_inventories_from_good_ones() -> None:
 def test_an_empty_inventory_decodes_to_no_refs() -> None:
     cm = inventory.encode("web", [], instance="fleet")
     assert inventory.decode(cm, instance="fleet").refs == frozenset()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"bundle": "web"}, None, ["web"], {"bundle": "web", "objects": None}],
+    ids=["no objects", "no data", "data a list", "objects null"],
+)
+def test_an_inventory_without_its_object_list_is_unreadable_not_empty(data: object) -> None:
+    cm = inventory.encode("web", REFS, instance="fleet")
+    cm["data"] = data
+    with pytest.raises(inventory.InventoryError, match=r"ConfigMap/fleet-system/fleet-inventory-web: .*data"):
+        inventory.decode(cm, instance="fleet")
