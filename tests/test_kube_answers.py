@@ -415,7 +415,7 @@ def test_the_pages_of_one_list_are_bounded_in_bytes_together(proxy: faultproxy.F
     run(main)
 
 
-def test_retry_delays_grow_are_capped_and_jittered() -> None:
+def test_retry_delays_grow_up_to_their_cap_and_are_jittered() -> None:
     for attempt in range(1, 70):
         full = min(8.0, 0.2 * 2 ** (attempt - 1))
         delays = {kube.retry_delay(attempt, base=0.2, cap=8.0) for _ in range(50)}

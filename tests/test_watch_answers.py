@@ -17,13 +17,14 @@ import anyio
 import pytest
 
 from fleet import apply, drift, kube, model, plan, watch
-from fleet.sim import store, testing
+from fleet.sim import testing
+from fleet.sim.storage import store
 from tests.reconcile_support import send
 from tests.support import faultproxy
 
 INSTANCE = "fleet"
 NS = "app"
-NAMES = ["a1", "a2", "a3", "a4"]
+NAMES = [f"a{i}" for i in range(1, 9)]  # one cluster per test
 FAST_KUBE = kube.Settings(request_timeout=5.0, connect_timeout=2.0, retry_budget=2.0, backoff_base=0.05)
 FAST_WATCH = watch.Settings(
     timeout_seconds=30,
