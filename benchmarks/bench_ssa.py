@@ -5,7 +5,7 @@ Run: ``.venv/bin/python -m benchmarks.bench_ssa`` (or ``python -m benchmarks`` f
 Measures process CPU time (``time.process_time``) per call, median of 5 rounds, for: apply that creates
 a ConfigMap and a Deployment; a no-op re-apply (the GitOps steady state); a changing apply with a second
 manager present (conflict check and pruning); an `update` (non-apply write); a strategic merge patch; and
-defaulting plus quantity canonicalisation of a Deployment. Target (SIM.md): the server sustains 1,000
+defaulting plus quantity canonicalisation of a Deployment. Target (docs/sim.md): the server sustains 1,000
 applies/s on 2 cores, so an apply of a small object must stay well under 1 ms of CPU. Results are written
 to ``benchmarks/results/bench_ssa.json`` and printed as a table.
 """

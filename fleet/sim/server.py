@@ -4,7 +4,7 @@ Owns: `Sim` (start/stop, one listening socket with a `/clusters/<name>` prefix p
 port per cluster, optional TLS with a CA made at start by `trustme`), the kubeconfig describing every
 cluster, fault rules (`FaultRule`: injected statuses with Retry-After, latency, hangs, refused
 connections, dropped watches), the per-cluster request journal, and the admin endpoints under
-`/_sim/` (see docs/sim.md and /work/shared/SIM.md for their shapes).
+`/_sim/` (their shapes: docs/sim.md, "Admin endpoints").
 
 Does not: implement Kubernetes semantics (`fleet.sim.rest`, `fleet.sim.storage.store`).
 """
@@ -40,7 +40,7 @@ class RuleError(errors.InputError, ValueError):
 
 @dataclass
 class FaultRule:
-    """One fault rule of SIM.md. `matched` counts matching requests, `fired` the ones it acted on."""
+    """One fault rule (docs/sim.md). `matched` counts matching requests, `fired` the ones it acted on."""
 
     status: int | None = None
     retry_after: int | None = None
@@ -255,7 +255,7 @@ class Sim:
         await self._check_answering()
 
     async def _check_answering(self) -> None:
-        """GET /version of every cluster over the network (SIM.md: ready only once every cluster answers)."""
+        """GET /version of every cluster over the network (ready only once every cluster answers)."""
         import aiohttp
 
         ssl_ctx: ssl.SSLContext | bool = False

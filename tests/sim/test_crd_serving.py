@@ -1,8 +1,7 @@
 """CustomResourceDefinitions over raw HTTP: establishing, discovery, pruning, defaults, subresources, deletion.
 
-Expected shapes come from reference/kube-api.md items 15, 16, 59, 73, 82-87 and the SIM.md corrections
-(an apply naming an undeclared field is a 500 with an empty reason; Strict is a 400; Warn and Ignore
-prune, Warn with a Warning header).
+Expected shapes are those of docs/sim.md, "CustomResourceDefinitions" (an apply naming an undeclared
+field is a 500 with an empty reason; Strict is a 400; Warn and Ignore prune, Warn with a Warning header).
 """
 
 from __future__ import annotations

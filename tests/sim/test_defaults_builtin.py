@@ -1,4 +1,4 @@
-"""Defaulting and normalisation of built-in objects (SIM.md "Server-side normalisation"; item F.48, H.70)."""
+"""Defaulting and normalisation of built-in objects (docs/sim.md, "Defaulting and normalisation")."""
 
 from __future__ import annotations
 

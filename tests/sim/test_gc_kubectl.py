@@ -1,8 +1,8 @@
 """Deletion with the real kubectl and over raw HTTP: cascades, finalizers, `wait --for=delete`, namespaces.
 
-Reference: reference/kube-api.md items 76-78 (finalizers and the garbage collector) and 80 (namespace
-lifecycle); kubectl waits for deletions by default, so a returning `kubectl delete` means the object is
-gone.
+Reference: the real server's finalizers, garbage collector and namespace lifecycle (docs/sim.md, "The
+sim's own controllers"); kubectl waits for deletions by default, so a returning `kubectl delete` means
+the object is gone.
 """
 
 from __future__ import annotations

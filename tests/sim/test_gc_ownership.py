@@ -1,7 +1,8 @@
 """The simulated garbage collector over raw HTTP: dangling owners, multiple owners, chains, blocking finalizers.
 
-Reference: reference/kube-api.md item 78 and the real collector's `attemptToDeleteItem` (a dependent
-with no live owner is deleted; one with a live owner only loses its references to missing owners).
+Reference: docs/sim.md, "Garbage collection and finalizers", and the real collector's
+`attemptToDeleteItem` (a dependent with no live owner is deleted; one with a live owner only loses its
+references to missing owners).
 """
 
 from __future__ import annotations

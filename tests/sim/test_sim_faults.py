@@ -1,4 +1,4 @@
-"""Fault injection, compaction and the request journal, through the `/_sim/` admin endpoints of SIM.md."""
+"""Fault injection, compaction and the request journal, through the `/_sim/` admin endpoints (docs/sim.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The simulated API server over raw HTTP: one test per behaviour of reference/kube-api.md items A-G.
+"""The simulated API server over raw HTTP: one test per behaviour of docs/sim.md, "What is faithful".
 
-Expected shapes (Status messages, list and event forms) come from the reference, which cites the
-apimachinery/apiserver source files they were read from.
+Expected shapes (Status messages, list and event forms) are those of the apimachinery/apiserver source
+files the behaviours were read from.
 """
 
 from __future__ import annotations
