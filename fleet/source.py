@@ -19,7 +19,8 @@ Safety rules, all enforced here before any byte is parsed:
   devices) are refused without being opened.
 - A file over `Limits.max_file_bytes` is a problem and is not read (its size comes from the object
   header or ``lstat``); more than `Limits.max_files` files or `Limits.max_total_bytes` bytes refuse the
-  whole revision (`yamlsafe.LimitExceeded`).
+  whole revision (`yamlsafe.LimitExceeded`, naming the revision and the content limit: never reported
+  as a failure to fetch).
 - URLs: ``https``, ``http``, ``ssh``, ``git``, ``file`` and scp-style ``user@host:path``, or a local path
   that must be a git repository. Transport helpers (``ext::``, ``fd::``), option-looking hosts, users or
   paths (``ssh://-oProxyCommand=...``) and control characters are refused before libgit2 sees them.
@@ -40,7 +41,7 @@ import re
 import stat
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -77,9 +78,14 @@ class UnsafeURL(errors.SourceError):
 
 
 class UnknownRevision(errors.SourceError):
-    """The revision does not exist in the repository (not retriable)."""
+    """The revision does not exist in the repository, or is not written in a form fleet reads (not
+    retriable)."""
 
     retriable = False
+
+
+class AmbiguousRevision(UnknownRevision):
+    """The revision names more than one thing (a branch and a tag, or a name and a short id)."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -287,11 +293,15 @@ def unsafe_path(value: str) -> str | None:
 
 
 class _Collector:
-    """Accumulates files and problems while enforcing the per-revision limits."""
+    """Accumulates files and problems while enforcing the per-revision limits.
 
-    def __init__(self, *, base: str, limits: yamlsafe.Limits) -> None:
+    `what` names what is read in the error of a limit on the whole of it (``revision 3f2a9c1e0b7d``,
+    ``the work tree``): such a refusal is about that content, never a failure to fetch it."""
+
+    def __init__(self, *, base: str, limits: yamlsafe.Limits, what: str) -> None:
         self.base = base
         self.limits = limits
+        self.what = what
         self.files: dict[str, bytes] = {}
         self.problems: list[model.Problem] = []
         self.count = 0
@@ -308,8 +318,8 @@ class _Collector:
         self.count += 1
         if self.count > self.limits.max_files:
             raise yamlsafe.LimitExceeded(
-                f"more than {self.limits.max_files} files below clusters/ and bundles/, over the limit "
-                f"max_files={self.limits.max_files}",
+                f"{self.what} is refused as a whole: more than {self.limits.max_files} files below "
+                f"clusters/ and bundles/, over the content limit max_files={self.limits.max_files}",
                 path=self.base or ".",
             )
         if size > self.limits.max_file_bytes:
@@ -320,8 +330,9 @@ class _Collector:
         self.total += size
         if self.total > self.limits.max_total_bytes:
             raise yamlsafe.LimitExceeded(
-                f"files below clusters/ and bundles/ exceed {self.limits.max_total_bytes} bytes, over the "
-                f"limit max_total_bytes={self.limits.max_total_bytes}",
+                f"{self.what} is refused as a whole: files below clusters/ and bundles/ exceed "
+                f"{self.limits.max_total_bytes} bytes, over the content limit "
+                f"max_total_bytes={self.limits.max_total_bytes}",
                 path=self.base or ".",
             )
         return True
@@ -349,7 +360,7 @@ def _read_tree(
     repo: pygit2.Repository, commit: pygit2.Commit, *, subpath: str, limits: yamlsafe.Limits
 ) -> model.Snapshot:
     base = check_subpath(subpath)
-    col = _Collector(base=base, limits=limits)
+    col = _Collector(base=base, limits=limits, what=f"revision {str(commit.id)[:12]}")
     tree: pygit2.Tree = commit.tree
     walked = ""
     for part in base.split("/") if base else []:
@@ -406,16 +417,147 @@ def _read_tree(
     )
 
 
-def _resolve(repo: pygit2.Repository, rev: str, *, where: str) -> pygit2.Commit:
-    if not rev or rev.startswith("-") or any(ord(c) < 0x20 for c in rev):
+# ----------------------------------------------------------------------------------------------------------
+# Revisions: what `--rev` and `--branch` name, resolved without git's guessing (see docs/repository.md).
+
+REV_FORMS = (
+    "a commit id (full, or at least 4 hex digits), a branch or tag name, a full ref (refs/heads/NAME, "
+    "refs/tags/NAME), or HEAD, optionally followed by ~N or ^N"
+)
+"""What a `--rev` may be, as said in errors and help (a name that is both a branch and a tag is refused)."""
+
+REV_HELP = (
+    f"REV is {REV_FORMS}. A name that is both a branch and a tag is refused: write refs/heads/NAME or "
+    "refs/tags/NAME."
+)
+"""The `--rev` help shared by the commands that read a local repository (docs/repository.md)."""
+
+_HEX = re.compile(r"[0-9a-f]{4,64}")
+_FULL_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_ANCESTRY = re.compile(r"(?:[~^][0-9]*)+$")
+
+
+def _split_rev(rev: str, *, where: str) -> tuple[str, str]:
+    """`rev` as (base, ancestry suffix): the base is HEAD, ``refs/...`` or a name or hex id, the suffix a
+    run of ``~N``/``^N``. Any other syntax (``@{...}``, ``:path``, ``..``, ``^{type}``) is refused."""
+    if not rev or rev != rev.strip() or rev.startswith("-") or any(ord(c) < 0x20 or c == "\x7f" for c in rev):
         raise UnknownRevision(f"{where}: invalid revision {rev!r}")
+    m = _ANCESTRY.search(rev)
+    suffix = m.group(0) if m else ""
+    base = rev[: len(rev) - len(suffix)]
+    full = base if base.startswith("refs/") else f"refs/heads/{base}"
+    if not base or base.startswith("-") or (base != "HEAD" and not pygit2.reference_is_valid_name(full)):
+        raise UnknownRevision(f"{where}: unsupported revision {rev!r}: use {REV_FORMS}")
+    return base, suffix
+
+
+def _ref_commit(repo: pygit2.Repository, name: str) -> pygit2.Oid | None:
+    """What the ref `name` points at (symbolic refs followed), or None when there is no such ref."""
+    ref = repo.references.get(name)
+    target = None if ref is None else ref.resolve().target
+    return target if isinstance(target, pygit2.Oid) else None
+
+
+def _ambiguous(where: str, rev: str, candidates: list[str]) -> AmbiguousRevision:
+    names = " and ".join(candidates)
+    refs = [c.split()[-1] for c in candidates if "refs/" in c]
+    hint = " or ".join(refs) + (" (or the full commit id)" if len(refs) < len(candidates) else "")
+    return AmbiguousRevision(f"{where}: ambiguous revision {rev!r}: it names {names}; write {hint}")
+
+
+def _resolve_base(repo: pygit2.Repository, base: str, *, rev: str, where: str) -> pygit2.Oid:
+    if base == "HEAD":
+        try:
+            head = _ref_commit(repo, "HEAD")
+        except (pygit2.GitError, KeyError):
+            head = None
+        if head is None:
+            raise UnknownRevision(f"{where}: unknown revision {rev!r} (HEAD names no commit)")
+        return head
+    if base.startswith("refs/"):
+        oid = _ref_commit(repo, base)
+        if oid is None:
+            raise UnknownRevision(f"{where}: unknown revision {rev!r} (no such ref)")
+        return oid
+    found: list[tuple[str, pygit2.Oid]] = []
+    for kind, ref in (("the branch", f"refs/heads/{base}"), ("the tag", f"refs/tags/{base}")):
+        oid = _ref_commit(repo, ref)
+        if oid is not None:
+            found.append((f"{kind} {ref}", oid))
+    if _HEX.fullmatch(base):
+        try:
+            obj = repo.get(base)
+        except ValueError:  # AmbiguousError: the prefix names several objects
+            if not found:
+                raise AmbiguousRevision(
+                    f"{where}: ambiguous revision {rev!r} (ambiguous short id: give more hex digits)"
+                ) from None
+            obj = None
+        if obj is not None:
+            kind = "the commit" if isinstance(obj, pygit2.Commit) else "the object"
+            found.append((f"{kind} {obj.id}", obj.id))
+    if len(found) > 1:
+        raise _ambiguous(where, rev, [f for f, _ in found])
+    if not found:
+        hint = ""
+        if _ref_commit(repo, f"refs/remotes/{base}") is not None:
+            hint = f"; a remote-tracking branch: write refs/remotes/{base}"
+        raise UnknownRevision(f"{where}: unknown revision {rev!r} (no such branch, tag or commit{hint})")
+    return found[0][1]
+
+
+def _resolve(repo: pygit2.Repository, rev: str, *, where: str) -> pygit2.Commit:
+    """The commit `rev` names in `repo`, by the rules of `REV_FORMS`; refuses ambiguous names."""
+    base, suffix = _split_rev(rev, where=where)
+    oid = _resolve_base(repo, base, rev=rev, where=where)
     try:
-        obj = repo.revparse_single(rev)
-        commit = obj.peel(pygit2.Commit)
-    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError) as e:
-        detail = "ambiguous short id" if "ambiguous" in str(e).lower() else "no such branch, tag or commit"
-        raise UnknownRevision(f"{where}: unknown revision {rev!r} ({detail})") from None
+        commit = repo[oid].peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+        raise UnknownRevision(f"{where}: revision {rev!r} does not name a commit") from None
+    if suffix:
+        try:  # git's ancestry syntax, from an exact commit id: nothing left to guess
+            commit = repo.revparse_single(f"{commit.id}{suffix}").peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+            shallow = " (the mirror holds no history)" if repo.is_shallow else ""
+            raise UnknownRevision(f"{where}: unknown revision {rev!r} (no such ancestor{shallow})") from None
     return commit
+
+
+def check_branch(branch: str) -> str:
+    """The branch name `--branch` gives (``refs/heads/`` stripped); `errors.InputError` for anything else."""
+    name = branch.removeprefix("refs/heads/")
+    if name.startswith("refs/"):
+        raise errors.InputError(f"--branch {branch!r}: takes a branch name, not {name} (pin it with --rev)")
+    if not name or name.startswith("-") or not pygit2.reference_is_valid_name(f"refs/heads/{name}"):
+        raise errors.InputError(f"--branch {branch!r}: not a valid branch name")
+    return name
+
+
+@dataclass(frozen=True)
+class Follow:
+    """What a controller follows: the tip of `branch` (``refs/heads/<branch>`` only, never a tag of the
+    same name), or, when `rev` is set, that revision pinned (resolved once)."""
+
+    branch: str = "main"
+    rev: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "branch", check_branch(self.branch))
+        if self.rev is not None:
+            try:
+                _split_rev(self.rev, where="--rev")
+            except UnknownRevision as e:
+                raise errors.InputError(str(e)) from None
+
+    @property
+    def keep_ref(self) -> str:
+        """The mirror's ref that holds the last good revision of what is followed."""
+        if self.rev is None:
+            return f"refs/fleet/last-good/branch/{self.branch}"
+        return f"refs/fleet/last-good/rev-{hashlib.sha256(self.rev.encode()).hexdigest()[:16]}"
+
+    def __str__(self) -> str:
+        return f"branch {self.branch}" if self.rev is None else f"revision {self.rev}"
 
 
 def _read_worktree_sync(path: Path, *, subpath: str, limits: yamlsafe.Limits) -> model.Snapshot:
@@ -427,7 +569,7 @@ def _read_worktree_sync(path: Path, *, subpath: str, limits: yamlsafe.Limits) ->
         raise errors.InputError(f"{root}: cannot read ({e.strerror})") from None
     if not stat.S_ISDIR(st.st_mode):
         raise errors.InputError(f"{root}: not a folder")
-    col = _Collector(base=base, limits=limits)
+    col = _Collector(base=base, limits=limits, what="the work tree")
     top = root
     walked = ""
     for part in base.split("/") if base else []:
@@ -554,14 +696,56 @@ async def read_revision(
 
 FETCH_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 
+_UNSHALLOW = 2147483647  # libgit2's GIT_FETCH_DEPTH_UNSHALLOW: fetch the history a shallow mirror lacks
+_PINNED_REF = "refs/fleet/pinned"
+
+
+def _copy_commit(src: pygit2.Repository, dst: pygit2.Repository, commit: pygit2.Commit) -> None:
+    """Copy one commit and its tree, not its history, from a local repository into the mirror.
+
+    libgit2's local transport cannot fetch shallow (it packs the whole history: ~5 s of CPU for 20,000
+    commits), so fleet packs what one commit needs with libgit2's pack builder. A tree the mirror already
+    holds is skipped with everything below it (a tree always arrives with its content). Parents that stay
+    behind are recorded in the mirror's ``shallow`` file, as a shallow fetch does.
+    """
+    odb = dst.odb
+    if commit.id not in odb:
+        builder = pygit2.PackBuilder(src)
+        builder.add(commit.id)
+        stack, seen = [commit.tree_id], set()
+        while stack:
+            oid = stack.pop()
+            if oid in seen or oid in odb:
+                continue
+            seen.add(oid)
+            builder.add(oid)
+            for entry in _tree(src, oid):
+                if entry.filemode == _MODE_TREE:
+                    stack.append(entry.id)
+                elif entry.filemode != _MODE_SUBMODULE and entry.id not in odb:
+                    builder.add(entry.id)
+        builder.write(str(Path(dst.path) / "objects" / "pack"))
+    if any(parent not in odb for parent in commit.parent_ids):
+        shallow = Path(dst.path) / "shallow"
+        roots = shallow.read_text().split() if shallow.exists() else []
+        if str(commit.id) not in roots:
+            tmp = shallow.with_name("shallow.fleet-tmp")
+            tmp.write_text("".join(f"{r}\n" for r in [*roots, str(commit.id)]))
+            os.replace(tmp, shallow)
+
 
 class Source:
     """A repository (URL or local path) mirrored as a bare repository under `state_dir`.
 
-    `fetch()` creates the mirror on first use and then fetches branches and tags with explicit refspecs
-    (``refs/heads/*`` to ``refs/heads/*``: a bare mirror's plain fetch would only move
-    ``refs/remotes/origin/*``), pruning deleted branches, and points the mirror's HEAD at the remote's
-    default branch. `resolve`, `snapshot` and `changed_paths` read the mirror only.
+    `fetch_tip(follow)` brings exactly what the controller follows into the mirror and returns its commit
+    id: the tip of ``refs/heads/<branch>`` (never a tag of the same name), or a pinned revision. From a
+    remote it fetches that one ref with ``depth=1``; from a local repository it copies that one commit
+    (`_copy_commit`). `keep(follow, sha)` records a revision the controller accepted under
+    ``refs/fleet/last-good/...`` so that `last_good(follow)` finds it after a restart, even with the
+    remote unreachable. `fetch()` mirrors every branch and tag with their history (explicit refspecs:
+    a bare mirror's plain fetch would only move ``refs/remotes/origin/*``), pruning deleted branches,
+    and points the mirror's HEAD at the remote's default branch. `resolve`, `snapshot` and
+    `changed_paths` read the mirror only.
     """
 
     def __init__(
@@ -602,40 +786,183 @@ class Source:
             self._repo = pygit2.Repository(str(self.mirror))
         return self._repo
 
-    def _fetch_sync(self) -> None:
-        _set_timeouts()
+    def _init_mirror(self) -> pygit2.Repository:
+        if self._repo is None:
+            if (self.mirror / "HEAD").exists():
+                self._repo = pygit2.Repository(str(self.mirror))
+            else:
+                self.mirror.parent.mkdir(parents=True, exist_ok=True)
+                self._repo = pygit2.init_repository(str(self.mirror), bare=True)
+        return self._repo
+
+    def _origin(self, repo: pygit2.Repository) -> pygit2.Remote:
         url = self._remote_url()
-        if (self.mirror / "HEAD").exists():
-            repo = pygit2.Repository(str(self.mirror))
-        else:
-            self.mirror.parent.mkdir(parents=True, exist_ok=True)
-            repo = pygit2.init_repository(str(self.mirror), bare=True)
         if "origin" in repo.remotes.names():
             if repo.remotes["origin"].url != url:
                 repo.remotes.set_url("origin", url)
         else:
             repo.remotes.create("origin", url, "+refs/heads/*:refs/heads/*")
-        remote = repo.remotes["origin"]
+        return repo.remotes["origin"]
+
+    @contextlib.contextmanager
+    def _network(self) -> Iterator[None]:
+        """Turn what a fetch or a listing raises into `errors.SourceError` ("fetch failed: ...")."""
         try:
-            remote.fetch(
-                list(FETCH_REFSPECS),
-                callbacks=self._callbacks(),
-                prune=pygit2.enums.FetchPrune.PRUNE,
-            )
-            heads = remote.list_heads(callbacks=self._callbacks())
+            yield
         except errors.InputError as e:  # a credentials file or variable that cannot be read
             raise errors.InputError(f"{self.location}: {e}") from None
         except errors.SourceError as e:  # raised by our credentials callback
             raise errors.SourceError(f"{self.location}: fetch failed: {e}") from None
         except (pygit2.GitError, OSError, ValueError) as e:
             raise errors.SourceError(f"{self.location}: fetch failed: {_git_message(e)}") from None
+
+    def _remote_fetch(self, remote: pygit2.Remote, refspecs: list[str], *, depth: int = 0) -> None:
+        prune = pygit2.enums.FetchPrune.PRUNE
+        with self._network():
+            try:
+                remote.fetch(refspecs, callbacks=self._callbacks(), prune=prune, depth=depth)
+            except pygit2.GitError as e:
+                if not depth or depth == _UNSHALLOW or "shallow" not in str(e).lower():
+                    raise
+                remote.fetch(refspecs, callbacks=self._callbacks(), prune=prune)  # a server without shallow
+
+    def _fetch_sync(self) -> None:
+        _set_timeouts()
+        repo = self._init_mirror()
+        remote = self._origin(repo)
+        self._remote_fetch(remote, list(FETCH_REFSPECS), depth=_UNSHALLOW if repo.is_shallow else 0)
+        with self._network():
+            heads = remote.list_heads(callbacks=self._callbacks())
         for head in heads:
             if head.name == "HEAD" and head.symref_target:
                 target = head.symref_target
                 if target in repo.references:
                     repo.set_head(target)
                 break
-        self._repo = repo
+
+    def _fetch_tip_sync(self, follow: Follow) -> str:
+        _set_timeouts()
+        if self.location.path is not None:
+            return self._copy_tip_sync(self.location.path, follow)
+        repo = self._init_mirror()
+        remote = self._origin(repo)
+        if follow.rev is not None:
+            return self._fetch_pinned(repo, remote, follow.rev)
+        ref = f"refs/heads/{follow.branch}"
+        self._remote_fetch(remote, [f"+{ref}:{ref}"], depth=1)  # pruned when the branch is gone
+        oid = _ref_commit(repo, ref)
+        if oid is None:
+            raise UnknownRevision(f"{self.location}: no branch {follow.branch!r}")
+        return str(self._commit(repo, oid, what=ref).id)
+
+    def _commit(self, repo: pygit2.Repository, oid: pygit2.Oid, *, what: str) -> pygit2.Commit:
+        try:
+            return repo[oid].peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+            raise UnknownRevision(f"{self.location}: {what} does not name a commit") from None
+
+    def _copy_tip_sync(self, path: Path, follow: Follow) -> str:
+        where = str(self.location)
+        src = open_local(path)
+        if follow.rev is None:
+            ref = f"refs/heads/{follow.branch}"
+            oid = _ref_commit(src, ref)
+            if oid is None:
+                raise UnknownRevision(f"{where}: no branch {follow.branch!r}")
+            commit = self._commit(src, oid, what=ref)
+        else:
+            ref = _PINNED_REF
+            commit = _resolve(src, follow.rev, where=where)
+        repo = self._init_mirror()
+        try:
+            _copy_commit(src, repo, commit)
+            repo.references.create(ref, commit.id, force=True)
+        except (pygit2.GitError, KeyError, OSError, ValueError) as e:
+            raise errors.SourceError(f"{where}: fetch failed: {_git_message(e)}") from None
+        return str(commit.id)
+
+    def _fetch_pinned(self, repo: pygit2.Repository, remote: pygit2.Remote, rev: str) -> str:
+        """Resolve `rev` against what the remote advertises (no guessing), fetch that alone, shallow."""
+        where = str(self.location)
+        base, suffix = _split_rev(rev, where=where)
+        if suffix:
+            raise UnknownRevision(
+                f"{where}: revision {rev!r}: ~N and ^N need the history, which fleet does not fetch from "
+                "a remote; pin the commit id"
+            )
+        if _FULL_ID.fullmatch(base) and pygit2.Oid(hex=base) in repo.odb:
+            return str(self._commit(repo, pygit2.Oid(hex=base), what=base).id)  # held already: no network
+        with self._network():
+            heads = remote.list_heads(callbacks=self._callbacks())
+        advertised = {h.name: h.oid for h in heads if h.name}
+        ref: str | None = None
+        if base == "HEAD":
+            head = next((h for h in heads if h.name == "HEAD"), None)
+            if head is None:
+                raise UnknownRevision(f"{where}: unknown revision 'HEAD' (the remote has no HEAD)")
+            ref = head.symref_target or None
+            base = str(head.oid)
+        elif base.startswith("refs/"):
+            if base not in advertised:
+                raise UnknownRevision(f"{where}: unknown revision {rev!r} (the remote has no {base})")
+            ref = base
+        else:
+            names = [r for r in (f"refs/heads/{base}", f"refs/tags/{base}") if r in advertised]
+            candidates = [f"the {'branch' if r.startswith('refs/heads/') else 'tag'} {r}" for r in names]
+            if _FULL_ID.fullmatch(base):
+                candidates.append(f"the commit {base}")
+            if len(candidates) > 1:
+                raise _ambiguous(where, rev, candidates)
+            if not candidates:
+                if _HEX.fullmatch(base):
+                    raise UnknownRevision(
+                        f"{where}: unknown revision {rev!r}: no branch or tag of that name at the remote, "
+                        "and an abbreviated id cannot be looked up there: pin the full commit id"
+                    )
+                raise UnknownRevision(
+                    f"{where}: unknown revision {rev!r}: no branch or tag {base!r} at the remote"
+                )
+            ref = names[0] if names else None
+        if ref is None:  # a commit id: the ref that points at it, else the id itself, else the history
+            peeled = {oid: name.removesuffix("^{}") for name, oid in advertised.items()}
+            ref = peeled.get(pygit2.Oid(hex=base))
+        if ref is not None:
+            self._remote_fetch(remote, [f"+{ref}:{ref}"], depth=1)
+            oid = _ref_commit(repo, ref)
+            if oid is None:
+                raise UnknownRevision(f"{where}: unknown revision {rev!r} (the remote has no {ref})")
+            return str(self._commit(repo, oid, what=ref).id)
+        wanted = pygit2.Oid(hex=base)
+        try:
+            self._remote_fetch(remote, [f"+{base}:{_PINNED_REF}"], depth=1)
+        except errors.SourceError:  # the server refuses wants that no ref advertises
+            self._remote_fetch(remote, list(FETCH_REFSPECS), depth=_UNSHALLOW)
+        if wanted not in repo.odb:
+            raise UnknownRevision(f"{where}: unknown revision {rev!r} (no such commit at the remote)")
+        return str(self._commit(repo, wanted, what=base).id)
+
+    def _keep_sync(self, follow: Follow, sha: str) -> None:
+        repo = self._open_mirror()
+        try:
+            repo.references.create(follow.keep_ref, pygit2.Oid(hex=sha), force=True)
+        except (pygit2.GitError, OSError, ValueError) as e:
+            raise errors.SourceError(
+                f"{self.mirror}: cannot record the last good revision: {_git_message(e)}"
+            ) from None
+
+    def _last_good_sync(self, follow: Follow) -> str | None:
+        if not (self.mirror / "HEAD").exists():
+            return None
+        try:
+            repo = self._open_mirror()
+            oid = _ref_commit(repo, follow.keep_ref)
+            if oid is None or oid not in repo.odb:
+                return None
+            return str(self._commit(repo, oid, what=follow.keep_ref).id)
+        except (pygit2.GitError, KeyError, OSError, ValueError) as e:
+            raise errors.SourceError(
+                f"{self.mirror}: cannot read the local mirror: {_git_message(e)}"
+            ) from None
 
     def _resolve_sync(self, rev: str) -> str:
         return str(_resolve(self._open_mirror(), rev, where=str(self.location)).id)
@@ -665,11 +992,27 @@ class Source:
         return call
 
     async def fetch(self) -> None:
-        """Create or update the mirror (network I/O in a worker thread; libgit2 timeouts apply)."""
+        """Mirror every branch and tag with its history (network I/O in a worker thread; libgit2 timeouts
+        apply). The controller uses `fetch_tip`, which fetches only what it follows."""
         await _thread(self._locked(self._fetch_sync))
 
+    async def fetch_tip(self, follow: Follow) -> str:
+        """Bring the commit `follow` names into the mirror, without history; its full id.
+
+        Raises `errors.SourceError` when the remote cannot be read ("fetch failed: ..."),
+        `UnknownRevision`/`AmbiguousRevision` when the branch or revision is not there or not unique."""
+        return await _thread(self._locked(self._fetch_tip_sync, follow))
+
+    async def keep(self, follow: Follow, sha: str) -> None:
+        """Record `sha` (held in the mirror) as the last good revision of `follow`."""
+        await _thread(self._locked(self._keep_sync, follow, sha))
+
+    async def last_good(self, follow: Follow) -> str | None:
+        """The last good revision recorded for `follow`, when the mirror still holds it; None otherwise."""
+        return await _thread(self._locked(self._last_good_sync, follow))
+
     async def resolve(self, rev: str) -> str:
-        """The full commit id of a branch, tag, short or long id, or HEAD (the remote's default branch)."""
+        """The full commit id `rev` names in the mirror (`REV_FORMS`; HEAD is the remote's default branch)."""
         return await _thread(self._locked(self._resolve_sync, rev))
 
     async def snapshot(self, sha: str, *, subpath: str = "") -> model.Snapshot:

@@ -162,7 +162,8 @@ def test_more_files_than_the_default_limit_refuse_the_revision(tmp_path: Path) -
     with pytest.raises(yamlsafe.LimitExceeded) as info:
         run(source.read_revision, tmp_path, sha)
     assert str(info.value) == (
-        ".:1: more than 20000 files below clusters/ and bundles/, over the limit max_files=20000"
+        f".:1: revision {sha[:12]} is refused as a whole: more than 20000 files below clusters/ and "
+        "bundles/, over the content limit max_files=20000"
     )
 
 

@@ -28,7 +28,7 @@ import anyio.to_thread
 import typer
 import yaml
 
-from fleet import errors, model, placement, render, repository
+from fleet import errors, model, placement, render, repository, source
 from fleet.commands import common
 from fleet.core import durations, rollout
 
@@ -242,7 +242,9 @@ async def _plan(
 
 def plan(
     repo: str = typer.Argument(".", help="The repository folder (a git work tree)."),
-    rev: str | None = typer.Option(None, "--rev", help="Read this commit instead of the work tree."),
+    rev: str | None = typer.Option(
+        None, "--rev", help=f"Read this commit instead of the work tree. {source.REV_HELP}"
+    ),
     path: str = typer.Option("", "--path", help="Subfolder holding clusters/ and bundles/."),
     fmt: Format = typer.Option(Format.TABLE, "--format", help="table or json."),
     explain: str | None = typer.Option(
@@ -252,7 +254,8 @@ def plan(
         None,
         "--diff-rev",
         metavar="OLD",
-        help="List only the pairs that change from OLD: added, removed, or with changed objects.",
+        help="List only the pairs that change from OLD (a revision, written like --rev): added, removed, or "
+        "with changed objects.",
     ),
 ) -> None:
     """Which bundle goes to which cluster; exit 1 when any pair is in error or the repo is invalid."""
@@ -332,7 +335,9 @@ def render_cmd(
     show_secrets: bool = typer.Option(
         False, "--show-secrets", help="Show Secret values (redacted by default)."
     ),
-    rev: str | None = typer.Option(None, "--rev", help="Read this commit instead of the work tree."),
+    rev: str | None = typer.Option(
+        None, "--rev", help=f"Read this commit instead of the work tree. {source.REV_HELP}"
+    ),
     path: str = typer.Option("", "--path", help="Subfolder holding clusters/ and bundles/."),
 ) -> None:
     """The exact objects a cluster would receive, as YAML; Secret values shown as <redacted>."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from fleet import errors, model, repository
+from fleet import errors, model, repository, source
 from fleet.commands import common
 
 
@@ -73,7 +73,7 @@ def validate(
         ".", help="The repository folder (a git work tree, or any folder with --rev unset)."
     ),
     rev: str | None = typer.Option(
-        None, "--rev", help="Read this commit (branch, tag or id) instead of the work tree."
+        None, "--rev", help=f"Read this commit instead of the work tree. {source.REV_HELP}"
     ),
     path: str = typer.Option("", "--path", help="Subfolder holding clusters/ and bundles/."),
 ) -> None:

@@ -231,7 +231,9 @@ def register(app: typer.Typer) -> None:
     @app.command("sync")
     def sync_command(
         repo: str = typer.Argument(".", help="The GitOps repository (a local git repository)."),
-        rev: str | None = typer.Option(None, "--rev", help="Commit to read (default HEAD)."),
+        rev: str | None = typer.Option(
+            None, "--rev", help=f"Commit to read (default HEAD). {source.REV_HELP}"
+        ),
         worktree: bool = typer.Option(
             False, "--worktree", help="Read the files on disk instead of a commit."
         ),
@@ -289,7 +291,9 @@ def register(app: typer.Typer) -> None:
     @app.command("diff")
     def diff_command(
         repo: str = typer.Argument(".", help="The GitOps repository (a local git repository)."),
-        rev: str | None = typer.Option(None, "--rev", help="Commit to read (default HEAD)."),
+        rev: str | None = typer.Option(
+            None, "--rev", help=f"Commit to read (default HEAD). {source.REV_HELP}"
+        ),
         worktree: bool = typer.Option(
             False, "--worktree", help="Read the files on disk instead of a commit."
         ),
