@@ -20,7 +20,12 @@ last good registration (no writes, Failed); a broken bundle keeps its last good 
 at all is refused as a whole unless `allow_empty_repo`, and so is a revision whose parsing, placement or
 rendering raises an unexpected error (a bug: its type and place are in status, the traceback in the log;
 the controller keeps running and the last good revision stays enforced). A failing fetch keeps the last
-good revision, reports the error and its age, and retries with backoff.
+good revision, reports the error and its age, and retries with backoff. Following a branch means
+``refs/heads/<branch>`` only (`source.Follow`); each accepted revision is recorded in the mirror
+(`source.Source.keep`), so that after a restart with the remote unreachable (or its tip refused) that
+revision is enforced, and status says so; with none recorded, status says plainly that nothing is
+enforced. A tip over a content limit (`max_files`, `max_total_bytes`) is reported as that, never as a
+failed fetch.
 """
 
 from __future__ import annotations
@@ -283,6 +288,12 @@ class Engine:
         self.source = source.Source(
             settings.repo, state_dir=settings.state_dir, credentials=settings.credentials
         )
+        self.follow = source.Follow(branch=settings.branch, rev=settings.rev)
+        self._pinned: str | None = None  # a pinned --rev, once resolved and fetched
+        self._from_mirror = False  # enforcing the mirror's last good revision: the remote was not read
+        self._nothing_enforced: str | None = None  # why nothing at all is enforced (no last good revision)
+        self._refused: tuple[str, str] | None = None  # (sha, message): the tip is over a content limit
+        self._fetch_message: str | None = None  # why the last fetch failed
         self.clusters: dict[str, ClusterRuntime] = {}
         self.desired: Desired | None = None
         self.revision: state.RevisionRow = state.RevisionRow()
@@ -322,6 +333,16 @@ class Engine:
         if self.fetch_error:
             errors_.append(
                 {"path": source.redact(self.settings.repo), "line": None, "message": self.fetch_error}
+            )
+        if self._refused is not None:
+            errors_.append({"path": self.settings.path or ".", "line": None, "message": self._refused[1]})
+        if self.desired is None and self._nothing_enforced is not None:
+            errors_.append(
+                {
+                    "path": source.redact(self.settings.repo),
+                    "line": None,
+                    "message": f"nothing is enforced: {self._nothing_enforced}",
+                }
             )
         return {
             "revision": rev.sha,
@@ -509,6 +530,8 @@ class Engine:
         failures = 0
         while not self._stopping:
             ok = await self._fetch_once()
+            if self.desired is None and not self._stopping:
+                await self._enforce_last_good()
             failures = 0 if ok else failures + 1
             delay = (
                 _jitter(self.settings.interval)
@@ -524,38 +547,117 @@ class Engine:
         """Fetch, and act on a new revision. False when the fetch or read failed (last good kept)."""
         started_ns = time.time_ns()
         try:
-            if self.settings.rev is None or not self.fetched_once:
-                await self.source.fetch()
-            sha = await self.source.resolve(self.settings.rev or self.settings.branch)
-            fetched_ns = time.time_ns()
-            if sha == self.revision.sha and self.desired is not None:
-                self.metrics.fetches.labels(result="unchanged").inc()
-                self._clear_fetch_error()
-                return True
-            snapshot = await self.source.snapshot(sha, subpath=self.settings.path)
+            if self.settings.rev is None:
+                sha = await self.source.fetch_tip(self.follow)
+            else:  # pinned: resolved and fetched once
+                self._pinned = self._pinned or await self.source.fetch_tip(self.follow)
+                sha = self._pinned
         except errors.FleetError as e:
+            self._fetch_failed(str(e))
+            return False
+        fetched_ns = time.time_ns()
+        if sha == self.revision.sha and self.desired is not None:
+            self.metrics.fetches.labels(result="unchanged").inc()
+            self._clear_fetch_error()
+            self._refused = None
+            return True
+        if self._refused is not None and self._refused[0] == sha:
+            self.metrics.fetches.labels(result="refused").inc()
+            self._clear_fetch_error()
+            return True
+        try:
+            snapshot = await self.source.snapshot(sha, subpath=self.settings.path)
+        except errors.InputError as e:  # over a content limit, or no --path folder at this revision
+            self._content_refused(sha, e)
+            return True
+        except errors.FleetError as e:  # the mirror cannot be read
             self._fetch_failed(str(e))
             return False
         self.metrics.fetches.labels(result="new").inc()
         await self._new_revision(snapshot, started_ns=started_ns, fetched_ns=fetched_ns)
         return True
 
+    def _content_refused(self, sha: str, error: errors.InputError) -> None:
+        """The tip was fetched but its content is refused as a whole (docs/operations.md): not a fetch
+        failure. The last good revision stays enforced; the same tip is not read again."""
+        self.metrics.fetches.labels(result="refused").inc()
+        self._clear_fetch_error()
+        detail = error.args[0] if error.args else str(error)
+        if not detail.startswith("revision "):
+            detail = f"revision {sha[:12]}: {detail}"
+        message = f"{detail} (not applied; the last good revision stays enforced)"
+        if self._refused != (sha, message):
+            log.error("%s", message)
+        self._refused = (sha, message)
+
+    async def _enforce_last_good(self) -> None:
+        """Nothing is enforced yet in this process (a restart) and the followed revision cannot be used:
+        enforce the last good revision the mirror holds, or say plainly that nothing is enforced."""
+        try:
+            sha = await self.source.last_good(self.follow)
+            snapshot = None if sha is None else await self.source.snapshot(sha, subpath=self.settings.path)
+            why = f"the local mirror holds no last good revision of {self.follow}"
+        except errors.FleetError as e:
+            snapshot, why = None, str(e)
+        if snapshot is None:
+            if self._nothing_enforced != why:
+                log.error("nothing is enforced: %s", why)
+                for rt in self.clusters.values():  # restored from the state database: not reconciled now
+                    rt.state = model.State.PENDING
+                    rt.last_error = f"not reconciled since the restart: nothing is enforced ({why})"
+            self._nothing_enforced = why
+            self._refresh_fetch_error()
+            return
+        self._nothing_enforced = None
+        now = time.time_ns()
+        await self._new_revision(snapshot, started_ns=now, fetched_ns=now, from_mirror=True)
+        log.warning(
+            "enforcing the last good revision %s from the local mirror", (snapshot.revision or "")[:12]
+        )
+        self._refresh_fetch_error()
+
     def _clear_fetch_error(self) -> None:
         if self.fetch_error is not None:
             log.info("repository reachable again")
         self.fetch_error = None
         self.fetch_error_at = None
+        self._fetch_message = None
+        self._from_mirror = False
 
     def _fetch_failed(self, message: str) -> None:
         self.metrics.fetches.labels(result="error").inc()
         if self.fetch_error is None:
             self.fetch_error_at = now_rfc3339()
-        self.fetch_error = f"fetch failed (last good revision kept, since {self.fetch_error_at}): {message}"
+        self._fetch_message = message
+        self._refresh_fetch_error()
         log.warning("%s", self.fetch_error)
         self.fetched_once = self.fetched_once or self.desired is not None
 
-    async def _new_revision(self, snapshot: model.Snapshot, *, started_ns: int, fetched_ns: int) -> None:
+    def _refresh_fetch_error(self) -> None:
+        """The status line of a failing fetch: what fails since when, and what is enforced meanwhile."""
+        message = self._fetch_message
+        if message is None or self.fetch_error_at is None:
+            return
+        since = self.fetch_error_at
+        if self.desired is None:
+            self.fetch_error = f"fetch failed (since {since}): {message}"
+        elif self._from_mirror:
+            rev = self.revision
+            self.fetch_error = (
+                f"fetch failed (last good revision kept, since {since}): {message}; enforcing the last good "
+                f"revision {(rev.sha or '')[:12]} from the local mirror (committed {rev.committed_at}, "
+                f"fetched {rev.fetched_at or 'before the restart'})"
+            )
+        else:
+            self.fetch_error = f"fetch failed (last good revision kept, since {since}): {message}"
+
+    async def _new_revision(
+        self, snapshot: model.Snapshot, *, started_ns: int, fetched_ns: int, from_mirror: bool = False
+    ) -> None:
+        """Parse, place and render a revision and hand it to the workers; `from_mirror`: the last good
+        revision read back from the mirror after a restart (the remote was not read)."""
         sha = snapshot.revision or ""
+        fetched_at = self.revision.fetched_at if from_mirror and self.revision.sha == sha else None
         root = tracer.start_span(
             f"revision {sha[:7]}",
             kind=SpanKind.INTERNAL,
@@ -594,14 +696,20 @@ class Engine:
                 problems = ({"path": self.settings.path or ".", "line": 1, "message": refused}, *problems)
                 root.set_status(Status(StatusCode.ERROR, refused))
                 self._set_revision(snapshot, problems)
-                self._clear_fetch_error()
+                if not from_mirror:
+                    self._clear_fetch_error()
                 self.fetched_once = True
                 log.error("revision %s refused: %s", sha[:7], refused)
                 await self._persist_revision()
                 return
             self.desired = desired
-            self._set_revision(snapshot, problems)
-            self._clear_fetch_error()
+            self._set_revision(snapshot, problems, fetched_at=fetched_at if from_mirror else now_rfc3339())
+            if from_mirror:
+                self._from_mirror = True
+            else:
+                self._clear_fetch_error()
+                self._refused = None
+                await self._keep(sha)
             self.revision_context = root.get_span_context()
             changed = self._apply_registry(desired, sha=sha)
             forgotten, self._forgotten = self._forgotten, []
@@ -621,6 +729,13 @@ class Engine:
         finally:
             root.end()
 
+    async def _keep(self, sha: str) -> None:
+        """Record an accepted revision in the mirror: after a restart without the remote, it is enforced."""
+        try:
+            await self.source.keep(self.follow, sha)
+        except errors.FleetError as e:
+            log.warning("cannot record the last good revision %s: %s", sha[:12], e)
+
     def _refusal(self, desired: Desired) -> str | None:
         if self.settings.allow_empty_repo:
             return None
@@ -631,13 +746,15 @@ class Engine:
             return "no bundle at this revision: refused as a whole (a broken checkout looks like this)"
         return None
 
-    def _set_revision(self, snapshot: model.Snapshot, problems: tuple[dict[str, Any], ...]) -> None:
+    def _set_revision(
+        self, snapshot: model.Snapshot, problems: tuple[dict[str, Any], ...], *, fetched_at: str | None = ""
+    ) -> None:
         self.revision = state.RevisionRow(
             sha=snapshot.revision,
             message=(snapshot.message or "").splitlines()[0] if snapshot.message else None,
             author=snapshot.author,
             committed_at=snapshot.committed_at,
-            fetched_at=now_rfc3339(),
+            fetched_at=now_rfc3339() if fetched_at == "" else fetched_at,
             problems=problems,
         )
         self.metrics.revision_timestamp.set(time.time())

@@ -432,6 +432,13 @@ REV_HELP = (
 )
 """The `--rev` help shared by the commands that read a local repository (docs/repository.md)."""
 
+SERVE_REV_HELP = (
+    "REV is a full commit id, a branch or tag name, a full ref (refs/heads/NAME, refs/tags/NAME) or HEAD, "
+    "as the remote advertises them; a local repository also takes abbreviated ids and ~N/^N. A name that "
+    "is both a branch and a tag is refused."
+)
+"""The `--rev` help of `fleet serve` (docs/operations.md)."""
+
 _HEX = re.compile(r"[0-9a-f]{4,64}")
 _FULL_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _ANCESTRY = re.compile(r"(?:[~^][0-9]*)+$")
@@ -524,13 +531,13 @@ def _resolve(repo: pygit2.Repository, rev: str, *, where: str) -> pygit2.Commit:
 
 
 def check_branch(branch: str) -> str:
-    """The branch name `--branch` gives (``refs/heads/`` stripped); `errors.InputError` for anything else."""
-    name = branch.removeprefix("refs/heads/")
-    if name.startswith("refs/"):
-        raise errors.InputError(f"--branch {branch!r}: takes a branch name, not {name} (pin it with --rev)")
-    if not name or name.startswith("-") or not pygit2.reference_is_valid_name(f"refs/heads/{name}"):
+    """`branch` when it is a branch name git accepts (not a ref: ``main``, not ``refs/heads/main``);
+    `errors.InputError` otherwise."""
+    if branch.startswith("refs/"):
+        raise errors.InputError(f"--branch {branch!r}: give the branch's name (main), not a ref")
+    if not branch or branch.startswith("-") or not pygit2.reference_is_valid_name(f"refs/heads/{branch}"):
         raise errors.InputError(f"--branch {branch!r}: not a valid branch name")
-    return name
+    return branch
 
 
 @dataclass(frozen=True)
@@ -542,7 +549,7 @@ class Follow:
     rev: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "branch", check_branch(self.branch))
+        check_branch(self.branch)
         if self.rev is not None:
             try:
                 _split_rev(self.rev, where="--rev")

@@ -223,17 +223,14 @@ def test_the_last_good_revision_is_kept_in_the_mirror_per_followed_branch_or_rev
         ("a..b", "not a valid branch name"),
         ("main~1", "not a valid branch name"),
         ("-main", "not a valid branch name"),
-        ("refs/tags/v1", "a branch name, not refs/tags/v1"),
+        ("refs/tags/v1", "give the branch's name"),
+        ("refs/heads/main", "give the branch's name"),
         ("", "not a valid branch name"),
     ],
 )
 def test_a_branch_that_is_not_a_branch_name_is_refused(branch: str, why: str) -> None:
     with pytest.raises(errors.InputError, match=why):
         source.Follow(branch=branch)
-
-
-def test_a_full_branch_ref_is_read_as_the_branch() -> None:
-    assert source.Follow(branch="refs/heads/release/1.x").branch == "release/1.x"
 
 
 # -- the same over smart HTTP: shallow fetches, names advertised by the remote -------------------------

@@ -130,8 +130,18 @@ def register_serve(app: typer.Typer) -> None:
     def serve_command(
         ctx: typer.Context,
         repo: str = typer.Option(..., "--repo", envvar="FLEET_REPO", help="Git URL or local path to follow."),
-        branch: str = typer.Option("main", "--branch", envvar="FLEET_BRANCH", help="Branch to follow."),
-        rev: str | None = typer.Option(None, "--rev", envvar="FLEET_REV", help="Pin this revision instead."),
+        branch: str = typer.Option(
+            "main",
+            "--branch",
+            envvar="FLEET_BRANCH",
+            help="Branch to follow: refs/heads/BRANCH only, never a tag of the same name.",
+        ),
+        rev: str | None = typer.Option(
+            None,
+            "--rev",
+            envvar="FLEET_REV",
+            help=f"Pin this revision instead of --branch. {source.SERVE_REV_HELP}",
+        ),
         path: str = typer.Option(
             "", "--path", envvar="FLEET_PATH", help="Subfolder holding clusters/, bundles/."
         ),
@@ -222,6 +232,10 @@ def register_serve(app: typer.Typer) -> None:
                 raise errors.InputError(f"{f('repo')}: {e}") from None
             common.check_branch(branch, flag=f("branch"))
             common.check_rev(rev, flag=f("rev"))
+            try:
+                source.Follow(branch=branch, rev=rev)
+            except errors.InputError as e:
+                raise errors.InputError(str(e).replace("--rev", f("rev"), 1)) from None
             try:
                 source.check_subpath(path)
             except errors.InputError as e:
