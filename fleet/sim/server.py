@@ -21,10 +21,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 
-from fleet import errors
+from fleet import errors, tls
 from fleet.sim import controllers, status
 from fleet.sim.rest import discovery, requests, routing
 from fleet.sim.storage import store
@@ -256,8 +257,6 @@ class Sim:
 
     async def _check_answering(self) -> None:
         """GET /version of every cluster over the network (ready only once every cluster answers)."""
-        import aiohttp
-
         ssl_ctx: ssl.SSLContext | bool = False
         if self._ca_pem is not None:
             ssl_ctx = ssl.create_default_context(cadata=self._ca_pem.decode())
@@ -288,10 +287,8 @@ class Sim:
         return int(sockets[0].getsockname()[1])
 
     def _tls_context(self) -> ssl.SSLContext:
-        from fleet import tls
-
         tls.lean_read_buffers()  # 1,000 watches over TLS would otherwise hold 256 KiB each
-        import trustme
+        import trustme  # only with --tls: it loads `cryptography`, which a plain sim never needs
 
         ca = trustme.CA(organization_name="fleet sim")
         cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
