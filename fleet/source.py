@@ -678,12 +678,23 @@ async def read_worktree(
     return await _thread(functools.partial(_read_worktree_sync, Path(path), subpath=subpath, limits=limits))
 
 
+@contextlib.contextmanager
+def _corrupt(what: str) -> Iterator[None]:
+    """libgit2 failing to read objects (a corrupt pack or loose object, a missing object) as
+    `errors.SourceError` naming `what`: never a raw pygit2 exception, never file content."""
+    try:
+        yield
+    except (pygit2.GitError, KeyError, ValueError, OSError) as e:
+        raise errors.SourceError(f"{what}: {_git_message(e)}") from None
+
+
 def _read_revision_sync(
     repo_path: Path, rev: str, *, subpath: str, limits: yamlsafe.Limits
 ) -> model.Snapshot:
     repo = open_local(repo_path)
-    commit = _resolve(repo, rev, where=str(repo_path))
-    return _read_tree(repo, commit, subpath=subpath, limits=limits)
+    with _corrupt(f"{repo_path}: cannot read the repository (corrupt?)"):
+        commit = _resolve(repo, rev, where=str(repo_path))
+        return _read_tree(repo, commit, subpath=subpath, limits=limits)
 
 
 async def read_revision(
@@ -960,34 +971,36 @@ class Source:
     def _last_good_sync(self, follow: Follow) -> str | None:
         if not (self.mirror / "HEAD").exists():
             return None
-        try:
+        with self._reading_mirror():
             repo = self._open_mirror()
             oid = _ref_commit(repo, follow.keep_ref)
             if oid is None or oid not in repo.odb:
                 return None
-            return str(self._commit(repo, oid, what=follow.keep_ref).id)
-        except (pygit2.GitError, KeyError, OSError, ValueError) as e:
-            raise errors.SourceError(
-                f"{self.mirror}: cannot read the local mirror: {_git_message(e)}"
-            ) from None
+            return str(repo[oid].peel(pygit2.Commit).id)
+
+    def _reading_mirror(self) -> contextlib.AbstractContextManager[None]:
+        return _corrupt(f"{self.location}: cannot read the local mirror {self.mirror} (corrupt?)")
 
     def _resolve_sync(self, rev: str) -> str:
-        return str(_resolve(self._open_mirror(), rev, where=str(self.location)).id)
+        with self._reading_mirror():
+            return str(_resolve(self._open_mirror(), rev, where=str(self.location)).id)
 
     def _snapshot_sync(self, sha: str, subpath: str) -> model.Snapshot:
-        repo = self._open_mirror()
-        commit = _resolve(repo, sha, where=str(self.location))
-        return _read_tree(repo, commit, subpath=subpath, limits=self.limits)
+        with self._reading_mirror():
+            repo = self._open_mirror()
+            commit = _resolve(repo, sha, where=str(self.location))
+            return _read_tree(repo, commit, subpath=subpath, limits=self.limits)
 
     def _changed_sync(self, old: str, new: str) -> list[str]:
-        repo = self._open_mirror()
-        a = _resolve(repo, old, where=str(self.location))
-        b = _resolve(repo, new, where=str(self.location))
-        paths: set[str] = set()
-        for delta in repo.diff(a, b).deltas:
-            paths.add(delta.old_file.path)
-            paths.add(delta.new_file.path)
-        return sorted(paths)
+        with self._reading_mirror():
+            repo = self._open_mirror()
+            a = _resolve(repo, old, where=str(self.location))
+            b = _resolve(repo, new, where=str(self.location))
+            paths: set[str] = set()
+            for delta in repo.diff(a, b).deltas:
+                paths.add(delta.old_file.path)
+                paths.add(delta.new_file.path)
+            return sorted(paths)
 
     # -- async API --
 

@@ -201,6 +201,7 @@ def test_a_symlinked_cluster_file_never_leaks_its_target_through_the_whole_pipel
         ("C:/x", "is a URL or drive path, not a relative path"),
         ("file:///etc/passwd", "is a URL or drive path, not a relative path"),
         ("manifests\\\\x", "contains a backslash (use /)"),
+        ("manifests\\0x", "contains a NUL character"),
     ],
 )
 def test_path_traversal_in_spec_paths_is_rejected_before_any_read(entry: str, why: str) -> None:

@@ -153,6 +153,31 @@ def test_after_a_restart_with_neither_repository_nor_mirror_status_says_nothing_
         assert "nothing is enforced" in (cluster["lastError"] or ""), name
 
 
+def test_after_a_restart_with_a_corrupt_mirror_and_no_repository_the_controller_stays_up_and_says_why(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    head = str(gitops.repo.head.target)
+    with start(tmp_path, gitops, sim, name="first") as fleet:
+        fleet.wait_for(all_synced_at(head), what="first run converged")
+        fleet.kill()
+    gitops.root.rename(gitops.root.with_name("repo-away"))
+    for pack in (tmp_path / "state" / "git").glob("mirror-*.git/objects/pack/*.pack"):
+        data = bytearray(pack.read_bytes())
+        for i in range(32, len(data) - 32):
+            data[i] ^= 0x5A
+        pack.write_bytes(bytes(data))
+    with start(tmp_path, gitops, sim, name="second") as fleet:
+        doc = fleet.wait_for(
+            lambda d: any("nothing is enforced" in m for m in messages(d)),
+            timeout=45,
+            what="nothing is enforced",
+        )
+        time.sleep(2)  # a few more fetch rounds: the process stays up
+        assert fleet.proc.poll() is None
+    assert any("cannot read the local mirror" in m for m in messages(doc)), messages(doc)
+    assert all(c["state"] != "Synced" for c in doc["clusters"].values())
+
+
 def _commit_over_max_files(gitops: GitOpsRepo) -> str:
     """A commit adding 20,001 files below bundles/bulk/ (one blob, built in the object database)."""
     repo = gitops.repo
