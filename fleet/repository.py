@@ -3,7 +3,9 @@
 Owns: `parse` (a `model.Snapshot` -> `model.Repo`, pure: no I/O, no clock), every validation rule of the
 repository format (SPEC section 1; the reference for users is docs/repository.md), and `load` (the async
 convenience the commands use: read a work tree or a commit with `fleet.source`, say on stderr what was read,
-parse in a worker thread). `Limits` is `fleet.yamlsafe.Limits`.
+parse in a worker thread), and `manifests_of` (one document -> the objects it declares: a `List` or
+`<Kind>List` expanded to its items, as kubectl does; shared with `fleet.sources`). `Limits` is
+`fleet.yamlsafe.Limits`.
 Does not: decide placement or render (`fleet.placement`, `fleet.render`; their checks that need a
 cluster at hand, such as an override that matches no object, live there), or read git itself.
 
@@ -1392,16 +1394,22 @@ def _manifests(
         rel = prefix + p
         shown = st.shown(rel)
         try:
-            # Field lines only for files that use ${cluster.*}, to point at the variable's field.
-            docs = st.load(rel, lines=_VARIABLE_MARK in files[rel])
+            # Field lines only for files that use ${cluster.*} (to point at the variable's field) or may
+            # hold a List (to point at its items).
+            data = files[rel]
+            docs = st.load(rel, lines=_VARIABLE_MARK in data or b"List" in data)
         except errors.ValidationError as e:
             st.problems.append(model.Problem(shown, e.line, str(e.args[0]), bundle=d.bundle))
             d.errors += 1
             continue
+        found: list[model.Manifest] = []
         for doc in docs:
-            m = _manifest(st, d, shown, doc)
-            if m is None:
-                continue
+            objects, bad = manifests_of(doc, path=shown)
+            for line, message in bad:
+                st.problems.append(model.Problem(shown, line, message, bundle=d.bundle))
+                d.errors += 1
+            found.extend(objects)
+        for m in found:
             ref = model.ObjectRef.of(m.obj)
             key = (ref.group, ref.kind, ref.namespace or namespace or "", ref.name)
             where = f"{shown}:{m.line}"
@@ -1421,19 +1429,55 @@ def _manifests(
     return tuple(manifests)
 
 
-def _manifest(st: _State, d: _Doc, shown: str, doc: yamlsafe.Document) -> model.Manifest | None:
-    obj = doc.data
-    if obj is None:
-        return None
-    n = doc.index + 1
+def _is_list(obj: Mapping[str, Any]) -> bool:
+    """A document kubectl expands to its items: ``kind: List`` or any ``<Kind>List`` with an ``items`` list
+    (or ``items: null``)."""
+    kind = obj.get("kind")
+    return (
+        isinstance(kind, str)
+        and kind.endswith("List")
+        and "items" in obj
+        and (obj["items"] is None or isinstance(obj["items"], list))
+    )
 
-    def bad(message: str) -> None:
-        st.problems.append(model.Problem(shown, doc.line, f"document {n} {message}", bundle=d.bundle))
-        d.errors += 1
 
+def manifests_of(doc: yamlsafe.Document, *, path: str) -> tuple[list[model.Manifest], list[tuple[int, str]]]:
+    """The objects one document declares (pure): itself, or the items of a ``List`` / ``<Kind>List``
+    (nested lists too), as kubectl expands them. Problems are (line, message); messages name the document
+    (1-based) and item, never a value. Shared by the plain manifests of a bundle and by what its source
+    renders (`fleet.sources`)."""
+    out: list[model.Manifest] = []
+    problems: list[tuple[int, str]] = []
+    if doc.data is None:
+        return out, problems
+    stack: list[tuple[Any, tuple[str | int, ...], str]] = [(doc.data, (), f"document {doc.index + 1}")]
+    while stack:
+        obj, at, what = stack.pop()
+        line = doc.lines.get(at, doc.line) if at else doc.line
+        if isinstance(obj, dict) and _is_list(obj):
+            items = obj.get("items") or []
+            stack.extend(
+                (item, (*at, "items", i), f"{what} item {i + 1}")
+                for i, item in reversed(list(enumerate(items)))
+            )
+            continue
+        why = _manifest_problem(obj, item=bool(at))
+        if why is not None:
+            problems.append((line, f"{what} {why}"))
+            continue
+        out.append(
+            model.Manifest(
+                path=path, line=line, index=doc.index, obj=obj, variable_lines=_variable_lines(doc, at)
+            )
+        )
+    return out, problems
+
+
+def _manifest_problem(obj: Any, *, item: bool) -> str | None:
+    """Why a document (or an item of a List) is not one object fleet can apply, or None."""
     if not isinstance(obj, dict):
-        bad(f"is not a mapping (got {_describe(obj)}); each document must be one Kubernetes object")
-        return None
+        one = "each item of a List" if item else "each document"
+        return f"is not a mapping (got {_describe(obj)}); {one} must be one Kubernetes object"
     api, kind = obj.get("apiVersion"), obj.get("kind")
     meta = obj.get("metadata")
     missing = [
@@ -1449,27 +1493,26 @@ def _manifest(st: _State, d: _Doc, shown: str, doc: yamlsafe.Document) -> model.
         if not ok
     ]
     if missing:
-        bad("has no " + ", no ".join(missing))
-        return None
+        return "has no " + ", no ".join(missing)
     assert isinstance(meta, dict)
     ns = meta.get("namespace")
     if ns is not None and (not isinstance(ns, str) or dns_label_problem(ns)):
-        bad(f"has metadata.namespace {_quote(ns)} that is not a DNS-1123 label")
-        return None
+        return f"has metadata.namespace {_quote(ns)} that is not a DNS-1123 label"
     if str(api).split("/")[0] == model.API_GROUP and kind in ("Bundle", "Cluster"):
-        bad(f"is a fleet {kind}, not a manifest (a bundle folder holds one bundle.yaml at its top)")
-        return None
-    return model.Manifest(
-        path=shown, line=doc.line, index=doc.index, obj=obj, variable_lines=_variable_lines(doc)
-    )
+        return f"is a fleet {kind}, not a manifest (a bundle folder holds one bundle.yaml at its top)"
+    return None
 
 
-def _variable_lines(doc: yamlsafe.Document) -> Mapping[str, int]:
-    """Line of the first field using each ``${cluster.NAME}`` of a document, keyed by NAME."""
+def _variable_lines(doc: yamlsafe.Document, at: Path_ = ()) -> Mapping[str, int]:
+    """Line of the first field using each ``${cluster.NAME}`` of a document (or of the item at `at` of a
+    List document), keyed by NAME."""
     if not doc.lines:
         return {}
     found: dict[str, int] = {}
-    stack: list[tuple[Path_, Any]] = [((), doc.data)]
+    root: Any = doc.data
+    for part in at:
+        root = root[part]
+    stack: list[tuple[Path_, Any]] = [(at, root)]
     while stack:
         path, value = stack.pop()
         if isinstance(value, dict):
