@@ -225,3 +225,21 @@ def test_the_cli_names_a_content_limit_of_the_revision_it_read(tmp_path: Path, g
         assert out.returncode == code, text
         assert f"revision {big[:12]} is refused as a whole" in text, command
         assert "content limit max_files=20000" in text and "fetch" not in text, command
+
+
+@pytest.mark.parametrize(
+    ("repo", "why"),
+    [
+        ("ext::sh -c touch% {canary}", "transport helpers such as ext:: are not allowed"),
+        ("ssh://-oProxyCommand=touch%20{canary}/repo", "looks like a command-line option"),
+        ("ftp://example.com/repo.git", "scheme 'ftp' is not allowed"),
+    ],
+)
+def test_serve_refuses_an_unsafe_repository_url_at_start_and_runs_nothing(
+    tmp_path: Path, repo: str, why: str
+) -> None:
+    canary = tmp_path / "pwned"
+    out = run_fleet("serve", "--repo", repo.format(canary=canary), "--state-dir", str(tmp_path / "s"))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert why in out.stderr and "Traceback" not in out.stderr
+    assert not canary.exists() and not (tmp_path / "s").exists()

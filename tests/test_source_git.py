@@ -241,6 +241,12 @@ def test_a_path_that_is_not_a_git_repository_fails_as_not_a_git_repository(tmp_p
         run(src.fetch)
     assert str(info.value) == "/etc/passwd: not a git repository"
     assert "root:" not in str(info.value)
+    for follow in (source.Follow(branch="main"), source.Follow(rev="HEAD")):  # what fleet serve fetches
+        with pytest.raises(source.NotARepository, match=r"^/etc/passwd: not a git repository$"):
+            run(src.fetch_tip, follow)
+    file_url = source.Source("file:///etc/passwd", state_dir=tmp_path)
+    with pytest.raises(source.NotARepository, match=r"^/etc/passwd: not a git repository$"):
+        run(file_url.fetch_tip, source.Follow(branch="main"))
     (tmp_path / "plain").mkdir()
     with pytest.raises(source.NotARepository, match="not a git repository"):
         run(source.read_revision, tmp_path / "plain", "HEAD")
@@ -256,6 +262,10 @@ def test_credentials_in_a_url_never_appear_in_errors_or_repr(tmp_path: Path) -> 
     message = str(info.value)
     assert message.startswith("http://127.0.0.1:9/org/repo.git?token=<redacted>: fetch failed: ")
     assert "SECRET" not in message
+    with pytest.raises(errors.SourceError) as info:
+        run(src.fetch_tip, source.Follow(branch="main"))
+    assert str(info.value).startswith("http://127.0.0.1:9/org/repo.git?token=<redacted>: fetch failed: ")
+    assert "SECRET" not in str(info.value)
     assert "SECRET-TOKEN" not in (src.mirror / "config").read_text()
 
 
