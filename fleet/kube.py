@@ -900,6 +900,9 @@ class Client:
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > cap:
                     raise _TooLarge(int(declared))
+                if declared.isdigit() and not response.headers.get("Content-Encoding"):
+                    # The framing holds the body to its declared length: read it in one go.
+                    return response.status_code, bytearray(await response.aread()), response.headers
                 raw = bytearray()
                 async for chunk in response.aiter_bytes():
                     raw += chunk

@@ -373,11 +373,18 @@ def test_the_default_page_cap_is_finite() -> None:
     assert 0 < kube.Settings().max_list_pages <= 10_000
 
 
+HUGE = {
+    "streamed": {"pad": 50_000_000},  # chunked: no length known before reading
+    "with its length": {"status": 200, "body": b'{"items": []}' + b" " * 50_000_000},
+}
+
+
+@pytest.mark.parametrize("huge", sorted(HUGE))
 def test_a_50_mb_answer_is_refused_with_a_clear_error_under_the_default_limit(
-    proxy: faultproxy.FaultProxy,
+    proxy: faultproxy.FaultProxy, huge: str
 ) -> None:
     client = client_for(proxy, kube.Settings(request_timeout=20.0, retry_budget=20.0))
-    rule = proxy.add(faultproxy.Rule(method="GET", path=CONFIGMAPS_LIST, pad=50_000_000))
+    rule = proxy.add(faultproxy.Rule(method="GET", path=CONFIGMAPS_LIST, **HUGE[huge]))
 
     async def main() -> None:
         with pytest.raises(
