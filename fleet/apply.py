@@ -5,7 +5,12 @@ unchanged, deleted, skipped, conflict, failed):
 
 - `ensure_namespace`: a plain create labelled ``fleet.dev/owner`` when missing (bundle namespaces and
   ``fleet-system``); never updated, never pruned, never in an inventory;
-- `write_inventory` / `delete_inventory`: the inventory ConfigMap of a bundle (server-side apply);
+- `write_inventory` / `delete_inventory`: the inventory ConfigMap of a bundle (server-side apply, over
+  the resourceVersion it was read at: an inventory changed by someone else meanwhile is a conflict, never
+  overwritten);
+- `read_record` / `write_record`: the revision record of a source (`inventory.Claim`): created when
+  missing (a plain create, so two writers cannot both create it), else written over the resourceVersion
+  it was read at;
 - `apply_bundle`: one bundle's steps in phases (CRDs, then Namespaces, then the rest, each phase's objects
   concurrently within the client's in-flight limit), waiting for written CRDs to be Established and
   rediscovering before the objects that need them; objects the plan found unchanged send nothing;
@@ -88,10 +93,61 @@ async def ensure_namespace(
 
 
 async def write_inventory(
-    client: kube.Client, bundle: str, refs: Iterable[model.ObjectRef], *, instance: str
+    client: kube.Client,
+    bundle: str,
+    refs: Iterable[model.ObjectRef],
+    *,
+    instance: str,
+    source: str | None = None,
+    resource_version: str | None = None,
+) -> str | None:
+    """Write a bundle's inventory as `source`'s; with `resource_version`, only over that version (a 409
+    `kube.ConflictError` when it changed since it was read). Returns the new resourceVersion."""
+    body = inventory_mod.encode(
+        bundle, refs, instance=instance, source=source, resource_version=resource_version
+    )
+    doc, _ = await client.apply(CONFIGMAP, body, force=True)
+    rv = (doc.get("metadata") or {}).get("resourceVersion")
+    return str(rv) if rv else None
+
+
+class RecordRaced(errors.ClusterError):
+    """The revision record changed between this round's read and its write: another controller of the same
+    source wrote it. Nothing of this round was written; the next round reads it again."""
+
+    retriable = True
+
+
+async def read_record(
+    client: kube.Client, *, instance: str, source: str
+) -> tuple[inventory_mod.Claim | None, str | None]:
+    """The revision record of `source` and its resourceVersion; (None, None) when there is none. Raises
+    `inventory.InventoryError` when it cannot be read (never taken as missing)."""
+    name = inventory_mod.record_name(instance=instance, source=source)
+    doc = await client.get(CONFIGMAP, namespace=model.INVENTORY_NAMESPACE, name=name)
+    if doc is None:
+        return None, None
+    rv = (doc.get("metadata") or {}).get("resourceVersion")
+    return inventory_mod.decode_record(doc, source=source), str(rv) if rv else None
+
+
+async def write_record(
+    client: kube.Client, claim: inventory_mod.Claim, *, instance: str, resource_version: str | None
 ) -> None:
-    body = inventory_mod.encode(bundle, refs, instance=instance)
-    await client.apply(CONFIGMAP, body, force=True)
+    """Record `claim` as the newest revision of its source on this cluster: a create when there was no
+    record (`resource_version` None), else an apply over that version. Raises `RecordRaced` when another
+    writer got there first."""
+    body = inventory_mod.encode_record(claim, instance=instance, resource_version=resource_version)
+    where = f"ConfigMap/{model.INVENTORY_NAMESPACE}/{body['metadata']['name']}"
+    raced = f"{where}: written by another controller of the same source during this round; retried"
+    if resource_version is None:
+        if not await client.create(CONFIGMAP, body):
+            raise RecordRaced(raced)
+        return
+    try:
+        await client.apply(CONFIGMAP, body, force=True)
+    except kube.ConflictError:
+        raise RecordRaced(raced) from None
 
 
 async def delete_inventory(client: kube.Client, bundle: str, *, instance: str) -> None:

@@ -106,11 +106,12 @@ async def diff_cluster(
     *,
     instance: str,
     protected: Mapping[str, str | plan.Target] | None = None,
+    source: str | None = None,
 ) -> ClusterDiff:
     if cluster.paused:
         return ClusterDiff(cluster.name, state=model.State.PAUSED)
     try:
-        seen = await reconcile.observe(client, targets, instance=instance)
+        seen = await reconcile.observe(client, targets, instance=instance, source=source)
     except errors.FleetError as e:
         return ClusterDiff(cluster.name, error=str(e))
     all_targets = reconcile.with_protected(targets, protected or {}, seen.inventories)
@@ -121,6 +122,8 @@ async def diff_cluster(
         broken_inventories=seen.broken_inventories,
         live=seen.live,
         known=seen.known,
+        foreign=seen.foreign,
+        source=source,
     )
     out: list[ObjectDiff] = []
 
@@ -156,6 +159,9 @@ async def diff_cluster(
             for name, bp in sorted(cplan.bundles.items()):
                 if bp.outcome in (plan.Outcome.FAILED, plan.Outcome.REFUSED):
                     out.append(ObjectDiff(_bundle_ref(name), name, "error", bp.message))
+                    continue
+                if bp.outcome is plan.Outcome.CONFLICT:
+                    out.append(ObjectDiff(_bundle_ref(name), name, "conflict", bp.message))
                     continue
                 for step in bp.steps:
                     if step.op is plan.Op.CONFLICT:
@@ -203,6 +209,7 @@ async def diff_fleet(
     instance: str,
     concurrency: int = 16,
     deadline: float | None = 600.0,
+    source: str | None = None,
 ) -> FleetDiff:
     limiter = anyio.CapacityLimiter(max(1, concurrency))
     results: dict[str, ClusterDiff] = {}
@@ -214,7 +221,12 @@ async def diff_fleet(
             client = clients.client(name, context=cluster.context or name)
             with anyio.move_on_after(deadline) as scope:  # a slow cluster frees its slot in time
                 results[name] = await diff_cluster(
-                    client, cluster, targets.get(name, {}), instance=instance, protected=protected
+                    client,
+                    cluster,
+                    targets.get(name, {}),
+                    instance=instance,
+                    protected=protected,
+                    source=source,
                 )
             if scope.cancelled_caught:
                 results[name] = ClusterDiff(

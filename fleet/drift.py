@@ -23,7 +23,10 @@ Owns:
 - `repair`: server-side apply of the given objects only (field manager ``fleet``), after reading each
   live object: forced only when its live owner label is this instance; a gone object is created (no
   other manager can hold its fields, so no force is needed); an object without our owner label or owned
-  by another instance is never written (CONFLICT). Secret values never reach a message.
+  by another instance is never written (CONFLICT). Secret values never reach a message. Given the
+  controller's `inventory.Claim`, it first reads the source's revision record (one GET per batch): a
+  newer revision of the same source there (another replica ahead of this one) makes every object of the
+  batch SKIPPED, never written back to the older revision.
 
 Does not: watch (`fleet.watch`), inventories, prune or full reconciles (`reconcile`: a repair that
 fails, e.g. because a namespace is gone, is for the engine's next full round), or any I/O in the pure
@@ -43,7 +46,7 @@ from typing import Any
 import anyio
 import orjson
 
-from fleet import apply, errors, kube, model, plan
+from fleet import apply, errors, inventory, kube, model, plan
 
 _MISSING = "\x00missing"
 _TYPE_MISMATCH = "\x00type"
@@ -404,6 +407,7 @@ async def repair_objects(
     *,
     instance: str,
     concurrency: int = 8,
+    claim: inventory.Claim | None = None,
 ) -> Repaired:
     """`repair`, also returning the objects as the server answered (to learn their normalised form)."""
     result = Repaired()
@@ -411,9 +415,19 @@ async def repair_objects(
         return result
     try:
         types = await client.types()
+        record = None
+        if claim is not None:
+            record, _ = await apply.read_record(client, instance=instance, source=claim.source)
     except errors.ClusterError as e:
         failed = tuple(model.Change(ref, model.Action.FAILED, f"{ref}: {e}") for ref in objects)
         result.changes = model.ChangeSet(failed)
+        return result
+    if record is not None and claim is not None and record.newer_than(claim):
+        why = record.superseded_message()
+        skipped = tuple(
+            model.Change(ref, model.Action.SKIPPED, f"{ref}: not repaired: {why}") for ref in objects
+        )
+        result.changes = model.ChangeSet(skipped)
         return result
     order = list(objects.items())
     changes: list[model.Change | None] = [None] * len(order)

@@ -26,6 +26,11 @@ good revision, reports the error and its age, and retries with backoff. Followin
 revision is enforced, and status says so; with none recorded, status says plainly that nothing is
 enforced. A tip over a content limit (`max_files`, `max_total_bytes`) is reported as that, never as a
 failed fetch.
+
+Each revision it adopts is its claim on the clusters (`inventory.Claim`: this source's identity, the
+revision, and when this controller first saw its branch there, kept across a restart through the state's
+revision row): rounds and drift repairs back off when a cluster's revision record holds a newer revision
+of the same source (another replica ahead of this one), see docs/reconcile.md.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import datetime as dt
 import functools
 import logging
 import random
+import socket
 import time
 import traceback
 from collections.abc import Iterator, Mapping
@@ -49,6 +55,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from fleet import (
     drift,
     errors,
+    inventory,
     kube,
     model,
     placement,
@@ -100,6 +107,9 @@ class Settings:
     watch: bool = True  # keep watch streams open and repair drift at once
     watch_settings: watching.Settings = field(default_factory=watching.Settings)
 
+
+# The claim of a revision whose first sighting is unknown (read back from the mirror): older than any.
+LONG_AGO = "1970-01-01T00:00:00Z"
 
 # States whose message is not an error: nothing to report in lastError.
 _QUIET = frozenset({model.State.SYNCED, model.State.PAUSED, model.State.SUSPENDED})
@@ -312,7 +322,11 @@ class Engine:
         self._idle = anyio.Event()
         self._caches = Caches()
         self._tls = kube.TlsDefaults()  # one certificate bundle for every cluster client
+        self.source_id: str | None = None  # this source's identity (`source.identity`), worked out once
+        self.claim: inventory.Claim | None = None  # of the revision `desired` was built from
         self._restore()
+        # When the revision restored from the state was first seen: it stays that old across a restart.
+        self._restored_seen = (self.revision.sha, self.revision.fetched_at)
 
     # -- the API the HTTP layer uses -----------------------------------------------------------------------
 
@@ -455,6 +469,7 @@ class Engine:
             on_health=self.watch_update,
             on_repair=self._repaired,
             around_repair=functools.partial(self._drift_span, rt),
+            claim=lambda: self.claim,
         )
         scope = anyio.CancelScope()
         rt.watcher, rt.watch_scope = watcher, scope
@@ -702,7 +717,8 @@ class Engine:
                 log.error("revision %s refused: %s", sha[:7], refused)
                 await self._persist_revision()
                 return
-            self.desired = desired
+            claim = await self._claim(snapshot, from_mirror=from_mirror)
+            self.desired, self.claim = desired, claim  # together: a round reads both at once
             self._set_revision(snapshot, problems, fetched_at=fetched_at if from_mirror else now_rfc3339())
             if from_mirror:
                 self._from_mirror = True
@@ -735,6 +751,30 @@ class Engine:
             await self.source.keep(self.follow, sha)
         except errors.FleetError as e:
             log.warning("cannot record the last good revision %s: %s", sha[:12], e)
+
+    async def _claim(self, snapshot: model.Snapshot, *, from_mirror: bool = False) -> inventory.Claim:
+        """This controller's claim for a revision it adopts (see the module docstring). A revision read
+        back from the mirror (the remote unreachable after a restart) counts as seen when the state says
+        it was first fetched, else as seen long ago: it never overrides what another replica recorded."""
+        if self.source_id is None:
+            self.source_id = await anyio.to_thread.run_sync(
+                functools.partial(source.identity, self.settings.repo, subpath=self.settings.path)
+            )
+        sha = snapshot.revision or ""
+        restored_sha, restored_at = self._restored_seen
+        if sha and sha == restored_sha and restored_at:
+            seen = restored_at
+        elif from_mirror:
+            seen = LONG_AGO
+        else:
+            seen = inventory.now_rfc3339()
+        return inventory.Claim(
+            source=self.source_id,
+            revision=sha,
+            observed_at=seen,
+            committed_at=snapshot.committed_at,
+            writer=f"fleet serve on {socket.gethostname()}",
+        )
 
     def _refusal(self, desired: Desired) -> str | None:
         if self.settings.allow_empty_repo:
@@ -900,6 +940,7 @@ class Engine:
         targets = desired.targets.get(rt.name, {})
         signature = desired.signature(rt.name)
         revision = self.revision.sha
+        claim = self.claim
         links = []
         if request.revision_context is not None:
             parent = trace.set_span_in_context(trace.NonRecordingSpan(request.revision_context))
@@ -925,6 +966,7 @@ class Engine:
                 wait=False,
                 health_timeout=self.settings.health_timeout,
                 cluster_deadline=self.settings.round_timeout,
+                claim=claim,
             )
             result = await reconcile.reconcile_cluster(
                 self._client(rt, cluster), cluster, targets, options=options, protected=desired.shield

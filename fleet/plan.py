@@ -12,6 +12,10 @@ Owns the ownership and pruning rules of SPEC.md section 2 as pure functions over
 - per bundle: refused when it renders to nothing while its inventory is not empty (unless allowEmpty),
   suspended, failed (render/placement error: no apply and no prune), or a prune of a bundle that is no
   longer placed here (removed from the repo, or the cluster stopped matching);
+- several sources under one instance: an inventory another source wrote (``foreign``) is never pruned
+  from nor rewritten; its bundle is a conflict here (whether this source places it or not), an object it
+  lists (or one labelled for its bundle) is a conflict for this source's bundles, and an entry of this
+  source's inventories that it lists too is kept, never deleted;
 - apply order (CRDs, Namespaces, the rest; render's order within each), prune order (the reverse), and
   waves of bundles by ``dependsOn``.
 
@@ -73,6 +77,7 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"  # render/placement/inventory error: nothing written, nothing pruned
     REFUSED = "refused"  # renders to nothing while its inventory is not empty
     REMOVED = "removed"  # no longer placed here: prune everything it left
+    CONFLICT = "conflict"  # its inventory here was written by another source: nothing written or pruned
 
 
 @dataclass(frozen=True)
@@ -277,6 +282,7 @@ def _decide(
     instance: str,
     live: Mapping[Key, Mapping[str, Any]],
     claims: Mapping[Key, tuple[str, ...]],
+    foreign: Mapping[Key, str],
 ) -> ObjectStep:
     ref = model.ObjectRef.of(obj)
     k = key(ref)
@@ -285,6 +291,8 @@ def _decide(
     if others:
         names = ", ".join(sorted({target.bundle, *others}))
         return ObjectStep(ref, Op.CONFLICT, want, message=f"{ref}: declared by several bundles ({names})")
+    if k in foreign:
+        return ObjectStep(ref, Op.CONFLICT, want, message=f"{ref}: conflict: {foreign[k]}; not written")
     current = live.get(k)
     if current is None:
         return ObjectStep(ref, Op.CREATE, want)
@@ -326,6 +334,7 @@ def _prune_steps(
     live: Mapping[Key, Mapping[str, Any]],
     known: set[tuple[str, str]],
     prune_enabled: bool,
+    foreign: Mapping[Key, str],
 ) -> tuple[PruneStep, ...]:
     if inv is None:
         return ()
@@ -333,6 +342,9 @@ def _prune_steps(
     for ref in prune_order(inv.refs):
         k = key(ref)
         if k in desired_keys:
+            continue
+        if k in foreign:
+            steps.append(PruneStep(ref, PruneOp.KEEP, f"{ref}: {foreign[k]}; not deleted"))
             continue
         if k in elsewhere:
             steps.append(PruneStep(ref, PruneOp.FORGET, f"{ref}: moved to another bundle"))
@@ -389,6 +401,8 @@ def plan_cluster(
     broken_inventories: Mapping[str, str] | None = None,
     live: Mapping[Key, Mapping[str, Any]],
     known: Iterable[tuple[str, str]],
+    foreign: Mapping[str, inventory_mod.Inventory] | None = None,
+    source: str | None = None,
 ) -> ClusterPlan:
     """Plan one round on one cluster.
 
@@ -396,9 +410,12 @@ def plan_cluster(
     bundles found only in `inventories` are no longer placed here and are pruned. `live`: the objects
     read from the cluster (all objects carrying our owner label of the kinds involved, plus whatever
     exists at a desired object's name). `known`: the (group, kind) pairs whose live state was read; an
-    inventory entry of another kind is kept, never deleted.
+    inventory entry of another kind is kept, never deleted. `foreign`: inventories of this instance that
+    another source wrote (`inventory.split`), `source` this one's name (for messages).
     """
     broken_inventories = broken_inventories or {}
+    foreign = foreign or {}
+    foreign_keys = _foreign_keys(foreign, live=live, instance=instance, source=source, ours=inventories)
     known_set = set(known)
     claims: dict[Key, list[str]] = {}
     for t in targets.values():
@@ -410,6 +427,9 @@ def plan_cluster(
     bundles: dict[str, BundlePlan] = {}
     for name, t in targets.items():
         inv = inventories.get(name)
+        if name in foreign:
+            bundles[name] = _foreign_bundle(name, foreign[name], source=source, instance=instance)
+            continue
         if name in broken_inventories:
             bundles[name] = BundlePlan(name, Outcome.FAILED, message=broken_inventories[name])
             continue
@@ -436,7 +456,8 @@ def plan_cluster(
             )
             continue
         steps = tuple(
-            _decide(o, target=t, instance=instance, live=live, claims=frozen_claims) for o in objects
+            _decide(o, target=t, instance=instance, live=live, claims=frozen_claims, foreign=foreign_keys)
+            for o in objects
         )
         desired_keys = {key(s.ref) for s in steps}
         elsewhere = {k for k, owners in frozen_claims.items() if any(b != name for b in owners)}
@@ -449,6 +470,7 @@ def plan_cluster(
             live=live,
             known=known_set,
             prune_enabled=t.prune,
+            foreign=foreign_keys,
         )
         applied = frozenset(s.ref for s in steps if s.op is not Op.CONFLICT)
         namespace = t.desired.namespace
@@ -478,6 +500,7 @@ def plan_cluster(
             live=live,
             known=known_set,
             prune_enabled=True,
+            foreign=foreign_keys,
         )
         bundles[name] = BundlePlan(
             name,
@@ -490,7 +513,51 @@ def plan_cluster(
     for name, err in broken_inventories.items():
         if name not in bundles:
             bundles[name] = BundlePlan(name, Outcome.FAILED, message=err)
+    for name, inv in foreign.items():
+        if name not in bundles:
+            bundles[name] = _foreign_bundle(name, inv, source=source, instance=instance)
     return ClusterPlan(bundles=bundles, waves=waves, errors=wave_errors)
+
+
+def _foreign_bundle(
+    name: str, inv: inventory_mod.Inventory, *, source: str | None, instance: str
+) -> BundlePlan:
+    return BundlePlan(
+        name,
+        Outcome.CONFLICT,
+        message=(
+            f"bundle {name}: conflict: its inventory {inv.where} on this cluster was written by source "
+            f"{inv.source}, not by this controller's source {source} (both use instance {instance!r}); "
+            "nothing of it is written or pruned here. Give each source its own --instance"
+        ),
+    )
+
+
+def _foreign_keys(
+    foreign: Mapping[str, inventory_mod.Inventory],
+    *,
+    live: Mapping[Key, Mapping[str, Any]],
+    instance: str,
+    source: str | None,
+    ours: Mapping[str, inventory_mod.Inventory],
+) -> dict[Key, str]:
+    """Objects another source holds: listed in its inventories, or live and labelled for one of its
+    bundles (and in none of this source's inventories) -> why they are not this source's to write."""
+    out: dict[Key, str] = {}
+    for name, inv in sorted(foreign.items()):
+        why = f"bundle {name} of source {inv.source} lists it ({inv.where}; this controller's source is {source})"
+        for ref in inv.refs:
+            out.setdefault(key(ref), why)
+    mine = {key(r) for inv in ours.values() for r in inv.refs}
+    for k, obj in live.items():
+        labels = _labels(obj)
+        bundle = str(labels.get(model.LABEL_BUNDLE) or "")
+        if labels.get(model.LABEL_OWNER) == instance and bundle in foreign and k not in mine and k not in out:
+            out[k] = (
+                f"labelled for bundle {bundle} of source {foreign[bundle].source} "
+                f"(this controller's source is {source})"
+            )
+    return out
 
 
 def namespace_prunable(

@@ -8,6 +8,14 @@ any prune, prunes only for bundles whose apply fully succeeded, exact inventorie
 result objects (`ClusterResult`, `BundleResult`, `FleetResult`) that `fleet sync`, `fleet diff` and the
 long-running engine report from.
 
+Several controllers on one cluster (docs/reconcile.md): with `Options.claim`, inventories are written as
+that claim's source's; an inventory another source wrote is never pruned from or rewritten (its bundle is
+a conflict naming both sources, `plan`); and the source's revision record is read with the inventories:
+a record of a newer revision of the same source makes the round write nothing (every pair Failed,
+"superseded by revision ..."), unless `Options.yield_to_newer` is off (`fleet sync`, a person's explicit
+run). Before its first write a round records its own claim (compare-and-swap on the record), so an older
+replica reading the cluster afterwards backs off.
+
 Failure rules: anything unknown stops deletes. A failed discovery, inventory read or list (an answer that
 cannot be read included: `kube` never returns it as empty) fails the whole cluster for the round before
 any write; an unreachable cluster is reported Unreachable after its own retry budget and never delays the
@@ -51,6 +59,14 @@ class Options:
     # The whole round of one cluster, health waits excluded (they have `health_timeout` each): on expiry
     # the round stops where it is and the cluster is Unreachable. None: no deadline (tests only).
     cluster_deadline: float | None = 600.0
+    # Who writes: the source (named in inventories) and the revision, seen when (the revision record).
+    # None: no source is named, every inventory of the instance is taken as this caller's (earlier fleets).
+    claim: inventory_mod.Claim | None = None
+    yield_to_newer: bool = True  # back off when the record holds a newer revision of the same source
+
+    @property
+    def source(self) -> str | None:
+        return self.claim.source if self.claim is not None else None
 
 
 @dataclass(frozen=True)
@@ -205,11 +221,14 @@ def with_protected(
 @dataclass
 class Observed:
     types: kube.TypeTable
-    inventories: dict[str, inventory_mod.Inventory]
+    inventories: dict[str, inventory_mod.Inventory]  # this source's (and those no source wrote)
     broken_inventories: dict[str, str]
     live: dict[plan.Key, Mapping[str, Any]]
     known: set[tuple[str, str]]
     namespaces: set[str]
+    foreign: dict[str, inventory_mod.Inventory] = field(default_factory=dict)  # other sources' inventories
+    record: inventory_mod.Claim | None = None  # this source's revision record on the cluster
+    record_version: str | None = None  # its resourceVersion
 
 
 async def observe(
@@ -217,14 +236,20 @@ async def observe(
     targets: Mapping[str, plan.Target],
     *,
     instance: str,
+    source: str | None = None,
 ) -> Observed:
-    """Read everything `plan_cluster` needs. Raises `errors.ClusterError` when anything cannot be read."""
+    """Read everything `plan_cluster` needs (with `source`: also which inventories are another source's,
+    and this source's revision record). Raises `errors.ClusterError` when anything cannot be read."""
     found: dict[str, Any] = {}
     namespaces: set[str] = set()
     live: dict[plan.Key, Mapping[str, Any]] = {}
 
     async def discover() -> None:
         found["types"] = await client.types()
+
+    async def record() -> None:
+        if source is not None:
+            found["record"] = await apply.read_record(client, instance=instance, source=source)
 
     async def inventories_cms() -> None:
         found["cms"] = await client.list(
@@ -243,8 +268,11 @@ async def observe(
             tg.start_soon(discover)
             tg.start_soon(inventories_cms)
             tg.start_soon(all_namespaces)
+            tg.start_soon(record)
     types: kube.TypeTable = found["types"]
-    inventories, broken = inventory_mod.decode_all(found["cms"], instance=instance)
+    decoded, broken = inventory_mod.decode_all(found["cms"], instance=instance)
+    inventories, foreign = inventory_mod.split(decoded, source=source)
+    record_claim, record_version = found.get("record", (None, None))
     refs: list[model.ObjectRef] = []
     for t in targets.values():
         if t.desired is not None and not t.suspended and t.error is None:
@@ -306,6 +334,9 @@ async def observe(
         live=live,
         known=set(kinds),
         namespaces=namespaces,
+        foreign=foreign,
+        record=record_claim,
+        record_version=record_version,
     )
 
 
@@ -453,7 +484,18 @@ async def _round(
     protected: Mapping[str, str | plan.Target],
 ) -> ClusterResult:
     instance = options.instance
-    seen = await observe(client, targets, instance=instance)
+    source = options.source
+    seen = await observe(client, targets, instance=instance, source=source)
+    claim = options.claim
+    if (
+        claim is not None
+        and options.yield_to_newer
+        and seen.record is not None
+        and seen.record.newer_than(claim)
+    ):  # an older replica of this source: write nothing, say who is ahead
+        msg = f"cluster {cluster.name}: {seen.record.superseded_message()}"
+        return _unreached(cluster.name, targets, model.State.FAILED, msg)
+    gate = _Gate(client, seen, options)
     all_targets = with_protected(targets, protected, seen.inventories)
     cplan = plan.plan_cluster(
         all_targets,
@@ -462,6 +504,8 @@ async def _round(
         broken_inventories=seen.broken_inventories,
         live=seen.live,
         known=seen.known,
+        foreign=seen.foreign,
+        source=source,
     )
     results: dict[str, BundleResult] = {}
     running = {b: p for b, p in cplan.bundles.items() if p.outcome is plan.Outcome.RUN}
@@ -471,22 +515,41 @@ async def _round(
             results[b] = BundleResult(b, model.State.SUSPENDED, message=p.message)
         elif p.outcome in (plan.Outcome.FAILED, plan.Outcome.REFUSED):
             results[b] = BundleResult(b, model.State.FAILED, message=p.message)
+        elif p.outcome is plan.Outcome.CONFLICT:
+            clash = model.Change(_inventory_ref(instance, b), model.Action.CONFLICT, p.message)
+            results[b] = BundleResult(b, model.State.FAILED, model.ChangeSet((clash,)), p.message)
+
+    # Inventories are written over the resourceVersion they were read at, as this source's (an inventory
+    # no source wrote keeps none when the caller names none).
+    versions = {b: inv.resource_version for b, inv in seen.inventories.items()}
+
+    def source_of(b: str) -> str | None:
+        if source is not None or b not in seen.inventories:
+            return source
+        return seen.inventories[b].source
+
+    async def write_inventory(b: str, refs: frozenset[model.ObjectRef]) -> None:
+        await gate()
+        versions[b] = await apply.write_inventory(
+            client, b, refs, instance=instance, source=source_of(b), resource_version=versions.get(b)
+        )
 
     # 1. Namespaces fleet needs: fleet-system for inventories, bundle namespaces.
     inventory_writes = {
         b: p.inventory_before
         for b, p in running.items()
         if p.inventory_before
-        and (b not in seen.inventories or seen.inventories[b].refs != p.inventory_before)
+        and (
+            b not in seen.inventories
+            or seen.inventories[b].refs != p.inventory_before
+            or seen.inventories[b].source != source_of(b)  # written by an earlier fleet: now this source's
+        )
     }
     if inventory_writes:
-        await apply.ensure_namespace(
-            client, model.INVENTORY_NAMESPACE, instance=instance, existing=seen.namespaces
-        )
-        seen.namespaces.add(model.INVENTORY_NAMESPACE)
+        await gate()
     # 2. Inventory unions, before any object is written.
     for b, refs in sorted(inventory_writes.items()):
-        await apply.write_inventory(client, b, refs, instance=instance)
+        await write_inventory(b, refs)
 
     # 3. Applies, in dependsOn waves.
     applied: dict[str, apply.Applied] = {}
@@ -507,6 +570,8 @@ async def _round(
                 return
         if p.namespace:
             try:
+                if p.namespace not in seen.namespaces:
+                    await gate()
                 await apply.ensure_namespace(client, p.namespace, instance=instance, existing=seen.namespaces)
                 seen.namespaces.add(p.namespace)
             except errors.ClusterError as e:
@@ -517,6 +582,7 @@ async def _round(
                 )
                 return
         if _has_work(p):
+            await gate()
             with _TRACER.start_as_current_span(f"apply {b}", attributes=_span_attrs(cluster.name, b)) as span:
                 result = await apply.apply_bundle(client, p, live=seen.live, crd_timeout=options.crd_timeout)
                 _record(span, result.changes)
@@ -565,9 +631,9 @@ async def _round(
     keep: dict[str, frozenset[model.ObjectRef]] = {}
     for b, p in sorted(running.items()):
         if b in applied and applied[b].ok:
-            pruned[b], keep[b] = await _prune(client, cluster.name, p)
+            pruned[b], keep[b] = await _prune(client, cluster.name, p, gate)
     for b, p in sorted(removed.items()):
-        pruned[b], keep[b] = await _prune(client, cluster.name, p)
+        pruned[b], keep[b] = await _prune(client, cluster.name, p, gate)
 
     # 5. Exact inventories after a successful apply and prune.
     for b, p in sorted(running.items()):
@@ -581,18 +647,16 @@ async def _round(
         )
         if final != current:
             if final:
-                await apply.ensure_namespace(
-                    client, model.INVENTORY_NAMESPACE, instance=instance, existing=seen.namespaces
-                )
-                seen.namespaces.add(model.INVENTORY_NAMESPACE)
-                await apply.write_inventory(client, b, final, instance=instance)
+                await write_inventory(b, final)
             elif b in seen.inventories:
+                await gate()
                 await apply.delete_inventory(client, b, instance=instance)
     for b in sorted(removed):
         if keep[b]:
             if keep[b] != seen.inventories[b].refs:
-                await apply.write_inventory(client, b, keep[b], instance=instance)
+                await write_inventory(b, keep[b])
         else:
+            await gate()
             await apply.delete_inventory(client, b, instance=instance)
 
     # 6. Health.
@@ -661,10 +725,12 @@ def _has_work(bundle_plan: plan.BundlePlan) -> bool:
 
 
 async def _prune(
-    client: kube.Client, cluster: str, bundle_plan: plan.BundlePlan
+    client: kube.Client, cluster: str, bundle_plan: plan.BundlePlan, gate: _Gate
 ) -> tuple[model.ChangeSet, frozenset[model.ObjectRef]]:
     if not bundle_plan.prune:
         return await apply.prune_bundle(client, bundle_plan)
+    if any(s.op is plan.PruneOp.DELETE for s in bundle_plan.prune):
+        await gate()
     with _TRACER.start_as_current_span(
         f"prune {bundle_plan.bundle}", attributes=_span_attrs(cluster, bundle_plan.bundle)
     ) as span:
@@ -675,6 +741,43 @@ async def _prune(
 
 def _ns_ref(name: str) -> model.ObjectRef:
     return model.ObjectRef("", "v1", "Namespace", "", name)
+
+
+def _inventory_ref(instance: str, bundle: str) -> model.ObjectRef:
+    name = model.inventory_name(instance=instance, bundle=bundle)
+    return model.ObjectRef("", "v1", "ConfigMap", model.INVENTORY_NAMESPACE, name)
+
+
+class _Gate:
+    """Called before each write of a round: the first call makes sure ``fleet-system`` exists and records
+    the round's claim in the source's revision record (unless the record already holds its revision),
+    over the version read at the start of the round (`apply.RecordRaced` when another controller of the
+    source wrote it meanwhile: the round then writes nothing more)."""
+
+    def __init__(self, client: kube.Client, seen: Observed, options: Options) -> None:
+        self._client = client
+        self._seen = seen
+        self._options = options
+        self._lock = anyio.Lock()
+        self._done = False
+
+    async def __call__(self) -> None:
+        if self._done:
+            return
+        async with self._lock:
+            if self._done:
+                return
+            seen, instance = self._seen, self._options.instance
+            await apply.ensure_namespace(
+                self._client, model.INVENTORY_NAMESPACE, instance=instance, existing=seen.namespaces
+            )
+            seen.namespaces.add(model.INVENTORY_NAMESPACE)
+            claim = self._options.claim
+            if claim is not None and (seen.record is None or seen.record.revision != claim.revision):
+                await apply.write_record(
+                    self._client, claim, instance=instance, resource_version=seen.record_version
+                )
+            self._done = True
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1042,3 +1042,67 @@ class Source:
     async def changed_paths(self, old_sha: str, new_sha: str) -> list[str]:
         """Paths (relative to the repository root) that differ between two commits, sorted."""
         return await _thread(self._locked(self._changed_sync, old_sha, new_sha))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Identity: which source wrote an inventory (docs/reconcile.md, "Several controllers on one cluster").
+
+
+def _remote_identity(url: str) -> str:
+    """``host/path`` of a remote URL: no scheme, user, password, port, query or fragment, no trailing
+    ``.git`` or ``/``, host in lower case (https and ssh spellings of one repository agree)."""
+    if _SCHEME.match(url):
+        try:
+            parts = urllib.parse.urlsplit(url)
+            host, path = (parts.hostname or "").lower(), parts.path
+        except ValueError:
+            host, path = "", url
+    else:
+        scp = _SCP.match(url)
+        host, path = (scp.group("host").lower(), scp.group("path")) if scp else ("", url)
+    path = path.strip("/")
+    path = path.removeprefix("~/")
+    path = path.removesuffix(".git").rstrip("/")
+    return f"{host}/{path}" if host else redact(path)
+
+
+def _local_identity(path: Path) -> str:
+    """A local repository: its ``origin`` remote's identity when it has one (a person's clone and the
+    controller following that remote are one source), else its absolute path."""
+    try:
+        repo = open_local(path)
+    except NotARepository:
+        return str(path.resolve())
+    root = Path(repo.workdir or repo.path).resolve()
+    try:
+        origin = repo.remotes["origin"].url if "origin" in repo.remotes.names() else None
+    except (KeyError, pygit2.GitError, ValueError):
+        origin = None
+    if not origin:
+        return str(root)
+    try:
+        where = check_url(origin)
+    except UnsafeURL:
+        return str(root)
+    if where.path is None:
+        return _remote_identity(where.url)
+    target = where.path if where.path.is_absolute() else root / where.path
+    resolved = target.resolve()
+    return str(resolved.parent if resolved.name == ".git" else resolved)
+
+
+def identity(url_or_path: str | Path, *, subpath: str = "") -> str:
+    """A stable name of a repository (and ``--path`` folder) that carries no credential: what inventories
+    record as the source that wrote them. ``https://user:TOKEN@Git.example.com/team/gitops.git?x=1``,
+    ``ssh://git@git.example.com:22/team/gitops`` and ``git@git.example.com:team/gitops.git`` all read
+    ``git.example.com/team/gitops``; a local repository reads as its ``origin`` remote, else its absolute
+    path; ``--path deploy`` appends ``//deploy``. Blocking for a local repository (reads its config)."""
+    text = str(url_or_path)
+    try:
+        where = check_url(text)
+    except UnsafeURL:
+        base = _remote_identity(redact(text))
+    else:
+        base = _local_identity(where.path) if where.path is not None else _remote_identity(where.url)
+    sub = subpath.strip("/")
+    return f"{base}//{sub}" if sub else base

@@ -50,7 +50,7 @@ import anyio
 import anyio.abc
 import orjson
 
-from fleet import apply, drift, errors, kube, model, plan
+from fleet import apply, drift, errors, inventory, kube, model, plan
 
 log = logging.getLogger("fleet.watch")
 
@@ -169,6 +169,8 @@ class ClusterWatch:
     `drift.desired_objects`); it is called per event, so return a mapping built once per revision.
     `on_health(cluster, **Health.fields())` and `on_repair(RepairBatch)` are optional callbacks;
     `around_repair(refs)` an optional context manager entered around each repair batch (a trace span).
+    `claim()` returns the controller's current `inventory.Claim` (None: none): a repair writes nothing
+    while the cluster's revision record holds a newer revision of the same source.
     """
 
     def __init__(
@@ -182,6 +184,7 @@ class ClusterWatch:
         on_repair: RepairCallback | None = None,
         around_repair: AroundRepair | None = None,
         kinds: Iterable[Kind] = (),
+        claim: Callable[[], inventory.Claim | None] | None = None,
     ) -> None:
         self.client = client
         self.cluster = client.cluster
@@ -202,6 +205,7 @@ class ClusterWatch:
         self._on_health = on_health
         self._on_repair = on_repair
         self._around_repair = around_repair
+        self._claim = claim
         self._kinds: set[Kind] = set(kinds)
         self._scopes: dict[Kind, anyio.CancelScope] = {}
         self._tg: anyio.abc.TaskGroup | None = None
@@ -568,7 +572,11 @@ class ClusterWatch:
         around = self._around_repair(refs) if self._around_repair is not None else contextlib.nullcontext()
         with around:
             result = await drift.repair_objects(
-                self.client, objects, instance=self.instance, concurrency=self.settings.repair_concurrency
+                self.client,
+                objects,
+                instance=self.instance,
+                concurrency=self.settings.repair_concurrency,
+                claim=self._claim() if self._claim is not None else None,
             )
         now = time.monotonic()
         fights: list[drift.Fight] = []

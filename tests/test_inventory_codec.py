@@ -83,3 +83,87 @@ def test_an_inventory_without_its_object_list_is_unreadable_not_empty(data: obje
     cm["data"] = data
     with pytest.raises(inventory.InventoryError, match=r"ConfigMap/fleet-system/fleet-inventory-web: .*data"):
         inventory.decode(cm, instance="fleet")
+
+
+def test_an_inventory_records_the_source_that_wrote_it() -> None:
+    cm = inventory.encode("web", REFS, instance="fleet", source="git.example.com/team/gitops")
+    assert cm["data"]["source"] == "git.example.com/team/gitops"
+    decoded = inventory.decode(cm, instance="fleet")
+    assert decoded.source == "git.example.com/team/gitops"
+    assert decoded.where == "ConfigMap/fleet-system/fleet-inventory-web"
+
+
+def test_an_inventory_written_by_an_earlier_fleet_has_no_source_and_is_adopted_by_whoever_reads_it() -> None:
+    legacy = inventory.encode("web", REFS, instance="fleet")
+    assert "source" not in legacy["data"]
+    theirs = inventory.encode("db", REFS, instance="fleet", source="other")
+    found, broken = inventory.decode_all([legacy, theirs], instance="fleet")
+    assert broken == {} and found["web"].source is None
+    ours, foreign = inventory.split(found, source="mine")
+    assert set(ours) == {"web"} and set(foreign) == {"db"}
+    # a caller naming no source takes every inventory as its own, as earlier fleets did
+    assert inventory.split(found, source=None) == (found, {})
+
+
+def test_an_empty_source_field_is_unreadable_never_taken_as_ours() -> None:
+    cm = inventory.encode("web", REFS, instance="fleet", source="x")
+    cm["data"]["source"] = ""
+    with pytest.raises(inventory.InventoryError, match=r"data\.source"):
+        inventory.decode(cm, instance="fleet")
+
+
+def test_the_inventory_write_carries_the_resource_version_it_was_read_at() -> None:
+    cm = inventory.encode("web", REFS, instance="fleet", source="s", resource_version="41")
+    assert cm["metadata"]["resourceVersion"] == "41"
+    assert "resourceVersion" not in inventory.encode("web", REFS, instance="fleet")["metadata"]
+
+
+def claim(revision: str, seen: str, source: str = "git.example.com/team/gitops") -> inventory.Claim:
+    return inventory.Claim(source=source, revision=revision, observed_at=seen)
+
+
+def test_of_two_revisions_of_one_source_the_one_seen_later_is_newer() -> None:
+    old = claim("aaa", "2026-05-01T10:00:00.000Z")
+    new = claim("bbb", "2026-05-01T10:00:05.250Z")
+    assert new.newer_than(old) and not old.newer_than(new)
+    # a force-push back to an older commit is seen later: it is the newer claim
+    back = claim("aaa", "2026-05-01T10:01:00.000Z")
+    assert back.newer_than(new)
+    # the same revision is never "newer", whenever it was seen (two replicas agree: no fight)
+    assert not claim("bbb", "2026-05-01T11:00:00Z").newer_than(new)
+    # second-precision times from the state database compare with millisecond ones
+    assert claim("ccc", "2026-05-01T10:00:06Z").newer_than(new)
+    # the same instant: one order that both sides agree on
+    tie_a, tie_b = claim("aaa", "2026-05-01T10:00:00Z"), claim("bbb", "2026-05-01T10:00:00.000Z")
+    assert tie_b.newer_than(tie_a) != tie_a.newer_than(tie_b)
+
+
+def test_a_revision_record_round_trips_and_names_its_source_without_credentials() -> None:
+    c = inventory.Claim(
+        source="git.example.com/team/gitops",
+        revision="bbb",
+        observed_at="2026-05-01T10:00:05.250Z",
+        committed_at="2026-05-01T09:59:00Z",
+        writer="fleet serve on host-1",
+    )
+    cm = inventory.encode_record(c, instance="fleet", resource_version="9")
+    assert cm["metadata"]["name"] == inventory.record_name(instance="fleet", source=c.source)
+    assert cm["metadata"]["name"].startswith("fleet-revision-")
+    assert cm["metadata"]["labels"] == {"fleet.dev/owner": "fleet", "fleet.dev/revision-record": "true"}
+    assert cm["metadata"]["resourceVersion"] == "9"
+    assert inventory.decode_record(cm, source=c.source) == c
+    assert "superseded by revision bbb written by another controller" in c.superseded_message()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"source": "other", "revision": "a", "observedAt": "2026-05-01T10:00:00Z"},
+        {"source": "s", "revision": "a"},
+        {"source": "s", "revision": "a", "observedAt": "yesterday"},
+    ],
+)
+def test_an_unreadable_revision_record_raises_naming_it(data: dict[str, str]) -> None:
+    cm = {"metadata": {"name": "fleet-revision-x"}, "data": data}
+    with pytest.raises(inventory.InventoryError, match="ConfigMap/fleet-system/fleet-revision-x"):
+        inventory.decode_record(cm, source="s")

@@ -323,3 +323,60 @@ def test_an_owned_namespace_is_prunable_only_when_it_holds_nothing_else() -> Non
     ok, holding = plan.namespace_prunable("web", contents=[*contents, cm("user-data")], pruned=[a])
     assert not ok
     assert [r.name for r in holding] == ["user-data"]
+
+
+def theirs(bundle: str, *objs: Mapping[str, Any]) -> inventory.Inventory:
+    refs = frozenset(model.ObjectRef.of(o) for o in objs)
+    name = model.inventory_name(instance=INSTANCE, bundle=bundle)
+    return inventory.Inventory(bundle, refs, resource_version="3", source="repo-b", name=name)
+
+
+def test_an_inventory_another_source_wrote_is_a_conflict_never_a_removed_bundle() -> None:
+    mine, other = cm("mine"), cm("other", ns="b")
+    result = plan.plan_cluster(
+        {"web": plan.Target("web", desired_set("web", mine))},
+        instance=INSTANCE,
+        inventories={"web": inv("web", mine)},
+        live={plan.key_of(o): o for o in (live_of(mine), live_of(other, bundle="api"))},
+        known={("", "ConfigMap")},
+        foreign={"api": theirs("api", other)},
+        source="repo-a",
+    )
+    api = result.bundles["api"]
+    assert api.outcome is plan.Outcome.CONFLICT and api.prune == ()
+    assert "repo-a" in api.message and "repo-b" in api.message
+    assert "ConfigMap/fleet-system/fleet-inventory-api" in api.message
+    assert result.bundles["web"].outcome is plan.Outcome.RUN
+
+
+def test_a_bundle_whose_inventory_another_source_wrote_is_not_applied_here() -> None:
+    a = cm("a")
+    result = plan.plan_cluster(
+        {"web": plan.Target("web", desired_set("web", a))},
+        instance=INSTANCE,
+        inventories={},
+        live={},
+        known={("", "ConfigMap")},
+        foreign={"web": theirs("web", cm("b"))},
+        source="repo-a",
+    )
+    web = result.bundles["web"]
+    assert web.outcome is plan.Outcome.CONFLICT and web.steps == () and web.prune == ()
+
+
+def test_an_object_another_source_holds_is_a_conflict_and_never_pruned_from_ours() -> None:
+    shared, labelled, mine = cm("shared"), cm("labelled"), cm("mine")
+    result = plan.plan_cluster(
+        {"web": plan.Target("web", desired_set("web", shared, labelled))},
+        instance=INSTANCE,
+        inventories={"web": inv("web", mine)},
+        live={plan.key_of(o): o for o in (live_of(shared, bundle="api"), live_of(labelled, bundle="api"))}
+        | {plan.key_of(mine): live_of(mine)},
+        known={("", "ConfigMap")},
+        foreign={"api": theirs("api", shared, mine)},
+        source="repo-a",
+    )
+    web = result.bundles["web"]
+    assert ops(web) == {"shared": plan.Op.CONFLICT, "labelled": plan.Op.CONFLICT}
+    assert all("repo-b" in s.message for s in web.steps)
+    assert [(p.ref.name, p.op) for p in web.prune] == [("mine", plan.PruneOp.KEEP)]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fleet import model
+from fleet import inventory, model, source
 from fleet.sim import testing
 from tests.reconcile_support import (
     CRD,
@@ -113,8 +113,10 @@ def test_a_changed_manifest_is_applied_only_where_it_is_placed(
     assert result.ok
     assert writes(sim.journal_sync("dev-1", since=marks["dev-1"])) == []
     prod_writes = writes(sim.journal_sync("prod-1", since=marks["prod-1"]))
+    record = inventory.record_name(instance="fleet", source=source.identity(repo.root))
     assert [(w["method"], w["path"]) for w in prod_writes] == [
-        ("PATCH", "/api/v1/namespaces/web/configmaps/one")
+        ("PATCH", f"/api/v1/namespaces/fleet-system/configmaps/{record}"),  # the new revision's claim
+        ("PATCH", "/api/v1/namespaces/web/configmaps/one"),
     ]
     one = live_objects(sim, "prod-1", namespace="web")["one"]
     assert one["data"] == {"key": "changed"}

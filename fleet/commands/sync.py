@@ -7,12 +7,16 @@ clusters and suspended bundles are reported, not failures), 1 otherwise (a broke
 table and an entry of the JSON's `bundles` and `errors`, with PATH:LINE), 2 when nothing could be done
 (bad input). `diff`: 0 no
 difference, 1 differences, 2 an error (a cluster or object could not be compared, conflicts, bad input).
+Both name their source (`source.identity` of the repository and `--path`), so another source's
+inventories under the same instance are conflicts, never pruned; `sync` claims the revision it read as
+seen now and always applies (`claim_of`: a person's explicit run is never superseded).
 Does not: hold any reconcile logic (`fleet.reconcile`, `fleet.diff`).
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +25,7 @@ import anyio
 import typer
 
 from fleet import diff as diff_mod
-from fleet import errors, kube, model, placement, reconcile, render, repository, source
+from fleet import errors, inventory, kube, model, placement, reconcile, render, repository, source
 from fleet.commands import common
 
 
@@ -105,6 +109,17 @@ async def prepare(
         for warning in ctx.warnings:
             common.info(f"warning: cluster {name}: {warning}")
     return repo, dict(targets), kubeconfig
+
+
+async def claim_of(c: Request, repo: model.Repo) -> inventory.Claim:
+    """`fleet sync`'s claim: this source at the revision read (a work tree: ""), seen now."""
+    ident = await anyio.to_thread.run_sync(lambda: source.identity(c.repo, subpath=c.path))
+    return inventory.Claim(
+        source=ident,
+        revision=repo.revision or "",
+        observed_at=inventory.now_rfc3339(),
+        writer=f"fleet sync on {socket.gethostname()}",
+    )
 
 
 def settings_of(c: Request) -> kube.Settings:
@@ -370,6 +385,8 @@ async def _sync(c: Request, health_timeout: float, wait: bool, output: str) -> i
         wait=wait,
         health_timeout=health_timeout,
         cluster_deadline=c.round_timeout,
+        claim=await claim_of(c, repo),
+        yield_to_newer=False,
     )
     progress = _Progress(len(repo.clusters), wait=wait)
     result = await run_sync(repo, targets, kubeconfig, request=c, options=options, on_done=progress)
@@ -391,6 +408,7 @@ async def _diff(c: Request) -> int:
         repo, targets, kubeconfig = await prepare(c)
     except (errors.InputError, errors.SourceError) as e:
         common.fail(str(e), code=2)
+    claim = await claim_of(c, repo)
     async with kube.Clients(kubeconfig, settings=settings_of(c)) as clients:
         result = await diff_mod.diff_fleet(
             repo,
@@ -399,6 +417,7 @@ async def _diff(c: Request) -> int:
             instance=c.instance,
             concurrency=c.concurrency,
             deadline=c.round_timeout,
+            source=claim.source,
         )
     for name, cd in result.clusters.items():
         if cd.error:

@@ -190,6 +190,8 @@ def sync_in_process(
             health_timeout=health_timeout,
             health_interval=0.2,
             cluster_deadline=request.round_timeout,
+            claim=await sync.claim_of(request, repo),
+            yield_to_newer=False,
         )
         return await sync.run_sync(repo, targets, kc, request=request, options=options)
 
