@@ -5,7 +5,8 @@ unchanged, deleted, skipped, conflict, failed):
 
 - `ensure_namespace`: a plain create labelled ``fleet.dev/owner`` when missing (bundle namespaces and
   ``fleet-system``); never updated, never pruned, never in an inventory;
-- `write_inventory` / `delete_inventory`: the inventory ConfigMap of a bundle (server-side apply, over
+- `create_inventory` / `write_inventory` / `delete_inventory`: the inventory ConfigMap of a bundle (a
+  plain create when there was none, so two writers cannot both create it; then server-side applies over
   the resourceVersion it was read at: an inventory changed by someone else meanwhile is a conflict, never
   overwritten);
 - `read_record` / `write_record`: the revision record of a source (`inventory.Claim`): created when
@@ -109,6 +110,31 @@ async def write_inventory(
     doc, _ = await client.apply(CONFIGMAP, body, force=True)
     rv = (doc.get("metadata") or {}).get("resourceVersion")
     return str(rv) if rv else None
+
+
+class InventoryRaced(errors.ClusterError):
+    """An inventory appeared between this round's read and its create (another source, or a replica):
+    nothing of it is overwritten; the next round reads who wrote it."""
+
+    retriable = True
+
+
+async def create_inventory(
+    client: kube.Client,
+    bundle: str,
+    refs: Iterable[model.ObjectRef],
+    *,
+    instance: str,
+    source: str | None = None,
+) -> None:
+    """Create a bundle's inventory that did not exist when the round read the cluster; `InventoryRaced`
+    when it exists now."""
+    body = inventory_mod.encode(bundle, refs, instance=instance, source=source)
+    if not await client.create(CONFIGMAP, body):
+        where = f"ConfigMap/{model.INVENTORY_NAMESPACE}/{body['metadata']['name']}"
+        raise InventoryRaced(
+            f"{where}: created by another writer during this round; not overwritten, retried"
+        )
 
 
 class RecordRaced(errors.ClusterError):

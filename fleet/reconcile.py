@@ -528,8 +528,14 @@ async def _round(
             return source
         return seen.inventories[b].source
 
+    created: set[str] = set()
+
     async def write_inventory(b: str, refs: frozenset[model.ObjectRef]) -> None:
         await gate()
+        if b not in seen.inventories and b not in created:  # a create: it cannot overwrite anyone's
+            await apply.create_inventory(client, b, refs, instance=instance, source=source_of(b))
+            created.add(b)
+            return
         versions[b] = await apply.write_inventory(
             client, b, refs, instance=instance, source=source_of(b), resource_version=versions.get(b)
         )

@@ -248,3 +248,23 @@ def test_diff_reports_another_sources_bundles_as_conflicts_never_as_removed(
     (web,) = [d for d in result.diffs if d.bundle == "web"]
     assert str(repo.root) in web.text and str(other.root) in web.text
     assert result.failed
+
+
+def test_an_inventory_that_appeared_since_the_round_read_the_cluster_is_never_overwritten(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
+    before = live_objects(sim, CLUSTER, namespace="fleet-system")["fleet-inventory-web"]
+    mark = last_seq(sim)
+
+    async def main() -> None:
+        client = client_for(sim)
+        try:
+            with pytest.raises(apply.InventoryRaced, match="fleet-inventory-web: created by another writer"):
+                await apply.create_inventory(client, "web", [], instance="fleet", source="someone else")
+        finally:
+            await client.aclose()
+
+    anyio.run(main)
+    assert writes(sim.journal_sync(CLUSTER, since=mark)) == []
+    assert live_objects(sim, CLUSTER, namespace="fleet-system")["fleet-inventory-web"] == before
