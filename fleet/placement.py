@@ -5,7 +5,7 @@ Owns: `place` (a `model.Repo` -> `model.PlacementResult`, pure apart from a cach
 placement- and render-level problems `fleet validate` reports), and `PlacementCache`.
 Does not: parse files (`fleet.repository`), render manifests (`fleet.render`), or talk to clusters.
 
-Rules (SPEC.md section 1, "Placement"):
+Rules (docs/placement.md, "Placement"):
 
 * clauses are checked in the order ``clusters``, ``clusterSelector``, ``cel``, stopping at the first that
   fails, so CEL only runs for clusters the other clauses admit; a cluster is selected when every clause
@@ -17,11 +17,19 @@ Rules (SPEC.md section 1, "Placement"):
   changes, so chains of dependencies fail together;
 * paused clusters are placed like any other (the engine skips writes to them).
 
-Cost. A bundle's CEL gets `cel.DEFAULT_TOTAL_TIME_LIMIT` seconds over all clusters (each evaluation also
-has its own step budget); clusters left when that is spent are errors for the pair, never "not selected".
-Selector matching is cheap; CEL is not (cel-python's interpreter). `PlacementCache` keeps each
-bundle's raw placement keyed by its placement spec and a hash of the cluster registry, so a commit that
-changes one bundle re-evaluates that bundle only.
+Cost (docs/placement.md, "Cost"). A bundle's CEL is evaluated, for the clusters the other clauses admit,
+as one `cel.evaluate_batch`: each evaluation within `budget` steps, all of them together within
+`total_budget` steps. Steps are counted, never timed, so the result does not depend on the machine's
+load: an expression over a budget is an error for the pair (or, over the total, for every pair of the
+bundle) naming the bundle and the budget, the same on every run. Only the wall-clock safety net
+(`cel.SAFETY_NET_SECONDS`, a runaway the count cannot see) depends on the clock; such results are
+`transient` and never cached.
+
+Speed. Each cluster is converted for CEL once per `place` call (`_Contexts`, shared by every bundle);
+programs are compiled once per expression text (`cel.compile`). Selector matching is cheap; CEL costs
+tens of microseconds per evaluation. `PlacementCache` keeps each bundle's raw placement keyed by its
+placement spec and a hash of the cluster registry, so a commit that changes one bundle re-evaluates that
+bundle only.
 """
 
 from __future__ import annotations
@@ -29,8 +37,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import re
-import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,48 +79,75 @@ def _selector_reason(selector: model.LabelSelector, labels: Mapping[str, str]) -
     return True, f"labels match '{_selector_text(selector)}'"
 
 
-def select(
-    placement: model.Placement | None,
-    cluster: model.Cluster,
-    *,
-    budget: int = cel.DEFAULT_BUDGET,
-    deadline: float | None = None,
-) -> Decision:
-    """Judge one cluster against one placement (a bundle's or an override's). Pure and deterministic,
-    except that CEL is not evaluated past `deadline` (a `time.monotonic()` value): the pair is then an
-    error, so one runaway expression over a thousand clusters cannot hold a core for minutes."""
-    if placement is None:
-        return Decision(False, (model.ClauseResult("placement", False, "the bundle has no placement"),))
+def _before_cel(
+    placement: model.Placement, cluster: model.Cluster
+) -> tuple[list[model.ClauseResult], Decision | None]:
+    """The clauses before `cel`: their results, and the decision when one of them already failed."""
     results: list[model.ClauseResult] = []
     if placement.clusters is not None:
         if cluster.name in placement.clusters:
             results.append(model.ClauseResult("clusters", True, f"clusters lists {cluster.name}"))
         else:
             results.append(model.ClauseResult("clusters", False, f"clusters does not list {cluster.name}"))
-            return Decision(False, tuple(results))
+            return results, Decision(False, tuple(results))
     if placement.cluster_selector is not None:
         held, reason = _selector_reason(placement.cluster_selector, cluster.labels)
         results.append(model.ClauseResult("clusterSelector", held, reason))
         if not held:
-            return Decision(False, tuple(results))
-    if placement.cel is not None:
-        try:
-            if deadline is not None and time.monotonic() > deadline:
-                raise errors.PlacementError(
-                    "cel: not evaluated: this expression used up its time on earlier clusters"
-                )
-            program = cel.compile(placement.cel)
-            held = cel.evaluate(program, {"cluster": cluster.activation()}, budget=budget)
-        except errors.PlacementError as e:
-            # held=None already says "error" and the clause is cel: the reason is the bare message.
-            results.append(model.ClauseResult("cel", None, str(e).removeprefix("cel: ")))
-            return Decision(False, tuple(results), error=str(e))
-        results.append(model.ClauseResult("cel", held, "cel is true" if held else "cel is false"))
-        if not held:
-            return Decision(False, tuple(results))
-    if not results:
+            return results, Decision(False, tuple(results))
+    return results, None
+
+
+def _with_cel(results: list[model.ClauseResult], outcome: bool | errors.PlacementError) -> Decision:
+    if isinstance(outcome, errors.PlacementError):
+        # held=None already says "error" and the clause is cel: the reason is the bare message.
+        clause = model.ClauseResult("cel", None, str(outcome).removeprefix("cel: "))
+        return Decision(False, (*results, clause), error=str(outcome))
+    clause = model.ClauseResult("cel", outcome, "cel is true" if outcome else "cel is false")
+    return Decision(outcome, (*results, clause))
+
+
+def _no_clause(placement: model.Placement | None) -> Decision | None:
+    if placement is None:
+        return Decision(False, (model.ClauseResult("placement", False, "the bundle has no placement"),))
+    if placement.clusters is None and placement.cluster_selector is None and placement.cel is None:
         return Decision(False, (model.ClauseResult("placement", False, "the placement has no clause"),))
-    return Decision(True, tuple(results))
+    return None
+
+
+def select(
+    placement: model.Placement | None,
+    cluster: model.Cluster,
+    *,
+    budget: int = cel.DEFAULT_BUDGET,
+    what: str = "this expression",
+    context: cel.Context | None = None,
+) -> Decision:
+    """Judge one cluster against one placement (a bundle's or an override's). Pure and deterministic:
+    CEL runs under its step budget (`cel.evaluate`); only the wall-clock safety net (a runaway the
+    budget cannot see, see `transient`) depends on the machine. `context` is the cluster already
+    prepared for CEL (`cel.prepare`), when the caller has it."""
+    none = _no_clause(placement)
+    if none is not None:
+        return none
+    assert placement is not None  # _no_clause decided the None case
+    results, decided = _before_cel(placement, cluster)
+    if decided is not None:
+        return decided
+    if placement.cel is None:
+        return Decision(True, tuple(results))
+    try:
+        program = cel.compile(placement.cel)
+        held = cel.evaluate(program, context or {"cluster": cluster.activation()}, budget=budget, what=what)
+    except errors.PlacementError as e:
+        return _with_cel(results, e)
+    return _with_cel(results, held)
+
+
+def transient(message: str) -> bool:
+    """Whether a placement error depends on the machine (the CEL wall-clock safety net): such results
+    are never cached, and the next revision evaluates again."""
+    return cel.transient(message)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -176,6 +209,20 @@ class PlacementCache:
         self.entries[key] = decisions
 
 
+class _Contexts:
+    """Each cluster converted for CEL once per `place` call (one revision), shared by every bundle."""
+
+    def __init__(self, clusters: Mapping[str, model.Cluster]) -> None:
+        self.clusters = clusters
+        self.done: dict[str, cel.Context] = {}
+
+    def __getitem__(self, name: str) -> cel.Context:
+        ctx = self.done.get(name)
+        if ctx is None:
+            ctx = self.done[name] = cel.prepare({"cluster": self.clusters[name].activation()})
+        return ctx
+
+
 def _raw(
     bundle: model.Bundle,
     clusters: Mapping[str, model.Cluster],
@@ -183,25 +230,54 @@ def _raw(
     reg_key: str,
     cache: PlacementCache | None,
     budget: int,
+    total_budget: int,
+    time_limit: float,
+    contexts: _Contexts,
 ) -> dict[str, Decision]:
     key = (placement_key(bundle.placement), reg_key)
     if cache is not None:
         hit = cache.get(key)
         if hit is not None:
             return hit
-    deadline = time.monotonic() + cel.DEFAULT_TOTAL_TIME_LIMIT
-    decisions = {
-        name: select(bundle.placement, clusters[name], budget=budget, deadline=deadline)
-        for name in sorted(clusters)
-    }
-    # A result cut short by a clock is not a property of the spec and registry: never cache it.
-    timed_out = any(d.error and _TIMED_OUT.search(d.error) for d in decisions.values())
-    if cache is not None and not timed_out:
+    spec = bundle.placement
+    decisions: dict[str, Decision] = {}
+    pending: dict[str, list[model.ClauseResult]] = {}
+    none = _no_clause(spec)
+    for name in sorted(clusters):
+        if none is not None or spec is None:
+            decisions[name] = none or Decision(False, ())
+            continue
+        results, decided = _before_cel(spec, clusters[name])
+        if decided is not None:
+            decisions[name] = decided
+        elif spec.cel is None:
+            decisions[name] = Decision(True, tuple(results))
+        else:
+            pending[name] = results
+    if pending and spec is not None and spec.cel is not None:
+        # CEL only for the clusters the other clauses admit, as one batch under the bundle's total budget.
+        outcomes: list[bool | errors.PlacementError]
+        try:
+            program = cel.compile(spec.cel)
+        except errors.PlacementError as e:
+            outcomes = [e] * len(pending)
+        else:
+            outcomes = cel.evaluate_batch(
+                program,
+                [contexts[name] for name in pending],
+                budget=budget,
+                total_budget=total_budget,
+                time_limit=time_limit,
+                what=f"the placement of bundle {bundle.name!r}",
+            )
+        for (name, results), outcome in zip(pending.items(), outcomes, strict=True):
+            decisions[name] = _with_cel(results, outcome)
+        decisions = {name: decisions[name] for name in sorted(decisions)}
+    # A result cut short by the safety net (a clock) is not a property of the spec and registry: never
+    # cache it.
+    if cache is not None and not any(d.error and transient(d.error) for d in decisions.values()):
         cache.put(key, decisions)
     return decisions
-
-
-_TIMED_OUT = re.compile(r"time limit|used up its time")
 
 
 def _needed(repo: model.Repo, only: Iterable[str]) -> set[str]:
@@ -223,6 +299,8 @@ def place(
     only_bundles: Collection[str] | None = None,
     cache: PlacementCache | None = None,
     budget: int = cel.DEFAULT_BUDGET,
+    total_budget: int = cel.DEFAULT_TOTAL_BUDGET,
+    time_limit: float = cel.SAFETY_NET_SECONDS,
 ) -> model.PlacementResult:
     """Place every bundle of `repo` (or `only_bundles`) on its clusters. Pure given the cache's content.
 
@@ -231,8 +309,19 @@ def place(
     wanted = set(repo.bundles) if only_bundles is None else {b for b in only_bundles if b in repo.bundles}
     names = sorted(_needed(repo, wanted))
     reg_key = registry_key(repo.clusters)
+    contexts = _Contexts(repo.clusters)
     decisions = {
-        b: _raw(repo.bundles[b], repo.clusters, reg_key=reg_key, cache=cache, budget=budget) for b in names
+        b: _raw(
+            repo.bundles[b],
+            repo.clusters,
+            reg_key=reg_key,
+            cache=cache,
+            budget=budget,
+            total_budget=total_budget,
+            time_limit=time_limit,
+            contexts=contexts,
+        )
+        for b in names
     }
 
     placed: dict[str, set[str]] = {b: {c for c, d in decisions[b].items() if d.selected} for b in names}

@@ -531,7 +531,11 @@ def _render_plain(
 def _applied_overrides(bundle: model.Bundle, cluster: model.Cluster) -> tuple[int, ...]:
     out = []
     for index, override in enumerate(bundle.overrides):
-        decision = placement.select(override.placement, cluster)
+        decision = placement.select(
+            override.placement,
+            cluster,
+            what=f"the placement of override {index + 1} of bundle {bundle.name!r}",
+        )
         if decision.error is not None:
             raise ObjectRenderError(
                 f"{bundle.path}:{override.line}: override {index + 1}: {decision.error}",
@@ -646,7 +650,7 @@ def render_pairs(
         idents: set[tuple[str, str, str, str]] = set()
         for r in {id(r): r for r in rendered.values()}.values():
             idents |= r.identities
-        transient = any("time limit" in str(e) for e in failed.values())
+        transient = any(placement.transient(str(e)) for e in failed.values())
         per_bundle[b] = _BundleRenders(stamp, rendered, failed, frozenset(idents), transient)
 
     # Objects claimed by two bundles: only bundles sharing an identity need a look pair by pair.
@@ -708,7 +712,7 @@ class _BundleRenders:
     rendered: dict[tuple[str, str], _Rendered]
     failed: dict[tuple[str, str], ObjectRenderError]
     identities: frozenset[tuple[str, str, str, str]]  # every object any of its renders declares
-    transient: bool = False  # an error depended on a clock (a CEL time limit): render again next time
+    transient: bool = False  # an error depended on a clock (the CEL safety net): render again next time
 
 
 @dataclass(frozen=True)
@@ -774,7 +778,7 @@ def _render_bundle(
             if len(cache.entries) >= cache.max_entries:
                 cache.entries.clear()
             if not (
-                isinstance(hit, ObjectRenderError) and "time limit" in str(hit)
+                isinstance(hit, ObjectRenderError) and placement.transient(str(hit))
             ):  # clocks are not content
                 cache.entries[ckey] = hit
         else:

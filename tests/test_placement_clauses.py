@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from fleet import model, placement
 from tests import placement_builders as pb
 
@@ -177,15 +175,6 @@ def test_check_reports_a_cel_error_for_every_cluster_it_was_evaluated_on() -> No
     assert all("no such member" in p.message for p in errors)
     # The unknown name is a warning of the repository layer, not repeated here.
     assert [p for p in problems if p.severity is model.Severity.WARNING] == []
-
-
-def test_cel_past_its_bundles_deadline_is_an_error_for_the_pair_not_a_refusal() -> None:
-    spec = pb.placement(cel="cluster.facts.tier == 1")
-    late = placement.select(spec, CLUSTERS[0], deadline=time.monotonic() - 1)
-    assert (late.selected, late.error is not None) == (False, True)
-    assert "used up its time" in str(late.error)
-    on_time = placement.select(spec, CLUSTERS[0], deadline=time.monotonic() + 60)
-    assert (on_time.selected, on_time.error) == (True, None)
 
 
 def test_a_paused_cluster_is_placed_like_any_other() -> None:
