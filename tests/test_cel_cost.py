@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import anyio
 import pytest
 
 from fleet import cel, errors, model, placement
+from fleet.commands import repo as repo_command
 from tests import placement_builders as pb
+from tests import repository_builders as rb
 
 CM = pb.obj("ConfigMap", "settings", data={"a": "b"})
 
@@ -158,3 +163,39 @@ def test_an_invalid_expression_is_an_error_on_every_cluster_the_other_clauses_ad
     assert all("cluster has no field 'nope'" in m for m in result.errors["typo"].values())
     with pytest.raises(errors.PlacementError):
         cel.compile("cluster.nope == 1")
+
+
+@pytest.mark.slow
+def test_fleet_validate_evaluates_cel_in_a_worker_thread_so_its_event_loop_keeps_running(
+    tmp_path: Path,
+) -> None:
+    # ~7,500 steps per cluster over 200 clusters: a second or more of CEL for validate's checks.
+    ten = "[1,2,3,4,5,6,7,8,9,10]"
+    heavy = f"{ten}.all(a, [1,2,3,4].all(b, [1,2,3].all(c, a + b + c > 0 && cluster.name != '')))"
+    files = {f"clusters/c{i:03d}.yaml": rb.cluster_yaml(f"c{i:03d}") for i in range(200)}
+    files["bundles/heavy/bundle.yaml"] = rb.bundle_yaml("heavy", spec=f'  placement:\n    cel: "{heavy}"\n')
+    files["bundles/heavy/cm.yaml"] = rb.configmap("settings")
+    rb.write_files(tmp_path, files)
+    gaps: list[float] = []
+
+    async def main() -> int:
+        done = anyio.Event()
+
+        async def ticker() -> None:
+            last = time.monotonic()
+            while not done.is_set():
+                await anyio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            started = time.monotonic()
+            code = await repo_command._validate(str(tmp_path), None, "")
+            assert time.monotonic() - started > 0.5  # long enough for a stall to show
+            done.set()
+        return code
+
+    assert anyio.run(main) == 0
+    assert max(gaps) < 0.5, max(gaps)  # the old code stalled for the whole check (6 s here)

@@ -15,6 +15,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+import anyio.to_thread
 import typer
 
 from fleet import errors, model, repository, source
@@ -54,7 +55,8 @@ async def _validate(repo_path: str, rev: str | None, path: str) -> int:
     problems = list(repo.problems)
     check = _placement_checker()
     if check is not None:
-        problems.extend(check(repo))
+        # Placement (CEL) and rendering are CPU-bound: off the event loop (docs/placement.md, "Cost").
+        problems.extend(await anyio.to_thread.run_sync(check, repo))
     problems.sort(key=lambda p: (p.path, p.line))
     for p in problems:
         typer.echo(str(p))
