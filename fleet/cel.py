@@ -41,13 +41,12 @@ from __future__ import annotations
 
 import datetime
 import functools
-import json
 import logging
 import operator
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -1142,9 +1141,10 @@ class Context:
     raw: Mapping[str, Any]
     value: Any  # the converted activation (a cel-python map), None when it cannot be converted
     problem: str | None = None
-    variables: dict[str, Any] | None = (
-        None  # the fast evaluator's view, when the activation is {"cluster": ...}
-    )
+    variables: dict[str, Any] | None = None  # the fast evaluator's view, for {"cluster": ...} only
+    keys: dict[frozenset[tuple[str, ...]], Hashable | None] = field(
+        default_factory=dict
+    )  # memo keys by paths
 
 
 _LEAF_TYPES = {
@@ -1246,29 +1246,48 @@ class Program:
     paths: frozenset[tuple[str, ...]]
     base: celpy.evaluation.Activation | None = None  # built once; each interpreted evaluation clones it
     fast: _Fn | None = None  # the fast evaluator's closure; None: the interpreter evaluates
-    memo: dict[tuple[int, str], Outcome] = field(default_factory=dict)
+    memo: dict[tuple[int, Hashable], Outcome] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def projection(self, cluster: Mapping[str, Any]) -> str | None:
-        """The part of `cluster` this expression can read, as a canonical key; None: all of it, or its
-        name (unique per cluster: nothing to share, so not worth the key)."""
-        if () in self.paths or ("name",) in self.paths:
-            return None
-        parts = []
-        for path in sorted(self.paths):
-            value: Any = cluster
-            present = True
-            for p in path:
-                if isinstance(value, Mapping) and p in value:
-                    value = value[p]
-                else:
-                    present = False
-                    break
-            parts.append([list(path), present, value if present else None])
-        try:
-            return json.dumps(parts, sort_keys=True, separators=(",", ":"))
-        except (TypeError, ValueError):
-            return None
+    def projection(self, cluster: Mapping[str, Any]) -> Hashable | None:
+        """The part of `cluster` this expression can read, as a key; None: all of it, or its name (unique
+        per cluster: nothing to share, so not worth the key)."""
+        return _projection(self.paths, cluster)
+
+
+def _freeze(value: Any) -> Hashable:
+    """A key equal for two values exactly when CEL sees the same value: types kept apart (1, 1.0 and true
+    differ), map order kept (macros iterate maps in order). Raises TypeError for anything else."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return (kind, value)
+    if kind is float:
+        return (kind, repr(value))  # -0.0 and 0.0 differ, nan equals nan
+    if kind is dict:
+        return (dict, tuple((_freeze(k), _freeze(v)) for k, v in value.items()))
+    if kind is list or kind is tuple:
+        return (list, tuple(_freeze(v) for v in value))
+    raise TypeError(kind.__name__)
+
+
+def _projection(paths: frozenset[tuple[str, ...]], cluster: Any) -> Hashable | None:
+    if () in paths or ("name",) in paths or not isinstance(cluster, Mapping):
+        return None
+    parts = []
+    for path in sorted(paths):
+        value: Any = cluster
+        present = True
+        for p in path:
+            if isinstance(value, Mapping) and p in value:
+                value = value[p]
+            else:
+                present = False
+                break
+        parts.append((path, present, value if present else None))
+    try:
+        return _freeze(parts)
+    except TypeError:
+        return None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -1378,8 +1397,12 @@ def run(
 def _outcome(program: Program, ctx: Context, *, budget: int, time_limit: float) -> Outcome:
     """`run`, through the program's memo: clusters that agree on what the expression reads share one
     evaluation (its value, error and cost: CEL is pure). Safety-net stops are never remembered."""
-    cluster = ctx.raw.get("cluster")
-    key = program.projection(cluster) if isinstance(cluster, Mapping) and len(ctx.raw) == 1 else None
+    key: Hashable | None = None
+    if len(ctx.raw) == 1:
+        if program.paths in ctx.keys:
+            key = ctx.keys[program.paths]
+        else:
+            key = ctx.keys[program.paths] = _projection(program.paths, ctx.raw.get("cluster"))
     if key is not None:
         hit = program.memo.get((budget, key))
         if hit is not None:

@@ -79,9 +79,16 @@ def _selector_reason(selector: model.LabelSelector, labels: Mapping[str, str]) -
     return True, f"labels match '{_selector_text(selector)}'"
 
 
+def _selector_keys(selector: model.LabelSelector | None) -> tuple[str, ...]:
+    """The label keys a selector reads (its verdict and reason depend on nothing else)."""
+    if selector is None:
+        return ()
+    return tuple(sorted({k for k, _ in selector.match_labels} | {r.key for r in selector.match_expressions}))
+
+
 def _before_cel(
     placement: model.Placement, cluster: model.Cluster
-) -> tuple[list[model.ClauseResult], Decision | None]:
+) -> tuple[tuple[model.ClauseResult, ...], Decision | None]:
     """The clauses before `cel`: their results, and the decision when one of them already failed."""
     results: list[model.ClauseResult] = []
     if placement.clusters is not None:
@@ -89,16 +96,16 @@ def _before_cel(
             results.append(model.ClauseResult("clusters", True, f"clusters lists {cluster.name}"))
         else:
             results.append(model.ClauseResult("clusters", False, f"clusters does not list {cluster.name}"))
-            return results, Decision(False, tuple(results))
+            return tuple(results), Decision(False, tuple(results))
     if placement.cluster_selector is not None:
         held, reason = _selector_reason(placement.cluster_selector, cluster.labels)
         results.append(model.ClauseResult("clusterSelector", held, reason))
         if not held:
-            return results, Decision(False, tuple(results))
-    return results, None
+            return tuple(results), Decision(False, tuple(results))
+    return tuple(results), None
 
 
-def _with_cel(results: list[model.ClauseResult], outcome: bool | errors.PlacementError) -> Decision:
+def _with_cel(results: tuple[model.ClauseResult, ...], outcome: bool | errors.PlacementError) -> Decision:
     if isinstance(outcome, errors.PlacementError):
         # held=None already says "error" and the clause is cel: the reason is the bare message.
         clause = model.ClauseResult("cel", None, str(outcome).removeprefix("cel: "))
@@ -241,17 +248,30 @@ def _raw(
             return hit
     spec = bundle.placement
     decisions: dict[str, Decision] = {}
-    pending: dict[str, list[model.ClauseResult]] = {}
+    pending: dict[str, tuple[model.ClauseResult, ...]] = {}
     none = _no_clause(spec)
+    # Without a `clusters` clause, what the clauses before CEL say depends only on the labels the selector
+    # reads: clusters that agree on those share one judgement (and one Decision object, immutable).
+    by_labels = spec is not None and spec.clusters is None
+    keys = _selector_keys(spec.cluster_selector) if spec is not None else ()
+    judged: dict[tuple[str | None, ...], tuple[tuple[model.ClauseResult, ...], Decision | None]] = {}
     for name in sorted(clusters):
         if none is not None or spec is None:
             decisions[name] = none or Decision(False, ())
             continue
-        results, decided = _before_cel(spec, clusters[name])
+        cluster = clusters[name]
+        if by_labels:
+            seen = tuple(cluster.labels.get(k) for k in keys)
+            judgement = judged.get(seen)
+            if judgement is None:
+                judgement = judged[seen] = _before_cel(spec, cluster)
+            results, decided = judgement
+        else:
+            results, decided = _before_cel(spec, cluster)
         if decided is not None:
             decisions[name] = decided
         elif spec.cel is None:
-            decisions[name] = Decision(True, tuple(results))
+            decisions[name] = Decision(True, results)
         else:
             pending[name] = results
     if pending and spec is not None and spec.cel is not None:
@@ -270,8 +290,15 @@ def _raw(
                 time_limit=time_limit,
                 what=f"the placement of bundle {bundle.name!r}",
             )
+        shared: dict[tuple[int, bool], Decision] = {}  # (the clauses before, the verdict) -> one Decision
         for (name, results), outcome in zip(pending.items(), outcomes, strict=True):
-            decisions[name] = _with_cel(results, outcome)
+            if isinstance(outcome, bool):
+                decision = shared.get((id(results), outcome))
+                if decision is None:
+                    decision = shared[(id(results), outcome)] = _with_cel(results, outcome)
+                decisions[name] = decision
+            else:
+                decisions[name] = _with_cel(results, outcome)
         decisions = {name: decisions[name] for name in sorted(decisions)}
     # A result cut short by the safety net (a clock) is not a property of the spec and registry: never
     # cache it.
