@@ -340,3 +340,12 @@ def test_placement_agrees_with_judging_each_pair_alone_with_the_interpreter(
         else:
             assert member.name not in result.bundles["b"]
             assert member.name in result.errors["b"]
+
+
+def test_clusters_whose_maps_differ_only_in_order_do_not_share_an_evaluation() -> None:
+    # Macros iterate a map in its order, so {a, b} and {b, a} are different values to this expression.
+    program = cel.compile("cluster.facts.m.map(k, k)[0] == 'a'")
+    ab = {"name": "one", "labels": {}, "annotations": {}, "facts": {"m": {"a": 1, "b": 2}}}
+    ba = {"name": "two", "labels": {}, "annotations": {}, "facts": {"m": {"b": 2, "a": 1}}}
+    assert cel.evaluate(program, {"cluster": ab}) is True
+    assert cel.evaluate(program, {"cluster": ba}) is False
