@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
+from fleet import apply, inventory, kube, source
 from fleet.sim import testing
-from tests.reconcile_support import GitOpsRepo, configmap, live_objects, writes
+from tests.reconcile_support import GitOpsRepo, configmap, live_objects, send, writes
 from tests.support import serve
 
 pytestmark = pytest.mark.slow
@@ -31,11 +33,13 @@ def sim() -> Iterator[testing.SimHandle]:
         yield handle
 
 
-def start(tmp_path: Path, repo: GitOpsRepo, sim: testing.SimHandle, name: str, *args: str) -> Any:
+def start(
+    tmp_path: Path, repo: GitOpsRepo, sim: testing.SimHandle, name: str, *args: str, state: str = ""
+) -> Any:
     return serve.serving(
         repo=repo.root,
         kubeconfig=sim.kubeconfig,
-        state_dir=tmp_path / f"state-{name}",
+        state_dir=tmp_path / f"state-{state or name}",
         log=tmp_path / f"{name}.log",
         args=list(args),
     )
@@ -62,7 +66,7 @@ def errors_of(doc: dict[str, Any], cluster: str) -> list[str]:
     return [e for e in found if e]
 
 
-def inventory(sim: testing.SimHandle, cluster: str, bundle: str) -> dict[str, Any]:
+def inventory_cm(sim: testing.SimHandle, cluster: str, bundle: str) -> dict[str, Any]:
     return live_objects(sim, cluster, namespace="fleet-system")[f"fleet-inventory-{bundle}"]
 
 
@@ -103,10 +107,10 @@ def test_two_controllers_of_different_repositories_never_prune_each_other_and_bo
         assert set(live_objects(sim, c, namespace="team-a")) >= {"only-a", "shared-a"}
         assert "only-b" in live_objects(sim, c, namespace="team-b")
         # the first writer keeps its inventory of the bundle both repositories name "shared"
-        shared = inventory(sim, c, "shared")
+        shared = inventory_cm(sim, c, "shared")
         assert json.loads(shared["data"]["objects"]) == [["", "v1", "ConfigMap", "team-a", "shared-a"]]
         assert shared["data"]["source"] == str(a.root)
-        assert inventory(sim, c, "only-b")["data"]["source"] == str(b.root)
+        assert inventory_cm(sim, c, "only-b")["data"]["source"] == str(b.root)
 
 
 def test_two_replicas_of_one_repository_at_different_revisions_let_the_newer_win_without_a_fight(
@@ -193,3 +197,62 @@ def test_two_replicas_at_the_same_revision_write_each_change_once_and_never_back
         # revision record written over a stale version, changes nothing)
         assert len(changed) == 2, (c, changed)
         assert writes(sim.journal_sync(c, since=settled[c])) == [], c
+
+
+def record_newer_claim(sim: testing.SimHandle, claim: inventory.Claim) -> None:
+    """What a newer replica leaves on every cluster: its revision record."""
+
+    async def main() -> None:
+        kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
+        for c in CLUSTERS:
+            client = kube.Client(cluster=c, context=kc.context(c), settings=kube.Settings(retry_budget=3.0))
+            try:
+                _, rv = await apply.read_record(client, instance="fleet", source=claim.source)
+                await apply.write_record(client, claim, instance="fleet", resource_version=rv)
+            finally:
+                await client.aclose()
+
+    anyio.run(main)
+
+
+def test_a_controller_restarted_without_its_repository_or_state_never_overrides_a_newer_replica(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    repo = GitOpsRepo(tmp_path / "gitops")
+    for c in CLUSTERS:
+        repo.cluster(c)
+    repo.bundle("web", [configmap("web", colour="blue")], namespace="apps", selector={})
+    first = repo.commit("blue")
+    with start(tmp_path, repo, sim, "first", "--interval", "1s") as fleet:
+        fleet.wait_for(synced_at(first), what="Synced at the first revision")
+        fleet.kill()
+    # Meanwhile a newer replica applied a newer revision; then this one restarts with the repository
+    # unreachable and its state database lost: only the mirror's last good revision is left, first seen
+    # at an unknown time.
+    newer = inventory.Claim(
+        source=source.identity(repo.root),
+        revision="f" * 40,
+        observed_at=inventory.now_rfc3339(),
+        writer="fleet serve on newer-replica",
+    )
+    record_newer_claim(sim, newer)
+    drifted = send(
+        sim, "eu-1", "PATCH", "/api/v1/namespaces/apps/configmaps/web", {"data": {"colour": "new"}}
+    )
+    assert drifted.status_code == 200
+    repo.root.rename(repo.root.with_name("gitops-away"))
+    (tmp_path / "state-first" / "state.db").unlink()
+    before = mark(sim)
+    with start(tmp_path, repo, sim, "second", "--interval", "1s", "--resync", "2s", state="first") as fleet:
+
+        def superseded(doc: dict[str, Any]) -> bool:
+            if "eu-1" not in doc.get("clusters", {}):
+                return False
+            return f"superseded by revision {newer.revision}" in " ".join(errors_of(doc, "eu-1"))
+
+        doc = fleet.wait_for(superseded, timeout=60, what="the restarted controller backs off")
+        time.sleep(4)  # resyncs and the watch
+    assert doc["revision"] == first
+    for c in CLUSTERS:
+        assert writes(sim.journal_sync(c, since=before[c])) == [], c
+    assert live_objects(sim, "eu-1", namespace="apps")["web"]["data"] == {"colour": "new"}
