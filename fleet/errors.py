@@ -8,6 +8,7 @@
      |    +-- RenderError            a (bundle, cluster) pair could not be rendered
      |    +-- PlacementError         a (bundle, cluster) pair could not be placed (CEL at run time)
      +-- SourceError                git: unreachable, unknown revision, corrupt (retriable unless stated)
+     +-- StateError                 the state database could not be read or written (`corrupt`: damaged)
      +-- ClusterError               talking to a cluster
           +-- Unreachable            connection refused, timeout, retries exhausted (retriable)
           +-- Conflict               field manager or ownership conflict (not retriable)
@@ -56,6 +57,17 @@ class SourceError(FleetError):
     """Reading the Git repository failed."""
 
     retriable = True
+
+
+class StateError(FleetError):
+    """The controller's state database could not be read or written (a full disk, an I/O error), or is
+    damaged (`corrupt`: it must be set aside and rebuilt; it is a cache)."""
+
+    retriable = True
+
+    def __init__(self, message: str, *, corrupt: bool = False) -> None:
+        super().__init__(message)
+        self.corrupt = corrupt
 
 
 class ClusterError(FleetError):

@@ -8,18 +8,26 @@ and the engine calls it through `anyio.to_thread.run_sync` with a limiter of one
 
 The schema version is kept in ``PRAGMA user_version``; an older database is migrated in place on open,
 a newer one is refused (a downgrade must not silently drop state).
+
+Failures (docs/operations.md): every SQLite error becomes `errors.StateError`. A damaged file (SQLite's
+CORRUPT or NOTADB, or a failing ``PRAGMA quick_check`` on open) is `corrupt`: the store is a rebuildable
+cache, so on open, or later through `rebuild()`, the damaged file (and its WAL and shared-memory files)
+is renamed ``state.db.corrupt-<UTC timestamp>`` and a new empty database takes its place; `set_aside`
+says what was moved where and why. Anything else (a full disk, an I/O error) is for the caller to
+report and retry; the database itself stays as it was.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fleet import errors
 
@@ -100,6 +108,27 @@ class SyncRow:
 
 
 @dataclass(frozen=True)
+class SetAside:
+    """A damaged database file moved out of the way."""
+
+    path: Path  # where it is now
+    at: str  # when (RFC 3339, UTC)
+    reason: str  # what SQLite said
+
+
+_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+T = TypeVar("T")
+
+
+def _is_corrupt(e: sqlite3.Error) -> bool:
+    return getattr(e, "sqlite_errorcode", None) in _CORRUPT_CODES or "malformed" in str(e)
+
+
+class _Corrupt(Exception):
+    """Raised inside `StateStore._open` when ``PRAGMA quick_check`` finds damage."""
+
+
+@dataclass(frozen=True)
 class Saved:
     """Everything loaded at start-up."""
 
@@ -113,19 +142,74 @@ class StateStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.set_aside: SetAside | None = None
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
-        except sqlite3.DatabaseError as e:
-            raise errors.FleetError(f"{path}: cannot open the state database: {e}") from e
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise errors.StateError(f"{path.parent}: cannot create the state directory: {e.strerror}") from e
+        try:
+            self._db = self._open()
+        except (_Corrupt, sqlite3.DatabaseError) as e:
+            if isinstance(e, sqlite3.DatabaseError) and not _is_corrupt(e):
+                raise errors.StateError(f"{path}: cannot open the state database: {e}") from e
+            self._move_aside(str(e))
+            try:
+                self._db = self._open()
+            except (_Corrupt, sqlite3.DatabaseError) as again:
+                raise errors.StateError(f"{path}: cannot create a new state database: {again}") from again
 
-    def _migrate(self) -> None:
-        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            found = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+            if found != ["ok"]:
+                raise _Corrupt("; ".join(str(f) for f in found[:3]) or "quick_check failed")
+            self._migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self, reason: str) -> None:
+        """Rename the damaged file (and its -wal and -shm files) to ``<name>.corrupt-<timestamp>``."""
+        stamp = dt.datetime.now(dt.UTC)
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp.strftime('%Y%m%dT%H%M%S.%fZ')}")
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                src = self.path.with_name(self.path.name + suffix)
+                if src.exists():
+                    src.rename(target.with_name(target.name + suffix))
+        except OSError as e:
+            raise errors.StateError(
+                f"{self.path}: damaged ({reason}) and cannot be set aside: {e.strerror}"
+            ) from e
+        self.set_aside = SetAside(path=target, at=stamp.strftime("%Y-%m-%dT%H:%M:%SZ"), reason=reason)
+
+    def rebuild(self, reason: str) -> SetAside:
+        """The database turned out damaged while in use: set it aside and start a new, empty one."""
+        with self._lock:
+            self._db.close()
+            self._move_aside(reason)
+            try:
+                self._db = self._open()
+            except (_Corrupt, sqlite3.DatabaseError) as e:
+                raise errors.StateError(f"{self.path}: cannot create a new state database: {e}") from e
+        assert self.set_aside is not None
+        return self.set_aside
+
+    def _guard(self, fn: Callable[[], T]) -> T:
+        """Run `fn`, turning SQLite's errors into `errors.StateError` (corrupt or not)."""
+        try:
+            return fn()
+        except sqlite3.Error as e:
+            raise errors.StateError(f"{self.path}: {e}", corrupt=_is_corrupt(e)) from e
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
             raise errors.FleetError(
                 f"{self.path}: state database schema {version} is newer than this fleet ({SCHEMA_VERSION}); "
@@ -133,24 +217,33 @@ class StateStore:
             )
         if version < SCHEMA_VERSION:
             # Idempotent DDL (CREATE ... IF NOT EXISTS); executescript commits on its own.
-            with self._lock:
-                self._db.executescript(_SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
+            db.executescript(_SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; on any failure (a failed COMMIT too: a full disk) it is rolled back, so
+        the next one starts clean, and SQLite's error is raised as `errors.StateError`."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
                 self._db.execute("COMMIT")
+            except BaseException as e:
+                if self._db.in_transaction:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # nothing more can be done here; the next BEGIN tells
+                if isinstance(e, sqlite3.Error):
+                    raise errors.StateError(f"{self.path}: {e}", corrupt=_is_corrupt(e)) from e
+                raise
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass  # closing what cannot be written: nothing more to lose
 
     # -- writes ------------------------------------------------------------------------------------------
 
@@ -258,16 +351,19 @@ class StateStore:
 
     def load(self) -> Saved:
         with self._lock:
-            rev = self._db.execute(
-                "SELECT sha, message, author, committed_at, fetched_at, problems, fetch_error, fetch_error_at"
-                " FROM revision WHERE id = 1"
-            ).fetchone()
-            targets = self._db.execute(
-                "SELECT cluster, bundle, state, revision, hash, objects, last_error, updated_at FROM target"
-            ).fetchall()
-            clusters = self._db.execute(
-                "SELECT name, state, revision, last_sync_at, last_error, trace_id FROM cluster"
-            ).fetchall()
+            return self._guard(self._load)
+
+    def _load(self) -> Saved:
+        rev = self._db.execute(
+            "SELECT sha, message, author, committed_at, fetched_at, problems, fetch_error, fetch_error_at"
+            " FROM revision WHERE id = 1"
+        ).fetchone()
+        targets = self._db.execute(
+            "SELECT cluster, bundle, state, revision, hash, objects, last_error, updated_at FROM target"
+        ).fetchall()
+        clusters = self._db.execute(
+            "SELECT name, state, revision, last_sync_at, last_error, trace_id FROM cluster"
+        ).fetchall()
         revision = (
             RevisionRow(
                 sha=rev[0],
@@ -290,11 +386,13 @@ class StateStore:
 
     def history(self, cluster: str, *, limit: int = 20) -> list[SyncRow]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, cluster, revision, started_at, finished_at, state, changes, error, trace_id"
-                " FROM sync WHERE cluster = ? ORDER BY seq DESC LIMIT ?",
-                (cluster, limit),
-            ).fetchall()
+            rows = self._guard(
+                lambda: self._db.execute(
+                    "SELECT seq, cluster, revision, started_at, finished_at, state, changes, error, trace_id"
+                    " FROM sync WHERE cluster = ? ORDER BY seq DESC LIMIT ?",
+                    (cluster, limit),
+                ).fetchall()
+            )
         return [
             SyncRow(
                 seq=r[0],
