@@ -31,6 +31,12 @@ Each revision it adopts is its claim on the clusters (`inventory.Claim`: this so
 revision, and when this controller first saw its branch there, kept across a restart through the state's
 revision row): rounds and drift repairs back off when a cluster's revision record holds a newer revision
 of the same source (another replica ahead of this one), see docs/reconcile.md.
+
+The state database is a cache (docs/operations.md): a write that fails (a full disk, an I/O error)
+never ends the controller; reconciling goes on, the status's `stateStore` and the `fleet_state_saving`
+metric say that state is not being saved, every fetch interval tries again, and once a write succeeds
+everything known is saved again. A damaged database is set aside and rebuilt (`state.StateStore`), and
+said loudly: an ERROR line and `stateStore.setAside`.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import random
 import socket
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,6 +204,27 @@ class ClusterRuntime:
         }
 
 
+@dataclass
+class StoreHealth:
+    """Whether the state database takes writes; `stateStore` in the status document."""
+
+    error: str | None = None
+    since: str | None = None
+    set_aside: state.SetAside | None = None
+    behind: bool = False  # a write failed since everything was last saved: save it all on recovery
+
+    def document(self) -> dict[str, Any]:
+        aside = self.set_aside
+        return {
+            "saving": self.error is None,
+            "lastError": self.error,
+            "failingSince": self.since,
+            "setAside": None
+            if aside is None
+            else {"path": str(aside.path), "at": aside.at, "reason": aside.reason},
+        }
+
+
 @dataclass(frozen=True)
 class Desired:
     """What one revision wants, computed once per revision off the event loop."""
@@ -324,7 +351,11 @@ class Engine:
         self._tls = kube.TlsDefaults()  # one certificate bundle for every cluster client
         self.source_id: str | None = None  # this source's identity (`source.identity`), worked out once
         self.claim: inventory.Claim | None = None  # of the revision `desired` was built from
+        self.store_health = StoreHealth()
+        self.metrics.state_saving.set(1)
         self._restore()
+        if store.set_aside is not None:
+            self._announce_set_aside(store.set_aside)
         # When the revision restored from the state was first seen: it stays that old across a restart.
         self._restored_seen = (self.revision.sha, self.revision.fetched_at)
 
@@ -365,6 +396,7 @@ class Engine:
             "committedAt": rev.committed_at,
             "fetchedAt": rev.fetched_at,
             "errors": errors_,
+            "stateStore": self.store_health.document(),
             "clusters": {name: rt.document() for name, rt in sorted(self.clusters.items())},
         }
 
@@ -490,7 +522,14 @@ class Engine:
 
     def _restore(self) -> None:
         """Load what the previous process knew, so status and change detection continue across a restart."""
-        saved = self.store.load()
+        try:
+            saved = self.store.load()
+        except errors.StateError as e:
+            if e.corrupt:
+                self.store.rebuild(str(e))  # raises StateError when even that fails: serve cannot start
+            else:
+                self._mark_unsaved(e)
+            return
         self.revision = saved.revision
         self.fetch_error = saved.revision.fetch_error
         self.fetch_error_at = saved.revision.fetch_error_at
@@ -547,6 +586,8 @@ class Engine:
             ok = await self._fetch_once()
             if self.desired is None and not self._stopping:
                 await self._enforce_last_good()
+            if self.store_health.behind:  # writes of the state database failed: try again
+                await self._save_everything()
             failures = 0 if ok else failures + 1
             delay = (
                 _jitter(self.settings.interval)
@@ -730,7 +771,7 @@ class Engine:
             changed = self._apply_registry(desired, sha=sha)
             forgotten, self._forgotten = self._forgotten, []
             for name in forgotten:
-                await anyio.to_thread.run_sync(self.store.forget_cluster, name, limiter=self._db_limiter)
+                await self._save(functools.partial(self.store.forget_cluster, name))
             root.set_attribute("fleet.clusters_selected", len(changed))
             root.set_attribute("fleet.bundles", len(desired.repo.bundles))
             self.fetched_once = True
@@ -799,15 +840,17 @@ class Engine:
         )
         self.metrics.revision_timestamp.set(time.time())
 
-    async def _persist_revision(self) -> None:
-        row = state.RevisionRow(
+    def _revision_row(self) -> state.RevisionRow:
+        return state.RevisionRow(
             **{
                 **self.revision.__dict__,
                 "fetch_error": self.fetch_error,
                 "fetch_error_at": self.fetch_error_at,
             }
         )
-        await anyio.to_thread.run_sync(self.store.record_revision, row, limiter=self._db_limiter)
+
+    async def _persist_revision(self) -> None:
+        await self._save(functools.partial(self.store.record_revision, self._revision_row()))
 
     def _apply_registry(self, desired: Desired, *, sha: str) -> list[str]:
         """Start, stop and update cluster workers for this revision; wake the clusters it changes."""
@@ -1068,9 +1111,7 @@ class Engine:
             or "no changes",
         )
 
-    async def _persist_cluster(
-        self, rt: ClusterRuntime, *, changes: model.ChangeSet, revision: str | None
-    ) -> None:
+    def _cluster_rows(self, rt: ClusterRuntime) -> tuple[state.ClusterRow, tuple[state.TargetRow, ...]]:
         row = state.ClusterRow(
             name=rt.name,
             state=rt.state.value,
@@ -1092,6 +1133,12 @@ class Engine:
             )
             for b, s in sorted(rt.bundles.items())
         )
+        return row, targets
+
+    async def _persist_cluster(
+        self, rt: ClusterRuntime, *, changes: model.ChangeSet, revision: str | None
+    ) -> None:
+        row, targets = self._cluster_rows(rt)
         counts = {a.value: changes.count(a) for a in model.Action if changes.count(a)}
 
         def write() -> None:
@@ -1107,5 +1154,68 @@ class Engine:
                 trace_id=rt.trace_id,
             )
 
+        await self._save(write)
+
+    # -- the state database: a cache whose failures never end the controller ----------------------------------
+
+    async def _save(self, write: Callable[[], None]) -> None:
+        """Run one write of the state database off the loop, shielded from cancellation."""
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(write, limiter=self._db_limiter)
+            try:
+                await anyio.to_thread.run_sync(write, limiter=self._db_limiter)
+            except errors.StateError as e:
+                if not e.corrupt:
+                    self._mark_unsaved(e)
+                    return
+                try:
+                    aside = await anyio.to_thread.run_sync(
+                        self.store.rebuild, str(e), limiter=self._db_limiter
+                    )
+                except errors.StateError as again:
+                    self._mark_unsaved(again)
+                    return
+                self._announce_set_aside(aside)
+                self.store_health.behind = True
+            if self.store_health.behind:
+                await self._save_everything()
+
+    async def _save_everything(self) -> None:
+        """After failed writes (or a rebuild): save the revision and every cluster's rows as they are now."""
+        revision = self._revision_row()
+        rows = [self._cluster_rows(rt) for rt in self.clusters.values()]
+
+        def write_all() -> None:
+            self.store.record_revision(revision)
+            for row, targets in rows:
+                self.store.record_cluster(row, targets, drop_other_targets=True)
+
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(write_all, limiter=self._db_limiter)
+            except errors.StateError as e:
+                self._mark_unsaved(e)
+                return
+        health = self.store_health
+        if health.error is not None:
+            log.info("state database: saving again (it failed from %s to now)", health.since)
+        health.error, health.since, health.behind = None, None, False
+        self.metrics.state_saving.set(1)
+
+    def _mark_unsaved(self, e: errors.StateError) -> None:
+        health = self.store_health
+        health.behind = True
+        health.since = health.since or now_rfc3339()
+        health.error = str(e)
+        self.metrics.state_saving.set(0)
+        self.metrics.state_errors.inc()
+        log.error("state database: cannot save (%s); reconciling goes on, state is kept in memory", e)
+
+    def _announce_set_aside(self, aside: state.SetAside) -> None:
+        self.store_health.set_aside = aside
+        self.metrics.state_set_aside.inc()
+        log.error(
+            "state database was damaged (%s): set aside as %s and rebuilt empty; it is a cache: every "
+            "cluster is checked again, nothing on the clusters is lost",
+            aside.reason,
+            aside.path,
+        )

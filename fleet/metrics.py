@@ -66,6 +66,15 @@ class Metrics:
         self.revision_timestamp = Gauge(
             "fleet_revision_fetched_timestamp_seconds", "When the newest revision was fetched.", registry=r
         )
+        self.state_saving = Gauge(
+            "fleet_state_saving", "1 while the state database takes writes, 0 while they fail.", registry=r
+        )
+        self.state_errors = Counter(
+            "fleet_state_save_errors", "Writes of the state database that failed.", registry=r
+        )
+        self.state_set_aside = Counter(
+            "fleet_state_set_aside", "Damaged state databases set aside and rebuilt.", registry=r
+        )
         self.http_connections = Gauge(
             "fleet_http_connections", "Open connections to the HTTP API.", registry=r
         )

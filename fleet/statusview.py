@@ -41,6 +41,16 @@ def table(doc: dict[str, Any], *, now: dt.datetime | None = None) -> str:
     ]
     for err in doc.get("errors") or []:
         lines.append(f"error     {err.get('path')}:{err.get('line')}: {err.get('message')}")
+    store = doc.get("stateStore") or {}
+    if store.get("saving") is False:
+        lines.append(
+            f"state     NOT SAVED since {store.get('failingSince')}: {store.get('lastError')} (reconciling goes on)"
+        )
+    aside = store.get("setAside") or {}
+    if aside:
+        lines.append(
+            f"state     was damaged ({aside.get('reason')}): set aside as {aside.get('path')}, rebuilt"
+        )
     clusters: dict[str, Any] = doc.get("clusters") or {}
     rows = [("CLUSTER", "STATE", "REVISION", "BUNDLES", "LAST SYNC", "ERROR")]
     for name in sorted(clusters):

@@ -101,7 +101,17 @@ def test_the_status_document_has_exactly_the_specified_shape(
     head = str(gitops.repo.head.target)
     with start(tmp_path, gitops, sim) as fleet:
         doc = fleet.wait_for(all_synced_at(head), what="Synced")
-    assert set(doc) == {"revision", "message", "author", "committedAt", "fetchedAt", "errors", "clusters"}
+    assert set(doc) == {
+        "revision",
+        "message",
+        "author",
+        "committedAt",
+        "fetchedAt",
+        "errors",
+        "stateStore",
+        "clusters",
+    }
+    assert doc["stateStore"] == {"saving": True, "lastError": None, "failingSince": None, "setAside": None}
     cluster = doc["clusters"]["eu-1"]
     # SPEC section 4's keys, plus `labels` (the status page filters by label selector) and `warnings`
     # (risky kubeconfig settings), both additive.

@@ -381,7 +381,8 @@ def register_status(app: typer.Typer) -> None:
         else:
             typer.echo(statusview.table(doc))
         states = [c.get("state") for c in (doc.get("clusters") or {}).values()]
-        if any(s in ("Failed", "Unreachable") for s in states) or doc.get("errors"):
+        saving = (doc.get("stateStore") or {}).get("saving", True)
+        if any(s in ("Failed", "Unreachable") for s in states) or doc.get("errors") or not saving:
             raise typer.Exit(1)
 
 

@@ -1,0 +1,45 @@
+"""`fleet status`'s table (pure): what the status document says about the state database."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fleet import statusview
+
+NOW = dt.datetime(2026, 11, 26, 10, 0, 0, tzinfo=dt.UTC)
+
+
+def doc(state_store: dict[str, object]) -> dict[str, object]:
+    return {"revision": "a" * 40, "errors": [], "stateStore": state_store, "clusters": {}}
+
+
+def test_a_state_database_that_cannot_be_saved_is_a_line_of_the_table() -> None:
+    text = statusview.table(
+        doc(
+            {
+                "saving": False,
+                "lastError": "/var/lib/fleet/state.db: database or disk is full",
+                "failingSince": "2026-11-26T09:58:00Z",
+                "setAside": None,
+            }
+        ),
+        now=NOW,
+    )
+    assert (
+        "state     NOT SAVED since 2026-11-26T09:58:00Z: /var/lib/fleet/state.db: database or disk is full"
+        in text
+    )
+
+
+def test_a_set_aside_database_is_a_line_of_the_table_and_a_healthy_one_is_not() -> None:
+    aside = {"path": "/var/lib/fleet/state.db.corrupt-x", "at": "2026-11-26T09:00:00Z", "reason": "malformed"}
+    text = statusview.table(
+        doc({"saving": True, "lastError": None, "failingSince": None, "setAside": aside}), now=NOW
+    )
+    assert (
+        "state     was damaged (malformed): set aside as /var/lib/fleet/state.db.corrupt-x, rebuilt" in text
+    )
+    healthy = statusview.table(
+        doc({"saving": True, "lastError": None, "failingSince": None, "setAside": None}), now=NOW
+    )
+    assert "state " not in healthy
