@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import select
 import socket
@@ -95,10 +96,11 @@ def test_idle_connections_are_closed_at_the_header_deadline_and_the_api_keeps_an
     tmp_path: Path,
 ) -> None:
     with api.serving(tmp_path, server.ServerSettings(limits=LIMITS)) as served:
+        started = time.monotonic()
         idle = connect_many(served, 30)  # under the cap: the API answers meanwhile
         assert healthz(served) == 200
-        took = wait_closed(idle, within=LIMITS.header_timeout + 5)
-        assert took >= LIMITS.header_timeout * 0.8, took
+        wait_closed(idle, within=LIMITS.header_timeout + 10)
+        assert time.monotonic() - started >= LIMITS.header_timeout * 0.9
         assert healthz(served) == 200
         metrics = httpx.get(served.url + "/metrics", timeout=5).text
     assert 'fleet_http_timeouts_total{kind="header"} 30.0' in metrics
@@ -107,12 +109,14 @@ def test_idle_connections_are_closed_at_the_header_deadline_and_the_api_keeps_an
 def test_connections_over_the_cap_are_closed_at_once_and_the_api_answers_again_after_the_deadline(
     tmp_path: Path,
 ) -> None:
-    with api.serving(tmp_path, server.ServerSettings(limits=LIMITS)) as served:
-        held = connect_many(served, LIMITS.max_connections)
+    # A header deadline long enough that none of the held connections is cut while the test connects.
+    limits = dataclasses.replace(LIMITS, header_timeout=6.0)
+    with api.serving(tmp_path, server.ServerSettings(limits=limits)) as served:
+        held = connect_many(served, limits.max_connections)
         time.sleep(0.3)
         over = connect_many(served, 200)
         assert wait_closed(over, within=3) < 3  # closed at once, not held
-        wait_closed(held, within=LIMITS.header_timeout + 5)
+        wait_closed(held, within=limits.header_timeout + 5)
         assert healthz(served) == 200
         metrics = httpx.get(served.url + "/metrics", timeout=5).text
     assert 'fleet_http_connections_refused_total{reason="cap"} 200.0' in metrics
