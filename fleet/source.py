@@ -3,7 +3,8 @@ followed through a bare mirror.
 
 Owns: `read_worktree` (files on disk), `read_revision` (a commit of a local repository, no mirror),
 `Source` (a bare mirror under a state directory: `fetch`, `resolve`, `snapshot`, `changed_paths`),
-`Credentials`, the URL policy (`check_url`) and `redact`. Every pygit2 call runs in a worker thread
+`Credentials`, the URL policy (`check_url`), `redact`, and `identity` (the credential-free name of a
+repository and ``--path`` that inventories record as their source). Every pygit2 call runs in a worker thread
 (`anyio.to_thread.run_sync`); trees are read straight from the object database, never checked out.
 Does not: parse or validate files (that is `fleet.repository`), decide when to fetch (the engine does).
 
