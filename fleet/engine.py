@@ -69,11 +69,13 @@ from fleet import (
     reconcile,
     render,
     repository,
+    rollouts,
     source,
     state,
     telemetry,
 )
 from fleet import watch as watching
+from fleet.core import rollout as ro
 from fleet.metrics import Metrics
 
 log = logging.getLogger("fleet.engine")
@@ -189,6 +191,12 @@ class ClusterRuntime:
     watch_scope: anyio.CancelScope | None = None
     fights: tuple[str, ...] = ()  # messages of fights with another writer, from the watch
     warnings: tuple[str, ...] = ()  # risky settings of its kubeconfig context (insecure-skip-tls-verify)
+    # What the last round handed this cluster: per bundle the revision it holds under its rollout, and the
+    # objects drift repair keeps it at (the cluster's own revisions, not necessarily the newest).
+    holds: dict[str, rollouts.Hold] = field(default_factory=dict)
+    objects: Mapping[model.ObjectRef, Mapping[str, Any]] = field(default_factory=dict)
+    waiting: bool = False  # every bundle not Synced is only waiting for its turn in a rollout
+    health_woken: float = 0.0  # monotonic time of the last wake-up for health seen on the watch
 
     def document(self) -> dict[str, Any]:
         return {
@@ -237,16 +245,15 @@ class Desired:
     # What reconcile must leave alone wherever it finds their inventories: broken bundles (a message) and
     # suspended ones (a protecting target), so neither is pruned from a cluster that stops matching.
     shield: Mapping[str, str | plan.Target] = field(default_factory=dict)
+    waves: Mapping[str, ro.Membership] = field(default_factory=dict)  # bundle -> its rollout's waves
 
-    def signature(self, cluster: str) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for b, t in (self.targets.get(cluster) or {}).items():
-            if t.desired is not None:
-                out[b] = t.desired.hash + (":suspended" if t.suspended else "")
-            else:
-                out[b] = "error:" + (t.error or "")
-        for b in self.protected:
-            out[b] = "protected"
+    def hashes(self) -> dict[str, dict[str, str]]:
+        """bundle -> cluster -> rendered hash, for every pair this revision applies (errors left out)."""
+        out: dict[str, dict[str, str]] = {}
+        for c, per in self.targets.items():
+            for b, t in per.items():
+                if t.desired is not None and not t.suspended:
+                    out.setdefault(b, {})[c] = t.desired.hash
         return out
 
 
@@ -270,7 +277,13 @@ def place_and_render(
     desired, render_errors = render.render_all(
         repo, placed, revision=revision, instance=instance, cache=caches.render
     )
-    targets = reconcile.targets_for(repo, placed, desired, render_errors)
+    waves = placement.waves(repo, placed)
+    errors_ = dict(render_errors)
+    for b, membership in waves.items():  # a cluster no wave selects: an error for the pair, nothing applied
+        for c, message in membership.errors.items():
+            errors_.setdefault((b, c), message)
+    desired = {k: v for k, v in desired.items() if k not in errors_}
+    targets = reconcile.targets_for(repo, placed, desired, errors_)
     problems = tuple(sorted(repo.problems))
     objects = {c: drift.desired_objects(t, instance=instance) for c, t in targets.items()}
     return Desired(
@@ -280,6 +293,7 @@ def place_and_render(
         problems=problems,
         objects=objects,
         shield=reconcile.all_protected(repo),
+        waves=waves,
     )
 
 
@@ -303,6 +317,21 @@ def _content_failure(e: Exception, *, sha: str) -> str:
         f"internal error {type(e).__name__}{where} while reading this revision: refused as a whole, the last "
         "good revision stays enforced (a bug in fleet: the controller log has the details)"
     )
+
+
+def signature(targets: Mapping[str, plan.Target], protected: Mapping[str, str]) -> dict[str, str]:
+    """What a cluster is handed, bundle by bundle: its hash, an error, or left as it is."""
+    out: dict[str, str] = {}
+    for b, t in targets.items():
+        if t.desired is not None:
+            out[b] = t.desired.hash + (":suspended" if t.suspended else "")
+        elif t.suspended:
+            out[b] = "left"
+        else:
+            out[b] = "error:" + (t.error or "")
+    for b in protected:
+        out[b] = "protected"
+    return out
 
 
 class Engine:
@@ -353,7 +382,13 @@ class Engine:
         self.claim: inventory.Claim | None = None  # of the revision `desired` was built from
         self.store_health = StoreHealth()
         self.metrics.state_saving.set(1)
+        self._renders: dict[str, Desired] = {}  # older revisions some cluster still holds, by SHA
+        self._batch: set[str] | None = None  # clusters rollouts started while a revision is taken in
+        self.rollouts = rollouts.Conductor(
+            store=store, metrics=self.metrics, wake=self._rollout_wake, save=self._save
+        )
         self._restore()
+        self.rollouts.restore()
         if store.set_aside is not None:
             self._announce_set_aside(store.set_aside)
         # When the revision restored from the state was first seen: it stays that old across a restart.
@@ -398,6 +433,7 @@ class Engine:
             "errors": errors_,
             "stateStore": self.store_health.document(),
             "clusters": {name: rt.document() for name, rt in sorted(self.clusters.items())},
+            "rollouts": self.rollouts.documents(),
         }
 
     def request_reconcile(self, *, cluster: str | None, bundle: str | None) -> list[str]:
@@ -492,11 +528,11 @@ class Engine:
         if rt.watcher is not None and rt.watcher.client is rt.client:
             return
         self._stop_watch(rt)
-        name = rt.name
         watcher = watching.ClusterWatch(
             rt.client,
             instance=self.settings.instance,
-            desired=lambda: self.desired.objects.get(name, {}) if self.desired is not None else {},
+            desired=lambda: rt.objects,
+            on_change=self._watch_change,
             settings=self.settings.watch_settings,
             on_health=self.watch_update,
             on_repair=self._repaired,
@@ -511,6 +547,27 @@ class Engine:
                 await watcher.run()
 
         self._tg.start_soon(run)
+
+    def _watch_change(self, cluster: str) -> None:
+        """Something changed on a watched object: while a rollout waits for this cluster's health, look at
+        it now (at most every 200 ms per cluster) instead of at the next re-check."""
+        rt = self.clusters.get(cluster)
+        if rt is None or not self.rollouts.in_flight(cluster):
+            return
+        now = time.monotonic()
+        if now - rt.health_woken < 0.2:
+            return
+        rt.health_woken = now
+        self._wake(rt, reason="health")
+
+    def _rollout_wake(self, cluster: str, context: trace.SpanContext | None) -> None:
+        """A rollout sends this cluster a revision (or takes one back): a round now."""
+        if self._batch is not None:  # a new revision is being taken in: one wake per cluster at its end
+            self._batch.add(cluster)
+            return
+        rt = self.clusters.get(cluster)
+        if rt is not None:
+            self._wake(rt, reason="rollout", context=context)
 
     def _stop_watch(self, rt: ClusterRuntime) -> None:
         if rt.watch_scope is not None:
@@ -563,6 +620,7 @@ class Engine:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._fetch_loop)
+                tg.start_soon(self.rollouts.run)
         finally:
             self._tg = None
             with anyio.CancelScope(shield=True):
@@ -768,7 +826,21 @@ class Engine:
                 self._refused = None
                 await self._keep(sha)
             self.revision_context = root.get_span_context()
-            changed = self._apply_registry(desired, sha=sha)
+            self._update_registry(desired)
+            self._batch = set()
+            await self.rollouts.begin(
+                revision=sha,
+                author=snapshot.author,
+                repo=desired.repo,
+                placed=desired.hashes(),
+                waves=desired.waves,
+                held=self._held,
+                paused={n for n, c in desired.repo.clusters.items() if c.paused},
+                context=self.revision_context,
+            )
+            await self._load_renders(keep=desired)
+            started, self._batch = self._batch, None
+            changed = self._wake_changed(desired, sha=sha, started=started)
             forgotten, self._forgotten = self._forgotten, []
             for name in forgotten:
                 await self._save(functools.partial(self.store.forget_cluster, name))
@@ -852,8 +924,58 @@ class Engine:
     async def _persist_revision(self) -> None:
         await self._save(functools.partial(self.store.record_revision, self._revision_row()))
 
-    def _apply_registry(self, desired: Desired, *, sha: str) -> list[str]:
-        """Start, stop and update cluster workers for this revision; wake the clusters it changes."""
+    def _held(self, cluster: str, bundle: str) -> tuple[str | None, str | None]:
+        """What a cluster holds of a bundle: the revision it was last Synced at there (None: unknown or
+        nothing) and the hash last handed to it."""
+        rt = self.clusters.get(cluster)
+        if rt is None:
+            return None, None
+        status = rt.bundles.get(bundle)
+        return (status.revision if status is not None else None), rt.signature.get(bundle)
+
+    async def _load_renders(self, *, keep: Desired) -> None:
+        """Have the render of every older revision a cluster still holds at hand (from the mirror: parse,
+        place and render at that revision), and drop those no longer needed."""
+        needed = self.rollouts.needed_revisions() - {keep.repo.revision}
+        for sha in sorted(needed - set(self._renders)):
+            try:
+                snapshot = await self.source.snapshot(sha, subpath=self.settings.path)
+                repo = await repository.parse_in_thread(snapshot)
+                self._renders[sha] = await anyio.to_thread.run_sync(
+                    functools.partial(place_and_render, repo, revision=sha, instance=self.settings.instance)
+                )
+            except errors.FleetError as e:
+                log.error(
+                    "revision %s: cannot render it for the clusters that still hold it: %s", sha[:12], e
+                )
+        for sha in set(self._renders) - needed:
+            del self._renders[sha]
+
+    def _composite(
+        self, rt: ClusterRuntime, desired: Desired
+    ) -> tuple[dict[str, plan.Target], dict[str, rollouts.Hold]]:
+        """This cluster's targets under the rollouts: per bundle the newest revision's, an older revision's
+        the cluster still holds, or one that leaves the bundle as it is there."""
+        targets: dict[str, plan.Target] = {}
+        holds: dict[str, rollouts.Hold] = {}
+        for b, t in desired.targets.get(rt.name, {}).items():
+            hold = rollouts.NEWEST if t.desired is None or t.suspended else self.rollouts.hold(b, rt.name)
+            if hold.kind == "revision":
+                old = self._renders.get(hold.revision or "")
+                older = old.targets.get(rt.name, {}).get(b) if old is not None else None
+                if older is not None and older.desired is not None:
+                    targets[b] = older
+                else:
+                    hold = rollouts.LEAVE
+            if hold == rollouts.NEWEST:
+                targets[b] = t
+            elif hold == rollouts.LEAVE:
+                targets[b] = plan.Target(b, suspended=True)
+            holds[b] = hold
+        return targets, holds
+
+    def _update_registry(self, desired: Desired) -> None:
+        """Start, stop and update cluster workers for this revision."""
         repo = desired.repo
         wanted = set(repo.clusters) | set(repo.broken_clusters)
         for name in sorted(set(self.clusters) - wanted):
@@ -864,7 +986,6 @@ class Engine:
             self.metrics.forget_cluster(name)
             self._forgotten.append(name)
             log.info("cluster %s: removed from the repository, no longer managed (its objects stay)", name)
-        changed: list[str] = []
         for name in sorted(wanted):
             if name not in self.clusters:
                 self.clusters[name] = ClusterRuntime(name=name, cluster=None)
@@ -880,24 +1001,36 @@ class Engine:
                 rt.broken = None
                 rt.cluster = repo.clusters[name]
             self._mark_protected(rt, desired)
-            signature = desired.signature(name)
+
+    def _wake_changed(self, desired: Desired, *, sha: str, started: set[str]) -> list[str]:
+        """Wake the clusters whose targets this revision changes under the rollouts (a bundle merely left
+        as it is until its turn is no change), and those a rollout started; start workers."""
+        changed: list[str] = []
+        for name in sorted(set(desired.repo.clusters) | set(desired.repo.broken_clusters)):
+            rt = self.clusters[name]
+            targets, holds = self._composite(rt, desired)
+            sig = signature(targets, desired.protected)
+            moved = any(v != "left" and rt.signature.get(b) != v for b, v in sig.items()) or any(
+                b not in sig for b in rt.signature
+            )
             if rt.scope is None and rt.cluster is not None and self._tg is not None:
                 self._tg.start_soon(self._worker, rt)
-            if rt.broken is None and signature != rt.signature:
+            if rt.broken is None and (moved or name in started):
                 changed.append(name)
                 self._wake(rt, reason="revision", context=self.revision_context)
             elif rt.broken is None and not rt.attempted:
                 self._wake(rt, reason="start")
             elif rt.broken is None:
-                self._holds(rt, sha=sha)
+                self._holds(rt, sha=sha, holds=holds)
         return changed
 
-    def _holds(self, rt: ClusterRuntime, *, sha: str) -> None:
-        """A revision that does not change this cluster's desired state: what was Synced holds it too."""
-        for status in rt.bundles.values():
-            if status.state is model.State.SYNCED:
+    def _holds(self, rt: ClusterRuntime, *, sha: str, holds: Mapping[str, rollouts.Hold]) -> None:
+        """A revision that does not change this cluster's desired state: what was Synced at the newest
+        render holds it too."""
+        for b, status in rt.bundles.items():
+            if status.state is model.State.SYNCED and holds.get(b, rollouts.NEWEST) == rollouts.NEWEST:
                 status.revision = sha
-        if rt.state is model.State.SYNCED:
+        if rt.state is model.State.SYNCED and all(h == rollouts.NEWEST for h in holds.values()):
             rt.revision = sha
 
     def _mark_protected(self, rt: ClusterRuntime, desired: Desired) -> None:
@@ -959,7 +1092,7 @@ class Engine:
             return min(
                 self.settings.retry_cap, self.settings.retry_base * 2 ** min(rt.failures, 10)
             ) * random.uniform(0.5, 1.0)
-        if rt.state in (model.State.PROGRESSING, model.State.PENDING) and rt.attempted:
+        if rt.state in (model.State.PROGRESSING, model.State.PENDING) and rt.attempted and not rt.waiting:
             return _jitter(self.settings.recheck_interval)
         return _jitter(self.settings.resync_interval)
 
@@ -980,8 +1113,9 @@ class Engine:
         desired = self.desired
         cluster = rt.cluster
         assert desired is not None and cluster is not None
-        targets = desired.targets.get(rt.name, {})
-        signature = desired.signature(rt.name)
+        targets, holds = self._composite(rt, desired)
+        sig = signature(targets, desired.protected)
+        rt.objects = drift.desired_objects(targets, instance=self.settings.instance)
         revision = self.revision.sha
         claim = self.claim
         links = []
@@ -1023,13 +1157,24 @@ class Engine:
                 if result.message:
                     span.add_event("error", {"message": result.message})
             trace_id = telemetry.trace_id_hex(span)
-        self._record(rt, result, signature=signature, revision=revision, trace_id=trace_id, desired=desired)
+        self._record(
+            rt, result, signature=sig, revision=revision, trace_id=trace_id, desired=desired, holds=holds
+        )
         if cluster.paused or result.state is model.State.PAUSED:
             self._stop_watch(rt)
         elif result.state is not model.State.UNREACHABLE:
             self._start_watch(rt)
             if rt.watcher is not None:
-                rt.watcher.set_kinds(drift.kinds(desired.objects.get(rt.name, {})))
+                rt.watcher.set_kinds(drift.kinds(rt.objects))
+        await self.rollouts.observed(
+            rt.name,
+            {
+                b: rollouts.Observed(state=br.state, degraded=br.degraded, message=br.message)
+                for b, br in result.bundles.items()
+            },
+            holds=holds,
+            unreachable=result.message if result.state is model.State.UNREACHABLE else "",
+        )
         seconds = time.monotonic() - started
         self.metrics.reconciles.labels(cluster=rt.name, state=rt.state.value).inc()
         exemplar = {"trace_id": trace_id} if trace_id else None
@@ -1048,6 +1193,7 @@ class Engine:
         revision: str | None,
         trace_id: str | None,
         desired: Desired,
+        holds: Mapping[str, rollouts.Hold],
     ) -> None:
         rt.attempted = True
         rt.last_sync_at = now_rfc3339()
@@ -1057,12 +1203,26 @@ class Engine:
             rt.warnings = tuple(result.warnings)
         rt.trace_id = trace_id or rt.trace_id
         bundles: dict[str, BundleStatus] = {}
+        waiting: list[str] = []
         for b, br in result.bundles.items():
             previous = rt.bundles.get(b)
+            hold = holds.get(b, rollouts.NEWEST)
+            if hold == rollouts.LEAVE and br.state is model.State.SUSPENDED:
+                # Left as it is until its turn in the bundle's rollout: Pending, at what it held.
+                waiting.append(b)
+                bundles[b] = BundleStatus(
+                    state=model.State.PENDING,
+                    revision=previous.revision if previous else None,
+                    objects=previous.objects if previous else 0,
+                    last_error=self.rollouts.waiting(b, rt.name),
+                    hash=previous.hash if previous else None,
+                )
+                continue
             synced = br.state is model.State.SYNCED
+            held = revision if hold == rollouts.NEWEST else hold.revision
             bundles[b] = BundleStatus(
                 state=br.state,
-                revision=revision if synced else (previous.revision if previous else None),
+                revision=held if synced else (previous.revision if previous else None),
                 objects=br.objects,
                 last_error=(br.message or None) if br.state not in _QUIET else None,
                 hash=br.hash,
@@ -1087,11 +1247,17 @@ class Engine:
             rt.state = model.State.FAILED
         else:
             rt.state = model.worst_state(states)
-        errors_ = [s.last_error for s in bundles.values() if s.last_error]
+        errors_ = [s.last_error for b, s in bundles.items() if s.last_error and b not in waiting]
         rt.last_error = (
             None if rt.state is model.State.PAUSED else (result.message or (errors_[0] if errors_ else None))
         )
-        if rt.state is model.State.SYNCED and not errors_:
+        rt.waiting = bool(waiting) and all(
+            s.state in (model.State.SYNCED, model.State.SUSPENDED)
+            for b, s in bundles.items()
+            if b not in waiting
+        )
+        newest = all(h == rollouts.NEWEST for h in holds.values())
+        if rt.state is model.State.SYNCED and not errors_ and newest:
             rt.revision = revision
         if rt.state in (model.State.FAILED, model.State.UNREACHABLE):
             rt.failures += 1
@@ -1183,11 +1349,14 @@ class Engine:
         """After failed writes (or a rebuild): save the revision and every cluster's rows as they are now."""
         revision = self._revision_row()
         rows = [self._cluster_rows(rt) for rt in self.clusters.values()]
+        rollout_rows = self.rollouts.rows()
 
         def write_all() -> None:
             self.store.record_revision(revision)
             for row, targets in rows:
                 self.store.record_cluster(row, targets, drop_other_targets=True)
+            if rollout_rows:
+                self.store.record_rollouts(rollout_rows)
 
         with anyio.CancelScope(shield=True):
             try:

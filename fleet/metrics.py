@@ -56,6 +56,15 @@ class Metrics:
         )
         self.watch_streams = Gauge("fleet_watch_streams", "Open watch streams.", ["cluster"], registry=r)
         self.queue_depth = Gauge("fleet_queue_depth", "Clusters waiting for a reconcile.", registry=r)
+        self.rollouts = Gauge(
+            "fleet_rollouts", "The latest rollout of each bundle, counted by state.", ["state"], registry=r
+        )
+        self.rollout_clusters = Gauge(
+            "fleet_rollout_clusters",
+            "Clusters of each bundle's latest rollout, by their state in it.",
+            ["bundle", "state"],
+            registry=r,
+        )
         self.cluster_state = Gauge(
             "fleet_cluster_state",
             "1 for the state each cluster is in, 0 for the others.",

@@ -77,6 +77,7 @@ class BundleResult:
     message: str = ""
     objects: int = 0
     hash: str | None = None
+    degraded: bool = False  # FAILED because an applied object is unhealthy for good, not a failed write
 
     @property
     def problems(self) -> tuple[str, ...]:
@@ -695,7 +696,9 @@ async def _round(
         if status is health.Status.HEALTHY:
             results[b] = BundleResult(b, model.State.SYNCED, changes, "", count, hash_)
         elif status is health.Status.FAILED:
-            results[b] = BundleResult(b, model.State.FAILED, changes, _summary(messages), count, hash_)
+            results[b] = BundleResult(
+                b, model.State.FAILED, changes, _summary(messages), count, hash_, degraded=True
+            )
         else:
             results[b] = BundleResult(b, model.State.PROGRESSING, changes, _summary(messages), count, hash_)
     removed_results = {}

@@ -1,8 +1,9 @@
 """The controller's durable state: an embedded SQLite database under ``--state-dir``.
 
 Owns: what must survive a restart of `fleet serve` — the newest fetched revision and its problems, the
-last applied revision, hash and state of every (cluster, bundle) target, each cluster's last state, and a
-bounded history of syncs. Writes are transactions in WAL mode, so a SIGKILL leaves either the old or the
+last applied revision, hash and state of every (cluster, bundle) target, each cluster's last state, a
+bounded history of syncs, and the rollouts of every bundle (the newest `ROLLOUTS_PER_BUNDLE`, stored as
+`fleet.rollouts` hands them over). Writes are transactions in WAL mode, so a SIGKILL leaves either the old or the
 new row, never half of one. Does not: decide anything, or touch the event loop: every method is blocking
 and the engine calls it through `anyio.to_thread.run_sync` with a limiter of one (one writer at a time).
 
@@ -31,7 +32,8 @@ from typing import Any, TypeVar
 
 from fleet import errors
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+ROLLOUTS_PER_BUNDLE = 20
 HISTORY_PER_CLUSTER = 200
 
 _SCHEMA = """
@@ -57,6 +59,12 @@ CREATE TABLE IF NOT EXISTS sync (
     changes TEXT NOT NULL DEFAULT '{}', error TEXT, trace_id TEXT
 );
 CREATE INDEX IF NOT EXISTS sync_by_cluster ON sync (cluster, seq);
+CREATE TABLE IF NOT EXISTS rollout (
+    bundle TEXT NOT NULL, revision TEXT NOT NULL, started_at REAL NOT NULL,
+    doc TEXT NOT NULL, terminal INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL,
+    PRIMARY KEY (bundle, revision)
+);
+CREATE INDEX IF NOT EXISTS rollout_by_bundle ON rollout (bundle, started_at);
 """
 
 
@@ -126,6 +134,27 @@ def _is_corrupt(e: sqlite3.Error) -> bool:
 
 class _Corrupt(Exception):
     """Raised inside `StateStore._open` when ``PRAGMA quick_check`` finds damage."""
+
+
+@dataclass(frozen=True)
+class RolloutRow:
+    bundle: str
+    revision: str
+    started_at: float
+    doc: Mapping[str, Any]
+    terminal: bool
+    updated_at: float
+
+
+def _rollout_row(r: tuple[Any, ...]) -> RolloutRow:
+    return RolloutRow(
+        bundle=r[0],
+        revision=r[1],
+        started_at=r[2],
+        doc=json.loads(r[3]),
+        terminal=bool(r[4]),
+        updated_at=r[5],
+    )
 
 
 @dataclass(frozen=True)
@@ -340,6 +369,54 @@ class StateStore:
                 " ORDER BY seq DESC LIMIT 1 OFFSET ?)",
                 (cluster, cluster, HISTORY_PER_CLUSTER),
             )
+
+    def record_rollouts(self, rows: tuple[RolloutRow, ...]) -> None:
+        """Write rollouts (the stored form of `fleet.core.rollout.dump`, plus what the controller keeps
+        beside it) in one transaction, keeping the newest `ROLLOUTS_PER_BUNDLE` of each bundle."""
+        with self._tx() as db:
+            for row in rows:
+                db.execute(
+                    "INSERT INTO rollout (bundle, revision, started_at, doc, terminal, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(bundle, revision) DO UPDATE SET"
+                    " doc=excluded.doc, terminal=excluded.terminal, updated_at=excluded.updated_at",
+                    (
+                        row.bundle,
+                        row.revision,
+                        row.started_at,
+                        json.dumps(dict(row.doc)),
+                        int(row.terminal),
+                        row.updated_at,
+                    ),
+                )
+            for bundle in {row.bundle for row in rows}:
+                db.execute(
+                    "DELETE FROM rollout WHERE bundle = ? AND started_at < (SELECT started_at FROM rollout"
+                    " WHERE bundle = ? ORDER BY started_at DESC LIMIT 1 OFFSET ?)",
+                    (bundle, bundle, ROLLOUTS_PER_BUNDLE - 1),
+                )
+
+    def latest_rollouts(self) -> dict[str, RolloutRow]:
+        """The newest rollout of every bundle."""
+        with self._lock:
+            rows = self._guard(
+                lambda: self._db.execute(
+                    "SELECT bundle, revision, started_at, doc, terminal, updated_at FROM rollout r"
+                    " WHERE started_at = (SELECT MAX(started_at) FROM rollout WHERE bundle = r.bundle)"
+                ).fetchall()
+            )
+        return {r[0]: _rollout_row(r) for r in rows}
+
+    def rollout(self, bundle: str, revision: str) -> RolloutRow | None:
+        """One stored rollout of `bundle`, by its revision (a full SHA or a unique prefix)."""
+        with self._lock:
+            rows = self._guard(
+                lambda: self._db.execute(
+                    "SELECT bundle, revision, started_at, doc, terminal, updated_at FROM rollout"
+                    " WHERE bundle = ? AND revision LIKE ? ORDER BY started_at DESC LIMIT 2",
+                    (bundle, revision.replace("%", "").replace("_", "") + "%"),
+                ).fetchall()
+            )
+        return _rollout_row(rows[0]) if len(rows) == 1 else None
 
     def forget_cluster(self, name: str) -> None:
         """A cluster whose file left the repo: it is no longer managed, its rows go (its history stays)."""

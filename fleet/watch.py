@@ -25,6 +25,8 @@ stop). Inside its own anyio task group it keeps:
   repair queue (a burst within `Settings.coalesce` seconds is one batch), `drift.repair_objects` of
   exactly the drifted objects, and a `drift.FightGuard` per cluster that backs off and reports objects
   another writer keeps changing back;
+- `on_change(cluster)`, called for every new event on a watched object, status changes included (the
+  engine uses it to look at health at once while a rollout waits for this cluster);
 - health (open streams, time of the last event in RFC 3339, reconnects, relists, 410s) reported through
   `on_health(cluster, streams=, last_event_at=, reconnects=, relists=, expired=)` (the signature of
   `Engine.watch_update`), at most once per `Settings.health_interval` seconds.
@@ -185,6 +187,7 @@ class ClusterWatch:
         around_repair: AroundRepair | None = None,
         kinds: Iterable[Kind] = (),
         claim: Callable[[], inventory.Claim | None] | None = None,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         self.cluster = client.cluster
@@ -206,6 +209,7 @@ class ClusterWatch:
         self._on_repair = on_repair
         self._around_repair = around_repair
         self._claim = claim
+        self._on_change = on_change
         self._kinds: set[Kind] = set(kinds)
         self._scopes: dict[Kind, anyio.CancelScope] = {}
         self._tg: anyio.abc.TaskGroup | None = None
@@ -488,6 +492,8 @@ class ClusterWatch:
         entry = cache.get(k)
         if entry is not None and rv and not _newer(rv, entry.rv):
             return  # a replay of what we know, or our own write already seen in its apply answer
+        if self._on_change is not None:
+            self._on_change(self.cluster)  # status too: a rollout waits for health it can see here
         wanted = self._wanted(k)
         if event == "DELETED":
             self._forget(kind, k)
