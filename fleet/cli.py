@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "fleet.commands.placement",
     "fleet.commands.sync",
     "fleet.commands.serve",
+    "fleet.commands.rollout",
 )
 
 

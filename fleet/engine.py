@@ -459,6 +459,21 @@ class Engine:
         self._fetch_wake.set()
         return True
 
+    def rollout_documents(self) -> dict[str, Any]:
+        return self.rollouts.documents()
+
+    def rollout_document(self, bundle: str, *, revision: str | None) -> dict[str, Any] | None:
+        return self.rollouts.document(bundle, revision=revision)
+
+    async def rollout_action(
+        self, bundle: str, action: str, *, actor: str, reason: str, wave: str | None, cluster: str | None
+    ) -> dict[str, Any]:
+        """A person's action (docs/rollouts.md); KeyError (404) or `ro.NotApplicable` (a ValueError, 409)."""
+        done = await self.rollouts.act(
+            bundle, ro.Action(action), actor=actor, reason=reason, wave=wave, cluster=cluster
+        )
+        return ro.document(done, now=time.time())
+
     def watch_update(
         self,
         cluster: str,

@@ -13,7 +13,8 @@ fetch or keep state; it asks a `Controller` (the engine) through the small proto
 drive it with the real engine and nothing else.
 
 Routes: ``GET /healthz``, ``GET /readyz``, ``GET /api/v1/status``, ``POST /api/v1/reconcile``,
-``POST /api/v1/webhook``, ``GET /metrics``, ``GET /`` (and the page's assets under ``/ui/``).
+``POST /api/v1/webhook``, ``GET /api/v1/rollouts[/BUNDLE]``, ``POST /api/v1/rollouts/BUNDLE/ACTION``
+(docs/rollouts.md), ``GET /metrics``, ``GET /`` (and the page's assets under ``/ui/``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,21 @@ class Controller(Protocol):
 
     def trigger_fetch(self, *, reason: str) -> bool:
         """Ask for a fetch now; False when rate-limited (the call is still accepted)."""
+        ...
+
+    def rollout_documents(self) -> dict[str, Any]:
+        """The latest rollout of every bundle, as the API shows it."""
+        ...
+
+    def rollout_document(self, bundle: str, *, revision: str | None) -> dict[str, Any] | None:
+        """One bundle's latest rollout (or the one of `revision`); None when there is none."""
+        ...
+
+    async def rollout_action(
+        self, bundle: str, action: str, *, actor: str, reason: str, wave: str | None, cluster: str | None
+    ) -> dict[str, Any]:
+        """A person's action on a rollout. KeyError: no such bundle or rollout (404); ValueError: the
+        action does not apply to the rollout's state (409)."""
         ...
 
 
@@ -210,6 +226,49 @@ async def webhook_call(request: web.Request) -> web.Response:
     return _json({"fetch": "started" if accepted else "already pending"}, status=202)
 
 
+ROLLOUT_ACTIONS = ("pause", "resume", "approve", "skip", "abort", "rollback")
+_MAX_TEXT = 1024  # reason and actor of an action
+
+
+async def rollouts_list(request: web.Request) -> web.Response:
+    return _json(request.app[CONTROLLER_KEY].rollout_documents())
+
+
+async def rollout_get(request: web.Request) -> web.Response:
+    bundle = request.match_info["bundle"]
+    revision = request.query.get("revision") or None
+    doc = request.app[CONTROLLER_KEY].rollout_document(bundle, revision=revision)
+    if doc is None:
+        what = f"bundle {bundle}: no rollout" + (f" of revision {revision}" if revision else "")
+        return _problem(404, what)
+    return _json(doc)
+
+
+async def rollout_action(request: web.Request) -> web.Response:
+    """``POST /api/v1/rollouts/BUNDLE/ACTION`` (docs/rollouts.md): 202, 401, 404, 409 or 400."""
+    if not _authorised(request):
+        return _problem(401, "a valid bearer token is required")
+    bundle, action = request.match_info["bundle"], request.match_info["action"]
+    if action not in ROLLOUT_ACTIONS:
+        return _problem(404, f"unknown rollout action {action!r} (one of {', '.join(ROLLOUT_ACTIONS)})")
+    q = request.query
+    reason, actor = q.get("reason", ""), q.get("actor", "") or "api"
+    if len(reason) > _MAX_TEXT or len(actor) > _MAX_TEXT:
+        return _problem(400, f"reason and actor are at most {_MAX_TEXT} characters")
+    wave, cluster = q.get("wave") or None, q.get("cluster") or None
+    if action == "skip" and cluster is None:
+        return _problem(400, "skip needs ?cluster=NAME")
+    try:
+        doc = await request.app[CONTROLLER_KEY].rollout_action(
+            bundle, action, actor=actor, reason=reason, wave=wave, cluster=cluster
+        )
+    except KeyError as e:
+        return _problem(404, str(e.args[0]) if e.args else f"bundle {bundle}: no rollout")
+    except ValueError as e:
+        return _problem(409, str(e))
+    return _json(doc, status=202)
+
+
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text, or OpenMetrics (with trace-id exemplars on durations) when the scraper asks for it."""
     registry = request.app[CONTROLLER_KEY].registry
@@ -260,6 +319,9 @@ def build_app(controller: Controller, settings: ServerSettings) -> web.Applicati
     app.router.add_get("/api/v1/status", status)
     app.router.add_post("/api/v1/reconcile", reconcile)
     app.router.add_post("/api/v1/webhook", webhook_call)
+    app.router.add_get("/api/v1/rollouts", rollouts_list)
+    app.router.add_get("/api/v1/rollouts/{bundle}", rollout_get)
+    app.router.add_post("/api/v1/rollouts/{bundle}/{action}", rollout_action)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
     app.router.add_get("/ui/{name}", asset)

@@ -1,7 +1,8 @@
 """Rendering a `fleet serve` status document for people (pure).
 
-Owns: turning the status document of SPEC.md section 4 into the text table `fleet status` prints. Does
-not: fetch it (the command does) or change it.
+Owns: turning the status document (docs/operations.md) into the text table `fleet status` prints, and
+rollouts (docs/rollouts.md) into the tables `fleet rollout status` prints. Does not: fetch them (the
+commands do) or change them.
 """
 
 from __future__ import annotations
@@ -78,4 +79,109 @@ def table(doc: dict[str, Any], *, now: dt.datetime | None = None) -> str:
         counts[state] = counts.get(state, 0) + 1
     lines.append("")
     lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no clusters")
+    active = {b: r for b, r in (doc.get("rollouts") or {}).items() if r.get("state") != "Completed"}
+    if active:
+        lines.append("")
+        lines.append(rollouts_table(active, now=now))
+    return "\n".join(lines)
+
+
+def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join([r[i].ljust(widths[i]) for i in range(len(widths))] + [r[-1]]).rstrip() for r in rows]
+
+
+def _tally(rollout: dict[str, Any]) -> str:
+    counts: dict[str, int] = {}
+    for wave in rollout.get("waves") or []:
+        for state in (wave.get("clusters") or {}).values():
+            counts[state] = counts.get(state, 0) + 1
+    order = ["Done", "Healthy", "Progressing", "Pending", "Failed", "Skipped", "Removed"]
+    return ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s)) or "no clusters"
+
+
+# What a person can do next, by rollout state.
+_NEXT = {
+    "Halted": "resume",
+    "WaitingApproval": "approve",
+}
+
+
+def next_command(rollout: dict[str, Any]) -> str | None:
+    """The command that moves a halted or waiting rollout on, for status and the page."""
+    verb = _NEXT.get(str(rollout.get("state")))
+    if verb is None:
+        return None
+    bundle = rollout.get("bundle")
+    if verb == "approve":
+        return f"fleet rollout approve {bundle} --wave {rollout.get('wave')}"
+    return f"fleet rollout resume {bundle}"
+
+
+def rollouts_table(rollouts: dict[str, Any], *, now: dt.datetime | None = None) -> str:
+    """One row per bundle's latest rollout, then what to run for the halted or waiting ones."""
+    now = now or dt.datetime.now(dt.UTC)
+    rows: list[tuple[str, ...]] = [("BUNDLE", "REVISION", "STATE", "WAVE", "CLUSTERS", "UPDATED", "REASON")]
+    hints: list[str] = []
+    for bundle in sorted(rollouts):
+        r = rollouts[bundle] or {}
+        rows.append(
+            (
+                bundle,
+                _short(r.get("revision")),
+                str(r.get("state") or "-"),
+                str(r.get("wave") or "-"),
+                _tally(r),
+                _age(r.get("updatedAt"), now=now) + (" ago" if r.get("updatedAt") else ""),
+                str(r.get("reason") or ""),
+            )
+        )
+        command = next_command(r)
+        if command:
+            hints.append(f"{bundle}: {command}")
+    lines = _columns(rows)
+    if hints:
+        lines += ["", "next:", *(f"  {h}" for h in hints)]
+    return "\n".join(lines)
+
+
+def rollout_detail(r: dict[str, Any], *, now: dt.datetime | None = None) -> str:
+    """One rollout: its state and why, each wave with its clusters, deadlines and soak, and the actions."""
+    now = now or dt.datetime.now(dt.UTC)
+    lines = [
+        f"bundle    {r.get('bundle')}",
+        f"revision  {r.get('revision')}",
+        f"state     {r.get('state')}" + (f": {r.get('reason')}" if r.get("reason") else ""),
+        f"started   {_age(r.get('startedAt'), now=now)} ago, updated {_age(r.get('updatedAt'), now=now)} ago",
+    ]
+    for wave in r.get("waves") or []:
+        notes = [str(wave.get("state"))]
+        if wave.get("approval") and wave.get("approval") != "none":
+            notes.append(f"approval {wave['approval']}" + (" (approved)" if wave.get("approved") else ""))
+        if wave.get("soakRemainingSeconds") is not None:
+            notes.append(f"soak {wave['soakRemainingSeconds']:g}s left")
+        lines.append("")
+        lines.append(f"wave {wave.get('name')} ({', '.join(notes)})")
+        failed = wave.get("failed") or {}
+        deadlines = wave.get("deadlines") or {}
+        for cluster, state in sorted((wave.get("clusters") or {}).items()):
+            extra = ""
+            if cluster in failed:
+                extra = f"  {failed[cluster].get('reason')}: {failed[cluster].get('message')}"
+            elif cluster in deadlines:
+                extra = f"  deadline {deadlines[cluster]}"
+            lines.append(f"  {cluster}  {state}{extra}".rstrip())
+    actions = r.get("actions") or []
+    if actions:
+        lines.append("")
+        lines.append("actions")
+        for a in actions:
+            target = a.get("wave") or a.get("cluster") or ""
+            why = f": {a['reason']}" if a.get("reason") else ""
+            lines.append(
+                f"  {a.get('at')}  {a.get('action')} {target}".rstrip() + f" by {a.get('actor')}{why}"
+            )
+    command = next_command(r)
+    if command:
+        lines += ["", f"next: {command}"]
     return "\n".join(lines)
