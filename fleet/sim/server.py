@@ -17,6 +17,7 @@ import random
 import re
 import resource
 import ssl
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,7 @@ from fleet.sim.rest import discovery, requests, routing
 from fleet.sim.storage import store
 
 JOURNAL_CAP = 10_000  # entries kept per cluster; `seq` keeps counting, so a capped journal shows a gap
-JOURNAL_KEYS = ("seq", "method", "path", "query", "status", "mutated")
+JOURNAL_KEYS = ("seq", "method", "path", "query", "status", "mutated", "time")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
@@ -171,9 +172,10 @@ class Host:
     url: str = ""
 
     def record(self, method: str, path: str, query: str, code: int, mutated: bool) -> list[Any]:
-        """Append a journal entry; kept as a small list (seq, method, path, query, status, mutated)."""
+        """Append a journal entry; kept as a small list (seq, method, path, query, status, mutated, time: the
+        wall-clock second the answer was decided, so tests can tell what overlapped)."""
         self.seq += 1
-        entry: list[Any] = [self.seq, method, path, query, code, mutated]
+        entry: list[Any] = [self.seq, method, path, query, code, mutated, time.time()]
         self.journal.append(entry)
         return entry
 
