@@ -12,3 +12,44 @@ def test_the_packaged_demo_clusters_are_the_projects_clusters_folder() -> None:
     packaged = {p.name: p.read_bytes() for p in (ROOT / "fleet" / "demo" / "clusters").glob("*.yaml")}
     assert len(project) >= 12
     assert packaged == project
+
+
+def test_the_demos_broken_release_step_breaks_only_the_web_deployment_and_its_rollout_starts_at_staging(
+    tmp_path: Path,
+) -> None:
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from fleet.commands import serve
+
+    repo = tmp_path / "repo"
+    shutil.copytree(
+        ROOT / "fleet" / "demo", repo, ignore=shutil.ignore_patterns("__init__.py", "__pycache__")
+    )
+    text = serve._demo_instructions(
+        url="http://127.0.0.1:8080",
+        repo=repo,
+        kubeconfig=tmp_path / "kc",
+        secret_file=tmp_path / "s",
+        kubectl="k",
+    )
+    step = re.search(r"(sed -i '0,.*?deployment\.yaml)", text, re.S)
+    assert step is not None
+    subprocess.run(step.group(1).replace("\\\n", " "), shell=True, check=True, timeout=30)
+    docs = list(yaml.safe_load_all((repo / "bundles/web/deployment.yaml").read_text()))
+    assert docs[0]["metadata"]["annotations"] == {"sim.fleet.dev/failed": "true"}
+    assert docs[1]["kind"] == "Service" and "annotations" not in docs[1]["metadata"]
+    plan = subprocess.run(
+        [sys.executable, "-m", "fleet.cli", "plan", str(repo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert plan.returncode == 0, plan.stderr
+    waves = [line for line in plan.stdout.splitlines() if line.startswith("web ")][-1]  # the WAVES row
+    assert "canary (1 at a time, soak 10s): ap-staging-1, eu-staging-1, us-staging-1 -> prod" in waves

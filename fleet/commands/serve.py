@@ -408,6 +408,13 @@ Try:
          patch configmap cluster-info --type merge -p '{{"data":{{"region":"mars"}}}}'
        {kubectl} --kubeconfig {kubeconfig} --context eu-prod-1 -n platform get configmap cluster-info -o yaml
   3. Break a file (invalid YAML) and commit: the status page names it, the last good revision stays.
+  4. Roll out a bad revision: the web bundle goes to the staging clusters first and halts there, every
+     prod cluster keeps the revision it has:
+       sed -i '0,/^  labels:/s//  annotations: {{sim.fleet.dev\\/failed: "true"}}\\n  labels:/' \\
+         {repo}/bundles/web/deployment.yaml
+       git -C {repo} commit -qam "web: a broken release"
+       fleet rollout status web --server {url}      (Halted: why, and what to run)
+     then fix forward (git -C {repo} revert --no-edit HEAD) or: fleet rollout rollback web --server {url}
 
 Ctrl-C stops the demo.
 """
