@@ -225,7 +225,24 @@
       });
     }
     const errors = Array.isArray(doc.errors) ? doc.errors.filter(isObject) : [];
+    const rollouts = [];
+    if (isObject(doc.rollouts)) {
+      for (const b of Object.keys(doc.rollouts).sort()) {
+        const r = isObject(doc.rollouts[b]) ? doc.rollouts[b] : {};
+        rollouts.push({
+          bundle: b,
+          revision: str(r.revision),
+          state: str(r.state) || 'Progressing',
+          reason: str(r.reason),
+          wave: str(r.wave),
+          updatedAt: str(r.updatedAt),
+          waves: Array.isArray(r.waves) ? r.waves.filter(isObject) : [],
+          actions: Array.isArray(r.actions) ? r.actions.filter(isObject) : [],
+        });
+      }
+    }
     return {
+      rollouts,
       revision: str(doc.revision),
       message: str(doc.message),
       author: str(doc.author),
@@ -481,6 +498,89 @@
     if (ui.detailsOpen) renderDetails();
   }
 
+  // ---- rollouts (docs/rollouts.md) ---------------------------------------------------------------
+  // Rollout and wave states shown with the cluster palette: a halt reads as a failure, a wait as pending.
+  const ROLLOUT_CLASS = {
+    Progressing: 's-progressing', Soaking: 's-progressing', WaitingApproval: 's-pending', Halted: 's-failed',
+    Completed: 's-synced', Superseded: 's-suspended', Aborted: 's-suspended', RolledBack: 's-paused',
+    Pending: 's-pending', Healthy: 's-synced', Done: 's-synced', Failed: 's-failed', Skipped: 's-suspended',
+    Removed: 's-none',
+  };
+  const ROLLOUT_GLYPH = {
+    Progressing: '◐', Soaking: '◐', WaitingApproval: '⏸', Halted: '✖', Completed: '✔', Superseded: '↷',
+    Aborted: '■', RolledBack: '↶', Pending: '○', Healthy: '✔', Done: '✔', Failed: '✖', Skipped: '↷', Removed: '–',
+  };
+  function rolloutBadge(state) {
+    return '<span class="badge ' + (ROLLOUT_CLASS[state] || 's-unknown') + '"><span aria-hidden="true">'
+      + (ROLLOUT_GLYPH[state] || '?') + '</span> ' + esc(state) + '</span>';
+  }
+  function nextCommand(r) {
+    if (r.state === 'Halted') return 'fleet rollout resume ' + r.bundle;
+    if (r.state === 'WaitingApproval') return 'fleet rollout approve ' + r.bundle + (r.wave ? ' --wave ' + r.wave : '');
+    return null;
+  }
+  function waveHtml(w, r) {
+    const clusters = isObject(w.clusters) ? w.clusters : {};
+    const failed = isObject(w.failed) ? w.failed : {};
+    const deadlines = isObject(w.deadlines) ? w.deadlines : {};
+    const notes = [];
+    if (w.approval && w.approval !== 'none') notes.push('approval ' + esc(w.approval) + (w.approved ? ' (approved)' : ''));
+    if (typeof w.soakRemainingSeconds === 'number') notes.push('soak ' + Math.ceil(w.soakRemainingSeconds) + 's left');
+    let chips = '';
+    for (const name of Object.keys(clusters).sort()) {
+      const st = str(clusters[name]) || 'Pending';
+      let title = name + ': ' + st;
+      if (failed[name]) title += ' (' + str(failed[name].reason) + ': ' + str(failed[name].message) + ')';
+      else if (deadlines[name]) title += ' (deadline ' + str(deadlines[name]) + ')';
+      chips += '<li class="chip ' + (ROLLOUT_CLASS[st] || 's-unknown') + '" title="' + esc(title) + '" data-cluster="'
+        + esc(name) + '" data-state="' + esc(st) + '"><span aria-hidden="true">' + (ROLLOUT_GLYPH[st] || '?')
+        + '</span> ' + esc(name) + '<span class="visually-hidden"> ' + esc(st) + '</span></li>';
+    }
+    const fails = Object.keys(failed).sort().map((n) => '<li><strong>' + esc(n) + '</strong> '
+      + esc(str(failed[n].reason)) + ': ' + esc(clip(str(failed[n].message) || '', 300)) + '</li>').join('');
+    const current = w.name === r.wave && r.state !== 'Completed';
+    return '<li class="wave' + (current ? ' current' : '') + '" data-wave="' + esc(str(w.name)) + '">'
+      + '<div class="wave-head"><span class="wave-name">' + esc(str(w.name)) + '</span> ' + rolloutBadge(str(w.state) || 'Pending')
+      + (notes.length ? ' <span class="wave-notes">' + notes.join(' · ') + '</span>' : '') + '</div>'
+      + '<ul class="chips">' + (chips || '<li class="none">no clusters</li>') + '</ul>'
+      + (fails ? '<ul class="wave-failures">' + fails + '</ul>' : '') + '</li>';
+  }
+  function rolloutHtml(r) {
+    const cmd = nextCommand(r);
+    const last = r.actions.length ? r.actions[r.actions.length - 1] : null;
+    return '<article class="rollout" data-bundle="' + esc(r.bundle) + '" data-state="' + esc(r.state) + '">'
+      + '<header class="rollout-head"><h3>' + esc(r.bundle) + '</h3> ' + rolloutBadge(r.state)
+      + ' <code class="sha" title="' + esc(r.revision || '') + '">' + esc(shortSha(r.revision) || '?') + '</code>'
+      + ' <span class="when">updated ' + timeEl(r.updatedAt) + '</span>'
+      + ' <a class="history" href="api/v1/rollouts/' + encodeURIComponent(r.bundle) + '">JSON</a></header>'
+      + (r.reason && r.state !== 'Completed' ? '<p class="rollout-reason">' + esc(clip(r.reason, 600)) + '</p>' : '')
+      + (cmd ? '<p class="rollout-next">Next: <code>' + esc(cmd) + '</code></p>' : '')
+      + '<ol class="waves">' + r.waves.map((w) => waveHtml(w, r)).join('') + '</ol>'
+      + (last ? '<p class="rollout-action">Last action: ' + esc(str(last.action)) + ' by ' + esc(str(last.actor))
+        + (last.reason ? ' (' + esc(str(last.reason)) + ')' : '') + ' ' + timeEl(str(last.at)) + '</p>' : '')
+      + '</article>';
+  }
+  function renderRollouts(status) {
+    const box = $('rollouts');
+    if (!status.rollouts.length) { box.hidden = true; return; }
+    const open = status.rollouts.filter((r) => r.state !== 'Completed');
+    const done = status.rollouts.filter((r) => r.state === 'Completed');
+    let h = open.map(rolloutHtml).join('');
+    if (done.length) {
+      h += '<details class="rollouts-done"><summary>' + done.length + ' completed: '
+        + done.map((r) => esc(r.bundle) + ' <code>' + esc(shortSha(r.revision) || '?') + '</code>').join(', ')
+        + '</summary>' + done.map(rolloutHtml).join('') + '</details>';
+    }
+    const body = $('rollouts-body');
+    if (body.dataset.html !== h) {
+      const wasOpen = body.querySelector('details.rollouts-done[open]') !== null;
+      body.innerHTML = h;
+      body.dataset.html = h;
+      if (wasOpen) { const d = body.querySelector('details.rollouts-done'); if (d) d.open = true; }
+    }
+    box.hidden = false;
+  }
+
   function renderAll(reason) {
     const status = ui.status;
     if (!status) return;
@@ -488,6 +588,7 @@
     renderHeader(status);
     renderErrors(status);
     renderSummary(status);
+    renderRollouts(status);
     const kind = renderMatrix(status);
     if (ui.detailsOpen) renderDetails();
     void $('matrix').offsetHeight; // include style and layout in the measurement
