@@ -196,7 +196,6 @@ class ClusterRuntime:
     holds: dict[str, rollouts.Hold] = field(default_factory=dict)
     objects: Mapping[model.ObjectRef, Mapping[str, Any]] = field(default_factory=dict)
     waiting: bool = False  # every bundle not Synced is only waiting for its turn in a rollout
-    health_woken: float = 0.0  # monotonic time of the last wake-up for health seen on the watch
 
     def document(self) -> dict[str, Any]:
         return {
@@ -565,14 +564,11 @@ class Engine:
 
     def _watch_change(self, cluster: str) -> None:
         """Something changed on a watched object: while a rollout waits for this cluster's health, look at
-        it now (at most every 200 ms per cluster) instead of at the next re-check."""
+        it now instead of at the next re-check (wake-ups coalesce: a burst of events while a round runs
+        gives one more round)."""
         rt = self.clusters.get(cluster)
         if rt is None or not self.rollouts.in_flight(cluster):
             return
-        now = time.monotonic()
-        if now - rt.health_woken < 0.2:
-            return
-        rt.health_woken = now
         self._wake(rt, reason="health")
 
     def _rollout_wake(self, cluster: str, context: trace.SpanContext | None) -> None:
@@ -832,7 +828,10 @@ class Engine:
                 await self._persist_revision()
                 return
             claim = await self._claim(snapshot, from_mirror=from_mirror)
+            previous = self.desired
             self.desired, self.claim = desired, claim  # together: a round reads both at once
+            if previous is not None and previous.repo.revision:
+                self._renders.setdefault(previous.repo.revision, previous)  # clusters may still hold it
             self._set_revision(snapshot, problems, fetched_at=fetched_at if from_mirror else now_rfc3339())
             if from_mirror:
                 self._from_mirror = True
@@ -949,8 +948,9 @@ class Engine:
         return (status.revision if status is not None else None), rt.signature.get(bundle)
 
     async def _load_renders(self, *, keep: Desired) -> None:
-        """Have the render of every older revision a cluster still holds at hand (from the mirror: parse,
-        place and render at that revision), and drop those no longer needed."""
+        """Have the render of every older revision a cluster still holds at hand (the previous revision's is
+        kept from memory; others, after a restart, come from the mirror: parse, place and render at that
+        revision), and drop those no longer needed."""
         needed = self.rollouts.needed_revisions() - {keep.repo.revision}
         for sha in sorted(needed - set(self._renders)):
             try:

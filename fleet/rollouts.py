@@ -89,6 +89,7 @@ class Conductor:
         self._dirty: dict[tuple[str, str], ro.Rollout] = {}
         self._spans: dict[str, trace.Span] = {}
         self._contexts: dict[str, trace.SpanContext] = {}  # bundle -> the revision trace it belongs to
+        self._announced: dict[tuple[str, str], set[str]] = {}  # (bundle, revision) -> waves that started
 
     # -- start-up -----------------------------------------------------------------------------------
 
@@ -334,13 +335,13 @@ class Conductor:
         now = self._clock()
         before = {c: self.hold(bundle, c) for c in r.members}
         new = ro.act(r, action, actor=actor, reason=reason, now=now, wave=wave, cluster=cluster)
-        self._set(new)
         span = self._spans.get(bundle)
         if span is not None:
             span.add_event(
                 f"action {action}",
                 {"actor": actor, "reason": reason, "wave": wave or "", "cluster": cluster or ""},
             )
+        self._set(new)
         with tracer.start_as_current_span(
             f"rollout {action} {bundle}",
             context=trace.set_span_in_context(trace.INVALID_SPAN),
@@ -368,6 +369,7 @@ class Conductor:
             if step.rollout != r:
                 self._set(step.rollout)
             starts.extend((b, c) for c in step.start)
+            self._announce_waves(step)
         await self.flush()
         for b, c in starts:
             self._wake(c, self._contexts.get(b))
@@ -472,10 +474,6 @@ class Conductor:
         span = self._spans.get(new.bundle)
         if span is None:
             return
-        if new.wave != old.wave or (
-            old.phase is ro.Phase.WAITING_APPROVAL and new.phase is ro.Phase.PROGRESSING
-        ):
-            span.add_event("wave started", {"wave": new.wave_name})
         if new.approved != old.approved:
             for w in sorted(new.approved - old.approved):
                 span.add_event("approved", {"wave": w})
@@ -491,6 +489,19 @@ class Conductor:
                 span.add_event("rolled back", {"reason": new.reason})
         if new.phase is ro.Phase.HALTED and old.phase is not ro.Phase.HALTED:
             log.warning("bundle %s: rollout of %s halted: %s", new.bundle, new.revision[:12], new.reason)
+
+    def _announce_waves(self, step: ro.Step) -> None:
+        """A `wave started` span event when a wave sends its first cluster the revision."""
+        r = step.rollout
+        span = self._spans.get(r.bundle)
+        if span is None or not step.start:
+            return
+        announced = self._announced.setdefault((r.bundle, r.revision), set())
+        for c in step.start:
+            wave = r.spec.waves[r.members[c].wave].name
+            if wave not in announced:
+                announced.add(wave)
+                span.add_event("wave started", {"wave": wave})
 
     def _update_metrics(self) -> None:
         counts = {str(p): 0 for p in ro.Phase}

@@ -235,3 +235,53 @@ def test_openmetrics_scrapes_carry_the_trace_id_of_the_last_reconcile_as_an_exem
     ]
     assert any(f'trace_id="{t}"' in line for line in exemplars for t in trace_ids), exemplars[:5]
     assert "trace_id" not in plain  # the classic text format has no exemplars
+
+
+def test_each_rollout_is_a_span_of_its_revision_with_events_for_waves_halts_and_actions(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle, receiver: otlp.Receiver
+) -> None:
+    rollout = {
+        "waves": [
+            {"name": "canary", "placement": {"clusters": ["eu-1"]}},
+            {"name": "rest", "maxConcurrency": "100%", "approval": "before"},
+        ]
+    }
+    gitops.bundle(
+        "settings", [configmap("settings", colour="green")], namespace="apps", selector={}, rollout=rollout
+    )
+    head = gitops.commit("waves")
+    with start(tmp_path, gitops, sim, receiver.url) as fleet:
+        fleet.wait_for(
+            lambda d: (d.get("rollouts") or {}).get("settings", {}).get("state") == "WaitingApproval",
+            what="waiting for approval",
+        )
+        assert (
+            fleet.post(
+                "/api/v1/rollouts/settings/approve", params={"actor": "ada", "reason": "ok"}
+            ).status_code
+            == 202
+        )
+        fleet.wait_for(synced_at(head), what="Synced")
+        spans = wait_spans(receiver, lambda ss: any(s.name == "rollout settings" for s in ss))
+    tree = revision_trace(spans, head)
+    root = next(s for s in tree if s.name.startswith("revision "))
+    rollout_spans = [s for s in tree if s.name == "rollout settings"]
+    assert len(rollout_spans) == 1
+    span = rollout_spans[0]
+    assert span.parent_span_id == root.span_id
+    assert span.attributes["fleet.revision"] == head
+    assert [
+        e
+        for e in span.events
+        if e in ("started", "waiting for approval", "action approve", "approved", "wave started", "completed")
+    ] == [
+        "started",
+        "wave started",
+        "waiting for approval",
+        "action approve",
+        "approved",
+        "wave started",
+        "completed",
+    ]
+    action = next(s for s in spans if s.name == "rollout approve settings")
+    assert (span.trace_id, span.span_id) in action.links
