@@ -62,6 +62,9 @@ class ResourceType:
     schema: dict[str, Any] | None = None  # openAPIV3Schema of a custom resource
     # A CRD's scale subresource: JSON paths of spec replicas, status replicas, label selector (or "").
     scale_paths: tuple[str, str, str] | None = None
+    # A view: served in this group and version over the storage of (group, version, plural), converted
+    # on the way in and out (`fleet.sim.rest.views`): events.k8s.io/v1 Events are core v1 Events.
+    stored_as: tuple[str, str, str] | None = None
     _structure: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -187,6 +190,14 @@ def builtin_types() -> list[ResourceType]:
                 "reason": ("reason",),
                 "type": ("type",),
             },
+        ),
+        _t(
+            "events.k8s.io",
+            "v1",
+            "Event",
+            "events",
+            short=("ev",),
+            stored_as=("", "v1", "events"),
         ),
         _t(
             "apps",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -139,7 +140,13 @@ async def watch(
         fields=opts["fields"],
         since=since,
         initial_events_end=initial_end,
-        encode=tables.watch_encoder(t.rtype, include=requests.include_object(q)) if ctx.table else None,
+        encode=(
+            tables.watch_encoder(t.rtype, include=requests.include_object(q))
+            if ctx.table
+            else _converted(ctx.convert)
+            if ctx.convert is not None
+            else None
+        ),
     )
     watcher.path = ctx.path or request.path
     ctx.watchers.append(watcher)
@@ -158,6 +165,15 @@ async def watch(
     finally:
         cluster.unwatch(watcher)
     return resp
+
+
+def _converted(convert: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[str, objects.Stored], bytes]:
+    """Watch events with each object in a view resource's form (`fleet.sim.rest.views`)."""
+
+    def encode(etype: str, stored: objects.Stored) -> bytes:
+        return orjson.dumps({"type": etype, "object": convert(stored.obj)}) + b"\n"
+
+    return encode
 
 
 async def _pump(

@@ -13,6 +13,7 @@ Does not: route (`fleet.sim.rest.routing`), run a verb (`reads`, `writes`, `patc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -53,6 +54,8 @@ class RequestContext:
     table: bool = False  # answer meta.k8s.io/v1 Tables (kubectl's human-readable get)
     path: str = ""  # the path below the cluster prefix (what fault rules match)
     watchers: list[watches.Watcher] = field(default_factory=list)
+    # A view resource's form of the objects a watch sends (`fleet.sim.rest.views`); None: as stored.
+    convert: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,14 @@ def field_validation(q: Any) -> str:
     return value
 
 
+# A body already read and converted by `fleet.sim.rest.views`, which the verbs read instead of the wire's.
+BODY_OVERRIDE = web.RequestKey("fleet.sim.body", bytes)
+
+
 async def read_body(request: web.BaseRequest) -> bytes:
+    if BODY_OVERRIDE in request:
+        override: bytes = request[BODY_OVERRIDE]
+        return override
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise status.too_large(f"Request entity too large: limit is {MAX_BODY}")
     chunks = []

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from fleet.sim import status
 from fleet.sim.kinds import types
-from fleet.sim.rest import discovery, patches, reads, requests, tables, writes
+from fleet.sim.rest import discovery, patches, reads, requests, tables, views, writes
 from fleet.sim.storage import store
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,8 @@ class Api:
     ) -> web.StreamResponse:
         method = request.method
         q = request.query
+        if t.rtype.stored_as is not None:
+            return await views.serve(self.cluster, request, t, ctx)
         if t.rtype.virtual:
             if method != "POST" or t.name is not None:
                 raise status.method_not_allowed()

@@ -36,6 +36,10 @@ DESCRIPTIONS = {
 }
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def human_duration(seconds: float) -> str:
     """apimachinery `duration.HumanDuration`: 45s, 3m2s, 15m, 5h3m, 2d4h, 300d, 3y20d."""
     if seconds < -1:
@@ -409,11 +413,81 @@ WIDE: dict[tuple[str, str], Wide] = {
 }
 
 
+def _since(stamp: Any, now: float) -> str:
+    """apimachinery's translateTimestampSince (and its MicroTime twin): "<unknown>" when unset."""
+    if not isinstance(stamp, str) or not stamp:
+        return "<unknown>"
+    whole = stamp.split(".")[0].rstrip("Z") + "Z"
+    try:
+        at = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return "<unknown>"
+    return human_duration(now - at)
+
+
+def _event(obj: dict[str, Any], now: float) -> Cells:
+    """printEvent: Last Seen, Type, Reason, Object, Subobject, Source, Message, First Seen, Count, Name."""
+    first = _since(obj.get("firstTimestamp") or obj.get("eventTime"), now)
+    last = _since(obj["lastTimestamp"], now) if obj.get("lastTimestamp") else first
+    count = _int(obj.get("count"))
+    series = obj.get("series")
+    if isinstance(series, dict):
+        last = _since(series.get("lastObservedTime"), now)
+        count = _int(series.get("count"))
+    elif count == 0:
+        count = 1  # singleton events have no count in the new API
+    involved = _dict(obj.get("involvedObject"))
+    kind = str(involved.get("kind") or "").lower()
+    target = f"{kind}/{involved['name']}" if involved.get("name") else kind
+    source = _dict(obj.get("source"))
+    component = source.get("component") or obj.get("reportingComponent") or ""
+    instance = source.get("host") or obj.get("reportingInstance") or ""
+    return [
+        last,
+        obj.get("type", ""),
+        obj.get("reason", ""),
+        target,
+        involved.get("fieldPath", ""),
+        f"{component}, {instance}" if instance else component,
+        str(obj.get("message") or "").strip(),
+        first,
+        count,
+        obj.get("metadata", {}).get("name", ""),
+    ]
+
+
+# Kinds whose printer makes every column itself (no leading Name): (name, type, format, priority).
+EVENT_COLUMNS = [
+    ("Last Seen", "string", "", 0),
+    ("Type", "string", "", 0),
+    ("Reason", "string", "", 0),
+    ("Object", "string", "", 0),
+    ("Subobject", "string", "", 1),
+    ("Source", "string", "", 1),
+    ("Message", "string", "", 0),
+    ("First Seen", "string", "", 1),
+    ("Count", "string", "", 1),
+    ("Name", "string", "name", 1),
+]
+OWN: dict[
+    tuple[str, str], tuple[list[tuple[str, str, str, int]], Callable[[dict[str, Any], float], Cells]]
+] = {
+    ("", "Event"): (EVENT_COLUMNS, _event),
+    ("events.k8s.io", "Event"): (EVENT_COLUMNS, _event),
+}
+
+
 def has_printer(rtype: types.ResourceType) -> bool:
-    return not rtype.custom and (rtype.group, rtype.kind) in PRINTERS
+    return not rtype.custom and ((rtype.group, rtype.kind) in PRINTERS or (rtype.group, rtype.kind) in OWN)
 
 
 def columns(rtype: types.ResourceType) -> list[dict[str, Any]]:
+    own = OWN.get((rtype.group, rtype.kind))
+    if own is not None:
+        return [
+            {"name": n, "type": t, "format": f, "description": DESCRIPTIONS.get(n, n), "priority": p}
+            for n, t, f, p in own[0]
+        ]
     extra, _, with_age = PRINTERS[(rtype.group, rtype.kind)]
     wide = WIDE[(rtype.group, rtype.kind)][0] if (rtype.group, rtype.kind) in WIDE else []
     cols = [(c, 0) for c in [NAME, *extra, *([AGE] if with_age else [])]] + [(c, 1) for c in wide]
@@ -438,6 +512,13 @@ def _row_object(obj: dict[str, Any], include: str) -> dict[str, Any] | None:
 def row(
     rtype: types.ResourceType, obj: dict[str, Any], *, include: str, now: float | None = None
 ) -> dict[str, Any]:
+    own = OWN.get((rtype.group, rtype.kind))
+    if own is not None:
+        out_own: dict[str, Any] = {"cells": own[1](obj, time.time() if now is None else now)}
+        embedded_own = _row_object(obj, include)
+        if embedded_own is not None:
+            out_own["object"] = embedded_own
+        return out_own
     _, cells_of, with_age = PRINTERS[(rtype.group, rtype.kind)]
     cells: Cells = [obj.get("metadata", {}).get("name", ""), *cells_of(obj)]
     if with_age:
