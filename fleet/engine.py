@@ -1,7 +1,8 @@
 """The long-running controller behind `fleet serve`.
 
 Owns: following a branch (or a pinned revision) by polling with jitter or when the webhook asks; parsing,
-placing and rendering each new revision once; deciding which clusters a revision changes (their
+placing, running the sources step (`fleet.sources`: Kustomize, Helm, SOPS, cached by content across
+revisions) and rendering each new revision once; deciding which clusters a revision changes (their
 rendered hashes); one worker task per registered cluster with a coalescing wake-up (repeated requests
 while a round runs give one more round, not many), a global limit on clusters in flight, retries with
 capped jittered backoff, quick re-checks while objects become healthy, and a periodic full resync; the
@@ -74,6 +75,7 @@ from fleet import (
     state,
     telemetry,
 )
+from fleet import sources as sources_mod
 from fleet import watch as watching
 from fleet.core import rollout as ro
 from fleet.metrics import Metrics
@@ -114,6 +116,7 @@ class Settings:
     grace_period: float = 20.0  # SIGTERM: in-flight rounds may finish within this
     watch: bool = True  # keep watch streams open and repair drift at once
     watch_settings: watching.Settings = field(default_factory=watching.Settings)
+    sources: sources_mod.Settings = field(default_factory=sources_mod.Settings)  # renderers (docs/sources.md)
 
 
 # The claim of a revision whose first sighting is unknown (read back from the mirror): older than any.
@@ -265,16 +268,25 @@ class Caches:
     parse: repository.ParseCache = field(default_factory=repository.ParseCache)
     placement: placement.PlacementCache = field(default_factory=placement.PlacementCache)
     render: render.RenderCache = field(default_factory=render.RenderCache)
+    sources: sources_mod.Cache = field(default_factory=sources_mod.Cache)
 
 
 def place_and_render(
-    repo: model.Repo, *, revision: str | None, instance: str, caches: Caches | None = None
+    repo: model.Repo,
+    *,
+    revision: str | None,
+    instance: str,
+    caches: Caches | None = None,
+    placed: model.PlacementResult | None = None,
+    expanded: Mapping[str, model.Expansion] | None = None,
 ) -> Desired:
-    """Place and render a parsed revision (blocking: CEL is CPU-bound)."""
+    """Place (unless `placed` is given) and render a parsed revision (blocking: CEL is CPU-bound); the
+    bundles with a source take their manifests from `expanded` (`fleet.sources.expand`)."""
     caches = caches or Caches()
-    placed = placement.place(repo, cache=caches.placement)
+    if placed is None:
+        placed = placement.place(repo, cache=caches.placement)
     desired, render_errors = render.render_all(
-        repo, placed, revision=revision, instance=instance, cache=caches.render
+        repo, placed, revision=revision, instance=instance, cache=caches.render, expanded=expanded
     )
     waves = placement.waves(repo, placed)
     errors_ = dict(render_errors)
@@ -375,7 +387,11 @@ class Engine:
         self._stopping = False
         self._forgotten: list[str] = []
         self._idle = anyio.Event()
-        self._caches = Caches()
+        self._caches = Caches(
+            sources=sources_mod.Cache(
+                runner=sources_mod.process.Runner(concurrency=settings.sources.concurrency)
+            )
+        )
         self._tls = kube.TlsDefaults()  # one certificate bundle for every cluster client
         self.source_id: str | None = None  # this source's identity (`source.identity`), worked out once
         self.claim: inventory.Claim | None = None  # of the revision `desired` was built from
@@ -798,6 +814,10 @@ class Engine:
                     span.set_attribute("fleet.files", len(snapshot.files))
                     span.set_attribute("fleet.problems", len(repo.problems))
                 with tracer.start_as_current_span("placement", context=ctx) as span:
+                    placed = await anyio.to_thread.run_sync(
+                        functools.partial(placement.place, repo, cache=self._caches.placement)
+                    )
+                    expanded = await self._expand(repo, placed, snapshot)
                     desired = await anyio.to_thread.run_sync(
                         functools.partial(
                             place_and_render,
@@ -805,6 +825,8 @@ class Engine:
                             revision=snapshot.revision,
                             instance=self.settings.instance,
                             caches=self._caches,
+                            placed=placed,
+                            expanded=expanded,
                         )
                     )
                     span.set_attribute("fleet.bundles", len(desired.repo.bundles))
@@ -871,6 +893,27 @@ class Engine:
             )
         finally:
             root.end()
+
+    async def _expand(
+        self, repo: model.Repo, placed: model.PlacementResult, snapshot: model.Snapshot
+    ) -> dict[str, model.Expansion]:
+        """The sources step (Kustomize, Helm, SOPS: docs/sources.md), in a span of its own when it has
+        anything to render; renderer processes started are counted in the metrics."""
+        if not any(b.sourced for b in repo.bundles.values()):
+            return {}
+        cache = self._caches.sources
+        before = dict(cache.runner.started)
+        with tracer.start_as_current_span("sources") as span:
+            expanded = await sources_mod.expand(
+                repo, placed, snapshot, settings=self.settings.sources, cache=cache
+            )
+            started = {t: n - before.get(t, 0) for t, n in cache.runner.started.items()}
+            for tool, n in started.items():
+                if n:
+                    self.metrics.renderer_processes.labels(tool=tool).inc(n)
+            span.set_attribute("fleet.renderer_processes", sum(started.values()))
+            span.set_attribute("fleet.bundles_expanded", len(expanded))
+        return expanded
 
     async def _keep(self, sha: str) -> None:
         """Record an accepted revision in the mirror: after a restart without the remote, it is enforced."""

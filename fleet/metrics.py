@@ -99,6 +99,12 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.renderer_processes = Counter(
+            "fleet_renderer_processes",
+            "Renderer processes started (kustomize, helm, sops): a revision that changes no source starts none.",
+            ["tool"],
+            registry=r,
+        )
         self.webhooks_refused = Counter(
             "fleet_webhooks_refused",
             "Webhook calls refused: missing or invalid signature, body too large or too slow.",

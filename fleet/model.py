@@ -10,7 +10,8 @@ Mappings held here are read-only by convention (`types.MappingProxyType` where c
 
 The pipeline::
 
-    Snapshot (source) -> Repo (repository) -> PlacementResult (placement) -> DesiredSet (render)
+    Snapshot (source) -> Repo (repository) -> PlacementResult (placement)
+        -> Expansion per sourced bundle (sources: Kustomize, Helm, SOPS) -> DesiredSet (render)
         -> Plan (plan) -> ChangeSet (apply) -> status, metrics, spans
 """
 
@@ -280,8 +281,77 @@ DEFAULT_ROLLOUT = RolloutSpec(waves=(WaveSpec(name="all"),))
 
 
 @dataclass(frozen=True)
+class KustomizeSource:
+    """`spec.source.kustomize`: ``kustomize build`` of `path`, a folder relative to the bundle folder (it may
+    use ``${cluster.*}``). `folder` is the bundle folder relative to the repository (or `--path`) root."""
+
+    path: str
+    folder: str
+    line: int = 1
+
+
+@dataclass(frozen=True)
+class HelmSource:
+    """`spec.source.helm`: ``helm template`` of a vendored chart folder.
+
+    `chart` and `values` are relative to the bundle folder (`folder`, relative to the repository root);
+    `values` entries and `set` values may use ``${cluster.*}``. `set` keeps the order of bundle.yaml.
+    `lines` maps ``chart``, ``values``, ``values.N``, ``set`` and ``set.KEY`` to their line in bundle.yaml.
+    """
+
+    chart: str
+    release_name: str
+    folder: str
+    values: tuple[str, ...] = ()
+    set: tuple[tuple[str, Any], ...] = ()
+    include_crds: bool = False
+    line: int = 1
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Source:
+    """`spec.source` (docs/sources.md): exactly one of `kustomize` and `helm`."""
+
+    kustomize: KustomizeSource | None = None
+    helm: HelmSource | None = None
+    line: int = 1
+
+
+@dataclass(frozen=True)
+class SourceRender:
+    """The manifests one run of a bundle's source produced (`fleet.sources`), shared by every cluster whose
+    inputs were the same. `key` is a hash of everything the run read (so equal keys mean equal manifests);
+    `substitute` says whether ``${cluster.*}`` is still substituted in them (not in Helm's output, whose
+    cluster values went in through the chart's values); `cluster_scoped` lists the (group, kind) of the
+    cluster-scoped CRDs among them."""
+
+    key: str
+    manifests: tuple[Manifest, ...]
+    substitute: bool = True
+    cluster_scoped: frozenset[tuple[str, str]] = frozenset()
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """What a bundle's source (or its SOPS decryption) gave for each of its placed clusters: the render it
+    gets, or the problem that broke it there. `key` is a hash of the whole assignment."""
+
+    bundle: str
+    key: str
+    renders: Mapping[str, SourceRender] = field(default_factory=dict)  # cluster -> render
+    errors: Mapping[str, Problem] = field(default_factory=dict)  # cluster -> problem
+
+
+@dataclass(frozen=True)
 class Bundle:
-    """A bundle parsed from ``bundles/<name>/bundle.yaml`` and its manifests."""
+    """A bundle parsed from ``bundles/<name>/bundle.yaml`` and its manifests.
+
+    With `source` (Kustomize or Helm) or `decrypt` (``"sops"``), `manifests` is not the whole story: the
+    sources step (`fleet.sources`) renders an `Expansion` that the render layer uses instead (`manifests`
+    then holds the plain, unencrypted manifests of a `decrypt` bundle without source, and `encrypted` the
+    SOPS-encrypted files among its manifest files, relative to the repository root).
+    """
 
     name: str
     path: str  # the bundle.yaml path, relative to the repo root
@@ -298,9 +368,17 @@ class Bundle:
     manifests: tuple[Manifest, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    source: Source | None = None
+    decrypt: str | None = None  # "sops"
+    encrypted: tuple[str, ...] = ()
     # Lines of fields of bundle.yaml for messages, e.g. ``dependsOn`` and ``dependsOn.NAME`` (one entry);
     # absent: 1. Not part of equality.
     lines: Mapping[str, int] = field(default_factory=dict, compare=False)
+
+    @property
+    def sourced(self) -> bool:
+        """Rendered through `fleet.sources` (a Kustomize or Helm source, or SOPS decryption)."""
+        return self.source is not None or self.decrypt is not None
 
 
 @dataclass(frozen=True)

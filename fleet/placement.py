@@ -471,11 +471,17 @@ def explain_wave(
 # Validation.
 
 
-def check(repo: model.Repo, *, revision: str | None = None) -> list[model.Problem]:
+def check(
+    repo: model.Repo,
+    *,
+    revision: str | None = None,
+    expanded: Mapping[str, model.Expansion] | None = None,
+) -> list[model.Problem]:
     """Placement and render problems for `fleet validate`, each at PATH:LINE of the field at fault.
 
     CEL errors are reported for every cluster on which the CEL was evaluated; then every placed pair is
-    rendered (see `fleet.render.render_all`), which reports overrides whose target matches no object,
+    rendered (see `fleet.render.render_all`; bundles with a source from `expanded`, see
+    `fleet.sources.expand`), which reports overrides whose target matches no object,
     unknown ``${cluster.*}`` variables and objects claimed by two bundles on one cluster.
     """
     from fleet import render  # render imports placement (override placement); import at use
@@ -494,7 +500,7 @@ def check(repo: model.Repo, *, revision: str | None = None) -> list[model.Proble
                 model.Problem(bundle.path, field_line, f"cluster {c}: {msg}", bundle=b, cluster=c)
             )
     problems.extend(_wave_problems(repo, result))
-    problems.extend(render.check(repo, result, revision=revision))
+    problems.extend(render.check(repo, result, revision=revision, expanded=expanded))
     return sorted(set(problems))
 
 

@@ -3,7 +3,10 @@
 Owns: `render` (bundle x cluster), `render_all` (every placed pair, sharing identical renders and
 detecting objects claimed by two bundles on one cluster), `check` (render-level problems for
 `fleet validate`), `RenderCache`, and the table of built-in cluster-scoped kinds.
-Does not: decide placement (`fleet.placement`), read files (`fleet.repository`), or talk to clusters.
+Does not: decide placement (`fleet.placement`), read files (`fleet.repository`), run Kustomize, Helm or
+SOPS (`fleet.sources` does, before this layer: a bundle with ``spec.source`` or ``spec.decrypt`` takes each
+cluster's manifests from its `model.Expansion`, and Helm's output is not substituted again), or talk to
+clusters.
 
 Steps, in order, for each manifest (SPEC.md sections 1 and 2):
 
@@ -38,6 +41,7 @@ which overrides apply. `RenderCache` keeps renders across calls, keyed by the bu
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import re
@@ -166,9 +170,18 @@ def hash_objects(objects: Iterable[Mapping[str, Any]]) -> str:
     return hashlib.sha256(canonical_json(stripped).encode()).hexdigest()
 
 
-def cluster_scoped_kinds(bundles: Iterable[model.Bundle]) -> frozenset[tuple[str, str]]:
-    """The built-in table plus the (group, kind) of every CRD in `bundles` with ``spec.scope: Cluster``."""
+def cluster_scoped_kinds(
+    bundles: Iterable[model.Bundle], expansions: Iterable[model.Expansion] = ()
+) -> frozenset[tuple[str, str]]:
+    """The built-in table plus the (group, kind) of every CRD in `bundles` (and in what their sources
+    rendered, `expansions`) with ``spec.scope: Cluster``."""
     extra: set[tuple[str, str]] = set()
+    seen: set[str] = set()
+    for expansion in expansions:
+        for r in expansion.renders.values():
+            if r.key not in seen:
+                seen.add(r.key)
+                extra |= r.cluster_scoped
     for bundle in bundles:
         for m in bundle.manifests:
             if m.kind == "CustomResourceDefinition" and _group(m.api_version) == "apiextensions.k8s.io":
@@ -415,6 +428,7 @@ def _render_plain(
     scoped: Collection[tuple[str, str]],
     applied: tuple[int, ...] | None = None,
     static: _Static | None = None,
+    substituting: bool = True,
 ) -> _Rendered:
     """Render without the revision annotation. `applied` lists the override indices selecting `cluster`
     (computed here when None). `static` shares the finished form of the manifests that use no
@@ -436,7 +450,7 @@ def _render_plain(
             continue
         _check_object(m)
         obj: dict[str, Any]
-        if _substitution_disabled(m.obj):
+        if not substituting or _substitution_disabled(m.obj):
             obj = copy.deepcopy(dict(m.obj))
         else:
             try:
@@ -628,10 +642,12 @@ def render_pairs(
     revision: str | None,
     instance: str = model.DEFAULT_INSTANCE,
     cache: RenderCache | None = None,
+    expanded: Mapping[str, model.Expansion] | None = None,
 ) -> tuple[dict[tuple[str, str], model.DesiredSet], dict[tuple[str, str], ObjectRenderError]]:
     """`render_all`, with errors as `ObjectRenderError` (path and line) instead of messages."""
     cache = cache if cache is not None else RenderCache()
-    scoped = cluster_scoped_kinds(repo.bundles.values())
+    expanded = expanded or {}
+    scoped = cluster_scoped_kinds(repo.bundles.values(), expanded.values())
     reg_key = placement.registry_key(repo.clusters)
     per_bundle: dict[str, _BundleRenders] = {}
     for b in sorted(placed.bundles):
@@ -639,13 +655,23 @@ def render_pairs(
         if bundle is None:
             continue
         key = bundle_key(bundle, instance=instance, scoped=scoped)
+        expansion = expanded.get(b) if bundle.sourced else None
+        if bundle.sourced:
+            key = hashlib.sha256(f"{key}\0{expansion.key if expansion else '-'}".encode()).hexdigest()
         stamp = (key, reg_key, placed.bundles[b])
         prev = cache.bundles.get(b)
         if prev is not None and prev.stamp == stamp and not prev.transient:
             per_bundle[b] = prev
             continue
         rendered, failed = _render_bundle(
-            repo, bundle, placed.bundles[b], key=key, instance=instance, scoped=scoped, cache=cache
+            repo,
+            bundle,
+            placed.bundles[b],
+            key=key,
+            instance=instance,
+            scoped=scoped,
+            cache=cache,
+            expansion=expansion,
         )
         idents: set[tuple[str, str, str, str]] = set()
         for r in {id(r): r for r in rendered.values()}.values():
@@ -732,13 +758,71 @@ def _render_bundle(
     instance: str,
     scoped: Collection[tuple[str, str]],
     cache: RenderCache,
+    expansion: model.Expansion | None = None,
 ) -> tuple[dict[tuple[str, str], _Rendered], dict[tuple[str, str], ObjectRenderError]]:
-    """Render one bundle on its clusters, sharing renders between clusters of the same variant."""
+    """Render one bundle on its clusters, sharing renders between clusters of the same variant. A bundle
+    with a source takes each cluster's manifests from its `expansion` (`fleet.sources`)."""
+    if not bundle.sourced:
+        return _render_group(
+            repo, bundle, clusters, key=key, instance=instance, scoped=scoped, cache=cache, substituting=True
+        )
+    rendered: dict[tuple[str, str], _Rendered] = {}
+    failed: dict[tuple[str, str], ObjectRenderError] = {}
+    groups: dict[str, tuple[model.SourceRender, list[str]]] = {}
+    for c in clusters:
+        if c not in repo.clusters:
+            continue
+        problem = expansion.errors.get(c) if expansion is not None else None
+        got = expansion.renders.get(c) if expansion is not None else None
+        if problem is not None:
+            where = f"{problem.path}:{problem.line}: " if problem.path else ""
+            failed[(bundle.name, c)] = ObjectRenderError(
+                f"{where}{problem.message}", path=problem.path or bundle.path, line=problem.line
+            )
+        elif got is None:
+            failed[(bundle.name, c)] = ObjectRenderError(
+                f"{bundle.path}:1: the bundle's source was not rendered for cluster {c} (fleet.sources)",
+                path=bundle.path,
+            )
+        else:
+            groups.setdefault(got.key, (got, []))[1].append(c)
+    for rkey, (got, members) in groups.items():
+        variant = dataclasses.replace(bundle, manifests=got.manifests)
+        gkey = hashlib.sha256(f"{key}\0{rkey}".encode()).hexdigest()
+        r, f = _render_group(
+            repo,
+            variant,
+            tuple(members),
+            key=gkey,
+            instance=instance,
+            scoped=scoped,
+            cache=cache,
+            substituting=got.substitute,
+        )
+        rendered.update(r)
+        failed.update(f)
+    return rendered, failed
+
+
+def _render_group(
+    repo: model.Repo,
+    bundle: model.Bundle,
+    clusters: tuple[str, ...],
+    *,
+    key: str,
+    instance: str,
+    scoped: Collection[tuple[str, str]],
+    cache: RenderCache,
+    substituting: bool,
+) -> tuple[dict[tuple[str, str], _Rendered], dict[tuple[str, str], ObjectRenderError]]:
+    """Render `bundle.manifests` on `clusters`; `substituting` False: its manifests are final text (Helm's
+    output) and only overrides may use ``${cluster.*}``."""
     rendered: dict[tuple[str, str], _Rendered] = {}
     failed: dict[tuple[str, str], ObjectRenderError] = {}
     used: set[str] = set()
-    for m in bundle.manifests:
-        used |= variables_used(m.obj)
+    if substituting:
+        for m in bundle.manifests:
+            used |= variables_used(m.obj)
     for o in bundle.overrides:
         for p in o.patches:
             used |= variables_used(p.merge if p.json is None else list(p.json))
@@ -747,7 +831,8 @@ def _render_bundle(
         plain=frozenset(
             i
             for i, m in enumerate(bundle.manifests)
-            if isinstance(m.obj, Mapping) and (_substitution_disabled(m.obj) or not variables_used(m.obj))
+            if isinstance(m.obj, Mapping)
+            and (not substituting or _substitution_disabled(m.obj) or not variables_used(m.obj))
         )
     )
     b = bundle.name
@@ -770,6 +855,7 @@ def _render_bundle(
                     scoped=scoped,
                     applied=variant[1] if bundle.overrides else (),
                     static=static,
+                    substituting=substituting,
                 )
             except ObjectRenderError as e:
                 hit = e
@@ -841,13 +927,18 @@ def render_all(
     revision: str | None,
     instance: str = model.DEFAULT_INSTANCE,
     cache: RenderCache | None = None,
+    expanded: Mapping[str, model.Expansion] | None = None,
 ) -> tuple[dict[tuple[str, str], model.DesiredSet], dict[tuple[str, str], str]]:
     """Render every placed (bundle, cluster) pair: `(desired, errors)`, both keyed by (bundle, cluster).
 
     A pair is in exactly one of the two. Pairs that render alike share their objects. Two bundles that
-    declare the same object on one cluster are both in error there. Blocking: run it off the event loop.
+    declare the same object on one cluster are both in error there. A bundle with a source (Kustomize,
+    Helm, SOPS) takes its manifests from `expanded` (`fleet.sources.expand`); without one, its pairs are
+    errors. Blocking: run it off the event loop.
     """
-    desired, failed = render_pairs(repo, placed, revision=revision, instance=instance, cache=cache)
+    desired, failed = render_pairs(
+        repo, placed, revision=revision, instance=instance, cache=cache, expanded=expanded
+    )
     return desired, {k: str(e) for k, e in failed.items()}
 
 
@@ -856,7 +947,11 @@ def render_all(
 
 
 def check(
-    repo: model.Repo, placed: model.PlacementResult, *, revision: str | None = None
+    repo: model.Repo,
+    placed: model.PlacementResult,
+    *,
+    revision: str | None = None,
+    expanded: Mapping[str, model.Expansion] | None = None,
 ) -> list[model.Problem]:
     """Render problems for `fleet validate`: unknown ``${cluster.*}`` variables and override targets that
     match no object (whatever the placement), and every render error of a placed pair."""
@@ -875,6 +970,8 @@ def check(
                             bundle=b,
                         )
                     )
+        if bundle.sourced:  # its objects are known per cluster only: render_pairs checks the targets
+            continue
         namespace = bundle.namespace or DEFAULT_NAMESPACE
         plain = [
             _default_namespace(copy.deepcopy(dict(m.obj)), namespace=namespace, scoped=scoped)
@@ -894,12 +991,17 @@ def check(
                         )
                     )
     static = {(p.bundle, p.path, p.line) for p in problems}
-    _desired, failed = render_pairs(repo, placed, revision=revision)
+    _desired, failed = render_pairs(repo, placed, revision=revision, expanded=expanded)
+    said: set[tuple[str, str, int, str]] = set()
     for (b, c), e in sorted(failed.items(), key=lambda kv: kv[0]):
         if (b, e.path, e.line) in static:
             continue
         path = e.path or repo.bundles[b].path
-        problems.append(model.Problem(path, e.line, _unprefixed(str(e), path, e.line), bundle=b, cluster=c))
+        message = _unprefixed(str(e), path, e.line)
+        if (b, path, e.line, message) in said:  # a source's failure is the same on every cluster
+            continue
+        said.add((b, path, e.line, message))
+        problems.append(model.Problem(path, e.line, message, bundle=b, cluster=c))
     return problems
 
 

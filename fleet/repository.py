@@ -66,7 +66,16 @@ BUNDLE_SPEC_FIELDS = (
     "adopt",
     "suspend",
     "rollout",
+    "source",
+    "decrypt",
 )
+SOURCE_FIELDS = ("kustomize", "helm")
+KUSTOMIZE_FIELDS = ("path",)
+HELM_FIELDS = ("chart", "releaseName", "values", "set", "includeCRDs")
+DECRYPTORS = ("sops",)
+CHART_FILE = "Chart.yaml"
+# Helm release names: lowercase DNS-1123 subdomain characters, at most 53 characters (Helm's own rule).
+_RELEASE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 ROLLOUT_FIELDS = ("waves", "progressDeadline", "onFailure")
 WAVE_FIELDS = ("name", "placement", "maxConcurrency", "maxFailures", "soak", "approval")
 PLACEMENT_FIELDS = ("clusters", "clusterSelector", "cel")
@@ -801,7 +810,20 @@ def _bundle_from(st: _State, d: _Doc, *, folder: str, rels: list[str]) -> model.
     suspend = d.boolean(spec, ("spec",), "suspend", False)
     rollout = _rollout(st, d, spec) if "rollout" in spec else model.DEFAULT_ROLLOUT
 
-    manifests = _manifests(st, d, folder=folder, rels=rels, paths=paths, namespace=namespace)
+    decrypt = _decrypt(d, spec)
+    source_spec = _source(st, d, spec, folder=folder, name=name or folder) if "source" in spec else None
+    encrypted: tuple[str, ...] = ()
+    if source_spec is not None:
+        if paths is not None:
+            d.error(
+                ("spec", "paths"),
+                "spec.paths does not apply with spec.source (the source reads the files it needs)",
+            )
+        manifests: tuple[model.Manifest, ...] = ()
+    else:
+        manifests, encrypted = _manifests(
+            st, d, folder=folder, rels=rels, paths=paths, namespace=namespace, decrypt=decrypt is not None
+        )
     if name is None:
         return None
     lines: dict[str, int] = {}
@@ -826,6 +848,9 @@ def _bundle_from(st: _State, d: _Doc, *, folder: str, rels: list[str]) -> model.
         manifests=manifests,
         labels=MappingProxyType(labels),
         annotations=MappingProxyType(annotations),
+        source=source_spec,
+        decrypt=decrypt,
+        encrypted=encrypted,
         lines=MappingProxyType(lines),
     )
 
@@ -1343,8 +1368,13 @@ def _manifests(
     rels: list[str],
     paths: tuple[str, ...] | None,
     namespace: str | None,
-) -> tuple[model.Manifest, ...]:
+    decrypt: bool = False,
+) -> tuple[tuple[model.Manifest, ...], tuple[str, ...]]:
+    """The manifests of a bundle without source, and (with `decrypt`) its SOPS-encrypted files, left to
+    `fleet.sources` to decrypt. Without `decrypt`, an encrypted file is an error: ciphertext is never
+    applied."""
     files = st.snapshot.files
+    encrypted: list[str] = []
     prefix = f"bundles/{folder}/"
     inner = [rel[len(prefix) :] for rel in rels]
     ignore_rel = prefix + IGNORE_FILE
@@ -1402,6 +1432,21 @@ def _manifests(
             st.problems.append(model.Problem(shown, e.line, str(e.args[0]), bundle=d.bundle))
             d.errors += 1
             continue
+        if b"sops" in data and any(is_sops_document(doc.data) for doc in docs):
+            if decrypt:
+                encrypted.append(rel)
+            else:
+                st.problems.append(
+                    model.Problem(
+                        shown,
+                        1,
+                        "is SOPS-encrypted: set spec.decrypt: sops in bundle.yaml to decrypt it (fleet never "
+                        "applies ciphertext)",
+                        bundle=d.bundle,
+                    )
+                )
+                d.errors += 1
+            continue
         found: list[model.Manifest] = []
         for doc in docs:
             objects, bad = manifests_of(doc, path=shown)
@@ -1426,7 +1471,215 @@ def _manifests(
                 continue
             seen[key] = where
             manifests.append(m)
-    return tuple(manifests)
+    return tuple(manifests), tuple(encrypted)
+
+
+def is_sops_document(data: Any) -> bool:
+    """A YAML or JSON document that SOPS encrypted: a top-level ``sops`` mapping with a ``mac``."""
+    return isinstance(data, dict) and isinstance(data.get("sops"), dict) and "mac" in data["sops"]
+
+
+def inside(folder: str, rel: str) -> str | None:
+    """`rel` (relative, POSIX) joined to `folder` (relative to the repository root) and normalised, or None
+    when the result leaves the root (through ``..``) or `rel` is absolute."""
+    if rel.startswith("/"):
+        return None
+    parts: list[str] = [p for p in folder.split("/") if p and p != "."]
+    for part in rel.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(part)
+    return "/".join(parts)
+
+
+def _decrypt(d: _Doc, spec: Mapping[str, Any]) -> str | None:
+    if spec.get("decrypt") is None:
+        return None
+    value = spec["decrypt"]
+    if value not in DECRYPTORS:
+        d.error(
+            ("spec", "decrypt"),
+            f"spec.decrypt must be {' or '.join(DECRYPTORS)} (SOPS with age keys), not {_quote(value)}",
+        )
+        return None
+    return str(value)
+
+
+def _relative_problem(value: Any, *, variables: bool) -> str | None:
+    """Why a path of spec.source (relative to the bundle folder) is refused before any I/O, or None."""
+    if not isinstance(value, str) or not value:
+        return f"must be a non-empty string, not {_quote(value)}"
+    if not variables and "${cluster." in value:
+        return "cannot use ${cluster.*} here"
+    text = _VARIABLE.sub("x", value) if variables else value
+    return source.unsafe_path(text)
+
+
+def _source(st: _State, d: _Doc, spec: Mapping[str, Any], *, folder: str, name: str) -> model.Source | None:
+    """`spec.source`: exactly one of kustomize and helm (docs/sources.md)."""
+    path: Path_ = ("spec", "source")
+    raw = d.mapping(spec["source"], path)
+    if raw is None:
+        return None
+    d.unknown_fields(raw, path, SOURCE_FIELDS)
+    chosen = [k for k in SOURCE_FIELDS if k in raw]
+    if len(chosen) != 1:
+        d.error(path, "spec.source must have exactly one of kustomize and helm")
+        return None
+    base = f"bundles/{folder}"
+    files = st.snapshot.files
+    line = d.line(path)
+    if chosen[0] == "kustomize":
+        kpath: Path_ = (*path, "kustomize")
+        k = d.mapping(raw["kustomize"], kpath)
+        if k is None:
+            return None
+        d.unknown_fields(k, kpath, KUSTOMIZE_FIELDS)
+        if "path" not in k:
+            d.error(
+                kpath,
+                "spec.source.kustomize.path is missing (a folder of the bundle holding a kustomization)",
+            )
+            return None
+        value = k["path"]
+        why = _relative_problem(value, variables=True)
+        if why:
+            d.error((*kpath, "path"), f"spec.source.kustomize.path {_quote(value)} {why}")
+            return None
+        if "${cluster." not in value:
+            where = inside(base, value)
+            if where is None or not any(f.startswith(where + "/") for f in files):
+                d.error(
+                    (*kpath, "path"), f"spec.source.kustomize.path {_quote(value)}: no such folder in {base}/"
+                )
+                return None
+        return model.Source(
+            kustomize=model.KustomizeSource(path=value, folder=base, line=d.line((*kpath, "path"))), line=line
+        )
+    hpath: Path_ = (*path, "helm")
+    h = d.mapping(raw["helm"], hpath)
+    if h is None:
+        return None
+    d.unknown_fields(h, hpath, HELM_FIELDS)
+    ok = True
+    lines: dict[str, int] = {}
+    chart = h.get("chart")
+    if "chart" not in h:
+        d.error(hpath, "spec.source.helm.chart is missing (a chart folder of the repository)")
+        ok = False
+    else:
+        lines["chart"] = d.line((*hpath, "chart"))
+        why = _relative_problem(chart, variables=False)
+        where = inside(base, chart) if isinstance(chart, str) and not why else None
+        if why is None and where is None:
+            why = "leaves the repository"
+        if why:
+            d.error((*hpath, "chart"), f"spec.source.helm.chart {_quote(chart)} {why}")
+            ok = False
+        elif f"{where}/{CHART_FILE}" not in files:
+            d.error(
+                (*hpath, "chart"),
+                f"spec.source.helm.chart {_quote(chart)}: no {CHART_FILE} in {st.shown(where or '.')}/ (the chart "
+                "must be vendored in the repository)",
+            )
+            ok = False
+    release = h.get("releaseName", name)
+    if "releaseName" in h:
+        lines["releaseName"] = d.line((*hpath, "releaseName"))
+        if not isinstance(release, str) or len(release) > 53 or not _RELEASE_NAME.fullmatch(release):
+            d.error(
+                (*hpath, "releaseName"),
+                f"spec.source.helm.releaseName {_quote(release)} is not a Helm release name (lowercase letters, "
+                "digits, '-' and '.', at most 53 characters)",
+            )
+            ok = False
+    values: list[str] = []
+    if h.get("values") is not None:
+        vpath: Path_ = (*hpath, "values")
+        lines["values"] = d.line(vpath)
+        if not isinstance(h["values"], list):
+            d.error(vpath, f"spec.source.helm.values must be a list of files, not {_describe(h['values'])}")
+            ok = False
+        else:
+            for i, entry in enumerate(h["values"]):
+                lines[f"values.{i}"] = d.value_line((*vpath, i))
+                why = _relative_problem(entry, variables=True)
+                if why:
+                    d.error((*vpath, i), f"spec.source.helm.values[{i}] {_quote(entry)} {why}")
+                    ok = False
+                    continue
+                if "${cluster." not in entry and f"{base}/{inside('', entry)}" not in files:
+                    d.error(
+                        (*vpath, i), f"spec.source.helm.values[{i}] {_quote(entry)}: no such file in {base}/"
+                    )
+                    ok = False
+                    continue
+                values.append(entry)
+    settings: list[tuple[str, Any]] = []
+    if h.get("set") is not None:
+        spath: Path_ = (*hpath, "set")
+        lines["set"] = d.line(spath)
+        m = d.mapping(h["set"], spath)
+        if m is None:
+            ok = False
+        else:
+            for key, value in m.items():
+                lines[f"set.{key}"] = d.line((*spath, str(key)))
+                why = set_key_problem(str(key))
+                if why:
+                    d.error((*spath, str(key)), f"spec.source.helm.set key {_quote(key)} {why}")
+                    ok = False
+                    continue
+                settings.append((str(key), value))
+    include_crds = d.boolean(h, hpath, "includeCRDs", False)
+    if not ok:
+        return None
+    assert isinstance(chart, str) and isinstance(release, str)
+    return model.Source(
+        helm=model.HelmSource(
+            chart=chart,
+            release_name=release,
+            folder=base,
+            values=tuple(values),
+            set=tuple(settings),
+            include_crds=include_crds,
+            line=d.line(hpath),
+            lines=MappingProxyType(lines),
+        ),
+        line=line,
+    )
+
+
+def set_key_problem(key: str) -> str | None:
+    """Why a key of spec.source.helm.set is refused (dotted names, ``\\.`` for a literal dot), or None."""
+    if "[" in key or "]" in key:
+        return "uses list indexes, which fleet does not take here: set the whole list instead"
+    if any(not part for part in split_set_key(key)):
+        return "has an empty part (two dots in a row, or a dot at an end)"
+    return None
+
+
+def split_set_key(key: str) -> list[str]:
+    """``image.tag`` -> ``["image", "tag"]``; ``a\\.b.c`` -> ``["a.b", "c"]``."""
+    parts = [""]
+    i = 0
+    while i < len(key):
+        c = key[i]
+        if c == "\\" and i + 1 < len(key) and key[i + 1] == ".":
+            parts[-1] += "."
+            i += 2
+            continue
+        if c == ".":
+            parts.append("")
+        else:
+            parts[-1] += c
+        i += 1
+    return parts
 
 
 def _is_list(obj: Mapping[str, Any]) -> bool:

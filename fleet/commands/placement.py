@@ -3,7 +3,8 @@
 Owns: the flags and the output of `plan` (table or JSON; `--explain`, `--diff-rev`) and `render` (YAML of
 the exact objects one cluster would receive, Secret values redacted unless `--show-secrets`).
 Does not: place or render anything itself (`fleet.placement`, `fleet.render` do, in worker threads), read
-git (`fleet.repository.load` does and says on stderr what it read), or talk to clusters.
+git (`fleet.commands.rendering.load` does and says on stderr what it read), run renderers
+(`fleet.sources` does, through `fleet.commands.rendering.expand`), or talk to clusters.
 
 Output contract (SPEC.md section 3): `plan --format json` prints only
 ``{"revision": SHA|null, "bundles": {BUNDLE: [CLUSTER, ...sorted]}, "errors": {BUNDLE: {CLUSTER: MESSAGE}}}``
@@ -28,8 +29,8 @@ import anyio.to_thread
 import typer
 import yaml
 
-from fleet import errors, model, placement, render, repository, source
-from fleet.commands import common
+from fleet import errors, model, placement, render, source, sources
+from fleet.commands import common, rendering
 from fleet.core import durations, rollout
 
 REDACTED = "<redacted>"
@@ -52,10 +53,16 @@ class Outcome:
     waves: Mapping[str, rollout.Membership]
 
 
-def outcome(repo: model.Repo) -> Outcome:
-    """Place and render every pair of `repo` (blocking; run in a thread)."""
-    placed = placement.place(repo)
-    desired, render_errors = render.render_all(repo, placed, revision=repo.revision)
+def outcome(
+    repo: model.Repo,
+    *,
+    placed: model.PlacementResult | None = None,
+    expanded: Mapping[str, model.Expansion] | None = None,
+) -> Outcome:
+    """Place (unless `placed` is given) and render every pair of `repo`, the sourced bundles from
+    `expanded` (`fleet.sources.expand`). Blocking; run in a thread."""
+    placed = placed if placed is not None else placement.place(repo)
+    desired, render_errors = render.render_all(repo, placed, revision=repo.revision, expanded=expanded)
     errs: dict[str, dict[str, str]] = {b: dict(cs) for b, cs in placed.errors.items()}
     for (b, c), msg in render_errors.items():
         errs.setdefault(b, {})[c] = msg
@@ -75,12 +82,21 @@ def outcome(repo: model.Repo) -> Outcome:
     )
 
 
-async def _load(repo_path: str, *, rev: str | None, path: str, code: int = 2) -> model.Repo:
-    """The parsed repository; when it cannot be read at all, the reason on stderr and exit `code`."""
+async def _load(
+    repo_path: str, *, rev: str | None, path: str, code: int = 2
+) -> tuple[model.Repo, model.Snapshot]:
+    """The parsed repository and its files; when it cannot be read at all, the reason on stderr and exit
+    `code`."""
     try:
-        return await repository.load(repo_path, rev=rev, path=path, worktree_default=True)
+        return await rendering.load(repo_path, rev=rev, path=path, worktree_default=True)
     except errors.FleetError as e:
         common.fail(str(e), code=code)
+
+
+async def _outcome(repo: model.Repo, snapshot: model.Snapshot, settings: sources.Settings) -> Outcome:
+    """Placement, the sources step, then render (what would be applied, exactly)."""
+    placed, expanded = await rendering.expand(repo, snapshot, settings)
+    return await anyio.to_thread.run_sync(functools.partial(outcome, repo, placed=placed, expanded=expanded))
 
 
 def _report_problems(repo: model.Repo) -> bool:
@@ -196,15 +212,16 @@ async def _plan(
     fmt: Format,
     explain: str | None,
     diff_rev: str | None,
+    settings: sources.Settings,
 ) -> int:
-    repo = await _load(repo_path, rev=rev, path=path, code=1)  # SPEC: plan exits only 0 or 1
+    repo, snap = await _load(repo_path, rev=rev, path=path, code=1)  # SPEC: plan exits only 0 or 1
     invalid = _report_problems(repo)  # includes the warning for a revision without clusters or bundles
-    out = await anyio.to_thread.run_sync(functools.partial(outcome, repo))
+    out = await _outcome(repo, snap, settings)
     if explain is not None:
         _explain(out, explain, fmt)
     elif diff_rev is not None:
-        base_repo = await _load(repo_path, rev=diff_rev, path=path, code=1)
-        base = await anyio.to_thread.run_sync(functools.partial(outcome, base_repo))
+        base_repo, base_snap = await _load(repo_path, rev=diff_rev, path=path, code=1)
+        base = await _outcome(base_repo, base_snap, settings)
         changes = _diff(base, out)
         if fmt is Format.JSON:
             # SPEC section 3: the same three keys as plain `plan --format json`, `bundles` listing only
@@ -257,11 +274,26 @@ def plan(
         help="List only the pairs that change from OLD (a revision, written like --rev): added, removed, or "
         "with changed objects.",
     ),
+    helm_binary: str | None = rendering.helm_option(),
+    sops_age_key_file: str | None = rendering.key_option(),
+    render_timeout: str = rendering.timeout_option(),
 ) -> None:
     """Which bundle goes to which cluster; exit 1 when any pair is in error or the repo is invalid."""
     if explain is not None and diff_rev is not None:
         common.fail("--explain and --diff-rev exclude each other", code=2)
-    raise typer.Exit(common.run(_plan, repo, rev, path, fmt, explain, diff_rev))
+    settings = _settings(helm_binary, sops_age_key_file, render_timeout, code=1)  # plan exits 0 or 1
+    raise typer.Exit(common.run(_plan, repo, rev, path, fmt, explain, diff_rev, settings))
+
+
+def _settings(
+    helm_binary: str | None, key_file: str | None, render_timeout: str, *, code: int = 2
+) -> sources.Settings:
+    try:
+        return rendering.settings(
+            helm_binary=helm_binary, age_key_file=key_file, render_timeout=render_timeout
+        )
+    except errors.InputError as e:
+        common.fail(str(e), code=code)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -289,9 +321,15 @@ def _dump(obj: Mapping[str, Any]) -> str:
 
 
 async def _render(
-    repo_path: str, cluster: str, bundle: str | None, show_secrets: bool, rev: str | None, path: str
+    repo_path: str,
+    cluster: str,
+    bundle: str | None,
+    show_secrets: bool,
+    rev: str | None,
+    path: str,
+    settings: sources.Settings,
 ) -> int:
-    repo = await _load(repo_path, rev=rev, path=path)
+    repo, snap = await _load(repo_path, rev=rev, path=path)
     invalid = _report_problems(repo)
     if cluster not in repo.clusters:
         if cluster in repo.broken_clusters:
@@ -302,7 +340,7 @@ async def _render(
         if bundle in repo.broken_bundles:
             common.fail(f"bundle {bundle!r} is broken; fix the problems above first")
         common.fail(f"no bundle named {bundle!r} (bundles: {', '.join(sorted(repo.bundles)) or 'none'})")
-    out = await anyio.to_thread.run_sync(functools.partial(outcome, repo))
+    out = await _outcome(repo, snap, settings)
     wanted = [bundle] if bundle is not None else sorted(repo.bundles)
     failed = False
     docs: list[str] = []
@@ -339,9 +377,13 @@ def render_cmd(
         None, "--rev", help=f"Read this commit instead of the work tree. {source.REV_HELP}"
     ),
     path: str = typer.Option("", "--path", help="Subfolder holding clusters/ and bundles/."),
+    helm_binary: str | None = rendering.helm_option(),
+    sops_age_key_file: str | None = rendering.key_option(),
+    render_timeout: str = rendering.timeout_option(),
 ) -> None:
     """The exact objects a cluster would receive, as YAML; Secret values shown as <redacted>."""
-    raise typer.Exit(common.run(_render, repo, cluster, bundle, show_secrets, rev, path))
+    settings = _settings(helm_binary, sops_age_key_file, render_timeout)
+    raise typer.Exit(common.run(_render, repo, cluster, bundle, show_secrets, rev, path, settings))
 
 
 def register(app: typer.Typer) -> None:

@@ -5,12 +5,14 @@ Owns: the flags of `validate` and its output: ``PATH:LINE: message`` lines on st
 ``N clusters, M bundles, K objects`` and exit 0. A repository that cannot be read at all (not a git
 repository, unknown revision, a nonexistent path, over a whole-revision limit) is one ``PATH:1: message``
 line (PATH: the repository as given) and exit 1: SPEC section 3 allows validate only 0 or 1.
-Does not: parse or decide anything itself (`fleet.repository` does, and `fleet.placement.check` adds the
-checks that need placement and render, when that layer provides it).
+Does not: parse or decide anything itself (`fleet.repository` does, `fleet.sources` renders the bundles
+with a Kustomize, Helm or SOPS source, and `fleet.placement.check` adds the checks that need placement and
+render, when that layer provides it).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from typing import Any
@@ -18,12 +20,12 @@ from typing import Any
 import anyio.to_thread
 import typer
 
-from fleet import errors, model, repository, source
-from fleet.commands import common
+from fleet import errors, model, source, sources
+from fleet.commands import common, rendering
 
 
-def _placement_checker() -> Callable[[model.Repo], list[model.Problem]] | None:
-    """`fleet.placement.check(repo)` when the placement layer provides it."""
+def _placement_checker() -> Callable[..., list[model.Problem]] | None:
+    """`fleet.placement.check(repo, expanded=...)` when the placement layer provides it."""
     try:
         module = importlib.import_module("fleet.placement")
     except ImportError:
@@ -45,18 +47,20 @@ def unreadable(repo_path: str, error: errors.FleetError) -> model.Problem:
     return model.Problem(shown, 1, message)
 
 
-async def _validate(repo_path: str, rev: str | None, path: str) -> int:
+async def _validate(repo_path: str, rev: str | None, path: str, settings: sources.Settings) -> int:
     try:
-        repo = await repository.load(repo_path, rev=rev, path=path, worktree_default=True)
+        repo, snap = await rendering.load(repo_path, rev=rev, path=path, worktree_default=True)
     except errors.FleetError as e:
         typer.echo(str(unreadable(repo_path, e)))
         common.info("1 error(s), 0 warning(s)")
         return 1
     problems = list(repo.problems)
     check = _placement_checker()
+    expanded: dict[str, model.Expansion] = {}
     if check is not None:
         # Placement (CEL) and rendering are CPU-bound: off the event loop (docs/placement.md, "Cost").
-        problems.extend(await anyio.to_thread.run_sync(check, repo))
+        _placed, expanded = await rendering.expand(repo, snap, settings)
+        problems.extend(await anyio.to_thread.run_sync(functools.partial(check, repo, expanded=expanded)))
     problems.sort(key=lambda p: (p.path, p.line))
     for p in problems:
         typer.echo(str(p))
@@ -65,7 +69,11 @@ async def _validate(repo_path: str, rev: str | None, path: str) -> int:
         n_warnings = len(problems) - n_errors
         common.info(f"{n_errors} error(s), {n_warnings} warning(s)")
         return 1
-    objects = sum(len(b.manifests) for b in repo.bundles.values())
+    objects = 0
+    for b in repo.bundles.values():
+        renders = list(expanded[b.name].renders.values()) if b.name in expanded else []
+        # A bundle with a source counts the objects of its largest render (they may differ per cluster).
+        objects += max((len(r.manifests) for r in renders), default=0) if b.sourced else len(b.manifests)
     typer.echo(f"{len(repo.clusters)} clusters, {len(repo.bundles)} bundles, {objects} objects")
     return 0
 
@@ -78,9 +86,18 @@ def validate(
         None, "--rev", help=f"Read this commit instead of the work tree. {source.REV_HELP}"
     ),
     path: str = typer.Option("", "--path", help="Subfolder holding clusters/ and bundles/."),
+    helm_binary: str | None = rendering.helm_option(),
+    sops_age_key_file: str | None = rendering.key_option(),
+    render_timeout: str = rendering.timeout_option(),
 ) -> None:
     """Check the repository: every problem as PATH:LINE: message; exit 1 on any error."""
-    code = common.run(_validate, repo, rev, path)
+    try:
+        settings = rendering.settings(
+            helm_binary=helm_binary, age_key_file=sops_age_key_file, render_timeout=render_timeout
+        )
+    except errors.InputError as e:
+        common.fail(str(e), code=1)  # SPEC section 3: validate exits 0 or 1 only
+    code = common.run(_validate, repo, rev, path, settings)
     raise typer.Exit(code)
 
 

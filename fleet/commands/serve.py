@@ -20,7 +20,7 @@ import httpx
 import typer
 
 from fleet import engine, errors, kube, model, server, source, state, statusview, telemetry
-from fleet.commands import common
+from fleet.commands import common, rendering
 
 log = logging.getLogger("fleet.serve")
 
@@ -216,6 +216,9 @@ def register_serve(app: typer.Typer) -> None:
             help="Deadline of one cluster's round (health waits excluded).",
         ),
         log_level: str = typer.Option("info", "--log-level", envvar="FLEET_LOG_LEVEL"),
+        helm_binary: str | None = rendering.helm_option(serve=True),
+        sops_age_key_file: str | None = rendering.key_option(serve=True),
+        render_timeout: str = rendering.timeout_option(serve=True),
     ) -> None:
         """Run the controller: follow a branch, reconcile every cluster, serve the API and status page."""
 
@@ -295,6 +298,16 @@ def register_serve(app: typer.Typer) -> None:
                 webhook_secret=server.read_secret_file(webhook_secret_file, option=f("webhook_secret_file")),
                 jaeger_url=jaeger_url,
             )
+            renderers = rendering.settings(
+                helm_binary=helm_binary,
+                age_key_file=sops_age_key_file,
+                render_timeout=render_timeout,
+                flags={
+                    "helm": f("helm_binary"),
+                    "key": f("sops_age_key_file"),
+                    "timeout": f("render_timeout"),
+                },
+            )
             settings = engine.Settings(
                 repo=repo,
                 state_dir=state_path,
@@ -309,6 +322,7 @@ def register_serve(app: typer.Typer) -> None:
                 credentials=credentials,
                 health_timeout=durations["health_timeout"],
                 round_timeout=durations["round_timeout"],
+                sources=renderers,
             )
             kube_settings = kube.Settings(
                 qps=qps,

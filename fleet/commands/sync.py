@@ -18,15 +18,16 @@ from __future__ import annotations
 import json
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import typer
 
 from fleet import diff as diff_mod
-from fleet import errors, inventory, kube, model, placement, reconcile, render, repository, source
-from fleet.commands import common
+from fleet import errors, inventory, kube, model, reconcile, render, source
+from fleet import sources as sources_mod
+from fleet.commands import common, rendering
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Request:
     request_timeout: float
     retry_budget: float
     round_timeout: float = 600.0
+    sources: sources_mod.Settings = field(default_factory=sources_mod.Settings)
 
 
 def _checked_request(
@@ -60,12 +62,18 @@ def _checked_request(
     request_timeout: str,
     retry_budget: str,
     round_timeout: str,
+    helm_binary: str | None = None,
+    sops_age_key_file: str | None = None,
+    render_timeout: str = "60s",
 ) -> Request:
     """The flags shared by `sync` and `diff`, checked before anything is read (InputError naming the flag)."""
     common.check_rev(rev)
     source.check_subpath(path)
     common.check_instance(instance)
     common.check_count(concurrency, flag="--concurrency", minimum=1)
+    renderers = rendering.settings(
+        helm_binary=helm_binary, age_key_file=sops_age_key_file, render_timeout=render_timeout
+    )
     return Request(
         repo,
         rev,
@@ -79,6 +87,7 @@ def _checked_request(
         common.parse_duration(request_timeout, flag="--request-timeout", minimum=0.1, maximum=common.HOUR),
         common.parse_duration(retry_budget, flag="--retry-budget", maximum=common.HOUR),
         common.parse_duration(round_timeout, flag="--round-timeout", minimum=10.0, maximum=common.DAY),
+        renderers,
     )
 
 
@@ -87,7 +96,9 @@ async def prepare(
 ) -> tuple[model.Repo, dict[str, dict[str, Any]], kube.Kubeconfig]:
     common.check_count(c.concurrency, flag="--concurrency", minimum=1)
     common.check_instance(c.instance)
-    repo = await repository.load(c.repo, rev=c.rev, path=c.path, worktree=c.worktree, worktree_default=False)
+    repo, snapshot = await rendering.load(
+        c.repo, rev=c.rev, path=c.path, worktree=c.worktree, worktree_default=False
+    )
     for problem in repo.problems:
         common.info(str(problem))
     clusters_seen = len(repo.clusters) + len(repo.broken_clusters)
@@ -98,9 +109,11 @@ async def prepare(
             f"the revision read holds {what} at all; refusing to act on it (a broken checkout looks like "
             "that). Pass --allow-empty-repo if this is really wanted"
         )
-    placed = await anyio.to_thread.run_sync(lambda: placement.place(repo))
+    placed, expanded = await rendering.expand(repo, snapshot, c.sources)
     desired, render_errors = await anyio.to_thread.run_sync(
-        lambda: render.render_all(repo, placed, revision=repo.revision, instance=c.instance)
+        lambda: render.render_all(
+            repo, placed, revision=repo.revision, instance=c.instance, expanded=expanded
+        )
     )
     targets = reconcile.targets_for(repo, placed, desired, render_errors)
     kubeconfig = await kube.load_kubeconfig(c.kubeconfig, allow_exec_auth=c.allow_exec_auth)
@@ -278,6 +291,9 @@ def register(app: typer.Typer) -> None:
         round_timeout: str = typer.Option(
             "10m", "--round-timeout", help="Deadline of one cluster's round (health waits excluded)."
         ),
+        helm_binary: str | None = rendering.helm_option(),
+        sops_age_key_file: str | None = rendering.key_option(),
+        render_timeout: str = rendering.timeout_option(),
     ) -> None:
         """One full reconcile of every cluster, then exit (0: every placed pair applied and healthy)."""
         if output not in ("table", "json"):
@@ -296,6 +312,9 @@ def register(app: typer.Typer) -> None:
                 request_timeout,
                 retry_budget,
                 round_timeout,
+                helm_binary,
+                sops_age_key_file,
+                render_timeout,
             )
             health_timeout = common.parse_duration(timeout, flag="--timeout", minimum=1.0, maximum=common.DAY)
         except errors.InputError as e:
@@ -335,6 +354,9 @@ def register(app: typer.Typer) -> None:
         round_timeout: str = typer.Option(
             "10m", "--round-timeout", help="Deadline of one cluster's round (health waits excluded)."
         ),
+        helm_binary: str | None = rendering.helm_option(),
+        sops_age_key_file: str | None = rendering.key_option(),
+        render_timeout: str = rendering.timeout_option(),
     ) -> None:
         """Server-side dry-run diff against the live clusters (exit 0 none, 1 differences, 2 error)."""
         try:
@@ -351,6 +373,9 @@ def register(app: typer.Typer) -> None:
                 request_timeout,
                 retry_budget,
                 round_timeout,
+                helm_binary,
+                sops_age_key_file,
+                render_timeout,
             )
         except errors.InputError as e:
             common.fail(str(e), code=2)
