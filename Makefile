@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean browser
+.PHONY: demo test lint typecheck unit bench clean browser tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,7 +26,19 @@ typecheck: $(STAMP)
 browser:
 	bash .ci/install-browser
 
-unit: $(STAMP) browser
+# The real control plane, Jaeger and Helm for the `real` tests (docs/real-cluster.md), built from Go
+# modules with the machine's Go. The binaries are the stamp: rebuilt only when a go.mod, a go.sum or
+# the build script changed; Go's module and build caches make that rebuild quick.
+TOOLS := tests/tools
+TOOL_BINS := $(addprefix $(TOOLS)/bin/,etcd jaeger kube-apiserver kube-controller-manager helm)
+
+$(TOOL_BINS) &: $(TOOLS)/build $(TOOLS)/go.mod $(TOOLS)/go.sum $(TOOLS)/jaeger/go.mod $(TOOLS)/jaeger/go.sum $(TOOLS)/helm/go.mod $(TOOLS)/helm/go.sum
+	$(TOOLS)/build
+	touch $(TOOL_BINS)
+
+tools: $(TOOL_BINS)
+
+unit: $(STAMP) browser tools
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
