@@ -402,6 +402,7 @@ class Engine:
         self.rollouts = rollouts.Conductor(
             store=store, metrics=self.metrics, wake=self._rollout_wake, save=self._save
         )
+        self.metrics.rounds_in_flight.set_function(lambda: self._in_flight)
         self._restore()
         self.rollouts.restore()
         if store.set_aside is not None:

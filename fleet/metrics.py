@@ -65,6 +65,9 @@ class Metrics:
             ["bundle", "state"],
             registry=r,
         )
+        self.rounds_in_flight = Gauge(
+            "fleet_rounds_in_flight", "Cluster rounds running now (at most --concurrency).", registry=r
+        )
         self.cluster_state = Gauge(
             "fleet_cluster_state",
             "1 for the state each cluster is in, 0 for the others.",

@@ -3,6 +3,8 @@ and a real git repository (connection floods, hostile headers, a full disk, a co
 
 from __future__ import annotations
 
+import base64
+import copy
 import socket
 import time
 from collections.abc import Iterator
@@ -10,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pygit2
 import pytest
 
 from fleet.sim import testing
-from tests.reconcile_support import GitOpsRepo, configmap, live_objects, send, writes
-from tests.support import disk, serve
+from tests.reconcile_support import GitOpsRepo, configmap, live_objects, run_fleet, send, writes
+from tests.support import disk, faultproxy, githttp, otlp, serve
 
 CLUSTERS = ["eu-1", "us-1"]
+JSON_HEADERS = {"Content-Type": "application/json"}
 SECRET = "webhook-secret-for-tests"
 
 
@@ -201,3 +205,186 @@ def test_a_corrupt_state_database_is_set_aside_loudly_and_rebuilt_without_touchi
     assert status["stateStore"]["setAside"]["path"] == str(moved)
     for c in CLUSTERS:  # rebuilt from the clusters: they already held the revision, nothing written
         assert writes(sim.journal_sync(c, since=marks[c])) == [], c
+
+
+def rss_peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.slow
+def test_a_cold_start_with_two_hundred_clusters_keeps_to_its_concurrency_and_bounded_memory(
+    tmp_path: Path,
+) -> None:
+    """RELIABILITY 22. Every request to every cluster is slowed by 20 ms so that rounds overlap; the number
+    of rounds in flight is sampled from /metrics all along. (The per-cluster request rate is the token
+    bucket's, tested in tests/test_kube_client.py::test_requests_are_rate_limited_per_cluster.)"""
+    n, concurrency = 200, 4
+    names = [f"c{i:03d}" for i in range(n)]
+    repo = GitOpsRepo(tmp_path / "repo")
+    for name in names:
+        repo.cluster(name, labels={"env": "prod"})
+    repo.bundle("settings", [configmap("settings", colour="blue")], namespace="apps", selector={})
+    repo.bundle("more", [configmap(f"more-{i}") for i in range(5)], namespace="apps", selector={})
+    head = repo.commit("first")
+    with testing.serving(names=names) as many:
+        for name in names:
+            many.faults_sync(name, {"latencyMs": 20})
+        with serve.serving(
+            repo=repo.root,
+            kubeconfig=many.kubeconfig,
+            state_dir=tmp_path / "state",
+            log=tmp_path / "serve.log",
+            args=["--interval", "1h", "--concurrency", str(concurrency)],
+        ) as fleet:
+            seen: list[float] = []
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                seen.append(fleet.metric("fleet_rounds_in_flight"))
+                doc = fleet.status()
+                clusters = doc.get("clusters") or {}
+                if len(clusters) == n and all(
+                    c["state"] == "Synced" and c["revision"] == head for c in clusters.values()
+                ):
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError(f"not converged: {fleet.logs()[-3000:]}")
+            peak = rss_peak_mb(fleet.proc.pid)
+        assert max(seen) <= concurrency, max(seen)
+        assert max(seen) >= 2, "rounds never overlapped: the sampling saw nothing"
+        assert peak < 400, f"peak RSS {peak:.0f} MB"
+        for name in ("c000", "c199"):
+            assert set(live_objects(many, name, namespace="apps")) >= {"settings", "more-0", "more-4"}
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_round_that_cannot_finish_ends_within_the_grace_period_with_exit_0(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    """RELIABILITY 20. A new commit's applies hang on one cluster (the sim never answers them, and the
+    request timeout is longer than the grace period): SIGTERM cancels that round after the 20 s grace."""
+    with start(tmp_path, gitops, sim, "--request-timeout", "5m", "--retry-budget", "5m") as fleet:
+        fleet.wait_for(all_synced, what="Synced")
+        sim.faults_sync("eu-1", {"hang": True, "method": "PATCH"})
+        gitops.bundle("settings", [configmap("settings", colour="green")], namespace="apps", selector={})
+        gitops.commit("green")
+        deadline = time.monotonic() + 30
+        while not any(
+            r["method"] == "PATCH" and r["status"] == 0 for r in sim.journal_sync("eu-1")
+        ):  # the apply is in flight and hung
+            assert time.monotonic() < deadline, fleet.logs()[-3000:]
+            time.sleep(0.2)
+        started = time.monotonic()
+        code = fleet.terminate(timeout=60)
+        took = time.monotonic() - started
+    assert code == 0, fleet.logs()[-3000:]
+    assert took < 20 + 10, took
+    assert "shutting down" in fleet.logs() and "stopped" in fleet.logs()
+    assert owned_settings(sim, "us-1")["data"] == {"colour": "green"}  # the other cluster finished
+
+
+@pytest.mark.slow
+def test_no_secret_value_or_credential_reaches_logs_status_metrics_traces_or_the_cli(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    """RELIABILITY 23 and 24 in one controller run: a Secret canary (applied), a second canary in a Secret
+    the server rejects (its message names the field), the git token in the repository URL (a real
+    smart-HTTP server that demands it), and a bearer token in every kubeconfig user. None of them, raw or
+    base64, may appear in the log, the status document, the metrics, the exported spans or `fleet
+    status`'s output."""
+    applied, rejected = "canary-applied-5e1f", "canary-rejected-77aa"
+    kube_token = "kube-token-canary-0b9d"
+    repo = GitOpsRepo(tmp_path / "work")
+    for name in CLUSTERS:
+        repo.cluster(name, labels={"region": name.split("-")[0]})
+    repo.bundle(
+        "settings",
+        [
+            configmap("settings", colour="blue"),
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "stringData": {"pw": applied}},
+        ],
+        namespace="apps",
+        selector={},
+    )
+    refused = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "pull"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": rejected},
+    }
+    repo.bundle("registry", [refused], namespace="apps", selector={})
+    repo.commit("first")
+    served = tmp_path / "served"
+    pygit2.clone_repository(str(repo.root), str(served / "fleet.git"), bare=True)
+    kubeconfig = copy.deepcopy(sim.kubeconfig_dict)
+    for user in kubeconfig["users"]:
+        user["user"] = {"token": kube_token}
+    # An admission webhook (or an older server) that quotes the refused value, raw and base64, in its
+    # message: fleet's scrubbing has to catch it.
+    quoted = f'Invalid value: "{rejected}" ({base64.b64encode(rejected.encode()).decode()})'
+    rejection = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": f'admission webhook "registry.example.com" denied the request: {quoted}',
+        "reason": "Invalid",
+        "code": 422,
+    }
+
+    with (
+        faultproxy.serving(kubeconfig) as proxy,
+        githttp.serving(served) as git_url,
+        otlp.running() as receiver,
+    ):
+        rule = proxy.add(
+            faultproxy.Rule(
+                method="PATCH", path=r"/secrets/pull$", status=422, body=rejection, headers=JSON_HEADERS
+            )
+        )
+        with serve.serving(
+            repo=git_url.replace("http://", f"http://{githttp.USER}:{githttp.TOKEN}@") + "/fleet.git",
+            kubeconfig=proxy.kubeconfig,
+            state_dir=tmp_path / "state",
+            log=tmp_path / "serve.log",
+            args=["--interval", "1s", "--otlp-endpoint", receiver.url],
+            env={"OTEL_SDK_DISABLED": "false", "OTEL_BSP_SCHEDULE_DELAY": "100"},
+        ) as fleet:
+            doc = fleet.wait_for(
+                lambda d: (
+                    all(
+                        (c["bundles"].get("settings") or {}).get("state") == "Synced"
+                        and (c["bundles"].get("registry") or {}).get("state") == "Failed"
+                        for c in (d.get("clusters") or {}).values()
+                    )
+                    and len(d.get("clusters") or {}) == len(CLUSTERS)
+                ),
+                what="settings Synced, registry Failed",
+            )
+            assert "Secret/apps/pull" in doc["clusters"]["eu-1"]["bundles"]["registry"]["lastError"]
+            deadline = time.monotonic() + 30
+            while not receiver.snapshot() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            status_text = fleet.get("/api/v1/status").text
+            metrics_text = fleet.get("/metrics").text
+            cli = run_fleet("status", "--server", fleet.url, "--format", "json")
+            cli_table = run_fleet("status", "--server", fleet.url)
+            logs = fleet.logs()
+        assert proxy.hits_of(rule), "the rejection quoting the canary was really sent"
+    exported = receiver.all_bytes()
+    assert exported and receiver.snapshot(), "spans were exported, so their absence below means something"
+    assert live_objects(sim, "eu-1", "secrets", namespace="apps")["db"]  # the canary was really applied
+    places = {
+        "log": logs,
+        "status": status_text,
+        "metrics": metrics_text,
+        "fleet status": cli.stdout + cli.stderr + cli_table.stdout + cli_table.stderr,
+        "traces": exported.decode("latin-1"),
+    }
+    for value in (applied, rejected, githttp.TOKEN, kube_token):
+        for form in (value, base64.b64encode(value.encode()).decode()):
+            for where, text in places.items():
+                assert form not in text, f"{value!r} found in {where}"

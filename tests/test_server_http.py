@@ -173,3 +173,22 @@ def test_a_malformed_request_is_one_info_line_without_a_traceback(
     assert [r.levelno for r in records] == [logging.INFO], caplog.text
     assert "malformed request refused (400" in records[0].getMessage()
     assert not records[0].exc_info
+
+
+def test_a_valid_webhook_whatever_its_body_only_asks_for_a_fetch_and_a_burst_of_them_asks_once(
+    tmp_path: Path,
+) -> None:
+    """RELIABILITY 26: the payload is never read for what to deploy (any bytes are fine once signed), and
+    fifty valid calls in a burst start one fetch; the others are coalesced with it."""
+    with api.serving(tmp_path, server.ServerSettings(webhook_secret=SECRET)) as served:
+        answers = []
+        with httpx.Client(timeout=10) as client:
+            for i in range(50):
+                body = b"\x00not json at all \xff" + str(i).encode()
+                sig = webhook.sign_github(body=body, secret=SECRET)
+                resp = client.post(
+                    served.url + "/api/v1/webhook", content=body, headers={"X-Hub-Signature-256": sig}
+                )
+                answers.append((resp.status_code, resp.json()["fetch"]))
+    assert answers[0] == (202, "started")
+    assert answers[1:] == [(202, "already pending")] * 49

@@ -107,7 +107,7 @@ def _limit_open_files(n: int) -> None:
 @contextmanager
 def serving(
     *,
-    repo: Path,
+    repo: Path | str,
     kubeconfig: Path,
     state_dir: Path,
     log: Path,
