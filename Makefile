@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/fleet demo
+# The demo's Helm bundle needs Helm 4: `make tools` builds it (with the other test programs, once).
+demo: $(STAMP) tools
+	$(BIN)/fleet demo --helm-binary $(TOOLS)/bin/helm
 
 lint: $(STAMP)
 	$(BIN)/ruff check fleet tests benchmarks

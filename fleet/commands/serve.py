@@ -19,7 +19,7 @@ import anyio
 import httpx
 import typer
 
-from fleet import engine, errors, kube, model, server, source, state, statusview, telemetry
+from fleet import engine, errors, kube, model, server, source, sources, state, statusview, telemetry
 from fleet.commands import common, rendering
 
 log = logging.getLogger("fleet.serve")
@@ -458,7 +458,9 @@ def prepare_demo(workdir: Path) -> tuple[Path, Path, Path]:
     return repo, secret_file, kubeconfig
 
 
-async def demo_main(*, workdir: Path, listen: str, interval: float) -> None:
+async def demo_main(
+    *, workdir: Path, listen: str, interval: float, renderers: sources.Settings | None = None
+) -> None:
     repo, secret_file, kubeconfig = await anyio.to_thread.run_sync(prepare_demo, workdir)
     secret = await anyio.to_thread.run_sync(secret_file.read_bytes)
     common.info("fleet demo: starting simulated clusters ...")
@@ -484,6 +486,7 @@ async def demo_main(*, workdir: Path, listen: str, interval: float) -> None:
             interval=interval,
             recheck_interval=1.0,
             resync_interval=60,
+            sources=renderers or sources.Settings(),
         )
 
         def ready(url: str) -> None:
@@ -523,15 +526,21 @@ def register_demo(app: typer.Typer) -> None:
             "127.0.0.1:8080", "--listen", help="HOST:PORT of the API and status page."
         ),
         interval: str = typer.Option("5s", "--interval", help="Poll period of the demo controller."),
+        helm_binary: str | None = typer.Option(
+            None, "--helm-binary", help="Helm 4 for the demo's Helm bundle (default: helm on PATH)."
+        ),
     ) -> None:
         """Simulated clusters from the demo fleet, a demo repo and `fleet serve`; runs until Ctrl-C."""
         try:
             common.parse_listen(listen)
             seconds = common.parse_duration(interval, flag="--interval", minimum=1.0, maximum=common.DAY)
+            renderers = rendering.settings(helm_binary=helm_binary, age_key_file=None, render_timeout="60s")
         except errors.InputError as e:
             common.fail(str(e), code=2)
         configure_logging("info")
         try:
-            common.run(lambda: demo_main(workdir=Path(workdir), listen=listen, interval=seconds))
+            common.run(
+                lambda: demo_main(workdir=Path(workdir), listen=listen, interval=seconds, renderers=renderers)
+            )
         except errors.FleetError as e:
             common.fail(str(e), code=2)

@@ -3,8 +3,8 @@
 Owns: creating the demo repository from the content shipped beside this module (`clusters/` — the same
 registrations as the project's own `clusters/` folder — and `bundles/`: a namespace and a ConfigMap for
 every cluster, a Deployment with per-region overrides, a CRD with a custom resource placed by CEL, an
-edge DaemonSet, dev tools placed by name, and `shop`, a Kustomize overlay per environment: docs/sources.md),
-starting `fleet sim --from` on it in a child process, and
+edge DaemonSet, dev tools placed by name, `shop`, a Kustomize overlay per environment, and `metrics`, a
+vendored Helm chart with values per environment: docs/sources.md), starting `fleet sim --from` on it in a child process, and
 telling the user what to try. Does not: reconcile anything itself (it runs the real `fleet serve` code).
 """
 
@@ -37,7 +37,7 @@ def create_repository(path: Path) -> str:
     index.write()
     tree = index.write_tree()
     sig = pygit2.Signature(AUTHOR.name, AUTHOR.email, int(time.time()), 0)
-    oid = repo.create_commit("refs/heads/main", sig, sig, "Demo fleet: 12 clusters, 6 bundles", tree, [])
+    oid = repo.create_commit("refs/heads/main", sig, sig, "Demo fleet: 12 clusters, 7 bundles", tree, [])
     return str(oid)
 
 

@@ -875,7 +875,7 @@ async def _run_job(ctx: _Context, job: _Job, outcomes: dict[str, model.SourceRen
             workdir=w,
             time_limit=ctx.settings.timeout,
             max_output=ctx.settings.max_output,
-            secrets=job.secrets | {str(w.root) + "/", str(w.path)},
+            secrets=job.secrets,
         )
     except process.ToolFailed as e:
         message = str(e).replace(str(w.root) + "/", "").replace(str(w.path), "<workdir>")

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 FLEET = [sys.executable, "-m", "fleet.cli"]
+HELM = Path(__file__).resolve().parents[1] / "tools" / "bin" / "helm"  # built by `make tools`
 URL_LINE = re.compile(r"^\s*status page\s+(http://\S+?)/?\s*$", re.MULTILINE)
 
 
@@ -99,7 +100,18 @@ def running(workdir: Path, *, interval: str = "2s", start_timeout: float = 90.0)
     stdout, stderr = workdir / "demo.out", workdir / "demo.log"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         proc = subprocess.Popen(
-            [*FLEET, "demo", "--dir", str(workdir), "--listen", "127.0.0.1:0", "--interval", interval],
+            [
+                *FLEET,
+                "demo",
+                "--dir",
+                str(workdir),
+                "--listen",
+                "127.0.0.1:0",
+                "--interval",
+                interval,
+                "--helm-binary",
+                str(HELM),  # the demo's Helm bundle (make tools builds it)
+            ],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
