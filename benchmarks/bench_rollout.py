@@ -22,8 +22,9 @@ its new spec; fleet sees that on its watch). The three differ only in the bundle
    default rollout costs under 10 % more than a single 100 % wave.
 
 Run: ``.venv/bin/python -m benchmarks bench_rollout`` (100 clusters per controller, 10 commits per mode;
-a few minutes) or ``--quick`` (12 clusters, 3 commits). Writes ``benchmarks/results/rollout.json``
-(``rollout-quick.json``) and prints a table.
+a few minutes) or ``--quick`` (12 clusters, 3 commits); FLEET_BENCH_ROLLOUT_CLUSTERS and
+FLEET_BENCH_ROLLOUT_COMMITS change those. Writes ``benchmarks/results/rollout.json`` (``rollout-quick.json``)
+and prints a table.
 
 Owns: the benchmark's repositories, processes and measurements. Does not: assert anything (a missed
 target is reported, not raised) or change how `fleet serve` or `fleet sim` behave.
@@ -50,8 +51,8 @@ import yaml
 from benchmarks.bench_serve import _env, cpu_seconds, load, median, percentile
 
 QUICK = "--quick" in sys.argv
-CLUSTERS = 12 if QUICK else 100
-COMMITS = 3 if QUICK else 10
+CLUSTERS = int(os.environ.get("FLEET_BENCH_ROLLOUT_CLUSTERS", "12" if QUICK else "100"))
+COMMITS = int(os.environ.get("FLEET_BENCH_ROLLOUT_COMMITS", "3" if QUICK else "10"))
 DELAY_S = 0.5
 POLL_S = 0.05
 TIMEOUT_S = 180.0
@@ -260,7 +261,15 @@ def transitions(sim: Sim, repo: Repo, marks: dict[str, int]) -> list[float]:
         done = [t for n, t in applied.items() if repo.waves[n] == a and t is not None]
         nxt = [t for n, t in applied.items() if repo.waves[n] == b and t is not None]
         if done and nxt:
-            out.append(min(nxt) - (max(done) + DELAY_S))
+            delay = min(nxt) - (max(done) + DELAY_S)
+            out.append(delay)
+            if delay < 0:  # the next wave started before this one was all applied: show who and when
+                late = max((t, n) for n, t in applied.items() if repo.waves[n] == a and t is not None)
+                early = min((t, n) for n, t in applied.items() if repo.waves[n] == b and t is not None)
+                print(
+                    f"  NEGATIVE {a}->{b}: last of {a} {late[1]} at {late[0]:.3f}, first of {b} {early[1]} at {early[0]:.3f}",
+                    flush=True,
+                )
     return out
 
 
