@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TOOLS := tests/tools
+HELM := $(TOOLS)/bin/helm
 
 .PHONY: demo test lint typecheck unit bench clean browser tools
 
@@ -12,9 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The demo's Helm bundle needs Helm 4: `make tools` builds it (with the other test programs, once).
-demo: $(STAMP) tools
-	$(BIN)/fleet demo --helm-binary $(TOOLS)/bin/helm
+# The demo's Helm bundle needs Helm 4: built from its Go module alone (a minute or so the first time).
+demo: $(STAMP) $(HELM)
+	$(BIN)/fleet demo --helm-binary $(HELM)
 
 lint: $(STAMP)
 	$(BIN)/ruff check fleet tests benchmarks
@@ -30,14 +32,17 @@ browser:
 # The real control plane, Jaeger and Helm for the `real` tests (docs/real-cluster.md), built from Go
 # modules with the machine's Go. The binaries are the stamp: rebuilt only when a go.mod, a go.sum or
 # the build script changed; Go's module and build caches make that rebuild quick.
-TOOLS := tests/tools
-TOOL_BINS := $(addprefix $(TOOLS)/bin/,etcd jaeger kube-apiserver kube-controller-manager helm)
+TOOL_BINS := $(addprefix $(TOOLS)/bin/,etcd jaeger kube-apiserver kube-controller-manager)
 
-$(TOOL_BINS) &: $(TOOLS)/build $(TOOLS)/go.mod $(TOOLS)/go.sum $(TOOLS)/jaeger/go.mod $(TOOLS)/jaeger/go.sum $(TOOLS)/helm/go.mod $(TOOLS)/helm/go.sum
-	$(TOOLS)/build
+$(TOOL_BINS) &: $(TOOLS)/build $(TOOLS)/go.mod $(TOOLS)/go.sum $(TOOLS)/jaeger/go.mod $(TOOLS)/jaeger/go.sum
+	$(TOOLS)/build etcd kube-apiserver kube-controller-manager jaeger
 	touch $(TOOL_BINS)
 
-tools: $(TOOL_BINS)
+$(HELM): $(TOOLS)/build $(TOOLS)/helm/go.mod $(TOOLS)/helm/go.sum
+	$(TOOLS)/build helm
+	touch $(HELM)
+
+tools: $(TOOL_BINS) $(HELM)
 
 unit: $(STAMP) browser tools
 	$(BIN)/pytest -q
