@@ -813,7 +813,7 @@ def _bundle_from(st: _State, d: _Doc, *, folder: str, rels: list[str]) -> model.
     decrypt = _decrypt(d, spec)
     source_spec = _source(st, d, spec, folder=folder, name=name or folder) if "source" in spec else None
     encrypted: tuple[str, ...] = ()
-    if source_spec is not None:
+    if "source" in spec:  # valid or not, the folder's files belong to the source, not to plain manifests
         if paths is not None:
             d.error(
                 ("spec", "paths"),
@@ -1575,6 +1575,8 @@ def _source(st: _State, d: _Doc, spec: Mapping[str, Any], *, folder: str, name: 
     else:
         lines["chart"] = d.line((*hpath, "chart"))
         why = _relative_problem(chart, variables=False)
+        if why == 'contains ".."':  # a chart may live elsewhere in the repository: inside() decides
+            why = None
         where = inside(base, chart) if isinstance(chart, str) and not why else None
         if why is None and where is None:
             why = "leaves the repository"
