@@ -122,6 +122,8 @@ spec:
     clusterSelector:
       matchLabels:
         env: bench
+  rollout:  # all at once, as before rollouts existed: this benchmark measures a commit's fan-out
+    waves: [{name: all, maxConcurrency: "100%"}]
 """
 
 
