@@ -18,7 +18,8 @@ its new spec; fleet sees that on its watch). The three differ only in the bundle
    health, the state machine, storing the rollout, waking the next clusters). Target: p99 under 1 s.
 2. controller CPU per commit (``default`` and ``single`` side by side, their commits alternating so the
    machine's other load hits both alike): ``/proc/<pid>/stat`` utime+stime from just before the commit to
-   every cluster Synced at it (the status API polled every 50 ms meanwhile, by both alike). Target: the
+   every cluster Synced at it, net of the status API polled every 50 ms meanwhile (polls x the CPU of one
+   status GET, measured on each controller while idle: a slower strategy is polled longer). Target: the
    default rollout costs under 10 % more than a single 100 % wave.
 
 Run: ``.venv/bin/python -m benchmarks bench_rollout`` (100 clusters per controller, 10 commits per mode;
@@ -229,15 +230,18 @@ class Serve:
             raise RuntimeError("fleet serve did not listen")
         self.client = httpx.Client(base_url=url, timeout=10)
 
-    def wait_synced(self, sha: str, count: int) -> None:
+    def wait_synced(self, sha: str, count: int) -> int:
+        """Poll the status every POLL_S until every cluster is Synced at `sha`; returns the polls made."""
         deadline = time.monotonic() + TIMEOUT_S
+        polls = 0
         while time.monotonic() < deadline:
             doc = self.client.get("/api/v1/status").json()
+            polls += 1
             clusters = doc.get("clusters") or {}
             if len(clusters) == count and all(
                 c.get("state") == "Synced" and c.get("revision") == sha for c in clusters.values()
             ):
-                return
+                return polls
             time.sleep(POLL_S)
         raise TimeoutError(
             f"not Synced at {sha[:7]} within {TIMEOUT_S:.0f} s:\n{self.log.read_text()[-3000:]}"
@@ -250,6 +254,21 @@ class Serve:
             self.proc.wait(timeout=40)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+_STATUS_COST: dict[int, float] = {}
+
+
+def status_cost(serve: Serve, samples: int = 40) -> float:
+    """CPU seconds one status GET costs the controller, measured once per controller while it is idle."""
+    pid = serve.proc.pid
+    if pid not in _STATUS_COST:
+        time.sleep(1.0)
+        before = cpu_seconds(pid)
+        for _ in range(samples):
+            serve.client.get("/api/v1/status")
+        _STATUS_COST[pid] = (cpu_seconds(pid) - before) / samples
+    return _STATUS_COST[pid]
 
 
 def transitions(sim: Sim, repo: Repo, marks: dict[str, int]) -> list[float]:
@@ -310,6 +329,11 @@ def main() -> None:
                 "max": round(max(delays), 3),
             }
 
+            for mode in ("default", "single"):
+                status_cost(serves[mode])  # measured before the commits, while both are idle
+            out["status_get_cpu_ms"] = {
+                m: round(status_cost(serves[m]) * 1000, 2) for m in ("default", "single")
+            }
             cpu: dict[str, list[float]] = {"default": [], "single": []}
             synced: dict[str, list[float]] = {"default": [], "single": []}
             for n in range(COMMITS):
@@ -317,9 +341,10 @@ def main() -> None:
                     pid = serves[mode].proc.pid
                     before, t0 = cpu_seconds(pid), time.perf_counter()
                     sha = repos[mode].bump()
-                    serves[mode].wait_synced(sha, CLUSTERS)
+                    polls = serves[mode].wait_synced(sha, CLUSTERS)
                     synced[mode].append(time.perf_counter() - t0)
-                    cpu[mode].append(cpu_seconds(pid) - before)
+                    # net of the status polling (a slower strategy is polled more often)
+                    cpu[mode].append(cpu_seconds(pid) - before - polls * status_cost(serves[mode]))
                 print(
                     f"cpu commit {n + 1}: default {cpu['default'][-1]:.2f} s, single {cpu['single'][-1]:.2f} s",
                     flush=True,
