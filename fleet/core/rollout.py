@@ -8,7 +8,8 @@ controller continues from stored times):
 * `start`: a new rollout, its membership and strategy frozen;
 * `advance`: timers (progress deadlines, soak), wave completion, approvals and which clusters to put in
   flight now (never more than the wave's `maxConcurrency`, never past a halt, never two waves at once);
-* `applied`, `health`, `unreachable`, `joined`, `left`: what the controller observed;
+* `applied`, `health`, `unreachable`, `joined`, `left`: what the controller observed (`observe_round`: a
+  round's result for the bundle on a cluster, turned into those);
 * `act`: a person's action (pause, resume, approve, skip, abort, rollback), refused with `NotApplicable`
   when it does not apply to the rollout's state (the API answers 409);
 * `supersede`: a newer revision of the bundle replaces this rollout;
@@ -332,6 +333,32 @@ def health(
     else:
         return r
     return _with(r, m, now=now)
+
+
+def observe_round(
+    r: Rollout, cluster: str, *, state: model.State, degraded: bool = False, message: str = "", now: float
+) -> Rollout:
+    """What one round that reconciled `cluster` to this rollout's revision saw of the bundle there, in the
+    words of a bundle's status: Synced (applied and healthy), Progressing (applied, not healthy yet),
+    Failed (a write refused, or `degraded`: an object unhealthy for good), Unreachable. The one rule
+    `fleet serve` and `fleet sync --waves` both follow."""
+    m = _member(r, cluster)
+    if r.terminal or m is None or m.phase not in (ClusterPhase.PROGRESSING, ClusterPhase.HEALTHY):
+        return r
+    if state is model.State.UNREACHABLE:
+        return applied(r, cluster, now=now, ok=False, unreachable=True, message=message)
+    if state is model.State.FAILED and not degraded:
+        return applied(r, cluster, now=now, ok=False, message=message)
+    verdicts = {
+        model.State.SYNCED: Verdict.HEALTHY,
+        model.State.PROGRESSING: Verdict.PROGRESSING,
+        model.State.FAILED: Verdict.DEGRADED,
+    }
+    if state not in verdicts:
+        return r  # Pending (waiting for a dependsOn bundle), Suspended, Paused: nothing to judge yet
+    if m.applied_at is None or m.unreachable_since is not None:
+        r = applied(r, cluster, now=now, ok=True)
+    return health(r, cluster, now=now, verdict=verdicts[state], observed_at=now, message=message)
 
 
 def unreachable(r: Rollout, cluster: str, *, now: float, message: str) -> Rollout:

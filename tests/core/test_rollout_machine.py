@@ -307,3 +307,19 @@ def test_membership_puts_each_cluster_in_the_first_wave_that_selects_it() -> Non
         "edge-1": "no wave of spec.rollout selects cluster edge-1",
         "edge-2": "no wave of spec.rollout selects cluster edge-2",
     }
+
+
+def test_a_rounds_result_is_read_as_apply_and_health() -> None:
+    r = begin([(wave("all", conc=4, fails=3), ["c1", "c2", "c3", "c4"])])
+    r = ro.advance(r, now=0.0).rollout
+    r = ro.observe_round(r, "c1", state=model.State.SYNCED, now=1.0)
+    r = ro.observe_round(r, "c2", state=model.State.PROGRESSING, now=1.0)
+    r = ro.observe_round(r, "c3", state=model.State.FAILED, message="denied", now=1.0)
+    r = ro.observe_round(r, "c4", state=model.State.FAILED, degraded=True, message="CrashLoop", now=1.0)
+    assert phases(r) == {"c1": "Healthy", "c2": "Progressing", "c3": "Failed", "c4": "Failed"}
+    assert (r.members["c3"].reason, r.members["c4"].reason) == (ro.FailReason.APPLY, ro.FailReason.DEGRADED)
+    assert r.members["c2"].applied_at == 1.0
+    r = ro.observe_round(r, "c2", state=model.State.UNREACHABLE, message="refused", now=2.0)
+    assert r.members["c2"].unreachable_since == 2.0
+    r = ro.observe_round(r, "c2", state=model.State.PENDING, now=3.0)
+    assert r.members["c2"].phase is ro.ClusterPhase.PROGRESSING
