@@ -107,25 +107,24 @@ def test_a_prune_the_limited_user_may_not_do_fails_stays_in_the_inventory_and_th
     repo.commit("first")
     admin = real_kube.kubeconfig(["real-1"])
     limited = real_kube.kubeconfig(["real-1"], user=kube.LIMITED_USER)
-    code, _, stderr = sync(repo, limited, instance)
-    assert code == 0, stderr  # the limited user may create
+    assert sync_in_process(repo.root, limited, instance=instance).ok  # the limited user may create
     both = {f"ConfigMap/{web}/keep", f"ConfigMap/{web}/drop"}
     assert real.inventory(real_kube, "real-1", instance=instance, bundle="web") == both
 
     repo.bundle("web", [configmap("keep")], namespace=web, selector={})
     repo.commit("drop one")
-    code, report, stderr = sync(repo, limited, instance)
-    assert code == 1, stderr
-    bundle = report["clusters"]["real-1"]["bundles"]["web"]
-    assert bundle["state"] == "Failed" and bundle["deleted"] == 0
-    assert 'User "limited" cannot delete resource "configmaps"' in bundle["message"]
+    result = sync_in_process(repo.root, limited, instance=instance)
+    assert not result.ok
+    bundle = result.clusters["real-1"].bundles["web"]
+    assert str(bundle.state) == "Failed" and "deleted" not in actions(bundle)
+    assert 'User "limited" cannot delete resource "configmaps"' in bundle.message
     assert "drop" in configmaps(real_kube, "real-1", web)
     # The object fleet could not delete is still fleet's to delete: it stays in the inventory.
     assert real.inventory(real_kube, "real-1", instance=instance, bundle="web") == both
 
-    code, report, stderr = sync(repo, admin, instance)
-    assert code == 0, stderr
-    assert report["clusters"]["real-1"]["bundles"]["web"]["deleted"] == 1
+    result = sync_in_process(repo.root, admin, instance=instance)
+    assert result.ok
+    assert actions(result.clusters["real-1"].bundles["web"])["deleted"] == 1
     assert set(configmaps(real_kube, "real-1", web)) == {"keep"}
     assert real.inventory(real_kube, "real-1", instance=instance, bundle="web") == {f"ConfigMap/{web}/keep"}
 
