@@ -230,6 +230,9 @@ def _assemble(
     for key, outcome in outcomes.items():
         if not (isinstance(outcome, _Failure) and outcome.transient):
             cache.renders[key] = outcome
+    if len(cache.plaintext) > cache.max_entries:  # decrypted files of old revisions: decrypt again if needed
+        cache.plaintext.clear()
+        cache.secrets.clear()
     out: dict[str, model.Expansion] = {}
     kept: dict[str, tuple[str, model.Expansion, frozenset[str]]] = {}
     for b in names:
