@@ -1135,16 +1135,36 @@ class _FastCompiler:
 
 @dataclass(frozen=True, eq=False)
 class Context:
-    """One activation (``{"cluster": {...}}``) converted for CEL once, to be evaluated by any number of
-    programs: `fleet.placement` prepares each cluster once per revision (`prepare`)."""
+    """One activation (``{"cluster": {...}}``) converted for CEL at most once, to be evaluated by any
+    number of programs: `fleet.placement` prepares each cluster once per revision (`prepare`). The
+    conversion happens on the first evaluation that needs it: a memoised outcome needs none."""
 
     raw: Mapping[str, Any]
-    value: Any  # the converted activation (a cel-python map), None when it cannot be converted
-    problem: str | None = None
-    variables: dict[str, Any] | None = None  # the fast evaluator's view, for {"cluster": ...} only
-    keys: dict[frozenset[tuple[str, ...]], Hashable | None] = field(
-        default_factory=dict
-    )  # memo keys by paths
+    keys: dict[frozenset[tuple[str, ...]], Hashable | None] = field(default_factory=dict)  # memo keys
+
+    @functools.cached_property
+    def _converted(self) -> tuple[Any, str | None, dict[str, Any] | None]:
+        try:
+            value = to_cel(dict(self.raw))
+        except (TypeError, ValueError) as e:
+            return None, f"cel: the cluster holds a value CEL cannot represent ({type(e).__name__})", None
+        variables = {str(k): v for k, v in cast(dict[str, Any], value).items()}
+        return value, None, variables if set(variables) == {"cluster"} else None
+
+    @property
+    def value(self) -> Any:
+        """The converted activation (a cel-python map), None when it cannot be converted."""
+        return self._converted[0]
+
+    @property
+    def problem(self) -> str | None:
+        """Why the activation cannot be converted, if it cannot."""
+        return self._converted[1]
+
+    @property
+    def variables(self) -> dict[str, Any] | None:
+        """The fast evaluator's view of the activation, for ``{"cluster": ...}`` only."""
+        return self._converted[2]
 
 
 _LEAF_TYPES = {
@@ -1193,18 +1213,10 @@ def to_cel(document: Any) -> Any:
 
 
 def prepare(activation: Mapping[str, Any] | Context) -> Context:
-    """Convert `activation` for evaluation (done once per cluster and revision, not per expression)."""
+    """`activation` ready for evaluation by any program (converted once, when first needed)."""
     if isinstance(activation, Context):
         return activation
-    try:
-        value = to_cel(dict(activation))
-    except (TypeError, ValueError) as e:
-        problem = f"cel: the cluster holds a value CEL cannot represent ({type(e).__name__})"
-        return Context(raw=activation, value=None, problem=problem)
-    variables = {str(k): v for k, v in cast(dict[str, Any], value).items()}
-    return Context(
-        raw=activation, value=value, variables=variables if set(variables) == {"cluster"} else None
-    )
+    return Context(raw=activation)
 
 
 class BudgetExceeded(errors.PlacementError):
@@ -1257,9 +1269,12 @@ class Program:
 
 def _freeze(value: Any) -> Hashable:
     """A key equal for two values exactly when CEL sees the same value: types kept apart (1, 1.0 and true
-    differ), map order kept (macros iterate maps in order). Raises TypeError for anything else."""
+    differ; a string never equals a tuple), map order kept (macros iterate maps in order). Raises
+    TypeError for anything else."""
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str or value is None:
+        return value
+    if kind is int or kind is bool:
         return (kind, value)
     if kind is float:
         return (kind, repr(value))  # -0.0 and 0.0 differ, nan equals nan
@@ -1273,21 +1288,21 @@ def _freeze(value: Any) -> Hashable:
 def _projection(paths: frozenset[tuple[str, ...]], cluster: Any) -> Hashable | None:
     if () in paths or ("name",) in paths or not isinstance(cluster, Mapping):
         return None
-    parts = []
-    for path in sorted(paths):
-        value: Any = cluster
-        present = True
-        for p in path:
-            if isinstance(value, Mapping) and p in value:
-                value = value[p]
-            else:
-                present = False
-                break
-        parts.append((path, present, value if present else None))
+    parts: list[tuple[tuple[str, ...], bool, Hashable]] = []
     try:
-        return _freeze(parts)
+        for path in sorted(paths):
+            value: Any = cluster
+            present = True
+            for p in path:
+                if isinstance(value, Mapping) and p in value:
+                    value = value[p]
+                else:
+                    present = False
+                    break
+            parts.append((path, present, _freeze(value) if present else None))
     except TypeError:
         return None
+    return tuple(parts)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -476,17 +476,19 @@ def check(
     *,
     revision: str | None = None,
     expanded: Mapping[str, model.Expansion] | None = None,
+    placed: model.PlacementResult | None = None,
 ) -> list[model.Problem]:
     """Placement and render problems for `fleet validate`, each at PATH:LINE of the field at fault.
 
     CEL errors are reported for every cluster on which the CEL was evaluated; then every placed pair is
     rendered (see `fleet.render.render_all`; bundles with a source from `expanded`, see
     `fleet.sources.expand`), which reports overrides whose target matches no object,
-    unknown ``${cluster.*}`` variables and objects claimed by two bundles on one cluster.
+    unknown ``${cluster.*}`` variables and objects claimed by two bundles on one cluster. `placed`: the
+    placement of `repo` when the caller already has it (it is not computed again).
     """
     from fleet import render  # render imports placement (override placement); import at use
 
-    result = place(repo)
+    result = placed if placed is not None else place(repo)
     # Unknown names in `placement.clusters` are reported by `fleet.repository` (they are in result.warnings).
     problems: list[model.Problem] = []
     for b, per_cluster in result.errors.items():

@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from fleet import cel, errors, model, placement
+from fleet import cel, errors, model, placement, sources
 from fleet.commands import repo as repo_command
 from tests import placement_builders as pb
 from tests import repository_builders as rb
@@ -192,7 +192,7 @@ def test_fleet_validate_evaluates_cel_in_a_worker_thread_so_its_event_loop_keeps
         async with anyio.create_task_group() as tg:
             tg.start_soon(ticker)
             started = time.monotonic()
-            code = await repo_command._validate(str(tmp_path), None, "")
+            code = await repo_command._validate(str(tmp_path), None, "", sources.Settings())
             assert time.monotonic() - started > 0.5  # long enough for a stall to show
             done.set()
         return code

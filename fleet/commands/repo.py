@@ -25,7 +25,7 @@ from fleet.commands import common, rendering
 
 
 def _placement_checker() -> Callable[..., list[model.Problem]] | None:
-    """`fleet.placement.check(repo, expanded=...)` when the placement layer provides it."""
+    """`fleet.placement.check(repo, expanded=..., placed=...)` when the placement layer provides it."""
     try:
         module = importlib.import_module("fleet.placement")
     except ImportError:
@@ -59,8 +59,10 @@ async def _validate(repo_path: str, rev: str | None, path: str, settings: source
     expanded: dict[str, model.Expansion] = {}
     if check is not None:
         # Placement (CEL) and rendering are CPU-bound: off the event loop (docs/placement.md, "Cost").
-        _placed, expanded = await rendering.expand(repo, snap, settings)
-        problems.extend(await anyio.to_thread.run_sync(functools.partial(check, repo, expanded=expanded)))
+        placed, expanded = await rendering.expand(repo, snap, settings)
+        problems.extend(
+            await anyio.to_thread.run_sync(functools.partial(check, repo, expanded=expanded, placed=placed))
+        )
     problems.sort(key=lambda p: (p.path, p.line))
     for p in problems:
         typer.echo(str(p))
