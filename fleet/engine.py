@@ -62,6 +62,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from fleet import (
     drift,
     errors,
+    health,
     inventory,
     kube,
     model,
@@ -199,6 +200,8 @@ class ClusterRuntime:
     holds: dict[str, rollouts.Hold] = field(default_factory=dict)
     objects: Mapping[model.ObjectRef, Mapping[str, Any]] = field(default_factory=dict)
     waiting: bool = False  # every bundle not Synced is only waiting for its turn in a rollout
+    probing: bool = False  # a health probe for a rollout runs (see Engine._probe)
+    probe_again: bool = False
 
     def document(self) -> dict[str, Any]:
         return {
@@ -399,6 +402,7 @@ class Engine:
         self.metrics.state_saving.set(1)
         self._renders: dict[str, Desired] = {}  # older revisions some cluster still holds, by SHA
         self._batch: set[str] | None = None  # clusters rollouts started while a revision is taken in
+        self._probes = anyio.CapacityLimiter(16)  # health probes for rollouts, beside the rounds
         self.rollouts = rollouts.Conductor(
             store=store, metrics=self.metrics, wake=self._rollout_wake, save=self._save
         )
@@ -586,7 +590,56 @@ class Engine:
         rt = self.clusters.get(cluster)
         if rt is None or not self.rollouts.in_flight(cluster):
             return
-        self._wake(rt, reason="health")
+        if rt.client is None or self._tg is None or not self.rollouts.awaiting_health(cluster):
+            self._wake(rt, reason="health")  # not applied yet: the round that applies reports it
+            return
+        if rt.probing:
+            rt.probe_again = True  # one more look once the running one ends: events coalesce
+            return
+        rt.probing = True
+        self._tg.start_soon(self._probe, rt)
+
+    async def _probe(self, rt: ClusterRuntime) -> None:
+        """Look at the live health of the bundles a rollout waits for on this cluster (one list per kind,
+        no round: a wave of many clusters must not queue its health behind whole rounds), and hand it to
+        the rollouts. A cluster that cannot be read gets a round instead."""
+        try:
+            while True:
+                rt.probe_again = False
+                client = rt.client
+                if client is None:
+                    return
+                seen: dict[str, rollouts.Observed] = {}
+                for b in self.rollouts.awaiting_health(rt.name):
+                    objects = {
+                        ref: obj
+                        for ref, obj in rt.objects.items()
+                        if ((obj.get("metadata") or {}).get("labels") or {}).get(model.LABEL_BUNDLE) == b
+                    }
+                    if not objects:
+                        continue
+                    try:
+                        async with self._probes:
+                            with anyio.fail_after(self.kube_settings.request_timeout * 2 + 5):
+                                status, messages = await reconcile.probe_health(
+                                    client, objects, instance=self.settings.instance
+                                )
+                    except (errors.ClusterError, TimeoutError):
+                        self._wake(rt, reason="health")
+                        return
+                    state = {
+                        health.Status.HEALTHY: model.State.SYNCED,
+                        health.Status.FAILED: model.State.FAILED,
+                    }.get(status, model.State.PROGRESSING)
+                    seen[b] = rollouts.Observed(
+                        state=state, degraded=state is model.State.FAILED, message="; ".join(messages[:3])
+                    )
+                if seen:
+                    await self.rollouts.observed(rt.name, seen, holds=rt.holds)
+                if not rt.probe_again:
+                    return
+        finally:
+            rt.probing = False
 
     def _rollout_wake(self, cluster: str, context: trace.SpanContext | None) -> None:
         """A rollout sends this cluster a revision (or takes one back): a round now."""
@@ -1175,6 +1228,7 @@ class Engine:
         targets, holds = self._composite(rt, desired)
         sig = signature(targets, desired.protected)
         rt.objects = drift.desired_objects(targets, instance=self.settings.instance)
+        rt.holds = dict(holds)
         revision = self.revision.sha
         claim = self.claim
         links = []

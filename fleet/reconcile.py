@@ -379,6 +379,25 @@ async def _health(
     return status, messages
 
 
+async def probe_health(
+    client: kube.Client, objects: Mapping[model.ObjectRef, Mapping[str, Any]], *, instance: str
+) -> tuple[health.Status, tuple[str, ...]]:
+    """The live health of these objects now (one list per kind, fleet's owner label; nothing written):
+    what a rollout waits for, read without a whole round. An object not there yet is Progressing."""
+    types = await client.types()
+    live: dict[plan.Key, Mapping[str, Any]] = {}
+    for ref in {(r.api_version, r.kind): r for r in objects}.values():
+        rt = apply.resolve(types, ref)
+        if rt is None:
+            return health.Status.PROGRESSING, (f"{ref.kind}: not served yet",)
+        for obj in await client.list(rt, label_selector=f"{model.LABEL_OWNER}={instance}"):
+            live[plan.key_of(obj)] = obj
+    found = [live.get(plan.key(ref)) for ref in objects]
+    if any(o is None for o in found):
+        return health.Status.PROGRESSING, ("not every object exists yet",)
+    return health.summarize(o for o in found if o is not None)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # One cluster
 

@@ -303,6 +303,18 @@ class Conductor:
         if changed:
             await self.tick()
 
+    def awaiting_health(self, cluster: str) -> list[str]:
+        """Bundles whose rollout waits for this cluster's health at its revision (sent and applied)."""
+        out = []
+        for b, r in self.latest.items():
+            m = r.members.get(cluster)
+            if r.terminal or m is None or m.wave != r.wave or m.applied_at is None:
+                continue
+            soaking = m.phase is ro.ClusterPhase.HEALTHY and r.spec.waves[m.wave].soak > 0
+            if m.phase is ro.ClusterPhase.PROGRESSING or soaking:
+                out.append(b)
+        return sorted(out)
+
     def in_flight(self, cluster: str) -> bool:
         """True while some rollout waits for this cluster's health (a change on it may advance one)."""
         for r in self.latest.values():
