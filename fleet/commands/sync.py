@@ -9,7 +9,9 @@ table and an entry of the JSON's `bundles` and `errors`, with PATH:LINE), 2 when
 difference, 1 differences, 2 an error (a cluster or object could not be compared, conflicts, bad input).
 Both name their source (`source.identity` of the repository and `--path`), so another source's
 inventories under the same instance are conflicts, never pruned; `sync` claims the revision it read as
-seen now and always applies (`claim_of`: a person's explicit run is never superseded).
+seen now and always applies (`claim_of`: a person's explicit run is never superseded). `sync --waves`
+runs each bundle's rollout in the foreground instead of applying every placed cluster at once
+(`fleet.waves`; exit 1 when one halts or waits for an approval).
 Does not: hold any reconcile logic (`fleet.reconcile`, `fleet.diff`).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +28,11 @@ import anyio
 import typer
 
 from fleet import diff as diff_mod
-from fleet import errors, inventory, kube, model, reconcile, render, source
+from fleet import errors, inventory, kube, model, placement, reconcile, render, source, statusview
 from fleet import sources as sources_mod
+from fleet import waves as waves_mod
 from fleet.commands import common, rendering
+from fleet.core import rollout as ro
 
 
 @dataclass(frozen=True)
@@ -279,6 +284,12 @@ def register(app: typer.Typer) -> None:
         ),
         output: str = typer.Option("table", "--format", help="table or json."),
         no_wait: bool = typer.Option(False, "--no-wait", help="Do not wait for health."),
+        waves: bool = typer.Option(
+            False,
+            "--waves",
+            help="Run each bundle's rollout in the foreground (its waves, halts, deadlines; docs/rollouts.md)"
+            " instead of applying every placed cluster at once; exit 1 on a halt.",
+        ),
         timeout: str = typer.Option("5m", "--timeout", help="Bound of the health wait (e.g. 90s, 5m)."),
         request_timeout: str = typer.Option(
             "30s", "--request-timeout", help="Deadline of one API request attempt, first to last byte."
@@ -319,7 +330,11 @@ def register(app: typer.Typer) -> None:
             health_timeout = common.parse_duration(timeout, flag="--timeout", minimum=1.0, maximum=common.DAY)
         except errors.InputError as e:
             common.fail(str(e), code=2)
-        code = common.run(_sync, c, health_timeout, not no_wait, output)
+        if waves and no_wait:
+            common.fail(
+                "--waves waits for health by its nature: it cannot be combined with --no-wait", code=2
+            )
+        code = common.run(_sync_waves if waves else _sync, c, health_timeout, not no_wait, output)
         raise typer.Exit(code)
 
     @app.command("diff")
@@ -420,6 +435,43 @@ async def _sync(c: Request, health_timeout: float, wait: bool, output: str) -> i
     else:
         typer.echo(result_table(result))
     return 0 if result.ok else 1
+
+
+async def _sync_waves(c: Request, health_timeout: float, wait: bool, output: str) -> int:
+    """`fleet sync --waves`: every bundle's rollout in the foreground (`fleet.waves`)."""
+    try:
+        repo, targets, kubeconfig = await prepare(c)
+    except (errors.InputError, errors.SourceError) as e:
+        common.fail(str(e), code=2)
+    membership = await anyio.to_thread.run_sync(lambda: placement.waves(repo, placement.place(repo)))
+    options = reconcile.Options(
+        instance=c.instance,
+        concurrency=c.concurrency,
+        wait=False,
+        health_timeout=health_timeout,
+        health_interval=0.5,
+        cluster_deadline=c.round_timeout,
+        claim=await claim_of(c, repo),
+        yield_to_newer=False,
+    )
+    common.info(f"fleet sync --waves: {len(membership)} bundles roll out in waves (docs/rollouts.md)")
+    async with kube.Clients(kubeconfig, settings=settings_of(c)) as clients:
+        done = await waves_mod.run(repo, targets, membership, clients=clients, options=options)
+    now = time.time()
+    documents = {b: ro.document(r, now=now) for b, r in sorted(done.rollouts.items())}
+    if output == "json":
+        doc = result_json(done.fleet)
+        doc["ok"] = done.ok
+        doc["rollouts"] = documents
+        doc["stopped"] = done.stopped
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        typer.echo(result_table(done.fleet))
+        typer.echo("")
+        typer.echo(statusview.rollouts_table(documents) if documents else "no rollouts")
+    if done.stopped:
+        common.info(f"stopped: {done.stopped}")
+    return 0 if done.ok else 1
 
 
 def _about_bundle(bundle: str, text: str) -> str:
