@@ -23,8 +23,9 @@ stop). Inside its own anyio task group it keeps:
 - drift detection on every event (`drift.judge` against the desired objects, read through the
   `desired` callable at event time, so a new revision applies without restarting streams), a coalescing
   repair queue (a burst within `Settings.coalesce` seconds is one batch), `drift.repair_objects` of
-  exactly the drifted objects, and a `drift.FightGuard` per cluster that backs off and reports objects
-  another writer keeps changing back;
+  exactly the drifted objects (one `apply <bundle>` span per bundle repaired, under the span
+  `around_repair` opens: docs/tracing.md), and a `drift.FightGuard` per cluster that backs off and
+  reports objects another writer keeps changing back;
 - `on_change(cluster)`, called for every new event on a watched object, status changes included (the
   engine uses it to look at health at once while a rollout waits for this cluster);
 - health (open streams, time of the last event in RFC 3339, reconnects, relists, 410s) reported through
@@ -51,10 +52,12 @@ from typing import Any
 import anyio
 import anyio.abc
 import orjson
+from opentelemetry import trace
 
 from fleet import apply, drift, errors, inventory, kube, model, plan
 
 log = logging.getLogger("fleet.watch")
+_TRACER = trace.get_tracer("fleet.watch")
 
 DesiredSource = Callable[[], Mapping[model.ObjectRef, Mapping[str, Any]]]
 Kind = tuple[str, str]  # (apiVersion, kind)
@@ -558,6 +561,29 @@ class ClusterWatch:
                 for k in due:
                     self._queue(k, delay=self.settings.backoff_cap)
 
+    def _trace_applies(
+        self, changes: model.ChangeSet, wanted: Mapping[plan.Key, drift.Wanted], started_ns: int
+    ) -> None:
+        """One `apply <bundle>` span per bundle of a repair batch, child of the current (drift) span, from
+        the batch's start to now: the objects of one batch are repaired concurrently. Counts only."""
+        by_bundle: dict[str, list[model.Change]] = {}
+        for change in changes.changes:
+            w = wanted.get(plan.key(change.ref))
+            by_bundle.setdefault(w.bundle if w is not None else "", []).append(change)
+        for bundle, mine in sorted(by_bundle.items()):
+            span = _TRACER.start_span(
+                f"apply {bundle}",
+                attributes={"fleet.cluster": self.cluster, "fleet.bundle": bundle},
+                start_time=started_ns,
+            )
+            done = model.ChangeSet(tuple(mine))
+            for action in model.Action:
+                if n := done.count(action):
+                    span.set_attribute(f"fleet.objects.{action.value}", n)
+            if done.failed:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, "objects failed or conflicted"))
+            span.end()
+
     async def _repair(self, keys: list[plan.Key]) -> None:
         started = time.monotonic()
         objects: dict[model.ObjectRef, Mapping[str, Any]] = {}
@@ -577,6 +603,7 @@ class ClusterWatch:
         refs = tuple(sorted(objects))
         around = self._around_repair(refs) if self._around_repair is not None else contextlib.nullcontext()
         with around:
+            started_ns = time.time_ns()
             result = await drift.repair_objects(
                 self.client,
                 objects,
@@ -584,6 +611,7 @@ class ClusterWatch:
                 concurrency=self.settings.repair_concurrency,
                 claim=self._claim() if self._claim is not None else None,
             )
+            self._trace_applies(result.changes, wanted_by_key, started_ns)
         now = time.monotonic()
         fights: list[drift.Fight] = []
         for change in result.changes.changes:

@@ -217,6 +217,12 @@ def test_a_drift_repair_is_its_own_trace_linked_to_the_revision(
     assert drift_span.trace_id != root.trace_id
     assert (root.trace_id, root.span_id) in drift_span.links
     assert doc["clusters"]["us-1"]["traceId"] == drift_span.trace_id
+    # The targeted re-apply is under it, one `apply <bundle>` span per bundle repaired (docs/tracing.md).
+    spans = wait_spans(receiver, lambda ss: any(s.parent_span_id == drift_span.span_id for s in ss))
+    under = [s for s in spans if s.parent_span_id == drift_span.span_id]
+    assert [s.name for s in under] == ["apply settings"]
+    assert under[0].attributes["fleet.objects.configured"] == 1
+    assert under[0].attributes["fleet.cluster"] == "us-1"
 
 
 def test_openmetrics_scrapes_carry_the_trace_id_of_the_last_reconcile_as_an_exemplar(
