@@ -514,7 +514,7 @@ extensions:
       endpoint: 127.0.0.1:{query}
     grpc:
       endpoint: 127.0.0.1:{query_grpc}
-receivers:
+{ui}receivers:
   otlp:
     protocols:
       http:
@@ -556,12 +556,15 @@ class Jaeger:
 
 
 @contextlib.contextmanager
-def jaeger(workdir: Path) -> Iterator[Jaeger]:
+def jaeger(workdir: Path, *, ui_assets: Path | None = None) -> Iterator[Jaeger]:
+    """Jaeger all-in-one; `ui_assets`: a built Jaeger UI (its `index.html` and `static/`) for the query
+    service to serve, since the binary `make tools` builds has none (docs/tracing.md)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    ui = f"    ui:\n      assets_path: {ui_assets.resolve()}\n" if ui_assets is not None else ""
     for _attempt in range(3):
         otlp, query, query_grpc = free_port(), free_port(), free_port()
         config = workdir / "jaeger.yaml"
-        config.write_text(JAEGER_CONFIG.format(otlp=otlp, query=query, query_grpc=query_grpc))
+        config.write_text(JAEGER_CONFIG.format(otlp=otlp, query=query, query_grpc=query_grpc, ui=ui))
         child = Child("jaeger", [str(binary("jaeger")), f"--config={config}"], workdir / "jaeger.log")
         handle = Jaeger(f"http://127.0.0.1:{otlp}", f"http://127.0.0.1:{query}", child)
 
