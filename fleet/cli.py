@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "fleet.commands.sync",
     "fleet.commands.serve",
     "fleet.commands.rollout",
+    "fleet.commands.history",
 )
 
 

@@ -50,7 +50,7 @@ import random
 import socket
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,12 +60,14 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from fleet import (
+    audit,
     drift,
     errors,
     health,
     inventory,
     kube,
     model,
+    notify,
     placement,
     plan,
     reconcile,
@@ -76,8 +78,10 @@ from fleet import (
     state,
     telemetry,
 )
+from fleet import events as cluster_events
 from fleet import sources as sources_mod
 from fleet import watch as watching
+from fleet.core import history as hist
 from fleet.core import rollout as ro
 from fleet.metrics import Metrics
 
@@ -118,6 +122,11 @@ class Settings:
     watch: bool = True  # keep watch streams open and repair drift at once
     watch_settings: watching.Settings = field(default_factory=watching.Settings)
     sources: sources_mod.Settings = field(default_factory=sources_mod.Settings)  # renderers (docs/sources.md)
+    # History, Kubernetes Events and notifications (docs/notifications.md).
+    history: audit.Settings = field(default_factory=audit.Settings)
+    kube_events: bool = True
+    events_settings: cluster_events.Settings = field(default_factory=cluster_events.Settings)
+    notify: notify.Settings = field(default_factory=notify.Settings)
 
 
 # The claim of a revision whose first sighting is unknown (read back from the mirror): older than any.
@@ -134,6 +143,7 @@ class BundleStatus:
     objects: int = 0
     last_error: str | None = None
     hash: str | None = None
+    since: str | None = None  # when it came to hold `revision` (fleet status --revision)
 
     def document(self) -> dict[str, Any]:
         return {
@@ -403,12 +413,31 @@ class Engine:
         self._renders: dict[str, Desired] = {}  # older revisions some cluster still holds, by SHA
         self._batch: set[str] | None = None  # clusters rollouts started while a revision is taken in
         self._probes = anyio.CapacityLimiter(16)  # health probes for rollouts, beside the rounds
+        self.audit = audit.Recorder(
+            store=store,
+            metrics=self.metrics,
+            settings=settings.history,
+            events=cluster_events.EventWriter(
+                instance=settings.instance,
+                kubeconfig=kubeconfig,
+                kube_settings=kube_settings,
+                context_of=self._context_of,
+                metrics=self.metrics,
+                tls=self._tls,
+                settings=settings.events_settings,
+            )
+            if settings.kube_events
+            else None,
+            notifier=notify.Notifier(store=store, settings=settings.notify, metrics=self.metrics),
+            db_limiter=self._db_limiter,
+        )
         self.rollouts = rollouts.Conductor(
-            store=store, metrics=self.metrics, wake=self._rollout_wake, save=self._save
+            store=store, metrics=self.metrics, wake=self._rollout_wake, save=self._save, observer=self.audit
         )
         self.metrics.rounds_in_flight.set_function(lambda: self._in_flight)
         self._restore()
         self.rollouts.restore()
+        self.audit.restore()
         if store.set_aside is not None:
             self._announce_set_aside(store.set_aside)
         # When the revision restored from the state was first seen: it stays that old across a restart.
@@ -479,6 +508,58 @@ class Engine:
         self._fetch_wake.set()
         return True
 
+    async def history(self, q: hist.Query) -> dict[str, Any]:
+        """``GET /api/v1/history``: entries newest first; `more` when the limit cut some off. Raises
+        `errors.StateError` when the database cannot be read (503)."""
+        wider = hist.Query(
+            cluster=q.cluster, bundle=q.bundle, since=q.since, revision=q.revision, limit=q.limit + 1
+        )
+        entries = await anyio.to_thread.run_sync(self.store.query_history, wider)
+        return {"entries": [e.document() for e in entries[: q.limit]], "more": len(entries) > q.limit}
+
+    async def revision_document(self, revision: str) -> dict[str, Any] | None:
+        """``GET /api/v1/revisions/SHA``: which clusters hold a revision (a full or abbreviated id), for
+        which bundles and since when; where it has not arrived (what those pairs hold instead); its rollouts
+        and its history. None when fleet knows nothing of it; ValueError when the abbreviation is ambiguous."""
+        prefix = hist.check_revision(revision)
+        known = {s.revision for rt in self.clusters.values() for s in rt.bundles.values() if s.revision}
+        known |= {r.revision for r in self.rollouts.latest.values()}
+        if self.revision.sha:
+            known.add(self.revision.sha)
+        matches = sorted(k for k in known if k.startswith(prefix))
+        if len(matches) > 1:
+            raise ValueError(f"revision {revision!r} is ambiguous: {', '.join(m[:12] for m in matches)}")
+        full = matches[0] if matches else prefix
+        found = await anyio.to_thread.run_sync(
+            self.store.query_history, hist.Query(revision=full, limit=hist.MAX_LIMIT)
+        )
+        if not matches and not found:
+            return None
+        full = matches[0] if matches else (found[0].to_revision or found[0].from_revision or full)
+        holders: dict[str, dict[str, Any]] = {}
+        elsewhere: dict[str, dict[str, Any]] = {}
+        for name, rt in sorted(self.clusters.items()):
+            for b, st in sorted(rt.bundles.items()):
+                if st.revision == full:
+                    holders.setdefault(name, {})[b] = {"state": st.state.value, "since": st.since}
+                elif st.state is not model.State.SUSPENDED:
+                    elsewhere.setdefault(name, {})[b] = {"state": st.state.value, "revision": st.revision}
+        rollouts_ = {b: str(r.phase) for b, r in sorted(self.rollouts.latest.items()) if r.revision == full}
+        touched = {e.bundle for e in found} | set(rollouts_)
+        return {
+            "revision": full,
+            "newest": full == self.revision.sha,
+            "holders": holders,
+            # Only the bundles this revision changed: where its change has not arrived.
+            "elsewhere": {
+                c: {b: v for b, v in per.items() if b in touched}
+                for c, per in elsewhere.items()
+                if any(b in touched for b in per)
+            },
+            "rollouts": rollouts_,
+            "history": [e.document() for e in found[:500]],
+        }
+
     def rollout_documents(self) -> dict[str, Any]:
         return self.rollouts.documents()
 
@@ -519,11 +600,12 @@ class Engine:
         w.expired = expired
         self.metrics.watch_streams.labels(cluster=cluster).set(streams)
 
-    def _repaired(self, batch: watching.RepairBatch) -> None:
-        """A coalesced drift repair finished on a cluster (called by its watch)."""
+    def _repaired(self, batch: watching.RepairBatch) -> Awaitable[None] | None:
+        """A coalesced drift repair finished on a cluster (called by its watch): metrics, a round when the
+        repair could not do it all, and its history entries (stored before the watch goes on)."""
         rt = self.clusters.get(batch.cluster)
         if rt is None:
-            return
+            return None
         wrote = batch.changes.count(model.Action.CREATED) + batch.changes.count(model.Action.CONFIGURED)
         if wrote:
             self.metrics.drift_repairs.labels(cluster=batch.cluster).inc(wrote)
@@ -537,6 +619,39 @@ class Engine:
             batch.cluster,
             ", ".join(f"{a.value} {batch.changes.count(a)}" for a in model.Action if batch.changes.count(a)),
         )
+        bundle_of = {
+            c.ref: str(
+                ((rt.objects.get(c.ref) or {}).get("metadata") or {})
+                .get("labels", {})
+                .get(model.LABEL_BUNDLE, "")
+            )
+            for c in batch.changes.changes
+        }
+        entries = self.audit.repaired(
+            rt.name,
+            batch.changes.changes,
+            bundle_of={ref: b for ref, b in bundle_of.items() if b},
+            revisions={b: s.revision for b, s in rt.bundles.items()},
+            trace_id=rt.trace_id,
+        )
+        if not entries:
+            return None
+
+        def write() -> None:
+            try:
+                self.store.record_history(entries)
+            except errors.StateError:
+                self.audit.unsaved(entries)
+                raise
+
+        return self._save(write)
+
+    def _context_of(self, cluster: str) -> str | None:
+        """The kubeconfig context of a registered cluster (for the Event writer's own clients)."""
+        rt = self.clusters.get(cluster)
+        if rt is None or rt.cluster is None:
+            return None
+        return rt.cluster.context or rt.cluster.name
 
     @contextlib.contextmanager
     def _drift_span(self, rt: ClusterRuntime, refs: tuple[model.ObjectRef, ...]) -> Iterator[None]:
@@ -689,6 +804,7 @@ class Engine:
                 objects=t.objects,
                 last_error=t.last_error,
                 hash=t.hash,
+                since=t.since,
             )
             if t.hash:
                 owner.signature[bundle] = t.hash
@@ -702,6 +818,7 @@ class Engine:
                 self._tg = tg
                 tg.start_soon(self._fetch_loop)
                 tg.start_soon(self.rollouts.run)
+                tg.start_soon(self.audit.run)
         finally:
             self._tg = None
             with anyio.CancelScope(shield=True):
@@ -916,6 +1033,7 @@ class Engine:
                 self._refused = None
                 await self._keep(sha)
             self.revision_context = root.get_span_context()
+            self.audit.commit(sha, author=snapshot.author, subject=self.revision.message)
             self._update_registry(desired)
             self._batch = set()
             await self.rollouts.begin(
@@ -1141,7 +1259,8 @@ class Engine:
         render holds it too."""
         for b, status in rt.bundles.items():
             if status.state is model.State.SYNCED and holds.get(b, rollouts.NEWEST) == rollouts.NEWEST:
-                status.revision = sha
+                if status.revision != sha:
+                    status.revision, status.since = sha, now_rfc3339()
         if rt.state is model.State.SYNCED and all(h == rollouts.NEWEST for h in holds.values()):
             rt.revision = sha
 
@@ -1270,8 +1389,14 @@ class Engine:
                 if result.message:
                     span.add_event("error", {"message": result.message})
             trace_id = telemetry.trace_id_hex(span)
-        self._record(
+        pairs = self._record(
             rt, result, signature=sig, revision=revision, trace_id=trace_id, desired=desired, holds=holds
+        )
+        entries = self.audit.round(
+            rt.name,
+            pairs,
+            trace_id=trace_id,
+            rollback_actor=lambda b: hist.rollback_actor(self.rollouts.latest.get(b)),
         )
         if cluster.paused or result.state is model.State.PAUSED:
             self._stop_watch(rt)
@@ -1295,7 +1420,7 @@ class Engine:
         for c in changes.changes:
             self.metrics.objects.labels(cluster=rt.name, action=c.action.value).inc()
         self.metrics.set_cluster_state(rt.name, rt.state)
-        await self._persist_cluster(rt, changes=changes, revision=revision)
+        await self._persist_cluster(rt, history=entries)
 
     def _record(
         self,
@@ -1307,9 +1432,11 @@ class Engine:
         trace_id: str | None,
         desired: Desired,
         holds: Mapping[str, rollouts.Hold],
-    ) -> None:
+    ) -> list[hist.Pair]:
+        """Take a round's result into the cluster's status; what it did to each bundle, for the history."""
         rt.attempted = True
         rt.last_sync_at = now_rfc3339()
+        pairs: list[hist.Pair] = []
         if result.warnings != rt.warnings:
             for w in result.warnings:
                 log.warning("cluster %s: %s", rt.name, w)
@@ -1329,16 +1456,34 @@ class Engine:
                     objects=previous.objects if previous else 0,
                     last_error=self.rollouts.waiting(b, rt.name),
                     hash=previous.hash if previous else None,
+                    since=previous.since if previous else None,
                 )
                 continue
             synced = br.state is model.State.SYNCED
             held = revision if hold == rollouts.NEWEST else hold.revision
+            now_holds = held if synced else (previous.revision if previous else None)
             bundles[b] = BundleStatus(
                 state=br.state,
-                revision=held if synced else (previous.revision if previous else None),
+                revision=now_holds,
                 objects=br.objects,
                 last_error=(br.message or None) if br.state not in _QUIET else None,
                 hash=br.hash,
+                since=previous.since
+                if previous is not None and previous.revision == now_holds
+                else (rt.last_sync_at if now_holds else None),
+            )
+            pairs.append(self._pair(b, br, previous, to_revision=held, hold=hold))
+        for b, br in result.removed.items():
+            previous = rt.bundles.get(b)
+            pairs.append(
+                hist.Pair(
+                    bundle=b,
+                    state=br.state.value,
+                    objects=hist.counts(c.action.value for c in br.changes.changes),
+                    to_revision=revision,
+                    from_revision=previous.revision if previous else None,
+                    removed=True,
+                )
             )
         for b in desired.protected:  # broken bundles keep their last good state, and say why
             previous = rt.bundles.get(b)
@@ -1349,6 +1494,7 @@ class Engine:
                     objects=previous.objects,
                     last_error=desired.protected[b],
                     hash=previous.hash,
+                    since=previous.since,
                 )
         rt.bundles = bundles
         states = [s.state for s in bundles.values() if s.state is not model.State.SUSPENDED]
@@ -1389,6 +1535,30 @@ class Engine:
             ", ".join(f"{a.value} {result.changes.count(a)}" for a in model.Action if result.changes.count(a))
             or "no changes",
         )
+        return pairs
+
+    def _pair(
+        self,
+        bundle: str,
+        br: reconcile.BundleResult,
+        previous: BundleStatus | None,
+        *,
+        to_revision: str | None,
+        hold: rollouts.Hold,
+    ) -> hist.Pair:
+        r = self.rollouts.latest.get(bundle)
+        return hist.Pair(
+            bundle=bundle,
+            state=br.state.value,
+            objects=hist.counts(c.action.value for c in br.changes.changes),
+            to_revision=to_revision,
+            from_revision=previous.revision if previous else None,
+            message=br.message,
+            failed_before=(previous.last_error or "")
+            if previous and previous.state is model.State.FAILED
+            else None,
+            rollback=hold.kind == "revision" and r is not None and r.phase is ro.Phase.ROLLED_BACK,
+        )
 
     def _cluster_rows(self, rt: ClusterRuntime) -> tuple[state.ClusterRow, tuple[state.TargetRow, ...]]:
         row = state.ClusterRow(
@@ -1409,29 +1579,21 @@ class Engine:
                 objects=s.objects,
                 last_error=s.last_error,
                 updated_at=rt.last_sync_at,
+                since=s.since,
             )
             for b, s in sorted(rt.bundles.items())
         )
         return row, targets
 
-    async def _persist_cluster(
-        self, rt: ClusterRuntime, *, changes: model.ChangeSet, revision: str | None
-    ) -> None:
+    async def _persist_cluster(self, rt: ClusterRuntime, *, history: tuple[hist.Entry, ...] = ()) -> None:
         row, targets = self._cluster_rows(rt)
-        counts = {a.value: changes.count(a) for a in model.Action if changes.count(a)}
 
         def write() -> None:
-            self.store.record_cluster(row, targets, drop_other_targets=True)
-            self.store.record_sync(
-                cluster=rt.name,
-                revision=revision,
-                started_at=None,
-                finished_at=rt.last_sync_at,
-                state=rt.state.value,
-                changes=counts,
-                error=rt.last_error,
-                trace_id=rt.trace_id,
-            )
+            try:
+                self.store.record_cluster(row, targets, drop_other_targets=True, history=history)
+            except errors.StateError:
+                self.audit.unsaved(history)
+                raise
 
         await self._save(write)
 
@@ -1463,13 +1625,17 @@ class Engine:
         revision = self._revision_row()
         rows = [self._cluster_rows(rt) for rt in self.clusters.values()]
         rollout_rows = self.rollouts.rows()
+        entries, messages = self.audit.take_unsaved()
 
         def write_all() -> None:
             self.store.record_revision(revision)
             for row, targets in rows:
                 self.store.record_cluster(row, targets, drop_other_targets=True)
-            if rollout_rows:
-                self.store.record_rollouts(rollout_rows)
+            try:
+                self.store.record_rollouts(rollout_rows, history=entries, outbox=messages)
+            except errors.StateError:
+                self.audit.unsaved(entries, messages)
+                raise
 
         with anyio.CancelScope(shield=True):
             try:
@@ -1477,6 +1643,8 @@ class Engine:
             except errors.StateError as e:
                 self._mark_unsaved(e)
                 return
+        if messages:
+            self.audit.stored()
         health = self.store_health
         if health.error is not None:
             log.info("state database: saving again (it failed from %s to now)", health.since)

@@ -114,6 +114,32 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.history_entries = Counter(
+            "fleet_history_entries", "Changes recorded in the history, by outcome.", ["outcome"], registry=r
+        )
+        self.history_pruned = Counter(
+            "fleet_history_pruned",
+            "History entries deleted by the retention (--history-retention).",
+            registry=r,
+        )
+        self.events = Counter(
+            "fleet_kube_events",
+            "Kubernetes Events fleet wrote on clusters, by result: created, updated (a series), failed, dropped.",
+            ["result"],
+            registry=r,
+        )
+        self.notifications = Counter(
+            "fleet_notifications",
+            "Notification deliveries by receiver (github, gitlab, or webhook-<hash of its URL>) and result: delivered, retried, dropped.",
+            ["receiver", "result"],
+            registry=r,
+        )
+        self.notifications_pending = Gauge(
+            "fleet_notifications_pending",
+            "Undelivered notifications in the outbox.",
+            ["receiver"],
+            registry=r,
+        )
 
     def set_cluster_state(self, cluster: str, state: model.State) -> None:
         for s in model.State:

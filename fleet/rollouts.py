@@ -16,18 +16,18 @@ asks the engine to wake a cluster through the `wake` callback).
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from opentelemetry import trace
 from opentelemetry.trace import Link
 
 from fleet import errors, model, state
+from fleet.core import history as hist
 from fleet.core import rollout as ro
 from fleet.metrics import Metrics
 
@@ -66,6 +66,24 @@ WakeFn = Callable[[str, "trace.SpanContext | None"], None]
 SaveFn = Callable[[Callable[[], None]], Awaitable[None]]
 
 
+class Observer(Protocol):
+    """What records rollouts' changes for people (`fleet.audit.Recorder`): told of every change and action
+    as it happens; what it makes of them is stored with the rollout rows in one transaction."""
+
+    def rollout_changed(self, old: ro.Rollout | None, new: ro.Rollout) -> None: ...
+
+    def acted(self, r: ro.Rollout, record: ro.ActionRecord) -> None: ...
+
+    @property
+    def pending(self) -> bool: ...
+
+    def take(self) -> tuple[tuple[hist.Entry, ...], tuple[state.Message, ...]]: ...
+
+    def unsaved(self, entries: Iterable[hist.Entry] = (), messages: Iterable[state.Message] = ()) -> None: ...
+
+    def stored(self) -> None: ...
+
+
 class Conductor:
     """One per engine. Not thread-safe: the engine's event loop calls it."""
 
@@ -76,9 +94,11 @@ class Conductor:
         metrics: Metrics,
         wake: WakeFn,
         save: SaveFn,
+        observer: Observer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self._observer = observer
         self.metrics = metrics
         self.latest: dict[str, ro.Rollout] = {}
         self.hashes: dict[str, dict[str, str]] = {}  # bundle -> cluster -> hash at the rollout's revision
@@ -354,6 +374,8 @@ class Conductor:
                 {"actor": actor, "reason": reason, "wave": wave or "", "cluster": cluster or ""},
             )
         self._set(new)
+        if self._observer is not None and new.actions:
+            self._observer.acted(new, new.actions[-1])
         with tracer.start_as_current_span(
             f"rollout {action} {bundle}",
             context=trace.set_span_in_context(trace.INVALID_SPAN),
@@ -389,11 +411,24 @@ class Conductor:
 
     async def flush(self) -> None:
         """Store every rollout that changed since the last flush (one transaction)."""
-        if not self._dirty:
+        observer = self._observer
+        if not self._dirty and (observer is None or not observer.pending):
             return
         dirty, self._dirty = self._dirty, {}
         rows = tuple(self._row(r) for r in dirty.values())
-        await self._save(functools.partial(self.store.record_rollouts, rows))
+        entries, messages = observer.take() if observer is not None else ((), ())
+
+        def write() -> None:
+            try:
+                self.store.record_rollouts(rows, history=entries, outbox=messages)
+            except errors.StateError:
+                if observer is not None:
+                    observer.unsaved(entries, messages)
+                raise
+
+        await self._save(write)
+        if observer is not None and messages:
+            observer.stored()
         self._update_metrics()
 
     def rows(self) -> tuple[state.RolloutRow, ...]:
@@ -434,6 +469,8 @@ class Conductor:
         old = self.latest.get(r.bundle)
         if old is not None and old.revision == r.revision:
             self._trace_transitions(old, r)
+        if self._observer is not None:
+            self._observer.rollout_changed(old if old is not None and old.revision == r.revision else None, r)
         self.latest[r.bundle] = r
         self._dirty[(r.bundle, r.revision)] = r
         if r.terminal:

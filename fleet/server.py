@@ -14,7 +14,8 @@ drive it with the real engine and nothing else.
 
 Routes: ``GET /healthz``, ``GET /readyz``, ``GET /api/v1/status``, ``POST /api/v1/reconcile``,
 ``POST /api/v1/webhook``, ``GET /api/v1/rollouts[/BUNDLE]``, ``POST /api/v1/rollouts/BUNDLE/ACTION``
-(docs/rollouts.md), ``GET /metrics``, ``GET /`` (and the page's assets under ``/ui/``).
+(docs/rollouts.md), ``GET /api/v1/history``, ``GET /api/v1/revisions/SHA`` (docs/notifications.md),
+``GET /metrics``, ``GET /`` (and the page's assets under ``/ui/``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import logging
 import resource
 import socket
+import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from fleet import errors, webhook
+from fleet.core import history as hist
 from fleet.metrics import Metrics
 
 log = logging.getLogger("fleet.server")
@@ -66,6 +69,14 @@ class Controller(Protocol):
 
     def trigger_fetch(self, *, reason: str) -> bool:
         """Ask for a fetch now; False when rate-limited (the call is still accepted)."""
+        ...
+
+    async def history(self, q: hist.Query) -> dict[str, Any]:
+        """History entries matching `q` (docs/notifications.md); `errors.StateError` when unreadable."""
+        ...
+
+    async def revision_document(self, revision: str) -> dict[str, Any] | None:
+        """Where a revision is: None when unknown, ValueError when the abbreviation is bad or ambiguous."""
         ...
 
     def rollout_documents(self) -> dict[str, Any]:
@@ -226,6 +237,46 @@ async def webhook_call(request: web.Request) -> web.Response:
     return _json({"fetch": "started" if accepted else "already pending"}, status=202)
 
 
+async def history(request: web.Request) -> web.Response:
+    """``GET /api/v1/history?cluster=&bundle=&since=&revision=&limit=``: 200, 400 naming a bad parameter,
+    503 when the state database cannot be read."""
+    q = request.query
+    try:
+        query = hist.query(
+            cluster=q.get("cluster"),
+            bundle=q.get("bundle"),
+            since=q.get("since"),
+            revision=q.get("revision"),
+            limit=q.get("limit"),
+            now=time.time(),
+        )
+    except ValueError as e:
+        return _problem(400, str(e))
+    try:
+        doc = await request.app[CONTROLLER_KEY].history(query)
+    except errors.StateError as e:
+        return _problem(503, f"the history cannot be read: {e}")
+    return _json(doc)
+
+
+async def revision(request: web.Request) -> web.Response:
+    """``GET /api/v1/revisions/SHA``: which clusters hold it, for which bundles, since when."""
+    sha = request.match_info["sha"]
+    try:
+        doc = await request.app[CONTROLLER_KEY].revision_document(sha)
+    except ValueError as e:
+        return _problem(400, str(e))
+    except errors.StateError as e:
+        return _problem(503, f"the history cannot be read: {e}")
+    if doc is None:
+        return _problem(
+            404,
+            f"revision {sha}: unknown here (no cluster holds it, no rollout and no history entry names it: "
+            "never applied, or older than the history's retention)",
+        )
+    return _json(doc)
+
+
 ROLLOUT_ACTIONS = ("pause", "resume", "approve", "skip", "abort", "rollback")
 _MAX_TEXT = 1024  # reason and actor of an action
 
@@ -319,6 +370,8 @@ def build_app(controller: Controller, settings: ServerSettings) -> web.Applicati
     app.router.add_get("/api/v1/status", status)
     app.router.add_post("/api/v1/reconcile", reconcile)
     app.router.add_post("/api/v1/webhook", webhook_call)
+    app.router.add_get("/api/v1/history", history)
+    app.router.add_get("/api/v1/revisions/{sha}", revision)
     app.router.add_get("/api/v1/rollouts", rollouts_list)
     app.router.add_get("/api/v1/rollouts/{bundle}", rollout_get)
     app.router.add_post("/api/v1/rollouts/{bundle}/{action}", rollout_action)

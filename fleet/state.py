@@ -1,14 +1,19 @@
 """The controller's durable state: an embedded SQLite database under ``--state-dir``.
 
 Owns: what must survive a restart of `fleet serve` — the newest fetched revision and its problems, the
-last applied revision, hash and state of every (cluster, bundle) target, each cluster's last state, a
-bounded history of syncs, and the rollouts of every bundle (the newest `ROLLOUTS_PER_BUNDLE`, stored as
-`fleet.rollouts` hands them over). Writes are transactions in WAL mode, so a SIGKILL leaves either the old or the
-new row, never half of one. Does not: decide anything, or touch the event loop: every method is blocking
-and the engine calls it through `anyio.to_thread.run_sync` with a limiter of one (one writer at a time).
+last applied revision, hash, state and holding time of every (cluster, bundle) target, each cluster's
+last state, the history of every change fleet made (`fleet.core.history` entries: indexed by cluster,
+bundle, time and revision, pruned in batches by age), and the notification outbox (messages not yet
+delivered, per receiver, in order), and the rollouts of every bundle (the newest `ROLLOUTS_PER_BUNDLE`,
+stored as `fleet.rollouts` hands them over). Writes are transactions in WAL mode, so a SIGKILL leaves either the
+old or the new row, never half of one. Does not: decide anything (what to record, what to send, when to
+retry), or touch the event loop: every method is blocking and the engine calls it through
+`anyio.to_thread.run_sync` with a limiter of one (one writer at a time).
 
 The schema version is kept in ``PRAGMA user_version``; an older database is migrated in place on open,
-a newer one is refused (a downgrade must not silently drop state).
+a newer one is refused (a downgrade must not silently drop state). Version 3 folded the old bounded
+``sync`` table (one row per round) into ``history`` (one row per change): its rounds that wrote objects
+became history entries, the rest was dropped.
 
 Failures (docs/operations.md): every SQLite error becomes `errors.StateError`. A damaged file (SQLite's
 CORRUPT or NOTADB, or a failing ``PRAGMA quick_check`` on open) is `corrupt`: the store is a rebuildable
@@ -31,10 +36,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fleet import errors
+from fleet.core import history as hist
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ROLLOUTS_PER_BUNDLE = 20
-HISTORY_PER_CLUSTER = 200
+OUTBOX_PER_RECEIVER = 10_000  # undelivered messages kept per receiver; older ones are dropped
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS revision (
@@ -46,25 +52,51 @@ CREATE TABLE IF NOT EXISTS revision (
 CREATE TABLE IF NOT EXISTS target (
     cluster TEXT NOT NULL, bundle TEXT NOT NULL,
     revision TEXT, hash TEXT, state TEXT NOT NULL, objects INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT, updated_at TEXT,
+    last_error TEXT, updated_at TEXT, since TEXT,
     PRIMARY KEY (cluster, bundle)
 );
 CREATE TABLE IF NOT EXISTS cluster (
     name TEXT PRIMARY KEY,
     state TEXT NOT NULL, revision TEXT, last_sync_at TEXT, last_error TEXT, trace_id TEXT
 );
-CREATE TABLE IF NOT EXISTS sync (
+CREATE TABLE IF NOT EXISTS history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    cluster TEXT NOT NULL, revision TEXT, started_at TEXT, finished_at TEXT, state TEXT NOT NULL,
-    changes TEXT NOT NULL DEFAULT '{}', error TEXT, trace_id TEXT
+    at REAL NOT NULL, cluster TEXT NOT NULL DEFAULT '', bundle TEXT NOT NULL DEFAULT '',
+    outcome TEXT NOT NULL, from_revision TEXT, to_revision TEXT, objects TEXT NOT NULL DEFAULT '{}',
+    trace_id TEXT, actor TEXT, reason TEXT NOT NULL DEFAULT '', message TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS sync_by_cluster ON sync (cluster, seq);
 CREATE TABLE IF NOT EXISTS rollout (
     bundle TEXT NOT NULL, revision TEXT NOT NULL, started_at REAL NOT NULL,
     doc TEXT NOT NULL, terminal INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL,
     PRIMARY KEY (bundle, revision)
 );
 CREATE INDEX IF NOT EXISTS rollout_by_bundle ON rollout (bundle, started_at);
+CREATE INDEX IF NOT EXISTS history_by_time ON history (at);
+CREATE INDEX IF NOT EXISTS history_by_cluster ON history (cluster, at);
+CREATE INDEX IF NOT EXISTS history_by_pair ON history (cluster, bundle, at);
+CREATE INDEX IF NOT EXISTS history_by_bundle ON history (bundle, at);
+CREATE INDEX IF NOT EXISTS history_by_to ON history (to_revision);
+CREATE INDEX IF NOT EXISTS history_by_from ON history (from_revision);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    receiver TEXT NOT NULL, created_at REAL NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL DEFAULT '',
+    body BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0, last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_by_receiver ON outbox (receiver, seq);
+CREATE INDEX IF NOT EXISTS target_by_revision ON target (revision);
+"""
+
+# Version 1 and 2 kept one `sync` row per round; the rounds that wrote objects become history entries.
+_FOLD_SYNC = """
+INSERT INTO history (at, cluster, bundle, outcome, to_revision, objects, trace_id, message)
+SELECT CAST(strftime('%s', COALESCE(finished_at, started_at)) AS REAL), cluster, '',
+       CASE WHEN state = 'Failed' THEN 'Failed' ELSE 'Synced' END, revision, changes, trace_id,
+       COALESCE(error, '')
+FROM sync
+WHERE COALESCE(finished_at, started_at) IS NOT NULL
+  AND COALESCE(json_extract(changes, '$.created'), 0) + COALESCE(json_extract(changes, '$.configured'), 0)
+      + COALESCE(json_extract(changes, '$.deleted'), 0) > 0
+ORDER BY seq
 """
 
 
@@ -90,6 +122,7 @@ class TargetRow:
     objects: int = 0
     last_error: str | None = None
     updated_at: str | None = None
+    since: str | None = None  # when the target came to hold `revision`
 
 
 @dataclass(frozen=True)
@@ -103,16 +136,19 @@ class ClusterRow:
 
 
 @dataclass(frozen=True)
-class SyncRow:
-    seq: int
-    cluster: str
-    revision: str | None
-    started_at: str | None
-    finished_at: str | None
-    state: str
-    changes: Mapping[str, int]
-    error: str | None
-    trace_id: str | None
+class Message:
+    """One notification for one receiver, as the outbox keeps it (`fleet.notify` renders and sends it):
+    the body is the final payload, without credentials (those are added as headers when sending)."""
+
+    receiver: str
+    kind: str
+    body: bytes
+    path: str = ""  # below the receiver's base URL (a commit status: the commit's statuses path)
+    created_at: float = 0.0
+    seq: int = 0
+    attempts: int = 0
+    next_at: float = 0.0
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -245,8 +281,26 @@ class StateStore:
                 "refusing to downgrade it"
             )
         if version < SCHEMA_VERSION:
-            # Idempotent DDL (CREATE ... IF NOT EXISTS); executescript commits on its own.
-            db.executescript(_SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
+            # Idempotent DDL (CREATE ... IF NOT EXISTS) and the steps from older versions, in one transaction.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(target)")}
+                if "since" not in columns:
+                    db.execute("ALTER TABLE target ADD COLUMN since TEXT")
+                if db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sync'"
+                ).fetchone():
+                    db.execute(_FOLD_SYNC)
+                    db.execute("DROP TABLE sync")
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -298,9 +352,14 @@ class StateStore:
             )
 
     def record_cluster(
-        self, cluster: ClusterRow, targets: tuple[TargetRow, ...] = (), *, drop_other_targets: bool = False
+        self,
+        cluster: ClusterRow,
+        targets: tuple[TargetRow, ...] = (),
+        *,
+        drop_other_targets: bool = False,
+        history: tuple[hist.Entry, ...] = (),
     ) -> None:
-        """Write a cluster's row and its target rows in one transaction.
+        """Write a cluster's row, its target rows and the history entries of its round in one transaction.
 
         With `drop_other_targets`, target rows of this cluster not in `targets` are removed (bundles no
         longer placed there).
@@ -330,50 +389,159 @@ class StateStore:
             for t in targets:
                 db.execute(
                     "INSERT INTO target (cluster, bundle, revision, hash, state, objects, last_error,"
-                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(cluster, bundle) DO UPDATE SET"
-                    " revision=excluded.revision, hash=excluded.hash, state=excluded.state,"
-                    " objects=excluded.objects, last_error=excluded.last_error, updated_at=excluded.updated_at",
-                    (t.cluster, t.bundle, t.revision, t.hash, t.state, t.objects, t.last_error, t.updated_at),
+                    " updated_at, since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(cluster, bundle) DO"
+                    " UPDATE SET revision=excluded.revision, hash=excluded.hash, state=excluded.state,"
+                    " objects=excluded.objects, last_error=excluded.last_error, updated_at=excluded.updated_at,"
+                    " since=excluded.since",
+                    (
+                        t.cluster,
+                        t.bundle,
+                        t.revision,
+                        t.hash,
+                        t.state,
+                        t.objects,
+                        t.last_error,
+                        t.updated_at,
+                        t.since,
+                    ),
                 )
+            _insert_history(db, history)
 
-    def record_sync(
+    # -- history -------------------------------------------------------------------------------------------
+
+    def record_history(self, entries: tuple[hist.Entry, ...]) -> None:
+        """Append entries (a drift repair, a person's action, a rollout's halt) in one transaction."""
+        if entries:
+            with self._tx() as db:
+                _insert_history(db, entries)
+
+    def query_history(self, q: hist.Query) -> list[hist.Entry]:
+        """Entries matching every filter of `q`, newest first (each filter has its index)."""
+        where: list[str] = []
+        args: list[Any] = []
+        if q.cluster is not None:
+            where.append("cluster = ?")
+            args.append(q.cluster)
+        if q.bundle is not None:
+            where.append("bundle = ?")
+            args.append(q.bundle)
+        if q.since is not None:
+            where.append("at >= ?")
+            args.append(q.since)
+        if q.revision is not None:
+            low, high = _prefix_range(q.revision)
+            where.append(
+                "seq IN (SELECT seq FROM history WHERE to_revision >= ? AND to_revision < ?"
+                " UNION SELECT seq FROM history WHERE from_revision >= ? AND from_revision < ?)"
+            )
+            args += [low, high, low, high]
+        sql = f"SELECT {_HISTORY_COLUMNS} FROM history"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY at DESC, seq DESC LIMIT ?"
+        args.append(q.limit)
+        with self._lock:
+            rows = self._guard(lambda: self._db.execute(sql, args).fetchall())
+        return [_entry(r) for r in rows]
+
+    def prune_history(self, *, before: float, batch: int = 5_000) -> int:
+        """Delete up to `batch` entries older than `before` (one short transaction); how many went. The
+        caller repeats while it returns `batch`, yielding between calls so writers are never held long."""
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM history WHERE seq IN (SELECT seq FROM history WHERE at < ? ORDER BY at LIMIT ?)",
+                (before, batch),
+            )
+            return cur.rowcount
+
+    def history_bounds(self) -> tuple[int, float | None]:
+        """How many entries there are, and the time of the oldest (None: none)."""
+        with self._lock:
+            n, oldest = self._guard(
+                lambda: self._db.execute("SELECT COUNT(*), MIN(at) FROM history").fetchone()
+            )
+        return int(n), oldest
+
+    # -- the notification outbox ---------------------------------------------------------------------------
+
+    def enqueue(self, messages: tuple[Message, ...]) -> int:
+        """Add messages at the end of their receivers' queues; keeps the newest `OUTBOX_PER_RECEIVER` of a
+        receiver (the oldest undelivered ones beyond it are dropped). Returns how many were dropped."""
+        if not messages:
+            return 0
+        with self._tx() as db:
+            return _insert_outbox(db, messages)
+
+    def outbox_head(self, receiver: str) -> Message | None:
+        """The oldest undelivered message of a receiver (delivery keeps each receiver's order)."""
+        with self._lock:
+            row = self._guard(
+                lambda: self._db.execute(
+                    "SELECT seq, receiver, created_at, kind, path, body, attempts, next_at, last_error"
+                    " FROM outbox WHERE receiver = ? ORDER BY seq LIMIT 1",
+                    (receiver,),
+                ).fetchone()
+            )
+        if row is None:
+            return None
+        return Message(
+            seq=row[0],
+            receiver=row[1],
+            created_at=row[2],
+            kind=row[3],
+            path=row[4],
+            body=bytes(row[5]),
+            attempts=row[6],
+            next_at=row[7],
+            last_error=row[8],
+        )
+
+    def outbox_delivered(self, seq: int) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+
+    def outbox_retry(self, seq: int, *, attempts: int, next_at: float, error: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET attempts = ?, next_at = ?, last_error = ? WHERE seq = ?",
+                (attempts, next_at, error, seq),
+            )
+
+    def outbox_reset_waits(self) -> None:
+        """A new process: every undelivered message may be tried at once (its attempts are kept)."""
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET next_at = 0 WHERE next_at > 0")
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Undelivered messages per receiver."""
+        with self._lock:
+            rows = self._guard(
+                lambda: self._db.execute("SELECT receiver, COUNT(*) FROM outbox GROUP BY receiver").fetchall()
+            )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def outbox_forget(self, *, keep: tuple[str, ...]) -> dict[str, int]:
+        """Drop the messages of receivers no longer configured; how many went, per receiver."""
+        gone = {r: n for r, n in self.outbox_counts().items() if r not in keep}
+        if gone:
+            with self._tx() as db:
+                for r in gone:
+                    db.execute("DELETE FROM outbox WHERE receiver = ?", (r,))
+        return gone
+
+    def record_rollouts(
         self,
+        rows: tuple[RolloutRow, ...],
         *,
-        cluster: str,
-        revision: str | None,
-        started_at: str | None,
-        finished_at: str | None,
-        state: str,
-        changes: Mapping[str, int],
-        error: str | None,
-        trace_id: str | None,
+        history: tuple[hist.Entry, ...] = (),
+        outbox: tuple[Message, ...] = (),
     ) -> None:
-        """Append one sync to the history, keeping the newest `HISTORY_PER_CLUSTER` per cluster."""
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO sync (cluster, revision, started_at, finished_at, state, changes, error, trace_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    cluster,
-                    revision,
-                    started_at,
-                    finished_at,
-                    state,
-                    json.dumps(dict(changes)),
-                    error,
-                    trace_id,
-                ),
-            )
-            db.execute(
-                "DELETE FROM sync WHERE cluster = ? AND seq <= (SELECT seq FROM sync WHERE cluster = ?"
-                " ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                (cluster, cluster, HISTORY_PER_CLUSTER),
-            )
-
-    def record_rollouts(self, rows: tuple[RolloutRow, ...]) -> None:
         """Write rollouts (the stored form of `fleet.core.rollout.dump`, plus what the controller keeps
-        beside it) in one transaction, keeping the newest `ROLLOUTS_PER_BUNDLE` of each bundle."""
+        beside it) in one transaction, keeping the newest `ROLLOUTS_PER_BUNDLE` of each bundle; with the
+        history entries and the notifications their changes caused (so none is lost or told twice)."""
         with self._tx() as db:
+            _insert_history(db, history)
+            _insert_outbox(db, outbox)
             for row in rows:
                 db.execute(
                     "INSERT INTO rollout (bundle, revision, started_at, doc, terminal, updated_at)"
@@ -394,6 +562,17 @@ class StateStore:
                     " WHERE bundle = ? ORDER BY started_at DESC LIMIT 1 OFFSET ?)",
                     (bundle, bundle, ROLLOUTS_PER_BUNDLE - 1),
                 )
+
+    def rollout_phases(self) -> list[tuple[str, str, str, str]]:
+        """(bundle, revision, phase, reason) of every stored rollout, oldest first."""
+        with self._lock:
+            rows = self._guard(
+                lambda: self._db.execute(
+                    "SELECT bundle, revision, json_extract(doc, '$.rollout.phase'),"
+                    " json_extract(doc, '$.rollout.reason') FROM rollout ORDER BY started_at"
+                ).fetchall()
+            )
+        return [(r[0], r[1], str(r[2] or ""), str(r[3] or "")) for r in rows]
 
     def latest_rollouts(self) -> dict[str, RolloutRow]:
         """The newest rollout of every bundle."""
@@ -436,7 +615,7 @@ class StateStore:
             " FROM revision WHERE id = 1"
         ).fetchone()
         targets = self._db.execute(
-            "SELECT cluster, bundle, state, revision, hash, objects, last_error, updated_at FROM target"
+            "SELECT cluster, bundle, state, revision, hash, objects, last_error, updated_at, since FROM target"
         ).fetchall()
         clusters = self._db.execute(
             "SELECT name, state, revision, last_sync_at, last_error, trace_id FROM cluster"
@@ -461,26 +640,73 @@ class StateStore:
             clusters={c[0]: ClusterRow(*c) for c in clusters},
         )
 
-    def history(self, cluster: str, *, limit: int = 20) -> list[SyncRow]:
-        with self._lock:
-            rows = self._guard(
-                lambda: self._db.execute(
-                    "SELECT seq, cluster, revision, started_at, finished_at, state, changes, error, trace_id"
-                    " FROM sync WHERE cluster = ? ORDER BY seq DESC LIMIT ?",
-                    (cluster, limit),
-                ).fetchall()
+
+_HISTORY_COLUMNS = (
+    "seq, at, cluster, bundle, outcome, from_revision, to_revision, objects, trace_id, actor, reason, message"
+)
+
+
+def _insert_history(db: sqlite3.Connection, entries: tuple[hist.Entry, ...]) -> None:
+    db.executemany(
+        "INSERT INTO history (at, cluster, bundle, outcome, from_revision, to_revision, objects, trace_id,"
+        " actor, reason, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                e.at,
+                e.cluster,
+                e.bundle,
+                e.outcome,
+                e.from_revision,
+                e.to_revision,
+                json.dumps(dict(e.objects), sort_keys=True),
+                e.trace_id,
+                e.actor,
+                e.reason,
+                e.message,
             )
-        return [
-            SyncRow(
-                seq=r[0],
-                cluster=r[1],
-                revision=r[2],
-                started_at=r[3],
-                finished_at=r[4],
-                state=r[5],
-                changes=json.loads(r[6] or "{}"),
-                error=r[7],
-                trace_id=r[8],
-            )
-            for r in rows
-        ]
+            for e in entries
+        ],
+    )
+
+
+def _insert_outbox(db: sqlite3.Connection, messages: tuple[Message, ...]) -> int:
+    """Append messages, then keep the newest `OUTBOX_PER_RECEIVER` of each receiver; how many went."""
+    db.executemany(
+        "INSERT INTO outbox (receiver, created_at, kind, path, body, next_at) VALUES (?, ?, ?, ?, ?, 0)",
+        [(m.receiver, m.created_at, m.kind, m.path, m.body) for m in messages],
+    )
+    dropped = 0
+    for receiver in sorted({m.receiver for m in messages}):
+        cur = db.execute(
+            "DELETE FROM outbox WHERE receiver = ? AND seq <= (SELECT seq FROM outbox WHERE receiver = ?"
+            " ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+            (receiver, receiver, OUTBOX_PER_RECEIVER),
+        )
+        dropped += max(0, cur.rowcount)
+    return dropped
+
+
+def _entry(r: tuple[Any, ...]) -> hist.Entry:
+    try:
+        objects = json.loads(r[7] or "{}")
+    except ValueError:
+        objects = {}
+    return hist.Entry(
+        seq=r[0],
+        at=r[1],
+        cluster=r[2],
+        bundle=r[3],
+        outcome=r[4],
+        from_revision=r[5],
+        to_revision=r[6],
+        objects={k: int(v) for k, v in objects.items() if k in hist.COUNTED and isinstance(v, int)},
+        trace_id=r[8],
+        actor=r[9],
+        reason=r[10] or "",
+        message=r[11] or "",
+    )
+
+
+def _prefix_range(prefix: str) -> tuple[str, str]:
+    """Commit ids starting with `prefix` (lower-case hex) are those in [prefix, prefix + '~'): an index range."""
+    return prefix, prefix + "~"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fleet import errors, state
+from fleet.core import history as hist
 from tests.support import disk
 
 
@@ -55,25 +57,131 @@ def test_forgetting_a_cluster_removes_its_rows(tmp_path: Path) -> None:
     assert saved.clusters == {} and saved.targets == {}
 
 
-def test_sync_history_keeps_only_the_newest_entries_per_cluster(
+def entry(at: float, cluster: str, bundle: str, to: str, outcome: str = "Synced", **kw: Any) -> hist.Entry:
+    return hist.Entry(at=at, cluster=cluster, bundle=bundle, outcome=outcome, to_revision=to, **kw)
+
+
+def test_history_entries_round_trip_newest_first_with_every_filter(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    a, b = "a" * 40, "b" * 40
+    store.record_history(
+        (
+            entry(100.0, "eu-1", "web", a, objects={"created": 2}, actor="Ada", trace_id="t1"),
+            entry(200.0, "eu-2", "web", a, actor="Ada"),
+            entry(300.0, "eu-1", "db", b, outcome="Failed", message="boom"),
+            entry(400.0, "eu-1", "web", b, from_revision=a, outcome="DriftRepaired", actor="fleet"),
+            entry(500.0, "", "web", b, outcome="pause", actor="grace", reason="friday"),
+        )
+    )
+    store.close()
+    store = make(tmp_path)
+    every = store.query_history(hist.Query())
+    assert [e.at for e in every] == [500.0, 400.0, 300.0, 200.0, 100.0]
+    first = every[-1]
+    assert (first.cluster, first.bundle, first.outcome, first.objects, first.actor, first.trace_id) == (
+        "eu-1",
+        "web",
+        "Synced",
+        {"created": 2},
+        "Ada",
+        "t1",
+    )
+    assert [e.at for e in store.query_history(hist.Query(cluster="eu-1"))] == [400.0, 300.0, 100.0]
+    assert [e.at for e in store.query_history(hist.Query(cluster="eu-1", bundle="web"))] == [400.0, 100.0]
+    assert [e.at for e in store.query_history(hist.Query(bundle="web", since=200.0))] == [500.0, 400.0, 200.0]
+    # A revision matches as the revision reached or the one left, by a prefix of its id.
+    assert [e.at for e in store.query_history(hist.Query(revision="aaaa"))] == [400.0, 200.0, 100.0]
+    assert [e.at for e in store.query_history(hist.Query(revision=b))] == [500.0, 400.0, 300.0]
+    assert [e.at for e in store.query_history(hist.Query(limit=2))] == [500.0, 400.0]
+    assert store.query_history(hist.Query(cluster="nowhere")) == []
+
+
+def test_history_is_pruned_by_age_in_batches(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    store.record_history(tuple(entry(float(i), "eu-1", "web", "a" * 40) for i in range(25)))
+    assert store.prune_history(before=20.0, batch=8) == 8
+    assert store.prune_history(before=20.0, batch=8) == 8
+    assert store.prune_history(before=20.0, batch=8) == 4
+    assert store.prune_history(before=20.0, batch=8) == 0
+    assert store.history_bounds() == (5, 20.0)
+
+
+def test_a_round_writes_its_history_with_its_targets_in_one_transaction(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    bad_target = state.TargetRow(cluster="eu-1", bundle="web", state=None)  # type: ignore[arg-type]
+    with pytest.raises(errors.StateError):
+        store.record_cluster(
+            state.ClusterRow(name="eu-1", state="Failed"),
+            (bad_target,),
+            history=(entry(1.0, "eu-1", "web", "a" * 40),),
+        )
+    assert store.query_history(hist.Query()) == []
+    held = state.TargetRow(cluster="eu-1", bundle="web", state="Synced", revision="a" * 40, since="T1")
+    store.record_cluster(
+        state.ClusterRow(name="eu-1", state="Synced"), (held,), history=(entry(1.0, "eu-1", "web", "a" * 40),)
+    )
+    assert len(store.query_history(hist.Query())) == 1
+    assert store.load().targets[("eu-1", "web")].since == "T1"
+
+
+def test_a_version_1_database_is_migrated_and_its_sync_rows_that_wrote_become_history(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "fleet.db"
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            """
+            CREATE TABLE target (cluster TEXT NOT NULL, bundle TEXT NOT NULL, revision TEXT, hash TEXT,
+                state TEXT NOT NULL, objects INTEGER NOT NULL DEFAULT 0, last_error TEXT, updated_at TEXT,
+                PRIMARY KEY (cluster, bundle));
+            CREATE TABLE sync (seq INTEGER PRIMARY KEY AUTOINCREMENT, cluster TEXT NOT NULL, revision TEXT,
+                started_at TEXT, finished_at TEXT, state TEXT NOT NULL, changes TEXT NOT NULL DEFAULT '{}',
+                error TEXT, trace_id TEXT);
+            INSERT INTO target VALUES ('eu-1', 'web', 'r1', 'h', 'Synced', 2, NULL, '2026-01-01T00:00:00Z');
+            INSERT INTO sync (cluster, revision, finished_at, state, changes, error, trace_id) VALUES
+                ('eu-1', 'r1', '2026-01-01T00:00:00Z', 'Synced', '{"created": 2, "unchanged": 1}', NULL, 't'),
+                ('eu-1', 'r1', '2026-01-01T00:05:00Z', 'Synced', '{"unchanged": 3}', NULL, 'u'),
+                ('eu-1', 'r2', '2026-01-01T00:10:00Z', 'Failed', '{"failed": 1, "configured": 1}', 'boom', 'v');
+            PRAGMA user_version=1;
+            """
+        )
+    store = state.StateStore(path)
+    rows = store.query_history(hist.Query())
+    assert [(e.to_revision, e.outcome, e.objects, e.message) for e in rows] == [
+        ("r2", "Failed", {"failed": 1, "configured": 1}, "boom"),
+        ("r1", "Synced", {"created": 2}, ""),
+    ]
+    assert rows[1].at == 1767225600.0
+    assert store.load().targets[("eu-1", "web")].since is None
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'sync'").fetchone() is None
+        assert db.execute("PRAGMA user_version").fetchone() == (state.SCHEMA_VERSION,)
+
+
+def test_the_outbox_keeps_each_receivers_order_and_forgets_receivers_no_longer_configured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(state, "HISTORY_PER_CLUSTER", 3)
+    monkeypatch.setattr(state, "OUTBOX_PER_RECEIVER", 3)
     store = make(tmp_path)
-    for i in range(5):
-        store.record_sync(
-            cluster="eu-1",
-            revision=f"r{i}",
-            started_at=None,
-            finished_at=None,
-            state="Synced",
-            changes={"created": i},
-            error=None,
-            trace_id=None,
-        )
-    history = store.history("eu-1", limit=10)
-    assert [h.revision for h in history] == ["r4", "r3", "r2"]
-    assert history[0].changes == {"created": 4}
+    msgs = tuple(state.Message(receiver="hook", kind="k", body=str(i).encode()) for i in range(5))
+    assert store.enqueue((*msgs, state.Message(receiver="github", kind="k", body=b"g", path="/x"))) == 2
+    head = store.outbox_head("hook")
+    assert head is not None and head.body == b"2"  # the oldest kept: 0 and 1 were dropped over the cap
+    store.outbox_retry(head.seq, attempts=1, next_at=50.0, error="HTTP 500")
+    store.close()
+    store = make(tmp_path)
+    again = store.outbox_head("hook")
+    assert again is not None and (again.seq, again.attempts, again.next_at, again.last_error) == (
+        head.seq,
+        1,
+        50.0,
+        "HTTP 500",
+    )
+    store.outbox_delivered(again.seq)
+    nxt = store.outbox_head("hook")
+    assert nxt is not None and nxt.body == b"3"
+    assert store.outbox_counts() == {"hook": 2, "github": 1}
+    assert store.outbox_forget(keep=("hook",)) == {"github": 1}
+    assert store.outbox_head("github") is None
 
 
 def test_a_database_from_a_newer_fleet_is_refused(tmp_path: Path) -> None:
@@ -102,17 +210,11 @@ def filled(store: state.StateStore, *, clusters: int = 3) -> None:
             state.ClusterRow(name=f"c{i}", state="Synced", revision="a" * 40),
             (state.TargetRow(cluster=f"c{i}", bundle="web", state="Synced", hash="h"),),
         )
-        for _ in range(50):
-            store.record_sync(
-                cluster=f"c{i}",
-                revision="a" * 40,
-                started_at=None,
-                finished_at="2026-11-26T10:00:00Z",
-                state="Synced",
-                changes={"created": 1},
-                error=None,
-                trace_id=None,
+        store.record_history(
+            tuple(
+                hist.Entry(at=1.0e9 + n, cluster=f"c{i}", bundle="web", outcome="Synced") for n in range(50)
             )
+        )
 
 
 @pytest.mark.parametrize(

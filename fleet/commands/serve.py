@@ -20,7 +20,7 @@ import httpx
 import typer
 
 from fleet import engine, errors, kube, model, server, source, sources, state, statusview, telemetry
-from fleet.commands import common, rendering
+from fleet.commands import common, history, rendering
 
 log = logging.getLogger("fleet.serve")
 
@@ -219,6 +219,51 @@ def register_serve(app: typer.Typer) -> None:
         helm_binary: str | None = rendering.helm_option(serve=True),
         sops_age_key_file: str | None = rendering.key_option(serve=True),
         render_timeout: str = rendering.timeout_option(serve=True),
+        history_retention: str = typer.Option(
+            "30d",
+            "--history-retention",
+            envvar="FLEET_HISTORY_RETENTION",
+            help="How long the history of changes is kept (1h to 3650d).",
+        ),
+        notify_url: list[str] = typer.Option(
+            [],
+            "--notify-url",
+            envvar="FLEET_NOTIFY_URL",
+            help="POST revision notifications here (repeatable).",
+        ),
+        notify_format: str = typer.Option(
+            "json",
+            "--notify-format",
+            envvar="FLEET_NOTIFY_FORMAT",
+            help="json or slack (for every --notify-url).",
+        ),
+        commit_status: str | None = typer.Option(
+            None,
+            "--commit-status",
+            envvar="FLEET_COMMIT_STATUS",
+            help="Set commit status on github or gitlab.",
+        ),
+        commit_status_url: str | None = typer.Option(
+            None,
+            "--commit-status-url",
+            envvar="FLEET_COMMIT_STATUS_URL",
+            help="API base URL (GitHub Enterprise: https://HOST/api/v3; GitLab: https://HOST/api/v4).",
+        ),
+        commit_status_token_file: str | None = typer.Option(
+            None,
+            "--commit-status-token-file",
+            envvar="FLEET_COMMIT_STATUS_TOKEN_FILE",
+            help="API token file.",
+        ),
+        commit_status_repo: str | None = typer.Option(
+            None,
+            "--commit-status-repo",
+            envvar="FLEET_COMMIT_STATUS_REPO",
+            help="OWNER/NAME or GitLab project path (default: from --repo).",
+        ),
+        external_url: str | None = typer.Option(
+            None, "--external-url", envvar="FLEET_EXTERNAL_URL", help="This server's URL for people (linked)."
+        ),
     ) -> None:
         """Run the controller: follow a branch, reconcile every cluster, serve the API and status page."""
 
@@ -293,6 +338,32 @@ def register_serve(app: typer.Typer) -> None:
                     password_env=git_password_env,
                     ssh_key_file=Path(git_ssh_key) if git_ssh_key else None,
                 )
+            history_settings = history.history_settings(
+                instance=instance, retention=history_retention, flag=f("history_retention")
+            )
+            notify_settings = history.notify_settings(
+                repo=repo,
+                instance=instance,
+                notify_urls=list(notify_url),
+                notify_format=notify_format,
+                commit_status=commit_status,
+                commit_status_url=commit_status_url,
+                commit_status_token_file=commit_status_token_file,
+                commit_status_repo=commit_status_repo,
+                external_url=external_url,
+                flags={
+                    name: f(name)
+                    for name in (
+                        "notify_url",
+                        "notify_format",
+                        "commit_status",
+                        "commit_status_url",
+                        "commit_status_token_file",
+                        "commit_status_repo",
+                        "external_url",
+                    )
+                },
+            )
             server_settings = server.ServerSettings(
                 api_token=server.read_secret_file(api_token_file, option=f("api_token_file")),
                 webhook_secret=server.read_secret_file(webhook_secret_file, option=f("webhook_secret_file")),
@@ -323,6 +394,8 @@ def register_serve(app: typer.Typer) -> None:
                 health_timeout=durations["health_timeout"],
                 round_timeout=durations["round_timeout"],
                 sources=renderers,
+                history=history_settings,
+                notify=notify_settings,
             )
             kube_settings = kube.Settings(
                 qps=qps,
@@ -372,10 +445,18 @@ def register_status(app: typer.Typer) -> None:
         ),
         output: str = typer.Option("table", "--format", help="table or json."),
         timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the answer."),
+        revision: str | None = typer.Option(
+            None,
+            "--revision",
+            help="Where is this commit: which clusters hold it, for which bundles, since when.",
+        ),
     ) -> None:
         """Show what a running `fleet serve` reports."""
         if output not in ("table", "json"):
             common.fail(f"--format {output!r}: expected table or json", code=2)
+        if revision is not None:
+            history.revision_status(ctx, server_url, revision, output=output, timeout=timeout)
+            return
         try:
             common.check_number(timeout, flag=common.flag(ctx, "timeout"), minimum=0.1, maximum=common.HOUR)
             common.check_http_url(server_url, flag=common.flag(ctx, "server_url"))

@@ -1,7 +1,8 @@
 // fleet status page: polls api/v1/status and draws the cluster x bundle matrix.
 //
 // Owns: reading the status document (every field may be null or absent), the label selector and state
-// filters, sorting, the keyboard grid, the details panel and Jaeger links. Rows are diffed by cluster
+// filters, sorting, the keyboard grid, the details panel, Jaeger links and links to each cluster's and
+// bundle's history (api/v1/history). Rows are diffed by cluster
 // name: a poll that changes one cluster rewrites one <tr>. No dependencies, no build step.
 // Does not: send anything but GET api/v1/status, or store anything but the URL fragment.
 'use strict';
@@ -630,6 +631,24 @@
       + ' · ' + n(w.reconnects) + ' reconnects · ' + n(w.relists) + ' relists';
   }
 
+  // Links to the history of changes (docs/notifications.md): the JSON of GET api/v1/history, and the
+  // command that shows it as a table.
+  function historyLink(query, label) {
+    const params = Object.keys(query).map((k) => k + '=' + encodeURIComponent(query[k])).join('&');
+    return '<a class="history" href="' + esc('api/v1/history?' + params) + '" target="_blank" rel="noopener">'
+      + esc(label) + '</a>';
+  }
+
+  function historyRows(cluster, bundle) {
+    const cmd = 'fleet history --cluster ' + cluster + (bundle ? ' --bundle ' + bundle : '');
+    const links = [historyLink({ cluster: cluster }, 'changes on ' + cluster)];
+    if (bundle) {
+      links.unshift(historyLink({ cluster: cluster, bundle: bundle }, 'changes of ' + bundle + ' on ' + cluster));
+      links.push(historyLink({ bundle: bundle }, 'changes of ' + bundle + ' everywhere'));
+    }
+    return [['Recent history', links.join(' · ') + '<br><code>' + esc(cmd) + '</code>']];
+  }
+
   function renderDetails() {
     const status = ui.status;
     const c = status && ui.active.cluster != null ? status.byName.get(ui.active.cluster) : null;
@@ -662,7 +681,7 @@
         ['Error', errorBlock(b.lastError)],
         ['Revision', b.revision ? '<code title="' + esc(b.revision) + '">' + esc(shortSha(b.revision)) + '</code>' : '<span class="none">none yet</span>'],
         ['Objects', b.objects === null ? '<span class="none">unknown</span>' : esc(b.objects)],
-      ]) + '<h3>Cluster</h3>' + dl(clusterRows));
+      ].concat(historyRows(c.name, bundle))) + '<h3>Cluster</h3>' + dl(clusterRows));
       return;
     }
     setText(title, c.name);
@@ -673,7 +692,7 @@
     setHtml(body, dl([
       ['Labels', labels || '<span class="none">none</span>'],
       ['Bundles', c.bundles.size ? c.bundles.size + ' placed: ' + bundleSummary : '<span class="none">none placed</span>'],
-    ].concat(clusterRows)));
+    ].concat(clusterRows, historyRows(c.name, null))));
   }
 
   function openDetails() {

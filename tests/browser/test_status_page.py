@@ -439,6 +439,32 @@ def test_a_click_on_a_cell_shows_its_details(browser: harness.Page, status_serve
     assert "4 streams · last event" in text
 
 
+def test_the_details_link_to_the_recent_history_of_the_cluster_and_the_bundle(
+    browser: harness.Page, status_server: StatusServer
+) -> None:
+    open_page(browser, status_server, three_clusters())
+    browser.click('tr[data-c="us-1"] td.cell.s-progressing')
+    browser.wait_for("document.getElementById('details-title').textContent === 'db on us-1'")
+    links = browser.evaluate(
+        "[...document.querySelectorAll('#details a.history')].map(a => [a.textContent, a.getAttribute('href')])"
+    )
+    assert links == [
+        ["changes of db on us-1", "api/v1/history?cluster=us-1&bundle=db"],
+        ["changes on us-1", "api/v1/history?cluster=us-1"],
+        ["changes of db everywhere", "api/v1/history?bundle=db"],
+    ]
+    assert "fleet history --cluster us-1 --bundle db" in browser.evaluate(
+        "document.getElementById('details-body').textContent"
+    )
+    browser.press("Escape")
+    browser.wait_for("document.getElementById('details').hidden")
+    browser.click('tr[data-c="lab-1"] th.name')
+    browser.wait_for("document.getElementById('details-title').textContent === 'lab-1'")
+    assert browser.evaluate(
+        "[...document.querySelectorAll('#details a.history')].map(a => a.getAttribute('href'))"
+    ) == ["api/v1/history?cluster=lab-1"]
+
+
 def test_cells_link_to_the_cluster_trace_in_jaeger_when_it_is_configured(
     browser: harness.Page, jaeger_server: StatusServer, status_server: StatusServer
 ) -> None:

@@ -83,13 +83,13 @@ class GitOpsRepo:
         if manifests:
             self.write(f"bundles/{name}/manifests/all.yaml", list(manifests))
 
-    def commit(self, message: str = "change") -> str:
+    def commit(self, message: str = "change", *, author: str = "Test") -> str:
         index = self.repo.index
         index.clear()  # rebuilt from the work tree, so removed files leave the commit too
         index.add_all()
         index.write()
         tree = index.write_tree()
-        sig = pygit2.Signature("Test", "test@example.com")
+        sig = pygit2.Signature(author, f"{author.split()[0].lower()}@example.com")
         parents = [] if self.repo.head_is_unborn else [self.repo.head.target]
         oid = self.repo.create_commit("HEAD", sig, sig, message, tree, parents)
         return str(oid)
