@@ -16,6 +16,8 @@ credentials.
 Does not: decide what to write (`plan`), order writes or keep inventories (`apply`), or watch (`watch`).
 Every request goes through kr8s's raw `call_api` with `raise_for_status=False`: kr8s's own helpers
 rediscover per call, lowercase kinds and retry 401/403 by rebuilding clients, all of which we avoid.
+A path of one segment (`/api`, `/apis`) is sent as it is (`_Api`): kr8s would add a slash, and a real
+kube-apiserver answers `/apis/` with legacy discovery whatever the Accept header asks.
 """
 
 from __future__ import annotations
@@ -504,6 +506,21 @@ class _TokenBucket:
             await anyio.sleep(-self.tokens / self.qps)
 
 
+class _Api(kr8s.asyncio.Api):
+    """kr8s's Api, except that it sends a path of one segment as it is. kr8s joins base and url with a
+    slash, so `/apis` would go out as `/apis/`, which a real kube-apiserver answers with the legacy
+    APIGroupList even when aggregated discovery is asked for: every round would then walk every group
+    version (docs/real-cluster.md)."""
+
+    def _construct_url(
+        self, version: str = "v1", base: str = "", namespace: str | None = None, url: str = ""
+    ) -> str:
+        built: str = super()._construct_url(version, base, namespace, url)
+        if base and not version and not namespace and not url and built == f"{base}/":
+            return base
+        return built
+
+
 def _split_path(path: str) -> tuple[str, str]:
     head, _, tail = path.rpartition("/")
     if not head:
@@ -695,7 +712,7 @@ class Client:
                 return self._api
             if self.context.error:
                 raise errors.ClusterError(f"cluster {self.cluster}: {self.context.error}")
-            api = kr8s.asyncio.Api(kubeconfig=dict(self.context.config), bypass_factory=True)
+            api = _Api(kubeconfig=dict(self.context.config), bypass_factory=True)
             api.timeout = httpx.Timeout(self.settings.request_timeout, connect=self.settings.connect_timeout)
             try:
                 await api.auth.reauthenticate()
