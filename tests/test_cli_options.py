@@ -87,6 +87,14 @@ SERVE_BAD = [
     ("--git-username", ""),
     ("--webhook-secret-file", "/nonexistent/secret"),
     ("--api-token-file", "/nonexistent/token"),
+    ("--history-retention", "10m"),
+    ("--history-retention", "4000d"),
+    ("--history-retention", "soon"),
+    ("--notify-url", "hooks.example.com/x"),
+    ("--notify-format", "xml"),
+    ("--commit-status", "bitbucket"),
+    ("--commit-status-url", "https://api.github.com"),
+    ("--external-url", "fleet.example.com"),
 ]
 
 
@@ -141,6 +149,76 @@ def test_good_serve_options_pass_the_checks(serve_args: list[str]) -> None:
             "fleet/prod",
             "--otlp-endpoint",
             "http://collector:4318",
+        ]
+    )
+    assert code == 2, out
+    assert "kubeconfig not found" in out, out  # every option was accepted; the missing file is next
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--commit-status", "github"], "--commit-status-token-file: needed with --commit-status"),
+        (
+            ["--commit-status", "github", "--commit-status-token-file", "/nonexistent/token"],
+            "--commit-status-token-file /nonexistent/token: cannot read",
+        ),
+        (
+            ["--commit-status", "gitlab", "--commit-status-token-file", "TOKEN"],
+            "--commit-status-repo: needed: the --repo of fleet serve names no repository (the GitLab project path)",
+        ),
+        (
+            [
+                "--commit-status",
+                "github",
+                "--commit-status-token-file",
+                "TOKEN",
+                "--commit-status-repo",
+                "a/b/c",
+            ],
+            "--commit-status-repo: 'a/b/c' is not OWNER/NAME",
+        ),
+        (
+            ["--notify-url", "https://hooks.example.com/a", "--notify-url", "https://hooks.example.com/a"],
+            "--notify-url (number 2): given twice",
+        ),
+    ],
+)
+def test_commit_status_and_notification_options_are_checked_together_at_start(
+    serve_args: list[str], tmp_path: Path, extra: list[str], message: str
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("a-token\n")
+    code, out = invoke([*serve_args, *[str(token) if a == "TOKEN" else a for a in extra]])
+    assert code == 2, out
+    assert f"error: {message}" in out, out
+    assert "a-token" not in out and not (tmp_path / "state").exists()
+
+
+def test_good_notification_options_pass_the_checks(serve_args: list[str], tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("a-token\n")
+    code, out = invoke(
+        [
+            *serve_args,
+            "--history-retention",
+            "90d",
+            "--notify-url",
+            "https://hooks.slack.com/services/T0/B0/X",
+            "--notify-url",
+            "http://127.0.0.1:9/hook",
+            "--notify-format",
+            "slack",
+            "--commit-status",
+            "gitlab",
+            "--commit-status-url",
+            "https://gitlab.example.com/api/v4",
+            "--commit-status-token-file",
+            str(token),
+            "--commit-status-repo",
+            "platform/infra/gitops",
+            "--external-url",
+            "https://fleet.example.com",
         ]
     )
     assert code == 2, out
