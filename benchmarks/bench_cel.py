@@ -24,7 +24,7 @@ no two clusters share an evaluation; the others read labels only, so clusters wi
 Each scenario runs `fleet validate DIR` (the real CLI, a fresh process: parse, placement, render of every
 placed pair) ``REPEAT`` times, interleaved CEL / selectors, and reports the median wall time and the
 median CPU time of the child (on a shared machine the CPU time is the steadier). In-process, it also
-times `fleet.placement.place` alone for each tree (the CEL cost without parsing and rendering), and the
+times `fleet.core.placement.place` alone for each tree (the CEL cost without parsing and rendering), and the
 moderate two-macro expression of issue 13 over the clusters.
 """
 
@@ -42,7 +42,7 @@ from typing import Any
 
 import anyio
 
-from fleet import cel, model, placement, repository
+from fleet.core import cel, model, placement, repository
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLUSTERS = int(os.environ.get("FLEET_BENCH_CEL_CLUSTERS", "2000"))

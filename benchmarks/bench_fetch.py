@@ -31,7 +31,7 @@ import anyio
 import pygit2
 import pygit2.enums
 
-from fleet import source
+from fleet.clients import source
 
 T = TypeVar("T")
 

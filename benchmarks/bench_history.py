@@ -1,7 +1,7 @@
 """Benchmark of the history (docs/notifications.md): query time on a generated year of a 500-cluster fleet,
 and on a live fleet after many commits, with commit-to-Synced latency with and without dead receivers.
 
-Part 1, **a year of history** (in this process, no server): a state database (`fleet.state.StateStore`,
+Part 1, **a year of history** (in this process, no server): a state database (`fleet.clients.statedb.StateStore`,
 schema as `fleet serve` makes it) filled with a generated year of a 500-cluster fleet with 20 bundles:
 10 commits a day, each changing one bundle placed on every cluster (one `Synced` entry per cluster), one
 drift repair per cluster a day, and a failure on 5 clusters a day: about 2.0 million entries. Then every
@@ -55,7 +55,8 @@ import httpx
 import pygit2
 import yaml
 
-from fleet import state, webhook
+from fleet.clients import statedb
+from fleet.controller import webhook
 from fleet.core import history as hist
 
 QUICK = "--quick" in sys.argv
@@ -85,7 +86,7 @@ def sha(*parts: object) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()
 
 
-def generate(store: state.StateStore, *, days: int) -> tuple[int, float, dict[str, Any]]:
+def generate(store: statedb.StateStore, *, days: int) -> tuple[int, float, dict[str, Any]]:
     """Fill the store with `days` of history; (entries, seconds, facts for the queries)."""
     rng = random.Random(42)
     clusters = [f"c{i:03d}" for i in range(FLEET_CLUSTERS)]
@@ -167,7 +168,7 @@ def timed(fn: Callable[[], Any], *, runs: int = 5) -> tuple[float, float, Any]:
 
 def year(workdir: Path) -> dict[str, Any]:
     path = workdir / "year" / "state.db"
-    store = state.StateStore(path)
+    store = statedb.StateStore(path)
     entries, seconds, facts = generate(store, days=DAYS)
     print(f"generated {entries:,} entries over {DAYS} days in {seconds:.0f} s", flush=True)
 

@@ -15,7 +15,7 @@ import dataclasses
 import time
 from typing import Any
 
-from fleet import model, placement, render
+from fleet.core import model, placement, render
 
 N_CLUSTERS = 1000
 N_SELECTOR = 150

@@ -24,7 +24,8 @@ import anyio
 import pygit2
 import pygit2.enums
 
-from fleet import repository, source
+from fleet.clients import source
+from fleet.core import repository
 
 T = TypeVar("T")
 

@@ -61,7 +61,7 @@ import httpx
 import pygit2
 import yaml
 
-from fleet import webhook
+from fleet.controller import webhook
 
 QUICK = "--quick" in sys.argv or os.environ.get("FLEET_BENCH_SERVE_QUICK", "") == "1"
 CLUSTERS = int(os.environ.get("FLEET_BENCH_SERVE_CLUSTERS", "10" if QUICK else "100"))

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import anyio
 
-from fleet import model, placement, render, repository, sources
+from fleet.clients import sources
+from fleet.core import model, placement, render, repository
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

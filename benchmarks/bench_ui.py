@@ -1,7 +1,7 @@
 """Status page speed in a real headless Chromium: how long the matrix takes to draw at fleet scale.
 
 Measures, for a status document of N clusters x M bundles (default 500 x 30), the page's own
-`performance.now()` numbers (see `window.fleetUi.lastRender` in fleet/ui/app.js):
+`performance.now()` numbers (see `window.fleetUi.lastRender` in fleet/controller/ui/app.js):
 
 - first render: building the whole matrix, including style and layout (`ms`), and until the next
   frame was produced (`framedMs`, includes paint);

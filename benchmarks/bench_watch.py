@@ -45,7 +45,9 @@ import anyio.abc
 import httpx
 import yaml
 
-from fleet import apply, drift, kube, model, plan, watch
+from fleet.clients import kube
+from fleet.cluster import apply, drift, watch
+from fleet.core import model, plan
 
 CLUSTERS = int(os.environ.get("BENCH_WATCH_CLUSTERS", "100"))
 EDITS = int(os.environ.get("BENCH_WATCH_EDITS", "200"))

@@ -69,7 +69,7 @@ def screenshot(ui: pathlib.Path, out: pathlib.Path, *, width: int, height: int) 
                     }})()""",
                     60,
                 )
-                # Open the details of the canary cluster's span: its attributes (fleet.state, counts).
+                # Open the details of the canary cluster's span: its attributes (fleet.clients.statedb, counts).
                 page.evaluate(
                     """(() => {
                       const row = [...document.querySelectorAll('.span-name')]

@@ -1,11 +1,11 @@
-"""Builders of `fleet.model` values for the placement and render tests (plain constructors, no logic)."""
+"""Builders of `fleet.core.model` values for the placement and render tests (plain constructors, no logic)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from fleet import model
+from fleet.core import model
 
 
 def cluster(

@@ -1,4 +1,4 @@
-"""The audit recorder (fleet.audit): retention, and what a failed database write must not lose."""
+"""The audit recorder (fleet.controller.audit): retention, and what a failed database write must not lose."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from pathlib import Path
 
 import anyio
 
-from fleet import audit, state
+from fleet.clients import statedb
+from fleet.controller import audit
+from fleet.controller.metrics import Metrics
 from fleet.core import history as hist
-from fleet.metrics import Metrics
 
 
 def test_history_older_than_the_retention_is_deleted_batch_by_batch_and_counted(tmp_path: Path) -> None:
-    store = state.StateStore(tmp_path / "state.db")
+    store = statedb.StateStore(tmp_path / "state.db")
     old = tuple(hist.Entry(at=float(i), cluster="eu-1", bundle="web", outcome="Synced") for i in range(12))
     new = tuple(hist.Entry(at=950.0 + i, cluster="eu-1", bundle="web", outcome="Synced") for i in range(3))
     store.record_history(old + new)
@@ -30,9 +31,9 @@ def test_history_older_than_the_retention_is_deleted_batch_by_batch_and_counted(
 
 
 def test_entries_and_messages_a_failed_write_held_are_kept_for_the_next_save(tmp_path: Path) -> None:
-    recorder = audit.Recorder(store=state.StateStore(tmp_path / "state.db"), metrics=Metrics())
+    recorder = audit.Recorder(store=statedb.StateStore(tmp_path / "state.db"), metrics=Metrics())
     entry = hist.Entry(at=1.0, cluster="eu-1", bundle="web", outcome="Synced")
-    message = state.Message(receiver="github", kind="started:pending", body=b"{}")
+    message = statedb.Message(receiver="github", kind="started:pending", body=b"{}")
     recorder.unsaved((entry,), (message,))
     assert recorder.take() == ((entry,), (message,))  # the conductor's next store carries them
     assert recorder.take_unsaved() == ((), ())

@@ -13,8 +13,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from fleet import cel, errors, model, placement, sources
-from fleet.commands import repo as repo_command
+from fleet.cli import repo as repo_command
+from fleet.clients import sources
+from fleet.core import cel, errors, model, placement
 from tests import placement_builders as pb
 from tests import repository_builders as rb
 

@@ -9,7 +9,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from fleet import cel, errors
+from fleet.core import cel, errors
 
 CANARY = "s3cr3t-CANARY-value"
 

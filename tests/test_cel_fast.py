@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from fleet import cel, errors, model, placement
+from fleet.core import cel, errors, model, placement
 from tests import placement_builders as pb
 
 # cel-python raises the recursion limit when its environment is first made; do it before hypothesis runs.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet import model
+from fleet.core import model
 from fleet.sim import testing
 from tests.reconcile_support import GitOpsRepo, configmap, live_objects, sync_in_process
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fleet import errors
-from fleet.commands import common
+from fleet.cli import common
+from fleet.core import errors
 
 
 @pytest.mark.parametrize(

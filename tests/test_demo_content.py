@@ -28,7 +28,7 @@ def test_the_demos_broken_release_step_breaks_only_the_web_deployment_and_its_ro
 
     import yaml
 
-    from fleet.commands import serve
+    from fleet.cli import serve
 
     repo = tmp_path / "repo"
     shutil.copytree(

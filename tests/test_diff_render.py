@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fleet import diff, model, plan
+from fleet.cluster import diff
+from fleet.core import model, plan
 
 LIVE = {
     "apiVersion": "v1",

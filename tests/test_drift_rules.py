@@ -6,7 +6,8 @@ import base64
 import copy
 from typing import Any
 
-from fleet import drift, model, plan
+from fleet.cluster import drift
+from fleet.core import model, plan
 
 INSTANCE = "fleet"
 

@@ -1,4 +1,4 @@
-"""The Kubernetes Event writer (fleet.events) against `fleet sim`: never in the reconcile's way."""
+"""The Kubernetes Event writer (fleet.controller.events) against `fleet sim`: never in the reconcile's way."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 import anyio
 import httpx
 
-from fleet import kube
+from fleet.clients import kube
+from fleet.controller.events import EventWriter, Settings
+from fleet.controller.metrics import Metrics
 from fleet.core import clusterevents as ce
-from fleet.events import EventWriter, Settings
-from fleet.metrics import Metrics
 from fleet.sim import testing
 
 EVENTS = "/apis/events.k8s.io/v1/namespaces/fleet-system/events"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fleet import model
+from fleet.core import model
 from fleet.sim import testing
 from fleet.sim.storage import store
 from tests.reconcile_support import GitOpsRepo, run_fleet, sync_in_process

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet import health
+from fleet.core import health
 
 
 def deployment(*, want: int = 2, generation: int = 3, observed: int = 3, **status: Any) -> dict[str, Any]:

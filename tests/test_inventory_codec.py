@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fleet import inventory, model
+from fleet.core import inventory, model
 
 REFS = [
     model.ObjectRef("apps", "v1", "Deployment", "web", "api"),

@@ -15,7 +15,9 @@ from typing import Any
 import anyio
 import pytest
 
-from fleet import apply, errors, kube
+from fleet.clients import kube
+from fleet.cluster import apply
+from fleet.core import errors
 from fleet.sim import testing
 from tests.support import faultproxy
 

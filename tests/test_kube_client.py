@@ -12,7 +12,9 @@ import anyio
 import pytest
 import yaml
 
-from fleet import apply, errors, kube, model
+from fleet.clients import kube
+from fleet.cluster import apply
+from fleet.core import errors, model
 from fleet.sim import testing
 
 
@@ -348,7 +350,7 @@ def test_an_exec_plugin_runs_only_when_allowed(sim: testing.SimHandle, tmp_path:
 def test_over_tls_reads_use_lean_buffers_and_large_objects_and_watch_events_arrive_whole() -> None:
     import asyncio.sslproto
 
-    from fleet import tls
+    from fleet.clients import tls
 
     big = "x" * 700_000  # far larger than one TLS record: many reads through the 16 KiB buffer
     with testing.serving(names=["secure"], tls=True) as tls_sim:

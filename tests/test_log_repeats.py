@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from fleet import telemetry
+from fleet.controller import telemetry
 
 
 class Clock:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleet import model, placement
+from fleet.core import model, placement
 from tests import placement_builders as pb
 
 CLUSTERS = [

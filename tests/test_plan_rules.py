@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fleet import inventory, model, plan
+from fleet.core import inventory, model, plan
 
 INSTANCE = "fleet"
 

@@ -596,7 +596,7 @@ def test_discovery_of_a_real_api_server_is_read_aggregated_in_two_requests(
     """A real kube-apiserver answers `/apis` with aggregated discovery but `/apis/` (a trailing slash) with
     the legacy APIGroupList whatever the Accept header asks: fleet must ask for `/apis`, or every round
     walks every group version (22 more requests on a bare 1.36 API server, more with each CRD group)."""
-    from fleet import kube as client_mod
+    from fleet.clients import kube as client_mod
 
     path = real_kube.kubeconfig(["real-1"])
     config = client_mod.parse_kubeconfig([(str(path), path.read_bytes())])

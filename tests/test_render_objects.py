@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet import errors, model, placement, render
+from fleet.core import errors, model, placement, render
 from tests import placement_builders as pb
 
 EU = pb.cluster(

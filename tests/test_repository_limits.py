@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import anyio
 import pytest
 
-from fleet import model, repository, source, yamlsafe
+from fleet.clients import source
+from fleet.core import model, repository, yamlsafe
 from tests import repository_builders as rb
 
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""fleet.repository.parse: what a revision's files turn into (clusters, bundles, manifests), and how a
+"""fleet.core.repository.parse: what a revision's files turn into (clusters, bundles, manifests), and how a
 broken file breaks only what holds it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from fleet import errors, model, repository
+from fleet.core import errors, model, repository
 from tests import repository_builders as rb
 
 

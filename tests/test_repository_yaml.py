@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet import yamlsafe
+from fleet.core import yamlsafe
 
 scalars = (
     st.none()

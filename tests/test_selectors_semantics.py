@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet import errors, model, selectors
+from fleet.core import errors, model, selectors
 from tests import placement_builders as pb
 
 EU_PROD = {"env": "prod", "region": "eu", "example.com/tier": "1"}

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fleet import webhook
+from fleet.controller import webhook
 from fleet.sim import testing
 from tests.reconcile_support import GitOpsRepo, configmap, live_objects, run_fleet, send, writes
 from tests.support import serve

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fleet import server, webhook
+from fleet.controller import server, webhook
 from tests.support import api
 
 SECRET = "sécret-wébhook".encode()

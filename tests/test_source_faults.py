@@ -1,4 +1,4 @@
-"""fleet.source against broken git data: a corrupt object in the repository followed (local or served over
+"""fleet.clients.source against broken git data: a corrupt object in the repository followed (local or served over
 smart HTTP), a corrupt mirror, a corrupt local repository read by `--rev`. Each is a clear
 `errors.SourceError` without file content, never a raw libgit2 exception (which would end the
 controller's fetch loop or print a traceback), and the last good revision stays readable."""
@@ -15,7 +15,8 @@ import anyio
 import pygit2
 import pytest
 
-from fleet import errors, source
+from fleet.clients import source
+from fleet.core import errors
 from tests import repository_builders as rb
 from tests.reconcile_support import run_fleet
 from tests.support import githttp

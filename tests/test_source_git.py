@@ -1,4 +1,4 @@
-"""fleet.source against real git repositories made with pygit2: mirror, fetch, resolve, trees, diffs."""
+"""fleet.clients.source against real git repositories made with pygit2: mirror, fetch, resolve, trees, diffs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import anyio
 import pygit2
 import pytest
 
-from fleet import errors, model, source, yamlsafe
+from fleet.clients import source
+from fleet.core import errors, model, yamlsafe
 from tests import repository_builders as rb
 
 T = TypeVar("T")

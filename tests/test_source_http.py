@@ -1,4 +1,4 @@
-"""fleet.source over smart HTTP with authentication: a real `git http-backend` behind a small HTTP server
+"""fleet.clients.source over smart HTTP with authentication: a real `git http-backend` behind a small HTTP server
 on 127.0.0.1 that demands Basic credentials (`tests.support.githttp`). Checks that credentials from a
 file, a variable or the URL work, that refusals are clear, and that no secret and no response body ever
 reaches a message or the mirror's configuration."""
@@ -14,7 +14,8 @@ import anyio
 import pygit2
 import pytest
 
-from fleet import errors, source
+from fleet.clients import source
+from fleet.core import errors
 from tests import repository_builders as rb
 from tests.support import githttp
 from tests.support.githttp import TOKEN, USER

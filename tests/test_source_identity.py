@@ -8,7 +8,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from fleet import source
+from fleet.clients import source
 
 
 @pytest.mark.parametrize(

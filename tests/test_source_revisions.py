@@ -14,7 +14,8 @@ import anyio
 import pygit2
 import pytest
 
-from fleet import errors, source
+from fleet.clients import source
+from fleet.core import errors
 from tests import repository_builders as rb
 from tests.reconcile_support import run_fleet
 from tests.support import githttp

@@ -1,4 +1,4 @@
-"""fleet.source.read_worktree: files on disk, links and special files never followed, limits."""
+"""fleet.clients.source.read_worktree: files on disk, links and special files never followed, limits."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 import anyio
 import pytest
 
-from fleet import errors, model, source, yamlsafe
+from fleet.clients import source
+from fleet.core import errors, model, yamlsafe
 from tests import repository_builders as rb
 
 T = TypeVar("T")

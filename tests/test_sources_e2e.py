@@ -17,7 +17,9 @@ from typing import Any
 import anyio
 import pytest
 
-from fleet import apply, inventory, kube, source
+from fleet.clients import kube, source
+from fleet.cluster import apply
+from fleet.core import inventory
 from fleet.sim import testing
 from tests.reconcile_support import GitOpsRepo, configmap, live_objects, send, writes
 from tests.support import serve

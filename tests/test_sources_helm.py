@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet import sources
+from fleet.clients import sources
 from tests.support import sources as ss
 
 # Helm 4 is one of the programs `make tools` builds: without them these tests skip with one line, and under

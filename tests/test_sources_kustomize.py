@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 
-from fleet import sources
+from fleet.clients import sources
 from tests.support import sources as ss
 
 BASE = {

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet import sources
+from fleet.clients import sources
 from fleet.sim import testing
 from tests import repository_builders as rb
 from tests.reconcile_support import run_fleet

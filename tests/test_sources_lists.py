@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleet import model, placement, render, repository
+from fleet.core import model, placement, render, repository
 from tests import repository_builders as rb
 
 

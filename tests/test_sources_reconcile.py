@@ -15,8 +15,10 @@ from typing import Any
 import anyio
 import pytest
 
-from fleet import apply, diff, drift, inventory, kube, model, reconcile, source
-from fleet.commands import sync
+from fleet.cli import sync
+from fleet.clients import kube, source
+from fleet.cluster import apply, diff, drift, reconcile
+from fleet.core import inventory, model
 from fleet.sim import testing
 from tests.reconcile_support import (
     GitOpsRepo,

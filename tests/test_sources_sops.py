@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fleet import sources
+from fleet.clients import sources
 from tests import repository_builders as rb
 from tests.support import sources as ss
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fleet import model, repository
+from fleet.core import model, repository
 from tests import repository_builders as rb
 from tests.support import sources as ss
 

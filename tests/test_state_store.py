@@ -8,18 +8,19 @@ from typing import Any
 
 import pytest
 
-from fleet import errors, state
+from fleet.clients import statedb
+from fleet.core import errors
 from fleet.core import history as hist
 from tests.support import disk
 
 
-def make(tmp_path: Path) -> state.StateStore:
-    return state.StateStore(tmp_path / "state" / "fleet.db")
+def make(tmp_path: Path) -> statedb.StateStore:
+    return statedb.StateStore(tmp_path / "state" / "fleet.db")
 
 
 def test_a_revision_written_is_read_back_after_reopening(tmp_path: Path) -> None:
     store = make(tmp_path)
-    row = state.RevisionRow(
+    row = statedb.RevisionRow(
         sha="a" * 40,
         message="bump web",
         author="Ada",
@@ -34,11 +35,13 @@ def test_a_revision_written_is_read_back_after_reopening(tmp_path: Path) -> None
 
 def test_cluster_and_target_rows_round_trip_and_stale_targets_are_dropped(tmp_path: Path) -> None:
     store = make(tmp_path)
-    c = state.ClusterRow(name="eu-1", state="Synced", revision="b" * 40, last_sync_at="2026-11-26T10:00:00Z")
-    web = state.TargetRow(
+    c = statedb.ClusterRow(
+        name="eu-1", state="Synced", revision="b" * 40, last_sync_at="2026-11-26T10:00:00Z"
+    )
+    web = statedb.TargetRow(
         cluster="eu-1", bundle="web", state="Synced", revision="b" * 40, hash="h1", objects=3
     )
-    db = state.TargetRow(cluster="eu-1", bundle="db", state="Failed", last_error="boom")
+    db = statedb.TargetRow(cluster="eu-1", bundle="db", state="Failed", last_error="boom")
     store.record_cluster(c, (web, db))
     store.record_cluster(c, (web,), drop_other_targets=True)
     saved = make(tmp_path).load()
@@ -49,8 +52,8 @@ def test_cluster_and_target_rows_round_trip_and_stale_targets_are_dropped(tmp_pa
 def test_forgetting_a_cluster_removes_its_rows(tmp_path: Path) -> None:
     store = make(tmp_path)
     store.record_cluster(
-        state.ClusterRow(name="gone", state="Synced"),
-        (state.TargetRow(cluster="gone", bundle="b", state="Synced"),),
+        statedb.ClusterRow(name="gone", state="Synced"),
+        (statedb.TargetRow(cluster="gone", bundle="b", state="Synced"),),
     )
     store.forget_cluster("gone")
     saved = store.load()
@@ -108,17 +111,19 @@ def test_history_is_pruned_by_age_in_batches(tmp_path: Path) -> None:
 
 def test_a_round_writes_its_history_with_its_targets_in_one_transaction(tmp_path: Path) -> None:
     store = make(tmp_path)
-    bad_target = state.TargetRow(cluster="eu-1", bundle="web", state=None)  # type: ignore[arg-type]
+    bad_target = statedb.TargetRow(cluster="eu-1", bundle="web", state=None)  # type: ignore[arg-type]
     with pytest.raises(errors.StateError):
         store.record_cluster(
-            state.ClusterRow(name="eu-1", state="Failed"),
+            statedb.ClusterRow(name="eu-1", state="Failed"),
             (bad_target,),
             history=(entry(1.0, "eu-1", "web", "a" * 40),),
         )
     assert store.query_history(hist.Query()) == []
-    held = state.TargetRow(cluster="eu-1", bundle="web", state="Synced", revision="a" * 40, since="T1")
+    held = statedb.TargetRow(cluster="eu-1", bundle="web", state="Synced", revision="a" * 40, since="T1")
     store.record_cluster(
-        state.ClusterRow(name="eu-1", state="Synced"), (held,), history=(entry(1.0, "eu-1", "web", "a" * 40),)
+        statedb.ClusterRow(name="eu-1", state="Synced"),
+        (held,),
+        history=(entry(1.0, "eu-1", "web", "a" * 40),),
     )
     assert len(store.query_history(hist.Query())) == 1
     assert store.load().targets[("eu-1", "web")].since == "T1"
@@ -144,7 +149,7 @@ def test_a_version_1_database_is_migrated_and_its_sync_rows_that_wrote_become_hi
             PRAGMA user_version=1;
             """
         )
-    store = state.StateStore(path)
+    store = statedb.StateStore(path)
     rows = store.query_history(hist.Query())
     assert [(e.to_revision, e.outcome, e.objects, e.message) for e in rows] == [
         ("r2", "Failed", {"failed": 1, "configured": 1}, "boom"),
@@ -154,16 +159,16 @@ def test_a_version_1_database_is_migrated_and_its_sync_rows_that_wrote_become_hi
     assert store.load().targets[("eu-1", "web")].since is None
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT name FROM sqlite_master WHERE name = 'sync'").fetchone() is None
-        assert db.execute("PRAGMA user_version").fetchone() == (state.SCHEMA_VERSION,)
+        assert db.execute("PRAGMA user_version").fetchone() == (statedb.SCHEMA_VERSION,)
 
 
 def test_the_outbox_keeps_each_receivers_order_and_forgets_receivers_no_longer_configured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(state, "OUTBOX_PER_RECEIVER", 3)
+    monkeypatch.setattr(statedb, "OUTBOX_PER_RECEIVER", 3)
     store = make(tmp_path)
-    msgs = tuple(state.Message(receiver="hook", kind="k", body=str(i).encode()) for i in range(5))
-    assert store.enqueue((*msgs, state.Message(receiver="github", kind="k", body=b"g", path="/x"))) == 2
+    msgs = tuple(statedb.Message(receiver="hook", kind="k", body=str(i).encode()) for i in range(5))
+    assert store.enqueue((*msgs, statedb.Message(receiver="github", kind="k", body=b"g", path="/x"))) == 2
     head = store.outbox_head("hook")
     assert head is not None and head.body == b"2"  # the oldest kept: 0 and 1 were dropped over the cap
     store.outbox_retry(head.seq, attempts=1, next_at=50.0, error="HTTP 500")
@@ -188,27 +193,27 @@ def test_a_database_from_a_newer_fleet_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state" / "fleet.db"
     make(tmp_path).close()
     with sqlite3.connect(path) as db:
-        db.execute(f"PRAGMA user_version={state.SCHEMA_VERSION + 1}")
+        db.execute(f"PRAGMA user_version={statedb.SCHEMA_VERSION + 1}")
     with pytest.raises(errors.FleetError, match="newer than this fleet"):
-        state.StateStore(path)
+        statedb.StateStore(path)
 
 
 def test_a_failed_transaction_leaves_the_previous_row(tmp_path: Path) -> None:
     store = make(tmp_path)
-    good = state.ClusterRow(name="eu-1", state="Synced")
+    good = statedb.ClusterRow(name="eu-1", state="Synced")
     store.record_cluster(good)
-    bad_target = state.TargetRow(cluster="eu-1", bundle="web", state=None)  # type: ignore[arg-type]
+    bad_target = statedb.TargetRow(cluster="eu-1", bundle="web", state=None)  # type: ignore[arg-type]
     with pytest.raises(errors.StateError) as caught:
-        store.record_cluster(state.ClusterRow(name="eu-1", state="Failed"), (bad_target,))
+        store.record_cluster(statedb.ClusterRow(name="eu-1", state="Failed"), (bad_target,))
     assert isinstance(caught.value.__cause__, sqlite3.IntegrityError) and not caught.value.corrupt
     assert store.load().clusters["eu-1"] == good
 
 
-def filled(store: state.StateStore, *, clusters: int = 3) -> None:
+def filled(store: statedb.StateStore, *, clusters: int = 3) -> None:
     for i in range(clusters):
         store.record_cluster(
-            state.ClusterRow(name=f"c{i}", state="Synced", revision="a" * 40),
-            (state.TargetRow(cluster=f"c{i}", bundle="web", state="Synced", hash="h"),),
+            statedb.ClusterRow(name=f"c{i}", state="Synced", revision="a" * 40),
+            (statedb.TargetRow(cluster=f"c{i}", bundle="web", state="Synced", hash="h"),),
         )
         store.record_history(
             tuple(
@@ -226,7 +231,7 @@ def test_a_damaged_database_is_set_aside_with_a_timestamp_and_a_new_one_is_built
     tmp_path: Path, offset: int, what: str
 ) -> None:
     path = tmp_path / "state" / "state.db"
-    store = state.StateStore(path)
+    store = statedb.StateStore(path)
     filled(store)
     store.close()
     with path.open("r+b") as f:  # really damage the file: random bytes over one page
@@ -234,7 +239,7 @@ def test_a_damaged_database_is_set_aside_with_a_timestamp_and_a_new_one_is_built
         f.write(bytes((i * 151 + 7) % 256 for i in range(4096)))
     damaged = path.read_bytes()
 
-    store = state.StateStore(path)
+    store = statedb.StateStore(path)
 
     aside = store.set_aside
     assert aside is not None, what
@@ -242,15 +247,15 @@ def test_a_damaged_database_is_set_aside_with_a_timestamp_and_a_new_one_is_built
     assert aside.path.read_bytes() == damaged  # kept as it was, for a post-mortem
     assert "malformed" in aside.reason or "not a database" in aside.reason
     assert aside.at.endswith("Z")
-    assert store.load() == state.Saved(revision=state.RevisionRow())  # rebuilt from nothing: a cache
+    assert store.load() == statedb.Saved(revision=statedb.RevisionRow())  # rebuilt from nothing: a cache
     filled(store, clusters=1)
     store.close()
-    assert state.StateStore(path).set_aside is None  # the new file is sound
+    assert statedb.StateStore(path).set_aside is None  # the new file is sound
 
 
 def test_rebuild_sets_the_open_database_aside_and_continues_with_a_new_one(tmp_path: Path) -> None:
     path = tmp_path / "state" / "state.db"
-    store = state.StateStore(path)
+    store = statedb.StateStore(path)
     filled(store, clusters=1)
     aside = store.rebuild("database disk image is malformed")
     assert aside.path.exists() and store.set_aside == aside
@@ -262,7 +267,7 @@ def test_rebuild_sets_the_open_database_aside_and_continues_with_a_new_one(tmp_p
 def test_a_full_disk_is_a_state_error_and_writes_succeed_again_once_space_is_freed(tmp_path: Path) -> None:
     """A real full disk: an 8 MiB tmpfs (`tests.support.disk`) filled by a file."""
     with disk.small_filesystem(tmp_path / "small", size="8m") as mount:
-        store = state.StateStore(mount / "state.db")
+        store = statedb.StateStore(mount / "state.db")
         filled(store, clusters=1)
         filler = disk.fill(mount)
         with pytest.raises(errors.StateError, match="full") as caught:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from fleet import statusview
+from fleet.cli import statusview
 
 NOW = dt.datetime(2026, 11, 26, 10, 0, 0, tzinfo=dt.UTC)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet import inventory, model
+from fleet.core import inventory, model
 from fleet.sim import testing
 from tests.reconcile_support import GitOpsRepo, configmap, live_objects, send, sync_in_process
 from tests.support import faultproxy

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from fleet import cli, model, reconcile
-from fleet.commands import sync
+from fleet import cli
+from fleet.cli import sync
+from fleet.cluster import reconcile
+from fleet.core import model
 from tests.reconcile_support import run_fleet
 
 

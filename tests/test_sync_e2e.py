@@ -1,7 +1,7 @@
 """`fleet sync` end to end against `fleet sim` over HTTP, on real git repositories (pygit2).
 
 The first and the no-change syncs run the real CLI in a subprocess; the other scenarios run the same
-code path in-process (`fleet.commands.sync.prepare` + `run_sync`) to keep the suite fast.
+code path in-process (`fleet.cli.sync.prepare` + `run_sync`) to keep the suite fast.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fleet import inventory, model, source
+from fleet.clients import source
+from fleet.core import inventory, model
 from fleet.sim import testing
 from tests.reconcile_support import (
     CRD,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet import inventory, model
+from fleet.core import inventory, model
 from fleet.sim import testing
 from tests.reconcile_support import FLEET, GitOpsRepo, configmap, live_objects, sync_in_process
 

@@ -9,7 +9,8 @@ import textwrap
 
 import pytest
 
-from fleet import errors, telemetry
+from fleet.controller import telemetry
+from fleet.core import errors
 from tests.support import otlp
 
 

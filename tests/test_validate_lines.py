@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fleet import model, placement, repository
+from fleet.core import model, placement, repository
 from tests import repository_builders as rb
 
 FILES: dict[str, str] = {

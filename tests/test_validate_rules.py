@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from fleet import cel, model, repository
+from fleet.core import cel, model, repository
 from tests import repository_builders as rb
 
 W = model.Severity.WARNING

@@ -16,7 +16,9 @@ from typing import Any
 import anyio
 import pytest
 
-from fleet import apply, drift, kube, model, plan, watch
+from fleet.clients import kube
+from fleet.cluster import apply, drift, watch
+from fleet.core import model, plan
 from fleet.sim import testing
 from fleet.sim.storage import store
 from tests.reconcile_support import send

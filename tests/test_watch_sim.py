@@ -19,7 +19,9 @@ import anyio
 import httpx
 import pytest
 
-from fleet import apply, drift, kube, model, plan, watch
+from fleet.clients import kube
+from fleet.cluster import apply, drift, watch
+from fleet.core import model, plan
 from fleet.sim import testing
 from fleet.sim.storage import store
 

@@ -7,7 +7,7 @@ import hmac
 
 import pytest
 
-from fleet import webhook
+from fleet.controller import webhook
 
 SECRET = b"s3cr3t-value"
 BODY = b'{"ref": "refs/heads/main"}'

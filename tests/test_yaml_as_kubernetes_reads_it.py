@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from fleet import model, render, repository, yamlsafe
+from fleet.core import model, render, repository, yamlsafe
 from tests import repository_builders as rb
 
 REFUSED = None

@@ -7,7 +7,7 @@ cluster, object, reason and note) within `WINDOW` seconds into one Event with a 
 fight writes one Event and a few updates, never one Event per repair; `body` (the Event to create) and
 `series_patch` (the merge patch of a repeat).
 
-Does not: write anything or keep clients (`fleet.events` does, off the reconcile's path). Notes carry
+Does not: write anything or keep clients (`fleet.controller.events` does, off the reconcile's path). Notes carry
 the revision, counts and object names: never an object's content, a Secret value or a token.
 """
 
@@ -20,8 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fleet import model
 from fleet.core import history as hist
+from fleet.core import model
 
 CONTROLLER = "fleet.dev/fleet"
 WINDOW = 360.0  # seconds: repeats closer than this are one Event with a series (client-go's 6 minutes)

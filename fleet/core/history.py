@@ -14,7 +14,7 @@ outcome names; the decisions of what to record, as pure functions over what the 
 * `Query` and `query`: the filters of ``fleet history`` and ``GET /api/v1/history``, checked, with errors
   naming the parameter; `parse_since` (a duration back from now, or an RFC 3339 time).
 
-Does not: store, prune or read rows (`fleet.state`), know the engine's or reconcile's types (the
+Does not: store, prune or read rows (`fleet.clients.statedb`), know the engine's or reconcile's types (the
 controller hands plain values), or render tables (the CLI does). Nothing here ever holds an object body
 or a Secret value: counts, names, revisions and messages only, the message cut to `MAX_MESSAGE`.
 """
@@ -39,7 +39,7 @@ DRIFT_REPAIRED = "DriftRepaired"
 HALTED = "Halted"
 OUTCOMES = (SYNCED, FAILED, PRUNED, ROLLED_BACK, DRIFT_REPAIRED, HALTED, *(str(a) for a in ro.Action))
 
-# Object counts kept per entry, by the apply/prune action names of `fleet.model.Action`.
+# Object counts kept per entry, by the apply/prune action names of `fleet.core.model.Action`.
 COUNTED = ("created", "configured", "deleted", "failed", "conflict")
 FLEET = "fleet"  # the actor of what fleet decided itself (drift repair, halts, automatic rollback)
 MAX_MESSAGE = 500
@@ -111,7 +111,7 @@ class Pair:
     """What one round did to one bundle on one cluster, as the controller saw it."""
 
     bundle: str
-    state: str  # the pair's state after the round (a `fleet.model.State` value)
+    state: str  # the pair's state after the round (a `fleet.core.model.State` value)
     objects: Mapping[str, int]  # `counts` of its change set
     to_revision: str | None  # the revision the round handed the pair
     from_revision: str | None  # the revision the pair was last Synced at before the round

@@ -8,7 +8,7 @@ webhook, GitHub or GitLab commit status) and their payloads (`payload`), and rea
 into the GitHub ``OWNER/NAME`` or GitLab project path (`repo_path`). docs/notifications.md says what
 each payload carries.
 
-Does not: send, retry or store anything (`fleet.notify` delivers from the outbox kept by `fleet.state`),
+Does not: send, retry or store anything (`fleet.controller.notify` delivers from the outbox kept by `fleet.clients.statedb`),
 or read tokens (a payload never holds one: credentials are headers added when sending). A payload
 carries revisions, bundle and cluster names, states, the commit's author and subject, and the reason of
 a halt; never an object, a Secret value or a token.

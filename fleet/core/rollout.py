@@ -17,7 +17,7 @@ controller continues from stored times):
 * `next_wake`: when `advance` must run again if nothing else happens (a deadline or the end of a soak);
 * `dump` / `load` (the stored form) and `document` (the API's ROLLOUT object).
 
-Does not: parse `spec.rollout` (`fleet.repository`), evaluate placement clauses (`fleet.placement`),
+Does not: parse `spec.rollout` (`fleet.core.repository`), evaluate placement clauses (`fleet.core.placement`),
 apply or read anything, keep timers or persist (the controller does, from these values), or judge
 health (the controller reports what it observed, with the time it observed it).
 
@@ -33,8 +33,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from fleet import model
-from fleet.core import durations
+from fleet.core import durations, model
 
 
 class ClusterPhase(enum.StrEnum):

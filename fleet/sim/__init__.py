@@ -21,5 +21,5 @@ Layered, imports only downward (checked by import-linter; docs/sim.md, "Code map
     status               Kubernetes Status errors
 
 `rest` and `controllers` never import each other, nor do `storage` and `merging`. Nothing of fleet
-outside this package imports it except the `fleet sim` command (`fleet.commands.sim`).
+outside this package imports it except the `fleet sim` command (`fleet.cli.sim`).
 """

@@ -26,7 +26,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from fleet import errors, tls
+from fleet.clients import tls
+from fleet.core import errors
 from fleet.sim import controllers, status
 from fleet.sim.rest import discovery, requests, routing
 from fleet.sim.storage import store

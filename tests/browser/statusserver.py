@@ -1,9 +1,9 @@
 """A stand-in for `fleet serve`'s HTTP side, serving only what the status page needs.
 
-Owns: ``GET /`` (`fleet.ui.render_index`), ``GET /ui/{name}`` (`fleet.ui.asset`) with `fleet.ui.HEADERS`,
+Owns: ``GET /`` (`fleet.controller.ui.render_index`), ``GET /ui/{name}`` (`fleet.controller.ui.asset`) with `fleet.controller.ui.HEADERS`,
 and ``GET /api/v1/status`` answering whatever document the test last set (or an HTTP error it asked
 for), with an ETag and 304 Not Modified as `fleet serve` may do. It records every path requested, so tests can check the page asks for nothing else.
-Does not: reconcile anything; the real server is `fleet.server`, and the same page tests can run
+Does not: reconcile anything; the real server is `fleet.controller.server`, and the same page tests can run
 against it.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import anyio.from_thread
 from aiohttp import web
 
-from fleet import ui
+from fleet.controller import ui
 
 
 class StatusServer:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-from fleet import model
+from fleet.core import model
 from fleet.core import rollout as ro
 from tests.browser import harness, statusdocs
 from tests.browser.statusserver import StatusServer

@@ -1,4 +1,4 @@
-"""The page's label selector filter agrees with fleet's own Kubernetes selector code (`fleet.selectors`)
+"""The page's label selector filter agrees with fleet's own Kubernetes selector code (`fleet.core.selectors`)
 on what parses and on what matches, over many generated selectors and label sets.
 """
 
@@ -8,7 +8,7 @@ import json
 import random
 from typing import Any
 
-from fleet import errors, selectors
+from fleet.core import errors, selectors
 from tests.browser import harness, statusdocs
 from tests.browser.statusserver import StatusServer
 

@@ -1,4 +1,4 @@
-"""`fleet.ui`: the shipped assets and the rendered index page (no browser needed)."""
+"""`fleet.controller.ui`: the shipped assets and the rendered index page (no browser needed)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from fleet import errors, ui
+from fleet.controller import ui
+from fleet.core import errors
 
 
 def test_the_assets_ship_in_the_package_with_their_content_types() -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fleet import model
 from fleet.core import clusterevents as ce
 from fleet.core import history as hist
+from fleet.core import model
 from fleet.sim.kinds import events as sim_events
 
 B = "b" * 40

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from fleet import model
 from fleet.core import history as hist
+from fleet.core import model
 from fleet.core import rollout as ro
 
 A, B = "a" * 40, "b" * 40

@@ -6,8 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from fleet import model
-from fleet.core import notices
+from fleet.core import model, notices
 from fleet.core import rollout as ro
 
 R = "c" * 40
@@ -177,7 +176,9 @@ def test_a_log_label_never_shows_a_webhook_path_or_credentials() -> None:
     )
 
 
-def test_changes_noted_together_are_told_together_and_a_rollout_that_ends_at_once_is_told_success_only() -> None:
+def test_changes_noted_together_are_told_together_and_a_rollout_that_ends_at_once_is_told_success_only() -> (
+    None
+):
     t = notices.Tracker()
     t.note(rollout("web"))
     t.note(rollout("db"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleet import model
+from fleet.core import model
 from fleet.core import rollout as ro
 
 H = ro.Verdict.HEALTHY

@@ -11,7 +11,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet import model
+from fleet.core import model
 from fleet.core import rollout as ro
 
 CLUSTERS = [f"c{i}" for i in range(7)]

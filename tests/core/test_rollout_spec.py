@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleet import model, repository
-from fleet.core import durations
+from fleet.core import durations, model, repository
 from tests import repository_builders as rb
 
 B = "bundles/web/bundle.yaml"

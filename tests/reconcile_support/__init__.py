@@ -146,7 +146,7 @@ def writes(journal: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def sync_request(root: Path, kubeconfig: Path, *, instance: str, **overrides: Any) -> Any:
-    from fleet.commands import sync
+    from fleet.cli import sync
 
     fields: dict[str, Any] = {
         "repo": str(root),
@@ -177,8 +177,8 @@ def sync_in_process(
     """One `fleet sync` in this process (the same code path as the command, minus printing)."""
     import anyio
 
-    from fleet import reconcile
-    from fleet.commands import sync
+    from fleet.cli import sync
+    from fleet.cluster import reconcile
 
     request = sync_request(root, kubeconfig, instance=instance, **overrides)
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fleet import errors
+from fleet.core import errors
 from fleet.sim import testing
 
 CM = "/api/v1/namespaces/default/configmaps"

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from fleet import health
+from fleet.core import health
 from fleet.sim import testing
 from fleet.sim.storage import store
 from tests.sim.kubectl_runner import Runner, eventually

@@ -1,5 +1,5 @@
-"""The real HTTP API of `fleet serve` in-process: `fleet.server`'s app over a real socket, in front of a
-real (not started) `fleet.engine.Engine`, on an event loop in a background thread (anyio's blocking
+"""The real HTTP API of `fleet serve` in-process: `fleet.controller.server`'s app over a real socket, in front of a
+real (not started) `fleet.controller.engine.Engine`, on an event loop in a background thread (anyio's blocking
 portal). Tests talk to it with raw sockets (to send bytes no HTTP client would) or httpx.
 """
 
@@ -15,7 +15,8 @@ from typing import Any
 from anyio.abc import TaskStatus
 from anyio.from_thread import start_blocking_portal
 
-from fleet import engine, kube, server, state
+from fleet.clients import kube, statedb
+from fleet.controller import engine, server
 
 
 @dataclass
@@ -49,7 +50,7 @@ async def _serve(
 @contextmanager
 def serving(tmp_path: Path, settings: server.ServerSettings | None = None) -> Iterator[Api]:
     settings = settings or server.ServerSettings()
-    store = state.StateStore(tmp_path / "api-state" / "state.db")
+    store = statedb.StateStore(tmp_path / "api-state" / "state.db")
     eng = engine.Engine(
         engine.Settings(repo=str(tmp_path / "no-repo"), state_dir=tmp_path / "api-state"),
         kubeconfig=kube.Kubeconfig(contexts={}),

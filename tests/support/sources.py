@@ -15,8 +15,9 @@ import anyio
 import pyrage
 import yaml
 
-from fleet import model, placement, render, repository, sources
-from fleet.sources import process
+from fleet.clients import sources
+from fleet.clients.sources import process
+from fleet.core import model, placement, render, repository
 
 ROOT = Path(__file__).resolve().parents[2]
 HELM = ROOT / "tests" / "tools" / "bin" / "helm"

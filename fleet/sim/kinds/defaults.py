@@ -20,7 +20,7 @@ import re
 from fractions import Fraction
 from typing import Any
 
-from fleet import errors
+from fleet.core import errors
 from fleet.sim.kinds import structure as structure_mod
 from fleet.sim.kinds import validation
 from fleet.sim.kinds.structure import Node, Shape

@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from fleet import errors
+from fleet.core import errors
 
 Trie = dict[str, Any]
 DOT = "."

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet import errors
+from fleet.core import errors
 from fleet.sim.kinds import structure as structure_mod
 from fleet.sim.kinds.structure import Node, Shape
 

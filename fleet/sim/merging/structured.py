@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from fleet import errors
+from fleet.core import errors
 from fleet.sim.kinds import structure as structure_mod
 from fleet.sim.kinds.structure import ListType, Node, Shape
 from fleet.sim.merging import fieldsets

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fleet import errors
+from fleet.core import errors
 
 _TOKEN = re.compile(r"\s*(?:(!=|==|=|\(|\)|,|!|>|<)|([^\s(),!=<>]+))")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")

@@ -2,7 +2,7 @@
 
 Python imports this module at start when its folder is on PYTHONPATH (as `sitecustomize`); tests put it
 there for one child process only (`tests.support.serve.INJECT`). With ``FLEET_TEST_FAULT=render-bug``,
-`fleet.render.render_all` raises an unexpected ZeroDivisionError whenever the revision holds a bundle named
+`fleet.core.render.render_all` raises an unexpected ZeroDivisionError whenever the revision holds a bundle named
 ``bug``: a stand-in for a bug in content processing, which the controller must survive.
 """
 
@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 if os.environ.get("FLEET_TEST_FAULT") == "render-bug":
-    from fleet import render
+    from fleet.core import render
 
     _render_all = render.render_all
 

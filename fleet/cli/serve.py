@@ -1,0 +1,629 @@
+"""`fleet serve` (the controller) and `fleet status` (what a running controller reports).
+
+Owns: turning options (each also from a ``FLEET_<OPTION>`` environment variable) into settings, wiring
+the engine, the HTTP server, telemetry and signal handling, and printing status. Does not: hold any
+logic of the engine (`fleet.controller.engine`) or of the HTTP API (`fleet.controller.server`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import typer
+
+from fleet.cli import common, history, rendering, statusview
+from fleet.clients import kube, source, sources, statedb
+from fleet.controller import engine, server, telemetry
+from fleet.core import errors, model
+
+log = logging.getLogger("fleet.serve")
+
+
+def _default_state_dir() -> str:
+    return str(Path.home() / ".local" / "state" / "fleet")
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    return common.parse_listen(text, flag="--listen")
+
+
+def configure_logging(level: str) -> None:
+    """fleet's log lines (and asyncio's and aiohttp's) on stderr, one format, identical lines aggregated."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(telemetry.TRACE_ID_FILTER)
+    handler.addFilter(telemetry.RepeatFilter())
+    root = logging.getLogger("fleet")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+    for name in ("asyncio", "aiohttp"):  # their errors are ours to report, at most as often as ours
+        other = logging.getLogger(name)
+        other.handlers[:] = [handler]
+        other.setLevel(max(logging.WARNING, root.level))
+        other.propagate = False
+
+
+async def report_repeats(*, every: float = 10.0) -> None:
+    """Log, every `every` seconds, how many identical lines `telemetry.RepeatFilter` held back."""
+    filters = [
+        f
+        for h in logging.getLogger("fleet").handlers
+        for f in h.filters
+        if isinstance(f, telemetry.RepeatFilter)
+    ]
+    while True:
+        await anyio.sleep(every)
+        for f in filters:
+            for name, level, line in f.flush():
+                logging.getLogger(name).log(level, "%s", line)
+
+
+async def serve_main(
+    settings: engine.Settings,
+    *,
+    kubeconfig_path: str | None,
+    allow_exec_auth: bool,
+    listen: str,
+    server_settings: server.ServerSettings,
+    otlp_endpoint: str | None,
+    kube_settings: kube.Settings,
+    on_ready: Any = None,
+) -> None:
+    """Run the controller until SIGTERM/SIGINT; returns after a clean shutdown."""
+    host, port = parse_listen(listen)
+    tel = telemetry.setup(otlp_endpoint=otlp_endpoint, instance=settings.instance)
+    kubeconfig = await kube.load_kubeconfig(kubeconfig_path, allow_exec_auth=allow_exec_auth)
+    store = await anyio.to_thread.run_sync(statedb.StateStore, settings.state_dir / "state.db")
+    eng = engine.Engine(settings, kubeconfig=kubeconfig, kube_settings=kube_settings, store=store)
+    app = server.build_app(eng, server_settings)
+    try:
+        async with server.Listener(app, limits=server_settings.limits, metrics=eng.metrics) as listener:
+            bound = await listener.bind(host, port)
+            url = f"http://{bound[0]}:{bound[1]}"
+            common.info(
+                f"fleet serve: listening on {url} (repo {source.redact(settings.repo)}, "
+                f"instance {settings.instance})"
+            )
+            if tel.enabled:
+                common.info(f"fleet serve: exporting traces to {telemetry.redact_url(tel.settings.endpoint)}")
+            if on_ready is not None:
+                on_ready(url)
+            async with anyio.create_task_group() as tg:
+
+                async def stop_on_signal() -> None:
+                    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                        async for signum in signals:
+                            common.info(f"fleet serve: {signal.Signals(signum).name}, shutting down")
+                            await eng.stop()
+                            tg.cancel_scope.cancel()
+                            return
+
+                tg.start_soon(stop_on_signal)
+                tg.start_soon(listener.serve)
+                tg.start_soon(report_repeats)
+                tg.start_soon(eng.run)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(store.close)
+            await anyio.to_thread.run_sync(tel.shutdown)
+    common.info("fleet serve: stopped")
+
+
+def register(app: typer.Typer) -> None:
+    register_serve(app)
+    register_status(app)
+    register_demo(app)
+
+
+def register_serve(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve_command(
+        ctx: typer.Context,
+        repo: str = typer.Option(..., "--repo", envvar="FLEET_REPO", help="Git URL or local path to follow."),
+        branch: str = typer.Option(
+            "main",
+            "--branch",
+            envvar="FLEET_BRANCH",
+            help="Branch to follow: refs/heads/BRANCH only, never a tag of the same name.",
+        ),
+        rev: str | None = typer.Option(
+            None,
+            "--rev",
+            envvar="FLEET_REV",
+            help=f"Pin this revision instead of --branch. {source.SERVE_REV_HELP}",
+        ),
+        path: str = typer.Option(
+            "", "--path", envvar="FLEET_PATH", help="Subfolder holding clusters/, bundles/."
+        ),
+        kubeconfig: str | None = typer.Option(
+            None, "--kubeconfig", envvar="FLEET_KUBECONFIG", help="Default $KUBECONFIG, then ~/.kube/config."
+        ),
+        interval: str = typer.Option("30s", "--interval", envvar="FLEET_INTERVAL", help="Poll period."),
+        resync: str = typer.Option("5m", "--resync", envvar="FLEET_RESYNC", help="Full resync period."),
+        concurrency: int = typer.Option(
+            8, "--concurrency", envvar="FLEET_CONCURRENCY", help="Clusters at once."
+        ),
+        listen: str = typer.Option(
+            "127.0.0.1:8080", "--listen", envvar="FLEET_LISTEN", help="HOST:PORT of the API."
+        ),
+        webhook_secret_file: str | None = typer.Option(
+            None, "--webhook-secret-file", envvar="FLEET_WEBHOOK_SECRET_FILE", help="Shared webhook secret."
+        ),
+        api_token_file: str | None = typer.Option(
+            None, "--api-token-file", envvar="FLEET_API_TOKEN_FILE", help="Bearer token for mutating calls."
+        ),
+        state_dir: str = typer.Option(
+            _default_state_dir(),
+            "--state-dir",
+            envvar="FLEET_STATE_DIR",
+            help="Git mirror and state database.",
+        ),
+        instance: str = typer.Option(
+            model.DEFAULT_INSTANCE, "--instance", envvar="FLEET_INSTANCE", help="Owner label value."
+        ),
+        allow_exec_auth: bool = typer.Option(
+            False, "--allow-exec-auth", envvar="FLEET_ALLOW_EXEC_AUTH", help="Allow kubeconfig exec plugins."
+        ),
+        allow_empty_repo: bool = typer.Option(
+            False,
+            "--allow-empty-repo",
+            envvar="FLEET_ALLOW_EMPTY_REPO",
+            help="Accept a revision with nothing.",
+        ),
+        otlp_endpoint: str | None = typer.Option(
+            None, "--otlp-endpoint", envvar="FLEET_OTLP_ENDPOINT", help="OTLP/HTTP base URL for traces."
+        ),
+        jaeger_url: str | None = typer.Option(
+            None, "--jaeger-url", envvar="FLEET_JAEGER_URL", help="Jaeger UI base URL for trace links."
+        ),
+        git_username: str | None = typer.Option(None, "--git-username", envvar="FLEET_GIT_USERNAME"),
+        git_password_file: str | None = typer.Option(
+            None,
+            "--git-password-file",
+            envvar="FLEET_GIT_PASSWORD_FILE",
+            help="HTTPS token or password file.",
+        ),
+        git_password_env: str | None = typer.Option(
+            None, "--git-password-env", envvar="FLEET_GIT_PASSWORD_ENV", help="Variable holding the token."
+        ),
+        git_ssh_key: str | None = typer.Option(None, "--git-ssh-key", envvar="FLEET_GIT_SSH_KEY"),
+        qps: float = typer.Option(50.0, "--qps", envvar="FLEET_QPS", help="Requests per second per cluster."),
+        burst: int = typer.Option(300, "--burst", envvar="FLEET_BURST", help="Request burst per cluster."),
+        health_timeout: str = typer.Option("2m", "--health-timeout", envvar="FLEET_HEALTH_TIMEOUT"),
+        request_timeout: str = typer.Option(
+            "30s",
+            "--request-timeout",
+            envvar="FLEET_REQUEST_TIMEOUT",
+            help="Deadline of one API request attempt, first to last byte.",
+        ),
+        retry_budget: str = typer.Option(
+            "60s", "--retry-budget", envvar="FLEET_RETRY_BUDGET", help="Time one request may spend retrying."
+        ),
+        round_timeout: str = typer.Option(
+            "10m",
+            "--round-timeout",
+            envvar="FLEET_ROUND_TIMEOUT",
+            help="Deadline of one cluster's round (health waits excluded).",
+        ),
+        log_level: str = typer.Option("info", "--log-level", envvar="FLEET_LOG_LEVEL"),
+        helm_binary: str | None = rendering.helm_option(serve=True),
+        sops_age_key_file: str | None = rendering.key_option(serve=True),
+        render_timeout: str = rendering.timeout_option(serve=True),
+        history_retention: str = typer.Option(
+            "30d",
+            "--history-retention",
+            envvar="FLEET_HISTORY_RETENTION",
+            help="How long the history of changes is kept (1h to 3650d).",
+        ),
+        notify_url: list[str] = typer.Option(
+            [],
+            "--notify-url",
+            envvar="FLEET_NOTIFY_URL",
+            help="POST revision notifications here (repeatable).",
+        ),
+        notify_format: str = typer.Option(
+            "json",
+            "--notify-format",
+            envvar="FLEET_NOTIFY_FORMAT",
+            help="json or slack (for every --notify-url).",
+        ),
+        commit_status: str | None = typer.Option(
+            None,
+            "--commit-status",
+            envvar="FLEET_COMMIT_STATUS",
+            help="Set commit status on github or gitlab.",
+        ),
+        commit_status_url: str | None = typer.Option(
+            None,
+            "--commit-status-url",
+            envvar="FLEET_COMMIT_STATUS_URL",
+            help="API base URL (GitHub Enterprise: https://HOST/api/v3; GitLab: https://HOST/api/v4).",
+        ),
+        commit_status_token_file: str | None = typer.Option(
+            None,
+            "--commit-status-token-file",
+            envvar="FLEET_COMMIT_STATUS_TOKEN_FILE",
+            help="API token file.",
+        ),
+        commit_status_repo: str | None = typer.Option(
+            None,
+            "--commit-status-repo",
+            envvar="FLEET_COMMIT_STATUS_REPO",
+            help="OWNER/NAME or GitLab project path (default: from --repo).",
+        ),
+        external_url: str | None = typer.Option(
+            None, "--external-url", envvar="FLEET_EXTERNAL_URL", help="This server's URL for people (linked)."
+        ),
+    ) -> None:
+        """Run the controller: follow a branch, reconcile every cluster, serve the API and status page."""
+
+        def f(name: str) -> str:
+            return common.flag(ctx, name)
+
+        try:
+            # Every option is checked before anything runs: nothing created, read or bound on a bad value.
+            log_level = common.check_choice(log_level, flag=f("log_level"), choices=LOG_LEVELS)
+            common.parse_listen(listen, flag=f("listen"))
+            try:
+                source.check_url(repo)
+            except errors.FleetError as e:
+                raise errors.InputError(f"{f('repo')}: {e}") from None
+            common.check_branch(branch, flag=f("branch"))
+            common.check_rev(rev, flag=f("rev"))
+            try:
+                source.Follow(branch=branch, rev=rev)
+            except errors.InputError as e:
+                raise errors.InputError(str(e).replace("--rev", f("rev"), 1)) from None
+            try:
+                source.check_subpath(path)
+            except errors.InputError as e:
+                raise errors.InputError(str(e).replace("--path", f("path"), 1)) from None
+            common.check_instance(instance, flag=f("instance"))
+            state_path = _check_state_dir(state_dir, flag=f("state_dir"))
+            durations = {
+                "interval": common.parse_duration(
+                    interval, flag=f("interval"), minimum=1.0, maximum=common.DAY
+                ),
+                "resync": common.parse_duration(resync, flag=f("resync"), minimum=1.0, maximum=common.DAY),
+                "health_timeout": common.parse_duration(
+                    health_timeout, flag=f("health_timeout"), minimum=1.0, maximum=common.HOUR
+                ),
+                "request_timeout": common.parse_duration(
+                    request_timeout, flag=f("request_timeout"), minimum=0.1, maximum=common.HOUR
+                ),
+                "retry_budget": common.parse_duration(
+                    retry_budget, flag=f("retry_budget"), minimum=0.0, maximum=common.HOUR
+                ),
+                "round_timeout": common.parse_duration(
+                    round_timeout, flag=f("round_timeout"), minimum=10.0, maximum=common.DAY
+                ),
+            }
+            common.check_count(concurrency, flag=f("concurrency"), minimum=1)
+            common.check_number(qps, flag=f("qps"), minimum=0.1)
+            common.check_count(burst, flag=f("burst"), minimum=1)
+            if otlp_endpoint is not None:
+                common.check_http_url(otlp_endpoint, flag=f("otlp_endpoint"))
+            if jaeger_url is not None:
+                from fleet.controller import ui
+
+                try:
+                    jaeger_url = ui.check_jaeger_url(jaeger_url)
+                except errors.InputError as e:
+                    raise errors.InputError(str(e).replace("--jaeger-url", f("jaeger_url"), 1)) from None
+            credentials = None
+            if git_username is not None or git_password_file or git_password_env or git_ssh_key:
+                if git_username is not None and not git_username.strip():
+                    raise errors.InputError(f"{f('git_username')}: empty")
+                if git_password_file:
+                    server.read_secret_file(git_password_file, option=f("git_password_file"))
+                if git_password_env and not os.environ.get(git_password_env, "").strip():
+                    raise errors.InputError(
+                        f"{f('git_password_env')}: the variable {git_password_env} is not set or empty"
+                    )
+                if git_ssh_key:
+                    server.read_secret_file(git_ssh_key, option=f("git_ssh_key"))
+                credentials = source.Credentials(
+                    username=git_username,
+                    password_file=Path(git_password_file) if git_password_file else None,
+                    password_env=git_password_env,
+                    ssh_key_file=Path(git_ssh_key) if git_ssh_key else None,
+                )
+            history_settings = history.history_settings(
+                instance=instance, retention=history_retention, flag=f("history_retention")
+            )
+            notify_settings = history.notify_settings(
+                repo=repo,
+                instance=instance,
+                notify_urls=list(notify_url),
+                notify_format=notify_format,
+                commit_status=commit_status,
+                commit_status_url=commit_status_url,
+                commit_status_token_file=commit_status_token_file,
+                commit_status_repo=commit_status_repo,
+                external_url=external_url,
+                flags={
+                    name: f(name)
+                    for name in (
+                        "notify_url",
+                        "notify_format",
+                        "commit_status",
+                        "commit_status_url",
+                        "commit_status_token_file",
+                        "commit_status_repo",
+                        "external_url",
+                    )
+                },
+            )
+            server_settings = server.ServerSettings(
+                api_token=server.read_secret_file(api_token_file, option=f("api_token_file")),
+                webhook_secret=server.read_secret_file(webhook_secret_file, option=f("webhook_secret_file")),
+                jaeger_url=jaeger_url,
+            )
+            renderers = rendering.settings(
+                helm_binary=helm_binary,
+                age_key_file=sops_age_key_file,
+                render_timeout=render_timeout,
+                flags={
+                    "helm": f("helm_binary"),
+                    "key": f("sops_age_key_file"),
+                    "timeout": f("render_timeout"),
+                },
+            )
+            settings = engine.Settings(
+                repo=repo,
+                state_dir=state_path,
+                branch=branch,
+                rev=rev,
+                path=path,
+                instance=instance,
+                interval=durations["interval"],
+                resync_interval=durations["resync"],
+                concurrency=concurrency,
+                allow_empty_repo=allow_empty_repo,
+                credentials=credentials,
+                health_timeout=durations["health_timeout"],
+                round_timeout=durations["round_timeout"],
+                sources=renderers,
+                history=history_settings,
+                notify=notify_settings,
+            )
+            kube_settings = kube.Settings(
+                qps=qps,
+                burst=burst,
+                allow_exec_auth=allow_exec_auth,
+                request_timeout=durations["request_timeout"],
+                connect_timeout=min(5.0, durations["request_timeout"]),
+                retry_budget=durations["retry_budget"],
+            )
+        except errors.FleetError as e:
+            common.fail(str(e), code=2)
+        configure_logging(log_level)
+        try:
+            common.run(
+                lambda: serve_main(
+                    settings,
+                    kubeconfig_path=kubeconfig,
+                    allow_exec_auth=allow_exec_auth,
+                    listen=listen,
+                    server_settings=server_settings,
+                    otlp_endpoint=otlp_endpoint,
+                    kube_settings=kube_settings,
+                )
+            )
+        except errors.FleetError as e:
+            common.fail(str(e), code=2)
+
+
+def _check_state_dir(text: str, *, flag: str) -> Path:
+    """The state directory: a directory (created later if missing) that this process can write."""
+    if not text.strip():
+        raise errors.InputError(f"{flag}: empty")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise errors.InputError(f"{flag} {text}: not a directory")
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise errors.InputError(f"{flag} {text}: not writable by this process")
+    return path
+
+
+def register_status(app: typer.Typer) -> None:
+    @app.command("status")
+    def status_command(
+        ctx: typer.Context,
+        server_url: str = typer.Option(
+            "http://127.0.0.1:8080", "--server", help="URL of a running fleet serve."
+        ),
+        output: str = typer.Option("table", "--format", help="table or json."),
+        timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the answer."),
+        revision: str | None = typer.Option(
+            None,
+            "--revision",
+            help="Where is this commit: which clusters hold it, for which bundles, since when.",
+        ),
+    ) -> None:
+        """Show what a running `fleet serve` reports."""
+        if output not in ("table", "json"):
+            common.fail(f"--format {output!r}: expected table or json", code=2)
+        if revision is not None:
+            history.revision_status(ctx, server_url, revision, output=output, timeout=timeout)
+            return
+        try:
+            common.check_number(timeout, flag=common.flag(ctx, "timeout"), minimum=0.1, maximum=common.HOUR)
+            common.check_http_url(server_url, flag=common.flag(ctx, "server_url"))
+        except errors.InputError as e:
+            common.fail(str(e), code=2)
+        url = server_url.rstrip("/") + "/api/v1/status"
+        try:
+            resp = httpx.get(url, timeout=timeout)
+            resp.raise_for_status()
+            doc = resp.json()
+        except httpx.HTTPStatusError as e:
+            common.fail(f"{telemetry.redact_url(url)}: HTTP {e.response.status_code}", code=2)
+        except (httpx.HTTPError, ValueError) as e:
+            common.fail(f"{telemetry.redact_url(url)}: {type(e).__name__}: cannot read the status", code=2)
+        if output == "json":
+            typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+        else:
+            typer.echo(statusview.table(doc))
+        states = [c.get("state") for c in (doc.get("clusters") or {}).values()]
+        saving = (doc.get("stateStore") or {}).get("saving", True)
+        if any(s in ("Failed", "Unreachable") for s in states) or doc.get("errors") or not saving:
+            raise typer.Exit(1)
+
+
+def _demo_instructions(*, url: str, repo: Path, kubeconfig: Path, secret_file: Path, kubectl: str) -> str:
+    return f"""
+fleet demo is running.
+
+  status page   {url}/
+  status API    {url}/api/v1/status      (or: fleet status --server {url})
+  metrics       {url}/metrics
+  demo repo     {repo}
+  kubeconfig    {kubeconfig}
+
+Try:
+  1. Change a bundle and commit; fleet polls every few seconds, or announce it with the signed webhook:
+       sed -i 's/replicas: 2/replicas: 6/' {repo}/bundles/web/deployment.yaml
+       git -C {repo} commit -qam "web: 6 replicas"
+       body='{{"ref":"refs/heads/main"}}'
+       sig=$(printf %s "$body" | openssl dgst -sha256 -hmac "$(cat {secret_file})" | sed 's/^.* //')
+       curl -s -XPOST -H "X-Hub-Signature-256: sha256=$sig" -d "$body" {url}/api/v1/webhook
+  2. Edit a managed object behind fleet's back and watch it repaired:
+       {kubectl} --kubeconfig {kubeconfig} --context eu-prod-1 -n platform \\
+         patch configmap cluster-info --type merge -p '{{"data":{{"region":"mars"}}}}'
+       {kubectl} --kubeconfig {kubeconfig} --context eu-prod-1 -n platform get configmap cluster-info -o yaml
+  3. Break a file (invalid YAML) and commit: the status page names it, the last good revision stays.
+  4. Roll out a bad revision: the web bundle goes to the staging clusters first and halts there, every
+     prod cluster keeps the revision it has:
+       sed -i '0,/^  labels:/s//  annotations: {{sim.fleet.dev\\/failed: "true"}}\\n  labels:/' \\
+         {repo}/bundles/web/deployment.yaml
+       git -C {repo} commit -qam "web: a broken release"
+       fleet rollout status web --server {url}      (Halted: why, and what to run)
+     then fix forward (git -C {repo} revert --no-edit HEAD) or: fleet rollout rollback web --server {url}
+
+Ctrl-C stops the demo.
+"""
+
+
+def prepare_demo(workdir: Path) -> tuple[Path, Path, Path]:
+    """Create (or reuse) the demo repository and webhook secret; blocking, run off the event loop."""
+    import secrets
+
+    from fleet import demo
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    repo = workdir / "repo"
+    if not (repo / ".git").exists():
+        if repo.exists():
+            raise errors.InputError(f"{repo}: exists but is not a git repository; remove it or pick --dir")
+        demo.create_repository(repo)
+        common.info(f"fleet demo: created the demo repository {repo}")
+    else:
+        common.info(f"fleet demo: reusing the demo repository {repo}")
+    secret_file = workdir / "webhook-secret"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_hex(16) + "\n")
+        secret_file.chmod(0o600)
+    kubeconfig = workdir / "kubeconfig"
+    kubeconfig.unlink(missing_ok=True)
+    return repo, secret_file, kubeconfig
+
+
+async def demo_main(
+    *, workdir: Path, listen: str, interval: float, renderers: sources.Settings | None = None
+) -> None:
+    repo, secret_file, kubeconfig = await anyio.to_thread.run_sync(prepare_demo, workdir)
+    secret = await anyio.to_thread.run_sync(secret_file.read_bytes)
+    common.info("fleet demo: starting simulated clusters ...")
+    sim = await anyio.open_process(
+        [sys.executable, "-m", "fleet.cli", "sim", "--from", str(repo), "--kubeconfig-out", str(kubeconfig)],
+        stdin=None,
+        stderr=None,
+    )
+    try:
+        assert sim.stdout is not None
+        line = b""
+        with anyio.fail_after(60):
+            while not line.endswith(b"\n"):
+                chunk = await sim.stdout.receive(1)
+                line += chunk
+        if not line.startswith(b"ready "):
+            raise errors.FleetError(f"fleet sim did not start: {line.decode(errors='replace').strip()}")
+        common.info(f"fleet demo: simulated clusters ready ({kubeconfig})")
+        kubectl = str(Path(sys.executable).parent / "kubectl")
+        settings = engine.Settings(
+            repo=str(repo),
+            state_dir=workdir / "state",
+            interval=interval,
+            recheck_interval=1.0,
+            resync_interval=60,
+            sources=renderers or sources.Settings(),
+        )
+
+        def ready(url: str) -> None:
+            typer.echo(
+                _demo_instructions(
+                    url=url, repo=repo, kubeconfig=kubeconfig, secret_file=secret_file, kubectl=kubectl
+                )
+            )
+
+        await serve_main(
+            settings,
+            kubeconfig_path=str(kubeconfig),
+            allow_exec_auth=False,
+            listen=listen,
+            server_settings=server.ServerSettings(webhook_secret=secret.strip()),
+            otlp_endpoint=None,
+            kube_settings=kube.Settings(),
+            on_ready=ready,
+        )
+    except TimeoutError:
+        raise errors.FleetError("fleet sim did not report ready within 60 s") from None
+    finally:
+        with anyio.CancelScope(shield=True):
+            if sim.returncode is None:
+                sim.terminate()
+                with anyio.move_on_after(10):
+                    await sim.wait()
+                if sim.returncode is None:
+                    sim.kill()
+
+
+def register_demo(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo_command(
+        workdir: str = typer.Option(".fleet/demo", "--dir", help="Where the demo repo and state live."),
+        listen: str = typer.Option(
+            "127.0.0.1:8080", "--listen", help="HOST:PORT of the API and status page."
+        ),
+        interval: str = typer.Option("5s", "--interval", help="Poll period of the demo controller."),
+        helm_binary: str | None = typer.Option(
+            None, "--helm-binary", help="Helm 4 for the demo's Helm bundle (default: helm on PATH)."
+        ),
+    ) -> None:
+        """Simulated clusters from the demo fleet, a demo repo and `fleet serve`; runs until Ctrl-C."""
+        try:
+            common.parse_listen(listen)
+            seconds = common.parse_duration(interval, flag="--interval", minimum=1.0, maximum=common.DAY)
+            renderers = rendering.settings(helm_binary=helm_binary, age_key_file=None, render_timeout="60s")
+        except errors.InputError as e:
+            common.fail(str(e), code=2)
+        configure_logging("info")
+        try:
+            common.run(
+                lambda: demo_main(workdir=Path(workdir), listen=listen, interval=seconds, renderers=renderers)
+            )
+        except errors.FleetError as e:
+            common.fail(str(e), code=2)

@@ -1,0 +1,355 @@
+"""Executing a plan on one cluster: server-side applies, inventories, namespaces and prunes.
+
+Owns: the writes of one round, each returning a `model.ChangeSet` (per object: created, configured,
+unchanged, deleted, skipped, conflict, failed):
+
+- `ensure_namespace`: a plain create labelled ``fleet.dev/owner`` when missing (bundle namespaces and
+  ``fleet-system``); never updated, never pruned, never in an inventory;
+- `create_inventory` / `write_inventory` / `delete_inventory`: the inventory ConfigMap of a bundle (a
+  plain create when there was none, so two writers cannot both create it; then server-side applies over
+  the resourceVersion it was read at: an inventory changed by someone else meanwhile is a conflict, never
+  overwritten);
+- `read_record` / `write_record`: the revision record of a source (`inventory.Claim`): created when
+  missing (a plain create, so two writers cannot both create it), else written over the resourceVersion
+  it was read at;
+- `apply_bundle`: one bundle's steps in phases (CRDs, then Namespaces, then the rest, each phase's objects
+  concurrently within the client's in-flight limit), waiting for written CRDs to be Established and
+  rediscovering before the objects that need them; objects the plan found unchanged send nothing;
+- `prune_bundle`: the plan's deletions in reverse order; an owned Namespace only when it holds nothing
+  but objects pruned with it; a refused delete stays in the inventory and is reported.
+
+Does not: decide anything about ownership (`plan` did), or read the live state (`reconcile` does).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from fleet.clients import kube
+from fleet.core import errors, health, model, plan
+from fleet.core import inventory as inventory_mod
+
+CONFIGMAP = kube.ResourceType("", "v1", "ConfigMap", "configmaps", True, ("create", "get", "list", "patch"))
+NAMESPACE = kube.ResourceType("", "v1", "Namespace", "namespaces", False, ("create", "get", "list", "delete"))
+
+
+def resolve(types: kube.TypeTable, ref: model.ObjectRef) -> kube.ResourceType | None:
+    """The served type of `ref`: its own version, else any served version of the same group and kind."""
+    rt = types.of(ref)
+    if rt is not None:
+        return rt
+    for candidate in types.types.values():
+        if candidate.group == ref.group and candidate.kind == ref.kind:
+            return candidate
+    return None
+
+
+def secret_values(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    """Values of a Secret manifest (data and stringData), to keep out of any message."""
+    if obj.get("kind") != "Secret":
+        return ()
+    out = []
+    for section in ("data", "stringData"):
+        for value in (obj.get(section) or {}).values():
+            if isinstance(value, str):
+                out.append(value)
+                if section == "data":
+                    try:
+                        out.append(base64.b64decode(value).decode("utf-8"))
+                    except (ValueError, UnicodeDecodeError):
+                        pass
+    return tuple(out)
+
+
+@dataclass
+class Applied:
+    """What `apply_bundle` did: the change set and the objects as they are now (for health)."""
+
+    changes: model.ChangeSet = field(default_factory=model.ChangeSet)
+    objects: dict[plan.Key, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.changes.failed
+
+
+async def ensure_namespace(
+    client: kube.Client, name: str, *, instance: str, existing: Iterable[str] = ()
+) -> model.Change | None:
+    """Create namespace `name` when missing (plain create, labelled as ours; never updated)."""
+    if name in set(existing):
+        return None
+    body = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {model.LABEL_OWNER: instance}},
+    }
+    created = await client.create(NAMESPACE, body)
+    ref = model.ObjectRef("", "v1", "Namespace", "", name)
+    return model.Change(ref, model.Action.CREATED if created else model.Action.UNCHANGED, "bundle namespace")
+
+
+async def write_inventory(
+    client: kube.Client,
+    bundle: str,
+    refs: Iterable[model.ObjectRef],
+    *,
+    instance: str,
+    source: str | None = None,
+    resource_version: str | None = None,
+) -> str | None:
+    """Write a bundle's inventory as `source`'s; with `resource_version`, only over that version (a 409
+    `kube.ConflictError` when it changed since it was read). Returns the new resourceVersion."""
+    body = inventory_mod.encode(
+        bundle, refs, instance=instance, source=source, resource_version=resource_version
+    )
+    doc, _ = await client.apply(CONFIGMAP, body, force=True)
+    rv = (doc.get("metadata") or {}).get("resourceVersion")
+    return str(rv) if rv else None
+
+
+class InventoryRaced(errors.ClusterError):
+    """An inventory appeared between this round's read and its create (another source, or a replica):
+    nothing of it is overwritten; the next round reads who wrote it."""
+
+    retriable = True
+
+
+async def create_inventory(
+    client: kube.Client,
+    bundle: str,
+    refs: Iterable[model.ObjectRef],
+    *,
+    instance: str,
+    source: str | None = None,
+) -> None:
+    """Create a bundle's inventory that did not exist when the round read the cluster; `InventoryRaced`
+    when it exists now."""
+    body = inventory_mod.encode(bundle, refs, instance=instance, source=source)
+    if not await client.create(CONFIGMAP, body):
+        where = f"ConfigMap/{model.INVENTORY_NAMESPACE}/{body['metadata']['name']}"
+        raise InventoryRaced(
+            f"{where}: created by another writer during this round; not overwritten, retried"
+        )
+
+
+class RecordRaced(errors.ClusterError):
+    """The revision record changed between this round's read and its write: another controller of the same
+    source wrote it. Nothing of this round was written; the next round reads it again."""
+
+    retriable = True
+
+
+async def read_record(
+    client: kube.Client, *, instance: str, source: str
+) -> tuple[inventory_mod.Claim | None, str | None]:
+    """The revision record of `source` and its resourceVersion; (None, None) when there is none. Raises
+    `inventory.InventoryError` when it cannot be read (never taken as missing)."""
+    name = inventory_mod.record_name(instance=instance, source=source)
+    doc = await client.get(CONFIGMAP, namespace=model.INVENTORY_NAMESPACE, name=name)
+    if doc is None:
+        return None, None
+    rv = (doc.get("metadata") or {}).get("resourceVersion")
+    return inventory_mod.decode_record(doc, source=source), str(rv) if rv else None
+
+
+async def write_record(
+    client: kube.Client, claim: inventory_mod.Claim, *, instance: str, resource_version: str | None
+) -> None:
+    """Record `claim` as the newest revision of its source on this cluster: a create when there was no
+    record (`resource_version` None), else an apply over that version. Raises `RecordRaced` when another
+    writer got there first."""
+    body = inventory_mod.encode_record(claim, instance=instance, resource_version=resource_version)
+    where = f"ConfigMap/{model.INVENTORY_NAMESPACE}/{body['metadata']['name']}"
+    raced = f"{where}: written by another controller of the same source during this round; retried"
+    if resource_version is None:
+        if not await client.create(CONFIGMAP, body):
+            raise RecordRaced(raced)
+        return
+    try:
+        await client.apply(CONFIGMAP, body, force=True)
+    except kube.ConflictError:
+        raise RecordRaced(raced) from None
+
+
+async def delete_inventory(client: kube.Client, bundle: str, *, instance: str) -> None:
+    await client.delete(
+        CONFIGMAP,
+        namespace=model.INVENTORY_NAMESPACE,
+        name=model.inventory_name(instance=instance, bundle=bundle),
+    )
+
+
+async def _wait_established(
+    client: kube.Client, crds: Iterable[model.ObjectRef], *, within: float, interval: float = 0.1
+) -> list[str]:
+    """Wait for CRDs to be Established; return messages for those that are not in time."""
+    types = await client.types()
+    pending = list(crds)
+    problems: list[str] = []
+    with anyio.move_on_after(within):
+        while pending:
+            still = []
+            for ref in pending:
+                rt = resolve(types, ref)
+                obj = await client.get(rt, namespace=None, name=ref.name) if rt else None
+                if obj is None or health.assess(obj).status is not health.Status.HEALTHY:
+                    still.append(ref)
+            pending = still
+            if pending:
+                await anyio.sleep(interval)
+    for ref in pending:
+        problems.append(f"{ref}: not Established after {within:g}s")
+    return problems
+
+
+async def _apply_step(
+    client: kube.Client,
+    types: kube.TypeTable,
+    step: plan.ObjectStep,
+    *,
+    live: Mapping[plan.Key, Mapping[str, Any]],
+    out: dict[plan.Key, Mapping[str, Any]],
+) -> model.Change:
+    ref = step.ref
+    k = plan.key(ref)
+    if step.op is plan.Op.CONFLICT:
+        return model.Change(ref, model.Action.CONFLICT, step.message)
+    if step.op is plan.Op.UNCHANGED:
+        if k in live:
+            out[k] = live[k]
+        return model.Change(ref, model.Action.UNCHANGED)
+    rt = resolve(types, ref)
+    if rt is None:
+        return model.Change(ref, model.Action.FAILED, kube.no_match_message(ref))
+    try:
+        obj, created = await client.apply(rt, step.obj, force=step.force, secrets=secret_values(step.obj))
+    except kube.ConflictError as e:
+        return model.Change(ref, model.Action.CONFLICT, str(e))
+    except errors.ClusterError as e:
+        return model.Change(ref, model.Action.FAILED, str(e))
+    out[k] = obj
+    before = (live.get(k) or {}).get("metadata", {}).get("resourceVersion")
+    after = (obj.get("metadata") or {}).get("resourceVersion")
+    if created:
+        return model.Change(ref, model.Action.CREATED, step.message)
+    if before is not None and before == after:
+        return model.Change(ref, model.Action.UNCHANGED, step.message)
+    return model.Change(ref, model.Action.CONFIGURED, step.message)
+
+
+async def apply_bundle(
+    client: kube.Client,
+    bundle_plan: plan.BundlePlan,
+    *,
+    live: Mapping[plan.Key, Mapping[str, Any]],
+    crd_timeout: float = 60.0,
+) -> Applied:
+    """Apply one bundle's steps, phase by phase. Never raises for an object: failures are changes."""
+    result = Applied()
+    phases: dict[int, list[plan.ObjectStep]] = {}
+    for step in bundle_plan.steps:
+        phases.setdefault(plan.phase(step.ref), []).append(step)
+    for number in sorted(phases):
+        steps = phases[number]
+        types = await client.types()
+        changes: list[model.Change | None] = [None] * len(steps)
+
+        async def run(
+            i: int, step: plan.ObjectStep, types: kube.TypeTable, changes: list[model.Change | None]
+        ) -> None:
+            changes[i] = await _apply_step(client, types, step, live=live, out=result.objects)
+
+        async with anyio.create_task_group() as tg:
+            for i, step in enumerate(steps):
+                if step.op is plan.Op.UNCHANGED or step.op is plan.Op.CONFLICT:
+                    changes[i] = await _apply_step(client, types, step, live=live, out=result.objects)
+                else:  # only writes run concurrently (an unchanged object sends nothing)
+                    tg.start_soon(run, i, step, types, changes)
+        done = [c for c in changes if c is not None]
+        result.changes = result.changes + model.ChangeSet(tuple(done))
+        if number == 0:
+            written = [c.ref for c in done if c.action in (model.Action.CREATED, model.Action.CONFIGURED)]
+            if written:
+                problems = await _wait_established(client, written, within=crd_timeout)
+                await client.types(refresh=True)
+                if problems:
+                    failed = tuple(
+                        model.Change(r, model.Action.FAILED, m)
+                        for r, m in zip(written, problems, strict=False)
+                    )
+                    result.changes = result.changes + model.ChangeSet(failed)
+    return result
+
+
+async def _namespace_contents(
+    client: kube.Client, types: kube.TypeTable, namespace: str
+) -> list[Mapping[str, Any]]:
+    found: list[Mapping[str, Any]] = []
+
+    async def one(rt: kube.ResourceType) -> None:
+        found.extend(await client.list(rt, namespace=namespace))
+
+    with kube.unwrap_group():
+        async with anyio.create_task_group() as tg:
+            for rt in types.namespaced_listable():
+                tg.start_soon(one, rt)
+    return found
+
+
+async def prune_bundle(
+    client: kube.Client, bundle_plan: plan.BundlePlan
+) -> tuple[model.ChangeSet, frozenset[model.ObjectRef]]:
+    """Run the plan's prune steps; return the changes and the refs that must stay in the inventory."""
+    types = await client.types()
+    keep: set[model.ObjectRef] = set(bundle_plan.keep)
+    changes: list[model.Change] = []
+    deleted: list[model.ObjectRef] = []
+    by_phase: dict[int, list[plan.PruneStep]] = {}
+    for step in bundle_plan.prune:
+        if step.op is plan.PruneOp.DELETE:
+            by_phase.setdefault(plan.phase(step.ref), []).append(step)
+        else:
+            changes.append(model.Change(step.ref, model.Action.SKIPPED, step.message))
+
+    async def delete(step: plan.PruneStep) -> None:
+        ref = step.ref
+        rt = resolve(types, ref)
+        if rt is None:
+            keep.add(ref)
+            changes.append(model.Change(ref, model.Action.SKIPPED, kube.no_match_message(ref)))
+            return
+        if plan.phase(ref) == 1:
+            try:
+                contents = await _namespace_contents(client, types, ref.name)
+            except errors.ClusterError as e:
+                keep.add(ref)
+                changes.append(model.Change(ref, model.Action.FAILED, f"{ref}: not pruned: {e}"))
+                return
+            ok, holding = plan.namespace_prunable(ref.name, contents=contents, pruned=deleted)
+            if not ok:
+                keep.add(ref)
+                names = ", ".join(str(h) for h in holding[:3]) + (" ..." if len(holding) > 3 else "")
+                changes.append(
+                    model.Change(ref, model.Action.SKIPPED, f"{ref}: not pruned, it holds {names}")
+                )
+                return
+        try:
+            gone = await client.delete(rt, namespace=ref.namespace or None, name=ref.name)
+        except errors.ClusterError as e:
+            keep.add(ref)
+            changes.append(model.Change(ref, model.Action.FAILED, f"{ref}: delete failed: {e}"))
+            return
+        deleted.append(ref)
+        changes.append(model.Change(ref, model.Action.DELETED, "" if gone else "already gone"))
+
+    for number in sorted(by_phase, reverse=True):
+        async with anyio.create_task_group() as tg:
+            for step in by_phase[number]:
+                tg.start_soon(delete, step)
+    return model.ChangeSet(tuple(changes)), frozenset(keep)

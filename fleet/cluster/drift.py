@@ -1,0 +1,454 @@
+"""Drift: is a watch event drift (pure), fights with other writers (pure), and the targeted repair.
+
+Owns:
+
+- what fleet compares (`shape`): the desired object as the server should hold it: fleet's revision
+  annotation left out (it does not decide writes), Secret ``stringData`` folded into ``data`` as the
+  server does, ``status`` left out (never fleet's to set);
+- `fingerprint`: a short hash of the VALUES a live object has at the fields present in the desired
+  object. Fields the server defaults, fields only others set (a label added by someone else) and
+  ``managedFields`` (an edit with kubectl moves ownership to kubectl) are not part of it, so they never
+  count as drift. Numbers compare by value (``1`` == ``1.0``); a list compares by length and item by item;
+  a field absent live reads as missing;
+- `judge`: one event of a managed object -> a `Verdict`. A MODIFIED whose fingerprint differs from the
+  desired one (and from the normalised form the server gave fleet's own apply, learnt by the caller
+  from the apply answer: quantities such as ``0.5`` -> ``500m``) is drift; a DELETED of a desired
+  object is drift; fleet's own applies read back as desired and are not; an object labelled for another
+  bundle is being moved by a full reconcile and is left to it;
+- `FightGuard`: per-object repair history; more than `limit` repairs of one object within `window`
+  seconds is a fight with another writer: further repairs back off exponentially (up to `cap`) and the
+  fight is reported (`Fight.message`, a counter) until the object stays calm for a window;
+- `desired_objects`: the objects the engine applies on one cluster (``plan.marked``), keyed by ref,
+  from its `plan.Target`s; `kinds` of them;
+- `repair`: server-side apply of the given objects only (field manager ``fleet``), after reading each
+  live object: forced only when its live owner label is this instance; a gone object is created (no
+  other manager can hold its fields, so no force is needed); an object without our owner label or owned
+  by another instance is never written (CONFLICT). Secret values never reach a message. Given the
+  controller's `inventory.Claim`, it first reads the source's revision record (one GET per batch): a
+  newer revision of the same source there (another replica ahead of this one) makes every object of the
+  batch SKIPPED, never written back to the older revision.
+
+Does not: watch (`fleet.cluster.watch`), inventories, prune or full reconciles (`reconcile`: a repair that
+fails, e.g. because a namespace is gone, is for the engine's next full round), or any I/O in the pure
+functions.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import orjson
+
+from fleet.clients import kube
+from fleet.cluster import apply
+from fleet.core import errors, inventory, model, plan
+
+_MISSING = "\x00missing"
+_TYPE_MISMATCH = "\x00type"
+
+
+class Verdict(enum.StrEnum):
+    IN_SYNC = "in-sync"  # live holds fleet's values at every field fleet sets
+    DRIFTED = "drifted"  # a value fleet sets was changed (or removed) by someone else
+    DELETED = "deleted"  # a desired object is gone (or no longer carries our owner label)
+    UNMANAGED = "unmanaged"  # not desired on this cluster: none of drift's business
+    MOVING = "moving"  # labelled for another bundle: a full reconcile relabels it
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Comparing (pure)
+
+
+def shape(desired: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The desired object as the server should read it back (see the module docstring).
+
+    Only a Secret with ``stringData`` is copied; ``status`` and the revision annotation are skipped by
+    `fingerprint` itself, so one desired object shared by many clusters is not copied per cluster.
+    """
+    if desired.get("kind") == "Secret" and desired.get("apiVersion") == "v1" and desired.get("stringData"):
+        out = dict(desired)
+        data = dict(out.get("data") or {})
+        for k, v in (out.get("stringData") or {}).items():
+            data[k] = base64.b64encode(str(v).encode()).decode()
+        out["data"] = data
+        out.pop("stringData")
+        return out
+    return desired
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    return _TYPE_MISMATCH
+
+
+def _project(want: Any, have: Any) -> Any:
+    if isinstance(want, Mapping):
+        if not isinstance(have, Mapping):
+            return _MISSING if have is _MISSING or have is None else _TYPE_MISMATCH
+        return {k: _project(v, have.get(k, _MISSING)) for k, v in want.items() if v is not None}
+    if isinstance(want, list):
+        if not isinstance(have, list):
+            return _MISSING if have is _MISSING or have is None else _TYPE_MISMATCH
+        return [len(have), *(_project(w, h) for w, h in zip(want, have, strict=False))]
+    if have is _MISSING:
+        return _MISSING
+    if isinstance(have, Mapping | list):
+        return _TYPE_MISMATCH
+    return _scalar(have)
+
+
+def _project_object(want: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in want.items():
+        if v is None or k == "status":
+            continue
+        have = live.get(k, _MISSING)
+        if k == "metadata" and isinstance(v, Mapping) and isinstance(have, Mapping):
+            meta = {}
+            for mk, mv in v.items():
+                if mv is None:
+                    continue
+                mhave = have.get(mk, _MISSING)
+                if mk == "annotations" and isinstance(mv, Mapping):
+                    kept = {a: x for a, x in mv.items() if a != model.ANNOTATION_REVISION}
+                    if kept:
+                        meta[mk] = _project(kept, mhave)
+                else:
+                    meta[mk] = _project(mv, mhave)
+            out[k] = meta
+        else:
+            out[k] = _project(v, have)
+    return out
+
+
+def fingerprint(want: Mapping[str, Any], live: Mapping[str, Any]) -> bytes:
+    """Hash of the values `live` has at the fields present in `want` (a `shape`), ``status`` and the
+    revision annotation left out."""
+    data = orjson.dumps(_project_object(want, live), option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(data, digest_size=12).digest()
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One desired object, prepared for comparison once per revision."""
+
+    ref: model.ObjectRef
+    obj: Mapping[str, Any]
+    shape: Mapping[str, Any]
+    fingerprint: bytes
+
+    @property
+    def bundle(self) -> str:
+        return str(((self.obj.get("metadata") or {}).get("labels") or {}).get(model.LABEL_BUNDLE, ""))
+
+    @classmethod
+    def of(cls, ref: model.ObjectRef, obj: Mapping[str, Any]) -> Wanted:
+        s = shape(obj)
+        return cls(ref=ref, obj=obj, shape=s, fingerprint=fingerprint(s, s))
+
+
+class DesiredIndex:
+    """The desired objects of one cluster by `plan.Key` (any served version), prepared lazily."""
+
+    def __init__(self, objects: Mapping[model.ObjectRef, Mapping[str, Any]]) -> None:
+        self._refs = {plan.key(ref): (ref, obj) for ref, obj in objects.items()}
+        self._prepared: dict[plan.Key, Wanted] = {}
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def get(self, k: plan.Key) -> Wanted | None:
+        found = self._prepared.get(k)
+        if found is None:
+            entry = self._refs.get(k)
+            if entry is None:
+                return None
+            found = self._prepared[k] = Wanted.of(*entry)
+        return found
+
+
+def labels_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def judge(
+    event: str,
+    live: Mapping[str, Any],
+    wanted: Wanted | None,
+    *,
+    live_fingerprint: bytes | None = None,
+    accepted: Iterable[bytes] = (),
+) -> Verdict:
+    """Whether one watch event (ADDED, MODIFIED, DELETED) of an object carrying our owner label is drift.
+
+    `accepted`: fingerprints the server gave fleet's own apply of this same desired object (its
+    normalised form), which are in sync too.
+    """
+    if wanted is None:
+        return Verdict.UNMANAGED
+    if event == "DELETED":
+        return Verdict.DELETED
+    bundle = labels_of(live).get(model.LABEL_BUNDLE)
+    if bundle and wanted.bundle and bundle != wanted.bundle:
+        return Verdict.MOVING
+    fp = live_fingerprint if live_fingerprint is not None else fingerprint(wanted.shape, live)
+    if fp == wanted.fingerprint or fp in set(accepted):
+        return Verdict.IN_SYNC
+    return Verdict.DRIFTED
+
+
+def last_writer(live: Mapping[str, Any]) -> str:
+    """The field manager (other than fleet) that wrote `live` most recently, if the object says."""
+    best = ("", "")
+    for entry in (live.get("metadata") or {}).get("managedFields") or []:
+        if not isinstance(entry, Mapping):
+            continue
+        manager = str(entry.get("manager") or "")
+        if not manager or manager == model.FIELD_MANAGER:
+            continue
+        when = str(entry.get("time") or "")
+        if when >= best[0]:
+            best = (when, manager)
+    return best[1]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fights (pure state, the caller passes the time)
+
+
+@dataclass(frozen=True)
+class Fight:
+    """Another writer keeps changing an object back: fleet's repairs of it are backed off."""
+
+    ref: model.ObjectRef
+    repairs: int  # repairs within the window when it was noticed
+    window: float
+    backoff: float  # seconds until the next repair is allowed
+    strikes: int  # how many times in a row it backed off
+    writer: str = ""  # the other field manager, when known
+
+    @property
+    def message(self) -> str:
+        by = f" (last written by field manager {self.writer!r})" if self.writer else ""
+        return (
+            f"{self.ref}: changed by another writer and repaired {self.repairs} times within "
+            f"{self.window:g}s{by}; fleet backs off repairing it for {self.backoff:g}s"
+        )
+
+
+@dataclass
+class _Track:
+    times: deque[float]
+    strikes: int = 0
+    until: float = 0.0
+    last: float = 0.0
+
+
+class FightGuard:
+    """Counts repairs per object; more than `limit` within `window` seconds starts exponential backoff
+    (`backoff`, doubling, at most `cap`); a window without repairs ends the fight."""
+
+    def __init__(
+        self,
+        *,
+        limit: int = 5,
+        window: float = 60.0,
+        backoff: float = 10.0,
+        cap: float = 600.0,
+        max_tracked: int = 10_000,
+    ) -> None:
+        self.limit = max(1, limit)
+        self.window = window
+        self.backoff = backoff
+        self.cap = cap
+        self.max_tracked = max_tracked
+        self.fights = 0  # backoffs started or escalated, ever
+        self._tracks: dict[plan.Key, _Track] = {}
+
+    def next_allowed(self, k: plan.Key, now: float) -> float:
+        """When a repair of `k` may run (`now` when it may run at once)."""
+        t = self._tracks.get(k)
+        return now if t is None else max(now, t.until)
+
+    def fighting(self, k: plan.Key, now: float) -> bool:
+        t = self._tracks.get(k)
+        return t is not None and t.strikes > 0 and now - max(t.last, t.until) <= self.window
+
+    def record(self, k: plan.Key, now: float, *, ref: model.ObjectRef, writer: str = "") -> Fight | None:
+        """Record a repair that wrote; return the fight when this one starts or escalates backoff."""
+        t = self._tracks.get(k)
+        if t is None:
+            if len(self._tracks) >= self.max_tracked:
+                self._forget_calm(now)
+            t = self._tracks[k] = _Track(times=deque(maxlen=self.limit + 1))
+        if t.strikes and now - max(t.last, t.until) > self.window:
+            t.strikes = 0  # calm for a whole window: the fight is over
+        while t.times and now - t.times[0] > self.window:
+            t.times.popleft()
+        t.times.append(now)
+        t.last = now
+        if t.strikes == 0 and len(t.times) <= self.limit:
+            return None
+        t.strikes += 1
+        delay = min(self.cap, self.backoff * 2 ** (t.strikes - 1))
+        t.until = now + delay
+        self.fights += 1
+        return Fight(
+            ref=ref, repairs=len(t.times), window=self.window, backoff=delay, strikes=t.strikes, writer=writer
+        )
+
+    def _forget_calm(self, now: float) -> None:
+        for k in [k for k, t in self._tracks.items() if now - max(t.last, t.until) > self.window]:
+            del self._tracks[k]
+        while len(self._tracks) >= self.max_tracked:
+            self._tracks.pop(next(iter(self._tracks)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What the engine applies on a cluster
+
+
+def desired_objects(
+    targets: Mapping[str, plan.Target], *, instance: str
+) -> dict[model.ObjectRef, Mapping[str, Any]]:
+    """The objects a full reconcile applies on one cluster, as it applies them (`plan.marked`).
+
+    Left out: suspended bundles, pairs in error, and objects declared by several bundles (a conflict
+    nobody writes). Build it once per revision and cluster; `ClusterWatch` calls its source often.
+    """
+    out: dict[model.ObjectRef, Mapping[str, Any]] = {}
+    claimed: dict[plan.Key, int] = {}
+    for t in targets.values():
+        if t.desired is None or t.suspended or t.error is not None:
+            continue
+        for obj in t.desired.objects:
+            claimed[plan.key_of(obj)] = claimed.get(plan.key_of(obj), 0) + 1
+    for name, t in sorted(targets.items()):
+        if t.desired is None or t.suspended or t.error is not None:
+            continue
+        for obj in t.desired.objects:
+            if claimed[plan.key_of(obj)] == 1:
+                out[model.ObjectRef.of(obj)] = plan.marked(obj, bundle=name, instance=instance)
+    return out
+
+
+def kinds(refs: Iterable[model.ObjectRef]) -> frozenset[tuple[str, str]]:
+    """The (apiVersion, kind) pairs of `refs`: what `ClusterWatch.set_kinds` takes."""
+    return frozenset((r.api_version, r.kind) for r in refs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Repair (I/O)
+
+
+@dataclass
+class Repaired:
+    """What `repair_objects` did: per-object changes, and the objects as the server answered."""
+
+    changes: model.ChangeSet = field(default_factory=model.ChangeSet)
+    objects: dict[plan.Key, Mapping[str, Any]] = field(default_factory=dict)
+
+
+async def _repair_one(
+    client: kube.Client,
+    types: kube.TypeTable,
+    ref: model.ObjectRef,
+    obj: Mapping[str, Any],
+    *,
+    instance: str,
+    out: dict[plan.Key, Mapping[str, Any]],
+) -> model.Change:
+    if labels_of(obj).get(model.LABEL_OWNER) != instance:
+        return model.Change(
+            ref, model.Action.FAILED, f"{ref}: not repaired: the desired object lacks fleet's owner label"
+        )
+    rt = apply.resolve(types, ref)
+    if rt is None:
+        return model.Change(ref, model.Action.FAILED, kube.no_match_message(ref))
+    secrets = apply.secret_values(obj)
+    namespace = ref.namespace or None
+    try:
+        live = await client.get(rt, namespace=namespace, name=ref.name)
+        if live is None:
+            doc, _created = await client.apply(rt, obj, force=False, secrets=secrets)
+            out[plan.key(ref)] = doc
+            return model.Change(ref, model.Action.CREATED, f"{ref}: recreated after it was deleted")
+        meta = live.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            return model.Change(ref, model.Action.SKIPPED, f"{ref}: being deleted; recreated once it is gone")
+        owner = labels_of(live).get(model.LABEL_OWNER)
+        if owner != instance:
+            why = f"owned by fleet instance {owner!r}" if owner else f"no longer labelled {model.LABEL_OWNER}"
+            return model.Change(ref, model.Action.CONFLICT, f"{ref}: {why}; not written")
+        doc, _created = await client.apply(rt, obj, force=True, secrets=secrets)
+    except kube.ConflictError as e:
+        return model.Change(ref, model.Action.CONFLICT, str(e))
+    except errors.ClusterError as e:
+        return model.Change(ref, model.Action.FAILED, str(e))
+    out[plan.key(ref)] = doc
+    before = meta.get("resourceVersion")
+    after = (doc.get("metadata") or {}).get("resourceVersion")
+    if before is not None and before == after:
+        return model.Change(ref, model.Action.UNCHANGED, f"{ref}: already as desired")
+    return model.Change(ref, model.Action.CONFIGURED, f"{ref}: drift repaired")
+
+
+async def repair_objects(
+    client: kube.Client,
+    objects: Mapping[model.ObjectRef, Mapping[str, Any]],
+    *,
+    instance: str,
+    concurrency: int = 8,
+    claim: inventory.Claim | None = None,
+) -> Repaired:
+    """`repair`, also returning the objects as the server answered (to learn their normalised form)."""
+    result = Repaired()
+    if not objects:
+        return result
+    try:
+        types = await client.types()
+        record = None
+        if claim is not None:
+            record, _ = await apply.read_record(client, instance=instance, source=claim.source)
+    except errors.ClusterError as e:
+        failed = tuple(model.Change(ref, model.Action.FAILED, f"{ref}: {e}") for ref in objects)
+        result.changes = model.ChangeSet(failed)
+        return result
+    if record is not None and claim is not None and record.newer_than(claim):
+        why = record.superseded_message()
+        skipped = tuple(
+            model.Change(ref, model.Action.SKIPPED, f"{ref}: not repaired: {why}") for ref in objects
+        )
+        result.changes = model.ChangeSet(skipped)
+        return result
+    order = list(objects.items())
+    changes: list[model.Change | None] = [None] * len(order)
+    limiter = anyio.CapacityLimiter(max(1, concurrency))
+
+    async def one(i: int, ref: model.ObjectRef, obj: Mapping[str, Any]) -> None:
+        async with limiter:
+            changes[i] = await _repair_one(client, types, ref, obj, instance=instance, out=result.objects)
+
+    async with anyio.create_task_group() as tg:
+        for i, (ref, obj) in enumerate(order):
+            tg.start_soon(one, i, ref, obj)
+    result.changes = model.ChangeSet(tuple(c for c in changes if c is not None))
+    return result
+
+
+async def repair(
+    client: kube.Client, objects: Mapping[model.ObjectRef, Mapping[str, Any]], *, instance: str
+) -> model.ChangeSet:
+    """Server-side apply of `objects` only (ref -> the object as fleet applies it, see
+    `desired_objects`); never writes an object that is not labelled as this instance's."""
+    return (await repair_objects(client, objects, instance=instance)).changes

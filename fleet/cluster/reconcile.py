@@ -1,0 +1,857 @@
+"""One full reconcile of one cluster, and of the fleet, with bounded concurrency.
+
+Owns: reading what a round needs from a cluster (discovery, inventories, every object carrying our owner
+label of the kinds involved: one list per kind, not one GET per object; whatever exists at the name of a
+desired object we do not own yet), planning (`plan.plan_cluster`), executing in the order SPEC.md section
+2 asks (bundle namespaces, inventory unions, applies in dependsOn waves, all applies of the cluster before
+any prune, prunes only for bundles whose apply fully succeeded, exact inventories, health), and the
+result objects (`ClusterResult`, `BundleResult`, `FleetResult`) that `fleet sync`, `fleet diff` and the
+long-running engine report from.
+
+Several controllers on one cluster (docs/reconcile.md): with `Options.claim`, inventories are written as
+that claim's source's; an inventory another source wrote is never pruned from or rewritten (its bundle is
+a conflict naming both sources, `plan`); and the source's revision record is read with the inventories:
+a record of a newer revision of the same source makes the round write nothing (every pair Failed,
+"superseded by revision ..."), unless `Options.yield_to_newer` is off (`fleet sync`, a person's explicit
+run). Before its first write a round records its own claim (compare-and-swap on the record), so an older
+replica reading the cluster afterwards backs off.
+
+Failure rules: anything unknown stops deletes. A failed discovery, inventory read or list (an answer that
+cannot be read included: `kube` never returns it as empty) fails the whole cluster for the round before
+any write; an unreachable cluster is reported Unreachable after its own retry budget and never delays the
+others beyond its deadline (each cluster runs in its own task under a global `CapacityLimiter`); every
+round has a deadline (`round_limit`: on expiry it stops where it is, the cluster is Unreachable and its
+slot is free); a paused cluster is never written (Paused); a suspended bundle is never written
+(Suspended). A `FleetResult` of a revision with errors (a broken bundle, even one placed nowhere yet) is
+never ok: it names them (`broken_bundles`, `errors`).
+
+Does not: read the repository, place or render (callers pass `plan.Target`s built by `targets_for`), or
+talk HTTP itself (`kube`), or decide ownership (`plan`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from opentelemetry import trace
+
+from fleet.clients import kube
+from fleet.cluster import apply
+from fleet.core import errors, health, model, plan
+from fleet.core import inventory as inventory_mod
+
+log = logging.getLogger("fleet.reconcile")
+_TRACER = trace.get_tracer("fleet.reconcile")
+
+
+@dataclass(frozen=True)
+class Options:
+    instance: str = model.DEFAULT_INSTANCE
+    concurrency: int = 16  # clusters in flight
+    wait: bool = True  # wait for health
+    health_timeout: float = 300.0
+    health_interval: float = 1.0
+    crd_timeout: float = 60.0
+    # The whole round of one cluster, health waits excluded (they have `health_timeout` each): on expiry
+    # the round stops where it is and the cluster is Unreachable. None: no deadline (tests only).
+    cluster_deadline: float | None = 600.0
+    # Who writes: the source (named in inventories) and the revision, seen when (the revision record).
+    # None: no source is named, every inventory of the instance is taken as this caller's (earlier fleets).
+    claim: inventory_mod.Claim | None = None
+    yield_to_newer: bool = True  # back off when the record holds a newer revision of the same source
+
+    @property
+    def source(self) -> str | None:
+        return self.claim.source if self.claim is not None else None
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    bundle: str
+    state: model.State
+    changes: model.ChangeSet = field(default_factory=model.ChangeSet)
+    message: str = ""
+    objects: int = 0
+    hash: str | None = None
+    degraded: bool = False  # FAILED because an applied object is unhealthy for good, not a failed write
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        return tuple(
+            c.message or f"{c.ref}: {c.action}"
+            for c in self.changes.changes
+            if c.action in (model.Action.FAILED, model.Action.CONFLICT)
+        )
+
+
+@dataclass(frozen=True)
+class ClusterResult:
+    cluster: str
+    state: model.State
+    bundles: Mapping[str, BundleResult] = field(default_factory=dict)  # placed (or in error) here
+    removed: Mapping[str, BundleResult] = field(default_factory=dict)  # no longer placed: pruned
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+    requests: int = 0
+    seconds: float = 0.0
+
+    @property
+    def changes(self) -> model.ChangeSet:
+        out = model.ChangeSet()
+        for b in (*self.bundles.values(), *self.removed.values()):
+            out = out + b.changes
+        return out
+
+    def ok(self, *, wait: bool = True) -> bool:
+        """Every placed pair applied (and healthy when waiting); paused and suspended are fine."""
+        if self.state is model.State.PAUSED:
+            return True
+        if self.message and self.state in (model.State.FAILED, model.State.UNREACHABLE):
+            return False
+        good = {model.State.SYNCED, model.State.SUSPENDED} | (
+            {model.State.PROGRESSING} if not wait else set()
+        )
+        if any(b.state not in good for b in self.bundles.values()):
+            return False
+        return all(b.state is model.State.SYNCED for b in self.removed.values())
+
+
+@dataclass(frozen=True)
+class FleetResult:
+    revision: str | None
+    clusters: Mapping[str, ClusterResult]
+    wait: bool = True
+    # Bundles broken at this revision (name -> why): nothing of them was applied anywhere.
+    broken_bundles: Mapping[str, str] = field(default_factory=dict)
+    # The revision's errors (PATH:LINE), whatever they break: a broken input is never a success.
+    errors: tuple[model.Problem, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        if self.errors or self.broken_bundles:
+            return False
+        return all(c.ok(wait=self.wait) for c in self.clusters.values())
+
+    @property
+    def changes(self) -> model.ChangeSet:
+        out = model.ChangeSet()
+        for c in self.clusters.values():
+            out = out + c.changes
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Targets from the pure half
+
+
+def targets_for(
+    repo: model.Repo,
+    placed: model.PlacementResult,
+    desired: Mapping[tuple[str, str], model.DesiredSet],
+    render_errors: Mapping[tuple[str, str], str],
+) -> dict[str, dict[str, plan.Target]]:
+    """cluster -> bundle -> Target, for every cluster of `repo` (clusters with no bundle get `{}`)."""
+    out: dict[str, dict[str, plan.Target]] = {c: {} for c in repo.clusters}
+    for name, bundle in repo.bundles.items():
+        common: dict[str, Any] = {
+            "suspended": bundle.suspend,
+            "prune": bundle.prune,
+            "allow_empty": bundle.allow_empty,
+            "adopt": bundle.adopt,
+            "depends_on": tuple(bundle.depends_on),
+        }
+        for cluster in placed.clusters_of(name):
+            if cluster not in out:
+                continue
+            if (name, cluster) in desired:
+                out[cluster][name] = plan.Target(name, desired=desired[(name, cluster)], **common)
+            else:
+                err = render_errors.get((name, cluster), f"bundle {name}: not rendered for cluster {cluster}")
+                out[cluster][name] = plan.Target(name, error=err, **common)
+        for cluster, message in (placed.errors.get(name) or {}).items():
+            if cluster in out:
+                out[cluster][name] = plan.Target(name, error=message, **common)
+    return out
+
+
+def protected_bundles(repo: model.Repo) -> dict[str, str]:
+    """Bundles broken at this revision, with why: their inventories are left alone everywhere (their
+    last good state is kept)."""
+    out = {}
+    for name, problems in repo.broken_bundles.items():
+        first = str(problems[0]) if problems else "broken"
+        out[name] = f"bundle {name}: broken at this revision, last good state kept: {first}"
+    return out
+
+
+def suspended_bundles(repo: model.Repo) -> dict[str, plan.Target]:
+    """Suspended bundles: never written, so not pruned either where a cluster stops matching them."""
+    return {name: plan.Target(name, suspended=True) for name, b in repo.bundles.items() if b.suspend}
+
+
+def all_protected(repo: model.Repo) -> dict[str, str | plan.Target]:
+    """What `reconcile_cluster(..., protected=...)` wants: broken and suspended bundles."""
+    out: dict[str, str | plan.Target] = dict(protected_bundles(repo))
+    out.update(suspended_bundles(repo))
+    return out
+
+
+def with_protected(
+    targets: Mapping[str, plan.Target],
+    protected: Mapping[str, str | plan.Target],
+    inventories: Iterable[str],
+) -> dict[str, plan.Target]:
+    """`targets` plus a protecting target for each protected bundle with an inventory on the cluster (a
+    message stands for a bundle in error)."""
+    out = dict(targets)
+    for b in inventories:
+        if b in protected and b not in out:
+            p = protected[b]
+            out[b] = p if isinstance(p, plan.Target) else plan.Target(b, error=p)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading a cluster
+
+
+@dataclass
+class Observed:
+    types: kube.TypeTable
+    inventories: dict[str, inventory_mod.Inventory]  # this source's (and those no source wrote)
+    broken_inventories: dict[str, str]
+    live: dict[plan.Key, Mapping[str, Any]]
+    known: set[tuple[str, str]]
+    namespaces: set[str]
+    foreign: dict[str, inventory_mod.Inventory] = field(default_factory=dict)  # other sources' inventories
+    record: inventory_mod.Claim | None = None  # this source's revision record on the cluster
+    record_version: str | None = None  # its resourceVersion
+
+
+async def observe(
+    client: kube.Client,
+    targets: Mapping[str, plan.Target],
+    *,
+    instance: str,
+    source: str | None = None,
+) -> Observed:
+    """Read everything `plan_cluster` needs (with `source`: also which inventories are another source's,
+    and this source's revision record). Raises `errors.ClusterError` when anything cannot be read."""
+    found: dict[str, Any] = {}
+    namespaces: set[str] = set()
+    live: dict[plan.Key, Mapping[str, Any]] = {}
+
+    async def discover() -> None:
+        found["types"] = await client.types()
+
+    async def record() -> None:
+        if source is not None:
+            found["record"] = await apply.read_record(client, instance=instance, source=source)
+
+    async def inventories_cms() -> None:
+        found["cms"] = await client.list(
+            apply.CONFIGMAP,
+            namespace=model.INVENTORY_NAMESPACE,
+            label_selector=inventory_mod.selector(instance=instance),
+        )
+
+    async def all_namespaces() -> None:
+        for obj in await client.list(apply.NAMESPACE):
+            namespaces.add(str((obj.get("metadata") or {}).get("name", "")))
+            live[plan.key_of(obj)] = obj
+
+    with kube.unwrap_group():
+        async with anyio.create_task_group() as tg:  # independent reads, one round trip
+            tg.start_soon(discover)
+            tg.start_soon(inventories_cms)
+            tg.start_soon(all_namespaces)
+            tg.start_soon(record)
+    types: kube.TypeTable = found["types"]
+    decoded, broken = inventory_mod.decode_all(found["cms"], instance=instance)
+    inventories, foreign = inventory_mod.split(decoded, source=source)
+    record_claim, record_version = found.get("record", (None, None))
+    refs: list[model.ObjectRef] = []
+    for t in targets.values():
+        if t.desired is not None and not t.suspended and t.error is None:
+            refs.extend(t.desired.refs)
+    for inv in inventories.values():
+        refs.extend(inv.refs)
+    kinds: dict[tuple[str, str], kube.ResourceType] = {}
+    for ref in refs:
+        if (ref.group, ref.kind) in kinds:
+            continue
+        rt = apply.resolve(types, ref)
+        if rt is not None:
+            kinds[(ref.group, ref.kind)] = rt
+    selector = f"{model.LABEL_OWNER}={instance}"
+
+    async def owned(rt: kube.ResourceType) -> None:
+        for obj in await client.list(rt, label_selector=selector):
+            live[plan.key_of(obj)] = obj
+
+    with kube.unwrap_group():
+        async with anyio.create_task_group() as tg:
+            for (group, kind), rt in kinds.items():
+                if (group, kind) != ("", "Namespace"):
+                    tg.start_soon(owned, rt)
+
+    # Desired objects we do not own (yet): does something already exist at that name?
+    missing: dict[tuple[kube.ResourceType, str], list[model.ObjectRef]] = {}
+    for ref in refs:
+        k = plan.key(ref)
+        rt = kinds.get((ref.group, ref.kind))
+        if k in live or rt is None or (ref.kind == "Namespace" and ref.group == ""):
+            continue
+        if rt.namespaced and ref.namespace not in namespaces:
+            continue  # nothing can exist in a namespace that does not
+        missing.setdefault((rt, ref.namespace if rt.namespaced else ""), []).append(ref)
+
+    async def probe(rt: kube.ResourceType, namespace: str, wanted: list[model.ObjectRef]) -> None:
+        if len(wanted) == 1:
+            ref = wanted[0]
+            obj = await client.get(rt, namespace=namespace or None, name=ref.name)
+            if obj is not None:
+                obj.setdefault("apiVersion", rt.api_version)
+                obj.setdefault("kind", rt.kind)
+                live[plan.key_of(obj)] = obj
+            return
+        names = {r.name for r in wanted}
+        for obj in await client.list(rt, namespace=namespace or None):
+            if str((obj.get("metadata") or {}).get("name")) in names:
+                live[plan.key_of(obj)] = obj
+
+    with kube.unwrap_group():
+        async with anyio.create_task_group() as tg:
+            for (rt, namespace), wanted in missing.items():
+                tg.start_soon(probe, rt, namespace, sorted(set(wanted)))
+    return Observed(
+        types=types,
+        inventories=inventories,
+        broken_inventories=broken,
+        live=live,
+        known=set(kinds),
+        namespaces=namespaces,
+        foreign=foreign,
+        record=record_claim,
+        record_version=record_version,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Health
+
+
+async def _health(
+    client: kube.Client,
+    objects: Mapping[plan.Key, Mapping[str, Any]],
+    *,
+    instance: str,
+    wait: bool,
+    within: float,
+    interval: float,
+) -> tuple[health.Status, tuple[str, ...]]:
+    """Assess `objects`, re-reading (one list per kind) the unhealthy ones until healthy or `within` seconds."""
+    current = dict(objects)
+    status, messages = health.summarize(current.values())
+    if not wait or status is not health.Status.PROGRESSING:
+        return status, messages
+    deadline = time.monotonic() + within
+    types = await client.types()
+    while time.monotonic() < deadline:
+        await anyio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        waiting = {k: o for k, o in current.items() if health.assess(o).status is not health.Status.HEALTHY}
+        kinds = {(k[0], k[1]): model.ObjectRef.of(o) for k, o in waiting.items()}
+        for ref in kinds.values():
+            rt = apply.resolve(types, ref)
+            if rt is None:
+                continue
+            for obj in await client.list(rt, label_selector=f"{model.LABEL_OWNER}={instance}"):
+                k = plan.key_of(obj)
+                if k in current:
+                    current[k] = obj
+        status, messages = health.summarize(current.values())
+        if status is not health.Status.PROGRESSING:
+            break
+    return status, messages
+
+
+async def probe_health(
+    client: kube.Client, objects: Mapping[model.ObjectRef, Mapping[str, Any]], *, instance: str
+) -> tuple[health.Status, tuple[str, ...]]:
+    """The live health of these objects now (one list per kind, fleet's owner label; nothing written):
+    what a rollout waits for, read without a whole round. An object not there yet is Progressing."""
+    types = await client.types()
+    live: dict[plan.Key, Mapping[str, Any]] = {}
+    for ref in {(r.api_version, r.kind): r for r in objects}.values():
+        rt = apply.resolve(types, ref)
+        if rt is None:
+            return health.Status.PROGRESSING, (f"{ref.kind}: not served yet",)
+        for obj in await client.list(rt, label_selector=f"{model.LABEL_OWNER}={instance}"):
+            live[plan.key_of(obj)] = obj
+    found = [live.get(plan.key(ref)) for ref in objects]
+    if any(o is None for o in found):
+        return health.Status.PROGRESSING, ("not every object exists yet",)
+    return health.summarize(o for o in found if o is not None)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One cluster
+
+
+def round_limit(targets: Mapping[str, plan.Target], options: Options) -> float | None:
+    """Seconds one round of a cluster may take: `cluster_deadline` plus `health_timeout` for each health
+    wait the round may do (one per dependsOn wave, one more when waiting for health)."""
+    if options.cluster_deadline is None:
+        return None
+    waits = _dependency_waves(targets) + (1 if options.wait else 0)
+    return options.cluster_deadline + waits * options.health_timeout
+
+
+def _dependency_waves(targets: Mapping[str, plan.Target]) -> int:
+    """How many waves after the first the dependsOn order of `targets` has (cycles end the count)."""
+    remaining = {b: set(t.depends_on) & set(targets) for b, t in targets.items()}
+    waves = 0
+    while remaining:
+        ready = {b for b, deps in remaining.items() if not deps & set(remaining)}
+        if not ready:
+            break
+        for b in ready:
+            del remaining[b]
+        waves += 1
+    return max(0, waves - 1)
+
+
+def _unreached(
+    cluster: str, targets: Mapping[str, plan.Target], state: model.State, message: str
+) -> ClusterResult:
+    bundles = {
+        b: BundleResult(b, model.State.SUSPENDED if t.suspended else state, message=message)
+        for b, t in targets.items()
+    }
+    return ClusterResult(cluster, state, bundles=bundles, message=message)
+
+
+def _summary(problems: Iterable[str], *, limit: int = 3) -> str:
+    items = list(problems)
+    text = "; ".join(items[:limit])
+    return text + (f" (and {len(items) - limit} more)" if len(items) > limit else "")
+
+
+async def reconcile_cluster(
+    client: kube.Client,
+    cluster: model.Cluster,
+    targets: Mapping[str, plan.Target],
+    *,
+    options: Options,
+    protected: Mapping[str, str | plan.Target] | None = None,
+) -> ClusterResult:
+    """One full round on one cluster. Never raises for cluster problems: they are in the result."""
+    started = time.monotonic()
+    before = client.stats.requests
+    if cluster.paused:
+        bundles = {b: BundleResult(b, model.State.PAUSED, message="cluster paused") for b in targets}
+        return ClusterResult(cluster.name, model.State.PAUSED, bundles=bundles, message="nothing written")
+    result: ClusterResult | None = None
+    limit = round_limit(targets, options)
+    try:
+        with anyio.fail_after(limit):
+            result = await _round(client, cluster, targets, options=options, protected=protected or {})
+    except TimeoutError:
+        msg = (
+            f"cluster {cluster.name}: unreachable: the round did not finish within {limit:g}s (the round "
+            "timeout); stopped where it was, nothing pruned after that, the next round goes on"
+        )
+        result = _unreached(cluster.name, targets, model.State.UNREACHABLE, msg)
+    except errors.Unreachable as e:
+        result = _unreached(cluster.name, targets, model.State.UNREACHABLE, str(e))
+    except errors.FleetError as e:
+        result = _unreached(cluster.name, targets, model.State.FAILED, str(e))
+    except ExceptionGroup as group:  # from a task group of the round (cancellation is not caught)
+        err = kube.fleet_error(group)
+        if err is None:
+            log.exception("cluster %s: internal error", cluster.name)
+            msg = f"cluster {cluster.name}: internal error: {type(group.exceptions[0]).__name__}"
+            result = _unreached(cluster.name, targets, model.State.FAILED, msg)
+        else:
+            state = model.State.UNREACHABLE if isinstance(err, errors.Unreachable) else model.State.FAILED
+            result = _unreached(cluster.name, targets, state, str(err))
+    except Exception as e:  # a bug must not take the other clusters down with this one
+        log.exception("cluster %s: internal error", cluster.name)
+        msg = f"cluster {cluster.name}: internal error: {type(e).__name__}"
+        result = _unreached(cluster.name, targets, model.State.FAILED, msg)
+    return ClusterResult(
+        result.cluster,
+        result.state,
+        bundles=result.bundles,
+        removed=result.removed,
+        message=result.message,
+        warnings=client.warnings,
+        requests=client.stats.requests - before,
+        seconds=time.monotonic() - started,
+    )
+
+
+async def _round(
+    client: kube.Client,
+    cluster: model.Cluster,
+    targets: Mapping[str, plan.Target],
+    *,
+    options: Options,
+    protected: Mapping[str, str | plan.Target],
+) -> ClusterResult:
+    instance = options.instance
+    source = options.source
+    seen = await observe(client, targets, instance=instance, source=source)
+    claim = options.claim
+    if (
+        claim is not None
+        and options.yield_to_newer
+        and seen.record is not None
+        and seen.record.newer_than(claim)
+    ):  # an older replica of this source: write nothing, say who is ahead
+        msg = f"cluster {cluster.name}: {seen.record.superseded_message()}"
+        return _unreached(cluster.name, targets, model.State.FAILED, msg)
+    gate = _Gate(client, seen, options)
+    all_targets = with_protected(targets, protected, seen.inventories)
+    cplan = plan.plan_cluster(
+        all_targets,
+        instance=instance,
+        inventories=seen.inventories,
+        broken_inventories=seen.broken_inventories,
+        live=seen.live,
+        known=seen.known,
+        foreign=seen.foreign,
+        source=source,
+    )
+    results: dict[str, BundleResult] = {}
+    running = {b: p for b, p in cplan.bundles.items() if p.outcome is plan.Outcome.RUN}
+    removed = {b: p for b, p in cplan.bundles.items() if p.outcome is plan.Outcome.REMOVED}
+    for b, p in cplan.bundles.items():
+        if p.outcome is plan.Outcome.SUSPENDED:
+            results[b] = BundleResult(b, model.State.SUSPENDED, message=p.message)
+        elif p.outcome in (plan.Outcome.FAILED, plan.Outcome.REFUSED):
+            results[b] = BundleResult(b, model.State.FAILED, message=p.message)
+        elif p.outcome is plan.Outcome.CONFLICT:
+            clash = model.Change(_inventory_ref(instance, b), model.Action.CONFLICT, p.message)
+            results[b] = BundleResult(b, model.State.FAILED, model.ChangeSet((clash,)), p.message)
+
+    # Inventories are written over the resourceVersion they were read at, as this source's (an inventory
+    # no source wrote keeps none when the caller names none).
+    versions = {b: inv.resource_version for b, inv in seen.inventories.items()}
+
+    def source_of(b: str) -> str | None:
+        if source is not None or b not in seen.inventories:
+            return source
+        return seen.inventories[b].source
+
+    created: set[str] = set()
+
+    async def write_inventory(b: str, refs: frozenset[model.ObjectRef]) -> None:
+        await gate()
+        if b not in seen.inventories and b not in created:  # a create: it cannot overwrite anyone's
+            await apply.create_inventory(client, b, refs, instance=instance, source=source_of(b))
+            created.add(b)
+            return
+        versions[b] = await apply.write_inventory(
+            client, b, refs, instance=instance, source=source_of(b), resource_version=versions.get(b)
+        )
+
+    # 1. Namespaces fleet needs: fleet-system for inventories, bundle namespaces.
+    inventory_writes = {
+        b: p.inventory_before
+        for b, p in running.items()
+        if p.inventory_before
+        and (
+            b not in seen.inventories
+            or seen.inventories[b].refs != p.inventory_before
+            or seen.inventories[b].source != source_of(b)  # written by an earlier fleet: now this source's
+        )
+    }
+    if inventory_writes:
+        await gate()
+    # 2. Inventory unions, before any object is written.
+    for b, refs in sorted(inventory_writes.items()):
+        await write_inventory(b, refs)
+
+    # 3. Applies, in dependsOn waves.
+    applied: dict[str, apply.Applied] = {}
+    healthy: dict[str, tuple[health.Status, tuple[str, ...]]] = {}
+
+    async def run_bundle(b: str) -> None:
+        p = running[b]
+        for dep in p.depends_on:
+            dep_plan = cplan.bundles.get(dep)
+            if dep_plan is None or dep_plan.outcome is plan.Outcome.SUSPENDED:
+                continue  # not placed here (placement reports that), or suspended: left as it is
+            if dep in applied and dep not in healthy:
+                await bundle_health(dep, wait=True)
+            if dep not in applied or not applied[dep].ok or healthy[dep][0] is not health.Status.HEALTHY:
+                results[b] = BundleResult(
+                    b, model.State.PENDING, message=f"bundle {b}: waiting for {dep} to be healthy"
+                )
+                return
+        if p.namespace:
+            try:
+                if p.namespace not in seen.namespaces:
+                    await gate()
+                await apply.ensure_namespace(client, p.namespace, instance=instance, existing=seen.namespaces)
+                seen.namespaces.add(p.namespace)
+            except errors.ClusterError as e:
+                if isinstance(e, errors.Unreachable):
+                    raise
+                applied[b] = apply.Applied(
+                    model.ChangeSet((model.Change(_ns_ref(p.namespace), model.Action.FAILED, str(e)),))
+                )
+                return
+        if _has_work(p):
+            await gate()
+            with _TRACER.start_as_current_span(f"apply {b}", attributes=_span_attrs(cluster.name, b)) as span:
+                result = await apply.apply_bundle(client, p, live=seen.live, crd_timeout=options.crd_timeout)
+                _record(span, result.changes)
+        else:  # nothing to write: no span, so a trace shows only the bundles a round changed
+            result = await apply.apply_bundle(client, p, live=seen.live, crd_timeout=options.crd_timeout)
+        applied[b] = result
+
+    async def bundle_health(b: str, *, wait: bool) -> None:
+        if b in healthy:
+            return
+        result = applied.get(b)
+        if result is None:
+            return
+        objects = {
+            plan.key(s.ref): result.objects[plan.key(s.ref)]
+            for s in running[b].steps
+            if plan.key(s.ref) in result.objects
+        }
+        started = time.time_ns()
+        healthy[b] = await _health(
+            client,
+            objects,
+            instance=instance,
+            wait=wait,
+            within=options.health_timeout,
+            interval=options.health_interval,
+        )
+        # A span only where there was something to see: the bundle changed, or it is not healthy yet.
+        if _has_work(running[b]) or healthy[b][0] is not health.Status.HEALTHY:
+            span = _TRACER.start_span(
+                f"health {b}", attributes=_span_attrs(cluster.name, b), start_time=started
+            )
+            span.set_attribute("fleet.health", str(healthy[b][0]))
+            if healthy[b][0] is health.Status.FAILED:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, "unhealthy"))
+            span.end()
+
+    for wave in cplan.waves:
+        async with anyio.create_task_group() as tg:
+            for b in wave:
+                if b in running and b not in results:
+                    tg.start_soon(run_bundle, b)
+
+    # 4. Prunes: only once every bundle's applies are done; only where the apply fully succeeded.
+    pruned: dict[str, model.ChangeSet] = {}
+    keep: dict[str, frozenset[model.ObjectRef]] = {}
+    for b, p in sorted(running.items()):
+        if b in applied and applied[b].ok:
+            pruned[b], keep[b] = await _prune(client, cluster.name, p, gate)
+    for b, p in sorted(removed.items()):
+        pruned[b], keep[b] = await _prune(client, cluster.name, p, gate)
+
+    # 5. Exact inventories after a successful apply and prune.
+    for b, p in sorted(running.items()):
+        if b not in pruned:
+            continue
+        final = p.desired_refs | keep[b]
+        current = (
+            p.inventory_before
+            if b in inventory_writes
+            else (seen.inventories[b].refs if b in seen.inventories else None)
+        )
+        if final != current:
+            if final:
+                await write_inventory(b, final)
+            elif b in seen.inventories:
+                await gate()
+                await apply.delete_inventory(client, b, instance=instance)
+    for b in sorted(removed):
+        if keep[b]:
+            if keep[b] != seen.inventories[b].refs:
+                await write_inventory(b, keep[b])
+        else:
+            await gate()
+            await apply.delete_inventory(client, b, instance=instance)
+
+    # 6. Health.
+    async with anyio.create_task_group() as tg:
+        for b in running:
+            if b in applied and applied[b].ok:
+                tg.start_soon(functools.partial(bundle_health, b, wait=options.wait))
+
+    for b, p in running.items():
+        if b in results:
+            continue
+        a = applied.get(b)
+        changes = (a.changes if a else model.ChangeSet()) + pruned.get(b, model.ChangeSet())
+        count = len(p.desired_refs)
+        desired_set = all_targets[b].desired
+        hash_ = desired_set.hash if desired_set is not None else None
+        if a is None:
+            results[b] = BundleResult(b, model.State.FAILED, changes, "not applied", count, hash_)
+            continue
+        bad = [
+            c.message or f"{c.ref}: {c.action}"
+            for c in changes.changes
+            if c.action in (model.Action.FAILED, model.Action.CONFLICT)
+        ]
+        if bad:
+            state = model.State.UNREACHABLE if all("unreachable" in m for m in bad) else model.State.FAILED
+            results[b] = BundleResult(b, state, changes, _summary(bad), count, hash_)
+            continue
+        status, messages = healthy.get(b, (health.Status.HEALTHY, ()))
+        if status is health.Status.HEALTHY:
+            results[b] = BundleResult(b, model.State.SYNCED, changes, "", count, hash_)
+        elif status is health.Status.FAILED:
+            results[b] = BundleResult(
+                b, model.State.FAILED, changes, _summary(messages), count, hash_, degraded=True
+            )
+        else:
+            results[b] = BundleResult(b, model.State.PROGRESSING, changes, _summary(messages), count, hash_)
+    removed_results = {}
+    for b in removed:
+        changes = pruned.get(b, model.ChangeSet())
+        bad = [c.message for c in changes.changes if c.action is model.Action.FAILED]
+        state = model.State.FAILED if bad else model.State.SYNCED
+        removed_results[b] = BundleResult(
+            b, state, changes, _summary(bad) or removed[b].message, len(keep.get(b, ()))
+        )
+    placed = {b: r for b, r in results.items() if b in targets or r.state is not model.State.SUSPENDED}
+    states = [r.state for r in placed.values()] + [r.state for r in removed_results.values()]
+    return ClusterResult(cluster.name, model.worst_state(states), bundles=placed, removed=removed_results)
+
+
+def _span_attrs(cluster: str, bundle: str) -> dict[str, str]:
+    return {"fleet.cluster": cluster, "fleet.bundle": bundle}
+
+
+def _record(span: trace.Span, changes: model.ChangeSet) -> None:
+    """Counts only on spans: never object bodies, messages from the server or Secret data."""
+    for action in model.Action:
+        n = changes.count(action)
+        if n:
+            span.set_attribute(f"fleet.objects.{action.value}", n)
+    if changes.failed:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, "objects failed or conflicted"))
+
+
+def _has_work(bundle_plan: plan.BundlePlan) -> bool:
+    """Whether applying this bundle writes anything (a round over unchanged bundles emits no spans)."""
+    return any(step.op is not plan.Op.UNCHANGED for step in bundle_plan.steps)
+
+
+async def _prune(
+    client: kube.Client, cluster: str, bundle_plan: plan.BundlePlan, gate: _Gate
+) -> tuple[model.ChangeSet, frozenset[model.ObjectRef]]:
+    if not bundle_plan.prune:
+        return await apply.prune_bundle(client, bundle_plan)
+    if any(s.op is plan.PruneOp.DELETE for s in bundle_plan.prune):
+        await gate()
+    with _TRACER.start_as_current_span(
+        f"prune {bundle_plan.bundle}", attributes=_span_attrs(cluster, bundle_plan.bundle)
+    ) as span:
+        changes, keep = await apply.prune_bundle(client, bundle_plan)
+        _record(span, changes)
+        return changes, keep
+
+
+def _ns_ref(name: str) -> model.ObjectRef:
+    return model.ObjectRef("", "v1", "Namespace", "", name)
+
+
+def _inventory_ref(instance: str, bundle: str) -> model.ObjectRef:
+    name = model.inventory_name(instance=instance, bundle=bundle)
+    return model.ObjectRef("", "v1", "ConfigMap", model.INVENTORY_NAMESPACE, name)
+
+
+class _Gate:
+    """Called before each write of a round: the first call makes sure ``fleet-system`` exists and records
+    the round's claim in the source's revision record (unless the record already holds its revision),
+    over the version read at the start of the round (`apply.RecordRaced` when another controller of the
+    source wrote it meanwhile: the round then writes nothing more)."""
+
+    def __init__(self, client: kube.Client, seen: Observed, options: Options) -> None:
+        self._client = client
+        self._seen = seen
+        self._options = options
+        self._lock = anyio.Lock()
+        self._done = False
+
+    async def __call__(self) -> None:
+        if self._done:
+            return
+        async with self._lock:
+            if self._done:
+                return
+            seen, instance = self._seen, self._options.instance
+            await apply.ensure_namespace(
+                self._client, model.INVENTORY_NAMESPACE, instance=instance, existing=seen.namespaces
+            )
+            seen.namespaces.add(model.INVENTORY_NAMESPACE)
+            claim = self._options.claim
+            if claim is not None and (seen.record is None or seen.record.revision != claim.revision):
+                await apply.write_record(
+                    self._client, claim, instance=instance, resource_version=seen.record_version
+                )
+            self._done = True
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The fleet
+
+
+async def reconcile_fleet(
+    repo: model.Repo,
+    targets: Mapping[str, Mapping[str, plan.Target]],
+    *,
+    clients: kube.Clients,
+    options: Options,
+    on_done: Callable[[ClusterResult], Awaitable[None] | None] | None = None,
+) -> FleetResult:
+    """Reconcile every cluster of `repo` (those in `targets`), `options.concurrency` at a time."""
+    limiter = anyio.CapacityLimiter(max(1, options.concurrency))
+    results: dict[str, ClusterResult] = {}
+    protected = all_protected(repo)
+
+    async def one(name: str) -> None:
+        cluster = repo.clusters[name]
+        async with limiter:
+            client = clients.client(name, context=cluster.context or name)
+            result = await reconcile_cluster(
+                client, cluster, targets.get(name, {}), options=options, protected=protected
+            )
+        results[name] = result
+        if on_done is not None:
+            maybe = on_done(result)
+            if maybe is not None:
+                await maybe
+
+    async with anyio.create_task_group() as tg:
+        for name in sorted(repo.clusters):
+            tg.start_soon(one, name)
+    for name, problems in sorted(repo.broken_clusters.items()):
+        first = str(problems[0]) if problems else "broken cluster file"
+        results[name] = ClusterResult(
+            name, model.State.FAILED, message=f"cluster {name}: not written: {first}"
+        )
+    return FleetResult(
+        repo.revision,
+        dict(sorted(results.items())),
+        wait=options.wait,
+        broken_bundles=protected_bundles(repo),
+        errors=tuple(p for p in repo.problems if p.severity is model.Severity.ERROR),
+    )

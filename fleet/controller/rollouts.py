@@ -1,0 +1,569 @@
+"""The controller's rollouts (docs/rollouts.md): `fleet.core.rollout` driven by the engine's events.
+
+Owns: `Conductor`, the latest rollout of every bundle and the hashes of what its revision renders per
+cluster; starting a rollout when a revision changes a bundle's rendered objects (superseding the one in
+progress), joins and leaves; turning the results of cluster rounds into the state machine's observations;
+people's actions; the soak and deadline timer; which revision of a bundle each cluster must hold now
+(`hold`); storing every change through `fleet.clients.statedb` BEFORE any cluster is woken to act on it (so a crash
+never sends a cluster its revision without the rollout knowing; a write the database refuses is reported by
+the engine's `save` and the rollout goes on from memory, saved again on recovery); the `rollout <bundle>` spans; the
+rollout metrics.
+
+Does not: decide anything itself (every decision is a pure function of `fleet.core.rollout`), render or
+place (the engine hands it the newest revision's targets and wave membership), or talk to clusters (it
+asks the engine to wake a cluster through the `wake` callback).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+from opentelemetry import trace
+from opentelemetry.trace import Link
+
+from fleet.clients import statedb
+from fleet.controller.metrics import Metrics
+from fleet.core import errors, model
+from fleet.core import history as hist
+from fleet.core import rollout as ro
+
+log = logging.getLogger("fleet.rollouts")
+tracer = trace.get_tracer("fleet.rollouts")
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Which revision of a bundle a cluster must hold now.
+
+    `NEWEST`: what the newest revision renders (the rollout's revision, or one rendering the same);
+    `revision`: that older revision's render; `LEAVE`: leave the bundle on that cluster as it is (no apply,
+    no prune): the cluster's turn has not come and fleet cannot tell what it holds, or it held nothing."""
+
+    kind: str
+    revision: str | None = None
+
+
+NEWEST = Hold("newest")
+LEAVE = Hold("leave")
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What one round saw of one bundle on one cluster it reconciled to the rollout's revision."""
+
+    state: model.State
+    degraded: bool = False  # FAILED because an object is unhealthy for good (not an apply failure)
+    message: str = ""
+
+
+HeldFn = Callable[[str, str], "tuple[str | None, str | None]"]  # (cluster, bundle) -> (revision, hash)
+WakeFn = Callable[[str, "trace.SpanContext | None"], None]
+# Runs one blocking write of the state database off the loop; reports (never raises) its failures.
+SaveFn = Callable[[Callable[[], None]], Awaitable[None]]
+
+
+class Observer(Protocol):
+    """What records rollouts' changes for people (`fleet.controller.audit.Recorder`): told of every change and action
+    as it happens; what it makes of them is stored with the rollout rows in one transaction."""
+
+    def rollout_changed(self, old: ro.Rollout | None, new: ro.Rollout) -> None: ...
+
+    def acted(self, r: ro.Rollout, record: ro.ActionRecord) -> None: ...
+
+    @property
+    def pending(self) -> bool: ...
+
+    def take(self) -> tuple[tuple[hist.Entry, ...], tuple[statedb.Message, ...]]: ...
+
+    def unsaved(
+        self, entries: Iterable[hist.Entry] = (), messages: Iterable[statedb.Message] = ()
+    ) -> None: ...
+
+    def stored(self) -> None: ...
+
+
+class Conductor:
+    """One per engine. Not thread-safe: the engine's event loop calls it."""
+
+    def __init__(
+        self,
+        *,
+        store: statedb.StateStore,
+        metrics: Metrics,
+        wake: WakeFn,
+        save: SaveFn,
+        observer: Observer | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._observer = observer
+        self.metrics = metrics
+        self.latest: dict[str, ro.Rollout] = {}
+        self.hashes: dict[str, dict[str, str]] = {}  # bundle -> cluster -> hash at the rollout's revision
+        self._wake = wake
+        self._save = save
+        self._clock = clock
+        self._changed = anyio.Event()
+        self._dirty: dict[tuple[str, str], ro.Rollout] = {}
+        self._spans: dict[str, trace.Span] = {}
+        self._contexts: dict[str, trace.SpanContext] = {}  # bundle -> the revision trace it belongs to
+        self._announced: dict[tuple[str, str], set[str]] = {}  # (bundle, revision) -> waves that started
+
+    # -- start-up -----------------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Load the newest rollout of every bundle (blocking; at start-up). A database that cannot be read
+        loses them: every bundle starts a new rollout with its next revision (said loudly)."""
+        try:
+            stored = self.store.latest_rollouts()
+        except errors.StateError as e:
+            log.error("rollouts: cannot read them from the state database (%s); starting without them", e)
+            return
+        for bundle, row in stored.items():
+            try:
+                r = ro.load(row.doc["rollout"])
+            except (KeyError, TypeError, ValueError) as e:
+                log.error(
+                    "bundle %s: stored rollout of %s unreadable, ignored: %s", bundle, row.revision[:12], e
+                )
+                continue
+            self.latest[bundle] = r
+            self.hashes[bundle] = dict(row.doc.get("hashes") or {})
+            if not r.terminal:
+                # The span of a rollout begun by an earlier process is gone: continue in a new one, linked.
+                old = row.doc.get("span")
+                links = []
+                if isinstance(old, Mapping) and old.get("trace") and old.get("span"):
+                    links = [
+                        Link(
+                            trace.SpanContext(
+                                int(old["trace"], 16),
+                                int(old["span"], 16),
+                                is_remote=True,
+                                trace_flags=trace.TraceFlags(1),
+                            )
+                        )
+                    ]
+                self._open_span(r, context=None, links=links, event="continued after a restart")
+        self._update_metrics()
+
+    def needed_revisions(self) -> set[str]:
+        """Older revisions some cluster must hold now: the engine keeps their renders at hand."""
+        out: set[str] = set()
+        for r in self.latest.values():
+            for name in r.members:
+                if ro.governs(r, name):
+                    t = ro.target(r, name)
+                    if t is not None and t != r.revision:
+                        out.add(t)
+        return out
+
+    # -- what each cluster holds -----------------------------------------------------------------------
+
+    def hold(self, bundle: str, cluster: str) -> Hold:
+        r = self.latest.get(bundle)
+        if r is None:
+            return NEWEST
+        if ro.governs(r, cluster):
+            t = ro.target(r, cluster)
+            if t is None:
+                return LEAVE
+            return NEWEST if t == r.revision else Hold("revision", t)
+        if r.phase is ro.Phase.COMPLETED:
+            return NEWEST
+        return LEAVE  # placed after the rollout ended without completing: it gets the next revision
+
+    def waiting(self, bundle: str, cluster: str) -> str:
+        """Why a bundle is left as it is on a cluster (for its status)."""
+        r = self.latest.get(bundle)
+        if r is None:
+            return ""
+        m = r.members.get(cluster)
+        if m is not None and m.phase is ro.ClusterPhase.PENDING:
+            return (
+                f"waiting for its turn in the rollout of {r.revision[:12]} (wave {r.spec.waves[m.wave].name})"
+            )
+        return f"left as it is: the rollout of {r.revision[:12]} is {r.phase} (fleet rollout status {bundle})"
+
+    # -- a new revision ----------------------------------------------------------------------------------
+
+    async def begin(
+        self,
+        *,
+        revision: str,
+        author: str | None,
+        repo: model.Repo,
+        placed: Mapping[str, Mapping[str, str]],
+        waves: Mapping[str, ro.Membership],
+        held: HeldFn,
+        paused: Collection[str],
+        context: trace.SpanContext | None,
+    ) -> None:
+        """Start, continue or supersede each bundle's rollout for `revision`.
+
+        `placed[bundle][cluster]` is the hash the revision renders for each pair it applies (pairs in
+        error left out); `held(cluster, bundle)` what a cluster holds of a bundle (revision, hash)."""
+        now = self._clock()
+        for name in sorted(set(self.latest) - set(repo.bundles) - set(repo.broken_bundles)):
+            self._end_span(name, "the bundle was removed")  # pruned everywhere by the engine, no strategy
+        for b, bundle in sorted(repo.bundles.items()):
+            if bundle.suspend:
+                continue
+            hashes = {c: h for c, h in (placed.get(b) or {}).items() if c not in paused}
+            r = self.latest.get(b)
+            if r is not None and r.revision == revision:
+                continue  # seen already (a restart re-reads its revision)
+            known = self.hashes.get(b, {})
+            if r is not None and all(known.get(c, h) == h for c, h in hashes.items()):
+                r = self._membership_changes(r, b, hashes, held=held, now=now)
+                self._set(r)
+                continue
+            membership = waves.get(b) or ro.Membership(
+                waves=tuple((w.name, ()) for w in bundle.rollout.waves), errors={}
+            )
+            members = [(w, tuple(c for c in cs if c in hashes)) for w, cs in membership.waves]
+            from_revisions: dict[str, str | None] = {}
+            unchanged: set[str] = set()
+            for c, h in hashes.items():
+                holds_rev, holds_hash = held(c, b)
+                if r is not None and ro.governs(r, c):
+                    holds_rev = ro.target(r, c)
+                from_revisions[c] = holds_rev
+                if holds_hash == h:
+                    unchanged.add(c)
+            if r is not None and not r.terminal:
+                self._set(ro.supersede(r, by=revision, now=now))
+                self._end_span(b, f"superseded by {revision[:12]}")
+            new = ro.start(
+                bundle=b,
+                revision=revision,
+                spec=bundle.rollout,
+                waves=members,
+                from_revisions=from_revisions,
+                unchanged=unchanged,
+                now=now,
+                author=author,
+            )
+            self.hashes[b] = dict(hashes)
+            if context is not None:
+                self._contexts[b] = context
+            self._open_span(new, context=context, links=[], event="started")
+            self._set(new)
+            log.info(
+                "bundle %s: rollout of %s started (%d clusters, %d unchanged, waves %s)",
+                b,
+                revision[:12],
+                len(hashes),
+                len(unchanged),
+                ", ".join(f"{w}={len(cs)}" for w, cs in members),
+            )
+        await self.tick()
+
+    def _membership_changes(
+        self, r: ro.Rollout, bundle: str, hashes: Mapping[str, str], *, held: HeldFn, now: float
+    ) -> ro.Rollout:
+        known = self.hashes.setdefault(bundle, {})
+        for c in sorted(hashes):
+            if not ro.governs(r, c) and not r.terminal:
+                r = ro.joined(r, c, from_revision=held(c, bundle)[0], now=now)
+            known.setdefault(c, hashes[c])
+        for c in sorted(r.members):
+            if c not in hashes and ro.governs(r, c):
+                r = ro.left(r, c, now=now)
+        return r
+
+    # -- observations from rounds --------------------------------------------------------------------------
+
+    async def observed(
+        self,
+        cluster: str,
+        results: Mapping[str, Observed],
+        *,
+        holds: Mapping[str, Hold],
+        unreachable: str = "",
+    ) -> None:
+        """A round on `cluster` finished: feed what it saw of each bundle it reconciled at a rollout's
+        revision to that rollout, then act on what changed."""
+        now = self._clock()
+        changed = False
+        for b, r in list(self.latest.items()):
+            m = r.members.get(cluster)
+            if (
+                r.terminal
+                or m is None
+                or m.phase not in (ro.ClusterPhase.PROGRESSING, ro.ClusterPhase.HEALTHY)
+            ):
+                continue
+            if holds.get(b) != NEWEST:
+                continue
+            new = r
+            seen = results.get(b)
+            if unreachable and (seen is None or seen.state is model.State.UNREACHABLE):
+                new = ro.applied(r, cluster, now=now, ok=False, unreachable=True, message=unreachable)
+            elif seen is None:
+                continue
+            elif seen.state is model.State.UNREACHABLE:
+                new = ro.applied(r, cluster, now=now, ok=False, unreachable=True, message=seen.message)
+            elif seen.state is model.State.FAILED and not seen.degraded:
+                new = ro.applied(r, cluster, now=now, ok=False, message=seen.message)
+            elif seen.state in (model.State.SYNCED, model.State.PROGRESSING, model.State.FAILED):
+                if m.applied_at is None or m.unreachable_since is not None:
+                    new = ro.applied(new, cluster, now=now, ok=True)
+                verdict = {
+                    model.State.SYNCED: ro.Verdict.HEALTHY,
+                    model.State.PROGRESSING: ro.Verdict.PROGRESSING,
+                    model.State.FAILED: ro.Verdict.DEGRADED,
+                }[seen.state]
+                new = ro.health(new, cluster, now=now, verdict=verdict, observed_at=now, message=seen.message)
+            if new is not r:
+                self._set(new)
+                changed = True
+        if changed:
+            await self.tick()
+
+    def awaiting_health(self, cluster: str) -> list[str]:
+        """Bundles whose rollout waits for this cluster's health at its revision (sent and applied)."""
+        out = []
+        for b, r in self.latest.items():
+            m = r.members.get(cluster)
+            if r.terminal or m is None or m.wave != r.wave or m.applied_at is None:
+                continue
+            soaking = m.phase is ro.ClusterPhase.HEALTHY and r.spec.waves[m.wave].soak > 0
+            if m.phase is ro.ClusterPhase.PROGRESSING or soaking:
+                out.append(b)
+        return sorted(out)
+
+    def in_flight(self, cluster: str) -> bool:
+        """True while some rollout waits for this cluster's health (a change on it may advance one)."""
+        for r in self.latest.values():
+            m = r.members.get(cluster)
+            if r.terminal or m is None or m.wave != r.wave:
+                continue
+            if m.phase is ro.ClusterPhase.PROGRESSING:
+                return True
+            if m.phase is ro.ClusterPhase.HEALTHY and r.spec.waves[m.wave].soak > 0:
+                return True  # a soak restarts when it degrades
+        return False
+
+    # -- people's actions -----------------------------------------------------------------------------------
+
+    async def act(
+        self,
+        bundle: str,
+        action: ro.Action,
+        *,
+        actor: str,
+        reason: str = "",
+        wave: str | None = None,
+        cluster: str | None = None,
+    ) -> ro.Rollout:
+        """A person's action; KeyError when the bundle has no rollout, `ro.NotApplicable` (409) when the
+        action does not apply. Stored, then acted on (clusters woken)."""
+        r = self.latest.get(bundle)
+        if r is None:
+            raise KeyError(f"bundle {bundle}: no rollout")
+        now = self._clock()
+        before = {c: self.hold(bundle, c) for c in r.members}
+        new = ro.act(r, action, actor=actor, reason=reason, now=now, wave=wave, cluster=cluster)
+        span = self._spans.get(bundle)
+        if span is not None:
+            span.add_event(
+                f"action {action}",
+                {"actor": actor, "reason": reason, "wave": wave or "", "cluster": cluster or ""},
+            )
+        self._set(new)
+        if self._observer is not None and new.actions:
+            self._observer.acted(new, new.actions[-1])
+        with tracer.start_as_current_span(
+            f"rollout {action} {bundle}",
+            context=trace.set_span_in_context(trace.INVALID_SPAN),
+            links=[Link(span.get_span_context())] if span is not None else [],
+            attributes={"fleet.bundle": bundle, "fleet.revision": r.revision, "fleet.actor": actor},
+        ):
+            pass
+        log.info("bundle %s: rollout %s by %s%s", bundle, action, actor, f" ({reason})" if reason else "")
+        await self.tick()
+        for c, h in before.items():
+            if self.hold(bundle, c) != h:
+                self._wake(c, self._contexts.get(bundle))
+        return self.latest[bundle]
+
+    # -- the clock ------------------------------------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Advance every rollout now; store what changed; then wake the clusters to send a revision to."""
+        now = self._clock()
+        starts: list[tuple[str, str]] = []
+        for b, r in list(self.latest.items()):
+            if r.terminal:
+                continue
+            step = ro.advance(r, now=now)
+            if step.rollout != r:
+                self._set(step.rollout)
+            starts.extend((b, c) for c in step.start)
+            self._announce_waves(step)
+        await self.flush()
+        for b, c in starts:
+            self._wake(c, self._contexts.get(b))
+        self._changed.set()
+
+    async def flush(self) -> None:
+        """Store every rollout that changed since the last flush (one transaction)."""
+        observer = self._observer
+        if not self._dirty and (observer is None or not observer.pending):
+            return
+        dirty, self._dirty = self._dirty, {}
+        rows = tuple(self._row(r) for r in dirty.values())
+        entries, messages = observer.take() if observer is not None else ((), ())
+
+        def write() -> None:
+            try:
+                self.store.record_rollouts(rows, history=entries, outbox=messages)
+            except errors.StateError:
+                if observer is not None:
+                    observer.unsaved(entries, messages)
+                raise
+
+        await self._save(write)
+        if observer is not None and messages:
+            observer.stored()
+        self._update_metrics()
+
+    def rows(self) -> tuple[statedb.RolloutRow, ...]:
+        """Every bundle's latest rollout as stored (to save everything again after failed writes)."""
+        return tuple(self._row(r) for r in self.latest.values())
+
+    async def run(self) -> None:
+        """The soak and deadline timer: sleeps until the next time a rollout must be looked at, or until
+        something changed; runs until cancelled."""
+        while True:
+            wakes = [w for w in (ro.next_wake(r) for r in self.latest.values()) if w is not None]
+            delay = max(0.0, min(wakes) - self._clock()) if wakes else None
+            self._changed = anyio.Event()
+            if delay is None:
+                await self._changed.wait()
+            else:
+                with anyio.move_on_after(delay + 0.01):
+                    await self._changed.wait()
+                if self._clock() >= min(wakes):
+                    await self.tick()
+
+    # -- status --------------------------------------------------------------------------------------------------
+
+    def documents(self) -> dict[str, dict[str, Any]]:
+        now = self._clock()
+        return {b: ro.document(r, now=now) for b, r in sorted(self.latest.items())}
+
+    def document(self, bundle: str, *, revision: str | None = None) -> dict[str, Any] | None:
+        r = self.latest.get(bundle)
+        if revision is not None and (r is None or not r.revision.startswith(revision)):
+            row = self.store.rollout(bundle, revision)
+            r = ro.load(row.doc["rollout"]) if row is not None else None
+        return ro.document(r, now=self._clock()) if r is not None else None
+
+    # -- internals ---------------------------------------------------------------------------------------------
+
+    def _set(self, r: ro.Rollout) -> None:
+        old = self.latest.get(r.bundle)
+        if old is not None and old.revision == r.revision:
+            self._trace_transitions(old, r)
+        if self._observer is not None:
+            self._observer.rollout_changed(old if old is not None and old.revision == r.revision else None, r)
+        self.latest[r.bundle] = r
+        self._dirty[(r.bundle, r.revision)] = r
+        if r.terminal:
+            self._end_span(r.bundle, str(r.phase))
+
+    def _row(self, r: ro.Rollout) -> statedb.RolloutRow:
+        doc: dict[str, Any] = {"rollout": ro.dump(r)}
+        if self.latest.get(r.bundle) is r:
+            doc["hashes"] = self.hashes.get(r.bundle, {})
+            span = self._spans.get(r.bundle)
+            if span is not None:
+                sc = span.get_span_context()
+                doc["span"] = {"trace": f"{sc.trace_id:032x}", "span": f"{sc.span_id:016x}"}
+        return statedb.RolloutRow(
+            bundle=r.bundle,
+            revision=r.revision,
+            started_at=r.started_at,
+            doc=doc,
+            terminal=r.terminal,
+            updated_at=r.updated_at,
+        )
+
+    def _open_span(
+        self, r: ro.Rollout, *, context: trace.SpanContext | None, links: list[Link], event: str
+    ) -> None:
+        self._end_span(r.bundle, "replaced")
+        parent = trace.set_span_in_context(
+            trace.NonRecordingSpan(context) if context is not None else trace.INVALID_SPAN
+        )
+        span = tracer.start_span(
+            f"rollout {r.bundle}",
+            context=parent,
+            links=links,
+            attributes={
+                "fleet.bundle": r.bundle,
+                "fleet.revision": r.revision,
+                "fleet.waves": len(r.spec.waves),
+            },
+        )
+        span.add_event(event)
+        self._spans[r.bundle] = span
+
+    def _end_span(self, bundle: str, why: str) -> None:
+        span = self._spans.pop(bundle, None)
+        if span is not None:
+            span.add_event("ended", {"reason": why})
+            span.end()
+
+    def _trace_transitions(self, old: ro.Rollout, new: ro.Rollout) -> None:
+        span = self._spans.get(new.bundle)
+        if span is None:
+            return
+        if new.approved != old.approved:
+            for w in sorted(new.approved - old.approved):
+                span.add_event("approved", {"wave": w})
+        if new.phase is not old.phase:
+            if new.phase is ro.Phase.HALTED:
+                span.add_event("halted", {"reason": new.reason})
+                span.set_status(trace.Status(trace.StatusCode.ERROR, "halted"))
+            elif new.phase is ro.Phase.COMPLETED:
+                span.add_event("completed")
+            elif new.phase is ro.Phase.WAITING_APPROVAL:
+                span.add_event("waiting for approval", {"wave": new.wave_name})
+            elif new.phase is ro.Phase.ROLLED_BACK:
+                span.add_event("rolled back", {"reason": new.reason})
+        if new.phase is ro.Phase.HALTED and old.phase is not ro.Phase.HALTED:
+            log.warning("bundle %s: rollout of %s halted: %s", new.bundle, new.revision[:12], new.reason)
+
+    def _announce_waves(self, step: ro.Step) -> None:
+        """A `wave started` span event when a wave sends its first cluster the revision."""
+        r = step.rollout
+        span = self._spans.get(r.bundle)
+        if span is None or not step.start:
+            return
+        announced = self._announced.setdefault((r.bundle, r.revision), set())
+        for c in step.start:
+            wave = r.spec.waves[r.members[c].wave].name
+            if wave not in announced:
+                announced.add(wave)
+                span.add_event("wave started", {"wave": wave})
+
+    def _update_metrics(self) -> None:
+        counts = {str(p): 0 for p in ro.Phase}
+        for r in self.latest.values():
+            counts[str(r.phase)] += 1
+        for phase, n in counts.items():
+            self.metrics.rollouts.labels(state=phase).set(n)
+        for b, r in self.latest.items():
+            per = {str(p): 0 for p in ro.ClusterPhase}
+            for m in r.members.values():
+                per[str(m.phase)] += 1
+            for phase, n in per.items():
+                self.metrics.rollout_clusters.labels(bundle=b, state=phase).set(n)
