@@ -42,7 +42,8 @@ from typing import Any
 
 import anyio
 
-from fleet.core import cel, model, placement, repository
+from fleet.cli import common
+from fleet.core import cel, model, placement
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLUSTERS = int(os.environ.get("FLEET_BENCH_CEL_CLUSTERS", "2000"))
@@ -170,7 +171,7 @@ def fleet(*args: str) -> tuple[float, float, int, str]:
 
 def placement_only(tree: Path) -> tuple[float, int, int]:
     """In-process: `placement.place` alone (after parsing; programs compiled cold). (CPU s, pairs, errors)."""
-    repo = anyio.run(lambda: repository.load(str(tree), rev=None, say=None))
+    repo = anyio.run(lambda: common.load_repository(str(tree), rev=None, say=None))
     started = time.process_time()
     result = placement.place(repo)
     spent = time.process_time() - started
@@ -179,7 +180,7 @@ def placement_only(tree: Path) -> tuple[float, int, int]:
 
 def moderate_over_clusters(tree: Path) -> dict[str, Any]:
     """Issue 13's moderate expression (two macros, reads the name) over every cluster, three times."""
-    repo = anyio.run(lambda: repository.load(str(tree), rev=None, say=None))
+    repo = anyio.run(lambda: common.load_repository(str(tree), rev=None, say=None))
     bundle = model.Bundle(
         name="zonal", path="bundles/zonal/bundle.yaml", placement=model.Placement(cel=MODERATE)
     )

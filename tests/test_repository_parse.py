@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from fleet.cli import common
 from fleet.core import errors, model, repository
 from tests import repository_builders as rb
 
@@ -298,7 +299,7 @@ def test_load_reads_the_work_tree_or_a_revision_and_says_which_on_stderr(tmp_pat
     said: list[str] = []
 
     def load(**kw: object) -> model.Repo:
-        return anyio.run(functools.partial(repository.load, tmp_path, say=said.append, **kw))  # type: ignore[arg-type]
+        return anyio.run(functools.partial(common.load_repository, tmp_path, say=said.append, **kw))  # type: ignore[arg-type]
 
     worktree = load(rev=None)
     assert worktree.revision is None and "new-1" in worktree.clusters

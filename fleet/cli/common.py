@@ -6,23 +6,28 @@ on its options before doing anything (`parse_duration` with bounds, `check_count
 `check_instance`, `parse_listen`, `check_choice`, `check_http_url`, `check_rev`, `check_branch`): each
 raises `errors.InputError` whose message starts with the option (`--interval: ...`, or `--interval (from
 FLEET_INTERVAL): ...` when the value came from the environment, see `flag`); commands turn it into exit 2,
-the code of a usage error. Does not: hold settings.
+the code of a usage error; `read_repository` and `load_repository`, how the commands read a local
+repository (its work tree or a commit) and say on stderr what they read. Does not: hold settings, or
+parse a repository itself (`fleet.core.repository.parse`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import anyio
 import pygit2
 import typer
 
-from fleet.core import durations, errors
+from fleet.clients import source
+from fleet.core import durations, errors, model, repository, yamlsafe
 
 T = TypeVar("T")
 
@@ -185,3 +190,61 @@ def check_branch(value: str, *, flag: str = "--branch") -> str:
     if not value or value.startswith("-") or not pygit2.reference_is_valid_name(f"refs/heads/{value}"):
         raise errors.InputError(f"{flag}: {value!r} is not a valid branch name")
     return value
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading a local repository for a command (validate, plan, render, diff, sync).
+
+
+async def read_repository(
+    repo: str | Path,
+    *,
+    rev: str | None,
+    path: str = "",
+    worktree: bool = False,
+    worktree_default: bool = True,
+    limits: yamlsafe.Limits = yamlsafe.DEFAULT_LIMITS,
+    say: Callable[[str], None] | None = info,
+) -> model.Snapshot:
+    """Read the snapshot `load_repository` would parse, and say on stderr what was read."""
+    if rev is not None and worktree:
+        raise errors.InputError("--rev and --worktree exclude each other")
+    use_worktree = rev is None and (worktree or worktree_default)
+    where = Path(repo)
+    sub = f" --path {path}" if path else ""
+    shown_root = await anyio.to_thread.run_sync(os.path.abspath, where)
+    if use_worktree:
+        snap = await source.read_worktree(where, subpath=path, limits=limits)
+        if say is not None:
+            say(f"reading work tree {shown_root}{sub} (revision null)")
+        return snap
+    wanted = rev if rev is not None else "HEAD"
+    snap = await source.read_revision(where, wanted, subpath=path, limits=limits)
+    if say is not None:
+        short = (snap.revision or "")[:12]
+        say(f"reading revision {short} ({wanted}) of {shown_root}{sub}: {snap.message or ''}".rstrip(": "))
+    return snap
+
+
+async def load_repository(
+    repo: str | Path,
+    *,
+    rev: str | None,
+    path: str = "",
+    worktree: bool = False,
+    worktree_default: bool = True,
+    limits: yamlsafe.Limits = yamlsafe.DEFAULT_LIMITS,
+    say: Callable[[str], None] | None = info,
+) -> model.Repo:
+    """Read and parse a local repository for a command.
+
+    `rev` given: that commit. Otherwise the work tree when `worktree` (``--worktree``) or
+    `worktree_default` (validate, plan, render), else ``HEAD`` (diff, sync). Says on stderr which revision
+    or work tree it read. Raises `errors.SourceError` / `errors.InputError` when it cannot read at all
+    (not a git repository, unknown revision, a limit on the whole revision); problems of the content are
+    in the returned `Repo`.
+    """
+    snap = await read_repository(
+        repo, rev=rev, path=path, worktree=worktree, worktree_default=worktree_default, limits=limits, say=say
+    )
+    return await repository.parse_in_thread(snap, limits=limits)

@@ -103,7 +103,7 @@ async def load(
     repo_path: str, *, rev: str | None, path: str, worktree: bool = False, worktree_default: bool = True
 ) -> tuple[model.Repo, model.Snapshot]:
     """Read (saying on stderr what) and parse a revision; the snapshot too, for the sources step."""
-    snap = await repository.read(
+    snap = await common.read_repository(
         repo_path, rev=rev, path=path, worktree=worktree, worktree_default=worktree_default
     )
     return await repository.parse_in_thread(snap), snap

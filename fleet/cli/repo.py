@@ -7,32 +7,19 @@ repository, unknown revision, a nonexistent path, over a whole-revision limit) i
 line (PATH: the repository as given) and exit 1: SPEC section 3 allows validate only 0 or 1.
 Does not: parse or decide anything itself (`fleet.core.repository` does, `fleet.clients.sources` renders the bundles
 with a Kustomize, Helm or SOPS source, and `fleet.core.placement.check` adds the checks that need placement and
-render, when that layer provides it).
+render).
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
-from collections.abc import Callable
-from typing import Any
 
 import anyio.to_thread
 import typer
 
 from fleet.cli import common, rendering
 from fleet.clients import source, sources
-from fleet.core import errors, model
-
-
-def _placement_checker() -> Callable[..., list[model.Problem]] | None:
-    """`fleet.core.placement.check(repo, expanded=..., placed=...)` when the placement layer provides it."""
-    try:
-        module = importlib.import_module("fleet.placement")
-    except ImportError:
-        return None
-    check: Any = getattr(module, "check", None)
-    return check if callable(check) else None
+from fleet.core import errors, model, placement
 
 
 def unreadable(repo_path: str, error: errors.FleetError) -> model.Problem:
@@ -56,14 +43,14 @@ async def _validate(repo_path: str, rev: str | None, path: str, settings: source
         common.info("1 error(s), 0 warning(s)")
         return 1
     problems = list(repo.problems)
-    check = _placement_checker()
     expanded: dict[str, model.Expansion] = {}
-    if check is not None:
-        # Placement (CEL) and rendering are CPU-bound: off the event loop (docs/placement.md, "Cost").
-        placed, expanded = await rendering.expand(repo, snap, settings)
-        problems.extend(
-            await anyio.to_thread.run_sync(functools.partial(check, repo, expanded=expanded, placed=placed))
+    # Placement (CEL) and rendering are CPU-bound: off the event loop (docs/placement.md, "Cost").
+    placed, expanded = await rendering.expand(repo, snap, settings)
+    problems.extend(
+        await anyio.to_thread.run_sync(
+            functools.partial(placement.check, repo, expanded=expanded, placed=placed)
         )
+    )
     problems.sort(key=lambda p: (p.path, p.line))
     for p in problems:
         typer.echo(str(p))

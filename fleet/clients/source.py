@@ -51,7 +51,7 @@ import anyio.to_thread
 import pygit2
 import pygit2.enums
 
-from fleet.core import errors, model, yamlsafe
+from fleet.core import errors, model, repository, yamlsafe
 
 T = TypeVar("T")
 
@@ -271,26 +271,11 @@ def check_subpath(subpath: str) -> str:
     """Normalise `--path` to a POSIX relative folder ('' for the root); refuse anything that could escape."""
     if not subpath or subpath in (".", "./"):
         return ""
-    problem = unsafe_path(subpath)
+    problem = repository.unsafe_path(subpath)
     if problem:
         raise errors.InputError(f"--path {subpath!r}: {problem}")
     parts = [p for p in PurePosixPath(subpath).parts if p not in (".", "")]
     return "/".join(parts)
-
-
-def unsafe_path(value: str) -> str | None:
-    """Why a relative path taken from the user or the repository is refused, or None when it is fine."""
-    if "\x00" in value:
-        return "contains a NUL character"
-    if "\\" in value:
-        return "contains a backslash (use /)"
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value):
-        return "is a URL or drive path, not a relative path"
-    if value.startswith("/") or value.startswith("~"):
-        return "is an absolute path"
-    if ".." in PurePosixPath(value).parts:
-        return 'contains ".."'
-    return None
 
 
 class _Collector:

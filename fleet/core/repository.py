@@ -27,22 +27,18 @@ import difflib
 import functools
 import graphlib
 import hashlib
-import importlib
 import json
-import os
 import re
-import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
 import anyio.to_thread
 import pathspec
 
-from fleet.clients import source
-from fleet.core import durations, errors, model, yamlsafe
+from fleet.core import cel, durations, errors, model, yamlsafe
 
 Limits = yamlsafe.Limits
 DEFAULT_LIMITS = yamlsafe.DEFAULT_LIMITS
@@ -175,13 +171,28 @@ def label_value_problem(value: Any) -> str | None:
     return None
 
 
+def unsafe_path(value: str) -> str | None:
+    """Why a relative path taken from the user or the repository is refused, or None when it is fine."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    if "\\" in value:
+        return "contains a backslash (use /)"
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value):
+        return "is a URL or drive path, not a relative path"
+    if value.startswith("/") or value.startswith("~"):
+        return "is an absolute path"
+    if ".." in PurePosixPath(value).parts:
+        return 'contains ".."'
+    return None
+
+
 def path_entry_problem(value: Any) -> str | None:
     """Why a `spec.paths` entry is refused before any I/O (``..``, absolute, backslash, NUL, URL), or None."""
     if not isinstance(value, str):
         return f"must be a string, not {_describe(value)}"
     if not value:
         return "must not be empty"
-    return source.unsafe_path(value)
+    return unsafe_path(value)
 
 
 def _describe(value: Any) -> str:
@@ -1177,21 +1188,8 @@ def _placement(st: _State, d: _Doc, raw: Any, path: Path_) -> model.Placement | 
     )
 
 
-def _cel_checker() -> Callable[[str], list[tuple[int, int, str]]] | None:
-    """`fleet.core.cel.check` when the CEL module is available (it is owned by the placement layer)."""
-    try:
-        module = importlib.import_module("fleet.cel")
-    except ImportError:
-        return None
-    check = getattr(module, "check", None)
-    return check if callable(check) else None
-
-
 def _check_cel(d: _Doc, expr: str, path: Path_) -> bool:
-    check = _cel_checker()
-    if check is None:
-        return True
-    found = check(expr)
+    found = cel.check(expr)
     start = d.value_line(path)
     for line, column, message in found:
         d.error(
@@ -1517,7 +1515,7 @@ def _relative_problem(value: Any, *, variables: bool) -> str | None:
     if not variables and "${cluster." in value:
         return "cannot use ${cluster.*} here"
     text = _VARIABLE.sub("x", value) if variables else value
-    return source.unsafe_path(text)
+    return unsafe_path(text)
 
 
 def _source(st: _State, d: _Doc, spec: Mapping[str, Any], *, folder: str, name: str) -> model.Source | None:
@@ -1826,65 +1824,3 @@ def _check_placement_clusters(st: _State) -> None:
                 path,
                 f"{_dotted(path)}: no cluster named {_quote(name)} (a cluster file may have been removed)",
             )
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Loading for the commands.
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-async def read(
-    repo: str | Path,
-    *,
-    rev: str | None,
-    path: str = "",
-    worktree: bool = False,
-    worktree_default: bool = True,
-    limits: yamlsafe.Limits = DEFAULT_LIMITS,
-    say: Callable[[str], None] | None = _stderr,
-) -> model.Snapshot:
-    """Read the snapshot `load` would parse, and say on stderr what was read."""
-    if rev is not None and worktree:
-        raise errors.InputError("--rev and --worktree exclude each other")
-    use_worktree = rev is None and (worktree or worktree_default)
-    where = Path(repo)
-    sub = f" --path {path}" if path else ""
-    shown_root = await anyio.to_thread.run_sync(os.path.abspath, where)
-    if use_worktree:
-        snap = await source.read_worktree(where, subpath=path, limits=limits)
-        if say is not None:
-            say(f"reading work tree {shown_root}{sub} (revision null)")
-        return snap
-    wanted = rev if rev is not None else "HEAD"
-    snap = await source.read_revision(where, wanted, subpath=path, limits=limits)
-    if say is not None:
-        short = (snap.revision or "")[:12]
-        say(f"reading revision {short} ({wanted}) of {shown_root}{sub}: {snap.message or ''}".rstrip(": "))
-    return snap
-
-
-async def load(
-    repo: str | Path,
-    *,
-    rev: str | None,
-    path: str = "",
-    worktree: bool = False,
-    worktree_default: bool = True,
-    limits: yamlsafe.Limits = DEFAULT_LIMITS,
-    say: Callable[[str], None] | None = _stderr,
-) -> model.Repo:
-    """Read and parse a local repository for a command.
-
-    `rev` given: that commit. Otherwise the work tree when `worktree` (``--worktree``) or
-    `worktree_default` (validate, plan, render), else ``HEAD`` (diff, sync). Says on stderr which revision
-    or work tree it read. Raises `errors.SourceError` / `errors.InputError` when it cannot read at all
-    (not a git repository, unknown revision, a limit on the whole revision); problems of the content are
-    in the returned `Repo`.
-    """
-    snap = await read(
-        repo, rev=rev, path=path, worktree=worktree, worktree_default=worktree_default, limits=limits, say=say
-    )
-    return await parse_in_thread(snap, limits=limits)

@@ -99,9 +99,7 @@ class Receivers:
             await self._release.wait()
             status = 504
         with self._lock:
-            self.got.append(
-                Got(request.method, path, dict(request.headers), body, status, time.time())
-            )
+            self.got.append(Got(request.method, path, dict(request.headers), body, status, time.time()))
         return web.json_response({"ok": status < 300}, status=status)
 
     async def _start(self) -> None:
