@@ -140,7 +140,7 @@ class Watch:
 def watching(
     plane: kube.ControlPlane, cluster: str, namespace: str, plural: str = "configmaps"
 ) -> Iterator[Watch]:
-    """A watch from now on (the list's resourceVersion) until the block ends."""
+    """A watch from now on (the list's resourceVersion) until the block ends; its thread ends with it."""
     found = Watch()
     stop = threading.Event()
     with plane.client(cluster) as api:
@@ -150,24 +150,34 @@ def watching(
     started = threading.Event()
 
     def run() -> None:
-        params = {"watch": "1", "resourceVersion": version, "timeoutSeconds": "120"}
-        timeout = httpx.Timeout(10.0, read=None)
-        with (
-            plane.client(cluster) as api,
-            api.stream(
-                "GET", f"/api/v1/namespaces/{namespace}/{plural}", params=params, timeout=timeout
-            ) as resp,
-        ):
-            started.set()
-            for line in resp.iter_lines():
-                if stop.is_set():
-                    return
-                if not line:
+        # A short read timeout, so the thread sees `stop` within a second: a silent stream is reopened
+        # from the last resourceVersion seen, which loses no event.
+        last = version
+        with plane.client(cluster) as client:
+            while not stop.is_set():
+                params = {"watch": "1", "resourceVersion": last, "allowWatchBookmarks": "true"}
+                try:
+                    with client.stream(
+                        "GET",
+                        f"/api/v1/namespaces/{namespace}/{plural}",
+                        params=params,
+                        timeout=httpx.Timeout(10.0, read=0.5),
+                    ) as resp:
+                        resp.raise_for_status()
+                        started.set()
+                        for line in resp.iter_lines():
+                            if not line:
+                                continue
+                            event = json.loads(line)
+                            meta = event["object"]["metadata"]
+                            last = meta.get("resourceVersion", last)
+                            if event["type"] == "BOOKMARK":
+                                continue
+                            with found.changed:
+                                found.events.append((event["type"], meta.get("name", "")))
+                                found.changed.notify_all()
+                except httpx.ReadTimeout:
                     continue
-                event = json.loads(line)
-                with found.changed:
-                    found.events.append((event["type"], event["object"]["metadata"].get("name", "")))
-                    found.changed.notify_all()
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -175,7 +185,8 @@ def watching(
     try:
         yield found
     finally:
-        stop.set()  # the daemon thread ends at its next event or at the watch's timeoutSeconds
+        stop.set()
+        thread.join(timeout=10)
 
 
 def fleet_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
