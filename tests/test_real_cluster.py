@@ -136,7 +136,7 @@ def test_two_api_servers_over_one_etcd_do_not_see_each_others_objects(real_kube:
 PROBE = """
 import json, sys
 from opentelemetry import trace
-from fleet import telemetry
+from fleet.controller import telemetry
 t = telemetry.setup(otlp_endpoint=sys.argv[1], instance="real-probe")
 with trace.get_tracer("fleet.probe").start_as_current_span("probe", attributes={"fleet.probe": "yes"}) as span:
     with trace.get_tracer("fleet.probe").start_as_current_span("probe.child"):
