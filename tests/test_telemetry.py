@@ -61,7 +61,7 @@ def test_spans_reach_a_real_otlp_receiver_with_fleet_resource_attributes() -> No
         script = textwrap.dedent(
             f"""
             from opentelemetry import trace
-            from fleet import telemetry
+            from fleet.controller import telemetry
             t = telemetry.setup(otlp_endpoint={receiver.url!r}, instance="blue")
             tracer = trace.get_tracer("test")
             with tracer.start_as_current_span("revision abc1234"):
