@@ -1,4 +1,4 @@
-"""The ownership and pruning rules of SPEC.md section 2, as pure decisions."""
+"""The ownership and pruning rules of docs/reconcile.md, as pure decisions."""
 
 from __future__ import annotations
 

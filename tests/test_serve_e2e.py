@@ -101,7 +101,7 @@ def test_the_status_document_has_exactly_the_specified_shape(
     head = str(gitops.repo.head.target)
     with start(tmp_path, gitops, sim) as fleet:
         doc = fleet.wait_for(all_synced_at(head), what="Synced")
-    # SPEC section 4's keys, plus `rollouts` (section 6: the latest rollout of every bundle).
+    # docs/operations.md's keys, plus `rollouts` (section 6: the latest rollout of every bundle).
     assert set(doc) == {
         "revision",
         "message",
@@ -116,7 +116,7 @@ def test_the_status_document_has_exactly_the_specified_shape(
     assert doc["stateStore"] == {"saving": True, "lastError": None, "failingSince": None, "setAside": None}
     assert {r["state"] for r in doc["rollouts"].values()} == {"Completed"}
     cluster = doc["clusters"]["eu-1"]
-    # SPEC section 4's keys, plus `labels` (the status page filters by label selector) and `warnings`
+    # docs/operations.md's keys, plus `labels` (the status page filters by label selector) and `warnings`
     # (risky kubeconfig settings), both additive.
     assert set(cluster) == {
         "state",

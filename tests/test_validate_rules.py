@@ -1,4 +1,4 @@
-"""Every validation rule of the repository format (SPEC section 1), table-driven: each case changes one
+"""Every validation rule of the repository format (docs/repository.md), table-driven: each case changes one
 thing in an otherwise valid repository and lists every problem it must produce, with path, line and
 message exactly."""
 

@@ -6,7 +6,7 @@ Does not: place or render anything itself (`fleet.core.placement`, `fleet.core.r
 git (`fleet.cli.rendering.load` does and says on stderr what it read), run renderers
 (`fleet.clients.sources` does, through `fleet.cli.rendering.expand`), or talk to clusters.
 
-Output contract (SPEC.md section 3): `plan --format json` prints only
+Output contract (docs/placement.md): `plan --format json` prints only
 ``{"revision": SHA|null, "bundles": {BUNDLE: [CLUSTER, ...sorted]}, "errors": {BUNDLE: {CLUSTER: MESSAGE}}}``
 on stdout. A pair in error (CEL, dependsOn, render, an object claimed twice) is in `errors`, not in
 `bundles`. With `--diff-rev OLD`, the same three keys, `bundles` listing only the clusters whose pair the
@@ -214,7 +214,7 @@ async def _plan(
     diff_rev: str | None,
     settings: sources.Settings,
 ) -> int:
-    repo, snap = await _load(repo_path, rev=rev, path=path, code=1)  # SPEC: plan exits only 0 or 1
+    repo, snap = await _load(repo_path, rev=rev, path=path, code=1)  # docs/placement.md: plan exits only 0 or 1
     invalid = _report_problems(repo)  # includes the warning for a revision without clusters or bundles
     out = await _outcome(repo, snap, settings)
     if explain is not None:
@@ -224,7 +224,7 @@ async def _plan(
         base = await _outcome(base_repo, base_snap, settings)
         changes = _diff(base, out)
         if fmt is Format.JSON:
-            # SPEC section 3: the same three keys as plain `plan --format json`, `bundles` listing only
+            # docs/placement.md: the same three keys as plain `plan --format json`, `bundles` listing only
             # the changed pairs; every bundle of either revision appears, possibly with [].
             names = sorted(set(base.bundles) | set(out.bundles))
             _print_json(

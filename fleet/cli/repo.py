@@ -4,7 +4,7 @@ Owns: the flags of `validate` and its output: ``PATH:LINE: message`` lines on st
 ``warning:``), then exit 1 when any is an error; otherwise a one-line summary
 ``N clusters, M bundles, K objects`` and exit 0. A repository that cannot be read at all (not a git
 repository, unknown revision, a nonexistent path, over a whole-revision limit) is one ``PATH:1: message``
-line (PATH: the repository as given) and exit 1: SPEC section 3 allows validate only 0 or 1.
+line (PATH: the repository as given) and exit 1: docs/repository.md allows validate only 0 or 1.
 Does not: parse or decide anything itself (`fleet.core.repository` does, `fleet.clients.sources` renders the bundles
 with a Kustomize, Helm or SOPS source, and `fleet.core.placement.check` adds the checks that need placement and
 render).
@@ -86,7 +86,7 @@ def validate(
             helm_binary=helm_binary, age_key_file=sops_age_key_file, render_timeout=render_timeout
         )
     except errors.InputError as e:
-        common.fail(str(e), code=1)  # SPEC section 3: validate exits 0 or 1 only
+        common.fail(str(e), code=1)  # docs/repository.md: validate exits 0 or 1 only
     code = common.run(_validate, repo, rev, path, settings)
     raise typer.Exit(code)
 

@@ -2,8 +2,8 @@
 
 Owns: reading what a round needs from a cluster (discovery, inventories, every object carrying our owner
 label of the kinds involved: one list per kind, not one GET per object; whatever exists at the name of a
-desired object we do not own yet), planning (`plan.plan_cluster`), executing in the order SPEC.md section
-2 asks (bundle namespaces, inventory unions, applies in dependsOn waves, all applies of the cluster before
+desired object we do not own yet), planning (`plan.plan_cluster`), executing in the order docs/reconcile.md
+asks (bundle namespaces, inventory unions, applies in dependsOn waves, all applies of the cluster before
 any prune, prunes only for bundles whose apply fully succeeded, exact inventories, health), and the
 result objects (`ClusterResult`, `BundleResult`, `FleetResult`) that `fleet sync`, `fleet diff` and the
 long-running engine report from.

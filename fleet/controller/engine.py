@@ -6,8 +6,8 @@ revisions) and rendering each new revision once; deciding which clusters a revis
 rendered hashes); one worker task per registered cluster with a coalescing wake-up (repeated requests
 while a round runs give one more round, not many), a global limit on clusters in flight, retries with
 capped jittered backoff, quick re-checks while objects become healthy, and a periodic full resync; the
-in-memory status (SPEC.md section 4) and its durable copy in `fleet.clients.statedb`; the span tree of SPEC.md
-section 5 (`revision <sha>` root with fetch/parse/placement children, one `cluster <name>` child per
+in-memory status (docs/operations.md) and its durable copy in `fleet.clients.statedb`; the span tree of
+docs/tracing.md (`revision <sha>` root with fetch/parse/placement children, one `cluster <name>` child per
 cluster the revision changes, and `drift <cluster>` traces linked to their revision); metrics.
 
 Does not: talk HTTP to users (`fleet.controller.server`), decide ownership or what to write on a cluster

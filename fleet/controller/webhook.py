@@ -14,7 +14,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-MAX_BODY = 1024 * 1024  # SPEC section 4: 1 MiB body cap
+MAX_BODY = 1024 * 1024  # docs/operations.md: 1 MiB body cap
 
 
 class Verdict(enum.StrEnum):

@@ -2,7 +2,7 @@
 the revision record of a source on a cluster (pure).
 
 Owns: the shape of the inventory ConfigMap ``<instance>-inventory-<bundle>`` in namespace
-``fleet-system`` (SPEC.md section 2), encoding a set of `model.ObjectRef`s into it and decoding it back,
+``fleet-system`` (docs/reconcile.md), encoding a set of `model.ObjectRef`s into it and decoding it back,
 the label selector that finds every inventory of an instance on a cluster, and which inventories are this
 source's (`split`). An inventory that cannot be decoded raises `InventoryError`: it is never read as empty
 (an unknown inventory must never lead to a prune, and must never be overwritten as if empty).

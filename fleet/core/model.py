@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # ----------------------------------------------------------------------------------------------------------
-# Marks fleet leaves on clusters (SPEC.md section 2).
+# Marks fleet leaves on clusters (docs/reconcile.md).
 
 API_GROUP = "fleet.dev"
 API_VERSION = "fleet.dev/v1alpha1"

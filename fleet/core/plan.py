@@ -1,6 +1,6 @@
 """Deciding what to do on one cluster (pure): desired vs live vs inventory -> actions.
 
-Owns the ownership and pruning rules of SPEC.md section 2 as pure functions over data:
+Owns the ownership and pruning rules of docs/reconcile.md as pure functions over data:
 
 - per desired object: create (absent), configure (ours and drifted or changed; forced), unchanged (ours
   and already as desired: no request at all), adopt (present without our owner label, and the manifest or

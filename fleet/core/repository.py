@@ -1,7 +1,7 @@
 """The GitOps repository format: files of one revision -> clusters, bundles and their manifests, validated.
 
 Owns: `parse` (a `model.Snapshot` -> `model.Repo`, pure: no I/O, no clock), every validation rule of the
-repository format (SPEC section 1; the reference for users is docs/repository.md), and `load` (the async
+repository format (docs/repository.md; the reference for users is docs/repository.md), and `load` (the async
 convenience the commands use: read a work tree or a commit with `fleet.clients.source`, say on stderr what was read,
 parse in a worker thread), and `manifests_of` (one document -> the objects it declares: a `List` or
 `<Kind>List` expanded to its items, as kubectl does; shared with `fleet.clients.sources`). `Limits` is
@@ -9,7 +9,7 @@ parse in a worker thread), and `manifests_of` (one document -> the objects it de
 Does not: decide placement or render (`fleet.core.placement`, `fleet.core.render`; their checks that need a
 cluster at hand, such as an override that matches no object, live there), or read git itself.
 
-How problems break things (SPEC: a broken cluster file freezes that cluster; malformed YAML in one bundle
+How problems break things (docs/repository.md: a broken cluster file freezes that cluster; malformed YAML in one bundle
 fails that bundle only): every error found in ``clusters/NAME.yaml`` puts NAME in `Repo.broken_clusters`
 and leaves it out of `Repo.clusters`; every error in ``bundles/NAME/...`` (bundle.yaml, a manifest, a
 link or an oversized file in its folder, a `dependsOn` cycle) puts NAME in `Repo.broken_bundles`. Nothing

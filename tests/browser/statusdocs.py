@@ -1,4 +1,4 @@
-"""Status documents (SPEC.md section 4) built for the page tests and the UI benchmark.
+"""Status documents (docs/operations.md) built for the page tests and the UI benchmark.
 
 Owns: small, explicit builders (`cluster`, `bundle`, `document`) and a deterministic large fleet
 (`large`). Plain dicts, exactly the JSON shape `GET /api/v1/status` answers.
