@@ -205,7 +205,11 @@ def test_diff_rev_lists_only_pairs_that_are_added_removed_or_changed(git_repo: t
     root, first, second = git_repo
     out = fleet("plan", str(root), "--rev", second, "--diff-rev", first, "--format", "json")
     doc = json.loads(out.stdout)
-    assert list(doc) == ["revision", "bundles", "errors"]  # docs/placement.md: plan --format json prints only these
+    assert list(doc) == [
+        "revision",
+        "bundles",
+        "errors",
+    ]  # docs/placement.md: plan --format json prints only these
     assert doc["revision"] == second
     # base is unchanged (only the revision differs) and lists no cluster; web's Deployment changed.
     assert doc["bundles"] == {

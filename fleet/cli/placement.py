@@ -214,7 +214,9 @@ async def _plan(
     diff_rev: str | None,
     settings: sources.Settings,
 ) -> int:
-    repo, snap = await _load(repo_path, rev=rev, path=path, code=1)  # docs/placement.md: plan exits only 0 or 1
+    repo, snap = await _load(
+        repo_path, rev=rev, path=path, code=1
+    )  # docs/placement.md: plan exits only 0 or 1
     invalid = _report_problems(repo)  # includes the warning for a revision without clusters or bundles
     out = await _outcome(repo, snap, settings)
     if explain is not None:
