@@ -15,7 +15,7 @@ import pytest
 
 from fleet.cli import repo as repo_command
 from fleet.clients import sources
-from fleet.core import cel, errors, model, placement
+from fleet.core import cel, errors, model, placement, validation
 from tests import placement_builders as pb
 from tests import repository_builders as rb
 
@@ -101,7 +101,7 @@ def test_an_expression_over_its_cost_budget_is_an_error_for_each_pair_naming_the
     assert (explained.clause, explained.held) == ("cel", None)
     # Deterministic: the same errors again, and `fleet validate` reports them at the line of `cel`.
     assert placement.place(repo).errors == first.errors
-    problems = [p for p in placement.check(repo) if p.severity is model.Severity.ERROR]
+    problems = [p for p in validation.check(repo) if p.severity is model.Severity.ERROR]
     assert [(p.line, p.cluster) for p in problems] == [(7, "c0000"), (7, "c0001"), (7, "c0002")]
     assert all("bundle 'heavy'" in p.message and "10,000 steps" in p.message for p in problems)
 

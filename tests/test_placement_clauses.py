@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleet.core import model, placement
+from fleet.core import model, placement, validation
 from tests import placement_builders as pb
 
 CLUSTERS = [
@@ -166,7 +166,7 @@ def test_check_reports_a_cel_error_for_every_cluster_it_was_evaluated_on() -> No
         "base", [pb.obj("ConfigMap", "base")], placement=pb.placement(clusters=["eu-prod-1", "ghost"])
     )
     clusters = [*CLUSTERS, pb.cluster("bare-2")]
-    problems = placement.check(pb.repo(clusters, [web, base]))
+    problems = validation.check(pb.repo(clusters, [web, base]))
     errors = [p for p in problems if p.severity is model.Severity.ERROR]
     assert [(p.path, p.line, p.cluster) for p in errors] == [
         ("bundles/web/bundle.yaml", 7, "bare-2"),

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet.core import errors, model, placement, render
+from fleet.core import errors, model, placement, render, validation
 from tests import placement_builders as pb
 
 EU = pb.cluster(
@@ -416,7 +416,7 @@ def test_check_reports_unknown_variables_and_unmatched_override_targets_with_the
         overrides=[pb.override(EU_ONLY, (model.PatchTarget(kind="Secret"), {"a": 1}, None))],
         placement=pb.placement(clusters=["eu-prod-1"]),
     )
-    problems = placement.check(pb.repo([EU, US], [web]))
+    problems = validation.check(pb.repo([EU, US], [web]))
     assert [(p.path, p.line) for p in problems] == [
         ("bundles/web/bundle.yaml", 21),
         ("bundles/web/manifests.yaml", 1),

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fleet.core import model, placement, repository
+from fleet.core import model, repository, validation
 from tests import repository_builders as rb
 
 FILES: dict[str, str] = {
@@ -52,7 +52,7 @@ def test_placement_and_render_problems_are_at_the_line_of_the_field_without_a_re
     snap = model.Snapshot(revision=None, files={k: v.encode() for k, v in FILES.items()})
     repo = repository.parse(snap)
     assert repo.problems == ()
-    problems = placement.check(repo)
+    problems = validation.check(repo)
     assert [str(p) for p in problems] == EXPECTED
     for p in problems:
         assert f"{p.path}:" not in p.message
@@ -65,7 +65,7 @@ def test_a_dependency_in_flow_style_and_an_unknown_variable_form_are_at_their_li
     )
     files["bundles/c/m.yaml"] = files["bundles/c/m.yaml"].replace("labels.missing", "zone")
     repo = repository.parse(model.Snapshot(revision=None, files={k: v.encode() for k, v in files.items()}))
-    shown = [str(p) for p in placement.check(repo)]
+    shown = [str(p) for p in validation.check(repo)]
     assert "bundles/b/bundle.yaml:9: cluster c2: dependsOn: bundle 'a' is not placed on cluster 'c2'" in shown
     assert "bundles/c/m.yaml:7: ConfigMap/m: unknown variable ${cluster.zone}" in shown
     assert not [s for s in shown if s.count("bundles/c/m.yaml:") > 1]

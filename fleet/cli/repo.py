@@ -6,7 +6,7 @@ Owns: the flags of `validate` and its output: ``PATH:LINE: message`` lines on st
 repository, unknown revision, a nonexistent path, over a whole-revision limit) is one ``PATH:1: message``
 line (PATH: the repository as given) and exit 1: docs/repository.md allows validate only 0 or 1.
 Does not: parse or decide anything itself (`fleet.core.repository` does, `fleet.clients.sources` renders the bundles
-with a Kustomize, Helm or SOPS source, and `fleet.core.placement.check` adds the checks that need placement and
+with a Kustomize, Helm or SOPS source, and `fleet.core.validation.check` adds the checks that need placement and
 render).
 """
 
@@ -19,7 +19,7 @@ import typer
 
 from fleet.cli import common, rendering
 from fleet.clients import source, sources
-from fleet.core import errors, model, placement
+from fleet.core import errors, model, validation
 
 
 def unreadable(repo_path: str, error: errors.FleetError) -> model.Problem:
@@ -48,7 +48,7 @@ async def _validate(repo_path: str, rev: str | None, path: str, settings: source
     placed, expanded = await rendering.expand(repo, snap, settings)
     problems.extend(
         await anyio.to_thread.run_sync(
-            functools.partial(placement.check, repo, expanded=expanded, placed=placed)
+            functools.partial(validation.check, repo, expanded=expanded, placed=placed)
         )
     )
     problems.sort(key=lambda p: (p.path, p.line))
