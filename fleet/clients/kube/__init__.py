@@ -1,0 +1,104 @@
+"""The connection to Kubernetes clusters: the only module that imports kr8s.
+
+Owns: reading the controller's kubeconfig and cutting it into one explicit single-context kubeconfig per
+cluster (so no token can travel to another cluster, and `$KUBECONFIG` is never read behind our back),
+refusing `exec`/`auth-provider` users unless allowed (no subprocess is ever spawned for a refused
+context), one `kr8s.asyncio.Api` per cluster with explicit timeouts, a per-cluster type table from
+discovery (kind -> plural, scope), a per-cluster request rate (token bucket, QPS/burst like Flux's 50/300)
+and in-flight limit, a total deadline per attempt (connect to last byte) and per request, capped jittered
+retries for what a retry can help (429 honouring a Retry-After that fits the retry budget, 5xx except
+permanent ones, connection errors, timeouts, unreadable answers), reading every answer as what it must
+be (`is_object`, `is_list`, ...: an HTML page, cut-short JSON or a wrong shape is `BadAnswer`, never an
+empty result), bounded answers and lists (bytes, pages, repeated continue tokens), and the mapping of
+every failure to `fleet.core.errors` with messages that name the object and never carry Secret data or
+credentials.
+
+Does not: decide what to write (`plan`), order writes or keep inventories (`apply`), or watch (`watch`).
+Every request goes through kr8s's raw `call_api` with `raise_for_status=False`: kr8s's own helpers
+rediscover per call, lowercase kinds and retry 401/403 by rebuilding clients, all of which we avoid.
+A path of one segment (`/api`, `/apis`) is sent as it is (`_Api`): kr8s would add a slash, and a real
+kube-apiserver answers `/apis/` with legacy discovery whatever the Accept header asks.
+"""
+
+from __future__ import annotations
+
+from fleet.clients.kube.answers import (
+    ApiError,
+    BadAnswer,
+    Check,
+    ConflictError,
+    ContinueExpired,
+    Items,
+    RejectedError,
+    ServerError,
+    fleet_error,
+    is_discovery_root,
+    is_list,
+    is_object,
+    is_resource_list,
+    is_status,
+    no_match_message,
+    scrub,
+    unwrap_group,
+)
+from fleet.clients.kube.config import (
+    Context,
+    Kubeconfig,
+    Settings,
+    TlsDefaults,
+    default_kubeconfig_path,
+    load_kubeconfig,
+    parse_kubeconfig,
+    with_settings,
+)
+from fleet.clients.kube.discovery import (
+    AGGREGATED_ACCEPT,
+    ResourceType,
+    TypeTable,
+    types_from_aggregated,
+    types_from_resource_list,
+)
+from fleet.clients.kube.requests import APPLY_CONTENT_TYPE, Client, Clients
+from fleet.clients.kube.streams import WatchStream
+from fleet.clients.kube.transport import Stats, Transport, log, retry_delay
+
+__all__ = [
+    "AGGREGATED_ACCEPT",
+    "APPLY_CONTENT_TYPE",
+    "ApiError",
+    "BadAnswer",
+    "Check",
+    "Client",
+    "Clients",
+    "ConflictError",
+    "Context",
+    "ContinueExpired",
+    "Items",
+    "Kubeconfig",
+    "RejectedError",
+    "ResourceType",
+    "ServerError",
+    "Settings",
+    "Stats",
+    "TlsDefaults",
+    "Transport",
+    "TypeTable",
+    "WatchStream",
+    "default_kubeconfig_path",
+    "fleet_error",
+    "is_discovery_root",
+    "is_list",
+    "is_object",
+    "is_resource_list",
+    "is_status",
+    "load_kubeconfig",
+    "log",
+    "no_match_message",
+    "parse_kubeconfig",
+    "retry_delay",
+    "scrub",
+    "types_from_aggregated",
+    "types_from_resource_list",
+    "unwrap_group",
+    "with_settings",
+]

@@ -1,0 +1,409 @@
+"""One cluster's connection and `request`: the only place a request is sent.
+
+Owns: one `kr8s.asyncio.Api` per cluster with explicit timeouts, a per-cluster request rate (token
+bucket, QPS/burst like Flux's 50/300) and in-flight limit, a total deadline per attempt (connect to last
+byte) and per request, capped jittered retries for what a retry can help (429 honouring a Retry-After that
+fits the retry budget, 5xx except permanent ones, connection errors, timeouts, unreadable answers),
+bounded answers, and the circuit breaker of an unreachable cluster. Every request goes through kr8s's raw
+`call_api` with `raise_for_status=False`: kr8s's own helpers rediscover per call, lowercase kinds and
+retry 401/403 by rebuilding clients, all of which we avoid.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import random
+import re
+import time
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import anyio
+import httpx
+import kr8s
+import kr8s.asyncio
+
+from fleet.clients.kube import answers, config, discovery
+from fleet.core import errors
+
+log = logging.getLogger("fleet.kube")
+
+# What a failed connection can raise below kr8s: httpx's errors, kr8s's timeout, and the aiohttp errors
+# the httpx-aiohttp transport does not map (TimeoutError is an OSError).
+TRANSPORT_ERRORS = (httpx.TransportError, kr8s.APITimeoutError, aiohttp.ClientError, OSError)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rate limiting
+
+
+class _TokenBucket:
+    """QPS/burst like client-go's: a request takes a token; when none is left it waits for the refill."""
+
+    def __init__(self, *, qps: float, burst: int) -> None:
+        self.qps = qps
+        self.burst = float(max(1, burst))
+        self.tokens = self.burst
+        self.last = time.monotonic()
+
+    async def take(self) -> None:
+        if self.qps <= 0:
+            return
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.qps)
+        self.last = now
+        self.tokens -= 1
+        if self.tokens < 0:
+            await anyio.sleep(-self.tokens / self.qps)
+
+
+class _Api(kr8s.asyncio.Api):
+    """kr8s's Api, except that it sends a path of one segment as it is. kr8s joins base and url with a
+    slash, so `/apis` would go out as `/apis/`, which a real kube-apiserver answers with the legacy
+    APIGroupList even when aggregated discovery is asked for: every round would then walk every group
+    version (docs/real-cluster.md)."""
+
+    def _construct_url(
+        self, version: str = "v1", base: str = "", namespace: str | None = None, url: str = ""
+    ) -> str:
+        built: str = super()._construct_url(version, base, namespace, url)
+        if base and not version and not namespace and not url and built == f"{base}/":
+            return base
+        return built
+
+
+def split_path(path: str) -> tuple[str, str]:
+    head, _, tail = path.rpartition("/")
+    if not head:
+        return path, ""
+    return head, tail
+
+
+def _seconds(value: Any) -> float | None:
+    """A Retry-After value in seconds: a number (``inf`` and huge ones stay huge, negative ones are 0) or
+    an HTTP date; None for what cannot be read (``nan``, words), which is then no advice at all."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str) and value.strip():
+        try:
+            number = float(value)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                return None
+            if when.tzinfo is None:
+                return None
+            return max(0.0, when.timestamp() - time.time())
+    else:
+        return None
+    if math.isnan(number):
+        return None
+    return max(0.0, number)
+
+
+def _retry_after(headers: Mapping[str, str], body: Any) -> float | None:
+    found = _seconds(headers.get("Retry-After"))
+    if found is not None:
+        return found
+    if isinstance(body, dict):
+        details = body.get("details") or {}
+        if isinstance(details, dict):
+            return _seconds(details.get("retryAfterSeconds"))
+    return None
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def retry_delay(attempt: int, *, base: float, cap: float) -> float:
+    """The wait after failed attempt `attempt` (1, 2, ...): exponential from `base`, capped at `cap`,
+    jittered to between half and all of it (so retries of many clients do not arrive together)."""
+    return min(cap, base * 2 ** min(attempt - 1, 64)) * (0.5 + random.random() / 2)
+
+
+@dataclass
+class Stats:
+    """Requests this client sent, for status and benchmarks."""
+
+    requests: int = 0
+    retries: int = 0
+    by_method: dict[str, int] = field(default_factory=dict)
+
+
+class Transport:
+    """One cluster's connection: a kr8s Api made once from that cluster's own kubeconfig, its limits
+    (rate, in-flight, circuit breaker after an unreachable answer) and `request` with retries."""
+
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        context: config.Context,
+        settings: config.Settings,
+        tls: config.TlsDefaults | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self._tls = tls or config.TlsDefaults()
+        self.context = context
+        self.settings = settings
+        self.stats = Stats()
+        self._api: kr8s.asyncio.Api | None = None
+        self._bucket = _TokenBucket(qps=settings.qps, burst=settings.burst)
+        self._in_flight = anyio.CapacityLimiter(max(1, settings.max_in_flight))
+        self._pause_until = 0.0
+        self._dead: errors.Unreachable | None = None
+        self._dead_until = 0.0
+        self._types: discovery.TypeTable | None = None
+        self._open_lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        parts = urllib.parse.urlsplit(self.context.server)
+        server = parts._replace(
+            netloc=parts.hostname or "" if parts.port is None else f"{parts.hostname}:{parts.port}"
+        )
+        return f"Client(cluster={self.cluster!r}, server={server.geturl()!r})"  # no userinfo, ever
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.context.warnings
+
+    async def _open(self) -> kr8s.asyncio.Api:
+        async with self._open_lock:
+            if self._api is not None:
+                return self._api
+            if self.context.error:
+                raise errors.ClusterError(f"cluster {self.cluster}: {self.context.error}")
+            api = _Api(kubeconfig=dict(self.context.config), bypass_factory=True)
+            api.timeout = httpx.Timeout(self.settings.request_timeout, connect=self.settings.connect_timeout)
+            try:
+                await api.auth.reauthenticate()
+            except Exception as e:  # kr8s raises ValueError/KeyError/OSError for unusable credentials
+                raise errors.ClusterError(
+                    f"cluster {self.cluster}: cannot load credentials of context {self.context.name!r}: "
+                    f"{type(e).__name__}"
+                ) from None
+            await self._tls.install(api, settings=self.settings)
+            self._api = api
+            return api
+
+    def revive(self) -> None:
+        """Forget that the cluster was found unreachable (a new round may try it again at once)."""
+        self._dead = None
+
+    async def aclose(self) -> None:
+        api, self._api = self._api, None
+        session = getattr(api, "_session", None) if api is not None else None
+        if session is not None:
+            await session.aclose()
+
+    # -- raw requests ------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: tuple[int, ...] = (),
+        accept_any: tuple[int, ...] = (),
+        secrets: Iterable[str] = (),
+        media: str = "application/json",
+        check: answers.Check | None = None,
+    ) -> tuple[int, Any]:
+        """Send one request with limits and retries; return (status, JSON body).
+
+        A 2xx is returned; so is a status in `accept` when its body is a Kubernetes ``Status`` (a 404
+        page from a proxy is not "not found"), and a status in `accept_any` whatever its body. Anything
+        else raises an `ApiError` subclass, or `errors.Unreachable` when the cluster could not be reached
+        within the retry budget. A 2xx whose body is not JSON, or fails `check` (see `is_object`,
+        `is_list`), or an accepted status without a Status body, is retried like a transport fault and
+        then raises `BadAnswer`: an unreadable answer is never returned as empty or as not found.
+        """
+        status, doc, _ = await self._request(
+            method,
+            path,
+            what=what,
+            params=params,
+            body=body,
+            content_type=content_type,
+            accept=accept,
+            accept_any=accept_any,
+            secrets=secrets,
+            media=media,
+            check=check,
+        )
+        return status, doc
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: tuple[int, ...] = (),
+        accept_any: tuple[int, ...] = (),
+        secrets: Iterable[str] = (),
+        media: str = "application/json",
+        check: answers.Check | None = None,
+    ) -> tuple[int, Any, int]:
+        """`request`, also returning the size of the answer in bytes."""
+        if self._dead is not None:
+            if time.monotonic() < self._dead_until:
+                raise errors.Unreachable(f"{what}: {self._dead}")
+            self._dead = None
+        api = await self._open()
+        base, url = split_path(path)
+        content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = {"Content-Type": content_type, "Accept": media}
+        s = self.settings
+        deadline = time.monotonic() + s.retry_budget
+        attempt = 0
+        while True:
+            attempt += 1
+            wait = min(self._pause_until, deadline) - time.monotonic()  # a pause never outlasts the budget
+            if wait > 0:
+                await anyio.sleep(wait)
+            await self._bucket.take()
+            # The first attempt has the whole request timeout; later ones what the budget has left (at
+            # least a second, or the request timeout when it is shorter).
+            limit = s.request_timeout
+            if attempt > 1:
+                limit = min(s.request_timeout, max(deadline - time.monotonic(), 1.0))
+            problem: str
+            mapped: answers.ApiError | None = None
+            retry_after: float | None = None
+            status, raw, answer_headers = 0, bytearray(), httpx.Headers()
+            async with self._in_flight:
+                self.stats.requests += 1
+                self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
+                try:
+                    status, raw, answer_headers = await self._send(
+                        api, method, base, url, params=params, headers=headers, content=content, limit=limit
+                    )
+                except _TooLarge as e:
+                    raise answers.BadAnswer(
+                        f"{what}: the answer is larger than {s.max_answer_bytes} bytes "
+                        f"({e.size} bytes or more); refused"
+                    ) from None
+                except TimeoutError:
+                    problem = (
+                        f"no complete answer within {limit:g}s"
+                        if limit >= s.request_timeout
+                        else f"no complete answer within the retry budget ({s.retry_budget:g}s)"
+                    )
+                except TRANSPORT_ERRORS as e:
+                    problem = transport_problem(e)
+            if status:
+                readable, parsed = answers.parse(raw)
+                if 200 <= status < 300 or status in accept or status in accept_any:
+                    shape = None
+                    if status in accept_any:
+                        pass
+                    elif not readable:
+                        shape = "is not JSON"
+                    elif status in accept:
+                        shape = answers.is_status(parsed)
+                    elif check is not None:
+                        shape = check(parsed)
+                    if shape is None:
+                        return status, parsed, len(raw)
+                    problem = f"the answer ({answers.describe(answer_headers, status, len(raw))}) {shape}"
+                else:
+                    mapped = answers.map_status(status, parsed, what=what, secrets=secrets)
+                    if not mapped.retriable:
+                        raise mapped
+                    retry_after = _retry_after(answer_headers, parsed)
+                    problem = str(mapped)
+            delay = retry_delay(attempt, base=s.backoff_base, cap=s.backoff_cap)
+            if retry_after is not None:
+                assert mapped is not None
+                # The other requests to this cluster wait too, but never longer than a retry budget.
+                self._pause_until = max(
+                    self._pause_until, time.monotonic() + min(retry_after, s.retry_budget)
+                )
+                if time.monotonic() + retry_after > deadline:
+                    raise answers.ServerError(
+                        f"{mapped}; Retry-After {retry_after:g}s is beyond the retry budget ({s.retry_budget:g}s)",
+                        status=mapped.status,
+                        reason=mapped.reason,
+                    )
+                delay = max(delay, retry_after)
+            if attempt >= s.max_attempts or time.monotonic() + delay > deadline:
+                if mapped is not None:
+                    raise mapped
+                if status:
+                    raise answers.BadAnswer(f"{what}: {problem}")
+                dead = errors.Unreachable(
+                    f"cluster {self.cluster} unreachable after {attempt} attempts: {problem}"
+                )
+                self._dead = dead
+                self._dead_until = time.monotonic() + s.retry_budget
+                raise errors.Unreachable(f"{what}: {dead}")
+            self.stats.retries += 1
+            log.debug("cluster %s: %s %s: %s; retry in %.2fs", self.cluster, method, path, problem, delay)
+            await anyio.sleep(delay)
+
+    async def _send(
+        self,
+        api: kr8s.asyncio.Api,
+        method: str,
+        base: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        limit: float,
+    ) -> tuple[int, bytearray, httpx.Headers]:
+        """One attempt, ended by `limit` seconds (connect to last byte); the body is read up to the cap."""
+        cap = self.settings.max_answer_bytes
+        with anyio.fail_after(max(0.0, limit)):
+            async with api.call_api(
+                method,
+                version="",
+                base=base,
+                url=url,
+                params=dict(params or {}),
+                headers=dict(headers),
+                content=content,
+                raise_for_status=False,
+                stream=True,
+            ) as response:
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > cap:
+                    raise _TooLarge(int(declared))
+                if declared.isdigit() and not response.headers.get("Content-Encoding"):
+                    # The framing holds the body to its declared length: read it in one go.
+                    return response.status_code, bytearray(await response.aread()), response.headers
+                raw = bytearray()
+                async for chunk in response.aiter_bytes():
+                    raw += chunk
+                    if len(raw) > cap:
+                        raise _TooLarge(len(raw))
+                return response.status_code, raw, response.headers
+
+
+def transport_problem(e: BaseException) -> str:
+    if isinstance(e, kr8s.APITimeoutError | httpx.TimeoutException | TimeoutError):
+        return "timed out"
+    if isinstance(e, httpx.ConnectError):
+        return "connection refused or failed"
+    # httpx messages can quote the URL; keep only the kind of failure.
+    return re.sub(r"[^A-Za-z ]", "", type(e).__name__) or "connection error"
