@@ -46,8 +46,8 @@ import httpx
 import yaml
 
 from fleet.clients import kube
-from fleet.cluster import apply, drift, watch
-from fleet.core import model, plan
+from fleet.cluster import apply, watch
+from fleet.core import drift, model, plan
 
 CLUSTERS = int(os.environ.get("BENCH_WATCH_CLUSTERS", "100"))
 EDITS = int(os.environ.get("BENCH_WATCH_EDITS", "200"))

@@ -6,8 +6,7 @@ import base64
 import copy
 from typing import Any
 
-from fleet.cluster import drift
-from fleet.core import model, plan
+from fleet.core import drift, model, plan
 
 INSTANCE = "fleet"
 

@@ -17,7 +17,7 @@ import pytest
 
 from fleet.cli import sync
 from fleet.clients import kube, source
-from fleet.cluster import apply, diff, drift, reconcile
+from fleet.cluster import apply, diff, reconcile, repair
 from fleet.core import inventory, model
 from fleet.sim import testing
 from tests.reconcile_support import (
@@ -168,7 +168,7 @@ def test_a_drift_repair_never_writes_back_an_older_revision(sim: testing.SimHand
     async def main(claim: inventory.Claim) -> model.ChangeSet:
         client = client_for(sim)
         try:
-            done = await drift.repair_objects(client, {ref: wanted}, instance="fleet", claim=claim)
+            done = await repair.repair_objects(client, {ref: wanted}, instance="fleet", claim=claim)
             return done.changes
         finally:
             await client.aclose()

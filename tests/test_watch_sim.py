@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from fleet.clients import kube
-from fleet.cluster import apply, drift, watch
-from fleet.core import model, plan
+from fleet.cluster import apply, watch
+from fleet.core import drift, model, plan
 from fleet.sim import testing
 from fleet.sim.storage import store
 

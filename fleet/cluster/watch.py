@@ -55,8 +55,8 @@ import orjson
 from opentelemetry import trace
 
 from fleet.clients import kube
-from fleet.cluster import apply, drift
-from fleet.core import errors, inventory, model, plan
+from fleet.cluster import apply, repair
+from fleet.core import drift, errors, inventory, model, plan
 
 log = logging.getLogger("fleet.watch")
 _TRACER = trace.get_tracer("fleet.watch")
@@ -606,7 +606,7 @@ class ClusterWatch:
         around = self._around_repair(refs) if self._around_repair is not None else contextlib.nullcontext()
         with around:
             started_ns = time.time_ns()
-            result = await drift.repair_objects(
+            result = await repair.repair_objects(
                 self.client,
                 objects,
                 instance=self.instance,

@@ -61,12 +61,12 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from fleet.clients import kube, source, statedb
 from fleet.clients import sources as sources_mod
-from fleet.cluster import drift, reconcile
+from fleet.cluster import reconcile
 from fleet.cluster import watch as watching
 from fleet.controller import audit, notify, rollouts, telemetry
 from fleet.controller import events as cluster_events
 from fleet.controller.metrics import Metrics
-from fleet.core import errors, health, inventory, model, placement, plan, render, repository
+from fleet.core import drift, errors, health, inventory, model, placement, plan, render, repository
 from fleet.core import history as hist
 from fleet.core import rollout as ro
 
