@@ -100,7 +100,7 @@ def test_an_undeclared_reference_error_does_not_embed_the_activation() -> None:
     # `check` refuses it statically; the runtime path (a program built from an unchecked tree) must not
     # echo cel-python's "(in activation ...)" text either.
     assert cel.check("nosuch == 1")
-    env = cel._environment()
+    env = cel.functions.environment()
     program = cel.Program(source="x", runner=env.program(env.compile("nosuch == 1")), paths=frozenset({()}))
     with pytest.raises(errors.PlacementError) as info:
         cel.evaluate(program, {"cluster": CLUSTER})

@@ -277,7 +277,7 @@ def test_secret_values_are_scrubbed_from_messages() -> None:
 
 
 def test_requests_are_rate_limited_per_cluster() -> None:
-    bucket = kube._TokenBucket(qps=20, burst=2)
+    bucket = kube.transport._TokenBucket(qps=20, burst=2)
 
     async def main() -> float:
         started = time.monotonic()
