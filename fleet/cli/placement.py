@@ -31,7 +31,7 @@ import yaml
 
 from fleet.cli import common, rendering
 from fleet.clients import source, sources
-from fleet.core import durations, errors, model, placement, render, rollout
+from fleet.core import durations, errors, model, pipeline, placement, rollout
 
 REDACTED = "<redacted>"
 
@@ -61,15 +61,13 @@ def outcome(
 ) -> Outcome:
     """Place (unless `placed` is given) and render every pair of `repo`, the sourced bundles from
     `expanded` (`fleet.clients.sources.expand`). Blocking; run in a thread."""
-    placed = placed if placed is not None else placement.place(repo)
-    desired, render_errors = render.render_all(repo, placed, revision=repo.revision, expanded=expanded)
+    rendered = pipeline.render_revision(repo, revision=repo.revision, placed=placed, expanded=expanded)
+    placed, desired, waves = rendered.placed, rendered.desired, rendered.waves
     errs: dict[str, dict[str, str]] = {b: dict(cs) for b, cs in placed.errors.items()}
-    for (b, c), msg in render_errors.items():
+    for (b, c), msg in rendered.render_errors.items():
         errs.setdefault(b, {})[c] = msg
-    waves = placement.waves(repo, placed)
-    for b, membership in waves.items():
-        for c, msg in membership.errors.items():
-            errs.setdefault(b, {}).setdefault(c, msg)
+    for (b, c), msg in rendered.wave_errors().items():
+        errs.setdefault(b, {}).setdefault(c, msg)
     names = sorted(set(repo.bundles) | set(repo.broken_bundles))
     bundles = {b: tuple(c for c in placed.bundles.get(b, ()) if c not in errs.get(b, {})) for b in names}
     return Outcome(

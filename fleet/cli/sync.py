@@ -33,7 +33,7 @@ from fleet.clients import sources as sources_mod
 from fleet.cluster import diff as diff_mod
 from fleet.cluster import reconcile
 from fleet.cluster import waves as waves_mod
-from fleet.core import errors, inventory, model, placement, render
+from fleet.core import errors, inventory, model, pipeline
 from fleet.core import rollout as ro
 
 
@@ -98,9 +98,17 @@ def _checked_request(
     )
 
 
-async def prepare(
+async def prepare(c: Request) -> tuple[model.Repo, dict[str, dict[str, Any]], kube.Kubeconfig]:
+    """Read, expand and render the revision (`fleet.core.pipeline`), load the kubeconfig: the targets of
+    every cluster, as `sync` and `diff` start from."""
+    repo, targets, kubeconfig, _rendered = await prepare_rendered(c)
+    return repo, targets, kubeconfig
+
+
+async def prepare_rendered(
     c: Request,
-) -> tuple[model.Repo, dict[str, dict[str, Any]], kube.Kubeconfig]:
+) -> tuple[model.Repo, dict[str, dict[str, Any]], kube.Kubeconfig, pipeline.Rendered]:
+    """`prepare`, and the rendered revision too (`fleet sync --waves` reads its waves)."""
     common.check_count(c.concurrency, flag="--concurrency", minimum=1)
     common.check_instance(c.instance)
     repo, snapshot = await rendering.load(
@@ -108,27 +116,25 @@ async def prepare(
     )
     for problem in repo.problems:
         common.info(str(problem))
-    clusters_seen = len(repo.clusters) + len(repo.broken_clusters)
-    bundles_seen = len(repo.bundles) + len(repo.broken_bundles)
-    if (clusters_seen == 0 or bundles_seen == 0) and not c.allow_empty_repo:
-        what = "no cluster file" if clusters_seen == 0 else "no bundle"
+    what = pipeline.emptiness(repo)
+    if what is not None and not c.allow_empty_repo:
         raise errors.InputError(
             f"the revision read holds {what} at all; refusing to act on it (a broken checkout looks like "
             "that). Pass --allow-empty-repo if this is really wanted"
         )
     placed, expanded = await rendering.expand(repo, snapshot, c.sources)
-    desired, render_errors = await anyio.to_thread.run_sync(
-        lambda: render.render_all(
-            repo, placed, revision=repo.revision, instance=c.instance, expanded=expanded
+    rendered = await anyio.to_thread.run_sync(
+        lambda: pipeline.render_revision(
+            repo, revision=repo.revision, instance=c.instance, placed=placed, expanded=expanded
         )
     )
-    targets = reconcile.targets_for(repo, placed, desired, render_errors)
+    targets = pipeline.targets_for(repo, placed, rendered.desired, rendered.render_errors)
     kubeconfig = await kube.load_kubeconfig(c.kubeconfig, allow_exec_auth=c.allow_exec_auth)
     for name in sorted(repo.clusters):
         ctx = kubeconfig.context(repo.clusters[name].context or name)
         for warning in ctx.warnings:
             common.info(f"warning: cluster {name}: {warning}")
-    return repo, dict(targets), kubeconfig
+    return repo, dict(targets), kubeconfig, rendered
 
 
 async def claim_of(c: Request, repo: model.Repo) -> inventory.Claim:
@@ -442,10 +448,10 @@ async def _sync(c: Request, health_timeout: float, wait: bool, output: str) -> i
 async def _sync_waves(c: Request, health_timeout: float, wait: bool, output: str) -> int:
     """`fleet sync --waves`: every bundle's rollout in the foreground (`fleet.cluster.waves`)."""
     try:
-        repo, targets, kubeconfig = await prepare(c)
+        repo, targets, kubeconfig, rendered = await prepare_rendered(c)
     except (errors.InputError, errors.SourceError) as e:
         common.fail(str(e), code=2)
-    membership = await anyio.to_thread.run_sync(lambda: placement.waves(repo, placement.place(repo)))
+    membership = await anyio.to_thread.run_sync(lambda: rendered.waves)
     options = reconcile.Options(
         instance=c.instance,
         concurrency=c.concurrency,

@@ -27,7 +27,7 @@ import yaml
 
 from fleet.clients import kube
 from fleet.cluster import apply, reconcile
-from fleet.core import errors, model, plan
+from fleet.core import errors, model, pipeline, plan
 
 _DROP_META = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp", "selfLink")
 _DROP_ANNOTATIONS = (
@@ -215,7 +215,7 @@ async def diff_fleet(
 ) -> FleetDiff:
     limiter = anyio.CapacityLimiter(max(1, concurrency))
     results: dict[str, ClusterDiff] = {}
-    protected = reconcile.all_protected(repo)
+    protected = pipeline.all_protected(repo)
 
     async def one(name: str) -> None:
         cluster = repo.clusters[name]

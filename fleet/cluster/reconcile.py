@@ -43,7 +43,7 @@ from opentelemetry import trace
 
 from fleet.clients import kube
 from fleet.cluster import apply
-from fleet.core import errors, health, model, plan
+from fleet.core import errors, health, model, pipeline, plan
 from fleet.core import inventory as inventory_mod
 
 log = logging.getLogger("fleet.reconcile")
@@ -144,62 +144,6 @@ class FleetResult:
         for c in self.clusters.values():
             out = out + c.changes
         return out
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Targets from the pure half
-
-
-def targets_for(
-    repo: model.Repo,
-    placed: model.PlacementResult,
-    desired: Mapping[tuple[str, str], model.DesiredSet],
-    render_errors: Mapping[tuple[str, str], str],
-) -> dict[str, dict[str, plan.Target]]:
-    """cluster -> bundle -> Target, for every cluster of `repo` (clusters with no bundle get `{}`)."""
-    out: dict[str, dict[str, plan.Target]] = {c: {} for c in repo.clusters}
-    for name, bundle in repo.bundles.items():
-        common: dict[str, Any] = {
-            "suspended": bundle.suspend,
-            "prune": bundle.prune,
-            "allow_empty": bundle.allow_empty,
-            "adopt": bundle.adopt,
-            "depends_on": tuple(bundle.depends_on),
-        }
-        for cluster in placed.clusters_of(name):
-            if cluster not in out:
-                continue
-            if (name, cluster) in desired:
-                out[cluster][name] = plan.Target(name, desired=desired[(name, cluster)], **common)
-            else:
-                err = render_errors.get((name, cluster), f"bundle {name}: not rendered for cluster {cluster}")
-                out[cluster][name] = plan.Target(name, error=err, **common)
-        for cluster, message in (placed.errors.get(name) or {}).items():
-            if cluster in out:
-                out[cluster][name] = plan.Target(name, error=message, **common)
-    return out
-
-
-def protected_bundles(repo: model.Repo) -> dict[str, str]:
-    """Bundles broken at this revision, with why: their inventories are left alone everywhere (their
-    last good state is kept)."""
-    out = {}
-    for name, problems in repo.broken_bundles.items():
-        first = str(problems[0]) if problems else "broken"
-        out[name] = f"bundle {name}: broken at this revision, last good state kept: {first}"
-    return out
-
-
-def suspended_bundles(repo: model.Repo) -> dict[str, plan.Target]:
-    """Suspended bundles: never written, so not pruned either where a cluster stops matching them."""
-    return {name: plan.Target(name, suspended=True) for name, b in repo.bundles.items() if b.suspend}
-
-
-def all_protected(repo: model.Repo) -> dict[str, str | plan.Target]:
-    """What `reconcile_cluster(..., protected=...)` wants: broken and suspended bundles."""
-    out: dict[str, str | plan.Target] = dict(protected_bundles(repo))
-    out.update(suspended_bundles(repo))
-    return out
 
 
 def with_protected(
@@ -825,7 +769,7 @@ async def reconcile_fleet(
     """Reconcile every cluster of `repo` (those in `targets`), `options.concurrency` at a time."""
     limiter = anyio.CapacityLimiter(max(1, options.concurrency))
     results: dict[str, ClusterResult] = {}
-    protected = all_protected(repo)
+    protected = pipeline.all_protected(repo)
 
     async def one(name: str) -> None:
         cluster = repo.clusters[name]
@@ -852,6 +796,6 @@ async def reconcile_fleet(
         repo.revision,
         dict(sorted(results.items())),
         wait=options.wait,
-        broken_bundles=protected_bundles(repo),
+        broken_bundles=pipeline.protected_bundles(repo),
         errors=tuple(p for p in repo.problems if p.severity is model.Severity.ERROR),
     )

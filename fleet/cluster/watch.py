@@ -56,6 +56,7 @@ from opentelemetry import trace
 
 from fleet.clients import kube
 from fleet.cluster import apply, repair
+from fleet.core import backoff as backoff_rule
 from fleet.core import drift, errors, inventory, model, plan
 
 log = logging.getLogger("fleet.watch")
@@ -158,10 +159,8 @@ def _newer(rv: str, than: str) -> bool:
 
 
 def backoff(failures: int, *, base: float, cap: float) -> float:
-    """Capped exponential backoff with jitter (half to full)."""
-    if failures <= 0:
-        return 0.0
-    return min(cap, base * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+    """Capped exponential backoff with jitter (half to full): `fleet.core.backoff.delay`."""
+    return backoff_rule.delay(failures, base=base, cap=cap)
 
 
 HealthCallback = Callable[..., None]

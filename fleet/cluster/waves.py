@@ -20,7 +20,7 @@ import anyio
 
 from fleet.clients import kube
 from fleet.cluster import reconcile
-from fleet.core import model, plan
+from fleet.core import model, pipeline, plan
 from fleet.core import rollout as ro
 
 
@@ -78,7 +78,7 @@ async def run(
     rolled = set(rollouts)
     sent: dict[str, set[str]] = {}
     results: dict[str, reconcile.ClusterResult] = {}
-    protected = reconcile.all_protected(repo)
+    protected = pipeline.all_protected(repo)
     limiter = anyio.CapacityLimiter(max(1, options.concurrency))
     round_options = dataclasses.replace(options, wait=False)
     stopped: str | None = None
@@ -165,7 +165,7 @@ async def run(
         repo.revision,
         dict(sorted(results.items())),
         wait=False,
-        broken_bundles=reconcile.protected_bundles(repo),
+        broken_bundles=pipeline.protected_bundles(repo),
         errors=tuple(p for p in repo.problems if p.severity is model.Severity.ERROR),
     )
     return WavesResult(fleet=fleet, rollouts=rollouts, stopped=stopped)

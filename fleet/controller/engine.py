@@ -43,10 +43,8 @@ said loudly: an ERROR line and `stateStore.setAside`.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
 import logging
-import random
 import socket
 import time
 import traceback
@@ -63,23 +61,27 @@ from fleet.clients import kube, source, statedb
 from fleet.clients import sources as sources_mod
 from fleet.cluster import reconcile
 from fleet.cluster import watch as watching
-from fleet.controller import audit, notify, rollouts, telemetry
+from fleet.controller import audit, notify, rollouts, runtime, telemetry
 from fleet.controller import events as cluster_events
 from fleet.controller.metrics import Metrics
-from fleet.core import drift, errors, health, inventory, model, placement, plan, render, repository
+from fleet.core import (
+    backoff,
+    drift,
+    errors,
+    health,
+    inventory,
+    model,
+    pipeline,
+    placement,
+    plan,
+    render,
+    repository,
+)
 from fleet.core import history as hist
 from fleet.core import rollout as ro
 
 log = logging.getLogger("fleet.engine")
 tracer = trace.get_tracer("fleet.engine")
-
-
-def now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _jitter(seconds: float, *, spread: float = 0.1) -> float:
-    return seconds * random.uniform(1 - spread, 1 + spread)
 
 
 @dataclass(frozen=True)
@@ -117,145 +119,6 @@ class Settings:
 # The claim of a revision whose first sighting is unknown (read back from the mirror): older than any.
 LONG_AGO = "1970-01-01T00:00:00Z"
 
-# States whose message is not an error: nothing to report in lastError.
-_QUIET = frozenset({model.State.SYNCED, model.State.PAUSED, model.State.SUSPENDED})
-
-
-@dataclass
-class BundleStatus:
-    state: model.State
-    revision: str | None = None
-    objects: int = 0
-    last_error: str | None = None
-    hash: str | None = None
-    since: str | None = None  # when it came to hold `revision` (fleet status --revision)
-
-    def document(self) -> dict[str, Any]:
-        return {
-            "state": self.state.value,
-            "revision": self.revision,
-            "objects": self.objects,
-            "lastError": self.last_error,
-        }
-
-
-@dataclass
-class WatchStatus:
-    streams: int = 0
-    last_event_at: str | None = None
-    reconnects: int = 0
-    relists: int = 0
-    expired: int = 0  # 410 Gone answers (metrics only: the status document's shape is fixed)
-
-    def document(self) -> dict[str, Any]:
-        return {
-            "streams": self.streams,
-            "lastEventAt": self.last_event_at,
-            "reconnects": self.reconnects,
-            "relists": self.relists,
-        }
-
-
-@dataclass
-class Request:
-    """Why a cluster worker should run a round; several requests coalesce into one round."""
-
-    reasons: set[str] = field(default_factory=set)
-    revision_context: trace.SpanContext | None = None  # the revision trace this round belongs to
-
-
-@dataclass
-class ClusterRuntime:
-    """The engine's mutable record of one registered cluster."""
-
-    name: str
-    cluster: model.Cluster | None  # None: never had a good registration
-    state: model.State = model.State.PENDING
-    revision: str | None = None
-    last_sync_at: str | None = None
-    last_error: str | None = None
-    trace_id: str | None = None
-    bundles: dict[str, BundleStatus] = field(default_factory=dict)
-    watch: WatchStatus = field(default_factory=WatchStatus)
-    broken: str | None = None  # the cluster file is broken at this revision
-    attempted: bool = False
-    failures: int = 0
-    pending: Request | None = None
-    wake: anyio.Event = field(default_factory=anyio.Event)
-    scope: anyio.CancelScope | None = None
-    client: kube.Client | None = None
-    client_context: str | None = None
-    signature: dict[str, str] = field(default_factory=dict)  # bundle -> hash or error, last reconciled
-    watcher: watching.ClusterWatch | None = None
-    watch_scope: anyio.CancelScope | None = None
-    fights: tuple[str, ...] = ()  # messages of fights with another writer, from the watch
-    warnings: tuple[str, ...] = ()  # risky settings of its kubeconfig context (insecure-skip-tls-verify)
-    # What the last round handed this cluster: per bundle the revision it holds under its rollout, and the
-    # objects drift repair keeps it at (the cluster's own revisions, not necessarily the newest).
-    holds: dict[str, rollouts.Hold] = field(default_factory=dict)
-    objects: Mapping[model.ObjectRef, Mapping[str, Any]] = field(default_factory=dict)
-    waiting: bool = False  # every bundle not Synced is only waiting for its turn in a rollout
-    probing: bool = False  # a health probe for a rollout runs (see Engine._probe)
-    probe_again: bool = False
-
-    def document(self) -> dict[str, Any]:
-        return {
-            "state": self.state.value,
-            "labels": dict(self.cluster.labels) if self.cluster is not None else {},
-            "revision": self.revision,
-            "lastSyncAt": self.last_sync_at,
-            "lastError": self.last_error or ("; ".join(self.fights) if self.fights else None),
-            "traceId": self.trace_id,
-            "warnings": list(self.warnings),
-            "watch": self.watch.document(),
-            "bundles": {b: s.document() for b, s in sorted(self.bundles.items())},
-        }
-
-
-@dataclass
-class StoreHealth:
-    """Whether the state database takes writes; `stateStore` in the status document."""
-
-    error: str | None = None
-    since: str | None = None
-    set_aside: statedb.SetAside | None = None
-    behind: bool = False  # a write failed since everything was last saved: save it all on recovery
-
-    def document(self) -> dict[str, Any]:
-        aside = self.set_aside
-        return {
-            "saving": self.error is None,
-            "lastError": self.error,
-            "failingSince": self.since,
-            "setAside": None
-            if aside is None
-            else {"path": str(aside.path), "at": aside.at, "reason": aside.reason},
-        }
-
-
-@dataclass(frozen=True)
-class Desired:
-    """What one revision wants, computed once per revision off the event loop."""
-
-    repo: model.Repo
-    targets: Mapping[str, Mapping[str, plan.Target]]  # cluster -> bundle -> target
-    protected: Mapping[str, str]  # broken bundles: left alone everywhere
-    problems: tuple[model.Problem, ...]
-    objects: Mapping[str, Mapping[model.ObjectRef, Mapping[str, Any]]] = field(default_factory=dict)
-    # What reconcile must leave alone wherever it finds their inventories: broken bundles (a message) and
-    # suspended ones (a protecting target), so neither is pruned from a cluster that stops matching.
-    shield: Mapping[str, str | plan.Target] = field(default_factory=dict)
-    waves: Mapping[str, ro.Membership] = field(default_factory=dict)  # bundle -> its rollout's waves
-
-    def hashes(self) -> dict[str, dict[str, str]]:
-        """bundle -> cluster -> rendered hash, for every pair this revision applies (errors left out)."""
-        out: dict[str, dict[str, str]] = {}
-        for c, per in self.targets.items():
-            for b, t in per.items():
-                if t.desired is not None and not t.suspended:
-                    out.setdefault(b, {})[c] = t.desired.hash
-        return out
-
 
 @dataclass
 class Caches:
@@ -267,43 +130,6 @@ class Caches:
     placement: placement.PlacementCache = field(default_factory=placement.PlacementCache)
     render: render.RenderCache = field(default_factory=render.RenderCache)
     sources: sources_mod.Cache = field(default_factory=sources_mod.Cache)
-
-
-def place_and_render(
-    repo: model.Repo,
-    *,
-    revision: str | None,
-    instance: str,
-    caches: Caches | None = None,
-    placed: model.PlacementResult | None = None,
-    expanded: Mapping[str, model.Expansion] | None = None,
-) -> Desired:
-    """Place (unless `placed` is given) and render a parsed revision (blocking: CEL is CPU-bound); the
-    bundles with a source take their manifests from `expanded` (`fleet.clients.sources.expand`)."""
-    caches = caches or Caches()
-    if placed is None:
-        placed = placement.place(repo, cache=caches.placement)
-    desired, render_errors = render.render_all(
-        repo, placed, revision=revision, instance=instance, cache=caches.render, expanded=expanded
-    )
-    waves = placement.waves(repo, placed)
-    errors_ = dict(render_errors)
-    for b, membership in waves.items():  # a cluster no wave selects: an error for the pair, nothing applied
-        for c, message in membership.errors.items():
-            errors_.setdefault((b, c), message)
-    desired = {k: v for k, v in desired.items() if k not in errors_}
-    targets = reconcile.targets_for(repo, placed, desired, errors_)
-    problems = tuple(sorted(repo.problems))
-    objects = {c: drift.desired_objects(t, instance=instance) for c, t in targets.items()}
-    return Desired(
-        repo=repo,
-        targets=targets,
-        protected=reconcile.protected_bundles(repo),
-        problems=problems,
-        objects=objects,
-        shield=reconcile.all_protected(repo),
-        waves=waves,
-    )
 
 
 def _content_failure(e: Exception, *, sha: str) -> str:
@@ -326,21 +152,6 @@ def _content_failure(e: Exception, *, sha: str) -> str:
         f"internal error {type(e).__name__}{where} while reading this revision: refused as a whole, the last "
         "good revision stays enforced (a bug in fleet: the controller log has the details)"
     )
-
-
-def signature(targets: Mapping[str, plan.Target], protected: Mapping[str, str]) -> dict[str, str]:
-    """What a cluster is handed, bundle by bundle: its hash, an error, or left as it is."""
-    out: dict[str, str] = {}
-    for b, t in targets.items():
-        if t.desired is not None:
-            out[b] = t.desired.hash + (":suspended" if t.suspended else "")
-        elif t.suspended:
-            out[b] = "left"
-        else:
-            out[b] = "error:" + (t.error or "")
-    for b in protected:
-        out[b] = "protected"
-    return out
 
 
 class Engine:
@@ -369,8 +180,8 @@ class Engine:
         self._nothing_enforced: str | None = None  # why nothing at all is enforced (no last good revision)
         self._refused: tuple[str, str] | None = None  # (sha, message): the tip is over a content limit
         self._fetch_message: str | None = None  # why the last fetch failed
-        self.clusters: dict[str, ClusterRuntime] = {}
-        self.desired: Desired | None = None
+        self.clusters: dict[str, runtime.ClusterRuntime] = {}
+        self.desired: pipeline.Desired | None = None
         self.revision: statedb.RevisionRow = statedb.RevisionRow()
         self.revision_context: trace.SpanContext | None = None
         self.fetch_error: str | None = None
@@ -393,9 +204,9 @@ class Engine:
         self._tls = kube.TlsDefaults()  # one certificate bundle for every cluster client
         self.source_id: str | None = None  # this source's identity (`source.identity`), worked out once
         self.claim: inventory.Claim | None = None  # of the revision `desired` was built from
-        self.store_health = StoreHealth()
+        self.store_health = runtime.StoreHealth()
         self.metrics.state_saving.set(1)
-        self._renders: dict[str, Desired] = {}  # older revisions some cluster still holds, by SHA
+        self._renders: dict[str, pipeline.Desired] = {}  # older revisions some cluster still holds, by SHA
         self._batch: set[str] | None = None  # clusters rollouts started while a revision is taken in
         self._probes = anyio.CapacityLimiter(16)  # health probes for rollouts, beside the rounds
         self.audit = audit.Recorder(
@@ -639,7 +450,7 @@ class Engine:
         return rt.cluster.context or rt.cluster.name
 
     @contextlib.contextmanager
-    def _drift_span(self, rt: ClusterRuntime, refs: tuple[model.ObjectRef, ...]) -> Iterator[None]:
+    def _drift_span(self, rt: runtime.ClusterRuntime, refs: tuple[model.ObjectRef, ...]) -> Iterator[None]:
         """The `drift <cluster>` trace around one repair batch, linked to the revision it restores."""
         links = [Link(self.revision_context)] if self.revision_context is not None else []
         with tracer.start_as_current_span(
@@ -656,7 +467,7 @@ class Engine:
             yield
             rt.trace_id = telemetry.trace_id_hex(span) or rt.trace_id
 
-    def _start_watch(self, rt: ClusterRuntime) -> None:
+    def _start_watch(self, rt: runtime.ClusterRuntime) -> None:
         """One watch per registered, unpaused cluster, in the engine's task group under its own scope."""
         if not self.settings.watch or self._tg is None or rt.cluster is None or rt.client is None:
             return
@@ -699,7 +510,7 @@ class Engine:
         rt.probing = True
         self._tg.start_soon(self._probe, rt)
 
-    async def _probe(self, rt: ClusterRuntime) -> None:
+    async def _probe(self, rt: runtime.ClusterRuntime) -> None:
         """Look at the live health of the bundles a rollout waits for on this cluster (one list per kind,
         no round: a wave of many clusters must not queue its health behind whole rounds), and hand it to
         the rollouts. A cluster that cannot be read gets a round instead."""
@@ -750,7 +561,7 @@ class Engine:
         if rt is not None:
             self._wake(rt, reason="rollout", context=context)
 
-    def _stop_watch(self, rt: ClusterRuntime) -> None:
+    def _stop_watch(self, rt: runtime.ClusterRuntime) -> None:
         if rt.watch_scope is not None:
             rt.watch_scope.cancel()
         rt.watcher, rt.watch_scope = None, None
@@ -772,7 +583,7 @@ class Engine:
         self.fetch_error = saved.revision.fetch_error
         self.fetch_error_at = saved.revision.fetch_error_at
         for name, row in saved.clusters.items():
-            rt = ClusterRuntime(name=name, cluster=None)
+            rt = runtime.ClusterRuntime(name=name, cluster=None)
             rt.state = model.State(row.state)
             rt.revision = row.revision
             rt.last_sync_at = row.last_sync_at
@@ -783,7 +594,7 @@ class Engine:
             owner = self.clusters.get(cluster)
             if owner is None:
                 continue
-            owner.bundles[bundle] = BundleStatus(
+            owner.bundles[bundle] = runtime.BundleStatus(
                 state=model.State(t.state),
                 revision=t.revision,
                 objects=t.objects,
@@ -831,10 +642,12 @@ class Engine:
                 await self._save_everything()
             failures = 0 if ok else failures + 1
             delay = (
-                _jitter(self.settings.interval)
+                runtime.jitter(self.settings.interval)
                 if ok
-                else min(self.settings.retry_cap, self.settings.retry_base * 2 ** min(failures, 10))
-                * random.uniform(0.5, 1.0)
+                # the engine's first retry waits twice `retry_base` (docs/operations.md)
+                else backoff.delay(
+                    failures + 1, base=self.settings.retry_base, cap=self.settings.retry_cap, max_doublings=10
+                )
             )
             with anyio.move_on_after(delay):
                 await self._fetch_wake.wait()
@@ -924,7 +737,7 @@ class Engine:
     def _fetch_failed(self, message: str) -> None:
         self.metrics.fetches.labels(result="error").inc()
         if self.fetch_error is None:
-            self.fetch_error_at = now_rfc3339()
+            self.fetch_error_at = runtime.now_rfc3339()
         self._fetch_message = message
         self._refresh_fetch_error()
         log.warning("%s", self.fetch_error)
@@ -976,11 +789,12 @@ class Engine:
                     expanded = await self._expand(repo, placed, snapshot)
                     desired = await anyio.to_thread.run_sync(
                         functools.partial(
-                            place_and_render,
+                            pipeline.place_and_render,
                             repo,
                             revision=snapshot.revision,
                             instance=self.settings.instance,
-                            caches=self._caches,
+                            placement_cache=self._caches.placement,
+                            render_cache=self._caches.render,
                             placed=placed,
                             expanded=expanded,
                         )
@@ -1010,7 +824,9 @@ class Engine:
             self.desired, self.claim = desired, claim  # together: a round reads both at once
             if previous is not None and previous.repo.revision:
                 self._renders.setdefault(previous.repo.revision, previous)  # clusters may still hold it
-            self._set_revision(snapshot, problems, fetched_at=fetched_at if from_mirror else now_rfc3339())
+            self._set_revision(
+                snapshot, problems, fetched_at=fetched_at if from_mirror else runtime.now_rfc3339()
+            )
             if from_mirror:
                 self._from_mirror = True
             else:
@@ -1103,15 +919,15 @@ class Engine:
             writer=f"fleet serve on {socket.gethostname()}",
         )
 
-    def _refusal(self, desired: Desired) -> str | None:
+    def _refusal(self, desired: pipeline.Desired) -> str | None:
         if self.settings.allow_empty_repo:
             return None
-        repo = desired.repo
-        if not repo.clusters and not repo.broken_clusters:
-            return "no cluster file at this revision: refused as a whole (a broken checkout looks like this)"
-        if not repo.bundles and not repo.broken_bundles:
-            return "no bundle at this revision: refused as a whole (a broken checkout looks like this)"
-        return None
+        empty = pipeline.emptiness(desired.repo)
+        return (
+            f"{empty} at this revision: refused as a whole (a broken checkout looks like this)"
+            if empty
+            else None
+        )
 
     def _set_revision(
         self, snapshot: model.Snapshot, problems: tuple[dict[str, Any], ...], *, fetched_at: str | None = ""
@@ -1121,7 +937,7 @@ class Engine:
             message=(snapshot.message or "").splitlines()[0] if snapshot.message else None,
             author=snapshot.author,
             committed_at=snapshot.committed_at,
-            fetched_at=now_rfc3339() if fetched_at == "" else fetched_at,
+            fetched_at=runtime.now_rfc3339() if fetched_at == "" else fetched_at,
             problems=problems,
         )
         self.metrics.revision_timestamp.set(time.time())
@@ -1147,7 +963,7 @@ class Engine:
         status = rt.bundles.get(bundle)
         return (status.revision if status is not None else None), rt.signature.get(bundle)
 
-    async def _load_renders(self, *, keep: Desired) -> None:
+    async def _load_renders(self, *, keep: pipeline.Desired) -> None:
         """Have the render of every older revision a cluster still holds at hand (the previous revision's is
         kept from memory; others, after a restart, come from the mirror: parse, place and render at that
         revision), and drop those no longer needed."""
@@ -1157,7 +973,9 @@ class Engine:
                 snapshot = await self.source.snapshot(sha, subpath=self.settings.path)
                 repo = await repository.parse_in_thread(snapshot)
                 self._renders[sha] = await anyio.to_thread.run_sync(
-                    functools.partial(place_and_render, repo, revision=sha, instance=self.settings.instance)
+                    functools.partial(
+                        pipeline.place_and_render, repo, revision=sha, instance=self.settings.instance
+                    )
                 )
             except errors.FleetError as e:
                 log.error(
@@ -1167,7 +985,7 @@ class Engine:
             del self._renders[sha]
 
     def _composite(
-        self, rt: ClusterRuntime, desired: Desired
+        self, rt: runtime.ClusterRuntime, desired: pipeline.Desired
     ) -> tuple[dict[str, plan.Target], dict[str, rollouts.Hold]]:
         """This cluster's targets under the rollouts: per bundle the newest revision's, an older revision's
         the cluster still holds, or one that leaves the bundle as it is there."""
@@ -1189,7 +1007,7 @@ class Engine:
             holds[b] = hold
         return targets, holds
 
-    def _update_registry(self, desired: Desired) -> None:
+    def _update_registry(self, desired: pipeline.Desired) -> None:
         """Start, stop and update cluster workers for this revision."""
         repo = desired.repo
         wanted = set(repo.clusters) | set(repo.broken_clusters)
@@ -1203,7 +1021,7 @@ class Engine:
             log.info("cluster %s: removed from the repository, no longer managed (its objects stay)", name)
         for name in sorted(wanted):
             if name not in self.clusters:
-                self.clusters[name] = ClusterRuntime(name=name, cluster=None)
+                self.clusters[name] = runtime.ClusterRuntime(name=name, cluster=None)
             rt = self.clusters[name]
             if name in repo.broken_clusters:
                 problems = repo.broken_clusters[name]
@@ -1215,19 +1033,17 @@ class Engine:
             else:
                 rt.broken = None
                 rt.cluster = repo.clusters[name]
-            self._mark_protected(rt, desired)
+            runtime.mark_protected(rt, desired.protected)
 
-    def _wake_changed(self, desired: Desired, *, sha: str, started: set[str]) -> list[str]:
+    def _wake_changed(self, desired: pipeline.Desired, *, sha: str, started: set[str]) -> list[str]:
         """Wake the clusters whose targets this revision changes under the rollouts (a bundle merely left
         as it is until its turn is no change), and those a rollout started; start workers."""
         changed: list[str] = []
         for name in sorted(set(desired.repo.clusters) | set(desired.repo.broken_clusters)):
             rt = self.clusters[name]
             targets, holds = self._composite(rt, desired)
-            sig = signature(targets, desired.protected)
-            moved = any(v != "left" and rt.signature.get(b) != v for b, v in sig.items()) or any(
-                b not in sig for b in rt.signature
-            )
+            sig = pipeline.signature(targets, desired.protected)
+            moved = runtime.changed(rt, sig)
             if rt.scope is None and rt.cluster is not None and self._tg is not None:
                 self._tg.start_soon(self._worker, rt)
             if rt.broken is None and (moved or name in started):
@@ -1236,34 +1052,18 @@ class Engine:
             elif rt.broken is None and not rt.attempted:
                 self._wake(rt, reason="start")
             elif rt.broken is None:
-                self._holds(rt, sha=sha, holds=holds)
+                runtime.hold_newest(rt, sha=sha, holds=holds, now=runtime.now_rfc3339())
         return changed
-
-    def _holds(self, rt: ClusterRuntime, *, sha: str, holds: Mapping[str, rollouts.Hold]) -> None:
-        """A revision that does not change this cluster's desired state: what was Synced at the newest
-        render holds it too."""
-        for b, status in rt.bundles.items():
-            if status.state is model.State.SYNCED and holds.get(b, rollouts.NEWEST) == rollouts.NEWEST:
-                if status.revision != sha:
-                    status.revision, status.since = sha, now_rfc3339()
-        if rt.state is model.State.SYNCED and all(h == rollouts.NEWEST for h in holds.values()):
-            rt.revision = sha
-
-    def _mark_protected(self, rt: ClusterRuntime, desired: Desired) -> None:
-        for b, message in desired.protected.items():
-            if b in rt.bundles:
-                rt.bundles[b].state = model.State.FAILED
-                rt.bundles[b].last_error = message
 
     def _wake(
         self,
-        rt: ClusterRuntime,
+        rt: runtime.ClusterRuntime,
         *,
         reason: str,
         context: trace.SpanContext | None = None,
     ) -> None:
         if rt.pending is None:
-            rt.pending = Request()
+            rt.pending = runtime.Request()
         rt.pending.reasons.add(reason)
         if context is not None:
             rt.pending.revision_context = context
@@ -1272,7 +1072,7 @@ class Engine:
 
     # -- cluster workers -------------------------------------------------------------------------------------
 
-    async def _worker(self, rt: ClusterRuntime) -> None:
+    async def _worker(self, rt: runtime.ClusterRuntime) -> None:
         with anyio.CancelScope() as scope:
             rt.scope = scope
             try:
@@ -1283,7 +1083,7 @@ class Engine:
                     rt.wake = anyio.Event()
                     if self._stopping:
                         return
-                    request = rt.pending or Request(reasons={"resync"})
+                    request = rt.pending or runtime.Request(reasons={"resync"})
                     rt.pending = None
                     self.metrics.queue_depth.set(
                         sum(1 for r in self.clusters.values() if r.pending is not None)
@@ -1301,18 +1101,17 @@ class Engine:
             finally:
                 rt.scope = None
 
-    def _idle_delay(self, rt: ClusterRuntime) -> float:
-        if rt.pending is not None:
-            return 0.0
-        if rt.state in (model.State.FAILED, model.State.UNREACHABLE) and rt.failures:
-            return min(
-                self.settings.retry_cap, self.settings.retry_base * 2 ** min(rt.failures, 10)
-            ) * random.uniform(0.5, 1.0)
-        if rt.state in (model.State.PROGRESSING, model.State.PENDING) and rt.attempted and not rt.waiting:
-            return _jitter(self.settings.recheck_interval)
-        return _jitter(self.settings.resync_interval)
+    def _idle_delay(self, rt: runtime.ClusterRuntime) -> float:
+        s = self.settings
+        return runtime.idle_delay(
+            rt,
+            retry_base=s.retry_base,
+            retry_cap=s.retry_cap,
+            recheck_interval=s.recheck_interval,
+            resync_interval=s.resync_interval,
+        )
 
-    def _client(self, rt: ClusterRuntime, cluster: model.Cluster) -> kube.Client:
+    def _client(self, rt: runtime.ClusterRuntime, cluster: model.Cluster) -> kube.Client:
         context = cluster.context or cluster.name
         if rt.client is None or rt.client_context != context:
             self._stop_watch(rt)
@@ -1325,12 +1124,12 @@ class Engine:
             rt.client_context = context
         return rt.client
 
-    async def _round(self, rt: ClusterRuntime, request: Request) -> None:
+    async def _round(self, rt: runtime.ClusterRuntime, request: runtime.Request) -> None:
         desired = self.desired
         cluster = rt.cluster
         assert desired is not None and cluster is not None
         targets, holds = self._composite(rt, desired)
-        sig = signature(targets, desired.protected)
+        sig = pipeline.signature(targets, desired.protected)
         rt.objects = drift.desired_objects(targets, instance=self.settings.instance)
         rt.holds = dict(holds)
         revision = self.revision.sha
@@ -1409,110 +1208,38 @@ class Engine:
 
     def _record(
         self,
-        rt: ClusterRuntime,
+        rt: runtime.ClusterRuntime,
         result: reconcile.ClusterResult,
         *,
         signature: dict[str, str],
         revision: str | None,
         trace_id: str | None,
-        desired: Desired,
+        desired: pipeline.Desired,
         holds: Mapping[str, rollouts.Hold],
     ) -> list[hist.Pair]:
-        """Take a round's result into the cluster's status; what it did to each bundle, for the history."""
-        rt.attempted = True
-        rt.last_sync_at = now_rfc3339()
-        pairs: list[hist.Pair] = []
+        """Take a round's result into the cluster's status (`runtime.record_round`); what it did to each
+        bundle, for the history."""
         if result.warnings != rt.warnings:
             for w in result.warnings:
                 log.warning("cluster %s: %s", rt.name, w)
             rt.warnings = tuple(result.warnings)
-        rt.trace_id = trace_id or rt.trace_id
-        bundles: dict[str, BundleStatus] = {}
-        waiting: list[str] = []
-        for b, br in result.bundles.items():
-            previous = rt.bundles.get(b)
-            hold = holds.get(b, rollouts.NEWEST)
-            if hold == rollouts.LEAVE and br.state is model.State.SUSPENDED:
-                # Left as it is until its turn in the bundle's rollout: Pending, at what it held.
-                waiting.append(b)
-                bundles[b] = BundleStatus(
-                    state=model.State.PENDING,
-                    revision=previous.revision if previous else None,
-                    objects=previous.objects if previous else 0,
-                    last_error=self.rollouts.waiting(b, rt.name),
-                    hash=previous.hash if previous else None,
-                    since=previous.since if previous else None,
-                )
-                continue
-            synced = br.state is model.State.SYNCED
-            held = revision if hold == rollouts.NEWEST else hold.revision
-            now_holds = held if synced else (previous.revision if previous else None)
-            bundles[b] = BundleStatus(
-                state=br.state,
-                revision=now_holds,
-                objects=br.objects,
-                last_error=(br.message or None) if br.state not in _QUIET else None,
-                hash=br.hash,
-                since=previous.since
-                if previous is not None and previous.revision == now_holds
-                else (rt.last_sync_at if now_holds else None),
-            )
-            pairs.append(self._pair(b, br, previous, to_revision=held, hold=hold))
-        for b, br in result.removed.items():
-            previous = rt.bundles.get(b)
-            pairs.append(
-                hist.Pair(
-                    bundle=b,
-                    state=br.state.value,
-                    objects=hist.counts(c.action.value for c in br.changes.changes),
-                    to_revision=revision,
-                    from_revision=previous.revision if previous else None,
-                    removed=True,
-                )
-            )
-        for b in desired.protected:  # broken bundles keep their last good state, and say why
-            previous = rt.bundles.get(b)
-            if previous is not None:
-                bundles[b] = BundleStatus(
-                    state=model.State.FAILED,
-                    revision=previous.revision,
-                    objects=previous.objects,
-                    last_error=desired.protected[b],
-                    hash=previous.hash,
-                    since=previous.since,
-                )
-        rt.bundles = bundles
-        states = [s.state for s in bundles.values() if s.state is not model.State.SUSPENDED]
-        if result.state is model.State.PAUSED:
-            rt.state = model.State.PAUSED
-        elif result.state is model.State.UNREACHABLE:
-            rt.state = model.State.UNREACHABLE
-        elif result.message and result.state is model.State.FAILED:
-            rt.state = model.State.FAILED
-        else:
-            rt.state = model.worst_state(states)
-        errors_ = [s.last_error for b, s in bundles.items() if s.last_error and b not in waiting]
-        rt.last_error = (
-            None if rt.state is model.State.PAUSED else (result.message or (errors_[0] if errors_ else None))
+
+        def rolled_back(bundle: str) -> bool:
+            r = self.rollouts.latest.get(bundle)
+            return r is not None and r.phase is ro.Phase.ROLLED_BACK
+
+        pairs = runtime.record_round(
+            rt,
+            result,
+            signature=signature,
+            revision=revision,
+            trace_id=trace_id,
+            protected=desired.protected,
+            holds=holds,
+            now=runtime.now_rfc3339(),
+            waiting_reason=lambda bundle: self.rollouts.waiting(bundle, rt.name),
+            rolled_back=rolled_back,
         )
-        rt.waiting = bool(waiting) and all(
-            s.state in (model.State.SYNCED, model.State.SUSPENDED)
-            for b, s in bundles.items()
-            if b not in waiting
-        )
-        newest = all(h == rollouts.NEWEST for h in holds.values())
-        if rt.state is model.State.SYNCED and not errors_ and newest:
-            rt.revision = revision
-        if rt.state in (model.State.FAILED, model.State.UNREACHABLE):
-            rt.failures += 1
-        else:
-            rt.failures = 0
-        if rt.state is model.State.SYNCED or rt.state is model.State.PAUSED:
-            rt.signature = signature
-        elif result.state is not model.State.UNREACHABLE:
-            # Progressing or some pairs failed: this revision's desired state was handed to the cluster;
-            # the worker re-checks soon, and a failed pair keeps retrying with backoff.
-            rt.signature = signature
         log.info(
             "cluster %s: %s (%s)",
             rt.name,
@@ -1522,30 +1249,9 @@ class Engine:
         )
         return pairs
 
-    def _pair(
-        self,
-        bundle: str,
-        br: reconcile.BundleResult,
-        previous: BundleStatus | None,
-        *,
-        to_revision: str | None,
-        hold: rollouts.Hold,
-    ) -> hist.Pair:
-        r = self.rollouts.latest.get(bundle)
-        return hist.Pair(
-            bundle=bundle,
-            state=br.state.value,
-            objects=hist.counts(c.action.value for c in br.changes.changes),
-            to_revision=to_revision,
-            from_revision=previous.revision if previous else None,
-            message=br.message,
-            failed_before=(previous.last_error or "")
-            if previous and previous.state is model.State.FAILED
-            else None,
-            rollback=hold.kind == "revision" and r is not None and r.phase is ro.Phase.ROLLED_BACK,
-        )
-
-    def _cluster_rows(self, rt: ClusterRuntime) -> tuple[statedb.ClusterRow, tuple[statedb.TargetRow, ...]]:
+    def _cluster_rows(
+        self, rt: runtime.ClusterRuntime
+    ) -> tuple[statedb.ClusterRow, tuple[statedb.TargetRow, ...]]:
         row = statedb.ClusterRow(
             name=rt.name,
             state=rt.state.value,
@@ -1570,7 +1276,9 @@ class Engine:
         )
         return row, targets
 
-    async def _persist_cluster(self, rt: ClusterRuntime, *, history: tuple[hist.Entry, ...] = ()) -> None:
+    async def _persist_cluster(
+        self, rt: runtime.ClusterRuntime, *, history: tuple[hist.Entry, ...] = ()
+    ) -> None:
         row, targets = self._cluster_rows(rt)
 
         def write() -> None:
@@ -1639,7 +1347,7 @@ class Engine:
     def _mark_unsaved(self, e: errors.StateError) -> None:
         health = self.store_health
         health.behind = True
-        health.since = health.since or now_rfc3339()
+        health.since = health.since or runtime.now_rfc3339()
         health.error = str(e)
         self.metrics.state_saving.set(0)
         self.metrics.state_errors.inc()

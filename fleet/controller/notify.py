@@ -18,7 +18,6 @@ receiver by its kind and scheme://host only: a webhook URL's path may hold a tok
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import httpx
 import fleet
 from fleet.clients import statedb
 from fleet.controller.metrics import Metrics
+from fleet.core import backoff as backoff_rule
 from fleet.core import errors, notices
 
 log = logging.getLogger("fleet.notify")
@@ -59,7 +59,7 @@ class Settings:
 
 def backoff(attempts: int, *, base: float, cap: float) -> float:
     """Seconds before attempt `attempts + 1`: doubling from `base`, capped, with full jitter above half."""
-    return min(cap, base * 2 ** min(attempts - 1, 20)) * random.uniform(0.5, 1.0)
+    return backoff_rule.delay(attempts, base=base, cap=cap, max_doublings=20)
 
 
 class Notifier:

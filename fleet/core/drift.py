@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from fleet.core import model, plan
+from fleet.core import backoff, model, plan
 
 _MISSING = "\x00missing"
 _TYPE_MISMATCH = "\x00type"
@@ -291,7 +291,7 @@ class FightGuard:
         if t.strikes == 0 and len(t.times) <= self.limit:
             return None
         t.strikes += 1
-        delay = min(self.cap, self.backoff * 2 ** (t.strikes - 1))
+        delay = backoff.delay(t.strikes, base=self.backoff, cap=self.cap, jitter=False)
         t.until = now + delay
         self.fights += 1
         return Fight(

@@ -15,7 +15,6 @@ import email.utils
 import json
 import logging
 import math
-import random
 import re
 import time
 import urllib.parse
@@ -30,7 +29,7 @@ import kr8s
 import kr8s.asyncio
 
 from fleet.clients.kube import answers, config, discovery
-from fleet.core import errors
+from fleet.core import backoff, errors
 
 log = logging.getLogger("fleet.kube")
 
@@ -129,7 +128,7 @@ class _TooLarge(Exception):
 def retry_delay(attempt: int, *, base: float, cap: float) -> float:
     """The wait after failed attempt `attempt` (1, 2, ...): exponential from `base`, capped at `cap`,
     jittered to between half and all of it (so retries of many clients do not arrive together)."""
-    return min(cap, base * 2 ** min(attempt - 1, 64)) * (0.5 + random.random() / 2)
+    return backoff.delay(attempt, base=base, cap=cap)
 
 
 @dataclass
