@@ -1,6 +1,6 @@
 """`fleet diff`: what a sync would change, from a server-side dry run, as unified diffs.
 
-Owns: per cluster, the same read and plan as a sync (`reconcile.observe`, `plan.plan_cluster`), then a
+Owns: per cluster, the same read and plan as a sync (`reading.observe`, `plan.plan_cluster`), then a
 ``dryRun=All`` server-side apply of every object the plan would write (never of unchanged ones, so the
 answer agrees with what `fleet sync` would send), and a unified diff of the live object against the
 dry-run result, both cleaned of what always differs (managedFields, resourceVersion, generation, uid,
@@ -26,7 +26,7 @@ import anyio
 import yaml
 
 from fleet.clients import kube
-from fleet.cluster import apply, reconcile
+from fleet.cluster import apply, reading, reconcile
 from fleet.core import errors, model, pipeline, plan
 
 _DROP_META = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp", "selfLink")
@@ -113,7 +113,7 @@ async def diff_cluster(
     if cluster.paused:
         return ClusterDiff(cluster.name, state=model.State.PAUSED)
     try:
-        seen = await reconcile.observe(client, targets, instance=instance, source=source)
+        seen = await reading.observe(client, targets, instance=instance, source=source)
     except errors.FleetError as e:
         return ClusterDiff(cluster.name, error=str(e))
     all_targets = reconcile.with_protected(targets, protected or {}, seen.inventories)

@@ -36,13 +36,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 from opentelemetry import trace
 
 from fleet.clients import kube
-from fleet.cluster import apply
+from fleet.cluster import apply, reading
 from fleet.core import errors, health, model, pipeline, plan
 from fleet.core import inventory as inventory_mod
 
@@ -162,189 +161,6 @@ def with_protected(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Reading a cluster
-
-
-@dataclass
-class Observed:
-    types: kube.TypeTable
-    inventories: dict[str, inventory_mod.Inventory]  # this source's (and those no source wrote)
-    broken_inventories: dict[str, str]
-    live: dict[plan.Key, Mapping[str, Any]]
-    known: set[tuple[str, str]]
-    namespaces: set[str]
-    foreign: dict[str, inventory_mod.Inventory] = field(default_factory=dict)  # other sources' inventories
-    record: inventory_mod.Claim | None = None  # this source's revision record on the cluster
-    record_version: str | None = None  # its resourceVersion
-
-
-async def observe(
-    client: kube.Client,
-    targets: Mapping[str, plan.Target],
-    *,
-    instance: str,
-    source: str | None = None,
-) -> Observed:
-    """Read everything `plan_cluster` needs (with `source`: also which inventories are another source's,
-    and this source's revision record). Raises `errors.ClusterError` when anything cannot be read."""
-    found: dict[str, Any] = {}
-    namespaces: set[str] = set()
-    live: dict[plan.Key, Mapping[str, Any]] = {}
-
-    async def discover() -> None:
-        found["types"] = await client.types()
-
-    async def record() -> None:
-        if source is not None:
-            found["record"] = await apply.read_record(client, instance=instance, source=source)
-
-    async def inventories_cms() -> None:
-        found["cms"] = await client.list(
-            apply.CONFIGMAP,
-            namespace=model.INVENTORY_NAMESPACE,
-            label_selector=inventory_mod.selector(instance=instance),
-        )
-
-    async def all_namespaces() -> None:
-        for obj in await client.list(apply.NAMESPACE):
-            namespaces.add(str((obj.get("metadata") or {}).get("name", "")))
-            live[plan.key_of(obj)] = obj
-
-    with kube.unwrap_group():
-        async with anyio.create_task_group() as tg:  # independent reads, one round trip
-            tg.start_soon(discover)
-            tg.start_soon(inventories_cms)
-            tg.start_soon(all_namespaces)
-            tg.start_soon(record)
-    types: kube.TypeTable = found["types"]
-    decoded, broken = inventory_mod.decode_all(found["cms"], instance=instance)
-    inventories, foreign = inventory_mod.split(decoded, source=source)
-    record_claim, record_version = found.get("record", (None, None))
-    refs: list[model.ObjectRef] = []
-    for t in targets.values():
-        if t.desired is not None and not t.suspended and t.error is None:
-            refs.extend(t.desired.refs)
-    for inv in inventories.values():
-        refs.extend(inv.refs)
-    kinds: dict[tuple[str, str], kube.ResourceType] = {}
-    for ref in refs:
-        if (ref.group, ref.kind) in kinds:
-            continue
-        rt = apply.resolve(types, ref)
-        if rt is not None:
-            kinds[(ref.group, ref.kind)] = rt
-    selector = f"{model.LABEL_OWNER}={instance}"
-
-    async def owned(rt: kube.ResourceType) -> None:
-        for obj in await client.list(rt, label_selector=selector):
-            live[plan.key_of(obj)] = obj
-
-    with kube.unwrap_group():
-        async with anyio.create_task_group() as tg:
-            for (group, kind), rt in kinds.items():
-                if (group, kind) != ("", "Namespace"):
-                    tg.start_soon(owned, rt)
-
-    # Desired objects we do not own (yet): does something already exist at that name?
-    missing: dict[tuple[kube.ResourceType, str], list[model.ObjectRef]] = {}
-    for ref in refs:
-        k = plan.key(ref)
-        rt = kinds.get((ref.group, ref.kind))
-        if k in live or rt is None or (ref.kind == "Namespace" and ref.group == ""):
-            continue
-        if rt.namespaced and ref.namespace not in namespaces:
-            continue  # nothing can exist in a namespace that does not
-        missing.setdefault((rt, ref.namespace if rt.namespaced else ""), []).append(ref)
-
-    async def probe(rt: kube.ResourceType, namespace: str, wanted: list[model.ObjectRef]) -> None:
-        if len(wanted) == 1:
-            ref = wanted[0]
-            obj = await client.get(rt, namespace=namespace or None, name=ref.name)
-            if obj is not None:
-                obj.setdefault("apiVersion", rt.api_version)
-                obj.setdefault("kind", rt.kind)
-                live[plan.key_of(obj)] = obj
-            return
-        names = {r.name for r in wanted}
-        for obj in await client.list(rt, namespace=namespace or None):
-            if str((obj.get("metadata") or {}).get("name")) in names:
-                live[plan.key_of(obj)] = obj
-
-    with kube.unwrap_group():
-        async with anyio.create_task_group() as tg:
-            for (rt, namespace), wanted in missing.items():
-                tg.start_soon(probe, rt, namespace, sorted(set(wanted)))
-    return Observed(
-        types=types,
-        inventories=inventories,
-        broken_inventories=broken,
-        live=live,
-        known=set(kinds),
-        namespaces=namespaces,
-        foreign=foreign,
-        record=record_claim,
-        record_version=record_version,
-    )
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Health
-
-
-async def _health(
-    client: kube.Client,
-    objects: Mapping[plan.Key, Mapping[str, Any]],
-    *,
-    instance: str,
-    wait: bool,
-    within: float,
-    interval: float,
-) -> tuple[health.Status, tuple[str, ...]]:
-    """Assess `objects`, re-reading (one list per kind) the unhealthy ones until healthy or `within` seconds."""
-    current = dict(objects)
-    status, messages = health.summarize(current.values())
-    if not wait or status is not health.Status.PROGRESSING:
-        return status, messages
-    deadline = time.monotonic() + within
-    types = await client.types()
-    while time.monotonic() < deadline:
-        await anyio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-        waiting = {k: o for k, o in current.items() if health.assess(o).status is not health.Status.HEALTHY}
-        kinds = {(k[0], k[1]): model.ObjectRef.of(o) for k, o in waiting.items()}
-        for ref in kinds.values():
-            rt = apply.resolve(types, ref)
-            if rt is None:
-                continue
-            for obj in await client.list(rt, label_selector=f"{model.LABEL_OWNER}={instance}"):
-                k = plan.key_of(obj)
-                if k in current:
-                    current[k] = obj
-        status, messages = health.summarize(current.values())
-        if status is not health.Status.PROGRESSING:
-            break
-    return status, messages
-
-
-async def probe_health(
-    client: kube.Client, objects: Mapping[model.ObjectRef, Mapping[str, Any]], *, instance: str
-) -> tuple[health.Status, tuple[str, ...]]:
-    """The live health of these objects now (one list per kind, fleet's owner label; nothing written):
-    what a rollout waits for, read without a whole round. An object not there yet is Progressing."""
-    types = await client.types()
-    live: dict[plan.Key, Mapping[str, Any]] = {}
-    for ref in {(r.api_version, r.kind): r for r in objects}.values():
-        rt = apply.resolve(types, ref)
-        if rt is None:
-            return health.Status.PROGRESSING, (f"{ref.kind}: not served yet",)
-        for obj in await client.list(rt, label_selector=f"{model.LABEL_OWNER}={instance}"):
-            live[plan.key_of(obj)] = obj
-    found = [live.get(plan.key(ref)) for ref in objects]
-    if any(o is None for o in found):
-        return health.Status.PROGRESSING, ("not every object exists yet",)
-    return health.summarize(o for o in found if o is not None)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # One cluster
 
 
@@ -451,7 +267,7 @@ async def _round(
 ) -> ClusterResult:
     instance = options.instance
     source = options.source
-    seen = await observe(client, targets, instance=instance, source=source)
+    seen = await reading.observe(client, targets, instance=instance, source=source)
     claim = options.claim
     if (
         claim is not None
@@ -574,7 +390,7 @@ async def _round(
             if plan.key(s.ref) in result.objects
         }
         started = time.time_ns()
-        healthy[b] = await _health(
+        healthy[b] = await reading.wait_health(
             client,
             objects,
             instance=instance,
@@ -728,7 +544,7 @@ class _Gate:
     over the version read at the start of the round (`apply.RecordRaced` when another controller of the
     source wrote it meanwhile: the round then writes nothing more)."""
 
-    def __init__(self, client: kube.Client, seen: Observed, options: Options) -> None:
+    def __init__(self, client: kube.Client, seen: reading.Observed, options: Options) -> None:
         self._client = client
         self._seen = seen
         self._options = options

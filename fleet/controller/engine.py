@@ -59,7 +59,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from fleet.clients import kube, source, statedb
 from fleet.clients import sources as sources_mod
-from fleet.cluster import reconcile
+from fleet.cluster import reading, reconcile
 from fleet.cluster import watch as watching
 from fleet.controller import audit, notify, rollouts, runtime, telemetry
 from fleet.controller import events as cluster_events
@@ -532,7 +532,7 @@ class Engine:
                     try:
                         async with self._probes:
                             with anyio.fail_after(self.kube_settings.request_timeout * 2 + 5):
-                                status, messages = await reconcile.probe_health(
+                                status, messages = await reading.probe_health(
                                     client, objects, instance=self.settings.instance
                                 )
                     except (errors.ClusterError, TimeoutError):
