@@ -1,0 +1,239 @@
+"""The cluster workers: one task per registered cluster, under the global limit on clusters in flight.
+
+Owns: the worker loop (wait for a wake-up or the idle delay, then one round), a client per cluster, and
+one round: the cluster's targets under the rollouts (`_composite`: the newest revision's, an older one it
+still holds, or left as it is), `fleet.cluster.reconcile.reconcile_cluster` in a `cluster <name>` span,
+the result taken into the cluster's record (`fleet.controller.runtime.record_round`), the watch started or
+stopped, the rollouts told what was observed, metrics, history and the state saved.
+Does not: decide what a round does on the cluster (`fleet.cluster.reconcile`), or when to retry
+(`fleet.controller.runtime.idle_delay`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+import anyio
+from opentelemetry import trace
+from opentelemetry.trace import Link, Status, StatusCode
+
+from fleet.clients import kube
+from fleet.cluster import reconcile
+from fleet.controller import rollouts, runtime, telemetry, watches
+from fleet.core import (
+    drift,
+    model,
+    pipeline,
+    plan,
+)
+from fleet.core import history as hist
+from fleet.core import rollout as ro
+
+log = logging.getLogger("fleet.engine")
+tracer = trace.get_tracer("fleet.engine")
+
+
+class Workers(watches.Watches):
+    """The engine's part described above."""
+
+    def _composite(
+        self, rt: runtime.ClusterRuntime, desired: pipeline.Desired
+    ) -> tuple[dict[str, plan.Target], dict[str, rollouts.Hold]]:
+        """This cluster's targets under the rollouts: per bundle the newest revision's, an older revision's
+        the cluster still holds, or one that leaves the bundle as it is there."""
+        targets: dict[str, plan.Target] = {}
+        holds: dict[str, rollouts.Hold] = {}
+        for b, t in desired.targets.get(rt.name, {}).items():
+            hold = rollouts.NEWEST if t.desired is None or t.suspended else self.rollouts.hold(b, rt.name)
+            if hold.kind == "revision":
+                old = self._renders.get(hold.revision or "")
+                older = old.targets.get(rt.name, {}).get(b) if old is not None else None
+                if older is not None and older.desired is not None:
+                    targets[b] = older
+                else:
+                    hold = rollouts.LEAVE
+            if hold == rollouts.NEWEST:
+                targets[b] = t
+            elif hold == rollouts.LEAVE:
+                targets[b] = plan.Target(b, suspended=True)
+            holds[b] = hold
+        return targets, holds
+
+    async def _worker(self, rt: runtime.ClusterRuntime) -> None:
+        with anyio.CancelScope() as scope:
+            rt.scope = scope
+            try:
+                while not self._stopping:
+                    delay = self._idle_delay(rt)
+                    with anyio.move_on_after(delay):
+                        await rt.wake.wait()
+                    rt.wake = anyio.Event()
+                    if self._stopping:
+                        return
+                    request = rt.pending or runtime.Request(reasons={"resync"})
+                    rt.pending = None
+                    self.metrics.queue_depth.set(
+                        sum(1 for r in self.clusters.values() if r.pending is not None)
+                    )
+                    if rt.broken is not None or rt.cluster is None or self.desired is None:
+                        continue
+                    async with self._limiter:
+                        self._in_flight += 1
+                        try:
+                            await self._round(rt, request)
+                        finally:
+                            self._in_flight -= 1
+                            if not self._in_flight:
+                                self._idle.set()
+            finally:
+                rt.scope = None
+
+    def _idle_delay(self, rt: runtime.ClusterRuntime) -> float:
+        s = self.settings
+        return runtime.idle_delay(
+            rt,
+            retry_base=s.retry_base,
+            retry_cap=s.retry_cap,
+            recheck_interval=s.recheck_interval,
+            resync_interval=s.resync_interval,
+        )
+
+    def _client(self, rt: runtime.ClusterRuntime, cluster: model.Cluster) -> kube.Client:
+        context = cluster.context or cluster.name
+        if rt.client is None or rt.client_context != context:
+            self._stop_watch(rt)
+            rt.client = kube.Client(
+                cluster=cluster.name,
+                context=self.kubeconfig.context(context),
+                settings=self.kube_settings,
+                tls=self._tls,
+            )
+            rt.client_context = context
+        return rt.client
+
+    async def _round(self, rt: runtime.ClusterRuntime, request: runtime.Request) -> None:
+        desired = self.desired
+        cluster = rt.cluster
+        assert desired is not None and cluster is not None
+        targets, holds = self._composite(rt, desired)
+        sig = pipeline.signature(targets, desired.protected)
+        rt.objects = drift.desired_objects(targets, instance=self.settings.instance)
+        rt.holds = dict(holds)
+        revision = self.revision.sha
+        claim = self.claim
+        links = []
+        if request.revision_context is not None:
+            parent = trace.set_span_in_context(trace.NonRecordingSpan(request.revision_context))
+            name = f"cluster {rt.name}"
+        else:
+            parent = trace.set_span_in_context(trace.INVALID_SPAN)  # a trace of its own
+            name = f"drift {rt.name}" if "drift" in request.reasons else f"cluster {rt.name}"
+            if self.revision_context is not None:
+                links = [Link(self.revision_context)]
+        started = time.monotonic()
+        with tracer.start_as_current_span(
+            name,
+            context=parent,
+            links=links,
+            attributes={
+                "fleet.cluster": rt.name,
+                "fleet.revision": revision or "",
+                "fleet.reason": ",".join(sorted(request.reasons)),
+            },
+        ) as span:
+            options = reconcile.Options(
+                instance=self.settings.instance,
+                wait=False,
+                health_timeout=self.settings.health_timeout,
+                cluster_deadline=self.settings.round_timeout,
+                claim=claim,
+            )
+            result = await reconcile.reconcile_cluster(
+                self._client(rt, cluster), cluster, targets, options=options, protected=desired.shield
+            )
+            changes = result.changes
+            for action in model.Action:
+                span.set_attribute(f"fleet.objects.{action.value}", changes.count(action))
+            span.set_attribute("fleet.state", result.state.value)
+            if result.state in (model.State.FAILED, model.State.UNREACHABLE):
+                span.set_status(Status(StatusCode.ERROR, result.message or result.state.value))
+                if result.message:
+                    span.add_event("error", {"message": result.message})
+            trace_id = telemetry.trace_id_hex(span)
+        pairs = self._record(
+            rt, result, signature=sig, revision=revision, trace_id=trace_id, desired=desired, holds=holds
+        )
+        entries = self.audit.round(
+            rt.name,
+            pairs,
+            trace_id=trace_id,
+            rollback_actor=lambda b: hist.rollback_actor(self.rollouts.latest.get(b)),
+        )
+        if cluster.paused or result.state is model.State.PAUSED:
+            self._stop_watch(rt)
+        elif result.state is not model.State.UNREACHABLE:
+            self._start_watch(rt)
+            if rt.watcher is not None:
+                rt.watcher.set_kinds(drift.kinds(rt.objects))
+        await self.rollouts.observed(
+            rt.name,
+            {
+                b: rollouts.Observed(state=br.state, degraded=br.degraded, message=br.message)
+                for b, br in result.bundles.items()
+            },
+            holds=holds,
+            unreachable=result.message if result.state is model.State.UNREACHABLE else "",
+        )
+        seconds = time.monotonic() - started
+        self.metrics.reconciles.labels(cluster=rt.name, state=rt.state.value).inc()
+        exemplar = {"trace_id": trace_id} if trace_id else None
+        self.metrics.reconcile_seconds.labels(cluster=rt.name).observe(seconds, exemplar=exemplar)
+        for c in changes.changes:
+            self.metrics.objects.labels(cluster=rt.name, action=c.action.value).inc()
+        self.metrics.set_cluster_state(rt.name, rt.state)
+        await self._persist_cluster(rt, history=entries)
+
+    def _record(
+        self,
+        rt: runtime.ClusterRuntime,
+        result: reconcile.ClusterResult,
+        *,
+        signature: dict[str, str],
+        revision: str | None,
+        trace_id: str | None,
+        desired: pipeline.Desired,
+        holds: Mapping[str, rollouts.Hold],
+    ) -> list[hist.Pair]:
+        """Take a round's result into the cluster's status (`runtime.record_round`); what it did to each
+        bundle, for the history."""
+        if result.warnings != rt.warnings:
+            for w in result.warnings:
+                log.warning("cluster %s: %s", rt.name, w)
+            rt.warnings = tuple(result.warnings)
+
+        def rolled_back(bundle: str) -> bool:
+            r = self.rollouts.latest.get(bundle)
+            return r is not None and r.phase is ro.Phase.ROLLED_BACK
+
+        pairs = runtime.record_round(
+            rt,
+            result,
+            signature=signature,
+            revision=revision,
+            trace_id=trace_id,
+            protected=desired.protected,
+            holds=holds,
+            now=runtime.now_rfc3339(),
+            waiting_reason=lambda bundle: self.rollouts.waiting(bundle, rt.name),
+            rolled_back=rolled_back,
+        )
+        log.info(
+            "cluster %s: %s (%s)",
+            rt.name,
+            rt.state.value,
+            ", ".join(f"{a.value} {result.changes.count(a)}" for a in model.Action if result.changes.count(a))
+            or "no changes",
+        )
+        return pairs
