@@ -1,0 +1,112 @@
+"""The architecture as a test: no import cycle between fleet's modules, no module over 800 lines.
+
+The layers themselves (cli > controller > cluster > clients > core, the simulator apart) are import-linter
+contracts in pyproject.toml (`lint-imports`, part of `make test`); this adds what a contract cannot say.
+Imports inside functions count like any other (grimp reads every import statement of a module), and so
+would an `importlib.import_module("fleet....")` that hides one: there is none (checked below).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import grimp
+
+import fleet
+
+PACKAGE = Path(fleet.__file__).resolve().parent
+MAX_LINES = 800
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    found: list[list[str]] = []
+    counter = 0
+    for root in sorted(graph.modules):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.find_modules_directly_imported_by(root))))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            for child in children:
+                if child not in graph.modules:
+                    continue
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.find_modules_directly_imported_by(child)))))
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        found.append(sorted(component))
+    return found
+
+
+def test_no_module_of_fleet_is_part_of_an_import_cycle_lazy_imports_included() -> None:
+    graph = grimp.build_graph("fleet", cache_dir=None)
+    cycles = _cycles(graph)
+    assert not cycles, "import cycles (each line: the modules of one):\n" + "\n".join(
+        " <-> ".join(c) for c in cycles
+    )
+
+
+def test_the_cycle_finder_finds_a_cycle_it_is_given() -> None:
+    graph = grimp.ImportGraph()
+    for m in ("a", "a.x", "a.y", "a.z"):
+        graph.add_module(m)
+    graph.add_import(importer="a.x", imported="a.y")
+    graph.add_import(importer="a.y", imported="a.x")
+    graph.add_import(importer="a.z", imported="a.x")
+    assert _cycles(graph) == [["a.x", "a.y"]]
+
+
+def test_no_module_of_fleet_is_over_800_lines() -> None:
+    long = {
+        str(p.relative_to(PACKAGE.parent)): n
+        for p in _modules()
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert not long, f"modules over {MAX_LINES} lines (split them by concern): {long}"
+
+
+def test_no_module_of_fleet_imports_another_by_name_at_run_time() -> None:
+    hidden = []
+    for p in _modules():
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute | ast.Name)
+                and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id)
+                in ("import_module", "__import__")
+            ):
+                hidden.append(f"{p.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert not hidden, f"imports the import graph cannot see: {hidden}"
