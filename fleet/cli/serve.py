@@ -34,10 +34,6 @@ def _default_state_dir() -> str:
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    return common.parse_listen(text, flag="--listen")
-
-
 def configure_logging(level: str) -> None:
     """fleet's log lines (and asyncio's and aiohttp's) on stderr, one format, identical lines aggregated."""
     handler = logging.StreamHandler(sys.stderr)
@@ -82,7 +78,7 @@ async def serve_main(
     on_ready: Any = None,
 ) -> None:
     """Run the controller until SIGTERM/SIGINT; returns after a clean shutdown."""
-    host, port = parse_listen(listen)
+    host, port = common.parse_listen(listen)
     tel = telemetry.setup(otlp_endpoint=otlp_endpoint, instance=settings.instance)
     kubeconfig = await kube.load_kubeconfig(kubeconfig_path, allow_exec_auth=allow_exec_auth)
     store = await anyio.to_thread.run_sync(statedb.StateStore, settings.state_dir / "state.db")

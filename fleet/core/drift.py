@@ -29,7 +29,6 @@ full reconciles (`fleet.cluster.reconcile`); no I/O at all.
 
 from __future__ import annotations
 
-import base64
 import enum
 import hashlib
 from collections import deque
@@ -39,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from fleet.core import backoff, model, plan
+from fleet.core import backoff, model, plan, secrets
 
 _MISSING = "\x00missing"
 _TYPE_MISMATCH = "\x00type"
@@ -63,15 +62,7 @@ def shape(desired: Mapping[str, Any]) -> Mapping[str, Any]:
     Only a Secret with ``stringData`` is copied; ``status`` and the revision annotation are skipped by
     `fingerprint` itself, so one desired object shared by many clusters is not copied per cluster.
     """
-    if desired.get("kind") == "Secret" and desired.get("apiVersion") == "v1" and desired.get("stringData"):
-        out = dict(desired)
-        data = dict(out.get("data") or {})
-        for k, v in (out.get("stringData") or {}).items():
-            data[k] = base64.b64encode(str(v).encode()).decode()
-        out["data"] = data
-        out.pop("stringData")
-        return out
-    return desired
+    return secrets.fold_string_data(desired)
 
 
 def _scalar(value: Any) -> Any:

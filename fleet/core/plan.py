@@ -30,7 +30,6 @@ Does not: talk to clusters (`apply` executes plans), or wait for health (`reconc
 
 from __future__ import annotations
 
-import base64
 import enum
 import hashlib
 import json
@@ -39,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.core import inventory as inventory_mod
-from fleet.core import model
+from fleet.core import model, secrets
 
 ANNOTATION_HASH = "fleet.dev/hash"
 ANNOTATION_BUNDLE_NAMESPACE = "fleet.dev/bundle-namespace"
@@ -201,13 +200,8 @@ def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
     annotations.pop(model.ANNOTATION_REVISION, None)
     meta["annotations"] = annotations
     out["metadata"] = meta
-    if out.get("kind") == "Secret" and out.get("apiVersion") == "v1" and out.get("stringData"):
-        data = dict(out.get("data") or {})
-        for k, v in (out.get("stringData") or {}).items():
-            data[k] = base64.b64encode(str(v).encode()).decode()
-        out["data"] = data
-        out.pop("stringData")
-    return out
+    folded = secrets.fold_string_data(out)
+    return out if folded is out else dict(folded)
 
 
 def matches(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:

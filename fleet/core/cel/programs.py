@@ -11,7 +11,7 @@ import datetime
 import functools
 import re
 import threading
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -23,7 +23,7 @@ import celpy.celparser
 import celpy.celtypes
 import celpy.evaluation
 
-from fleet.core import errors
+from fleet.core import errors, values
 from fleet.core.cel import checks, closures, cost, functions
 
 SAFETY_NET_SECONDS = 10.0  # wall clock for one evaluation: a last resort, not a budget
@@ -244,20 +244,9 @@ def _sanitise(err: BaseException) -> str:
     return f"{raw}{where}"
 
 
-def _leaves(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from _leaves(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from _leaves(v)
-
-
 def _scrub(message: str, activation: Mapping[str, Any]) -> str:
     """Belt and braces: replace any string value of the activation (3+ characters) in `message`."""
-    for leaf in sorted(set(_leaves(activation)), key=len, reverse=True):
+    for leaf in sorted(set(values.strings(activation)), key=len, reverse=True):
         if len(leaf) >= 3 and leaf in message:
             message = message.replace(leaf, "<value>")
     return message

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from fleet.core import errors, model
+from fleet.core import errors, model, values
 from fleet.core.render import common
 
 _VAR_RE = re.compile(r"\$(\$?)\{cluster\.([^}]*)\}")
@@ -34,21 +34,10 @@ def variable(name: str, cluster: model.Cluster) -> str | None:
     return None
 
 
-def _strings(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from _strings(v)
-
-
 def variables_used(value: Any) -> set[str]:
     """The ``${cluster.X}`` names used (escaped ones excluded)."""
     out: set[str] = set()
-    for s in _strings(value):
+    for s in values.strings(value):
         if "${cluster." in s:
             out.update(m.group(2) for m in _VAR_RE.finditer(s) if not m.group(1))
     return out
