@@ -1,4 +1,4 @@
-"""Hostile repository input (RELIABILITY.md items 1-7): alias bombs, oversized input, deep nesting,
+"""Hostile repository input (docs/reliability.md, RELIABILITY 1-7): alias bombs, oversized input, deep nesting,
 links, submodules and path traversal are refused with the limit or the path named, and the process
 survives with bounded memory."""
 

@@ -1,4 +1,4 @@
-"""`fleet sync` under cluster faults injected with the sim's fault rules (RELIABILITY.md 12-15, 19)."""
+"""`fleet sync` under cluster faults injected with the sim's fault rules (docs/reliability.md, RELIABILITY 12-15, 19)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ SOPS (`fleet.clients.sources` does, before this layer: a bundle with ``spec.sour
 cluster's manifests from its `model.Expansion`, and Helm's output is not substituted again), or talk to
 clusters.
 
-Steps, in order, for each manifest (SPEC.md sections 1 and 2):
+Steps, in order, for each manifest (docs/repository.md, docs/reconcile.md):
 
 1. ``${cluster.name}``, ``${cluster.labels.KEY}``, ``${cluster.annotations.KEY}``, ``${cluster.facts.KEY}``
    are substituted in string values (after YAML parsing; KEY runs to the closing brace). ``$${cluster.``
@@ -30,7 +30,7 @@ that does not change what a cluster gets does not change its hash.
 
 Revision annotation. `render` annotates with the revision it is given. `render_all` with a `RenderCache`
 keeps, for a pair whose hash did not change since the previous call, the objects of that call: their
-annotation stays the commit at which the pair's content last changed (SPEC section 2), and an unchanged
+annotation stays the commit at which the pair's content last changed (docs/reconcile.md), and an unchanged
 pair costs nothing to re-annotate.
 
 Sharing. A bundle whose manifests use no ``${cluster.`` variable and that has no override renders once
