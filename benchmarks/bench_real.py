@@ -48,8 +48,8 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.reconcile_support import GitOpsRepo
 from tests.support import kube
+from tests.support.reconcile import GitOpsRepo
 
 CLUSTERS = int(os.environ.get("FLEET_BENCH_REAL_CLUSTERS", "2"))
 OBJECTS = int(os.environ.get("FLEET_BENCH_REAL_OBJECTS", "100"))

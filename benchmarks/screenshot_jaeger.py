@@ -26,7 +26,7 @@ import httpx
 from tests.browser import harness
 from tests.support import kube, traced
 
-SPANS = 13  # the second commit's trace: docs/tracing.md, tests/test_real_tracing.py
+SPANS = 13  # the second commit's trace: docs/tracing.md, tests/e2e/test_real_tracing.py
 
 
 def trace_of(jaeger: kube.Jaeger, sha: str) -> str:

@@ -23,8 +23,8 @@ import pytest
 from fleet.sim import testing
 from fleet.sim.storage import store
 from tests.browser import demoprocess, harness
-from tests.reconcile_support import GitOpsRepo, configmap
 from tests.support import serve
+from tests.support.reconcile import GitOpsRepo, configmap
 
 JAEGER = "http://jaeger.example:16686"
 LABELS = {

@@ -1,0 +1,1 @@
+"""Tests of fleet.core: the pure layers, in-process."""

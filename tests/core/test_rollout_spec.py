@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fleet.core import durations, model, repository
-from tests import repository_builders as rb
+from tests.support import repository_builders as rb
 
 B = "bundles/web/bundle.yaml"
 

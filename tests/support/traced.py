@@ -1,4 +1,4 @@
-"""A commit traced from `fleet serve` into a real Jaeger: the scenario tests/test_real_tracing.py reads back
+"""A commit traced from `fleet serve` into a real Jaeger: the scenario tests/e2e/test_real_tracing.py reads back
 and benchmarks/screenshot_jaeger.py shows in Jaeger's UI (docs/tracing.md).
 
 Owns: one run of `fleet serve` against two real API servers (tests/support/kube.py) exporting to a real
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.reconcile_support import GitOpsRepo, configmap
 from tests.support import kube, real, serve
+from tests.support.reconcile import GitOpsRepo, configmap
 
 BOTH = ["real-1", "real-2"]
 CANARY_FIRST = {"waves": [{"name": "canary", "placement": {"clusters": ["real-1"]}}, {"name": "rest"}]}

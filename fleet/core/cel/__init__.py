@@ -26,7 +26,7 @@ same clusters gives the same answer every run, however loaded the machine (docs/
 Speed. cel-python's interpreter manages a few thousand evaluations per second, so: programs are compiled
 once per expression text; a cluster is converted for CEL once (`prepare`, shared by every expression);
 `_FastCompiler` evaluates what `check` admits with closures that mirror the interpreter node for node
-(same functions, values, errors and step counts; tests/test_cel_fast.py compares them on generated
+(same functions, values, errors and step counts; tests/core/test_cel_fast.py compares them on generated
 expressions), about ten times faster; and `Program` memoises outcomes on the *projection* of the
 activation that the expression reads: the static walk records which `cluster.<field>.<key>` paths it
 uses, and two clusters that agree on those values share one evaluation (CEL is pure). Expressions that

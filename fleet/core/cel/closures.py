@@ -27,7 +27,7 @@ from fleet.core.cel import checks, cost
 # cel-python functions and types on the same values, the same errors (message, position), the same
 # evaluation order, and the same step count (each closure counts the nodes the interpreter would visit).
 # It refuses (`_Unsupported`, and the program keeps the interpreter) anything outside what `check`
-# admits. tests/test_cel_fast.py compares both evaluators on generated expressions and clusters.
+# admits. tests/core/test_cel_fast.py compares both evaluators on generated expressions and clusters.
 
 Fn = Callable[[dict[str, Any], cost.Budget], Any]
 CELEvalError = celpy.evaluation.CELEvalError

@@ -80,7 +80,7 @@ def to_cel(document: Any) -> Any:
     """`celpy.adapter.json_to_cel`: the same conversion (same types, same order of checks, same errors),
     several times faster. cel-python checks `isinstance` against `typing.List`/`typing.Dict` (slow;
     these are the builtin classes) and builds its int and string values slowly: scalars of exactly
-    these builtin types are converted once and shared (they are immutable). tests/test_cel_fast.py
+    these builtin types are converted once and shared (they are immutable). tests/core/test_cel_fast.py
     compares the two."""
     kind = type(document)
     convert = _LEAF_TYPES.get(kind)

@@ -1,0 +1,1 @@
+"""Tests of fleet.cli: the `fleet` program's commands, options and output."""

@@ -1,0 +1,1 @@
+"""Tests of fleet.clients: the kube client, git, the renderer programs, the state database."""

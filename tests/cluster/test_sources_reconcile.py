@@ -1,0 +1,272 @@
+"""Sources and revisions on a cluster, at the reconcile layer over real HTTP against `fleet sim`.
+
+Inventories say which source wrote them; a source's revision record says which revision of it last wrote
+to the cluster. An older replica writes nothing (rounds and drift repairs), a person's `fleet sync` always
+applies, an inventory from an earlier fleet is adopted, `fleet diff` reports another source's bundles as
+conflicts, and the revision record is written by compare-and-swap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from fleet.cli import sync
+from fleet.clients import kube, source
+from fleet.cluster import apply, diff, reconcile, repair
+from fleet.core import inventory, model
+from fleet.sim import testing
+from tests.support.reconcile import (
+    GitOpsRepo,
+    configmap,
+    live_objects,
+    sync_in_process,
+    sync_request,
+    writes,
+)
+
+CLUSTER = "c-1"
+EARLY = "2026-01-01T00:00:00.000Z"
+LATE = "2099-01-01T00:00:00.000Z"
+
+
+@pytest.fixture
+def sim() -> Iterator[testing.SimHandle]:
+    with testing.serving(names=[CLUSTER]) as handle:
+        yield handle
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> GitOpsRepo:
+    r = GitOpsRepo(tmp_path / "repo")
+    r.cluster(CLUSTER)
+    r.bundle("web", [configmap("one"), configmap("two")], namespace="web", selector={})
+    r.commit("first")
+    return r
+
+
+def client_for(sim: testing.SimHandle) -> kube.Client:
+    kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
+    return kube.Client(cluster=CLUSTER, context=kc.context(CLUSTER), settings=kube.Settings(retry_budget=3.0))
+
+
+def claim_for(repo: GitOpsRepo, revision: str, seen: str) -> inventory.Claim:
+    return inventory.Claim(
+        source=source.identity(repo.root), revision=revision, observed_at=seen, writer="test"
+    )
+
+
+def one_round(
+    sim: testing.SimHandle, repo: GitOpsRepo, claim: inventory.Claim | None, *, yield_to_newer: bool = True
+) -> reconcile.ClusterResult:
+    async def main() -> reconcile.ClusterResult:
+        request = sync_request(repo.root, sim.kubeconfig, instance="fleet")
+        parsed, targets, _ = await sync.prepare(request)
+        options = reconcile.Options(wait=False, claim=claim, yield_to_newer=yield_to_newer)
+        client = client_for(sim)
+        try:
+            return await reconcile.reconcile_cluster(
+                client, parsed.clusters[CLUSTER], targets[CLUSTER], options=options
+            )
+        finally:
+            await client.aclose()
+
+    return anyio.run(main)
+
+
+def last_seq(sim: testing.SimHandle) -> int:
+    journal = sim.journal_sync(CLUSTER)
+    return journal[-1]["seq"] if journal else 0
+
+
+def write_record(sim: testing.SimHandle, claim: inventory.Claim) -> None:
+    async def main() -> None:
+        client = client_for(sim)
+        try:
+            await apply.ensure_namespace(client, "fleet-system", instance="fleet")
+            _, rv = await apply.read_record(client, instance="fleet", source=claim.source)
+            await apply.write_record(client, claim, instance="fleet", resource_version=rv)
+        finally:
+            await client.aclose()
+
+    anyio.run(main)
+
+
+def record_of(sim: testing.SimHandle, repo: GitOpsRepo) -> dict[str, Any]:
+    name = inventory.record_name(instance="fleet", source=source.identity(repo.root))
+    return live_objects(sim, CLUSTER, namespace="fleet-system")[name]["data"]
+
+
+def test_a_controller_holding_an_older_revision_writes_nothing_and_says_who_is_ahead(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    first = str(repo.repo.head.target)
+    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
+    write_record(sim, claim_for(repo, "f" * 40, LATE))  # a newer replica got here first
+    repo.bundle("web", [configmap("one", key="changed")], namespace="web", selector={})
+    repo.commit("older replica's view")
+    mark = last_seq(sim)
+    result = one_round(sim, repo, claim_for(repo, first, EARLY))
+    assert result.state is model.State.FAILED
+    assert f"superseded by revision {'f' * 40} written by another controller (test" in result.message
+    assert all(b.state is model.State.FAILED for b in result.bundles.values())
+    assert writes(sim.journal_sync(CLUSTER, since=mark)) == []
+    assert set(live_objects(sim, CLUSTER, namespace="web")) >= {"one", "two"}
+
+
+def test_a_round_at_a_revision_seen_later_records_it_before_its_first_write(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    first = str(repo.repo.head.target)
+    assert one_round(sim, repo, claim_for(repo, "0" * 40, EARLY)).state is model.State.SYNCED
+    mark = last_seq(sim)
+    result = one_round(sim, repo, claim_for(repo, first, LATE))  # nothing to write: the record stays
+    assert result.state is model.State.SYNCED and writes(sim.journal_sync(CLUSTER, since=mark)) == []
+    assert record_of(sim, repo)["revision"] == "0" * 40
+    repo.bundle("web", [configmap("one", key="changed")], namespace="web", selector={})
+    second = repo.commit("change")
+    result = one_round(sim, repo, claim_for(repo, second, LATE))
+    assert result.state is model.State.SYNCED
+    done = [(w["method"], w["path"]) for w in writes(sim.journal_sync(CLUSTER, since=mark))]
+    assert done[0][1].startswith("/api/v1/namespaces/fleet-system/configmaps/fleet-revision-"), done
+    assert record_of(sim, repo)["revision"] == second
+    assert record_of(sim, repo)["observedAt"] == LATE
+
+
+def test_a_persons_fleet_sync_applies_over_a_newer_revision_record_and_records_itself(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    write_record(sim, claim_for(repo, "f" * 40, LATE))
+    result = sync_in_process(repo.root, sim.kubeconfig, instance="fleet")
+    assert result.ok
+    assert set(live_objects(sim, CLUSTER, namespace="web")) >= {"one", "two"}
+    record = record_of(sim, repo)
+    assert record["revision"] == str(repo.repo.head.target)
+    assert record["writer"].startswith("fleet sync on ")
+
+
+def test_a_drift_repair_never_writes_back_an_older_revision(sim: testing.SimHandle, repo: GitOpsRepo) -> None:
+    first = str(repo.repo.head.target)
+    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
+    live = live_objects(sim, CLUSTER, namespace="web")["one"]
+    wanted: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap"}
+    wanted["metadata"] = {
+        "name": "one",
+        "namespace": "web",
+        "labels": live["metadata"]["labels"],
+        "annotations": live["metadata"]["annotations"],
+    }
+    wanted["data"] = {"key": "as the older revision had it"}
+    ref = model.ObjectRef.of(wanted)
+    write_record(sim, claim_for(repo, "f" * 40, LATE))
+    mark = last_seq(sim)
+
+    async def main(claim: inventory.Claim) -> model.ChangeSet:
+        client = client_for(sim)
+        try:
+            done = await repair.repair_objects(client, {ref: wanted}, instance="fleet", claim=claim)
+            return done.changes
+        finally:
+            await client.aclose()
+
+    changes = anyio.run(main, claim_for(repo, first, EARLY))
+    assert [c.action for c in changes.changes] == [model.Action.SKIPPED]
+    assert "superseded by revision" in changes.changes[0].message
+    assert writes(sim.journal_sync(CLUSTER, since=mark)) == []
+    # the newer claim itself repairs
+    changes = anyio.run(main, claim_for(repo, "f" * 40, LATE))
+    assert [c.action for c in changes.changes] == [model.Action.CONFIGURED], changes
+
+
+def test_the_revision_record_is_written_by_compare_and_swap(sim: testing.SimHandle, repo: GitOpsRepo) -> None:
+    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
+
+    async def main() -> None:
+        client = client_for(sim)
+        try:
+            mine = claim_for(repo, "a" * 40, EARLY)
+            found, rv = await apply.read_record(client, instance="fleet", source=mine.source)
+            assert found is not None and rv is not None
+            await apply.write_record(
+                client, claim_for(repo, "b" * 40, LATE), instance="fleet", resource_version=rv
+            )
+            with pytest.raises(apply.RecordRaced, match="written by another controller of the same source"):
+                await apply.write_record(client, mine, instance="fleet", resource_version=rv)
+            with pytest.raises(apply.RecordRaced):
+                await apply.write_record(client, mine, instance="fleet", resource_version=None)
+            again, _ = await apply.read_record(client, instance="fleet", source=mine.source)
+            assert again is not None and again.revision == "b" * 40
+        finally:
+            await client.aclose()
+
+    anyio.run(main)
+
+
+def test_an_inventory_written_by_an_earlier_fleet_is_adopted_and_pruned_from_as_before(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    one_round(sim, repo, None)  # no source named: written as earlier fleets wrote it
+    inv = live_objects(sim, CLUSTER, namespace="fleet-system")["fleet-inventory-web"]
+    assert "source" not in inv["data"]
+    repo.bundle("web", [configmap("one")], namespace="web", selector={})
+    repo.commit("drop two")
+    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
+    assert set(live_objects(sim, CLUSTER, namespace="web")) & {"one", "two"} == {"one"}
+    inv = live_objects(sim, CLUSTER, namespace="fleet-system")["fleet-inventory-web"]
+    assert inv["data"]["source"] == source.identity(repo.root)
+
+
+def test_diff_reports_another_sources_bundles_as_conflicts_never_as_removed(
+    sim: testing.SimHandle, repo: GitOpsRepo, tmp_path: Path
+) -> None:
+    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
+    other = GitOpsRepo(tmp_path / "other")
+    other.cluster(CLUSTER)
+    other.bundle("api", [configmap("api")], namespace="api", selector={})
+    other.commit("other team")
+
+    async def main() -> diff.ClusterDiff:
+        request = sync_request(other.root, sim.kubeconfig, instance="fleet")
+        parsed, targets, _ = await sync.prepare(request)
+        client = client_for(sim)
+        try:
+            return await diff.diff_cluster(
+                client,
+                parsed.clusters[CLUSTER],
+                targets[CLUSTER],
+                instance="fleet",
+                source=source.identity(other.root),
+            )
+        finally:
+            await client.aclose()
+
+    result = anyio.run(main)
+    kinds = {(d.bundle, d.kind) for d in result.diffs}
+    assert ("web", "conflict") in kinds and ("web", "removed") not in kinds
+    (web,) = [d for d in result.diffs if d.bundle == "web"]
+    assert str(repo.root) in web.text and str(other.root) in web.text
+    assert result.failed
+
+
+def test_an_inventory_that_appeared_since_the_round_read_the_cluster_is_never_overwritten(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
+    before = live_objects(sim, CLUSTER, namespace="fleet-system")["fleet-inventory-web"]
+    mark = last_seq(sim)
+
+    async def main() -> None:
+        client = client_for(sim)
+        try:
+            with pytest.raises(apply.InventoryRaced, match="fleet-inventory-web: created by another writer"):
+                await apply.create_inventory(client, "web", [], instance="fleet", source="someone else")
+        finally:
+            await client.aclose()
+
+    anyio.run(main)
+    assert writes(sim.journal_sync(CLUSTER, since=mark)) == []
+    assert live_objects(sim, CLUSTER, namespace="fleet-system")["fleet-inventory-web"] == before
