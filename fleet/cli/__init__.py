@@ -12,7 +12,7 @@ import sys
 import typer
 
 import fleet
-from fleet.cli import history, placement, repo, rollout, serve, sim, sync
+from fleet.cli import demo, diff, history, plan, rollout, serve, sim, status, sync, validate
 
 app = typer.Typer(
     name="fleet",
@@ -39,7 +39,7 @@ def _root(
 
 
 # Each command module exposes `register(app)`; listed here so the CLI surface is one place to read.
-for _module in (sim, repo, placement, sync, serve, rollout, history):
+for _module in (sim, validate, plan, sync, diff, serve, status, demo, rollout, history):
     _module.register(app)
 
 

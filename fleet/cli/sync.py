@@ -1,12 +1,12 @@
-"""`fleet sync` and `fleet diff`: one full reconcile of every cluster, or what it would change.
+"""`fleet sync`: one full reconcile of every cluster; and what `fleet diff` shares with it.
 
-Owns: the flags of both commands, building `kube.Settings` / `reconcile.Options` from them, progress on
+Owns: the flags of both commands (`checked_request`; `diff` is registered by `fleet.cli.diff`), reading,
+expanding and rendering the revision for them (`prepare`, through `fleet.core.pipeline`), building `kube.Settings` / `reconcile.Options` from them, progress on
 stderr (a live line on a terminal, plain lines otherwise), the summary table or JSON on stdout, and exit
 codes. `sync`: 0 only when every placed pair is applied and healthy and the revision has no error (paused
 clusters and suspended bundles are reported, not failures), 1 otherwise (a broken bundle is a row of the
 table and an entry of the JSON's `bundles` and `errors`, with PATH:LINE), 2 when nothing could be done
-(bad input). `diff`: 0 no
-difference, 1 differences, 2 an error (a cluster or object could not be compared, conflicts, bad input).
+(bad input). `diff` exits 0 for no difference, 1 for differences, 2 for an error (`fleet.cli.diff`).
 Both name their source (`source.identity` of the repository and `--path`), so another source's
 inventories under the same instance are conflicts, never pruned; `sync` claims the revision it read as
 seen now and always applies (`claim_of`: a person's explicit run is never superseded). `sync --waves`
@@ -30,7 +30,6 @@ import typer
 from fleet.cli import common, rendering, statusview
 from fleet.clients import kube, source
 from fleet.clients import sources as sources_mod
-from fleet.cluster import diff as diff_mod
 from fleet.cluster import reconcile
 from fleet.cluster import waves as waves_mod
 from fleet.core import errors, inventory, model, pipeline
@@ -56,7 +55,7 @@ class Request:
     sources: sources_mod.Settings = field(default_factory=sources_mod.Settings)
 
 
-def _checked_request(
+def checked_request(
     repo: str,
     rev: str | None,
     worktree: bool,
@@ -267,7 +266,7 @@ def result_table(result: reconcile.FleetResult) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `sync` and `diff` to the `fleet` app."""
+    """Add `sync` to the `fleet` app."""
 
     @app.command("sync")
     def sync_command(
@@ -318,7 +317,7 @@ def register(app: typer.Typer) -> None:
         if output not in ("table", "json"):
             common.fail("--format must be table or json", code=2)
         try:
-            c = _checked_request(
+            c = checked_request(
                 repo,
                 rev,
                 worktree,
@@ -343,66 +342,6 @@ def register(app: typer.Typer) -> None:
                 "--waves waits for health by its nature: it cannot be combined with --no-wait", code=2
             )
         code = common.run(_sync_waves if waves else _sync, c, health_timeout, not no_wait, output)
-        raise typer.Exit(code)
-
-    @app.command("diff")
-    def diff_command(
-        repo: str = typer.Argument(".", help="The GitOps repository (a local git repository)."),
-        rev: str | None = typer.Option(
-            None, "--rev", help=f"Commit to read (default HEAD). {source.REV_HELP}"
-        ),
-        worktree: bool = typer.Option(
-            False, "--worktree", help="Read the files on disk instead of a commit."
-        ),
-        path: str = typer.Option("", "--path", help="Subfolder holding clusters/ and bundles/."),
-        kubeconfig: str | None = typer.Option(
-            None, "--kubeconfig", help="Kubeconfig (default $KUBECONFIG, then ~/.kube/config)."
-        ),
-        instance: str = typer.Option(model.DEFAULT_INSTANCE, "--instance", help="Owner label value."),
-        concurrency: int = typer.Option(16, "--concurrency", help="Clusters compared at once."),
-        allow_exec_auth: bool = typer.Option(
-            False, "--allow-exec-auth", help="Allow kubeconfig users that run exec/auth-provider plugins."
-        ),
-        allow_empty_repo: bool = typer.Option(
-            False, "--allow-empty-repo", help="Act on a revision with no cluster file or no bundle."
-        ),
-        request_timeout: str = typer.Option(
-            "30s", "--request-timeout", help="Deadline of one API request attempt, first to last byte."
-        ),
-        retry_budget: str = typer.Option(
-            "60s",
-            "--retry-budget",
-            help="Time one request may spend retrying before its cluster is given up.",
-        ),
-        round_timeout: str = typer.Option(
-            "10m", "--round-timeout", help="Deadline of one cluster's round (health waits excluded)."
-        ),
-        helm_binary: str | None = rendering.helm_option(),
-        sops_age_key_file: str | None = rendering.key_option(),
-        render_timeout: str = rendering.timeout_option(),
-    ) -> None:
-        """Server-side dry-run diff against the live clusters (exit 0 none, 1 differences, 2 error)."""
-        try:
-            c = _checked_request(
-                repo,
-                rev,
-                worktree,
-                path,
-                kubeconfig,
-                instance,
-                concurrency,
-                allow_exec_auth,
-                allow_empty_repo,
-                request_timeout,
-                retry_budget,
-                round_timeout,
-                helm_binary,
-                sops_age_key_file,
-                render_timeout,
-            )
-        except errors.InputError as e:
-            common.fail(str(e), code=2)
-        code = common.run(_diff, c)
         raise typer.Exit(code)
 
 
@@ -480,45 +419,3 @@ async def _sync_waves(c: Request, health_timeout: float, wait: bool, output: str
     if done.stopped:
         common.info(f"stopped: {done.stopped}")
     return 0 if done.ok else 1
-
-
-def _about_bundle(bundle: str, text: str) -> str:
-    """``bundle B: text``, without repeating ``bundle B:`` when `text` already starts with it."""
-    head = f"bundle {bundle}: "
-    return text if text.startswith(head) else head + text
-
-
-async def _diff(c: Request) -> int:
-    try:
-        repo, targets, kubeconfig = await prepare(c)
-    except (errors.InputError, errors.SourceError) as e:
-        common.fail(str(e), code=2)
-    claim = await claim_of(c, repo)
-    async with kube.Clients(kubeconfig, settings=settings_of(c)) as clients:
-        result = await diff_mod.diff_fleet(
-            repo,
-            targets,
-            clients=clients,
-            instance=c.instance,
-            concurrency=c.concurrency,
-            deadline=c.round_timeout,
-            source=claim.source,
-        )
-    for name, cd in result.clusters.items():
-        if cd.error:
-            common.info(f"error: cluster {name}: {cd.error}")
-        for d in cd.diffs:
-            if d.kind in ("conflict", "error"):
-                common.info(f"{d.kind}: cluster {name}: {_about_bundle(d.bundle, d.text)}")
-            else:
-                typer.echo(f"# cluster {name}, bundle {d.bundle}: {d.ref} ({d.kind})")
-                typer.echo(d.text, nl=False)
-    # A broken cluster file means that cluster was not compared: an error, never "no differences".
-    for name in sorted(repo.broken_clusters):
-        common.info(f"error: cluster {name}: its cluster file is broken (problems above); not compared")
-    # Likewise a broken bundle: what it wants at this revision is unknown, so it was not compared.
-    for name in sorted(repo.broken_bundles):
-        common.info(f"error: bundle {name}: broken at this revision (problems above); not compared")
-    if result.failed or repo.broken_clusters or repo.broken_bundles:
-        return 2
-    return 1 if result.changed else 0

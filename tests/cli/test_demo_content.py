@@ -28,13 +28,13 @@ def test_the_demos_broken_release_step_breaks_only_the_web_deployment_and_its_ro
 
     import yaml
 
-    from fleet.cli import serve
+    from fleet.cli import demo
 
     repo = tmp_path / "repo"
     shutil.copytree(
         ROOT / "fleet" / "demo", repo, ignore=shutil.ignore_patterns("__init__.py", "__pycache__")
     )
-    text = serve._demo_instructions(
+    text = demo._demo_instructions(
         url="http://127.0.0.1:8080",
         repo=repo,
         kubeconfig=tmp_path / "kc",

@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from fleet.cli import repo as repo_command
+from fleet.cli import validate as repo_command
 from fleet.clients import sources
 from fleet.core import cel, errors, model, placement, validation
 from tests.support import placement_builders as pb
