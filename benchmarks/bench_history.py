@@ -56,7 +56,7 @@ import pygit2
 import yaml
 
 from fleet.clients import statedb
-from fleet.controller import webhook
+from fleet.controller import audit, webhook
 from fleet.core import history as hist
 
 QUICK = "--quick" in sys.argv
@@ -200,10 +200,10 @@ def year(workdir: Path) -> dict[str, Any]:
     deleted = 0
     while True:
         b0 = time.perf_counter()
-        n = store.prune_history(before=oldest + DAY, batch=5_000)
+        n = store.prune_history(before=oldest + DAY, batch=audit.Settings().prune_batch)
         batches.append(time.perf_counter() - b0)
         deleted += n
-        if n < 5_000:
+        if n < audit.Settings().prune_batch:
             break
     out["prune_one_day"] = {
         "deleted": deleted,

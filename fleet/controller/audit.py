@@ -45,7 +45,7 @@ class Settings:
     instance: str = model.DEFAULT_INSTANCE
     retention: float = DEFAULT_RETENTION  # seconds of history kept
     prune_every: float = 3600.0
-    prune_batch: int = 5_000
+    prune_batch: int = 1_000  # one short transaction each (a few tens of ms): writers wait no longer
 
 
 class Recorder:

@@ -203,8 +203,12 @@ class Engine(revisions.Revisions):
         wider = hist.Query(
             cluster=q.cluster, bundle=q.bundle, since=q.since, revision=q.revision, limit=q.limit + 1
         )
-        entries = await anyio.to_thread.run_sync(self.store.query_history, wider)
-        return {"entries": [e.document() for e in entries[: q.limit]], "more": len(entries) > q.limit}
+
+        def read() -> dict[str, Any]:  # thousands of rows: read and shaped off the event loop
+            entries = self.store.query_history(wider)
+            return {"entries": [e.document() for e in entries[: q.limit]], "more": len(entries) > q.limit}
+
+        return await anyio.to_thread.run_sync(read)
 
     async def revision_document(self, revision: str) -> dict[str, Any] | None:
         """``GET /api/v1/revisions/SHA``: which clusters hold a revision (a full or abbreviated id), for

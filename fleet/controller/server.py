@@ -257,7 +257,8 @@ async def history(request: web.Request) -> web.Response:
         doc = await request.app[CONTROLLER_KEY].history(query)
     except errors.StateError as e:
         return _problem(503, f"the history cannot be read: {e}")
-    return _json(doc)
+    body = await anyio.to_thread.run_sync(lambda: json.dumps(doc, separators=(",", ":")).encode())
+    return web.Response(body=body, content_type="application/json")
 
 
 async def revision(request: web.Request) -> web.Response:
