@@ -37,6 +37,8 @@ Try:
        {kubectl} --kubeconfig {kubeconfig} --context eu-prod-1 -n platform \\
          patch configmap cluster-info --type merge -p '{{"data":{{"region":"mars"}}}}'
        {kubectl} --kubeconfig {kubeconfig} --context eu-prod-1 -n platform get configmap cluster-info -o yaml
+       {kubectl} --kubeconfig {kubeconfig} --context eu-prod-1 -n fleet-system get events
+       fleet history --server {url} --cluster eu-prod-1      (who changed what, when: docs/notifications.md)
   3. Break a file (invalid YAML) and commit: the status page names it, the last good revision stays.
   4. Roll out a bad revision: the web bundle goes to the staging clusters first and halts there, every
      prod cluster keeps the revision it has:
