@@ -14,7 +14,8 @@ unchanged, deleted, skipped, conflict, failed):
   it was read at;
 - `apply_bundle`: one bundle's steps in phases (CRDs, then Namespaces, then the rest, each phase's objects
   concurrently within the client's in-flight limit), waiting for written CRDs to be Established and
-  rediscovering before the objects that need them; objects the plan found unchanged send nothing;
+  rediscovering until their kinds are served (a real API server lists them a moment later) before the
+  objects that need them; objects the plan found unchanged send nothing;
 - `prune_bundle`: the plan's deletions in reverse order; an owned Namespace only when it holds nothing
   but objects pruned with it; a refused delete stays in the inventory and is reported.
 
@@ -185,13 +186,25 @@ async def delete_inventory(client: kube.Client, bundle: str, *, instance: str) -
     )
 
 
+def _served_kinds(crd: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """The (apiVersion, kind) pairs a CustomResourceDefinition makes the cluster serve."""
+    spec = crd.get("spec") or {}
+    group, kind = spec.get("group"), (spec.get("names") or {}).get("kind")
+    if not isinstance(group, str) or not isinstance(kind, str):
+        return set()
+    versions = [v for v in spec.get("versions") or [] if isinstance(v, dict) and v.get("served")]
+    return {(f"{group}/{v.get('name')}", kind) for v in versions}
+
+
 async def _wait_established(
     client: kube.Client, crds: Iterable[model.ObjectRef], *, within: float, interval: float = 0.1
-) -> list[str]:
-    """Wait for CRDs to be Established; return messages for those that are not in time."""
+) -> list[tuple[model.ObjectRef, str]]:
+    """Wait for CRDs to be Established and their kinds served by discovery; (ref, message) for those that
+    are not in time. A real API server lists a new kind a moment after Established (docs/real-cluster.md):
+    discovery is read again until it does, so resources of the kind can be applied right after."""
     types = await client.types()
     pending = list(crds)
-    problems: list[str] = []
+    unserved: dict[model.ObjectRef, set[tuple[str, str]]] = {}
     with anyio.move_on_after(within):
         while pending:
             still = []
@@ -200,11 +213,20 @@ async def _wait_established(
                 obj = await client.get(rt, namespace=None, name=ref.name) if rt else None
                 if obj is None or health.assess(obj).status is not health.Status.HEALTHY:
                     still.append(ref)
+                else:
+                    unserved[ref] = _served_kinds(obj)
             pending = still
             if pending:
                 await anyio.sleep(interval)
-    for ref in pending:
-        problems.append(f"{ref}: not Established after {within:g}s")
+        while unserved:
+            served = set((await client.types(refresh=True)).types)
+            unserved = {ref: kinds - served for ref, kinds in unserved.items() if kinds - served}
+            if unserved:
+                await anyio.sleep(interval)
+    problems = [(ref, f"{ref}: not Established after {within:g}s") for ref in pending]
+    for ref, kinds in sorted(unserved.items()):
+        missing = ", ".join(f"{kind} {api_version}" for api_version, kind in sorted(kinds))
+        problems.append((ref, f"{ref}: Established, but {missing} not served after {within:g}s"))
     return problems
 
 
@@ -279,10 +301,7 @@ async def apply_bundle(
                 problems = await _wait_established(client, written, within=crd_timeout)
                 await client.types(refresh=True)
                 if problems:
-                    failed = tuple(
-                        model.Change(r, model.Action.FAILED, m)
-                        for r, m in zip(written, problems, strict=False)
-                    )
+                    failed = tuple(model.Change(r, model.Action.FAILED, m) for r, m in problems)
                     result.changes = result.changes + model.ChangeSet(failed)
     return result
 

@@ -6,9 +6,11 @@ code path in-process (`fleet.cli.sync.prepare` + `run_sync`) to keep the suite f
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -27,6 +29,7 @@ from tests.support.reconcile import (
     sync_in_process,
     writes,
 )
+from tests.support import faultproxy
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -365,6 +368,56 @@ def test_a_crd_and_its_custom_resources_in_one_commit_are_applied_in_order(
     since = last_seq(sim, "prod-1")
     assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
     assert writes(sim.journal_sync("prod-1", since=since)) == []
+
+
+def hiding_new_groups(groups: set[str], answers: int) -> Any:
+    """A faultproxy `edit` for aggregated discovery of `/apis`: the first `answers` answers that list one
+    of `groups` leave it out, as a real API server does for a moment after a CRD is Established."""
+    hidden = dict.fromkeys(groups, 0)
+
+    def edit(doc: Any) -> Any:
+        items = doc.get("items") if isinstance(doc, dict) else None
+        if not isinstance(items, list):
+            return doc
+        kept = []
+        for item in items:
+            name = (item.get("metadata") or {}).get("name")
+            if name in hidden and hidden[name] < answers:
+                hidden[name] += 1
+                continue
+            kept.append(item)
+        return {**doc, "items": kept}
+
+    return edit
+
+
+def test_custom_resources_wait_until_discovery_serves_their_kind_not_only_until_the_crd_is_established(
+    tmp_path: Path,
+) -> None:
+    """A real kube-apiserver lists a new kind in its discovery a moment after the CRD is Established
+    (docs/real-cluster.md): fleet refreshes discovery until the kind is served before applying resources
+    of it, in the CRD's own bundle and in a bundle that dependsOn it."""
+    gadgets = copy.deepcopy(CRD)
+    gadgets["metadata"]["name"] = "widgets.example.org"
+    gadgets["spec"]["group"] = "example.org"
+    gadget = {**WIDGET, "apiVersion": "example.org/v1"}
+    with testing.serving(names=["prod-1"]) as sim, faultproxy.serving(sim.kubeconfig_dict) as proxy:
+        edit = hiding_new_groups({"example.com", "example.org"}, 2)
+        proxy.add(faultproxy.Rule(method="GET", path=r"^/apis/?$", edit=edit))
+        repo = GitOpsRepo(tmp_path / "repo")
+        repo.cluster("prod-1")
+        repo.bundle("crds", [CRD], selector={})
+        repo.bundle("widgets", [WIDGET], namespace="web", selector={}, dependsOn=["crds"])
+        repo.bundle("together", [gadget, gadgets], namespace="gadgets", selector={})
+        repo.commit("crds and custom resources")
+        result = sync_in_process(repo.root, proxy.kubeconfig, instance="fleet", wait=True)
+        bundles = result.clusters["prod-1"].bundles
+        assert result.ok, {b: r.problems or r.message for b, r in bundles.items()}
+        for path in (
+            "/apis/example.com/v1/namespaces/web/widgets",
+            "/apis/example.org/v1/namespaces/gadgets/widgets",
+        ):
+            assert [w["metadata"]["name"] for w in send(sim, "prod-1", "GET", path).json()["items"]] == ["w1"]
 
 
 def test_no_matches_for_kind_is_a_clear_error_and_nothing_of_that_bundle_is_pruned(
