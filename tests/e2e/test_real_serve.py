@@ -8,6 +8,7 @@ fleet's HTTP API.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -159,29 +160,31 @@ def rollout_state(sha: str, *states: str) -> Callable[[dict[str, Any]], bool]:
     return check
 
 
-def test_a_rollout_moves_wave_by_wave_on_real_clusters_and_halts_when_the_deployment_controller_says_so(
+def test_a_rollout_moves_wave_by_wave_on_real_clusters_and_halts_on_what_the_real_server_refuses_or_reports(
     real_kube: kube.ControlPlane, tmp_path: Path, suffix: str
 ) -> None:
-    """Deployments of 0 replicas turn healthy once the real deployment controller observed them; one that
-    needs a Pod (none ever runs here) fails at its progressDeadlineSeconds, which halts the rollout."""
+    """Deployments of 0 replicas turn healthy once the real deployment controller observed them. A
+    revision the API server refuses (an invalid ConfigMap key: 422) halts after the canary and the fix
+    forward supersedes it; a Deployment that needs a Pod (none ever runs here) fails at its
+    progressDeadlineSeconds, which halts the rollout after the canary too."""
     instance, ns = f"r{suffix}", f"web-{suffix}"
     repo = GitOpsRepo(tmp_path / "repo")
     for c in BOTH:
         repo.cluster(c)
 
-    def web(image: str, **kw: Any) -> str:
-        repo.bundle(
-            "web",
-            [deployment(image, **kw), configmap("web", image=image)],
-            namespace=ns,
-            selector={},
-            rollout=CANARY_THEN_APPROVAL,
-        )
+    def web(image: str, *extra: dict[str, Any], **kw: Any) -> str:
+        objects = [deployment(image, **kw), configmap("web", image=image), *extra]
+        repo.bundle("web", objects, namespace=ns, selector={}, rollout=CANARY_THEN_APPROVAL)
         return repo.commit(image)
 
     def image_on(cluster: str) -> str | None:
         found = real.get(real_kube, cluster, f"/apis/apps/v1/namespaces/{ns}/deployments/web")
         return None if found is None else str(found["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    def generation(cluster: str) -> int:
+        found = real.get(real_kube, cluster, f"/apis/apps/v1/namespaces/{ns}/deployments/web")
+        assert found is not None
+        return int(found["metadata"]["generation"])
 
     def approve(fleet: serve.ServeProcess) -> None:
         resp = fleet.post("/api/v1/rollouts/web/approve", params={"actor": "ada", "reason": "canary is fine"})
@@ -195,17 +198,27 @@ def test_a_rollout_moves_wave_by_wave_on_real_clusters_and_halts_when_the_deploy
         approve(fleet)
         fleet.wait_for(rollout_state(first, "Completed"), timeout=60, what="the first rollout completed")
         assert image_on("real-2") == "web:1"
-        held = real.get(real_kube, "real-2", f"/apis/apps/v1/namespaces/{ns}/deployments/web")
-        assert held is not None
+        held = generation("real-2")
 
-        bad = web("web:2", replicas=1, deadline=2)
-        doc = fleet.wait_for(rollout_state(bad, "Halted"), timeout=90, what="the bad revision halted")
+        refused = web(
+            "web:2",
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "bad"},
+                "data": {"not a key!": "x"},
+            },
+        )
+        doc = fleet.wait_for(rollout_state(refused, "Halted"), timeout=90, what="the refused revision halted")
         r = doc["rollouts"]["web"]
-        assert r["wave"] == "canary" and "real-1: degraded" in r["reason"], r
-        assert r["waves"][0]["failed"]["real-1"]["reason"] == "degraded"
+        assert r["wave"] == "canary" and r["waves"][0]["failed"]["real-1"]["reason"] == "apply", r
+        assert (
+            "Invalid" in r["waves"][0]["failed"]["real-1"]["message"]
+            or "invalid" in r["waves"][0]["failed"]["real-1"]["message"]
+        ), r
         assert set(r["waves"][1]["clusters"].values()) == {"Pending"}
-        assert image_on("real-1") == "web:2"
-        assert doc["clusters"]["real-2"]["bundles"]["web"]["revision"] == first
+        assert (image_on("real-2"), generation("real-2")) == ("web:1", held)  # real-2 untouched
+        assert "bad" not in real.objects(real_kube, "real-2", ns)
 
         fixed = web("web:3")  # a fix forward supersedes the halted rollout and starts at the canary again
         fleet.wait_for(rollout_state(fixed, "WaitingApproval"), timeout=90, what="the fix past the canary")
@@ -213,11 +226,80 @@ def test_a_rollout_moves_wave_by_wave_on_real_clusters_and_halts_when_the_deploy
         approve(fleet)
         fleet.wait_for(rollout_state(fixed, "Completed"), timeout=60, what="the fix completed")
         done = fleet.wait_for(synced_at(fixed), timeout=30, what="both clusters Synced at the fix")
-    assert (image_on("real-1"), image_on("real-2")) == ("web:3", "web:3")
-    # real-2 never saw web:2: its Deployment went from the first revision straight to the fix.
-    now = real.get(real_kube, "real-2", f"/apis/apps/v1/namespaces/{ns}/deployments/web")
-    assert now is not None and now["metadata"]["generation"] == held["metadata"]["generation"] + 1
-    assert done["rollouts"]["web"]["actions"][-1]["actor"] == "ada"
+        assert (image_on("real-1"), image_on("real-2")) == ("web:3", "web:3")
+        assert generation("real-2") == held + 1  # real-2 went from the first revision straight to the fix
+        assert done["rollouts"]["web"]["actions"][-1]["actor"] == "ada"
+
+        stuck = web("web:4", replicas=1, deadline=2)
+        doc = fleet.wait_for(rollout_state(stuck, "Halted"), timeout=90, what="the stuck revision halted")
+        r = doc["rollouts"]["web"]
+        assert r["wave"] == "canary" and "real-1: degraded" in r["reason"], r
+        assert r["waves"][0]["failed"]["real-1"] == {
+            "reason": "degraded",
+            "message": f"Deployment/{ns}/web: progress deadline exceeded",
+        }
+        assert set(r["waves"][1]["clusters"].values()) == {"Pending"}
+    assert (image_on("real-1"), image_on("real-2")) == ("web:4", "web:3")
+    assert generation("real-2") == held + 1
+
+
+def test_a_deployment_past_its_deadline_changed_in_template_and_replicas_reports_the_old_deadline_at_first(
+    real_kube: kube.ControlPlane, suffix: str
+) -> None:
+    """What the real deployment controller does, which the sim does not (docs/real-cluster.md): a change of
+    template and replicas together is first handled as a scaling, whose status update reports the new
+    generation as observed while Progressing still says ProgressDeadlineExceeded from the old template; the
+    new rollout's condition follows. fleet's health reads that first status as Failed."""
+    ns = f"pde-{suffix}"
+    path = f"/apis/apps/v1/namespaces/{ns}/deployments"
+    with real_kube.client("real-1") as api:
+        assert (
+            api.post(
+                "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+            ).status_code
+            == 201
+        )
+        assert api.post(path, json=deployment("web:1", replicas=1, deadline=1)).status_code == 201
+
+        def progressing() -> str | None:
+            status = api.get(f"{path}/web").json().get("status") or {}
+            return next(
+                (c.get("reason") for c in status.get("conditions") or [] if c["type"] == "Progressing"), None
+            )
+
+        real.eventually(
+            lambda: progressing() == "ProgressDeadlineExceeded", timeout=60, what="the deadline exceeded"
+        )
+        seen: list[tuple[int, int, str | None]] = []
+        listed = api.get(path).json()["metadata"]["resourceVersion"]
+        changed = api.patch(
+            f"{path}/web",
+            params={"fieldManager": "test", "force": "true"},
+            content=json.dumps(deployment("web:2", replicas=0)),
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+        assert changed.status_code == 200, changed.text
+        params = {
+            "watch": "1",
+            "resourceVersion": listed,
+            "timeoutSeconds": "30",
+            "fieldSelector": "metadata.name=web",
+        }
+        with api.stream("GET", path, params=params) as events:
+            for line in events.iter_lines():
+                obj = json.loads(line)["object"]
+                status = obj.get("status") or {}
+                reason = next(
+                    (c.get("reason") for c in status.get("conditions") or [] if c["type"] == "Progressing"),
+                    None,
+                )
+                seen.append((obj["metadata"]["generation"], status.get("observedGeneration", 0), reason))
+                if reason == "NewReplicaSetAvailable":
+                    break
+        api.delete(f"/api/v1/namespaces/{ns}")
+    observed = [s for s in seen if s[1] == s[0]]  # the statuses of the new generation, in order
+    assert observed[0] == (2, 2, "ProgressDeadlineExceeded"), seen
+    assert observed[-1] == (2, 2, "NewReplicaSetAvailable"), seen
 
 
 def test_under_fleet_serve_a_prune_rbac_forbids_fails_the_bundle_and_stays_in_the_inventory(
