@@ -40,15 +40,18 @@ def status(
     details: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A failure Status as apimachinery encodes it: an empty `reason` is left out (omitempty), `details`
+    is there whenever the error has it, even empty (`NewGenericServerResponse` errors carry `{}`)."""
     out: dict[str, Any] = {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": metadata or {},
         "status": "Failure",
         "message": message,
-        "reason": reason,
     }
-    if details:
+    if reason:
+        out["reason"] = reason
+    if details is not None:
         out["details"] = details
     out["code"] = code
     return out
@@ -63,16 +66,15 @@ def error(
     retry_after: int | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> ApiError:
-    details = dict(details or {})
     headers: dict[str, str] = {}
     if retry_after is not None:
-        details["retryAfterSeconds"] = retry_after
+        details = {**(details or {}), "retryAfterSeconds": retry_after}
         headers["Retry-After"] = str(retry_after)
     return ApiError(status(code, reason, message, details=details, metadata=metadata), headers=headers)
 
 
 def _details(rtype: Resource | None, name: str, **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": name}
+    out: dict[str, Any] = {"name": name} if name else {}
     if rtype is not None:
         if rtype.group:
             out["group"] = rtype.group
@@ -110,6 +112,16 @@ def conflict(rtype: Resource, name: str, why: str) -> ApiError:
     )
 
 
+def precondition_failed(kind: str, name: str, why: str) -> ApiError:
+    """A delete precondition that does not hold: the store names the kind, not the resource."""
+    return error(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {kind} "{name}": {why}',
+        details={"name": name, "kind": kind},
+    )
+
+
 OPTIMISTIC_LOCK = (
     "the object has been modified; please apply your changes to the latest version and try again"
 )
@@ -122,7 +134,7 @@ def invalid(kind: str, name: str, causes: list[dict[str, str]], *, group: str = 
         field = cause.get("field", "")
         parts.append(f"{field}: {cause['message']}" if field else cause["message"])
     joined = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
-    details: dict[str, Any] = {"name": name}
+    details: dict[str, Any] = {"name": name} if name else {}
     if group:
         details["group"] = group
     details["kind"] = kind
@@ -151,7 +163,7 @@ def forbidden(
 def method_not_allowed(
     message: str = "the server does not allow this method on the requested resource",
 ) -> ApiError:
-    return error(405, "MethodNotAllowed", message)
+    return error(405, "MethodNotAllowed", message, details={})
 
 
 def unsupported_media_type(content_type: str, accepted: list[str]) -> ApiError:
@@ -160,6 +172,16 @@ def unsupported_media_type(content_type: str, accepted: list[str]) -> ApiError:
         "UnsupportedMediaType",
         f"the body of the request was in an unknown format - accepted media types include: {', '.join(accepted)}",
     )
+
+
+def unsupported_patch_type() -> ApiError:
+    """A PATCH whose Content-Type is no patch type: the generic 415 of the REST handler."""
+    return error(415, "UnsupportedMediaType", "415: Unsupported Media Type", details={})
+
+
+def patch_rejected() -> ApiError:
+    """A JSON patch (or merge patch) that cannot be applied: the generic 422, the reason not shown."""
+    return error(422, "Invalid", "the server rejected our request due to an error in our request", details={})
 
 
 def not_acceptable(supported: list[str]) -> ApiError:
@@ -193,10 +215,9 @@ def too_large(message: str) -> ApiError:
 
 
 def timeout(message: str, *, retry_after: int = 1, causes: list[dict[str, str]] | None = None) -> ApiError:
-    details: dict[str, Any] = {}
-    if causes:
-        details["causes"] = causes
-    return error(504, "Timeout", message, details=details, retry_after=retry_after)
+    return error(
+        504, "Timeout", message, details={"causes": causes} if causes else None, retry_after=retry_after
+    )
 
 
 # Reasons for an injected status code, as apimachinery names them.

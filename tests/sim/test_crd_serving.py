@@ -137,8 +137,8 @@ def test_custom_resources_are_404_until_the_crd_is_established() -> None:
         crd = client.get(f"{CRDS}/{CRD_NAME}").json()
         assert condition(crd, "Established") is None
         missing = client.post(CT, json=crontab("early"))
-        assert missing.status_code == 404
-        assert missing.json()["message"] == "the server could not find the requested resource"
+        # No API group serves it yet: the real server's path multiplexer answers, in plain text.
+        assert (missing.status_code, missing.text) == (404, "404 page not found\n")
         assert "stable.example.com" not in client.get("/apis").text
         eventually(lambda: condition(client.get(f"{CRDS}/{CRD_NAME}").json(), "Established") == "True")
         assert client.post(CT, json=crontab("late")).status_code == 201
@@ -304,7 +304,7 @@ def test_server_side_apply_of_an_undeclared_field_fails_with_500_whatever_the_va
     r = apply(client, f"{CT}/x", crontab("x", bogus=True), fieldValidation=validation)
     assert r.status_code == 500
     body = r.json()
-    assert body["reason"] == ""
+    assert "reason" not in body  # empty, so left out (omitempty), as the real server encodes it
     assert body["message"] == (
         "failed to create typed patch object (stable.example.com/v1, Kind=CronTab): "
         ".spec.bogus: field not declared in schema"

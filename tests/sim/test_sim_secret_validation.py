@@ -57,7 +57,7 @@ def assert_status(r: httpx.Response, code: int, reason: str, *secrets: str) -> d
     assert r.status_code == code, r.text
     body: dict[str, Any] = r.json()
     assert body["kind"] == "Status"
-    assert body["reason"] == reason
+    assert body.get("reason", "") == reason and body.get("reason") != ""  # an empty reason is left out
     for value in secrets:
         assert value not in r.text
     return body
@@ -285,7 +285,7 @@ def test_the_decoded_data_may_total_at_most_one_mebibyte(client: httpx.Client) -
     make(client, secret("fits", stringData={"a": half, "b": half}))
     r = client.post(SECRETS, json=secret("big", stringData={"a": half, "b": half + "A"}))
     body = assert_status(r, 422, "Invalid", half[:64])
-    assert causes(body) == [("FieldValueTooLong", "data", f"Too long: must have at most {limit} bytes")]
+    assert causes(body) == [("FieldValueTooLong", "data", f"Too long: may not be more than {limit} bytes")]
     assert gone(client, "big")
 
 

@@ -281,7 +281,8 @@ class ControlPlane:
             timeout=10,
         )
 
-    def _start_cluster(self, name: str) -> Cluster:
+    def _start_cluster(self, name: str, controllers: Sequence[str] | None = None) -> Cluster:
+        controllers = self.controllers if controllers is None else controllers
         d = self.workdir / name
         d.mkdir(parents=True, exist_ok=True)
         w = self.workdir
@@ -331,15 +332,17 @@ class ControlPlane:
         kubeconfig = d / "controller-manager.kubeconfig"
         write_kubeconfig(kubeconfig, self._kubeconfig_doc([(name, url)], token=self.admin_token))
         cm = None
-        if self.controllers:
+        if controllers:
             try:
-                cm = self._start_controller_manager(name, d, kubeconfig)
+                cm = self._start_controller_manager(name, d, kubeconfig, controllers)
             except BaseException:
                 apiserver.stop()
                 raise
         return Cluster(name, url, prefix, apiserver, cm, seconds)
 
-    def _start_controller_manager(self, name: str, d: Path, kubeconfig: Path) -> Child:
+    def _start_controller_manager(
+        self, name: str, d: Path, kubeconfig: Path, controllers: Sequence[str]
+    ) -> Child:
         w = self.workdir
         ca = self.ssl_context()
         for _attempt in range(3):
@@ -356,7 +359,7 @@ class ControlPlane:
                     f"--cert-dir={d}",
                     f"--tls-cert-file={w / 'serving.crt'}",
                     f"--tls-private-key-file={w / 'serving.key'}",
-                    f"--controllers={','.join(self.controllers)}",
+                    f"--controllers={','.join(controllers)}",
                     f"--root-ca-file={w / 'ca.crt'}",
                     f"--service-account-private-key-file={w / 'sa.key'}",
                     "--leader-elect=false",
@@ -413,6 +416,13 @@ class ControlPlane:
         return [self.started[name] for name in names]
 
     def cluster(self, name: str) -> Cluster:
+        return self.started[name]
+
+    def cluster_with(self, name: str, *, controllers: Sequence[str]) -> Cluster:
+        """A cluster of its own name running only `controllers` (started on first use, kept after)."""
+        with self.lock:
+            if name not in self.started:
+                self.started[name] = self._start_cluster(name, controllers)
         return self.started[name]
 
     def _kubeconfig_doc(

@@ -219,7 +219,11 @@ class CrdController:
         key = (spec.get("group", ""), names.get("plural", ""))
         self.terminating[key] = name
         self._terminating_kinds[(key[0], names.get("kind", ""))] = name
-        if not _condition_true(obj, "Terminating"):
+        in_progress = any(
+            c.get("type") == "Terminating" and c.get("reason") == "InstanceDeletionInProgress"
+            for c in (obj.get("status") or {}).get("conditions") or []
+        )
+        if not in_progress:  # the DELETE said "pending"; the finalizer controller says it has begun
             new_status = dict(obj.get("status") or {})
             new_status["conditions"] = updates.set_condition(
                 list(new_status.get("conditions") or []),

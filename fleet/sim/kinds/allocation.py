@@ -64,6 +64,10 @@ def allocate(allocator: Allocator, obj: dict[str, Any], old: dict[str, Any] | No
             allocator.used_ips.add(str(spec["clusterIP"]))
         if not spec.get("clusterIPs"):
             spec["clusterIPs"] = [spec["clusterIP"]]
+        if spec["clusterIP"] == "None" and not spec.get("selector"):
+            # A headless Service without selector gets both families, whatever the cluster's are.
+            spec.setdefault("ipFamilyPolicy", "RequireDualStack")
+            spec.setdefault("ipFamilies", ["IPv4", "IPv6"])
         spec.setdefault("ipFamilies", ["IPv4"])
         spec.setdefault("ipFamilyPolicy", "SingleStack")
     if kind in ("NodePort", "LoadBalancer"):

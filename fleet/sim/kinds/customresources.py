@@ -57,7 +57,11 @@ def prepare_definition(obj: dict[str, Any]) -> dict[str, Any]:
     if not obj.get("status"):
         # A create: the strategy's empty status with the storage version (the controller fills the rest).
         storage = [v["name"] for v in obj["spec"]["versions"] if v.get("storage")]
-        obj["status"] = {"acceptedNames": {"plural": "", "kind": ""}, "storedVersions": storage}
+        obj["status"] = {
+            "acceptedNames": {"plural": "", "kind": ""},
+            "conditions": None,
+            "storedVersions": storage,
+        }
     return obj
 
 

@@ -137,6 +137,7 @@ def default(obj: dict[str, Any], *, group: str, kind: str) -> dict[str, Any]:
         _cronjob(spec)
     elif key == ("", "Pod") and isinstance(spec, dict):
         _pod_spec(spec)
+        spec.setdefault("enableServiceLinks", True)  # a Pod's, not a template's (pod registry defaulting)
     elif key == ("", "Service") and isinstance(spec, dict):
         _service(spec)
     elif key == ("", "Secret"):
@@ -261,7 +262,6 @@ def _pod_spec(spec: dict[str, Any]) -> None:
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("securityContext", {})
     spec.setdefault("schedulerName", "default-scheduler")
-    spec.setdefault("enableServiceLinks", True)
     for field in ("containers", "initContainers"):
         for container in spec.get(field) or ():
             if isinstance(container, dict):

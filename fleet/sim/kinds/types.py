@@ -4,7 +4,8 @@ Owns: `ResourceType` (plural, singular, kind, scope, verbs, subresources, short 
 generation and status behaviour, selectable fields) for every built-in kind, and `Registry`, the
 per-cluster index by (group, version, plural) and (group, kind) that discovery and the request router
 read. CRD serving adds entries at run time with `Registry.add` / `Registry.remove`, which bump
-`Registry.generation` so cached discovery documents are rebuilt.
+`Registry.generation` so cached discovery documents are rebuilt; the APIService controller sets the
+group versions APIServices register (`Aggregated`, `Registry.set_aggregated`) the same way.
 
 Does not: hold objects (`fleet.sim.storage.store`), know schemas (`fleet.sim.kinds.schemas` has them; the
 merge structure comes from `fleet.sim.kinds.structure`), or default anything (`fleet.sim.kinds.defaults`).
@@ -148,6 +149,7 @@ def builtin_types() -> list[ResourceType]:
             "Namespace",
             "namespaces",
             namespaced=False,
+            verbs=tuple(v for v in STANDARD_VERBS if v != "deletecollection"),
             short=("ns",),
             sub=("status", "finalize"),
             fields={"status.phase": ("status", "phase")},
@@ -380,6 +382,15 @@ def builtin_types() -> list[ResourceType]:
             virtual=True,
         ),
         _t(
+            "apiregistration.k8s.io",
+            "v1",
+            "APIService",
+            "apiservices",
+            namespaced=False,
+            categories=("api-extensions",),
+            sub=("status",),
+        ),
+        _t(
             "apiextensions.k8s.io",
             "v1",
             "CustomResourceDefinition",
@@ -393,12 +404,25 @@ def builtin_types() -> list[ResourceType]:
     ]
 
 
+@dataclass(frozen=True)
+class Aggregated:
+    """A group version an APIService registers besides what the cluster serves itself: listed in discovery,
+    and, when not `available`, `Stale` there and answered 503 (`fleet.sim.controllers.apiservices`)."""
+
+    group: str
+    version: str
+    group_priority: int
+    version_priority: int
+    available: bool
+
+
 class Registry:
     """The kinds one cluster serves: built-ins plus whatever CRDs add. Lookups are dict hits."""
 
     def __init__(self, types: list[ResourceType] | None = None) -> None:
         self._by_gvr: dict[tuple[str, str, str], ResourceType] = {}
         self._by_gk: dict[tuple[str, str], ResourceType] = {}
+        self.aggregated: dict[tuple[str, str], Aggregated] = {}
         self.generation = 0
         self.cache: dict[Any, Any] = {}  # documents derived from the registry (discovery, OpenAPI)
         for rtype in types if types is not None else builtin_types():
@@ -422,6 +446,18 @@ class Registry:
             self.generation += 1
             self.cache.clear()
         return rtype
+
+    def set_aggregated(self, entries: dict[tuple[str, str], Aggregated]) -> None:
+        """Replace the APIServices' group versions; discovery documents are rebuilt when they changed."""
+        if entries != self.aggregated:
+            self.aggregated = dict(entries)
+            self.generation += 1
+            self.cache.clear()
+
+    def unavailable(self, group: str, version: str) -> bool:
+        """A group version whose APIService is not available (and which the cluster does not serve)."""
+        entry = self.aggregated.get((group, version))
+        return entry is not None and not entry.available and not self.in_group_version(group, version)
 
     def get(self, group: str, version: str, plural: str) -> ResourceType | None:
         return self._by_gvr.get((group, version, plural))

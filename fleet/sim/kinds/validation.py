@@ -321,6 +321,13 @@ MAX_ANNOTATIONS_BYTES = 256 * 1024
 
 
 def _key_problem(key: str) -> str | None:
+    if key.count("/") > 1:  # IsQualifiedName: neither a name nor prefix/name
+        return (
+            "a valid label key must consist of alphanumeric characters, '-', '_' or '.', and must start and "
+            "end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for "
+            "validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix "
+            "and '/' (e.g. 'example.com/MyName')"
+        )
     prefix, slash, name = key.rpartition("/")
     if slash:
         if not prefix:
@@ -336,7 +343,7 @@ def _key_problem(key: str) -> str | None:
     if not name:
         return "name part must be non-empty"
     if len(name) > 63:
-        return "name part must be no more than 63 characters"
+        return "name part must be no more than 63 bytes"
     if not _NAME_PART.match(name):
         return (
             "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
@@ -364,7 +371,7 @@ def metadata_causes(obj: dict[str, Any]) -> list[dict[str, str]]:
                 bad("metadata.labels", str(key), problem)
             if isinstance(value, str):
                 if len(value) > 63:
-                    bad("metadata.labels", value, "must be no more than 63 characters")
+                    bad("metadata.labels", value, "must be no more than 63 bytes")
                 elif not _LABEL_VALUE.match(value):
                     bad(
                         "metadata.labels",
@@ -386,7 +393,7 @@ def metadata_causes(obj: dict[str, Any]) -> list[dict[str, str]]:
             causes.append(
                 {
                     "reason": "FieldValueTooLong",
-                    "message": f"Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes",
+                    "message": f"Too long: may not be more than {MAX_ANNOTATIONS_BYTES} bytes",
                     "field": "metadata.annotations",
                 }
             )
@@ -516,6 +523,26 @@ def go_json_object_error(raw: bytes) -> str | None:
     return f"json: cannot unmarshal {_GO_JSON_KINDS.get(type(doc), 'value')} into Go value of type map[string]interface {{}}"
 
 
+def secret_warnings(obj: dict[str, Any]) -> list[str]:
+    """The warnings of a stored `kubernetes.io/tls` Secret whose certificate or key holds no PEM block
+    (what Go's `tls.X509KeyPair` says first; other certificate problems are not checked here)."""
+    if obj.get("type") != "kubernetes.io/tls" or not isinstance(obj.get("data"), dict):
+        return []
+
+    def pem(key: str) -> bool:
+        try:
+            raw = base64.b64decode(str(obj["data"].get(key) or ""), validate=False)
+        except ValueError:
+            return False
+        return b"-----BEGIN " in raw
+
+    if not pem("tls.crt"):
+        return ["tls: failed to find any PEM data in certificate input"]
+    if not pem("tls.key"):
+        return ["tls: failed to find any PEM data in key input"]
+    return []
+
+
 def secret_causes(obj: dict[str, Any]) -> list[dict[str, str]]:
     """422 causes of ValidateSecret past its metadata checks: data keys, total size, typed-secret rules.
 
@@ -539,7 +566,7 @@ def secret_causes(obj: dict[str, Any]) -> list[dict[str, str]]:
         causes.append(
             {
                 "reason": "FieldValueTooLong",
-                "message": f"Too long: must have at most {MAX_SECRET_SIZE} bytes",
+                "message": f"Too long: may not be more than {MAX_SECRET_SIZE} bytes",
                 "field": "data",
             }
         )

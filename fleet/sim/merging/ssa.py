@@ -176,7 +176,7 @@ def update(
     *,
     manager: str,
     structure: structure_mod.Structure,
-    now: str,
+    now: str | None,
     subresource: str | None = None,
 ) -> dict[str, Any]:
     """The object after a non-apply write (create, update, patch) by `manager`: ownership moves.

@@ -1,7 +1,9 @@
 """Discovery and OpenAPI documents of a simulated cluster, generated from its type registry.
 
 Owns: `/version`, legacy discovery (`/api`, `/apis`, `/apis/<g>`, `/api/v1`, `/apis/<g>/<v>`),
-aggregated discovery (`apidiscovery.k8s.io/v2` APIGroupDiscoveryList, with an ETag), and `/openapi/v3`
+aggregated discovery (`apidiscovery.k8s.io/v2` APIGroupDiscoveryList, with an ETag), groups in the
+aggregator's priority order with the group versions APIServices register (an unavailable one `Stale`),
+and `/openapi/v3`
 (an index plus one document per group/version whose schemas come from kubernetes-validate via
 `fleet.sim.kinds.schemas`, with a PATCH operation carrying `x-kubernetes-group-version-kind` and a
 `fieldValidation` parameter for each kind, which is what kubectl checks before it validates on the server),
@@ -20,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from fleet.sim.kinds import schemas, types
+from fleet.sim.kinds import apiservices, schemas, types
 
 KUBE_VERSION = "v1.35.2"
 SERVER_ADDRESSES = [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}]
@@ -69,16 +71,31 @@ def _group_doc(name: str, versions: list[str]) -> dict[str, Any]:
     }
 
 
+def discovered_groups(registry: types.Registry) -> dict[str, list[str]]:
+    """Group -> versions as discovery lists them: what the cluster serves and what APIServices register,
+    groups by priority (highest first, then by name) as the aggregator orders them, a group's own
+    versions first, then its APIServices' by version priority."""
+    served = registry.groups()
+    versions = {g: list(vs) for g, vs in served.items()}
+    priority = {g: apiservices.group_priority(g) for g in served}
+    for (g, v), entry in sorted(registry.aggregated.items(), key=lambda kv: -kv[1].version_priority):
+        if v not in versions.setdefault(g, []):
+            versions[g].append(v)
+        if g not in served:
+            priority[g] = max(priority.get(g, 0), entry.group_priority)
+    return {g: versions[g] for g in sorted(versions, key=lambda g: (-priority[g], g))}
+
+
 def group_list(registry: types.Registry) -> bytes:
     def build() -> dict[str, Any]:
-        groups = [_group_doc(g, vs) for g, vs in registry.groups().items() if g]
+        groups = [_group_doc(g, vs) for g, vs in discovered_groups(registry).items() if g]
         return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
     return _cached(registry, "apis", build)
 
 
 def api_group(registry: types.Registry, group: str) -> bytes | None:
-    versions = registry.groups().get(group)
+    versions = discovered_groups(registry).get(group)
     if not group or not versions:
         return None
     return _cached(
@@ -90,7 +107,7 @@ def api_group(registry: types.Registry, group: str) -> bytes | None:
 
 def _subresource_entries(rtype: types.ResourceType) -> list[dict[str, Any]]:
     out = []
-    for sub in rtype.subresources:
+    for sub in sorted(rtype.subresources):  # the real lists are sorted by name: scale before status
         entry: dict[str, Any] = {
             "name": f"{rtype.plural}/{sub}",
             "singularName": "",
@@ -137,9 +154,16 @@ def resource_list(registry: types.Registry, group: str, version: str) -> bytes |
 
 
 def _aggregated_resource(t: types.ResourceType) -> dict[str, Any]:
+    # A built-in kind of the group itself is named without group and version (as the real server's
+    # aggregated discovery does); a custom resource with them.
+    own = (
+        {"group": t.group, "version": t.version, "kind": t.kind}
+        if t.custom
+        else {"group": "", "version": "", "kind": t.kind}
+    )
     entry: dict[str, Any] = {
         "resource": t.plural,
-        "responseKind": {"group": t.group, "version": t.version, "kind": t.kind},
+        "responseKind": own,
         "scope": "Namespaced" if t.namespaced else "Cluster",
         "singularResource": t.singular,
         "verbs": list(t.verbs),
@@ -149,8 +173,8 @@ def _aggregated_resource(t: types.ResourceType) -> dict[str, Any]:
     if t.categories:
         entry["categories"] = list(t.categories)
     subs = []
-    for sub in t.subresources:
-        kind = {"group": t.group, "version": t.version, "kind": t.kind}
+    for sub in sorted(t.subresources):
+        kind = dict(own)
         verbs = list(types.SUBRESOURCE_VERBS)
         if sub == "scale":
             kind = {"group": "autoscaling", "version": "v1", "kind": "Scale"}
@@ -167,11 +191,14 @@ def aggregated(registry: types.Registry, *, legacy: bool) -> tuple[bytes, str]:
 
     def build() -> dict[str, Any]:
         items = []
-        for group, versions in registry.groups().items():
+        for group, versions in discovered_groups(registry).items():
             if (group == "") != legacy:
                 continue
-            vdocs = []
+            vdocs: list[dict[str, Any]] = []
             for v in versions:
+                if registry.unavailable(group, v):  # its APIService's backend does not answer
+                    vdocs.append({"version": v, "freshness": "Stale"})
+                    continue
                 rtypes = sorted(registry.in_group_version(group, v), key=lambda t: t.plural)
                 vdocs.append(
                     {
@@ -180,7 +207,7 @@ def aggregated(registry: types.Registry, *, legacy: bool) -> tuple[bytes, str]:
                         "freshness": "Current",
                     }
                 )
-            items.append({"metadata": {"name": group, "creationTimestamp": None}, "versions": vdocs})
+            items.append({"metadata": {"name": group} if group else {}, "versions": vdocs})
         return {
             "kind": "APIGroupDiscoveryList",
             "apiVersion": "apidiscovery.k8s.io/v2",

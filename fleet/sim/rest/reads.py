@@ -29,21 +29,15 @@ from fleet.sim.storage import objects, selectors, store, watches
 async def get(
     cluster: store.Cluster, request: web.BaseRequest, t: requests.Target, ctx: requests.RequestContext
 ) -> web.Response:
-    q = request.query
-    if q.get("fieldSelector"):
-        try:
-            fields = selectors.parse_fields(q.get("fieldSelector"), known=t.rtype.field_paths())
-        except selectors.SelectorError as e:
-            raise status.bad_request(str(e)) from None
-        pinned = fields.required_name()
-        if pinned is not None and pinned != t.name:
-            raise status.bad_request("fieldSelector metadata.name doesn't match requested name")
+    q = request.query  # a GET of one object ignores label and field selectors, as the real one does
     rv = q.get("resourceVersion")
     if rv not in (None, "", "0"):
         try:
             target_rv = int(rv)
         except ValueError:
-            raise status.bad_request(f"invalid resource version: {rv}") from None
+            raise status.internal(
+                f'resourceVersion: Invalid value: "{rv}": strconv.ParseUint: parsing "{rv}": invalid syntax'
+            ) from None
         if target_rv > cluster.rv and not await cluster.wait_for_rv(target_rv):
             raise cluster.too_large(target_rv)
     assert t.name is not None
@@ -55,7 +49,13 @@ async def get(
     if ctx.table:
         meta = {"resourceVersion": stored.obj["metadata"].get("resourceVersion", "")}
         return requests.json_response(
-            tables.table(t.rtype, [stored], metadata=meta, include=requests.include_object(request.query))
+            tables.table(
+                t.rtype,
+                [stored],
+                metadata=meta,
+                include=requests.include_object(request.query),
+                version=ctx.table_version,
+            )
         )
     return requests.json_response(stored.full())
 
@@ -86,7 +86,13 @@ async def list_(
         meta["remainingItemCount"] = result.remaining
     if ctx.table:
         return requests.json_response(
-            tables.table(t.rtype, result.items, metadata=meta, include=requests.include_object(request.query))
+            tables.table(
+                t.rtype,
+                result.items,
+                metadata=meta,
+                include=requests.include_object(request.query),
+                version=ctx.table_version,
+            )
         )
     head = orjson.dumps({"kind": t.rtype.list_kind, "apiVersion": t.rtype.api_version, "metadata": meta})
     encode = objects.Stored.full if t.rtype.custom else objects.Stored.item
@@ -141,7 +147,7 @@ async def watch(
         since=since,
         initial_events_end=initial_end,
         encode=(
-            tables.watch_encoder(t.rtype, include=requests.include_object(q))
+            tables.watch_encoder(t.rtype, include=requests.include_object(q), version=ctx.table_version)
             if ctx.table
             else _converted(ctx.convert)
             if ctx.convert is not None

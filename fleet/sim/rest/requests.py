@@ -22,7 +22,7 @@ import yaml
 from aiohttp import web
 
 from fleet.sim import status
-from fleet.sim.kinds import types
+from fleet.sim.kinds import types, validation
 from fleet.sim.storage import selectors, store, watches
 
 MAX_BODY = 3 * 1024 * 1024
@@ -51,7 +51,8 @@ class RequestContext:
     watch: bool = False
     warnings: list[str] = field(default_factory=list)
     drop_watch: bool = False  # a fault rule closes this watch right after its headers
-    table: bool = False  # answer meta.k8s.io/v1 Tables (kubectl's human-readable get)
+    table: bool = False  # answer meta.k8s.io Tables (kubectl's human-readable get)
+    table_version: str = "v1"  # which: v1, or v1beta1 for a client that asks only for that
     path: str = ""  # the path below the cluster prefix (what fault rules match)
     watchers: list[watches.Watcher] = field(default_factory=list)
     # A view resource's form of the objects a watch sends (`fleet.sim.rest.views`); None: as stored.
@@ -102,8 +103,8 @@ def _media_types(header: str) -> list[tuple[str, dict[str, str]]]:
 def negotiate(accept: str, *, discovery_doc: bool = False, table: bool = False) -> str:
     """'json', 'aggregated', 'table' or raise 406. What is not served falls through to the next type.
 
-    `table`: the resource has a server-side printer (`fleet.sim.rest.tables`), so a meta.k8s.io/v1 Table
-    may be answered; protobuf, PartialObjectMetadata and v1beta1 Tables are never served.
+    `table`: the resource has a server-side printer (`fleet.sim.rest.tables`), so a meta.k8s.io Table
+    may be answered ('table' for v1, 'table-v1beta1'); protobuf and PartialObjectMetadata are never served.
     """
     if not accept:
         return "json"
@@ -119,8 +120,13 @@ def negotiate(accept: str, *, discovery_doc: bool = False, table: bool = False) 
                 and params.get("v") == "v2"
             ):
                 return "aggregated"
-            if table and as_ == "Table" and params.get("g") == "meta.k8s.io" and params.get("v") == "v1":
-                return "table"
+            if (
+                table
+                and as_ == "Table"
+                and params.get("g") == "meta.k8s.io"
+                and params.get("v") in ("v1", "v1beta1")
+            ):
+                return "table" if params.get("v") == "v1" else "table-v1beta1"
             continue
         if mtype in ("application/yaml", "application/json;stream=watch"):
             return "json"
@@ -150,22 +156,25 @@ def integer(q: Any, name: str) -> int:
         raise status.bad_request(f'{name}: Invalid value: "{value}": must be an integer') from None
 
 
+def check_dry_run(values: list[str], kind: str) -> None:
+    """Only `All` is a dry-run value; the 422 quotes the whole list, as Go's `%q` prints a []string."""
+    if any(v != "All" for v in values):
+        shown = "[" + " ".join(orjson.dumps(v).decode() for v in values) + "]"
+        raise status.invalid(
+            kind,
+            "",
+            [
+                status.field_cause(
+                    "FieldValueNotSupported", "dryRun", f'Unsupported value: {shown}: supported values: "All"'
+                )
+            ],
+            group="meta.k8s.io",
+        )
+
+
 def dry_run(q: Any, kind: str) -> bool:
-    values = q.getall("dryRun", [])
-    for v in values:
-        if v != "All":
-            raise status.invalid(
-                kind,
-                "",
-                [
-                    status.field_cause(
-                        "FieldValueNotSupported",
-                        "dryRun",
-                        f'Unsupported value: "{v}": supported values: "All"',
-                    )
-                ],
-                group="meta.k8s.io",
-            )
+    values = list(q.getall("dryRun", []))
+    check_dry_run(values, kind)
     return bool(values)
 
 
@@ -251,23 +260,54 @@ def decode_json(data: bytes) -> Any:
         raise status.bad_request(f"couldn't get version/kind; json parse error: {e}") from None
 
 
-def decode_object(data: bytes, content_type: str) -> dict[str, Any]:
-    """A POST/PUT body: JSON (or YAML), which must be an object."""
+def decode_patch(data: bytes) -> Any:
+    """A JSON merge patch or JSON patch body (the wording after the prefix is Python's, not Go's)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise status.bad_request(f"error decoding patch: {e}") from None
+
+
+# The struct the real server's decoder reads a body's apiVersion and kind into (as Go prints its type).
+_TYPE_META = (
+    'struct { APIVersion string "json:\\"apiVersion,omitempty\\""; Kind string "json:\\"kind,omitempty\\"" }'
+)
+
+
+def decode_object(data: bytes, content_type: str, *, kind: str = "") -> dict[str, Any]:
+    """A POST/PUT body: JSON (or YAML), which must be an object; errors as the real decoder words them
+    (`the object provided is unrecognized (must be of type KIND): ...`; the wording of a JSON syntax error
+    after it is Python's, not Go's)."""
+    unrecognized = f"the object provided is unrecognized (must be of type {kind}): " if kind else ""
     if content_type == "application/yaml":
         try:
             obj = yaml.load(data, Loader=yaml.CSafeLoader)
         except yaml.YAMLError as e:
-            raise status.bad_request(f"error converting YAML to JSON: {e}") from None
+            raise status.bad_request(f"{unrecognized}{e} ({data[:32].hex()})") from None
     else:
         if not data.strip():
-            raise status.bad_request("the body of the request was empty")
-        obj = decode_json(data)
+            raise status.bad_request(
+                f"{unrecognized}couldn't get version/kind; json parse error: unexpected end of JSON input (<empty>)"
+            )
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            text = data[:64].decode("utf-8", errors="replace")
+            raise status.bad_request(
+                f"{unrecognized}couldn't get version/kind; json parse error: {e} ({text})"
+            ) from None
     if not isinstance(obj, dict):
+        have = _go_type(obj) if obj is not None else "null"
         raise status.bad_request(
-            "couldn't get version/kind; json parse error: json: cannot unmarshal "
-            f"{type(obj).__name__} into Go value of type struct {{ APIVersion string; Kind string }}"
+            f"{unrecognized}couldn't get version/kind; json parse error: json: cannot unmarshal {have} into Go "
+            f"value of type {_TYPE_META} ({data[:32].hex()})"
         )
     return obj
+
+
+def undecodable(rtype: types.ResourceType, message: str) -> str:
+    """A typed decoder's error for a body of a built-in kind: `KIND in version "V" cannot be handled as a KIND: ...`."""
+    return f'{rtype.kind} in version "{rtype.version}" cannot be handled as a {rtype.kind}: {message}'
 
 
 _META_STRINGS = ("name", "generateName", "namespace", "uid", "resourceVersion", "creationTimestamp")
@@ -278,45 +318,66 @@ def _go_type(value: Any) -> str:
     return _GO_TYPES.get(type(value), "value")
 
 
-def check_metadata(obj: dict[str, Any]) -> None:
-    """The decoding errors of ObjectMeta fields of the wrong JSON type (400, like the Go decoder)."""
+def check_metadata(
+    obj: dict[str, Any], rtype: types.ResourceType | None = None, *, patch: bool = False
+) -> None:
+    """The decoding errors of ObjectMeta fields of the wrong JSON type, like the Go decoder's: a request
+    body of a built-in kind (`rtype`) gets 400 `KIND in version "V" cannot be handled as a KIND: json: ...`;
+    a patched object (`patch`) 422 `patch: Invalid value: json: ...` (the real one also quotes the whole
+    patched object, which the sim leaves out: it may hold Secret data)."""
     meta = obj.get("metadata")
     if meta is None:
         return
 
-    def fail(field: str, value: Any, want: str) -> NoReturn:
-        raise status.bad_request(
+    def fail(message: str) -> NoReturn:
+        if patch:
+            cause = status.field_cause("FieldValueInvalid", "patch", f"Invalid value: {message}")
+            raise status.error(
+                422, "Invalid", f' "" is invalid: patch: {cause["message"]}', details={"causes": [cause]}
+            )
+        if rtype is not None and not rtype.custom:
+            message = undecodable(rtype, message)
+        raise status.bad_request(message)
+
+    def wrong(field: str, value: Any, want: str) -> NoReturn:
+        fail(
             f"json: cannot unmarshal {_go_type(value)} into Go struct field ObjectMeta.metadata.{field} of type {want}"
         )
 
     if not isinstance(meta, dict):
-        raise status.bad_request(
-            f"json: cannot unmarshal {_go_type(meta)} into Go struct field Object.metadata of type v1.ObjectMeta"
+        owner = rtype.kind if rtype is not None and not rtype.custom else "Object"
+        fail(
+            f"json: cannot unmarshal {_go_type(meta)} into Go struct field {owner}.metadata of type v1.ObjectMeta"
         )
     for key in _META_STRINGS:
         value = meta.get(key)
         if value is not None and not isinstance(value, str):
-            fail(key, value, "string")
+            wrong(key, value, "string")
     for key in ("labels", "annotations"):
         value = meta.get(key)
         if value is None:
             continue
         if not isinstance(value, dict):
-            fail(key, value, "map[string]string")
+            wrong(key, value, "map[string]string")
         for v in value.values():
             if not isinstance(v, str):
-                fail(key, v, "string")
+                wrong(key, v, "string")
+    # A list of the wrong JSON type is named as the list type, a wrong item as the item type.
     finalizers = meta.get("finalizers")
-    if finalizers is not None and (
-        not isinstance(finalizers, list) or not all(isinstance(f, str) for f in finalizers)
-    ):
-        fail("finalizers", finalizers, "[]string")
+    if finalizers is not None and not isinstance(finalizers, list):
+        wrong("finalizers", finalizers, "[]string")
+    for f in finalizers or ():
+        if not isinstance(f, str):
+            wrong("finalizers", f, "string")
     refs = meta.get("ownerReferences")
-    if refs is not None and (not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs)):
-        fail("ownerReferences", refs, "[]v1.OwnerReference")
+    if refs is not None and not isinstance(refs, list):
+        wrong("ownerReferences", refs, "[]v1.OwnerReference")
+    for ref in refs or ():
+        if not isinstance(ref, dict):
+            wrong("ownerReferences", ref, "v1.OwnerReference")
     generation = meta.get("generation")
     if generation is not None and (not isinstance(generation, int) or isinstance(generation, bool)):
-        fail("generation", generation, "int64")
+        wrong("generation", generation, "int64")
 
 
 def check_body_type(rtype: types.ResourceType, obj: dict[str, Any]) -> None:
@@ -330,7 +391,7 @@ def check_body_type(rtype: types.ResourceType, obj: dict[str, Any]) -> None:
         raise status.bad_request(
             f"the kind in the data ({kind}) does not match the expected kind ({rtype.kind})"
         )
-    check_metadata(obj)
+    check_metadata(obj, rtype)
 
 
 def header_text(text: str) -> str:
@@ -433,7 +494,8 @@ def list_options(request: web.BaseRequest, t: Target, *, watch: bool) -> dict[st
                 raise ValueError
         except ValueError:
             raise status.bad_request(
-                f'invalid resource version: strconv.ParseUint: parsing "{rv}": invalid syntax'
+                f'invalid resource version: resourceVersion: Invalid value: "{rv}": strconv.ParseUint: '
+                f'parsing "{rv}": invalid syntax'
             ) from None
     return {
         "rv": rv,
@@ -457,20 +519,7 @@ async def delete_options(request: web.BaseRequest) -> dict[str, Any]:
             raise status.bad_request("DeleteOptions must be an object")
         body = decoded
     dry_values = list(q.getall("dryRun", [])) + list(body.get("dryRun") or [])
-    for v in dry_values:
-        if v != "All":
-            raise status.invalid(
-                "DeleteOptions",
-                "",
-                [
-                    status.field_cause(
-                        "FieldValueNotSupported",
-                        "dryRun",
-                        f'Unsupported value: "{v}": supported values: "All"',
-                    )
-                ],
-                group="meta.k8s.io",
-            )
+    check_dry_run(dry_values, "DeleteOptions")
     propagation = body.get("propagationPolicy") or q.get("propagationPolicy")
     if propagation is None:
         orphan = body.get("orphanDependents")
@@ -500,11 +549,13 @@ async def delete_options(request: web.BaseRequest) -> dict[str, Any]:
     }
 
 
-def finish(result: store.WriteResult, ctx: RequestContext) -> web.Response:
+def finish(result: store.WriteResult, ctx: RequestContext, *, deleted: bool = False) -> web.Response:
     ctx.mutated = result.mutated
-    headers = {}
-    if ctx.warnings:
-        headers["Warning"] = ", ".join('299 - "' + header_text(w) + '"' for w in ctx.warnings)
-    if result.body is not None:
-        return json_response(result.body, code=result.code, headers=headers or None)
-    return json_response(result.stored.full(), code=result.code, headers=headers or None)
+    stored = result.stored.obj
+    if not deleted and stored.get("kind") == "Secret" and stored.get("apiVersion") == "v1":
+        ctx.warnings.extend(validation.secret_warnings(stored))
+    body = result.body if result.body is not None else result.stored.full()
+    resp = json_response(body, code=result.code)
+    for w in ctx.warnings:  # one header per warning, as the real server sends them
+        resp.headers.add("Warning", '299 - "' + header_text(w) + '"')
+    return resp

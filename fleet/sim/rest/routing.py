@@ -4,7 +4,9 @@ Owns: `Api`, one cluster's request handler: `handle` maps a path below the clust
 (`/version`, health, `/openapi/v2` and `/openapi/v3`, legacy and aggregated discovery, resource URLs
 `/api/v1/namespaces/x/configmaps/y`, `/apis/<group>/<version>/...`, the legacy `/watch/` prefix,
 subresources), negotiates Tables, dispatches the method to a verb, and renders every failure as a real
-Status body (`status.ApiError`; a bug answers 500, never a dropped connection).
+Status body (`status.ApiError`; a bug answers 500, never a dropped connection), except where the real
+server's own answers are plain text: `404 page not found` for a path no group serves and `503 service
+unavailable` for a group version whose APIService is unavailable.
 
 Does not: listen on sockets, inject faults or journal requests (`fleet.sim.server`); run the verbs
 (`fleet.sim.rest.reads`, `writes`, `patches`); build discovery documents (`fleet.sim.rest.discovery`).
@@ -57,6 +59,20 @@ def parse_target(registry: types.Registry, segments: list[str], group: str, vers
     return requests.Target(rtype, namespace, name, sub, watch_path)
 
 
+def _listed(registry: types.Registry) -> set[str]:
+    return {g for g, _ in registry.aggregated}
+
+
+def service_unavailable() -> web.Response:
+    """The aggregator's answer for a group version whose APIService is not available: plain text."""
+    return web.Response(status=503, text="service unavailable\n", content_type="text/plain", charset="utf-8")
+
+
+def page_not_found() -> web.Response:
+    """What the real server's path multiplexer answers for a path no API group serves: plain text."""
+    return web.Response(status=404, text="404 page not found\n", content_type="text/plain", charset="utf-8")
+
+
 class Api:
     """One cluster's request handler."""
 
@@ -88,6 +104,13 @@ class Api:
                 {"paths": ["/api", "/api/v1", "/apis", "/openapi/v3", "/version", "/healthz"]}
             )
         head = segments[0]
+        if head == "apis" and len(segments) >= 2:
+            if len(segments) >= 3 and registry.unavailable(segments[1], segments[2]):
+                return service_unavailable()  # an APIService whose backend does not answer
+            if segments[1] not in registry.groups() and (
+                len(segments) > 2 or segments[1] not in _listed(registry)
+            ):
+                return page_not_found()  # a group nobody serves: the mux's own 404, not a Status
         if head == "version" and len(segments) == 1:
             return requests.json_response(self._version)
         if head in ("healthz", "livez", "readyz"):
@@ -99,11 +122,12 @@ class Api:
                 doc = discovery.openapi_document(registry, "/".join(segments[2:]))
                 if doc is not None:
                     return requests.json_response(doc, headers={"Cache-Control": "public, immutable"})
+                return web.Response(status=404)  # an unknown group version: no body at all
             if segments[1:] == ["v2"]:
                 # kubectl's fallback for a kind in neither OpenAPI v3 nor a CRD (fleet.sim.rest.discovery).
                 body, content_type = discovery.openapi_v2(request.headers.get("Accept", ""))
                 return web.Response(body=body, headers={"Content-Type": content_type})
-            raise status.resource_not_found()
+            return page_not_found()
         if head == "api":
             if len(segments) == 1:
                 return self._discovery_root(request, legacy=True)
@@ -120,7 +144,7 @@ class Api:
                 return requests.json_response(doc)
             version, rest = segments[2], segments[3:]
         else:
-            raise status.resource_not_found()
+            return page_not_found()
         if not rest:
             requests.negotiate(request.headers.get("Accept", ""))
             doc = discovery.resource_list(registry, group, version)
@@ -129,7 +153,9 @@ class Api:
             return requests.json_response(doc)
         target = parse_target(registry, rest, group, version)
         printable = target.subresource is None and tables.has_printer(target.rtype)
-        ctx.table = requests.negotiate(request.headers.get("Accept", ""), table=printable) == "table"
+        answer = requests.negotiate(request.headers.get("Accept", ""), table=printable)
+        ctx.table = answer.startswith("table")
+        ctx.table_version = "v1beta1" if answer == "table-v1beta1" else "v1"
         return await self._resource(request, target, ctx)
 
     def _discovery_root(self, request: web.BaseRequest, *, legacy: bool) -> web.Response:
@@ -160,7 +186,8 @@ class Api:
                 raise status.method_not_allowed()
             return await writes.review(request, t)
         if method == "GET":
-            if t.subresource is None and (t.watch_path or requests.flag(q, "watch")):
+            # `?watch=true` on one object's URL is a plain GET; only `/watch/` paths watch one object.
+            if t.subresource is None and (t.watch_path or (t.name is None and requests.flag(q, "watch"))):
                 return await reads.watch(self.cluster, request, t, ctx)
             if t.name is None:
                 return await reads.list_(self.cluster, request, t, ctx)
@@ -175,6 +202,8 @@ class Api:
             return await patches.patch(self.cluster, request, t, ctx)
         if method == "DELETE":
             if t.name is None:
+                if "deletecollection" not in t.rtype.verbs:
+                    raise status.method_not_allowed()
                 return await writes.delete_collection(self.cluster, request, t, ctx)
             return await writes.delete(self.cluster, request, t, ctx)
         raise status.method_not_allowed()

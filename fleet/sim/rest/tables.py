@@ -15,13 +15,14 @@ kind is answered as plain JSON and kubectl prints NAME and AGE itself).
 from __future__ import annotations
 
 import calendar
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from fleet.sim.kinds import types
+from fleet.sim.kinds import schemas, types
 from fleet.sim.storage import objects
 
 Cells = list[Any]
@@ -29,10 +30,43 @@ Column = tuple[str, str, str]  # name, type, format
 
 NAME: Column = ("Name", "string", "name")
 AGE: Column = ("Age", "string", "")
-DESCRIPTIONS = {
-    "Name": "Name must be unique within a namespace. Is required when creating resources, although some "
-    "resources may allow a client to request the generation of an appropriate name automatically.",
-    "Age": "CreationTimestamp is a timestamp representing the server time when this object was created.",
+
+
+def _field_doc(group: str, version: str, kind: str, field: str) -> str | None:
+    """The OpenAPI description of a top-level field of a built-in kind (what a real printer's column
+    quotes through `SwaggerDoc()`), or None."""
+    loaded = schemas.load()
+    name = loaded.name_for(group, version, kind)
+    prop = ((loaded.get(name) or {}).get("properties") or {}).get(field) if name else None
+    doc = prop.get("description") if isinstance(prop, dict) else None
+    return doc if isinstance(doc, str) else None
+
+
+@functools.cache
+def _descriptions(group: str, version: str, kind: str) -> dict[str, str]:
+    """Column descriptions: Name and Age from ObjectMeta, a column named after a top-level field of the
+    kind from that field (ConfigMap DATA); other columns are described by their name only."""
+    meta = (schemas.load().get("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta") or {}).get(
+        "properties"
+    ) or {}
+    out = {
+        "Name": str((meta.get("name") or {}).get("description") or "Name"),
+        "Age": str((meta.get("creationTimestamp") or {}).get("description") or "Age"),
+    }
+    for column in {c[0] for c in PRINTERS.get((group, kind), ([], None, False))[0]}:
+        doc = _field_doc(group, version, kind, column[:1].lower() + column[1:])
+        if doc is not None:
+            out[column] = doc
+    out.update(_OWN_DESCRIPTIONS.get((group, kind), {}))
+    return out
+
+
+# Columns whose printers describe them in words of their own.
+_OWN_DESCRIPTIONS = {
+    ("apiregistration.k8s.io", "APIService"): {
+        "Service": "The reference to the service that hosts this API endpoint.",
+        "Available": "Whether this service is available.",
+    }
 }
 
 
@@ -108,6 +142,18 @@ def _namespace(obj: dict[str, Any]) -> Cells:
 
 def _configmap(obj: dict[str, Any]) -> Cells:
     return [len(obj.get("data") or {}) + len(obj.get("binaryData") or {})]
+
+
+def _apiservice(obj: dict[str, Any]) -> Cells:
+    ref = _dict(_dict(obj.get("spec")).get("service"))
+    service = f"{ref.get('namespace', '')}/{ref.get('name', '')}" if ref else "Local"
+    available = "Unknown"
+    for cond in _dict(obj.get("status")).get("conditions") or []:
+        if isinstance(cond, dict) and cond.get("type") == "Available":
+            available = str(cond.get("status"))
+            if available != "True" and cond.get("reason"):
+                available += f" ({cond['reason']})"
+    return [service, available]
 
 
 def _secret(obj: dict[str, Any]) -> Cells:
@@ -310,6 +356,11 @@ def _created_at(obj: dict[str, Any]) -> Cells:
 Printer = tuple[list[Column], Callable[[dict[str, Any]], Cells], bool]  # extra columns, cells, with Age
 
 PRINTERS: dict[tuple[str, str], Printer] = {
+    ("apiregistration.k8s.io", "APIService"): (
+        [("Service", "string", ""), ("Available", "string", "")],
+        _apiservice,
+        True,
+    ),
     ("", "Namespace"): ([("Status", "string", "")], _namespace, True),
     ("", "ConfigMap"): ([("Data", "string", "")], _configmap, True),
     ("", "Secret"): ([("Type", "string", ""), ("Data", "string", "")], _secret, True),
@@ -482,40 +533,46 @@ def has_printer(rtype: types.ResourceType) -> bool:
 
 
 def columns(rtype: types.ResourceType) -> list[dict[str, Any]]:
+    docs = _descriptions(rtype.group, rtype.version, rtype.kind)
     own = OWN.get((rtype.group, rtype.kind))
     if own is not None:
         return [
-            {"name": n, "type": t, "format": f, "description": DESCRIPTIONS.get(n, n), "priority": p}
+            {"name": n, "type": t, "format": f, "description": docs.get(n, n), "priority": p}
             for n, t, f, p in own[0]
         ]
     extra, _, with_age = PRINTERS[(rtype.group, rtype.kind)]
     wide = WIDE[(rtype.group, rtype.kind)][0] if (rtype.group, rtype.kind) in WIDE else []
     cols = [(c, 0) for c in [NAME, *extra, *([AGE] if with_age else [])]] + [(c, 1) for c in wide]
     return [
-        {"name": n, "type": t, "format": f, "description": DESCRIPTIONS.get(n, n), "priority": p}
+        {"name": n, "type": t, "format": f, "description": docs.get(n, n), "priority": p}
         for (n, t, f), p in cols
     ]
 
 
-def _row_object(obj: dict[str, Any], include: str) -> dict[str, Any] | None:
+def _row_object(obj: dict[str, Any], include: str, version: str = "v1") -> dict[str, Any] | None:
     if include == "None":
         return None
     if include == "Object":
         return obj
     return {
         "kind": "PartialObjectMetadata",
-        "apiVersion": "meta.k8s.io/v1",
+        "apiVersion": f"meta.k8s.io/{version}",
         "metadata": obj.get("metadata", {}),
     }
 
 
 def row(
-    rtype: types.ResourceType, obj: dict[str, Any], *, include: str, now: float | None = None
+    rtype: types.ResourceType,
+    obj: dict[str, Any],
+    *,
+    include: str,
+    now: float | None = None,
+    version: str = "v1",
 ) -> dict[str, Any]:
     own = OWN.get((rtype.group, rtype.kind))
     if own is not None:
         out_own: dict[str, Any] = {"cells": own[1](obj, time.time() if now is None else now)}
-        embedded_own = _row_object(obj, include)
+        embedded_own = _row_object(obj, include, version)
         if embedded_own is not None:
             out_own["object"] = embedded_own
         return out_own
@@ -527,7 +584,7 @@ def row(
     if wide is not None:
         cells.extend(wide[1](obj))
     out: dict[str, Any] = {"cells": cells}
-    embedded = _row_object(obj, include)
+    embedded = _row_object(obj, include, version)
     if embedded is not None:
         out["object"] = embedded
     return out
@@ -540,18 +597,22 @@ def table(
     metadata: dict[str, Any],
     include: str = "Metadata",
     headers: bool = True,
+    version: str = "v1",
 ) -> dict[str, Any]:
+    """A meta.k8s.io Table (`version` v1, or v1beta1: the same document under the older version)."""
     now = time.time()
     return {
         "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
+        "apiVersion": f"meta.k8s.io/{version}",
         "metadata": metadata,
         "columnDefinitions": columns(rtype) if headers else None,
-        "rows": [row(rtype, s.obj, include=include, now=now) for s in items],
+        "rows": [row(rtype, s.obj, include=include, now=now, version=version) for s in items],
     }
 
 
-def watch_encoder(rtype: types.ResourceType, *, include: str) -> Callable[[str, objects.Stored], bytes]:
+def watch_encoder(
+    rtype: types.ResourceType, *, include: str, version: str = "v1"
+) -> Callable[[str, objects.Stored], bytes]:
     """Encode each watch event as a one-row Table; only the first one carries the column definitions."""
     first = True
 
@@ -563,6 +624,7 @@ def watch_encoder(rtype: types.ResourceType, *, include: str) -> Callable[[str, 
             metadata={"resourceVersion": stored.obj.get("metadata", {}).get("resourceVersion", "")},
             include=include,
             headers=first,
+            version=version,
         )
         first = False
         return orjson.dumps({"type": etype, "object": doc}) + b"\n"

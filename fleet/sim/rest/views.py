@@ -152,7 +152,7 @@ async def _patch(
 ) -> web.StreamResponse:
     ct = requests.content_type_of(request)
     if ct not in requests.PATCH_TYPES:
-        raise status.unsupported_media_type(ct, list(requests.PATCH_TYPES))
+        raise status.unsupported_patch_type()
     data = await requests.read_body(request)
     if ct == "application/apply-patch+yaml":
         config = requests.decode_object(data, "application/yaml")
@@ -165,27 +165,21 @@ async def _patch(
     manager = requests.field_manager(request, "PatchOptions")
     mode = requests.field_validation(q)
     assert t.name is not None
-    doc = requests.decode_json(data)
+    doc = requests.decode_patch(data)
     old = cluster.get(st.rtype, st.ns, t.name)
     base = events.to_events(old.copy())
     if ct == "application/json-patch+json":
         try:
             patched = jsonpatch.JsonPatch(doc).apply(base, in_place=False)
-        except jsonpatch.InvalidJsonPatch as e:
-            raise status.bad_request(
-                f"the server rejected our request due to an error in our request: {e}"
-            ) from None
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as e:
-            raise status.error(
-                422, "Invalid", f"the server rejected our request due to an error in our request: {e}"
-            ) from None
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError):
+            raise status.patch_rejected() from None
     else:  # merge and strategic merge patches: an Event has no list a strategy would merge
         if not isinstance(doc, dict):
             raise status.bad_request("json: cannot unmarshal into Go value of type map[string]interface {}")
         patched = json_merge_patch.merge(events.to_events(old.copy()), doc)  # merges in place
     if not isinstance(patched, dict):
         raise status.bad_request("the patch did not produce an object")
-    requests.check_metadata(patched)
+    requests.check_metadata(patched, patch=True)
     meta = patched.get("metadata")
     if not isinstance(meta, dict) or meta.get("name") != t.name:
         raise status.bad_request(

@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from fleet.sim import preparation, status
-from fleet.sim.kinds import allocation, customresources, types, validation
+from fleet.sim.kinds import allocation, apiservices, customresources, types, validation
 from fleet.sim.rest import reads, requests
 from fleet.sim.storage import objects, selectors, store, strategy
 
@@ -37,9 +37,9 @@ async def create(
     manager = requests.field_manager(request, "CreateOptions")
     mode = requests.field_validation(q)
     data = await requests.read_body(request)
-    obj = requests.decode_object(data, ct)
+    obj = requests.decode_object(data, ct, kind=t.rtype.kind)
     requests.check_body_type(t.rtype, obj)
-    strict_fields(t.rtype, obj, mode, ctx, raw=data if ct == requests.JSON else None)
+    strict_fields(t.rtype, obj, mode, ctx, raw=data if ct == requests.JSON else None, body=True)
     namespace = t.namespace or ""
     if t.rtype.namespaced and not namespace:
         raise status.resource_not_found()
@@ -65,28 +65,28 @@ async def update(
     manager = requests.field_manager(request, "UpdateOptions")
     mode = requests.field_validation(q)
     data = await requests.read_body(request)
-    body = requests.decode_object(data, ct)
+    body = requests.decode_object(data, ct, kind=t.rtype.kind)
     assert t.name is not None
     if t.subresource == "scale":
         return write_scale(cluster, t, body, manager=manager, dry=is_dry, ctx=ctx)
     if t.subresource == "finalize":
-        # Namespace finalize: only spec.finalizers changes (registry/core/namespace FinalizeREST).
-        old_ns = cluster.get(t.rtype, "", t.name)
-        finalizers = (
-            (body.get("spec") or {}).get("finalizers") if isinstance(body.get("spec"), dict) else None
-        )
+        # Namespace finalize (registry/core/namespace FinalizeREST): an update of everything but the
+        # status, recorded as subresource `finalize`.
+        spec = body.get("spec")
+        finalizers = spec.get("finalizers") if isinstance(spec, dict) else None
         if finalizers is not None and not (
             isinstance(finalizers, list) and all(isinstance(f, str) for f in finalizers)
         ):
             raise status.bad_request("spec.finalizers must be a list of strings")
-        changed = old_ns.copy()
-        changed.setdefault("spec", {})["finalizers"] = finalizers or []
-        if not changed["spec"]["finalizers"]:
-            del changed["spec"]["finalizers"]
-        result = cluster.commit_update(t.rtype, old_ns, changed, dry_run=is_dry)
-        return requests.finish(result, ctx)
+        if finalizers == [] and isinstance(spec, dict):
+            del spec["finalizers"]  # an empty list is left out (omitempty)
+        old_ns = cluster.get(t.rtype, "", t.name)
+        if "status" in old_ns.obj:
+            body["status"] = old_ns.obj["status"]
+        else:
+            body.pop("status", None)
     requests.check_body_type(t.rtype, body)
-    strict_fields(t.rtype, body, mode, ctx, raw=data if ct == requests.JSON else None)
+    strict_fields(t.rtype, body, mode, ctx, raw=data if ct == requests.JSON else None, body=True)
     meta = body.get("metadata") or {}
     if not isinstance(meta, dict):
         raise status.bad_request("metadata must be an object")
@@ -134,7 +134,7 @@ async def delete(
         precondition_uid=opts["uid"],
         precondition_rv=opts["rv"],
     )
-    return requests.finish(result, ctx)
+    return requests.finish(result, ctx, deleted=True)
 
 
 async def delete_collection(
@@ -163,7 +163,10 @@ async def delete_collection(
         except status.ApiError:
             continue
         ctx.mutated = ctx.mutated or result.mutated
-        items.append(result.stored)
+        # An object deleted at once is listed as it was (its last resourceVersion), one held by
+        # finalizers as it is now, as the real DeleteCollection answers.
+        gone = opts["dry"] or cluster.find(t.rtype, meta.get("namespace", ""), meta["name"]) is None
+        items.append(stored if gone and not meta.get("finalizers") else result.stored)
     head = orjson.dumps(
         {
             "kind": t.rtype.list_kind,
@@ -180,19 +183,23 @@ async def review(request: web.BaseRequest, t: requests.Target) -> web.Response:
     ct = requests.content_type_of(request)
     if ct not in requests.BODY_TYPES:
         raise status.unsupported_media_type(ct, ["application/json", "application/yaml"])
-    body = requests.decode_object(await requests.read_body(request), ct)
+    manager = requests.field_manager(request, "CreateOptions")
+    body = requests.decode_object(await requests.read_body(request), ct, kind=t.rtype.kind)
     requests.check_body_type(t.rtype, body)
     body["apiVersion"], body["kind"] = t.rtype.api_version, t.rtype.kind
     meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
-    body["metadata"] = {"creationTimestamp": None, **(meta or {})}
-    if t.rtype.kind == "SelfSubjectAccessReview":
-        body.setdefault("spec", {})
-        body["status"] = {"allowed": True, "reason": "fleet sim allows every request"}
-    elif t.rtype.kind == "TokenReview":
-        body.setdefault("spec", {})
-        body["status"] = {"authenticated": True, "user": dict(requests.ADMIN_USER)}
-    else:
+    body["metadata"] = dict(meta or {})
+    if t.rtype.kind == "SelfSubjectReview":  # answered by its own handler: a timestamp, no managedFields
+        body["metadata"].setdefault("creationTimestamp", objects.now())
         body["status"] = {"userInfo": dict(requests.ADMIN_USER)}
+        return requests.json_response(body, code=201)
+    # The reviews go through the create handler: managedFields of the spec sent, no timestamp.
+    body.setdefault("spec", {})
+    body = objects.order(preparation.record_update(t.rtype, None, body, manager=manager, subresource=None))
+    if t.rtype.kind == "SelfSubjectAccessReview":
+        body["status"] = {"allowed": True}  # every caller is a member of system:masters
+    else:
+        body["status"] = {"authenticated": True, "user": dict(requests.ADMIN_USER)}
     return requests.json_response(body, code=201)
 
 
@@ -209,12 +216,15 @@ def write_update(
     managed_as: str | None = None,
 ) -> store.WriteResult:
     new = strategy.prepare_update(rtype, old, new, subresource=subresource)
-    new = server_fields(cluster, rtype, preparation.apply_defaults(rtype, new), old.obj)
+    new = preparation.apply_defaults(rtype, new)
     strategy.bump_generation(rtype, old.obj, new)
-    if not applied:
-        new = preparation.record_update(
-            rtype, old.obj, new, manager=manager, subresource=managed_as or subresource
+
+    def record(obj: dict[str, Any]) -> dict[str, Any]:
+        return preparation.record_update(
+            rtype, old.obj, obj, manager=manager, subresource=managed_as or subresource
         )
+
+    new = server_fields(cluster, rtype, new, old.obj, record=None if applied else record)
     return cluster.commit_update(rtype, old, new, dry_run=dry)
 
 
@@ -253,6 +263,7 @@ def strict_fields(
     ctx: requests.RequestContext,
     *,
     raw: bytes | None = None,
+    body: bool = False,
 ) -> None:
     if rtype.custom:
         unknown = customresources.unknown_fields(rtype, obj, prune=mode != "Strict")
@@ -269,24 +280,65 @@ def strict_fields(
     if not problems:
         return
     if mode == "Strict":
-        raise status.bad_request("strict decoding error: " + ", ".join(problems))
+        message = "strict decoding error: " + ", ".join(problems)
+        if body and not rtype.custom:  # the typed decoder of a request body names the kind
+            message = requests.undecodable(rtype, message)
+        raise status.bad_request(message)
     if mode == "Warn":
         ctx.warnings.extend(problems)
 
 
 def server_fields(
-    cluster: store.Cluster, rtype: types.ResourceType, obj: dict[str, Any], old: dict[str, Any] | None
+    cluster: store.Cluster,
+    rtype: types.ResourceType,
+    obj: dict[str, Any],
+    old: dict[str, Any] | None,
+    *,
+    record: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Metadata validation and what the registry allocates after defaulting (Service IPs, node ports)."""
+    """Metadata validation, the managedFields of a non-apply write (`record`), then what the registry sets
+    after field management, which no manager owns, as on a real server: a Service's cluster IPs, IP
+    families and node ports and its empty `status.loadBalancer`, a new Namespace's `kubernetes` finalizer;
+    and what storage does to a Role's empty `rules` (null)."""
     causes = validation.metadata_causes(obj)
     if rtype.group == "" and rtype.kind == "Secret" and not rtype.custom:
         before = validation.secret_update_causes(obj, old) if old is not None else []
         causes = before + causes + validation.secret_causes(obj)
     if causes:
         raise status.invalid(rtype.kind, obj.get("metadata", {}).get("name", ""), causes, group=rtype.group)
-    if rtype.group == "" and rtype.kind == "Service" and not rtype.custom:
-        allocation.allocate(cluster.allocator, obj, old)
+    if record is not None:
+        obj = record(obj)
+    if (
+        (rtype.group, rtype.kind) == (apiservices.GROUP, apiservices.KIND)
+        and old is None
+        and apiservices.is_local(obj)
+    ):
+        # A local APIService is available from its create on (a remote one is judged by the controller).
+        obj["status"] = {"conditions": [_condition_now(*apiservices.availability(obj, None, []))]}
+    if rtype.group == "rbac.authorization.k8s.io" and obj.get("rules") == []:
+        # `rules` has no omitempty and etcd holds protobuf, in which an empty list is no list: null.
+        obj["rules"] = None
+    if rtype.group == "" and not rtype.custom:
+        if rtype.kind == "Service":
+            allocation.allocate(cluster.allocator, obj, old)
+            status_ = obj.get("status")
+            if isinstance(status_, dict):
+                status_.setdefault("loadBalancer", {})
+        elif rtype.kind == "Namespace" and old is None:
+            spec = obj.setdefault("spec", {})
+            if isinstance(spec, dict):
+                spec["finalizers"] = ["kubernetes"]
     return obj
+
+
+def _condition_now(cstatus: str, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "type": "Available",
+        "status": cstatus,
+        "lastTransitionTime": objects.now(),
+        "reason": reason,
+        "message": message,
+    }
 
 
 def prepare_new(
@@ -296,8 +348,10 @@ def prepare_new(
     manager: str,
     subresource: str | None,
 ) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    def prepare(obj: dict[str, Any]) -> dict[str, Any]:
-        obj = server_fields(cluster, rtype, preparation.apply_defaults(rtype, obj), old)
+    def record(obj: dict[str, Any]) -> dict[str, Any]:
         return preparation.record_update(rtype, old, obj, manager=manager, subresource=subresource)
+
+    def prepare(obj: dict[str, Any]) -> dict[str, Any]:
+        return server_fields(cluster, rtype, preparation.apply_defaults(rtype, obj), old, record=record)
 
     return prepare

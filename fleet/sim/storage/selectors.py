@@ -81,12 +81,16 @@ def _check_key(key: str) -> None:
         )
 
 
-def _check_value(value: str) -> None:
-    if len(value) > 63 or not _LABEL_VALUE.match(value):
+def _check_value(value: str, key: str, index: int = 0) -> None:
+    where = f'unable to parse requirement: values[{index}][{key}]: Invalid value: "{value}": '
+    if len(value) > 63:
+        raise SelectorError(where + "must be no more than 63 bytes")
+    if not _LABEL_VALUE.match(value):
         raise SelectorError(
-            f'unable to parse requirement: values[0][{value}]: Invalid value: "{value}": a valid label must be an '
-            "empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
-            "alphanumeric character"
+            where
+            + "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
+            "'.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or "
+            "'12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
         )
 
 
@@ -123,7 +127,7 @@ def parse_labels(text: str | None) -> LabelSelector:
             i += 1
             kind, key = peek()
             if kind != "id":
-                raise SelectorError(f"found '{key}', expected: identifier after '!'")
+                raise SelectorError(f"unable to parse requirement: found '{key}', expected: identifier")
             _check_key(key)
             i += 1
             reqs.append(Requirement(key, "!"))
@@ -142,8 +146,8 @@ def parse_labels(text: str | None) -> LabelSelector:
                 elif vkind == "end" or (vkind == "op" and value == ","):
                     value = ""
                 else:
-                    raise SelectorError(f"found '{value}', expected: identifier")
-                _check_value(value)
+                    raise SelectorError(f"unable to parse requirement: found '{value}', expected: identifier")
+                _check_value(value, key)
                 reqs.append(Requirement(key, "in", (value,)))
             elif kind == "op" and op == "!=":
                 i += 1
@@ -153,14 +157,14 @@ def parse_labels(text: str | None) -> LabelSelector:
                 elif vkind == "end" or (vkind == "op" and value == ","):
                     value = ""
                 else:
-                    raise SelectorError(f"found '{value}', expected: identifier")
-                _check_value(value)
+                    raise SelectorError(f"unable to parse requirement: found '{value}', expected: identifier")
+                _check_value(value, key)
                 reqs.append(Requirement(key, "notin", (value,)))
             elif kind == "op" and op in (">", "<"):
                 i += 1
                 vkind, value = peek()
                 if vkind != "id":
-                    raise SelectorError(f"found '{value}', expected: integer")
+                    raise SelectorError(f"unable to parse requirement: found '{value}', expected: integer")
                 i += 1
                 try:
                     int(value)
@@ -172,7 +176,7 @@ def parse_labels(text: str | None) -> LabelSelector:
             elif kind == "id" and op in ("in", "notin"):
                 i += 1
                 if peek() != ("op", "("):
-                    raise SelectorError(f"found '{peek()[1]}', expected: '('")
+                    raise SelectorError(f"unable to parse requirement: found '{peek()[1]}', expected: '('")
                 i += 1
                 values: list[str] = []
                 while True:
@@ -186,7 +190,9 @@ def parse_labels(text: str | None) -> LabelSelector:
                             values.append("")
                         continue
                     if vkind != "id":
-                        raise SelectorError(f"found '{value}', expected: ',', ')' or identifier")
+                        raise SelectorError(
+                            f"unable to parse requirement: found '{value}', expected: ',', ')' or identifier"
+                        )
                     values.append(value)
                     i += 1
                 if not values:
@@ -194,11 +200,13 @@ def parse_labels(text: str | None) -> LabelSelector:
                         "unable to parse requirement: values: Invalid value: []: for 'in', 'notin' operators, "
                         "values set can't be empty"
                     )
-                for value in values:
-                    _check_value(value)
+                for index, value in enumerate(values):
+                    _check_value(value, key, index)
                 reqs.append(Requirement(key, op, tuple(sorted(set(values)))))
             else:
-                raise SelectorError(f"found '{op}', expected: in, notin, =, ==, !=, gt, lt")
+                raise SelectorError(
+                    f"unable to parse requirement: found '{op}', expected: in, notin, =, ==, !=, gt, lt"
+                )
         else:
             raise SelectorError(f"found '{val}', expected: !, identifier, or 'end of string'")
         kind, val = peek()

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from fleet.sim import status
-from fleet.sim.kinds import allocation, types
+from fleet.sim.kinds import allocation, customresources, types
 from fleet.sim.storage import objects, selectors, strategy, watches
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -108,17 +108,69 @@ def encode_continue(rv: int, start: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+_URL_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _crd_terminating(current: Any, now: str) -> dict[str, Any]:
+    out = dict(current) if isinstance(current, dict) else {}
+    conditions = [c for c in out.get("conditions") or [] if c.get("type") != "Terminating"]
+    conditions.append(
+        {
+            "type": "Terminating",
+            "status": "True",
+            "lastTransitionTime": now,
+            "reason": "InstanceDeletionPending",
+            "message": "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon",
+        }
+    )
+    out["conditions"] = conditions
+    return out
+
+
+def _default_namespace(name: str) -> dict[str, Any]:
+    label = "kubernetes.io/metadata.name"
+    fields: dict[str, Any] = {"f:metadata": {"f:labels": {".": {}, f"f:{label}": {}}}}
+    entry = {
+        "manager": "kube-apiserver",
+        "operation": "Update",
+        "apiVersion": "v1",
+        "time": objects.now(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": fields,
+    }
+    return {"metadata": {"name": name, "labels": {label: name}, "managedFields": [entry]}}
+
+
+def _finalized(namespace: dict[str, Any]) -> dict[str, Any]:
+    namespace.setdefault("spec", {})["finalizers"] = ["kubernetes"]
+    return namespace
+
+
 def decode_continue(token: str) -> tuple[int, str]:
+    """A continue token's resourceVersion and start key; 400 with the real server's messages."""
+
+    def invalid(why: str) -> status.ApiError:
+        return status.bad_request(f"invalid continue token: continue key is not valid: {why}")
+
+    raw = token.encode()
+    # Go's base64.RawURLEncoding: no padding, the URL-safe alphabet; a lone last character is corrupt.
+    bad = next((i for i, b in enumerate(raw) if b not in _URL_SAFE), None)
+    if bad is None and len(raw) % 4 == 1:
+        bad = len(raw) - 1
+    if bad is not None:
+        raise invalid(f"illegal base64 data at input byte {bad}")
     try:
-        padded = token + "=" * (-len(token) % 4)
-        data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not isinstance(data, dict) or data.get("v") != "meta.k8s.io/v1":
-            raise ValueError("continue key is not valid")
-        rv = int(data["rv"])
-        start = str(data["start"])
-    except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError) as e:
-        raise status.bad_request(f"invalid continue token: {e}") from None
-    return rv, start
+        data = orjson.loads(base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4)))
+    except (ValueError, binascii.Error, orjson.JSONDecodeError) as e:
+        raise invalid(str(e)) from None
+    if not isinstance(data, dict):
+        raise invalid("the key is not a JSON object")
+    if data.get("v") != "meta.k8s.io/v1":
+        raise invalid(f"server does not recognize this encoded version {data.get('v') or ''}")
+    try:
+        return int(data["rv"]), str(data["start"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise invalid(f"the key holds no {e}") from None
 
 
 Hook = Callable[["Cluster", objects.Event], None]
@@ -155,10 +207,10 @@ class Cluster:
         self.ca_pem: bytes | None = None  # the serving CA (with --tls), published in kube-root-ca.crt
         self.allocator = allocation.Allocator()  # Service cluster IPs and node ports (fleet.sim.rest.writes)
         self._ns_cleanup_queued: set[str] = set()
-        for ns in DEFAULT_NAMESPACES:
-            ns_type = self.registry.get("", "v1", "namespaces")
-            assert ns_type is not None
-            self.create(ns_type, "", {"metadata": {"name": ns}}, manager="kube-apiserver")
+        ns_type = self.registry.get("", "v1", "namespaces")
+        assert ns_type is not None
+        for ns in DEFAULT_NAMESPACES:  # as kube-apiserver makes them: the name label, its finalizer
+            self.create(ns_type, "", _default_namespace(ns), manager="kube-apiserver", prepare=_finalized)
 
     # ----- lookups -------------------------------------------------------------------------------
 
@@ -198,7 +250,7 @@ class Cluster:
 
     def too_large(self, target: int) -> status.ApiError:
         return status.timeout(
-            f"Too large resource version: {target}, current: {self.rv}",
+            f"Timeout: Too large resource version: {target}, current: {self.rv}",
             retry_after=1,
             causes=[{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
         )
@@ -375,9 +427,8 @@ class Cluster:
             if initial_events_end:
                 w.queue.append(watches.bookmark(rtype, self.rv, initial_end=True))
         elif since > self.rv:
-            w.queue.append(watches.error_event(self.too_large(since).status))
-            w.close_after_drain = True
-            return w
+            # As a real watch cache: no error, the stream waits for the changes after `since`.
+            w.after = since
         elif since < ts.since_rv or since < self.compacted_rv:
             oldest = max(ts.since_rv, self.compacted_rv) + 1
             w.queue.append(
@@ -490,7 +541,8 @@ class Cluster:
             # store.go errEmptiedFinalizers: one DELETED event (the last stored state); the request
             # still answers 200 with the object it sent.
             gone = self._commit(rtype, objects.DELETED, ns, meta["name"], None, old)
-            ordered["metadata"]["resourceVersion"] = str(gone.rv)
+            # ... at the resourceVersion it had: the real store answers before it deletes.
+            ordered["metadata"]["resourceVersion"] = old.obj["metadata"].get("resourceVersion", "")
             return WriteResult(objects.Stored(ordered, gone.rv), mutated=True)
         stored = self._commit(rtype, objects.MODIFIED, ns, meta["name"], ordered, old)
         return WriteResult(stored, mutated=True)
@@ -508,18 +560,20 @@ class Cluster:
     ) -> WriteResult:
         old = self.get(rtype, namespace, name)
         meta = old.obj["metadata"]
+        # The store's precondition check (apiserver registry/generic store.go) names the kind.
         if precondition_uid and precondition_uid != meta.get("uid"):
-            raise status.conflict(
-                rtype,
+            raise status.precondition_failed(
+                rtype.kind,
                 name,
-                f"Precondition failed: UID in precondition: {precondition_uid}, UID in object meta: {meta.get('uid')}",
+                f"the UID in the precondition ({precondition_uid}) does not match the UID in record "
+                f"({meta.get('uid')}). The object might have been deleted and then recreated",
             )
         if precondition_rv and precondition_rv != meta.get("resourceVersion"):
-            raise status.conflict(
-                rtype,
+            raise status.precondition_failed(
+                rtype.kind,
                 name,
-                "Precondition failed: ResourceVersion in precondition: "
-                f"{precondition_rv}, ResourceVersion in object meta: {meta.get('resourceVersion')}",
+                f"the ResourceVersion in the precondition ({precondition_rv}) does not match the ResourceVersion "
+                f"in record ({meta.get('resourceVersion')}). The object might have been modified",
             )
         ns = namespace if rtype.namespaced else ""
         if rtype.kind == "Namespace" and not rtype.custom:
@@ -543,9 +597,14 @@ class Cluster:
             nmeta = new["metadata"]
             nmeta["finalizers"] = finalizers
             nmeta["deletionTimestamp"] = objects.now()
-            nmeta["deletionGracePeriodSeconds"] = 0
-            if int(nmeta.get("generation") or 0) > 0:
-                nmeta["generation"] = int(nmeta["generation"]) + 1
+            if customresources.is_definition(rtype):
+                # A CRD's own DELETE (apiextensions' REST): no grace period, no new generation, the
+                # Terminating condition at once.
+                new["status"] = _crd_terminating(new.get("status"), nmeta["deletionTimestamp"])
+            else:
+                nmeta["deletionGracePeriodSeconds"] = 0
+                if int(nmeta.get("generation") or 0) > 0:
+                    nmeta["generation"] = int(nmeta["generation"]) + 1
             if dry_run:
                 return WriteResult(objects.Stored(objects.order(new), old.rv))
             stored = self._commit(rtype, objects.MODIFIED, ns, name, new, old)
@@ -568,8 +627,7 @@ class Cluster:
         if old.obj["metadata"].get("deletionTimestamp"):
             return WriteResult(old)
         new = old.copy()
-        new["metadata"]["deletionTimestamp"] = objects.now()
-        new["metadata"]["deletionGracePeriodSeconds"] = 0
+        new["metadata"]["deletionTimestamp"] = objects.now()  # no grace period: namespaces have none
         new["status"] = {"phase": "Terminating"}
         if dry_run:
             return WriteResult(objects.Stored(objects.order(new), old.rv))

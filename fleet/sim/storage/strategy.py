@@ -45,7 +45,7 @@ def _invalid_name(rtype: types.ResourceType, name: str, namespace_like: bool) ->
                 "or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
             )
         return None
-    if rtype.group == "rbac.authorization.k8s.io":
+    if rtype.group in ("rbac.authorization.k8s.io", "apiregistration.k8s.io"):  # path segment names ("v1.")
         if "/" in name or "%" in name or name in (".", ".."):
             return status.field_cause(
                 "FieldValueInvalid", "metadata.name", f"Invalid value: \"{name}\": may not contain '/'"
@@ -118,9 +118,9 @@ def prepare_create(rtype: types.ResourceType, namespace: str, obj: dict[str, Any
         if rtype.has_status:
             obj.pop("status", None)
     elif rtype.kind == "Namespace":
-        spec = obj.setdefault("spec", {})
-        if isinstance(spec, dict):
-            spec["finalizers"] = ["kubernetes"]
+        spec = obj.get("spec")
+        if isinstance(spec, dict):  # its `kubernetes` finalizer comes after field management (rest.writes)
+            spec.pop("finalizers", None)
         obj["status"] = {"phase": "Active"}
     elif rtype.kind == "Pod" and rtype.group == "":
         obj["status"] = {"phase": "Pending", "qosClass": pod_qos(obj)}
@@ -193,7 +193,7 @@ def prepare_update(
                         "FieldValueForbidden",
                         "metadata.finalizers",
                         "Forbidden: no new finalizers can be added if the object is being deleted, "
-                        f"found new finalizers {added}",
+                        "found new finalizers []string{" + ", ".join(f'"{f}"' for f in added) + "}",
                     )
                 ],
                 group=rtype.group,
@@ -203,7 +203,7 @@ def prepare_update(
             new["status"] = old_obj["status"]
         else:
             new.pop("status", None)
-    if rtype.kind == "Namespace":
+    if rtype.kind == "Namespace" and subresource != "finalize":  # only `finalize` writes the spec
         new["spec"] = old_obj.get("spec", {})
     return new
 

@@ -49,6 +49,7 @@ class Watcher:
         self.overflowed = False
         self.close_after_drain = False
         self.path = ""  # request path, for fault rules that drop watches by path
+        self.after = 0  # a watch from a resourceVersion not reached yet: only events after it
         # A per-watcher event encoding (e.g. kubectl's Table watches); None: the shared bytes of the event.
         self.encode: Callable[[str, objects.Stored], bytes] | None = None
 
@@ -115,7 +116,7 @@ def fan_out(watchers: set[Watcher], event: objects.Event) -> None:
     assert new is not None
     left: objects.Stored | None = None  # the previous state at the new RV, for watchers the object left
     for w in list(watchers):
-        if w.namespace and w.namespace != event.ns:
+        if (w.namespace and w.namespace != event.ns) or event.rv <= w.after:
             continue
         if event.type == objects.ADDED or event.type == objects.DELETED:
             if w.matches(new):
