@@ -147,6 +147,22 @@ async def claim_of(c: Request, repo: model.Repo) -> inventory.Claim:
     )
 
 
+def report_cluster_warnings(
+    result: reconcile.FleetResult, repo: model.Repo, kubeconfig: kube.Kubeconfig
+) -> None:
+    """What a round found about each cluster (an API group version whose discovery fails), on stderr;
+    its kubeconfig's warnings were printed before the round (`prepare`)."""
+    for name, cluster in sorted(result.clusters.items()):
+        known = (
+            set(kubeconfig.context(repo.clusters[name].context or name).warnings)
+            if name in repo.clusters
+            else set()
+        )
+        for warning in cluster.warnings:
+            if warning not in known:
+                common.info(f"warning: cluster {name}: {warning}")
+
+
 def settings_of(c: Request) -> kube.Settings:
     return kube.Settings(
         request_timeout=c.request_timeout,
@@ -377,6 +393,7 @@ async def _sync(c: Request, health_timeout: float, wait: bool, output: str) -> i
     )
     progress = _Progress(len(repo.clusters), wait=wait)
     result = await run_sync(repo, targets, kubeconfig, request=c, options=options, on_done=progress)
+    report_cluster_warnings(result, repo, kubeconfig)
     if output == "json":
         typer.echo(json.dumps(result_json(result), indent=2))
     else:
@@ -404,6 +421,7 @@ async def _sync_waves(c: Request, health_timeout: float, wait: bool, output: str
     common.info(f"fleet sync --waves: {len(membership)} bundles roll out in waves (docs/rollouts.md)")
     async with kube.Clients(kubeconfig, settings=settings_of(c)) as clients:
         done = await waves_mod.run(repo, targets, membership, clients=clients, options=options)
+    report_cluster_warnings(done.fleet, repo, kubeconfig)
     now = time.time()
     documents = {b: ro.document(r, now=now) for b, r in sorted(done.rollouts.items())}
     if output == "json":

@@ -248,7 +248,7 @@ async def _apply_step(
         return model.Change(ref, model.Action.UNCHANGED)
     rt = resolve(types, ref)
     if rt is None:
-        return model.Change(ref, model.Action.FAILED, kube.no_match_message(ref))
+        return model.Change(ref, model.Action.FAILED, kube.no_match_message(ref, types))
     try:
         obj, created = await client.apply(rt, step.obj, force=step.force, secrets=secret_values(step.obj))
     except kube.ConflictError as e:
@@ -341,9 +341,15 @@ async def prune_bundle(
         rt = resolve(types, ref)
         if rt is None:
             keep.add(ref)
-            changes.append(model.Change(ref, model.Action.SKIPPED, kube.no_match_message(ref)))
+            changes.append(model.Change(ref, model.Action.SKIPPED, kube.no_match_message(ref, types)))
             return
         if plan.phase(ref) == 1:
+            if types.unavailable:  # what it holds of an unavailable group cannot be listed: unknown
+                keep.add(ref)
+                broken = ", ".join(sorted(types.unavailable))
+                message = f"{ref}: not pruned: its content cannot be listed whole ({broken} unavailable)"
+                changes.append(model.Change(ref, model.Action.SKIPPED, message))
+                return
             try:
                 contents = await _namespace_contents(client, types, ref.name)
             except errors.ClusterError as e:

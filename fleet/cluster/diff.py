@@ -137,7 +137,7 @@ async def diff_cluster(
             if step.op is plan.Op.CREATE and plan.key(ref)[:2] in _crd_defined(cplan):
                 out.append(ObjectDiff(ref, bundle, "new", unified(ref, None, step.obj)))
             else:
-                out.append(ObjectDiff(ref, bundle, "error", kube.no_match_message(ref)))
+                out.append(ObjectDiff(ref, bundle, "error", kube.no_match_message(ref, seen.types)))
             return
         if rt.namespaced and ref.namespace not in seen.namespaces:
             out.append(ObjectDiff(ref, bundle, "new", unified(ref, None, step.obj)))

@@ -50,7 +50,7 @@ async def _repair_one(
         )
     rt = apply.resolve(types, ref)
     if rt is None:
-        return model.Change(ref, model.Action.FAILED, kube.no_match_message(ref))
+        return model.Change(ref, model.Action.FAILED, kube.no_match_message(ref, types))
     secrets = apply.secret_values(obj)
     namespace = ref.namespace or None
     try:

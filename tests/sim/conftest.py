@@ -47,6 +47,9 @@ QUIET = "quiet"
 # No controller that writes into new namespaces or into workloads: what a case sees is what it wrote.
 QUIET_CONTROLLERS = ("namespace-controller", "garbage-collector-controller")
 RESULTS = pytest.StashKey[list[tuple[str, str]]]()
+SIM_RUNS = pytest.StashKey[
+    dict[str, list[dict[str, Any]]]
+]()  # real variant's node id -> the sim run's transcript
 
 
 @pytest.fixture(params=["sim", pytest.param("real", marks=[pytest.mark.real, pytest.mark.slow])])
@@ -82,9 +85,15 @@ def _twin(item: pytest.Function, workdir: Path) -> list[dict[str, Any]]:
 @pytest.hookimpl(wrapper=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
     real = pyfuncitem.funcargs.get("target")
-    if not isinstance(real, differential.Target) or not real.real:
+    if not isinstance(real, differential.Target):
         return (yield)
-    sim_transcript = _twin(pyfuncitem, real.cache_dir.parent / "twin")
+    runs = pyfuncitem.config.stash.setdefault(SIM_RUNS, {})
+    if not real.real:
+        result = yield  # the [sim] variant: kept for its [real] variant when it passed
+        runs[pyfuncitem.nodeid.replace("[sim", "[real", 1)] = differential.normalise(real.transcript, real.ns)
+        return result
+    # The [sim] variant's run of this session when there was one (it runs first), else a fresh one.
+    sim_transcript = runs.pop(pyfuncitem.nodeid, None) or _twin(pyfuncitem, real.cache_dir.parent / "twin")
     failure: BaseException | None = None
     result: object = None
     try:

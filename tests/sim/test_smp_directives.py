@@ -63,7 +63,8 @@ def test_containers_merge_by_name_and_env_by_name() -> None:
     out = smp.patch(original(), patch, structure=DEPLOYMENT)
     app = containers(out)[0]
     assert app["image"] == "app:2"
-    assert app["env"] == [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]
+    # The patch's items first, then the live-only ones (normalizeElementOrder; a real 1.36 server agrees).
+    assert app["env"] == [{"name": "B", "value": "2"}, {"name": "A", "value": "1"}]
     assert [c["name"] for c in containers(out)] == ["app", "sidecar"]
 
 
@@ -73,10 +74,10 @@ def test_a_list_without_a_merge_strategy_is_replaced() -> None:
     assert containers(out)[0]["args"] == ["--y"]
 
 
-def test_a_new_list_item_is_appended() -> None:
+def test_a_new_list_item_goes_before_the_live_ones() -> None:
     patch = {"spec": {"template": {"spec": {"containers": [{"name": "new", "image": "n:1"}]}}}}
     out = smp.patch(original(), patch, structure=DEPLOYMENT)
-    assert [c["name"] for c in containers(out)] == ["app", "sidecar", "new"]
+    assert [c["name"] for c in containers(out)] == ["new", "app", "sidecar"]
 
 
 def test_null_deletes_a_key() -> None:
@@ -139,7 +140,7 @@ def test_set_element_order_reorders_the_merged_list() -> None:
 def test_delete_from_primitive_list_removes_values_and_merge_strategy_adds_them() -> None:
     patch = {"metadata": {"$deleteFromPrimitiveList/finalizers": ["a.io/x"], "finalizers": ["c.io/z"]}}
     out = smp.patch(original(), patch, structure=DEPLOYMENT)
-    assert out["metadata"]["finalizers"] == ["b.io/y", "c.io/z"]
+    assert out["metadata"]["finalizers"] == ["c.io/z", "b.io/y"]
 
 
 def test_service_ports_merge_by_port() -> None:

@@ -33,6 +33,7 @@ from fleet.sim import testing
 from fleet.sim.storage import store
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
+TMP = re.compile(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/\s\"']+")
 UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 # Keys whose values are times; their values never agree between two servers.
 TIME_KEYS = frozenset(
@@ -314,6 +315,7 @@ class _Normaliser:
         return table[value]
 
     def text(self, s: str) -> str:
+        s = TMP.sub("<tmp>", s)  # each run has its own temporary directory (a file kubectl read)
         for name, placeholder in self.generated.items():
             s = s.replace(name, placeholder)
         s = s.replace(self.ns, "<ns>")
@@ -376,6 +378,11 @@ class _Normaliser:
                 out[k] = self.ordinal("rv", v)
             elif k == "fieldsV1" and isinstance(v, dict):
                 out[k] = _without_self(v)
+            elif k == "managedFields" and isinstance(v, list):
+                # Ordered by time to the second, then manager: entries written in one second or two
+                # come in either order, so they are compared in manager order.
+                entries = [self.value(e, k) for e in v]
+                out[k] = sorted(entries, key=lambda e: json.dumps(e, sort_keys=True))
             else:
                 out[k] = self.value(v, k, d)
         return out
@@ -428,6 +435,10 @@ def _parse_output(text: str) -> Any:
             return json.loads(stripped)
         except ValueError:
             pass
+    text = re.sub(r"\b(LIVE|MERGED)-\d+", r"\1-<n>", text)  # kubectl diff's temporary directories
+    text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? [+-]\d{4}", "<time>", text)
+    text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "<time>", text)  # YAML or table timestamps
+    text = re.sub(r'(resourceVersion: )"\d+"', r'\1"<rv>"', text)
     return re.sub(r" {2,}", "  ", AGE.sub("<age>", text))
 
 

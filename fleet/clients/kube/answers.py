@@ -46,7 +46,13 @@ def unwrap_group() -> Iterator[None]:
         raise err from None
 
 
-def no_match_message(ref: model.ObjectRef) -> str:
+def no_match_message(ref: model.ObjectRef, types: discovery.TypeTable | None = None) -> str:
+    """Why `ref`'s kind is not served: its group version is unavailable (named as such), or unknown."""
+    if types is not None and ref.api_version in types.unavailable:
+        return (
+            f'{ref}: no matches for kind "{ref.kind}" in version "{ref.api_version}": the API group version is '
+            "unavailable on this cluster (its discovery fails)"
+        )
     return (
         f'{ref}: no matches for kind "{ref.kind}" in version "{ref.api_version}" '
         "(is its CustomResourceDefinition installed?)"

@@ -7,7 +7,7 @@ Owns: `ResourceType`, `TypeTable` and reading both discovery formats. Does not: 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.core import model
@@ -41,9 +41,11 @@ class ResourceType:
 
 @dataclass(frozen=True)
 class TypeTable:
-    """(apiVersion, kind) -> ResourceType for what one cluster serves."""
+    """(apiVersion, kind) -> ResourceType for what one cluster serves; `unavailable`: the group versions
+    discovery lists but cannot describe (an APIService whose backend does not answer), with why."""
 
     types: Mapping[tuple[str, str], ResourceType]
+    unavailable: Mapping[str, str] = field(default_factory=dict)
 
     def lookup(self, api_version: str, kind: str) -> ResourceType | None:
         return self.types.get((api_version, kind))
@@ -113,6 +115,29 @@ def types_from_aggregated(doc: Mapping[str, Any]) -> list[ResourceType]:
                     )
                 )
     return out
+
+
+UNAVAILABLE = "its discovery fails (an APIService whose backend does not answer)"
+
+
+def unavailable_from_aggregated(doc: Mapping[str, Any]) -> dict[str, str]:
+    """The group versions an aggregated discovery document lists as `Stale`: their discovery failed."""
+    out = {}
+    for item in _objects(doc.get("items")):
+        meta = item.get("metadata")
+        group = str((meta if isinstance(meta, dict) else {}).get("name") or "")
+        for version in _objects(item.get("versions")):
+            if version.get("freshness") == "Stale" and version.get("version"):
+                v = str(version["version"])
+                out[f"{group}/{v}" if group else v] = UNAVAILABLE
+    return out
+
+
+def unavailable_warning(group_version: str, reason: str) -> str:
+    return (
+        f"API group version {group_version} is unavailable: {reason}; objects of its kinds can be neither "
+        "applied, pruned nor checked on this cluster"
+    )
 
 
 def _list(value: Any) -> list[Any]:

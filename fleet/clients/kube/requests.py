@@ -46,9 +46,12 @@ class Client(transport.Transport):
                 tg.start_soon(fetch, "/api")
                 tg.start_soon(fetch, "/apis")
         core, groups = docs["/api"], docs["/apis"]
+        unavailable: dict[str, str] = {}
         if discovery.is_aggregated(core) and discovery.is_aggregated(groups):
             found.extend(discovery.types_from_aggregated(core))
             found.extend(discovery.types_from_aggregated(groups))
+            unavailable.update(discovery.unavailable_from_aggregated(core))
+            unavailable.update(discovery.unavailable_from_aggregated(groups))
         else:
             _, core_v1 = await self.request("GET", "/api/v1", what=what, check=answers.is_resource_list)
             found.extend(discovery.types_from_resource_list(core_v1))
@@ -64,12 +67,16 @@ class Client(transport.Transport):
                 )
                 if status == 200:
                     found.extend(discovery.types_from_resource_list(doc))
+                else:  # listed in /apis, yet not described: its APIService's backend does not answer
+                    unavailable[gv] = discovery.UNAVAILABLE if status == 503 else f"its discovery answers {status}"
 
             with answers.unwrap_group():
                 async with anyio.create_task_group() as tg:
                     for gv in versions:
                         tg.start_soon(one, gv)
-        self._types = discovery.TypeTable(types={(t.api_version, t.kind): t for t in found})
+        self._types = discovery.TypeTable(
+            types={(t.api_version, t.kind): t for t in found}, unavailable=unavailable
+        )
         return self._types
 
     # -- verbs -------------------------------------------------------------------------------------

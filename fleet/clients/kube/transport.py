@@ -175,7 +175,12 @@ class Transport:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        return self.context.warnings
+        """Risky settings of the kubeconfig context, then the group versions its last discovery found
+        unavailable."""
+        broken = self._types.unavailable if self._types is not None else {}
+        return self.context.warnings + tuple(
+            discovery.unavailable_warning(gv, why) for gv, why in sorted(broken.items())
+        )
 
     async def _open(self) -> kr8s.asyncio.Api:
         async with self._open_lock:

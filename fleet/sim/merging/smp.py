@@ -154,7 +154,7 @@ def _merge_list(original: list[Any], patch: list[Any], node: Node, merge_key: st
         for item in patch:
             if item not in out:
                 out.append(item)
-        return out
+        return _apply_order(out, patch, "", original)
     if not merge_key:
         raise InvalidPatch(f"{path}: merging a list of maps needs a patch merge key")
     out = list(original)
@@ -180,7 +180,9 @@ def _merge_list(original: list[Any], patch: list[Any], node: Node, merge_key: st
             del out[index]
         else:
             out[index] = merged
-    return out
+    # The order of the result: the patch's items in its order, interleaved with the live-only items as
+    # normalizeElementOrder does without `$setElementOrder` (a new item goes before the live ones).
+    return _apply_order(out, [i for i in patch if i.get(PATCH) != "delete"], merge_key, original)
 
 
 def _apply_order(items: list[Any], order: list[Any], merge_key: str, server: list[Any]) -> list[Any]:

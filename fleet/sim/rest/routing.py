@@ -134,7 +134,8 @@ class Api:
             group, version, rest = "", segments[1], segments[2:]
         elif head == "apis":
             if len(segments) == 1:
-                return self._discovery_root(request, legacy=False)
+                # `/apis/`, with the slash, is the legacy APIGroupList whatever Accept asks (`/api/` is not).
+                return self._discovery_root(request, legacy=False, aggregated=not path.endswith("/"))
             group = segments[1]
             if len(segments) == 2:
                 requests.negotiate(request.headers.get("Accept", ""))
@@ -158,9 +159,12 @@ class Api:
         ctx.table_version = "v1beta1" if answer == "table-v1beta1" else "v1"
         return await self._resource(request, target, ctx)
 
-    def _discovery_root(self, request: web.BaseRequest, *, legacy: bool) -> web.Response:
+    def _discovery_root(
+        self, request: web.BaseRequest, *, legacy: bool, aggregated: bool = True
+    ) -> web.Response:
         registry = self.cluster.registry
-        if requests.negotiate(request.headers.get("Accept", ""), discovery_doc=True) == "aggregated":
+        answer = requests.negotiate(request.headers.get("Accept", ""), discovery_doc=aggregated)
+        if answer == "aggregated":
             body, etag = discovery.aggregated(registry, legacy=legacy)
             headers = {"ETag": etag, "Vary": "Accept"}
             if request.headers.get("If-None-Match") == etag:
