@@ -18,6 +18,7 @@ import yaml
 from fleet.clients import source
 from fleet.core import inventory, model
 from fleet.sim import testing
+from tests.support import faultproxy
 from tests.support.reconcile import (
     CRD,
     WIDGET,
@@ -29,7 +30,6 @@ from tests.support.reconcile import (
     sync_in_process,
     writes,
 )
-from tests.support import faultproxy
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 

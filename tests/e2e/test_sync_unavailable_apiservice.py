@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from fleet.sim import testing
-from tests.support.reconcile import GitOpsRepo, configmap, run_fleet
 from tests.support import kube
+from tests.support.reconcile import GitOpsRepo, configmap, run_fleet
 
 pytestmark = pytest.mark.slow
 

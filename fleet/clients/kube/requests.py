@@ -68,7 +68,9 @@ class Client(transport.Transport):
                 if status == 200:
                     found.extend(discovery.types_from_resource_list(doc))
                 else:  # listed in /apis, yet not described: its APIService's backend does not answer
-                    unavailable[gv] = discovery.UNAVAILABLE if status == 503 else f"its discovery answers {status}"
+                    unavailable[gv] = (
+                        discovery.UNAVAILABLE if status == 503 else f"its discovery answers {status}"
+                    )
 
             with answers.unwrap_group():
                 async with anyio.create_task_group() as tg:
