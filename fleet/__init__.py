@@ -16,7 +16,9 @@ commit from the webhook to a cluster::
      |           Kustomize, Helm and SOPS programs), statedb (SQLite), tls
     core         pure, no I/O: model, errors, yamlsafe, repository, selectors, cel, placement, validation,
                  render, pipeline (the one pipeline of every command), plan, inventory, health, drift,
-                 rollout, backoff, secrets, values, durations, history, notices, clusterevents
+                 rollout, backoff, secrets, values, durations, history, notices, clusterevents, and the
+                 coordination of replicas: sharding (shards, assignment), leases, coordination (the
+                 decisions of one replica, tick by tick)
 
 `fleet.sim` is a Kubernetes-API-compatible server used by the tests, the demo and the benchmarks; fleet's
 own layers never import it (only the `fleet sim` command starts it). `fleet.demo` holds the demo
