@@ -33,7 +33,7 @@ from fleet.sim.rest import discovery, requests, routing
 from fleet.sim.storage import store
 
 JOURNAL_CAP = 10_000  # entries kept per cluster; `seq` keeps counting, so a capped journal shows a gap
-JOURNAL_KEYS = ("seq", "method", "path", "query", "status", "mutated", "time")
+JOURNAL_KEYS = ("seq", "method", "path", "query", "status", "mutated", "time", "userAgent")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
@@ -172,11 +172,12 @@ class Host:
     port: int = 0
     url: str = ""
 
-    def record(self, method: str, path: str, query: str, code: int, mutated: bool) -> list[Any]:
+    def record(self, method: str, path: str, query: str, code: int, mutated: bool, agent: str) -> list[Any]:
         """Append a journal entry; kept as a small list (seq, method, path, query, status, mutated, time: the
-        wall-clock second the answer was decided, so tests can tell what overlapped)."""
+        wall-clock second the answer was decided, so tests can tell what overlapped; the client's
+        User-Agent, so tests can tell which of several clients sent it)."""
         self.seq += 1
-        entry: list[Any] = [self.seq, method, path, query, code, mutated, time.time()]
+        entry: list[Any] = [self.seq, method, path, query, code, mutated, time.time(), agent]
         self.journal.append(entry)
         return entry
 
@@ -389,6 +390,7 @@ class Sim:
     async def _serve(self, h: Host, request: web.BaseRequest, rest: str) -> web.StreamResponse:
         method = request.method
         query = request.query_string
+        agent = request.headers.get("User-Agent", "")
         watch = _is_watch(request, rest)
         ctx = requests.RequestContext(path=rest)
         for rule in list(h.faults):
@@ -397,13 +399,13 @@ class Sim:
             if rule.latency_ms:
                 await asyncio.sleep(rule.latency_ms / 1000.0)
             if rule.refuse:
-                h.record(method, rest, query, 0, False)
+                h.record(method, rest, query, 0, False, agent)
                 transport = request.transport
                 if transport is not None:
                     transport.abort()
                 raise asyncio.CancelledError
             if rule.hang:
-                h.record(method, rest, query, 0, False)
+                h.record(method, rest, query, 0, False, agent)
                 fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 self._hangs.add(fut)
                 try:
@@ -412,17 +414,17 @@ class Sim:
                     self._hangs.discard(fut)
             if rule.status:
                 err = status.injected(rule.status, retry_after=rule.retry_after)
-                h.record(method, rest, query, err.code, False)
+                h.record(method, rest, query, err.code, False, agent)
                 return requests.error_response(err)
             if rule.drop_watches and watch:
                 ctx.drop_watch = True
         if watch:
-            entry = h.record(method, rest, query, 200, False)
+            entry = h.record(method, rest, query, 200, False, agent)
             resp = await h.api.handle(request, rest, ctx)
             entry[4] = resp.status
             return resp
         resp = await h.api.handle(request, rest, ctx)
-        h.record(method, rest, query, resp.status, ctx.mutated)
+        h.record(method, rest, query, resp.status, ctx.mutated, agent)
         return resp
 
     async def _admin(self, request: web.BaseRequest, path: str) -> web.StreamResponse:

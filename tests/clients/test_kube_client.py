@@ -171,6 +171,26 @@ def test_discovery_builds_a_type_table_once_per_cluster(sim: testing.SimHandle) 
     assert paths == ["/api", "/apis"]  # aggregated discovery: two requests, then cached
 
 
+def test_every_request_carries_the_user_agent_its_settings_name(sim: testing.SimHandle) -> None:
+    client = client_for(sim, "one", kube.with_settings(FAST, user_agent="fleet/0.1.0 (replica a-7f3k2)"))
+    before = seq(sim, "one")
+
+    async def main() -> None:
+        await client.request("GET", "/api/v1/namespaces", what="namespaces")
+        await client.request(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            what="ConfigMap/default/ua",
+            body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ua"}},
+            accept=(409,),
+        )
+        await client.aclose()
+
+    run(main)
+    agents = {r["userAgent"] for r in journal_since(sim, "one", before)}
+    assert agents == {"fleet/0.1.0 (replica a-7f3k2)"}
+
+
 def test_retriable_errors_are_retried_and_permanent_ones_are_not(sim: testing.SimHandle) -> None:
     client = client_for(sim, "two")
 

@@ -187,6 +187,21 @@ def test_the_journal_seq_keeps_counting_and_records_faulted_requests(
     assert sim.journal_sync("c2") == []
 
 
+def test_the_journal_records_each_requests_user_agent_faulted_ones_included(
+    sim: testing.SimHandle, client: httpx.Client
+) -> None:
+    add_rule(sim, {"status": 503, "count": 1})
+    client.get(CM, headers={"User-Agent": "fleet/0.1.0 (replica a-1)"})
+    client.post(CM, json={"metadata": {"name": "ua"}}, headers={"User-Agent": "fleet/0.1.0 (replica b-2)"})
+    client.get(CM, headers={"User-Agent": ""})
+    entries = sim.journal_sync("c1")
+    assert [(e["status"], e["userAgent"]) for e in entries] == [
+        (503, "fleet/0.1.0 (replica a-1)"),
+        (201, "fleet/0.1.0 (replica b-2)"),
+        (200, ""),
+    ]
+
+
 def test_the_in_process_handle_reads_cluster_state_on_the_server_loop(
     sim: testing.SimHandle, client: httpx.Client
 ) -> None:

@@ -58,6 +58,7 @@ class Settings:
     max_answer_bytes: int = 32 * 1024 * 1024
     max_list_pages: int = 1_000
     max_list_bytes: int = 256 * 1024 * 1024
+    user_agent: str = ""  # the User-Agent of every request ("": kr8s's); a replica puts its identity there
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -274,7 +275,7 @@ class TlsDefaults:
             return verify
 
         auth.ssl_context = fixed  # type: ignore[method-assign]  # also used if kr8s rebuilds its session
-        headers = {"User-Agent": api.__version__, "Content-Type": "application/json"}
+        headers = {"User-Agent": settings.user_agent or api.__version__, "Content-Type": "application/json"}
         if auth.token:
             headers["Authorization"] = f"Bearer {auth.token}"
         # Requests in flight are bounded by the client's own limiter; the pool must also have room for
