@@ -8,7 +8,8 @@ unchanged, deleted, skipped, conflict, failed):
 - `create_inventory` / `write_inventory` / `delete_inventory`: the inventory ConfigMap of a bundle (a
   plain create when there was none, so two writers cannot both create it; then server-side applies over
   the resourceVersion it was read at: an inventory changed by someone else meanwhile is a conflict, never
-  overwritten);
+  overwritten); `write_fenced_inventory`: the same under a replica's shard lease, refused (`Fenced`) when
+  a newer owner of the shard wrote the inventory (`fleet.core.fencing`);
 - `read_record` / `write_record`: the revision record of a source (`inventory.Claim`): created when
   missing (a plain create, so two writers cannot both create it), else written over the resourceVersion
   it was read at;
@@ -32,7 +33,7 @@ from typing import Any
 import anyio
 
 from fleet.clients import kube
-from fleet.core import errors, health, model, plan
+from fleet.core import errors, fencing, health, model, plan
 from fleet.core import inventory as inventory_mod
 
 CONFIGMAP = kube.ResourceType("", "v1", "ConfigMap", "configmaps", True, ("create", "get", "list", "patch"))
@@ -103,11 +104,13 @@ async def write_inventory(
     instance: str,
     source: str | None = None,
     resource_version: str | None = None,
+    fence: fencing.Fence | None = None,
 ) -> str | None:
-    """Write a bundle's inventory as `source`'s; with `resource_version`, only over that version (a 409
-    `kube.ConflictError` when it changed since it was read). Returns the new resourceVersion."""
+    """Write a bundle's inventory as `source`'s (under `fence`); with `resource_version`, only over that
+    version (a 409 `kube.ConflictError` when it changed since it was read). Returns the new
+    resourceVersion."""
     body = inventory_mod.encode(
-        bundle, refs, instance=instance, source=source, resource_version=resource_version
+        bundle, refs, instance=instance, source=source, resource_version=resource_version, fence=fence
     )
     doc, _ = await client.apply(CONFIGMAP, body, force=True)
     rv = (doc.get("metadata") or {}).get("resourceVersion")
@@ -128,15 +131,63 @@ async def create_inventory(
     *,
     instance: str,
     source: str | None = None,
+    fence: fencing.Fence | None = None,
 ) -> None:
     """Create a bundle's inventory that did not exist when the round read the cluster; `InventoryRaced`
     when it exists now."""
-    body = inventory_mod.encode(bundle, refs, instance=instance, source=source)
+    body = inventory_mod.encode(bundle, refs, instance=instance, source=source, fence=fence)
     if not await client.create(CONFIGMAP, body):
         where = f"ConfigMap/{model.INVENTORY_NAMESPACE}/{body['metadata']['name']}"
         raise InventoryRaced(
             f"{where}: created by another writer during this round; not overwritten, retried"
         )
+
+
+class Fenced(errors.Conflict):
+    """A newer owner of the cluster's shard wrote a bundle's inventory: this replica writes and prunes
+    nothing of that bundle there. `above`: the epoch a replica that still holds the lease lifts its own
+    over (the lease was created again; `fleet.core.fencing`)."""
+
+    retriable = True
+
+    def __init__(self, message: str, *, above: int) -> None:
+        super().__init__(message)
+        self.above = above
+
+
+async def write_fenced_inventory(
+    client: kube.Client,
+    bundle: str,
+    refs: Iterable[model.ObjectRef],
+    *,
+    instance: str,
+    source: str | None,
+    fence: fencing.Fence | None,
+    found: inventory_mod.Inventory | None,
+) -> str | None:
+    """Write a bundle's inventory under `fence` (None: a writer without a lease, which keeps the fence it
+    found) over the inventory this round `found` (None: there was none; created). `Fenced` when `found`
+    carries a newer epoch of the same lease: nothing is sent. A 409 (`kube.ConflictError`, or
+    `InventoryRaced` for a create) when anyone wrote it since it was read: the compare-and-swap that keeps
+    a stale owner from ever writing after a newer one. Returns the new resourceVersion (None for a create).
+    """
+    name = model.inventory_name(instance=instance, bundle=bundle)
+    where = f"ConfigMap/{model.INVENTORY_NAMESPACE}/{name}"
+    judgement = fencing.judge(found.fence if found is not None else None, fence, where=where)
+    if judgement.verdict is fencing.Verdict.STALE:
+        raise Fenced(judgement.message or where, above=judgement.above)
+    if found is None or found.resource_version is None:
+        await create_inventory(client, bundle, refs, instance=instance, source=source, fence=judgement.fence)
+        return None
+    return await write_inventory(
+        client,
+        bundle,
+        refs,
+        instance=instance,
+        source=source,
+        resource_version=found.resource_version,
+        fence=judgement.fence,
+    )
 
 
 class RecordRaced(errors.ClusterError):

@@ -22,6 +22,8 @@ Layout::
     data.objects:     JSON list of [group, version, kind, namespace, name], sorted
     data.source:      the source that wrote it (absent: written by an earlier fleet, adopted by whoever
                       reads it)
+    data.fence:       <shard lease>@<epoch> of the replica that wrote it (absent: no replica did);
+                      `fleet.core.fencing` judges it
 
     revision record, metadata.labels: fleet.dev/owner=<instance>, fleet.dev/revision-record=true
     data: source, revision, observedAt, committedAt, writer
@@ -36,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fleet.core import errors, model
+from fleet.core import errors, fencing, model
 
 LABEL_INVENTORY = "fleet.dev/inventory"
 LABEL_RECORD = "fleet.dev/revision-record"
@@ -57,6 +59,7 @@ class Inventory:
     resource_version: str | None = None  # of the ConfigMap it was read from; None: not on the cluster
     source: str | None = None  # the source that wrote it; None: an earlier fleet wrote it (no source field)
     name: str = ""  # of its ConfigMap
+    fence: fencing.Fence | None = None  # of the replica that wrote it; None: no replica did
 
     def union(self, refs: Iterable[model.ObjectRef]) -> frozenset[model.ObjectRef]:
         return self.refs | frozenset(refs)
@@ -78,8 +81,10 @@ def encode(
     instance: str,
     source: str | None = None,
     resource_version: str | None = None,
+    fence: fencing.Fence | None = None,
 ) -> dict[str, Any]:
-    """The ConfigMap (an apply configuration) holding `refs` for `bundle`, written by `source`.
+    """The ConfigMap (an apply configuration) holding `refs` for `bundle`, written by `source` (under
+    `fence`, when a replica holding a shard lease writes it).
 
     With `resource_version`, the apply is refused (409) when the ConfigMap changed since it was read."""
     rows = sorted({(r.group, r.version, r.kind, r.namespace, r.name) for r in refs})
@@ -94,6 +99,8 @@ def encode(
     data = {"bundle": bundle, "objects": json.dumps([list(r) for r in rows], separators=(",", ":"))}
     if source is not None:
         data["source"] = source
+    if fence is not None:
+        data["fence"] = str(fence)
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
 
 
@@ -116,6 +123,12 @@ def decode(configmap: Mapping[str, Any], *, instance: str) -> Inventory:
     source = data.get("source")
     if source is not None and (not isinstance(source, str) or not source):
         raise InventoryError(f"{where}: data.source is empty")
+    fence = None
+    if "fence" in data:
+        try:
+            fence = fencing.Fence.parse(data["fence"])
+        except ValueError as e:
+            raise InventoryError(f"{where}: data.fence: {e} (unreadable, never taken as unfenced)") from None
     if "objects" not in data:
         raise InventoryError(f"{where}: inventory without data.objects (unreadable, not empty)")
     raw = data["objects"]
@@ -140,6 +153,7 @@ def decode(configmap: Mapping[str, Any], *, instance: str) -> Inventory:
         resource_version=str(rv) if rv else None,
         source=source,
         name=name,
+        fence=fence,
     )
 
 

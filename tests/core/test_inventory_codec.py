@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fleet.core import inventory, model
+from fleet.core import fencing, inventory, model
 
 REFS = [
     model.ObjectRef("apps", "v1", "Deployment", "web", "api"),
@@ -167,3 +167,24 @@ def test_an_unreadable_revision_record_raises_naming_it(data: dict[str, str]) ->
     cm = {"metadata": {"name": "fleet-revision-x"}, "data": data}
     with pytest.raises(inventory.InventoryError, match="ConfigMap/fleet-system/fleet-revision-x"):
         inventory.decode_record(cm, source="s")
+
+
+def test_an_inventory_carries_the_fence_of_the_replica_that_wrote_it() -> None:
+    fence = fencing.Fence(lease="fleet-shard-7", epoch=12)
+    cm = inventory.encode("web", REFS, instance="fleet", source="git.example.com/a", fence=fence)
+    assert cm["data"]["fence"] == "fleet-shard-7@12"
+    assert inventory.decode(cm, instance="fleet").fence == fence
+    assert "fence" not in inventory.encode("web", REFS, instance="fleet")["data"]
+    assert inventory.decode(inventory.encode("web", REFS, instance="fleet"), instance="fleet").fence is None
+
+
+@pytest.mark.parametrize(
+    "fence", ["", "fleet-shard-7", "fleet-shard-7@", "fleet-shard-7@0", "@3", "Shard@1", "x@-1"]
+)
+def test_an_unreadable_fence_makes_the_inventory_unreadable_never_unfenced(fence: str) -> None:
+    cm = inventory.encode("web", REFS, instance="fleet")
+    cm["data"]["fence"] = fence
+    with pytest.raises(
+        inventory.InventoryError, match=r"ConfigMap/fleet-system/fleet-inventory-web: data\.fence"
+    ):
+        inventory.decode(cm, instance="fleet")
