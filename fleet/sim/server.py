@@ -54,6 +54,7 @@ class FaultRule:
     method: str | None = None
     watch: bool | None = None
     path: re.Pattern[str] | None = None
+    user_agent: re.Pattern[str] | None = None
     after: int = 0
     count: int | None = None
     rate: float = 1.0
@@ -74,6 +75,7 @@ class FaultRule:
             "method",
             "watch",
             "path",
+            "userAgent",
             "after",
             "count",
             "rate",
@@ -114,14 +116,15 @@ class FaultRule:
             if method not in METHODS:
                 raise RuleError(f"method: must be one of {', '.join(METHODS)}")
             rule.method = method
-        path = doc.get("path")
-        if path is not None:
-            if not isinstance(path, str):
-                raise RuleError("path: must be a regular expression string")
-            try:
-                rule.path = re.compile(path)
-            except re.error as e:
-                raise RuleError(f"path: invalid regular expression: {e}") from None
+        for key, attr in (("path", "path"), ("userAgent", "user_agent")):
+            pattern = doc.get(key)
+            if pattern is not None:
+                if not isinstance(pattern, str):
+                    raise RuleError(f"{key}: must be a regular expression string")
+                try:
+                    setattr(rule, attr, re.compile(pattern))
+                except re.error as e:
+                    raise RuleError(f"{key}: invalid regular expression: {e}") from None
         rate = doc.get("rate")
         if rate is not None:
             if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate <= 1:
@@ -131,8 +134,10 @@ class FaultRule:
             raise RuleError("a fault rule needs one of status, latencyMs, hang, refuse, dropWatches")
         return rule
 
-    def selects(self, method: str, path: str, watch: bool) -> bool:
+    def selects(self, method: str, path: str, watch: bool, agent: str = "") -> bool:
         if self.method is not None and self.method != method:
+            return False
+        if self.user_agent is not None and self.user_agent.search(agent) is None:
             return False
         if self.watch is not None and self.watch != watch:
             return False
@@ -145,9 +150,9 @@ class FaultRule:
             return False
         return self.path is None or self.path.search(path) is not None
 
-    def take(self, method: str, path: str, watch: bool) -> bool:
+    def take(self, method: str, path: str, watch: bool, agent: str = "") -> bool:
         """Whether this request is acted on (counts matches, honours after/count/rate)."""
-        if not self.selects(method, path, watch):
+        if not self.selects(method, path, watch, agent):
             return False
         self.matched += 1
         if self.matched <= self.after:
@@ -350,7 +355,7 @@ class Sim:
         h = self.host_of(name)
         parsed = FaultRule.parse(rule)
         h.faults.append(parsed)
-        if parsed.drop_watches:
+        if parsed.drop_watches and parsed.user_agent is None:  # open streams' clients are not known
             for w in list(h.cluster.watchers()):
                 rest = w.path
                 if parsed.path is None or parsed.path.search(rest):
@@ -394,7 +399,7 @@ class Sim:
         watch = _is_watch(request, rest)
         ctx = requests.RequestContext(path=rest)
         for rule in list(h.faults):
-            if not rule.take(method, rest, watch):
+            if not rule.take(method, rest, watch, agent):
                 continue
             if rule.latency_ms:
                 await asyncio.sleep(rule.latency_ms / 1000.0)

@@ -39,6 +39,8 @@ def test_an_unknown_cluster_in_an_admin_path_gets_404(sim: testing.SimHandle) ->
         ({"status": 200}, "status"),
         ({"status": 500, "method": "FETCH"}, "method"),
         ({"status": 500, "path": "("}, "path"),
+        ({"status": 500, "userAgent": "("}, "userAgent"),
+        ({"status": 500, "userAgent": 3}, "userAgent"),
         ({"status": 500, "rate": 2}, "rate"),
         ({"status": 500, "sometimes": True}, "sometimes"),
         ({"count": 1}, "needs one of"),
@@ -200,6 +202,17 @@ def test_the_journal_records_each_requests_user_agent_faulted_ones_included(
         (201, "fleet/0.1.0 (replica b-2)"),
         (200, ""),
     ]
+
+
+def test_a_fault_rule_can_act_on_the_requests_of_one_client_only(
+    sim: testing.SimHandle, client: httpx.Client
+) -> None:
+    add_rule(sim, {"status": 503, "userAgent": r"\(replica b-"})
+    a = client.get(CM, headers={"User-Agent": "fleet/0.1.0 (replica a-1)"})
+    b = client.get(CM, headers={"User-Agent": "fleet/0.1.0 (replica b-2)"})
+    assert (a.status_code, b.status_code) == (200, 503)
+    rules = admin(sim, "GET", "/clusters/c1/faults").json()["rules"]
+    assert [(r["matched"], r["fired"]) for r in rules] == [(1, 1)]
 
 
 def test_the_in_process_handle_reads_cluster_state_on_the_server_loop(
