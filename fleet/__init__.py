@@ -9,16 +9,18 @@ commit from the webhook to a cluster::
      |           serve, status, demo, rollout, history, sim); option checks, reading a local repository
     controller   `fleet serve`: engine (the loop and its API) over its parts (revisions, workers, watches,
      |           persistence), runtime (each cluster's record and the pure decisions about it), rollouts,
-     |           server + webhook + ui (HTTP API, status page), metrics, telemetry, audit + events + notify
+     |           server + webhook + ui (HTTP API, status page), metrics, telemetry, audit + events + notify,
+     |           replicas (a replica's lease loop)
     cluster      one cluster: reading (observe), reconcile (one round), apply (SSA, prune, inventories),
      |           diff, watch (streams), repair (drift), waves (`fleet sync --waves`)
     clients      I/O: kube (the only module importing kr8s), source (git through pygit2), sources (the
-     |           Kustomize, Helm and SOPS programs), statedb (SQLite), tls
+     |           Kustomize, Helm and SOPS programs), statedb (SQLite), tls, management (the Lease client
+     |           of the management cluster replicas coordinate through)
     core         pure, no I/O: model, errors, yamlsafe, repository, selectors, cel, placement, validation,
                  render, pipeline (the one pipeline of every command), plan, inventory, health, drift,
                  rollout, backoff, secrets, values, durations, history, notices, clusterevents, and the
                  coordination of replicas: sharding (shards, assignment), leases, coordination (the
-                 decisions of one replica, tick by tick)
+                 decisions of one replica, tick by tick), fencing (the epoch on inventories)
 
 `fleet.sim` is a Kubernetes-API-compatible server used by the tests, the demo and the benchmarks; fleet's
 own layers never import it (only the `fleet sim` command starts it). `fleet.demo` holds the demo

@@ -1,0 +1,198 @@
+"""Replicas' coordination loops (fleet.controller.replicas) in-process, over real HTTP against `fleet sim` as
+the management cluster, with short lease timings (4 s duration, 2 s renew deadline, 0.5 s retry)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+import anyio
+import pytest
+
+from fleet.clients import kube, management
+from fleet.controller import replicas
+from fleet.core import coordination, leases, sharding
+from fleet.sim import testing
+
+T = leases.Timings(duration=4, renew_deadline=2, retry=0.5)
+SHARDS = 12
+BASE = kube.Settings(request_timeout=2.0, connect_timeout=1.0, retry_budget=3.0, backoff_base=0.05)
+SLACK = 2.0  # scheduling on a loaded machine
+
+pytestmark = pytest.mark.slow  # seconds of lease timings each
+
+
+@pytest.fixture
+def sim() -> Iterator[testing.SimHandle]:
+    with testing.serving(names=["mgmt"]) as handle:
+        yield handle
+
+
+def make(sim: testing.SimHandle, me: str) -> replicas.Replica:
+    kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
+    settings = management.settings_for(BASE, timings=T, replica=me)
+    client = management.Leases(
+        kube.Client(cluster="mgmt", context=kc.context("mgmt"), settings=settings), instance="fleet"
+    )
+    return replicas.Replica(client, coordination.Config(instance="fleet", me=me, shards=SHARDS, timings=T))
+
+
+async def holders(r: replicas.Replica) -> dict[int, str]:
+    out = {}
+    for name, rec in (await r.client.read()).items():
+        shard = leases.shard_of_lease(name, instance="fleet")
+        if shard is not None and rec.holder:
+            out[shard] = rec.holder
+    return out
+
+
+async def until(check: Callable[[], Awaitable[bool]], *, within: float) -> float:
+    """Seconds until `check` holds (fails after `within`)."""
+    start = time.monotonic()
+    with anyio.fail_after(within):
+        # Polls the management cluster: what is checked is the server's state, no event tells of it.
+        while True:
+            if await check():
+                return time.monotonic() - start
+            await anyio.sleep(0.05)
+
+
+def run(sim: testing.SimHandle, names: list[str], body: Callable[..., Awaitable[None]]) -> None:
+    async def main() -> None:
+        reps = [make(sim, n) for n in names]
+        scopes = {r.config.me: anyio.CancelScope() for r in reps}
+
+        async def loop(r: replicas.Replica) -> None:
+            with scopes[r.config.me]:
+                await r.run()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for r in reps:
+                    tg.start_soon(loop, r)
+                await body(reps, scopes)
+                tg.cancel_scope.cancel()
+        finally:
+            for r in reps:
+                await r.client.client.aclose()
+
+    anyio.run(main)
+
+
+def test_three_replicas_share_every_shard_each_writable_by_exactly_one(sim: testing.SimHandle) -> None:
+    async def body(reps: list[replicas.Replica], _: object) -> None:
+        a = reps[0]
+
+        async def settled() -> bool:
+            owners = await holders(a)
+            return len(owners) == SHARDS and set(owners.values()) == {r.config.me for r in reps}
+
+        await until(settled, within=10)
+        owners = await holders(a)
+        for r in reps:
+            assert r.writable() == {s for s, who in owners.items() if who == r.config.me}
+        loads = sharding.Assignment(shards=SHARDS, owner=owners).loads()
+        assert all(SHARDS // 3 <= n <= 5 for n in loads.values()), loads
+        assert sum(r.coordinating() for r in reps) == 1
+        fences = {r.fence(s) for r in reps for s in r.writable()}
+        assert {f.lease for f in fences if f} == {f"fleet-shard-{s}" for s in range(SHARDS)}
+
+    run(sim, ["a-1", "b-2", "c-3"], body)
+    agents = {e["userAgent"] for e in sim.journal_sync("mgmt")}
+    assert agents == {management.user_agent(n) for n in ("a-1", "b-2", "c-3")}
+
+
+def test_the_shards_of_a_replica_that_vanishes_are_owned_again_within_the_lease_duration_and_a_retry(
+    sim: testing.SimHandle,
+) -> None:
+    async def body(reps: list[replicas.Replica], scopes: dict[str, anyio.CancelScope]) -> None:
+        a, _, c = reps
+
+        async def settled() -> bool:
+            return len(set((await holders(a)).values())) == 3
+
+        await until(settled, within=10)
+        theirs = {s for s, who in (await holders(a)).items() if who == "b-2"}
+        scopes["b-2"].cancel()  # like SIGKILL: nothing released
+
+        async def taken() -> bool:
+            owners = await holders(a)
+            return all(owners.get(s) in ("a-1", "c-3") for s in theirs)
+
+        took = await until(taken, within=T.duration + T.retry + 3 * SLACK)
+        assert took <= T.duration + T.retry + SLACK
+        assert theirs <= a.writable() | c.writable()
+
+    run(sim, ["a-1", "b-2", "c-3"], body)
+
+
+def test_a_stopped_replica_hands_its_shards_over_within_a_retry_period(sim: testing.SimHandle) -> None:
+    async def body(reps: list[replicas.Replica], _: object) -> None:
+        a, b = reps
+
+        async def settled() -> bool:
+            return len(set((await holders(a)).values())) == 2
+
+        await until(settled, within=10)
+        theirs = {s for s, who in (await holders(a)).items() if who == "b-2"}
+        b.stop()
+        assert b.writable() == frozenset() and not b.coordinating()
+
+        async def taken() -> bool:
+            owners = await holders(a)
+            return all(owners.get(s) == "a-1" for s in theirs)
+
+        took = await until(taken, within=T.duration + SLACK)
+        assert took <= T.retry + SLACK
+        assert not (await a.client.read())["fleet-replica-b-2"].holder  # gone, at once
+
+    run(sim, ["a-1", "b-2"], body)
+
+
+def test_a_replica_cut_off_from_the_management_cluster_stops_writing_before_its_shards_are_taken(
+    sim: testing.SimHandle,
+) -> None:
+    async def body(reps: list[replicas.Replica], _: object) -> None:
+        a, b = reps
+
+        async def settled() -> bool:
+            return len(set((await holders(a)).values())) == 2
+
+        await until(settled, within=10)
+        theirs = {s for s, who in (await holders(a)).items() if who == "b-2"}
+        # The latest moment (wall clock) b may write to each of its shards, as b itself says.
+        last: dict[int, float] = {}
+
+        async def watch_b() -> None:
+            while True:
+                offset = time.time() - time.monotonic()
+                for s in theirs:
+                    d = b.deadline(s)
+                    if d is not None:
+                        last[s] = max(last.get(s, 0.0), d + offset)
+                await anyio.sleep(0.02)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_b)
+            await anyio.sleep(0.1)
+            cut_at = time.time()
+            await sim.faults("mgmt", {"userAgent": r"\(replica b-2\)", "refuse": True})
+
+            async def taken() -> bool:
+                owners = await holders(a)
+                return all(owners.get(s) == "a-1" for s in theirs)
+
+            await until(taken, within=T.duration + T.retry + 3 * SLACK)
+            tg.cancel_scope.cancel()
+        assert b.writable() == frozenset()
+        taken_at = {}
+        for e in sim.journal_sync("mgmt"):
+            shard = leases.shard_of_lease(e["path"].rsplit("/", 1)[-1], instance="fleet")
+            if e["method"] == "PUT" and e["status"] == 200 and e["userAgent"] == management.user_agent("a-1"):
+                if shard in theirs and shard not in taken_at and e["time"] > cut_at:
+                    taken_at[shard] = e["time"]
+        assert set(taken_at) == theirs
+        for s in theirs:
+            assert last[s] < taken_at[s], (s, last[s], taken_at[s])
+
+    run(sim, ["a-1", "b-2"], body)
