@@ -124,7 +124,10 @@ class Replica:
         while True:
             await self.tick()
             if self.state.draining and not self.state.held:
-                log.info("replica %s: every lease released", self.config.me)
+                log.info(
+                    "replica %s: drained (every lease released, or left to expire where a release failed)",
+                    self.config.me,
+                )
                 return
             wake_at = self.decision.wake_at if self.decision is not None else self._clock()
             wait = min(wake_at, self._clock() + self.config.timings.retry) - self._clock()
