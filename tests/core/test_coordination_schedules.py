@@ -7,8 +7,14 @@ clocks have arbitrary offsets and run up to 1 % fast or slow. Asserted:
 * at every moment each shard (and the coordinator lease) has at most one replica allowed to write;
 * a shard whose owner is killed is owned again within the lease duration plus a retry period;
 * a replica told to stop (SIGTERM) hands its shards over within a retry period;
+* a holder cut off, paused, or deaf to the answers of its releases never overlaps the next owner;
 * after the faults end, every shard is owned by a live replica;
+* replicas started together take their shards without handing any over;
 * scaling 1 -> 3 -> 2 moves at most the needed share of the shards plus 10 %.
+
+Each safety test was seen failing on a broken variant of the rules (a lease taken a few seconds early,
+a deadline a few seconds late, updates without compare-and-swap, a release that keeps writing until its
+answer, shards renewed without the replica lease).
 """
 
 from __future__ import annotations
