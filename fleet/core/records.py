@@ -1,0 +1,720 @@
+"""The state of record in a management cluster: fleet's ConfigMaps there and their codecs (pure).
+
+When replicas of one instance share a fleet through a management cluster (docs/scaling.md, "State of
+record"), what they must agree on lives there as ConfigMaps in namespace ``fleet-system``, labelled
+``fleet.dev/owner=<instance>`` and ``fleet.dev/record=<kind>``, each carrying its schema version in the
+annotation ``fleet.dev/schema``:
+
+==========================================  ========  =====================================================
+name                                        kind      holds
+==========================================  ========  =====================================================
+``<instance>-records``                      marker    the schema version the instance was installed at
+``<instance>-rollout-<bundle>-<rev12>``     rollout   one (bundle, revision) rollout as the Conductor keeps
+                                                      it (`fleet.core.rollout.dump`, hashes, span)
+``<instance>-action-<bundle>-<token>``      action    a person's action asked of a replica that does not
+                                                      coordinate, for the coordinator to take
+``<instance>-history-<writer>-<n>``         history   a segment of one replica's history entries
+``<instance>-status-<shard>``               status    one shard's status summary, by the shard's owner
+==========================================  ========  =====================================================
+
+Owns: those names and labels (`name_for`), the encoding and decoding of each record (`encode_*`,
+`decode_*`), the schema version and its migration (`SCHEMA`, `upgrade`, `MIGRATIONS`), the size limit
+(`MAX_RECORD_BYTES`), and the pure decisions over records: whether a history segment takes more entries
+(`fits`), which entries answer a history query over every replica's segments (`merge_history`), whether a
+status summary was written by a newer owner (`fenced`), and the whole fleet's clusters from every
+shard's summary (`merge_status`).
+
+Every decode raises `RecordError` naming the ConfigMap and the field that is wrong: an unreadable record
+is never taken as empty or absent. A record of a newer schema than this fleet is unreadable too (it must
+not be overwritten by an older fleet, which would drop what it does not know).
+
+Does not: send anything (`fleet.clients.records`), decide rollouts (`fleet.core.rollout`) or what a
+history entry is (`fleet.core.history`), or know which replica owns which shard (the caller passes
+`shard_of` and epochs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from fleet.core import errors, model
+from fleet.core import history as hist
+
+NAMESPACE = model.INVENTORY_NAMESPACE
+SCHEMA = 1
+LABEL_RECORD = "fleet.dev/record"
+LABEL_BUNDLE = "fleet.dev/bundle"
+LABEL_WRITER = "fleet.dev/writer"
+LABEL_SHARD = "fleet.dev/shard"
+ANNOTATION_SCHEMA = "fleet.dev/schema"
+
+MARKER = "marker"
+ROLLOUT = "rollout"
+ACTION = "action"
+HISTORY = "history"
+STATUS = "status"
+KINDS = (MARKER, ROLLOUT, ACTION, HISTORY, STATUS)
+
+# A ConfigMap holds at most 1 MiB of data (the API server refuses more); a record is kept well below,
+# so its metadata and a growing field never push it over.
+MAX_RECORD_BYTES = 900 * 1024
+SEGMENT_ENTRIES = 500  # history entries per segment: an append rewrites the segment
+SEGMENT_BYTES = 256 * 1024
+
+_NAME_MAX = 253
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_SEGMENT = re.compile(r"^(?P<writer>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-(?P<n>[0-9]{6})$")
+
+
+class RecordError(errors.StateError):
+    """A record in the management cluster cannot be read (or written: too large); the message names it."""
+
+    retriable = False
+
+
+def where(name: str) -> str:
+    """How messages name a record: ``ConfigMap/fleet-system/<name>``."""
+    return f"ConfigMap/{NAMESPACE}/{name}"
+
+
+def selector(*, instance: str, kind: str | None = None) -> str:
+    """The label selector of an instance's records (of one kind)."""
+    out = f"{model.LABEL_OWNER}={instance}"
+    return out + (f",{LABEL_RECORD}={kind}" if kind else "")
+
+
+def _part(text: str, room: int) -> str:
+    """`text` made a DNS-subdomain piece of at most `room` characters; a cut one ends in a digest, so two
+    long names never meet."""
+    clean = re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-.") or "x"
+    if len(clean) <= room and clean == text:
+        return clean
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    return f"{clean[: max(1, room - 11)].strip('-.')}-{digest}"
+
+
+def name_for(
+    kind: str,
+    *,
+    instance: str,
+    bundle: str = "",
+    revision: str = "",
+    token: str = "",
+    writer: str = "",
+    number: int = 0,
+    shard: int = 0,
+) -> str:
+    """The ConfigMap name of a record."""
+    if kind == MARKER:
+        return f"{instance}-records"
+    if kind == ROLLOUT:
+        head = f"{instance}-rollout-"
+        return head + _part(bundle, _NAME_MAX - len(head) - 13) + "-" + revision[:12]
+    if kind == ACTION:
+        head = f"{instance}-action-"
+        return head + _part(bundle, _NAME_MAX - len(head) - len(token) - 1) + "-" + token
+    if kind == HISTORY:
+        return f"{instance}-history-{writer}-{number:06d}"
+    if kind == STATUS:
+        return f"{instance}-status-{shard}"
+    raise ValueError(f"unknown record kind {kind!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The envelope: a ConfigMap with labels, the schema annotation and string data.
+
+
+@dataclass(frozen=True)
+class Meta:
+    """Where a record came from: its name and the resourceVersion read (writes go over it)."""
+
+    name: str
+    version: str = ""
+
+
+def _envelope(
+    kind: str,
+    name: str,
+    *,
+    instance: str,
+    data: Mapping[str, str],
+    labels: Mapping[str, str] | None = None,
+    version: str = "",
+) -> dict[str, Any]:
+    all_labels = {model.LABEL_OWNER: instance, LABEL_RECORD: kind}
+    for k, v in (labels or {}).items():
+        if len(v) <= 63 and _LABEL_VALUE.match(v):
+            all_labels[k] = v  # a name too long for a label is in the data only
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": NAMESPACE,
+        "labels": all_labels,
+        "annotations": {ANNOTATION_SCHEMA: str(SCHEMA)},
+    }
+    if version:
+        meta["resourceVersion"] = version
+    body = dict(data)
+    size = sum(len(k) + len(v.encode()) for k, v in body.items())
+    if size > MAX_RECORD_BYTES:
+        raise RecordError(
+            f"{where(name)}: the record would hold {size} bytes, more than {MAX_RECORD_BYTES} (a ConfigMap "
+            "holds at most 1 MiB); not written"
+        )
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": body}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+# Migrations from one schema version of a kind's data to the next: (kind, version) -> function over the
+# ConfigMap's data. Version 1 is the first; a change of a record's shape adds a step here and raises SCHEMA.
+Migration = Callable[[Mapping[str, str]], dict[str, str]]
+MIGRATIONS: dict[tuple[str, int], Migration] = {}
+
+
+def schema_of(obj: Mapping[str, Any]) -> int:
+    """The schema version a record was written at; RecordError when it is missing or not a number."""
+    meta = obj.get("metadata") or {}
+    name = str(meta.get("name") or "?")
+    raw = (meta.get("annotations") or {}).get(ANNOTATION_SCHEMA)
+    try:
+        version = int(str(raw))
+    except ValueError:
+        raise RecordError(
+            f"{where(name)}: annotation {ANNOTATION_SCHEMA} is {raw!r}, not a schema version"
+        ) from None
+    if version < 1:
+        raise RecordError(f"{where(name)}: annotation {ANNOTATION_SCHEMA} is {raw!r}, not a schema version")
+    return version
+
+
+def upgrade(
+    obj: Mapping[str, Any], *, kind: str, migrations: Mapping[tuple[str, int], Migration] | None = None
+) -> tuple[Meta, dict[str, str]]:
+    """A record's name, resourceVersion and data at the current `SCHEMA`, migrated step by step from the
+    version it was written at. RecordError (naming the record) when it is not a ConfigMap of that kind, is
+    newer than this fleet, or an older version has no migration."""
+    steps = MIGRATIONS if migrations is None else migrations
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    if not isinstance(meta, Mapping) or not meta.get("name"):
+        raise RecordError(f"ConfigMap/{NAMESPACE}/?: a record without a name")
+    name = str(meta["name"])
+    found = (meta.get("labels") or {}).get(LABEL_RECORD)
+    if found != kind:
+        raise RecordError(f"{where(name)}: label {LABEL_RECORD} is {found!r}, not {kind!r}")
+    data = obj.get("data")
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping) or not all(isinstance(v, str) for v in data.values()):
+        raise RecordError(f"{where(name)}: data is not a map of strings")
+    version = schema_of(obj)
+    if version > SCHEMA:
+        raise RecordError(
+            f"{where(name)}: written by a newer fleet (schema {version}, this fleet knows {SCHEMA}); "
+            "refusing to read or overwrite it (upgrade this replica)"
+        )
+    out = dict(data)
+    while version < SCHEMA:
+        step = steps.get((kind, version))
+        if step is None:
+            raise RecordError(
+                f"{where(name)}: schema {version} of {kind} records has no migration to {SCHEMA}"
+            )
+        try:
+            out = step(out)
+        except (KeyError, TypeError, ValueError) as e:
+            raise RecordError(f"{where(name)}: cannot migrate it from schema {version}: {e}") from e
+        version += 1
+    return Meta(name=name, version=str(meta.get("resourceVersion") or "")), out
+
+
+def _field(name: str, data: Mapping[str, str], key: str) -> str:
+    if key not in data:
+        raise RecordError(f"{where(name)}: data.{key} is missing")
+    return data[key]
+
+
+def _json(name: str, data: Mapping[str, str], key: str) -> Any:
+    try:
+        return json.loads(_field(name, data, key))
+    except ValueError as e:
+        raise RecordError(f"{where(name)}: data.{key} is not JSON: {e}") from None
+
+
+def _number(name: str, value: Any, key: str) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise RecordError(f"{where(name)}: data.{key} is {value!r}, not a number") from None
+    if not math.isfinite(out):
+        raise RecordError(f"{where(name)}: data.{key} is {value!r}, not a finite number")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The marker: the instance's records are installed, at a schema version.
+
+
+def encode_marker(*, instance: str, replica: str, version: str = "") -> dict[str, Any]:
+    name = name_for(MARKER, instance=instance)
+    return _envelope(
+        MARKER,
+        name,
+        instance=instance,
+        version=version,
+        data={"schema": str(SCHEMA), "kinds": ",".join(KINDS), "migratedBy": replica},
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rollouts.
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One stored rollout, as the state database's rollout row holds it (`doc`: the Conductor's form)."""
+
+    bundle: str
+    revision: str
+    started_at: float
+    updated_at: float
+    terminal: bool
+    doc: Mapping[str, Any]
+    meta: Meta = Meta("")
+
+
+def encode_rollout(r: Rollout, *, instance: str) -> dict[str, Any]:
+    """The ConfigMap of a rollout; `r.meta.version` (when set) is the resourceVersion it replaces. The
+    data has readable fields for ``kubectl get -o yaml`` beside the whole stored form (``rollout.json``)."""
+    name = name_for(ROLLOUT, instance=instance, bundle=r.bundle, revision=r.revision)
+    inner = r.doc.get("rollout") if isinstance(r.doc, Mapping) else None
+    inner = inner if isinstance(inner, Mapping) else {}
+    return _envelope(
+        ROLLOUT,
+        name,
+        instance=instance,
+        version=r.meta.version,
+        labels={LABEL_BUNDLE: r.bundle},
+        data={
+            "bundle": r.bundle,
+            "revision": r.revision,
+            "state": str(inner.get("phase") or ""),
+            "reason": str(inner.get("reason") or ""),
+            "startedAt": repr(r.started_at),
+            "updatedAt": repr(r.updated_at),
+            "terminal": "true" if r.terminal else "false",
+            "rollout.json": _dumps(dict(r.doc)),
+        },
+    )
+
+
+def decode_rollout(obj: Mapping[str, Any]) -> Rollout:
+    meta, data = upgrade(obj, kind=ROLLOUT)
+    name = meta.name
+    doc = _json(name, data, "rollout.json")
+    if not isinstance(doc, dict) or not isinstance(doc.get("rollout"), dict):
+        raise RecordError(f"{where(name)}: data.rollout.json holds no rollout")
+    terminal = _field(name, data, "terminal")
+    if terminal not in ("true", "false"):
+        raise RecordError(f"{where(name)}: data.terminal is {terminal!r}, not true or false")
+    bundle, revision = _field(name, data, "bundle"), _field(name, data, "revision")
+    inner = doc["rollout"]
+    if inner.get("bundle") != bundle or inner.get("revision") != revision:
+        raise RecordError(
+            f"{where(name)}: data.rollout.json is not the rollout of {bundle} at {revision[:12]}"
+        )
+    return Rollout(
+        bundle=bundle,
+        revision=revision,
+        started_at=_number(name, _field(name, data, "startedAt"), "startedAt"),
+        updated_at=_number(name, _field(name, data, "updatedAt"), "updatedAt"),
+        terminal=terminal == "true",
+        doc=doc,
+        meta=meta,
+    )
+
+
+def latest(rollouts: Iterable[Rollout]) -> dict[str, Rollout]:
+    """The newest rollout of every bundle (by start time, then revision for a stable answer)."""
+    out: dict[str, Rollout] = {}
+    for r in rollouts:
+        have = out.get(r.bundle)
+        if have is None or (r.started_at, r.revision) > (have.started_at, have.revision):
+            out[r.bundle] = r
+    return out
+
+
+def beyond_kept(rollouts: Iterable[Rollout], *, keep: int) -> list[Rollout]:
+    """The rollouts past the newest `keep` of their bundle (for deletion)."""
+    per: dict[str, list[Rollout]] = {}
+    for r in rollouts:
+        per.setdefault(r.bundle, []).append(r)
+    out: list[Rollout] = []
+    for rs in per.values():
+        rs.sort(key=lambda r: (r.started_at, r.revision), reverse=True)
+        out.extend(rs[keep:])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# People's actions asked of a replica that does not coordinate.
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    bundle: str
+    revision: str  # the rollout it was asked of: a request for a superseded rollout is not taken
+    action: str
+    actor: str
+    at: float
+    replica: str  # which replica took the request
+    token: str  # unique per request (part of the name)
+    reason: str = ""
+    wave: str | None = None
+    cluster: str | None = None
+    meta: Meta = Meta("")
+
+
+def encode_action(a: ActionRequest, *, instance: str) -> dict[str, Any]:
+    name = name_for(ACTION, instance=instance, bundle=a.bundle, token=a.token)
+    data = {
+        "bundle": a.bundle,
+        "revision": a.revision,
+        "action": a.action,
+        "actor": a.actor,
+        "reason": a.reason,
+        "at": repr(a.at),
+        "replica": a.replica,
+        "token": a.token,
+    }
+    if a.wave is not None:
+        data["wave"] = a.wave
+    if a.cluster is not None:
+        data["cluster"] = a.cluster
+    return _envelope(ACTION, name, instance=instance, labels={LABEL_BUNDLE: a.bundle}, data=data)
+
+
+def decode_action(obj: Mapping[str, Any]) -> ActionRequest:
+    meta, data = upgrade(obj, kind=ACTION)
+    n = meta.name
+    return ActionRequest(
+        bundle=_field(n, data, "bundle"),
+        revision=_field(n, data, "revision"),
+        action=_field(n, data, "action"),
+        actor=_field(n, data, "actor"),
+        at=_number(n, _field(n, data, "at"), "at"),
+        replica=_field(n, data, "replica"),
+        token=_field(n, data, "token"),
+        reason=data.get("reason", ""),
+        wave=data.get("wave"),
+        cluster=data.get("cluster"),
+        meta=meta,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# History segments: each replica appends to its own, so replicas never contend for one.
+
+
+def entry_doc(e: hist.Entry) -> dict[str, Any]:
+    """An entry's stored form (its time at full precision, unlike the API's)."""
+    out: dict[str, Any] = {"at": e.at, "outcome": e.outcome}
+    for key, value in (
+        ("cluster", e.cluster),
+        ("bundle", e.bundle),
+        ("from", e.from_revision),
+        ("to", e.to_revision),
+        ("trace", e.trace_id),
+        ("actor", e.actor),
+        ("reason", e.reason),
+        ("message", e.message),
+    ):
+        if value:
+            out[key] = value
+    objects = {k: v for k, v in e.objects.items() if v}
+    if objects:
+        out["objects"] = objects
+    return out
+
+
+def entry_of(d: Any, *, name: str, line: int) -> hist.Entry:
+    if not isinstance(d, dict) or "at" not in d or not isinstance(d.get("outcome"), str):
+        raise RecordError(f"{where(name)}: data.entries line {line} is not a history entry")
+    objects = d.get("objects") or {}
+    if not isinstance(objects, dict) or not all(isinstance(v, int) for v in objects.values()):
+        raise RecordError(f"{where(name)}: data.entries line {line}: objects is not a map of counts")
+    text = {k: d.get(k) for k in ("cluster", "bundle", "from", "to", "trace", "actor", "reason", "message")}
+    if not all(v is None or isinstance(v, str) for v in text.values()):
+        raise RecordError(f"{where(name)}: data.entries line {line}: a field that must be text is not")
+    return hist.Entry(
+        at=_number(name, d["at"], f"entries line {line} at"),
+        cluster=text["cluster"] or "",
+        bundle=text["bundle"] or "",
+        outcome=d["outcome"],
+        from_revision=text["from"],
+        to_revision=text["to"],
+        objects={k: int(v) for k, v in objects.items() if k in hist.COUNTED},
+        trace_id=text["trace"],
+        actor=text["actor"],
+        reason=text["reason"] or "",
+        message=text["message"] or "",
+        seq=line,
+    )
+
+
+@dataclass(frozen=True)
+class Segment:
+    writer: str
+    number: int
+    entries: tuple[hist.Entry, ...] = ()
+    meta: Meta = Meta("")
+
+    @property
+    def newest(self) -> float | None:
+        return max((e.at for e in self.entries), default=None)
+
+
+def _lines(entries: Iterable[hist.Entry]) -> str:
+    return "".join(_dumps(entry_doc(e)) + "\n" for e in entries)
+
+
+def encode_segment(s: Segment, *, instance: str) -> dict[str, Any]:
+    name = name_for(HISTORY, instance=instance, writer=s.writer, number=s.number)
+    times = [e.at for e in s.entries]
+    return _envelope(
+        HISTORY,
+        name,
+        instance=instance,
+        version=s.meta.version,
+        labels={LABEL_WRITER: s.writer},
+        data={
+            "writer": s.writer,
+            "count": str(len(s.entries)),
+            "oldest": repr(min(times)) if times else "",
+            "newest": repr(max(times)) if times else "",
+            "entries": _lines(s.entries),
+        },
+    )
+
+
+def decode_segment(obj: Mapping[str, Any], *, instance: str) -> Segment:
+    meta, data = upgrade(obj, kind=HISTORY)
+    n = meta.name
+    head = f"{instance}-history-"
+    m = _SEGMENT.match(n[len(head) :]) if n.startswith(head) else None
+    if m is None:
+        raise RecordError(f"{where(n)}: not a history segment name ({head}<writer>-<6 digits>)")
+    if _field(n, data, "writer") != m["writer"]:
+        raise RecordError(f"{where(n)}: data.writer is {data['writer']!r}, not {m['writer']!r} of its name")
+    entries = []
+    for i, line in enumerate(_field(n, data, "entries").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError as e:
+            raise RecordError(f"{where(n)}: data.entries line {i} is not JSON: {e}") from None
+        entries.append(entry_of(doc, name=n, line=i))
+    return Segment(writer=m["writer"], number=int(m["n"]), entries=tuple(entries), meta=meta)
+
+
+def fits(s: Segment, more: Iterable[hist.Entry]) -> bool:
+    """Whether `s` takes `more` entries and stays within a segment's bounds (an empty segment takes any
+    batch that fits a record at all)."""
+    added = tuple(more)
+    if not s.entries:
+        return True
+    size = len(_lines(s.entries).encode()) + len(_lines(added).encode())
+    return len(s.entries) + len(added) <= SEGMENT_ENTRIES and size <= SEGMENT_BYTES
+
+
+def expired(s: Segment, *, before: float) -> bool:
+    """A segment all of whose entries are older than `before` (the retention): it is deleted whole."""
+    newest = s.newest
+    return newest is not None and newest < before
+
+
+def merge_history(segments: Iterable[Segment], q: hist.Query) -> list[hist.Entry]:
+    """The entries of every segment matching `q`, newest first (ties: writer, then order in its segment),
+    at most `q.limit`; each entry's `seq` is its rank in that order."""
+    matching: list[tuple[float, str, int, int, hist.Entry]] = []
+    for s in segments:
+        for e in s.entries:
+            if q.cluster is not None and e.cluster != q.cluster:
+                continue
+            if q.bundle is not None and e.bundle != q.bundle:
+                continue
+            if q.since is not None and e.at < q.since:
+                continue
+            if q.revision is not None and not any(
+                (r or "").startswith(q.revision) for r in (e.to_revision, e.from_revision)
+            ):
+                continue
+            matching.append((e.at, s.writer, s.number, e.seq, e))
+    matching.sort(key=lambda t: (-t[0], t[1], -t[2], -t[3]))
+    return [replace(t[4], seq=i) for i, t in enumerate(matching[: q.limit], start=1)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Status summaries, one per shard, written by the shard's owner.
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the owner of a cluster last saw of a bundle it reconciled to a rollout's revision, for the
+    coordinator's rollout (a replica that does not coordinate takes no rollout decision)."""
+
+    revision: str  # the rollout's revision the round applied
+    state: str  # a `fleet.core.model.State` value
+    at: float  # when it was seen (wall clock)
+    degraded: bool = False
+    message: str = ""
+    unreachable: str = ""  # the round could not reach the cluster (its message)
+
+
+@dataclass(frozen=True)
+class Summary:
+    shard: int
+    shards: int
+    writer: str  # the replica that wrote it
+    epoch: int  # its shard lease epoch when it wrote it (0: no lease)
+    updated_at: float
+    clusters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> status document
+    observed: Mapping[str, Mapping[str, Observation]] = field(default_factory=dict)  # cluster -> bundle ->
+    meta: Meta = Meta("")
+
+
+def _states(clusters: Mapping[str, Mapping[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for doc in clusters.values():
+        state = str(doc.get("state") or "?")
+        counts[state] = counts.get(state, 0) + 1
+    return " ".join(f"{s}={n}" for s, n in sorted(counts.items()))
+
+
+def encode_summary(s: Summary, *, instance: str) -> dict[str, Any]:
+    name = name_for(STATUS, instance=instance, shard=s.shard)
+    observed = {
+        c: {b: {k: v for k, v in o.__dict__.items() if v not in ("", False)} for b, o in per.items()}
+        for c, per in s.observed.items()
+    }
+    return _envelope(
+        STATUS,
+        name,
+        instance=instance,
+        version=s.meta.version,
+        labels={LABEL_SHARD: str(s.shard), LABEL_WRITER: s.writer},
+        data={
+            "shard": str(s.shard),
+            "shards": str(s.shards),
+            "writer": s.writer,
+            "epoch": str(s.epoch),
+            "updatedAt": repr(s.updated_at),
+            "states": _states(s.clusters),
+            "clusters.json": _dumps(dict(s.clusters)),
+            "observed.json": _dumps(observed),
+        },
+    )
+
+
+def _int(name: str, data: Mapping[str, str], key: str) -> int:
+    raw = _field(name, data, key)
+    if not raw.isdigit():
+        raise RecordError(f"{where(name)}: data.{key} is {raw!r}, not a whole number")
+    return int(raw)
+
+
+def decode_summary(obj: Mapping[str, Any]) -> Summary:
+    meta, data = upgrade(obj, kind=STATUS)
+    n = meta.name
+    clusters = _json(n, data, "clusters.json")
+    if not isinstance(clusters, dict) or not all(isinstance(v, dict) for v in clusters.values()):
+        raise RecordError(f"{where(n)}: data.clusters.json is not a map of cluster documents")
+    raw_observed = _json(n, data, "observed.json") if "observed.json" in data else {}
+    observed: dict[str, dict[str, Observation]] = {}
+    try:
+        for c, per in raw_observed.items():
+            observed[c] = {
+                b: Observation(
+                    revision=str(o["revision"]),
+                    state=str(o["state"]),
+                    at=_number(n, o["at"], f"observed.json {c}/{b} at"),
+                    degraded=bool(o.get("degraded", False)),
+                    message=str(o.get("message", "")),
+                    unreachable=str(o.get("unreachable", "")),
+                )
+                for b, o in per.items()
+            }
+    except (AttributeError, KeyError, TypeError) as e:
+        raise RecordError(f"{where(n)}: data.observed.json is not a map of observations ({e})") from None
+    shard, shards = _int(n, data, "shard"), _int(n, data, "shards")
+    if not 0 <= shard < max(shards, 1):
+        raise RecordError(f"{where(n)}: data.shard {shard} is not below data.shards {shards}")
+    return Summary(
+        shard=shard,
+        shards=shards,
+        writer=_field(n, data, "writer"),
+        epoch=_int(n, data, "epoch"),
+        updated_at=_number(n, _field(n, data, "updatedAt"), "updatedAt"),
+        clusters=clusters,
+        observed=observed,
+        meta=meta,
+    )
+
+
+def fenced(existing: Summary | None, *, shards: int, epoch: int) -> bool:
+    """Whether a summary found in place was written by a newer owner of the same shard (a higher epoch
+    under the same shard count): the writer holding `epoch` is stale and writes nothing over it."""
+    return existing is not None and existing.shards == shards and existing.epoch > epoch
+
+
+@dataclass(frozen=True)
+class Merged:
+    """The whole fleet as the summaries tell it."""
+
+    clusters: dict[str, dict[str, Any]]
+    observed: dict[str, dict[str, Observation]]
+    missing: tuple[int, ...]  # shards no summary covers under the current count (their clusters unknown)
+    writers: dict[int, str]  # shard -> the replica whose summary was taken
+
+
+def merge_status(summaries: Iterable[Summary], *, shards: int, shard_of: Callable[[str], int]) -> Merged:
+    """Every shard's clusters from its summary. A cluster is taken from the summary of its own shard under
+    the current shard count; a summary written under another count (before the count changed) only
+    fills in clusters no current summary holds, newest first. Shards with no current summary are
+    `missing`: the caller reports them, never shows their clusters as gone."""
+    current: dict[int, Summary] = {}
+    others: list[Summary] = []
+    for s in summaries:
+        if s.shards == shards:
+            have = current.get(s.shard)
+            if have is None or (s.epoch, s.updated_at) > (have.epoch, have.updated_at):
+                current[s.shard] = s
+        else:
+            others.append(s)
+    clusters: dict[str, dict[str, Any]] = {}
+    observed: dict[str, dict[str, Observation]] = {}
+    for shard, s in sorted(current.items()):
+        for name, doc in s.clusters.items():
+            if shard_of(name) == shard:
+                clusters[name] = dict(doc)
+                if name in s.observed:
+                    observed[name] = dict(s.observed[name])
+    for s in sorted(others, key=lambda s: s.updated_at, reverse=True):
+        for name, doc in s.clusters.items():
+            if name not in clusters and shard_of(name) not in current:
+                clusters[name] = dict(doc)
+    missing = tuple(n for n in range(shards) if n not in current)
+    return Merged(
+        clusters=dict(sorted(clusters.items())),
+        observed=observed,
+        missing=missing,
+        writers={n: s.writer for n, s in current.items()},
+    )
