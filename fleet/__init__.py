@@ -6,7 +6,8 @@ import cycle and no module over 800 lines, tests/test_architecture.py); docs/arc
 commit from the webhook to a cluster::
 
     cli          the `fleet` program (typer): a module per command (validate, plan, render, sync, diff,
-     |           serve, status, demo, rollout, history, sim); option checks, reading a local repository
+     |           serve, status, demo, rollout, history, sim); option checks, reading a local repository;
+     |           syncworkers (the processes of `fleet sync --workers`)
     controller   `fleet serve`: engine (the loop and its API) over its parts (revisions, workers, watches,
      |           persistence), runtime (each cluster's record and the pure decisions about it), rollouts,
      |           server + webhook + ui (HTTP API, status page), metrics, telemetry, audit + events + notify,
@@ -18,9 +19,10 @@ commit from the webhook to a cluster::
      |           of the management cluster replicas coordinate through)
     core         pure, no I/O: model, errors, yamlsafe, repository, selectors, cel, placement, validation,
                  render, pipeline (the one pipeline of every command), plan, inventory, health, drift,
-                 rollout, backoff, secrets, values, durations, history, notices, clusterevents, and the
-                 coordination of replicas: sharding (shards, assignment), leases, coordination (the
-                 decisions of one replica, tick by tick), fencing (the epoch on inventories)
+                 rollout, backoff, secrets, values, durations, history, notices, clusterevents, partition
+                 (`fleet sync --workers`' split), and the coordination of replicas: sharding (shards,
+                 assignment), leases, coordination (the decisions of one replica, tick by tick), fencing
+                 (the epoch on inventories)
 
 `fleet.sim` is a Kubernetes-API-compatible server used by the tests, the demo and the benchmarks; fleet's
 own layers never import it (only the `fleet sim` command starts it). `fleet.demo` holds the demo

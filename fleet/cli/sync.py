@@ -11,7 +11,9 @@ Both name their source (`source.identity` of the repository and `--path`), so an
 inventories under the same instance are conflicts, never pruned; `sync` claims the revision it read as
 seen now and always applies (`claim_of`: a person's explicit run is never superseded). `sync --waves`
 runs each bundle's rollout in the foreground instead of applying every placed cluster at once
-(`fleet.cluster.waves`; exit 1 when one halts or waits for an approval).
+(`fleet.cluster.waves`; exit 1 when one halts or waits for an approval). `sync --workers N` reads and
+renders the revision here once, then splits the clusters over N forked processes (`fleet.cli.syncworkers`)
+and reports their results as one run: the same lines, table, JSON and exit codes.
 Does not: hold any reconcile logic (`fleet.cluster.reconcile`, `fleet.cluster.diff`).
 """
 
@@ -27,13 +29,15 @@ from typing import Any
 import anyio
 import typer
 
-from fleet.cli import common, rendering, statusview
+from fleet.cli import common, rendering, statusview, syncworkers
 from fleet.clients import kube, source
 from fleet.clients import sources as sources_mod
 from fleet.cluster import reconcile
 from fleet.cluster import waves as waves_mod
 from fleet.core import errors, inventory, model, pipeline
 from fleet.core import rollout as ro
+
+MAX_WORKERS = 64  # processes of `fleet sync --workers`
 
 
 @dataclass(frozen=True)
@@ -328,6 +332,12 @@ def register(app: typer.Typer) -> None:
         helm_binary: str | None = rendering.helm_option(),
         sops_age_key_file: str | None = rendering.key_option(),
         render_timeout: str = rendering.timeout_option(),
+        workers: int = typer.Option(
+            1,
+            "--workers",
+            help="Processes the clusters are split over, balanced by their objects, so a cold sync of many"
+            " clusters uses every core (--concurrency is shared among them); 1: this process alone.",
+        ),
     ) -> None:
         """One full reconcile of every cluster, then exit (0: every placed pair applied and healthy)."""
         if output not in ("table", "json"):
@@ -351,13 +361,26 @@ def register(app: typer.Typer) -> None:
                 render_timeout,
             )
             health_timeout = common.parse_duration(timeout, flag="--timeout", minimum=1.0, maximum=common.DAY)
+            common.check_count(workers, flag="--workers", minimum=1, maximum=MAX_WORKERS)
         except errors.InputError as e:
             common.fail(str(e), code=2)
         if waves and no_wait:
             common.fail(
                 "--waves waits for health by its nature: it cannot be combined with --no-wait", code=2
             )
-        code = common.run(_sync_waves if waves else _sync, c, health_timeout, not no_wait, output)
+        if waves and workers > 1:
+            common.fail(
+                "--waves runs the rollouts in one process: it cannot be combined with --workers", code=2
+            )
+        if waves:
+            raise typer.Exit(common.run(_sync_waves, c, health_timeout, not no_wait, output))
+        # Workers are forked here, before the event loop and any thread exist (`syncworkers.Workers.start`).
+        pool = syncworkers.Workers.start(workers) if workers > 1 else None
+        try:
+            code = common.run(_sync, c, health_timeout, not no_wait, output, pool)
+        finally:
+            if pool is not None:
+                pool.stop()
         raise typer.Exit(code)
 
 
@@ -377,7 +400,9 @@ async def run_sync(
         )
 
 
-async def _sync(c: Request, health_timeout: float, wait: bool, output: str) -> int:
+async def _sync(
+    c: Request, health_timeout: float, wait: bool, output: str, pool: syncworkers.Workers | None = None
+) -> int:
     try:
         repo, targets, kubeconfig = await prepare(c)
     except (errors.InputError, errors.SourceError) as e:
@@ -392,7 +417,19 @@ async def _sync(c: Request, health_timeout: float, wait: bool, output: str) -> i
         yield_to_newer=False,
     )
     progress = _Progress(len(repo.clusters), wait=wait)
-    result = await run_sync(repo, targets, kubeconfig, request=c, options=options, on_done=progress)
+    if pool is None:
+        result = await run_sync(repo, targets, kubeconfig, request=c, options=options, on_done=progress)
+    else:
+        done = await pool.run(
+            repo,
+            targets,
+            pipeline.all_protected(repo),
+            kubeconfig=kubeconfig,
+            settings=settings_of(c),
+            options=options,
+            on_done=progress,
+        )
+        result = reconcile.fleet_result(repo, done, wait=wait)
     report_cluster_warnings(result, repo, kubeconfig)
     if output == "json":
         typer.echo(json.dumps(result_json(result), indent=2))

@@ -581,18 +581,22 @@ async def reconcile_fleet(
     clients: kube.Clients,
     options: Options,
     on_done: Callable[[ClusterResult], Awaitable[None] | None] | None = None,
+    protected: Mapping[str, str | plan.Target] | None = None,
 ) -> FleetResult:
-    """Reconcile every cluster of `repo` (those in `targets`), `options.concurrency` at a time."""
+    """Reconcile every cluster of `repo` (those in `targets`), `options.concurrency` at a time.
+
+    `protected` (default: `pipeline.all_protected(repo)`) is given by a caller that passes only some of
+    the revision's clusters (a `fleet sync --workers` process)."""
     limiter = anyio.CapacityLimiter(max(1, options.concurrency))
     results: dict[str, ClusterResult] = {}
-    protected = pipeline.all_protected(repo)
+    shield = pipeline.all_protected(repo) if protected is None else protected
 
     async def one(name: str) -> None:
         cluster = repo.clusters[name]
         async with limiter:
             client = clients.client(name, context=cluster.context or name)
             result = await reconcile_cluster(
-                client, cluster, targets.get(name, {}), options=options, protected=protected
+                client, cluster, targets.get(name, {}), options=options, protected=shield
             )
         results[name] = result
         if on_done is not None:
@@ -603,6 +607,13 @@ async def reconcile_fleet(
     async with anyio.create_task_group() as tg:
         for name in sorted(repo.clusters):
             tg.start_soon(one, name)
+    return fleet_result(repo, results, wait=options.wait)
+
+
+def fleet_result(repo: model.Repo, results: Mapping[str, ClusterResult], *, wait: bool) -> FleetResult:
+    """The `FleetResult` of a revision from its clusters' results: broken cluster files are Failed
+    clusters, broken bundles and the revision's errors are named (never ok)."""
+    results = dict(results)
     for name, problems in sorted(repo.broken_clusters.items()):
         first = str(problems[0]) if problems else "broken cluster file"
         results[name] = ClusterResult(
@@ -611,7 +622,7 @@ async def reconcile_fleet(
     return FleetResult(
         repo.revision,
         dict(sorted(results.items())),
-        wait=options.wait,
+        wait=wait,
         broken_bundles=pipeline.protected_bundles(repo),
         errors=tuple(p for p in repo.problems if p.severity is model.Severity.ERROR),
     )
