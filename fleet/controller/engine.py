@@ -30,7 +30,7 @@ from opentelemetry import trace
 
 from fleet.clients import kube, source, statedb
 from fleet.clients import sources as sources_mod
-from fleet.controller import audit, notify, revisions, rollouts, runtime
+from fleet.controller import audit, notify, revisions, rollouts, runtime, shared
 from fleet.controller import events as cluster_events
 from fleet.controller.base import Caches, Settings
 from fleet.controller.metrics import Metrics
@@ -124,6 +124,7 @@ class Engine(revisions.Revisions):
             store=store, metrics=self.metrics, wake=self._rollout_wake, save=self._save, observer=self.audit
         )
         self.metrics.rounds_in_flight.set_function(lambda: self._in_flight)
+        self.shared: shared.Shared | None = None  # the state of record in a management cluster (`share`)
         self._restore()
         self.rollouts.restore()
         self.audit.restore()
@@ -162,7 +163,7 @@ class Engine(revisions.Revisions):
                     "message": f"nothing is enforced: {self._nothing_enforced}",
                 }
             )
-        return {
+        doc = {
             "revision": rev.sha,
             "message": rev.message,
             "author": rev.author,
@@ -173,6 +174,16 @@ class Engine(revisions.Revisions):
             "clusters": {name: rt.document() for name, rt in sorted(self.clusters.items())},
             "rollouts": self.rollouts.documents(),
         }
+        if self.shared is not None:  # every shard's clusters, from their summaries
+            known = {name: rt.document() for name, rt in sorted(self.clusters.items())}
+            doc = self.shared.whole_fleet(doc, known=known)
+        return doc
+
+    def share(self, sh: shared.Shared) -> None:
+        """Keep the state of record in a management cluster (docs/scaling.md): `sh` runs beside the loop,
+        the conductor decides only while this replica coordinates, the status shows the whole fleet."""
+        sh.attach(self.rollouts, documents=lambda: {n: rt.document() for n, rt in self.clusters.items()})
+        self.shared = sh
 
     def request_reconcile(self, *, cluster: str | None, bundle: str | None) -> list[str]:
         if cluster is not None and cluster not in self.clusters:
@@ -316,6 +327,8 @@ class Engine(revisions.Revisions):
                 tg.start_soon(self._fetch_loop)
                 tg.start_soon(self.rollouts.run)
                 tg.start_soon(self.audit.run)
+                if self.shared is not None:
+                    tg.start_soon(self.shared.run)
         finally:
             self._tg = None
             with anyio.CancelScope(shield=True):

@@ -9,6 +9,12 @@ never sends a cluster its revision without the rollout knowing; a write the data
 the engine's `save` and the rollout goes on from memory, saved again on recovery); the `rollout <bundle>` spans; the
 rollout metrics.
 
+With a management cluster (docs/scaling.md, "State of record") only the replica holding the coordinator
+lease decides (`deciding`); the others follow: they take the coordinator's rollouts in as they are stored
+(`adopt`), leave a bundle alone while the coordinator has not yet taken in the revision they enforce,
+report what their rounds observed (`reports`, carried to the coordinator by their shards' status
+summaries) and hand people's actions on (`forward`, once checked that they apply).
+
 Does not: decide anything itself (every decision is a pure function of `fleet.core.rollout`), render or
 place (the engine hands it the newest revision's targets and wave membership), or talk to clusters (it
 asks the engine to wake a cluster through the `wake` callback).
@@ -30,6 +36,7 @@ from fleet.clients import statedb
 from fleet.controller.metrics import Metrics
 from fleet.core import errors, model
 from fleet.core import history as hist
+from fleet.core import records as rec
 from fleet.core import rollout as ro
 
 log = logging.getLogger("fleet.rollouts")
@@ -65,6 +72,9 @@ HeldFn = Callable[[str, str], "tuple[str | None, str | None]"]  # (cluster, bund
 WakeFn = Callable[[str, "trace.SpanContext | None"], None]
 # Runs one blocking write of the state database off the loop; reports (never raises) its failures.
 SaveFn = Callable[[Callable[[], None]], Awaitable[None]]
+# Hands a person's action on to the coordinator: (bundle, revision of its rollout, action, actor, reason,
+# wave, cluster).
+ForwardFn = Callable[[str, str, ro.Action, str, str, "str | None", "str | None"], Awaitable[None]]
 
 
 class Observer(Protocol):
@@ -113,6 +123,14 @@ class Conductor:
         self._spans: dict[str, trace.Span] = {}
         self._contexts: dict[str, trace.SpanContext] = {}  # bundle -> the revision trace it belongs to
         self._announced: dict[tuple[str, str], set[str]] = {}  # (bundle, revision) -> waves that started
+        # A management cluster's coordinator decides; the other replicas follow (see the module).
+        self.deciding: Callable[[], bool] = lambda: True
+        self.forward: ForwardFn | None = None
+        self.reports: dict[str, dict[str, rec.Observation]] = {}  # cluster -> bundle -> what a round saw
+        self._checked: dict[str, str] = {}  # bundle -> newest revision the coordinator took in for it
+        self._revision: str | None = None  # the newest revision this replica took in
+        self._awaiting: dict[str, str] = {}  # bundle -> revision its coordinator has not taken in yet
+        self._last_begin: dict[str, Any] | None = None  # the arguments of the last `begin`
 
     # -- start-up -----------------------------------------------------------------------------------
 
@@ -167,16 +185,30 @@ class Conductor:
 
     def hold(self, bundle: str, cluster: str) -> Hold:
         r = self.latest.get(bundle)
+        following = self._following(bundle, r)
         if r is None:
-            return NEWEST
+            return LEAVE if following else NEWEST
         if ro.governs(r, cluster):
             t = ro.target(r, cluster)
-            if t is None:
-                return LEAVE
+            if t is None or (t == r.revision and following):
+                return LEAVE  # the coordinator's revision is not the one this replica enforces (yet)
             return NEWEST if t == r.revision else Hold("revision", t)
+        if following:
+            return LEAVE
         if r.phase is ro.Phase.COMPLETED:
             return NEWEST
         return LEAVE  # placed after the rollout ended without completing: it gets the next revision
+
+    def _following(self, bundle: str, r: ro.Rollout | None) -> bool:
+        """A follower whose coordinator has not (yet) taken in the revision this replica enforces for
+        `bundle`: what that revision renders must not be applied on the follower's word alone."""
+        if self.deciding():
+            return False
+        if bundle in self._awaiting:
+            return True
+        if r is None or self._revision is None or r.revision == self._revision:
+            return False
+        return self._checked.get(bundle) != self._revision
 
     def waiting(self, bundle: str, cluster: str) -> str:
         """Why a bundle is left as it is on a cluster (for its status)."""
@@ -209,6 +241,20 @@ class Conductor:
         `placed[bundle][cluster]` is the hash the revision renders for each pair it applies (pairs in
         error left out); `held(cluster, bundle)` what a cluster holds of a bundle (revision, hash)."""
         now = self._clock()
+        self._revision = revision
+        self._last_begin = {
+            "revision": revision, "author": author, "repo": repo, "placed": placed, "waves": waves,
+            "held": held, "paused": paused, "context": context,
+        }  # fmt: skip
+        if not self.deciding():
+            # A follower: the coordinator starts the rollouts; until it has taken this revision in, the
+            # bundles it may change are left as they are (`hold`), then `adopt` takes its rollouts in.
+            for b, bundle in sorted(repo.bundles.items()):
+                r = self.latest.get(b)
+                if not bundle.suspend and placed.get(b) and (r is None or r.revision != revision):
+                    if self._checked.get(b) != revision:
+                        self._awaiting[b] = revision
+            return
         for name in sorted(set(self.latest) - set(repo.bundles) - set(repo.broken_bundles)):
             self._end_span(name, "the bundle was removed")  # pruned everywhere by the engine, no strategy
         for b, bundle in sorted(repo.bundles.items()):
@@ -220,6 +266,7 @@ class Conductor:
                 continue  # seen already (a restart re-reads its revision)
             known = self.hashes.get(b, {})
             if r is not None and all(known.get(c, h) == h for c, h in hashes.items()):
+                self._checked[b] = revision  # followers learn the revision changed nothing here
                 r = self._membership_changes(r, b, hashes, held=held, now=now)
                 self._set(r)
                 continue
@@ -288,8 +335,11 @@ class Conductor:
         unreachable: str = "",
     ) -> None:
         """A round on `cluster` finished: feed what it saw of each bundle it reconciled at a rollout's
-        revision to that rollout, then act on what changed."""
+        revision to that rollout, then act on what changed. A follower reports it for the coordinator."""
         now = self._clock()
+        if not self.deciding():
+            self._report(cluster, results, holds=holds, unreachable=unreachable, now=now)
+            return
         changed = False
         for b, r in list(self.latest.items()):
             m = r.members.get(cluster)
@@ -368,6 +418,13 @@ class Conductor:
         if r is None:
             raise KeyError(f"bundle {bundle}: no rollout")
         now = self._clock()
+        if not self.deciding():
+            ro.act(r, action, actor=actor, reason=reason, now=now, wave=wave, cluster=cluster)  # 409 here
+            if self.forward is None:
+                raise errors.StateError(f"bundle {bundle}: this replica does not decide rollouts")
+            await self.forward(bundle, r.revision, action, actor, reason, wave, cluster)
+            log.info("bundle %s: rollout %s by %s handed to the coordinator", bundle, action, actor)
+            return r
         before = {c: self.hold(bundle, c) for c in r.members}
         new = ro.act(r, action, actor=actor, reason=reason, now=now, wave=wave, cluster=cluster)
         span = self._spans.get(bundle)
@@ -397,6 +454,9 @@ class Conductor:
 
     async def tick(self) -> None:
         """Advance every rollout now; store what changed; then wake the clusters to send a revision to."""
+        if not self.deciding():
+            self._changed.set()
+            return
         now = self._clock()
         starts: list[tuple[str, str]] = []
         for b, r in list(self.latest.items()):
@@ -453,6 +513,89 @@ class Conductor:
                 if self._clock() >= min(wakes):
                     await self.tick()
 
+    # -- following the coordinator ------------------------------------------------------------------------------
+
+    def adopt(self, stored: Mapping[str, statedb.RolloutRow]) -> list[str]:
+        """Take in the coordinator's rollouts as stored (the newest of each bundle); wake the clusters whose
+        hold changed. Returns the bundles taken in (an unreadable stored form is logged and skipped: the
+        rollout known before stays)."""
+        taken = []
+        for bundle, row in sorted(stored.items()):
+            try:
+                r = ro.load(row.doc["rollout"])
+            except (KeyError, TypeError, ValueError) as e:
+                log.error(
+                    "bundle %s: stored rollout of %s unreadable, not taken in: %s",
+                    bundle,
+                    row.revision[:12],
+                    e,
+                )
+                continue
+            checked = row.doc.get("checked")
+            if self._awaiting.get(bundle) in (r.revision, checked):
+                self._awaiting.pop(bundle, None)
+            if isinstance(checked, str):
+                self._checked[bundle] = checked
+            if self.latest.get(bundle) == r and self.hashes.get(bundle) == dict(row.doc.get("hashes") or {}):
+                continue
+            before = {c: self.hold(bundle, c) for c in self._members(bundle, r)}
+            self.latest[bundle] = r
+            self.hashes[bundle] = dict(row.doc.get("hashes") or {})
+            taken.append(bundle)
+            for c, h in before.items():
+                if self.hold(bundle, c) != h:
+                    self._wake(c, self._contexts.get(bundle))
+        for bundle in list(self._awaiting):
+            if bundle not in stored:
+                continue
+        if taken:
+            self._update_metrics()
+            self._changed.set()
+        return taken
+
+    async def take_over(self) -> None:
+        """This replica has just become the coordinator (its rollouts adopted from the records): take in
+        the newest revision it enforces as the coordinator would have, then act on what is due."""
+        self._awaiting.clear()
+        if self._last_begin is not None:
+            await self.begin(**self._last_begin)
+        else:
+            await self.tick()
+
+    def _members(self, bundle: str, r: ro.Rollout) -> set[str]:
+        old = self.latest.get(bundle)
+        return set(r.members) | (set(old.members) if old is not None else set())
+
+    def _report(
+        self,
+        cluster: str,
+        results: Mapping[str, Observed],
+        *,
+        holds: Mapping[str, Hold],
+        unreachable: str,
+        now: float,
+    ) -> None:
+        """A follower's round: what it saw of each bundle it applied at a rollout's revision, for the
+        coordinator (carried by the shard's status summary)."""
+        per = self.reports.setdefault(cluster, {})
+        for b, r in self.latest.items():
+            m = r.members.get(cluster)
+            if r.terminal or m is None or holds.get(b) != NEWEST:
+                continue
+            seen = results.get(b)
+            if seen is None and not unreachable:
+                continue
+            per[b] = rec.Observation(
+                revision=r.revision,
+                state=(seen.state if seen is not None else model.State.UNREACHABLE).value,
+                at=now,
+                degraded=seen.degraded if seen is not None else False,
+                message=seen.message if seen is not None else "",
+                unreachable=unreachable,
+            )
+        if not per:
+            self.reports.pop(cluster, None)
+
     # -- status --------------------------------------------------------------------------------------------------
 
     def documents(self) -> dict[str, dict[str, Any]]:
@@ -483,6 +626,8 @@ class Conductor:
         doc: dict[str, Any] = {"rollout": ro.dump(r)}
         if self.latest.get(r.bundle) is r:
             doc["hashes"] = self.hashes.get(r.bundle, {})
+            if r.bundle in self._checked:
+                doc["checked"] = self._checked[r.bundle]
             span = self._spans.get(r.bundle)
             if span is not None:
                 sc = span.get_span_context()

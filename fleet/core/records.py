@@ -705,8 +705,9 @@ def merge_status(summaries: Iterable[Summary], *, shards: int, shard_of: Callabl
         for name, doc in s.clusters.items():
             if shard_of(name) == shard:
                 clusters[name] = dict(doc)
-                if name in s.observed:
-                    observed[name] = dict(s.observed[name])
+        for name, per in s.observed.items():
+            if shard_of(name) == shard:
+                observed[name] = dict(per)
     for s in sorted(others, key=lambda s: s.updated_at, reverse=True):
         for name, doc in s.clusters.items():
             if name not in clusters and shard_of(name) not in current:

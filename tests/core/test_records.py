@@ -322,3 +322,14 @@ def test_the_whole_fleet_is_every_shards_summary_and_a_missing_shard_is_reported
     }
     assert merged.missing == (2, 3)  # c-2 is in shard 2, whose summary is missing: not shown from shard 1's
     assert merged.writers == {0: "a", 1: "b"}
+
+
+def test_observations_are_merged_from_the_summary_of_their_clusters_shard_only() -> None:
+    seen = rec.Observation(revision=SHA_B, state="Synced", at=3.0)
+    summaries = [
+        rec.Summary(shard=1, shards=4, writer="b", epoch=1, updated_at=5.0, observed={"c-1": {"web": seen}}),
+        rec.Summary(shard=2, shards=4, writer="b", epoch=1, updated_at=5.0, observed={"c-5": {"web": seen}}),
+    ]
+    merged = rec.merge_status(summaries, shards=4, shard_of=shard_of)
+    assert merged.observed == {"c-1": {"web": seen}}  # c-5 is shard 1's: shard 2's word on it is not taken
+    assert merged.clusters == {}

@@ -1,0 +1,434 @@
+"""The state of record in a management cluster, for the controller (docs/scaling.md, "State of record").
+
+Owns: `ManagedStore`, the engine's state store when replicas share a fleet: the embedded SQLite database
+(`fleet.clients.statedb`) keeps what is this process's own (the revision row, its clusters' rows, the
+notification outbox), and rollouts and history go to the management cluster through
+`fleet.clients.records` instead, behind the same blocking methods (called from worker threads, they run
+their requests on the event loop through `anyio.from_thread`); the rollouts last read are kept in memory
+(read at start by `start`, kept fresh by `Shared`), so the few reads made on the event loop or at
+construction never send a request. `Shared`, one task beside the engine's: every period it reads the
+rollouts (a follower takes them in, `rollouts.Conductor.adopt`; a replica that has just become the
+coordinator takes them in and then over, `Conductor.take_over`), lets the coordinator take people's
+actions asked of other replicas, writes the status summary of every shard this replica may write to
+(its clusters' status and what its rounds observed for the coordinator's rollouts), reads every shard's
+summary, and feeds the coordinator what the other replicas observed; and `whole_fleet`, the status
+document of the whole fleet from the summaries (the shards without one reported as errors, their clusters
+shown as unknown, never as gone).
+
+Does not: hold leases or say which shards this replica may write to (`Owner`: the replica's lease loop),
+decide rollouts (`rollouts.Conductor`, `fleet.core.rollout`), or encode records (`fleet.core.records`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import anyio.from_thread
+
+from fleet.clients import records as records_client
+from fleet.clients import statedb
+from fleet.controller import replicas, rollouts
+from fleet.core import errors, model, sharding
+from fleet.core import history as hist
+from fleet.core import records as rec
+from fleet.core import rollout as ro
+
+log = logging.getLogger("fleet.shared")
+
+SUMMARY_REFRESH = 30.0  # a summary is written when its clusters change, and at least this often
+
+
+class Owner(Protocol):
+    """What this replica may do now (its lease loop answers)."""
+
+    @property
+    def me(self) -> str: ...
+
+    @property
+    def shards(self) -> int: ...
+
+    def shard_of(self, cluster: str) -> int: ...
+
+    def writable(self) -> frozenset[int]: ...
+
+    def coordinating(self) -> bool: ...
+
+    def epoch(self, shard: int) -> int | None: ...
+
+
+class ReplicaOwner:
+    """`Owner` answered by a replica's lease loop (`fleet.controller.replicas.Replica`)."""
+
+    def __init__(self, replica: replicas.Replica) -> None:
+        self.replica = replica
+
+    @property
+    def me(self) -> str:
+        return self.replica.config.me
+
+    @property
+    def shards(self) -> int:
+        return self.replica.config.shards
+
+    def shard_of(self, cluster: str) -> int:
+        return sharding.shard_of(cluster, shards=self.replica.config.shards)
+
+    def writable(self) -> frozenset[int]:
+        return self.replica.writable()
+
+    def coordinating(self) -> bool:
+        return self.replica.coordinating()
+
+    def epoch(self, shard: int) -> int | None:
+        fence = self.replica.fence(shard)
+        return fence.epoch if fence is not None else None
+
+
+def _row(r: rec.Rollout) -> statedb.RolloutRow:
+    return statedb.RolloutRow(
+        bundle=r.bundle,
+        revision=r.revision,
+        started_at=r.started_at,
+        doc=r.doc,
+        terminal=r.terminal,
+        updated_at=r.updated_at,
+    )
+
+
+class ManagedStore(statedb.StateStore):
+    """The state store of a replica (see the module). Blocking methods, as `StateStore`'s; those that
+    reach the management cluster must be called from a worker thread of the engine's event loop."""
+
+    def __init__(
+        self, path: Path, *, records: records_client.Records, keep: int = statedb.ROLLOUTS_PER_BUNDLE
+    ) -> None:
+        super().__init__(path)
+        self.records = records
+        self.keep = keep
+        self.rollouts: dict[tuple[str, str], rec.Rollout] = {}  # as last read or written
+        self.conflicted = False  # a rollout write met a newer version: read them again before deciding
+
+    async def start(self) -> records_client.Installed:
+        """Install (and migrate) the records, and read the rollouts (on the event loop, before the engine)."""
+        installed = await self.records.install()
+        await self.read_rollouts()
+        return installed
+
+    async def read_rollouts(self) -> dict[str, rec.Rollout]:
+        """Read every rollout; the newest of each bundle. Raises (StateError) when they cannot be read."""
+        found = await self.records.rollouts()
+        self.rollouts = {(r.bundle, r.revision): r for r in found}
+        return rec.latest(found)
+
+    # -- rollouts --------------------------------------------------------------------------------------
+
+    def record_rollouts(
+        self,
+        rows: tuple[statedb.RolloutRow, ...],
+        *,
+        history: tuple[hist.Entry, ...] = (),
+        outbox: tuple[statedb.Message, ...] = (),
+    ) -> None:
+        if outbox:
+            self.enqueue(outbox)
+        if history:
+            anyio.from_thread.run(self.records.append, history)
+        if rows:
+            anyio.from_thread.run(self._write_rollouts, rows)
+
+    async def _write_rollouts(self, rows: tuple[statedb.RolloutRow, ...]) -> None:
+        for row in rows:
+            known = self.rollouts.get((row.bundle, row.revision))
+            r = rec.Rollout(
+                bundle=row.bundle,
+                revision=row.revision,
+                started_at=row.started_at,
+                updated_at=row.updated_at,
+                terminal=row.terminal,
+                doc=row.doc,
+                meta=known.meta if known is not None else rec.Meta(""),
+            )
+            try:
+                self.rollouts[(row.bundle, row.revision)] = await self.records.write_rollout(r)
+            except records_client.Conflict:
+                self.conflicted = True
+                raise
+        old = rec.beyond_kept(self.rollouts.values(), keep=self.keep)
+        if old:
+            await self.records.forget_rollouts(old)
+            for r in old:
+                self.rollouts.pop((r.bundle, r.revision), None)
+
+    def latest_rollouts(self) -> dict[str, statedb.RolloutRow]:
+        return {b: _row(r) for b, r in rec.latest(self.rollouts.values()).items()}
+
+    def rollout(self, bundle: str, revision: str) -> statedb.RolloutRow | None:
+        found = [r for (b, rev), r in self.rollouts.items() if b == bundle and rev.startswith(revision)]
+        return _row(found[0]) if len(found) == 1 else None
+
+    def rollout_phases(self) -> list[tuple[str, str, str, str]]:
+        out = []
+        for r in sorted(self.rollouts.values(), key=lambda r: r.started_at):
+            inner = r.doc.get("rollout") or {}
+            out.append((r.bundle, r.revision, str(inner.get("phase") or ""), str(inner.get("reason") or "")))
+        return out
+
+    # -- history ---------------------------------------------------------------------------------------
+
+    def record_cluster(
+        self,
+        cluster: statedb.ClusterRow,
+        targets: tuple[statedb.TargetRow, ...] = (),
+        *,
+        drop_other_targets: bool = False,
+        history: tuple[hist.Entry, ...] = (),
+    ) -> None:
+        super().record_cluster(cluster, targets, drop_other_targets=drop_other_targets)
+        if history:
+            anyio.from_thread.run(self.records.append, history)
+
+    def record_history(self, entries: tuple[hist.Entry, ...]) -> None:
+        if entries:
+            anyio.from_thread.run(self.records.append, entries)
+
+    def query_history(self, q: hist.Query) -> list[hist.Entry]:
+        return anyio.from_thread.run(self.records.history, q)
+
+    def prune_history(self, *, before: float, batch: int = 5_000) -> int:
+        # Segments go whole; one call deletes every expired one (less than `batch` tells the caller so).
+        return min(anyio.from_thread.run(lambda: self.records.prune(before=before)), batch - 1)
+
+    def history_bounds(self) -> tuple[int, float | None]:
+        return anyio.from_thread.run(self.records.bounds)
+
+
+class Engine(Protocol):
+    """What `Shared` needs of the engine."""
+
+    rollouts: rollouts.Conductor
+    store: statedb.StateStore
+
+    def cluster_documents(self) -> dict[str, dict[str, Any]]: ...
+
+
+class Shared:
+    """The replica's side of the state of record (see the module). `run` until cancelled."""
+
+    def __init__(
+        self,
+        store: ManagedStore,
+        *,
+        owner: Owner,
+        period: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.records = store.records
+        self.owner = owner
+        self.period = period
+        self._clock = clock
+        self.merged = rec.Merged(clusters={}, observed={}, missing=tuple(range(owner.shards)), writers={})
+        self.problem: str | None = None  # why the records could not be read or written last time
+        self._written: dict[int, tuple[str, float]] = {}  # shard -> (what was written, when)
+        self._fed: dict[tuple[str, str], float] = {}  # (cluster, bundle) -> time of the observation fed
+        self._coordinating = False
+        self._conductor: rollouts.Conductor | None = None
+        self._documents: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
+
+    def attach(
+        self, conductor: rollouts.Conductor, *, documents: Callable[[], Mapping[str, Mapping[str, Any]]]
+    ) -> None:
+        """Make `conductor` decide only while this replica coordinates, and hand actions on otherwise;
+        `documents` gives this replica's clusters' status documents (by name)."""
+        self._conductor = conductor
+        self._documents = documents
+        conductor.deciding = lambda: self._coordinating and self.owner.coordinating()
+        conductor.forward = self.forward
+        self._coordinating = self.owner.coordinating()
+        if not self._coordinating:
+            conductor.adopt(self.store.latest_rollouts())
+
+    async def forward(
+        self,
+        bundle: str,
+        revision: str,
+        action: ro.Action,
+        actor: str,
+        reason: str,
+        wave: str | None,
+        cluster: str | None,
+    ) -> None:
+        await self.records.ask(
+            rec.ActionRequest(
+                bundle=bundle,
+                revision=revision,
+                action=str(action),
+                actor=actor,
+                at=self._clock(),
+                replica=self.owner.me,
+                token="",
+                reason=reason,
+                wave=wave,
+                cluster=cluster,
+            )
+        )
+
+    async def run(self) -> None:
+        while True:
+            await self.step()
+            await anyio.sleep(self.period)
+
+    async def step(self) -> None:
+        """One period's work (see the module); a failure is reported in the status, never fatal."""
+        problems = []
+        for part in (self._rollouts, self._summaries, self._actions, self._feed):
+            try:
+                await part()
+            except errors.StateError as e:
+                problems.append(str(e))
+                log.warning("state of record: %s", e)
+        self.problem = "; ".join(problems) or None
+
+    async def _rollouts(self) -> None:
+        conductor = self._conductor
+        if conductor is None:
+            return
+        await self.store.read_rollouts()
+        coordinating = self.owner.coordinating()
+        if not coordinating or not self._coordinating or self.store.conflicted:
+            conductor.adopt(self.store.latest_rollouts())
+        if coordinating and (not self._coordinating or self.store.conflicted):
+            self._coordinating, self.store.conflicted = True, False
+            log.info("replica %s: coordinating the rollouts", self.owner.me)
+            await conductor.take_over()
+        self._coordinating = coordinating
+
+    async def _actions(self) -> None:
+        conductor = self._conductor
+        if conductor is None or not self._coordinating or not self.owner.coordinating():
+            return
+        for a in await self.records.actions():
+            r = conductor.latest.get(a.bundle)
+            if r is None or r.revision != a.revision:
+                log.warning(
+                    "bundle %s: %s by %s was asked of the rollout of %s, which is no longer the newest; not taken",
+                    a.bundle, a.action, a.actor, a.revision[:12],
+                )  # fmt: skip
+            else:
+                try:
+                    await conductor.act(
+                        a.bundle, ro.Action(a.action), actor=a.actor, reason=a.reason, wave=a.wave,
+                        cluster=a.cluster,
+                    )  # fmt: skip
+                except (KeyError, ValueError) as e:  # NotApplicable is a ValueError
+                    log.warning("bundle %s: %s by %s not taken: %s", a.bundle, a.action, a.actor, e)
+            await self.records.done(a)
+
+    async def _summaries(self) -> None:
+        owner = self.owner
+        docs = self._documents()
+        reports = self._conductor.reports if self._conductor is not None else {}
+        now = self._clock()
+        for shard in sorted(owner.writable()):
+            epoch = owner.epoch(shard)
+            if epoch is None:
+                continue
+            mine = {n: dict(d) for n, d in docs.items() if owner.shard_of(n) == shard}
+            observed = {n: dict(per) for n, per in reports.items() if owner.shard_of(n) == shard}
+            key = json.dumps(
+                [{n: {k: v for k, v in d.items() if k != "watch"} for n, d in mine.items()},
+                 {n: {b: o.__dict__ for b, o in per.items()} for n, per in observed.items()}],
+                sort_keys=True, default=str,
+            )  # fmt: skip
+            last = self._written.get(shard)
+            if last is not None and last[0] == key and now - last[1] < SUMMARY_REFRESH:
+                continue
+            summary = rec.Summary(
+                shard=shard, shards=owner.shards, writer=owner.me, epoch=epoch, updated_at=now,
+                clusters=mine, observed=observed,
+            )  # fmt: skip
+            try:
+                await self.records.write_summary(summary)
+            except records_client.Fenced as e:
+                log.warning("state of record: %s", e)
+                continue
+            self._written[shard] = (key, now)
+        self.merged = rec.merge_status(
+            await self.records.summaries(), shards=owner.shards, shard_of=owner.shard_of
+        )
+
+    async def _feed(self) -> None:
+        """The coordinator takes in what the other replicas' rounds observed of its rollouts."""
+        conductor = self._conductor
+        if conductor is None or not self._coordinating or not self.owner.coordinating():
+            return
+        mine = self.owner.writable()
+        for cluster, per in sorted(self.merged.observed.items()):
+            if self.owner.shard_of(cluster) in mine:
+                continue  # its rounds here told the conductor themselves
+            results: dict[str, rollouts.Observed] = {}
+            unreachable = ""
+            for bundle, o in per.items():
+                r = conductor.latest.get(bundle)
+                if r is None or r.revision != o.revision or o.at <= self._fed.get((cluster, bundle), 0.0):
+                    continue
+                self._fed[(cluster, bundle)] = o.at
+                results[bundle] = rollouts.Observed(
+                    state=model.State(o.state), degraded=o.degraded, message=o.message
+                )
+                unreachable = unreachable or o.unreachable
+            if results:
+                await conductor.observed(
+                    cluster, results, holds=dict.fromkeys(results, rollouts.NEWEST), unreachable=unreachable
+                )
+
+    # -- the status document ---------------------------------------------------------------------------
+
+    def whole_fleet(self, doc: dict[str, Any], *, known: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """`doc` (this replica's status document) showing every cluster: those of the shards this replica
+        writes to as it knows them, the others from their shard's summary; a cluster of a shard that has
+        no summary keeps what this replica knows of it (`known`) with an error saying its status is
+        unknown, and the document's errors name the shards and any failure to read the records."""
+        owner = self.owner
+        mine = owner.writable()
+        clusters: dict[str, Any] = dict(self.merged.clusters)
+        for name, d in known.items():
+            if owner.shard_of(name) in mine:
+                clusters[name] = dict(d)
+        missing = [s for s in self.merged.missing if s not in mine]
+        errs = list(doc.get("errors") or [])
+        for name, d in known.items():
+            if name not in clusters and owner.shard_of(name) in missing:
+                unknown = dict(d)
+                unknown["lastError"] = (
+                    f"status unknown: shard {owner.shard_of(name)} has no status summary in the management "
+                    "cluster yet (its owner has not written one)"
+                )
+                clusters[name] = unknown
+        if missing:
+            errs.append(
+                {
+                    "path": rec.where(f"{self.records.instance}-status-<shard>"),
+                    "line": None,
+                    "message": f"no status summary for shards {', '.join(map(str, missing))}: their clusters' "
+                    "status is unknown",
+                }
+            )
+        if self.problem:
+            errs.append({"path": "management cluster", "line": None, "message": self.problem})
+        return {
+            **doc,
+            "errors": errs,
+            "clusters": dict(sorted(clusters.items())),
+            "shards": {
+                "count": owner.shards,
+                "missing": missing,
+                "writers": {str(k): v for k, v in sorted(self.merged.writers.items())},
+            },
+        }

@@ -1,0 +1,252 @@
+"""Two replicas sharing rollouts, approvals, history and status through a management cluster
+(fleet.controller.shared), in-process over real HTTP against `fleet sim`: only the coordinator decides, the
+follower takes its decisions in, hands people's actions on and reports what its rounds saw."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from fleet.clients import kube
+from fleet.clients import records as records_client
+from fleet.controller import audit, rollouts, shared
+from fleet.controller.metrics import Metrics
+from fleet.core import history as hist
+from fleet.core import model, sharding
+from fleet.core import records as rec
+from fleet.core import rollout as ro
+from fleet.sim import testing
+from tests.support import placement_builders as pb
+
+BASE = kube.Settings(request_timeout=2.0, connect_timeout=1.0, retry_budget=3.0, backoff_base=0.05)
+SHARDS = 4
+REV = "c" * 40
+
+
+def two_clusters_on_two_shards() -> tuple[str, str]:
+    """A cluster of shard 0 (replica a's) and one of shard 1 (replica b's)."""
+    names = [f"c{i}" for i in range(100)]
+    first = next(n for n in names if sharding.shard_of(n, shards=SHARDS) == 0)
+    second = next(n for n in names if sharding.shard_of(n, shards=SHARDS) == 1)
+    return first, second
+
+
+@dataclass
+class Owner:
+    """The replica's answers about its leases, fixed for a test."""
+
+    me: str
+    mine: frozenset[int]
+    coordinator: bool
+    shards: int = SHARDS
+
+    def shard_of(self, cluster: str) -> int:
+        return sharding.shard_of(cluster, shards=self.shards)
+
+    def writable(self) -> frozenset[int]:
+        return self.mine
+
+    def coordinating(self) -> bool:
+        return self.coordinator
+
+    def epoch(self, shard: int) -> int | None:
+        return 1 if shard in self.mine else None
+
+
+@dataclass
+class Replica:
+    store: shared.ManagedStore
+    conductor: rollouts.Conductor
+    shared: shared.Shared
+    woken: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def sim() -> Iterator[testing.SimHandle]:
+    with testing.serving(names=["mgmt"]) as handle:
+        yield handle
+
+
+async def replica(sim: testing.SimHandle, tmp: Path, owner: Owner) -> Replica:
+    kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
+    client = kube.Client(cluster="mgmt", context=kc.context("mgmt"), settings=BASE)
+    records = records_client.Records(client, instance="fleet", writer=owner.me)
+    store = shared.ManagedStore(tmp / owner.me / "state.db", records=records)
+    await store.start()
+    metrics = Metrics()
+    woken: list[str] = []
+
+    async def save(write: Any) -> None:
+        await anyio.to_thread.run_sync(write)
+
+    recorder = audit.Recorder(store=store, metrics=metrics)
+    conductor = rollouts.Conductor(
+        store=store, metrics=metrics, wake=lambda c, _ctx: woken.append(c), save=save, observer=recorder
+    )
+    conductor.restore()
+    sh = shared.Shared(store, owner=owner, period=0.1)
+    sh.attach(conductor, documents=lambda: {})
+    return Replica(store=store, conductor=conductor, shared=sh, woken=woken)
+
+
+def the_repo(c1: str, c2: str) -> model.Repo:
+    spec = model.RolloutSpec(
+        waves=(
+            model.WaveSpec(name="canary", max_concurrency=model.Count(1)),
+            model.WaveSpec(name="rest", approval=model.Approval.BEFORE),
+        ),
+        progress_deadline=600.0,
+    )
+    web = pb.bundle("web")
+    web = model.Bundle(**{**web.__dict__, "rollout": spec})
+    return pb.repo([pb.cluster(c1), pb.cluster(c2)], [web], revision=REV)
+
+
+async def begin(r: Replica, c1: str, c2: str) -> None:
+    await r.conductor.begin(
+        revision=REV,
+        author="ana",
+        repo=the_repo(c1, c2),
+        placed={"web": {c1: "h1", c2: "h2"}},
+        waves={"web": ro.Membership(waves=(("canary", (c1,)), ("rest", (c2,))), errors={})},
+        held=lambda c, b: (None, None),
+        paused=(),
+        context=None,
+    )
+
+
+SYNCED = {"web": rollouts.Observed(state=model.State.SYNCED)}
+
+
+def test_a_rollout_approved_through_the_follower_is_decided_by_the_coordinator_and_obeyed_by_the_follower(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    c1, c2 = two_clusters_on_two_shards()
+
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0, 2}), coordinator=True))
+        b = await replica(sim, tmp_path, Owner("b", frozenset({1, 3}), coordinator=False))
+        try:
+            await begin(a, c1, c2)
+            await begin(b, c1, c2)
+            assert "web" not in b.conductor.latest  # the follower starts nothing itself
+            assert b.conductor.hold("web", c2) == rollouts.LEAVE  # nor applies the revision on its own word
+            assert a.conductor.hold("web", c1) == rollouts.NEWEST  # the canary is in flight
+            await b.shared.step()
+            assert b.conductor.latest["web"].revision == REV
+            # The canary (a's cluster) turns healthy: the rollout waits for a person before the rest.
+            await a.conductor.observed(c1, SYNCED, holds={"web": rollouts.NEWEST})
+            assert a.conductor.latest["web"].phase is ro.Phase.WAITING_APPROVAL
+            await a.shared.step()
+            await b.shared.step()
+            assert b.conductor.latest["web"].phase is ro.Phase.WAITING_APPROVAL
+            # An action that does not apply is refused by the follower itself (409), nothing is asked.
+            with pytest.raises(ro.NotApplicable):
+                await b.conductor.act("web", ro.Action.RESUME, actor="ana")
+            # A person approves through the follower: asked of the coordinator, decided there.
+            await b.conductor.act("web", ro.Action.APPROVE, actor="ana", reason="canary fine", wave="rest")
+            assert b.conductor.latest["web"].phase is ro.Phase.WAITING_APPROVAL  # b decided nothing
+            assert [x.action for x in await a.store.records.actions()] == ["approve"]
+            await a.shared.step()
+            assert a.conductor.latest["web"].phase is ro.Phase.PROGRESSING
+            assert await a.store.records.actions() == []
+            # The follower sees the decision and sends its cluster the revision.
+            await b.shared.step()
+            assert b.conductor.hold("web", c2) == rollouts.NEWEST
+            assert c2 in b.woken
+            # Its round's observation reaches the coordinator through its shard's status summary.
+            await b.conductor.observed(c2, SYNCED, holds={"web": rollouts.NEWEST})
+            assert b.conductor.latest["web"].phase is ro.Phase.PROGRESSING  # reported, not decided
+            await b.shared.step()
+            await a.shared.step()
+            assert a.conductor.latest["web"].phase is ro.Phase.COMPLETED
+            await b.shared.step()
+            assert b.conductor.latest["web"].phase is ro.Phase.COMPLETED
+            # History asked of either replica has the approval with its person and reason.
+            for r in (a, b):
+                entries = await anyio.to_thread.run_sync(r.store.query_history, hist.Query(limit=50))
+                approvals = [e for e in entries if e.outcome == "approve"]
+                assert [(e.actor, e.reason) for e in approvals] == [("ana", "canary fine")]
+        finally:
+            for r in (a, b):
+                await r.store.records.client.aclose()
+                r.store.close()
+
+    anyio.run(main)
+
+
+def test_the_status_of_either_replica_shows_every_cluster_and_a_shard_without_summary_is_an_error(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    c1, c2 = two_clusters_on_two_shards()
+    c3 = next(f"c{i}" for i in range(100) if sharding.shard_of(f"c{i}", shards=SHARDS) == 3)
+
+    def doc(state: str) -> dict[str, Any]:
+        return {"state": state, "revision": REV, "bundles": {}}
+
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0}), coordinator=True))
+        b = await replica(sim, tmp_path, Owner("b", frozenset({1}), coordinator=False))
+        a.shared._documents = lambda: {c1: doc("Synced")}
+        b.shared._documents = lambda: {c2: doc("Failed")}
+        try:
+            await a.shared.step()
+            await b.shared.step()
+            await a.shared.step()
+            known = {c1: doc("Pending"), c2: doc("Pending"), c3: doc("Pending")}
+            for r, own in ((a, c1), (b, c2)):
+                whole = r.shared.whole_fleet({"errors": [], "clusters": {own: known[own]}}, known=known)
+                assert whole["clusters"][c1]["state"] == ("Pending" if r is a else "Synced")
+                assert whole["clusters"][c2]["state"] == ("Failed" if r is a else "Pending")
+                assert "status unknown: shard 3" in whole["clusters"][c3]["lastError"]
+                assert whole["shards"]["missing"] == [2, 3] if r is a else [2, 3]
+                assert any("no status summary for shards 2, 3" in e["message"] for e in whole["errors"])
+        finally:
+            for r in (a, b):
+                await r.store.records.client.aclose()
+                r.store.close()
+
+    anyio.run(main)
+
+
+def test_an_unreadable_rollout_record_is_reported_by_name_and_the_follower_keeps_what_it_knew(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    c1, c2 = two_clusters_on_two_shards()
+
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0}), coordinator=True))
+        b = await replica(sim, tmp_path, Owner("b", frozenset({1}), coordinator=False))
+        try:
+            await begin(a, c1, c2)
+            await b.shared.step()
+            known = b.conductor.latest["web"]
+            (stored,) = a.store.rollouts.values()
+            broken = rec.encode_rollout(stored, instance="fleet")
+            broken["data"]["rollout.json"] = "{"
+            await a.store.records.client.request(
+                "PUT",
+                f"/api/v1/namespaces/fleet-system/configmaps/{stored.meta.name}",
+                what="test",
+                body=broken,
+            )
+            await b.shared.step()
+            assert b.shared.problem is not None
+            assert (
+                f"ConfigMap/fleet-system/{stored.meta.name}: data.rollout.json is not JSON"
+                in b.shared.problem
+            )
+            assert b.conductor.latest["web"] == known
+            whole = b.shared.whole_fleet({"errors": [], "clusters": {}}, known={})
+            assert any(stored.meta.name in e["message"] for e in whole["errors"])
+        finally:
+            for r in (a, b):
+                await r.store.records.client.aclose()
+                r.store.close()
+
+    anyio.run(main)
