@@ -2,7 +2,8 @@
 
 Owns: `observe` (the cluster's types, this instance's inventories, the live objects the targets and
 inventories name, namespaces; with a source, which inventories are another source's, and this source's
-revision record), `probe_health` and the health waits of a round. Raises `errors.ClusterError` when
+revision record), `probe_health` and the health waits of a round (judged with a `health.Memory`: what
+fleet's apply answers carried into a generation not yet observed). Raises `errors.ClusterError` when
 anything cannot be read: an unreadable answer is never an empty cluster.
 Does not: decide (`fleet.core.plan`) or write (`fleet.cluster.apply`).
 """
@@ -159,17 +160,26 @@ async def wait_health(
     wait: bool,
     within: float,
     interval: float,
+    memory: health.Memory | None = None,
 ) -> tuple[health.Status, tuple[str, ...]]:
-    """Assess `objects`, re-reading (one list per kind) the unhealthy ones until healthy or `within` seconds."""
+    """Assess `objects` (fleet's apply answers, or what it read), re-reading (one list per kind) the
+    unhealthy ones until healthy or `within` seconds. `memory` keeps what the objects carried into a
+    generation not yet observed (a new one for this wait when None): see `health.Memory`."""
+    memory = health.Memory() if memory is None else memory
     current = dict(objects)
-    status, messages = health.summarize(current.values())
+    memory.note(current.values(), now=time.time())
+    status, messages = memory.summarize(current.values(), now=time.time())
     if not wait or status is not health.Status.PROGRESSING:
         return status, messages
     deadline = time.monotonic() + within
     types = await client.types()
     while time.monotonic() < deadline:
         await anyio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-        waiting = {k: o for k, o in current.items() if health.assess(o).status is not health.Status.HEALTHY}
+        waiting = {
+            k: o
+            for k, o in current.items()
+            if memory.assess(o, now=time.time()).status is not health.Status.HEALTHY
+        }
         kinds = {(k[0], k[1]): model.ObjectRef.of(o) for k, o in waiting.items()}
         for ref in kinds.values():
             rt = apply.resolve(types, ref)
@@ -179,17 +189,24 @@ async def wait_health(
                 k = plan.key_of(obj)
                 if k in current:
                     current[k] = obj
-        status, messages = health.summarize(current.values())
+        memory.note(current.values(), now=time.time())
+        status, messages = memory.summarize(current.values(), now=time.time())
         if status is not health.Status.PROGRESSING:
             break
     return status, messages
 
 
 async def probe_health(
-    client: kube.Client, objects: Mapping[model.ObjectRef, Mapping[str, Any]], *, instance: str
+    client: kube.Client,
+    objects: Mapping[model.ObjectRef, Mapping[str, Any]],
+    *,
+    instance: str,
+    memory: health.Memory | None = None,
 ) -> tuple[health.Status, tuple[str, ...]]:
     """The live health of these objects now (one list per kind, fleet's owner label; nothing written):
-    what a rollout waits for, read without a whole round. An object not there yet is Progressing."""
+    what a rollout waits for, read without a whole round. An object not there yet is Progressing.
+    `memory`: the cluster's `health.Memory`, which the rounds that applied the objects filled."""
+    memory = health.Memory() if memory is None else memory
     types = await client.types()
     live: dict[plan.Key, Mapping[str, Any]] = {}
     for ref in {(r.api_version, r.kind): r for r in objects}.values():
@@ -201,4 +218,7 @@ async def probe_health(
     found = [live.get(plan.key(ref)) for ref in objects]
     if any(o is None for o in found):
         return health.Status.PROGRESSING, ("not every object exists yet",)
-    return health.summarize(o for o in found if o is not None)
+    now = time.time()
+    present = [o for o in found if o is not None]
+    memory.note(present, now=now)
+    return memory.summarize(present, now=now)

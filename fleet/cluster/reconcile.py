@@ -64,6 +64,9 @@ class Options:
     # None: no source is named, every inventory of the instance is taken as this caller's (earlier fleets).
     claim: inventory_mod.Claim | None = None
     yield_to_newer: bool = True  # back off when the record holds a newer revision of the same source
+    # What apply answers carried into a generation not yet observed (health.Memory), kept across rounds by
+    # `fleet serve` per cluster; None: one for this round.
+    health_memory: health.Memory | None = None
 
     @property
     def source(self) -> str | None:
@@ -342,6 +345,7 @@ async def _round(
     # 3. Applies, in dependsOn waves.
     applied: dict[str, apply.Applied] = {}
     healthy: dict[str, tuple[health.Status, tuple[str, ...]]] = {}
+    memory = health.Memory() if options.health_memory is None else options.health_memory
 
     async def run_bundle(b: str) -> None:
         p = running[b]
@@ -397,6 +401,7 @@ async def _round(
             wait=wait,
             within=options.health_timeout,
             interval=options.health_interval,
+            memory=memory,
         )
         # A span only where there was something to see: the bundle changed, or it is not healthy yet.
         if _has_work(running[b]) or healthy[b][0] is not health.Status.HEALTHY:

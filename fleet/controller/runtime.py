@@ -26,7 +26,7 @@ from fleet.clients import kube, statedb
 from fleet.cluster import reconcile
 from fleet.cluster import watch as watching
 from fleet.controller import rollouts
-from fleet.core import backoff, model
+from fleet.core import backoff, health, model
 from fleet.core import history as hist
 
 
@@ -113,6 +113,9 @@ class ClusterRuntime:
     objects: Mapping[model.ObjectRef, Mapping[str, Any]] = field(default_factory=dict)
     waiting: bool = False  # every bundle not Synced is only waiting for its turn in a rollout
     probing: bool = False  # a health probe for a rollout runs (see Engine._probe)
+    # What fleet's apply answers carried into generations not yet observed, for the rounds' and probes'
+    # health (health.Memory: an old ProgressDeadlineExceeded is not a verdict on a new generation).
+    health_memory: health.Memory = field(default_factory=health.Memory)
     probe_again: bool = False
 
     def document(self) -> dict[str, Any]:

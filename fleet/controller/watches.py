@@ -194,7 +194,10 @@ class Watches(persistence.Persistence):
                         async with self._probes:
                             with anyio.fail_after(self.kube_settings.request_timeout * 2 + 5):
                                 status, messages = await reading.probe_health(
-                                    client, objects, instance=self.settings.instance
+                                    client,
+                                    objects,
+                                    instance=self.settings.instance,
+                                    memory=rt.health_memory,
                                 )
                     except (errors.ClusterError, TimeoutError):
                         self._wake(rt, reason="health")

@@ -149,6 +149,7 @@ class Workers(watches.Watches):
                 health_timeout=self.settings.health_timeout,
                 cluster_deadline=self.settings.round_timeout,
                 claim=claim,
+                health_memory=rt.health_memory,
             )
             result = await reconcile.reconcile_cluster(
                 self._client(rt, cluster), cluster, targets, options=options, protected=desired.shield

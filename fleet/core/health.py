@@ -1,10 +1,17 @@
 """Health of live objects (pure): is what fleet applied actually working yet?
 
-Owns: `assess(obj) -> Health` for one live object, and `summarize` over many. The rules, like kstatus /
-Flux's health checks:
+Owns: `assess(obj) -> Health` for one live object, and `summarize` over many; `Memory`, what fleet saw
+of objects whose status had not yet observed their generation (its own apply answers), which `assess`
+needs to tell a condition of an older generation from a verdict on the current one. The rules, like
+kstatus / Flux's health checks:
 
 - Deployment: observedGeneration caught up, updatedReplicas == availableReplicas == replicas (default 1),
-  no old replicas left, condition Progressing not ``ProgressDeadlineExceeded`` (that one is Failed).
+  no old replicas left, condition Progressing not ``ProgressDeadlineExceeded`` (that one is Failed) —
+  unless it is the very condition (same times, same message) the object carried when fleet saw this
+  generation unobserved, less than progressDeadlineSeconds ago: the real deployment controller handles a
+  change of template and replicas first as a scaling, whose status observes the new generation with the
+  old condition, and starts the new rollout a moment later (docs/real-cluster.md). A new deadline
+  exceeded always has newer times (at least a second after the change).
 - StatefulSet: observedGeneration caught up, readyReplicas == updatedReplicas == replicas (currentRevision
   == updateRevision when both are reported).
 - DaemonSet: observedGeneration caught up, desired == updated == available number scheduled.
@@ -21,8 +28,8 @@ Does not: read clusters or wait; `reconcile` polls and calls this.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.core import model
@@ -64,24 +71,125 @@ def _generation_pending(obj: Mapping[str, Any]) -> bool:
     return not isinstance(observed, int) or observed < generation
 
 
-def assess(obj: Mapping[str, Any]) -> Health:
-    """The health of one live object."""
+_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+_DEFAULT_PROGRESS_DEADLINE = 600  # seconds: a Deployment's progressDeadlineSeconds when unset
+
+
+@dataclass(frozen=True)
+class Carried:
+    """The Progressing condition an object's status still held from an older generation when fleet saw
+    its generation `generation` not yet observed (at `seen_at`, fleet's clock, in seconds)."""
+
+    uid: str
+    generation: int
+    condition: Mapping[str, Any]
+    seen_at: float
+
+
+@dataclass
+class Memory:
+    """Carried conditions per object (group, kind, namespace, name), kept by whoever judges an object's
+    health more than once: a `fleet sync` round, or a cluster of `fleet serve` across rounds and probes.
+    Only a Deployment past its progress deadline whose new generation is unobserved is remembered."""
+
+    carried: dict[tuple[str, str, str, str], Carried] = field(default_factory=dict)
+
+    def note(self, objects: Iterable[Mapping[str, Any]], *, now: float) -> None:
+        """Remember what these objects (e.g. fleet's apply answers) carry into an unobserved generation."""
+        for obj in objects:
+            found = _carried(obj, now=now)
+            if found is None:
+                continue
+            k = _key(obj)
+            known = self.carried.get(k)
+            if known is None or (known.uid, known.generation) != (found.uid, found.generation):
+                self.carried[k] = found  # the first sighting counts: the deadline runs from it
+
+    def assess(self, obj: Mapping[str, Any], *, now: float) -> Health:
+        """`assess`, telling a condition of an older generation from a verdict (see the module's rules)."""
+        k = _key(obj)
+        known = self.carried.get(k)
+        if known is not None and not _still_carried(obj, known):
+            del self.carried[k]  # the controller moved on: forget it
+            known = None
+        return assess(obj, carried=known, now=now)
+
+    def summarize(
+        self, objects: Iterable[Mapping[str, Any]], *, now: float
+    ) -> tuple[Status, tuple[str, ...]]:
+        return summarize(objects, judge=lambda o: self.assess(o, now=now))
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    meta = obj.get("metadata") or {}
+    return (
+        str(obj.get("apiVersion", "")).rpartition("/")[0],
+        str(obj.get("kind", "")),
+        str(meta.get("namespace") or ""),
+        str(meta.get("name", "")),
+    )
+
+
+def _deadline_exceeded(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    progressing = _conditions(obj).get("Progressing")
+    if progressing is not None and progressing.get("reason") == _DEADLINE_EXCEEDED:
+        return progressing
+    return None
+
+
+def _carried(obj: Mapping[str, Any], *, now: float) -> Carried | None:
+    """What a Deployment whose status has not observed its generation carries from an older one."""
+    if (str(obj.get("apiVersion", "")).rpartition("/")[0], obj.get("kind")) != ("apps", "Deployment"):
+        return None
+    meta = obj.get("metadata") or {}
+    generation = meta.get("generation")
+    condition = _deadline_exceeded(obj)
+    if condition is None or not isinstance(generation, int) or not _generation_pending(obj):
+        return None
+    return Carried(str(meta.get("uid") or ""), generation, dict(condition), now)
+
+
+def _still_carried(obj: Mapping[str, Any], known: Carried) -> bool:
+    """The object is still at that generation, with that very condition (or its generation unobserved)."""
+    meta = obj.get("metadata") or {}
+    if (str(meta.get("uid") or ""), meta.get("generation")) != (known.uid, known.generation):
+        return False
+    return _generation_pending(obj) or _deadline_exceeded(obj) == known.condition
+
+
+def assess(obj: Mapping[str, Any], *, carried: Carried | None = None, now: float = 0.0) -> Health:
+    """The health of one live object. `carried`: what fleet saw the object carry into its generation
+    before the controller observed it (`Memory` keeps it), with `now` on the same clock."""
     kind = str(obj.get("kind", ""))
     group = str(obj.get("apiVersion", "")).rpartition("/")[0]
+    if (group, kind) == ("apps", "Deployment"):
+        return _deployment(obj, carried=carried, now=now)
     check = _BY_KIND.get((group, kind))
     if check is not None:
         return check(obj)
     return _generic(obj)
 
 
-def _deployment(obj: Mapping[str, Any]) -> Health:
+def _deployment(obj: Mapping[str, Any], *, carried: Carried | None = None, now: float = 0.0) -> Health:
     if _generation_pending(obj):
         return Health(Status.PROGRESSING, "waiting for the rollout to be observed")
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
-    progressing = _conditions(obj).get("Progressing")
-    if progressing is not None and progressing.get("reason") == "ProgressDeadlineExceeded":
-        return Health(Status.FAILED, "progress deadline exceeded")
+    exceeded = _deadline_exceeded(obj)
+    if exceeded is not None:
+        meta = obj.get("metadata") or {}
+        deadline = _int(spec.get("progressDeadlineSeconds"), _DEFAULT_PROGRESS_DEADLINE)
+        if (
+            carried is None
+            or (str(meta.get("uid") or ""), meta.get("generation")) != (carried.uid, carried.generation)
+            or exceeded != carried.condition
+            or now - carried.seen_at >= deadline
+        ):
+            return Health(Status.FAILED, "progress deadline exceeded")
+        return Health(
+            Status.PROGRESSING,
+            "waiting for the new rollout (the progress deadline exceeded is an older one's)",
+        )
     want = _int(spec.get("replicas"), 1)
     updated = _int(status.get("updatedReplicas"))
     available = _int(status.get("availableReplicas"))
@@ -171,7 +279,6 @@ def _generic(obj: Mapping[str, Any]) -> Health:
 
 
 _BY_KIND = {
-    ("apps", "Deployment"): _deployment,
     ("apps", "StatefulSet"): _statefulset,
     ("apps", "DaemonSet"): _daemonset,
     ("batch", "Job"): _job,
@@ -179,13 +286,15 @@ _BY_KIND = {
 }
 
 
-def summarize(objects: Iterable[Mapping[str, Any]]) -> tuple[Status, tuple[str, ...]]:
+def summarize(
+    objects: Iterable[Mapping[str, Any]], *, judge: Callable[[Mapping[str, Any]], Health] = assess
+) -> tuple[Status, tuple[str, ...]]:
     """The worst health of `objects`, and a message per object that is not healthy."""
     worst = Status.HEALTHY
     messages = []
     rank = {Status.HEALTHY: 0, Status.PROGRESSING: 1, Status.FAILED: 2}
     for obj in objects:
-        h = assess(obj)
+        h = judge(obj)
         if h.status is Status.HEALTHY:
             continue
         messages.append(f"{model.ObjectRef.of(obj)}: {h.message}")

@@ -9,6 +9,7 @@ fleet's HTTP API.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from fleet.core import health
 from tests.support import kube, real, serve
 from tests.support.reconcile import GitOpsRepo, configmap
 
@@ -166,7 +168,7 @@ def test_a_rollout_moves_wave_by_wave_on_real_clusters_and_halts_on_what_the_rea
     """Deployments of 0 replicas turn healthy once the real deployment controller observed them. A
     revision the API server refuses (an invalid ConfigMap key: 422) halts after the canary and the fix
     forward supersedes it; a Deployment that needs a Pod (none ever runs here) fails at its
-    progressDeadlineSeconds, which halts the rollout after the canary too."""
+    progressDeadlineSeconds, which halts the rollout after the canary too, and its fix forward completes."""
     instance, ns = f"r{suffix}", f"web-{suffix}"
     repo = GitOpsRepo(tmp_path / "repo")
     for c in BOTH:
@@ -239,17 +241,31 @@ def test_a_rollout_moves_wave_by_wave_on_real_clusters_and_halts_on_what_the_rea
             "message": f"Deployment/{ns}/web: progress deadline exceeded",
         }
         assert set(r["waves"][1]["clusters"].values()) == {"Pending"}
-    assert (image_on("real-1"), image_on("real-2")) == ("web:4", "web:3")
-    assert generation("real-2") == held + 1
+        assert (image_on("real-1"), image_on("real-2")) == ("web:4", "web:3")
+        assert generation("real-2") == held + 1
+
+        # The fix forward changes template and replicas of the Deployment past its deadline: the real
+        # deployment controller first reports it with the old ProgressDeadlineExceeded, which is no
+        # verdict on the fix (docs/real-cluster.md): it completes.
+        last = web("web:5")
+        fleet.wait_for(
+            rollout_state(last, "WaitingApproval", "Halted"), timeout=90, what="the canary of web:5"
+        )
+        approve(fleet)
+        doc = fleet.wait_for(rollout_state(last, "Completed", "Halted"), timeout=60, what="web:5 done")
+        assert doc["rollouts"]["web"]["state"] == "Completed", doc["rollouts"]["web"]
+        fleet.wait_for(synced_at(last), timeout=30, what="both clusters Synced at web:5")
+    assert (image_on("real-1"), image_on("real-2")) == ("web:5", "web:5")
 
 
-def test_a_deployment_past_its_deadline_changed_in_template_and_replicas_reports_the_old_deadline_at_first(
+def test_a_deployment_past_its_deadline_changed_in_template_and_replicas_reports_the_old_deadline_first_and_fleet_waits(
     real_kube: kube.ControlPlane, suffix: str
 ) -> None:
     """What the real deployment controller does, which the sim does not (docs/real-cluster.md): a change of
     template and replicas together is first handled as a scaling, whose status update reports the new
     generation as observed while Progressing still says ProgressDeadlineExceeded from the old template; the
-    new rollout's condition follows. fleet's health reads that first status as Failed."""
+    new rollout's condition follows. Judged alone that first status is Failed; judged with what the apply
+    answer carried (health.Memory, as fleet does), no status of the fix is."""
     ns = f"pde-{suffix}"
     path = f"/apis/apps/v1/namespaces/{ns}/deployments"
     with real_kube.client("real-1") as api:
@@ -271,6 +287,9 @@ def test_a_deployment_past_its_deadline_changed_in_template_and_replicas_reports
             lambda: progressing() == "ProgressDeadlineExceeded", timeout=60, what="the deadline exceeded"
         )
         seen: list[tuple[int, int, str | None]] = []
+        alone: list[health.Status] = []
+        judged: list[health.Status] = []
+        memory = health.Memory()
         listed = api.get(path).json()["metadata"]["resourceVersion"]
         changed = api.patch(
             f"{path}/web",
@@ -279,6 +298,7 @@ def test_a_deployment_past_its_deadline_changed_in_template_and_replicas_reports
             headers={"Content-Type": "application/apply-patch+yaml"},
         )
         assert changed.status_code == 200, changed.text
+        memory.note([changed.json()], now=time.time())
         params = {
             "watch": "1",
             "resourceVersion": listed,
@@ -294,12 +314,17 @@ def test_a_deployment_past_its_deadline_changed_in_template_and_replicas_reports
                     None,
                 )
                 seen.append((obj["metadata"]["generation"], status.get("observedGeneration", 0), reason))
+                alone.append(health.assess(obj).status)
+                judged.append(memory.assess(obj, now=time.time()).status)
                 if reason == "NewReplicaSetAvailable":
                     break
         api.delete(f"/api/v1/namespaces/{ns}")
     observed = [s for s in seen if s[1] == s[0]]  # the statuses of the new generation, in order
     assert observed[0] == (2, 2, "ProgressDeadlineExceeded"), seen
     assert observed[-1] == (2, 2, "NewReplicaSetAvailable"), seen
+    assert alone[seen.index(observed[0])] is health.Status.FAILED
+    assert health.Status.FAILED not in judged[seen.index(observed[0]) :], (seen, judged)
+    assert judged[-1] is health.Status.HEALTHY
 
 
 def test_under_fleet_serve_a_prune_rbac_forbids_fails_the_bundle_and_stays_in_the_inventory(

@@ -43,9 +43,9 @@ def client(sim: testing.SimHandle) -> Iterator[httpx.Client]:
 # marked `differs(...)` is a known difference: it must go on differing (else it fails: the table in
 # docs/sim.md is out of date).
 
-QUIET = "quiet"
+QUIET = kube.QUIET
 # No controller that writes into new namespaces or into workloads: what a case sees is what it wrote.
-QUIET_CONTROLLERS = ("namespace-controller", "garbage-collector-controller")
+QUIET_CONTROLLERS = kube.QUIET_CONTROLLERS
 RESULTS = pytest.StashKey[list[tuple[str, str]]]()
 SIM_RUNS = pytest.StashKey[
     dict[str, list[dict[str, Any]]]

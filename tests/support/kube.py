@@ -60,6 +60,11 @@ CONTROLLERS = (
     "deployment-controller",
     "replicaset-controller",
 )
+# A cluster whose controllers write into no namespace and no workload (`ControlPlane.cluster_with`): what a
+# test sees there is what it wrote; the differential tests of the sim, and tests that write a workload's
+# status themselves, as its controller would, to hold a moment open.
+QUIET = "quiet"
+QUIET_CONTROLLERS = ("namespace-controller", "garbage-collector-controller")
 # The limited user may read and write everything but delete nothing (the RBAC applied at start).
 LIMITED_RULES = [
     {"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch", "create", "update", "patch"]}
