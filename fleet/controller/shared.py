@@ -208,6 +208,25 @@ class ManagedStore(statedb.StateStore):
         return anyio.from_thread.run(self.records.bounds)
 
 
+async def open_store(path: Path, *, records: records_client.Records) -> ManagedStore:
+    """A replica's state store: its SQLite database opened off the loop, the records installed (and
+    migrated) in the management cluster and the rollouts read. Raises `errors.StateError` naming what
+    failed: a replica that cannot read the state of record does not start."""
+    store = await anyio.to_thread.run_sync(lambda: ManagedStore(path, records=records))
+    try:
+        installed = await store.start()
+    except BaseException:
+        store.close()
+        raise
+    if installed.schema_found is None:
+        log.info("state of record installed in the management cluster (schema %d)", rec.SCHEMA)
+    elif installed.migrated:
+        log.info(
+            "state of record migrated to schema %d: %d records rewritten", rec.SCHEMA, len(installed.migrated)
+        )
+    return store
+
+
 class Engine(Protocol):
     """What `Shared` needs of the engine."""
 
