@@ -542,6 +542,8 @@ class Conductor:
             self.latest[bundle] = r
             self.hashes[bundle] = dict(row.doc.get("hashes") or {})
             taken.append(bundle)
+            if not self.deciding():
+                self._end_span(bundle, "followed: the coordinator traces this rollout")
             for c, h in before.items():
                 if self.hold(bundle, c) != h:
                     self._wake(c, self._contexts.get(bundle))

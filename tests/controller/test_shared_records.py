@@ -12,12 +12,12 @@ from typing import Any
 import anyio
 import pytest
 
-from fleet.clients import kube
+from fleet.clients import kube, statedb
 from fleet.clients import records as records_client
 from fleet.controller import audit, rollouts, shared
 from fleet.controller.metrics import Metrics
+from fleet.core import errors, model, sharding
 from fleet.core import history as hist
-from fleet.core import model, sharding
 from fleet.core import records as rec
 from fleet.core import rollout as ro
 from fleet.sim import testing
@@ -248,5 +248,30 @@ def test_an_unreadable_rollout_record_is_reported_by_name_and_the_follower_keeps
             for r in (a, b):
                 await r.store.records.client.aclose()
                 r.store.close()
+
+    anyio.run(main)
+
+
+def test_an_unreachable_management_cluster_fails_history_writes_and_reads_instead_of_dropping_them(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0}), coordinator=True))
+        try:
+            row = statedb.ClusterRow(name="c1", state="Synced")
+            entry = hist.Entry(at=1.0, cluster="c1", bundle="web", outcome="Synced", to_revision=REV)
+            await sim.faults("mgmt", {"path": "configmaps", "status": 503, "count": 1000})
+            with pytest.raises(errors.StateError, match="management cluster"):
+                await anyio.to_thread.run_sync(lambda: a.store.record_cluster(row, history=(entry,)))
+            with pytest.raises(errors.StateError, match="management cluster"):
+                await anyio.to_thread.run_sync(a.store.query_history, hist.Query(limit=10))
+            assert "c1" in a.store.load().clusters  # the replica's own row is in its database
+            await sim.clear_faults("mgmt")
+            await anyio.to_thread.run_sync(a.store.record_history, (entry,))
+            got = await anyio.to_thread.run_sync(a.store.query_history, hist.Query(limit=10))
+            assert [(e.cluster, e.outcome) for e in got] == [("c1", "Synced")]
+        finally:
+            await a.store.records.client.aclose()
+            a.store.close()
 
     anyio.run(main)
