@@ -13,7 +13,7 @@ commit from the webhook to a cluster::
      |           server + webhook + ui (HTTP API, status page), metrics, telemetry, audit + events + notify,
      |           replicas (a replica's lease loop)
     cluster      one cluster: reading (observe), reconcile (one round), apply (SSA, prune, inventories),
-     |           diff, watch (streams), repair (drift), waves (`fleet sync --waves`)
+     |           diff, watch (streams), cache (what they hold), repair (drift), waves (`fleet sync --waves`)
     clients      I/O: kube (the only module importing kr8s), source (git through pygit2), sources (the
      |           Kustomize, Helm and SOPS programs), statedb (SQLite), tls, management (the Lease client
      |           of the management cluster replicas coordinate through)

@@ -4,7 +4,9 @@ Owns: `observe` (the cluster's types, this instance's inventories, the live obje
 inventories name, namespaces; with a source, which inventories are another source's, and this source's
 revision record), `probe_health` and the health waits of a round (judged with a `health.Memory`: what
 fleet's apply answers carried into a generation not yet observed). Raises `errors.ClusterError` when
-anything cannot be read: an unreadable answer is never an empty cluster.
+anything cannot be read: an unreadable answer is never an empty cluster. Given the cluster's
+`cache.ObjectCache`, each of those reads is answered by it when the kind is fresh there (listed, its
+stream open, nothing in doubt), and sent to the server otherwise; `Observed.cached` says whether any was.
 Does not: decide (`fleet.core.plan`) or write (`fleet.cluster.apply`).
 """
 
@@ -19,6 +21,7 @@ import anyio
 
 from fleet.clients import kube
 from fleet.cluster import apply
+from fleet.cluster import cache as cache_mod
 from fleet.core import health, model, plan
 from fleet.core import inventory as inventory_mod
 
@@ -37,6 +40,7 @@ class Observed:
     foreign: dict[str, inventory_mod.Inventory] = field(default_factory=dict)  # other sources' inventories
     record: inventory_mod.Claim | None = None  # this source's revision record on the cluster
     record_version: str | None = None  # its resourceVersion
+    cached: bool = False  # some of it was answered by the watch caches, not read from the server
 
 
 async def observe(
@@ -45,29 +49,51 @@ async def observe(
     *,
     instance: str,
     source: str | None = None,
+    cache: cache_mod.ObjectCache | None = None,
 ) -> Observed:
     """Read everything `plan_cluster` needs (with `source`: also which inventories are another source's,
-    and this source's revision record). Raises `errors.ClusterError` when anything cannot be read."""
+    and this source's revision record), from `cache` where it is fresh, else from the server. Raises
+    `errors.ClusterError` when anything cannot be read."""
     found: dict[str, Any] = {}
     namespaces: set[str] = set()
     live: dict[plan.Key, Mapping[str, Any]] = {}
+    from_cache: list[str] = []
+
+    def cached(rt: kube.ResourceType) -> cache_mod.ObjectCache | None:
+        if cache is not None and cache.fresh(rt.group, rt.kind, rt.version):
+            from_cache.append(rt.kind)
+            return cache
+        return None
 
     async def discover() -> None:
         found["types"] = await client.types()
 
     async def record() -> None:
-        if source is not None:
-            found["record"] = await apply.read_record(client, instance=instance, source=source)
+        if source is None:
+            return
+        if (c := cached(apply.CONFIGMAP)) is not None:
+            name = inventory_mod.record_name(instance=instance, source=source)
+            doc = c.get("", "ConfigMap", namespace=model.INVENTORY_NAMESPACE, name=name)
+            rv = str((doc.get("metadata") or {}).get("resourceVersion") or "") if doc else ""
+            found["record"] = (
+                (inventory_mod.decode_record(doc, source=source), rv or None) if doc else (None, None)
+            )
+            return
+        found["record"] = await apply.read_record(client, instance=instance, source=source)
 
     async def inventories_cms() -> None:
+        selector = inventory_mod.selector(instance=instance)
+        if (c := cached(apply.CONFIGMAP)) is not None:
+            labels = cache_mod.parse_selector(selector)
+            found["cms"] = c.objects("", "ConfigMap", namespace=model.INVENTORY_NAMESPACE, labels=labels)
+            return
         found["cms"] = await client.list(
-            apply.CONFIGMAP,
-            namespace=model.INVENTORY_NAMESPACE,
-            label_selector=inventory_mod.selector(instance=instance),
+            apply.CONFIGMAP, namespace=model.INVENTORY_NAMESPACE, label_selector=selector
         )
 
     async def all_namespaces() -> None:
-        for obj in await client.list(apply.NAMESPACE):
+        c = cached(apply.NAMESPACE)
+        for obj in c.objects("", "Namespace") if c is not None else await client.list(apply.NAMESPACE):
             namespaces.add(str((obj.get("metadata") or {}).get("name", "")))
             live[plan.key_of(obj)] = obj
 
@@ -97,7 +123,10 @@ async def observe(
     selector = f"{model.LABEL_OWNER}={instance}"
 
     async def owned(rt: kube.ResourceType) -> None:
-        for obj in await client.list(rt, label_selector=selector):
+        c = cached(rt)
+        mine = {model.LABEL_OWNER: instance}
+        objects = c.objects(rt.group, rt.kind, labels=mine) if c is not None else None
+        for obj in objects if objects is not None else await client.list(rt, label_selector=selector):
             live[plan.key_of(obj)] = obj
 
     with kube.unwrap_group():
@@ -145,6 +174,7 @@ async def observe(
         foreign=foreign,
         record=record_claim,
         record_version=record_version,
+        cached=bool(from_cache),
     )
 
 
@@ -202,10 +232,12 @@ async def probe_health(
     *,
     instance: str,
     memory: health.Memory | None = None,
+    cache: cache_mod.ObjectCache | None = None,
 ) -> tuple[health.Status, tuple[str, ...]]:
-    """The live health of these objects now (one list per kind, fleet's owner label; nothing written):
-    what a rollout waits for, read without a whole round. An object not there yet is Progressing.
-    `memory`: the cluster's `health.Memory`, which the rounds that applied the objects filled."""
+    """The live health of these objects now (one list per kind, fleet's owner label, or `cache` where it
+    is fresh; nothing written): what a rollout waits for, read without a whole round. An object not
+    there yet is Progressing. `memory`: the cluster's `health.Memory`, which the rounds that applied the
+    objects filled."""
     memory = health.Memory() if memory is None else memory
     types = await client.types()
     live: dict[plan.Key, Mapping[str, Any]] = {}
@@ -213,7 +245,11 @@ async def probe_health(
         rt = apply.resolve(types, ref)
         if rt is None:
             return health.Status.PROGRESSING, (f"{ref.kind}: not served yet",)
-        for obj in await client.list(rt, label_selector=f"{model.LABEL_OWNER}={instance}"):
+        if cache is not None and cache.fresh(rt.group, rt.kind, rt.version):
+            items = cache.objects(rt.group, rt.kind, labels={model.LABEL_OWNER: instance})
+        else:
+            items = await client.list(rt, label_selector=f"{model.LABEL_OWNER}={instance}")
+        for obj in items:
             live[plan.key_of(obj)] = obj
     found = [live.get(plan.key(ref)) for ref in objects]
     if any(o is None for o in found):

@@ -8,6 +8,10 @@ any prune, prunes only for bundles whose apply fully succeeded, exact inventorie
 result objects (`ClusterResult`, `BundleResult`, `FleetResult`) that `fleet sync`, `fleet diff` and the
 long-running engine report from.
 
+Given the cluster's watch cache (`fleet.cluster.cache`, `fleet serve`), a round reads what it holds fresh
+instead of the server, and plans again from the server before any decision that deletes, forgets,
+refuses or reports a conflict (`_read_and_plan`; docs/reconcile.md, "Reading from the watch caches").
+
 Several controllers on one cluster (docs/reconcile.md): with `Options.claim`, inventories are written as
 that claim's source's; an inventory another source wrote is never pruned from or rewritten (its bundle is
 a conflict naming both sources, `plan`); and the source's revision record is read with the inventories:
@@ -42,6 +46,7 @@ from opentelemetry import trace
 
 from fleet.clients import kube
 from fleet.cluster import apply, reading
+from fleet.cluster import cache as cache_mod
 from fleet.core import errors, health, model, pipeline, plan
 from fleet.core import inventory as inventory_mod
 
@@ -213,8 +218,11 @@ async def reconcile_cluster(
     *,
     options: Options,
     protected: Mapping[str, str | plan.Target] | None = None,
+    cache: cache_mod.ObjectCache | None = None,
 ) -> ClusterResult:
-    """One full round on one cluster. Never raises for cluster problems: they are in the result."""
+    """One full round on one cluster. Never raises for cluster problems: they are in the result. With the
+    cluster's watch `cache`, what it holds fresh is read from it instead of the server (`_read_and_plan`
+    says which decisions still need the server)."""
     started = time.monotonic()
     before = client.stats.requests
     if cluster.paused:
@@ -224,7 +232,9 @@ async def reconcile_cluster(
     limit = round_limit(targets, options)
     try:
         with anyio.fail_after(limit):
-            result = await _round(client, cluster, targets, options=options, protected=protected or {})
+            result = await _round(
+                client, cluster, targets, options=options, protected=protected or {}, cache=cache
+            )
     except TimeoutError:
         msg = (
             f"cluster {cluster.name}: unreachable: the round did not finish within {limit:g}s (the round "
@@ -267,31 +277,16 @@ async def _round(
     *,
     options: Options,
     protected: Mapping[str, str | plan.Target],
+    cache: cache_mod.ObjectCache | None = None,
 ) -> ClusterResult:
     instance = options.instance
     source = options.source
-    seen = await reading.observe(client, targets, instance=instance, source=source)
-    claim = options.claim
-    if (
-        claim is not None
-        and options.yield_to_newer
-        and seen.record is not None
-        and seen.record.newer_than(claim)
-    ):  # an older replica of this source: write nothing, say who is ahead
+    seen, all_targets, cplan = await _read_and_plan(client, targets, options, protected, cache)
+    if _superseded(seen, options):  # an older replica of this source: write nothing, say who is ahead
+        assert seen.record is not None
         msg = f"cluster {cluster.name}: {seen.record.superseded_message()}"
         return _unreached(cluster.name, targets, model.State.FAILED, msg)
     gate = _Gate(client, seen, options)
-    all_targets = with_protected(targets, protected, seen.inventories)
-    cplan = plan.plan_cluster(
-        all_targets,
-        instance=instance,
-        inventories=seen.inventories,
-        broken_inventories=seen.broken_inventories,
-        live=seen.live,
-        known=seen.known,
-        foreign=seen.foreign,
-        source=source,
-    )
     results: dict[str, BundleResult] = {}
     running = {b: p for b, p in cplan.bundles.items() if p.outcome is plan.Outcome.RUN}
     removed = {b: p for b, p in cplan.bundles.items() if p.outcome is plan.Outcome.REMOVED}
@@ -498,6 +493,63 @@ async def _round(
     placed = {b: r for b, r in results.items() if b in targets or r.state is not model.State.SUSPENDED}
     states = [r.state for r in placed.values()] + [r.state for r in removed_results.values()]
     return ClusterResult(cluster.name, model.worst_state(states), bundles=placed, removed=removed_results)
+
+
+def _superseded(seen: reading.Observed, options: Options) -> bool:
+    claim = options.claim
+    return (
+        claim is not None
+        and options.yield_to_newer
+        and seen.record is not None
+        and seen.record.newer_than(claim)
+    )
+
+
+async def _read_and_plan(
+    client: kube.Client,
+    targets: Mapping[str, plan.Target],
+    options: Options,
+    protected: Mapping[str, str | plan.Target],
+    cache: cache_mod.ObjectCache | None,
+) -> tuple[reading.Observed, dict[str, plan.Target], plan.ClusterPlan]:
+    """Read the cluster (from `cache` where fresh) and plan. A plan made on cached data that would delete,
+    forget, refuse, conflict, back off or fail on what it read is made again from the server: only
+    writes (server-side applies, whose answer is the truth) and "nothing to do" are decided on the
+    cache (docs/reconcile.md, "Reading from the watch caches")."""
+    while True:
+        seen = await reading.observe(
+            client, targets, instance=options.instance, source=options.source, cache=cache
+        )
+        all_targets = with_protected(targets, protected, seen.inventories)
+        cplan = plan.plan_cluster(
+            all_targets,
+            instance=options.instance,
+            inventories=seen.inventories,
+            broken_inventories=seen.broken_inventories,
+            live=seen.live,
+            known=seen.known,
+            foreign=seen.foreign,
+            source=options.source,
+        )
+        if not seen.cached:
+            if cache is not None:
+                cache.trust_again()
+            return seen, all_targets, cplan
+        if not _needs_server(seen, cplan, options):
+            return seen, all_targets, cplan
+        cache = None  # once more, from the server
+
+
+def _needs_server(seen: reading.Observed, cplan: plan.ClusterPlan, options: Options) -> bool:
+    """Whether a plan made on cached data takes a decision that must be judged on the server's answer."""
+    if seen.broken_inventories or seen.foreign or _superseded(seen, options):
+        return True
+    for p in cplan.bundles.values():
+        if p.outcome in (plan.Outcome.REMOVED, plan.Outcome.REFUSED, plan.Outcome.CONFLICT):
+            return True
+        if p.prune or any(step.op is plan.Op.CONFLICT for step in p.steps):
+            return True
+    return False
 
 
 def _span_attrs(cluster: str, bundle: str) -> dict[str, str]:

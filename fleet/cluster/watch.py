@@ -26,6 +26,11 @@ stop). Inside its own anyio task group it keeps:
   exactly the drifted objects (one `apply <bundle>` span per bundle repaired, under the span
   `around_repair` opens: docs/tracing.md), and a `drift.FightGuard` per cluster that backs off and
   reports objects another writer keeps changing back;
+- with an `ObjectCache` (`cache=`, the engine's), the objects themselves for rounds to read instead of
+  the server (`fleet.cluster.cache`): every list and event is handed to it, each stream's opening and
+  closing too (a closed stream is a gap: not an answer), and ConfigMaps (inventories, the revision
+  record) and Namespaces (every one: that stream has no label selector) are watched whatever fleet
+  applies;
 - `on_change(cluster)`, called for every new event on a watched object, status changes included (the
   engine uses it to look at health at once while a rollout waits for this cluster);
 - health (open streams, time of the last event in RFC 3339, reconnects, relists, 410s) reported through
@@ -56,6 +61,7 @@ from opentelemetry import trace
 
 from fleet.clients import kube
 from fleet.cluster import apply, repair
+from fleet.cluster import cache as cache_mod
 from fleet.core import backoff as backoff_rule
 from fleet.core import drift, errors, inventory, model, plan
 
@@ -64,6 +70,9 @@ _TRACER = trace.get_tracer("fleet.watch")
 
 DesiredSource = Callable[[], Mapping[model.ObjectRef, Mapping[str, Any]]]
 Kind = tuple[str, str]  # (apiVersion, kind)
+# With an `ObjectCache`, these are watched whatever fleet applies: inventories and the revision record are
+# ConfigMaps, and a round needs every namespace (not only fleet's: no label selector on that stream).
+CACHE_KINDS: frozenset[Kind] = frozenset({("v1", "ConfigMap"), ("v1", "Namespace")})
 
 
 @dataclass(frozen=True)
@@ -192,8 +201,10 @@ class ClusterWatch:
         kinds: Iterable[Kind] = (),
         claim: Callable[[], inventory.Claim | None] | None = None,
         on_change: Callable[[str], None] | None = None,
+        cache: cache_mod.ObjectCache | None = None,
     ) -> None:
         self.client = client
+        self.cache = cache
         self.cluster = client.cluster
         self.instance = instance
         self.settings = settings or Settings()
@@ -255,7 +266,7 @@ class ClusterWatch:
 
     def set_kinds(self, kinds: Iterable[Kind]) -> None:
         """Watch exactly these (apiVersion, kind) pairs: start new streams, cancel dropped ones."""
-        self._kinds = set(kinds)
+        self._kinds = set(kinds) | (CACHE_KINDS if self.cache is not None else set())
         if self._tg is None:
             return
         for kind in sorted(set(self._scopes) - self._kinds):
@@ -263,6 +274,8 @@ class ClusterWatch:
             self._resume.pop(kind, None)
             dropped = self._cache.pop(kind, {})
             self._cached -= len(dropped)
+            if self.cache is not None:
+                self.cache.dropped(*kind)
         for kind in sorted(self._kinds - set(self._scopes)):
             scope = anyio.CancelScope()
             self._scopes[kind] = scope
@@ -382,21 +395,26 @@ class ClusterWatch:
                     backoff(failures, base=self.settings.backoff_base, cap=self.settings.backoff_cap)
                 )
 
+    def _selector(self, kind: Kind) -> dict[str, str]:
+        """fleet's own objects; with a cache, every Namespace (a round needs to know which exist)."""
+        if self.cache is not None and kind == ("v1", "Namespace"):
+            return {}
+        return {"labelSelector": f"{model.LABEL_OWNER}={self.instance}"}
+
     async def _list(self, kind: Kind, rt: kube.ResourceType) -> str:
         """List the kind (our objects only), bring the cache up to date, return the list's RV.
 
         An unreadable or endless list raises (`kube.Client.list_pages`): it is never read as "nothing
         there", which would report every cached object as deleted. A 410 on a continue token raises
         `_ContinueExpired` (the caller backs off before listing again)."""
-        params = {
-            "labelSelector": f"{model.LABEL_OWNER}={self.instance}",
-            "limit": str(self.settings.page_size),
-        }
+        params = {**self._selector(kind), "limit": str(self.settings.page_size)}
         what = f"cluster {self.cluster}: list {rt.plural}"
         try:
             items, rv = await self.client.list_pages(rt, rt.collection_path(None), what=what, params=params)
         except kube.ContinueExpired:
             raise _ContinueExpired() from None
+        if self.cache is not None:
+            self.cache.listed(rt.api_version, rt.kind, items)
         cache = self._cache.setdefault(kind, {})
         seen: set[plan.Key] = set()
         for item in items:
@@ -420,7 +438,7 @@ class ClusterWatch:
         timeout = int(s.timeout_seconds * random.uniform(1.0, 1.2))
         params = {
             "watch": "true",
-            "labelSelector": f"{model.LABEL_OWNER}={self.instance}",
+            **self._selector(kind),
             "resourceVersion": rv,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout),
@@ -440,6 +458,8 @@ class ClusterWatch:
                         message, _ = await stream.error()
                         raise errors.ClusterError(f"{what}: {message or f'HTTP {stream.status}'}")
                     opened = True
+                    if self.cache is not None:
+                        self.cache.opened(rt.api_version, rt.kind)
                     self._streams += 1
                     self._touch()
                     async for line in stream.lines():
@@ -453,6 +473,8 @@ class ClusterWatch:
             raise errors.ClusterError(f"{what}: a watch event is not JSON") from None
         finally:
             if opened:
+                if self.cache is not None:
+                    self.cache.closed(rt.api_version, rt.kind)
                 self._streams -= 1
                 self._touch()
         if deadline.cancelled_caught:
@@ -480,6 +502,8 @@ class ClusterWatch:
         if kind_of == "BOOKMARK":
             return new_rv
         if kind_of in ("ADDED", "MODIFIED", "DELETED"):
+            if self.cache is not None:
+                self.cache.event(str(kind_of), obj)
             self._observe(kind, str(kind_of), obj)
         return new_rv
 

@@ -61,6 +61,9 @@ class Settings:
     fetch_min_gap: float = 1.0  # webhook rate limit: at most one fetch per this many seconds
     grace_period: float = 20.0  # SIGTERM: in-flight rounds may finish within this
     watch: bool = True  # keep watch streams open and repair drift at once
+    # Rounds read what the watch streams hold fresh instead of the server (docs/reconcile.md, "Reading from
+    # the watch caches"); off: every round reads the server (a hidden switch, FLEET_WATCH_CACHE=0).
+    watch_cache: bool = True
     watch_settings: watching.Settings = field(default_factory=watching.Settings)
     sources: sources_mod.Settings = field(default_factory=sources_mod.Settings)  # renderers (docs/sources.md)
     # History, Kubernetes Events and notifications (docs/notifications.md).

@@ -5,8 +5,9 @@ Owns: `ClusterRuntime` (the mutable record of one registered cluster: state, rev
 what it was last handed) with `BundleStatus`, `WatchStatus`, `Request` (why a worker should run) and
 `StoreHealth`, and each one's part of the status document (docs/operations.md); the decisions:
 `record_round` (a round's result -> the cluster's record: the one status rollup of a cluster, over
-`model.worst_state`), `cluster_state`, `idle_delay` (when a worker looks again: retry backoff, re-check,
-resync), `changed` (does a revision change what a cluster is handed), `hold_newest` and `mark_protected`.
+`model.worst_state`), `cluster_state`, `idle_delay` and `idle_reason` (when a worker looks again, and
+why: retry backoff, re-check, resync), `may_use_cache` (whether a round may read the watch cache),
+`changed` (does a revision change what a cluster is handed), `hold_newest` and `mark_protected`.
 Does not: run anything (`fleet.controller.engine` is the loop that calls these), store (the engine saves
 the records with `fleet.clients.statedb`), or decide rollouts (`fleet.controller.rollouts`).
 """
@@ -317,6 +318,29 @@ def idle_delay(
     if rt.state in (model.State.PROGRESSING, model.State.PENDING) and rt.attempted and not rt.waiting:
         return jitter(recheck_interval, rng=rng)
     return jitter(resync_interval, rng=rng)
+
+
+def idle_reason(rt: ClusterRuntime) -> str:
+    """Why the worker runs a round when its idle delay (`idle_delay`) ends: "retry" after failures,
+    "recheck" while objects become healthy, else "resync"."""
+    if rt.state in (model.State.FAILED, model.State.UNREACHABLE) and rt.failures:
+        return "retry"
+    if rt.state in (model.State.PROGRESSING, model.State.PENDING) and rt.attempted and not rt.waiting:
+        return "recheck"
+    return "resync"
+
+
+# Rounds that verify from the server whatever the watch caches hold: the periodic resync, a retry after a
+# failed round, a person's request.
+VERIFY_REASONS = frozenset({"resync", "retry", "requested"})
+
+
+def may_use_cache(rt: ClusterRuntime, request: Request) -> bool:
+    """Whether a round may read what the cluster's watch cache holds fresh (docs/reconcile.md): not to
+    verify (`VERIFY_REASONS`), and not after a round that failed (what it met is read again)."""
+    if request.reasons & VERIFY_REASONS:
+        return False
+    return rt.state not in (model.State.FAILED, model.State.UNREACHABLE)
 
 
 def jitter(seconds: float, *, spread: float = 0.1, rng: Callable[[], float] = random.random) -> float:

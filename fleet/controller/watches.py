@@ -16,6 +16,7 @@ import anyio
 from opentelemetry import trace
 from opentelemetry.trace import Link
 
+from fleet.cluster import cache as cache_mod
 from fleet.cluster import reading
 from fleet.cluster import watch as watching
 from fleet.controller import persistence, rollouts, runtime, telemetry
@@ -135,6 +136,7 @@ class Watches(persistence.Persistence):
         if rt.watcher is not None and rt.watcher.client is rt.client:
             return
         self._stop_watch(rt)
+        cache = cache_mod.ObjectCache(max_objects=self.settings.watch_settings.max_cached)
         watcher = watching.ClusterWatch(
             rt.client,
             instance=self.settings.instance,
@@ -145,7 +147,10 @@ class Watches(persistence.Persistence):
             on_repair=self._repaired,
             around_repair=functools.partial(self._drift_span, rt),
             claim=lambda: self.claim,
+            cache=cache if self.settings.watch_cache else None,
         )
+        if watcher.cache is not None:
+            rt.client.on_write = watcher.cache.wrote  # fleet's own writes keep it current too
         scope = anyio.CancelScope()
         rt.watcher, rt.watch_scope = watcher, scope
 
@@ -198,6 +203,7 @@ class Watches(persistence.Persistence):
                                     objects,
                                     instance=self.settings.instance,
                                     memory=rt.health_memory,
+                                    cache=rt.watcher.cache if rt.watcher is not None else None,
                                 )
                     except (errors.ClusterError, TimeoutError):
                         self._wake(rt, reason="health")
@@ -228,5 +234,7 @@ class Watches(persistence.Persistence):
     def _stop_watch(self, rt: runtime.ClusterRuntime) -> None:
         if rt.watch_scope is not None:
             rt.watch_scope.cancel()
+        if rt.client is not None:
+            rt.client.on_write = None
         rt.watcher, rt.watch_scope = None, None
         rt.watch.streams = 0

@@ -66,13 +66,13 @@ class Workers(watches.Watches):
             rt.scope = scope
             try:
                 while not self._stopping:
-                    delay = self._idle_delay(rt)
+                    delay, why = self._idle_delay(rt), runtime.idle_reason(rt)
                     with anyio.move_on_after(delay):
                         await rt.wake.wait()
                     rt.wake = anyio.Event()
                     if self._stopping:
                         return
-                    request = rt.pending or runtime.Request(reasons={"resync"})
+                    request = rt.pending or runtime.Request(reasons={why})
                     rt.pending = None
                     self.metrics.queue_depth.set(
                         sum(1 for r in self.clusters.values() if r.pending is not None)
@@ -151,8 +151,12 @@ class Workers(watches.Watches):
                 claim=claim,
                 health_memory=rt.health_memory,
             )
+            client = self._client(rt, cluster)
+            cache = (
+                rt.watcher.cache if rt.watcher is not None and runtime.may_use_cache(rt, request) else None
+            )
             result = await reconcile.reconcile_cluster(
-                self._client(rt, cluster), cluster, targets, options=options, protected=desired.shield
+                client, cluster, targets, options=options, protected=desired.shield, cache=cache
             )
             changes = result.changes
             for action in model.Action:

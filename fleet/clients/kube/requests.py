@@ -1,13 +1,14 @@
 """The requests fleet makes of a cluster: discovery, get, list (paged), apply, create, delete, watch.
 
 Owns: `Client` (one cluster; its transport underneath) and `Clients` (one client per cluster of a
-kubeconfig, closed together). Each request names what it asks for and reads the answer as what it must be.
+kubeconfig, closed together). Each request names what it asks for and reads the answer as what it must be;
+each write is told to `Client.on_write` when set (the watch cache keeps up with fleet's own writes).
 Does not: retry, limit or map errors itself (`transport`, `answers`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import anyio
@@ -17,9 +18,15 @@ from fleet.core import model
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 
+# Told of every write this client made (verb "apply", "create", "exists": a create that found the object
+# there, "delete"; the object; the answer when it is the object): a cache of the cluster keeps up with them.
+WriteHook = Callable[[str, model.ObjectRef, Mapping[str, Any] | None], None]
+
 
 class Client(transport.Transport):
     """One cluster: a kr8s Api made once from that cluster's own kubeconfig, limits, discovery."""
+
+    on_write: WriteHook | None = None  # see `WriteHook`; dry runs are not writes
 
     # -- discovery ---------------------------------------------------------------------------------
 
@@ -181,12 +188,14 @@ class Client(transport.Transport):
             secrets=secrets,
             check=answers.is_object,
         )
+        if not dry_run:
+            self._wrote("apply", ref, doc)
         return doc, status == 201
 
     async def create(self, rt: discovery.ResourceType, obj: Mapping[str, Any]) -> bool:
         """Plain create; False when the object already exists."""
         ref = model.ObjectRef.of(obj)
-        status, _ = await self.request(
+        status, doc = await self.request(
             "POST",
             rt.collection_path(ref.namespace or None),
             what=str(ref),
@@ -194,6 +203,10 @@ class Client(transport.Transport):
             body=obj,
             accept=(409,),
         )
+        if status == 409:
+            self._wrote("exists", ref, None)
+        else:
+            self._wrote("create", ref, doc if answers.is_object(doc) is None else None)
         return status != 409
 
     async def delete(self, rt: discovery.ResourceType, *, namespace: str | None, name: str) -> bool:
@@ -206,7 +219,12 @@ class Client(transport.Transport):
             params={"propagationPolicy": "Background"},
             accept=(404,),
         )
+        self._wrote("delete", model.ObjectRef(rt.group, rt.version, rt.kind, namespace or "", name), None)
         return status != 404
+
+    def _wrote(self, verb: str, ref: model.ObjectRef, answer: Mapping[str, Any] | None) -> None:
+        if self.on_write is not None:
+            self.on_write(verb, ref, answer)
 
     def stream(
         self, path: str, *, what: str, params: Mapping[str, str], read_timeout: float
