@@ -201,7 +201,7 @@ def test_a_killed_worker_fails_the_run_naming_its_clusters_and_the_others_sync(r
     assert not any(_alive(p) for p in children)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_stopping_the_parent_stops_every_worker(repo: GitOpsRepo, sig: signal.Signals) -> None:
     with _sim() as sim:
         proc, children = _start_slow_sync(repo, sim, 2)
@@ -221,6 +221,9 @@ def test_stopping_the_parent_stops_every_worker(repo: GitOpsRepo, sig: signal.Si
     if sig is signal.SIGTERM:
         assert proc.returncode == 143, err
         assert "interrupted (SIGTERM)" in err
+    if sig is signal.SIGINT:  # Ctrl-C, sent to the parent alone (a terminal sends it to the workers too)
+        assert proc.returncode == 130, err
+    assert "Traceback" not in err
 
 
 def test_a_bad_input_is_reported_once_and_no_worker_is_left(tmp_path: Path) -> None:
