@@ -121,7 +121,7 @@ def test_an_unexpected_error_reading_a_revision_is_its_error_and_the_last_good_r
         ((path, line, message),) = [(e["path"], e["line"], e["message"]) for e in doc["errors"]]
         assert (path, line) == (".", 1)
         assert re.fullmatch(
-            r"internal error ZeroDivisionError at engine\.py:\d+ while reading this revision: refused as a "
+            r"internal error ZeroDivisionError at pipeline\.py:\d+ while reading this revision: refused as a "
             r"whole, the last good revision stays enforced \(a bug in fleet: the controller log has the "
             r"details\)",
             message,

@@ -23,17 +23,11 @@ from fleet.core import inventory
 from fleet.sim import testing
 from tests.support import serve
 from tests.support.reconcile import GitOpsRepo, configmap, live_objects, send
-from tests.support.reconcile import writes as all_writes
+from tests.support.reconcile import object_writes as writes
 
 pytestmark = pytest.mark.slow
 
 CLUSTERS = ["eu-1", "eu-2"]
-
-
-def writes(journal: list[dict[str, Any]]) -> list[Any]:
-    """Writes of objects and fleet's own records; its Kubernetes Events (docs/notifications.md) are reports
-    of what happened, written once and aggregated, not writes these tests count."""
-    return [r for r in all_writes(journal) if not r["path"].startswith("/apis/events.k8s.io/")]
 
 
 @pytest.fixture

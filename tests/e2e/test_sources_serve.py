@@ -12,7 +12,7 @@ import pytest
 from fleet.sim import testing
 from tests.support import serve
 from tests.support import sources as ss
-from tests.support.reconcile import GitOpsRepo, live_objects, writes
+from tests.support.reconcile import GitOpsRepo, live_objects, object_writes
 
 CLUSTERS = ["eu-1", "us-1"]
 PASSWORD = "tangerine-quartz-42"
@@ -101,7 +101,7 @@ def test_a_no_change_commit_starts_no_renderer_and_writes_nothing(
         assert fleet.metric("fleet_renderer_processes_total") == started
         logs = fleet.logs()
     for c in CLUSTERS:
-        assert writes(sim.journal_sync(c, since=marks[c])) == [], c
+        assert object_writes(sim.journal_sync(c, since=marks[c])) == [], c
     eu = live_objects(sim, "eu-1", namespace="shop")
     assert eu["shop-settings"]["data"] == {"region": "eu"}
     assert live_objects(sim, "us-1", namespace="shop")["shop-settings"]["data"] == {"region": "us"}

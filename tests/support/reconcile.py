@@ -145,6 +145,12 @@ def writes(journal: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [r for r in journal if r.get("mutated")]
 
 
+def object_writes(journal: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Writes of objects: `writes` less fleet's Kubernetes Events (reports, written after a round and
+    aggregated, so one may trail the round it tells of)."""
+    return [r for r in writes(journal) if not str(r.get("path", "")).startswith("/apis/events.k8s.io/")]
+
+
 def sync_request(root: Path, kubeconfig: Path, *, instance: str, **overrides: Any) -> Any:
     from fleet.cli import sync
 
