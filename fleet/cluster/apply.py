@@ -215,18 +215,27 @@ async def write_record(
 ) -> None:
     """Record `claim` as the newest revision of its source on this cluster: a create when there was no
     record (`resource_version` None), else an apply over that version. Raises `RecordRaced` when another
-    writer got there first."""
+    writer got there first with another revision; a writer that recorded this same revision meanwhile (a
+    replica of the same source at the same commit) is no race: the record says what this round would."""
     body = inventory_mod.encode_record(claim, instance=instance, resource_version=resource_version)
     where = f"ConfigMap/{model.INVENTORY_NAMESPACE}/{body['metadata']['name']}"
     raced = f"{where}: written by another controller of the same source during this round; retried"
     if resource_version is None:
         if not await client.create(CONFIGMAP, body):
-            raise RecordRaced(raced)
+            await _raced(client, claim, instance=instance, message=raced)
         return
     try:
         await client.apply(CONFIGMAP, body, force=True)
     except kube.ConflictError:
-        raise RecordRaced(raced) from None
+        await _raced(client, claim, instance=instance, message=raced)
+
+
+async def _raced(client: kube.Client, claim: inventory_mod.Claim, *, instance: str, message: str) -> None:
+    """Another writer changed the record since it was read: `RecordRaced` unless it now holds `claim`'s
+    revision."""
+    found, _ = await read_record(client, instance=instance, source=claim.source)
+    if found is None or found.revision != claim.revision:
+        raise RecordRaced(message)
 
 
 async def delete_inventory(client: kube.Client, bundle: str, *, instance: str) -> None:

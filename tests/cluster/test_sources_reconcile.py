@@ -206,6 +206,34 @@ def test_the_revision_record_is_written_by_compare_and_swap(sim: testing.SimHand
     anyio.run(main)
 
 
+def test_a_record_written_meanwhile_with_the_same_revision_is_no_race(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    """Two replicas of one source at the same commit both read the record, then both write it: the second
+    finds the record holding its own revision and goes on (it failed its round with RecordRaced before,
+    which a rollout counted as a failed apply and halted on)."""
+    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
+
+    async def main() -> None:
+        client = client_for(sim)
+        try:
+            one, two = claim_for(repo, "c" * 40, LATE), claim_for(repo, "c" * 40, EARLY)
+            found, rv = await apply.read_record(client, instance="fleet", source=one.source)
+            assert found is not None and rv is not None
+            await apply.write_record(client, one, instance="fleet", resource_version=rv)
+            await apply.write_record(client, two, instance="fleet", resource_version=rv)  # stale: no raise
+            again, _ = await apply.read_record(client, instance="fleet", source=one.source)
+            assert again is not None and again.revision == "c" * 40
+            with pytest.raises(apply.RecordRaced):  # another revision meanwhile is still a race
+                await apply.write_record(
+                    client, claim_for(repo, "d" * 40, LATE), instance="fleet", resource_version=rv
+                )
+        finally:
+            await client.aclose()
+
+    anyio.run(main)
+
+
 def test_an_inventory_written_by_an_earlier_fleet_is_adopted_and_pruned_from_as_before(
     sim: testing.SimHandle, repo: GitOpsRepo
 ) -> None:
