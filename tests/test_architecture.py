@@ -9,6 +9,7 @@ would an `importlib.import_module("fleet....")` that hides one: there is none (c
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import grimp
@@ -110,3 +111,33 @@ def test_no_module_of_fleet_imports_another_by_name_at_run_time() -> None:
             ):
                 hidden.append(f"{p.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert not hidden, f"imports the import graph cannot see: {hidden}"
+
+
+def test_the_map_in_fleet_init_names_every_module_of_each_layer_in_its_layer() -> None:
+    """fleet/__init__.py draws the tree (a newcomer's first stop): a module missing from it is a module
+    nobody finds. Each layer's paragraph starts with the layer's name at the start of a line."""
+    doc = fleet.__doc__ or ""
+    layers = ("cli", "controller", "cluster", "clients", "core")
+    lines = doc.splitlines()
+    starts = {
+        name: next(i for i, line in enumerate(lines) if line.strip().split(" ", 1)[0] == name)
+        for name in layers
+    }
+    missing = {}
+    for name in layers:
+        begin = starts[name]
+        end = begin + 1  # the paragraph runs to the next layer or a blank line
+        while end < len(lines) and lines[end].strip() and end not in starts.values():
+            end += 1
+        text = " ".join(lines[begin:end])
+        words = set(re.findall(r"[a-z_]+", text))
+        modules = sorted(
+            p.stem if p.is_file() else p.name
+            for p in (PACKAGE / name).iterdir()
+            if (p.suffix == ".py" and p.stem not in ("__init__", "__main__"))
+            or (p.is_dir() and (p / "__init__.py").exists())
+        )
+        absent = [m for m in modules if m not in words]
+        if absent:
+            missing[name] = absent
+    assert not missing, f"modules fleet/__init__.py does not name in their layer: {missing}"

@@ -22,7 +22,7 @@ stop). Inside its own anyio task group it keeps:
   ignored;
 - drift detection on every event (`drift.judge` against the desired objects, read through the
   `desired` callable at event time, so a new revision applies without restarting streams), a coalescing
-  repair queue (a burst within `Settings.coalesce` seconds is one batch), `drift.repair_objects` of
+  repair queue (a burst within `Settings.coalesce` seconds is one batch), `repair.repair_objects` of
   exactly the drifted objects (one `apply <bundle>` span per bundle repaired, under the span
   `around_repair` opens: docs/tracing.md), and a `drift.FightGuard` per cluster that backs off and
   reports objects another writer keeps changing back;

@@ -101,7 +101,7 @@ def test_the_status_document_has_exactly_the_specified_shape(
     head = str(gitops.repo.head.target)
     with start(tmp_path, gitops, sim) as fleet:
         doc = fleet.wait_for(all_synced_at(head), what="Synced")
-    # docs/operations.md's keys, plus `rollouts` (section 6: the latest rollout of every bundle).
+    # docs/operations.md's keys, plus `rollouts` (docs/rollouts.md: the latest rollout of every bundle).
     assert set(doc) == {
         "revision",
         "message",

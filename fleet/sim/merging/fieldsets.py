@@ -11,7 +11,7 @@ unchanged sets are written back as they were read. Keys are path elements: ``f:<
 non-member node only carries children. Tries are treated as immutable values: functions here never
 mutate their arguments.
 
-Does not: walk objects against schemas (that is `fleet.sim.ssa`) or know which paths are special.
+Does not: walk objects against schemas (that is `fleet.sim.merging.ssa`) or know which paths are special.
 """
 
 from __future__ import annotations

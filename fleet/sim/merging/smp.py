@@ -8,7 +8,7 @@ delete a key. Lists without a merge strategy are replaced whole; maps merge recu
 of k8s.io/apimachinery/pkg/util/strategicpatch, re-implemented, not copied).
 
 Does not: handle JSON merge patch or JSON patch (plain libraries do), track field ownership (the server
-calls `fleet.sim.ssa.update` on the result), or default anything. Custom resources have no patch hints:
+calls `fleet.sim.merging.ssa.update` on the result), or default anything. Custom resources have no patch hints:
 `UnsupportedPatch` (the server answers 415). Never mutates its inputs; the result shares untouched
 subtrees with `original`.
 """
