@@ -19,6 +19,14 @@ from tests.browser import harness, statusserver
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that drives the page starts Chromium (a process): `slow`, outside the fast inner loop."""
+    for item in items:
+        if "chromium" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def portal() -> Iterator[anyio.from_thread.BlockingPortal]:
     """One event loop in a thread, shared by the browser connection and the test servers."""

@@ -5,7 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import fleet
+
+# Every test here starts processes (python -m fleet.cli): `slow`, outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 
 def test_fleet_version_prints_the_package_version() -> None:

@@ -17,6 +17,7 @@ def test_the_packaged_demo_clusters_are_the_projects_clusters_folder() -> None:
     assert packaged == project
 
 
+@pytest.mark.slow  # starts processes: python -m fleet.cli, sed
 @pytest.mark.real  # the demo's Helm bundle needs the Helm 4 of `make tools`
 def test_the_demos_broken_release_step_breaks_only_the_web_deployment_and_its_rollout_starts_at_staging(
     tmp_path: Path,

@@ -12,6 +12,9 @@ import pygit2
 import pytest
 import yaml
 
+# Every test here starts processes (python -m fleet.cli): `slow`, outside the fast inner loop.
+pytestmark = pytest.mark.slow
+
 CLUSTERS = {
     "eu-prod-1": "labels: {env: prod, region: eu}\nspec:\n  facts: {tier: 1}\n",
     "us-prod-1": "labels: {env: prod, region: us}\nspec:\n  facts: {tier: 2}\n",

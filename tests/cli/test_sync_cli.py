@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from fleet import cli
@@ -95,6 +96,7 @@ def test_paused_and_suspended_are_not_failures_but_progressing_is_unless_not_wai
     assert reconcile.FleetResult(None, {"c": progressing}, wait=False).ok
 
 
+@pytest.mark.slow  # starts processes: python -m fleet.cli
 def test_an_instance_name_that_cannot_be_a_label_is_refused(tmp_path: Path) -> None:
     proc = run_fleet("sync", str(tmp_path), "--instance", "Bad_Name")
     assert proc.returncode == 2

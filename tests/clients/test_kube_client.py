@@ -336,6 +336,7 @@ def test_a_tls_cluster_is_reached_with_the_ca_from_the_kubeconfig() -> None:
         run(main)
 
 
+@pytest.mark.slow  # starts processes: an exec credential plugin
 def test_an_exec_plugin_runs_only_when_allowed(sim: testing.SimHandle, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     credential = (

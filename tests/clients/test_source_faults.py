@@ -61,6 +61,7 @@ def test_a_corrupt_object_in_a_local_repository_fails_the_fetch_and_keeps_the_la
     assert run(src.snapshot, first).revision == first
 
 
+@pytest.mark.slow  # starts processes: git-http-backend
 def test_a_corrupt_object_served_over_http_fails_the_fetch_cleanly(tmp_path: Path) -> None:
     served = tmp_path / "served"
     repo = rb.init(served / "fleet.git", bare=True)
@@ -101,6 +102,7 @@ def test_a_corrupt_mirror_is_a_source_error_naming_it_never_a_raw_git_error(tmp_
         run(restarted.changed_paths, first, first)
 
 
+@pytest.mark.slow  # starts processes: python -m fleet.cli
 def test_a_corrupt_local_repository_read_with_rev_is_one_clear_error(tmp_path: Path) -> None:
     repo = rb.init(tmp_path / "r")
     rb.commit(repo, dict(rb.SAMPLE))

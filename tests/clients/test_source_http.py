@@ -36,6 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         yield url, root, sha
 
 
+@pytest.mark.slow  # starts processes: git-http-backend
 def test_a_token_from_a_file_authenticates_the_fetch(tmp_path: Path, server: tuple[str, Path, str]) -> None:
     url, _, sha = server
     token_file = tmp_path / "token"
@@ -52,6 +53,7 @@ def test_a_token_from_a_file_authenticates_the_fetch(tmp_path: Path, server: tup
     assert TOKEN not in (src.mirror / "config").read_text()
 
 
+@pytest.mark.slow  # starts processes: git-http-backend
 def test_a_token_from_a_variable_authenticates_the_fetch(
     tmp_path: Path, server: tuple[str, Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -66,6 +68,7 @@ def test_a_token_from_a_variable_authenticates_the_fetch(
     assert run(src.resolve, "main") == sha
 
 
+@pytest.mark.slow  # starts processes: git-http-backend
 def test_credentials_in_the_url_work_and_stay_out_of_messages_and_the_mirror(
     tmp_path: Path, server: tuple[str, Path, str]
 ) -> None:
@@ -118,6 +121,7 @@ def test_a_server_error_body_never_reaches_the_message(tmp_path: Path, server: t
     assert str(info.value).startswith(f"{url}/broken/fleet.git: fetch failed: ")
 
 
+@pytest.mark.slow  # starts processes: git-http-backend
 def test_new_commits_arrive_over_http(tmp_path: Path, server: tuple[str, Path, str]) -> None:
     url, root, first = server
     token_file = tmp_path / "token"

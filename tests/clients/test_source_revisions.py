@@ -130,6 +130,7 @@ def test_a_remote_tracking_branch_needs_its_full_ref_and_the_error_says_so(tmp_p
     assert run(source.read_revision, tmp_path / "r", "refs/remotes/origin/main").revision == shas[0]
 
 
+@pytest.mark.slow  # starts processes: python -m fleet.cli
 @pytest.mark.parametrize("command", ["validate", "plan", "render", "sync", "diff"])
 def test_the_commands_refuse_an_ambiguous_rev_and_their_help_says_what_rev_takes(
     tagged: tuple[Path, list[str]], command: str
@@ -255,6 +256,7 @@ def _http_source(tmp_path: Path, url: str) -> source.Source:
     return source.Source(url, state_dir=tmp_path / "state", credentials=creds)
 
 
+@pytest.mark.slow  # starts processes: git-http-backend
 def test_a_remote_branch_is_fetched_shallow_and_never_confused_with_a_tag(
     tmp_path: Path, remote: tuple[str, pygit2.Repository, list[str]]
 ) -> None:
@@ -273,6 +275,7 @@ def test_a_remote_branch_is_fetched_shallow_and_never_confused_with_a_tag(
         run(src.fetch_tip, follow)
 
 
+@pytest.mark.slow  # starts processes: git-http-backend
 def test_a_pinned_remote_revision_is_resolved_from_what_the_remote_advertises(
     tmp_path: Path, remote: tuple[str, pygit2.Repository, list[str]]
 ) -> None:

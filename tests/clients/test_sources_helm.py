@@ -15,7 +15,7 @@ from tests.support import sources as ss
 
 # Helm 4 is one of the programs `make tools` builds: without them these tests skip with one line, and under
 # CI (CI=true) that is a failure (tests/conftest.py).
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.slow]  # every test here starts processes (helm, sops)
 
 
 @pytest.fixture(scope="module")

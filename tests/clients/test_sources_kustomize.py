@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import base64
 
+import pytest
+
 from fleet.clients import sources
 from tests.support import sources as ss
+
+# Every test here starts processes (kubectl): `slow`, outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 BASE = {
     "clusters/eu-1.yaml": ss.cluster("eu-1", env="prod", region="eu"),

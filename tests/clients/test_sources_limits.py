@@ -63,6 +63,7 @@ def gone(pid: int) -> bool:
     return not stat.exists() or stat.read_text().split()[2] == "Z"
 
 
+@pytest.mark.slow  # starts processes: helm
 def test_a_renderer_that_hangs_is_stopped_at_its_time_limit_and_breaks_only_its_bundle(
     tmp_path: Path,
 ) -> None:
@@ -85,6 +86,7 @@ def test_a_renderer_that_hangs_is_stopped_at_its_time_limit_and_breaks_only_its_
     assert cache.runner.started["helm"] == 3  # version once, template twice
 
 
+@pytest.mark.slow  # starts processes: helm
 def test_a_renderer_that_prints_without_end_is_stopped_at_the_output_limit(tmp_path: Path) -> None:
     helm = fake_helm(tmp_path, "exec /usr/bin/yes 'a: b'")
     out = ss.expand(repo_files(), settings=sources.Settings(helm_binary=helm, max_output=1_000_000))
@@ -106,6 +108,7 @@ def test_without_a_helm_program_the_helm_bundles_say_how_to_get_one(
     assert ("plain", "sim-001") in out.desired
 
 
+@pytest.mark.slow  # starts processes: helm
 def test_a_helm_that_is_not_helm_4_is_named(tmp_path: Path) -> None:
     script = tmp_path / "helm"
     script.write_text('#!/bin/sh\n[ "$1" = version ] && echo v3.19.0\n')

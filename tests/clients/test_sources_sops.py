@@ -8,9 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fleet.clients import sources
 from tests.support import repository_builders as rb
 from tests.support import sources as ss
+
+# Every test here starts processes (kubectl, python -m fleet.cli, sops): `slow`, outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 PASSWORD = "correct-horse-battery-staple"
 SECRET = ss.dump(

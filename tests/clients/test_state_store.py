@@ -264,6 +264,7 @@ def test_rebuild_sets_the_open_database_aside_and_continues_with_a_new_one(tmp_p
     assert set(store.load().clusters) == {"c0"}
 
 
+@pytest.mark.slow  # starts processes: mount, umount
 def test_a_full_disk_is_a_state_error_and_writes_succeed_again_once_space_is_freed(tmp_path: Path) -> None:
     """A real full disk: an 8 MiB tmpfs (`tests.support.disk`) filled by a file."""
     with disk.small_filesystem(tmp_path / "small", size="8m") as mount:

@@ -190,6 +190,7 @@ async def watching(
         await client.aclose()
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_a_field_edited_with_kubectl_is_restored_by_a_targeted_apply(
     sim: testing.SimHandle, cluster: str, tmp_path: Path
 ) -> None:
@@ -223,6 +224,7 @@ def test_a_field_edited_with_kubectl_is_restored_by_a_targeted_apply(
     anyio.run(main)
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_a_container_image_changed_with_kubectl_set_image_is_restored(
     sim: testing.SimHandle, cluster: str, tmp_path: Path
 ) -> None:
@@ -239,6 +241,7 @@ def test_a_container_image_changed_with_kubectl_set_image_is_restored(
     anyio.run(main)
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_a_managed_object_deleted_with_kubectl_is_recreated(
     sim: testing.SimHandle, cluster: str, tmp_path: Path
 ) -> None:
@@ -257,6 +260,7 @@ def test_a_managed_object_deleted_with_kubectl_is_recreated(
     anyio.run(main)
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_a_label_added_by_someone_else_is_left_alone_and_nothing_is_written(
     sim: testing.SimHandle, cluster: str, tmp_path: Path
 ) -> None:
@@ -283,6 +287,7 @@ def test_a_label_added_by_someone_else_is_left_alone_and_nothing_is_written(
     anyio.run(main)
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_a_new_revision_is_picked_up_without_restarting_streams(
     sim: testing.SimHandle, cluster: str, tmp_path: Path
 ) -> None:
@@ -313,6 +318,7 @@ def test_a_new_revision_is_picked_up_without_restarting_streams(
     anyio.run(main)
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_after_compaction_the_loop_relists_once_and_misses_no_change(
     sim: testing.SimHandle, cluster: str, tmp_path: Path
 ) -> None:
@@ -359,6 +365,7 @@ def test_after_compaction_the_loop_relists_once_and_misses_no_change(
     anyio.run(main)
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_a_dropped_stream_resumes_from_its_resource_version_without_a_relist(
     sim: testing.SimHandle, cluster: str, tmp_path: Path
 ) -> None:
@@ -398,6 +405,7 @@ def test_a_dropped_stream_resumes_from_its_resource_version_without_a_relist(
     anyio.run(main)
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_a_hung_watch_request_is_given_up_and_reopened(
     sim: testing.SimHandle, cluster: str, tmp_path: Path
 ) -> None:
@@ -490,6 +498,7 @@ def test_kinds_are_watched_and_unwatched_as_set_kinds_changes(sim: testing.SimHa
     anyio.run(main)
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_no_secret_value_reaches_logs_or_reports(
     sim: testing.SimHandle, cluster: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -521,6 +530,7 @@ def test_no_secret_value_reaches_logs_or_reports(
     assert CANARY not in caplog.text
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_an_object_relabelled_for_another_owner_is_reported_and_never_written(
     sim: testing.SimHandle, cluster: str, tmp_path: Path
 ) -> None:
@@ -548,6 +558,7 @@ def test_an_object_relabelled_for_another_owner_is_reported_and_never_written(
     anyio.run(main)
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_an_http_410_on_a_watch_request_relists_that_kind_once(
     sim: testing.SimHandle, cluster: str, tmp_path: Path
 ) -> None:

@@ -153,8 +153,11 @@ def test_a_request_head_sent_byte_by_byte_is_cut_at_the_header_deadline(tmp_path
 
 
 def test_a_webhook_body_that_trickles_is_refused_with_408_at_the_body_deadline(tmp_path: Path) -> None:
-    with api.serving(tmp_path, server.ServerSettings(webhook_secret=SECRET, limits=LIMITS)) as served:
-        s = socket.create_connection((served.host, served.port), timeout=10)
+    with (
+        api.serving(tmp_path, server.ServerSettings(webhook_secret=SECRET, limits=LIMITS)) as served,
+        # closed before the server stops: else it lingers up to 10 s reading the rest of the body (aiohttp)
+        socket.create_connection((served.host, served.port), timeout=10) as s,
+    ):
         s.sendall(b"POST /api/v1/webhook HTTP/1.1\r\nHost: fleet\r\nContent-Length: 100\r\n\r\n{")
         started = time.monotonic()
         answer = s.recv(4096)

@@ -56,6 +56,7 @@ def test_settings_repr_never_shows_credentials_in_the_endpoint() -> None:
     assert "collector:4318/v1/traces" in repr(s)
 
 
+@pytest.mark.slow  # starts processes: python
 def test_spans_reach_a_real_otlp_receiver_with_fleet_resource_attributes() -> None:
     with otlp.running() as receiver:
         script = textwrap.dedent(

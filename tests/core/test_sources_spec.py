@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fleet.core import model, repository
 from tests.support import repository_builders as rb
 from tests.support import sources as ss
@@ -102,6 +104,7 @@ def fleet(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # starts processes: python -m fleet.cli
 def test_plan_diff_rev_lists_the_clusters_whose_rendered_overlay_changed(tmp_path: Path) -> None:
     files: dict[str, str | bytes] = {
         "clusters/eu-1.yaml": ss.cluster("eu-1", env="prod"),

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fleet.core import model, repository, validation
 from tests.support import repository_builders as rb
 
@@ -71,6 +73,7 @@ def test_a_dependency_in_flow_style_and_an_unknown_variable_form_are_at_their_li
     assert not [s for s in shown if s.count("bundles/c/m.yaml:") > 1]
 
 
+@pytest.mark.slow  # starts processes: python -m fleet.cli
 def test_the_cli_prints_the_same_lines(tmp_path: Path) -> None:
     rb.write_files(tmp_path, dict(FILES))
     out = subprocess.run(

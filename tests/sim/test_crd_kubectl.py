@@ -12,6 +12,9 @@ from fleet.sim import testing
 from fleet.sim.storage import store
 from tests.sim.kubectl_runner import Runner, eventually
 
+# Every test here starts processes (kubectl): `slow`, outside the fast inner loop.
+pytestmark = pytest.mark.slow
+
 CRD_AND_CR = """\
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition

@@ -79,6 +79,7 @@ def events_of(client: httpx.Client, path: str, rv: str, seconds: int = 1) -> lis
         return [json.loads(line) for line in stream.iter_lines() if line]
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_kubectl_delete_cascade_foreground_removes_dependents_before_the_owner(
     client: httpx.Client, kubectl: Runner
 ) -> None:
@@ -106,6 +107,7 @@ def test_kubectl_delete_cascade_foreground_removes_dependents_before_the_owner(
     assert marked[0]["object"]["metadata"]["uid"] == owner["metadata"]["uid"]
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_kubectl_delete_cascade_orphan_keeps_dependents_without_the_owner_reference(
     client: httpx.Client, kubectl: Runner
 ) -> None:
@@ -116,6 +118,7 @@ def test_kubectl_delete_cascade_orphan_keeps_dependents_without_the_owner_refere
     assert "ownerReferences" not in rs["metadata"]
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_kubectl_delete_cascade_background_removes_dependents_after_the_owner(
     client: httpx.Client, kubectl: Runner
 ) -> None:
@@ -125,6 +128,7 @@ def test_kubectl_delete_cascade_background_removes_dependents_after_the_owner(
     eventually(lambda: client.get(f"{APPS}/replicasets/web-1").status_code == 404, what="dependent collected")
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_kubectl_wait_for_delete_returns_once_the_last_finalizer_is_removed(
     client: httpx.Client, kubectl: Runner, sim: testing.SimHandle, tmp_path: Path
 ) -> None:
@@ -168,6 +172,7 @@ def test_kubectl_wait_for_delete_returns_once_the_last_finalizer_is_removed(
     assert client.get(f"{CM}/held").status_code == 404
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_kubectl_delete_namespace_removes_its_content(
     client: httpx.Client, kubectl: Runner, tmp_path: Path
 ) -> None:
@@ -196,6 +201,7 @@ def test_kubectl_delete_namespace_removes_its_content(
     assert client.get("/api/v1/namespaces/team/secrets").json()["items"] == []
 
 
+@pytest.mark.slow  # starts processes: kubectl
 @pytest.mark.parametrize("name", ["default", "kube-system", "kube-public"])
 def test_kubectl_cannot_delete_the_system_namespaces(kubectl: Runner, name: str) -> None:
     out = kubectl("delete", "namespace", name, check=False)

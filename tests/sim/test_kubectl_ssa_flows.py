@@ -10,7 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.differential import Target
+
+# Every test here starts processes (kubectl): `slow`, outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 DEPLOYMENT = """\
 apiVersion: apps/v1

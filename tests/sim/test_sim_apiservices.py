@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
+
 from tests.support.differential import Target
 
 APISERVICES = "/apis/apiregistration.k8s.io/v1/apiservices"
@@ -163,6 +165,7 @@ def test_an_apiservice_whose_service_is_missing_is_unavailable_and_its_group_fai
     assert (r.status_code, r.text) == (404, "404 page not found\n")
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_kubectl_lists_apiservices_with_their_service_and_availability(target: Target) -> None:
     group = f"{target.ns}.example.com"
     backend = {"namespace": target.ns, "name": "metrics-server"}

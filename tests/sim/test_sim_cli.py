@@ -8,7 +8,11 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
+
+# Every test here starts processes (python -m fleet.cli): `slow`, outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 
 def _start(*args: str) -> tuple[subprocess.Popen[str], str]:

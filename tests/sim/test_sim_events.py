@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from fleet.sim import testing
 from tests.sim.kubectl_runner import Runner
@@ -117,6 +118,7 @@ def test_a_watch_through_events_k8s_io_sends_the_events_form(
     )
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_kubectl_get_events_prints_what_was_written_through_events_k8s_io_with_its_count(
     sim: testing.SimHandle, client: httpx.Client, tmp_path: Path
 ) -> None:

@@ -47,6 +47,7 @@ def test_known_difference_the_groups_served(target: Target) -> None:
     ) == (by_target(target, [], ["podtemplates", "replicationcontrollers"]))
 
 
+@pytest.mark.slow  # starts processes: kubectl
 @pytest.mark.differs("protobuf: the sim speaks JSON only")
 def test_known_difference_protobuf(target: Target) -> None:
     r = target.http.get(target.cm, headers={"Accept": "application/vnd.kubernetes.protobuf"})

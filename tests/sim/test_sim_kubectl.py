@@ -19,6 +19,9 @@ import pytest
 from fleet.sim import testing
 from tests.support.differential import Target
 
+# Every test here starts processes (kubectl): `slow`, outside the fast inner loop.
+pytestmark = pytest.mark.slow
+
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 MANIFEST = """\
 apiVersion: v1

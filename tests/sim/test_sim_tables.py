@@ -70,6 +70,7 @@ def test_only_the_first_table_watch_event_carries_column_definitions(client: htt
     assert [e["object"]["rows"][0]["cells"][0] for e in events] == ["a", "b"]
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_kubectl_prints_the_server_columns_for_deployments(sim: testing.SimHandle, tmp_path: Path) -> None:
     body = {
         "metadata": {"name": "web"},

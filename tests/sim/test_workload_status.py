@@ -236,6 +236,7 @@ def test_workload_status_can_be_turned_off() -> None:
         assert c.get(f"{APPS}/deployments/web").json()["status"] == {}
 
 
+@pytest.mark.slow  # starts processes: kubectl
 def test_kubectl_waits_for_a_deployment_to_become_available(sim: testing.SimHandle, tmp_path: Path) -> None:
     kubectl = Runner(sim, tmp_path / "cache", "c1")
     path = tmp_path / "web.yaml"
@@ -270,6 +271,7 @@ def _fleet_sim(*args: str) -> tuple[subprocess.Popen[str], str]:
     return proc, proc.stdout.readline()
 
 
+@pytest.mark.slow  # starts processes: python -m fleet.cli
 @pytest.mark.parametrize(("flag", "expect_status"), [("0.1s", True), ("off", False)])
 def test_the_workload_delay_flag_sets_or_turns_off_workload_status(
     tmp_path: Path, flag: str, expect_status: bool
@@ -295,6 +297,7 @@ def test_the_workload_delay_flag_sets_or_turns_off_workload_status(
                 proc.kill()
 
 
+@pytest.mark.slow  # starts processes: python -m fleet.cli
 def test_a_bad_workload_delay_is_refused_naming_the_flag() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "fleet.cli", "sim", "--workload-delay", "soon"],
