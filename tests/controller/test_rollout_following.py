@@ -1,0 +1,102 @@
+"""A follower's Conductor (fleet.controller.rollouts) when replicas share rollouts (docs/scaling.md, "State of
+record"): it decides nothing, takes the coordinator's rollouts in, and never applies a revision the
+coordinator has not taken in. In-process, two Conductors over their own SQLite stores, the coordinator's
+stored rows handed to the follower as the management cluster would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from fleet.clients import statedb
+from fleet.controller import rollouts
+from fleet.controller.metrics import Metrics
+from fleet.core import model
+from fleet.core import rollout as ro
+from tests.support import placement_builders as pb
+
+OLD, NEW = "a" * 40, "b" * 40
+
+
+def conductor(tmp: Path, name: str, *, deciding: bool) -> tuple[rollouts.Conductor, list[str]]:
+    store = statedb.StateStore(tmp / name / "state.db")
+    woken: list[str] = []
+
+    async def save(write: Any) -> None:
+        await anyio.to_thread.run_sync(write)
+
+    c = rollouts.Conductor(store=store, metrics=Metrics(), wake=lambda n, _ctx: woken.append(n), save=save)
+    c.deciding = lambda: deciding
+    return c, woken
+
+
+async def begin(c: rollouts.Conductor, revision: str, hashes: dict[str, str]) -> None:
+    spec = model.RolloutSpec(
+        waves=(model.WaveSpec(name="all", max_concurrency=model.Count(100, percent=True)),)
+    )
+    web = model.Bundle(**{**pb.bundle("web").__dict__, "rollout": spec})
+    await c.begin(
+        revision=revision,
+        author=None,
+        repo=pb.repo([pb.cluster(n) for n in hashes], [web], revision=revision),
+        placed={"web": hashes},
+        waves={"web": ro.Membership(waves=(("all", tuple(sorted(hashes))),), errors={})},
+        held=lambda cluster, bundle: (OLD, "h0"),
+        paused=(),
+        context=None,
+    )
+
+
+def stored(c: rollouts.Conductor) -> dict[str, statedb.RolloutRow]:
+    return {r.bundle: r for r in c.rows()}
+
+
+def test_a_follower_leaves_a_new_revision_alone_until_the_coordinator_has_taken_it_in(tmp_path: Path) -> None:
+    async def main() -> None:
+        lead, _ = conductor(tmp_path, "lead", deciding=True)
+        follower, woken = conductor(tmp_path, "follower", deciding=False)
+        await begin(follower, NEW, {"c1": "h1", "c2": "h2"})
+        assert follower.latest == {} and follower.rows() == ()  # it starts nothing, stores nothing
+        assert follower.hold("web", "c2") == rollouts.LEAVE
+        # The coordinator still enforces the older revision: its rollout does not let the follower apply.
+        await begin(lead, OLD, {"c1": "h0", "c2": "h0"})
+        follower.adopt(stored(lead))
+        assert follower.hold("web", "c2") == rollouts.LEAVE
+        # The coordinator takes the new revision in: its rollout sends c2 the new revision, so does the follower.
+        await begin(lead, NEW, {"c1": "h1", "c2": "h2"})
+        assert lead.hold("web", "c2") == rollouts.NEWEST
+        follower.adopt(stored(lead))
+        assert follower.latest["web"].revision == NEW
+        assert follower.hold("web", "c2") == rollouts.NEWEST
+        assert "c2" in woken
+        # What the follower's round sees is reported, not decided.
+        await follower.observed(
+            "c2", {"web": rollouts.Observed(state=model.State.SYNCED)}, holds={"web": rollouts.NEWEST}
+        )
+        assert follower.latest["web"].members["c2"].phase is ro.ClusterPhase.PROGRESSING
+        assert (
+            follower.reports["c2"]["web"].state == "Synced" and follower.reports["c2"]["web"].revision == NEW
+        )
+
+    anyio.run(main)
+
+
+def test_a_revision_that_changes_nothing_for_a_bundle_is_marked_so_the_follower_does_not_wait_for_ever(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        lead, _ = conductor(tmp_path, "lead", deciding=True)
+        follower, _ = conductor(tmp_path, "follower", deciding=False)
+        await begin(lead, OLD, {"c1": "h1"})
+        follower.adopt(stored(lead))
+        third = "c" * 40  # a commit that renders the same objects for web
+        await begin(follower, third, {"c1": "h1"})
+        assert follower.hold("web", "c1") == rollouts.LEAVE
+        await begin(lead, third, {"c1": "h1"})
+        assert lead.latest["web"].revision == OLD  # no new rollout: nothing changed
+        follower.adopt(stored(lead))
+        assert follower.hold("web", "c1") == rollouts.NEWEST
+
+    anyio.run(main)
