@@ -99,3 +99,29 @@ def test_a_deployment_past_its_deadline_and_a_failed_job_are_failed(
     assert web.state is model.State.FAILED
     assert "Deployment/web/api: progress deadline exceeded" in web.message
     assert "Job/web/migrate: job failed" in web.message
+
+
+def test_a_fix_forward_of_a_deployment_past_its_deadline_that_the_sim_first_observes_with_the_old_condition_syncs(
+    repo: GitOpsRepo,
+) -> None:
+    """A change of template and replicas is first handled as a scaling whose status still says
+    ProgressDeadlineExceeded (the real deployment controller's window, which the sim holds open for its
+    workload delay): fleet's apply answer tells it apart from a new failure (docs/reconcile.md, "Health")."""
+    failed = deployment("api", **{"sim.fleet.dev/failed": "true"})
+    repo.bundle("web", [failed], namespace="web", selector={})
+    repo.commit("stuck")
+    with testing.serving(names=["prod-1"], settings=store.Settings(workload_delay=1.5)) as sim:
+        stuck = sync_in_process(repo.root, sim.kubeconfig, instance="fleet", wait=True, health_timeout=20)
+        web = stuck.clusters["prod-1"].bundles["web"]
+        assert (web.state, web.message) == (
+            model.State.FAILED,
+            "Deployment/web/api: progress deadline exceeded",
+        )
+        fixed = deployment("api")
+        fixed["spec"]["replicas"] = 3
+        fixed["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:2"
+        repo.bundle("web", [fixed], namespace="web", selector={})
+        repo.commit("fix forward")
+        result = sync_in_process(repo.root, sim.kubeconfig, instance="fleet", wait=True, health_timeout=20)
+    web = result.clusters["prod-1"].bundles["web"]
+    assert (web.state, web.message) == (model.State.SYNCED, ""), web.message

@@ -122,6 +122,7 @@ def test_a_deployment_becomes_available_after_the_delay(client: httpx.Client, si
 def test_a_new_spec_is_not_ready_again_until_the_delay_passes(client: httpx.Client) -> None:
     client.post(f"{APPS}/deployments", json=workload("Deployment", "web"))
     observed(client, f"{APPS}/deployments/web", 1)
+    listed = client.get(f"{APPS}/deployments").json()["metadata"]["resourceVersion"]
     changed = client.patch(
         f"{APPS}/deployments/web",
         content=json.dumps({"spec": {"replicas": 5}}),
@@ -129,8 +130,23 @@ def test_a_new_spec_is_not_ready_again_until_the_delay_passes(client: httpx.Clie
     ).json()
     assert changed["metadata"]["generation"] == 2 and changed["status"]["observedGeneration"] == 1
     assert health.assess(changed).status is health.Status.PROGRESSING
-    live = observed(client, f"{APPS}/deployments/web", 2)
-    assert live["status"]["availableReplicas"] == 5
+    # Other replicas: first handled as a scaling (the new generation observed, the old counts), then rolled out.
+    statuses = []
+    params = {
+        "watch": "1",
+        "resourceVersion": listed,
+        "timeoutSeconds": "10",
+        "fieldSelector": "metadata.name=web",
+    }
+    with client.stream("GET", f"{APPS}/deployments", params=params) as events:
+        for line in events.iter_lines():
+            statuses.append(json.loads(line)["object"])
+            if statuses[-1]["status"].get("availableReplicas") == 5:
+                break
+    scaled, live = statuses[1:] if len(statuses) == 3 else (None, statuses[-1])
+    assert scaled is not None, statuses
+    assert (scaled["status"]["observedGeneration"], scaled["status"]["availableReplicas"]) == (2, 2)
+    assert health.assess(scaled) == health.Health(health.Status.PROGRESSING, "2 of 5 replicas updated")
     assert health.assess(live).status is health.Status.HEALTHY
 
 
@@ -223,6 +239,73 @@ def test_the_failed_annotation_fails_a_deployment_and_a_job(client: httpx.Client
     failed = client.get(f"{JOBS}/bad").json()
     assert conditions(failed)["Failed"] == ("True", "BackoffLimitExceeded")
     assert health.assess(failed).status is health.Status.FAILED
+
+
+def watched(client: httpx.Client, path: str, listed: str, until: str) -> list[dict[str, Any]]:
+    """The objects of each watch event of `bad` from `listed` on, until Progressing's reason is `until`."""
+    seen: list[dict[str, Any]] = []
+    params = {
+        "watch": "1",
+        "resourceVersion": listed,
+        "timeoutSeconds": "10",
+        "fieldSelector": "metadata.name=bad",
+    }
+    with client.stream("GET", path, params=params) as events:
+        for line in events.iter_lines():
+            seen.append(json.loads(line)["object"])
+            if conditions(seen[-1]).get("Progressing", ("", ""))[1] == until:
+                break
+    return seen
+
+
+def test_a_deployment_past_its_deadline_changed_in_replicas_is_first_observed_with_the_old_condition(
+    client: httpx.Client,
+) -> None:
+    """As the real deployment controller does (docs/real-cluster.md): a change of replicas (here with the
+    template) is first handled as a scaling, whose status observes the new generation with the conditions
+    of the old one; the new rollout's status follows after the delay. Health judged alone takes that
+    first status for a failure; judged with fleet's apply answer (health.Memory), it does not."""
+    bad = workload("Deployment", "bad", replicas=2, **{"sim.fleet.dev/failed": "true"})
+    apply = {"fieldManager": "fleet", "force": "true"}
+    headers = {"Content-Type": "application/apply-patch+yaml"}
+    client.patch(f"{APPS}/deployments/bad", params=apply, content=json.dumps(bad), headers=headers)
+    observed(client, f"{APPS}/deployments/bad", 1)
+    listed = client.get(f"{APPS}/deployments").json()["metadata"]["resourceVersion"]
+    fixed = workload("Deployment", "bad", replicas=0)
+    fixed["spec"]["template"] = template("bad", image="nginx:1.28")
+    answer = client.patch(
+        f"{APPS}/deployments/bad", params=apply, content=json.dumps(fixed), headers=headers
+    ).json()
+    memory = health.Memory()
+    memory.note([answer], now=0.0)
+    seen = watched(client, f"{APPS}/deployments", listed, "NewReplicaSetAvailable")
+    steps = [
+        (o["metadata"]["generation"], o["status"]["observedGeneration"], conditions(o)["Progressing"][1])
+        for o in seen
+    ]
+    assert steps == [
+        (2, 1, "ProgressDeadlineExceeded"),  # fleet's apply
+        (2, 2, "ProgressDeadlineExceeded"),  # the scaling
+        (2, 2, "NewReplicaSetAvailable"),  # the rollout
+    ], steps
+    window = seen[1]
+    assert "updatedReplicas" not in window["status"]  # no ReplicaSet of the new template yet
+    assert health.assess(window).status is health.Status.FAILED
+    assert memory.assess(window, now=0.1).status is health.Status.PROGRESSING
+    assert memory.assess(seen[2], now=0.3).status is health.Status.HEALTHY
+
+
+def test_a_change_of_a_deployment_that_keeps_its_replicas_is_observed_only_when_rolled_out(
+    client: httpx.Client,
+) -> None:
+    client.post(f"{APPS}/deployments", json=workload("Deployment", "web", replicas=2))
+    observed(client, f"{APPS}/deployments/web", 1)
+    changed = workload("Deployment", "web", replicas=2)
+    changed["spec"]["template"] = template("web", image="nginx:1.28")
+    client.put(f"{APPS}/deployments/web", json={**changed, "metadata": {"name": "web"}})
+    live = client.get(f"{APPS}/deployments/web").json()
+    assert (live["metadata"]["generation"], live["status"]["observedGeneration"]) == (2, 1)
+    assert observed(client, f"{APPS}/deployments/web", 2)["status"]["updatedReplicas"] == 2
 
 
 def test_workload_status_can_be_turned_off() -> None:

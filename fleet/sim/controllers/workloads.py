@@ -9,6 +9,11 @@ replica counts, a Deployment's `Available` and `Progressing` conditions with rea
 describes the previous generation (`observedGeneration` behind `generation`), which is how a rollout
 in progress looks to kubectl and health checks.
 
+A Deployment's new spec with other replicas is first handled as a scaling, as the real deployment
+controller does: at once, a status that observes the new generation but keeps the old conditions (a
+`ProgressDeadlineExceeded` of the old template included) and, when the template changed too, no updated
+replica; the rollout's status follows after the delay.
+
 Annotations make one workload misbehave so health checks can be tested:
 - `sim.fleet.dev/unavailable: "true"`: no replica ever becomes ready (a Deployment's `Available` is
   False with `MinimumReplicasUnavailable`; a Job stays active);
@@ -131,6 +136,17 @@ def deployment_status(obj: dict[str, Any], *, now: str) -> dict[str, Any]:
     return out
 
 
+def scaling_status(obj: dict[str, Any], *, new_template: bool) -> dict[str, Any]:
+    """A Deployment's status when its controller handled a change of replicas as a scaling: the new
+    generation observed, the replica counts and conditions of the old one (a `ProgressDeadlineExceeded`
+    stays), and no updated replica when the template changed too (its ReplicaSet does not exist yet)."""
+    out = dict(obj.get("status") or {})
+    out["observedGeneration"] = obj["metadata"].get("generation", 1)
+    if new_template:
+        out.pop("updatedReplicas", None)
+    return out
+
+
 def statefulset_status(obj: dict[str, Any], *, now: str) -> dict[str, Any]:
     replicas = _int((obj.get("spec") or {}).get("replicas"), 1)
     revision = f"{obj['metadata']['name']}-{template_hash(obj)}"
@@ -246,6 +262,8 @@ class WorkloadController:
         if event.type == objects.DELETED or obj["metadata"].get("deletionTimestamp"):
             self._cancel(key)
             return
+        if kind == "Deployment" and event.prev is not None:
+            self._scaling_first(key, event.prev.obj, obj)
         if self.desired(obj, now=objects.now()) == (obj.get("status") or {}):
             return
         meta = obj["metadata"]
@@ -257,6 +275,48 @@ class WorkloadController:
         timer = updates.run_later(self.delay, self._fire, key, meta.get("uid"))
         if timer is not None:
             self.timers[key] = (token, timer)
+
+    def _scaling_first(
+        self, key: tuple[str, str, str, str], prev: dict[str, Any], obj: dict[str, Any]
+    ) -> None:
+        """A new spec of a Deployment with other replicas: as the real deployment controller, handle it
+        first as a scaling, at once (before the next request), with a status that observes the new
+        generation and keeps the old conditions, no replica updated when the template changed too
+        (`scaling_status`); the rollout's status follows after the delay (docs/real-cluster.md)."""
+        meta, status = obj["metadata"], obj.get("status") or {}
+        generation = meta.get("generation")
+        if (
+            not status
+            or generation == prev["metadata"].get("generation")
+            or status.get("observedGeneration") == generation
+            or _int((obj.get("spec") or {}).get("replicas"), 1)
+            == _int((prev.get("spec") or {}).get("replicas"), 1)
+        ):
+            return
+        new_template = template_hash(obj) != template_hash(prev)
+        self.cluster.schedule(self._fire_scaling, key, meta.get("uid"), generation, new_template)
+
+    def _fire_scaling(
+        self, key: tuple[str, str, str, str], uid: str, generation: int, new_template: bool
+    ) -> None:
+        api_version, kind, ns, name = key
+        rtype = self._rtype(api_version, kind)
+        stored = self.cluster.find(rtype, ns, name) if rtype is not None else None
+        if rtype is None or stored is None:
+            return
+        meta = stored.obj["metadata"]
+        if meta.get("uid") != uid or meta.get("generation") != generation or meta.get("deletionTimestamp"):
+            return
+        status = stored.obj.get("status") or {}
+        if status.get("observedGeneration") == generation:
+            return
+        updates.write_status(
+            self.cluster,
+            rtype,
+            stored,
+            scaling_status(stored.obj, new_template=new_template),
+            manager=MANAGER,
+        )
 
     def _cancel(self, key: tuple[str, str, str, str]) -> None:
         pending = self.timers.pop(key, None)
