@@ -9,13 +9,14 @@ commit from the webhook to a cluster::
      |           serve, status, demo, rollout, history, sim); common (option checks, reading a local
      |           repository), rendering (the renderer options, the sources step), outcomes (what plan and
      |           render print from), statusview (the text tables of status and rollout status),
-     |           syncworkers (the processes of `fleet sync --workers`)
+     |           syncworkers (the processes of `fleet sync --workers`), replication (`fleet serve`'s
+     |           replica options)
     controller   `fleet serve`: engine (the loop and its API) over its parts (base, persistence, watches,
      |           workers, revisions), runtime (each cluster's record and the pure decisions about it),
      |           rollouts, server + webhook + ui (HTTP API, status page), metrics, telemetry, audit +
      |           events + notify (history, Kubernetes Events, notifications), replicas (a replica's lease
-     |           loop), shared (the state store when replicas share a fleet: the management cluster's
-     |           records)
+     |           loop), shards (which clusters this process owns), shared (the state store when replicas
+     |           share a fleet: the management cluster's records)
     cluster      one cluster: reading (observe), reconcile (one round), apply (SSA, prune, inventories),
      |           diff, watch (streams), cache (what they hold), repair (drift), waves (`fleet sync --waves`)
     clients      I/O: kube (the only module importing kr8s), source (git through pygit2), sources (the

@@ -1,7 +1,8 @@
 """`fleet serve`: the controller.
 
 Owns: turning options (each also from a ``FLEET_<OPTION>`` environment variable) into settings, wiring
-the engine, the HTTP server, telemetry and signal handling. Does not: hold any
+the engine, the HTTP server, telemetry and signal handling; with `--management-kubeconfig`, this process's
+replica (`fleet.cli.replication`, docs/scaling.md). Does not: hold any
 logic of the engine (`fleet.controller.engine`) or of the HTTP API (`fleet.controller.server`).
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 import anyio
 import typer
 
-from fleet.cli import common, history, rendering
+from fleet.cli import common, history, rendering, replication
 from fleet.clients import kube, source, statedb
 from fleet.controller import engine, server, telemetry
 from fleet.core import errors, model
@@ -74,13 +75,24 @@ async def serve_main(
     otlp_endpoint: str | None,
     kube_settings: kube.Settings,
     on_ready: Any = None,
+    management: replication.Management | None = None,
 ) -> None:
     """Run the controller until SIGTERM/SIGINT; returns after a clean shutdown."""
     host, port = common.parse_listen(listen)
+    replica = None
+    if management is not None:
+        replica, kube_settings = await replication.connect(
+            management,
+            instance=settings.instance,
+            kube_settings=kube_settings,
+            allow_exec_auth=allow_exec_auth,
+        )
     tel = telemetry.setup(otlp_endpoint=otlp_endpoint, instance=settings.instance)
     kubeconfig = await kube.load_kubeconfig(kubeconfig_path, allow_exec_auth=allow_exec_auth)
     store = await anyio.to_thread.run_sync(statedb.StateStore, settings.state_dir / "state.db")
-    eng = engine.Engine(settings, kubeconfig=kubeconfig, kube_settings=kube_settings, store=store)
+    eng = engine.Engine(
+        settings, kubeconfig=kubeconfig, kube_settings=kube_settings, store=store, replica=replica
+    )
     app = server.build_app(eng, server_settings)
     try:
         async with server.Listener(app, limits=server_settings.limits, metrics=eng.metrics) as listener:
@@ -90,6 +102,13 @@ async def serve_main(
                 f"fleet serve: listening on {url} (repo {source.redact(settings.repo)}, "
                 f"instance {settings.instance})"
             )
+            if replica is not None:
+                t = replica.config.timings
+                common.info(
+                    f"fleet serve: replica {replica.config.me} of {replica.shards} shards, leases in "
+                    f"{replica.client.client.context.server} (duration {t.duration:g}s, renew deadline "
+                    f"{t.renew_deadline:g}s, retry {t.retry:g}s)"
+                )
             if tel.enabled:
                 common.info(f"fleet serve: exporting traces to {telemetry.redact_url(tel.settings.endpoint)}")
             if on_ready is not None:
@@ -110,6 +129,8 @@ async def serve_main(
                 tg.start_soon(eng.run)
     finally:
         with anyio.CancelScope(shield=True):
+            if replica is not None:
+                await replica.client.client.aclose()
             await anyio.to_thread.run_sync(store.close)
             await anyio.to_thread.run_sync(tel.shutdown)
     common.info("fleet serve: stopped")
@@ -258,6 +279,39 @@ def register_serve(app: typer.Typer) -> None:
         external_url: str | None = typer.Option(
             None, "--external-url", envvar="FLEET_EXTERNAL_URL", help="This server's URL for people (linked)."
         ),
+        management_kubeconfig: str | None = typer.Option(
+            None,
+            "--management-kubeconfig",
+            envvar="FLEET_MANAGEMENT_KUBECONFIG",
+            help="Share the fleet with other replicas through Leases on this cluster (docs/scaling.md).",
+        ),
+        management_context: str | None = typer.Option(
+            None,
+            "--management-context",
+            envvar="FLEET_MANAGEMENT_CONTEXT",
+            help="Its context (default: the file's only one).",
+        ),
+        shards: int | None = typer.Option(
+            None, "--shards", envvar="FLEET_SHARDS", help="Virtual shards, the same on every replica (32)."
+        ),
+        lease_duration: str | None = typer.Option(
+            None,
+            "--lease-duration",
+            envvar="FLEET_LEASE_DURATION",
+            help="Lease duration, whole seconds (15s).",
+        ),
+        lease_renew_deadline: str | None = typer.Option(
+            None,
+            "--lease-renew-deadline",
+            envvar="FLEET_LEASE_RENEW_DEADLINE",
+            help="A replica stops writing this long after its last renewal (10s).",
+        ),
+        lease_retry_period: str | None = typer.Option(
+            None,
+            "--lease-retry-period",
+            envvar="FLEET_LEASE_RETRY_PERIOD",
+            help="How often leases are read and renewed (2s).",
+        ),
     ) -> None:
         """Run the controller: follow a branch, reconcile every cluster, serve the API and status page."""
 
@@ -392,6 +446,22 @@ def register_serve(app: typer.Typer) -> None:
                 notify=notify_settings,
                 watch_cache=os.environ.get("FLEET_WATCH_CACHE", "1") != "0",  # hidden: benchmarks' baseline
             )
+            management = replication.check(
+                kubeconfig=management_kubeconfig,
+                context=management_context,
+                shards=shards,
+                duration=lease_duration,
+                renew_deadline=lease_renew_deadline,
+                retry=lease_retry_period,
+                flags={
+                    "kubeconfig": f("management_kubeconfig"),
+                    "context": f("management_context"),
+                    "shards": f("shards"),
+                    "duration": f("lease_duration"),
+                    "renew_deadline": f("lease_renew_deadline"),
+                    "retry": f("lease_retry_period"),
+                },
+            )
             kube_settings = kube.Settings(
                 qps=qps,
                 burst=burst,
@@ -413,6 +483,7 @@ def register_serve(app: typer.Typer) -> None:
                     server_settings=server_settings,
                     otlp_endpoint=otlp_endpoint,
                     kube_settings=kube_settings,
+                    management=management,
                 )
             )
         except errors.FleetError as e:

@@ -9,7 +9,8 @@ unchanged, deleted, skipped, conflict, failed):
   plain create when there was none, so two writers cannot both create it; then server-side applies over
   the resourceVersion it was read at: an inventory changed by someone else meanwhile is a conflict, never
   overwritten); `write_fenced_inventory`: the same under a replica's shard lease, refused (`Fenced`) when
-  a newer owner of the shard wrote the inventory (`fleet.core.fencing`);
+  a newer owner of the shard wrote the inventory (`fleet.core.fencing`); `check_fence`: that fence read
+  again right before a prune; `NotOwner`: a replica past its renew deadline writes nothing;
 - `read_record` / `write_record`: the revision record of a source (`inventory.Claim`): created when
   missing (a plain create, so two writers cannot both create it), else written over the resourceVersion
   it was read at;
@@ -188,6 +189,28 @@ async def write_fenced_inventory(
         resource_version=found.resource_version,
         fence=judgement.fence,
     )
+
+
+class NotOwner(errors.Conflict):
+    """This replica may not write to the cluster now: it no longer holds the cluster's shard lease, or has
+    not renewed it within the renew deadline (docs/scaling.md). The round writes nothing more."""
+
+    retriable = True
+
+
+async def check_fence(client: kube.Client, bundle: str, *, instance: str, fence: fencing.Fence) -> None:
+    """Right before pruning `bundle`: its inventory as it is now carries no newer owner's fence (`Fenced`
+    otherwise; an unreadable inventory raises, it is never taken as free). A newer owner that wrote it
+    after this round read the cluster is seen here, not after a delete."""
+    name = model.inventory_name(instance=instance, bundle=bundle)
+    where = f"ConfigMap/{model.INVENTORY_NAMESPACE}/{name}"
+    doc = await client.get(CONFIGMAP, namespace=model.INVENTORY_NAMESPACE, name=name)
+    if doc is None:
+        return
+    found = inventory_mod.decode(doc, instance=instance)
+    judgement = fencing.judge(found.fence, fence, where=where)
+    if judgement.verdict is fencing.Verdict.STALE:
+        raise Fenced(judgement.message or where, above=judgement.above)
 
 
 class RecordRaced(errors.ClusterError):

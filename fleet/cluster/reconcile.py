@@ -20,6 +20,12 @@ a record of a newer revision of the same source makes the round write nothing (e
 run). Before its first write a round records its own claim (compare-and-swap on the record), so an older
 replica reading the cluster afterwards backs off.
 
+Replicas sharing the fleet through Leases (docs/scaling.md): with `Options.fence`, the round asks it
+before every write and stops (`apply.NotOwner`) once this replica may not write to the cluster; every
+inventory is written under the fence (`apply.write_fenced_inventory`: a newer owner's fence, or any write
+since the round read it, is a conflict, not a write) and the fence is read again right before each prune
+(`apply.check_fence`): a stale replica never deletes what a newer owner applied.
+
 Failure rules: anything unknown stops deletes. A failed discovery, inventory read or list (an answer that
 cannot be read included: `kube` never returns it as empty) fails the whole cluster for the round before
 any write; an unreachable cluster is reported Unreachable after its own retry budget and never delays the
@@ -39,7 +45,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 from opentelemetry import trace
@@ -47,7 +53,7 @@ from opentelemetry import trace
 from fleet.clients import kube
 from fleet.cluster import apply, reading
 from fleet.cluster import cache as cache_mod
-from fleet.core import errors, health, model, pipeline, plan
+from fleet.core import errors, fencing, health, model, pipeline, plan
 from fleet.core import inventory as inventory_mod
 
 log = logging.getLogger("fleet.reconcile")
@@ -72,6 +78,9 @@ class Options:
     # What apply answers carried into a generation not yet observed (health.Memory), kept across rounds by
     # `fleet serve` per cluster; None: one for this round.
     health_memory: health.Memory | None = None
+    # Replicas (docs/scaling.md): asked before every write, the fence this round writes under; None from it
+    # means this replica may not write to the cluster now (the round stops). None: no replicas, no fence.
+    fence: Callable[[], fencing.Fence | None] | None = None
 
     @property
     def source(self) -> str | None:
@@ -312,12 +321,30 @@ async def _round(
 
     async def write_inventory(b: str, refs: frozenset[model.ObjectRef]) -> None:
         await gate()
+        if options.fence is not None and b not in created:  # a replica: under its fence, over what it read
+            found = seen.inventories.get(b)
+            if found is not None:
+                found = replace(found, resource_version=versions.get(b))
+            version = await apply.write_fenced_inventory(
+                client, b, refs, instance=instance, source=source_of(b), fence=gate.fence(), found=found
+            )
+            if found is None:
+                created.add(b)
+            else:
+                versions[b] = version
+            return
         if b not in seen.inventories and b not in created:  # a create: it cannot overwrite anyone's
             await apply.create_inventory(client, b, refs, instance=instance, source=source_of(b))
             created.add(b)
             return
         versions[b] = await apply.write_inventory(
-            client, b, refs, instance=instance, source=source_of(b), resource_version=versions.get(b)
+            client,
+            b,
+            refs,
+            instance=instance,
+            source=source_of(b),
+            resource_version=versions.get(b),
+            fence=gate.fence() if options.fence is not None else None,
         )
 
     # 1. Namespaces fleet needs: fleet-system for inventories, bundle namespaces.
@@ -578,6 +605,7 @@ async def _prune(
         return await apply.prune_bundle(client, bundle_plan)
     if any(s.op is plan.PruneOp.DELETE for s in bundle_plan.prune):
         await gate()
+        await gate.before_prune(bundle_plan.bundle)
     with _TRACER.start_as_current_span(
         f"prune {bundle_plan.bundle}", attributes=_span_attrs(cluster, bundle_plan.bundle)
     ) as span:
@@ -608,7 +636,28 @@ class _Gate:
         self._lock = anyio.Lock()
         self._done = False
 
+    def fence(self) -> fencing.Fence | None:
+        """The fence of this round's writes now (None: no replicas); `apply.NotOwner` when this replica may
+        not write to the cluster any more."""
+        if self._options.fence is None:
+            return None
+        fence = self._options.fence()
+        if fence is None:
+            raise apply.NotOwner(
+                f"cluster {self._client.cluster}: this replica no longer holds the cluster's shard lease "
+                "(or has not renewed it within the renew deadline): it writes nothing more here"
+            )
+        return fence
+
+    async def before_prune(self, bundle: str) -> None:
+        """A replica reads the bundle's inventory again right before deleting anything of it: a newer
+        owner's fence there stops the prune (`apply.Fenced`)."""
+        fence = self.fence()
+        if fence is not None:
+            await apply.check_fence(self._client, bundle, instance=self._options.instance, fence=fence)
+
     async def __call__(self) -> None:
+        self.fence()  # a replica that may not write any more stops before this write
         if self._done:
             return
         async with self._lock:

@@ -23,7 +23,7 @@ from fleet.clients import kube, source, statedb
 from fleet.clients import source as git_source
 from fleet.clients import sources as sources_mod
 from fleet.cluster import watch as watching
-from fleet.controller import audit, notify, rollouts, runtime
+from fleet.controller import audit, notify, rollouts, runtime, shards, shared
 from fleet.controller import events as cluster_events
 from fleet.controller.metrics import Metrics
 from fleet.core import (
@@ -153,6 +153,19 @@ class EngineBase:
     audit: audit.Recorder
     rollouts: rollouts.Conductor
     _restored_seen: tuple[str | None, str | None]
+    ownership: shards.Ownership  # which clusters this process may write to (replicas: docs/scaling.md)
+    shared: shared.Shared | None  # the state of record in a management cluster (`Engine.share`)
+    _rounds: dict[str, anyio.CancelScope]  # the rounds in flight, cancelled at their cluster's deadline
+    _round_ended: anyio.Event  # set when one of `_rounds` ends
+
+    def _placed(self, desired: pipeline.Desired) -> dict[str, dict[str, str]]:
+        """bundle -> cluster -> rendered hash of the pairs `desired` applies on the clusters this process
+        owns (all of them for a single replica, or with the state of record: the coordinator's rollouts
+        govern the whole fleet): what its rollouts govern (docs/scaling.md)."""
+        hashes = desired.hashes()
+        if not self.ownership.enabled or self.shared is not None:
+            return hashes
+        return {b: {c: h for c, h in per.items() if self.ownership.owns(c)} for b, per in hashes.items()}
 
     def _wake(
         self,

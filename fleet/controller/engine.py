@@ -14,6 +14,13 @@ draws them): `revisions` (fetch and take in each revision once: parse, sources, 
 `persistence` (the state database, a cache whose failures never end the controller). The decisions about a
 cluster's record are pure functions in `fleet.controller.runtime`.
 
+With a management cluster (docs/scaling.md) the engine runs its replica's lease loop
+(`fleet.controller.replicas`) beside the rest and asks `fleet.controller.shards.Ownership` which clusters
+it may write to: rounds and watches run only on those, each under a cancel scope whose deadline is the
+renew deadline of the cluster's shard (moved on after every renewal, `_ticked`); a shard gained wakes its
+clusters, a shard lost stops their rounds and watches, a shard handed over is drained first
+(`_drain_shard`); `stop` hands every shard over before the rounds' grace period.
+
 Does not: talk HTTP to users (`fleet.controller.server`), decide ownership or what to write on a cluster
 (`fleet.cluster.reconcile` and below), or read git itself (`fleet.clients.source`). The behaviour for
 users is in docs/operations.md and docs/reconcile.md.
@@ -21,7 +28,9 @@ users is in docs/operations.md and docs/reconcile.md.
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import time
 from typing import Any
 
@@ -30,7 +39,7 @@ from opentelemetry import trace
 
 from fleet.clients import kube, source, statedb
 from fleet.clients import sources as sources_mod
-from fleet.controller import audit, notify, revisions, rollouts, runtime, shared
+from fleet.controller import audit, notify, replicas, revisions, rollouts, runtime, shards, shared
 from fleet.controller import events as cluster_events
 from fleet.controller.base import Caches, Settings
 from fleet.controller.metrics import Metrics
@@ -58,6 +67,7 @@ class Engine(revisions.Revisions):
         kube_settings: kube.Settings,
         store: statedb.StateStore,
         metrics: Metrics | None = None,
+        replica: replicas.Replica | None = None,
     ) -> None:
         self.settings = settings
         self.kubeconfig = kubeconfig
@@ -125,6 +135,17 @@ class Engine(revisions.Revisions):
         )
         self.metrics.rounds_in_flight.set_function(lambda: self._in_flight)
         self.shared: shared.Shared | None = None  # the state of record in a management cluster (`share`)
+        self.ownership = shards.Ownership(replica)
+        self._rounds: dict[str, anyio.CancelScope] = {}
+        self._round_ended = anyio.Event()
+        self._owned: frozenset[int] = frozenset()
+        self._replica_done = anyio.Event()
+        if replica is not None:
+            replica.attach(
+                before_release=self._drain_shard, on_change=self._shards_changed, on_tick=self._ticked
+            )
+            for shard in range(replica.shards):
+                self.metrics.shard_owned.labels(shard=str(shard), replica=replica.config.me).set(0)
         self._restore()
         self.rollouts.restore()
         self.audit.restore()
@@ -142,7 +163,9 @@ class Engine(revisions.Revisions):
     @property
     def ready(self) -> bool:
         """The repo was read and every registered cluster had a first reconcile attempt."""
-        return self.fetched_once and all(rt.attempted for rt in self.clusters.values())
+        return self.fetched_once and all(
+            rt.attempted for rt in self.clusters.values() if self.ownership.owns(rt.name)
+        )
 
     def status_document(self) -> dict[str, Any]:
         rev = self.revision
@@ -163,7 +186,10 @@ class Engine(revisions.Revisions):
                     "message": f"nothing is enforced: {self._nothing_enforced}",
                 }
             )
+        owned = {name: rt for name, rt in self.clusters.items() if self.ownership.owns(name)}
+        replica = self.ownership.document(self.clusters)
         doc = {
+            **({"replica": replica} if replica is not None else {}),
             "revision": rev.sha,
             "message": rev.message,
             "author": rev.author,
@@ -171,7 +197,8 @@ class Engine(revisions.Revisions):
             "fetchedAt": rev.fetched_at,
             "errors": errors_,
             "stateStore": self.store_health.document(),
-            "clusters": {name: rt.document() for name, rt in sorted(self.clusters.items())},
+            # A replica shows the clusters it owns; a single replica owns them all.
+            "clusters": {name: rt.document() for name, rt in sorted(owned.items())},
             "rollouts": self.rollouts.documents(),
         }
         if self.shared is not None:  # every shard's clusters, from their summaries
@@ -329,6 +356,8 @@ class Engine(revisions.Revisions):
                 tg.start_soon(self.audit.run)
                 if self.shared is not None:
                     tg.start_soon(self.shared.run)
+                if self.ownership.replica is not None:
+                    tg.start_soon(self._run_replica, self.ownership.replica)
         finally:
             self._tg = None
             with anyio.CancelScope(shield=True):
@@ -338,13 +367,92 @@ class Engine(revisions.Revisions):
                         rt.client = None
 
     async def stop(self, *, grace: float | None = None) -> None:
-        """Stop taking new work and give in-flight rounds `grace` seconds to finish."""
+        """Stop taking new work and give in-flight rounds `grace` seconds to finish. A replica first hands
+        its shards over: each shard's rounds end (or are cancelled) before its lease is released."""
         self._stopping = True
         deadline = time.monotonic() + (self.settings.grace_period if grace is None else grace)
+        replica = self.ownership.replica
+        if replica is not None:
+            replica.stop()
+            with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                await self._replica_done.wait()
         with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
             while self._in_flight:
                 self._idle = anyio.Event()
                 await self._idle.wait()
+
+    # -- replicas (docs/scaling.md) ---------------------------------------------------------------------------
+
+    async def _run_replica(self, replica: replicas.Replica) -> None:
+        try:
+            await replica.run()
+        finally:
+            self._replica_done.set()
+
+    def _shards_changed(self, owned: frozenset[int]) -> None:
+        """The shards this replica may write to changed: wake the clusters gained, stop the rounds and
+        watches of the clusters lost."""
+        replica = self.ownership.replica
+        assert replica is not None
+        gained, lost = shards.moved(self.clusters, before=self._owned, after=owned, shards=replica.shards)
+        for shard in owned ^ self._owned:
+            self.metrics.shard_owned.labels(shard=str(shard), replica=replica.config.me).set(
+                1 if shard in owned else 0
+            )
+        log.info(
+            "replica %s: owns %d shards (%d clusters gained, %d lost)",
+            replica.config.me,
+            len(owned),
+            len(gained),
+            len(lost),
+        )
+        self._owned = owned
+        for name in lost:
+            self._let_go(name)
+        if self._tg is not None and self.desired is not None and self.shared is None:
+            self._tg.start_soon(
+                functools.partial(self.rollouts.reassigned, self._placed(self.desired), held=self._held)
+            )
+        for name in gained:
+            self._wake(self.clusters[name], reason="shard")
+
+    def _let_go(self, name: str) -> None:
+        scope = self._rounds.get(name)
+        if scope is not None:
+            scope.deadline = -math.inf
+        rt = self.clusters.get(name)
+        if rt is not None:
+            self._stop_watch(rt)
+
+    def _ticked(self) -> None:
+        """After a tick of the lease loop: every round and watch of this replica runs until its shard's
+        renew deadline as it is now (later after a renewal; at once when the shard is not writable)."""
+        for name, scope in self._rounds.items():
+            scope.deadline = self.ownership.deadline(name)
+        for name, rt in self.clusters.items():
+            if rt.watch_scope is None:
+                continue
+            until = self.ownership.deadline(name)
+            if until == -math.inf or rt.watch_scope.cancel_called:
+                self._stop_watch(rt)  # stopped at its deadline: the next round of an owner starts it again
+                if until != -math.inf:
+                    self._wake(rt, reason="shard")
+            else:
+                rt.watch_scope.deadline = until
+
+    async def _drain_shard(self, shard: int) -> None:
+        """Before this replica releases `shard` (no longer writable): its clusters' rounds in flight end
+        (they stop at their next write, `fleet.cluster.reconcile.Options.fence`; cancelled at the latest
+        at the deadline) and their watches stop."""
+        replica = self.ownership.replica
+        assert replica is not None
+        mine = [n for n in self.clusters if self.ownership.shard(n) == shard]
+        for name in mine:
+            self._let_go(name)
+        with anyio.move_on_after(self.settings.grace_period):
+            while any(n in self._rounds for n in mine):
+                self._round_ended = anyio.Event()
+                await self._round_ended.wait()
 
     # -- cluster workers -------------------------------------------------------------------------------------
 

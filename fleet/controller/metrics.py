@@ -56,6 +56,12 @@ class Metrics:
         )
         self.watch_streams = Gauge("fleet_watch_streams", "Open watch streams.", ["cluster"], registry=r)
         self.queue_depth = Gauge("fleet_queue_depth", "Clusters waiting for a reconcile.", registry=r)
+        self.shard_owned = Gauge(
+            "fleet_shard_owned",
+            "1 for each shard this replica holds and may write to, 0 for the others (replicas only).",
+            ["shard", "replica"],
+            registry=r,
+        )
         self.rollouts = Gauge(
             "fleet_rollouts", "The latest rollout of each bundle, counted by state.", ["state"], registry=r
         )

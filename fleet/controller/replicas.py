@@ -54,6 +54,7 @@ class Replica:
         wall: Callable[[], float] = time.time,
         before_release: Callable[[int], Awaitable[None]] | None = None,
         on_change: Callable[[frozenset[int]], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
         write_limit: int = 8,
     ) -> None:
         self.client = client
@@ -64,10 +65,26 @@ class Replica:
         self._wall = wall
         self._before_release = before_release
         self._on_change = on_change
+        self._on_tick = on_tick
         self._limit = anyio.CapacityLimiter(max(1, write_limit))
         self._wake = anyio.Event()
         self._owned: frozenset[int] = frozenset()
         self._prepared = False
+
+    def attach(
+        self,
+        *,
+        before_release: Callable[[int], Awaitable[None]],
+        on_change: Callable[[frozenset[int]], None],
+        on_tick: Callable[[], None],
+    ) -> None:
+        """The controller's hooks: drain a shard's writes before its release, hear of the writable shards
+        changing, and after every tick move its writes' deadlines (`deadline`)."""
+        self._before_release, self._on_change, self._on_tick = before_release, on_change, on_tick
+
+    @property
+    def shards(self) -> int:
+        return self.config.shards
 
     # -- what the controller asks ------------------------------------------------------------------
 
@@ -179,6 +196,8 @@ class Replica:
                     log.info("replica %s: deleted the lease of dead replica %s", cfg.me, name)
             except errors.FleetError as e:
                 log.warning("replica %s: cannot delete lease %s: %s", cfg.me, name, e)
+        if self._on_tick is not None:
+            self._on_tick()
 
     async def _limited_write(self, name: str, renew: bool) -> None:
         async with self._limit:

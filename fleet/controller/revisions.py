@@ -251,7 +251,7 @@ class Revisions(workers.Workers):
                 revision=sha,
                 author=snapshot.author,
                 repo=desired.repo,
-                placed=desired.hashes(),
+                placed=self._placed(desired),
                 waves=desired.waves,
                 held=self._held,
                 paused={n for n, c in desired.repo.clusters.items() if c.paused},

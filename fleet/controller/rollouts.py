@@ -324,6 +324,20 @@ class Conductor:
                 r = ro.left(r, c, now=now)
         return r
 
+    async def reassigned(self, placed: Mapping[str, Mapping[str, str]], *, held: HeldFn) -> None:
+        """Replicas (docs/scaling.md): the clusters this replica owns changed. Each rollout in progress
+        governs the owned clusters of `placed` (bundle -> cluster -> hash; one gained joins its last wave)
+        and no longer the others (their new owner's rollouts govern them)."""
+        if not self.deciding():
+            return  # a follower: the coordinator's rollouts govern the whole fleet
+        now = self._clock()
+        for b, r in list(self.latest.items()):
+            if not r.terminal:
+                new = self._membership_changes(r, b, placed.get(b) or {}, held=held, now=now)
+                if new is not r:
+                    self._set(new)
+        await self.tick()
+
     # -- observations from rounds --------------------------------------------------------------------------
 
     async def observed(

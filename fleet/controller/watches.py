@@ -107,8 +107,8 @@ class Watches(persistence.Persistence):
     def _context_of(self, cluster: str) -> str | None:
         """The kubeconfig context of a registered cluster (for the Event writer's own clients)."""
         rt = self.clusters.get(cluster)
-        if rt is None or rt.cluster is None:
-            return None
+        if rt is None or rt.cluster is None or not self.ownership.owns(cluster):
+            return None  # unknown, or another replica's now: its Events are that replica's to write
         return rt.cluster.context or rt.cluster.name
 
     @contextlib.contextmanager
@@ -133,6 +133,8 @@ class Watches(persistence.Persistence):
         """One watch per registered, unpaused cluster, in the engine's task group under its own scope."""
         if not self.settings.watch or self._tg is None or rt.cluster is None or rt.client is None:
             return
+        if not self.ownership.owns(rt.name):
+            return
         if rt.watcher is not None and rt.watcher.client is rt.client:
             return
         self._stop_watch(rt)
@@ -151,7 +153,8 @@ class Watches(persistence.Persistence):
         )
         if watcher.cache is not None:
             rt.client.on_write = watcher.cache.wrote  # fleet's own writes keep it current too
-        scope = anyio.CancelScope()
+        # A replica's repairs end at its renew deadline (moved on by each renewal, `Engine._ticked`).
+        scope = anyio.CancelScope(deadline=self.ownership.deadline(rt.name))
         rt.watcher, rt.watch_scope = watcher, scope
 
         async def run() -> None:

@@ -79,6 +79,8 @@ class Workers(watches.Watches):
                     )
                     if rt.broken is not None or rt.cluster is None or self.desired is None:
                         continue
+                    if not self.ownership.owns(rt.name):  # another replica's (docs/scaling.md)
+                        continue
                     async with self._limiter:
                         self._in_flight += 1
                         try:
@@ -150,14 +152,26 @@ class Workers(watches.Watches):
                 cluster_deadline=self.settings.round_timeout,
                 claim=claim,
                 health_memory=rt.health_memory,
+                fence=self.ownership.fence(rt.name),
             )
             client = self._client(rt, cluster)
             cache = (
                 rt.watcher.cache if rt.watcher is not None and runtime.may_use_cache(rt, request) else None
             )
-            result = await reconcile.reconcile_cluster(
-                client, cluster, targets, options=options, protected=desired.shield, cache=cache
-            )
+            # A replica's writes end at its renew deadline (moved on by each renewal, `Engine._ticked`).
+            with anyio.CancelScope(deadline=self.ownership.deadline(rt.name)) as scope:
+                self._rounds[rt.name] = scope
+                try:
+                    result = await reconcile.reconcile_cluster(
+                        client, cluster, targets, options=options, protected=desired.shield, cache=cache
+                    )
+                finally:
+                    self._rounds.pop(rt.name, None)
+                    self._round_ended.set()
+            if scope.cancelled_caught or not self.ownership.owns(rt.name):
+                span.set_attribute("fleet.state", "handed over")
+                log.info("cluster %s: round stopped: this replica no longer owns its shard", rt.name)
+                return
             changes = result.changes
             for action in model.Action:
                 span.set_attribute(f"fleet.objects.{action.value}", changes.count(action))
