@@ -229,3 +229,38 @@ def test_under_fleet_serve_a_fix_forward_first_reported_with_the_old_deadline_ex
             )
         r = doc["rollouts"]["web"]
         assert r["state"] == "Completed", r
+
+
+def test_a_stuck_deployment_scaled_down_keeps_its_old_deadline_exceeded_which_fails_the_sync_after_its_deadline(
+    real_kube: kube.ControlPlane, tmp_path: Path
+) -> None:
+    """With the real deployment controller: a scaling without a new template starts no new rollout, so the
+    old ProgressDeadlineExceeded stays, the very condition fleet's apply answer carried. It is a verdict
+    again once progressDeadlineSeconds have passed since fleet saw it: the sync fails as degraded at
+    once after that, not at its health timeout."""
+    instance, ns = f"h{uuid.uuid4().hex[:6]}", f"health-{uuid.uuid4().hex[:6]}"
+    kubeconfig = real_kube.kubeconfig(["real-1"])
+    repo = GitOpsRepo(tmp_path / "repo")
+    repo.cluster("real-1")
+    repo.bundle("web", [deployment("web:1", replicas=2, deadline=2)], namespace=ns, selector={})
+    repo.commit("stuck")
+    stuck = sync_in_process(repo.root, kubeconfig, instance=instance, wait=True, health_timeout=60)
+    assert str(stuck.clusters["real-1"].bundles["web"].state) == "Failed"
+    before = real.get(real_kube, "real-1", f"/apis/apps/v1/namespaces/{ns}/deployments/web")
+    assert before is not None
+    old = next(c for c in before["status"]["conditions"] if c["type"] == "Progressing")
+
+    repo.bundle("web", [deployment("web:1", replicas=1, deadline=2)], namespace=ns, selector={})
+    repo.commit("scaled down")
+    started = time.monotonic()
+    result = sync_in_process(repo.root, kubeconfig, instance=instance, wait=True, health_timeout=60)
+    took = time.monotonic() - started
+    bundle = result.clusters["real-1"].bundles["web"]
+    assert (str(bundle.state), bundle.message) == (
+        "Failed",
+        f"Deployment/{ns}/web: progress deadline exceeded",
+    )
+    assert took < 30, took
+    after = real.get(real_kube, "real-1", f"/apis/apps/v1/namespaces/{ns}/deployments/web")
+    assert after is not None and after["status"]["observedGeneration"] == 2
+    assert next(c for c in after["status"]["conditions"] if c["type"] == "Progressing") == old
