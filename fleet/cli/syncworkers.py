@@ -8,7 +8,8 @@ back as soon as that cluster is done and goes to the parent's progress), each wo
 that dies or fails (killed, crashed, out of time: every cluster it did not report is Failed, naming the
 worker, and an error line names them all), and stopping every worker (the end of the run, an error of
 the parent, Ctrl-C, SIGTERM). The messages are `multiprocessing`'s: one Pipe per worker, pickled objects
-(the work one way; `("cluster", ClusterResult)`, `("done", None)` or `("crashed", why)` the other).
+(the work one way; `("cluster", ClusterResult)` per cluster or `("crashed", why)` the other, then the
+end of the pipe).
 Does not: read, render or judge anything (`fleet.cli.sync` does, as for one process), or reconcile a
 cluster differently: a worker runs `fleet.cluster.reconcile.reconcile_fleet` over its clusters as the
 single process does over all of them.
@@ -154,7 +155,7 @@ class Workers:
         options: reconcile.Options,
         on_done: Callable[[reconcile.ClusterResult], object],
     ) -> dict[str, reconcile.ClusterResult]:
-        """Reconcile `repo`'s clusters over the workers: each cluster's result as `run_one` would give it
+        """Reconcile `repo`'s clusters over the workers: each cluster's result as one process would give it
         (`on_done` called for each as it comes), a Failed result for each one a failed worker did not
         report. `options.concurrency` is shared out: each worker reconciles its share of it at once."""
         work = {
@@ -172,7 +173,7 @@ class Workers:
             on_done(result)
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_sigterm, self, tg.cancel_scope)
+            tg.start_soon(_stop_on_sigterm, self)
             async with anyio.create_task_group() as followers:
                 for w, names in zip(self._workers, groups, strict=False):
                     share = Work(
@@ -195,12 +196,12 @@ def deadline(work: Work) -> float:
     """Seconds a worker may take for `work`: its clusters in batches of its concurrency, each batch as
     long as the longest round allowed (`reconcile.round_limit`), plus `WORKER_MARGIN`."""
     limits = [reconcile.round_limit(work.targets.get(n, {}), work.options) for n in work.clusters]
-    longest = max((x for x in limits if x is not None), default=reconcile.Options().cluster_deadline or 600.0)
+    longest = max((x for x in limits if x is not None), default=600.0)
     batches = math.ceil(len(work.clusters) / max(1, work.options.concurrency))
     return batches * longest + WORKER_MARGIN
 
 
-async def _stop_on_sigterm(workers: Workers, scope: anyio.CancelScope) -> None:
+async def _stop_on_sigterm(workers: Workers) -> None:
     """SIGTERM stops every worker and the run (exit 143), as Ctrl-C does (exit 130, `fleet.cli.main`)."""
     with anyio.open_signal_receiver(signal.SIGTERM) as signals:
         async for _ in signals:
@@ -214,7 +215,6 @@ async def _follow(
 ) -> None:
     """Hand `w` its work, take its results until it ends; Failed results for what it did not report."""
     reported: set[str] = set()
-    finished = False
     crash = ""
     w.busy = True
     with anyio.move_on_after(limit) as scope:
@@ -232,8 +232,6 @@ async def _follow(
                 if kind == "cluster" and value.cluster in work.clusters and value.cluster not in reported:
                     reported.add(value.cluster)
                     report(value)
-                elif kind == "done":
-                    finished = True
                 elif kind == "crashed":
                     crash = str(value)
         except (EOFError, OSError):  # the worker ended (after "done", or not): its pipe is closed
@@ -248,7 +246,7 @@ async def _follow(
         await anyio.to_thread.run_sync(w.process.join, STOP_GRACE)
     code = w.process.exitcode
     missing = sorted(set(work.clusters) - reported)
-    if finished and code == 0 and not missing:
+    if not missing:  # every cluster's result is in, whatever happened to the worker afterwards
         return
     if scope.cancelled_caught:
         why = f"{w.describe()} did not finish within {limit:g}s (its deadline) and was killed"
@@ -307,7 +305,6 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
         if work is None:
             return
         anyio.run(_reconcile, conn, work, sentinel)
-        conn.send(("done", None))
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent reports it
         code = 130
     except BaseException as e:  # reported to the parent, which fails the clusters
