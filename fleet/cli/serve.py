@@ -2,7 +2,8 @@
 
 Owns: turning options (each also from a ``FLEET_<OPTION>`` environment variable) into settings, wiring
 the engine, the HTTP server, telemetry and signal handling; with `--management-kubeconfig`, this process's
-replica (`fleet.cli.replication`, docs/scaling.md). Does not: hold any
+replica (`fleet.cli.replication`, docs/scaling.md) and its state of record in the management cluster
+(`fleet.controller.shared`: the records installed before the engine starts). Does not: hold any
 logic of the engine (`fleet.controller.engine`) or of the HTTP API (`fleet.controller.server`).
 """
 
@@ -20,7 +21,8 @@ import typer
 
 from fleet.cli import common, history, rendering, replication
 from fleet.clients import kube, source, statedb
-from fleet.controller import engine, server, telemetry
+from fleet.clients import records as records_client
+from fleet.controller import engine, server, shared, telemetry
 from fleet.core import errors, model
 
 log = logging.getLogger("fleet.serve")
@@ -89,10 +91,31 @@ async def serve_main(
         )
     tel = telemetry.setup(otlp_endpoint=otlp_endpoint, instance=settings.instance)
     kubeconfig = await kube.load_kubeconfig(kubeconfig_path, allow_exec_auth=allow_exec_auth)
-    store = await anyio.to_thread.run_sync(statedb.StateStore, settings.state_dir / "state.db")
+    records = None
+    if replica is None:
+        store: statedb.StateStore = await anyio.to_thread.run_sync(
+            statedb.StateStore, settings.state_dir / "state.db"
+        )
+    else:  # the state of record in the management cluster (docs/scaling.md, "State of record")
+        records = records_client.Records(
+            kube.Client(cluster="management", context=replica.client.client.context, settings=kube_settings),
+            instance=settings.instance,
+            writer=replica.config.me,
+        )
+        try:
+            store = await shared.open_store(settings.state_dir / "state.db", records=records)
+        except errors.StateError as e:
+            await records.client.aclose()
+            raise errors.FleetError(
+                f"management cluster: cannot read or install the state of record: {e}"
+            ) from e
     eng = engine.Engine(
         settings, kubeconfig=kubeconfig, kube_settings=kube_settings, store=store, replica=replica
     )
+    if replica is not None and isinstance(store, shared.ManagedStore):
+        eng.share(
+            shared.Shared(store, owner=shared.ReplicaOwner(replica), period=replica.config.timings.retry)
+        )
     app = server.build_app(eng, server_settings)
     try:
         async with server.Listener(app, limits=server_settings.limits, metrics=eng.metrics) as listener:
@@ -131,6 +154,8 @@ async def serve_main(
         with anyio.CancelScope(shield=True):
             if replica is not None:
                 await replica.client.client.aclose()
+            if records is not None:
+                await records.client.aclose()
             await anyio.to_thread.run_sync(store.close)
             await anyio.to_thread.run_sync(tel.shutdown)
     common.info("fleet serve: stopped")

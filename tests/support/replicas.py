@@ -215,11 +215,15 @@ class Fleet:
         return dict(out)
 
     def last_renewal(self, replica: str) -> float:
-        """When the last successful lease write of `replica` was answered."""
+        """When the last successful lease write of `replica` was answered (its writes of the state of record,
+        ConfigMaps on the same management cluster, are no renewal)."""
         times = [
             e["time"]
             for e in self.lease_writes()
-            if replica_of(e["userAgent"]) == replica and e["method"] in ("POST", "PUT") and e["status"] < 300
+            if replica_of(e["userAgent"]) == replica
+            and e["method"] in ("POST", "PUT")
+            and e["status"] < 300
+            and "/leases" in e["path"]
         ]
         assert times, f"replica {replica} never wrote a lease"
         return max(times)
