@@ -7,6 +7,7 @@ replicas' entries; the records are ConfigMaps in fleet-system that kubectl reads
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -125,3 +126,51 @@ def test_two_replicas_share_rollouts_approvals_history_and_status_through_the_ma
     assert listed.returncode == 0, listed.stderr
     states = {i["data"]["revision"]: i["data"]["state"] for i in json.loads(listed.stdout)["items"]}
     assert states[second] == "Completed"
+
+
+def test_a_rollout_waiting_for_approval_continues_under_the_new_coordinator_when_the_old_one_is_killed(
+    fleet: rs.Fleet,
+) -> None:
+    a, b = fleet.start(), fleet.start()
+    fleet.wait(lambda: fleet.settled([a, b]), within=60, what="2 replicas share every shard")
+    first = str(fleet.repo.repo.head.target)
+    fleet.wait(lambda: fleet.synced_at(first), within=90, what="every cluster Synced")
+    coordinator, survivor = (a, b) if a.doc()["replica"]["coordinating"] else (b, a)
+    dead_clusters = coordinator.doc()["replica"]["clusters"]
+    waves = json.loads(json.dumps(CANARY_THEN_APPROVAL))
+    waves["waves"][0]["placement"]["clusters"] = [dead_clusters[0]]
+    fleet.repo.bundle(
+        "settings", [configmap("settings", colour="green")], namespace="apps", selector={}, rollout=waves
+    )
+    second = fleet.repo.commit("green, canary first")
+    fleet.wait(
+        lambda: (
+            rollout(survivor.doc()).get("state") == "WaitingApproval"
+            and rollout(survivor.doc()).get("revision") == second
+        ),
+        within=60,
+        what="the survivor sees the rollout wait",
+    )
+
+    fleet.signal(coordinator, signal.SIGKILL)
+    fleet.wait(
+        lambda: survivor.doc()["replica"]["coordinating"] and fleet.settled([survivor]),
+        within=30,
+        what="the survivor coordinates and owns every shard",
+    )
+    # The rollout is where it was: still waiting, nothing past the canary sent.
+    assert rollout(survivor.doc())["state"] == "WaitingApproval"
+    for c in fleet.clusters:
+        if c != dead_clusters[0]:
+            assert live_objects(fleet.sim, c, namespace="apps")["settings"]["data"] == {"colour": "blue"}
+    approved = survivor.process.post(
+        "/api/v1/rollouts/settings/approve",
+        params={"wave": "rest", "actor": "bo", "reason": "after failover"},
+    )
+    assert approved.status_code == 202, approved.text
+    fleet.wait(lambda: rollout(survivor.doc()).get("state") == "Completed", within=60, what="completed")
+    fleet.wait(lambda: fleet.synced_at(second), within=60, what="every cluster Synced at the second revision")
+    # The killed replica's history stays: its rounds of the first revision are still answered.
+    entries = survivor.process.get("/api/v1/history", params={"limit": "1000"}).json()["entries"]
+    first_synced = {e["cluster"] for e in entries if e["outcome"] == "Synced" and e["toRevision"] == first}
+    assert set(dead_clusters) <= first_synced
