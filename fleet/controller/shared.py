@@ -352,8 +352,9 @@ class Shared:
     async def _summaries(self) -> None:
         owner = self.owner
         docs = self._documents()
-        reports = self._conductor.reports if self._conductor is not None else {}
+        reports = self._current_reports()
         now = self._clock()
+        problems = []
         for shard in sorted(owner.writable()):
             epoch = owner.epoch(shard)
             if epoch is None:
@@ -377,10 +378,31 @@ class Shared:
             except records_client.Fenced as e:
                 log.warning("state of record: %s", e)
                 continue
+            except errors.StateError as e:  # this shard's summary (too large, a conflict): the others go on
+                problems.append(str(e))
+                continue
             self._written[shard] = (key, now)
         self.merged = rec.merge_status(
             await self.records.summaries(), shards=owner.shards, shard_of=owner.shard_of
         )
+        if problems:
+            raise errors.StateError("; ".join(problems))
+
+    def _current_reports(self) -> dict[str, dict[str, rec.Observation]]:
+        """This replica's observations of rollouts still in progress at the revision observed (older ones
+        are dropped: the coordinator would not take them)."""
+        conductor = self._conductor
+        if conductor is None:
+            return {}
+        for cluster in list(conductor.reports):
+            per = conductor.reports[cluster]
+            for bundle in list(per):
+                r = conductor.latest.get(bundle)
+                if r is None or r.terminal or r.revision != per[bundle].revision:
+                    del per[bundle]
+            if not per:
+                del conductor.reports[cluster]
+        return conductor.reports
 
     async def _feed(self) -> None:
         """The coordinator takes in what the other replicas' rounds observed of its rollouts."""

@@ -275,3 +275,28 @@ def test_an_unreachable_management_cluster_fails_history_writes_and_reads_instea
             a.store.close()
 
     anyio.run(main)
+
+
+def test_a_shard_summary_over_the_size_limit_is_reported_by_name_and_the_other_shards_still_shown(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    names = {
+        s: [f"c{i}" for i in range(3000) if sharding.shard_of(f"c{i}", shards=SHARDS) == s] for s in (0, 1)
+    }
+    big = {n: {"state": "Synced", "lastError": "x" * 2000} for n in names[0][:500]}  # about 1 MB
+    small = {names[1][0]: {"state": "Synced"}}
+
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0, 1}), coordinator=True))
+        a.shared._documents = lambda: {**big, **small}
+        try:
+            await a.shared.step()
+            assert a.shared.problem is not None
+            assert "ConfigMap/fleet-system/fleet-status-0: the record would hold" in a.shared.problem
+            assert list(a.shared.merged.clusters) == [names[1][0]]
+            assert a.shared.merged.missing == (0, 2, 3)
+        finally:
+            await a.store.records.client.aclose()
+            a.store.close()
+
+    anyio.run(main)
