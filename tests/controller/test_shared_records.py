@@ -300,3 +300,37 @@ def test_a_shard_summary_over_the_size_limit_is_reported_by_name_and_the_other_s
             a.store.close()
 
     anyio.run(main)
+
+
+def test_a_stale_coordinators_rollout_write_is_a_conflict_and_it_takes_the_records_in_again(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    c1, c2 = two_clusters_on_two_shards()
+
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0}), coordinator=True))
+        b_owner = Owner("b", frozenset({1}), coordinator=False)
+        b = await replica(sim, tmp_path, b_owner)
+        try:
+            await begin(a, c1, c2)
+            await begin(b, c1, c2)
+            await b.shared.step()
+            # b becomes the coordinator while a still believes it is (a paused process, say).
+            b_owner.coordinator = True
+            await b.shared.step()
+            await a.conductor.act("web", ro.Action.PAUSE, actor="ana", reason="from a")
+            # b acts on the rollout as it last read it: its write meets a's newer one.
+            with pytest.raises(records_client.Conflict, match=r"fleet-rollout-web-c{12}: changed since"):
+                await b.conductor.act("web", ro.Action.PAUSE, actor="bo", reason="from b")
+            (stored,) = await b.store.records.rollouts()
+            assert [x["actor"] for x in stored.doc["rollout"]["actions"]] == ["ana"]  # not overwritten
+            await b.shared.step()  # b reads the records again before deciding anything more
+            assert b.conductor.latest["web"].paused
+            assert [x.actor for x in b.conductor.latest["web"].actions] == ["ana"]
+            assert not b.store.conflicted
+        finally:
+            for r in (a, b):
+                await r.store.records.client.aclose()
+                r.store.close()
+
+    anyio.run(main)
