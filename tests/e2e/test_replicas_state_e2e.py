@@ -88,7 +88,10 @@ def test_two_replicas_share_rollouts_approvals_history_and_status_through_the_ma
         r = rollout(doc)
         return r.get("revision") == second and r.get("state") == "Completed"
 
-    fleet.wait(lambda: all(completed(r.doc()) for r in (a, b)), within=60, what="completed on both replicas")
+    took = fleet.wait(
+        lambda: all(completed(r.doc()) for r in (a, b)), within=60, what="completed on both replicas"
+    )
+    print(f"approval through the follower -> Completed on both replicas: {took:.1f}s")
     fleet.wait(lambda: fleet.synced_at(second), within=60, what="every cluster Synced at the second revision")
     for c in followers_clusters:  # the follower obeyed the coordinator's decision
         assert live_objects(fleet.sim, c, namespace="apps")["settings"]["data"] == {"colour": "green"}
