@@ -123,7 +123,7 @@ spec:
       matchLabels:
         env: bench
   rollout:  # all at once, as before rollouts existed: this benchmark measures a commit's fan-out
-    waves: [{name: all, maxConcurrency: "100%"}]
+    waves: [{{name: all, maxConcurrency: "100%"}}]
 """
 
 
