@@ -72,6 +72,9 @@ class ObjectCache:
         self._stores: dict[GroupKind, _Store] = {}
         self._count = 0
         self._doubted = False
+        self.doubts = (
+            0  # how many times the cache was doubted (a round's server read clears only those before it)
+        )
         self.answered = 0  # reads answered from the cache (lists and gets)
 
     # -- fed by the watch ----------------------------------------------------------------------------
@@ -140,10 +143,13 @@ class ObjectCache:
     def doubt(self) -> None:
         """Something showed the cache behind (a create found the object there): read from the server."""
         self._doubted = True
+        self.doubts += 1
 
-    def trust_again(self) -> None:
-        """A round read from the server: the doubt it resolved is gone."""
-        self._doubted = False
+    def trust_again(self, *, doubts: int) -> None:
+        """A round read from the server after `doubts` doubts: those are resolved (one raised while it was
+        reading is not)."""
+        if self.doubts == doubts:
+            self._doubted = False
 
     # -- read by a round -----------------------------------------------------------------------------
 

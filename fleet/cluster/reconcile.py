@@ -544,6 +544,7 @@ async def _read_and_plan(
     writes (server-side applies, whose answer is the truth) and "nothing to do" are decided on the
     cache (docs/reconcile.md, "Reading from the watch caches")."""
     while True:
+        doubts = cache.doubts if cache is not None else 0
         seen = await reading.observe(
             client, targets, instance=options.instance, source=options.source, cache=cache
         )
@@ -560,7 +561,7 @@ async def _read_and_plan(
         )
         if not seen.cached:
             if cache is not None:
-                cache.trust_again()
+                cache.trust_again(doubts=doubts)
             return seen, all_targets, cplan
         if not _needs_server(seen, cplan, options):
             return seen, all_targets, cplan

@@ -194,3 +194,48 @@ def test_a_create_that_finds_the_object_there_sends_the_next_round_to_the_server
         assert not [r for r in sent if not r.startswith("GET")], sent
 
     running(sim, repo, body)
+
+
+def _cm(name: str, rv: str, **data: str) -> dict[str, Any]:
+    meta = {"name": name, "namespace": "web", "resourceVersion": rv, "labels": {model.LABEL_OWNER: "fleet"}}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
+
+
+def test_a_kind_answers_only_while_listed_with_its_stream_open_and_nothing_of_it_in_doubt() -> None:
+    c = cache.ObjectCache()
+    assert not c.fresh("", "ConfigMap", "v1")  # not watched yet
+    c.listed("v1", "ConfigMap", [_cm("one", "5")])
+    assert not c.fresh("", "ConfigMap", "v1")  # listed, stream not open yet
+    c.opened("v1", "ConfigMap")
+    assert c.fresh("", "ConfigMap", "v1") and not c.fresh("", "ConfigMap", "v2")
+    ref = model.ObjectRef("", "v1", "ConfigMap", "web", "one")
+    c.wrote("delete", ref, None)
+    assert not c.fresh("", "ConfigMap", "v1")  # fleet deleted it: in doubt until the watch says
+    c.event("DELETED", _cm("one", "7"))
+    assert c.fresh("", "ConfigMap", "v1") and c.objects("", "ConfigMap") == []
+    c.closed("v1", "ConfigMap")  # a gap: reconnect, 410, the stream's end
+    assert not c.fresh("", "ConfigMap", "v1")
+
+
+def test_an_apply_answer_is_not_replaced_by_an_older_event_and_managed_fields_are_not_kept() -> None:
+    c = cache.ObjectCache()
+    c.listed("v1", "ConfigMap", [_cm("one", "5", mode="a")])
+    c.opened("v1", "ConfigMap")
+    answer = _cm("one", "9", mode="c")
+    answer["metadata"]["managedFields"] = [{"manager": "fleet"}]
+    c.wrote("apply", model.ObjectRef("", "v1", "ConfigMap", "web", "one"), answer)
+    c.event("MODIFIED", _cm("one", "8", mode="b"))  # arrives after the answer, yet older
+    (one,) = c.objects("", "ConfigMap")
+    assert one["data"] == {"mode": "c"} and "managedFields" not in one["metadata"]
+
+
+def test_a_doubt_raised_while_a_round_reads_the_server_outlives_that_round() -> None:
+    c = cache.ObjectCache()
+    c.listed("v1", "Namespace", [])
+    c.opened("v1", "Namespace")
+    before = c.doubts
+    c.wrote("exists", model.ObjectRef("", "v1", "Namespace", "", "shop"), None)  # during the round's reads
+    c.trust_again(doubts=before)
+    assert not c.fresh("", "Namespace", "v1")
+    c.trust_again(doubts=c.doubts)  # the next round read after it
+    assert c.fresh("", "Namespace", "v1")
