@@ -32,6 +32,7 @@ is reported, not raised) or change how `fleet serve` or `fleet sim` behave.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -53,7 +54,10 @@ from fleet.controller import webhook
 QUICK = "--quick" in sys.argv
 CLUSTERS = int(os.environ.get("FLEET_BENCH_SCALE_CLUSTERS", "50" if QUICK else "1000"))
 COMMITS = int(os.environ.get("FLEET_BENCH_SCALE_COMMITS", "3" if QUICK else "5"))
-MODES = [m for m in os.environ.get("FLEET_BENCH_SCALE_MODES", "cache,baseline").split(",") if m]
+# "-2r": two replicas sharing the clusters (docs/scaling.md), when this fleet serve has --management-kubeconfig.
+REPLICAS_BUILT = importlib.util.find_spec("fleet.cli.replication") is not None
+DEFAULT_MODES = "cache,baseline,cache-2r" if REPLICAS_BUILT else "cache,baseline"
+MODES = [m for m in os.environ.get("FLEET_BENCH_SCALE_MODES", DEFAULT_MODES).split(",") if m]
 CONCURRENCY = os.environ.get("FLEET_BENCH_SCALE_CONCURRENCY", "")
 KEEP = os.environ.get("FLEET_BENCH_SCALE_KEEP", "") == "1"
 # A status document of 1,000 clusters costs the controller ~0.1-0.2 s of CPU (a third of its CPU when polled
@@ -95,7 +99,7 @@ class Sim:
                 [
                     sys.executable,
                     *("-m fleet.cli sim --clusters".split()),
-                    str(CLUSTERS),
+                    str(CLUSTERS + 1),
                     "--kubeconfig-out",
                     str(self.kubeconfig),
                 ],
@@ -110,7 +114,8 @@ class Sim:
             raise RuntimeError(f"fleet sim did not start: {line!r}\n{self.log.read_text()[-2000:]}")
         self.start_s = time.monotonic() - started
         doc = yaml.safe_load(self.kubeconfig.read_text())
-        self.names = [c["name"] for c in doc["clusters"]]
+        every = [c["name"] for c in doc["clusters"]]
+        self.names, self.management = every[:CLUSTERS], every[CLUSTERS]  # the last: replicas' Leases
         self.admin = doc["clusters"][0]["cluster"]["server"].split("/clusters/")[0]
         self.http = httpx.Client(timeout=60)
 
@@ -202,28 +207,23 @@ class Serve:
         }
         self.client.post("/api/v1/webhook", content=body, headers=headers)
 
-    def wait_synced(self, sha: str, *, timeout: float, t0: float) -> float:
-        deadline = t0 + timeout
-        doc: dict[str, Any] = {}
-        self.polls = 0
-        while time.perf_counter() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"fleet serve exited {self.proc.returncode}:\n{self.logs()}")
-            doc = self.client.get("/api/v1/status").json()
-            self.polls += 1
-            clusters = doc.get("clusters") or {}
-            if len(clusters) == CLUSTERS and all(
-                c.get("state") == "Synced" and c.get("revision") == sha for c in clusters.values()
-            ):
-                return time.perf_counter() - t0
-            time.sleep(POLL_S)
-        states: dict[str, int] = {}
-        for c in (doc.get("clusters") or {}).values():
-            k = f"{c.get('state')}@{'new' if c.get('revision') == sha else 'old'}"
+    def synced(self, sha: str) -> tuple[set[str], dict[str, int]]:
+        """The clusters this process reports Synced at `sha` (a replica: those it owns), and a count of
+        every state it reports."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"fleet serve exited {self.proc.returncode}:\n{self.logs()}")
+        doc = self.client.get("/api/v1/status").json()
+        self.polls += 1
+        done, states = set(), {}
+        for name, c in (doc.get("clusters") or {}).items():
+            at = c.get("revision") == sha
+            if c.get("state") == "Synced" and at:
+                done.add(name)
+            k = f"{c.get('state')}@{'new' if at else 'old'}"
             states[k] = states.get(k, 0) + 1
-        raise TimeoutError(
-            f"not every cluster Synced at {sha[:7]} within {timeout:.0f} s: {states}\n{self.logs()}"
-        )
+        return done, states
+
+    polls = 0
 
     def status_cpu_s(self, samples: int = 5) -> float:
         """The controller's CPU for one GET /api/v1/status (the commits' polling is netted out with it)."""
@@ -242,28 +242,65 @@ class Serve:
             self.proc.wait()
 
 
+def wait_synced(serves: list[Serve], sim: Sim, sha: str, *, timeout: float, t0: float) -> float:
+    """Poll every process's status until the union of what they report Synced at `sha` is every cluster."""
+    deadline = t0 + timeout
+    for serve in serves:
+        serve.polls = 0
+    states: list[dict[str, int]] = []
+    while time.perf_counter() < deadline:
+        done: set[str] = set()
+        states = []
+        for serve in serves:
+            mine, counted = serve.synced(sha)
+            done |= mine
+            states.append(counted)
+        if done >= set(sim.names):
+            return time.perf_counter() - t0
+        time.sleep(POLL_S)
+    raise TimeoutError(
+        f"not every cluster Synced at {sha[:7]} within {timeout:.0f} s: {states}\n{serves[0].logs()}"
+    )
+
+
+def start(mode: str, repo: Repo, sim: Sim, work: Path) -> list[Serve]:
+    """One `fleet serve`, or two replicas sharing the clusters through Leases on the management cluster."""
+    if not mode.endswith("-2r"):
+        return [Serve(repo=repo.root, sim=sim, workdir=work, mode=mode, tag=mode, args=[])]
+    args = ["--management-kubeconfig", str(sim.kubeconfig), "--management-context", sim.management]
+    args += ["--shards", "32"]
+    return [
+        Serve(repo=repo.root, sim=sim, workdir=work, mode=mode, tag=f"{mode}-{i}", args=args) for i in (1, 2)
+    ]
+
+
 def run_mode(mode: str, repo: Repo, sim: Sim, work: Path) -> dict[str, Any]:
-    print(f"-- {mode}: starting fleet serve on {CLUSTERS} clusters", flush=True)
-    out: dict[str, Any] = {"mode": mode, "commits": []}
+    replicas = 2 if mode.endswith("-2r") else 1
+    print(f"-- {mode}: starting {replicas} fleet serve on {CLUSTERS} clusters", flush=True)
+    out: dict[str, Any] = {"mode": mode, "replicas": replicas, "commits": []}
     t0 = time.perf_counter()
-    serve = Serve(repo=repo.root, sim=sim, workdir=work, mode=mode)
+    serves = start(mode, repo, sim, work)
     try:
         head = str(repo.repo.head.target)
-        out["first_convergence_s"] = round(serve.wait_synced(head, timeout=CONVERGE_TIMEOUT_S, t0=t0), 2)
+        out["first_convergence_s"] = round(
+            wait_synced(serves, sim, head, timeout=CONVERGE_TIMEOUT_S, t0=t0), 2
+        )
         print(f"   converged in {out['first_convergence_s']} s", flush=True)
         time.sleep(SETTLE_S)  # watch streams open, caches listed
-        status_cpu = serve.status_cpu_s()
-        out["status_get_cpu_s"] = round(status_cpu, 3)
+        status_cpu = [serve.status_cpu_s() for serve in serves]
+        out["status_get_cpu_s"] = [round(c, 3) for c in status_cpu]
         for i in range(COMMITS):
             marks = sim.marks()
-            cpu0 = cpu_seconds(serve.pid)
+            cpu0 = sum(cpu_seconds(serve.pid) for serve in serves)
             repo.change_one_line()
             t0, wall0 = time.perf_counter(), time.time()
             sha = repo.commit(f"bench: {mode} commit {i + 1}")
-            serve.webhook()
-            synced = serve.wait_synced(sha, timeout=COMMIT_TIMEOUT_S, t0=t0)
+            for serve in serves:
+                serve.webhook()
+            synced = wait_synced(serves, sim, sha, timeout=COMMIT_TIMEOUT_S, t0=t0)
             time.sleep(SETTLE_S)
-            cpu = cpu_seconds(serve.pid) - cpu0 - serve.polls * status_cpu
+            polling = sum(serve.polls * c for serve, c in zip(serves, status_cpu, strict=True))
+            cpu = sum(cpu_seconds(serve.pid) for serve in serves) - cpu0 - polling
             counts, applied = sim.requests_since(marks, path=CHANGED_PATH)
             per = {k: round(v / CLUSTERS, 2) for k, v in counts.items() if k != "clusters_written"}
             last = max(applied) - wall0 if len(applied) == CLUSTERS else float("nan")
@@ -283,9 +320,11 @@ def run_mode(mode: str, repo: Repo, sim: Sim, work: Path) -> dict[str, Any]:
                 flush=True,
             )
             time.sleep(GAP_S)
-        out["memory_mb"] = memory_mb(serve.pid)
+        memory = [memory_mb(serve.pid) for serve in serves]
+        out["memory_mb"] = {k: round(sum(m[k] for m in memory), 1) for k in ("VmRSS", "VmHWM")}
     finally:
-        serve.stop()
+        for serve in serves:
+            serve.stop()
     return out
 
 
@@ -314,7 +353,7 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_table(out: dict[str, Any]) -> None:
-    print(f"\nbench_scale: {CLUSTERS} clusters x 10 bundles, {COMMITS} commits per mode, 1 replica")
+    print(f"\nbench_scale: {CLUSTERS} clusters x 10 bundles, {COMMITS} commits per mode (-2r: two replicas)")
     cols = [
         ("commit_p50_s", "p50 s"),
         ("commit_p99_s", "p99 s"),
