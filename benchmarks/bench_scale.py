@@ -169,13 +169,14 @@ class Sim:
 class Serve:
     """`fleet serve` in its own process (one mode); the URL comes from its log."""
 
-    def __init__(self, *, repo: Path, sim: Sim, workdir: Path, mode: str) -> None:
+    def __init__(self, *, repo: Path, sim: Sim, workdir: Path, mode: str, tag: str, args: list[str]) -> None:
         secret_file = workdir / "webhook-secret"
         secret_file.write_bytes(SECRET + b"\n")
-        self.log = workdir / f"serve-{mode}.log"
+        self.log = workdir / f"serve-{tag}.log"
         argv = [sys.executable, "-m", "fleet.cli", "serve", "--repo", str(repo)]
-        argv += ["--kubeconfig", str(sim.kubeconfig), "--state-dir", str(workdir / f"state-{mode}")]
+        argv += ["--kubeconfig", str(sim.kubeconfig), "--state-dir", str(workdir / f"state-{tag}")]
         argv += ["--listen", "127.0.0.1:0", "--interval", "1h", "--webhook-secret-file", str(secret_file)]
+        argv += args
         if CONCURRENCY:
             argv += ["--concurrency", CONCURRENCY]
         with self.log.open("ab") as sink:
@@ -214,7 +215,8 @@ class Serve:
             raise RuntimeError(f"fleet serve exited {self.proc.returncode}:\n{self.logs()}")
         doc = self.client.get("/api/v1/status").json()
         self.polls += 1
-        done, states = set(), {}
+        done: set[str] = set()
+        states: dict[str, int] = {}
         for name, c in (doc.get("clusters") or {}).items():
             at = c.get("revision") == sha
             if c.get("state") == "Synced" and at:
