@@ -116,7 +116,7 @@ class Workers:
         try:
             for i in range(1, count + 1):
                 parent_end, child_end = ctx.Pipe(duplex=True)
-                process = ctx.Process(target=_serve, args=(child_end,), name=f"fleet-sync-{i}", daemon=True)
+                process = ctx.Process(target=_main, args=(child_end,), name=f"fleet-sync-{i}", daemon=True)
                 process.start()
                 child_end.close()  # so the parent sees EOF when the worker ends, however it ends
                 workers.append(_Worker(i, process, parent_end))
@@ -289,21 +289,30 @@ def _signal_name(number: int) -> str:
 # In the worker process
 
 
-def _serve(conn: multiprocessing.connection.Connection) -> None:
-    """A worker's life: wait for its work (or None: nothing to do), reconcile it, report, exit. It exits
-    by itself when the parent is gone (its parent sentinel), so no worker outlives its sync."""
-    code = 0
+def _main(conn: multiprocessing.connection.Connection) -> None:
+    """A worker process: `serve`, then exit with its code (0 quietly through multiprocessing)."""
     gc.set_threshold(*WORKER_GC_THRESHOLDS)
+    code = serve(conn)
+    if code:
+        os._exit(code)
+
+
+def serve(conn: multiprocessing.connection.Connection) -> int:
+    """A worker's life: wait for its work (or None: nothing to do), reconcile it sending each cluster's
+    result, and return its exit code: 0, 130 on Ctrl-C, 1 after sending `("crashed", why)` when anything
+    else went wrong. It ends by itself when the parent is gone (its parent sentinel), so no worker outlives
+    its sync. Never prints: the parent reports."""
+    code = 0
     try:
         parent = multiprocessing.parent_process()
         sentinel = parent.sentinel if parent is not None else None
         waiting = [conn] + ([sentinel] if sentinel is not None else [])
         ready = multiprocessing.connection.wait(waiting, timeout=WAIT_FOR_WORK)
         if conn not in ready:
-            return
+            return 0
         work = conn.recv()
         if work is None:
-            return
+            return 0
         anyio.run(_reconcile, conn, work, sentinel)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent reports it
         code = 130
@@ -315,8 +324,7 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
             pass
     finally:
         conn.close()
-    if code:
-        os._exit(code)
+    return code
 
 
 async def _reconcile(conn: multiprocessing.connection.Connection, work: Work, sentinel: int | None) -> None:

@@ -1,16 +1,24 @@
-"""`fleet.cli.syncworkers`, the parts that need no process: a worker's deadline and what crosses its pipe.
-The workers themselves are tested end to end in tests/e2e/test_sync_workers_e2e.py."""
+"""`fleet.cli.syncworkers`, the parts that need no process: a worker's deadline, what crosses its pipe, and
+a worker's life (`serve`) run in this process over a real pipe and `fleet sim` over HTTP. The worker
+processes themselves are tested end to end in tests/e2e/test_sync_workers_e2e.py."""
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
 import types
 from multiprocessing.reduction import ForkingPickler
+from pathlib import Path
 
-from fleet.cli import syncworkers
+import anyio
+import pytest
+
+from fleet.cli import sync, syncworkers
 from fleet.clients import kube
 from fleet.cluster import reconcile
-from fleet.core import model, plan
+from fleet.core import model, pipeline, plan
+from fleet.sim import testing
+from tests.support.reconcile import GitOpsRepo, configmap, live_objects, sync_request
 
 
 def _work(clusters: int, *, concurrency: int, wait: bool) -> syncworkers.Work:
@@ -61,3 +69,59 @@ def test_the_work_and_results_cross_the_pipe_whole_read_only_mappings_included()
         requests=7,
     )
     assert pickle.loads(ForkingPickler.dumps(("cluster", result))) == ("cluster", result)
+
+
+def test_a_worker_told_there_is_nothing_to_do_ends_at_once_and_quietly(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parent, child = multiprocessing.Pipe()
+    parent.send(None)
+    assert syncworkers.serve(child) == 0
+    with pytest.raises(EOFError):  # nothing sent: the end of the pipe
+        parent.recv()
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_worker_that_fails_sends_why_and_exits_1_without_printing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parent, child = multiprocessing.Pipe()
+    parent.send("not a Work")
+    assert syncworkers.serve(child) == 1
+    kind, why = parent.recv()
+    assert kind == "crashed"
+    assert why.startswith("AttributeError: ")
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_worker_reconciles_only_its_clusters_and_sends_each_result(
+    fleet_sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    repo = GitOpsRepo(tmp_path / "repo")
+    repo.cluster("sim-001")
+    repo.cluster("sim-002")
+    repo.bundle("web", [configmap("one"), configmap("two")], namespace="web", selector={})
+    repo.commit("first")
+    request = sync_request(repo.root, fleet_sim.kubeconfig, instance="fleet")
+    parsed, targets, kubeconfig = anyio.run(sync.prepare, request)
+    work = syncworkers.Work(
+        revision=parsed.revision,
+        clusters={"sim-001": parsed.clusters["sim-001"]},
+        targets={"sim-001": targets["sim-001"]},
+        protected=pipeline.all_protected(parsed),
+        kubeconfig=kubeconfig,
+        settings=sync.settings_of(request),
+        options=reconcile.Options(wait=False, cluster_deadline=60.0),
+    )
+    parent, child = multiprocessing.Pipe()
+    parent.send(work)
+    assert syncworkers.serve(child) == 0
+    kind, result = parent.recv()
+    assert kind == "cluster"
+    assert result.cluster == "sim-001"
+    assert result.state is model.State.SYNCED
+    assert result.bundles["web"].changes.count(model.Action.CREATED) == 2
+    with pytest.raises(EOFError):  # one message per cluster, then the end of the pipe
+        parent.recv()
+    assert set(live_objects(fleet_sim, "sim-001", namespace="web")) >= {"one", "two"}
+    assert fleet_sim.journal_sync("sim-002") == []
