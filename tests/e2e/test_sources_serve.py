@@ -28,12 +28,13 @@ def synced_at(sha: str) -> object:
     def check(doc: dict) -> bool:  # type: ignore[type-arg]
         return (
             doc["revision"] == sha
+            and all(c in doc["clusters"] for c in CLUSTERS)
+            and all(doc["clusters"][c].get("bundles") for c in CLUSTERS)  # listed before its first round: no
             and all(
                 b["state"] == "Synced" and b["revision"] == sha
                 for c in CLUSTERS
-                for b in doc["clusters"].get(c, {}).get("bundles", {}).values()
+                for b in doc["clusters"][c]["bundles"].values()
             )
-            and all(c in doc["clusters"] for c in CLUSTERS)
         )
 
     return check
