@@ -111,6 +111,10 @@ def revision_table(doc: dict[str, Any]) -> str:
             for b, v in sorted(per.items()):
                 rows.append([c, b, str(v.get("state") or ""), _short(v.get("revision"))])
         lines += ["", "not there yet:", _table(rows)]
+    unknown = doc.get("unknown") or {}
+    if unknown:  # several replicas: clusters no shard's status summary holds (docs/scaling.md)
+        rows = [["CLUSTER", "WHY"]] + [[c, str(why)] for c, why in sorted(unknown.items())]
+        lines += ["", "status unknown (these clusters may hold it or not):", _table(rows)]
     return "\n".join(lines)
 
 
@@ -164,7 +168,8 @@ def history_command(
 def revision_status(
     ctx: typer.Context, server_url: str, revision: str, *, output: str, timeout: float
 ) -> None:
-    """`fleet status --revision SHA`: exit 0 when known, 1 when fleet knows nothing of it, 2 on errors."""
+    """`fleet status --revision SHA`: exit 0 when known, 1 when fleet knows nothing of it or the status of
+    some clusters is unknown (several replicas: a shard without a status summary), 2 on errors."""
     try:
         hist.check_revision(revision)
     except ValueError as e:
@@ -182,6 +187,8 @@ def revision_status(
         typer.echo(json.dumps(doc, indent=2, sort_keys=True))
     else:
         typer.echo(revision_table(doc))
+    if doc.get("unknown"):
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,8 @@ every record written at an older schema, each rewritten over the resourceVersion
 write over a resourceVersion, delete beyond the kept ones); people's action requests (ask, list, done);
 this replica's history segments (`append`: a batch of entries added to its newest segment over its
 resourceVersion, a new segment when it is full; `history`: every replica's segments merged; `prune`:
-segments past the retention deleted whole); status summaries (`summaries`; `write_summary`: over the
+segments past the retention deleted whole); requests handed on (`hand_on`, `requests`, `handled`: a
+reconcile for a shard's owner; `announce_fetch`: the instance's fetch request); status summaries (`summaries`; `write_summary`: over the
 resourceVersion of the summary found, and not at all when a newer owner of the shard wrote it).
 
 Every write is a compare-and-swap: a create fails when the record exists, an update or delete carries the
@@ -246,6 +247,39 @@ class Records:
         """The coordinator took (or refused) the action: its record goes."""
         return await self._delete(a.meta)
 
+    # -- requests handed on ----------------------------------------------------------------------------
+
+    async def hand_on(self, r: rec.Request) -> rec.Request:
+        """Record a reconcile for the owner of `r.shard` (a fresh token when `r` has none)."""
+        if not r.token:
+            r = replace(r, token=secrets.token_hex(5))
+        return rec.decode_request(await self._put(rec.encode_request(r, instance=self.instance)))
+
+    async def announce_fetch(self, r: rec.Request) -> rec.Request:
+        """Rewrite the instance's fetch request (every replica fetches when it changes); a write that
+        meets another replica's at the same moment is that replica's announcement, as good as this one."""
+        name = rec.name_for(rec.REQUEST, instance=self.instance)
+        for _ in range(3):
+            found = await self._get(name)
+            version = str((found or {}).get("metadata", {}).get("resourceVersion") or "")
+            try:
+                written = await self._put(
+                    rec.encode_request(replace(r, meta=rec.Meta(name, version)), instance=self.instance)
+                )
+            except Conflict:
+                continue
+            return rec.decode_request(written)
+        raise Conflict(f"{rec.where(name)}: changed under every attempt")
+
+    async def requests(self) -> list[rec.Request]:
+        """Every request handed on (reconciles oldest first, the fetch request among them)."""
+        out = [rec.decode_request(item) for item in await self._list(rec.REQUEST)]
+        return sorted(out, key=lambda r: (r.at, r.token))
+
+    async def handled(self, r: rec.Request) -> bool:
+        """The owner woke the request's clusters: its record goes."""
+        return await self._delete(r.meta)
+
     # -- history ---------------------------------------------------------------------------------------
 
     async def _segments(self, *, writer: str | None = None) -> list[rec.Segment]:
@@ -369,10 +403,19 @@ def _encode_action(store: Records, value: Any) -> dict[str, Any]:
     return obj
 
 
+def _decode_request(store: Records, item: Mapping[str, Any]) -> Any:
+    return rec.decode_request(item)
+
+
+def _encode_request(store: Records, value: Any) -> dict[str, Any]:
+    return rec.encode_request(value, instance=store.instance)
+
+
 # What `install` rewrites when the schema moved: each kind read at its old schema, written at the current.
 _CODECS = (
     (rec.ROLLOUT, _rollout_codec, _encode_rollout),
     (rec.ACTION, _decode_action, _encode_action),
     (rec.HISTORY, _decode_segment, _encode_segment),
     (rec.STATUS, _decode_summary, _encode_summary),
+    (rec.REQUEST, _decode_request, _encode_request),
 )

@@ -3,8 +3,9 @@
 Owns: building the engine's parts and its state, restoring what the previous process knew (state
 database, rollouts, history), running the fetch loop, the rollouts' conductor and one worker per cluster in
 one task group until cancelled, a graceful stop (in-flight rounds get `grace_period`), and the small
-synchronous API of `fleet.controller.server` (status document, reconcile requests, fetch triggers, history,
-rollouts and a person's actions on them).
+API of `fleet.controller.server` (status document, reconcile requests, fetch triggers and pushes, history,
+revisions, rollouts and a person's actions on them; with replicas, what another replica owns is answered
+from the state of record or handed on to its owner through it, `fleet.controller.shared`).
 
 The work itself is in the engine's parts, each calling only what lies below it (`fleet.controller.base`
 draws them): `revisions` (fetch and take in each revision once: parse, sources, the pipeline
@@ -209,10 +210,27 @@ class Engine(revisions.Revisions):
     def share(self, sh: shared.Shared) -> None:
         """Keep the state of record in a management cluster (docs/scaling.md): `sh` runs beside the loop,
         the conductor decides only while this replica coordinates, the status shows the whole fleet."""
-        sh.attach(self.rollouts, documents=lambda: {n: rt.document() for n, rt in self.clusters.items()})
+        sh.attach(
+            self.rollouts, documents=self._summary_documents, wake=self._handed_on,
+            fetch=lambda reason: self.trigger_fetch(reason=reason),
+        )  # fmt: skip
         self.shared = sh
 
-    def request_reconcile(self, *, cluster: str | None, bundle: str | None) -> list[str]:
+    def _summary_documents(self) -> dict[str, dict[str, Any]]:
+        """This replica's clusters' status documents for its shards' summaries, each bundle with the
+        time it came to hold its revision (`since`, for `GET /api/v1/revisions/SHA` on other replicas)."""
+        out = {}
+        for name, rt in self.clusters.items():
+            doc = rt.document()
+            for b, st in rt.bundles.items():
+                doc["bundles"][b]["since"] = st.since
+            out[name] = doc
+        return out
+
+    async def request_reconcile(self, *, cluster: str | None, bundle: str | None) -> dict[str, Any]:
+        """``POST /api/v1/reconcile``: `queued`, the clusters woken here; with replicas, `handedOn`: the
+        others, recorded in the management cluster for their shards' owners (cluster -> shard and owner).
+        KeyError for an unknown cluster or bundle; `errors.StateError` when a request cannot be recorded."""
         if cluster is not None and cluster not in self.clusters:
             raise KeyError(f"cluster {cluster}: not registered")
         if bundle is not None and self.desired is not None and bundle not in self.desired.repo.bundles:
@@ -220,9 +238,39 @@ class Engine(revisions.Revisions):
         names = [cluster] if cluster else sorted(self.clusters)
         if bundle is not None:
             names = [n for n in names if bundle in self.clusters[n].bundles]
-        for n in names:
+        mine = [n for n in names if self.ownership.owns(n)]
+        for n in mine:
             self._wake(self.clusters[n], reason="requested")
-        return names
+        if self.shared is None:
+            return {"queued": mine}
+        others = [n for n in names if n not in mine]
+        return {
+            "queued": mine,
+            "handedOn": await self.shared.hand_on(others, bundle=bundle) if others else {},
+        }
+
+    def _handed_on(self, clusters: tuple[str, ...], bundle: str | None, reason: str) -> None:
+        """A reconcile another replica recorded for this one's clusters (`request_reconcile` there)."""
+        for n in clusters:
+            rt = self.clusters.get(n)
+            if rt is not None and (bundle is None or bundle in rt.bundles) and self.ownership.owns(n):
+                self._wake(rt, reason="requested")
+        log.info("reconcile of %s: %s", ", ".join(clusters), reason)
+
+    async def push(self, *, reason: str) -> dict[str, Any]:
+        """A push announced to this process (``POST /api/v1/webhook``): fetch now; with replicas, tell every
+        other replica to fetch too (through the management cluster: each fetches within a retry period)."""
+        accepted = self.trigger_fetch(reason=reason)
+        doc: dict[str, Any] = {"fetch": "started" if accepted else "already pending"}
+        if self.shared is not None:
+            try:
+                await self.shared.announce_fetch(reason)
+            except errors.StateError as e:
+                log.warning("push not announced to the other replicas: %s", e)
+                doc["replicas"] = f"not told (they fetch at their next interval): {e}"
+            else:
+                doc["replicas"] = "told to fetch through the management cluster"
+        return doc
 
     def trigger_fetch(self, *, reason: str) -> bool:
         now = time.monotonic()
@@ -251,9 +299,12 @@ class Engine(revisions.Revisions):
     async def revision_document(self, revision: str) -> dict[str, Any] | None:
         """``GET /api/v1/revisions/SHA``: which clusters hold a revision (a full or abbreviated id), for
         which bundles and since when; where it has not arrived (what those pairs hold instead); its rollouts
-        and its history. None when fleet knows nothing of it; ValueError when the abbreviation is ambiguous."""
+        and its history. With replicas, every cluster of the fleet (the others' from their shard's status
+        summary) and `unknown`: the clusters no summary holds, each with why (never left out). None when
+        fleet knows nothing of it; ValueError when the abbreviation is ambiguous."""
         prefix = hist.check_revision(revision)
-        known = {s.revision for rt in self.clusters.values() for s in rt.bundles.values() if s.revision}
+        views, unknown = self._bundle_views()
+        known = {v["revision"] for per in views.values() for v in per.values() if v.get("revision")}
         known |= {r.revision for r in self.rollouts.latest.values()}
         if self.revision.sha:
             known.add(self.revision.sha)
@@ -269,15 +320,18 @@ class Engine(revisions.Revisions):
         full = matches[0] if matches else (found[0].to_revision or found[0].from_revision or full)
         holders: dict[str, dict[str, Any]] = {}
         elsewhere: dict[str, dict[str, Any]] = {}
-        for name, rt in sorted(self.clusters.items()):
-            for b, st in sorted(rt.bundles.items()):
-                if st.revision == full:
-                    holders.setdefault(name, {})[b] = {"state": st.state.value, "since": st.since}
-                elif st.state is not model.State.SUSPENDED:
-                    elsewhere.setdefault(name, {})[b] = {"state": st.state.value, "revision": st.revision}
+        for name, per in sorted(views.items()):
+            for b, v in sorted(per.items()):
+                if v.get("revision") == full:
+                    holders.setdefault(name, {})[b] = {"state": v.get("state"), "since": v.get("since")}
+                elif v.get("state") != model.State.SUSPENDED.value:
+                    elsewhere.setdefault(name, {})[b] = {
+                        "state": v.get("state"),
+                        "revision": v.get("revision"),
+                    }
         rollouts_ = {b: str(r.phase) for b, r in sorted(self.rollouts.latest.items()) if r.revision == full}
         touched = {e.bundle for e in found} | set(rollouts_)
-        return {
+        doc = {
             "revision": full,
             "newest": full == self.revision.sha,
             "holders": holders,
@@ -290,6 +344,29 @@ class Engine(revisions.Revisions):
             "rollouts": rollouts_,
             "history": [e.document() for e in found[:500]],
         }
+        if self.shared is not None:  # every shard's clusters; those no summary holds are named
+            doc["unknown"] = unknown
+            mine = self.shared.owner.writable()
+            doc["shards"] = {"missing": [s for s in self.shared.merged.missing if s not in mine]}
+        return doc
+
+    def _bundle_views(self) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, str]]:
+        """cluster -> bundle -> {state, revision, since} of every cluster this process can answer for: its
+        own as it knows them, with replicas the others from their shard's status summary; and the clusters
+        no summary holds (cluster -> why their status is unknown)."""
+        views = {
+            name: {b: {"state": st.state.value, "revision": st.revision, "since": st.since}
+                   for b, st in rt.bundles.items()}
+            for name, rt in self.clusters.items() if self.ownership.owns(name)
+        }  # fmt: skip
+        if self.shared is None:
+            return views, {}
+        docs, unknown = self.shared.elsewhere(self.clusters)
+        for name, d in docs.items():
+            bundles = d.get("bundles")
+            if isinstance(bundles, dict):
+                views[name] = {b: dict(v) for b, v in bundles.items() if isinstance(v, dict)}
+        return views, unknown
 
     def rollout_documents(self) -> dict[str, Any]:
         return self.rollouts.documents()

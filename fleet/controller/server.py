@@ -64,12 +64,13 @@ class Controller(Protocol):
 
     def status_document(self) -> dict[str, Any]: ...
 
-    def request_reconcile(self, *, cluster: str | None, bundle: str | None) -> list[str]:
-        """Queue reconciles; returns the clusters queued. Raises KeyError for an unknown cluster/bundle."""
+    async def request_reconcile(self, *, cluster: str | None, bundle: str | None) -> dict[str, Any]:
+        """Queue reconciles (`queued`; with replicas `handedOn`: recorded for the owners of the others).
+        Raises KeyError for an unknown cluster/bundle, `errors.StateError` when it cannot hand them on."""
         ...
 
-    def trigger_fetch(self, *, reason: str) -> bool:
-        """Ask for a fetch now; False when rate-limited (the call is still accepted)."""
+    async def push(self, *, reason: str) -> dict[str, Any]:
+        """A push was announced: fetch now (and tell the other replicas); the answer's body."""
         ...
 
     async def history(self, q: hist.Query) -> dict[str, Any]:
@@ -200,10 +201,12 @@ async def reconcile(request: web.Request) -> web.Response:
     cluster = request.query.get("cluster") or None
     bundle = request.query.get("bundle") or None
     try:
-        queued = request.app[CONTROLLER_KEY].request_reconcile(cluster=cluster, bundle=bundle)
+        doc = await request.app[CONTROLLER_KEY].request_reconcile(cluster=cluster, bundle=bundle)
     except KeyError as e:
         return _problem(404, str(e.args[0]) if e.args else "unknown cluster or bundle")
-    return _json({"queued": queued}, status=202)
+    except errors.StateError as e:
+        return _problem(503, f"the reconcile cannot be handed to the replica owning the cluster: {e}")
+    return _json(doc, status=202)
 
 
 async def webhook_call(request: web.Request) -> web.Response:
@@ -234,8 +237,7 @@ async def webhook_call(request: web.Request) -> web.Response:
         # One identical line per verdict: the log handler aggregates a flood of them (RepeatFilter).
         log.warning("webhook refused: %s signature", verdict.value)
         return _problem(401, "missing or invalid signature")
-    accepted = request.app[CONTROLLER_KEY].trigger_fetch(reason=f"webhook ({verdict.value})")
-    return _json({"fetch": "started" if accepted else "already pending"}, status=202)
+    return _json(await request.app[CONTROLLER_KEY].push(reason=f"webhook ({verdict.value})"), status=202)
 
 
 async def history(request: web.Request) -> web.Response:

@@ -11,9 +11,11 @@ rollouts (a follower takes them in, `rollouts.Conductor.adopt`; a replica that h
 coordinator takes them in and then over, `Conductor.take_over`), lets the coordinator take people's
 actions asked of other replicas, writes the status summary of every shard this replica may write to
 (its clusters' status and what its rounds observed for the coordinator's rollouts), reads every shard's
-summary, and feeds the coordinator what the other replicas observed; and `whole_fleet`, the status
-document of the whole fleet from the summaries (the shards without one reported as errors, their clusters
-shown as unknown, never as gone).
+summary, feeds the coordinator what the other replicas observed, runs the reconciles other replicas
+handed on for its shards and fetches when another replica announced a push; `hand_on` and
+`announce_fetch`, the other end of those; `whole_fleet`, the status document of the whole fleet from the
+summaries, and `elsewhere`, the clusters of other replicas as their summaries tell (the shards without
+one reported as errors, their clusters shown as unknown, never as gone).
 
 Does not: hold leases or say which shards this replica may write to (`Owner`: the replica's lease loop),
 decide rollouts (`rollouts.Conductor`, `fleet.core.rollout`), or encode records (`fleet.core.records`).
@@ -24,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -227,6 +229,23 @@ async def open_store(path: Path, *, records: records_client.Records) -> ManagedS
     return store
 
 
+def _public(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A cluster's document from a summary as the status document shows it (a bundle's `since` is kept
+    in summaries for `GET /api/v1/revisions/SHA` only)."""
+    out = dict(doc)
+    bundles = doc.get("bundles")
+    if isinstance(bundles, Mapping):
+        out["bundles"] = {b: {k: v for k, v in d.items() if k != "since"} for b, d in bundles.items()}
+    return out
+
+
+def _no_summary(shard: int) -> str:
+    return (
+        f"status unknown: shard {shard} has no status summary in the management cluster yet (its owner "
+        "has not written one)"
+    )
+
+
 class Engine(Protocol):
     """What `Shared` needs of the engine."""
 
@@ -259,14 +278,24 @@ class Shared:
         self._coordinating = False
         self._conductor: rollouts.Conductor | None = None
         self._documents: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
+        self._wake: Callable[[tuple[str, ...], str | None, str], None] | None = None
+        self._fetch: Callable[[str], object] | None = None
+        self._fetch_seen: str | None = None  # the version of the fetch request last seen (None: not read yet)
 
     def attach(
-        self, conductor: rollouts.Conductor, *, documents: Callable[[], Mapping[str, Mapping[str, Any]]]
+        self,
+        conductor: rollouts.Conductor,
+        *,
+        documents: Callable[[], Mapping[str, Mapping[str, Any]]],
+        wake: Callable[[tuple[str, ...], str | None, str], None] | None = None,
+        fetch: Callable[[str], object] | None = None,
     ) -> None:
         """Make `conductor` decide only while this replica coordinates, and hand actions on otherwise;
-        `documents` gives this replica's clusters' status documents (by name)."""
+        `documents` gives this replica's clusters' status documents (by name); `wake(clusters, bundle,
+        reason)` runs a reconcile handed on by another replica, `fetch(reason)` a fetch announced to one."""
         self._conductor = conductor
         self._documents = documents
+        self._wake, self._fetch = wake, fetch
         conductor.deciding = lambda: self._coordinating and self.owner.coordinating()
         conductor.forward = self.forward
         self._coordinating = self.owner.coordinating()
@@ -306,7 +335,7 @@ class Shared:
     async def step(self) -> None:
         """One period's work (see the module); a failure is reported in the status, never fatal."""
         problems = []
-        for part in (self._rollouts, self._summaries, self._actions, self._feed):
+        for part in (self._rollouts, self._summaries, self._actions, self._feed, self._requests):
             try:
                 await part()
             except errors.StateError as e:
@@ -429,6 +458,76 @@ class Shared:
                     cluster, results, holds=dict.fromkeys(results, rollouts.NEWEST), unreachable=unreachable
                 )
 
+    # -- requests handed on (docs/scaling.md, "State of record") ------------------------------------------
+
+    async def hand_on(self, clusters: list[str], *, bundle: str | None) -> dict[str, dict[str, Any]]:
+        """Record a reconcile of `clusters` (none of them this replica's) for their shards' owners, one
+        request per shard; cluster -> {shard, owner: the replica whose summary the shard has, or None}.
+        Raises `errors.StateError` when a request cannot be written."""
+        per: dict[int, list[str]] = {}
+        for name in clusters:
+            per.setdefault(self.owner.shard_of(name), []).append(name)
+        out: dict[str, dict[str, Any]] = {}
+        for shard, names in sorted(per.items()):
+            await self.records.hand_on(
+                rec.Request(what=rec.RECONCILE, replica=self.owner.me, at=self._clock(), shard=shard,
+                            clusters=tuple(names), bundle=bundle, reason=f"requested of replica {self.owner.me}")
+            )  # fmt: skip
+            for name in names:
+                out[name] = {"shard": shard, "owner": self.merged.writers.get(shard)}
+        return out
+
+    async def announce_fetch(self, reason: str) -> None:
+        """Tell every replica to fetch now (a push announced to this one). Raises `errors.StateError`."""
+        written = await self.records.announce_fetch(
+            rec.Request(what=rec.FETCH, replica=self.owner.me, at=self._clock(), reason=reason)
+        )
+        self._fetch_seen = written.meta.version  # this replica fetches already
+
+    async def _requests(self) -> None:
+        """Run the reconciles handed on for the shards this replica writes to (each request's record then
+        goes), and fetch when another replica announced a push."""
+        found = await self.records.requests()
+        mine = self.owner.writable()
+        for r in found:
+            if r.what == rec.FETCH:
+                if (
+                    self._fetch_seen is not None
+                    and r.meta.version != self._fetch_seen
+                    and r.replica != self.owner.me
+                ):
+                    log.info("fetch announced by replica %s (%s)", r.replica, r.reason)
+                    if self._fetch is not None:
+                        self._fetch(f"announced by replica {r.replica}: {r.reason}")
+                self._fetch_seen = r.meta.version
+            elif r.shard in mine and r.shard < self.owner.shards and self._wake is not None:
+                self._wake(r.clusters, r.bundle, f"handed on by replica {r.replica}")
+                await self.records.handled(r)
+        if self._fetch_seen is None:
+            self._fetch_seen = ""  # read once: a fetch request written from now on is new
+
+    def elsewhere(self, names: Iterable[str]) -> tuple[dict[str, Mapping[str, Any]], dict[str, str]]:
+        """Of `names`, the clusters this replica does not write to: their status documents as their
+        shard's summary has them, and those no summary holds (cluster -> why its status is unknown)."""
+        mine = self.owner.writable()
+        docs: dict[str, Mapping[str, Any]] = {}
+        unknown: dict[str, str] = {}
+        for name in names:
+            shard = self.owner.shard_of(name)
+            if shard in mine:
+                continue
+            doc = self.merged.clusters.get(name)
+            if doc is not None:
+                docs[name] = doc
+            elif shard in self.merged.missing:
+                unknown[name] = _no_summary(shard)
+            else:
+                unknown[name] = (
+                    f"status unknown: the status summary of shard {shard} (written by "
+                    f"{self.merged.writers.get(shard)}) does not hold this cluster yet"
+                )
+        return docs, unknown
+
     # -- the status document ---------------------------------------------------------------------------
 
     def whole_fleet(self, doc: dict[str, Any], *, known: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -438,20 +537,20 @@ class Shared:
         unknown, and the document's errors name the shards and any failure to read the records."""
         owner = self.owner
         mine = owner.writable()
-        clusters: dict[str, Any] = dict(self.merged.clusters)
+        clusters: dict[str, Any] = {n: _public(d) for n, d in self.merged.clusters.items()}
         for name, d in known.items():
             if owner.shard_of(name) in mine:
                 clusters[name] = dict(d)
         missing = [s for s in self.merged.missing if s not in mine]
         errs = list(doc.get("errors") or [])
-        for name, d in known.items():
-            if name not in clusters and owner.shard_of(name) in missing:
-                unknown = dict(d)
-                unknown["lastError"] = (
-                    f"status unknown: shard {owner.shard_of(name)} has no status summary in the management "
-                    "cluster yet (its owner has not written one)"
-                )
-                clusters[name] = unknown
+        _, unknown = self.elsewhere(known)
+        for name, why in unknown.items():
+            clusters[name] = {**known[name], "lastError": why}
+        late = sorted(n for n in unknown if owner.shard_of(n) not in missing)
+        if late:
+            errs.append({"path": rec.where(f"{self.records.instance}-status-<shard>"), "line": None,
+                         "message": f"clusters {', '.join(late)}: not in their shard's status summary yet (their "
+                         "status is unknown)"})  # fmt: skip
         if missing:
             errs.append(
                 {

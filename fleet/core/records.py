@@ -15,6 +15,10 @@ name                                        kind      holds
                                                       coordinate, for the coordinator to take
 ``<instance>-history-<writer>-<n>``         history   a segment of one replica's history entries
 ``<instance>-status-<shard>``               status    one shard's status summary, by the shard's owner
+``<instance>-request-<shard>-<token>``      request   a reconcile asked of a replica that does not own the
+                                                      shard, for its owner to run
+``<instance>-request-fetch``                request   the latest push announced to any replica (a webhook):
+                                                      every replica fetches when it changes
 ==========================================  ========  =====================================================
 
 Owns: those names and labels (`name_for`), the encoding and decoding of each record (`encode_*`,
@@ -22,7 +26,7 @@ Owns: those names and labels (`name_for`), the encoding and decoding of each rec
 (`MAX_RECORD_BYTES`), and the pure decisions over records: whether a history segment takes more entries
 (`fits`), which entries answer a history query over every replica's segments (`merge_history`), whether a
 status summary was written by a newer owner (`fenced`), and the whole fleet's clusters from every
-shard's summary (`merge_status`).
+shard's summary (`merge_status`); requests handed from one replica to others (`Request`).
 
 Every decode raises `RecordError` naming the ConfigMap and the field that is wrong: an unreadable record
 is never taken as empty or absent. A record of a newer schema than this fleet is unreadable too (it must
@@ -59,7 +63,8 @@ ROLLOUT = "rollout"
 ACTION = "action"
 HISTORY = "history"
 STATUS = "status"
-KINDS = (MARKER, ROLLOUT, ACTION, HISTORY, STATUS)
+REQUEST = "request"
+KINDS = (MARKER, ROLLOUT, ACTION, HISTORY, STATUS, REQUEST)
 
 # A ConfigMap holds at most 1 MiB of data (the API server refuses more); a record is kept well below,
 # so its metadata and a growing field never push it over.
@@ -123,6 +128,8 @@ def name_for(
         return f"{instance}-history-{writer}-{number:06d}"
     if kind == STATUS:
         return f"{instance}-status-{shard}"
+    if kind == REQUEST:  # a reconcile request for a shard's owner, or the one fetch request of the instance
+        return f"{instance}-request-{shard}-{token}" if token else f"{instance}-request-fetch"
     raise ValueError(f"unknown record kind {kind!r}")
 
 
@@ -719,3 +726,52 @@ def merge_status(summaries: Iterable[Summary], *, shards: int, shard_of: Callabl
         missing=missing,
         writers={n: s.writer for n, s in current.items()},
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Requests handed on: a reconcile asked of a replica that does not own the cluster (for its shard's owner,
+# deleted by it once its clusters are woken), and a push announced to one replica (for every replica).
+
+RECONCILE, FETCH = "reconcile", "fetch"
+
+
+@dataclass(frozen=True)
+class Request:
+    what: str  # RECONCILE or FETCH
+    replica: str  # the replica that was asked
+    at: float
+    shard: int = 0  # RECONCILE: the shard whose owner runs it
+    clusters: tuple[str, ...] = ()  # RECONCILE: the clusters of that shard to reconcile now
+    bundle: str | None = None
+    token: str = ""  # RECONCILE: unique per request (part of the name)
+    reason: str = ""
+    meta: Meta = Meta("")
+
+
+def encode_request(r: Request, *, instance: str) -> dict[str, Any]:
+    name = name_for(REQUEST, instance=instance, shard=r.shard, token=r.token if r.what == RECONCILE else "")
+    data = {"what": r.what, "replica": r.replica, "at": repr(r.at), "reason": r.reason}
+    labels = {LABEL_WRITER: r.replica}
+    if r.what == RECONCILE:
+        data |= {"shard": str(r.shard), "clusters": _dumps(list(r.clusters)), "token": r.token}
+        labels[LABEL_SHARD] = str(r.shard)
+        if r.bundle is not None:
+            data["bundle"] = r.bundle
+    return _envelope(REQUEST, name, instance=instance, labels=labels, data=data, version=r.meta.version)
+
+
+def decode_request(obj: Mapping[str, Any]) -> Request:
+    meta, data = upgrade(obj, kind=REQUEST)
+    n = meta.name
+    what = _field(n, data, "what")
+    if what not in (RECONCILE, FETCH):
+        raise RecordError(f"{where(n)}: data.what is {what!r}, not {RECONCILE} or {FETCH}")
+    r = Request(what=what, replica=_field(n, data, "replica"), at=_number(n, _field(n, data, "at"), "at"),
+                reason=data.get("reason", ""), meta=meta)  # fmt: skip
+    if what == FETCH:
+        return r
+    clusters = _json(n, data, "clusters")
+    if not isinstance(clusters, list) or not all(isinstance(c, str) for c in clusters):
+        raise RecordError(f"{where(n)}: data.clusters is not a list of cluster names")
+    return replace(r, shard=_int(n, data, "shard"), clusters=tuple(clusters), bundle=data.get("bundle"),
+                   token=_field(n, data, "token"))  # fmt: skip

@@ -334,3 +334,41 @@ def test_a_stale_coordinators_rollout_write_is_a_conflict_and_it_takes_the_recor
                 r.store.close()
 
     anyio.run(main)
+
+
+def test_a_cluster_its_shards_summary_does_not_hold_yet_is_listed_as_unknown_never_left_out(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    c1, c2 = two_clusters_on_two_shards()
+    # A cluster of b's shard that b has not written yet (a cluster file added a moment ago).
+    new = next(
+        f"c{i}" for i in range(100) if sharding.shard_of(f"c{i}", shards=SHARDS) == 1 and f"c{i}" != c2
+    )
+
+    def doc(state: str) -> dict[str, Any]:
+        return {"state": state, "revision": REV, "bundles": {}}
+
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0, 2, 3}), coordinator=True))
+        b = await replica(sim, tmp_path, Owner("b", frozenset({1}), coordinator=False))
+        b.shared._documents = lambda: {c2: doc("Synced")}
+        try:
+            await b.shared.step()
+            await a.shared.step()
+            known = {c1: doc("Synced"), c2: doc("Pending"), new: doc("Pending")}
+            whole = a.shared.whole_fleet({"errors": [], "clusters": {c1: known[c1]}}, known=known)
+            assert whole["clusters"][c2]["state"] == "Synced"
+            assert (
+                "summary of shard 1 (written by b) does not hold this cluster yet"
+                in (whole["clusters"][new]["lastError"])
+            )
+            assert any(
+                f"clusters {new}: not in their shard's status summary" in e["message"]
+                for e in whole["errors"]
+            )
+        finally:
+            for r in (a, b):
+                await r.store.records.client.aclose()
+                r.store.close()
+
+    anyio.run(main)
