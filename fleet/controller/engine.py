@@ -140,6 +140,7 @@ class Engine(revisions.Revisions):
         self._rounds: dict[str, anyio.CancelScope] = {}
         self._round_ended = anyio.Event()
         self._owned: frozenset[int] = frozenset()
+        self._holders: dict[int, str | None] = {}  # shard -> its holder, as last reported in the metrics
         self._replica_done = anyio.Event()
         if replica is not None:
             replica.attach(
@@ -486,6 +487,7 @@ class Engine(revisions.Revisions):
         self._owned = owned
         for name in lost:
             self._let_go(name)
+            self.metrics.forget_cluster(name)  # its new owner reports it now
         if self._tg is not None and self.desired is not None and self.shared is None:
             self._tg.start_soon(
                 functools.partial(self.rollouts.reassigned, self._placed(self.desired), held=self._held)
@@ -503,7 +505,13 @@ class Engine(revisions.Revisions):
 
     def _ticked(self) -> None:
         """After a tick of the lease loop: every round and watch of this replica runs until its shard's
-        renew deadline as it is now (later after a renewal; at once when the shard is not writable)."""
+        renew deadline as it is now (later after a renewal; at once when the shard is not writable); the
+        metrics say who holds every shard."""
+        replica = self.ownership.replica
+        if replica is not None:
+            holders = replica.holders()
+            self.metrics.holders(holders, before=self._holders)
+            self._holders = holders
         for name, scope in self._rounds.items():
             scope.deadline = self.ownership.deadline(name)
         for name, rt in self.clusters.items():

@@ -62,6 +62,17 @@ class Metrics:
             ["shard", "replica"],
             registry=r,
         )
+        self.shard_holder = Gauge(
+            "fleet_shard_holder",
+            "1 for the replica holding each shard's lease, as this replica last read the leases (replicas only).",
+            ["shard", "replica"],
+            registry=r,
+        )
+        self.shards_unheld = Gauge(
+            "fleet_shards_unheld",
+            "Shards no live lease holds, as this replica last read the leases (replicas only).",
+            registry=r,
+        )
         self.rollouts = Gauge(
             "fleet_rollouts", "The latest rollout of each bundle, counted by state.", ["state"], registry=r
         )
@@ -165,3 +176,17 @@ class Metrics:
             self.watch_streams.remove(cluster)
         except KeyError:
             pass
+
+    def holders(self, now: dict[int, str | None], *, before: dict[int, str | None]) -> None:
+        """`fleet_shard_holder` and `fleet_shards_unheld` from who holds each shard `now` (`before`: as
+        last reported, whose series go when the holder changed)."""
+        for shard, who in now.items():
+            old = before.get(shard)
+            if old is not None and old != who:
+                try:
+                    self.shard_holder.remove(str(shard), old)
+                except KeyError:
+                    pass
+            if who is not None:
+                self.shard_holder.labels(shard=str(shard), replica=who).set(1)
+        self.shards_unheld.set(sum(1 for who in now.values() if who is None))

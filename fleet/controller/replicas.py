@@ -7,7 +7,8 @@ acquisitions only when that write succeeded; releases after letting the shard go
 `writable`) and after `before_release` has drained the shard's writes in flight; deletions of dead
 replicas' leases when it coordinates. The view the rest of the controller asks at any moment, on the
 replica's monotonic clock: `writable` (shards it may write to now), `deadline` (when it must have
-stopped writing to a shard), `fence` (what it writes on inventories), `coordinating`. `stop` (SIGTERM):
+stopped writing to a shard), `fence` (what it writes on inventories), `coordinating`, `holders` (who
+holds every shard, as last read). `stop` (SIGTERM):
 it writes nothing more, gives every lease up and `run` returns. `new_identity`: a replica id unique per
 process.
 
@@ -119,6 +120,17 @@ class Replica:
         if held is None or self.deadline(shard) is None:
             return None
         return fencing.Fence(lease=name, epoch=held.epoch)
+
+    def holders(self) -> dict[int, str | None]:
+        """Shard -> the replica holding its lease, as this replica last read the leases (the whole
+        instance); None for a shard no live lease holds (free, released or expired)."""
+        now = self._clock()
+        out: dict[int, str | None] = dict.fromkeys(range(self.config.shards))
+        for name, seen in self.state.seen.items():
+            shard = self._shard(name)
+            if shard is not None and seen.record is not None and leases.live(seen, now=now):
+                out[shard] = seen.record.holder
+        return out
 
     def coordinating(self) -> bool:
         held = self.state.held.get(self.config.coordinator_lease)

@@ -7,6 +7,7 @@ every replica fetch."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ from fleet import cli
 from fleet.clients import kube, management, statedb
 from fleet.clients import records as records_client
 from fleet.controller import engine, replicas, server, shared, webhook
-from fleet.core import coordination, leases, sharding
+from fleet.core import coordination, leases, model, sharding
 from fleet.sim import testing
 
 pytestmark = pytest.mark.slow  # lease timings of seconds
@@ -223,5 +224,35 @@ def test_a_webhook_to_one_replica_makes_every_replica_fetch(sim: testing.SimHand
         a.engine._fetch_wake = anyio.Event()
         await a.shared.step()  # a announced it itself: it does not fetch again
         assert not a.engine._fetch_wake.is_set()
+
+    run(sim, tmp_path, body)
+
+
+def test_the_metrics_of_either_replica_say_who_holds_every_shard_and_drop_the_clusters_it_let_go(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    async def body(a: Served, b: Served) -> None:
+        expected = [
+            f'fleet_shard_holder{{replica="{a.me if c in a.mine() else b.me}",shard="{sharding.shard_of(c, shards=SHARDS)}"}} 1.0'
+            for c in CLUSTERS
+        ]
+
+        async def told(r: Served) -> bool:  # by its lease reads, within a retry period
+            text = (await r.http.get("/metrics")).text
+            return all(line in text for line in expected) and "fleet_shards_unheld 0.0" in text
+
+        for r in (a, b):
+            await until(
+                functools.partial(told, r), within=5, what=f"{r.me}'s metrics name every shard's holder"
+            )
+        mine = a.mine()[0]
+        a.engine.metrics.set_cluster_state(mine, model.State.SYNCED)  # as a round of a's set it
+        assert (
+            f'fleet_cluster_state{{cluster="{mine}",state="Synced"}} 1.0'
+            in (await a.http.get("/metrics")).text
+        )
+        a.replica.stop()  # a hands its shards over: b reports its clusters from now on
+        await until(lambda: not a.mine(), within=10, what="a lets its shards go")
+        assert f'cluster="{mine}"' not in (await a.http.get("/metrics")).text
 
     run(sim, tmp_path, body)
