@@ -2,7 +2,8 @@
 //
 // Owns: reading the status document (every field may be null or absent), the label selector and state
 // filters, sorting, the keyboard grid, the details panel, Jaeger links and links to each cluster's and
-// bundle's history (api/v1/history). Rows are diffed by cluster
+// bundle's history (api/v1/history), and with several replicas which replica answers and which shards'
+// clusters are unknown. Rows are diffed by cluster
 // name: a poll that changes one cluster rewrites one <tr>. No dependencies, no build step.
 // Does not: send anything but GET api/v1/status, or store anything but the URL fragment.
 'use strict';
@@ -242,7 +243,21 @@
         });
       }
     }
+    // Several replicas (docs/scaling.md): which one answers, and the shards whose clusters are unknown.
+    const rep = isObject(doc.replica) ? doc.replica : null;
+    const sh = isObject(doc.shards) ? doc.shards : null;
+    const ints = (v) => (Array.isArray(v) ? v.filter((n) => Number.isInteger(n)) : []);
+    const replica = rep ? {
+      id: str(rep.id),
+      coordinating: rep.coordinating === true,
+      shards: ints(rep.shards),
+      shardCount: Number.isInteger(rep.shardCount) ? rep.shardCount : null,
+      missing: sh ? ints(sh.missing) : [],
+      writers: sh && isObject(sh.writers) ? sh.writers : {},
+      whole: sh !== null,
+    } : null;
     return {
+      replica,
       rollouts,
       revision: str(doc.revision),
       message: str(doc.message),
@@ -355,6 +370,27 @@
       + ' <span class="by">by ' + (status.author ? esc(status.author) : '<span class="none">unknown</span>') + '</span>'
       + ' <span class="when">committed ' + timeEl(status.committedAt) + '</span>'
       + ' <span class="when">· fetched ' + timeEl(status.fetchedAt) + '</span>');
+  }
+
+  function renderReplica(status) {
+    const box = $('replica');
+    const r = status.replica;
+    if (!r) { box.hidden = true; return; }
+    const per = {};
+    for (const w of Object.values(r.writers)) { const k = str(w) || '?'; per[k] = (per[k] || 0) + 1; }
+    const others = Object.keys(per).filter((w) => w !== r.id).sort()
+      .map((w) => esc(w) + ' (' + per[w] + ')').join(', ');
+    let h = 'Replica <code>' + esc(r.id || '?') + '</code>' + (r.coordinating ? ' (coordinating)' : '')
+      + ' writes ' + r.shards.length + ' of ' + (r.shardCount != null ? r.shardCount : '?') + ' shards';
+    h += r.whole
+      ? '; the other clusters are shown as their owners last reported them' + (others ? ': ' + others : '')
+      : '; only its own clusters are shown';
+    if (r.missing.length) {
+      h += '. <span class="replica-missing">No status summary for shard' + (r.missing.length > 1 ? 's ' : ' ')
+        + esc(r.missing.join(', ')) + ': their clusters\' status is unknown.</span>';
+    }
+    setHtml(box, h);
+    box.hidden = false;
   }
 
   function renderErrors(status) {
@@ -587,6 +623,7 @@
     if (!status) return;
     const t0 = performance.now();
     renderHeader(status);
+    renderReplica(status);
     renderErrors(status);
     renderSummary(status);
     renderRollouts(status);
