@@ -238,7 +238,7 @@ class Engine(revisions.Revisions):
             raise KeyError(f"bundle {bundle}: not in the current revision")
         names = [cluster] if cluster else sorted(self.clusters)
         if bundle is not None:
-            names = [n for n in names if bundle in self.clusters[n].bundles]
+            names = [n for n in names if self._places(n, bundle)]
         mine = [n for n in names if self.ownership.owns(n)]
         for n in mine:
             self._wake(self.clusters[n], reason="requested")
@@ -250,11 +250,20 @@ class Engine(revisions.Revisions):
             "handedOn": await self.shared.hand_on(others, bundle=bundle) if others else {},
         }
 
+    def _places(self, name: str, bundle: str) -> bool:
+        """Whether `bundle` is on cluster `name`: it reported the bundle, or the revision places it there;
+        with no revision read yet, another replica's cluster may have it (its owner decides)."""
+        if bundle in self.clusters[name].bundles:
+            return True
+        if self.desired is not None:
+            return bundle in self.desired.targets.get(name, {})
+        return self.shared is not None and not self.ownership.owns(name)
+
     def _handed_on(self, clusters: tuple[str, ...], bundle: str | None, reason: str) -> None:
         """A reconcile another replica recorded for this one's clusters (`request_reconcile` there)."""
         for n in clusters:
             rt = self.clusters.get(n)
-            if rt is not None and (bundle is None or bundle in rt.bundles) and self.ownership.owns(n):
+            if rt is not None and (bundle is None or self._places(n, bundle)) and self.ownership.owns(n):
                 self._wake(rt, reason="requested")
         log.info("reconcile of %s: %s", ", ".join(clusters), reason)
 

@@ -207,6 +207,13 @@ def test_a_reconcile_asked_of_a_replica_that_does_not_own_the_cluster_is_run_by_
         got = (await b.http.post("/api/v1/reconcile")).json()
         assert sorted(got["queued"]) == b.mine()
         assert sorted(got["handedOn"]) == a.mine()
+        # A bundle asked of a replica that never reconciled the other's clusters (it knows none of their
+        # bundles): still handed on, the owner decides.
+        for c in a.mine():
+            b.engine.clusters[c].bundles.clear()
+        got = (await b.http.post("/api/v1/reconcile", params={"bundle": "web"})).json()
+        assert sorted(got["queued"]) == b.mine()
+        assert sorted(got["handedOn"]) == a.mine()
 
     run(sim, tmp_path, body)
 

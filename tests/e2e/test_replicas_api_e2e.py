@@ -77,6 +77,12 @@ def test_either_replica_answers_for_the_whole_fleet_and_hands_reconciles_and_pus
         what="b's round of its cluster",
     )
     print(f"reconcile asked of the other replica -> a round on the owner: {took:.1f}s")
+    # A bundle asked of the replica started second: the clusters the revision places it on that the first
+    # owns are handed on (b never reconciled them: it knows their bundles from the revision it placed).
+    asked = b.process.post("/api/v1/reconcile", params={"bundle": "settings"})
+    assert asked.status_code == 202, asked.text
+    assert sorted(asked.json()["handedOn"]) == sorted(c for c in fleet.clusters if owners[c] == a.id)
+    assert sorted(asked.json()["queued"]) == sorted(c for c in fleet.clusters if owners[c] == b.id)
 
     # A webhook to one replica: both fetch the new commit at once (not at their next poll, in an hour).
     fleet.repo.bundle("settings", [configmap("settings", colour="green")], namespace="apps", selector={})
