@@ -81,6 +81,9 @@ class Options:
     # Replicas (docs/scaling.md): asked before every write, the fence this round writes under; None from it
     # means this replica may not write to the cluster now (the round stops). None: no replicas, no fence.
     fence: Callable[[], fencing.Fence | None] | None = None
+    # Called with the epoch of a fence of the same lease higher than this round's (`apply.Fenced`): the
+    # replica lifts its epoch above it when it still holds the lease (its Lease was created again).
+    on_fenced: Callable[[int], None] | None = None
 
     @property
     def source(self) -> str | None:
@@ -325,9 +328,13 @@ async def _round(
             found = seen.inventories.get(b)
             if found is not None:
                 found = replace(found, resource_version=versions.get(b))
-            version = await apply.write_fenced_inventory(
-                client, b, refs, instance=instance, source=source_of(b), fence=gate.fence(), found=found
-            )
+            try:
+                version = await apply.write_fenced_inventory(
+                    client, b, refs, instance=instance, source=source_of(b), fence=gate.fence(), found=found
+                )
+            except apply.Fenced as e:
+                gate.fenced(e)
+                raise
             if found is None:
                 created.add(b)
             else:
@@ -655,7 +662,16 @@ class _Gate:
         owner's fence there stops the prune (`apply.Fenced`)."""
         fence = self.fence()
         if fence is not None:
-            await apply.check_fence(self._client, bundle, instance=self._options.instance, fence=fence)
+            try:
+                await apply.check_fence(self._client, bundle, instance=self._options.instance, fence=fence)
+            except apply.Fenced as e:
+                self.fenced(e)
+                raise
+
+    def fenced(self, e: apply.Fenced) -> None:
+        """Report a fence of a higher epoch of this round's lease (`Options.on_fenced`)."""
+        if self._options.on_fenced is not None:
+            self._options.on_fenced(e.above)
 
     async def __call__(self) -> None:
         self.fence()  # a replica that may not write any more stops before this write

@@ -157,6 +157,7 @@ class EngineBase:
     shared: shared.Shared | None  # the state of record in a management cluster (`Engine.share`)
     _rounds: dict[str, anyio.CancelScope]  # the rounds in flight, cancelled at their cluster's deadline
     _round_ended: anyio.Event  # set when one of `_rounds` ends
+    _stopped: set[str]  # clusters whose round stopped when this replica could not write: again once it can
 
     def _placed(self, desired: pipeline.Desired) -> dict[str, dict[str, str]]:
         """bundle -> cluster -> rendered hash of the pairs `desired` applies on the clusters this process

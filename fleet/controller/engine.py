@@ -139,6 +139,7 @@ class Engine(revisions.Revisions):
         self.ownership = shards.Ownership(replica)
         self._rounds: dict[str, anyio.CancelScope] = {}
         self._round_ended = anyio.Event()
+        self._stopped: set[str] = set()
         self._owned: frozenset[int] = frozenset()
         self._holders: dict[int, str | None] = {}  # shard -> its holder, as last reported in the metrics
         self._replica_done = anyio.Event()
@@ -502,6 +503,7 @@ class Engine(revisions.Revisions):
                 functools.partial(self.rollouts.reassigned, self._placed(self.desired), held=self._held)
             )
         for name in gained:
+            self._stopped.discard(name)
             self._wake(self.clusters[name], reason="shard")
 
     def _let_go(self, name: str) -> None:
@@ -514,8 +516,9 @@ class Engine(revisions.Revisions):
 
     def _ticked(self) -> None:
         """After a tick of the lease loop: every round and watch of this replica runs until its shard's
-        renew deadline as it is now (later after a renewal; at once when the shard is not writable); the
-        metrics say who holds every shard."""
+        renew deadline as it is now (later after a renewal; at once when the shard is not writable); a
+        cluster whose round stopped while this replica could not write (a renewal landed late, the shard
+        kept) is woken once it can again; the metrics say who holds every shard."""
         replica = self.ownership.replica
         if replica is not None:
             holders = replica.holders()
@@ -523,6 +526,10 @@ class Engine(revisions.Revisions):
             self._holders = holders
         for name, scope in self._rounds.items():
             scope.deadline = self.ownership.deadline(name)
+        for name in [n for n in self._stopped if self.ownership.owns(n)]:
+            self._stopped.discard(name)  # its shard was renewed late, after its round had stopped
+            if name in self.clusters:
+                self._wake(self.clusters[name], reason="shard")
         for name, rt in self.clusters.items():
             if rt.watch_scope is None:
                 continue

@@ -8,7 +8,9 @@ acquisitions only when that write succeeded; releases after letting the shard go
 replicas' leases when it coordinates. The view the rest of the controller asks at any moment, on the
 replica's monotonic clock: `writable` (shards it may write to now), `deadline` (when it must have
 stopped writing to a shard), `fence` (what it writes on inventories), `coordinating`, `holders` (who
-holds every shard, as last read). `stop` (SIGTERM):
+holds every shard, as last read); and `raise_epoch`, asked when a round met a fence of a higher epoch of
+a lease it holds (the Lease was deleted and created again): its next renewal of that lease lifts the
+epoch above the fence (`leases.raising`). `stop` (SIGTERM):
 it writes nothing more, gives every lease up and `run` returns. `new_identity`: a replica id unique per
 process.
 
@@ -71,6 +73,7 @@ class Replica:
         self._wake = anyio.Event()
         self._owned: frozenset[int] = frozenset()
         self._prepared = False
+        self._raise: dict[str, int] = {}  # lease -> the epoch of a fence its next renewal lifts it above
 
     def attach(
         self,
@@ -140,6 +143,17 @@ class Replica:
             and leases.may_write(held, now=self._clock(), timings=self.config.timings)
         )
 
+    def raise_epoch(self, shard: int, above: int) -> None:
+        """A round on one of `shard`'s clusters met a fence of epoch `above` of the shard's lease, higher
+        than the epoch this replica holds: renew the lease at once with its epoch lifted above it. The
+        renewal is an update over the version held, so only the holder's lands; a stale replica's gets a
+        409 and it loses the lease (`fleet.core.fencing`)."""
+        name = self.config.shard_lease(shard)
+        held = self.state.held.get(name)
+        if held is not None and above >= held.epoch:
+            self._raise[name] = max(above, self._raise.get(name, 0))
+            self._wake.set()
+
     def stop(self) -> None:
         """Drain: write nothing more, give every lease up, then `run` returns."""
         self.state = coordination.draining(self.state)
@@ -184,7 +198,14 @@ class Replica:
         self.decision = decision
         if decision.waiting and decision.live:
             log.debug("replica %s: %s", cfg.me, decision.waiting)
-        writes = [(n, n in decision.renew) for n in (*decision.renew, *decision.acquire)]
+        lifts = [
+            n
+            for n in self._raise
+            if n in self.state.held and n not in decision.renew and n not in decision.release
+        ]
+        writes = [
+            (n, n in decision.renew or n in lifts) for n in (*decision.renew, *lifts, *decision.acquire)
+        ]
         first = [w for w in writes if w[0] == cfg.replica_lease]
         ok = True
         for name, renew in first:
@@ -223,9 +244,21 @@ class Replica:
         if renew:
             if held is None or current is None:
                 return False
-            record = leases.renewing(
-                replace(current, version=held.version), wall=self._wall(), timings=cfg.timings
-            )
+            above = self._raise.pop(name, None)
+            if above is not None:
+                log.info(
+                    "replica %s: lifting the epoch of lease %s above %d (a fence met)", cfg.me, name, above
+                )
+                record = leases.raising(
+                    replace(current, version=held.version),
+                    above=above,
+                    wall=self._wall(),
+                    timings=cfg.timings,
+                )
+            else:
+                record = leases.renewing(
+                    replace(current, version=held.version), wall=self._wall(), timings=cfg.timings
+                )
         else:
             announce = cfg.announcement if name == cfg.replica_lease else None
             record = leases.acquiring(

@@ -5,7 +5,8 @@ write: a single replica (no management cluster) owns every cluster for ever; a r
 the clusters of the shards it holds (`fleet.core.sharding.shard_of`) and has renewed within the renew
 deadline (`fleet.controller.replicas.Replica.writable`), until that deadline (on the event loop's clock,
 `time.monotonic`, so it is a cancel scope's deadline as it is); the fence its round writes under; and the
-replica's part of the status document. `moved`: the clusters a change of writable shards gives and takes.
+replica's part of the status document; `on_fenced`, a round's report of a higher fence of a lease it
+holds. `moved`: the clusters a change of writable shards gives and takes.
 
 Does not: keep leases (`fleet.controller.replicas`), decide (`fleet.core.coordination`), or cancel
 anything itself (the engine does, `fleet.controller.engine`).
@@ -58,6 +59,15 @@ class Ownership:
             return None
         shard = sharding.shard_of(cluster, shards=replica.shards)
         return lambda: replica.fence(shard)
+
+    def on_fenced(self, cluster: str) -> Callable[[int], None] | None:
+        """What a round on `cluster` calls when it met a fence of a higher epoch of its shard's lease
+        (`Replica.raise_epoch`); None for a single replica."""
+        replica = self.replica
+        if replica is None:
+            return None
+        shard = sharding.shard_of(cluster, shards=replica.shards)
+        return lambda above: replica.raise_epoch(shard, above)
 
     def document(self, clusters: Iterable[str]) -> dict[str, Any] | None:
         """This replica's part of the status document (None for a single replica)."""

@@ -153,6 +153,7 @@ class Workers(watches.Watches):
                 claim=claim,
                 health_memory=rt.health_memory,
                 fence=self.ownership.fence(rt.name),
+                on_fenced=self.ownership.on_fenced(rt.name),
             )
             client = self._client(rt, cluster)
             cache = (
@@ -170,7 +171,8 @@ class Workers(watches.Watches):
                     self._round_ended.set()
             if scope.cancelled_caught or not self.ownership.owns(rt.name):
                 span.set_attribute("fleet.state", "handed over")
-                log.info("cluster %s: round stopped: this replica no longer owns its shard", rt.name)
+                log.info("cluster %s: round stopped: this replica may not write to it now", rt.name)
+                self._stopped.add(rt.name)  # a late renewal keeps the shard: `Engine._ticked` wakes it
                 return
             changes = result.changes
             for action in model.Action:

@@ -1,5 +1,5 @@
 """Failover of replicas of `fleet serve` (docs/scaling.md): real processes sharing one management cluster
-(`fleet sim`), 32 sim clusters over 16 shards (two per shard), short lease timings (6 s duration, 4 s renew
+(`fleet sim`), 32 sim clusters over 16 shards (two per shard), short lease timings (8 s duration, 5 s renew
 deadline, 1 s retry; tests/support/replicas.py). Each test ends by checking the whole journal of every
 cluster against the management cluster's: each shard had at most one writer at every moment."""
 
@@ -180,3 +180,36 @@ def test_scaling_1_to_3_to_2_replicas_moves_at_most_two_thirds_then_a_third_of_t
     sha = fleet.repo.commit("green")
     fleet.wait(lambda: fleet.synced_at(sha), within=30, what="every cluster Synced")
     fleet.check_one_writer_per_shard()
+
+
+def test_a_shard_lease_created_again_lifts_its_holders_epoch_above_the_fences_and_its_clusters_converge(
+    tmp_path: Path,
+) -> None:
+    with ExitStack() as stack:
+        fleet = rs.fleet_of(tmp_path, stack, transitions=5)  # every first holder writes its fence at epoch 6
+        fleet.repo.bundle("settings", [configmap("settings", colour="blue")], namespace="apps", selector={})
+        fleet.repo.commit("first")
+        a = fleet.start()
+        fleet.wait(lambda: fleet.settled([a]), within=60, what="one replica owns every shard")
+        fleet.wait(lambda: fleet.synced_at(head(fleet)), within=60, what="every cluster Synced")
+        shard = 3
+        mine = clusters_of(fleet, {shard})
+        path = f"/apis/coordination.k8s.io/v1/namespaces/fleet-system/leases/fleet-shard-{shard}"
+        assert send(fleet.sim, rs.MANAGEMENT, "DELETE", path).is_success  # someone deletes it
+        # It is taken again at epoch 1; the inventories there say 6. A new object: every inventory is written.
+        fleet.wait(
+            lambda: shard in a.shards() and fleet.lease_epoch(shard) == 1, within=30, what="re-acquired"
+        )
+        fleet.repo.bundle(
+            "settings",
+            [configmap("settings", colour="green"), configmap("added", by="the holder")],
+            namespace="apps",
+            selector={},
+        )
+        sha = fleet.repo.commit("green, and a new object")
+        fleet.wait(lambda: fleet.synced_at(sha), within=30, what="every cluster Synced, the shard's too")
+        assert fleet.lease_epoch(shard) == 7
+        for cluster in mine:
+            fence = fleet.inventory_fence(cluster, "settings")
+            assert fence == f"fleet-shard-{shard}@7", (cluster, fence)
+        fleet.check_one_writer_per_shard()

@@ -24,7 +24,7 @@ from tests.support.reconcile import GitOpsRepo, send
 MANAGEMENT = "mgmt"
 SHARDS = 16
 PER_SHARD = 2  # clusters per shard: the clusters moved are exactly the shards moved, in proportion
-DURATION, RENEW_DEADLINE, RETRY = 6.0, 4.0, 1.0  # short lease timings (flags); defaults 15 s, 10 s, 2 s
+DURATION, RENEW_DEADLINE, RETRY = 8.0, 5.0, 1.0  # short lease timings (flags); defaults 15 s, 10 s, 2 s
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _AGENT = re.compile(r"\(replica ([a-z0-9-]+)\)")
 _SHARD_LEASE = re.compile(r"/leases/fleet-shard-(\d+)$")
@@ -168,6 +168,19 @@ class Fleet:
             seen[c]["state"] == "Synced" and seen[c]["revision"] == sha for c in self.clusters
         )
 
+    def lease_epoch(self, shard: int) -> int:
+        """The shard lease's transitions as the management cluster holds them now (0: absent)."""
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{leases.NAMESPACE}/leases/fleet-shard-{shard}"
+        resp = send(self.sim, MANAGEMENT, "GET", path)
+        return int(resp.json()["spec"].get("leaseTransitions", 0)) if resp.is_success else 0
+
+    def inventory_fence(self, cluster: str, bundle: str) -> str | None:
+        path = f"/api/v1/namespaces/fleet-system/configmaps/fleet-inventory-{bundle}"
+        resp = send(self.sim, cluster, "GET", path)
+        resp.raise_for_status()
+        fence: str | None = resp.json()["data"].get("fence")
+        return fence
+
     def signal(self, replica: Replica, signum: signal.Signals) -> float:
         replica.process.proc.send_signal(signum)
         at = time.time()
@@ -244,7 +257,8 @@ class Fleet:
         return len(writes)
 
 
-def fleet_of(tmp: Path, stack: ExitStack) -> Fleet:
+def fleet_of(tmp: Path, stack: ExitStack, *, transitions: int = 0) -> Fleet:
+    """The clusters, the management cluster with every shard lease free (at `transitions`), a repository."""
     clusters = balanced_clusters()
     sim = stack.enter_context(testing.serving(names=[MANAGEMENT, *clusters]))
     repo = GitOpsRepo(tmp / "repo")
@@ -256,7 +270,8 @@ def fleet_of(tmp: Path, stack: ExitStack) -> Fleet:
     assert send(sim, MANAGEMENT, "POST", "/api/v1/namespaces", ns).is_success
     for shard in range(SHARDS):
         name = leases.shard_lease(instance="fleet", shard=shard)
-        body = leases.encode(leases.Record(name=name), instance="fleet", role=leases.Role.SHARD)
+        record = leases.Record(name=name, transitions=transitions)
+        body = leases.encode(record, instance="fleet", role=leases.Role.SHARD)
         path = f"/apis/coordination.k8s.io/v1/namespaces/{leases.NAMESPACE}/leases"
         assert send(sim, MANAGEMENT, "POST", path, body).is_success
     return Fleet(tmp=tmp, sim=sim, repo=repo, clusters=clusters, stack=stack)
