@@ -119,6 +119,9 @@ class ClusterResult:
     warnings: tuple[str, ...] = ()
     requests: int = 0
     seconds: float = 0.0
+    # A replica's round stopped by its fence (`apply.NotOwner`, `apply.Fenced`): nothing about the cluster
+    # itself, so no verdict for a rollout; the replica goes on once it may write again.
+    fenced: bool = False
 
     @property
     def changes(self) -> model.ChangeSet:
@@ -241,6 +244,7 @@ async def reconcile_cluster(
         bundles = {b: BundleResult(b, model.State.PAUSED, message="cluster paused") for b in targets}
         return ClusterResult(cluster.name, model.State.PAUSED, bundles=bundles, message="nothing written")
     result: ClusterResult | None = None
+    fenced = False
     limit = round_limit(targets, options)
     try:
         with anyio.fail_after(limit):
@@ -256,9 +260,11 @@ async def reconcile_cluster(
     except errors.Unreachable as e:
         result = _unreached(cluster.name, targets, model.State.UNREACHABLE, str(e))
     except errors.FleetError as e:
+        fenced = isinstance(e, apply.NotOwner | apply.Fenced)
         result = _unreached(cluster.name, targets, model.State.FAILED, str(e))
     except ExceptionGroup as group:  # from a task group of the round (cancellation is not caught)
         err = kube.fleet_error(group)
+        fenced = isinstance(err, apply.NotOwner | apply.Fenced)
         if err is None:
             log.exception("cluster %s: internal error", cluster.name)
             msg = f"cluster {cluster.name}: internal error: {type(group.exceptions[0]).__name__}"
@@ -279,6 +285,7 @@ async def reconcile_cluster(
         warnings=client.warnings,
         requests=client.stats.requests - before,
         seconds=time.monotonic() - started,
+        fenced=fenced,
     )
 
 

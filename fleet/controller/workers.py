@@ -169,9 +169,11 @@ class Workers(watches.Watches):
                 finally:
                     self._rounds.pop(rt.name, None)
                     self._round_ended.set()
-            if scope.cancelled_caught or not self.ownership.owns(rt.name):
+            fenced = not scope.cancelled_caught and result.fenced
+            if scope.cancelled_caught or fenced or not self.ownership.owns(rt.name):
                 span.set_attribute("fleet.state", "handed over")
-                log.info("cluster %s: round stopped: this replica may not write to it now", rt.name)
+                why = result.message if fenced else "this replica may not write to it now"
+                log.info("cluster %s: round stopped: %s", rt.name, why)
                 self._stopped.add(rt.name)  # a late renewal keeps the shard: `Engine._ticked` wakes it
                 return
             changes = result.changes
