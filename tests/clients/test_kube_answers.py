@@ -226,6 +226,7 @@ def _legacy(doc: Any) -> Any:
     return {"kind": "APIGroupList", "groups": out}
 
 
+@pytest.mark.slow  # waits out the request deadline (2 s)
 def test_a_trickled_answer_ends_within_the_request_deadline(proxy: faultproxy.FaultProxy) -> None:
     # A byte every 0.5 s never trips a timeout between bytes (2 s): only a total deadline ends it.
     client = client_for(proxy, kube.Settings(request_timeout=2.0, retry_budget=3.0, backoff_base=0.05))
@@ -241,6 +242,7 @@ def test_a_trickled_answer_ends_within_the_request_deadline(proxy: faultproxy.Fa
     assert run(main) < 6.0  # at most max(request timeout, retry budget), plus scheduling
 
 
+@pytest.mark.slow  # waits out the retry budget (2 s)
 @pytest.mark.parametrize("value", ["86400", "inf", "1e400"])
 def test_a_retry_after_beyond_the_budget_gives_up_at_once_and_never_wedges_the_cluster(
     proxy: faultproxy.FaultProxy, value: str
@@ -273,6 +275,7 @@ def test_a_retry_after_beyond_the_budget_gives_up_at_once_and_never_wedges_the_c
     assert second <= FAST.retry_budget + 2.0  # a pause is capped at the retry budget
 
 
+@pytest.mark.slow  # waits out the retry budget (2 s)
 def test_a_retry_after_of_a_day_from_the_sim_does_not_wedge_the_cluster(sim: testing.SimHandle) -> None:
     kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
     client = kube.Client(cluster="one", context=kc.context("one"), settings=FAST)

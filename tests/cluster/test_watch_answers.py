@@ -170,6 +170,7 @@ def test_an_unreadable_relist_reads_as_an_error_never_as_every_object_deleted(
     anyio.run(main)
 
 
+@pytest.mark.slow  # watches the backoff for 4 s
 def test_a_410_on_a_relists_continue_token_backs_off_and_is_counted(
     sim: testing.SimHandle, proxy: faultproxy.FaultProxy, cluster: str
 ) -> None:
@@ -195,6 +196,7 @@ def test_a_410_on_a_relists_continue_token_backs_off_and_is_counted(
     anyio.run(main)
 
 
+@pytest.mark.slow  # seconds: streams closed, resumed and relisted in turn
 def test_closed_resumed_and_relisted_streams_replay_nothing_as_drift_and_one_edit_is_repaired_once(
     sim: testing.SimHandle, proxy: faultproxy.FaultProxy, cluster: str
 ) -> None:

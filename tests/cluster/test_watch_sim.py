@@ -439,6 +439,7 @@ def test_a_hung_watch_request_is_given_up_and_reopened(
     anyio.run(main)
 
 
+@pytest.mark.slow  # seconds: a fight with another writer, then its backoff
 def test_a_fight_with_another_writer_backs_off_and_is_reported(
     sim: testing.SimHandle, cluster: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import httpx
+import pytest
 
 from fleet.clients import kube
 from fleet.controller.events import EventWriter, Settings
@@ -100,6 +101,7 @@ def test_emitting_never_waits_and_a_full_queue_drops_the_oldest(fleet_sim: testi
     anyio.run(main)
 
 
+@pytest.mark.slow  # waits out the event writes' deadline
 def test_a_cluster_whose_event_writes_hang_holds_up_no_other_and_each_write_gives_up_in_time(
     fleet_sim: testing.SimHandle,
 ) -> None:

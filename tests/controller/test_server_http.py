@@ -106,6 +106,7 @@ def test_idle_connections_are_closed_at_the_header_deadline_and_the_api_keeps_an
     assert 'fleet_http_timeouts_total{kind="header"} 30.0' in metrics
 
 
+@pytest.mark.slow  # waits out a header deadline of 6 s
 def test_connections_over_the_cap_are_closed_at_once_and_the_api_answers_again_after_the_deadline(
     tmp_path: Path,
 ) -> None:
@@ -122,6 +123,7 @@ def test_connections_over_the_cap_are_closed_at_once_and_the_api_answers_again_a
     assert 'fleet_http_connections_refused_total{reason="cap"} 200.0' in metrics
 
 
+@pytest.mark.slow  # waits out the idle timeout (2.5 s)
 def test_a_keep_alive_connection_is_closed_after_the_idle_timeout(tmp_path: Path) -> None:
     with api.serving(tmp_path, server.ServerSettings(limits=LIMITS)) as served:
         s = socket.create_connection((served.host, served.port), timeout=5)

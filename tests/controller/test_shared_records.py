@@ -252,6 +252,7 @@ def test_an_unreadable_rollout_record_is_reported_by_name_and_the_follower_keeps
     anyio.run(main)
 
 
+@pytest.mark.slow  # seconds: 503s retried until the request budget is spent
 def test_an_unreachable_management_cluster_fails_history_writes_and_reads_instead_of_dropping_them(
     sim: testing.SimHandle, tmp_path: Path
 ) -> None:

@@ -192,6 +192,7 @@ def compiled(source: str) -> cel.Program:
 # The properties.
 
 
+@pytest.mark.slow  # seconds of CPU: many generated expressions, each run by both evaluators
 @settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow]
 )
@@ -268,6 +269,7 @@ def test_the_fast_evaluator_gives_the_interpreters_outcome_on_every_path_it_mirr
         assert fast == slow
 
 
+@pytest.mark.slow  # seconds of CPU: generated values
 @settings(max_examples=300, deadline=None)
 @given(document=st.dictionaries(st.sampled_from(["cluster", "a", "b"]), JSON, max_size=3))
 def test_to_cel_converts_every_value_exactly_as_cel_python_does(document: dict[str, Any]) -> None:
@@ -292,6 +294,7 @@ def test_to_cel_converts_every_value_exactly_as_cel_python_does(document: dict[s
     assert same(cel.to_cel(document), celpy.adapter.json_to_cel(document))  # again, from the shared scalars
 
 
+@pytest.mark.slow  # seconds of CPU: generated fleets placed three ways
 @settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow]
 )
@@ -312,6 +315,7 @@ def test_memoised_and_prepared_evaluation_agrees_with_plain_interpretation_clust
             assert got == (plain.value if plain.value is not None else plain.error), source
 
 
+@pytest.mark.slow  # seconds of CPU: generated fleets, every pair judged alone
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow]
 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -48,6 +49,7 @@ def _world(seed: int, *, max_latency: float, shards: int = 8) -> World:
     return World(shards=shards, latency=lambda _n: rnd.uniform(0, max_latency))
 
 
+@pytest.mark.slow  # seconds of CPU: generated schedules of replicas
 @settings(max_examples=40, deadline=None)
 @given(
     initial=st.integers(min_value=1, max_value=4),
@@ -92,6 +94,7 @@ def test_at_every_moment_each_shard_has_at_most_one_replica_allowed_to_write(
         assert set(owners.values()) <= alive
 
 
+@pytest.mark.slow  # seconds of CPU: generated schedules of replicas
 @settings(max_examples=40, deadline=None)
 @given(
     count=st.integers(min_value=2, max_value=4),
@@ -151,6 +154,7 @@ def test_a_replica_that_loses_the_answers_to_its_releases_writes_nothing_after_s
     assert "c" in world.owners().values()
 
 
+@pytest.mark.slow  # seconds of CPU: generated schedules of replicas
 @settings(max_examples=40, deadline=None)
 @given(
     count=st.integers(min_value=2, max_value=4),
@@ -238,6 +242,7 @@ def _touched(world: World, start: float, end: float) -> int:
     )
 
 
+@pytest.mark.slow  # seconds of CPU: generated schedules of replicas
 @settings(max_examples=25, deadline=None)
 @given(
     names=st.lists(

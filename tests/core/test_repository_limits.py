@@ -155,6 +155,7 @@ def test_a_200_mb_file_on_disk_is_refused_without_being_read(tmp_path: Path) -> 
     assert "web" in repo.broken_bundles and "base" in repo.bundles
 
 
+@pytest.mark.slow  # seconds: a commit of 20,001 files
 def test_more_files_than_the_default_limit_refuse_the_revision(tmp_path: Path) -> None:
     git = rb.init(tmp_path)
     blob = rb.configmap("same")

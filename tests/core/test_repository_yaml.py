@@ -9,6 +9,7 @@ import decimal
 import json
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -61,6 +62,7 @@ def same(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
+@pytest.mark.slow  # seconds of CPU: generated values
 @settings(max_examples=200, deadline=None)
 @given(values)
 def test_any_json_like_value_round_trips_through_yaml_as_kubernetes_keeps_it(value: Any) -> None:
@@ -69,6 +71,7 @@ def test_any_json_like_value_round_trips_through_yaml_as_kubernetes_keeps_it(val
     assert same(doc.data, as_kubernetes_keeps(expected))
 
 
+@pytest.mark.slow  # seconds of CPU: generated values
 @settings(max_examples=100, deadline=None)
 @given(st.lists(values, min_size=1, max_size=4))
 def test_shared_values_dumped_as_anchors_and_aliases_load_as_the_same_values(parts: list[Any]) -> None:

@@ -146,6 +146,7 @@ def oracle(selector: model.LabelSelector, labels: Mapping[str, str]) -> bool:
     return True
 
 
+@pytest.mark.slow  # seconds of CPU: generated selectors and label sets
 @settings(max_examples=400, deadline=None)
 @given(selector=label_selectors, labels=label_sets)
 def test_the_selector_engine_agrees_with_an_independent_reading_of_the_rules(

@@ -55,6 +55,7 @@ def test_one_replica_owns_every_shard() -> None:
     assert a.of("only") == frozenset(range(32))
 
 
+@pytest.mark.slow  # seconds of CPU: generated memberships
 @settings(max_examples=100, deadline=None)
 @given(
     shards=st.integers(min_value=1, max_value=300),
@@ -102,6 +103,7 @@ def test_scaling_1_to_3_to_2_moves_at_most_the_needed_share_plus_10_percent(name
     assert sharding.moved(three, two) <= (1 / 3 + 0.10) * 32
 
 
+@pytest.mark.slow  # seconds of CPU: generated memberships
 @settings(max_examples=150, deadline=None)
 @given(
     shards=st.sampled_from([8, 32, 64, 256]),

@@ -440,6 +440,7 @@ def test_a_non_numeric_resource_version_gets_400(target: Target) -> None:
     assert body["message"].startswith("invalid resource version")
 
 
+@pytest.mark.slow  # waits out the server's wait for a future resourceVersion
 def test_a_resource_version_ahead_of_the_cluster_gets_the_too_large_timeout(target: Target) -> None:
     r = target.http.get(target.cm, params={"resourceVersion": "999999999"})
     body = assert_status(r, 504, "Timeout")
@@ -634,6 +635,7 @@ def test_a_resume_after_compaction_gets_one_410_error_event_with_http_200(
     assert status["message"].startswith(f"too old resource version: {rv_of(created)} (")
 
 
+@pytest.mark.slow  # waits out watches of timeoutSeconds=1
 def test_a_watch_from_a_resource_version_not_reached_yet_waits_without_an_error(target: Target) -> None:
     create(target.http, "a", at=target.cm)
     assert watch(target.http, target.cm, resourceVersion="999999999", timeoutSeconds="1") == []
@@ -650,6 +652,7 @@ def test_a_watch_from_a_resource_version_not_reached_yet_starts_once_it_is(clien
     assert json.loads(line)["object"]["metadata"]["name"] == "seen"
 
 
+@pytest.mark.slow  # two 3 s watches (timeoutSeconds, chosen for the real API server too)
 def test_bookmarks_are_never_sent_unless_asked(target: Target) -> None:
     c, at = target.http, target.cm
     for bookmarks in ("false", "true"):
@@ -711,6 +714,7 @@ def test_objects_entering_and_leaving_a_label_selector_arrive_as_added_and_delet
     assert rv_of(events[2]["object"]) == rv_of(left)
 
 
+@pytest.mark.slow  # waits out watches of timeoutSeconds
 def test_a_namespaced_watch_sees_only_its_namespace(target: Target) -> None:
     c, at = target.http, target.cm
     rv = c.get(at).json()["metadata"]["resourceVersion"]
@@ -726,6 +730,7 @@ def test_a_namespaced_watch_sees_only_its_namespace(target: Target) -> None:
     assert target.record("everywhere", names(mine)) == ["there", "here"]
 
 
+@pytest.mark.slow  # waits out watches of timeoutSeconds
 def test_concurrent_watches_see_identical_event_sequences(target: Target) -> None:
     c, at = target.http, target.cm
     rv = c.get(at).json()["metadata"]["resourceVersion"]
@@ -1343,6 +1348,7 @@ def test_duplicate_fields_fail_strict_validation_and_warn_otherwise(target: Targ
     assert 'duplicate field \\"data\\"' in r.headers["Warning"]
 
 
+@pytest.mark.slow  # waits out watches of timeoutSeconds
 def test_a_watch_of_one_object_sees_only_that_object(target: Target) -> None:
     c, at = target.http, target.cm
     rv = c.get(at).json()["metadata"]["resourceVersion"]
@@ -1372,6 +1378,7 @@ def test_a_resource_version_in_an_apply_is_a_precondition(target: Target) -> Non
     assert apply(stale).status_code == 200
 
 
+@pytest.mark.slow  # waits out watches of timeoutSeconds
 def test_conformance_multiple_watchers_observe_add_update_and_delete_by_label(target: Target) -> None:
     """Port of the conformance test "should observe add, update, and delete watch notifications"."""
     c, at = target.http, target.cm

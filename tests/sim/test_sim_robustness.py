@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -48,6 +49,7 @@ REQUESTS = st.sampled_from(
 QUIET = store.Settings(namespace_defaults=False, workload_status=False)
 
 
+@pytest.mark.slow  # seconds: generated requests over HTTP
 def test_arbitrary_bodies_get_objects_or_real_statuses() -> None:
     with (
         testing.serving(names=["fuzz"], settings=QUIET) as sim,
@@ -105,6 +107,7 @@ PARAM_VALUES = st.sampled_from(
 ) | st.text(max_size=8)
 
 
+@pytest.mark.slow  # seconds: generated requests over HTTP
 def test_arbitrary_query_parameters_get_answers_or_real_statuses() -> None:
     with (
         testing.serving(names=["fuzz"], settings=QUIET) as sim,
