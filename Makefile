@@ -44,8 +44,11 @@ $(HELM): $(TOOLS)/build $(TOOLS)/helm/go.mod $(TOOLS)/helm/go.sum
 
 tools: $(TOOL_BINS) $(HELM)
 
+# The fast part (not slow: no process started, nothing that takes seconds) on two workers; then the slow
+# part alone, since its tests start processes, measure deadlines and share a control plane per session.
 unit: $(STAMP) browser tools
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 -m "not slow"
+	$(BIN)/pytest -q -m slow
 
 test: lint typecheck unit
 
