@@ -9,6 +9,9 @@ would an `importlib.import_module("fleet....")` that hides one: there is none (c
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
+import pkgutil
 import re
 from pathlib import Path
 
@@ -141,3 +144,52 @@ def test_the_map_in_fleet_init_names_every_module_of_each_layer_in_its_layer() -
         if absent:
             missing[name] = absent
     assert not missing, f"modules fleet/__init__.py does not name in their layer: {missing}"
+
+
+def _resolves(name: str, modules: dict[str, list[object]], classes: dict[str, list[type]]) -> bool:
+    """`name` (``fleet.a.b.f``, ``b.f``, ``Class.method``, ``b.Class.attr``) names something in fleet."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        head = ".".join(parts[:cut])
+        starts: list[object] = [*modules.get(head, []), *(classes.get(head, []) if cut == 1 else [])]
+        for start in starts:
+            obj = start
+            try:
+                for attr in parts[cut:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                continue
+            return True
+        if starts:
+            return False
+    return False
+
+
+def test_every_function_docs_architecture_md_names_exists_in_fleet() -> None:
+    """docs/architecture.md follows one commit through named functions: each `dotted.name` it cites must
+    be found in the code (by full path, by a module's last names, or by class), so a rename cannot leave
+    the walk-through pointing at nothing."""
+    modules: dict[str, list[object]] = {}
+    classes: dict[str, list[type]] = {}
+    for info in pkgutil.walk_packages(fleet.__path__, "fleet."):
+        if info.name.endswith("__main__") or info.name.startswith(
+            "fleet.sim"
+        ):  # the walk never enters the sim
+            continue
+        module = importlib.import_module(info.name)
+        segments = info.name.split(".")
+        for i in range(len(segments)):
+            modules.setdefault(".".join(segments[i:]), []).append(module)
+        for value in vars(module).values():
+            if inspect.isclass(value) and value.__module__.startswith("fleet."):
+                classes.setdefault(value.__name__, []).append(value)
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    files = ("md", "py", "toml", "yaml", "json")  # `pyproject.toml` is a file, not a name
+    names = {
+        n
+        for n in re.findall(r"`([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)(?:\(\))?`", text)
+        if n.rsplit(".", 1)[1] not in files
+    }
+    assert len(names) > 40  # the walk-through and the pipeline are there
+    missing = sorted(n for n in names if not _resolves(n, modules, classes))
+    assert not missing, f"docs/architecture.md names what fleet does not have: {missing}"
