@@ -115,6 +115,8 @@ def revision_table(doc: dict[str, Any]) -> str:
     if unknown:  # several replicas: clusters no shard's status summary holds (docs/scaling.md)
         rows = [["CLUSTER", "WHY"]] + [[c, str(why)] for c, why in sorted(unknown.items())]
         lines += ["", "status unknown (these clusters may hold it or not):", _table(rows)]
+    for e in doc.get("errors") or []:
+        lines.append(f"error: {e.get('path')}: {e.get('message')}")
     return "\n".join(lines)
 
 
@@ -168,8 +170,9 @@ def history_command(
 def revision_status(
     ctx: typer.Context, server_url: str, revision: str, *, output: str, timeout: float
 ) -> None:
-    """`fleet status --revision SHA`: exit 0 when known, 1 when fleet knows nothing of it or the status of
-    some clusters is unknown (several replicas: a shard without a status summary), 2 on errors."""
+    """`fleet status --revision SHA`: exit 0 when known, 1 when fleet knows nothing of it or the answer is
+    incomplete (several replicas: a cluster no status summary holds, the state of record unreadable), 2
+    when the server cannot be asked."""
     try:
         hist.check_revision(revision)
     except ValueError as e:
@@ -187,7 +190,7 @@ def revision_status(
         typer.echo(json.dumps(doc, indent=2, sort_keys=True))
     else:
         typer.echo(revision_table(doc))
-    if doc.get("unknown"):
+    if doc.get("unknown") or doc.get("errors"):
         raise typer.Exit(1)
 
 

@@ -311,7 +311,8 @@ class Engine(revisions.Revisions):
         """``GET /api/v1/revisions/SHA``: which clusters hold a revision (a full or abbreviated id), for
         which bundles and since when; where it has not arrived (what those pairs hold instead); its rollouts
         and its history. With replicas, every cluster of the fleet (the others' from their shard's status
-        summary) and `unknown`: the clusters no summary holds, each with why (never left out). None when
+        summary), `unknown`: the clusters no summary holds, each with why (never left out), and `errors`
+        when the state of record could not be read or written last period. None when
         fleet knows nothing of it; ValueError when the abbreviation is ambiguous."""
         prefix = hist.check_revision(revision)
         views, unknown = self._bundle_views()
@@ -359,6 +360,8 @@ class Engine(revisions.Revisions):
             doc["unknown"] = unknown
             mine = self.shared.owner.writable()
             doc["shards"] = {"missing": [s for s in self.shared.merged.missing if s not in mine]}
+            if self.shared.problem:  # the summaries may be older than they look
+                doc["errors"] = [{"path": "management cluster", "line": None, "message": self.shared.problem}]
         return doc
 
     def _bundle_views(self) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, str]]:

@@ -184,6 +184,12 @@ def test_a_revision_asked_of_a_replica_lists_the_holders_of_every_shard_and_name
         )
         assert shown.exit_code == 1, shown.output
         assert "status unknown" in shown.output and theirs in shown.output
+        # The summaries cannot be read: the answer says so (what it shows may be old), never a plain success.
+        await sim.faults("mgmt", {"path": "configmaps", "status": 503, "count": 1000})
+        await a.shared.step()
+        await sim.clear_faults("mgmt")
+        doc = (await a.http.get(f"/api/v1/revisions/{REV}")).json()
+        assert any("management cluster" in e["message"] for e in doc["errors"]), doc
 
     run(sim, tmp_path, body)
 
