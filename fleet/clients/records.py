@@ -250,10 +250,27 @@ class Records:
     # -- requests handed on ----------------------------------------------------------------------------
 
     async def hand_on(self, r: rec.Request) -> rec.Request:
-        """Record a reconcile for the owner of `r.shard` (a fresh token when `r` has none)."""
-        if not r.token:
-            r = replace(r, token=secrets.token_hex(5))
-        return rec.decode_request(await self._put(rec.encode_request(r, instance=self.instance)))
+        """Record a reconcile for the owner of `r.shard`: one record per shard and asking replica (its
+        token is this replica), so requests made before the owner took the last one are merged into it
+        (their clusters together; a bundle only when both asked the same) and never pile up."""
+        r = replace(r, token=r.token or self.writer)
+        name = rec.name_for(rec.REQUEST, instance=self.instance, shard=r.shard, token=r.token)
+        for _ in range(3):
+            found = await self._get(name)
+            ask = r
+            if found is not None:
+                have = rec.decode_request(found)
+                ask = replace(
+                    r,
+                    clusters=tuple(sorted(set(have.clusters) | set(r.clusters))),
+                    bundle=r.bundle if have.bundle == r.bundle else None,
+                    meta=have.meta,
+                )
+            try:
+                return rec.decode_request(await self._put(rec.encode_request(ask, instance=self.instance)))
+            except Conflict:
+                continue  # taken by the owner, or merged by this replica's other call, meanwhile: again
+        raise Conflict(f"{rec.where(name)}: changed under every attempt")
 
     async def announce_fetch(self, r: rec.Request) -> rec.Request:
         """Rewrite the instance's fetch request (every replica fetches when it changes); a write that

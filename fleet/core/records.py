@@ -15,8 +15,8 @@ name                                        kind      holds
                                                       coordinate, for the coordinator to take
 ``<instance>-history-<writer>-<n>``         history   a segment of one replica's history entries
 ``<instance>-status-<shard>``               status    one shard's status summary, by the shard's owner
-``<instance>-request-<shard>-<token>``      request   a reconcile asked of a replica that does not own the
-                                                      shard, for its owner to run
+``<instance>-request-<shard>-<replica>``    request   the reconciles asked of a replica that does not own
+                                                      the shard, for its owner to run
 ``<instance>-request-fetch``                request   the latest push announced to any replica (a webhook):
                                                       every replica fetches when it changes
 ==========================================  ========  =====================================================
@@ -743,7 +743,7 @@ class Request:
     shard: int = 0  # RECONCILE: the shard whose owner runs it
     clusters: tuple[str, ...] = ()  # RECONCILE: the clusters of that shard to reconcile now
     bundle: str | None = None
-    token: str = ""  # RECONCILE: unique per request (part of the name)
+    token: str = ""  # RECONCILE: part of the name (the asking replica: its requests to a shard merge)
     reason: str = ""
     meta: Meta = Meta("")
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from fleet import cli
 from fleet.clients import kube, management, statedb
 from fleet.clients import records as records_client
-from fleet.controller import engine, replicas, server, shared, webhook
+from fleet.controller import engine, replicas, runtime, server, shared, webhook
 from fleet.core import coordination, leases, model, sharding
 from fleet.sim import testing
 
@@ -220,6 +220,18 @@ def test_a_reconcile_asked_of_a_replica_that_does_not_own_the_cluster_is_run_by_
         got = (await b.http.post("/api/v1/reconcile", params={"bundle": "web"})).json()
         assert sorted(got["queued"]) == b.mine()
         assert sorted(got["handedOn"]) == a.mine()
+        # Asked twice before a took them: one request per shard, the clusters merged, never piling up.
+        waiting = await b.shared.records.requests()
+        assert sorted(r.shard for r in waiting) == sorted(
+            sharding.shard_of(c, shards=SHARDS) for c in a.mine()
+        )
+        for c in a.mine():
+            a.engine.clusters[c].pending = None
+        await a.shared.step()
+        assert all(
+            "requested" in (a.engine.clusters[c].pending or runtime.Request()).reasons for c in a.mine()
+        )
+        assert await a.shared.records.requests() == []
 
     run(sim, tmp_path, body)
 
