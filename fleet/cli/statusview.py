@@ -1,6 +1,7 @@
 """Rendering a `fleet serve` status document for people (pure).
 
-Owns: turning the status document (docs/operations.md) into the text table `fleet status` prints, and
+Owns: turning the status document (docs/operations.md) into the text table `fleet status` prints (with
+several replicas, a line saying which replica answered and which shards' clusters are unknown), and
 rollouts (docs/rollouts.md) into the tables `fleet rollout status` prints. Does not: fetch them (the
 commands do) or change them.
 """
@@ -32,6 +33,31 @@ def _short(sha: str | None) -> str:
     return sha[:7] if sha else "-"
 
 
+def _replica(doc: dict[str, Any]) -> str | None:
+    """Which replica answered, when several share the fleet (docs/scaling.md)."""
+    r = doc.get("replica")
+    if not isinstance(r, dict):
+        return None
+    line = (
+        f"replica   {r.get('id')}{' (coordinating)' if r.get('coordinating') else ''} writes "
+        f"{len(r.get('shards') or [])} of {r.get('shardCount')} shards"
+    )
+    shards = doc.get("shards")
+    if not isinstance(shards, dict):
+        return line + "; only its clusters are listed"
+    per: dict[str, int] = {}
+    for who in (shards.get("writers") or {}).values():
+        per[str(who)] = per.get(str(who), 0) + 1
+    others = ", ".join(f"{w} ({n})" for w, n in sorted(per.items()) if w != r.get("id"))
+    line += "; the other clusters as their owners last reported them" + (f": {others}" if others else "")
+    missing = shards.get("missing") or []
+    if missing:
+        line += (
+            f"; no status summary for shards {', '.join(map(str, missing))} (their clusters' status unknown)"
+        )
+    return line
+
+
 def table(doc: dict[str, Any], *, now: dt.datetime | None = None) -> str:
     """The status as aligned text: a header about the revision, then one row per cluster."""
     now = now or dt.datetime.now(dt.UTC)
@@ -40,6 +66,9 @@ def table(doc: dict[str, Any], *, now: dt.datetime | None = None) -> str:
         f"author    {doc.get('author') or '-'}  committed {_age(doc.get('committedAt'), now=now)} ago,"
         f" fetched {_age(doc.get('fetchedAt'), now=now)} ago",
     ]
+    replica = _replica(doc)
+    if replica:
+        lines.append(replica)
     for err in doc.get("errors") or []:
         lines.append(f"error     {err.get('path')}:{err.get('line')}: {err.get('message')}")
     store = doc.get("stateStore") or {}

@@ -1,4 +1,5 @@
-"""`fleet status`'s table (pure): what the status document says about the state database."""
+"""`fleet status`'s table (pure): what the status document says about the state database, and which replica
+answered when several share the fleet."""
 
 from __future__ import annotations
 
@@ -43,3 +44,26 @@ def test_a_set_aside_database_is_a_line_of_the_table_and_a_healthy_one_is_not() 
         doc({"saving": True, "lastError": None, "failingSince": None, "setAside": None}), now=NOW
     )
     assert "state " not in healthy
+
+
+def test_a_replica_says_which_one_answered_and_names_the_shards_whose_clusters_are_unknown() -> None:
+    d = {
+        **doc({"saving": True}),
+        "replica": {
+            "id": "vm-a1b2c",
+            "shardCount": 4,
+            "shards": [0, 1],
+            "coordinating": True,
+            "clusters": [],
+        },
+        "shards": {
+            "count": 4,
+            "missing": [3],
+            "writers": {"0": "vm-a1b2c", "1": "vm-a1b2c", "2": "vm-z9y8x"},
+        },
+    }
+    assert (
+        "replica   vm-a1b2c (coordinating) writes 2 of 4 shards; the other clusters as their owners last "
+        "reported them: vm-z9y8x (1); no status summary for shards 3 (their clusters' status unknown)"
+    ) in statusview.table(d, now=NOW)
+    assert "replica " not in statusview.table(doc({"saving": True}), now=NOW)
