@@ -119,8 +119,9 @@ async def write_inventory(
 
 
 class InventoryRaced(errors.ClusterError):
-    """An inventory appeared between this round's read and its create (another source, or a replica):
-    nothing of it is overwritten; the next round reads who wrote it."""
+    """An inventory appeared between this round's read and its create, or changed before its write over
+    the version read (another source, or a replica): nothing of it is overwritten; the next round reads
+    who wrote it."""
 
     retriable = True
 
@@ -337,7 +338,7 @@ async def _apply_step(
     except kube.ConflictError as e:
         return model.Change(ref, model.Action.CONFLICT, str(e))
     except errors.ClusterError as e:
-        return model.Change(ref, model.Action.FAILED, str(e))
+        return model.Change(ref, model.Action.FAILED, str(e), retriable=e.retriable)
     out[k] = obj
     before = (live.get(k) or {}).get("metadata", {}).get("resourceVersion")
     after = (obj.get("metadata") or {}).get("resourceVersion")
@@ -437,7 +438,10 @@ async def prune_bundle(
                 contents = await _namespace_contents(client, types, ref.name)
             except errors.ClusterError as e:
                 keep.add(ref)
-                changes.append(model.Change(ref, model.Action.FAILED, f"{ref}: not pruned: {e}"))
+                failed = model.Change(
+                    ref, model.Action.FAILED, f"{ref}: not pruned: {e}", retriable=e.retriable
+                )
+                changes.append(failed)
                 return
             ok, holding = plan.namespace_prunable(ref.name, contents=contents, pruned=deleted)
             if not ok:
@@ -451,7 +455,10 @@ async def prune_bundle(
             gone = await client.delete(rt, namespace=ref.namespace or None, name=ref.name)
         except errors.ClusterError as e:
             keep.add(ref)
-            changes.append(model.Change(ref, model.Action.FAILED, f"{ref}: delete failed: {e}"))
+            failed = model.Change(
+                ref, model.Action.FAILED, f"{ref}: delete failed: {e}", retriable=e.retriable
+            )
+            changes.append(failed)
             return
         deleted.append(ref)
         changes.append(model.Change(ref, model.Action.DELETED, "" if gone else "already gone"))

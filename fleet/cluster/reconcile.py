@@ -99,6 +99,10 @@ class BundleResult:
     objects: int = 0
     hash: str | None = None
     degraded: bool = False  # FAILED because an applied object is unhealthy for good, not a failed write
+    # FAILED only by errors a retry can fix (every failed change, or the error that stopped the round, is
+    # `retriable`: a race on fleet's own records, a 429/5xx or timeout past the retry budget); a rollout
+    # keeps such a cluster in flight and retries it until its deadline (docs/rollouts.md)
+    retriable: bool = False
 
     @property
     def problems(self) -> tuple[str, ...]:
@@ -211,10 +215,20 @@ def _dependency_waves(targets: Mapping[str, plan.Target]) -> int:
 
 
 def _unreached(
-    cluster: str, targets: Mapping[str, plan.Target], state: model.State, message: str
+    cluster: str,
+    targets: Mapping[str, plan.Target],
+    state: model.State,
+    message: str,
+    *,
+    retriable: bool = False,
 ) -> ClusterResult:
+    """Every bundle of a round that stopped before it was done: `state` (`retriable`: the error that
+    stopped it is one a retry can fix), suspended ones as they are."""
+    retriable = retriable and state is model.State.FAILED
     bundles = {
-        b: BundleResult(b, model.State.SUSPENDED if t.suspended else state, message=message)
+        b: BundleResult(b, model.State.SUSPENDED, message=message)
+        if t.suspended
+        else BundleResult(b, state, message=message, retriable=retriable)
         for b, t in targets.items()
     }
     return ClusterResult(cluster, state, bundles=bundles, message=message)
@@ -261,7 +275,7 @@ async def reconcile_cluster(
         result = _unreached(cluster.name, targets, model.State.UNREACHABLE, str(e))
     except errors.FleetError as e:
         fenced = isinstance(e, apply.NotOwner | apply.Fenced)
-        result = _unreached(cluster.name, targets, model.State.FAILED, str(e))
+        result = _unreached(cluster.name, targets, model.State.FAILED, str(e), retriable=e.retriable)
     except ExceptionGroup as group:  # from a task group of the round (cancellation is not caught)
         err = kube.fleet_error(group)
         fenced = isinstance(err, apply.NotOwner | apply.Fenced)
@@ -271,7 +285,7 @@ async def reconcile_cluster(
             result = _unreached(cluster.name, targets, model.State.FAILED, msg)
         else:
             state = model.State.UNREACHABLE if isinstance(err, errors.Unreachable) else model.State.FAILED
-            result = _unreached(cluster.name, targets, state, str(err))
+            result = _unreached(cluster.name, targets, state, str(err), retriable=err.retriable)
     except Exception as e:  # a bug must not take the other clusters down with this one
         log.exception("cluster %s: internal error", cluster.name)
         msg = f"cluster {cluster.name}: internal error: {type(e).__name__}"
@@ -331,6 +345,16 @@ async def _round(
 
     async def write_inventory(b: str, refs: frozenset[model.ObjectRef]) -> None:
         await gate()
+        try:
+            await _write_inventory(b, refs)
+        except kube.ConflictError as e:  # a 409 on fleet's own inventory: another writer since it was read
+            name = model.inventory_name(instance=instance, bundle=b)
+            raise apply.InventoryRaced(
+                f"ConfigMap/{model.INVENTORY_NAMESPACE}/{name}: changed by another writer during this round; "
+                f"not overwritten, retried ({e})"
+            ) from e
+
+    async def _write_inventory(b: str, refs: frozenset[model.ObjectRef]) -> None:
         if options.fence is not None and b not in created:  # a replica: under its fence, over what it read
             found = seen.inventories.get(b)
             if found is not None:
@@ -405,9 +429,10 @@ async def _round(
             except errors.ClusterError as e:
                 if isinstance(e, errors.Unreachable):
                     raise
-                applied[b] = apply.Applied(
-                    model.ChangeSet((model.Change(_ns_ref(p.namespace), model.Action.FAILED, str(e)),))
+                failed = model.Change(
+                    _ns_ref(p.namespace), model.Action.FAILED, str(e), retriable=e.retriable
                 )
+                applied[b] = apply.Applied(model.ChangeSet((failed,)))
                 return
         if _has_work(p):
             await gate()
@@ -512,7 +537,12 @@ async def _round(
         ]
         if bad:
             state = model.State.UNREACHABLE if all("unreachable" in m for m in bad) else model.State.FAILED
-            results[b] = BundleResult(b, state, changes, _summary(bad), count, hash_)
+            retriable = state is model.State.FAILED and all(
+                c.retriable
+                for c in changes.changes
+                if c.action in (model.Action.FAILED, model.Action.CONFLICT)
+            )
+            results[b] = BundleResult(b, state, changes, _summary(bad), count, hash_, retriable=retriable)
             continue
         status, messages = healthy.get(b, (health.Status.HEALTHY, ()))
         if status is health.Status.HEALTHY:

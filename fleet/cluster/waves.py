@@ -3,7 +3,8 @@
 Owns: `run`, which drives `fleet.core.rollout` for each bundle of one revision against the clusters: the
 same waves, concurrency, failure budgets, soak and progress deadlines as `fleet serve`, each cluster
 reconciled with the bundles whose turn has come (the others left as they are there), health re-read
-until each cluster in flight is healthy, failed or past its deadline; and it stops at the first halt, or
+until each cluster in flight is healthy, failed or past its deadline (a round failed only by errors a
+retry can fix, `BundleResult.retriable`, is retried with backoff until then); and it stops at the first halt, or
 at a wave that waits for a person's approval (nobody can approve a foreground run).
 Does not: store rollouts (nothing of them outlives the run), place or render (targets and waves come in),
 or print (the command does).
@@ -20,7 +21,7 @@ import anyio
 
 from fleet.clients import kube
 from fleet.cluster import reconcile
-from fleet.core import model, pipeline, plan
+from fleet.core import backoff, model, pipeline, plan
 from fleet.core import rollout as ro
 
 
@@ -44,6 +45,17 @@ def _cluster_targets(
     for b, t in targets.items():
         out[b] = t if b in sent or b not in rolled else plan.Target(b, suspended=True)
     return out
+
+
+RETRY_CAP = 30.0  # seconds at most between two rounds of a cluster whose failure is retried
+
+
+def _retried(result: reconcile.ClusterResult, sent: set[str]) -> bool:
+    """Whether a round failed some bundle it was sent in a way a retry can fix (it is retried)."""
+    return any(
+        (br := result.bundles.get(b)) is not None and br.state is model.State.FAILED and br.retriable
+        for b in sent
+    )
 
 
 async def run(
@@ -82,6 +94,7 @@ async def run(
     limiter = anyio.CapacityLimiter(max(1, options.concurrency))
     round_options = dataclasses.replace(options, wait=False)
     stopped: str | None = None
+    retries = 0  # rounds in a row that some cluster in flight failed in a way a retry can fix
 
     async def one(name: str) -> None:
         cluster = repo.clusters[name]
@@ -104,6 +117,7 @@ async def run(
                 name,
                 state=state,
                 degraded=bool(seen and seen.degraded),
+                retriable=bool(seen and seen.retriable),
                 message=(seen.message if seen is not None else result.message),
                 now=at,
             )
@@ -143,8 +157,14 @@ async def run(
         async with anyio.create_task_group() as tg:
             for c in sorted(in_flight):
                 tg.start_soon(one, c)
-        if any(results[c].state is model.State.PROGRESSING for c in in_flight if c in results):
+        if any(_retried(results[c], sent.get(c, set())) for c in in_flight if c in results):
+            retries += 1  # retried with the controller's backoff, until the cluster's progress deadline
+            await anyio.sleep(backoff.delay(retries, base=options.health_interval, cap=RETRY_CAP))
+        elif any(results[c].state is model.State.PROGRESSING for c in in_flight if c in results):
+            retries = 0
             await anyio.sleep(options.health_interval)
+        else:
+            retries = 0
 
     # Every cluster once more with everything it was sent, so the result says where each one stands;
     # clusters never reached are reconciled with their rolled bundles left as they are.

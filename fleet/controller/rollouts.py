@@ -66,6 +66,7 @@ class Observed:
     state: model.State
     degraded: bool = False  # FAILED because an object is unhealthy for good (not an apply failure)
     message: str = ""
+    retriable: bool = False  # FAILED only by errors a retry can fix (the cluster stays in flight)
 
 
 HeldFn = Callable[[str, str], "tuple[str | None, str | None]"]  # (cluster, bundle) -> (revision, hash)
@@ -349,41 +350,31 @@ class Conductor:
         unreachable: str = "",
     ) -> None:
         """A round on `cluster` finished: feed what it saw of each bundle it reconciled at a rollout's
-        revision to that rollout, then act on what changed. A follower reports it for the coordinator."""
+        revision to that rollout (`ro.observe_round` decides; a round that could not reach the cluster
+        counts with its own message), then act on what changed. A follower reports it for the
+        coordinator."""
         now = self._clock()
         if not self.deciding():
             self._report(cluster, results, holds=holds, unreachable=unreachable, now=now)
             return
         changed = False
         for b, r in list(self.latest.items()):
-            m = r.members.get(cluster)
-            if (
-                r.terminal
-                or m is None
-                or m.phase not in (ro.ClusterPhase.PROGRESSING, ro.ClusterPhase.HEALTHY)
-            ):
-                continue
             if holds.get(b) != NEWEST:
-                continue
-            new = r
+                continue  # the round applied another revision of the bundle there (or none)
             seen = results.get(b)
             if unreachable and (seen is None or seen.state is model.State.UNREACHABLE):
-                new = ro.applied(r, cluster, now=now, ok=False, unreachable=True, message=unreachable)
+                seen = Observed(model.State.UNREACHABLE, message=unreachable)  # the round's own message
             elif seen is None:
                 continue
-            elif seen.state is model.State.UNREACHABLE:
-                new = ro.applied(r, cluster, now=now, ok=False, unreachable=True, message=seen.message)
-            elif seen.state is model.State.FAILED and not seen.degraded:
-                new = ro.applied(r, cluster, now=now, ok=False, message=seen.message)
-            elif seen.state in (model.State.SYNCED, model.State.PROGRESSING, model.State.FAILED):
-                if m.applied_at is None or m.unreachable_since is not None:
-                    new = ro.applied(new, cluster, now=now, ok=True)
-                verdict = {
-                    model.State.SYNCED: ro.Verdict.HEALTHY,
-                    model.State.PROGRESSING: ro.Verdict.PROGRESSING,
-                    model.State.FAILED: ro.Verdict.DEGRADED,
-                }[seen.state]
-                new = ro.health(new, cluster, now=now, verdict=verdict, observed_at=now, message=seen.message)
+            new = ro.observe_round(
+                r,
+                cluster,
+                state=seen.state,
+                degraded=seen.degraded,
+                retriable=seen.retriable,
+                message=seen.message,
+                now=now,
+            )
             if new is not r:
                 self._set(new)
                 changed = True
@@ -606,6 +597,7 @@ class Conductor:
                 state=(seen.state if seen is not None else model.State.UNREACHABLE).value,
                 at=now,
                 degraded=seen.degraded if seen is not None else False,
+                retriable=seen.retriable if seen is not None else False,
                 message=seen.message if seen is not None else "",
                 unreachable=unreachable,
             )

@@ -450,7 +450,10 @@ class Shared:
                     continue
                 self._fed[(cluster, bundle)] = o.at
                 results[bundle] = rollouts.Observed(
-                    state=model.State(o.state), degraded=o.degraded, message=o.message
+                    state=model.State(o.state),
+                    degraded=o.degraded,
+                    message=o.message,
+                    retriable=o.retriable,
                 )
                 unreachable = unreachable or o.unreachable
             if results:

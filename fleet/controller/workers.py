@@ -203,7 +203,9 @@ class Workers(watches.Watches):
         await self.rollouts.observed(
             rt.name,
             {
-                b: rollouts.Observed(state=br.state, degraded=br.degraded, message=br.message)
+                b: rollouts.Observed(
+                    state=br.state, degraded=br.degraded, message=br.message, retriable=br.retriable
+                )
                 for b, br in result.bundles.items()
             },
             holds=holds,

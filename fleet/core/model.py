@@ -511,6 +511,7 @@ class Change:
     ref: ObjectRef
     action: Action
     message: str = ""
+    retriable: bool = False  # FAILED by an error a retry can fix (`fleet.core.errors`: `retriable`)
 
 
 @dataclass(frozen=True)

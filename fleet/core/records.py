@@ -584,6 +584,7 @@ class Observation:
     degraded: bool = False
     message: str = ""
     unreachable: str = ""  # the round could not reach the cluster (its message)
+    retriable: bool = False  # Failed only by errors a retry can fix (the cluster stays in flight)
 
 
 @dataclass(frozen=True)
@@ -656,6 +657,7 @@ def decode_summary(obj: Mapping[str, Any]) -> Summary:
                     degraded=bool(o.get("degraded", False)),
                     message=str(o.get("message", "")),
                     unreachable=str(o.get("unreachable", "")),
+                    retriable=bool(o.get("retriable", False)),
                 )
                 for b, o in per.items()
             }

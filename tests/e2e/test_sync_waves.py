@@ -100,3 +100,51 @@ def test_sync_with_waves_refuses_no_wait(tmp_path: Path, sim: testing.SimHandle)
     repo = repo_with(tmp_path, failed=False)
     out = run_fleet("sync", str(repo.root), "--kubeconfig", str(sim.kubeconfig), "--waves", "--no-wait")
     assert out.returncode == 2 and "--waves" in out.stderr
+
+
+def deployment_answers(sim: testing.SimHandle, cluster: str) -> list[int]:
+    return [
+        e["status"]
+        for e in sim.journal_sync(cluster)
+        if e["method"] == "PATCH" and e["path"].endswith("/deployments/web")
+    ]
+
+
+def test_sync_with_waves_retries_a_canary_whose_apply_is_answered_503_and_completes(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    # More 503s than one request's retry budget (1s) absorbs: the canary's rounds fail, retriable, until
+    # the API server lets the apply through; the rollout goes on instead of halting.
+    sim.faults_sync("dev-1", {"status": 503, "method": "PATCH", "path": "deployments/web", "count": 8})
+    repo = repo_with(tmp_path, failed=False)
+    out = run_fleet(
+        "sync", str(repo.root), "--kubeconfig", str(sim.kubeconfig), "--waves", "--retry-budget", "1s",
+        "--format", "json",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["stopped"] is None and doc["rollouts"]["web"]["state"] == "Completed"
+    answers = deployment_answers(sim, "dev-1")
+    assert answers.count(503) == 8 and answers[-1] in (200, 201), answers
+    through = deployment_writes(sim, "dev-1")[0]["time"]
+    for c in ("prod-1", "prod-2"):
+        assert deployment_writes(sim, c)[0]["time"] > through  # sent only after the canary went through
+
+
+def test_sync_with_waves_halts_at_once_when_the_canarys_apply_is_answered_422(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    sim.faults_sync("dev-1", {"status": 422, "method": "PATCH", "path": "deployments/web"})
+    repo = repo_with(tmp_path, failed=False)
+    out = run_fleet(
+        "sync", str(repo.root), "--kubeconfig", str(sim.kubeconfig), "--waves", "--retry-budget", "1s",
+        "--format", "json",
+    )  # fmt: skip
+    assert out.returncode == 1
+    doc = json.loads(out.stdout)
+    web = doc["rollouts"]["web"]
+    assert web["state"] == "Halted"
+    assert web["waves"][0]["failed"]["dev-1"]["reason"] == "apply"
+    assert "still failing" not in web["waves"][0]["failed"]["dev-1"]["message"]  # not retried to a deadline
+    for c in ("prod-1", "prod-2"):
+        assert deployment_writes(sim, c) == [], f"{c} was sent the revision"

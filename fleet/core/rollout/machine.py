@@ -78,6 +78,7 @@ class Member:
     healthy_since: float | None = None
     deadline_at: float | None = None
     unreachable_since: float | None = None
+    retrying_since: float | None = None  # its rounds fail in a way a retry can fix (`message`: the last)
     reason: FailReason | None = None
     message: str = ""
 
@@ -262,18 +263,29 @@ def _fail(m: Member, reason: FailReason, message: str) -> Member:
 
 
 def applied(
-    r: Rollout, cluster: str, *, now: float, ok: bool, message: str = "", unreachable: bool = False
+    r: Rollout,
+    cluster: str,
+    *,
+    now: float,
+    ok: bool,
+    message: str = "",
+    unreachable: bool = False,
+    retriable: bool = False,
 ) -> Rollout:
     """The apply of this rollout's revision to `cluster` finished: `ok`, refused (`ok=False`: the cluster
-    fails with reason apply), or the cluster could not be reached (`unreachable=True`: it stays in flight
-    until its deadline, then fails with reason unreachable)."""
+    fails with reason apply), refused in a way a retry can fix (`retriable=True`: a race on fleet's own
+    records, a 429/5xx or timeout past the request's retry budget; it stays in flight, its rounds retried,
+    until its deadline, then fails with reason apply), or the cluster could not be reached
+    (`unreachable=True`: it stays in flight until its deadline, then fails with reason unreachable)."""
     m = _member(r, cluster)
     if r.terminal or m is None or m.phase is not ClusterPhase.PROGRESSING:
         return r  # stale: the rollout moved on
     if ok:
-        m = replace(m, applied_at=now, unreachable_since=None, message="")
+        m = replace(m, applied_at=now, unreachable_since=None, retrying_since=None, message="")
     elif unreachable:
-        m = replace(m, unreachable_since=m.unreachable_since or now, message=message)
+        m = replace(m, unreachable_since=m.unreachable_since or now, retrying_since=None, message=message)
+    elif retriable:
+        m = replace(m, retrying_since=m.retrying_since or now, unreachable_since=None, message=message)
     else:
         m = _fail(m, FailReason.APPLY, message)
     return _with(r, m, now=now)
@@ -312,19 +324,27 @@ def health(
 
 
 def observe_round(
-    r: Rollout, cluster: str, *, state: model.State, degraded: bool = False, message: str = "", now: float
+    r: Rollout,
+    cluster: str,
+    *,
+    state: model.State,
+    degraded: bool = False,
+    retriable: bool = False,
+    message: str = "",
+    now: float,
 ) -> Rollout:
     """What one round that reconciled `cluster` to this rollout's revision saw of the bundle there, in the
     words of a bundle's status: Synced (applied and healthy), Progressing (applied, not healthy yet),
-    Failed (a write refused, or `degraded`: an object unhealthy for good), Unreachable. The one rule
-    `fleet serve` and `fleet sync --waves` both follow."""
+    Failed (a write refused; `retriable`: every failed write is one a retry can fix, the cluster stays in
+    flight until its deadline; `degraded`: an object unhealthy for good), Unreachable. The one rule
+    `fleet serve` and `fleet sync --waves` both follow (docs/rollouts.md, "Which failures are retried")."""
     m = _member(r, cluster)
     if r.terminal or m is None or m.phase not in (ClusterPhase.PROGRESSING, ClusterPhase.HEALTHY):
         return r
     if state is model.State.UNREACHABLE:
         return applied(r, cluster, now=now, ok=False, unreachable=True, message=message)
     if state is model.State.FAILED and not degraded:
-        return applied(r, cluster, now=now, ok=False, message=message)
+        return applied(r, cluster, now=now, ok=False, retriable=retriable, message=message)
     verdicts = {
         model.State.SYNCED: Verdict.HEALTHY,
         model.State.PROGRESSING: Verdict.PROGRESSING,
@@ -332,7 +352,7 @@ def observe_round(
     }
     if state not in verdicts:
         return r  # Pending (waiting for a dependsOn bundle), Suspended, Paused: nothing to judge yet
-    if m.applied_at is None or m.unreachable_since is not None:
+    if m.applied_at is None or m.unreachable_since is not None or m.retrying_since is not None:
         r = applied(r, cluster, now=now, ok=True)
     return health(r, cluster, now=now, verdict=verdicts[state], observed_at=now, message=message)
 
@@ -376,6 +396,9 @@ def _expire(r: Rollout, now: float) -> Rollout:
         if m.unreachable_since is not None:
             why = f"unreachable past the progress deadline ({limit})"
             members[name] = _fail(m, FailReason.UNREACHABLE, f"{why}: {m.message}" if m.message else why)
+        elif m.retrying_since is not None:
+            why = f"still failing when retried until the progress deadline ({limit})"
+            members[name] = _fail(m, FailReason.APPLY, f"{why}: {m.message}" if m.message else why)
         else:
             members[name] = _fail(
                 m, FailReason.DEADLINE, f"not healthy within the progress deadline ({limit})"

@@ -56,6 +56,7 @@ def dump(r: machine.Rollout) -> dict[str, Any]:
                 "healthySince": m.healthy_since,
                 "deadlineAt": m.deadline_at,
                 "unreachableSince": m.unreachable_since,
+                "retryingSince": m.retrying_since,
                 "reason": str(m.reason) if m.reason else None,
                 "message": m.message,
             }
@@ -108,6 +109,7 @@ def load(d: Mapping[str, Any]) -> machine.Rollout:
             healthy_since=m["healthySince"],
             deadline_at=m["deadlineAt"],
             unreachable_since=m["unreachableSince"],
+            retrying_since=m.get("retryingSince"),  # absent from rollouts stored by earlier versions
             reason=machine.FailReason(m["reason"]) if m["reason"] else None,
             message=m["message"],
         )
@@ -188,6 +190,13 @@ def document(r: machine.Rollout, *, now: float) -> dict[str, Any]:
         }
         if deadlines:
             entry["deadlines"] = deadlines
+        retrying = {
+            m.cluster: m.message
+            for m in members
+            if m.phase is machine.ClusterPhase.PROGRESSING and m.retrying_since is not None
+        }
+        if retrying:
+            entry["retrying"] = retrying
         if index == r.wave and r.phase is machine.Phase.SOAKING and r.soak_until is not None:
             entry["soakUntil"] = _time(r.soak_until)
             entry["soakRemainingSeconds"] = max(0.0, round(r.soak_until - now, 1))
