@@ -450,3 +450,57 @@ def test_a_killed_controller_continues_the_rollout_where_it_was(
         assert len(found) == 1, (c, found)  # none applied twice, none skipped
     times = [deployment_writes(sim, c, since=before[c])[0]["time"] for c in PROD]
     assert times == sorted(times)  # one at a time, in the wave's order
+
+
+def test_a_canary_whose_apply_is_answered_503_for_a_while_is_retried_and_the_rollout_completes(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    # More 503s than one request's retry budget (1s) absorbs: rounds of the canary fail, retriable; the
+    # controller retries them with its backoff and the rollout goes on once the apply goes through.
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    with serve.serving(
+        repo=gitops.root,
+        kubeconfig=sim.kubeconfig,
+        state_dir=tmp_path / "state",
+        log=tmp_path / "serve.log",
+        args=["--interval", "1s", "--api-token-file", str(token), "--retry-budget", "1s"],
+    ) as fleet:
+        completed_first(fleet, gitops)
+        sim.faults_sync("dev-1", {"status": 503, "method": "PATCH", "path": "deployments/web$", "count": 12})
+        web(gitops, "web:2", rollout={**CANARY_THEN_REST, "progressDeadline": "60s"})
+        good = gitops.commit("good, behind a busy API server")
+        retrying = fleet.wait_for(
+            lambda doc: bool((rollout_of(doc, good) or {"waves": [{}]})["waves"][0].get("retrying")),
+            timeout=60,
+            what="the canary retried",
+        )
+        doc = fleet.wait_for(state_is(good, "Completed", "Halted"), timeout=90, what="the rollout ended")
+    r = rollout_of(doc, good)
+    assert r is not None and r["state"] == "Completed", r
+    shown = rollout_of(retrying, good)
+    assert shown is not None and shown["waves"][0]["clusters"] == {"dev-1": "Progressing"}
+    assert "unable to handle the request" in shown["waves"][0]["retrying"]["dev-1"]
+    assert [e["status"] for e in sim.journal_sync("dev-1") if e["path"].endswith("/deployments/web")].count(
+        503
+    ) == 12
+    for c in CLUSTERS:
+        assert image_on(sim, c) == "web:2"
+
+
+def test_a_canary_whose_apply_is_answered_422_halts_the_rollout_at_once(
+    tmp_path: Path, gitops: GitOpsRepo, sim: testing.SimHandle
+) -> None:
+    with start(tmp_path, gitops, sim) as fleet:
+        completed_first(fleet, gitops)
+        before = marks(sim)
+        sim.faults_sync("dev-1", {"status": 422, "method": "PATCH", "path": "deployments/web$"})
+        web(gitops, "web:2")
+        bad = gitops.commit("refused")
+        doc = fleet.wait_for(state_is(bad, "Halted"), timeout=60, what="halted after the canary")
+    r = rollout_of(doc, bad)
+    assert r is not None
+    failed = r["waves"][0]["failed"]["dev-1"]
+    assert failed["reason"] == "apply" and "still failing" not in failed["message"]
+    for c in PROD:
+        assert writes(sim, c, since=before[c]) == [], f"{c} was written to"
