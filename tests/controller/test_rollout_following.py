@@ -14,6 +14,7 @@ from fleet.clients import statedb
 from fleet.controller import rollouts
 from fleet.controller.metrics import Metrics
 from fleet.core import model
+from fleet.core import records as rec
 from fleet.core import rollout as ro
 from tests.support import placement_builders as pb
 
@@ -100,3 +101,46 @@ def test_a_revision_that_changes_nothing_for_a_bundle_is_marked_so_the_follower_
         assert follower.hold("web", "c1") == rollouts.NEWEST
 
     anyio.run(main)
+
+
+def test_a_retried_failure_a_follower_reports_keeps_the_cluster_in_flight_at_the_coordinator(
+    tmp_path: Path,
+) -> None:
+    busy = "Deployment/web/web: the server is currently unable to handle the request"
+
+    async def main() -> None:
+        lead, _ = conductor(tmp_path, "lead", deciding=True)
+        follower, _ = conductor(tmp_path, "follower", deciding=False)
+        await begin(lead, NEW, {"c1": "h1", "c2": "h2"})
+        follower.adopt(stored(lead))
+        failed = rollouts.Observed(state=model.State.FAILED, message=busy, retriable=True)
+        await follower.observed("c2", {"web": failed}, holds={"web": rollouts.NEWEST})
+        # Carried to the coordinator by the shard's status summary (encoded and decoded as stored).
+        summary = rec.Summary(
+            shard=0, shards=1, writer="f", epoch=1, updated_at=1.0, observed=follower.reports
+        )
+        seen = rec.decode_summary(stored_summary(rec.encode_summary(summary, instance="fleet"))).observed
+        o = seen["c2"]["web"]
+        assert o.retriable and o.message == busy
+        carried = rollouts.Observed(
+            state=model.State(o.state), degraded=o.degraded, message=o.message, retriable=o.retriable
+        )
+        await lead.observed("c2", {"web": carried}, holds={"web": rollouts.NEWEST})
+        m = lead.latest["web"].members["c2"]
+        assert (m.phase, m.message) == (ro.ClusterPhase.PROGRESSING, busy)
+        assert lead.latest["web"].phase is ro.Phase.PROGRESSING
+        # The same failure without the flag is a refusal: the cluster fails and the rollout halts.
+        await lead.observed(
+            "c2",
+            {"web": rollouts.Observed(state=model.State.FAILED, message="422 Invalid")},
+            holds={"web": rollouts.NEWEST},
+        )
+        assert lead.latest["web"].members["c2"].reason is ro.FailReason.APPLY
+        assert lead.latest["web"].phase is ro.Phase.HALTED
+
+    anyio.run(main)
+
+
+def stored_summary(obj: dict[str, Any]) -> dict[str, Any]:
+    """A ConfigMap as the management cluster answers it (a resourceVersion)."""
+    return {**obj, "metadata": {**obj["metadata"], "resourceVersion": "1"}}
