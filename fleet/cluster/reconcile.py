@@ -99,9 +99,8 @@ class BundleResult:
     objects: int = 0
     hash: str | None = None
     degraded: bool = False  # FAILED because an applied object is unhealthy for good, not a failed write
-    # FAILED only by errors a retry can fix (every failed change, or the error that stopped the round, is
-    # `retriable`: a race on fleet's own records, a 429/5xx or timeout past the retry budget); a rollout
-    # keeps such a cluster in flight and retries it until its deadline (docs/rollouts.md)
+    # FAILED only by errors a retry can fix (every failed change, or the error that stopped the round):
+    # a rollout keeps the cluster in flight and retries it until its deadline (docs/rollouts.md)
     retriable: bool = False
 
     @property
@@ -222,8 +221,7 @@ def _unreached(
     *,
     retriable: bool = False,
 ) -> ClusterResult:
-    """Every bundle of a round that stopped before it was done: `state` (`retriable`: the error that
-    stopped it is one a retry can fix), suspended ones as they are."""
+    """Every bundle of a round that stopped early: `state` (`retriable`: by an error a retry can fix)."""
     retriable = retriable and state is model.State.FAILED
     bundles = {
         b: BundleResult(b, model.State.SUSPENDED, message=message)
