@@ -8,11 +8,13 @@ exactly the change a cache has not seen yet. Each test counts the round's reques
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 
 from fleet.cli import sync
@@ -239,3 +241,17 @@ def test_a_doubt_raised_while_a_round_reads_the_server_outlives_that_round() -> 
     assert not c.fresh("", "Namespace", "v1")
     c.trust_again(doubts=c.doubts)  # the next round read after it
     assert c.fresh("", "Namespace", "v1")
+
+
+def test_a_cached_object_takes_about_its_size_in_memory() -> None:
+    items = [_cm(f"cm-{i}", str(i), payload="x" * 300) for i in range(500)]
+    size = len(orjson.dumps(items[0]))
+    tracemalloc.start()
+    try:
+        c = cache.ObjectCache()
+        c.listed("v1", "ConfigMap", items)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert c.size == 500
+    assert held / 500 < 3 * size, f"{held / 500:.0f} bytes held per object of {size} bytes"
