@@ -536,20 +536,27 @@ class Conductor:
                     e,
                 )
                 continue
+            hashes = dict(row.doc.get("hashes") or {})
             checked = row.doc.get("checked")
+            same = self.latest.get(bundle) == r and self.hashes.get(bundle) == hashes
+            if same and bundle not in self._awaiting and checked in (None, self._checked.get(bundle)):
+                continue  # nothing a hold depends on changes
+            # Every hold as the clusters' last rounds had it, before anything it depends on changes: the
+            # end of the wait for the coordinator changes holds too, even when its rollout stays the same
+            # (docs/benchmarks.md, "Two replicas' start").
+            clusters = self._members(bundle, r) | set(hashes) | set(self.hashes.get(bundle, {}))
+            before = {c: self.hold(bundle, c) for c in clusters}
             if self._awaiting.get(bundle) in (r.revision, checked):
                 self._awaiting.pop(bundle, None)
             if isinstance(checked, str):
                 self._checked[bundle] = checked
-            if self.latest.get(bundle) == r and self.hashes.get(bundle) == dict(row.doc.get("hashes") or {}):
-                continue
-            before = {c: self.hold(bundle, c) for c in self._members(bundle, r)}
-            self.latest[bundle] = r
-            self.hashes[bundle] = dict(row.doc.get("hashes") or {})
-            taken.append(bundle)
-            if not self.deciding():
-                self._end_span(bundle, "followed: the coordinator traces this rollout")
-            for c, h in before.items():
+            if not same:
+                self.latest[bundle] = r
+                self.hashes[bundle] = hashes
+                taken.append(bundle)
+                if not self.deciding():
+                    self._end_span(bundle, "followed: the coordinator traces this rollout")
+            for c, h in sorted(before.items()):
                 if self.hold(bundle, c) != h:
                     self._wake(c, self._contexts.get(bundle))
         for bundle in list(self._awaiting):

@@ -144,3 +144,42 @@ def test_a_retried_failure_a_follower_reports_keeps_the_cluster_in_flight_at_the
 def stored_summary(obj: dict[str, Any]) -> dict[str, Any]:
     """A ConfigMap as the management cluster answers it (a resourceVersion)."""
     return {**obj, "metadata": {**obj["metadata"], "resourceVersion": "1"}}
+
+
+def test_a_follower_that_took_in_no_rollout_yet_wakes_its_clusters_when_it_adopts_the_coordinators(
+    tmp_path: Path,
+) -> None:
+    # The start of two replicas (docs/benchmarks.md, "Two replicas' start"): the follower's first round of
+    # a cluster left the bundle as it is (the coordinator had not taken the revision in); adopting the
+    # coordinator's rollout changes that cluster's hold, so it must get a round then, not at the resync.
+    async def main() -> None:
+        lead, _ = conductor(tmp_path, "lead", deciding=True)
+        follower, woken = conductor(tmp_path, "follower", deciding=False)
+        await begin(follower, NEW, {"c1": "h1", "c2": "h2"})
+        assert follower.hold("web", "c2") == rollouts.LEAVE  # what its first round of c2 was given
+        await begin(lead, NEW, {"c1": "h1", "c2": "h2"})
+        follower.adopt(stored(lead))
+        assert follower.hold("web", "c2") == rollouts.NEWEST
+        assert sorted(woken) == ["c1", "c2"]
+
+    anyio.run(main)
+
+
+def test_a_follower_wakes_its_clusters_when_the_coordinator_marks_a_revision_that_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        lead, _ = conductor(tmp_path, "lead", deciding=True)
+        follower, woken = conductor(tmp_path, "follower", deciding=False)
+        await begin(lead, OLD, {"c1": "h1"})
+        follower.adopt(stored(lead))
+        third = "c" * 40  # a commit that renders the same objects for web
+        await begin(follower, third, {"c1": "h1"})
+        assert follower.hold("web", "c1") == rollouts.LEAVE
+        woken.clear()
+        await begin(lead, third, {"c1": "h1"})  # the rollout stays as it was, marked checked for `third`
+        follower.adopt(stored(lead))
+        assert follower.hold("web", "c1") == rollouts.NEWEST
+        assert woken == ["c1"]
+
+    anyio.run(main)
