@@ -373,3 +373,57 @@ def test_a_cluster_its_shards_summary_does_not_hold_yet_is_listed_as_unknown_nev
                 r.store.close()
 
     anyio.run(main)
+
+
+def test_a_follower_that_left_its_cluster_as_it_was_wakes_it_when_it_adopts_the_coordinators_rollout(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    # docs/benchmarks.md, "Two replicas' start": the follower's first round of its cluster came before the
+    # coordinator's rollout (the bundle left as it is); taking that rollout in must give the cluster a round
+    # now, not at the periodic resync minutes later.
+    c1, c2 = two_clusters_on_two_shards()
+    one_wave = ro.Membership(waves=(("all", (c1, c2)),), errors={})
+    spec = model.RolloutSpec(
+        waves=(model.WaveSpec(name="all", max_concurrency=model.Count(100, percent=True)),)
+    )
+    repo = the_repo(c1, c2)
+    repo = model.Repo(
+        **{
+            **repo.__dict__,
+            "bundles": {"web": model.Bundle(**{**repo.bundles["web"].__dict__, "rollout": spec})},
+        }
+    )
+
+    async def start(r: Replica) -> None:
+        await r.conductor.begin(
+            revision=REV,
+            author="ana",
+            repo=repo,
+            placed={"web": {c1: "h1", c2: "h2"}},
+            waves={"web": one_wave},
+            held=lambda c, b: (None, None),
+            paused=(),
+            context=None,
+        )
+
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0, 2}), coordinator=True))
+        b = await replica(sim, tmp_path, Owner("b", frozenset({1, 3}), coordinator=False))
+        try:
+            await start(b)  # the follower has the revision first: its round of c2 leaves web as it is
+            assert b.conductor.hold("web", c2) == rollouts.LEAVE
+            await b.shared.step()
+            assert "web" not in b.conductor.latest and b.woken == []
+            await start(a)
+            assert a.conductor.hold("web", c2) == rollouts.NEWEST  # one wave: every cluster at once
+            await a.shared.step()
+            await b.shared.step()
+            assert b.conductor.latest["web"].revision == REV
+            assert b.conductor.hold("web", c2) == rollouts.NEWEST
+            assert c2 in b.woken
+        finally:
+            for r in (a, b):
+                await r.store.records.client.aclose()
+                r.store.close()
+
+    anyio.run(main)
