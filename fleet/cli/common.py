@@ -7,8 +7,10 @@ on its options before doing anything (`parse_duration` with bounds, `check_count
 raises `errors.InputError` whose message starts with the option (`--interval: ...`, or `--interval (from
 FLEET_INTERVAL): ...` when the value came from the environment, see `flag`); commands turn it into exit 2,
 the code of a usage error; `read_repository` and `load_repository`, how the commands read a local
-repository (its work tree or a commit) and say on stderr what they read. Does not: hold settings, or
-parse a repository itself (`fleet.core.repository.parse`).
+repository (its work tree or a commit) and say on stderr what they read; the options more than one
+command declares, each once as an ``Annotated`` type (`Subpath`, `ServerUrl`, ...; the default stays in
+the command's signature, as typer wants). Does not: hold settings, or parse a repository itself
+(`fleet.core.repository.parse`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import anyio
 import pygit2
@@ -190,6 +192,53 @@ def check_branch(value: str, *, flag: str = "--branch") -> str:
     if not value or value.startswith("-") or not pygit2.reference_is_valid_name(f"refs/heads/{value}"):
         raise errors.InputError(f"{flag}: {value!r} is not a valid branch name")
     return value
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Options more than one command declares (the renderer options: `fleet.cli.rendering`).
+
+# validate, plan, render: the work tree unless --rev.
+WorktreeRepo = Annotated[str, typer.Argument(help="The repository folder (a git work tree).")]
+WorktreeRev = Annotated[
+    str | None, typer.Option("--rev", help=f"Read this commit instead of the work tree. {source.REV_HELP}")
+]
+Subpath = Annotated[str, typer.Option("--path", help="Subfolder holding clusters/ and bundles/.")]
+
+# sync, diff: a commit unless --worktree, and how the clusters are reached.
+GitopsRepo = Annotated[str, typer.Argument(help="The GitOps repository (a local git repository).")]
+CommitRev = Annotated[
+    str | None, typer.Option("--rev", help=f"Commit to read (default HEAD). {source.REV_HELP}")
+]
+Worktree = Annotated[bool, typer.Option("--worktree", help="Read the files on disk instead of a commit.")]
+Kubeconfig = Annotated[
+    str | None, typer.Option("--kubeconfig", help="Kubeconfig (default $KUBECONFIG, then ~/.kube/config).")
+]
+Instance = Annotated[str, typer.Option("--instance", help="Owner label value.")]
+AllowExecAuth = Annotated[
+    bool,
+    typer.Option("--allow-exec-auth", help="Allow kubeconfig users that run exec/auth-provider plugins."),
+]
+AllowEmptyRepo = Annotated[
+    bool, typer.Option("--allow-empty-repo", help="Act on a revision with no cluster file or no bundle.")
+]
+RequestTimeout = Annotated[
+    str, typer.Option("--request-timeout", help="Deadline of one API request attempt, first to last byte.")
+]
+RetryBudget = Annotated[
+    str,
+    typer.Option(
+        "--retry-budget", help="Time one request may spend retrying before its cluster is given up."
+    ),
+]
+RoundTimeout = Annotated[
+    str, typer.Option("--round-timeout", help="Deadline of one cluster's round (health waits excluded).")
+]
+
+# status, history, rollout: a running fleet serve's API.
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+ServerUrl = Annotated[str, typer.Option("--server", help="URL of a running fleet serve.")]
+AnswerTimeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the answer.")]
+OutputFormat = Annotated[str, typer.Option("--format", help="table or json.")]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from fleet.cli import common, rendering, sync
-from fleet.clients import kube, source
+from fleet.clients import kube
 from fleet.cluster import diff as diff_mod
 from fleet.core import errors, model
 
@@ -18,36 +18,18 @@ def register(app: typer.Typer) -> None:
 
     @app.command("diff")
     def diff_command(
-        repo: str = typer.Argument(".", help="The GitOps repository (a local git repository)."),
-        rev: str | None = typer.Option(
-            None, "--rev", help=f"Commit to read (default HEAD). {source.REV_HELP}"
-        ),
-        worktree: bool = typer.Option(
-            False, "--worktree", help="Read the files on disk instead of a commit."
-        ),
-        path: str = typer.Option("", "--path", help="Subfolder holding clusters/ and bundles/."),
-        kubeconfig: str | None = typer.Option(
-            None, "--kubeconfig", help="Kubeconfig (default $KUBECONFIG, then ~/.kube/config)."
-        ),
-        instance: str = typer.Option(model.DEFAULT_INSTANCE, "--instance", help="Owner label value."),
+        repo: common.GitopsRepo = ".",
+        rev: common.CommitRev = None,
+        worktree: common.Worktree = False,
+        path: common.Subpath = "",
+        kubeconfig: common.Kubeconfig = None,
+        instance: common.Instance = model.DEFAULT_INSTANCE,
         concurrency: int = typer.Option(16, "--concurrency", help="Clusters compared at once."),
-        allow_exec_auth: bool = typer.Option(
-            False, "--allow-exec-auth", help="Allow kubeconfig users that run exec/auth-provider plugins."
-        ),
-        allow_empty_repo: bool = typer.Option(
-            False, "--allow-empty-repo", help="Act on a revision with no cluster file or no bundle."
-        ),
-        request_timeout: str = typer.Option(
-            "30s", "--request-timeout", help="Deadline of one API request attempt, first to last byte."
-        ),
-        retry_budget: str = typer.Option(
-            "60s",
-            "--retry-budget",
-            help="Time one request may spend retrying before its cluster is given up.",
-        ),
-        round_timeout: str = typer.Option(
-            "10m", "--round-timeout", help="Deadline of one cluster's round (health waits excluded)."
-        ),
+        allow_exec_auth: common.AllowExecAuth = False,
+        allow_empty_repo: common.AllowEmptyRepo = False,
+        request_timeout: common.RequestTimeout = "30s",
+        retry_budget: common.RetryBudget = "60s",
+        round_timeout: common.RoundTimeout = "10m",
         helm_binary: str | None = rendering.helm_option(),
         sops_age_key_file: str | None = rendering.key_option(),
         render_timeout: str = rendering.timeout_option(),

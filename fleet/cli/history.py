@@ -133,9 +133,9 @@ def history_command(
     limit: int = typer.Option(
         hist.DEFAULT_LIMIT, "--limit", help=f"At most this many entries (1 to {hist.MAX_LIMIT})."
     ),
-    server_url: str = typer.Option("http://127.0.0.1:8080", "--server", help="URL of a running fleet serve."),
-    output: str = typer.Option("table", "--format", help="table or json."),
-    timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the answer."),
+    server_url: common.ServerUrl = common.DEFAULT_SERVER,
+    output: common.OutputFormat = "table",
+    timeout: common.AnswerTimeout = 10.0,
 ) -> None:
     """Which revision reached which cluster, when, and who caused it (newest first)."""
     if output not in ("table", "json"):

@@ -23,7 +23,7 @@ from typing import Any
 import typer
 
 from fleet.cli import common, outcomes, render, rendering
-from fleet.clients import source, sources
+from fleet.clients import sources
 from fleet.core import durations, model, placement
 
 # ----------------------------------------------------------------------------------------------------------
@@ -176,11 +176,9 @@ async def _plan(
 
 
 def plan(
-    repo: str = typer.Argument(".", help="The repository folder (a git work tree)."),
-    rev: str | None = typer.Option(
-        None, "--rev", help=f"Read this commit instead of the work tree. {source.REV_HELP}"
-    ),
-    path: str = typer.Option("", "--path", help="Subfolder holding clusters/ and bundles/."),
+    repo: common.WorktreeRepo = ".",
+    rev: common.WorktreeRev = None,
+    path: common.Subpath = "",
     fmt: outcomes.Format = typer.Option(outcomes.Format.TABLE, "--format", help="table or json."),
     explain: str | None = typer.Option(
         None, "--explain", metavar="BUNDLE", help="Say per cluster which placement clause held or failed."

@@ -11,7 +11,7 @@ import typer
 import yaml
 
 from fleet.cli import common, outcomes, rendering
-from fleet.clients import source, sources
+from fleet.clients import sources
 
 # ----------------------------------------------------------------------------------------------------------
 # render
@@ -84,16 +84,14 @@ async def _render(
 
 
 def render_cmd(
-    repo: str = typer.Argument(".", help="The repository folder (a git work tree)."),
+    repo: common.WorktreeRepo = ".",
     cluster: str = typer.Option(..., "--cluster", help="The cluster whose objects to show."),
     bundle: str | None = typer.Option(None, "--bundle", help="Only this bundle."),
     show_secrets: bool = typer.Option(
         False, "--show-secrets", help="Show Secret values (redacted by default)."
     ),
-    rev: str | None = typer.Option(
-        None, "--rev", help=f"Read this commit instead of the work tree. {source.REV_HELP}"
-    ),
-    path: str = typer.Option("", "--path", help="Subfolder holding clusters/ and bundles/."),
+    rev: common.WorktreeRev = None,
+    path: common.Subpath = "",
     helm_binary: str | None = rendering.helm_option(),
     sops_age_key_file: str | None = rendering.key_option(),
     render_timeout: str = rendering.timeout_option(),

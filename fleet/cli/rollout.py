@@ -30,8 +30,6 @@ rollout_app = typer.Typer(
     no_args_is_help=True,
 )
 
-SERVER = typer.Option("http://127.0.0.1:8080", "--server", help="URL of a running fleet serve.")
-TIMEOUT = typer.Option(10.0, "--timeout", help="Seconds to wait for the answer.")
 REASON = typer.Option("", "--reason", help="Why: recorded with the action.")
 ACTOR = typer.Option(None, "--actor", help="Who acts (default: your login name); recorded with the action.")
 TOKEN = typer.Option(
@@ -98,12 +96,12 @@ def status(
     bundle: str | None = typer.Argument(
         None, help="One bundle's rollout in detail; all bundles when omitted."
     ),
-    server: str = SERVER,
-    output: str = typer.Option("table", "--format", help="table or json."),
+    server: common.ServerUrl = common.DEFAULT_SERVER,
+    output: common.OutputFormat = "table",
     revision: str | None = typer.Option(
         None, "--revision", help="An earlier rollout of BUNDLE, by its revision."
     ),
-    timeout: float = TIMEOUT,
+    timeout: common.AnswerTimeout = 10.0,
 ) -> None:
     """Show the rollouts: waves, which clusters are where, soak and deadlines left, why one halted."""
     if output not in ("table", "json"):
@@ -169,11 +167,11 @@ def _simple(action: str, summary: str) -> None:
     def command(
         ctx: typer.Context,
         bundle: str = typer.Argument(..., help="The bundle whose latest rollout to act on."),
-        server: str = SERVER,
+        server: common.ServerUrl = common.DEFAULT_SERVER,
         reason: str = REASON,
         actor: str | None = ACTOR,
         token_file: Path | None = TOKEN,
-        timeout: float = TIMEOUT,
+        timeout: common.AnswerTimeout = 10.0,
     ) -> None:
         _act(
             ctx,
@@ -201,11 +199,11 @@ def approve(
     ctx: typer.Context,
     bundle: str = typer.Argument(..., help="The bundle whose latest rollout to act on."),
     wave: str | None = typer.Option(None, "--wave", help="The wave to approve (default: the one waiting)."),
-    server: str = SERVER,
+    server: common.ServerUrl = common.DEFAULT_SERVER,
     reason: str = REASON,
     actor: str | None = ACTOR,
     token_file: Path | None = TOKEN,
-    timeout: float = TIMEOUT,
+    timeout: common.AnswerTimeout = 10.0,
 ) -> None:
     """Approve the wave waiting for approval, or the named one in advance."""
     _act(
@@ -226,11 +224,11 @@ def skip(
     ctx: typer.Context,
     bundle: str = typer.Argument(..., help="The bundle whose latest rollout to act on."),
     cluster: str = typer.Argument(..., help="The cluster the rollout should no longer wait for."),
-    server: str = SERVER,
+    server: common.ServerUrl = common.DEFAULT_SERVER,
     reason: str = REASON,
     actor: str | None = ACTOR,
     token_file: Path | None = TOKEN,
-    timeout: float = TIMEOUT,
+    timeout: common.AnswerTimeout = 10.0,
 ) -> None:
     """Stop waiting for one cluster (it keeps what it has); lifts a halt it alone caused."""
     _act(

@@ -18,11 +18,9 @@ def register(app: typer.Typer) -> None:
     @app.command("status")
     def status_command(
         ctx: typer.Context,
-        server_url: str = typer.Option(
-            "http://127.0.0.1:8080", "--server", help="URL of a running fleet serve."
-        ),
-        output: str = typer.Option("table", "--format", help="table or json."),
-        timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the answer."),
+        server_url: common.ServerUrl = common.DEFAULT_SERVER,
+        output: common.OutputFormat = "table",
+        timeout: common.AnswerTimeout = 10.0,
         revision: str | None = typer.Option(
             None,
             "--revision",

@@ -18,7 +18,7 @@ import anyio.to_thread
 import typer
 
 from fleet.cli import common, rendering
-from fleet.clients import source, sources
+from fleet.clients import sources
 from fleet.core import errors, model, validation
 
 
@@ -72,10 +72,8 @@ def validate(
     repo: str = typer.Argument(
         ".", help="The repository folder (a git work tree, or any folder with --rev unset)."
     ),
-    rev: str | None = typer.Option(
-        None, "--rev", help=f"Read this commit instead of the work tree. {source.REV_HELP}"
-    ),
-    path: str = typer.Option("", "--path", help="Subfolder holding clusters/ and bundles/."),
+    rev: common.WorktreeRev = None,
+    path: common.Subpath = "",
     helm_binary: str | None = rendering.helm_option(),
     sops_age_key_file: str | None = rendering.key_option(),
     render_timeout: str = rendering.timeout_option(),
