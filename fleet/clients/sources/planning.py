@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from fleet.clients.sources import helm as helm_mod
 from fleet.clients.sources import kustomize as kustomize_mod
 from fleet.clients.sources import process, work
 from fleet.clients.sources import sops as sops_mod
 from fleet.core import errors, model, render, repository, yamlsafe
+
+T = TypeVar("T")
 
 # ----------------------------------------------------------------------------------------------------------
 # Planning (in a worker thread).
@@ -160,6 +163,76 @@ def _plaintext(
     return None
 
 
+@dataclass
+class _Plaintexts(Generic[T]):
+    """A group's files ready to render, in order: (path, bytes in the repository, plaintext, what the check
+    made of it); and the names of the Secrets the decrypted ones hold (redacted from what a tool says)."""
+
+    files: list[tuple[str, bytes, bytes, T]] = field(default_factory=list)
+    secrets: set[str] = field(default_factory=set)
+
+
+def _as_is(_rel: str, _plain: bytes, _secrets: frozenset[str]) -> None:
+    """The check of files a tool reads as they are."""
+    return None
+
+
+def _plaintexts(
+    ctx: work.Context,
+    rels: Sequence[str],
+    check: Callable[[str, bytes, frozenset[str]], T | work.Failure],
+    *,
+    decrypt: bool,
+    plan: work.Plan,
+    failures: Mapping[bytes, work.Failure],
+    bundle: model.Bundle,
+) -> _Plaintexts[T] | work.Failure | None:
+    """`_plaintext` of every file of `rels` in order, each plaintext then passed to `check` (with the Secret
+    names known so far). The first failure, of either, wins; else None when a file waits for its decryption
+    (every one that does is recorded in `plan.needs`); else the plaintexts."""
+    out: _Plaintexts[T] = _Plaintexts()
+    waiting = False
+    for rel in rels:
+        data = ctx.files[rel]
+        plain = _plaintext(ctx, rel, data, decrypt=decrypt, plan=plan, failures=failures, bundle=bundle)
+        if plain is None:
+            waiting = True
+            continue
+        if isinstance(plain, work.Failure):
+            return plain
+        if plain is not data:
+            out.secrets |= ctx.cache.secrets.get(work.digest(data), frozenset())
+        made = check(rel, plain, frozenset(out.secrets))
+        if isinstance(made, work.Failure):
+            return made
+        out.files.append((rel, data, plain, made))
+    return None if waiting else out
+
+
+def _decrypted_objects(
+    ctx: work.Context, rel: str, plain: bytes, secrets: frozenset[str]
+) -> list[model.Manifest] | work.Failure:
+    """The objects of a decrypted file, or what is wrong with them (the message without a Secret's value)."""
+    shown = ctx.shown(rel)
+    try:
+        docs = (
+            yamlsafe.load_json(plain, path=shown, limits=ctx.limits)
+            if rel.endswith(".json")
+            else yamlsafe.load_yaml(plain, path=shown, limits=ctx.limits, lines=True)
+        )
+    except errors.ValidationError as e:
+        message = process.tool_message(str(e.args[0]).encode(), secrets=secrets)
+        return work.Failure(shown, e.line, f"after decryption: {message}")
+    found: list[model.Manifest] = []
+    for doc in docs:
+        objects, bad = repository.manifests_of(doc, path=shown)
+        if bad:
+            line, message = bad[0]
+            return work.Failure(shown, line, f"after decryption: {message}")
+        found.extend(objects)
+    return found
+
+
 def _plan_decrypt_only(
     ctx: work.Context,
     bundle: model.Bundle,
@@ -168,39 +241,24 @@ def _plan_decrypt_only(
     failures: Mapping[bytes, work.Failure],
 ) -> None:
     """A plain bundle with ``decrypt: sops``: its plain manifests plus its decrypted files, one render."""
-    manifests = list(bundle.manifests)
-    digests: list[tuple[str, str]] = []
-    secrets: set[str] = set()
-    for rel in bundle.encrypted:
-        data = ctx.files[rel]
-        plain = _plaintext(ctx, rel, data, decrypt=True, plan=plan, failures=failures, bundle=bundle)
-        if plain is None:
-            continue
-        if isinstance(plain, work.Failure):
-            _fail_all(plan, clusters, plain)
-            return
-        digests.append((rel, work.digest(data).hex()))
-        secrets |= ctx.cache.secrets.get(work.digest(data), frozenset())
-        shown = ctx.shown(rel)
-        try:
-            docs = (
-                yamlsafe.load_json(plain, path=shown, limits=ctx.limits)
-                if rel.endswith(".json")
-                else yamlsafe.load_yaml(plain, path=shown, limits=ctx.limits, lines=True)
-            )
-        except errors.ValidationError as e:
-            message = process.tool_message(str(e.args[0]).encode(), secrets=frozenset(secrets))
-            _fail_all(plan, clusters, work.Failure(shown, e.line, f"after decryption: {message}"))
-            return
-        for doc in docs:
-            objects, bad = repository.manifests_of(doc, path=shown)
-            if bad:
-                line, message = bad[0]
-                _fail_all(plan, clusters, work.Failure(shown, line, f"after decryption: {message}"))
-                return
-            manifests.extend(objects)
-    if plan.needs:
+    ready = _plaintexts(
+        ctx,
+        bundle.encrypted,
+        lambda rel, plain, secrets: _decrypted_objects(ctx, rel, plain, secrets),
+        decrypt=True,
+        plan=plan,
+        failures=failures,
+        bundle=bundle,
+    )
+    if isinstance(ready, work.Failure):
+        _fail_all(plan, clusters, ready)
         return
+    if ready is None:
+        return
+    manifests = list(bundle.manifests)
+    for _rel, _data, _plain, objects in ready.files:
+        manifests.extend(objects)
+    digests = [(rel, work.digest(data).hex()) for rel, data, _plain, _objects in ready.files]
     key = work.job_key(
         "decrypt",
         [render.canonical_json([m.path, m.line, m.index, m.obj]) for m in bundle.manifests],
@@ -257,37 +315,23 @@ def _plan_kustomize(
             _fail_all(plan, members, work.Failure(e.path or bundle.path, e.line, str(e.args[0])))
             continue
         plan.read.update(read)
-        files: dict[str, bytes] = {}
-        digests: list[tuple[str, str]] = []
-        secrets: set[str] = set()
-        failed: work.Failure | None = None
-        waiting = False
-        for rel in sorted(read):
-            data = ctx.files[rel]
-            plain = _plaintext(
-                ctx,
-                rel,
-                data,
-                decrypt=bundle.decrypt is not None,
-                plan=plan,
-                failures=failures,
-                bundle=bundle,
-            )
-            if plain is None:
-                waiting = True
-                continue
-            if isinstance(plain, work.Failure):
-                failed = plain
-                break
-            if plain is not data:
-                secrets |= ctx.cache.secrets.get(work.digest(data), frozenset())
-            files[rel] = plain
-            digests.append((rel, work.digest(data).hex()))
-        if failed is not None:
-            _fail_all(plan, members, failed)
+        ready = _plaintexts(
+            ctx,
+            sorted(read),
+            _as_is,
+            decrypt=bundle.decrypt is not None,
+            plan=plan,
+            failures=failures,
+            bundle=bundle,
+        )
+        if isinstance(ready, work.Failure):
+            _fail_all(plan, members, ready)
             continue
-        if waiting:
+        if ready is None:
             continue
+        files = {rel: plain for rel, _data, plain, _none in ready.files}
+        digests = [(rel, work.digest(data).hex()) for rel, data, _plain, _none in ready.files]
+        secrets = ready.secrets
         key = work.job_key("kustomize", process.kubectl_version(), overlay, digests)
         argv = [binary, "kustomize", overlay or ".", "--load-restrictor", "LoadRestrictionsRootOnly"]
         plan.jobs[key] = work.Job(
@@ -379,46 +423,23 @@ def _plan_helm(
                 plan.assignment[c] = _renamed(failed, first.name, c)
             continue
         # The values files' content may use ${cluster.*} too: group again by what they use.
-        contents: list[tuple[str, int, bytes, Any, set[str]]] = []
-        secrets: set[str] = set()
-        waiting = False
-        for rel, line in resolved:
-            data = ctx.files[rel]
-            plan.read.add(rel)
-            plain = _plaintext(
-                ctx,
-                rel,
-                data,
-                decrypt=bundle.decrypt is not None,
-                plan=plan,
-                failures=failures,
-                bundle=bundle,
-            )
-            if plain is None:
-                waiting = True
-                continue
-            if isinstance(plain, work.Failure):
-                failed = plain
-                break
-            if plain is not data:
-                secrets |= ctx.cache.secrets.get(work.digest(data), frozenset())
-            parsed: Any = None
-            used: set[str] = set()
-            if b"${cluster." in plain:
-                try:
-                    docs = yamlsafe.load_yaml(plain, path=ctx.shown(rel), limits=ctx.limits)
-                except errors.ValidationError as e:
-                    failed = work.Failure(ctx.shown(rel), e.line, str(e.args[0]))
-                    break
-                parsed = [d.data for d in docs if d.data is not None]
-                parsed = parsed[0] if parsed else {}
-                used = render.variables_used(parsed)
-            contents.append((rel, line, plain, parsed, used))
-        if failed is not None:
-            _fail_all(plan, members, failed)
+        plan.read.update(rel for rel, _line in resolved)
+        ready = _plaintexts(
+            ctx,
+            [rel for rel, _line in resolved],
+            lambda rel, plain, _secrets: _values_variables(ctx, rel, plain),
+            decrypt=bundle.decrypt is not None,
+            plan=plan,
+            failures=failures,
+            bundle=bundle,
+        )
+        if isinstance(ready, work.Failure):
+            _fail_all(plan, members, ready)
             continue
-        if waiting:
+        if ready is None:
             continue
+        secrets = ready.secrets
+        contents = [(rel, plain, parsed, used) for rel, _data, plain, (parsed, used) in ready.files]
         content_vars = sorted(set().union(*(u for *_r, u in contents)) if contents else set())
         for _cv, sub in _group(ctx, members, content_vars).items():
             cluster = ctx.repo.clusters[sub[0]]
@@ -426,7 +447,7 @@ def _plan_helm(
             values_args: list[str] = []
             digests: list[tuple[str, str]] = []
             bad: work.Failure | None = None
-            for rel, _line, plain, parsed, used in contents:
+            for rel, plain, parsed, used in contents:
                 data = plain
                 if used:
                     try:
@@ -479,6 +500,20 @@ def _plan_helm(
             )
             for c in sub:
                 plan.assignment[c] = key
+
+
+def _values_variables(ctx: work.Context, rel: str, plain: bytes) -> tuple[Any, set[str]] | work.Failure:
+    """A Helm values file's content and the ``${cluster.*}`` variables it uses (None and none when its text
+    holds no ``${cluster.``: then it is not parsed here)."""
+    if b"${cluster." not in plain:
+        return None, set()
+    try:
+        docs = yamlsafe.load_yaml(plain, path=ctx.shown(rel), limits=ctx.limits)
+    except errors.ValidationError as e:
+        return work.Failure(ctx.shown(rel), e.line, str(e.args[0]))
+    found = [d.data for d in docs if d.data is not None]
+    content = found[0] if found else {}
+    return content, render.variables_used(content)
 
 
 def _renamed(failure: work.Failure, first: str, cluster: str) -> work.Failure:
