@@ -28,7 +28,8 @@ commit from the webhook to a cluster::
                  rollout, backoff, secrets, values, durations, history, notices, clusterevents, partition
                  (`fleet sync --workers`' split), and the coordination of replicas: sharding (shards,
                  assignment), leases, coordination (the decisions of one replica, tick by tick), fencing
-                 (the epoch on inventories), records (the state of record's documents)
+                 (the epoch on inventories), records (the state of record's documents), summaries
+                 (the shards' status summaries among them)
 
 `fleet.sim` is a Kubernetes-API-compatible server used by the tests, the demo and the benchmarks; fleet's
 own layers never import it (only the `fleet sim` command starts it). `fleet.demo` holds the demo

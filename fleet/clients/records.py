@@ -33,6 +33,7 @@ from fleet.clients import kube
 from fleet.core import errors, model
 from fleet.core import history as hist
 from fleet.core import records as rec
+from fleet.core import summaries as sm
 
 log = logging.getLogger("fleet.records")
 
@@ -364,16 +365,16 @@ class Records:
 
     # -- status summaries ------------------------------------------------------------------------------
 
-    async def summaries(self) -> list[rec.Summary]:
-        return [rec.decode_summary(item) for item in await self._list(rec.STATUS)]
+    async def summaries(self) -> list[sm.Summary]:
+        return [sm.decode_summary(item) for item in await self._list(rec.STATUS)]
 
-    async def write_summary(self, s: rec.Summary) -> rec.Summary:
+    async def write_summary(self, s: sm.Summary) -> sm.Summary:
         """Write a shard's summary over the one in place; `Fenced` when a newer owner of the shard wrote
         that one, `Conflict` when it changed between the read and the write."""
         name = rec.name_for(rec.STATUS, instance=self.instance, shard=s.shard)
         found = await self._get(name)
-        existing = rec.decode_summary(found) if found is not None else None
-        if rec.fenced(existing, shards=s.shards, epoch=s.epoch):
+        existing = sm.decode_summary(found) if found is not None else None
+        if sm.fenced(existing, shards=s.shards, epoch=s.epoch):
             assert existing is not None
             raise Fenced(
                 f"{rec.where(name)}: written by {existing.writer} at epoch {existing.epoch}, newer than this "
@@ -381,9 +382,9 @@ class Records:
             )
         version = existing.meta.version if existing is not None else ""
         written = await self._put(
-            rec.encode_summary(replace(s, meta=rec.Meta(name, version)), instance=self.instance)
+            sm.encode_summary(replace(s, meta=rec.Meta(name, version)), instance=self.instance)
         )
-        return rec.decode_summary(written)
+        return sm.decode_summary(written)
 
 
 def _rollout_codec(store: Records, item: Mapping[str, Any]) -> Any:
@@ -403,11 +404,11 @@ def _encode_segment(store: Records, value: Any) -> dict[str, Any]:
 
 
 def _decode_summary(store: Records, item: Mapping[str, Any]) -> Any:
-    return rec.decode_summary(item)
+    return sm.decode_summary(item)
 
 
 def _encode_summary(store: Records, value: Any) -> dict[str, Any]:
-    return rec.encode_summary(value, instance=store.instance)
+    return sm.encode_summary(value, instance=store.instance)
 
 
 def _decode_action(store: Records, item: Mapping[str, Any]) -> Any:

@@ -34,9 +34,8 @@ from opentelemetry.trace import Link
 
 from fleet.clients import statedb
 from fleet.controller.metrics import Metrics
-from fleet.core import errors, model
+from fleet.core import errors, model, summaries
 from fleet.core import history as hist
-from fleet.core import records as rec
 from fleet.core import rollout as ro
 
 log = logging.getLogger("fleet.rollouts")
@@ -127,7 +126,9 @@ class Conductor:
         # A management cluster's coordinator decides; the other replicas follow (see the module).
         self.deciding: Callable[[], bool] = lambda: True
         self.forward: ForwardFn | None = None
-        self.reports: dict[str, dict[str, rec.Observation]] = {}  # cluster -> bundle -> what a round saw
+        self.reports: dict[
+            str, dict[str, summaries.Observation]
+        ] = {}  # cluster -> bundle -> what a round saw
         self._checked: dict[str, str] = {}  # bundle -> newest revision the coordinator took in for it
         self._revision: str | None = None  # the newest revision this replica took in
         self._awaiting: dict[str, str] = {}  # bundle -> revision its coordinator has not taken in yet
@@ -599,7 +600,7 @@ class Conductor:
             seen = results.get(b)
             if seen is None and not unreachable:
                 continue
-            per[b] = rec.Observation(
+            per[b] = summaries.Observation(
                 revision=r.revision,
                 state=(seen.state if seen is not None else model.State.UNREACHABLE).value,
                 at=now,

@@ -36,7 +36,7 @@ import anyio.from_thread
 from fleet.clients import records as records_client
 from fleet.clients import statedb
 from fleet.controller import replicas, rollouts
-from fleet.core import errors, model, sharding
+from fleet.core import errors, model, sharding, summaries
 from fleet.core import history as hist
 from fleet.core import records as rec
 from fleet.core import rollout as ro
@@ -271,7 +271,9 @@ class Shared:
         self.owner = owner
         self.period = period
         self._clock = clock
-        self.merged = rec.Merged(clusters={}, observed={}, missing=tuple(range(owner.shards)), writers={})
+        self.merged = summaries.Merged(
+            clusters={}, observed={}, missing=tuple(range(owner.shards)), writers={}
+        )
         self.problem: str | None = None  # why the records could not be read or written last time
         self._written: dict[int, tuple[str, float]] = {}  # shard -> (what was written, when)
         self._fed: dict[tuple[str, str], float] = {}  # (cluster, bundle) -> time of the observation fed
@@ -398,7 +400,7 @@ class Shared:
             last = self._written.get(shard)
             if last is not None and last[0] == key and now - last[1] < SUMMARY_REFRESH:
                 continue
-            summary = rec.Summary(
+            summary = summaries.Summary(
                 shard=shard, shards=owner.shards, writer=owner.me, epoch=epoch, updated_at=now,
                 clusters=mine, observed=observed,
             )  # fmt: skip
@@ -411,13 +413,13 @@ class Shared:
                 problems.append(str(e))
                 continue
             self._written[shard] = (key, now)
-        self.merged = rec.merge_status(
+        self.merged = summaries.merge_status(
             await self.records.summaries(), shards=owner.shards, shard_of=owner.shard_of
         )
         if problems:
             raise errors.StateError("; ".join(problems))
 
-    def _current_reports(self) -> dict[str, dict[str, rec.Observation]]:
+    def _current_reports(self) -> dict[str, dict[str, summaries.Observation]]:
         """This replica's observations of rollouts still in progress at the revision observed (older ones
         are dropped: the coordinator would not take them)."""
         conductor = self._conductor

@@ -23,10 +23,10 @@ name                                        kind      holds
 
 Owns: those names and labels (`name_for`), the encoding and decoding of each record (`encode_*`,
 `decode_*`), the schema version and its migration (`SCHEMA`, `upgrade`, `MIGRATIONS`), the size limit
-(`MAX_RECORD_BYTES`), and the pure decisions over records: whether a history segment takes more entries
-(`fits`), which entries answer a history query over every replica's segments (`merge_history`), whether a
-status summary was written by a newer owner (`fenced`), and the whole fleet's clusters from every
-shard's summary (`merge_status`); requests handed from one replica to others (`Request`).
+(`MAX_RECORD_BYTES`), the codec helpers the kinds share (`envelope`, `dumps`, the `*_field` readers),
+and the pure decisions over records: whether a history segment takes more entries (`fits`), which entries
+answer a history query over every replica's segments (`merge_history`); requests handed from one replica
+to others (`Request`). The status summaries' codec and merge are `fleet.core.summaries`.
 
 Every decode raises `RecordError` naming the ConfigMap and the field that is wrong: an unreadable record
 is never taken as empty or absent. A record of a newer schema than this fleet is unreadable too (it must
@@ -44,7 +44,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fleet.core import errors, model
@@ -145,7 +145,7 @@ class Meta:
     version: str = ""
 
 
-def _envelope(
+def envelope(
     kind: str,
     name: str,
     *,
@@ -176,7 +176,7 @@ def _envelope(
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": body}
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
@@ -242,20 +242,20 @@ def upgrade(
     return Meta(name=name, version=str(meta.get("resourceVersion") or "")), out
 
 
-def _field(name: str, data: Mapping[str, str], key: str) -> str:
+def text_field(name: str, data: Mapping[str, str], key: str) -> str:
     if key not in data:
         raise RecordError(f"{where(name)}: data.{key} is missing")
     return data[key]
 
 
-def _json(name: str, data: Mapping[str, str], key: str) -> Any:
+def json_field(name: str, data: Mapping[str, str], key: str) -> Any:
     try:
-        return json.loads(_field(name, data, key))
+        return json.loads(text_field(name, data, key))
     except ValueError as e:
         raise RecordError(f"{where(name)}: data.{key} is not JSON: {e}") from None
 
 
-def _number(name: str, value: Any, key: str) -> float:
+def number_field(name: str, value: Any, key: str) -> float:
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -269,9 +269,16 @@ def _number(name: str, value: Any, key: str) -> float:
 # The marker: the instance's records are installed, at a schema version.
 
 
+def int_field(name: str, data: Mapping[str, str], key: str) -> int:
+    raw = text_field(name, data, key)
+    if not raw.isdigit():
+        raise RecordError(f"{where(name)}: data.{key} is {raw!r}, not a whole number")
+    return int(raw)
+
+
 def encode_marker(*, instance: str, replica: str, version: str = "") -> dict[str, Any]:
     name = name_for(MARKER, instance=instance)
-    return _envelope(
+    return envelope(
         MARKER,
         name,
         instance=instance,
@@ -303,7 +310,7 @@ def encode_rollout(r: Rollout, *, instance: str) -> dict[str, Any]:
     name = name_for(ROLLOUT, instance=instance, bundle=r.bundle, revision=r.revision)
     inner = r.doc.get("rollout") if isinstance(r.doc, Mapping) else None
     inner = inner if isinstance(inner, Mapping) else {}
-    return _envelope(
+    return envelope(
         ROLLOUT,
         name,
         instance=instance,
@@ -317,7 +324,7 @@ def encode_rollout(r: Rollout, *, instance: str) -> dict[str, Any]:
             "startedAt": repr(r.started_at),
             "updatedAt": repr(r.updated_at),
             "terminal": "true" if r.terminal else "false",
-            "rollout.json": _dumps(dict(r.doc)),
+            "rollout.json": dumps(dict(r.doc)),
         },
     )
 
@@ -325,13 +332,13 @@ def encode_rollout(r: Rollout, *, instance: str) -> dict[str, Any]:
 def decode_rollout(obj: Mapping[str, Any]) -> Rollout:
     meta, data = upgrade(obj, kind=ROLLOUT)
     name = meta.name
-    doc = _json(name, data, "rollout.json")
+    doc = json_field(name, data, "rollout.json")
     if not isinstance(doc, dict) or not isinstance(doc.get("rollout"), dict):
         raise RecordError(f"{where(name)}: data.rollout.json holds no rollout")
-    terminal = _field(name, data, "terminal")
+    terminal = text_field(name, data, "terminal")
     if terminal not in ("true", "false"):
         raise RecordError(f"{where(name)}: data.terminal is {terminal!r}, not true or false")
-    bundle, revision = _field(name, data, "bundle"), _field(name, data, "revision")
+    bundle, revision = text_field(name, data, "bundle"), text_field(name, data, "revision")
     inner = doc["rollout"]
     if inner.get("bundle") != bundle or inner.get("revision") != revision:
         raise RecordError(
@@ -340,8 +347,8 @@ def decode_rollout(obj: Mapping[str, Any]) -> Rollout:
     return Rollout(
         bundle=bundle,
         revision=revision,
-        started_at=_number(name, _field(name, data, "startedAt"), "startedAt"),
-        updated_at=_number(name, _field(name, data, "updatedAt"), "updatedAt"),
+        started_at=number_field(name, text_field(name, data, "startedAt"), "startedAt"),
+        updated_at=number_field(name, text_field(name, data, "updatedAt"), "updatedAt"),
         terminal=terminal == "true",
         doc=doc,
         meta=meta,
@@ -405,20 +412,20 @@ def encode_action(a: ActionRequest, *, instance: str) -> dict[str, Any]:
         data["wave"] = a.wave
     if a.cluster is not None:
         data["cluster"] = a.cluster
-    return _envelope(ACTION, name, instance=instance, labels={LABEL_BUNDLE: a.bundle}, data=data)
+    return envelope(ACTION, name, instance=instance, labels={LABEL_BUNDLE: a.bundle}, data=data)
 
 
 def decode_action(obj: Mapping[str, Any]) -> ActionRequest:
     meta, data = upgrade(obj, kind=ACTION)
     n = meta.name
     return ActionRequest(
-        bundle=_field(n, data, "bundle"),
-        revision=_field(n, data, "revision"),
-        action=_field(n, data, "action"),
-        actor=_field(n, data, "actor"),
-        at=_number(n, _field(n, data, "at"), "at"),
-        replica=_field(n, data, "replica"),
-        token=_field(n, data, "token"),
+        bundle=text_field(n, data, "bundle"),
+        revision=text_field(n, data, "revision"),
+        action=text_field(n, data, "action"),
+        actor=text_field(n, data, "actor"),
+        at=number_field(n, text_field(n, data, "at"), "at"),
+        replica=text_field(n, data, "replica"),
+        token=text_field(n, data, "token"),
         reason=data.get("reason", ""),
         wave=data.get("wave"),
         cluster=data.get("cluster"),
@@ -461,7 +468,7 @@ def entry_of(d: Any, *, name: str, line: int) -> hist.Entry:
     if not all(v is None or isinstance(v, str) for v in text.values()):
         raise RecordError(f"{where(name)}: data.entries line {line}: a field that must be text is not")
     return hist.Entry(
-        at=_number(name, d["at"], f"entries line {line} at"),
+        at=number_field(name, d["at"], f"entries line {line} at"),
         cluster=text["cluster"] or "",
         bundle=text["bundle"] or "",
         outcome=d["outcome"],
@@ -489,13 +496,13 @@ class Segment:
 
 
 def _lines(entries: Iterable[hist.Entry]) -> str:
-    return "".join(_dumps(entry_doc(e)) + "\n" for e in entries)
+    return "".join(dumps(entry_doc(e)) + "\n" for e in entries)
 
 
 def encode_segment(s: Segment, *, instance: str) -> dict[str, Any]:
     name = name_for(HISTORY, instance=instance, writer=s.writer, number=s.number)
     times = [e.at for e in s.entries]
-    return _envelope(
+    return envelope(
         HISTORY,
         name,
         instance=instance,
@@ -518,10 +525,10 @@ def decode_segment(obj: Mapping[str, Any], *, instance: str) -> Segment:
     m = _SEGMENT.match(n[len(head) :]) if n.startswith(head) else None
     if m is None:
         raise RecordError(f"{where(n)}: not a history segment name ({head}<writer>-<6 digits>)")
-    if _field(n, data, "writer") != m["writer"]:
+    if text_field(n, data, "writer") != m["writer"]:
         raise RecordError(f"{where(n)}: data.writer is {data['writer']!r}, not {m['writer']!r} of its name")
     entries = []
-    for i, line in enumerate(_field(n, data, "entries").splitlines(), start=1):
+    for i, line in enumerate(text_field(n, data, "entries").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -570,167 +577,6 @@ def merge_history(segments: Iterable[Segment], q: hist.Query) -> list[hist.Entry
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Status summaries, one per shard, written by the shard's owner.
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What the owner of a cluster last saw of a bundle it reconciled to a rollout's revision, for the
-    coordinator's rollout (a replica that does not coordinate takes no rollout decision)."""
-
-    revision: str  # the rollout's revision the round applied
-    state: str  # a `fleet.core.model.State` value
-    at: float  # when it was seen (wall clock)
-    degraded: bool = False
-    message: str = ""
-    unreachable: str = ""  # the round could not reach the cluster (its message)
-    retriable: bool = False  # Failed only by errors a retry can fix (the cluster stays in flight)
-
-
-@dataclass(frozen=True)
-class Summary:
-    shard: int
-    shards: int
-    writer: str  # the replica that wrote it
-    epoch: int  # its shard lease epoch when it wrote it (0: no lease)
-    updated_at: float
-    clusters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> status document
-    observed: Mapping[str, Mapping[str, Observation]] = field(default_factory=dict)  # cluster -> bundle ->
-    meta: Meta = Meta("")
-
-
-def _states(clusters: Mapping[str, Mapping[str, Any]]) -> str:
-    counts: dict[str, int] = {}
-    for doc in clusters.values():
-        state = str(doc.get("state") or "?")
-        counts[state] = counts.get(state, 0) + 1
-    return " ".join(f"{s}={n}" for s, n in sorted(counts.items()))
-
-
-def encode_summary(s: Summary, *, instance: str) -> dict[str, Any]:
-    name = name_for(STATUS, instance=instance, shard=s.shard)
-    observed = {
-        c: {b: {k: v for k, v in o.__dict__.items() if v not in ("", False)} for b, o in per.items()}
-        for c, per in s.observed.items()
-    }
-    return _envelope(
-        STATUS,
-        name,
-        instance=instance,
-        version=s.meta.version,
-        labels={LABEL_SHARD: str(s.shard), LABEL_WRITER: s.writer},
-        data={
-            "shard": str(s.shard),
-            "shards": str(s.shards),
-            "writer": s.writer,
-            "epoch": str(s.epoch),
-            "updatedAt": repr(s.updated_at),
-            "states": _states(s.clusters),
-            "clusters.json": _dumps(dict(s.clusters)),
-            "observed.json": _dumps(observed),
-        },
-    )
-
-
-def _int(name: str, data: Mapping[str, str], key: str) -> int:
-    raw = _field(name, data, key)
-    if not raw.isdigit():
-        raise RecordError(f"{where(name)}: data.{key} is {raw!r}, not a whole number")
-    return int(raw)
-
-
-def decode_summary(obj: Mapping[str, Any]) -> Summary:
-    meta, data = upgrade(obj, kind=STATUS)
-    n = meta.name
-    clusters = _json(n, data, "clusters.json")
-    if not isinstance(clusters, dict) or not all(isinstance(v, dict) for v in clusters.values()):
-        raise RecordError(f"{where(n)}: data.clusters.json is not a map of cluster documents")
-    raw_observed = _json(n, data, "observed.json") if "observed.json" in data else {}
-    observed: dict[str, dict[str, Observation]] = {}
-    try:
-        for c, per in raw_observed.items():
-            observed[c] = {
-                b: Observation(
-                    revision=str(o["revision"]),
-                    state=str(o["state"]),
-                    at=_number(n, o["at"], f"observed.json {c}/{b} at"),
-                    degraded=bool(o.get("degraded", False)),
-                    message=str(o.get("message", "")),
-                    unreachable=str(o.get("unreachable", "")),
-                    retriable=bool(o.get("retriable", False)),
-                )
-                for b, o in per.items()
-            }
-    except (AttributeError, KeyError, TypeError) as e:
-        raise RecordError(f"{where(n)}: data.observed.json is not a map of observations ({e})") from None
-    shard, shards = _int(n, data, "shard"), _int(n, data, "shards")
-    if not 0 <= shard < max(shards, 1):
-        raise RecordError(f"{where(n)}: data.shard {shard} is not below data.shards {shards}")
-    return Summary(
-        shard=shard,
-        shards=shards,
-        writer=_field(n, data, "writer"),
-        epoch=_int(n, data, "epoch"),
-        updated_at=_number(n, _field(n, data, "updatedAt"), "updatedAt"),
-        clusters=clusters,
-        observed=observed,
-        meta=meta,
-    )
-
-
-def fenced(existing: Summary | None, *, shards: int, epoch: int) -> bool:
-    """Whether a summary found in place was written by a newer owner of the same shard (a higher epoch
-    under the same shard count): the writer holding `epoch` is stale and writes nothing over it."""
-    return existing is not None and existing.shards == shards and existing.epoch > epoch
-
-
-@dataclass(frozen=True)
-class Merged:
-    """The whole fleet as the summaries tell it."""
-
-    clusters: dict[str, dict[str, Any]]
-    observed: dict[str, dict[str, Observation]]
-    missing: tuple[int, ...]  # shards no summary covers under the current count (their clusters unknown)
-    writers: dict[int, str]  # shard -> the replica whose summary was taken
-
-
-def merge_status(summaries: Iterable[Summary], *, shards: int, shard_of: Callable[[str], int]) -> Merged:
-    """Every shard's clusters from its summary. A cluster is taken from the summary of its own shard under
-    the current shard count; a summary written under another count (before the count changed) only
-    fills in clusters no current summary holds, newest first. Shards with no current summary are
-    `missing`: the caller reports them, never shows their clusters as gone."""
-    current: dict[int, Summary] = {}
-    others: list[Summary] = []
-    for s in summaries:
-        if s.shards == shards:
-            have = current.get(s.shard)
-            if have is None or (s.epoch, s.updated_at) > (have.epoch, have.updated_at):
-                current[s.shard] = s
-        else:
-            others.append(s)
-    clusters: dict[str, dict[str, Any]] = {}
-    observed: dict[str, dict[str, Observation]] = {}
-    for shard, s in sorted(current.items()):
-        for name, doc in s.clusters.items():
-            if shard_of(name) == shard:
-                clusters[name] = dict(doc)
-        for name, per in s.observed.items():
-            if shard_of(name) == shard:
-                observed[name] = dict(per)
-    for s in sorted(others, key=lambda s: s.updated_at, reverse=True):
-        for name, doc in s.clusters.items():
-            if name not in clusters and shard_of(name) not in current:
-                clusters[name] = dict(doc)
-    missing = tuple(n for n in range(shards) if n not in current)
-    return Merged(
-        clusters=dict(sorted(clusters.items())),
-        observed=observed,
-        missing=missing,
-        writers={n: s.writer for n, s in current.items()},
-    )
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Requests handed on: a reconcile asked of a replica that does not own the cluster (for its shard's owner,
 # deleted by it once its clusters are woken), and a push announced to one replica (for every replica).
 
@@ -755,25 +601,25 @@ def encode_request(r: Request, *, instance: str) -> dict[str, Any]:
     data = {"what": r.what, "replica": r.replica, "at": repr(r.at), "reason": r.reason}
     labels = {LABEL_WRITER: r.replica}
     if r.what == RECONCILE:
-        data |= {"shard": str(r.shard), "clusters": _dumps(list(r.clusters)), "token": r.token}
+        data |= {"shard": str(r.shard), "clusters": dumps(list(r.clusters)), "token": r.token}
         labels[LABEL_SHARD] = str(r.shard)
         if r.bundle is not None:
             data["bundle"] = r.bundle
-    return _envelope(REQUEST, name, instance=instance, labels=labels, data=data, version=r.meta.version)
+    return envelope(REQUEST, name, instance=instance, labels=labels, data=data, version=r.meta.version)
 
 
 def decode_request(obj: Mapping[str, Any]) -> Request:
     meta, data = upgrade(obj, kind=REQUEST)
     n = meta.name
-    what = _field(n, data, "what")
+    what = text_field(n, data, "what")
     if what not in (RECONCILE, FETCH):
         raise RecordError(f"{where(n)}: data.what is {what!r}, not {RECONCILE} or {FETCH}")
-    r = Request(what=what, replica=_field(n, data, "replica"), at=_number(n, _field(n, data, "at"), "at"),
+    r = Request(what=what, replica=text_field(n, data, "replica"), at=number_field(n, text_field(n, data, "at"), "at"),
                 reason=data.get("reason", ""), meta=meta)  # fmt: skip
     if what == FETCH:
         return r
-    clusters = _json(n, data, "clusters")
+    clusters = json_field(n, data, "clusters")
     if not isinstance(clusters, list) or not all(isinstance(c, str) for c in clusters):
         raise RecordError(f"{where(n)}: data.clusters is not a list of cluster names")
-    return replace(r, shard=_int(n, data, "shard"), clusters=tuple(clusters), bundle=data.get("bundle"),
-                   token=_field(n, data, "token"))  # fmt: skip
+    return replace(r, shard=int_field(n, data, "shard"), clusters=tuple(clusters), bundle=data.get("bundle"),
+                   token=text_field(n, data, "token"))  # fmt: skip

@@ -13,7 +13,7 @@ import pytest
 from fleet.clients import kube
 from fleet.clients import records as records_client
 from fleet.core import history as hist
-from fleet.core import model
+from fleet.core import model, summaries
 from fleet.core import records as rec
 from fleet.core import rollout as ro
 from fleet.sim import testing
@@ -217,13 +217,13 @@ def test_a_status_summary_is_fenced_by_a_newer_owner_and_a_concurrent_write_is_a
 ) -> None:
     async def body(a: records_client.Records, b: records_client.Records) -> None:
         doc = {"state": "Synced", "bundles": {}}
-        old = rec.Summary(shard=3, shards=8, writer="a", epoch=1, updated_at=1.0, clusters={"c1": doc})
+        old = summaries.Summary(shard=3, shards=8, writer="a", epoch=1, updated_at=1.0, clusters={"c1": doc})
         await a.write_summary(old)
-        new = rec.Summary(shard=3, shards=8, writer="b", epoch=2, updated_at=2.0, clusters={"c1": doc})
+        new = summaries.Summary(shard=3, shards=8, writer="b", epoch=2, updated_at=2.0, clusters={"c1": doc})
         written = await b.write_summary(new)
         assert (written.writer, written.epoch, written.meta.version != "") == ("b", 2, True)
         with pytest.raises(records_client.Fenced, match=r"fleet-status-3: written by b at epoch 2"):
-            await a.write_summary(rec.Summary(**{**old.__dict__, "updated_at": 3.0}))
+            await a.write_summary(summaries.Summary(**{**old.__dict__, "updated_at": 3.0}))
         (only,) = await a.summaries()
         assert (only.writer, only.updated_at) == ("b", 2.0)
 

@@ -13,8 +13,7 @@ import anyio
 from fleet.clients import statedb
 from fleet.controller import rollouts
 from fleet.controller.metrics import Metrics
-from fleet.core import model
-from fleet.core import records as rec
+from fleet.core import model, summaries
 from fleet.core import rollout as ro
 from tests.support import placement_builders as pb
 
@@ -116,10 +115,12 @@ def test_a_retried_failure_a_follower_reports_keeps_the_cluster_in_flight_at_the
         failed = rollouts.Observed(state=model.State.FAILED, message=busy, retriable=True)
         await follower.observed("c2", {"web": failed}, holds={"web": rollouts.NEWEST})
         # Carried to the coordinator by the shard's status summary (encoded and decoded as stored).
-        summary = rec.Summary(
+        summary = summaries.Summary(
             shard=0, shards=1, writer="f", epoch=1, updated_at=1.0, observed=follower.reports
         )
-        seen = rec.decode_summary(stored_summary(rec.encode_summary(summary, instance="fleet"))).observed
+        seen = summaries.decode_summary(
+            stored_summary(summaries.encode_summary(summary, instance="fleet"))
+        ).observed
         o = seen["c2"]["web"]
         assert o.retriable and o.message == busy
         carried = rollouts.Observed(

@@ -12,6 +12,7 @@ from fleet.core import history as hist
 from fleet.core import model
 from fleet.core import records as rec
 from fleet.core import rollout as ro
+from fleet.core import summaries as sm
 
 SHA_A = "a" * 40
 SHA_B = "b" * 40
@@ -267,53 +268,53 @@ def shard_of(name: str) -> int:
 
 
 def test_a_status_summary_round_trips_with_its_observations() -> None:
-    s = rec.Summary(
+    s = sm.Summary(
         shard=2, shards=4, writer="r-a", epoch=3, updated_at=10.5,
         clusters={"c-2": cluster_doc(), "c-6": cluster_doc("Failed")},
-        observed={"c-2": {"web": rec.Observation(revision=SHA_B, state="Synced", at=10.0)}},
+        observed={"c-2": {"web": sm.Observation(revision=SHA_B, state="Synced", at=10.0)}},
     )  # fmt: skip
-    obj = rec.encode_summary(s, instance="fleet")
+    obj = sm.encode_summary(s, instance="fleet")
     assert obj["metadata"]["name"] == "fleet-status-2"
     assert obj["data"]["states"] == "Failed=1 Synced=1"
-    back = rec.decode_summary(stored(obj))
-    assert back == rec.Summary(**{**s.__dict__, "meta": rec.Meta("fleet-status-2", "7")})
+    back = sm.decode_summary(stored(obj))
+    assert back == sm.Summary(**{**s.__dict__, "meta": rec.Meta("fleet-status-2", "7")})
 
 
 def test_an_unreadable_summary_names_it() -> None:
     obj = stored(
-        rec.encode_summary(rec.Summary(shard=1, shards=4, writer="a", epoch=1, updated_at=1.0), instance="f")
+        sm.encode_summary(sm.Summary(shard=1, shards=4, writer="a", epoch=1, updated_at=1.0), instance="f")
     )
     obj["data"]["clusters.json"] = json.dumps(["not", "a", "map"])
     with pytest.raises(
         rec.RecordError, match=r"ConfigMap/fleet-system/f-status-1: data.clusters.json is not a map"
     ):
-        rec.decode_summary(obj)
+        sm.decode_summary(obj)
     obj["data"]["shard"] = "9"
     obj["data"]["clusters.json"] = "{}"
     with pytest.raises(rec.RecordError, match=r"data.shard 9 is not below data.shards 4"):
-        rec.decode_summary(obj)
+        sm.decode_summary(obj)
 
 
 def test_a_summary_written_by_a_newer_owner_of_the_shard_fences_out_an_older_one() -> None:
-    newer = rec.Summary(shard=1, shards=4, writer="b", epoch=5, updated_at=1.0)
-    assert rec.fenced(newer, shards=4, epoch=4)
-    assert not rec.fenced(newer, shards=4, epoch=5)
-    assert not rec.fenced(newer, shards=8, epoch=1)  # written under another shard count: replaced
-    assert not rec.fenced(None, shards=4, epoch=0)
+    newer = sm.Summary(shard=1, shards=4, writer="b", epoch=5, updated_at=1.0)
+    assert sm.fenced(newer, shards=4, epoch=4)
+    assert not sm.fenced(newer, shards=4, epoch=5)
+    assert not sm.fenced(newer, shards=8, epoch=1)  # written under another shard count: replaced
+    assert not sm.fenced(None, shards=4, epoch=0)
 
 
 def test_the_whole_fleet_is_every_shards_summary_and_a_missing_shard_is_reported_not_empty() -> None:
     summaries = [
-        rec.Summary(shard=0, shards=4, writer="a", epoch=1, updated_at=5.0, clusters={"c-0": cluster_doc()}),
-        rec.Summary(shard=1, shards=4, writer="b", epoch=2, updated_at=5.0,
+        sm.Summary(shard=0, shards=4, writer="a", epoch=1, updated_at=5.0, clusters={"c-0": cluster_doc()}),
+        sm.Summary(shard=1, shards=4, writer="b", epoch=2, updated_at=5.0,
                     clusters={"c-1": cluster_doc("Failed"), "c-5": cluster_doc(), "c-2": cluster_doc("Stale")}),
         # an older owner's summary of shard 1 (lower epoch) is not taken
-        rec.Summary(shard=1, shards=4, writer="a", epoch=1, updated_at=9.0, clusters={"c-9": cluster_doc()}),
+        sm.Summary(shard=1, shards=4, writer="a", epoch=1, updated_at=9.0, clusters={"c-9": cluster_doc()}),
         # written under 2 shards (before the count changed): only fills in what no current summary holds
-        rec.Summary(shard=1, shards=2, writer="a", epoch=1, updated_at=1.0,
+        sm.Summary(shard=1, shards=2, writer="a", epoch=1, updated_at=1.0,
                     clusters={"c-3": cluster_doc(), "c-1": cluster_doc("Pending")}),
     ]  # fmt: skip
-    merged = rec.merge_status(summaries, shards=4, shard_of=shard_of)
+    merged = sm.merge_status(summaries, shards=4, shard_of=shard_of)
     assert {n: d["state"] for n, d in merged.clusters.items()} == {
         "c-0": "Synced",
         "c-1": "Failed",
@@ -325,11 +326,11 @@ def test_the_whole_fleet_is_every_shards_summary_and_a_missing_shard_is_reported
 
 
 def test_observations_are_merged_from_the_summary_of_their_clusters_shard_only() -> None:
-    seen = rec.Observation(revision=SHA_B, state="Synced", at=3.0)
+    seen = sm.Observation(revision=SHA_B, state="Synced", at=3.0)
     summaries = [
-        rec.Summary(shard=1, shards=4, writer="b", epoch=1, updated_at=5.0, observed={"c-1": {"web": seen}}),
-        rec.Summary(shard=2, shards=4, writer="b", epoch=1, updated_at=5.0, observed={"c-5": {"web": seen}}),
+        sm.Summary(shard=1, shards=4, writer="b", epoch=1, updated_at=5.0, observed={"c-1": {"web": seen}}),
+        sm.Summary(shard=2, shards=4, writer="b", epoch=1, updated_at=5.0, observed={"c-5": {"web": seen}}),
     ]
-    merged = rec.merge_status(summaries, shards=4, shard_of=shard_of)
+    merged = sm.merge_status(summaries, shards=4, shard_of=shard_of)
     assert merged.observed == {"c-1": {"web": seen}}  # c-5 is shard 1's: shard 2's word on it is not taken
     assert merged.clusters == {}
