@@ -1,12 +1,13 @@
 """Following the repository: fetching, and taking in each new revision once.
 
-Owns: the fetch loop (poll with jitter or when the webhook asks; a failing fetch keeps the last good
-revision, reports the error and its age, and retries with backoff); a tip over a content limit reported as
-that; after a restart with the remote unreachable, the last good revision kept in the mirror enforced (or
-said plainly that nothing is); for a new revision, the span tree (`revision <sha>` with fetch, parse,
-placement and sources children), parse, the sources step, the pipeline (`fleet.core.pipeline`), the
-empty-revision refusal, this controller's claim, the rollouts begun, older renders still held loaded, the
-cluster registry updated (workers started and stopped) and the clusters it changes woken.
+Owns: the fetch loop (poll with jitter or when the webhook asks, at most once per `fetch_min_gap`; a
+failing fetch keeps the last good revision, reports the error and its age, and retries with backoff); a
+tip over a content limit reported as that; after a restart with the remote unreachable, the last good
+revision kept in the mirror enforced (or said plainly that nothing is); for a new revision, the span tree
+(`revision <sha>` with fetch, parse, placement and sources children), parse, the sources step, the
+pipeline (`fleet.core.pipeline`), the empty-revision refusal, this controller's claim, the rollouts begun,
+older renders still held loaded, the cluster registry updated (workers started and stopped) and the
+clusters it changes woken.
 Does not: reconcile (`fleet.controller.workers`).
 """
 
@@ -45,6 +46,7 @@ class Revisions(workers.Workers):
     async def _fetch_loop(self) -> None:
         failures = 0
         while not self._stopping:
+            began = time.monotonic()
             ok = await self._fetch_once()
             if self.desired is None and not self._stopping:
                 await self._enforce_last_good()
@@ -61,6 +63,10 @@ class Revisions(workers.Workers):
             )
             with anyio.move_on_after(delay):
                 await self._fetch_wake.wait()
+            # At most one fetch per `fetch_min_gap` however many webhooks ask (docs/operations.md, "Webhook"):
+            # those arriving until the next fetch begins are answered by it; one arriving during it, by
+            # another after it (the push may have come after that fetch read the branch).
+            await anyio.sleep(max(0.0, began + self.settings.fetch_min_gap - time.monotonic()))
             self._fetch_wake = anyio.Event()
 
     async def _fetch_once(self) -> bool:
