@@ -7,7 +7,8 @@ what it was last handed) with `BundleStatus`, `WatchStatus`, `Request` (why a wo
 `record_round` (a round's result -> the cluster's record: the one status rollup of a cluster, over
 `model.worst_state`), `cluster_state`, `idle_delay` and `idle_reason` (when a worker looks again, and
 why: retry backoff, re-check, resync), `may_use_cache` (whether a round may read the watch cache),
-`changed` (does a revision change what a cluster is handed), `hold_newest` and `mark_protected`.
+`waits` (a wait for a retry, shown in the status), `changed` (does a revision change what a cluster is
+handed), `hold_newest` and `mark_protected`.
 Does not: run anything (`fleet.controller.engine` is the loop that calls these), store (the engine saves
 the records with `fleet.clients.statedb`), or decide rollouts (`fleet.controller.rollouts`).
 """
@@ -15,6 +16,7 @@ the records with `fleet.clients.statedb`), or decide rollouts (`fleet.controller
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +35,11 @@ from fleet.core import history as hist
 
 def now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc3339_after(seconds: float) -> str:
+    """The time `seconds` since the epoch, rounded up to the second (a time never shown early)."""
+    return dt.datetime.fromtimestamp(math.ceil(seconds), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # States whose message is not an error: nothing to report in lastError.
@@ -113,6 +120,7 @@ class ClusterRuntime:
     holds: dict[str, rollouts.Hold] = field(default_factory=dict)
     objects: Mapping[model.ObjectRef, Mapping[str, Any]] = field(default_factory=dict)
     waiting: bool = False  # every bundle not Synced is only waiting for its turn in a rollout
+    retry_at: str | None = None  # while its worker waits to retry a failed round: when at the latest
     probing: bool = False  # a health probe for a rollout runs (see Engine._probe)
     # What fleet's apply answers carried into generations not yet observed, for the rounds' and probes'
     # health (health.Memory: an old ProgressDeadlineExceeded is not a verdict on a new generation).
@@ -125,12 +133,20 @@ class ClusterRuntime:
             "labels": dict(self.cluster.labels) if self.cluster is not None else {},
             "revision": self.revision,
             "lastSyncAt": self.last_sync_at,
-            "lastError": self.last_error or ("; ".join(self.fights) if self.fights else None),
+            "lastError": self._shown_error(),
             "traceId": self.trace_id,
             "warnings": list(self.warnings),
             "watch": self.watch.document(),
             "bundles": {b: s.document() for b, s in sorted(self.bundles.items())},
         }
+
+    def _shown_error(self) -> str | None:
+        """The error of its last round (or its fights with another writer); after a failed round whose
+        retry the worker waits for, said so with when (the rollout's ``retrying``, docs/rollouts.md)."""
+        error = self.last_error or ("; ".join(self.fights) if self.fights else None)
+        if error and self.retry_at and self.state in (model.State.FAILED, model.State.UNREACHABLE):
+            return f"retrying at {self.retry_at} (failure {self.failures} in a row): {error}"
+        return error
 
 
 @dataclass
@@ -318,6 +334,12 @@ def idle_delay(
     if rt.state in (model.State.PROGRESSING, model.State.PENDING) and rt.attempted and not rt.waiting:
         return jitter(recheck_interval, rng=rng)
     return jitter(resync_interval, rng=rng)
+
+
+def waits(rt: ClusterRuntime, *, delay: float, reason: str, now: float) -> None:
+    """Its worker waits `delay` seconds from `now` (seconds since the epoch) for `reason` (`idle_reason`):
+    after a failed round, the status says when the retry comes at the latest (`retry_at`)."""
+    rt.retry_at = rfc3339_after(now + delay) if reason == "retry" else None
 
 
 def idle_reason(rt: ClusterRuntime) -> str:

@@ -67,9 +67,11 @@ class Workers(watches.Watches):
             try:
                 while not self._stopping:
                     delay, why = self._idle_delay(rt), runtime.idle_reason(rt)
+                    runtime.waits(rt, delay=delay, reason=why, now=time.time())
                     with anyio.move_on_after(delay):
                         await rt.wake.wait()
                     rt.wake = anyio.Event()
+                    rt.retry_at = None  # the retry (or an earlier round) is due now
                     if self._stopping:
                         return
                     request = rt.pending or runtime.Request(reasons={why})

@@ -176,3 +176,16 @@ def test_a_revision_that_changes_nothing_here_moves_what_is_synced_at_the_newest
     assert rt.bundles["api"].revision == "r0"
     runtime.hold_newest(rt, sha="r3", holds={"web": rollouts.Hold("revision", "r2")}, now=NOW)
     assert rt.revision == "r2" and rt.bundles["web"].revision == "r2"  # web is held back by its rollout
+
+
+def test_a_failed_round_waiting_for_its_retry_says_when_in_the_status_and_a_resync_says_nothing() -> None:
+    rt = fresh()
+    record(rt, result(S.SYNCED, web=S.FAILED))
+    assert rt.state is S.FAILED and rt.failures == 1
+    ten = 1_796_637_600.0  # 2026-12-07T10:00:00Z
+    runtime.waits(rt, delay=3.2, reason=runtime.idle_reason(rt), now=ten + 0.5)
+    assert rt.document()["lastError"] == "retrying at 2026-12-07T10:00:04Z (failure 1 in a row): bad"
+    assert rt.document()["bundles"]["web"]["lastError"] == "bad"
+    record(rt, result(S.SYNCED, web=S.SYNCED))
+    runtime.waits(rt, delay=300, reason=runtime.idle_reason(rt), now=ten + 10)
+    assert rt.retry_at is None and rt.document()["lastError"] is None
