@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import typer
 
-from fleet.cli import common
+from fleet.cli import common, serveapi
 from fleet.controller import audit, notify, server, telemetry
 from fleet.core import errors, notices
 from fleet.core import history as hist
@@ -33,25 +33,8 @@ _DAYS = re.compile(r"^\s*(\d+(?:\.\d+)?)d\s*$")
 def _get(
     ctx: typer.Context, server_url: str, path: str, *, timeout: float, params: dict[str, str]
 ) -> httpx.Response:
-    try:
-        common.check_number(timeout, flag=common.flag(ctx, "timeout"), minimum=0.1, maximum=common.HOUR)
-        common.check_http_url(server_url, flag=common.flag(ctx, "server_url"))
-    except errors.InputError as e:
-        common.fail(str(e), code=2)
-    url = server_url.rstrip("/") + path
-    try:
-        return httpx.get(url, params=params, timeout=timeout)
-    except httpx.HTTPError as e:
-        common.fail(f"{telemetry.redact_url(url)}: {type(e).__name__}: no answer from fleet serve", code=2)
-
-
-def _error(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return f"HTTP {resp.status_code}"
-    message = body.get("error") if isinstance(body, dict) else None
-    return f"HTTP {resp.status_code}: {message}" if message else f"HTTP {resp.status_code}"
+    url = serveapi.api(ctx, server_url, timeout, server_param="server_url") + path
+    return serveapi.request("GET", url, timeout=timeout, params=params)
 
 
 def _short(rev: Any) -> str:
@@ -138,8 +121,7 @@ def history_command(
     timeout: common.AnswerTimeout = 10.0,
 ) -> None:
     """Which revision reached which cluster, when, and who caused it (newest first)."""
-    if output not in ("table", "json"):
-        common.fail(f"--format {output!r}: expected table or json", code=2)
+    serveapi.check_format(output)
     try:
         hist.query(cluster=cluster, bundle=bundle, since=since, revision=revision, limit=limit, now=0.0)
     except ValueError as e:
@@ -148,9 +130,9 @@ def history_command(
     for name, value in (("cluster", cluster), ("bundle", bundle), ("since", since), ("revision", revision)):
         if value:
             params[name] = value
-    resp = _get(ctx, server_url, "/api/v1/history", timeout=timeout, params=params)
+    resp = _get(ctx, server_url, "/history", timeout=timeout, params=params)
     if resp.status_code != 200:
-        common.fail(f"{telemetry.redact_url(str(resp.url))}: {_error(resp)}", code=2)
+        common.fail(f"{telemetry.redact_url(str(resp.url))}: {serveapi.error(resp)}", code=2)
     try:
         doc = resp.json()
         entries = doc["entries"]
@@ -177,11 +159,11 @@ def revision_status(
         hist.check_revision(revision)
     except ValueError as e:
         common.fail(f"--{e}", code=2)
-    resp = _get(ctx, server_url, f"/api/v1/revisions/{revision.strip().lower()}", timeout=timeout, params={})
+    resp = _get(ctx, server_url, f"/revisions/{revision.strip().lower()}", timeout=timeout, params={})
     if resp.status_code == 404:
-        common.fail(_error(resp), code=1)
+        common.fail(serveapi.error(resp), code=1)
     if resp.status_code != 200:
-        common.fail(f"{telemetry.redact_url(str(resp.url))}: {_error(resp)}", code=2)
+        common.fail(f"{telemetry.redact_url(str(resp.url))}: {serveapi.error(resp)}", code=2)
     try:
         doc = resp.json()
     except ValueError:

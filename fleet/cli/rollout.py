@@ -17,12 +17,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import httpx
 import typer
 
-from fleet.cli import common, statusview
+from fleet.cli import common, serveapi, statusview
 from fleet.controller import telemetry
-from fleet.core import errors
 
 rollout_app = typer.Typer(
     name="rollout",
@@ -35,38 +33,6 @@ ACTOR = typer.Option(None, "--actor", help="Who acts (default: your login name);
 TOKEN = typer.Option(
     None, "--api-token-file", help="File holding the server's bearer token (--api-token-file of fleet serve)."
 )
-
-
-def _base(ctx: typer.Context, server: str, timeout: float) -> str:
-    try:
-        common.check_number(timeout, flag=common.flag(ctx, "timeout"), minimum=0.1, maximum=common.HOUR)
-        common.check_http_url(server, flag=common.flag(ctx, "server"))
-    except errors.InputError as e:
-        common.fail(str(e), code=2)
-    return server.rstrip("/") + "/api/v1/rollouts"
-
-
-def _call(
-    method: str,
-    url: str,
-    *,
-    timeout: float,
-    headers: dict[str, str] | None = None,
-    params: dict[str, str] | None = None,
-) -> httpx.Response:
-    try:
-        return httpx.request(method, url, timeout=timeout, headers=headers, params=params)
-    except httpx.HTTPError as e:
-        common.fail(f"{telemetry.redact_url(url)}: {type(e).__name__}: no answer from fleet serve", code=2)
-
-
-def _error(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return f"HTTP {resp.status_code}"
-    message = body.get("error") if isinstance(body, dict) else None
-    return f"HTTP {resp.status_code}: {message}" if message else f"HTTP {resp.status_code}"
 
 
 def _actor(actor: str | None) -> str:
@@ -104,17 +70,16 @@ def status(
     timeout: common.AnswerTimeout = 10.0,
 ) -> None:
     """Show the rollouts: waves, which clusters are where, soak and deadlines left, why one halted."""
-    if output not in ("table", "json"):
-        common.fail(f"--format {output!r}: expected table or json", code=2)
+    serveapi.check_format(output)
     if revision is not None and bundle is None:
         common.fail("--revision needs a BUNDLE", code=2)
-    base = _base(ctx, server, timeout)
+    base = serveapi.api(ctx, server, timeout) + "/rollouts"
     url = f"{base}/{bundle}" if bundle else base
-    resp = _call("GET", url, timeout=timeout, params={"revision": revision} if revision else None)
+    resp = serveapi.request("GET", url, timeout=timeout, params={"revision": revision} if revision else None)
     if resp.status_code == 404:
-        common.fail(_error(resp), code=1)
+        common.fail(serveapi.error(resp), code=1)
     if resp.status_code != 200:
-        common.fail(f"{telemetry.redact_url(url)}: {_error(resp)}", code=2)
+        common.fail(f"{telemetry.redact_url(url)}: {serveapi.error(resp)}", code=2)
     try:
         doc: Any = resp.json()
     except ValueError:
@@ -144,14 +109,14 @@ def _act(
     token_file: Path | None,
     extra: dict[str, str] | None = None,
 ) -> None:
-    base = _base(ctx, server, timeout)
+    base = serveapi.api(ctx, server, timeout) + "/rollouts"
     params = {"reason": reason, "actor": _actor(actor), **(extra or {})}
     url = f"{base}/{bundle}/{action}"
-    resp = _call("POST", url, timeout=timeout, headers=_token(token_file), params=params)
+    resp = serveapi.request("POST", url, timeout=timeout, headers=_token(token_file), params=params)
     if resp.status_code in (401, 404, 409):
-        common.fail(_error(resp), code=1)
+        common.fail(serveapi.error(resp), code=1)
     if resp.status_code != 202:
-        common.fail(f"{telemetry.redact_url(url)}: {_error(resp)}", code=2)
+        common.fail(f"{telemetry.redact_url(url)}: {serveapi.error(resp)}", code=2)
     try:
         doc = resp.json()
     except ValueError:

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import typer
 
-from fleet.cli import common, history, statusview
+from fleet.cli import common, history, serveapi, statusview
 from fleet.controller import telemetry
-from fleet.core import errors
 
 
 def register(app: typer.Typer) -> None:
@@ -28,24 +26,17 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Show what a running `fleet serve` reports."""
-        if output not in ("table", "json"):
-            common.fail(f"--format {output!r}: expected table or json", code=2)
+        serveapi.check_format(output)
         if revision is not None:
             history.revision_status(ctx, server_url, revision, output=output, timeout=timeout)
             return
+        url = serveapi.api(ctx, server_url, timeout, server_param="server_url") + "/status"
+        resp = serveapi.request("GET", url, timeout=timeout, failing="cannot read the status")
+        if not resp.is_success:
+            common.fail(f"{telemetry.redact_url(url)}: HTTP {resp.status_code}", code=2)
         try:
-            common.check_number(timeout, flag=common.flag(ctx, "timeout"), minimum=0.1, maximum=common.HOUR)
-            common.check_http_url(server_url, flag=common.flag(ctx, "server_url"))
-        except errors.InputError as e:
-            common.fail(str(e), code=2)
-        url = server_url.rstrip("/") + "/api/v1/status"
-        try:
-            resp = httpx.get(url, timeout=timeout)
-            resp.raise_for_status()
             doc = resp.json()
-        except httpx.HTTPStatusError as e:
-            common.fail(f"{telemetry.redact_url(url)}: HTTP {e.response.status_code}", code=2)
-        except (httpx.HTTPError, ValueError) as e:
+        except ValueError as e:
             common.fail(f"{telemetry.redact_url(url)}: {type(e).__name__}: cannot read the status", code=2)
         if output == "json":
             typer.echo(json.dumps(doc, indent=2, sort_keys=True))
