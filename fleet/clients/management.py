@@ -22,7 +22,7 @@ from typing import Any
 
 import fleet
 from fleet.clients import kube
-from fleet.core import leases, model
+from fleet.core import leases
 
 LEASES = kube.ResourceType(
     group="coordination.k8s.io",
@@ -31,9 +31,6 @@ LEASES = kube.ResourceType(
     plural="leases",
     namespaced=True,
     verbs=("create", "delete", "get", "list", "update", "watch"),
-)
-NAMESPACES = kube.ResourceType(
-    group="", version="v1", kind="Namespace", plural="namespaces", namespaced=False
 )
 
 
@@ -69,19 +66,7 @@ class Leases:
 
     async def prepare(self) -> None:
         """Create namespace ``fleet-system`` when it is missing (left alone when it exists)."""
-        await self.client.request(
-            "POST",
-            NAMESPACES.collection_path(),
-            what=f"Namespace/{leases.NAMESPACE}",
-            params={"fieldManager": "fleet"},
-            body={
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {"name": leases.NAMESPACE, "labels": {model.LABEL_OWNER: self.instance}},
-            },
-            accept=(409,),
-            check=kube.is_object,
-        )
+        await self.client.create_namespace(leases.NAMESPACE, instance=self.instance)
 
     async def read(self) -> dict[str, leases.Record]:
         """Every lease of the instance, by name (one list, all pages)."""

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fleet.clients import kube
-from fleet.core import errors, model
+from fleet.core import errors
 from fleet.core import history as hist
 from fleet.core import records as rec
 from fleet.core import summaries as sm
@@ -44,9 +44,6 @@ CONFIGMAPS = kube.ResourceType(
     plural="configmaps",
     namespaced=True,
     verbs=("create", "delete", "get", "list", "update", "watch"),
-)
-NAMESPACES = kube.ResourceType(
-    group="", version="v1", kind="Namespace", plural="namespaces", namespaced=False
 )
 
 
@@ -168,19 +165,10 @@ class Records:
         """Create namespace ``fleet-system`` when missing and the instance's marker; when the marker says
         an older schema, rewrite every record at the current one (each over the version read) before the
         marker. A marker or record of a newer schema raises `RecordError`: an older fleet must not run."""
-        await self._call(
-            "POST",
-            NAMESPACES.collection_path(),
-            what=f"Namespace/{rec.NAMESPACE}",
-            params={"fieldManager": "fleet"},
-            body={
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {"name": rec.NAMESPACE, "labels": {model.LABEL_OWNER: self.instance}},
-            },
-            accept=(409,),
-            check=kube.is_object,
-        )
+        try:
+            await self.client.create_namespace(rec.NAMESPACE, instance=self.instance)
+        except errors.ClusterError as e:
+            raise Unavailable(f"management cluster: {e}") from e
         name = rec.name_for(rec.MARKER, instance=self.instance)
         found = await self._get(name)
         if found is None:

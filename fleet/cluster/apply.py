@@ -38,7 +38,7 @@ from fleet.core import errors, fencing, health, model, plan
 from fleet.core import inventory as inventory_mod
 
 CONFIGMAP = kube.ResourceType("", "v1", "ConfigMap", "configmaps", True, ("create", "get", "list", "patch"))
-NAMESPACE = kube.ResourceType("", "v1", "Namespace", "namespaces", False, ("create", "get", "list", "delete"))
+NAMESPACE = kube.NAMESPACES
 
 
 def resolve(types: kube.TypeTable, ref: model.ObjectRef) -> kube.ResourceType | None:
@@ -87,12 +87,7 @@ async def ensure_namespace(
     """Create namespace `name` when missing (plain create, labelled as ours; never updated)."""
     if name in set(existing):
         return None
-    body = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": name, "labels": {model.LABEL_OWNER: instance}},
-    }
-    created = await client.create(NAMESPACE, body)
+    created = await client.create_namespace(name, instance=instance)
     ref = model.ObjectRef("", "v1", "Namespace", "", name)
     return model.Change(ref, model.Action.CREATED if created else model.Action.UNCHANGED, "bundle namespace")
 

@@ -144,6 +144,29 @@ def test_an_apply_answered_with_html_is_failed_never_configured_and_prunes_nothi
 
 
 @pytest.mark.slow
+def test_a_namespace_create_answered_with_json_that_is_not_an_object_fails_its_bundle_before_its_apply(
+    sim: testing.SimHandle, proxy: faultproxy.FaultProxy, repo: GitOpsRepo
+) -> None:
+    repo.commit("first")
+    assert sync(proxy, repo).ok  # type: ignore[attr-defined]
+    repo.bundle("web", [configmap("one")], namespace="web", selector={"env": "prod"})
+    repo.commit("a bundle in a new namespace")
+    since = sim.journal_sync("bad-1")[-1]["seq"]
+    # A 201 whose body is JSON but no object (a proxy's "[]"): what was created is unknown.
+    proxy.add(faultproxy.Rule(method="POST", path=r"/api/v1/namespaces$", status=201, body=[]))
+
+    result = sync(proxy, repo)
+
+    web = result.clusters["bad-1"].bundles["web"]  # type: ignore[attr-defined]
+    assert web.state is model.State.FAILED
+    assert any(p.startswith("Namespace/web:") for p in web.problems), web.problems
+    sent = [f"{r['method']} {r['path']}" for r in sim.journal_sync("bad-1", since=since) if r["mutated"]]
+    assert not [r for r in sent if "/namespaces/web/" in r], sent  # nothing sent into it
+    for good in ("good-1", "good-2"):
+        assert result.clusters[good].bundles["web"].state is model.State.SYNCED  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
 def test_a_trickling_cluster_is_unreachable_within_its_deadline_and_frees_the_only_slot(
     sim: testing.SimHandle, proxy: faultproxy.FaultProxy, repo: GitOpsRepo
 ) -> None:

@@ -58,13 +58,14 @@ from fleet.clients.kube.discovery import (
     types_from_aggregated,
     types_from_resource_list,
 )
-from fleet.clients.kube.requests import APPLY_CONTENT_TYPE, Client, Clients
+from fleet.clients.kube.requests import APPLY_CONTENT_TYPE, NAMESPACES, Client, Clients
 from fleet.clients.kube.streams import WatchStream
 from fleet.clients.kube.transport import Stats, Transport, log, retry_delay
 
 __all__ = [
     "AGGREGATED_ACCEPT",
     "APPLY_CONTENT_TYPE",
+    "NAMESPACES",
     "ApiError",
     "BadAnswer",
     "Check",

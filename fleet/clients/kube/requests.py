@@ -1,4 +1,5 @@
-"""The requests fleet makes of a cluster: discovery, get, list (paged), apply, create, delete, watch.
+"""The requests fleet makes of a cluster: discovery, get, list (paged), apply, create (`create_namespace`: a
+namespace of its own, labelled with its instance), delete, watch.
 
 Owns: `Client` (one cluster; its transport underneath) and `Clients` (one client per cluster of a
 kubeconfig, closed together). Each request names what it asks for and reads the answer as what it must be;
@@ -17,6 +18,9 @@ from fleet.clients.kube import answers, config, discovery, streams, transport
 from fleet.core import model
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+NAMESPACES = discovery.ResourceType(
+    "", "v1", "Namespace", "namespaces", False, ("create", "get", "list", "delete")
+)
 
 # Told of every write this client made (verb "apply", "create", "exists": a create that found the object
 # there, "delete"; the object; the answer when it is the object): a cache of the cluster keeps up with them.
@@ -192,8 +196,10 @@ class Client(transport.Transport):
             self._wrote("apply", ref, doc)
         return doc, status == 201
 
-    async def create(self, rt: discovery.ResourceType, obj: Mapping[str, Any]) -> bool:
-        """Plain create; False when the object already exists."""
+    async def create(
+        self, rt: discovery.ResourceType, obj: Mapping[str, Any], *, check: answers.Check | None = None
+    ) -> bool:
+        """Plain create; False when the object already exists (`check`: what its answer must be)."""
         ref = model.ObjectRef.of(obj)
         status, doc = await self.request(
             "POST",
@@ -202,12 +208,23 @@ class Client(transport.Transport):
             params={"fieldManager": model.FIELD_MANAGER},
             body=obj,
             accept=(409,),
+            check=check,
         )
         if status == 409:
             self._wrote("exists", ref, None)
         else:
             self._wrote("create", ref, doc if answers.is_object(doc) is None else None)
         return status != 409
+
+    async def create_namespace(self, name: str, *, instance: str) -> bool:
+        """Create namespace `name`, labelled as `instance`'s (`model.LABEL_OWNER`), when it is missing; False
+        when it exists (then it is left as it is: never updated)."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {model.LABEL_OWNER: instance}},
+        }
+        return await self.create(NAMESPACES, body, check=answers.is_object)
 
     async def delete(self, rt: discovery.ResourceType, *, namespace: str | None, name: str) -> bool:
         """Delete (background propagation); False when it was already gone."""
