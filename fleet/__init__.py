@@ -9,6 +9,7 @@ commit from the webhook to a cluster::
      |           serve, status, demo, rollout, history, sim); common (option checks, reading a local
      |           repository), rendering (the renderer options, the sources step), outcomes (what plan and
      |           render print from), statusview (the text tables of status and rollout status),
+     |           serveapi (the client of `fleet serve`'s API for status, history and rollout),
      |           syncworkers (the processes of `fleet sync --workers`), replication (`fleet serve`'s
      |           replica options)
     controller   `fleet serve`: engine (the loop and its API) over its parts (base, persistence, watches,
