@@ -4,7 +4,8 @@ Owns: the requests about the records of `fleet.core.records` in namespace ``flee
 management cluster, through one `kube.Client` (the management client, with the replica's User-Agent):
 installing them on start (`install`: the namespace when missing, the instance's marker, and a migration of
 every record written at an older schema, each rewritten over the resourceVersion read); rollouts (list,
-write over a resourceVersion, delete beyond the kept ones); people's action requests (ask, list, done);
+write over a resourceVersion, labelled with their writer, and written again over the version found when
+this very replica wrote it last; delete beyond the kept ones); people's action requests (ask, list, done);
 this replica's history segments (`append`: a batch of entries added to its newest segment over its
 resourceVersion, a new segment when it is full; `history`: every replica's segments merged; `prune`:
 segments past the retention deleted whole); requests handed on (`hand_on`, `requests`, `handled`: a
@@ -212,8 +213,28 @@ class Records:
         return [rec.decode_rollout(item) for item in await self._list(rec.ROLLOUT)]
 
     async def write_rollout(self, r: rec.Rollout) -> rec.Rollout:
-        """Create the rollout's record, or replace it over `r.meta.version`; the record as written."""
-        return rec.decode_rollout(await self._put(rec.encode_rollout(r, instance=self.instance)))
+        """Create the rollout's record, or replace it over `r.meta.version`, as written by this replica
+        (label ``fleet.dev/writer``); the record as written.
+
+        A rollout has one writer, the coordinator. When the version read is stale but the record found
+        was written by this very replica (a write whose answer was lost, a read older than a write), this
+        replica's rollout is the newer: it is written again over the version found. A record another
+        replica wrote (another coordinator), or one deleted meanwhile, is a `Conflict`: never overwritten."""
+        r = replace(r, writer=self.writer)
+        try:
+            return rec.decode_rollout(await self._put(rec.encode_rollout(r, instance=self.instance)))
+        except Conflict as e:
+            name = rec.name_for(rec.ROLLOUT, instance=self.instance, bundle=r.bundle, revision=r.revision)
+            found = await self._get(name)
+            if found is None:
+                raise
+            have = rec.decode_rollout(found)
+            if have.writer != self.writer:
+                raise Conflict(f"{e} (its writer: {have.writer or 'unknown'})") from None
+            log.info("%s: written by this replica at a version it had not seen; written again over it",
+                     rec.where(name))  # fmt: skip
+            again = replace(r, meta=have.meta)
+            return rec.decode_rollout(await self._put(rec.encode_rollout(again, instance=self.instance)))
 
     async def forget_rollouts(self, rollouts: Iterable[rec.Rollout]) -> int:
         """Delete rollouts (each over the version read); how many went."""

@@ -358,6 +358,35 @@ class Conductor:
         if not self.deciding():
             self._report(cluster, results, holds=holds, unreachable=unreachable, now=now)
             return
+        if self._observe(cluster, results, holds=holds, unreachable=unreachable, now=now):
+            await self.tick()
+
+    async def observed_many(self, rounds: Mapping[str, tuple[Mapping[str, Observed], str]]) -> None:
+        """The coordinator takes in other replicas' rounds (cluster -> (results, unreachable), each at the
+        rollouts' revision, `NEWEST`): each fed as `observed` feeds one, then one tick for them all (one
+        decision and one write of each rollout changed, however many clusters)."""
+        if not self.deciding():
+            return
+        now = self._clock()
+        changed = False
+        for cluster, (results, unreachable) in rounds.items():
+            holds = dict.fromkeys(results, NEWEST)
+            changed = (
+                self._observe(cluster, results, holds=holds, unreachable=unreachable, now=now) or changed
+            )
+        if changed:
+            await self.tick()
+
+    def _observe(
+        self,
+        cluster: str,
+        results: Mapping[str, Observed],
+        *,
+        holds: Mapping[str, Hold],
+        unreachable: str,
+        now: float,
+    ) -> bool:
+        """Feed one round to the rollouts (no tick); whether any changed."""
         changed = False
         for b, r in list(self.latest.items()):
             if holds.get(b) != NEWEST:
@@ -379,8 +408,7 @@ class Conductor:
             if new is not r:
                 self._set(new)
                 changed = True
-        if changed:
-            await self.tick()
+        return changed
 
     def awaiting_health(self, cluster: str) -> list[str]:
         """Bundles whose rollout waits for this cluster's health at its revision (sent and applied)."""

@@ -6,12 +6,14 @@ notification outbox), and rollouts and history go to the management cluster thro
 `fleet.clients.records` instead, behind the same blocking methods (called from worker threads, they run
 their requests on the event loop through `anyio.from_thread`); the rollouts last read are kept in memory
 (read at start by `start`, kept fresh by `Shared`), so the few reads made on the event loop or at
-construction never send a request. `Shared`, one task beside the engine's: every period it reads the
+construction never send a request. Rollouts are written by the coordinator only, each only when it
+changed, and a read never sets back what this replica wrote while it was under way (docs/scaling.md, "Who
+writes what, and compare-and-swap"). `Shared`, one task beside the engine's: every period it reads the
 rollouts (a follower takes them in, `rollouts.Conductor.adopt`; a replica that has just become the
 coordinator takes them in and then over, `Conductor.take_over`), lets the coordinator take people's
 actions asked of other replicas, writes the status summary of every shard this replica may write to
 (its clusters' status and what its rounds observed for the coordinator's rollouts), reads every shard's
-summary, feeds the coordinator what the other replicas observed, runs the reconciles other replicas
+summary, feeds the coordinator what the other replicas observed (a period's lot at once), runs the reconciles other replicas
 handed on for its shards and fetches when another replica announced a push; `hand_on` and
 `announce_fetch`, the other end of those; `whole_fleet`, the status document of the whole fleet from the
 summaries, and `elsewhere`, the clusters of other replicas as their summaries tell (the shards without
@@ -114,7 +116,11 @@ class ManagedStore(statedb.StateStore):
         self.records = records
         self.keep = keep
         self.rollouts: dict[tuple[str, str], rec.Rollout] = {}  # as last read or written
-        self.conflicted = False  # a rollout write met a newer version: read them again before deciding
+        self.conflicted = False  # a rollout write met another replica's: read them again before deciding
+        # Rollouts are written by the coordinator only (`Shared.attach` asks its Conductor): a follower's
+        # copies of them, saved again after a failed write, are not written back.
+        self.deciding: Callable[[], bool] = lambda: True
+        self._writes: dict[tuple[str, str], int] = {}  # rollout -> how many times this store wrote it
 
     async def start(self) -> records_client.Installed:
         """Install (and migrate) the records, and read the rollouts (on the event loop, before the engine)."""
@@ -123,10 +129,24 @@ class ManagedStore(statedb.StateStore):
         return installed
 
     async def read_rollouts(self) -> dict[str, rec.Rollout]:
-        """Read every rollout; the newest of each bundle. Raises (StateError) when they cannot be read."""
+        """Read every rollout; the newest of each bundle. Raises (StateError) when they cannot be read.
+
+        A rollout this replica wrote (or deleted) while the list was under way keeps what it wrote: the
+        list may have been read before that write and answered after it, and its older version would make
+        the next write a conflict with this replica's own (docs/benchmarks.md, "Two replicas at 1,000
+        clusters")."""
+        before = dict(self._writes)
         found = await self.records.rollouts()
-        self.rollouts = {(r.bundle, r.revision): r for r in found}
-        return rec.latest(found)
+        fresh = {(r.bundle, r.revision): r for r in found}
+        for key, n in self._writes.items():
+            if before.get(key) != n:
+                if key in self.rollouts:
+                    fresh[key] = self.rollouts[key]
+                else:
+                    fresh.pop(key, None)
+        self.rollouts = fresh
+        self._writes = {k: n for k, n in self._writes.items() if k in fresh}  # of the records there
+        return rec.latest(fresh.values())
 
     # -- rollouts --------------------------------------------------------------------------------------
 
@@ -145,8 +165,19 @@ class ManagedStore(statedb.StateStore):
             anyio.from_thread.run(self._write_rollouts, rows)
 
     async def _write_rollouts(self, rows: tuple[statedb.RolloutRow, ...]) -> None:
+        """Write the coordinator's rollouts that changed (every row, each over the version last read or
+        written: a conflict on one does not keep the others from being written); the first failure is
+        raised after. A replica that does not decide writes none."""
+        if not self.deciding():
+            return
+        failed: errors.StateError | None = None
         for row in rows:
-            known = self.rollouts.get((row.bundle, row.revision))
+            key = (row.bundle, row.revision)
+            known = self.rollouts.get(key)
+            if known is not None and (known.doc, known.terminal, known.updated_at, known.started_at) == (
+                row.doc, row.terminal, row.updated_at, row.started_at
+            ):  # fmt: skip
+                continue  # stored as it is (saving everything again after a failed write)
             r = rec.Rollout(
                 bundle=row.bundle,
                 revision=row.revision,
@@ -157,15 +188,24 @@ class ManagedStore(statedb.StateStore):
                 meta=known.meta if known is not None else rec.Meta(""),
             )
             try:
-                self.rollouts[(row.bundle, row.revision)] = await self.records.write_rollout(r)
-            except records_client.Conflict:
-                self.conflicted = True
-                raise
+                self.rollouts[key] = await self.records.write_rollout(r)
+            except records_client.Conflict as e:
+                self.conflicted = True  # another replica wrote it: read the records again before deciding
+                failed = failed or e
+                continue
+            except errors.StateError as e:
+                failed = failed or e
+                continue
+            self._writes[key] = self._writes.get(key, 0) + 1
+        if failed is not None:
+            raise failed
         old = rec.beyond_kept(self.rollouts.values(), keep=self.keep)
         if old:
             await self.records.forget_rollouts(old)
             for r in old:
-                self.rollouts.pop((r.bundle, r.revision), None)
+                key = (r.bundle, r.revision)
+                self.rollouts.pop(key, None)
+                self._writes[key] = self._writes.get(key, 0) + 1
 
     def latest_rollouts(self) -> dict[str, statedb.RolloutRow]:
         return {b: _row(r) for b, r in rec.latest(self.rollouts.values()).items()}
@@ -299,6 +339,7 @@ class Shared:
         self._documents = documents
         self._wake, self._fetch = wake, fetch
         conductor.deciding = lambda: self._coordinating and self.owner.coordinating()
+        self.store.deciding = conductor.deciding
         conductor.forward = self.forward
         self._coordinating = self.owner.coordinating()
         if not self._coordinating:
@@ -441,6 +482,7 @@ class Shared:
         if conductor is None or not self._coordinating or not self.owner.coordinating():
             return
         mine = self.owner.writable()
+        rounds: dict[str, tuple[dict[str, rollouts.Observed], str]] = {}
         for cluster, per in sorted(self.merged.observed.items()):
             if self.owner.shard_of(cluster) in mine:
                 continue  # its rounds here told the conductor themselves
@@ -459,9 +501,9 @@ class Shared:
                 )
                 unreachable = unreachable or o.unreachable
             if results:
-                await conductor.observed(
-                    cluster, results, holds=dict.fromkeys(results, rollouts.NEWEST), unreachable=unreachable
-                )
+                rounds[cluster] = (results, unreachable)
+        if rounds:
+            await conductor.observed_many(rounds)  # one decision and one write for the period's lot
 
     # -- requests handed on (docs/scaling.md, "State of record") ------------------------------------------
 

@@ -302,6 +302,7 @@ class Rollout:
     terminal: bool
     doc: Mapping[str, Any]
     meta: Meta = Meta("")
+    writer: str = ""  # the replica that wrote it (label fleet.dev/writer; "" when not known)
 
 
 def encode_rollout(r: Rollout, *, instance: str) -> dict[str, Any]:
@@ -315,7 +316,7 @@ def encode_rollout(r: Rollout, *, instance: str) -> dict[str, Any]:
         name,
         instance=instance,
         version=r.meta.version,
-        labels={LABEL_BUNDLE: r.bundle},
+        labels={LABEL_BUNDLE: r.bundle, **({LABEL_WRITER: r.writer} if r.writer else {})},
         data={
             "bundle": r.bundle,
             "revision": r.revision,
@@ -352,6 +353,7 @@ def decode_rollout(obj: Mapping[str, Any]) -> Rollout:
         terminal=terminal == "true",
         doc=doc,
         meta=meta,
+        writer=str(((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_WRITER) or ""),
     )
 
 

@@ -5,7 +5,7 @@ follower takes its decisions in, hands people's actions on and reports what its 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +72,35 @@ def sim() -> Iterator[testing.SimHandle]:
         yield handle
 
 
-async def replica(sim: testing.SimHandle, tmp: Path, owner: Owner) -> Replica:
+class LateList(records_client.Records):
+    """The records' client whose list of rollouts reaches its caller late once `hold` is called: read from
+    the server at once (`listed` is set then), handed back only when `release` is set, as a large list still
+    arriving while the answer to a write made after it has come back."""
+
+    listed: anyio.Event | None = None
+    release: anyio.Event | None = None
+
+    def hold(self) -> None:
+        self.listed, self.release = anyio.Event(), anyio.Event()
+
+    async def rollouts(self) -> list[rec.Rollout]:
+        found = await super().rollouts()
+        if self.listed is not None and self.release is not None:
+            self.listed.set()
+            await self.release.wait()
+        return found
+
+
+async def replica(
+    sim: testing.SimHandle,
+    tmp: Path,
+    owner: Owner,
+    *,
+    records_type: type[records_client.Records] = records_client.Records,
+) -> Replica:
     kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
     client = kube.Client(cluster="mgmt", context=kc.context("mgmt"), settings=BASE)
-    records = records_client.Records(client, instance="fleet", writer=owner.me)
+    records = records_type(client, instance="fleet", writer=owner.me)
     store = shared.ManagedStore(tmp / owner.me / "state.db", records=records)
     await store.start()
     metrics = Metrics()
@@ -425,5 +450,193 @@ def test_a_follower_that_left_its_cluster_as_it_was_wakes_it_when_it_adopts_the_
             for r in (a, b):
                 await r.store.records.client.aclose()
                 r.store.close()
+
+    anyio.run(main)
+
+
+# -- one writer per rollout record, and none of its writes lost (docs/scaling.md, "Who writes what") -------
+
+
+def rollout_writes(sim: testing.SimHandle, since: int) -> list[tuple[str, int]]:
+    """(method, status) of every write over a rollout record the management cluster journaled after `since`
+    (the records are created before: a create, to the collection's path, is not told apart here)."""
+    return [
+        (e["method"], e["status"])
+        for e in sim.journal_sync("mgmt", since=since)
+        if e["method"] in ("PUT", "DELETE") and "/configmaps/fleet-rollout-" in e["path"]
+    ]
+
+
+def last_seq(sim: testing.SimHandle) -> int:
+    entries = sim.journal_sync("mgmt")
+    return entries[-1]["seq"] if entries else 0
+
+
+def test_a_rollout_written_while_the_rollouts_are_read_is_not_set_back_by_that_read(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    # docs/benchmarks.md, "Two replicas at 1,000 clusters": the period's list of the rollouts, read before the
+    # coordinator's write and answered after it, put the older resourceVersion back: every write after it was
+    # a conflict with the coordinator's own write.
+    c1, c2 = two_clusters_on_two_shards()
+
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0}), coordinator=True), records_type=LateList)
+        records = a.store.records
+        assert isinstance(records, LateList)
+        try:
+            await begin(a, c1, c2)  # the canary sent: the rollout record written
+            records.hold()
+            assert records.listed is not None and records.release is not None
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(a.store.read_rollouts)
+                await records.listed.wait()  # read from the server, not yet handed back
+                await a.conductor.observed(c1, SYNCED, holds={"web": rollouts.NEWEST})  # written meanwhile
+                records.release.set()
+            since = last_seq(sim)
+            # The next decision is written over the version the coordinator wrote itself: no conflict.
+            await a.conductor.act("web", ro.Action.APPROVE, actor="ana", reason="canary fine", wave="rest")
+            assert rollout_writes(sim, since) == [("PUT", 200)]
+            (stored,) = await records.rollouts()
+            assert stored.doc["rollout"]["phase"] == str(ro.Phase.PROGRESSING)
+            assert not a.store.conflicted
+        finally:
+            await a.store.records.client.aclose()
+            a.store.close()
+
+    anyio.run(main)
+
+
+def test_a_rollout_record_this_replica_wrote_at_a_version_it_did_not_see_is_read_again_and_written_over(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    # A write whose answer was lost (a timeout after the server took it) leaves the record at a version this
+    # replica wrote but never saw: its next write is a conflict with itself. The record names its writer:
+    # this replica reads it again and writes over it; another replica's record it does not overwrite
+    # (test_a_stale_coordinators_rollout_write_is_a_conflict_and_it_takes_the_records_in_again).
+    c1, c2 = two_clusters_on_two_shards()
+
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0}), coordinator=True))
+        kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
+        same = records_client.Records(
+            kube.Client(cluster="mgmt", context=kc.context("mgmt"), settings=BASE),
+            instance="fleet",
+            writer="a",
+        )
+        try:
+            await begin(a, c1, c2)
+            (found,) = await same.rollouts()
+            # The lost answer's write: the same replica, a newer version (a write that changes nothing
+            # does not make one).
+            await same.write_rollout(replace(found, updated_at=found.updated_at + 1))
+            since = last_seq(sim)
+            await a.conductor.observed(c1, SYNCED, holds={"web": rollouts.NEWEST})
+            assert rollout_writes(sim, since) == [("PUT", 409), ("PUT", 200)]
+            (stored,) = await same.rollouts()
+            assert stored.doc["rollout"]["phase"] == str(ro.Phase.WAITING_APPROVAL)
+            assert stored.writer == "a"  # label fleet.dev/writer
+            assert not a.store.conflicted
+        finally:
+            await same.client.aclose()
+            await a.store.records.client.aclose()
+            a.store.close()
+
+    anyio.run(main)
+
+
+def test_a_follower_writes_no_rollout_record_even_when_it_saves_everything_again(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    # After a failed write the engine saves everything it holds again (Persistence._save_everything: every
+    # rollout of its Conductor among it): a follower's copies of the coordinator's rollouts must not be
+    # written back, or the coordinator's next write meets the follower's version.
+    c1, c2 = two_clusters_on_two_shards()
+
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0}), coordinator=True))
+        b = await replica(sim, tmp_path, Owner("b", frozenset({1}), coordinator=False))
+        try:
+            await begin(a, c1, c2)
+            await b.shared.step()
+            assert b.conductor.latest["web"].revision == REV
+            since = last_seq(sim)
+            await anyio.to_thread.run_sync(lambda: b.store.record_rollouts(b.conductor.rows()))
+            assert rollout_writes(sim, since) == []
+            await a.conductor.observed(c1, SYNCED, holds={"web": rollouts.NEWEST})
+            assert rollout_writes(sim, since) == [("PUT", 200)]
+            assert not a.store.conflicted
+        finally:
+            for r in (a, b):
+                await r.store.records.client.aclose()
+                r.store.close()
+
+    anyio.run(main)
+
+
+def test_the_coordinator_takes_a_periods_observations_of_the_other_replicas_clusters_in_with_one_write(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    # Fed one cluster at a time, each observation was a decision and a write of the whole rollout record:
+    # at 500 clusters of the other replica, 500 writes of a record of hundreds of KiB in one period.
+    mine = [f"c{i}" for i in range(200) if sharding.shard_of(f"c{i}", shards=SHARDS) == 0][:2]
+    theirs = [f"c{i}" for i in range(200) if sharding.shard_of(f"c{i}", shards=SHARDS) == 1][:6]
+    every = mine + theirs
+    spec = model.RolloutSpec(
+        waves=(model.WaveSpec(name="all", max_concurrency=model.Count(100, percent=True)),),
+        progress_deadline=600.0,
+    )
+    web = model.Bundle(**{**pb.bundle("web").__dict__, "rollout": spec})
+    repo = pb.repo([pb.cluster(c) for c in every], [web], revision=REV)
+
+    async def start(r: Replica) -> None:
+        await r.conductor.begin(
+            revision=REV, author="ana", repo=repo, placed={"web": {c: f"h-{c}" for c in every}},
+            waves={"web": ro.Membership(waves=(("all", tuple(every)),), errors={})},
+            held=lambda c, b: (None, None), paused=(), context=None,
+        )  # fmt: skip
+
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0, 2}), coordinator=True))
+        b = await replica(sim, tmp_path, Owner("b", frozenset({1, 3}), coordinator=False))
+        try:
+            await start(a)
+            await start(b)
+            await b.shared.step()
+            for c in theirs:
+                await b.conductor.observed(c, SYNCED, holds={"web": rollouts.NEWEST})
+            await b.shared.step()  # its shard's summary carries the six observations
+            since = last_seq(sim)
+            await a.shared.step()
+            members = a.conductor.latest["web"].members
+            assert all(members[c].phase is ro.ClusterPhase.HEALTHY for c in theirs)
+            assert rollout_writes(sim, since) == [("PUT", 200)]
+        finally:
+            for r in (a, b):
+                await r.store.records.client.aclose()
+                r.store.close()
+
+    anyio.run(main)
+
+
+def test_saving_everything_again_writes_no_rollout_stored_as_it_is(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    # After a failed write the engine saves every rollout again: at 1,000 clusters a record is hundreds of
+    # KiB, and rewriting each unchanged one at every save is what the management cluster spends its time on.
+    c1, c2 = two_clusters_on_two_shards()
+
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0}), coordinator=True))
+        try:
+            await begin(a, c1, c2)
+            since = last_seq(sim)
+            await anyio.to_thread.run_sync(lambda: a.store.record_rollouts(a.conductor.rows()))
+            await a.store.read_rollouts()
+            await anyio.to_thread.run_sync(lambda: a.store.record_rollouts(a.conductor.rows()))
+            assert rollout_writes(sim, since) == []
+        finally:
+            await a.store.records.client.aclose()
+            a.store.close()
 
     anyio.run(main)
