@@ -13,9 +13,11 @@ import pytest
 import yaml
 
 from fleet.clients import kube
+from fleet.clients.kube import answers, transport
 from fleet.cluster import apply
 from fleet.core import errors, model
 from fleet.sim import testing
+from tests.support import faultproxy
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +191,54 @@ def test_every_request_carries_the_user_agent_its_settings_name(sim: testing.Sim
     run(main)
     agents = {r["userAgent"] for r in journal_since(sim, "one", before)}
     assert agents == {"fleet/0.1.0 (replica a-7f3k2)"}
+
+
+def test_a_cookie_a_server_sets_is_never_sent_back_to_it(sim: testing.SimHandle) -> None:
+    # As kubectl: a cluster's client keeps no cookies (a session cookie of a proxy in front of one API
+    # server is never replayed, and costs nothing per request).
+    with faultproxy.serving(sim.kubeconfig_dict, clusters=["one"]) as proxy:
+        proxy.add(faultproxy.Rule(method="GET", set_headers={"Set-Cookie": "session=s3cr3t; Path=/"}))
+        kc = kube.parse_kubeconfig([(str(proxy.kubeconfig), proxy.kubeconfig.read_bytes())])
+        client = kube.Client(cluster="one", context=kc.context("one"), settings=FAST)
+
+        async def main() -> None:
+            for _ in range(3):
+                await client.get(apply.CONFIGMAP, namespace="default", name="nothing-here")
+            await client.aclose()
+
+        run(main)
+        assert len(proxy.hits) == 3
+        assert [h.cookie for h in proxy.hits] == [None, None, None]
+
+
+def test_a_context_with_a_proxy_url_is_reached_through_that_proxy(sim: testing.SimHandle) -> None:
+    with faultproxy.serving(sim.kubeconfig_dict, clusters=["one"]) as proxy:
+        doc = yaml.safe_load(sim.kubeconfig.read_text())
+        forward = yaml.safe_load(proxy.kubeconfig.read_text())
+        proxy_url = next(c for c in forward["clusters"] if c["name"] == "one")["cluster"]["server"]
+        for c in doc["clusters"]:
+            c["cluster"]["proxy-url"] = proxy_url.split("/clusters/")[0]
+        kc = kube.parse_kubeconfig([("proxied.yaml", yaml.safe_dump(doc).encode())])
+        client = kube.Client(cluster="one", context=kc.context("one"), settings=FAST)
+
+        async def main() -> None:
+            assert await client.get(apply.CONFIGMAP, namespace="default", name="nothing-here") is None
+            await client.aclose()
+
+        run(main)
+        assert [(h.method, h.path) for h in proxy.hits] == [
+            ("GET", "/api/v1/namespaces/default/configmaps/nothing-here")
+        ]
+
+
+def test_an_integer_beyond_64_bits_is_read_and_sent_as_json_not_refused() -> None:
+    big = 2**70
+    assert answers.parse(b'{"spec":{"n":%d}}' % big) == (True, {"spec": {"n": big}})
+    assert transport.encode({"spec": {"n": big}}) == b'{"spec":{"n":%d}}' % big
+    assert (
+        transport.encode({"a": "é", "b": [1, 2.5, None, True]}) == '{"a":"é","b":[1,2.5,null,true]}'.encode()
+    )
+    assert answers.parse(b"<html>") == (False, None)
 
 
 def test_retriable_errors_are_retried_and_permanent_ones_are_not(sim: testing.SimHandle) -> None:

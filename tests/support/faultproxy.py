@@ -129,6 +129,7 @@ class Hit:
     path: str
     query: str
     rule: int | None
+    cookie: str | None = None  # the Cookie header the request carried
 
 
 def endless_continue(*, fresh: bool = False) -> Callable[[Any], Any]:
@@ -215,7 +216,7 @@ class FaultProxy:
         watch = request.query.get("watch") in ("true", "1") or "/watch/" in below
         index, rule = self._pick(cluster=cluster, method=request.method, path=below, query=query, watch=watch)
         with self._lock:
-            self.hits.append(Hit(cluster, request.method, below, query, index))
+            self.hits.append(Hit(cluster, request.method, below, query, index, request.headers.get("Cookie")))
         if rule is not None:
             if rule.delay:
                 await asyncio.sleep(rule.delay)

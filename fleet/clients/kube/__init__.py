@@ -3,7 +3,8 @@
 Owns: reading the controller's kubeconfig and cutting it into one explicit single-context kubeconfig per
 cluster (so no token can travel to another cluster, and `$KUBECONFIG` is never read behind our back),
 refusing `exec`/`auth-provider` users unless allowed (no subprocess is ever spawned for a refused
-context), one `kr8s.asyncio.Api` per cluster with explicit timeouts, a per-cluster type table from
+context), kr8s loading each context's credentials, one aiohttp session per cluster (`session`) with explicit
+timeouts, a per-cluster type table from
 discovery (kind -> plural, scope), a per-cluster request rate (token bucket, QPS/burst like Flux's 50/300)
 and in-flight limit, a total deadline per attempt (connect to last byte) and per request, capped jittered
 retries for what a retry can help (429 honouring a Retry-After that fits the retry budget, 5xx except
@@ -14,10 +15,11 @@ every failure to `fleet.core.errors` with messages that name the object and neve
 credentials.
 
 Does not: decide what to write (`plan`), order writes or keep inventories (`apply`), or watch (`watch`).
-Every request goes through kr8s's raw `call_api` with `raise_for_status=False`: kr8s's own helpers
+Requests go out on the cluster's aiohttp session, not through kr8s's `call_api` (whose httpx client cost
+as much client CPU per request as the rest of a sync: docs/benchmarks.md); kr8s's own helpers
 rediscover per call, lowercase kinds and retry 401/403 by rebuilding clients, all of which we avoid.
-A path of one segment (`/api`, `/apis`) is sent as it is (`_Api`): kr8s would add a slash, and a real
-kube-apiserver answers `/apis/` with legacy discovery whatever the Accept header asks.
+A path is sent exactly as given: `/apis` without the slash kr8s would add (a real kube-apiserver answers
+`/apis/` with legacy discovery whatever the Accept header asks).
 """
 
 from __future__ import annotations

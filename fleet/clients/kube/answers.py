@@ -13,6 +13,8 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+import orjson
+
 from fleet.clients.kube import discovery
 from fleet.core import errors, model
 
@@ -142,9 +144,15 @@ def describe(headers: Mapping[str, str], status: int, size: int) -> str:
 
 
 def parse(raw: bytes | bytearray) -> tuple[bool, Any]:
-    """(True, JSON value) or (False, None); an empty body is (True, None)."""
+    """(True, JSON value) or (False, None); an empty body is (True, None). orjson reads it; what orjson
+    refuses (integers beyond 64 bits, nesting past its depth limit) is read again by the standard
+    library, so only what is not JSON at all is unreadable."""
     if not raw:
         return True, None
+    try:
+        return True, orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return True, json.loads(raw)
     except (ValueError, RecursionError):

@@ -20,13 +20,9 @@ from typing import Any
 
 import anyio
 import certifi
-import httpx
-import httpx_aiohttp
-import kr8s
 import kr8s.asyncio
 import yaml
 
-from fleet.clients import tls
 from fleet.core import errors
 
 _USER_AUTH_PLUGINS = ("exec", "auth-provider")
@@ -45,7 +41,7 @@ class Settings:
 
     qps: float = 50.0
     burst: int = 300
-    max_in_flight: int = 4  # httpx scans its pool per request: client CPU grows with connections
+    max_in_flight: int = 4  # requests at once per cluster
     max_streams: int = 64  # watch streams hold a connection each, on top of the requests in flight
     connect_timeout: float = 5.0
     request_timeout: float = 30.0  # one attempt, start to last byte
@@ -230,18 +226,13 @@ async def load_kubeconfig(path: str | None = None, *, allow_exec_auth: bool = Fa
 
 
 class TlsDefaults:
-    """TLS contexts and HTTP sessions of the clients of a run.
+    """The TLS context of the clients of a run that verify with the default CA bundle.
 
-    TLS: kr8s hands httpx ``verify=True`` when a kubeconfig names no CA or client certificate, and httpx
-    then loads the certifi bundle for every client, on the event loop (17-50 ms each). This loads it once,
-    in a worker thread, and shares it; plain-HTTP servers get no certificate loading at all; contexts
-    with their own CA, client certificate or insecure-skip-tls-verify keep the context kr8s builds.
-
-    Session: kr8s's `call_api` uses whatever `httpx.AsyncClient` its Api holds. `install` gives it one
-    built like kr8s builds it (base URL, the context's bearer token, timeouts, proxy) but on the aiohttp
-    transport of httpx-aiohttp, which costs about half the client CPU per request of httpx's own
-    transport (httpcore scans its whole pool on every request). Everything else (auth loading, URL
-    building, the request itself) stays kr8s's.
+    kr8s gives back ``True`` (verify with the default bundle) when a kubeconfig names no CA or client
+    certificate, and loading the certifi bundle takes 17-50 ms, on the event loop if nothing else is done:
+    this loads it once, in a worker thread, and shares it; plain-HTTP servers get no certificate loading
+    at all; contexts with their own CA, client certificate or insecure-skip-tls-verify keep the context
+    kr8s builds.
     """
 
     def __init__(self) -> None:
@@ -257,44 +248,15 @@ class TlsDefaults:
             return self._context
 
     async def verify(self, api: kr8s.asyncio.Api) -> ssl.SSLContext | bool:
+        """What to verify the server of `api`'s context with (False: a plain-HTTP server)."""
         auth = api.auth
         own = auth.client_key_file or auth.client_cert_file or auth.server_ca_file
         if own or getattr(auth, "_insecure_skip_tls_verify", False):
-            return await auth.ssl_context()
+            context: ssl.SSLContext | bool = await auth.ssl_context()
+            return context
         if str(auth.server).startswith("http://"):
             return False  # no TLS on this connection: nothing to verify
         return await self.default()
-
-    async def install(self, api: kr8s.asyncio.Api, *, settings: Settings) -> None:
-        auth = api.auth
-        verify = await self.verify(api)
-        if verify is not False:
-            tls.lean_read_buffers()  # a watch stream over TLS would otherwise hold a 256 KiB buffer
-
-        async def fixed() -> ssl.SSLContext | bool:
-            return verify
-
-        auth.ssl_context = fixed  # type: ignore[method-assign]  # also used if kr8s rebuilds its session
-        headers = {"User-Agent": settings.user_agent or api.__version__, "Content-Type": "application/json"}
-        if auth.token:
-            headers["Authorization"] = f"Bearer {auth.token}"
-        # Requests in flight are bounded by the client's own limiter; the pool must also have room for
-        # the long-lived watch streams, or open streams would starve every later request of a connection.
-        size = max(1, settings.max_in_flight)
-        pool = size + max(0, settings.max_streams)
-        transport = httpx_aiohttp.AiohttpTransport(
-            verify=verify,
-            trust_env=False,
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=size),
-            proxy=httpx.Proxy(auth.proxy) if auth.proxy else None,
-        )
-        api._session = httpx.AsyncClient(
-            base_url=auth.server,
-            headers=headers,
-            timeout=api.timeout,
-            follow_redirects=True,
-            transport=transport,
-        )
 
 
 def with_settings(settings: Settings, **changes: Any) -> Settings:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 
 from fleet.clients.kube import answers, transport
 from fleet.core import errors
@@ -35,44 +35,31 @@ class WatchStream:
         self._what = what
         self._params = dict(params)
         self._read_timeout = read_timeout
-        self._cm: Any = None
-        self._response: httpx.Response | None = None
+        self._response: aiohttp.ClientResponse | None = None
         self.status = 0
 
     async def __aenter__(self) -> WatchStream:
         client = self._client
-        api = await client._open()
-        base, url = transport.split_path(self._path)
+        http = await client._open()
         await client._bucket.take()
         client.stats.requests += 1
         client.stats.by_method["GET"] = client.stats.by_method.get("GET", 0) + 1
-        timeout = httpx.Timeout(self._read_timeout, connect=client.settings.connect_timeout)
-        self._cm = api.call_api(
-            "GET",
-            version="",
-            base=base,
-            url=url,
-            params=self._params,
-            headers={"Accept": "application/json"},
-            raise_for_status=False,
-            stream=True,
-            timeout=timeout,
-        )
         try:
-            self._response = await self._cm.__aenter__()
+            self._response = await http.stream(
+                self._path,
+                params=self._params,
+                headers={"Accept": "application/json"},
+                read_timeout=self._read_timeout,
+            )
         except transport.TRANSPORT_ERRORS as e:
-            self._cm = None
             raise errors.Unreachable(f"{self._what}: {transport.transport_problem(e)}") from None
-        self.status = self._response.status_code
+        self.status = self._response.status
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        cm, self._cm = self._cm, None
-        if cm is not None:
-            try:
-                await cm.__aexit__(*exc)
-            except transport.TRANSPORT_ERRORS:
-                pass
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()  # the connection goes with it: a watch is never read to its end
 
     async def lines(self) -> AsyncIterator[bytes]:
         """The non-empty lines of the body as they arrive."""
@@ -80,7 +67,7 @@ class WatchStream:
         cap = self._client.settings.max_answer_bytes
         buffer = b""
         try:
-            async for chunk in self._response.aiter_bytes():
+            async for chunk in self._response.content.iter_any():
                 buffer += chunk
                 while True:
                     line, sep, rest = buffer.partition(b"\n")
@@ -104,7 +91,7 @@ class WatchStream:
         cap = self._client.settings.max_answer_bytes
         raw = b""
         try:
-            async for chunk in self._response.aiter_bytes():
+            async for chunk in self._response.content.iter_any():
                 raw += chunk
                 if len(raw) > cap:
                     raw = b""

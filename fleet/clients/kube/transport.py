@@ -1,12 +1,13 @@
 """One cluster's connection and `request`: the only place a request is sent.
 
-Owns: one `kr8s.asyncio.Api` per cluster with explicit timeouts, a per-cluster request rate (token
-bucket, QPS/burst like Flux's 50/300) and in-flight limit, a total deadline per attempt (connect to last
-byte) and per request, capped jittered retries for what a retry can help (429 honouring a Retry-After that
-fits the retry budget, 5xx except permanent ones, connection errors, timeouts, unreadable answers),
-bounded answers, and the circuit breaker of an unreachable cluster. Every request goes through kr8s's raw
-`call_api` with `raise_for_status=False`: kr8s's own helpers rediscover per call, lowercase kinds and
-retry 401/403 by rebuilding clients, all of which we avoid.
+Owns: opening a cluster once (kr8s loads the context's credentials, `session.Session` is built from them),
+a per-cluster request rate (token bucket, QPS/burst like Flux's 50/300) and in-flight limit, a total
+deadline per attempt (connect to last byte) and per request, capped jittered retries for what a retry can
+help (429 honouring a Retry-After that fits the retry budget, 5xx except permanent ones, connection
+errors, timeouts, unreadable answers), bounded answers, and the circuit breaker of an unreachable cluster.
+Requests go out on the cluster's `session.Session` (aiohttp), not through kr8s's `call_api`: kr8s's helpers
+rediscover per call, lowercase kinds and retry 401/403 by rebuilding clients, and its httpx client cost
+as much CPU per request as the rest of a sync (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -24,18 +25,16 @@ from typing import Any
 
 import aiohttp
 import anyio
-import httpx
-import kr8s
 import kr8s.asyncio
+import orjson
 
-from fleet.clients.kube import answers, config, discovery
+from fleet.clients.kube import answers, config, discovery, session
 from fleet.core import backoff, errors
 
 log = logging.getLogger("fleet.kube")
 
-# What a failed connection can raise below kr8s: httpx's errors, kr8s's timeout, and the aiohttp errors
-# the httpx-aiohttp transport does not map (TimeoutError is an OSError).
-TRANSPORT_ERRORS = (httpx.TransportError, kr8s.APITimeoutError, aiohttp.ClientError, OSError)
+# What a failed connection can raise: aiohttp's errors, and OSErrors (TimeoutError is one).
+TRANSPORT_ERRORS = (aiohttp.ClientError, OSError)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -60,28 +59,6 @@ class _TokenBucket:
         self.tokens -= 1
         if self.tokens < 0:
             await anyio.sleep(-self.tokens / self.qps)
-
-
-class _Api(kr8s.asyncio.Api):
-    """kr8s's Api, except that it sends a path of one segment as it is. kr8s joins base and url with a
-    slash, so `/apis` would go out as `/apis/`, which a real kube-apiserver answers with the legacy
-    APIGroupList even when aggregated discovery is asked for: every round would then walk every group
-    version (docs/real-cluster.md)."""
-
-    def _construct_url(
-        self, version: str = "v1", base: str = "", namespace: str | None = None, url: str = ""
-    ) -> str:
-        built: str = super()._construct_url(version, base, namespace, url)
-        if base and not version and not namespace and not url and built == f"{base}/":
-            return base
-        return built
-
-
-def split_path(path: str) -> tuple[str, str]:
-    head, _, tail = path.rpartition("/")
-    if not head:
-        return path, ""
-    return head, tail
 
 
 def _seconds(value: Any) -> float | None:
@@ -120,11 +97,6 @@ def _retry_after(headers: Mapping[str, str], body: Any) -> float | None:
     return None
 
 
-class _TooLarge(Exception):
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-
 def retry_delay(attempt: int, *, base: float, cap: float) -> float:
     """The wait after failed attempt `attempt` (1, 2, ...): exponential from `base`, capped at `cap`,
     jittered to between half and all of it (so retries of many clients do not arrive together)."""
@@ -141,8 +113,9 @@ class Stats:
 
 
 class Transport:
-    """One cluster's connection: a kr8s Api made once from that cluster's own kubeconfig, its limits
-    (rate, in-flight, circuit breaker after an unreachable answer) and `request` with retries."""
+    """One cluster's connection: its `session.Session`, made once from that cluster's own kubeconfig (kr8s
+    loads the credentials), its limits (rate, in-flight, circuit breaker after an unreachable answer) and
+    `request` with retries."""
 
     def __init__(
         self,
@@ -157,7 +130,7 @@ class Transport:
         self.context = context
         self.settings = settings
         self.stats = Stats()
-        self._api: kr8s.asyncio.Api | None = None
+        self._http: session.Session | None = None
         self._bucket = _TokenBucket(qps=settings.qps, burst=settings.burst)
         self._in_flight = anyio.CapacityLimiter(max(1, settings.max_in_flight))
         self._pause_until = 0.0
@@ -182,14 +155,15 @@ class Transport:
             discovery.unavailable_warning(gv, why) for gv, why in sorted(broken.items())
         )
 
-    async def _open(self) -> kr8s.asyncio.Api:
+    async def _open(self) -> session.Session:
+        if self._http is not None:
+            return self._http
         async with self._open_lock:
-            if self._api is not None:
-                return self._api
+            if self._http is not None:
+                return self._http
             if self.context.error:
                 raise errors.ClusterError(f"cluster {self.cluster}: {self.context.error}")
-            api = _Api(kubeconfig=dict(self.context.config), bypass_factory=True)
-            api.timeout = httpx.Timeout(self.settings.request_timeout, connect=self.settings.connect_timeout)
+            api = kr8s.asyncio.Api(kubeconfig=dict(self.context.config), bypass_factory=True)
             try:
                 await api.auth.reauthenticate()
             except Exception as e:  # kr8s raises ValueError/KeyError/OSError for unusable credentials
@@ -197,19 +171,17 @@ class Transport:
                     f"cluster {self.cluster}: cannot load credentials of context {self.context.name!r}: "
                     f"{type(e).__name__}"
                 ) from None
-            await self._tls.install(api, settings=self.settings)
-            self._api = api
-            return api
+            self._http = await session.Session.open(api, settings=self.settings, tls_defaults=self._tls)
+            return self._http
 
     def revive(self) -> None:
         """Forget that the cluster was found unreachable (a new round may try it again at once)."""
         self._dead = None
 
     async def aclose(self) -> None:
-        api, self._api = self._api, None
-        session = getattr(api, "_session", None) if api is not None else None
-        if session is not None:
-            await session.aclose()
+        http, self._http = self._http, None
+        if http is not None:
+            await http.aclose()
 
     # -- raw requests ------------------------------------------------------------------------------
 
@@ -272,9 +244,8 @@ class Transport:
             if time.monotonic() < self._dead_until:
                 raise errors.Unreachable(f"{what}: {self._dead}")
             self._dead = None
-        api = await self._open()
-        base, url = split_path(path)
-        content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        http = await self._open()
+        content = None if body is None else encode(body)
         headers = {"Content-Type": content_type, "Accept": media}
         s = self.settings
         deadline = time.monotonic() + s.retry_budget
@@ -293,26 +264,36 @@ class Transport:
             problem: str
             mapped: answers.ApiError | None = None
             retry_after: float | None = None
-            status, raw, answer_headers = 0, bytearray(), httpx.Headers()
+            status: int = 0
+            raw: bytes | bytearray = b""
+            answer_headers: Mapping[str, str] = {}
             async with self._in_flight:
                 self.stats.requests += 1
                 self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
                 try:
-                    status, raw, answer_headers = await self._send(
-                        api, method, base, url, params=params, headers=headers, content=content, limit=limit
-                    )
-                except _TooLarge as e:
+                    with anyio.fail_after(max(0.0, limit)):
+                        status, raw, answer_headers = await http.send(
+                            method,
+                            path,
+                            params=params,
+                            headers=headers,
+                            content=content,
+                            cap=s.max_answer_bytes,
+                        )
+                except session.TooLarge as e:
                     raise answers.BadAnswer(
                         f"{what}: the answer is larger than {s.max_answer_bytes} bytes "
                         f"({e.size} bytes or more); refused"
                     ) from None
+                except aiohttp.ClientError as e:  # its own timeouts (connecting) included
+                    problem = transport_problem(e)
                 except TimeoutError:
                     problem = (
                         f"no complete answer within {limit:g}s"
                         if limit >= s.request_timeout
                         else f"no complete answer within the retry budget ({s.retry_budget:g}s)"
                     )
-                except TRANSPORT_ERRORS as e:
+                except OSError as e:
                     problem = transport_problem(e)
             if status:
                 readable, parsed = answers.parse(raw)
@@ -364,50 +345,20 @@ class Transport:
             log.debug("cluster %s: %s %s: %s; retry in %.2fs", self.cluster, method, path, problem, delay)
             await anyio.sleep(delay)
 
-    async def _send(
-        self,
-        api: kr8s.asyncio.Api,
-        method: str,
-        base: str,
-        url: str,
-        *,
-        params: Mapping[str, str] | None,
-        headers: Mapping[str, str],
-        content: bytes | None,
-        limit: float,
-    ) -> tuple[int, bytearray, httpx.Headers]:
-        """One attempt, ended by `limit` seconds (connect to last byte); the body is read up to the cap."""
-        cap = self.settings.max_answer_bytes
-        with anyio.fail_after(max(0.0, limit)):
-            async with api.call_api(
-                method,
-                version="",
-                base=base,
-                url=url,
-                params=dict(params or {}),
-                headers=dict(headers),
-                content=content,
-                raise_for_status=False,
-                stream=True,
-            ) as response:
-                declared = response.headers.get("Content-Length", "")
-                if declared.isdigit() and int(declared) > cap:
-                    raise _TooLarge(int(declared))
-                if declared.isdigit() and not response.headers.get("Content-Encoding"):
-                    # The framing holds the body to its declared length: read it in one go.
-                    return response.status_code, bytearray(await response.aread()), response.headers
-                raw = bytearray()
-                async for chunk in response.aiter_bytes():
-                    raw += chunk
-                    if len(raw) > cap:
-                        raise _TooLarge(len(raw))
-                return response.status_code, raw, response.headers
+
+def encode(body: Any) -> bytes:
+    """A request body as compact JSON: orjson, or the standard library for what orjson refuses (integers
+    beyond 64 bits, keys that are not strings)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, separators=(",", ":")).encode()
 
 
 def transport_problem(e: BaseException) -> str:
-    if isinstance(e, kr8s.APITimeoutError | httpx.TimeoutException | TimeoutError):
+    """What failed, in words: never the exception's message (it can quote the URL)."""
+    if isinstance(e, aiohttp.ServerTimeoutError | TimeoutError):
         return "timed out"
-    if isinstance(e, httpx.ConnectError):
+    if isinstance(e, aiohttp.ClientConnectorError | ConnectionError):
         return "connection refused or failed"
-    # httpx messages can quote the URL; keep only the kind of failure.
     return re.sub(r"[^A-Za-z ]", "", type(e).__name__) or "connection error"
