@@ -2,9 +2,9 @@
 
 Owns: `Sim` (start/stop, one listening socket with a `/clusters/<name>` prefix per cluster or one
 port per cluster, optional TLS with a CA made at start by `trustme`), the kubeconfig describing every
-cluster, fault rules (`FaultRule`: injected statuses with Retry-After, latency, hangs, refused
-connections, dropped watches), the per-cluster request journal, and the admin endpoints under
-`/_sim/` (their shapes: docs/sim.md, "Admin endpoints").
+cluster, fault rules (`FaultRule`: injected statuses with Retry-After, latency, requests held until
+their rules are cleared, hangs, refused connections, dropped watches), the per-cluster request journal,
+and the admin endpoints under `/_sim/` (their shapes: docs/sim.md, "Admin endpoints").
 
 Does not: implement Kubernetes semantics (`fleet.sim.rest`, `fleet.sim.storage.store`).
 """
@@ -48,6 +48,7 @@ class FaultRule:
     status: int | None = None
     retry_after: int | None = None
     latency_ms: float = 0.0
+    hold: bool = False
     hang: bool = False
     refuse: bool = False
     drop_watches: bool = False
@@ -60,6 +61,7 @@ class FaultRule:
     rate: float = 1.0
     matched: int = 0
     fired: int = 0
+    held: int = 0  # requests waiting on this rule now
 
     @classmethod
     def parse(cls, doc: Any) -> FaultRule:
@@ -69,6 +71,7 @@ class FaultRule:
             "status",
             "retryAfter",
             "latencyMs",
+            "hold",
             "hang",
             "refuse",
             "dropWatches",
@@ -100,7 +103,12 @@ class FaultRule:
             if not isinstance(latency, int | float) or isinstance(latency, bool) or latency < 0:
                 raise RuleError("latencyMs: must be a non-negative number")
             rule.latency_ms = float(latency)
-        for key, attr in (("hang", "hang"), ("refuse", "refuse"), ("dropWatches", "drop_watches")):
+        for key, attr in (
+            ("hold", "hold"),
+            ("hang", "hang"),
+            ("refuse", "refuse"),
+            ("dropWatches", "drop_watches"),
+        ):
             value = doc.get(key)
             if value is not None:
                 if not isinstance(value, bool):
@@ -130,8 +138,10 @@ class FaultRule:
             if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate <= 1:
                 raise RuleError("rate: must be a number from 0 to 1")
             rule.rate = float(rate)
-        if not (rule.status or rule.latency_ms or rule.hang or rule.refuse or rule.drop_watches):
-            raise RuleError("a fault rule needs one of status, latencyMs, hang, refuse, dropWatches")
+        if not (rule.status or rule.latency_ms or rule.hold or rule.hang or rule.refuse or rule.drop_watches):
+            raise RuleError("a fault rule needs one of status, latencyMs, hold, hang, refuse, dropWatches")
+        if rule.hold and (rule.status or rule.hang or rule.refuse or rule.drop_watches):
+            raise RuleError("hold: cannot be combined with status, hang, refuse or dropWatches")
         return rule
 
     def selects(self, method: str, path: str, watch: bool, agent: str = "") -> bool:
@@ -145,7 +155,7 @@ class FaultRule:
             self.drop_watches
             and self.watch is None
             and not watch
-            and not (self.status or self.latency_ms or self.hang or self.refuse)
+            and not (self.status or self.latency_ms or self.hold or self.hang or self.refuse)
         ):
             return False
         return self.path is None or self.path.search(path) is not None
@@ -176,6 +186,7 @@ class Host:
     seq: int = 0
     port: int = 0
     url: str = ""
+    holds: set[asyncio.Future[None]] = field(default_factory=set)  # held requests, released by a clear
 
     def record(self, method: str, path: str, query: str, code: int, mutated: bool, agent: str) -> list[Any]:
         """Append a journal entry; kept as a small list (seq, method, path, query, status, mutated, time: the
@@ -316,6 +327,9 @@ class Sim:
                 h.cluster.unwatch(w)
         for fut in list(self._hangs):
             fut.cancel()
+        for h in self.hosts.values():
+            for fut in list(h.holds):
+                fut.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -363,7 +377,16 @@ class Sim:
         return parsed
 
     def clear_faults(self, name: str) -> None:
-        self.host_of(name).faults.clear()
+        """Remove every rule of the cluster; the requests they hold go on, served as if no rule matched."""
+        h = self.host_of(name)
+        h.faults.clear()
+        for fut in list(h.holds):
+            if not fut.done():
+                fut.set_result(None)
+
+    def rules(self, name: str) -> list[dict[str, int]]:
+        """Each rule's counters: requests `matched`, acted on (`fired`), `held` now."""
+        return [{"matched": r.matched, "fired": r.fired, "held": r.held} for r in self.host_of(name).faults]
 
     def compact(self, name: str) -> int:
         return self.host_of(name).cluster.compact()
@@ -403,6 +426,9 @@ class Sim:
                 continue
             if rule.latency_ms:
                 await asyncio.sleep(rule.latency_ms / 1000.0)
+            if rule.hold:  # before anything of it is read or processed, until the rules are cleared
+                await self._hold(h, rule)
+                break
             if rule.refuse:
                 h.record(method, rest, query, 0, False, agent)
                 transport = request.transport
@@ -432,6 +458,16 @@ class Sim:
         h.record(method, rest, query, resp.status, ctx.mutated, agent)
         return resp
 
+    async def _hold(self, h: Host, rule: FaultRule) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        h.holds.add(fut)
+        rule.held += 1
+        try:
+            await fut
+        finally:
+            rule.held -= 1
+            h.holds.discard(fut)
+
     async def _admin(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
         parts = [p for p in path.split("/") if p][1:]
         method = request.method
@@ -454,9 +490,7 @@ class Sim:
                     self.clear_faults(name)
                     return _admin_json({"rules": 0})
                 if action == ["faults"] and method == "GET":
-                    return _admin_json(
-                        {"rules": [{"matched": r.matched, "fired": r.fired} for r in self.hosts[name].faults]}
-                    )
+                    return _admin_json({"rules": self.rules(name)})
                 if action == ["compact"] and method == "POST":
                     return _admin_json({"resourceVersion": str(self.compact(name))})
                 if action == ["journal"] and method == "GET":

@@ -100,6 +100,9 @@ class SimHandle:
     def clear_faults_sync(self, name: str) -> None:
         self.call_sync(lambda: self.sim.clear_faults(name))
 
+    def fault_rules_sync(self, name: str) -> list[dict[str, int]]:
+        return self.call_sync(lambda: self.sim.rules(name))
+
     def compact_sync(self, name: str) -> int:
         return self.call_sync(lambda: self.sim.compact(name))
 
@@ -111,6 +114,9 @@ class SimHandle:
 
     async def clear_faults(self, name: str) -> None:
         await self.call(lambda: self.sim.clear_faults(name))
+
+    async def fault_rules(self, name: str) -> list[dict[str, int]]:
+        return await self.call(lambda: self.sim.rules(name))
 
     async def compact(self, name: str) -> int:
         return await self.call(lambda: self.sim.compact(name))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -44,6 +46,9 @@ def test_an_unknown_cluster_in_an_admin_path_gets_404(sim: testing.SimHandle) ->
         ({"status": 500, "rate": 2}, "rate"),
         ({"status": 500, "sometimes": True}, "sometimes"),
         ({"count": 1}, "needs one of"),
+        ({"hold": "yes"}, "hold:"),
+        ({"hold": True, "status": 503}, "hold:"),
+        ({"hold": True, "hang": True}, "hold:"),
     ],
 )
 def test_an_invalid_fault_rule_gets_400_naming_the_field(
@@ -114,6 +119,89 @@ def test_a_latency_fault_delays_the_answer_past_a_short_client_timeout(sim: test
     with httpx.Client(base_url=sim.url("c1"), timeout=0.3) as c:
         with pytest.raises(httpx.ReadTimeout):
             c.get(CM)
+
+
+def put_over(sim: testing.SimHandle, rv: str, value: str, agent: str) -> httpx.Response:
+    """A PUT of ConfigMap `held` over resourceVersion `rv` (a compare-and-swap), sent as `agent`."""
+    body = {"metadata": {"name": "held", "resourceVersion": rv}, "data": {"v": value}}
+    with httpx.Client(base_url=sim.url("c1"), timeout=30) as c:
+        return c.put(CM + "/held", json=body, headers={"User-Agent": agent})
+
+
+def rules(sim: testing.SimHandle) -> list[dict[str, int]]:
+    rules: list[dict[str, int]] = admin(sim, "GET", "/clusters/c1/faults").json()["rules"]
+    return rules
+
+
+def wait_until(check: Any, *, within: float = 10.0) -> None:
+    """Polls `check` (the sim's fault counters: no event tells of them) until it holds, else fails."""
+    end = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < end, "not within the time allowed"
+        time.sleep(0.02)
+
+
+def journal_of(sim: testing.SimHandle, agent: str) -> list[tuple[str, int, bool]]:
+    return [
+        (e["method"], e["status"], e["mutated"]) for e in sim.journal_sync("c1") if e["userAgent"] == agent
+    ]
+
+
+def test_a_latency_fault_holds_a_write_before_the_server_applies_it_so_a_write_sent_later_lands_first(
+    sim: testing.SimHandle, client: httpx.Client
+) -> None:
+    rv = client.post(CM, json={"metadata": {"name": "held"}}).json()["metadata"]["resourceVersion"]
+    add_rule(sim, {"latencyMs": 1500, "method": "PUT", "userAgent": "^late$", "count": 1})
+    with ThreadPoolExecutor(1) as pool:
+        late: Future[httpx.Response] = pool.submit(put_over, sim, rv, "late", "late")
+        wait_until(lambda: rules(sim)[0]["fired"] == 1)
+        assert put_over(sim, rv, "early", "early").status_code == 200  # sent after, applied first
+        # The delayed write is checked against the object as it is when the delay ends: a conflict.
+        assert late.result(timeout=30).status_code == 409
+    assert client.get(CM + "/held").json()["data"] == {"v": "early"}
+    assert journal_of(sim, "late") == [("PUT", 409, False)]
+
+
+def test_a_held_write_is_applied_only_once_its_rules_are_cleared(
+    sim: testing.SimHandle, client: httpx.Client
+) -> None:
+    rv = client.post(CM, json={"metadata": {"name": "held"}}).json()["metadata"]["resourceVersion"]
+    add_rule(sim, {"hold": True, "method": "PUT", "userAgent": "^late$", "count": 1})
+    with ThreadPoolExecutor(1) as pool:
+        late: Future[httpx.Response] = pool.submit(put_over, sim, rv, "late", "late")
+        wait_until(lambda: rules(sim)[0]["held"] == 1)
+        assert put_over(sim, rv, "early", "early").status_code == 200
+        assert not late.done() and journal_of(sim, "late") == []  # nothing of it processed yet
+        assert rules(sim) == [{"matched": 1, "fired": 1, "held": 1}]
+        assert admin(sim, "DELETE", "/clusters/c1/faults").status_code == 200  # releases it
+        assert late.result(timeout=30).status_code == 409
+    assert client.get(CM + "/held").json()["data"] == {"v": "early"}
+    assert journal_of(sim, "late") == [("PUT", 409, False)]
+    assert client.get(CM + "/held").status_code == 200  # nothing else held
+
+
+def test_a_held_request_is_released_in_process_and_answered_as_without_a_rule(
+    sim: testing.SimHandle, client: httpx.Client
+) -> None:
+    sim.faults_sync("c1", {"hold": True, "path": "configmaps$", "count": 1})
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(client.get, CM)
+        wait_until(lambda: sim.fault_rules_sync("c1")[0]["held"] == 1)
+        sim.clear_faults_sync("c1")
+        assert held.result(timeout=30).status_code == 200
+    assert sim.fault_rules_sync("c1") == []
+
+
+def test_a_held_write_whose_client_gives_up_is_dropped_unprocessed(sim: testing.SimHandle) -> None:
+    add_rule(sim, {"hold": True, "method": "POST"})
+    with httpx.Client(base_url=sim.url("c1"), timeout=0.3) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            c.post(CM, json={"metadata": {"name": "dropped"}})
+    wait_until(lambda: rules(sim)[0]["held"] == 0)  # its connection closed: the request is gone
+    sim.clear_faults_sync("c1")
+    with httpx.Client(base_url=sim.url("c1"), timeout=10) as c:
+        assert c.get(CM + "/dropped").status_code == 404
+    assert [e["method"] for e in sim.journal_sync("c1")] == ["GET"]
 
 
 def test_a_hanging_request_never_answers(sim: testing.SimHandle) -> None:
