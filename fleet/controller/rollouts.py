@@ -185,7 +185,17 @@ class Conductor:
 
     # -- what each cluster holds -----------------------------------------------------------------------
 
-    def hold(self, bundle: str, cluster: str) -> Hold:
+    def hold(self, bundle: str, cluster: str, *, revision: str | None = None) -> Hold:
+        """Which revision of `bundle` `cluster` must hold now. `revision`: the one whose render a round
+        would apply for NEWEST (the engine's newest). The engine takes a revision in before its rollouts
+        do (`begin`): until they have, NEWEST stands for the newest revision they took in (held as that
+        older revision; LEAVE when they took in none), never for one no rollout has decided about."""
+        held = self._hold(bundle, cluster)
+        if held != NEWEST or revision is None or revision == self._revision:
+            return held
+        return Hold("revision", self._revision) if self._revision else LEAVE
+
+    def _hold(self, bundle: str, cluster: str) -> Hold:
         r = self.latest.get(bundle)
         following = self._following(bundle, r)
         if r is None:

@@ -45,8 +45,12 @@ class Workers(watches.Watches):
         the cluster still holds, or one that leaves the bundle as it is there."""
         targets: dict[str, plan.Target] = {}
         holds: dict[str, rollouts.Hold] = {}
+        revision = desired.repo.revision or ""
         for b, t in desired.targets.get(rt.name, {}).items():
-            hold = rollouts.NEWEST if t.desired is None or t.suspended else self.rollouts.hold(b, rt.name)
+            if t.desired is None or t.suspended:
+                hold = rollouts.NEWEST
+            else:
+                hold = self.rollouts.hold(b, rt.name, revision=revision)
             if hold.kind == "revision":
                 old = self._renders.get(hold.revision or "")
                 older = old.targets.get(rt.name, {}).get(b) if old is not None else None
