@@ -358,12 +358,19 @@ class Conductor:
         results: Mapping[str, Observed],
         *,
         holds: Mapping[str, Hold],
+        handed: Mapping[str, str] | None = None,
         unreachable: str = "",
     ) -> None:
         """A round on `cluster` finished: feed what it saw of each bundle it reconciled at a rollout's
         revision to that rollout (`ro.observe_round` decides; a round that could not reach the cluster
         counts with its own message), then act on what changed. A follower reports it for the
-        coordinator."""
+        coordinator. `handed`: what the round handed the cluster (bundle -> rendered hash, taken with
+        `holds` when it began); a bundle whose rollout renders something else there (a newer rollout
+        started while the round ran) is no word on that rollout."""
+        if handed is not None:
+            holds = {
+                b: h for b, h in holds.items() if h != NEWEST or self._renders(b, cluster, handed.get(b))
+            }
         now = self._clock()
         if not self.deciding():
             self._report(cluster, results, holds=holds, unreachable=unreachable, now=now)
@@ -419,6 +426,12 @@ class Conductor:
                 self._set(new)
                 changed = True
         return changed
+
+    def _renders(self, bundle: str, cluster: str, handed: str | None) -> bool:
+        """Whether the latest rollout of `bundle` renders `handed` on `cluster` (True when it keeps no hash
+        of it: nothing to tell them apart)."""
+        known = self.hashes.get(bundle, {}).get(cluster)
+        return known is None or known == handed
 
     def awaiting_health(self, cluster: str) -> list[str]:
         """Bundles whose rollout waits for this cluster's health at its revision (sent and applied)."""

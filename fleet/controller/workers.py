@@ -215,6 +215,7 @@ class Workers(watches.Watches):
                 for b, br in result.bundles.items()
             },
             holds=holds,
+            handed=sig,
             unreachable=result.message if result.state is model.State.UNREACHABLE else "",
         )
         seconds = time.monotonic() - started

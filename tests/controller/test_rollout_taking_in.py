@@ -1,12 +1,12 @@
 """A new revision taken in while rounds run (docs/rollouts.md): the engine holds the revision's render
 before its rollouts have decided anything about it, so a round in between never sends a cluster that
-render.
+render; and a round begun before a new rollout started is no word on that rollout when it ends.
 
 The Conductor (fleet.controller.rollouts) alone, in-process over its SQLite store; then the real
 `fleet.controller.engine.Engine` in-process against an in-process sim over HTTP, following a real git
 repository (pygit2), with the round run at the point of the race: where the engine yields while it takes
-the revision in (recording it as the mirror's last good revision). The sim's request journal shows what
-fleet wrote where.
+the revision in (recording it as the mirror's last good revision), or where a round ends (telling the
+rollouts what it saw). The sim's request journal shows what fleet wrote where.
 """
 
 from __future__ import annotations
@@ -72,6 +72,23 @@ def test_a_revision_the_rollouts_have_not_taken_in_is_held_as_the_newest_they_ha
         assert c.hold("web", "c1", revision=NEW) == rollouts.Hold("revision", OLD)
         await begin(c, NEW, {"c1": "h2"})
         assert c.hold("web", "c1", revision=NEW) == rollouts.NEWEST
+
+    anyio.run(main)
+
+
+def test_a_round_that_handed_the_older_render_is_no_word_on_the_newer_rollout(tmp_path: Path) -> None:
+    async def main() -> None:
+        c = conductor(tmp_path)
+        await begin(c, OLD, {"c1": "h1"})
+        synced = {"web": rollouts.Observed(state=model.State.SYNCED)}
+        await c.observed("c1", synced, holds={"web": rollouts.NEWEST}, handed={"web": "h1"})
+        assert c.latest["web"].phase is ro.Phase.COMPLETED
+        # A round that began at OLD (handing c1 h1) ends after NEW's rollout sent c1 h2.
+        await begin(c, NEW, {"c1": "h2"})
+        await c.observed("c1", synced, holds={"web": rollouts.NEWEST}, handed={"web": "h1"})
+        assert c.latest["web"].members["c1"].phase is ro.ClusterPhase.PROGRESSING
+        await c.observed("c1", synced, holds={"web": rollouts.NEWEST}, handed={"web": "h2"})
+        assert c.latest["web"].phase is ro.Phase.COMPLETED
 
     anyio.run(main)
 
@@ -195,6 +212,28 @@ async def _test_a_round_while_a_revision_is_taken_in_does_not_send_a_later_wave_
         assert in_between, "no round ran while the revision was taken in"
 
 
+async def _test_a_canary_round_begun_before_a_revision_is_no_word_on_its_rollout(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    async with first_rolled_out(tmp_path, sim) as (eng, repo):
+        mark = (await sim.journal("rest"))[-1]["seq"]
+        second = await refused_by_the_canary(sim, repo)
+        told = eng.rollouts.observed
+        late: list[str] = []
+
+        async def told_after_the_revision(cluster: str, results: Any, **kw: Any) -> None:
+            if cluster == "canary" and not late:  # the round below, begun at the first revision
+                late.append(cluster)
+                eng.trigger_fetch(reason="test")
+                await until(lambda: phase(eng, second) is not None, "the second rollout started")
+            await told(cluster, results, **kw)
+
+        eng.rollouts.observed = told_after_the_revision  # type: ignore[method-assign]
+        eng._wake(eng.clusters["canary"], reason="resync")  # Synced at the first revision: writes nothing
+        await halted(eng, sim, second, mark=mark)
+        assert late, "no canary round ended after the revision was taken in"
+
+
 @pytest.mark.slow  # seconds: two rollouts end to end in-process
 def test_a_round_while_a_revision_is_taken_in_does_not_send_a_later_wave_that_revision(
     tmp_path: Path, sim: testing.SimHandle
@@ -202,3 +241,10 @@ def test_a_round_while_a_revision_is_taken_in_does_not_send_a_later_wave_that_re
     anyio.run(
         _test_a_round_while_a_revision_is_taken_in_does_not_send_a_later_wave_that_revision, tmp_path, sim
     )
+
+
+@pytest.mark.slow  # seconds: two rollouts end to end in-process
+def test_a_canary_round_begun_before_a_revision_is_no_word_on_its_rollout(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    anyio.run(_test_a_canary_round_begun_before_a_revision_is_no_word_on_its_rollout, tmp_path, sim)
