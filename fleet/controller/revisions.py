@@ -237,9 +237,10 @@ class Revisions(workers.Workers):
                 return
             claim = await self._claim(snapshot, from_mirror=from_mirror)
             previous = self.desired
-            self.desired, self.claim = desired, claim  # together: a round reads both at once
             if previous is not None and previous.repo.revision:
-                self._renders.setdefault(previous.repo.revision, previous)  # clusters may still hold it
+                # Clusters may still hold it: until the rollouts took this revision in, every cluster does.
+                self._renders.setdefault(previous.repo.revision, previous)
+            self.desired, self.claim = desired, claim  # together: a round reads both at once
             self._set_revision(
                 snapshot, problems, fetched_at=fetched_at if from_mirror else runtime.now_rfc3339()
             )
