@@ -5,11 +5,13 @@ cluster against the management cluster's: each shard had at most one writer at e
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -155,6 +157,102 @@ def test_a_paused_replica_resumes_without_writing_under_its_old_leases_and_never
             shard = sharding.shard_of(cluster, shards=rs.SHARDS)
             assert again[shard] is not None and again[shard] < t, f"{cluster}: {what} under an old lease"
     fleet.check_one_writer_per_shard()
+
+
+def test_a_stale_replicas_writes_held_on_the_wire_past_its_lease_are_refused_as_conflicts_and_it_prunes_nothing(
+    fleet: rs.Fleet,
+) -> None:
+    def settings(colour: str, *names: str) -> None:
+        objects = [configmap("settings", colour=colour), *(configmap(n, kept="yes") for n in names)]
+        fleet.repo.bundle("settings", objects, namespace="apps", selector={})
+
+    settings("blue", "reborn")
+    fleet.repo.commit("blue, and reborn")
+    a, b, c = three_settled(fleet)
+    shard = min(a.shards())
+    x, y = clusters_of(fleet, {shard})
+    mine = clusters_of(fleet, a.shards())
+    epoch = fleet.lease_epoch(shard)
+    inventory = "/api/v1/namespaces/fleet-system/configmaps/fleet-inventory-settings"
+    record = "/api/v1/namespaces/fleet-system/configmaps/fleet-revision-[0-9a-f]+"
+    # Its round of a revision that drops `reborn` writes the revision record, then asks its fence and writes
+    # the inventory's union, then applies, then prunes. The sim holds two of its writes before processing
+    # them: on x the inventory's union (sent, it lands late), on y the record (it stalls between its fence
+    # check and its inventory write).
+    held = {"hold": True, "method": "PATCH", "userAgent": rf"\(replica {a.id}\)", "count": 1}
+    fleet.sim.faults_sync(x, {**held, "path": f"^{inventory}$"})
+    fleet.sim.faults_sync(y, {**held, "path": f"^{record}$"})
+    settings("green", "added")
+    fleet.repo.commit("green, added, reborn dropped")
+    fleet.wait(
+        lambda: [fleet.sim.fault_rules_sync(n)[0]["held"] for n in (x, y)] == [1, 1],
+        within=30,
+        what="its writes on the wire",
+    )
+    stopped = fleet.signal(a, signal.SIGSTOP)  # it stalls with both sent
+
+    def stale() -> list[dict[str, Any]]:
+        return [
+            *fleet.requests(x, replica=a.id, method="PATCH", path=inventory, after=stopped),
+            *fleet.requests(y, replica=a.id, method="PATCH", path=record, after=stopped),
+        ]
+
+    try:
+        # A newer revision brings `reborn` back: the new owner applies it where the stale round would prune it.
+        settings("yellow", "added", "reborn")
+        sha = fleet.repo.commit("yellow, added, reborn back")
+        fleet.wait(
+            lambda: fleet.settled([b, c]), within=KILL_WITHIN, what="the stalled replica's shards taken"
+        )
+        fleet.wait(lambda: fleet.synced_at(sha), within=30, what="every cluster Synced by the others")
+        taken, owner = fleet.acquisitions()[shard][-1]
+        assert owner != a.id and taken > stopped
+        # The new owner wrote both over the versions the stalled replica had read, at a newer epoch.
+        first = [
+            *fleet.requests(x, replica=owner, method="PATCH", path=inventory, after=taken)[:1],
+            *fleet.requests(y, replica=owner, method="PATCH", path=record, after=taken)[:1],
+        ]
+        assert [e["status"] for e in first] == [200, 200], first
+        assert stale() == []
+        for n in (x, y):
+            fleet.sim.clear_faults_sync(n)  # the stale writes land now, after the new owner's
+        fleet.wait(lambda: len(stale()) == 2, within=10, what="the held writes answered")
+    finally:
+        fleet.signal(a, signal.SIGCONT)
+    late = stale()
+    print(
+        f"held writes: the new owner wrote {first[0]['time'] - stopped:.1f}s after the stall, the stale writes "
+        f"answered {[e['status'] for e in late]} {late[0]['time'] - stopped:.1f}s after it"
+    )
+    # The compare-and-swap refused both: a 409, nothing changed.
+    assert [(e["status"], e["mutated"]) for e in late] == [(409, False), (409, False)], late
+    assert all(e["seq"] > f["seq"] for e, f in zip(late, first, strict=True))  # per cluster: x, then y
+    fleet.wait(
+        lambda: fleet.settled([a, b, c]), within=60, what="the resumed replica shares the shards again"
+    )
+    fleet.wait(lambda: fleet.synced_at(sha), within=30, what="every cluster Synced")
+    # Resumed, it reports both rounds stopped, not a success; it sends y no inventory write under its old
+    # lease and deletes nothing anywhere: `reborn` stays.
+    for n in (x, y):
+        assert f"cluster {n}: round stopped" in a.process.logs(), n
+    again = min(
+        (t for t, who in fleet.acquisitions()[shard] if who == a.id and t > stopped), default=math.inf
+    )
+    assert [
+        e
+        for e in fleet.requests(y, replica=a.id, method="PATCH", path=inventory, after=stopped)
+        if e["time"] < again
+    ] == []
+    deletes = [w for w in fleet.writes() if w[1] == a.id and w[3].startswith("DELETE") and w[0] > stopped]
+    assert deletes == []
+    for cluster in mine:
+        objects = live_objects(fleet.sim, cluster, namespace="apps")
+        assert {"added", "reborn"} <= set(objects), cluster
+        assert objects["settings"]["data"] == {"colour": "yellow"}, cluster
+    fence = fleet.inventory_fence(x, "settings")
+    assert fence is not None and fence.startswith(f"fleet-shard-{shard}@")
+    assert int(fence.rsplit("@", 1)[1]) > epoch, (fence, epoch)
+    fleet.check_one_writer_per_shard(refused=[(n, e["seq"]) for n, e in zip((x, y), late, strict=True)])
 
 
 def test_scaling_1_to_3_to_2_replicas_moves_at_most_two_thirds_then_a_third_of_the_clusters_plus_ten_percent(

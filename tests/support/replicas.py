@@ -10,7 +10,7 @@ import re
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +196,9 @@ class Fleet:
 
     def writes(self) -> list[tuple[float, str, str, str]]:
         """(time, replica, cluster, method path) of every write a replica sent to a cluster."""
+        return [(t, who, c, what) for t, who, c, what, _ in self._writes()]
+
+    def _writes(self) -> list[tuple[float, str, str, str, dict[str, Any]]]:
         out = []
         for c in self.clusters:
             journal = self.sim.journal_sync(c)
@@ -203,8 +206,22 @@ class Fleet:
             for e in journal:
                 who = replica_of(e["userAgent"])
                 if e["method"] in WRITES and who is not None:
-                    out.append((e["time"], who, c, f"{e['method']} {e['path']}"))
-        return sorted(out)
+                    out.append((e["time"], who, c, f"{e['method']} {e['path']}", e))
+        return sorted(out, key=lambda w: (w[0], w[2], w[4]["seq"]))
+
+    def requests(
+        self, cluster: str, *, replica: str, method: str, path: str, after: float = 0.0
+    ) -> list[dict[str, Any]]:
+        """The journal entries of `cluster` for the requests `replica` sent with `method` to a path matching
+        the regular expression `path`, answered after `after`."""
+        return [
+            e
+            for e in self.sim.journal_sync(cluster)
+            if replica_of(e["userAgent"]) == replica
+            and e["method"] == method
+            and re.fullmatch(path, e["path"])
+            and e["time"] > after
+        ]
 
     def lease_writes(self) -> list[dict[str, Any]]:
         journal = self.sim.journal_sync(MANAGEMENT)
@@ -241,13 +258,24 @@ class Fleet:
         assert times, f"replica {replica} never wrote a lease"
         return max(times)
 
-    def check_one_writer_per_shard(self) -> int:
+    def check_one_writer_per_shard(self, *, refused: Iterable[tuple[str, int]] = ()) -> int:
         """Over the whole journal: each write of a replica to a cluster came after that replica's latest
-        acquisition of the cluster's shard lease and before anyone else's next one. Returns the writes."""
+        acquisition of the cluster's shard lease and before anyone else's next one. Returns the writes.
+
+        `refused`: (cluster, seq) of writes held on the wire (a sim `hold`) past another replica's
+        acquisition: the journal's time is when they landed, not when they were sent. Each must have been
+        refused by the compare-and-swap (409, nothing changed) and is no write."""
         acquired = self.acquisitions()
-        writes = self.writes()
+        writes = self._writes()
+        late = set(refused)
+        held = [(c, e) for _, _, c, _, e in writes if (c, e["seq"]) in late]
+        assert len(held) == len(late), f"not all of {sorted(late)} are replicas' writes in the journals"
+        for c, e in held:
+            assert (e["status"], e["mutated"]) == (409, False), f"{c}: a write held on the wire landed: {e}"
         bad = []
-        for t, who, cluster, what in writes:
+        for t, who, cluster, what, e in writes:
+            if (cluster, e["seq"]) in late:
+                continue
             shard = sharding.shard_of(cluster, shards=SHARDS)
             before = [a for a in acquired.get(shard, []) if a[0] <= t]
             owner = before[-1][1] if before else None
