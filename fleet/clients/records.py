@@ -4,7 +4,7 @@ Owns: the requests about the records of `fleet.core.records` in namespace ``flee
 management cluster, through one `kube.Client` (the management client, with the replica's User-Agent):
 installing them on start (`install`: the namespace when missing, the instance's marker, and a migration of
 every record written at an older schema, each rewritten over the resourceVersion read); rollouts (list,
-write over a resourceVersion, labelled with their writer, and written again over the version found when
+watch from a list's resourceVersion, write over a resourceVersion, labelled with their writer, and written again over the version found when
 this very replica wrote it last; delete beyond the kept ones); people's action requests (ask, list, done);
 this replica's history segments (`append`: a batch of entries added to its newest segment over its
 resourceVersion, a new segment when it is full; `history`: every replica's segments merged; `prune`:
@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
+
+import orjson
 
 from fleet.clients import kube
 from fleet.core import errors
@@ -56,6 +58,12 @@ class Unavailable(errors.StateError):
 
 class Conflict(errors.StateError):
     """A record changed since it was read (another replica wrote it): read it again."""
+
+    retriable = True
+
+
+class Expired(errors.StateError):
+    """A watch's resourceVersion is too old for the server (410): list the records again."""
 
     retriable = True
 
@@ -93,12 +101,16 @@ class Records:
             raise Unavailable(f"management cluster: {e}") from e
 
     async def _list(self, kind: str, *, writer: str | None = None) -> list[dict[str, Any]]:
+        return (await self._list_at(kind, writer=writer))[0]
+
+    async def _list_at(self, kind: str, *, writer: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        """(the records of a kind, the list's resourceVersion)."""
         labels = rec.selector(instance=self.instance, kind=kind)
         if writer is not None:
             labels += f",{rec.LABEL_WRITER}={writer}"
         what = f"management cluster: list {kind} records of instance {self.instance} in {rec.NAMESPACE}"
         try:
-            items, _ = await self.client.list_pages(
+            return await self.client.list_pages(
                 CONFIGMAPS,
                 CONFIGMAPS.collection_path(rec.NAMESPACE),
                 what=what,
@@ -106,7 +118,6 @@ class Records:
             )
         except errors.ClusterError as e:
             raise Unavailable(str(e)) from e
-        return items
 
     async def _get(self, name: str) -> dict[str, Any] | None:
         status, doc = await self._call(
@@ -210,7 +221,54 @@ class Records:
 
     async def rollouts(self) -> list[rec.Rollout]:
         """Every stored rollout of the instance (RecordError naming any unreadable one)."""
-        return [rec.decode_rollout(item) for item in await self._list(rec.ROLLOUT)]
+        return (await self.rollouts_at())[0]
+
+    async def rollouts_at(self) -> tuple[list[rec.Rollout], str]:
+        """Every stored rollout, and the list's resourceVersion (`watch_rollouts` goes on from it)."""
+        items, version = await self._list_at(rec.ROLLOUT)
+        return [rec.decode_rollout(item) for item in items], version
+
+    async def watch_rollouts(
+        self, version: str, *, lasting: int, on_event: Callable[[str, dict[str, Any]], None]
+    ) -> None:
+        """Watch the rollout records from `version` until the server ends the stream (`lasting` seconds
+        asked of it; a stream silent 30 s longer is dropped): `on_event(type, object)` for each event, its
+        object the record's whole new version (ADDED, MODIFIED), its last one (DELETED), or only the
+        resourceVersion reached (BOOKMARK). Raises `Expired` on a 410 (list again) and `Unavailable` when
+        the stream cannot be opened or read, or brings what is not an event."""
+        what = f"management cluster: watch rollout records of instance {self.instance} in {rec.NAMESPACE}"
+        params = {
+            "watch": "true",
+            "labelSelector": rec.selector(instance=self.instance, kind=rec.ROLLOUT),
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(lasting),
+        }
+        try:
+            async with self.client.stream(
+                CONFIGMAPS.collection_path(rec.NAMESPACE), what=what, params=params, read_timeout=lasting + 30
+            ) as stream:
+                if stream.status == 410:
+                    raise Expired(f"{what}: resourceVersion {version} is too old (410)")
+                if stream.status >= 300:
+                    message, _ = await stream.error()
+                    raise Unavailable(f"{what}: {message or f'HTTP {stream.status}'}")
+                async for line in stream.lines():
+                    try:
+                        event = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        raise Unavailable(f"{what}: a watch event is not JSON") from None
+                    obj = event.get("object") if isinstance(event, dict) else None
+                    if not isinstance(obj, dict):
+                        raise Unavailable(f"{what}: a watch event is not an object")
+                    kind = str(event.get("type"))
+                    if kind == "ERROR":
+                        if obj.get("code") == 410:
+                            raise Expired(f"{what}: resourceVersion {version} is too old (410)")
+                        raise Unavailable(f"{what}: watch error {obj.get('code')}: {obj.get('message')}")
+                    on_event(kind, obj)
+        except errors.ClusterError as e:
+            raise Unavailable(str(e)) from e
 
     async def write_rollout(self, r: rec.Rollout) -> rec.Rollout:
         """Create the rollout's record, or replace it over `r.meta.version`, as written by this replica

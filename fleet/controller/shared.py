@@ -37,7 +37,7 @@ import anyio.from_thread
 
 from fleet.clients import records as records_client
 from fleet.clients import statedb
-from fleet.controller import replicas, rollouts
+from fleet.controller import following, replicas, rollouts
 from fleet.core import errors, model, sharding, summaries
 from fleet.core import history as hist
 from fleet.core import records as rec
@@ -120,7 +120,10 @@ class ManagedStore(statedb.StateStore):
         # Rollouts are written by the coordinator only (`Shared.attach` asks its Conductor): a follower's
         # copies of them, saved again after a failed write, are not written back.
         self.deciding: Callable[[], bool] = lambda: True
-        self._writes: dict[tuple[str, str], int] = {}  # rollout -> how many times this store wrote it
+        # rollout -> how many times this replica changed its copy other than by a list: its own writes and
+        # deletes, the versions a watch brought (`learn`, `forget`)
+        self._changes: dict[tuple[str, str], int] = {}
+        self.listed = ""  # the resourceVersion of the last list of the rollouts (a watch goes on from it)
 
     async def start(self) -> records_client.Installed:
         """Install (and migrate) the records, and read the rollouts (on the event loop, before the engine)."""
@@ -135,18 +138,31 @@ class ManagedStore(statedb.StateStore):
         list may have been read before that write and answered after it, and its older version would make
         the next write a conflict with this replica's own (docs/benchmarks.md, "Two replicas at 1,000
         clusters")."""
-        before = dict(self._writes)
-        found = await self.records.rollouts()
+        before = dict(self._changes)
+        found, version = await self.records.rollouts_at()
         fresh = {(r.bundle, r.revision): r for r in found}
-        for key, n in self._writes.items():
+        for key, n in self._changes.items():
             if before.get(key) != n:
                 if key in self.rollouts:
                     fresh[key] = self.rollouts[key]
                 else:
                     fresh.pop(key, None)
         self.rollouts = fresh
-        self._writes = {k: n for k, n in self._writes.items() if k in fresh}  # of the records there
+        self._changes = {k: n for k, n in self._changes.items() if k in fresh}  # of the records there
+        self.listed = version
         return rec.latest(fresh.values())
+
+    def learn(self, r: rec.Rollout) -> None:
+        """A rollout's newer version (a watch brought it)."""
+        key = (r.bundle, r.revision)
+        self.rollouts[key] = r
+        self._changes[key] = self._changes.get(key, 0) + 1
+
+    def forget(self, bundle: str, revision: str) -> None:
+        """A rollout's record is gone (a watch told)."""
+        key = (bundle, revision)
+        self.rollouts.pop(key, None)
+        self._changes[key] = self._changes.get(key, 0) + 1
 
     # -- rollouts --------------------------------------------------------------------------------------
 
@@ -196,7 +212,7 @@ class ManagedStore(statedb.StateStore):
             except errors.StateError as e:
                 failed = failed or e
                 continue
-            self._writes[key] = self._writes.get(key, 0) + 1
+            self._changes[key] = self._changes.get(key, 0) + 1
         if failed is not None:
             raise failed
         old = rec.beyond_kept(self.rollouts.values(), keep=self.keep)
@@ -205,7 +221,7 @@ class ManagedStore(statedb.StateStore):
             for r in old:
                 key = (r.bundle, r.revision)
                 self.rollouts.pop(key, None)
-                self._writes[key] = self._writes.get(key, 0) + 1
+                self._changes[key] = self._changes.get(key, 0) + 1
 
     def latest_rollouts(self) -> dict[str, statedb.RolloutRow]:
         return {b: _row(r) for b, r in rec.latest(self.rollouts.values()).items()}
@@ -323,6 +339,8 @@ class Shared:
         self._wake: Callable[[tuple[str, ...], str | None, str], None] | None = None
         self._fetch: Callable[[str], object] | None = None
         self._fetch_seen: str | None = None  # the version of the fetch request last seen (None: not read yet)
+        self.watch: following.RolloutWatch | None = None  # a follower's watch of the rollouts (`attach`)
+        self._listed_at = 0.0  # when the rollouts were last listed
 
     def attach(
         self,
@@ -341,6 +359,13 @@ class Shared:
         conductor.deciding = lambda: self._coordinating and self.owner.coordinating()
         self.store.deciding = conductor.deciding
         conductor.forward = self.forward
+        self.watch = following.RolloutWatch(
+            self.store,
+            following=lambda: not conductor.deciding(),
+            adopt=conductor.adopt,
+            row=_row,
+            period=self.period,
+        )
         self._coordinating = self.owner.coordinating()
         if not self._coordinating:
             conductor.adopt(self.store.latest_rollouts())
@@ -371,9 +396,12 @@ class Shared:
         )
 
     async def run(self) -> None:
-        while True:
-            await self.step()
-            await anyio.sleep(self.period)
+        async with anyio.create_task_group() as tg:
+            if self.watch is not None:
+                tg.start_soon(self.watch.run)
+            while True:
+                await self.step()
+                await anyio.sleep(self.period)
 
     async def step(self) -> None:
         """One period's work (see the module); a failure is reported in the status, never fatal."""
@@ -384,13 +412,29 @@ class Shared:
             except errors.StateError as e:
                 problems.append(str(e))
                 log.warning("state of record: %s", e)
+        if self.watch is not None and self.watch.problem:
+            problems.append(self.watch.problem)
+            self.watch.problem = None
         self.problem = "; ".join(problems) or None
 
     async def _rollouts(self) -> None:
         conductor = self._conductor
         if conductor is None:
             return
+        coordinating = self.owner.coordinating()
+        if coordinating and self._coordinating and not self.store.conflicted:
+            return  # its own writes: it reads them when it takes over, or after another replica's write
+        watch = self.watch
+        if (
+            not coordinating
+            and not self._coordinating
+            and watch is not None
+            and watch.live
+            and self._clock() - self._listed_at < following.RELIST
+        ):
+            return  # the watch brings every change as it is made
         await self.store.read_rollouts()
+        self._listed_at = self._clock()
         coordinating = self.owner.coordinating()
         if not coordinating or not self._coordinating or self.store.conflicted:
             conductor.adopt(self.store.latest_rollouts())

@@ -4,7 +4,8 @@ follower takes its decisions in, hands people's actions on and reports what its 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,8 @@ class LateList(records_client.Records):
     def hold(self) -> None:
         self.listed, self.release = anyio.Event(), anyio.Event()
 
-    async def rollouts(self) -> list[rec.Rollout]:
-        found = await super().rollouts()
+    async def rollouts_at(self) -> tuple[list[rec.Rollout], str]:
+        found = await super().rollouts_at()
         if self.listed is not None and self.release is not None:
             self.listed.set()
             await self.release.wait()
@@ -97,6 +98,7 @@ async def replica(
     owner: Owner,
     *,
     records_type: type[records_client.Records] = records_client.Records,
+    period: float = 0.1,
 ) -> Replica:
     kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
     client = kube.Client(cluster="mgmt", context=kc.context("mgmt"), settings=BASE)
@@ -114,7 +116,7 @@ async def replica(
         store=store, metrics=metrics, wake=lambda c, _ctx: woken.append(c), save=save, observer=recorder
     )
     conductor.restore()
-    sh = shared.Shared(store, owner=owner, period=0.1)
+    sh = shared.Shared(store, owner=owner, period=period)
     sh.attach(conductor, documents=lambda: {})
     return Replica(store=store, conductor=conductor, shared=sh, woken=woken)
 
@@ -638,5 +640,53 @@ def test_saving_everything_again_writes_no_rollout_stored_as_it_is(
         finally:
             await a.store.records.client.aclose()
             a.store.close()
+
+    anyio.run(main)
+
+
+async def until(check: Callable[[], bool], *, within: float, what: str) -> float:
+    """Seconds until `check()` holds (polled: the replica's tasks run on their own)."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > within:
+            raise AssertionError(f"not within {within}s: {what}")
+        await anyio.sleep(0.02)
+    return time.monotonic() - started
+
+
+@pytest.mark.slow  # a second of real time: the replica's own tasks
+def test_a_follower_sends_its_cluster_the_revision_as_the_coordinator_starts_it_not_at_its_next_period(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    # The follower learnt of the coordinator's decisions by listing the rollouts every period (a retry
+    # period, 2 s by default, more while a list of large records is read): its clusters got each commit
+    # that much after the coordinator's own. It watches the records: a change reaches it as it is written.
+    c1, c2 = two_clusters_on_two_shards()
+
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0, 2}), coordinator=True))
+        b = await replica(sim, tmp_path, Owner("b", frozenset({1, 3}), coordinator=False), period=60.0)
+        try:
+            await begin(a, c1, c2)  # the canary (a's cluster) started
+            await begin(b, c1, c2)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(b.shared.run)  # lists the rollouts now, then once a minute
+                await until(
+                    lambda: "web" in b.conductor.latest, within=10, what="the follower lists the rollout"
+                )
+                assert b.conductor.hold("web", c2) == rollouts.LEAVE  # the rest wave waits for approval
+                await a.conductor.observed(c1, SYNCED, holds={"web": rollouts.NEWEST})
+                await a.conductor.act("web", ro.Action.APPROVE, actor="ana", wave="rest")  # c2 started
+                took = await until(
+                    lambda: b.conductor.hold("web", c2) == rollouts.NEWEST and c2 in b.woken,
+                    within=5,
+                    what="the follower sends its cluster the revision the coordinator started it at",
+                )
+                print(f"coordinator's write -> follower's cluster woken: {took:.2f}s")
+                tg.cancel_scope.cancel()
+        finally:
+            for r in (a, b):
+                await r.store.records.client.aclose()
+                r.store.close()
 
     anyio.run(main)
