@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from fleet.core import errors
 from fleet.core import history as hist
 
@@ -551,7 +553,7 @@ class StateStore:
                         row.bundle,
                         row.revision,
                         row.started_at,
-                        json.dumps(dict(row.doc)),
+                        orjson.dumps(row.doc).decode(),  # a rollout of 1,000 clusters: 0.3 MB
                         int(row.terminal),
                         row.updated_at,
                     ),

@@ -5,9 +5,15 @@ cluster; starting a rollout when a revision changes a bundle's rendered objects 
 progress), joins and leaves; turning the results of cluster rounds into the state machine's observations;
 people's actions; the soak and deadline timer; which revision of a bundle each cluster must hold now
 (`hold`); storing every change through `fleet.clients.statedb` BEFORE any cluster is woken to act on it (so a crash
-never sends a cluster its revision without the rollout knowing; a write the database refuses is reported by
-the engine's `save` and the rollout goes on from memory, saved again on recovery); the `rollout <bundle>` spans; the
-rollout metrics.
+never sends a cluster its revision without the rollout knowing: a cluster put in flight is held at what it
+had until its rollout is stored; a write the database refuses is reported by the engine's `save` and the
+rollout goes on from memory, saved again on recovery); which writes wait: a change that decides something
+(clusters put in flight, a rollout's state, wave, approvals, actions, a new rollout) is stored before
+`tick` returns, one write for every caller that waited meanwhile; what rounds observed of clusters that
+decides nothing yet (a cluster turned healthy in a wave still in flight) is stored with the next write,
+at most `store_delay` later (a crash loses only observations the next rounds make again); the rollout
+metrics; the rollouts' documents, built once per change. The `rollout <bundle>` spans are its base's
+(`fleet.controller.rolloutspans.Spans`).
 
 With a management cluster (docs/scaling.md, "State of record") only the replica holding the coordinator
 lease decides (`deciding`); the others follow: they take the coordinator's rollouts in as they are stored
@@ -25,7 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import anyio
@@ -33,6 +39,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link
 
 from fleet.clients import statedb
+from fleet.controller import rolloutspans
 from fleet.controller.metrics import Metrics
 from fleet.core import errors, model, summaries
 from fleet.core import history as hist
@@ -97,7 +104,7 @@ class Observer(Protocol):
     def stored(self) -> None: ...
 
 
-class Conductor:
+class Conductor(rolloutspans.Spans):
     """One per engine. Not thread-safe: the engine's event loop calls it."""
 
     def __init__(
@@ -109,10 +116,12 @@ class Conductor:
         save: SaveFn,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.time,
+        store_delay: float = 1.0,
     ) -> None:
         self.store = store
         self._observer = observer
         self.metrics = metrics
+        super().__init__()
         self.latest: dict[str, ro.Rollout] = {}
         self.hashes: dict[str, dict[str, str]] = {}  # bundle -> cluster -> hash at the rollout's revision
         self._wake = wake
@@ -120,9 +129,15 @@ class Conductor:
         self._clock = clock
         self._changed = anyio.Event()
         self._dirty: dict[tuple[str, str], ro.Rollout] = {}
-        self._spans: dict[str, trace.Span] = {}
+        self._store_delay = store_delay
+        self._version = 0  # counts changes; `_stored` is the count the last write began at
+        self._stored = 0
+        self._writing = anyio.Lock()
+        self._decided = False  # a change since the last write decides something (see the module)
+        self._deferred = anyio.Event()  # changes wait for the next write (`_store_later`)
+        self._starting: set[tuple[str, str]] = set()  # (bundle, cluster) put in flight, not stored yet
+        self._docs: dict[str, tuple[ro.Rollout, dict[str, Any]]] = {}  # bundle -> (rollout, its document)
         self._contexts: dict[str, trace.SpanContext] = {}  # bundle -> the revision trace it belongs to
-        self._announced: dict[tuple[str, str], set[str]] = {}  # (bundle, revision) -> waves that started
         # A management cluster's coordinator decides; the other replicas follow (see the module).
         self.deciding: Callable[[], bool] = lambda: True
         self.forward: ForwardFn | None = None
@@ -155,21 +170,7 @@ class Conductor:
             self.latest[bundle] = r
             self.hashes[bundle] = dict(row.doc.get("hashes") or {})
             if not r.terminal:
-                # The span of a rollout begun by an earlier process is gone: continue in a new one, linked.
-                old = row.doc.get("span")
-                links = []
-                if isinstance(old, Mapping) and old.get("trace") and old.get("span"):
-                    links = [
-                        Link(
-                            trace.SpanContext(
-                                int(old["trace"], 16),
-                                int(old["span"], 16),
-                                is_remote=True,
-                                trace_flags=trace.TraceFlags(1),
-                            )
-                        )
-                    ]
-                self._open_span(r, context=None, links=links, event="continued after a restart")
+                self._continue_span(r, row.doc.get("span"))
         self._update_metrics()
 
     def needed_revisions(self) -> set[str]:
@@ -202,6 +203,8 @@ class Conductor:
             return LEAVE if following else NEWEST
         if ro.governs(r, cluster):
             t = ro.target(r, cluster)
+            if (bundle, cluster) in self._starting:  # in flight, but not stored yet: what it had
+                t = r.members[cluster].from_revision
             if t is None or (t == r.revision and following):
                 return LEAVE  # the coordinator's revision is not the one this replica enforces (yet)
             return NEWEST if t == r.revision else Hold("revision", t)
@@ -278,7 +281,9 @@ class Conductor:
                 continue  # seen already (a restart re-reads its revision)
             known = self.hashes.get(b, {})
             if r is not None and all(known.get(c, h) == h for c, h in hashes.items()):
-                self._checked[b] = revision  # followers learn the revision changed nothing here
+                if self._checked.get(b) != revision:
+                    self._checked[b] = revision  # followers learn the revision changed nothing here
+                    self._decided = True  # and wait for it: stored at once
                 r = self._membership_changes(r, b, hashes, held=held, now=now)
                 self._set(r)
                 continue
@@ -520,20 +525,37 @@ class Conductor:
             if r.terminal:
                 continue
             step = ro.advance(r, now=now)
-            if step.rollout != r:
+            if step.rollout is not r and step.rollout != r:
                 self._set(step.rollout)
             starts.extend((b, c) for c in step.start)
             self._announce_waves(step)
-        await self.flush()
+        if starts or self._decided:
+            self._starting.update(starts)
+            try:
+                await self.flush()
+            finally:
+                self._starting.difference_update(starts)
+        elif self._dirty:
+            self._deferred.set()
         for b, c in starts:
             self._wake(c, self._contexts.get(b))
         self._changed.set()
 
     async def flush(self) -> None:
-        """Store every rollout that changed since the last flush (one transaction)."""
-        observer = self._observer
-        if not self._dirty and (observer is None or not observer.pending):
-            return
+        """Store every rollout that changed before this call (one transaction). A caller that waits for
+        another's write finds its changes stored by the write that follows, made once for every caller
+        that waited meanwhile."""
+        wanted = self._version
+        async with self._writing:
+            if self._stored >= wanted:
+                return  # stored by the write this caller waited for
+            observer = self._observer
+            self._stored, self._decided = self._version, False
+            if not self._dirty and (observer is None or not observer.pending):
+                return
+            await self._write(observer)
+
+    async def _write(self, observer: Observer | None) -> None:
         dirty, self._dirty = self._dirty, {}
         rows = tuple(self._row(r) for r in dirty.values())
         entries, messages = observer.take() if observer is not None else ((), ())
@@ -556,8 +578,27 @@ class Conductor:
         return tuple(self._row(r) for r in self.latest.values())
 
     async def run(self) -> None:
-        """The soak and deadline timer: sleeps until the next time a rollout must be looked at, or until
-        something changed; runs until cancelled."""
+        """The soak and deadline timer, and the writes of what waits for the next (`_store_later`); runs
+        until cancelled, then stores what was waiting."""
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._store_later)
+                await self._timer()
+        finally:
+            if self._dirty and self.deciding():
+                with anyio.CancelScope(shield=True):
+                    await self.flush()
+
+    async def _store_later(self) -> None:
+        """Changes that decide nothing are stored together, `store_delay` after the first of them."""
+        while True:
+            await self._deferred.wait()
+            await anyio.sleep(self._store_delay)
+            self._deferred = anyio.Event()
+            await self.flush()
+
+    async def _timer(self) -> None:
+        """Sleeps until the next time a rollout must be looked at, or until something changed."""
         while True:
             wakes = [w for w in (ro.next_wake(r) for r in self.latest.values()) if w is not None]
             delay = max(0.0, min(wakes) - self._clock()) if wakes else None
@@ -666,20 +707,38 @@ class Conductor:
     # -- status --------------------------------------------------------------------------------------------------
 
     def documents(self) -> dict[str, dict[str, Any]]:
-        now = self._clock()
-        return {b: ro.document(r, now=now) for b, r in sorted(self.latest.items())}
+        """Every bundle's latest rollout as the API shows it. Built once per change of the rollout (a
+        soaking one each time: it says the soak's time left): callers must not change them."""
+        return {b: self._document(r) for b, r in sorted(self.latest.items())}
 
     def document(self, bundle: str, *, revision: str | None = None) -> dict[str, Any] | None:
         r = self.latest.get(bundle)
         if revision is not None and (r is None or not r.revision.startswith(revision)):
             row = self.store.rollout(bundle, revision)
             r = ro.load(row.doc["rollout"]) if row is not None else None
-        return ro.document(r, now=self._clock()) if r is not None else None
+            return ro.document(r, now=self._clock()) if r is not None else None
+        return self._document(r) if r is not None else None
+
+    def _document(self, r: ro.Rollout) -> dict[str, Any]:
+        built = self._docs.get(r.bundle)
+        if built is not None and built[0] is r:
+            return built[1]
+        doc = ro.document(r, now=self._clock())
+        if r.phase is not ro.Phase.SOAKING:
+            self._docs[r.bundle] = (r, doc)
+        return doc
 
     # -- internals ---------------------------------------------------------------------------------------------
 
     def _set(self, r: ro.Rollout) -> None:
         old = self.latest.get(r.bundle)
+        self._version += 1
+        if (
+            old is None
+            or old.revision != r.revision
+            or replace(old, members=r.members, updated_at=r.updated_at) != r
+        ):
+            self._decided = True  # more than what rounds observed of its clusters: stored before going on
         if old is not None and old.revision == r.revision:
             self._trace_transitions(old, r)
         if self._observer is not None:
@@ -695,10 +754,9 @@ class Conductor:
             doc["hashes"] = self.hashes.get(r.bundle, {})
             if r.bundle in self._checked:
                 doc["checked"] = self._checked[r.bundle]
-            span = self._spans.get(r.bundle)
+            span = self._span_ids(r.bundle)
             if span is not None:
-                sc = span.get_span_context()
-                doc["span"] = {"trace": f"{sc.trace_id:032x}", "span": f"{sc.span_id:016x}"}
+                doc["span"] = span
         return statedb.RolloutRow(
             bundle=r.bundle,
             revision=r.revision,
@@ -708,65 +766,6 @@ class Conductor:
             updated_at=r.updated_at,
         )
 
-    def _open_span(
-        self, r: ro.Rollout, *, context: trace.SpanContext | None, links: list[Link], event: str
-    ) -> None:
-        self._end_span(r.bundle, "replaced")
-        parent = trace.set_span_in_context(
-            trace.NonRecordingSpan(context) if context is not None else trace.INVALID_SPAN
-        )
-        span = tracer.start_span(
-            f"rollout {r.bundle}",
-            context=parent,
-            links=links,
-            attributes={
-                "fleet.bundle": r.bundle,
-                "fleet.revision": r.revision,
-                "fleet.waves": len(r.spec.waves),
-            },
-        )
-        span.add_event(event)
-        self._spans[r.bundle] = span
-
-    def _end_span(self, bundle: str, why: str) -> None:
-        span = self._spans.pop(bundle, None)
-        if span is not None:
-            span.add_event("ended", {"reason": why})
-            span.end()
-
-    def _trace_transitions(self, old: ro.Rollout, new: ro.Rollout) -> None:
-        span = self._spans.get(new.bundle)
-        if span is None:
-            return
-        if new.approved != old.approved:
-            for w in sorted(new.approved - old.approved):
-                span.add_event("approved", {"wave": w})
-        if new.phase is not old.phase:
-            if new.phase is ro.Phase.HALTED:
-                span.add_event("halted", {"reason": new.reason})
-                span.set_status(trace.Status(trace.StatusCode.ERROR, "halted"))
-            elif new.phase is ro.Phase.COMPLETED:
-                span.add_event("completed")
-            elif new.phase is ro.Phase.WAITING_APPROVAL:
-                span.add_event("waiting for approval", {"wave": new.wave_name})
-            elif new.phase is ro.Phase.ROLLED_BACK:
-                span.add_event("rolled back", {"reason": new.reason})
-        if new.phase is ro.Phase.HALTED and old.phase is not ro.Phase.HALTED:
-            log.warning("bundle %s: rollout of %s halted: %s", new.bundle, new.revision[:12], new.reason)
-
-    def _announce_waves(self, step: ro.Step) -> None:
-        """A `wave started` span event when a wave sends its first cluster the revision."""
-        r = step.rollout
-        span = self._spans.get(r.bundle)
-        if span is None or not step.start:
-            return
-        announced = self._announced.setdefault((r.bundle, r.revision), set())
-        for c in step.start:
-            wave = r.spec.waves[r.members[c].wave].name
-            if wave not in announced:
-                announced.add(wave)
-                span.add_event("wave started", {"wave": wave})
-
     def _update_metrics(self) -> None:
         counts = {str(p): 0 for p in ro.Phase}
         for r in self.latest.values():
@@ -774,8 +773,5 @@ class Conductor:
         for phase, n in counts.items():
             self.metrics.rollouts.labels(state=phase).set(n)
         for b, r in self.latest.items():
-            per = {str(p): 0 for p in ro.ClusterPhase}
-            for m in r.members.values():
-                per[str(m.phase)] += 1
-            for phase, n in per.items():
-                self.metrics.rollout_clusters.labels(bundle=b, state=phase).set(n)
+            for cluster_phase, n in r.members.phases().items():
+                self.metrics.rollout_clusters.labels(bundle=b, state=str(cluster_phase)).set(n)

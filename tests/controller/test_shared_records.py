@@ -612,6 +612,10 @@ def test_the_coordinator_takes_a_periods_observations_of_the_other_replicas_clus
             await a.shared.step()
             members = a.conductor.latest["web"].members
             assert all(members[c].phase is ro.ClusterPhase.HEALTHY for c in theirs)
+            # Healthy clusters of a wave still in flight decide nothing: their write waits for the
+            # conductor's next one (`Conductor.run` makes it within a second), one for all six.
+            assert rollout_writes(sim, since) == []
+            await a.conductor.flush()
             assert rollout_writes(sim, since) == [("PUT", 200)]
         finally:
             for r in (a, b):

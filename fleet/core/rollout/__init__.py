@@ -15,7 +15,9 @@ controller continues from stored times):
 * `supersede`: a newer revision of the bundle replaces this rollout;
 * `target`: the revision of the bundle a cluster must hold while this rollout governs it;
 * `next_wake`: when `advance` must run again if nothing else happens (a deadline or the end of a soak);
-* `dump` / `load` (the stored form) and `document` (the API's ROLLOUT object).
+* `dump` / `load` (the stored form) and `document` (the API's ROLLOUT object);
+* `Members`: a rollout's members indexed as they change, so that an observation and the `advance` after
+  it cost the same however many clusters the rollout has (`fleet.core.rollout.members`).
 
 Does not: parse `spec.rollout` (`fleet.core.repository`), evaluate placement clauses (`fleet.core.placement`),
 apply or read anything, keep timers or persist (the controller does, from these values), or judge
@@ -30,9 +32,6 @@ from fleet.core.rollout.machine import (
     TERMINAL,
     Action,
     ActionRecord,
-    ClusterPhase,
-    FailReason,
-    Member,
     Membership,
     NotApplicable,
     Phase,
@@ -55,6 +54,7 @@ from fleet.core.rollout.machine import (
     target,
     unreachable,
 )
+from fleet.core.rollout.members import ClusterPhase, FailReason, Member, Members
 from fleet.core.rollout.records import document, dump, load
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "ClusterPhase",
     "FailReason",
     "Member",
+    "Members",
     "Membership",
     "NotApplicable",
     "Phase",

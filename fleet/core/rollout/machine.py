@@ -1,6 +1,12 @@
 """The rollout state machine: `membership`, `start`, `advance`, the observations (`applied`, `health`,
 `unreachable`, `joined`, `left`, `observe_round`), a person's actions (`act`), `supersede`, `target` and
 `next_wake`, as pure functions over the immutable `Rollout` value with explicit times.
+
+An observation and the `advance` after it read the members' index (`fleet.core.rollout.members.Members`:
+counts per wave and phase, the next Pending clusters, a deadline bound), never every member: what a
+round costs does not grow with the rollout's clusters. Only what happens once per wave or deadline
+looks at them all (a wave that completes, a soak that starts, a deadline that passes, a halt's reason,
+a person's action).
 """
 
 from __future__ import annotations
@@ -11,23 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleet.core import durations, model
-
-
-class ClusterPhase(enum.StrEnum):
-    PENDING = "Pending"
-    PROGRESSING = "Progressing"
-    HEALTHY = "Healthy"
-    DONE = "Done"
-    FAILED = "Failed"
-    SKIPPED = "Skipped"
-    REMOVED = "Removed"
-
-
-class FailReason(enum.StrEnum):
-    APPLY = "apply"
-    DEGRADED = "degraded"
-    DEADLINE = "deadline"
-    UNREACHABLE = "unreachable"
+from fleet.core.rollout.members import ClusterPhase, FailReason, Member, Members
 
 
 class Phase(enum.StrEnum):
@@ -66,29 +56,6 @@ class NotApplicable(ValueError):
 
 
 @dataclass(frozen=True)
-class Member:
-    """One cluster in a rollout. Times are seconds since the epoch; None: not yet."""
-
-    cluster: str
-    wave: int
-    phase: ClusterPhase = ClusterPhase.PENDING
-    from_revision: str | None = None  # what it held of this bundle before (None: nothing)
-    started_at: float | None = None  # put in flight (set before the apply is sent)
-    applied_at: float | None = None  # the apply of this revision succeeded
-    healthy_since: float | None = None
-    deadline_at: float | None = None
-    unreachable_since: float | None = None
-    retrying_since: float | None = None  # its rounds fail in a way a retry can fix (`message`: the last)
-    reason: FailReason | None = None
-    message: str = ""
-
-    @property
-    def moved(self) -> bool:
-        """True once this rollout sent (or is sending) its revision to the cluster."""
-        return self.started_at is not None
-
-
-@dataclass(frozen=True)
 class ActionRecord:
     action: str
     actor: str
@@ -103,7 +70,7 @@ class Rollout:
     bundle: str
     revision: str
     spec: model.RolloutSpec
-    members: Mapping[str, Member]
+    members: Members  # any mapping of cluster name to Member is taken (and indexed)
     started_at: float
     updated_at: float
     phase: Phase = Phase.PROGRESSING
@@ -116,6 +83,10 @@ class Rollout:
     author: str | None = None
     failures: tuple[str, ...] = field(default=())  # clusters whose failure halted the rollout
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.members, Members):
+            object.__setattr__(self, "members", Members(self.members))
+
     @property
     def terminal(self) -> bool:
         return self.phase in TERMINAL
@@ -125,7 +96,8 @@ class Rollout:
         return self.spec.waves[self.wave].name
 
     def in_wave(self, index: int) -> list[Member]:
-        return sorted((m for m in self.members.values() if m.wave == index), key=lambda m: m.cluster)
+        """The members of wave `index` in name order."""
+        return self.members.in_wave(index)
 
 
 @dataclass(frozen=True)
@@ -211,7 +183,7 @@ def start(
         bundle=bundle,
         revision=revision,
         spec=spec,
-        members=members,
+        members=Members(members),
         started_at=now,
         updated_at=now,
         author=author,
@@ -253,9 +225,7 @@ def _member(r: Rollout, cluster: str) -> Member | None:
 
 
 def _with(r: Rollout, m: Member, *, now: float) -> Rollout:
-    members = dict(r.members)
-    members[m.cluster] = m
-    return replace(r, members=members, updated_at=now)
+    return replace(r, members=r.members.put(m), updated_at=now)
 
 
 def _fail(m: Member, reason: FailReason, message: str) -> Member:
@@ -387,38 +357,50 @@ def left(r: Rollout, cluster: str, *, now: float) -> Rollout:
 
 
 def _expire(r: Rollout, now: float) -> Rollout:
-    members = dict(r.members)
-    changed = False
-    for name, m in r.members.items():
+    floor = r.members.deadline_floor
+    if floor is None or now < floor:
+        return r  # no deadline has passed (the bound is never later than the earliest)
+    failed: list[Member] = []
+    for m in r.members.values():
         if m.phase is not ClusterPhase.PROGRESSING or m.deadline_at is None or now < m.deadline_at:
             continue
         limit = durations.show(r.spec.progress_deadline)
         if m.unreachable_since is not None:
             why = f"unreachable past the progress deadline ({limit})"
-            members[name] = _fail(m, FailReason.UNREACHABLE, f"{why}: {m.message}" if m.message else why)
+            failed.append(_fail(m, FailReason.UNREACHABLE, f"{why}: {m.message}" if m.message else why))
         elif m.retrying_since is not None:
             why = f"still failing when retried until the progress deadline ({limit})"
-            members[name] = _fail(m, FailReason.APPLY, f"{why}: {m.message}" if m.message else why)
+            failed.append(_fail(m, FailReason.APPLY, f"{why}: {m.message}" if m.message else why))
         else:
-            members[name] = _fail(
-                m, FailReason.DEADLINE, f"not healthy within the progress deadline ({limit})"
+            failed.append(
+                _fail(m, FailReason.DEADLINE, f"not healthy within the progress deadline ({limit})")
             )
-        changed = True
-    return replace(r, members=members, updated_at=now) if changed else r
+    if not failed:
+        r.members.tighten()  # the bound was a deadline of a cluster no longer in flight
+        return r
+    members = r.members.put(*failed)
+    members.tighten()
+    return replace(r, members=members, updated_at=now)
 
 
 def _failed_in_wave(r: Rollout) -> list[Member]:
+    if not r.members.count(r.wave, ClusterPhase.FAILED):
+        return []
     return [m for m in r.in_wave(r.wave) if m.phase is ClusterPhase.FAILED]
+
+
+def _size(r: Rollout, wave: int) -> int:
+    """The members of `wave` that are still in the rollout (not Removed)."""
+    return r.members.size(wave) - r.members.count(wave, ClusterPhase.REMOVED)
 
 
 def _budget(r: Rollout) -> int:
     wave = r.spec.waves[r.wave]
-    size = len([m for m in r.in_wave(r.wave) if m.phase is not ClusterPhase.REMOVED])
-    return wave.max_failures.of(size, at_least_one=False)
+    return wave.max_failures.of(_size(r, r.wave), at_least_one=False)
 
 
 def _over_budget(r: Rollout) -> bool:
-    return len(_failed_in_wave(r)) > _budget(r)
+    return r.members.count(r.wave, ClusterPhase.FAILED) > _budget(r)
 
 
 def _halt_reason(r: Rollout) -> str:
@@ -459,48 +441,45 @@ def advance(r: Rollout, *, now: float) -> Step:
     started: list[str] = []
     while True:
         wave = r.spec.waves[r.wave]
-        members = [m for m in r.in_wave(r.wave) if m.phase is not ClusterPhase.REMOVED]
-        if not members:  # an empty wave needs neither work nor approval
+        size = _size(r, r.wave)
+        if not size:  # an empty wave needs neither work nor approval
             if r.wave == len(r.spec.waves) - 1:
                 return Step(_set(r, Phase.COMPLETED, "every wave completed", now), tuple(started))
             r = replace(r, wave=r.wave + 1, soak_until=None, updated_at=now)
             continue
-        untouched = all(m.phase is ClusterPhase.PENDING for m in members)
-        if untouched and wave.approval is model.Approval.BEFORE and wave.name not in r.approved:
+        pending = r.members.count(r.wave, ClusterPhase.PENDING)
+        if pending == size and wave.approval is model.Approval.BEFORE and wave.name not in r.approved:
             return Step(
                 _waiting(r, f"wave {wave.name} waits for approval before it starts", now), tuple(started)
             )
-        in_flight = [m for m in members if m.phase is ClusterPhase.PROGRESSING]
-        pending = [m for m in members if m.phase is ClusterPhase.PENDING]
-        limit = wave.max_concurrency.of(len(members), at_least_one=True)
-        if pending and len(in_flight) < limit:
-            fresh = pending[: limit - len(in_flight)]
-            new = dict(r.members)
-            for m in fresh:
-                new[m.cluster] = replace(
+        in_flight = r.members.count(r.wave, ClusterPhase.PROGRESSING)
+        limit = wave.max_concurrency.of(size, at_least_one=True)
+        if pending and in_flight < limit:
+            fresh = [
+                replace(
                     m,
                     phase=ClusterPhase.PROGRESSING,
                     started_at=now,
                     applied_at=None,
                     deadline_at=now + r.spec.progress_deadline,
                 )
-                started.append(m.cluster)
-            r = replace(r, members=new, updated_at=now)
-            pending = pending[len(fresh) :]
-            in_flight += fresh
+                for m in r.members.pending(r.wave, limit - in_flight)
+            ]
+            started.extend(m.cluster for m in fresh)
+            r = replace(r, members=r.members.put(*fresh), updated_at=now)
+            pending -= len(fresh)
+            in_flight += len(fresh)
         if pending or in_flight:
             return Step(_set(r, Phase.PROGRESSING, f"wave {wave.name} in progress", now), tuple(started))
-        healthy = [m for m in members if m.phase is ClusterPhase.HEALTHY]
+        healthy = r.members.memo(("healthy", r.wave), _healthy_of(r.wave))
         if wave.soak > 0 and healthy:
             until = max(m.healthy_since or now for m in healthy) + wave.soak
             if now < until:
                 r = replace(r, soak_until=until)
                 return Step(_set(r, Phase.SOAKING, f"wave {wave.name} soaks", now), tuple(started))
         if healthy:
-            new = dict(r.members)
-            for m in healthy:
-                new[m.cluster] = replace(m, phase=ClusterPhase.DONE)
-            r = replace(r, members=new, soak_until=None, updated_at=now)
+            done = [replace(m, phase=ClusterPhase.DONE) for m in healthy]
+            r = replace(r, members=r.members.put(*done), soak_until=None, updated_at=now)
         if wave.approval is model.Approval.AFTER and wave.name not in r.approved:
             return Step(
                 _waiting(r, f"wave {wave.name} waits for approval after it completed", now), tuple(started)
@@ -508,6 +487,17 @@ def advance(r: Rollout, *, now: float) -> Step:
         if r.wave == len(r.spec.waves) - 1:
             return Step(_set(r, Phase.COMPLETED, "every wave completed", now), tuple(started))
         r = replace(r, wave=r.wave + 1, soak_until=None, updated_at=now)
+
+
+def _healthy_of(wave: int) -> Callable[[Members], list[Member]]:
+    """The Healthy members of `wave` (looked for once per members: a soaking wave is advanced often)."""
+
+    def healthy(members: Members) -> list[Member]:
+        if not members.count(wave, ClusterPhase.HEALTHY):
+            return []
+        return [m for m in members.in_wave(wave) if m.phase is ClusterPhase.HEALTHY]
+
+    return healthy
 
 
 def _set(r: Rollout, phase: Phase, reason: str, now: float) -> Rollout:
@@ -522,14 +512,14 @@ def _waiting(r: Rollout, reason: str, now: float) -> Rollout:
 
 def next_wake(r: Rollout) -> float | None:
     """When `advance` must run again if no event comes first: the earliest progress deadline of a cluster
-    in flight, or the end of the current soak. None: only events move this rollout."""
+    in flight, or the end of the current soak. None: only events move this rollout.
+
+    It may be earlier than the earliest deadline, never later: the deadline bound of the members' index,
+    which can be the deadline of a cluster that has left flight since; `advance` then finds nothing due
+    and tightens the bound to the earliest deadline of the clusters still in flight."""
     if r.terminal:
         return None
-    times = [
-        m.deadline_at
-        for m in r.members.values()
-        if m.phase is ClusterPhase.PROGRESSING and m.deadline_at is not None
-    ]
+    times = [t for t in (r.members.deadline_floor,) if t is not None]
     if r.phase is Phase.SOAKING and r.soak_until is not None:
         times.append(r.soak_until)
     return min(times) if times else None
@@ -570,9 +560,11 @@ def _pause(r: Rollout, *, now: float, actor: str, reason: str, **_: Any) -> Roll
 def _resume(r: Rollout, *, now: float, **_: Any) -> Rollout:
     if r.phase is not Phase.HALTED:
         raise _refuse(r, "resume", "only a halted or paused rollout resumes")
-    members = dict(r.members)
-    for m in _failed_in_wave(r):  # the failures that halted it get another try
-        members[m.cluster] = Member(cluster=m.cluster, wave=m.wave, from_revision=m.from_revision)
+    members = r.members.put(
+        *(  # the failures that halted it get another try
+            Member(cluster=m.cluster, wave=m.wave, from_revision=m.from_revision) for m in _failed_in_wave(r)
+        )
+    )
     return replace(r, members=members, phase=Phase.PROGRESSING, paused=False, reason="resumed", failures=())
 
 
@@ -592,7 +584,7 @@ def _approve(r: Rollout, *, wave: str | None, **_: Any) -> Rollout:
     index = [w.name for w in r.spec.waves].index(name)
     if index < r.wave:
         raise _refuse(r, "approve", f"wave {name} has already completed")
-    started = any(m.phase is not ClusterPhase.PENDING for m in r.in_wave(index))
+    started = r.members.count(index, ClusterPhase.PENDING) < r.members.size(index)
     if index == r.wave and spec.approval is model.Approval.BEFORE and started:
         raise _refuse(r, "approve", f"wave {name} has already started")
     return replace(r, approved=r.approved | {name})

@@ -11,6 +11,7 @@ from typing import Any
 
 from fleet.core import model
 from fleet.core.rollout import machine
+from fleet.core.rollout import members as members_
 
 # ----------------------------------------------------------------------------------------------------------
 # Stored form and API document.
@@ -24,6 +25,28 @@ def _uncount(v: Any) -> model.Count:
     if isinstance(v, str) and v.endswith("%"):
         return model.Count(int(v[:-1]), percent=True)
     return model.Count(int(v))
+
+
+def _stored(m: members_.Member) -> dict[str, Any]:
+    """A member's stored form, made once per `Member` value (immutable, and shared by every version of a
+    rollout it did not change in: storing a rollout of many clusters rebuilds none of theirs)."""
+    done: dict[str, Any] | None = m.__dict__.get("_stored")
+    if done is None:
+        done = {
+            "wave": m.wave,
+            "phase": str(m.phase),
+            "from": m.from_revision,
+            "startedAt": m.started_at,
+            "appliedAt": m.applied_at,
+            "healthySince": m.healthy_since,
+            "deadlineAt": m.deadline_at,
+            "unreachableSince": m.unreachable_since,
+            "retryingSince": m.retrying_since,
+            "reason": str(m.reason) if m.reason else None,
+            "message": m.message,
+        }
+        object.__setattr__(m, "_stored", done)  # a cache beside the fields: not part of the value
+    return done
 
 
 def dump(r: machine.Rollout) -> dict[str, Any]:
@@ -46,22 +69,7 @@ def dump(r: machine.Rollout) -> dict[str, Any]:
             "progressDeadline": r.spec.progress_deadline,
             "onFailure": str(r.spec.on_failure),
         },
-        "members": {
-            name: {
-                "wave": m.wave,
-                "phase": str(m.phase),
-                "from": m.from_revision,
-                "startedAt": m.started_at,
-                "appliedAt": m.applied_at,
-                "healthySince": m.healthy_since,
-                "deadlineAt": m.deadline_at,
-                "unreachableSince": m.unreachable_since,
-                "retryingSince": m.retrying_since,
-                "reason": str(m.reason) if m.reason else None,
-                "message": m.message,
-            }
-            for name, m in sorted(r.members.items())
-        },
+        "members": {name: dict(_stored(m)) for name, m in sorted(r.members.items())},
         "startedAt": r.started_at,
         "updatedAt": r.updated_at,
         "phase": str(r.phase),
@@ -99,10 +107,10 @@ def load(d: Mapping[str, Any]) -> machine.Rollout:
         for w in spec["waves"]
     )
     members = {
-        name: machine.Member(
+        name: members_.Member(
             cluster=name,
             wave=int(m["wave"]),
-            phase=machine.ClusterPhase(m["phase"]),
+            phase=members_.ClusterPhase(m["phase"]),
             from_revision=m["from"],
             started_at=m["startedAt"],
             applied_at=m["appliedAt"],
@@ -110,7 +118,7 @@ def load(d: Mapping[str, Any]) -> machine.Rollout:
             deadline_at=m["deadlineAt"],
             unreachable_since=m["unreachableSince"],
             retrying_since=m.get("retryingSince"),  # absent from rollouts stored by earlier versions
-            reason=machine.FailReason(m["reason"]) if m["reason"] else None,
+            reason=members_.FailReason(m["reason"]) if m["reason"] else None,
             message=m["message"],
         )
         for name, m in d["members"].items()
@@ -123,7 +131,7 @@ def load(d: Mapping[str, Any]) -> machine.Rollout:
             progress_deadline=float(spec["progressDeadline"]),
             on_failure=model.OnFailure(spec["onFailure"]),
         ),
-        members=members,
+        members=members_.Members(members),
         started_at=float(d["startedAt"]),
         updated_at=float(d["updatedAt"]),
         phase=machine.Phase(d["phase"]),
@@ -179,21 +187,21 @@ def document(r: machine.Rollout, *, now: float) -> dict[str, Any]:
         failed = {
             m.cluster: {"reason": str(m.reason), "message": m.message}
             for m in members
-            if m.phase is machine.ClusterPhase.FAILED
+            if m.phase is members_.ClusterPhase.FAILED
         }
         if failed:
             entry["failed"] = failed
         deadlines = {
             m.cluster: _time(m.deadline_at)
             for m in members
-            if m.phase is machine.ClusterPhase.PROGRESSING and m.deadline_at is not None
+            if m.phase is members_.ClusterPhase.PROGRESSING and m.deadline_at is not None
         }
         if deadlines:
             entry["deadlines"] = deadlines
         retrying = {
             m.cluster: m.message
             for m in members
-            if m.phase is machine.ClusterPhase.PROGRESSING and m.retrying_since is not None
+            if m.phase is members_.ClusterPhase.PROGRESSING and m.retrying_since is not None
         }
         if retrying:
             entry["retrying"] = retrying
