@@ -27,7 +27,7 @@ Does not: decide anything about ownership (`plan` did), or read the live state (
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -344,6 +344,13 @@ async def _apply_step(
     return model.Change(ref, model.Action.CONFIGURED, step.message)
 
 
+def writers(client: kube.Client) -> int:
+    """How many of a phase's writes are under way at once: the client's in-flight limit, twice over (a
+    write waiting out a retry's backoff holds no slot of the client, so another one takes it), rather
+    than one task per object (what each costs in CPU, for nothing: the client sends 4 at a time)."""
+    return 2 * max(1, client.settings.max_in_flight)
+
+
 async def apply_bundle(
     client: kube.Client,
     bundle_plan: plan.BundlePlan,
@@ -361,17 +368,25 @@ async def apply_bundle(
         types = await client.types()
         changes: list[model.Change | None] = [None] * len(steps)
 
-        async def run(
-            i: int, step: plan.ObjectStep, types: kube.TypeTable, changes: list[model.Change | None]
+        writes: list[tuple[int, plan.ObjectStep]] = []
+        for i, step in enumerate(steps):
+            if step.op is plan.Op.UNCHANGED or step.op is plan.Op.CONFLICT:
+                changes[i] = await _apply_step(client, types, step, live=live, out=result.objects)
+            else:  # only writes run concurrently (an unchanged object sends nothing)
+                writes.append((i, step))
+        pending = iter(writes)
+
+        async def writer(
+            pending: Iterator[tuple[int, plan.ObjectStep]],
+            types: kube.TypeTable,
+            changes: list[model.Change | None],
         ) -> None:
-            changes[i] = await _apply_step(client, types, step, live=live, out=result.objects)
+            for i, step in pending:  # the writers share the phase's writes, each taking the next
+                changes[i] = await _apply_step(client, types, step, live=live, out=result.objects)
 
         async with anyio.create_task_group() as tg:
-            for i, step in enumerate(steps):
-                if step.op is plan.Op.UNCHANGED or step.op is plan.Op.CONFLICT:
-                    changes[i] = await _apply_step(client, types, step, live=live, out=result.objects)
-                else:  # only writes run concurrently (an unchanged object sends nothing)
-                    tg.start_soon(run, i, step, types, changes)
+            for _ in range(min(len(writes), writers(client))):
+                tg.start_soon(writer, pending, types, changes)
         done = [c for c in changes if c is not None]
         result.changes = result.changes + model.ChangeSet(tuple(done))
         if number == 0:

@@ -88,3 +88,30 @@ def test_a_409_on_fleets_revision_record_is_a_race_retried(sim: testing.SimHandl
     got = sync(sim, repo)
     assert got.state is model.State.FAILED and got.retriable, got
     assert "written by another controller of the same source during this round" in got.message
+
+
+def test_every_object_of_a_bundle_larger_than_its_writers_is_applied_or_named_once(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    # A phase's writes are shared by a few writers (`apply.writers`), not a task per object: none is
+    # lost or sent twice, and writes retried until their budget runs out hold up none of the others.
+    r = GitOpsRepo(tmp_path / "many")
+    r.cluster("c1", labels={"env": "prod"})
+    names = [f"cm-{i:02d}" for i in range(40)]
+    r.bundle("base", [configmap(n, namespace="default") for n in names], selector={})
+    r.commit("forty")
+    for n in names[:10]:
+        sim.faults_sync("c1", {"status": 503, "method": "PATCH", "path": f"configmaps/{n}$"})
+    result = sync_in_process(r.root, sim.kubeconfig, instance="fleet", retry_budget=1.0)
+    got = result.clusters["c1"].bundles["base"]
+    by_object = {str(c.ref): c.action for c in got.changes.changes}
+    assert len(got.changes.changes) == 40, got.changes
+    assert {o for o, a in by_object.items() if a is model.Action.FAILED} == {
+        f"ConfigMap/default/{n}" for n in names[:10]
+    }
+    assert {o for o, a in by_object.items() if a is model.Action.CREATED} == {
+        f"ConfigMap/default/{n}" for n in names[10:]
+    }
+    patches = [e for e in sim.journal_sync("c1") if e["method"] == "PATCH" and "/cm-" in e["path"]]
+    assert sum(1 for e in patches if e.get("status") == 201) == 30  # each written once
+    assert got.state is model.State.FAILED and got.retriable

@@ -132,7 +132,8 @@ class Transport:
         self.stats = Stats()
         self._http: session.Session | None = None
         self._bucket = _TokenBucket(qps=settings.qps, burst=settings.burst)
-        self._in_flight = anyio.CapacityLimiter(max(1, settings.max_in_flight))
+        # fast_acquire: a free slot is taken without a pass through the event loop (one less per request)
+        self._in_flight = anyio.Semaphore(max(1, settings.max_in_flight), fast_acquire=True)
         self._pause_until = 0.0
         self._dead: errors.Unreachable | None = None
         self._dead_until = 0.0
