@@ -91,6 +91,7 @@ class Records:
         self.writer = writer
         self._segment: rec.Segment | None = None  # this replica's newest history segment, as last written
         self._decoded: dict[tuple[str, str], rec.Segment] = {}  # (name, resourceVersion) -> segment
+        self._summaries: dict[tuple[str, str], sm.Summary] = {}  # (name, resourceVersion) -> summary
 
     # -- requests --------------------------------------------------------------------------------------
 
@@ -398,7 +399,7 @@ class Records:
                 )
             if seg.meta.version and not rec.fits(seg, batch):
                 seg = rec.Segment(writer=self.writer, number=seg.number + 1)
-            grown = replace(seg, entries=seg.entries + batch)
+            grown = rec.grown(seg, batch)
             try:
                 written = await self._put(rec.encode_segment(grown, instance=self.instance))
             except Conflict:
@@ -433,7 +434,17 @@ class Records:
     # -- status summaries ------------------------------------------------------------------------------
 
     async def summaries(self) -> list[sm.Summary]:
-        return [sm.decode_summary(item) for item in await self._list(rec.STATUS)]
+        """Every shard's summary (those unchanged since the last call are not decoded again)."""
+        out = []
+        for item in await self._list(rec.STATUS):
+            meta = item.get("metadata") or {}
+            key = (str(meta.get("name")), str(meta.get("resourceVersion") or ""))
+            s = self._summaries.get(key) if key[1] else None
+            if s is None:
+                s = sm.decode_summary(item)
+            out.append(s)
+        self._summaries = {(s.meta.name, s.meta.version): s for s in out if s.meta.version}
+        return out
 
     async def write_summary(self, s: sm.Summary) -> sm.Summary:
         """Write a shard's summary over the one in place; `Fenced` when a newer owner of the shard wrote

@@ -44,7 +44,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleet.core import errors, model
@@ -491,6 +491,8 @@ class Segment:
     number: int
     entries: tuple[hist.Entry, ...] = ()
     meta: Meta = Meta("")
+    # The entries' stored text when known (read or written): an append encodes only the entries it adds.
+    text: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def newest(self) -> float | None:
@@ -499,6 +501,16 @@ class Segment:
 
 def _lines(entries: Iterable[hist.Entry]) -> str:
     return "".join(dumps(entry_doc(e)) + "\n" for e in entries)
+
+
+def _text(s: Segment) -> str:
+    return s.text if s.text is not None else _lines(s.entries)
+
+
+def grown(s: Segment, more: Iterable[hist.Entry]) -> Segment:
+    """`s` with `more` entries after its own (their text appended to what it holds)."""
+    added = tuple(more)
+    return replace(s, entries=s.entries + added, text=_text(s) + _lines(added))
 
 
 def encode_segment(s: Segment, *, instance: str) -> dict[str, Any]:
@@ -515,7 +527,7 @@ def encode_segment(s: Segment, *, instance: str) -> dict[str, Any]:
             "count": str(len(s.entries)),
             "oldest": repr(min(times)) if times else "",
             "newest": repr(max(times)) if times else "",
-            "entries": _lines(s.entries),
+            "entries": _text(s),
         },
     )
 
@@ -530,7 +542,8 @@ def decode_segment(obj: Mapping[str, Any], *, instance: str) -> Segment:
     if text_field(n, data, "writer") != m["writer"]:
         raise RecordError(f"{where(n)}: data.writer is {data['writer']!r}, not {m['writer']!r} of its name")
     entries = []
-    for i, line in enumerate(text_field(n, data, "entries").splitlines(), start=1):
+    text = text_field(n, data, "entries")
+    for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -538,7 +551,8 @@ def decode_segment(obj: Mapping[str, Any], *, instance: str) -> Segment:
         except ValueError as e:
             raise RecordError(f"{where(n)}: data.entries line {i} is not JSON: {e}") from None
         entries.append(entry_of(doc, name=n, line=i))
-    return Segment(writer=m["writer"], number=int(m["n"]), entries=tuple(entries), meta=meta)
+    canonical = text if text.endswith("\n") and "\n\n" not in text and not text.startswith("\n") else None
+    return Segment(writer=m["writer"], number=int(m["n"]), entries=tuple(entries), meta=meta, text=canonical)
 
 
 def fits(s: Segment, more: Iterable[hist.Entry]) -> bool:
@@ -547,7 +561,7 @@ def fits(s: Segment, more: Iterable[hist.Entry]) -> bool:
     added = tuple(more)
     if not s.entries:
         return True
-    size = len(_lines(s.entries).encode()) + len(_lines(added).encode())
+    size = len(_text(s).encode()) + len(_lines(added).encode())
     return len(s.entries) + len(added) <= SEGMENT_ENTRIES and size <= SEGMENT_BYTES
 
 

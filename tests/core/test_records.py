@@ -208,6 +208,21 @@ def test_a_history_segment_round_trips_with_full_precision_times() -> None:
     assert back.entries[1].cluster == "" and back.entries[1].reason == "ok"
 
 
+def test_a_segment_grown_from_a_read_one_is_stored_as_one_written_whole() -> None:
+    # An append encodes only the entries it adds (the text read or written before is kept).
+    first = (entry(1.0, objects={"created": 1}), entry(2.0, actor="ana"))
+    read = rec.decode_segment(
+        stored(rec.encode_segment(rec.Segment(writer="w", number=0, entries=first), instance="f")),
+        instance="f",
+    )
+    more = (entry(3.0, message="m"),)
+    grown = rec.grown(rec.grown(read, more), ())
+    whole = rec.Segment(writer="w", number=0, entries=read.entries + more, meta=read.meta)
+    assert grown == whole
+    assert rec.encode_segment(grown, instance="f") == rec.encode_segment(whole, instance="f")
+    assert rec.fits(grown, [entry(4.0)]) == rec.fits(whole, [entry(4.0)])
+
+
 def test_a_broken_history_line_is_an_error_naming_the_segment_and_the_line() -> None:
     obj = stored(
         rec.encode_segment(rec.Segment(writer="w", number=0, entries=(entry(1.0),)), instance="fleet")
