@@ -2,7 +2,7 @@
 
 Owns: `observe` (the cluster's types, this instance's inventories, the live objects the targets and
 inventories name, namespaces; with a source, which inventories are another source's, and this source's
-revision record), `probe_health` and the health waits of a round (judged with a `health.Memory`: what
+revision record; the inventories and the record only once the namespaces show `fleet-system`), `probe_health` and the health waits of a round (judged with a `health.Memory`: what
 fleet's apply answers carried into a generation not yet observed). Raises `errors.ClusterError` when
 anything cannot be read: an unreadable answer is never an empty cluster. Given the cluster's
 `cache.ObjectCache`, each of those reads is answered by it when the kind is fresh there (listed, its
@@ -97,12 +97,21 @@ async def observe(
             namespaces.add(str((obj.get("metadata") or {}).get("name", "")))
             live[plan.key_of(obj)] = obj
 
-    with kube.unwrap_group():
-        async with anyio.create_task_group() as tg:  # independent reads, one round trip
-            tg.start_soon(discover)
+    async def fleet_system() -> None:
+        await all_namespaces()
+        if model.INVENTORY_NAMESPACE not in namespaces:
+            # Nothing exists in a namespace that does not: no inventory, no revision record (a writer
+            # that makes them meanwhile makes this round's creates of them conflict, never overwrite).
+            found["cms"], found["record"] = [], (None, None)
+            return
+        async with anyio.create_task_group() as tg:
             tg.start_soon(inventories_cms)
-            tg.start_soon(all_namespaces)
             tg.start_soon(record)
+
+    with kube.unwrap_group():
+        async with anyio.create_task_group() as tg:  # discovery beside the namespaces, then fleet-system's
+            tg.start_soon(discover)
+            tg.start_soon(fleet_system)
     types: kube.TypeTable = found["types"]
     decoded, broken = inventory_mod.decode_all(found["cms"], instance=instance)
     inventories, foreign = inventory_mod.split(decoded, source=source)
