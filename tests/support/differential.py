@@ -33,7 +33,8 @@ from fleet.sim import testing
 from fleet.sim.storage import store
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
-TMP = re.compile(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/\s\"']+")
+# A test's temporary folder (`tmp_path`); under pytest-xdist inside its worker's folder (`popen-gw0`).
+TMP = re.compile(r"/tmp/pytest-of-[^/]+/pytest-\d+/(?:popen-gw\d+/)?[^/\s\"']+")
 UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 # Keys whose values are times; their values never agree between two servers.
 TIME_KEYS = frozenset(
