@@ -11,6 +11,9 @@ import pytest
 from fleet.sim import testing
 from tests.support import kube
 
+# The line on the differential cases (tests/sim/conftest.py), once per run, over pytest-xdist's workers.
+pytest_plugins = ("tests.support.differential_summary",)
+
 
 @pytest.fixture
 def fleet_sim() -> Iterator[testing.SimHandle]:

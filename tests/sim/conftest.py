@@ -14,7 +14,7 @@ import pytest
 
 from fleet.sim import testing
 from fleet.sim.storage import store
-from tests.support import differential, kube
+from tests.support import differential, differential_summary, kube
 
 # Short waits so tests of "future resourceVersion" and bookmarks stay fast; no controller-made objects or
 # status changes, so each test sees exactly what it wrote (tests of those controllers use the defaults).
@@ -46,7 +46,6 @@ def client(sim: testing.SimHandle) -> Iterator[httpx.Client]:
 QUIET = kube.QUIET
 # No controller that writes into new namespaces or into workloads: what a case sees is what it wrote.
 QUIET_CONTROLLERS = kube.QUIET_CONTROLLERS
-RESULTS = pytest.StashKey[list[tuple[str, str]]]()
 SIM_RUNS = pytest.StashKey[
     dict[str, list[dict[str, Any]]]
 ]()  # real variant's node id -> the sim run's transcript
@@ -105,7 +104,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
     diff = differential.compare(sim_transcript, differential.normalise(real.transcript, real.ns))
     known = pyfuncitem.get_closest_marker("differs")
     outcome = "agree" if not diff else "known" if known else "differ"
-    pyfuncitem.config.stash.setdefault(RESULTS, []).append((pyfuncitem.nodeid, outcome))
+    differential_summary.record(pyfuncitem.config, pyfuncitem.nodeid, outcome)
     if known:
         if not diff:
             pytest.fail(
@@ -118,14 +117,3 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
     if failure is not None:
         raise failure
     return result
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    results = terminalreporter.config.stash.get(RESULTS, [])
-    if not results:
-        return
-    counts = {k: sum(1 for _, o in results if o == k) for k in ("agree", "known", "differ")}
-    terminalreporter.write_line(
-        f"differential: {len(results)} cases on the sim and the real API server: {counts['agree']} agree, "
-        f"{counts['known']} known differences, {counts['differ']} differ"
-    )
