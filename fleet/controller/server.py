@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import anyio
+import orjson
 from aiohttp import http_exceptions, web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -148,10 +149,17 @@ def read_secret_file(path: str | Path | None, *, option: str) -> bytes | None:
     return value
 
 
+def _encode(data: Any) -> bytes:
+    """Compact JSON: orjson (the status document of 1,000 clusters is a megabyte: a tenth of the
+    standard library's CPU), the standard library for what orjson refuses (keys that are not strings)."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, separators=(",", ":")).encode()
+
+
 def _json(data: Any, *, status: int = 200) -> web.Response:
-    return web.Response(
-        body=json.dumps(data, separators=(",", ":")).encode(), status=status, content_type="application/json"
-    )
+    return web.Response(body=_encode(data), status=status, content_type="application/json")
 
 
 def _problem(status: int, message: str) -> web.Response:
@@ -187,7 +195,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """The status document, with an ETag so pollers (the status page) get a 304 when nothing changed."""
-    body = json.dumps(request.app[CONTROLLER_KEY].status_document(), separators=(",", ":")).encode()
+    body = _encode(request.app[CONTROLLER_KEY].status_document())
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
@@ -259,7 +267,7 @@ async def history(request: web.Request) -> web.Response:
         doc = await request.app[CONTROLLER_KEY].history(query)
     except errors.StateError as e:
         return _problem(503, f"the history cannot be read: {e}")
-    body = await anyio.to_thread.run_sync(lambda: json.dumps(doc, separators=(",", ":")).encode())
+    body = await anyio.to_thread.run_sync(lambda: _encode(doc))
     return web.Response(body=body, content_type="application/json")
 
 
