@@ -126,6 +126,8 @@ class ClusterRuntime:
     # health (health.Memory: an old ProgressDeadlineExceeded is not a verdict on a new generation).
     health_memory: health.Memory = field(default_factory=health.Memory)
     probe_again: bool = False
+    in_round: bool = False  # its worker runs a round now (from its start to the rollouts told)
+    look_again: bool = False  # a watched object changed during that round: look after it (`_watch_change`)
 
     def document(self) -> dict[str, Any]:
         return {

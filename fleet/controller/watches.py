@@ -165,10 +165,15 @@ class Watches(persistence.Persistence):
 
     def _watch_change(self, cluster: str) -> None:
         """Something changed on a watched object: while a rollout waits for this cluster's health, look at
-        it now instead of at the next re-check (wake-ups coalesce: a burst of events while a round runs
-        gives one more round)."""
+        it now instead of at the next re-check; during a round of the cluster, once that round has told
+        the rollouts what it saw (events coalesce: a burst gives one look at most)."""
         rt = self.clusters.get(cluster)
         if rt is None or not self.rollouts.in_flight(cluster):
+            return
+        if rt.in_round:
+            # Most often its own apply seen coming back: the round reports what it saw, then its worker
+            # looks again only if a rollout still waits for this cluster (no second round for nothing).
+            rt.look_again = True
             return
         if rt.client is None or self._tg is None or not self.rollouts.awaiting_health(cluster):
             self._wake(rt, reason="health")  # not applied yet: the round that applies reports it

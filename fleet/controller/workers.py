@@ -1,8 +1,9 @@
 """The cluster workers: one task per registered cluster, under the global limit on clusters in flight.
 
-Owns: the worker loop (wait for a wake-up or the idle delay, then one round), a client per cluster, and
-one round: the cluster's targets under the rollouts (`_composite`: the newest revision's, an older one it
-still holds, or left as it is), `fleet.cluster.reconcile.reconcile_cluster` in a `cluster <name>` span,
+Owns: the worker loop (wait for a wake-up or the idle delay, then one round; then a look at the cluster's
+health when a watched object changed during the round and a rollout still waits for it), a client per
+cluster, and one round: the cluster's targets under the rollouts (`_composite`: the newest revision's, an
+older one it still holds, or left as it is), `fleet.cluster.reconcile.reconcile_cluster` in a `cluster <name>` span,
 the result taken into the cluster's record (`fleet.controller.runtime.record_round`), the watch started or
 stopped, the rollouts told what was observed, metrics, history and the state saved.
 Does not: decide what a round does on the cluster (`fleet.cluster.reconcile`), or when to retry
@@ -89,12 +90,17 @@ class Workers(watches.Watches):
                         continue
                     async with self._limiter:
                         self._in_flight += 1
+                        rt.in_round = True
                         try:
                             await self._round(rt, request)
                         finally:
+                            rt.in_round = False
                             self._in_flight -= 1
                             if not self._in_flight:
                                 self._idle.set()
+                    if rt.look_again:  # a watched object changed during the round
+                        rt.look_again = False
+                        self._watch_change(rt.name)
             finally:
                 rt.scope = None
 

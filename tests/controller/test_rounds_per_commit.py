@@ -1,0 +1,63 @@
+"""How many rounds a commit costs each cluster (docs/benchmarks.md, "fleet serve at scale"): the real
+`fleet.controller.engine.Engine` in-process against an in-process `fleet sim` over HTTP, following a real
+git repository. The watch event of an object a round applies, arriving while that round still runs, is
+no reason for another round: the round reports what it saw, and a look at the cluster's health after it
+(a probe, not a round) follows only while its rollout still waits for that health."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+from fleet.sim import testing
+from tests.controller.test_watch_cache_requests import NAMES, NS, _repo, running, sim
+from tests.support.reconcile import configmap
+
+__all__ = ["sim"]  # the fixture
+
+
+def rounds(run_engine: object, cluster: str) -> float:
+    registry = run_engine.metrics.registry  # type: ignore[attr-defined]
+    return sum(
+        s.value
+        for metric in registry.collect()
+        if metric.name == "fleet_reconciles"
+        for s in metric.samples
+        if s.name == "fleet_reconciles_total" and s.labels.get("cluster") == cluster
+    )
+
+
+async def _test_a_commit_costs_each_changed_cluster_one_round_even_when_its_apply_is_seen_during_it(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    repo = _repo(tmp_path / "repo")
+    async with running(tmp_path, sim, repo) as run:
+        before = {name: rounds(run.engine, name) for name in NAMES}
+        # web-static's apply waits: web-config's watch event comes back while c1's round still runs.
+        await sim.faults("c1", {"method": "PATCH", "path": "configmaps/web-static", "latencyMs": 1500})
+        repo.bundle(
+            "web",
+            [
+                configmap("web-config", namespace=NS, version="2"),
+                configmap("web-static", namespace=NS, version="2"),
+                configmap("web-extra", namespace=NS),
+            ],
+            namespace=NS,
+            selector={"web": "yes"},
+        )
+        await run.commit(repo, "web 2")
+        await anyio.sleep(1.0)  # a round woken at the end of the last one would have run by now
+        after = {name: rounds(run.engine, name) for name in NAMES}
+        assert {n: after[n] - before[n] for n in NAMES} == {"c1": 1, "c2": 1, "c3": 0}
+        await sim.clear_faults("c1")
+
+
+def test_a_commit_costs_each_changed_cluster_one_round_even_when_its_apply_is_seen_during_it(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    anyio.run(
+        _test_a_commit_costs_each_changed_cluster_one_round_even_when_its_apply_is_seen_during_it,
+        tmp_path,
+        sim,
+    )
