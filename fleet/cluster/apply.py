@@ -477,4 +477,7 @@ async def prune_bundle(
         async with anyio.create_task_group() as tg:
             for step in by_phase[number]:
                 tg.start_soon(delete, step)
+    # In the plan's order, not the order the answers came in: the same round reports the same way.
+    position = {step.ref: i for i, step in enumerate(bundle_plan.prune)}
+    changes.sort(key=lambda c: position.get(c.ref, len(position)))
     return model.ChangeSet(tuple(changes)), frozenset(keep)
