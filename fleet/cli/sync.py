@@ -358,6 +358,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(common.run(_sync_waves, c, health_timeout, not no_wait, output))
         # Workers are forked here, before the event loop and any thread exist (`syncworkers.Workers.start`).
         pool = syncworkers.Workers.start(workers) if workers > 1 else None
+        if pool is None:
+            syncworkers.lean_collector()  # as a worker's (docs/benchmarks.md, "fleet sync")
         try:
             code = common.run(_sync, c, health_timeout, not no_wait, output, pool)
         finally:

@@ -125,3 +125,31 @@ def test_a_worker_reconciles_only_its_clusters_and_sends_each_result(
         parent.recv()
     assert set(live_objects(fleet_sim, "sim-001", namespace="web")) >= {"one", "two"}
     assert fleet_sim.journal_sync("sim-002") == []
+
+
+@pytest.mark.slow  # starts a python process
+def test_a_one_process_sync_tunes_its_cycle_collector_as_a_worker_does(tmp_path: Path) -> None:
+    # What the command process holds when it starts is frozen and collections are rare (measured in
+    # docs/benchmarks.md); checked in a child process, whose collector the test may change.
+    import subprocess
+    import sys
+
+    code = (
+        "import gc, sys\n"
+        "sys.argv = ['fleet', 'sync', '/nonexistent/repo', '--kubeconfig', '/nonexistent/kubeconfig']\n"
+        "from fleet.cli import syncworkers\n"
+        "seen = []\n"
+        "original = syncworkers.lean_collector\n"
+        "def spy():\n"
+        "    original()\n"
+        "    seen.append((gc.get_threshold(), gc.get_freeze_count() > 0))\n"
+        "syncworkers.lean_collector = spy\n"
+        "import fleet.cli\n"
+        "try:\n"
+        "    fleet.cli.main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(seen)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip().splitlines()[-1] == f"[({syncworkers.WORKER_GC_THRESHOLDS!r}, True)]"
