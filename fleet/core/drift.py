@@ -318,9 +318,10 @@ def desired_objects(
     for name, t in sorted(targets.items()):
         if t.desired is None or t.suspended or t.error is not None:
             continue
-        for obj in t.desired.objects:
+        want = plan.marked_objects(t.desired, bundle=name, instance=instance)
+        for obj, ref, marked in zip(t.desired.objects, t.desired.refs, want, strict=True):
             if claimed[plan.key_of(obj)] == 1:
-                out[model.ObjectRef.of(obj)] = plan.marked(obj, bundle=name, instance=instance)
+                out[ref] = marked
     return out
 
 

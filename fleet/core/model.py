@@ -18,6 +18,7 @@ The pipeline::
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -487,7 +488,7 @@ class DesiredSet:
     hash: str
     namespace: str | None = None  # the bundle namespace fleet creates if missing (not owned)
 
-    @property
+    @functools.cached_property
     def refs(self) -> tuple[ObjectRef, ...]:
         return tuple(ObjectRef.of(o) for o in self.objects)
 

@@ -227,6 +227,19 @@ def marked(obj: Mapping[str, Any], *, bundle: str, instance: str) -> dict[str, A
     return out
 
 
+def marked_objects(desired: model.DesiredSet, *, bundle: str, instance: str) -> tuple[dict[str, Any], ...]:
+    """`marked` of each of `desired`'s objects, in order, made once per `DesiredSet` (a pair keeps its
+    DesiredSet across revisions while what it renders does not change, and every round asks for it twice:
+    drift's desired objects and the plan). Shared by those callers: not to be changed."""
+    memo: dict[tuple[str, str], tuple[dict[str, Any], ...]] = desired.__dict__.setdefault("_marked", {})
+    done = memo.get((bundle, instance))
+    if done is None:
+        done = memo[(bundle, instance)] = tuple(
+            marked(o, bundle=bundle, instance=instance) for o in desired.objects
+        )
+    return done
+
+
 def _labels(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return (obj.get("metadata") or {}).get("labels") or {}
 
@@ -271,6 +284,7 @@ def crd_kinds(objects: Iterable[Mapping[str, Any]]) -> set[tuple[str, str]]:
 
 def _decide(
     obj: Mapping[str, Any],
+    want: dict[str, Any],
     *,
     target: Target,
     instance: str,
@@ -280,7 +294,6 @@ def _decide(
 ) -> ObjectStep:
     ref = model.ObjectRef.of(obj)
     k = key(ref)
-    want = marked(obj, bundle=target.bundle, instance=instance)
     others = [b for b in claims.get(k, ()) if b != target.bundle]
     if others:
         names = ", ".join(sorted({target.bundle, *others}))
@@ -438,6 +451,13 @@ def plan_cluster(
         if name in wave_errors:
             bundles[name] = BundlePlan(name, Outcome.FAILED, message=wave_errors[name])
             continue
+        wanted = dict(
+            zip(
+                map(id, t.desired.objects),
+                marked_objects(t.desired, bundle=name, instance=instance),
+                strict=True,
+            )
+        )
         objects = apply_order(t.desired.objects)
         if not objects and inv is not None and inv.refs and not t.allow_empty:
             bundles[name] = BundlePlan(
@@ -450,7 +470,15 @@ def plan_cluster(
             )
             continue
         steps = tuple(
-            _decide(o, target=t, instance=instance, live=live, claims=frozen_claims, foreign=foreign_keys)
+            _decide(
+                o,
+                wanted[id(o)],
+                target=t,
+                instance=instance,
+                live=live,
+                claims=frozen_claims,
+                foreign=foreign_keys,
+            )
             for o in objects
         )
         desired_keys = {key(s.ref) for s in steps}

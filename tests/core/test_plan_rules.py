@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
+from types import FrameType
 from typing import Any
 
-from fleet.core import inventory, model, plan
+from fleet.core import drift, inventory, model, plan
 
 INSTANCE = "fleet"
 
@@ -380,3 +382,30 @@ def test_an_object_another_source_holds_is_a_conflict_and_never_pruned_from_ours
     assert ops(web) == {"shared": plan.Op.CONFLICT, "labelled": plan.Op.CONFLICT}
     assert all("repo-b" in s.message for s in web.steps)
     assert [(p.ref.name, p.op) for p in web.prune] == [("mine", plan.PruneOp.KEEP)]
+
+
+def test_a_round_over_renders_it_planned_before_hashes_none_of_their_objects_again() -> None:
+    # A pair keeps its DesiredSet across revisions while its content does not change, and every round of
+    # the cluster plans it and builds drift's desired objects from it (docs/benchmarks.md, bench_scale).
+    objects = [cm(f"c{i}", data={"k": str(i)}) for i in range(5)]
+    targets = {"web": plan.Target("web", desired=desired_set("web", *objects))}
+    live = [live_of(o) for o in objects]
+    hashes = 0
+
+    def count(frame: FrameType, event: str, arg: Any) -> None:
+        nonlocal hashes
+        if event == "call" and frame.f_code is plan.object_hash.__code__:
+            hashes += 1
+
+    def round_() -> plan.ClusterPlan:
+        drift.desired_objects(targets, instance=INSTANCE)
+        return run(targets, live=live, inventories={"web": inv("web", *objects)})
+
+    first = round_()
+    sys.setprofile(count)
+    try:
+        again = round_()
+    finally:
+        sys.setprofile(None)
+    assert hashes == 0
+    assert again == first and all(s.op is plan.Op.UNCHANGED for s in again.bundles["web"].steps)
