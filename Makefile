@@ -45,10 +45,13 @@ $(HELM): $(TOOLS)/build $(TOOLS)/helm/go.mod $(TOOLS)/helm/go.sum
 tools: $(TOOL_BINS) $(HELM)
 
 # The fast part (not slow: no process started, nothing that takes seconds) on two workers; then the slow
-# part alone, since its tests start processes, measure deadlines and share a control plane per session.
+# part on two workers too, a whole test file at a time each (--dist loadfile: a file's module fixtures
+# start once), since its tests mostly wait on processes, leases and deadlines. Each worker starts its own
+# real control plane and Jaeger when it first needs them (free ports, a folder of its own:
+# tests/support/kube.py); the differential line adds up both workers' cases.
 unit: $(STAMP) browser tools
 	$(BIN)/pytest -q -n 2 -m "not slow"
-	$(BIN)/pytest -q -m slow
+	$(BIN)/pytest -q -n 2 --dist loadfile -m slow
 
 test: lint typecheck unit
 
