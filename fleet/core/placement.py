@@ -30,7 +30,9 @@ Speed. Each cluster is converted for CEL once per `place` call (`_Contexts`, sha
 programs are compiled once per expression text (`cel.compile`). Selector matching is cheap; CEL costs
 tens of microseconds per evaluation. `PlacementCache` keeps each bundle's raw placement keyed by its
 placement spec and a hash of the cluster registry, so a commit that changes one bundle re-evaluates that
-bundle only.
+bundle only. `fleet.core.cel` (cel-python, lark, pendulum: 0.3e9 instructions to import, a tenth of
+`fleet sync`'s start-up) is imported where an expression is judged, so a revision without CEL never
+loads it.
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ import hashlib
 import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fleet.core import cel, errors, model, rollout, selectors
+from fleet.core import errors, model, rollout, selectors
+
+if TYPE_CHECKING:
+    from fleet.core import cel
 
 CLAUSES = ("clusters", "clusterSelector", "cel")
 
@@ -126,14 +131,14 @@ def select(
     placement: model.Placement | None,
     cluster: model.Cluster,
     *,
-    budget: int = cel.DEFAULT_BUDGET,
+    budget: int | None = None,
     what: str = "this expression",
     context: cel.Context | None = None,
 ) -> Decision:
     """Judge one cluster against one placement (a bundle's or an override's). Pure and deterministic:
     CEL runs under its step budget (`cel.evaluate`); only the wall-clock safety net (a runaway the
     budget cannot see, see `transient`) depends on the machine. `context` is the cluster already
-    prepared for CEL (`cel.prepare`), when the caller has it."""
+    prepared for CEL (`cel.prepare`), when the caller has it. `budget`: `cel.DEFAULT_BUDGET` when None."""
     none = _no_clause(placement)
     if none is not None:
         return none
@@ -143,9 +148,12 @@ def select(
         return decided
     if placement.cel is None:
         return Decision(True, tuple(results))
+    from fleet.core import cel  # here: a revision without CEL never loads cel-python (docs/benchmarks.md)
+
+    steps = cel.DEFAULT_BUDGET if budget is None else budget
     try:
         program = cel.compile(placement.cel)
-        held = cel.evaluate(program, context or {"cluster": cluster.activation()}, budget=budget, what=what)
+        held = cel.evaluate(program, context or {"cluster": cluster.activation()}, budget=steps, what=what)
     except errors.PlacementError as e:
         return _with_cel(results, e)
     return _with_cel(results, held)
@@ -154,6 +162,8 @@ def select(
 def transient(message: str) -> bool:
     """Whether a placement error depends on the machine (the CEL wall-clock safety net): such results
     are never cached, and the next revision evaluates again."""
+    from fleet.core import cel
+
     return cel.transient(message)
 
 
@@ -226,6 +236,8 @@ class _Contexts:
     def __getitem__(self, name: str) -> cel.Context:
         ctx = self.done.get(name)
         if ctx is None:
+            from fleet.core import cel
+
             ctx = self.done[name] = cel.prepare({"cluster": self.clusters[name].activation()})
         return ctx
 
@@ -236,9 +248,9 @@ def _raw(
     *,
     reg_key: str,
     cache: PlacementCache | None,
-    budget: int,
-    total_budget: int,
-    time_limit: float,
+    budget: int | None,
+    total_budget: int | None,
+    time_limit: float | None,
     contexts: _Contexts,
 ) -> dict[str, Decision]:
     key = (placement_key(bundle.placement), reg_key)
@@ -276,6 +288,8 @@ def _raw(
             pending[name] = results
     if pending and spec is not None and spec.cel is not None:
         # CEL only for the clusters the other clauses admit, as one batch under the bundle's total budget.
+        from fleet.core import cel
+
         outcomes: list[bool | errors.PlacementError]
         try:
             program = cel.compile(spec.cel)
@@ -285,9 +299,9 @@ def _raw(
             outcomes = cel.evaluate_batch(
                 program,
                 [contexts[name] for name in pending],
-                budget=budget,
-                total_budget=total_budget,
-                time_limit=time_limit,
+                budget=cel.DEFAULT_BUDGET if budget is None else budget,
+                total_budget=cel.DEFAULT_TOTAL_BUDGET if total_budget is None else total_budget,
+                time_limit=cel.SAFETY_NET_SECONDS if time_limit is None else time_limit,
                 what=f"the placement of bundle {bundle.name!r}",
             )
         shared: dict[tuple[int, bool], Decision] = {}  # (the clauses before, the verdict) -> one Decision
@@ -325,11 +339,13 @@ def place(
     *,
     only_bundles: Collection[str] | None = None,
     cache: PlacementCache | None = None,
-    budget: int = cel.DEFAULT_BUDGET,
-    total_budget: int = cel.DEFAULT_TOTAL_BUDGET,
-    time_limit: float = cel.SAFETY_NET_SECONDS,
+    budget: int | None = None,
+    total_budget: int | None = None,
+    time_limit: float | None = None,
 ) -> model.PlacementResult:
     """Place every bundle of `repo` (or `only_bundles`) on its clusters. Pure given the cache's content.
+    The CEL limits are `cel.DEFAULT_BUDGET`, `cel.DEFAULT_TOTAL_BUDGET` and `cel.SAFETY_NET_SECONDS` when
+    None (cel-python is loaded only for a revision that has CEL).
 
     Blocking (CEL is CPU-bound): async callers run it with `anyio.to_thread.run_sync`.
     """
@@ -427,7 +443,7 @@ def _dependency_problem(
 
 
 def waves(
-    repo: model.Repo, result: model.PlacementResult, *, budget: int = cel.DEFAULT_BUDGET
+    repo: model.Repo, result: model.PlacementResult, *, budget: int | None = None
 ) -> dict[str, rollout.Membership]:
     """The wave of each placed cluster, per bundle, by `spec.rollout` (docs/rollouts.md): a cluster falls
     in the first wave whose placement selects it (a wave without placement takes every remaining one).
@@ -446,9 +462,7 @@ def waves(
     return out
 
 
-def explain_wave(
-    bundle: model.Bundle, cluster: model.Cluster, *, budget: int = cel.DEFAULT_BUDGET
-) -> list[str]:
+def explain_wave(bundle: model.Bundle, cluster: model.Cluster, *, budget: int | None = None) -> list[str]:
     """Why `cluster` falls in its wave of `bundle`: one line per wave judged, in order, up to its own."""
     lines: list[str] = []
     for wave in bundle.rollout.waves:

@@ -48,6 +48,9 @@ def test_a_command_loads_only_its_own_module_not_every_other_command() -> None:
     assert not any(m.startswith("fleet.controller") for m in loaded), sorted(
         m for m in loaded if m.startswith("fleet.controller")
     )
+    assert (
+        "fleet.core.cel" not in loaded
+    )  # cel-python only for a revision that has CEL (fleet.core.placement)
 
 
 def test_the_help_of_fleet_lists_every_command() -> None:
