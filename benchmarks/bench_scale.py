@@ -4,7 +4,10 @@ requests per changed cluster per commit (from the sim's journal), the controller
 RSS per 1,000 clusters; with the watch caches (`cache`, the default) and without them (`baseline`, the behaviour before:
 ``FLEET_WATCH_CACHE=0``) in the same run (docs/reconcile.md, "Reading from the watch caches").
 
-Setup: one `fleet sim --clusters N` in its own process (waits for its ``ready`` line); the repository of
+Setup: one `fleet sim --clusters N` in its own process (waits for its ``ready`` line), and for the
+two-replica mode the replicas' management cluster in another (`fleet sim --names mgmt`: an API server of
+its own, as in a deployment; inside the clusters' sim its Lease renewals waited behind 1,000 clusters'
+requests on that one event loop, and the replicas lost their leases); the repository of
 `benchmarks.bench_serve` (pygit2; bundle ``b00`` a Deployment, a Service and a ConfigMap, ``b01``-``b09``
 two ConfigMaps and a Service each, every bundle on every cluster, ``rollout.waves: [{maxConcurrency:
 100%}]``). A `fleet sync --no-wait` first writes every cluster once, so that every mode starts on
@@ -89,21 +92,18 @@ def _env(mode: str) -> dict[str, str]:
 
 
 class Sim:
-    """`fleet sim --clusters N --kubeconfig-out F` in its own process."""
+    """`fleet sim --names ... --kubeconfig-out F` in its own process: the N clusters, or (`management`) the
+    replicas' management cluster alone."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.kubeconfig = workdir / "kubeconfig"
-        self.log = workdir / "sim.log"
+    def __init__(self, workdir: Path, *, management: bool = False) -> None:
+        tag = "mgmt" if management else "sim"
+        self.kubeconfig = workdir / ("kubeconfig-mgmt" if management else "kubeconfig")
+        self.log = workdir / f"{tag}.log"
         started = time.monotonic()
+        which = ["--names", "mgmt"] if management else ["--clusters", str(CLUSTERS)]
         with self.log.open("ab") as sink:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    *("-m fleet.cli sim --clusters".split()),
-                    str(CLUSTERS + 1),
-                    "--kubeconfig-out",
-                    str(self.kubeconfig),
-                ],
+                [sys.executable, "-m", "fleet.cli", "sim", *which, "--kubeconfig-out", str(self.kubeconfig)],
                 stdout=subprocess.PIPE,
                 stderr=sink,
                 env=_env("sim"),
@@ -115,8 +115,7 @@ class Sim:
             raise RuntimeError(f"fleet sim did not start: {line!r}\n{self.log.read_text()[-2000:]}")
         self.start_s = time.monotonic() - started
         doc = yaml.safe_load(self.kubeconfig.read_text())
-        every = [c["name"] for c in doc["clusters"]]
-        self.names, self.management = every[:CLUSTERS], every[CLUSTERS]  # the last: replicas' Leases
+        self.names = [c["name"] for c in doc["clusters"]]
         self.admin = doc["clusters"][0]["cluster"]["server"].split("/clusters/")[0]
         self.http = httpx.Client(timeout=60)
 
@@ -270,23 +269,29 @@ def wait_synced(serves: list[Serve], sim: Sim, sha: str, *, timeout: float, t0: 
     )
 
 
-def start(mode: str, repo: Repo, sim: Sim, work: Path) -> list[Serve]:
+def start(mode: str, repo: Repo, sim: Sim, work: Path, management: Sim | None) -> list[Serve]:
     """One `fleet serve`, or two replicas sharing the clusters through Leases on the management cluster."""
     if not mode.endswith("-2r"):
         return [Serve(repo=repo.root, sim=sim, workdir=work, mode=mode, tag=mode, args=[])]
-    args = ["--management-kubeconfig", str(sim.kubeconfig), "--management-context", sim.management]
+    assert management is not None
+    args = [
+        "--management-kubeconfig",
+        str(management.kubeconfig),
+        "--management-context",
+        management.names[0],
+    ]
     args += ["--shards", "32"]
     return [
         Serve(repo=repo.root, sim=sim, workdir=work, mode=mode, tag=f"{mode}-{i}", args=args) for i in (1, 2)
     ]
 
 
-def run_mode(mode: str, repo: Repo, sim: Sim, work: Path) -> dict[str, Any]:
+def run_mode(mode: str, repo: Repo, sim: Sim, work: Path, management: Sim | None) -> dict[str, Any]:
     replicas = 2 if mode.endswith("-2r") else 1
     print(f"-- {mode}: starting {replicas} fleet serve on {CLUSTERS} clusters", flush=True)
     out: dict[str, Any] = {"mode": mode, "replicas": replicas, "commits": []}
     t0 = time.perf_counter()
-    serves = start(mode, repo, sim, work)
+    serves = start(mode, repo, sim, work, management)
     try:
         head = str(repo.repo.head.target)
         out["first_convergence_s"] = round(
@@ -403,13 +408,18 @@ def main() -> int:
     sim = Sim(work)
     out["sim_start_s"] = round(sim.start_s, 2)
     print(f"fleet sim with {CLUSTERS} clusters ready in {sim.start_s:.1f} s", flush=True)
+    # The replicas' management cluster is an API server of its own, as in a real deployment: inside the
+    # clusters' sim, its Lease renewals waited behind 1,000 clusters' requests on that one event loop.
+    management = Sim(work, management=True) if any(m.endswith("-2r") for m in MODES) else None
     try:
         repo = Repo(work / "repo", names=sim.names)
         out["cold_sync_s"] = cold_sync(repo, sim)
         print(f"cold fleet sync of every cluster: {out['cold_sync_s']} s", flush=True)
-        runs = {mode: run_mode(mode, repo, sim, work) for mode in MODES}
+        runs = {mode: run_mode(mode, repo, sim, work, management) for mode in MODES}
     finally:
         sim.stop()
+        if management is not None:
+            management.stop()
         if KEEP:
             print(f"work dir kept: {work}")
         else:
