@@ -48,7 +48,6 @@ def test_either_replica_answers_for_the_whole_fleet_and_hands_reconciles_and_pus
     fleet.wait(lambda: fleet.settled([a, b]), within=60, what="2 replicas share every shard")
     first = str(fleet.repo.repo.head.target)
     fleet.wait(lambda: fleet.synced_at(first), within=90, what="every cluster Synced")
-    owners = fleet.cluster_owners()
 
     # fleet status --revision asked of either replica: every cluster holds it, whoever owns it.
     for r in (a, b):
@@ -65,10 +64,15 @@ def test_either_replica_answers_for_the_whole_fleet_and_hands_reconciles_and_pus
         assert sorted(doc["holders"]) == sorted(fleet.clusters)
         assert doc["unknown"] == {}
 
-    # A reconcile asked of the replica that does not own the cluster: its owner runs a round.
+    # A reconcile asked of the replica that does not own the cluster: its owner runs a round. Who owns what
+    # is read at each ask (a replica starved on a loaded machine may lose its leases, and the shards be
+    # shared out anew, at any time before), and must not change during it.
+    fleet.wait(lambda: fleet.settled([a, b]), within=60, what="2 replicas share every shard")
+    owners = fleet.cluster_owners()
     theirs = next(c for c in fleet.clusters if owners[c] == b.id)
     before = b.doc()["clusters"][theirs]["lastSyncAt"]
     asked = a.process.post("/api/v1/reconcile", params={"cluster": theirs})
+    assert fleet.cluster_owners() == owners, f"shards moved during the ask:\n{fleet.summary()}"
     assert asked.status_code == 202, asked.text
     assert asked.json()["handedOn"][theirs]["owner"] == b.id
     took = fleet.wait(
@@ -79,7 +83,10 @@ def test_either_replica_answers_for_the_whole_fleet_and_hands_reconciles_and_pus
     print(f"reconcile asked of the other replica -> a round on the owner: {took:.1f}s")
     # A bundle asked of the replica started second: the clusters the revision places it on that the first
     # owns are handed on (b never reconciled them: it knows their bundles from the revision it placed).
+    fleet.wait(lambda: fleet.settled([a, b]), within=60, what="2 replicas share every shard")
+    owners = fleet.cluster_owners()
     asked = b.process.post("/api/v1/reconcile", params={"bundle": "settings"})
+    assert fleet.cluster_owners() == owners, f"shards moved during the ask:\n{fleet.summary()}"
     assert asked.status_code == 202, asked.text
     assert sorted(asked.json()["handedOn"]) == sorted(c for c in fleet.clusters if owners[c] == a.id)
     assert sorted(asked.json()["queued"]) == sorted(c for c in fleet.clusters if owners[c] == b.id)
