@@ -14,11 +14,12 @@ commit from the webhook to a cluster::
      |           replica options)
     controller   `fleet serve`: engine (the loop and its API) over its parts (base, persistence, watches,
      |           workers, revisions), runtime (each cluster's record and the pure decisions about it),
-     |           rollouts + rolloutspans (their spans), server + webhook + ui (HTTP API, status page),
-     |           metrics, telemetry, audit + events + notify (history, Kubernetes Events, notifications),
-     |           replicas (a replica's lease loop), shards (which clusters this process owns), shared
-     |           (the state store when replicas share a fleet: the management cluster's records),
-     |           following (a follower's watch of the coordinator's rollout records)
+     |           rollouts + rolloutstore (their records) + rolloutspans (their spans), server + webhook
+     |           + ui (HTTP API, status page), metrics, telemetry, audit + events + notify (history,
+     |           Kubernetes Events, notifications), replicas (a replica's lease loop), shards (which
+     |           clusters this process owns), shared (the state store when replicas share a fleet: the
+     |           management cluster's records), following (a follower's watch of the coordinator's
+     |           rollout records)
     cluster      one cluster: reading (observe), reconcile (one round), apply (SSA, prune, inventories),
      |           diff, watch (streams), cache (what they hold), repair (drift), waves (`fleet sync --waves`)
     clients      I/O: kube (the only module importing kr8s), source (git through pygit2), sources (the

@@ -1,19 +1,17 @@
 """The controller's rollouts (docs/rollouts.md): `fleet.core.rollout` driven by the engine's events.
 
-Owns: `Conductor`, the latest rollout of every bundle and the hashes of what its revision renders per
-cluster; starting a rollout when a revision changes a bundle's rendered objects (superseding the one in
-progress), joins and leaves; turning the results of cluster rounds into the state machine's observations;
-people's actions; the soak and deadline timer; which revision of a bundle each cluster must hold now
-(`hold`); storing every change through `fleet.clients.statedb` BEFORE any cluster is woken to act on it (so a crash
-never sends a cluster its revision without the rollout knowing: a cluster put in flight is held at what it
-had until its rollout is stored; a write the database refuses is reported by the engine's `save` and the
-rollout goes on from memory, saved again on recovery); which writes wait: a change that decides something
+Owns: `Conductor`; starting a rollout when a revision changes a bundle's rendered objects (superseding the
+one in progress), joins and leaves; turning the results of cluster rounds into the state machine's
+observations; people's actions; the soak and deadline timer; which revision of a bundle each cluster must
+hold now (`hold`); storing every change BEFORE any cluster is woken to act on it (so a crash never sends
+a cluster its revision without the rollout knowing: a cluster put in flight is held at what it had until
+its rollout is stored; a write the database refuses is reported by the engine's `save` and the rollout
+goes on from memory, saved again on recovery); which writes wait: a change that decides something
 (clusters put in flight, a rollout's state, wave, approvals, actions, a new rollout) is stored before
-`tick` returns, one write for every caller that waited meanwhile; what rounds observed of clusters that
-decides nothing yet (a cluster turned healthy in a wave still in flight) is stored with the next write,
-at most `store_delay` later (a crash loses only observations the next rounds make again); the rollout
-metrics; the rollouts' documents, built once per change. The `rollout <bundle>` spans are its base's
-(`fleet.controller.rolloutspans.Spans`).
+`tick` returns. Its bases keep the rest: the latest rollouts, their writes through
+`fleet.clients.statedb` (one for every caller that waited meanwhile; what decides nothing yet at most
+`store_delay` later), the rollout metrics and documents (`fleet.controller.rolloutstore.Storing`); the
+`rollout <bundle>` spans (`fleet.controller.rolloutspans.Spans`).
 
 With a management cluster (docs/scaling.md, "State of record") only the replica holding the coordinator
 lease decides (`deciding`); the others follow: they take the coordinator's rollouts in as they are stored
@@ -30,20 +28,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from opentelemetry import trace
 from opentelemetry.trace import Link
 
 from fleet.clients import statedb
-from fleet.controller import rolloutspans
+from fleet.controller import rolloutstore
 from fleet.controller.metrics import Metrics
+from fleet.controller.rolloutstore import Observer, SaveFn
 from fleet.core import errors, model, summaries
-from fleet.core import history as hist
 from fleet.core import rollout as ro
+
+__all__ = ["LEAVE", "NEWEST", "Conductor", "Hold", "Observed", "Observer", "SaveFn"]
 
 log = logging.getLogger("fleet.rollouts")
 tracer = trace.get_tracer("fleet.rollouts")
@@ -77,34 +77,12 @@ class Observed:
 
 HeldFn = Callable[[str, str], "tuple[str | None, str | None]"]  # (cluster, bundle) -> (revision, hash)
 WakeFn = Callable[[str, "trace.SpanContext | None"], None]
-# Runs one blocking write of the state database off the loop; reports (never raises) its failures.
-SaveFn = Callable[[Callable[[], None]], Awaitable[None]]
 # Hands a person's action on to the coordinator: (bundle, revision of its rollout, action, actor, reason,
 # wave, cluster).
 ForwardFn = Callable[[str, str, ro.Action, str, str, "str | None", "str | None"], Awaitable[None]]
 
 
-class Observer(Protocol):
-    """What records rollouts' changes for people (`fleet.controller.audit.Recorder`): told of every change and action
-    as it happens; what it makes of them is stored with the rollout rows in one transaction."""
-
-    def rollout_changed(self, old: ro.Rollout | None, new: ro.Rollout) -> None: ...
-
-    def acted(self, r: ro.Rollout, record: ro.ActionRecord) -> None: ...
-
-    @property
-    def pending(self) -> bool: ...
-
-    def take(self) -> tuple[tuple[hist.Entry, ...], tuple[statedb.Message, ...]]: ...
-
-    def unsaved(
-        self, entries: Iterable[hist.Entry] = (), messages: Iterable[statedb.Message] = ()
-    ) -> None: ...
-
-    def stored(self) -> None: ...
-
-
-class Conductor(rolloutspans.Spans):
+class Conductor(rolloutstore.Storing):
     """One per engine. Not thread-safe: the engine's event loop calls it."""
 
     def __init__(
@@ -118,25 +96,12 @@ class Conductor(rolloutspans.Spans):
         clock: Callable[[], float] = time.time,
         store_delay: float = 1.0,
     ) -> None:
-        self.store = store
-        self._observer = observer
-        self.metrics = metrics
-        super().__init__()
-        self.latest: dict[str, ro.Rollout] = {}
-        self.hashes: dict[str, dict[str, str]] = {}  # bundle -> cluster -> hash at the rollout's revision
+        super().__init__(
+            store=store, metrics=metrics, save=save, observer=observer, clock=clock, store_delay=store_delay
+        )
         self._wake = wake
-        self._save = save
-        self._clock = clock
         self._changed = anyio.Event()
-        self._dirty: dict[tuple[str, str], ro.Rollout] = {}
-        self._store_delay = store_delay
-        self._version = 0  # counts changes; `_stored` is the count the last write began at
-        self._stored = 0
-        self._writing = anyio.Lock()
-        self._decided = False  # a change since the last write decides something (see the module)
-        self._deferred = anyio.Event()  # changes wait for the next write (`_store_later`)
         self._starting: set[tuple[str, str]] = set()  # (bundle, cluster) put in flight, not stored yet
-        self._docs: dict[str, tuple[ro.Rollout, dict[str, Any]]] = {}  # bundle -> (rollout, its document)
         self._contexts: dict[str, trace.SpanContext] = {}  # bundle -> the revision trace it belongs to
         # A management cluster's coordinator decides; the other replicas follow (see the module).
         self.deciding: Callable[[], bool] = lambda: True
@@ -144,7 +109,6 @@ class Conductor(rolloutspans.Spans):
         self.reports: dict[
             str, dict[str, summaries.Observation]
         ] = {}  # cluster -> bundle -> what a round saw
-        self._checked: dict[str, str] = {}  # bundle -> newest revision the coordinator took in for it
         self._revision: str | None = None  # the newest revision this replica took in
         self._awaiting: dict[str, str] = {}  # bundle -> revision its coordinator has not taken in yet
         self._last_begin: dict[str, Any] | None = None  # the arguments of the last `begin`
@@ -541,42 +505,6 @@ class Conductor(rolloutspans.Spans):
             self._wake(c, self._contexts.get(b))
         self._changed.set()
 
-    async def flush(self) -> None:
-        """Store every rollout that changed before this call (one transaction). A caller that waits for
-        another's write finds its changes stored by the write that follows, made once for every caller
-        that waited meanwhile."""
-        wanted = self._version
-        async with self._writing:
-            if self._stored >= wanted:
-                return  # stored by the write this caller waited for
-            observer = self._observer
-            self._stored, self._decided = self._version, False
-            if not self._dirty and (observer is None or not observer.pending):
-                return
-            await self._write(observer)
-
-    async def _write(self, observer: Observer | None) -> None:
-        dirty, self._dirty = self._dirty, {}
-        rows = tuple(self._row(r) for r in dirty.values())
-        entries, messages = observer.take() if observer is not None else ((), ())
-
-        def write() -> None:
-            try:
-                self.store.record_rollouts(rows, history=entries, outbox=messages)
-            except errors.StateError:
-                if observer is not None:
-                    observer.unsaved(entries, messages)
-                raise
-
-        await self._save(write)
-        if observer is not None and messages:
-            observer.stored()
-        self._update_metrics()
-
-    def rows(self) -> tuple[statedb.RolloutRow, ...]:
-        """Every bundle's latest rollout as stored (to save everything again after failed writes)."""
-        return tuple(self._row(r) for r in self.latest.values())
-
     async def run(self) -> None:
         """The soak and deadline timer, and the writes of what waits for the next (`_store_later`); runs
         until cancelled, then stores what was waiting."""
@@ -588,14 +516,6 @@ class Conductor(rolloutspans.Spans):
             if self._dirty and self.deciding():
                 with anyio.CancelScope(shield=True):
                     await self.flush()
-
-    async def _store_later(self) -> None:
-        """Changes that decide nothing are stored together, `store_delay` after the first of them."""
-        while True:
-            await self._deferred.wait()
-            await anyio.sleep(self._store_delay)
-            self._deferred = anyio.Event()
-            await self.flush()
 
     async def _timer(self) -> None:
         """Sleeps until the next time a rollout must be looked at, or until something changed."""
@@ -703,75 +623,3 @@ class Conductor(rolloutspans.Spans):
             )
         if not per:
             self.reports.pop(cluster, None)
-
-    # -- status --------------------------------------------------------------------------------------------------
-
-    def documents(self) -> dict[str, dict[str, Any]]:
-        """Every bundle's latest rollout as the API shows it. Built once per change of the rollout (a
-        soaking one each time: it says the soak's time left): callers must not change them."""
-        return {b: self._document(r) for b, r in sorted(self.latest.items())}
-
-    def document(self, bundle: str, *, revision: str | None = None) -> dict[str, Any] | None:
-        r = self.latest.get(bundle)
-        if revision is not None and (r is None or not r.revision.startswith(revision)):
-            row = self.store.rollout(bundle, revision)
-            r = ro.load(row.doc["rollout"]) if row is not None else None
-            return ro.document(r, now=self._clock()) if r is not None else None
-        return self._document(r) if r is not None else None
-
-    def _document(self, r: ro.Rollout) -> dict[str, Any]:
-        built = self._docs.get(r.bundle)
-        if built is not None and built[0] is r:
-            return built[1]
-        doc = ro.document(r, now=self._clock())
-        if r.phase is not ro.Phase.SOAKING:
-            self._docs[r.bundle] = (r, doc)
-        return doc
-
-    # -- internals ---------------------------------------------------------------------------------------------
-
-    def _set(self, r: ro.Rollout) -> None:
-        old = self.latest.get(r.bundle)
-        self._version += 1
-        if (
-            old is None
-            or old.revision != r.revision
-            or replace(old, members=r.members, updated_at=r.updated_at) != r
-        ):
-            self._decided = True  # more than what rounds observed of its clusters: stored before going on
-        if old is not None and old.revision == r.revision:
-            self._trace_transitions(old, r)
-        if self._observer is not None:
-            self._observer.rollout_changed(old if old is not None and old.revision == r.revision else None, r)
-        self.latest[r.bundle] = r
-        self._dirty[(r.bundle, r.revision)] = r
-        if r.terminal:
-            self._end_span(r.bundle, str(r.phase))
-
-    def _row(self, r: ro.Rollout) -> statedb.RolloutRow:
-        doc: dict[str, Any] = {"rollout": ro.dump(r)}
-        if self.latest.get(r.bundle) is r:
-            doc["hashes"] = self.hashes.get(r.bundle, {})
-            if r.bundle in self._checked:
-                doc["checked"] = self._checked[r.bundle]
-            span = self._span_ids(r.bundle)
-            if span is not None:
-                doc["span"] = span
-        return statedb.RolloutRow(
-            bundle=r.bundle,
-            revision=r.revision,
-            started_at=r.started_at,
-            doc=doc,
-            terminal=r.terminal,
-            updated_at=r.updated_at,
-        )
-
-    def _update_metrics(self) -> None:
-        counts = {str(p): 0 for p in ro.Phase}
-        for r in self.latest.values():
-            counts[str(r.phase)] += 1
-        for phase, n in counts.items():
-            self.metrics.rollouts.labels(state=phase).set(n)
-        for b, r in self.latest.items():
-            for cluster_phase, n in r.members.phases().items():
-                self.metrics.rollout_clusters.labels(bundle=b, state=str(cluster_phase)).set(n)
