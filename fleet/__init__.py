@@ -20,8 +20,10 @@ commit from the webhook to a cluster::
      |           clusters this process owns), shared (the state store when replicas share a fleet: the
      |           management cluster's records), following (a follower's watch of the coordinator's
      |           rollout records)
-    cluster      one cluster: reading (observe), reconcile (one round), apply (SSA, prune, inventories),
-     |           diff, watch (streams), cache (what they hold), repair (drift), waves (`fleet sync --waves`)
+    cluster      one cluster: reading (observe), rounds (one round) + gate (before each write) + results
+     |           (its options and results), reconcile (the fleet; the names callers use), apply (SSA,
+     |           prune, inventories), diff, watch (streams), cache (what they hold), repair (drift), waves
+     |           (`fleet sync --waves`)
     clients      I/O: kube (the only module importing kr8s), source (git through pygit2), sources (the
      |           Kustomize, Helm and SOPS programs), statedb (SQLite), tls, management (the Lease client
      |           of the management cluster replicas coordinate through), records (the record ConfigMaps
