@@ -3,7 +3,8 @@
 Owns: `Sim` (start/stop, one listening socket with a `/clusters/<name>` prefix per cluster or one
 port per cluster, optional TLS with a CA made at start by `trustme`), the kubeconfig describing every
 cluster, fault rules (`FaultRule`: injected statuses with Retry-After, latency, requests held until
-their rules are cleared, hangs, refused connections, dropped watches), the per-cluster request journal,
+their rules are cleared, hangs, refused connections, answers lost after the request was processed, dropped
+watches), the per-cluster request journal,
 and the admin endpoints under `/_sim/` (their shapes: docs/sim.md, "Admin endpoints").
 
 Does not: implement Kubernetes semantics (`fleet.sim.rest`, `fleet.sim.storage.store`).
@@ -51,6 +52,7 @@ class FaultRule:
     hold: bool = False
     hang: bool = False
     refuse: bool = False
+    lose_answer: bool = False
     drop_watches: bool = False
     method: str | None = None
     watch: bool | None = None
@@ -74,6 +76,7 @@ class FaultRule:
             "hold",
             "hang",
             "refuse",
+            "loseAnswer",
             "dropWatches",
             "method",
             "watch",
@@ -107,6 +110,7 @@ class FaultRule:
             ("hold", "hold"),
             ("hang", "hang"),
             ("refuse", "refuse"),
+            ("loseAnswer", "lose_answer"),
             ("dropWatches", "drop_watches"),
         ):
             value = doc.get(key)
@@ -138,10 +142,22 @@ class FaultRule:
             if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate <= 1:
                 raise RuleError("rate: must be a number from 0 to 1")
             rule.rate = float(rate)
-        if not (rule.status or rule.latency_ms or rule.hold or rule.hang or rule.refuse or rule.drop_watches):
-            raise RuleError("a fault rule needs one of status, latencyMs, hold, hang, refuse, dropWatches")
-        if rule.hold and (rule.status or rule.hang or rule.refuse or rule.drop_watches):
-            raise RuleError("hold: cannot be combined with status, hang, refuse or dropWatches")
+        if not (
+            rule.status
+            or rule.latency_ms
+            or rule.hold
+            or rule.hang
+            or rule.refuse
+            or rule.lose_answer
+            or rule.drop_watches
+        ):
+            raise RuleError(
+                "a fault rule needs one of status, latencyMs, hold, hang, refuse, loseAnswer, dropWatches"
+            )
+        if rule.hold and (rule.status or rule.hang or rule.refuse or rule.lose_answer or rule.drop_watches):
+            raise RuleError("hold: cannot be combined with status, hang, refuse, loseAnswer or dropWatches")
+        if rule.lose_answer and (rule.status or rule.hang or rule.refuse or rule.drop_watches):
+            raise RuleError("loseAnswer: cannot be combined with status, hang, refuse or dropWatches")
         return rule
 
     def selects(self, method: str, path: str, watch: bool, agent: str = "") -> bool:
@@ -155,7 +171,9 @@ class FaultRule:
             self.drop_watches
             and self.watch is None
             and not watch
-            and not (self.status or self.latency_ms or self.hold or self.hang or self.refuse)
+            and not (
+                self.status or self.latency_ms or self.hold or self.hang or self.refuse or self.lose_answer
+            )
         ):
             return False
         return self.path is None or self.path.search(path) is not None
@@ -421,6 +439,7 @@ class Sim:
         agent = request.headers.get("User-Agent", "")
         watch = _is_watch(request, rest)
         ctx = requests.RequestContext(path=rest)
+        lose = False
         for rule in list(h.faults):
             if not rule.take(method, rest, watch, agent):
                 continue
@@ -447,6 +466,8 @@ class Sim:
                 err = status.injected(rule.status, retry_after=rule.retry_after)
                 h.record(method, rest, query, err.code, False, agent)
                 return requests.error_response(err)
+            if rule.lose_answer and not watch:
+                lose = True
             if rule.drop_watches and watch:
                 ctx.drop_watch = True
         if watch:
@@ -456,6 +477,11 @@ class Sim:
             return resp
         resp = await h.api.handle(request, rest, ctx)
         h.record(method, rest, query, resp.status, ctx.mutated, agent)
+        if lose:  # processed (a write has landed), then the connection closes with no answer sent
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+            raise asyncio.CancelledError
         return resp
 
     async def _hold(self, h: Host, rule: FaultRule) -> None:

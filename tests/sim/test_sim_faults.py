@@ -49,6 +49,9 @@ def test_an_unknown_cluster_in_an_admin_path_gets_404(sim: testing.SimHandle) ->
         ({"hold": "yes"}, "hold:"),
         ({"hold": True, "status": 503}, "hold:"),
         ({"hold": True, "hang": True}, "hold:"),
+        ({"hold": True, "loseAnswer": True}, "hold:"),
+        ({"loseAnswer": True, "status": 503}, "loseAnswer:"),
+        ({"loseAnswer": 1}, "loseAnswer:"),
     ],
 )
 def test_an_invalid_fault_rule_gets_400_naming_the_field(
@@ -218,6 +221,19 @@ def test_a_refused_request_has_its_connection_closed(sim: testing.SimHandle) -> 
         with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
             c.get(CM)
         assert c.get(CM).status_code == 200
+
+
+def test_a_lost_answer_fault_applies_the_write_then_closes_the_connection_without_an_answer(
+    sim: testing.SimHandle, client: httpx.Client
+) -> None:
+    rv = client.post(CM, json={"metadata": {"name": "held"}}).json()["metadata"]["resourceVersion"]
+    add_rule(sim, {"loseAnswer": True, "method": "PUT", "userAgent": "^lost$", "count": 1})
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        put_over(sim, rv, "landed", "lost")
+    assert client.get(CM + "/held").json()["data"] == {"v": "landed"}  # the write landed
+    assert journal_of(sim, "lost") == [("PUT", 200, True)]
+    assert put_over(sim, rv, "again", "lost").status_code == 409  # a retry meets its own write
+    assert rules(sim) == [{"matched": 2, "fired": 1, "held": 0}]
 
 
 def test_drop_watches_closes_open_streams_and_new_ones(sim: testing.SimHandle, client: httpx.Client) -> None:
