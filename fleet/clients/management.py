@@ -1,7 +1,7 @@
 """The management cluster: the Kubernetes API server through which replicas of one instance coordinate.
 
 Owns: the requests about fleet's `coordination.k8s.io/v1` Leases in namespace ``fleet-system`` (read them
-all, create, update over a resourceVersion, delete over a resourceVersion) and creating that namespace
+all or one, create, update over a resourceVersion, delete over a resourceVersion) and creating that namespace
 when it is missing; the User-Agent that names the replica on every request (`user_agent`); and the
 request settings that keep a lease write within a retry period (`settings_for`).
 
@@ -85,6 +85,17 @@ class Leases:
             record = leases.decode(item)
             out[record.name] = record
         return out
+
+    async def get(self, name: str) -> leases.Record | None:
+        """One lease of the instance; None when it does not exist."""
+        status, doc = await self.client.request(
+            "GET",
+            LEASES.object_path(leases.NAMESPACE, name),
+            what=self._where(name),
+            accept=(404,),
+            check=kube.is_object,
+        )
+        return None if status == 404 else self._record(doc, name)
 
     def _record(self, doc: Mapping[str, Any], name: str) -> leases.Record:
         record = leases.decode(doc)

@@ -236,7 +236,7 @@ class Replica:
         async with self._limit:
             await self._write(name, renew=renew)
 
-    async def _write(self, name: str, *, renew: bool) -> bool:
+    async def _write(self, name: str, *, renew: bool, again: bool = True) -> bool:
         cfg = self.config
         seen = self.state.seen.get(name)
         current = seen.record if seen is not None else None
@@ -270,6 +270,12 @@ class Replica:
         except errors.FleetError as e:  # unknown outcome: the next read tells
             log.warning("replica %s: lease %s not written: %s", cfg.me, name, e)
             return False
+        if answer is None and held is not None:
+            mine = await self._reread(name, held, record)
+            if mine is None:  # unknown: kept as it is until the next read tells
+                return False
+            if mine:
+                return await self._write(name, renew=True, again=False) if again else False
         if answer is None:
             self.state = coordination.refused(cfg, self.state, name)
             if held is not None:
@@ -278,6 +284,29 @@ class Replica:
         self.state = coordination.wrote(cfg, self.state, answer, sent=sent, now=self._clock())
         if held is None:
             log.info("replica %s: acquired lease %s (epoch %d)", cfg.me, name, answer.transitions)
+        return True
+
+    async def _reread(self, name: str, held: leases.Held, sent: leases.Record) -> bool | None:
+        """A write of `sent` over lease `held` met a conflict: read the lease again. True when the conflict
+        was this replica's own write whose answer was lost (the client's retry met it): the lease is
+        adopted at the version read, its epoch and deadline kept (`coordination.adopted`). False when
+        another replica wrote it; None when it cannot be read (unknown)."""
+        cfg = self.config
+        try:
+            current = await self.client.get(name)
+        except errors.FleetError as e:
+            log.warning("replica %s: lease %s met a conflict and cannot be read again: %s", cfg.me, name, e)
+            return None
+        if not coordination.own_write(cfg, held, sent, current):
+            return False
+        assert current is not None
+        self.state = coordination.adopted(cfg, self.state, current, now=self._clock())
+        log.info(
+            "replica %s: lease %s met its own write (an answer lost): kept at epoch %d",
+            cfg.me,
+            name,
+            current.transitions,
+        )
         return True
 
     async def _release(self, name: str) -> None:

@@ -2,7 +2,8 @@
 
 Owns: a replica's knowledge between ticks (`State`: every lease of its instance as it saw them, the
 leases it holds, whether it is draining), folding in what it read (`observe`) and what its writes
-answered (`wrote`, `refused`), and the decision of a tick (`decide` -> `Decision`): which leases to create,
+answered (`wrote`, `refused`; a conflict that was its own write whose answer was lost, `own_write` and
+`adopted`), and the decision of a tick (`decide` -> `Decision`): which leases to create,
 renew, acquire, release or delete, which shards it may write to now, whether it may take rollout
 decisions (the coordinator lease), and when to look again. Every time is this replica's monotonic clock,
 passed in; nothing here reads a clock or sends a request.
@@ -146,6 +147,32 @@ def refused(config: Config, state: State, name: str) -> State:
     held = {k: v for k, v in state.held.items() if k != name}
     registered = state.registered if name != config.replica_lease else None
     return replace(state, held=held, registered=registered)
+
+
+def own_write(config: Config, held: leases.Held, sent: leases.Record, current: leases.Record | None) -> bool:
+    """Whether `current`, read after a write of `sent` over lease `held` met a conflict (409), is this
+    replica's own write: the write (or an earlier one) landed and its answer was lost, so the client's
+    retry met it. So it is when `current` still names this replica as holder (its identity is unique
+    per process) at the epoch it holds, or at the epoch `sent` lifted it to; anything else is another
+    replica's write."""
+    return (
+        current is not None
+        and current.name == held.name
+        and current.holder == config.me
+        and current.transitions in (held.epoch, sent.transitions)
+    )
+
+
+def adopted(config: Config, state: State, record: leases.Record, *, now: float) -> State:
+    """Fold in `record`, a lease this replica holds as changed by a write of its own whose answer it never
+    got (`own_write`): still held, at `record`'s version and epoch, with its deadline unchanged (that write
+    was sent after the last one answered, so the deadline it had is the earlier, safe one)."""
+    held = state.held.get(record.name)
+    if held is None or record.holder != config.me:
+        return state
+    seen = {**state.seen, record.name: leases.observe(state.seen.get(record.name), record, now=now)}
+    mine = replace(held, version=record.version, epoch=record.transitions)
+    return replace(state, seen=seen, held={**state.held, record.name: mine})
 
 
 def letting_go(config: Config, state: State, name: str) -> State:

@@ -37,13 +37,34 @@ def make(sim: testing.SimHandle, me: str) -> replicas.Replica:
     return replicas.Replica(client, coordination.Config(instance="fleet", me=me, shards=SHARDS, timings=T))
 
 
-async def holders(r: replicas.Replica) -> dict[int, str]:
+READER = "fleet-test-reader"  # the User-Agent of the test's own reads of the leases
+
+
+async def read(sim: testing.SimHandle) -> dict[str, leases.Record]:
+    """Every lease of the instance, read by the test over a client of its own (a replica's client is its
+    lease thread's)."""
+    kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
+    client = kube.Client(
+        cluster="mgmt", context=kc.context("mgmt"), settings=kube.with_settings(BASE, user_agent=READER)
+    )
+    try:
+        return await management.Leases(client, instance="fleet").read()
+    finally:
+        await client.aclose()
+
+
+async def holders(sim: testing.SimHandle) -> dict[int, str]:
     out = {}
-    for name, rec in (await r.client.read()).items():
+    for name, rec in (await read(sim)).items():
         shard = leases.shard_of_lease(name, instance="fleet")
         if shard is not None and rec.holder:
             out[shard] = rec.holder
     return out
+
+
+async def epochs(sim: testing.SimHandle) -> dict[str, int]:
+    """Lease -> its epoch (leaseTransitions)."""
+    return {name: rec.transitions for name, rec in (await read(sim)).items()}
 
 
 async def until(check: Callable[[], Awaitable[bool]], *, within: float) -> float:
@@ -81,14 +102,12 @@ def run(sim: testing.SimHandle, names: list[str], body: Callable[..., Awaitable[
 
 def test_three_replicas_share_every_shard_each_writable_by_exactly_one(sim: testing.SimHandle) -> None:
     async def body(reps: list[replicas.Replica], _: object) -> None:
-        a = reps[0]
-
         async def settled() -> bool:
-            owners = await holders(a)
+            owners = await holders(sim)
             return len(owners) == SHARDS and set(owners.values()) == {r.config.me for r in reps}
 
         await until(settled, within=10)
-        owners = await holders(a)
+        owners = await holders(sim)
         for r in reps:
             assert r.writable() == {s for s, who in owners.items() if who == r.config.me}
         loads = sharding.Assignment(shards=SHARDS, owner=owners).loads()
@@ -98,7 +117,7 @@ def test_three_replicas_share_every_shard_each_writable_by_exactly_one(sim: test
         assert {f.lease for f in fences if f} == {f"fleet-shard-{s}" for s in range(SHARDS)}
 
     run(sim, ["a-1", "b-2", "c-3"], body)
-    agents = {e["userAgent"] for e in sim.journal_sync("mgmt")}
+    agents = {e["userAgent"] for e in sim.journal_sync("mgmt")} - {READER}
     assert agents == {management.user_agent(n) for n in ("a-1", "b-2", "c-3")}
 
 
@@ -109,14 +128,14 @@ def test_the_shards_of_a_replica_that_vanishes_are_owned_again_within_the_lease_
         a, _, c = reps
 
         async def settled() -> bool:
-            return len(set((await holders(a)).values())) == 3
+            return len(set((await holders(sim)).values())) == 3
 
         await until(settled, within=10)
-        theirs = {s for s, who in (await holders(a)).items() if who == "b-2"}
+        theirs = {s for s, who in (await holders(sim)).items() if who == "b-2"}
         scopes["b-2"].cancel()  # like SIGKILL: nothing released
 
         async def taken() -> bool:
-            owners = await holders(a)
+            owners = await holders(sim)
             return all(owners.get(s) in ("a-1", "c-3") for s in theirs)
 
         took = await until(taken, within=T.duration + T.retry + 3 * SLACK)
@@ -128,23 +147,23 @@ def test_the_shards_of_a_replica_that_vanishes_are_owned_again_within_the_lease_
 
 def test_a_stopped_replica_hands_its_shards_over_within_a_retry_period(sim: testing.SimHandle) -> None:
     async def body(reps: list[replicas.Replica], _: object) -> None:
-        a, b = reps
+        _, b = reps
 
         async def settled() -> bool:
-            return len(set((await holders(a)).values())) == 2
+            return len(set((await holders(sim)).values())) == 2
 
         await until(settled, within=10)
-        theirs = {s for s, who in (await holders(a)).items() if who == "b-2"}
+        theirs = {s for s, who in (await holders(sim)).items() if who == "b-2"}
         b.stop()
         assert b.writable() == frozenset() and not b.coordinating()
 
         async def taken() -> bool:
-            owners = await holders(a)
+            owners = await holders(sim)
             return all(owners.get(s) == "a-1" for s in theirs)
 
         took = await until(taken, within=T.duration + SLACK)
         assert took <= T.retry + SLACK
-        assert not (await a.client.read())["fleet-replica-b-2"].holder  # gone, at once
+        assert not (await read(sim))["fleet-replica-b-2"].holder  # gone, at once
 
     run(sim, ["a-1", "b-2"], body)
 
@@ -153,13 +172,13 @@ def test_a_replica_cut_off_from_the_management_cluster_stops_writing_before_its_
     sim: testing.SimHandle,
 ) -> None:
     async def body(reps: list[replicas.Replica], _: object) -> None:
-        a, b = reps
+        _, b = reps
 
         async def settled() -> bool:
-            return len(set((await holders(a)).values())) == 2
+            return len(set((await holders(sim)).values())) == 2
 
         await until(settled, within=10)
-        theirs = {s for s, who in (await holders(a)).items() if who == "b-2"}
+        theirs = {s for s, who in (await holders(sim)).items() if who == "b-2"}
         # The latest moment (wall clock) b may write to each of its shards, as b itself says.
         last: dict[int, float] = {}
 
@@ -179,7 +198,7 @@ def test_a_replica_cut_off_from_the_management_cluster_stops_writing_before_its_
             await sim.faults("mgmt", {"userAgent": r"\(replica b-2\)", "refuse": True})
 
             async def taken() -> bool:
-                owners = await holders(a)
+                owners = await holders(sim)
                 return all(owners.get(s) == "a-1" for s in theirs)
 
             await until(taken, within=T.duration + T.retry + 3 * SLACK)
@@ -196,3 +215,47 @@ def test_a_replica_cut_off_from_the_management_cluster_stops_writing_before_its_
             assert last[s] < taken_at[s], (s, last[s], taken_at[s])
 
     run(sim, ["a-1", "b-2"], body)
+
+
+def test_a_renewal_whose_answer_was_lost_keeps_the_lease_at_its_epoch_and_every_shard_writable(
+    sim: testing.SimHandle,
+) -> None:
+    """The renewals of its replica lease and of one shard lease land but their answers are lost: the
+    client's retry of each meets the write it made itself (409). That is not another replica's write: the
+    replica reads the lease again, finds it still its own at its epoch and carries on."""
+
+    async def body(reps: list[replicas.Replica], _: object) -> None:
+        (a,) = reps
+        dropped: list[frozenset[int]] = []
+
+        async def drained(shard: int) -> None:
+            dropped.append(frozenset({shard}))
+
+        def changed(owned: frozenset[int]) -> None:
+            if owned != frozenset(range(SHARDS)):
+                dropped.append(owned)
+
+        async def settled() -> bool:
+            return a.writable() == frozenset(range(SHARDS))
+
+        await until(settled, within=10)
+        a.attach(before_release=drained, on_change=changed, on_tick=lambda: None)
+        before = await epochs(sim)
+        assert set(before) == {"fleet-replica-a-1", "fleet-coordinator"} | {
+            f"fleet-shard-{s}" for s in range(SHARDS)
+        }
+        for lease in ("fleet-replica-a-1", "fleet-shard-3"):
+            await sim.faults("mgmt", {"loseAnswer": True, "method": "PUT", "path": f"/{lease}$", "count": 1})
+
+        async def fired() -> bool:
+            return all(r["fired"] == 1 for r in await sim.fault_rules("mgmt"))
+
+        await until(fired, within=10)
+        await anyio.sleep(4 * T.retry)  # the renewals after the lost answers
+        assert dropped == []
+        assert a.writable() == frozenset(range(SHARDS))
+        assert await epochs(sim) == before
+        conflicts = [e for e in sim.journal_sync("mgmt") if e["method"] == "PUT" and e["status"] == 409]
+        assert len(conflicts) == 2  # the retries that met the replica's own writes, and nothing else
+
+    run(sim, ["a-1"], body)

@@ -96,6 +96,30 @@ def test_an_answer_it_never_got_is_adopted_without_extending_its_deadline() -> N
     assert 2 not in co.decide(CFG, state, now=12.0).writable
 
 
+def test_a_conflict_that_was_its_own_lost_write_is_adopted_at_its_epoch_without_extending_its_deadline() -> (
+    None
+):
+    state = holding_all(at=2.0)
+    held = state.held["fleet-shard-2"]
+    sent = leases.renewing(rec("fleet-shard-2", "a", held.version), wall=4.0, timings=T)
+    landed = rec("fleet-shard-2", "a", "51")  # a renewal of its own landed; its answer was lost
+    assert co.own_write(CFG, held, sent, landed)
+    state = co.adopted(CFG, state, landed, now=4.5)
+    assert state.held["fleet-shard-2"] == leases.Held(name="fleet-shard-2", epoch=1, version="51", sent=2.0)
+    assert 2 in co.decide(CFG, state, now=11.9).writable
+    assert 2 not in co.decide(CFG, state, now=12.0).writable
+
+
+def test_a_conflict_with_another_holder_or_another_epoch_is_not_its_own_write() -> None:
+    held = holding_all(at=2.0).held["fleet-shard-2"]
+    sent = leases.renewing(rec("fleet-shard-2", "a", held.version), wall=4.0, timings=T)
+    assert not co.own_write(CFG, held, sent, rec("fleet-shard-2", "b", "51", transitions=2))
+    assert not co.own_write(CFG, held, sent, rec("fleet-shard-2", "a", "51", transitions=3))
+    assert not co.own_write(CFG, held, sent, None)
+    lifted = leases.raising(rec("fleet-shard-2", "a", held.version), above=6, wall=4.0, timings=T)
+    assert co.own_write(CFG, held, lifted, rec("fleet-shard-2", "a", "51", transitions=7))
+
+
 def test_a_joining_replica_gets_its_share_and_the_holder_releases_it_without_writing_to_it() -> None:
     state = holding_all(at=2.0)
     records = {n: h.record for n, h in state.seen.items() if h.record is not None}
