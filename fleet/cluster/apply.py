@@ -257,12 +257,28 @@ async def _raced(client: kube.Client, claim: inventory_mod.Claim, *, instance: s
         raise RecordRaced(message)
 
 
-async def delete_inventory(client: kube.Client, bundle: str, *, instance: str) -> None:
-    await client.delete(
-        CONFIGMAP,
-        namespace=model.INVENTORY_NAMESPACE,
-        name=model.inventory_name(instance=instance, bundle=bundle),
-    )
+async def delete_inventory(
+    client: kube.Client, bundle: str, *, instance: str, resource_version: str | None
+) -> None:
+    """Delete a bundle's inventory only at the `resource_version` this round read or wrote it at (a
+    precondition of the delete): `InventoryRaced` when anyone wrote it since (a 409, nothing deleted), or
+    when that version is unknown (nothing sent). Already gone is done."""
+    name = model.inventory_name(instance=instance, bundle=bundle)
+    where = f"ConfigMap/{model.INVENTORY_NAMESPACE}/{name}"
+    if resource_version is None:
+        raise InventoryRaced(f"{where}: not deleted: the version this round read it at is unknown; retried")
+    try:
+        await client.delete(
+            CONFIGMAP,
+            namespace=model.INVENTORY_NAMESPACE,
+            name=name,
+            uid=None,
+            resource_version=resource_version,
+        )
+    except kube.ConflictError as e:
+        raise InventoryRaced(
+            f"{where}: changed by another writer during this round; not deleted, retried ({e})"
+        ) from e
 
 
 def _served_kinds(crd: Mapping[str, Any]) -> set[tuple[str, str]]:
@@ -415,10 +431,38 @@ async def _namespace_contents(
     return found
 
 
+class VersionUnknown(errors.ClusterError):
+    """An object the cluster answers without its uid or resourceVersion: it cannot be deleted under
+    preconditions, so it is not deleted."""
+
+    retriable = True
+
+
+async def read_version(
+    client: kube.Client, rt: kube.ResourceType, ref: model.ObjectRef
+) -> tuple[str, str] | None:
+    """(uid, resourceVersion) of the object as it is now; None when it is gone; `VersionUnknown` when the
+    answer lacks either."""
+    doc = await client.get(rt, namespace=ref.namespace or None, name=ref.name)
+    if doc is None:
+        return None
+    meta = doc.get("metadata") or {}
+    uid, rv = meta.get("uid"), meta.get("resourceVersion")
+    if not uid or not rv:
+        raise VersionUnknown(f"{ref}: the cluster answers it without its uid or resourceVersion")
+    return str(uid), str(rv)
+
+
 async def prune_bundle(
     client: kube.Client, bundle_plan: plan.BundlePlan
 ) -> tuple[model.ChangeSet, frozenset[model.ObjectRef]]:
-    """Run the plan's prune steps; return the changes and the refs that must stay in the inventory."""
+    """Run the plan's prune steps; return the changes and the refs that must stay in the inventory.
+
+    Each delete carries preconditions: the uid and resourceVersion of the object as the plan read it
+    (read here first when the plan has none). A delete the server refuses with 409 (the object changed
+    since it was read: another writer, or a newer owner of the shard; a delete held on the wire that lands
+    after them) deleted nothing: the object stays in the inventory, the pair is Failed (retriable) and
+    the next round plans again from a fresh read."""
     types = await client.types()
     keep: set[model.ObjectRef] = set(bundle_plan.keep)
     changes: list[model.Change] = []
@@ -437,6 +481,22 @@ async def prune_bundle(
             keep.add(ref)
             changes.append(model.Change(ref, model.Action.SKIPPED, kube.no_match_message(ref, types)))
             return
+        uid, rv = step.uid, step.resource_version
+        if uid is None or rv is None:  # never deleted without preconditions: read its version first
+            try:
+                read = await read_version(client, rt, ref)
+            except errors.ClusterError as e:
+                keep.add(ref)
+                failed = model.Change(
+                    ref, model.Action.FAILED, f"{ref}: not pruned: {e}", retriable=e.retriable
+                )
+                changes.append(failed)
+                return
+            if read is None:
+                deleted.append(ref)
+                changes.append(model.Change(ref, model.Action.DELETED, "already gone"))
+                return
+            uid, rv = read
         if plan.phase(ref) == 1:
             if types.unavailable:  # what it holds of an unavailable group cannot be listed: unknown
                 keep.add(ref)
@@ -462,7 +522,17 @@ async def prune_bundle(
                 )
                 return
         try:
-            gone = await client.delete(rt, namespace=ref.namespace or None, name=ref.name)
+            gone = await client.delete(
+                rt, namespace=ref.namespace or None, name=ref.name, uid=uid, resource_version=rv
+            )
+        except kube.ConflictError as e:  # the preconditions: someone wrote it since it was read
+            keep.add(ref)
+            message = (
+                f"{ref}: not pruned: changed since it was read (at resourceVersion {rv}); kept in the "
+                f"inventory, the next round plans again from a fresh read ({e})"
+            )
+            changes.append(model.Change(ref, model.Action.FAILED, message, retriable=True))
+            return
         except errors.ClusterError as e:
             keep.add(ref)
             failed = model.Change(

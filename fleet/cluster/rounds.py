@@ -349,14 +349,14 @@ async def _round(
                 await write_inventory(b, final)
             elif b in seen.inventories:
                 await gate()
-                await apply.delete_inventory(client, b, instance=instance)
+                await apply.delete_inventory(client, b, instance=instance, resource_version=versions.get(b))
     for b in sorted(removed):
         if keep[b]:
             if keep[b] != seen.inventories[b].refs:
                 await write_inventory(b, keep[b])
         else:
             await gate()
-            await apply.delete_inventory(client, b, instance=instance)
+            await apply.delete_inventory(client, b, instance=instance, resource_version=versions.get(b))
 
     # 6. Health.
     async with anyio.create_task_group() as tg:

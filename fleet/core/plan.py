@@ -93,6 +93,10 @@ class PruneStep:
     ref: model.ObjectRef
     op: PruneOp
     message: str = ""
+    # For DELETE: the object as the plan read it (uid, resourceVersion), sent as the delete's
+    # preconditions so that it deletes nothing when anyone wrote the object since (docs/reconcile.md).
+    uid: str | None = None
+    resource_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -375,7 +379,16 @@ def _prune_steps(
         if not prune_enabled:
             steps.append(PruneStep(ref, PruneOp.FORGET, f"{ref}: bundle has prune: false; left alone"))
             continue
-        steps.append(PruneStep(ref, PruneOp.DELETE))
+        meta = current.get("metadata") or {}
+        uid, rv = meta.get("uid"), meta.get("resourceVersion")
+        steps.append(
+            PruneStep(
+                ref,
+                PruneOp.DELETE,
+                uid=str(uid) if uid else None,
+                resource_version=str(rv) if rv else None,
+            )
+        )
     return tuple(steps)
 
 

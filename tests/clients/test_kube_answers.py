@@ -148,7 +148,9 @@ def test_a_404_that_is_not_a_kubernetes_status_is_an_error_not_not_found(
             if method == "GET":
                 await client.get(apply.CONFIGMAP, namespace=NS, name="one")
             else:
-                await client.delete(apply.CONFIGMAP, namespace=NS, name="one")
+                await client.delete(
+                    apply.CONFIGMAP, namespace=NS, name="one", uid=None, resource_version=None
+                )
         proxy.clear()
         assert await client.get(apply.CONFIGMAP, namespace=NS, name="one") is not None  # still there
         await client.aclose()
@@ -161,7 +163,9 @@ def test_a_real_not_found_is_still_not_found(proxy: faultproxy.FaultProxy) -> No
 
     async def main() -> None:
         assert await client.get(apply.CONFIGMAP, namespace=NS, name="never-made") is None
-        assert not await client.delete(apply.CONFIGMAP, namespace=NS, name="never-made")
+        assert not await client.delete(
+            apply.CONFIGMAP, namespace=NS, name="never-made", uid=None, resource_version=None
+        )
         await client.aclose()
 
     run(main)

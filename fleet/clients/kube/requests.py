@@ -226,14 +226,32 @@ class Client(transport.Transport):
         }
         return await self.create(NAMESPACES, body, check=answers.is_object)
 
-    async def delete(self, rt: discovery.ResourceType, *, namespace: str | None, name: str) -> bool:
-        """Delete (background propagation); False when it was already gone."""
+    async def delete(
+        self,
+        rt: discovery.ResourceType,
+        *,
+        namespace: str | None,
+        name: str,
+        uid: str | None,
+        resource_version: str | None,
+    ) -> bool:
+        """Delete (background propagation) the object only if it still has `uid` and `resource_version`
+        (DeleteOptions preconditions; None: not checked): a 409 `ConflictError` when it changed since it
+        was read, and nothing is deleted. False when it was already gone."""
         ref = f"{rt.kind}/{namespace}/{name}" if namespace else f"{rt.kind}/{name}"
+        preconditions = {}
+        if uid is not None:
+            preconditions["uid"] = uid
+        if resource_version is not None:
+            preconditions["resourceVersion"] = resource_version
         status, _ = await self.request(
             "DELETE",
             rt.object_path(namespace, name),
             what=ref,
             params={"propagationPolicy": "Background"},
+            body={"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": preconditions}
+            if preconditions
+            else None,
             accept=(404,),
         )
         self._wrote("delete", model.ObjectRef(rt.group, rt.version, rt.kind, namespace or "", name), None)
