@@ -112,13 +112,16 @@ def conflict(rtype: Resource, name: str, why: str) -> ApiError:
     )
 
 
-def precondition_failed(kind: str, name: str, why: str) -> ApiError:
-    """A delete precondition that does not hold: the store names the kind, not the resource."""
+def precondition_failed(kind: str, group: str, name: str, why: str) -> ApiError:
+    """A delete precondition that does not hold: `rest.BeforeDelete` names the kind (with its group,
+    `Deployment.apps`), not the resource."""
+    details: dict[str, Any] = {"name": name}
+    if group:
+        details["group"] = group
+    details["kind"] = kind
+    qualified = f"{kind}.{group}" if group else kind
     return error(
-        409,
-        "Conflict",
-        f'Operation cannot be fulfilled on {kind} "{name}": {why}',
-        details={"name": name, "kind": kind},
+        409, "Conflict", f'Operation cannot be fulfilled on {qualified} "{name}": {why}', details=details
     )
 
 

@@ -35,6 +35,10 @@ from fleet.sim.storage import store
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 # A test's temporary folder (`tmp_path`); under pytest-xdist inside its worker's folder (`popen-gw0`).
 TMP = re.compile(r"/tmp/pytest-of-[^/]+/pytest-\d+/(?:popen-gw\d+/)?[^/\s\"']+")
+# The versions a failed delete precondition names (rest.BeforeDelete; the namespace registry's wording).
+PRECONDITION_RV = re.compile(
+    r"(ResourceVersion in (?:the precondition \(|record \(|precondition: |object meta: ))(\d+)"
+)
 UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 # Keys whose values are times; their values never agree between two servers.
 TIME_KEYS = frozenset(
@@ -322,6 +326,8 @@ class _Normaliser:
         s = s.replace(self.ns, "<ns>")
         s = UUID.sub(lambda m: self.ordinal("uid", m.group(0)), s)
         s = re.sub(r"(Too large resource version: \d+, current: )\d+", r"\1<rv>", s)
+        # A failed delete precondition names both versions: ordinals, like the objects' own.
+        s = PRECONDITION_RV.sub(lambda m: m.group(1) + self.ordinal("rv", m.group(2)), s)
         return s
 
     def query(self, query: str) -> str:

@@ -560,24 +560,33 @@ class Cluster:
     ) -> WriteResult:
         old = self.get(rtype, namespace, name)
         meta = old.obj["metadata"]
-        # The store's precondition check (apiserver registry/generic store.go) names the kind.
-        if precondition_uid and precondition_uid != meta.get("uid"):
+        if rtype.kind == "Namespace" and not rtype.custom:
+            return self._delete_namespace(
+                rtype,
+                old,
+                dry_run=dry_run,
+                precondition_uid=precondition_uid,
+                precondition_rv=precondition_rv,
+            )
+        # rest.BeforeDelete (apiserver registry/rest/delete.go) checks the preconditions before anything
+        # else of a delete, naming the kind; a precondition sent empty ("") is one, and fails.
+        if precondition_uid is not None and precondition_uid != meta.get("uid"):
             raise status.precondition_failed(
                 rtype.kind,
+                rtype.group,
                 name,
                 f"the UID in the precondition ({precondition_uid}) does not match the UID in record "
                 f"({meta.get('uid')}). The object might have been deleted and then recreated",
             )
-        if precondition_rv and precondition_rv != meta.get("resourceVersion"):
+        if precondition_rv is not None and precondition_rv != meta.get("resourceVersion"):
             raise status.precondition_failed(
                 rtype.kind,
+                rtype.group,
                 name,
                 f"the ResourceVersion in the precondition ({precondition_rv}) does not match the ResourceVersion "
                 f"in record ({meta.get('resourceVersion')}). The object might have been modified",
             )
         ns = namespace if rtype.namespaced else ""
-        if rtype.kind == "Namespace" and not rtype.custom:
-            return self._delete_namespace(rtype, old, dry_run=dry_run)
         finalizers = list(meta.get("finalizers") or [])
         if (
             propagation == "Foreground"
@@ -619,11 +628,29 @@ class Cluster:
         )
 
     def _delete_namespace(
-        self, rtype: types.ResourceType, old: objects.Stored, *, dry_run: bool
+        self,
+        rtype: types.ResourceType,
+        old: objects.Stored,
+        *,
+        dry_run: bool,
+        precondition_uid: str | None = None,
+        precondition_rv: str | None = None,
     ) -> WriteResult:
-        name = old.obj["metadata"]["name"]
-        if name in UNDELETABLE_NAMESPACES:
+        meta = old.obj["metadata"]
+        name = meta["name"]
+        if name in UNDELETABLE_NAMESPACES:  # admission (NamespaceLifecycle), before the registry
             raise status.forbidden(rtype, name, "this namespace may not be deleted")
+        # The namespace registry (pkg/registry/core/namespace/storage) checks the preconditions itself,
+        # with its own messages, naming the resource.
+        if precondition_uid is not None and precondition_uid != meta.get("uid"):
+            why = f"Precondition failed: UID in precondition: {precondition_uid}, UID in object meta: {meta.get('uid')}"
+            raise status.conflict(rtype, name, why)
+        if precondition_rv is not None and precondition_rv != meta.get("resourceVersion"):
+            why = (
+                f"Precondition failed: ResourceVersion in precondition: {precondition_rv}, ResourceVersion in "
+                f"object meta: {meta.get('resourceVersion')}"
+            )
+            raise status.conflict(rtype, name, why)
         if old.obj["metadata"].get("deletionTimestamp"):
             return WriteResult(old)
         new = old.copy()
