@@ -19,7 +19,10 @@ unchanged, deleted, skipped, conflict, failed):
   rediscovering until their kinds are served (a real API server lists them a moment later) before the
   objects that need them; objects the plan found unchanged send nothing;
 - `prune_bundle`: the plan's deletions in reverse order; an owned Namespace only when it holds nothing
-  but objects pruned with it; a refused delete stays in the inventory and is reported.
+  but objects pruned with it; each delete under preconditions (the uid and resourceVersion the plan read,
+  else `read_version` first), so one that lands after anyone wrote the object deletes nothing (409: not
+  pruned this round, reported); a refused delete stays in the inventory and is reported.
+  `delete_inventory`: only at the version the round read or wrote.
 
 Does not: decide anything about ownership (`plan` did), or read the live state (`reconcile` does).
 """
