@@ -35,7 +35,8 @@ stop). Inside its own anyio task group it keeps:
   engine uses it to look at health at once while a rollout waits for this cluster);
 - health (open streams, time of the last event in RFC 3339, reconnects, relists, 410s) reported through
   `on_health(cluster, streams=, last_event_at=, reconnects=, relists=, expired=)` (the signature of
-  `Engine.watch_update`), at most once per `Settings.health_interval` seconds.
+  `Engine.watch_update`), at most once per `Settings.health_interval` seconds and only when it changed
+  (events within one second, a stream reopened at its timeout: no report).
 
 Does not: full reconciles, inventories or prunes (the engine's rounds; a repair that fails is reported
 through `on_repair` for the engine to follow with a round), decide drift (`drift`), or talk to kr8s
@@ -239,6 +240,8 @@ class ClusterWatch:
         self._health_wake = anyio.Event()
         self._streams = 0
         self._last_event = 0.0
+        self._shown: tuple[int, str | None] = (0, None)  # the last event's second, as health shows it
+        self._reported: Health | None = None
         self._reconnects = 0
         self._relists = 0
         self._expired = 0
@@ -247,9 +250,12 @@ class ClusterWatch:
 
     @property
     def health(self) -> Health:
+        second = int(self._last_event)
+        if second != self._shown[0]:
+            self._shown = (second, _rfc3339(second))  # formatted once per second, not per event
         return Health(
             streams=self._streams,
-            last_event_at=_rfc3339(self._last_event) if self._last_event else None,
+            last_event_at=self._shown[1],
             reconnects=self._reconnects,
             relists=self._relists,
             expired=self._expired,
@@ -718,8 +724,12 @@ class ClusterWatch:
         while True:
             await self._health_wake.wait()
             self._health_wake = anyio.Event()
+            health = self.health
+            if health == self._reported:
+                continue  # woken, but nothing it says changed
+            self._reported = health
             try:
-                self._on_health(self.cluster, **self.health.fields())
+                self._on_health(self.cluster, **health.fields())
             except Exception:
                 log.exception("cluster %s: on_health callback failed", self.cluster)
             await anyio.sleep(self.settings.health_interval)

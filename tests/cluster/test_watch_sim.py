@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -590,5 +591,24 @@ def test_an_http_410_on_a_watch_request_relists_that_kind_once(
             await wait_for(
                 lambda: (config(sim, cluster) or {}).get("data", {}).get("mode") == "safe", what="restored"
             )
+
+    anyio.run(main)
+
+
+def test_a_health_report_is_sent_only_when_what_it_says_changed(sim: testing.SimHandle, cluster: str) -> None:
+    """Every event and every stream opened or closed wakes the reporter; a wake that changes nothing the
+    report says (streams, the second of the last event, the counters) sends nothing."""
+
+    async def main() -> None:
+        async with watching(sim, cluster) as (w, _batches, reports):
+            await wait_for(
+                lambda: reports and reports[-1]["streams"] == len(w.kinds), what="streams reported"
+            )
+            for _ in range(10):
+                w._touch()  # what an event, an open or a close does: the report may have changed
+                await anyio.sleep(FAST_WATCH.health_interval * 2)
+            assert reports[-1] == w.health.fields()
+            repeated = [a for a, b in itertools.pairwise(reports) if a == b]
+            assert repeated == []
 
     anyio.run(main)
