@@ -3,9 +3,10 @@
 Owns: `EventWriter`: `emit` puts an occurrence (`fleet.core.clusterevents`) in a bounded queue and returns
 at once (a full queue drops the oldest, counted in ``fleet_kube_events{result="dropped"}``); its task
 folds repeats into series, creates each new Event and brings a repeating one's `series` up to date at
-most every `Settings.update_every` seconds; every write goes through a client of its own per cluster
-(its own connections, in-flight and rate limits, a short retry budget, one write per cluster at a time),
-under a deadline. A write that fails is counted and logged (aggregated), never retried in a loop and
+most every `Settings.update_every` seconds; `Settings.concurrency` writer tasks, started once, take the
+series due (no task per Event); every write goes through a client of its own per cluster (its own
+connections, in-flight and rate limits, a short retry budget, one write per cluster at a time), under a
+deadline. A write that fails is counted and logged (aggregated), never retried in a loop and
 never raised: an Event is a courtesy to the cluster's users, reconciling never waits for one.
 
 Does not: decide which happenings are worth an Event or what they say (`fleet.core.clusterevents`), or
@@ -15,12 +16,14 @@ know the engine (it is handed a way to find a cluster's kubeconfig context).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from fleet.clients import kube
 from fleet.controller.metrics import Metrics
@@ -60,7 +63,6 @@ class EventWriter:
         self.settings = settings or Settings()
         self._kubeconfig = kubeconfig
         self._context_of = context_of
-        self._metrics = metrics
         self._tls = tls
         # Its own limits: a slow or dead cluster API never takes the reconcile's slots or retry budget.
         self._kube_settings = kube.with_settings(
@@ -78,13 +80,16 @@ class EventWriter:
         self._clients: dict[tuple[str, str], kube.Client] = {}
         self._busy: set[str] = set()  # clusters with a write in flight
         self._dirty: dict[str, ce.Series] = {}  # series name -> a series with counts not yet written
+        self._results = {
+            r: metrics.events.labels(result=r) for r in ("dropped", "created", "updated", "failed")
+        }
 
     # -- the reconcile's side: never blocks ----------------------------------------------------------------
 
     def emit(self, occ: ce.Occurrence) -> None:
         if len(self._queue) >= self.settings.queue:
             self._queue.popleft()
-            self._metrics.events.labels(result="dropped").inc()
+            self._results["dropped"].inc()
         self._queue.append(occ)
         self._wake.set()
 
@@ -92,20 +97,30 @@ class EventWriter:
 
     async def run(self) -> None:
         """Write until cancelled."""
-        limiter = anyio.CapacityLimiter(max(1, self.settings.concurrency))
+        # Unbounded, yet it holds at most one series per cluster: a cluster is busy from the moment its
+        # series is sent until its write ends, and `_take` sends nothing for a busy cluster.
+        due: tuple[MemoryObjectSendStream[ce.Series], MemoryObjectReceiveStream[ce.Series]]
+        due = anyio.create_memory_object_stream[ce.Series](math.inf)
+        send, receive = due
         try:
-            async with anyio.create_task_group() as tg:
+            async with send, receive, anyio.create_task_group() as tg:
+                for _ in range(max(1, self.settings.concurrency)):
+                    tg.start_soon(self._writer, receive)
                 while True:
                     with anyio.move_on_after(self.settings.update_every / 2):
                         await self._wake.wait()
                     self._wake = anyio.Event()
-                    self._take(tg, limiter)
+                    self._take(send)
         finally:
             with anyio.CancelScope(shield=True):
                 for client in self._clients.values():
                     await client.aclose()
 
-    def _take(self, tg: anyio.abc.TaskGroup, limiter: anyio.CapacityLimiter) -> None:
+    async def _writer(self, due: MemoryObjectReceiveStream[ce.Series]) -> None:
+        async for series in due:
+            await self._write(series)
+
+    def _take(self, due: MemoryObjectSendStream[ce.Series]) -> None:
         while self._queue:
             series = self._aggregator.observe(self._queue.popleft())
             self._dirty[series.name] = series
@@ -118,47 +133,46 @@ class EventWriter:
                 continue  # a repeat: its count waits for the next update
             del self._dirty[name]
             self._busy.add(cluster)
-            tg.start_soon(self._write, series, limiter)
+            due.send_nowait(series)
 
-    async def _write(self, series: ce.Series, limiter: anyio.CapacityLimiter) -> None:
+    async def _write(self, series: ce.Series) -> None:
         cluster = series.first.cluster
         count = series.count
         try:
-            async with limiter:
-                client = self._client(cluster)
-                if client is None:
-                    return
-                with anyio.fail_after(self.settings.timeout):
-                    if series.written:
-                        status, _ = await client.request(
-                            "PATCH",
-                            f"{EVENTS_PATH}/{series.name}",
-                            what=f"Event/{model.INVENTORY_NAMESPACE}/{series.name}",
-                            body=ce.series_patch(series),
-                            content_type="application/merge-patch+json",
-                            accept=(404,),
-                        )
-                        if status == 404:  # gone (expired): the next repeat starts a new Event
-                            self._aggregator.forget(series)
-                            return
-                        self._metrics.events.labels(result="updated").inc()
-                    else:
-                        await client.request(
-                            "POST",
-                            EVENTS_PATH,
-                            what=f"Event/{model.INVENTORY_NAMESPACE}/{series.name}",
-                            body=ce.body(series, instance=self.instance),
-                            accept=(409,),
-                        )
-                        self._metrics.events.labels(result="created").inc()
-                series.written, series.written_at = count, time.monotonic()
-                if series.dirty:
-                    self._dirty[series.name] = series
+            client = self._client(cluster)
+            if client is None:
+                return
+            with anyio.fail_after(self.settings.timeout):
+                if series.written:
+                    status, _ = await client.request(
+                        "PATCH",
+                        f"{EVENTS_PATH}/{series.name}",
+                        what=f"Event/{model.INVENTORY_NAMESPACE}/{series.name}",
+                        body=ce.series_patch(series),
+                        content_type="application/merge-patch+json",
+                        accept=(404,),
+                    )
+                    if status == 404:  # gone (expired): the next repeat starts a new Event
+                        self._aggregator.forget(series)
+                        return
+                    self._results["updated"].inc()
+                else:
+                    await client.request(
+                        "POST",
+                        EVENTS_PATH,
+                        what=f"Event/{model.INVENTORY_NAMESPACE}/{series.name}",
+                        body=ce.body(series, instance=self.instance),
+                        accept=(409,),
+                    )
+                    self._results["created"].inc()
+            series.written, series.written_at = count, time.monotonic()
+            if series.dirty:
+                self._dirty[series.name] = series
         except (errors.FleetError, TimeoutError) as e:
-            self._metrics.events.labels(result="failed").inc()
+            self._results["failed"].inc()
             log.warning("cluster %s: cannot write an Event (%s): %s", cluster, series.first.reason, _why(e))
         except Exception:  # a bug here must not end the writer, and never the controller
-            self._metrics.events.labels(result="failed").inc()
+            self._results["failed"].inc()
             log.exception("cluster %s: writing an Event failed", cluster)
         finally:
             self._busy.discard(cluster)
