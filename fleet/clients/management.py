@@ -61,6 +61,9 @@ class Leases:
         self.client = client
         self.instance = instance
 
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
     def _where(self, name: str) -> str:
         return f"Lease/{leases.NAMESPACE}/{name}"
 

@@ -16,7 +16,7 @@ draws them): `revisions` (fetch and take in each revision once: parse, sources, 
 cluster's record are pure functions in `fleet.controller.runtime`.
 
 With a management cluster (docs/scaling.md) the engine runs its replica's lease loop
-(`fleet.controller.replicas`) beside the rest and asks `fleet.controller.shards.Ownership` which clusters
+(`fleet.controller.replicas`: on a thread of its own, with a heartbeat from this loop) beside the rest and asks `fleet.controller.shards.Ownership` which clusters
 it may write to: rounds and watches run only on those, each under a cancel scope whose deadline is the
 renew deadline of the cluster's shard (moved on after every renewal, `_ticked`); a shard gained wakes its
 clusters, a shard lost stops their rounds and watches, a shard handed over is drained first

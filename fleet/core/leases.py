@@ -74,6 +74,12 @@ class Timings:
         check_timings(self)
 
     @property
+    def stall(self) -> float:
+        """How long the controller's event loop may show no heartbeat before its replica stops renewing
+        and taking leases (a wedged loop loses its shards as a dead process does): the renew deadline."""
+        return self.renew_deadline
+
+    @property
     def margin(self) -> float:
         """How long before anyone else may take a lease its holder has stopped writing."""
         return self.duration - self.renew_deadline
