@@ -7,7 +7,11 @@ aiohttp so the client is not the bottleneck):
 - throughput across 50 clusters: small ConfigMap creates (POST), gets, server-side apply creates and
   server-side apply updates (each changes a value, so none is a no-op), each for a fixed duration at a
   fixed client concurrency; requests/s as the client counted them, and the server's CPU meanwhile (also
-  per request: on a busy 2-core machine req/s depends on what else runs, CPU per request much less).
+  per request: on a busy 2-core machine req/s depends on what else runs, CPU per request much less);
+- the server's CPU per server-side apply with no watch open (the applies run once before the watches
+  are opened, then again with them), and per watch event delivered: the extra CPU of an apply update
+  with the watches open (each update reaches the WATCHES_PER_CLUSTER watches of its cluster), divided by
+  the events delivered.
 
 Run: ``.venv/bin/python -m benchmarks bench_sim`` (or ``make bench``). Writes
 ``benchmarks/results/sim.json`` and prints a table. Knobs: FLEET_BENCH_SIM_CLUSTERS (200),
@@ -93,7 +97,8 @@ async def _load(kubeconfig: Path, op: str, seconds: float) -> dict[str, Any]:
     urls = _servers(kubeconfig)[:LOAD_CLUSTERS]
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
     timeout = aiohttp.ClientTimeout(total=30)
-    counter = itertools.count()
+    # Names and values unique to this run: a later load of the same op creates and changes, never repeats.
+    counter = itertools.count(os.getpid() * 1_000_000)
     done = 0
     errors = 0
     apply_headers = {"Content-Type": "application/apply-patch+yaml"}
@@ -159,6 +164,27 @@ def _measure_idle(pid: int) -> tuple[float, float]:
     return 100.0 * (cpu1 - cpu0) / (t1 - t0), _rss_mb(pid)
 
 
+def _run_load(pid: int, kubeconfig: Path, op: str) -> dict[str, Any]:
+    """One load of `op` in a client process; its result with the server's CPU meanwhile."""
+    cpu0 = _cpu_seconds(pid)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_sim", "load", str(kubeconfig), op, str(LOAD_SECONDS)],
+        capture_output=True,
+        text=True,
+        timeout=LOAD_SECONDS + 120,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"load {op} failed: {proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    used = _cpu_seconds(pid) - cpu0
+    result["server_cpu_percent"] = round(100.0 * used / result["seconds"], 1)
+    # CPU per request is what one core can sustain (1000 / ms per request), whatever else runs.
+    result["server_cpu_ms_per_request"] = round(1000.0 * used / max(result["requests"], 1), 3)
+    result["per_second"] = round(result["per_second"], 1)
+    result["seconds"] = round(result["seconds"], 2)
+    return result
+
+
 def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     out: dict[str, Any] = {
@@ -192,6 +218,8 @@ def main() -> None:
             line = server.stdout.readline()
             assert line.startswith("ready "), line
             out["rss_mb_started"] = round(_rss_mb(server.pid), 1)
+            quiet = [_run_load(server.pid, kubeconfig, op) for op in ("apply-create", "apply-update")]
+            out["load_without_watches"] = quiet
             watchers = subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.bench_sim", "watch", str(kubeconfig)],
                 stdout=subprocess.PIPE,
@@ -203,34 +231,14 @@ def main() -> None:
             idle_cpu, rss = _measure_idle(server.pid)
             out["idle_cpu_percent_of_one_core"] = round(idle_cpu, 2)
             out["rss_mb_with_watches"] = round(rss, 1)
-            loads = []
-            for op in ("create", "get", "apply-create", "apply-update"):
-                cpu0 = _cpu_seconds(server.pid)
-                proc = subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "benchmarks.bench_sim",
-                        "load",
-                        str(kubeconfig),
-                        op,
-                        str(LOAD_SECONDS),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=LOAD_SECONDS + 120,
-                )
-                if proc.returncode != 0:
-                    raise RuntimeError(f"load {op} failed: {proc.stderr[-2000:]}")
-                result = json.loads(proc.stdout.strip().splitlines()[-1])
-                used = _cpu_seconds(server.pid) - cpu0
-                result["server_cpu_percent"] = round(100.0 * used / result["seconds"], 1)
-                # CPU per request is what one core can sustain (1000 / ms per request), whatever else runs.
-                result["server_cpu_ms_per_request"] = round(1000.0 * used / max(result["requests"], 1), 3)
-                result["per_second"] = round(result["per_second"], 1)
-                result["seconds"] = round(result["seconds"], 2)
-                loads.append(result)
+            loads = [
+                _run_load(server.pid, kubeconfig, op)
+                for op in ("create", "get", "apply-create", "apply-update")
+            ]
             out["load"] = loads
+            # Each apply update with the watches open reaches the WATCHES_PER_CLUSTER watches of its cluster.
+            extra = loads[-1]["server_cpu_ms_per_request"] - quiet[-1]["server_cpu_ms_per_request"]
+            out["server_cpu_ms_per_watch_event"] = round(extra / WATCHES_PER_CLUSTER, 4)
             out["rss_mb_after_load"] = round(_rss_mb(server.pid), 1)
         finally:
             if watchers is not None:
@@ -248,12 +256,14 @@ def main() -> None:
     print(
         f"  RSS               {out['rss_mb_with_watches']:>8} MB (after load: {out['rss_mb_after_load']} MB)"
     )
-    print(f"  {'operation':<16}{'req/s':>10}{'errors':>8}{'server CPU %':>14}{'server ms/req':>15}")
-    for r in out["load"]:
+    print(f"  {'operation':<28}{'req/s':>10}{'errors':>8}{'server CPU %':>14}{'server ms/req':>15}")
+    rows = [(r, " (no watch open)") for r in out["load_without_watches"]] + [(r, "") for r in out["load"]]
+    for r, note in rows:
         print(
-            f"  {r['op']:<16}{r['per_second']:>10}{r['errors']:>8}{r['server_cpu_percent']:>14}"
+            f"  {r['op'] + note:<28}{r['per_second']:>10}{r['errors']:>8}{r['server_cpu_percent']:>14}"
             f"{r['server_cpu_ms_per_request']:>15}"
         )
+    print(f"  server CPU per watch event delivered: {out['server_cpu_ms_per_watch_event']} ms")
     print(f"  results: {RESULTS / 'sim.json'}")
 
 
