@@ -323,3 +323,49 @@ def test_an_immutable_secret_keeps_its_data_and_stays_immutable(client: httpx.Cl
     ]
     r = client.patch(f"{SECRETS}/s", content=json.dumps({"metadata": {"labels": {"a": "b"}}}), headers=MERGE)
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "config", "gvk"),
+    [
+        (
+            "/api/v1/namespaces/default/configmaps/b",
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "b", "namespace": "default"},
+                "binaryData": {"k": LEAKY},
+            },
+            "default/b; /v1, Kind=ConfigMap",
+        ),
+        (
+            # A []byte field three references deep (APIService -> APIServiceSpec -> caBundle).
+            "/apis/apiregistration.k8s.io/v1/apiservices/v1.bytes.example.com",
+            {
+                "apiVersion": "apiregistration.k8s.io/v1",
+                "kind": "APIService",
+                "metadata": {"name": "v1.bytes.example.com"},
+                "spec": {
+                    "group": "bytes.example.com",
+                    "version": "v1",
+                    "groupPriorityMinimum": 100,
+                    "versionPriority": 100,
+                    "service": {"namespace": "default", "name": "api"},
+                    "caBundle": LEAKY,
+                },
+            },
+            "/v1.bytes.example.com; apiregistration.k8s.io/v1, Kind=APIService",
+        ),
+    ],
+    ids=["configmap-binarydata", "apiservice-cabundle"],
+)
+def test_every_kind_with_a_byte_field_fails_a_server_side_apply_that_is_not_base64(
+    client: httpx.Client, path: str, config: dict[str, Any], gvk: str
+) -> None:
+    r = client.patch(path, params={"fieldManager": "fleet"}, content=json.dumps(config), headers=APPLY)
+    body = assert_status(r, 500, "", LEAKY, "hunter2")
+    assert body["message"] == (
+        f"failed to convert new object ({gvk}) to proper version: unable to convert unstructured object to "
+        f"{gvk.split('; ', 1)[1]}: error decoding from json: illegal base64 data at input byte {LEAKY_OFFSET}"
+    )
+    assert client.get(path).status_code == 404

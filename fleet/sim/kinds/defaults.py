@@ -155,10 +155,11 @@ def default(obj: dict[str, Any], *, group: str, kind: str) -> dict[str, Any]:
 
 
 def _copy(value: Any) -> Any:
+    # Scalars are shared, not passed through a call each (most of an object's values are scalars).
     if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
+        return {k: _copy(v) if isinstance(v, dict | list) else v for k, v in value.items()}
     if isinstance(value, list):
-        return [_copy(v) for v in value]
+        return [_copy(v) if isinstance(v, dict | list) else v for v in value]
     return value
 
 

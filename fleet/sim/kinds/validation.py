@@ -4,7 +4,7 @@ Owns: walking an object against its kubernetes-validate schema and returning the
 schema does not declare, in the form the real server prints (`spec.template.spec.containers[0].bogus`),
 and pruning them (typed decoding drops unknown fields of built-in kinds); the Go decoder's type errors,
 including the base64 decoding of `[]byte` fields (schema `format: byte`, e.g. Secret `data`) with Go's
-`encoding/base64` error offsets; metadata label/annotation checks; and Secret validation
+`encoding/base64` error offsets (an object is walked only below schemas that can hold such a field); metadata label/annotation checks; and Secret validation
 (pkg/apis/core/validation `ValidateSecret`/`ValidateSecretUpdate`). Pure functions. No message built
 here ever contains a Secret value. Does not: handle custom resources (their pruning follows the CRD
 schema; see the CRD code), or decide HTTP status codes for patches and applies (see `fleet.sim.rest.patches`).
@@ -236,6 +236,8 @@ def _first_mismatch(
     *,
     types: bool = True,
 ) -> tuple[str, str, Any, dict[str, Any]] | None:
+    if not types and not _holds_bytes(loaded, schema):
+        return None  # only a []byte field can be found below, and no schema there declares one
     ref = schema.get("$ref")
     if isinstance(ref, str) and ref.startswith(schemas_mod.REF_PREFIX):
         struct = ref[len(schemas_mod.REF_PREFIX) :]
@@ -274,6 +276,63 @@ def _first_mismatch(
                 if found:
                     return found
     return None
+
+
+# Which schema nodes can have a []byte field below them (`format: byte`), so that `byte_field_error` walks
+# only those subtrees of an object: by id of the node (the definitions live as long as the process).
+_BYTES_BELOW: dict[int, bool] = {}
+_BYTE_DEFINITIONS: dict[int, frozenset[str]] = {}
+
+
+def _inline(node: Any, refs: set[str]) -> bool:
+    """Whether `node` or any schema nested in it (not following references) is `format: byte`; the
+    definitions it references go into `refs`. Looks at every nested value: a superset of what is walked."""
+    found = False
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("format") == "byte":
+                found = True
+            ref = item.get("$ref")
+            if isinstance(ref, str) and ref.startswith(schemas_mod.REF_PREFIX):
+                refs.add(ref[len(schemas_mod.REF_PREFIX) :])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def _byte_definitions(loaded: schemas_mod.Schemas) -> frozenset[str]:
+    """The definitions with a []byte field anywhere below them, references followed (a fixed point)."""
+    known = _BYTE_DEFINITIONS.get(id(loaded))
+    if known is not None:
+        return known
+    edges: dict[str, set[str]] = {}
+    holding: set[str] = set()
+    for name, schema in loaded.definitions.items():
+        refs: set[str] = set()
+        if _inline(schema, refs):
+            holding.add(name)
+        edges[name] = refs
+    grew = True
+    while grew:
+        grew = False
+        for name, refs in edges.items():
+            if name not in holding and not refs.isdisjoint(holding):
+                holding.add(name)
+                grew = True
+    known = _BYTE_DEFINITIONS[id(loaded)] = frozenset(holding)
+    return known
+
+
+def _holds_bytes(loaded: schemas_mod.Schemas, schema: dict[str, Any]) -> bool:
+    found = _BYTES_BELOW.get(id(schema))
+    if found is None:
+        refs: set[str] = set()
+        found = _inline(schema, refs) or not refs.isdisjoint(_byte_definitions(loaded))
+        _BYTES_BELOW[id(schema)] = found
+    return found
 
 
 class _Seen(dict[str, Any]):

@@ -123,9 +123,13 @@ def encode(node: Trie) -> Trie:
         out[DOT] = {}
     keys = [k for k in node if k != DOT]
     if len(keys) > 1:
-        keys.sort(key=sort_key)
+        if all(k.startswith("f:") for k in keys):
+            keys.sort()  # fields only (the usual node): their order is that of the names
+        else:
+            keys.sort(key=sort_key)
     for key in keys:
-        out[key] = encode(node[key])
+        child = node[key]
+        out[key] = encode(child) if child else {}
     return out
 
 
@@ -152,7 +156,9 @@ def difference(a: Trie | None, b: Trie | None) -> Trie | None:
     member = is_member(a) and not is_member(b)
     kids: dict[str, Trie] = {}
     changed = member != is_member(a)
-    for key, child in children(a):
+    for key, child in a.items():
+        if key == DOT:
+            continue
         other = b.get(key)
         if other is None:
             kids[key] = child
@@ -172,7 +178,9 @@ def intersection(a: Trie | None, b: Trie | None) -> Trie | None:
         return None
     kids: dict[str, Trie] = {}
     small, big = (a, b) if len(a) <= len(b) else (b, a)
-    for key, child in children(small):
+    for key, child in small.items():
+        if key == DOT:
+            continue
         other = big.get(key)
         if other is not None:
             both = intersection(child, other)

@@ -223,7 +223,9 @@ async def _pump(
             wake_at = min(wake_at, deadline - 2.0)
         w.wake.clear()
         try:
-            await asyncio.wait_for(w.wake.wait(), timeout=max(wake_at - now_, 0.0))
+            # A timeout scope, not `wait_for`: no task per wake-up (one per event delivered to a watcher).
+            async with asyncio.timeout_at(wake_at):
+                await w.wake.wait()
         except TimeoutError:
             pass
 

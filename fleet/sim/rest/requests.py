@@ -13,6 +13,7 @@ Does not: route (`fleet.sim.rest.routing`), run a verb (`reads`, `writes`, `patc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -100,6 +101,7 @@ def _media_types(header: str) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
+@functools.lru_cache(maxsize=256)  # a pure function of a few distinct Accept headers; read per request
 def negotiate(accept: str, *, discovery_doc: bool = False, table: bool = False) -> str:
     """'json', 'aggregated', 'table' or raise 406. What is not served falls through to the next type.
 
