@@ -12,8 +12,8 @@ inventories under the same instance are conflicts, never pruned; `sync` claims t
 seen now and always applies (`claim_of`: a person's explicit run is never superseded). `sync --waves`
 runs each bundle's rollout in the foreground instead of applying every placed cluster at once
 (`fleet.cluster.waves`; exit 1 when one halts or waits for an approval). `sync --workers N` reads and
-renders the revision here once, then splits the clusters over N forked processes (`fleet.cli.syncworkers`)
-and reports their results as one run: the same lines, table, JSON and exit codes.
+renders the revision here once, then splits the clusters over N processes, this one and N - 1 forked
+ones (`fleet.cli.syncworkers`), and reports their results as one run: the same lines, table, JSON and exit codes.
 Does not: hold any reconcile logic (`fleet.cluster.reconcile`, `fleet.cluster.diff`).
 """
 
@@ -356,10 +356,10 @@ def register(app: typer.Typer) -> None:
             )
         if waves:
             raise typer.Exit(common.run(_sync_waves, c, health_timeout, not no_wait, output))
-        # Workers are forked here, before the event loop and any thread exist (`syncworkers.Workers.start`).
+        # Workers are forked here, before the event loop and any thread exist (`syncworkers.Workers.start`);
+        # this process is the first of them.
         pool = syncworkers.Workers.start(workers) if workers > 1 else None
-        if pool is None:
-            syncworkers.lean_collector()  # as a worker's (docs/benchmarks.md, "fleet sync")
+        syncworkers.lean_collector()  # as a forked worker's (docs/benchmarks.md, "fleet sync")
         try:
             code = common.run(_sync, c, health_timeout, not no_wait, output, pool)
         finally:

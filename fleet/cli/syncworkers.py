@@ -1,13 +1,15 @@
 """`fleet sync --workers N`: the clusters of one sync split over N worker processes (docs/reconcile.md).
 
-Owns: starting the worker processes (`Workers.start`: forked before the event loop and before any thread
-exists, so a worker costs no interpreter start and no import; each waits for its work), handing each
+Owns: starting the worker processes (`Workers.start`: the `fleet sync` process is worker 1 and forks the
+N - 1 others before the event loop and before any thread exists, so a worker costs no interpreter start
+and no import, and N workers are N processes, one per core; each waits for its work), handing each
 worker its share of the clusters (`run`: `fleet.core.partition.split` by work, with their targets from
-the revision the parent read, parsed and rendered once), following them (each cluster's result comes
-back as soon as that cluster is done and goes to the parent's progress), each worker's deadline, a worker
-that dies or fails (killed, crashed, out of time: every cluster it did not report is Failed, naming the
-worker, and an error line names them all), and stopping every worker (the end of the run, an error of
-the parent, Ctrl-C, SIGTERM). The messages are `multiprocessing`'s: one Pipe per worker, pickled objects
+the revision the parent read, parsed and rendered once; the parent reconciles the first share itself),
+following them (each cluster's result comes back as soon as that cluster is done and goes to the
+parent's progress), each worker's deadline, a worker that dies or fails (killed, crashed, out of time,
+the parent's own share included: every cluster it did not report is Failed, naming the worker, and an
+error line names them all), and stopping every worker (the end of the run, an error of the parent,
+Ctrl-C, SIGTERM). The messages are `multiprocessing`'s: one Pipe per worker, pickled objects
 (the work one way; `("cluster", ClusterResult)` per cluster or `("crashed", why)` the other, then the
 end of the pipe).
 Does not: read, render or judge anything (`fleet.cli.sync` does, as for one process), or reconcile a
@@ -34,6 +36,7 @@ from typing import Any
 
 import anyio
 import typer
+from anyio import wait_readable  # loaded before the fork: a worker then imports nothing
 
 from fleet.cli import common
 from fleet.clients import kube
@@ -92,19 +95,21 @@ class _Worker:
 
 
 class Workers:
-    """N forked worker processes waiting for their share of a sync."""
+    """The workers of a sync: this process (worker 1) and N - 1 forked ones waiting for their share."""
 
     def __init__(self, workers: list[_Worker]) -> None:
         self._workers = workers
 
     @property
     def count(self) -> int:
-        return len(self._workers)
+        """Workers in all, this process included."""
+        return len(self._workers) + 1
 
     @classmethod
     def start(cls, count: int) -> Workers:
-        """Fork `count` workers. Call before the event loop and any thread start (a fork copies only the
-        calling thread; a lock another thread held would stay held in the child forever)."""
+        """Fork `count - 1` workers (this process is the first). Call before the event loop and any thread
+        start (a fork copies only the calling thread; a lock another thread held would stay held in the
+        child forever)."""
         if threading.active_count() != 1:
             raise RuntimeError("sync workers must be started before any thread")
         sys.stdout.flush()  # what the parent buffered must not be written again by a child
@@ -115,7 +120,7 @@ class Workers:
         ctx = multiprocessing.get_context("fork")
         workers: list[_Worker] = []
         try:
-            for i in range(1, count + 1):
+            for i in range(2, count + 1):
                 parent_end, child_end = ctx.Pipe(duplex=True)
                 process = ctx.Process(target=_main, args=(child_end,), name=f"fleet-sync-{i}", daemon=True)
                 process.start()
@@ -156,9 +161,10 @@ class Workers:
         options: reconcile.Options,
         on_done: Callable[[reconcile.ClusterResult], object],
     ) -> dict[str, reconcile.ClusterResult]:
-        """Reconcile `repo`'s clusters over the workers: each cluster's result as one process would give it
-        (`on_done` called for each as it comes), a Failed result for each one a failed worker did not
-        report. `options.concurrency` is shared out: each worker reconciles its share of it at once."""
+        """Reconcile `repo`'s clusters over the workers, this process reconciling the first share: each
+        cluster's result as one process would give it (`on_done` called for each as it comes), a Failed
+        result for each one a failed worker did not report. `options.concurrency` is shared out: each
+        worker reconciles its share of it at once."""
         work = {
             name: partition.cluster_work(targets.get(name, {}), paused=cluster.paused)
             for name, cluster in repo.clusters.items()
@@ -176,8 +182,8 @@ class Workers:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_sigterm, self)
             async with anyio.create_task_group() as followers:
-                for w, names in zip(self._workers, groups, strict=False):
-                    share = Work(
+                shares = [
+                    Work(
                         revision=repo.revision,
                         clusters={n: repo.clusters[n] for n in names},
                         targets={n: targets.get(n, {}) for n in names},
@@ -186,7 +192,12 @@ class Workers:
                         settings=settings,
                         options=each,
                     )
+                    for names in groups
+                ]
+                for w, share in zip(self._workers, shares[1:], strict=False):  # handed out first
                     followers.start_soon(_follow, w, share, deadline(share), report)
+                if shares:
+                    followers.start_soon(_own_share, shares[0], deadline(shares[0]), report)
             tg.cancel_scope.cancel()
         for name in sorted(set(repo.clusters) - set(results)):  # never an absent cluster taken as done
             report(_failed(name, targets.get(name, {}), f"cluster {name}: not reported by any sync worker"))
@@ -209,6 +220,37 @@ async def _stop_on_sigterm(workers: Workers) -> None:
             common.info("interrupted (SIGTERM): stopping the sync workers; clusters not reported are unknown")
             await anyio.to_thread.run_sync(workers.stop)
             raise typer.Exit(143)
+
+
+async def _own_share(work: Work, limit: float, report: Callable[[reconcile.ClusterResult], None]) -> None:
+    """The first share, reconciled in this process as a forked worker reconciles its own; what it did not
+    report (a bug, its deadline) is Failed as for any worker."""
+    reported: set[str] = set()
+
+    def sent(result: reconcile.ClusterResult) -> None:
+        reported.add(result.cluster)
+        report(result)
+
+    who = f"sync worker 1 (pid {os.getpid()}, the fleet sync process)"
+    why = ""
+    with anyio.move_on_after(limit) as scope:
+        try:
+            await _reconcile_share(work, sent)
+        except Exception as e:  # a bug: the other workers go on, this share's clusters fail below
+            why = f"{who} failed: {_why(e)}"
+    if scope.cancelled_caught:
+        why = f"{who} did not finish within {limit:g}s (its deadline) and was stopped"
+    missing = sorted(set(work.clusters) - reported)
+    if not missing:
+        return
+    why = why or f"{who} ended before reporting every cluster"
+    common.info(f"error: {why}; clusters it did not report: {', '.join(missing)}")
+    for name in missing:
+        message = (
+            f"cluster {name}: not reported: {why}; what it applied there is unknown until the next sync "
+            "reads it"
+        )
+        report(_failed(name, work.targets.get(name, {}), message))
 
 
 async def _follow(
@@ -279,6 +321,15 @@ def _failed(cluster: str, targets: Mapping[str, plan.Target], message: str) -> r
     return reconcile.ClusterResult(cluster, model.State.FAILED, bundles=bundles, message=message)
 
 
+def _why(e: BaseException) -> str:
+    """What went wrong, as a line: the (first) error itself, not the task groups that carried it."""
+    more = 0
+    while isinstance(e, BaseExceptionGroup):
+        more += len(e.exceptions) - 1
+        e = e.exceptions[0]
+    return f"{type(e).__name__}: {e}" + (f" (and {more} more)" if more else "")
+
+
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -328,7 +379,7 @@ def serve(conn: multiprocessing.connection.Connection) -> int:
     except BaseException as e:  # reported to the parent, which fails the clusters
         code = 1
         try:
-            conn.send(("crashed", f"{type(e).__name__}: {e}"))
+            conn.send(("crashed", _why(e)))
         except OSError:
             pass
     finally:
@@ -337,27 +388,31 @@ def serve(conn: multiprocessing.connection.Connection) -> int:
 
 
 async def _reconcile(conn: multiprocessing.connection.Connection, work: Work, sentinel: int | None) -> None:
-    repo = model.Repo(revision=work.revision, clusters=work.clusters, bundles={})
-
     def sent(result: reconcile.ClusterResult) -> None:
         conn.send(("cluster", result))
 
     async with anyio.create_task_group() as tg:
         if sentinel is not None:
             tg.start_soon(_orphaned, sentinel)
-        async with kube.Clients(work.kubeconfig, settings=work.settings) as clients:
-            await reconcile.reconcile_fleet(
-                repo,
-                work.targets,
-                clients=clients,
-                options=work.options,
-                on_done=sent,
-                protected=work.protected,
-            )
+        await _reconcile_share(work, sent)
         tg.cancel_scope.cancel()
+
+
+async def _reconcile_share(work: Work, on_done: Callable[[reconcile.ClusterResult], None]) -> None:
+    """One worker's share, in whichever process: its clusters as the single process reconciles them."""
+    repo = model.Repo(revision=work.revision, clusters=work.clusters, bundles={})
+    async with kube.Clients(work.kubeconfig, settings=work.settings) as clients:
+        await reconcile.reconcile_fleet(
+            repo,
+            work.targets,
+            clients=clients,
+            options=work.options,
+            on_done=on_done,
+            protected=work.protected,
+        )
 
 
 async def _orphaned(sentinel: int) -> None:
     """Returns never: raises once the parent process is gone (its sentinel becomes readable)."""
-    await anyio.wait_readable(sentinel)
+    await wait_readable(sentinel)
     raise RuntimeError("the parent fleet sync is gone")

@@ -9,6 +9,7 @@ import pickle
 import types
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -125,6 +126,64 @@ def test_a_worker_reconciles_only_its_clusters_and_sends_each_result(
         parent.recv()
     assert set(live_objects(fleet_sim, "sim-001", namespace="web")) >= {"one", "two"}
     assert fleet_sim.journal_sync("sim-002") == []
+
+
+def _two_cluster_repo(tmp_path: Path) -> GitOpsRepo:
+    repo = GitOpsRepo(tmp_path / "repo")
+    repo.cluster("sim-001")
+    repo.cluster("sim-002")
+    repo.bundle("web", [configmap("one"), configmap("two")], namespace="web", selector={})
+    repo.commit("first")
+    return repo
+
+
+def _run_alone(
+    request: sync.Request, kubeconfig: kube.Kubeconfig | None = None
+) -> tuple[dict[str, reconcile.ClusterResult], list[str]]:
+    """`Workers.run` with no forked worker: the sync process reconciles the one share itself."""
+    parsed, targets, loaded = anyio.run(sync.prepare, request)
+    done: list[str] = []
+    results = anyio.run(
+        lambda: syncworkers.Workers([]).run(
+            parsed,
+            targets,
+            pipeline.all_protected(parsed),
+            kubeconfig=loaded if kubeconfig is None else kubeconfig,
+            settings=sync.settings_of(request),
+            options=reconcile.Options(wait=False, cluster_deadline=60.0),
+            on_done=lambda r: done.append(r.cluster),
+        )
+    )
+    return results, done
+
+
+def test_the_sync_process_is_the_first_worker_and_reconciles_its_share_itself(
+    fleet_sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    repo = _two_cluster_repo(tmp_path)
+    request = sync_request(repo.root, fleet_sim.kubeconfig, instance="fleet")
+    results, done = _run_alone(request)
+    assert sorted(done) == ["sim-001", "sim-002"]
+    for name in ("sim-001", "sim-002"):
+        assert results[name].state is model.State.SYNCED
+        assert set(live_objects(fleet_sim, name, namespace="web")) >= {"one", "two"}
+
+
+def test_a_failure_of_the_sync_processs_own_share_fails_its_clusters_naming_it(
+    fleet_sim: testing.SimHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = _two_cluster_repo(tmp_path)
+    request = sync_request(repo.root, fleet_sim.kubeconfig, instance="fleet")
+    broken: Any = object()  # not a kubeconfig: opening the clients fails (a bug, as far as the share knows)
+    results, done = _run_alone(request, kubeconfig=broken)
+    assert sorted(done) == ["sim-001", "sim-002"]
+    for name in ("sim-001", "sim-002"):
+        assert results[name].state is model.State.FAILED
+        assert "sync worker 1 (pid " in results[name].message
+        assert "the fleet sync process) failed: AttributeError" in results[name].message
+        assert all(b.state is model.State.FAILED for b in results[name].bundles.values())
+    assert "clusters it did not report: sim-001, sim-002" in capsys.readouterr().err
+    assert fleet_sim.journal_sync("sim-001") == []
 
 
 @pytest.mark.slow  # starts a python process

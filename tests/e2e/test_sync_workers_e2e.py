@@ -139,7 +139,8 @@ def _alive(pid: int) -> bool:
 def _start_slow_sync(
     repo: GitOpsRepo, sim: testing.SimHandle, workers: int
 ) -> tuple[subprocess.Popen[str], list[int]]:
-    """`fleet sync --workers N` on clusters that answer every request after 1.5 s; its workers' pids."""
+    """`fleet sync --workers N` on clusters that answer every request after 1.5 s; the pids of its forked
+    workers (N - 1: the `fleet sync` process is the first worker)."""
     for cluster in CLUSTERS:
         sim.faults_sync(cluster, {"latencyMs": 1500})
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
@@ -159,12 +160,54 @@ def _start_slow_sync(
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         children = _children(proc.pid)
-        if len(children) == workers and any(sim.journal_sync(c) for c in CLUSTERS):
+        if len(children) == workers - 1 and any(sim.journal_sync(c) for c in CLUSTERS):
             return proc, children
         time.sleep(0.05)
     proc.kill()
     proc.communicate()
     raise AssertionError("the workers did not start")
+
+
+def test_n_workers_are_the_sync_process_itself_and_n_minus_1_forked_ones_each_with_a_share(
+    repo: GitOpsRepo,
+) -> None:
+    with _sim() as sim:
+        for cluster in CLUSTERS:
+            sim.faults_sync(cluster, {"latencyMs": 1500})
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        proc = subprocess.Popen(
+            [
+                *FLEET,
+                "sync",
+                str(repo.root),
+                "--kubeconfig",
+                str(sim.kubeconfig),
+                "--no-wait",
+                "--workers",
+                "3",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            seen: set[int] = set()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not all(sim.journal_sync(c) for c in CLUSTERS):
+                seen.update(_children(proc.pid))
+                time.sleep(0.05)
+            seen.update(_children(proc.pid))
+            reached = all(sim.journal_sync(c) for c in CLUSTERS)
+            for cluster in CLUSTERS:
+                sim.clear_faults_sync(cluster)
+            _, err = proc.communicate(timeout=90)
+        finally:
+            proc.kill()
+    assert reached, "a cluster was never reached"
+    assert len(seen) == 2, seen  # every cluster reached with two forked workers: the third is the parent
+    assert proc.returncode == 0, err
+    assert len(_progress(err)) == len(CLUSTERS)
 
 
 def test_a_killed_worker_fails_the_run_naming_its_clusters_and_the_others_sync(repo: GitOpsRepo) -> None:
