@@ -46,7 +46,6 @@ through `on_repair` for the engine to follow with a round), decide drift (`drift
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import enum
 import logging
 import random
@@ -156,8 +155,17 @@ class _StreamError(errors.ClusterError):
     """An in-stream ERROR event other than 410."""
 
 
+_SECOND: tuple[int, str] = (-1, "")  # the last second formatted, shared by every cluster's watch
+
+
 def _rfc3339(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 UTC to the second; the streams of many clusters ask for the same second (a bookmark each
+    per minute, events of one commit): formatted once per second."""
+    global _SECOND
+    second = int(seconds)
+    if second != _SECOND[0]:
+        _SECOND = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+    return _SECOND[1]
 
 
 def _newer(rv: str, than: str) -> bool:
@@ -240,7 +248,6 @@ class ClusterWatch:
         self._health_wake = anyio.Event()
         self._streams = 0
         self._last_event = 0.0
-        self._shown: tuple[int, str | None] = (0, None)  # the last event's second, as health shows it
         self._reported: Health | None = None
         self._reconnects = 0
         self._relists = 0
@@ -250,12 +257,9 @@ class ClusterWatch:
 
     @property
     def health(self) -> Health:
-        second = int(self._last_event)
-        if second != self._shown[0]:
-            self._shown = (second, _rfc3339(second))  # formatted once per second, not per event
         return Health(
             streams=self._streams,
-            last_event_at=self._shown[1],
+            last_event_at=_rfc3339(self._last_event) if self._last_event else None,
             reconnects=self._reconnects,
             relists=self._relists,
             expired=self._expired,
