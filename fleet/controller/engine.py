@@ -547,7 +547,7 @@ class Engine(revisions.Revisions):
     async def _drain_shard(self, shard: int) -> None:
         """Before this replica releases `shard` (no longer writable): its clusters' rounds in flight end
         (they stop at their next write, `fleet.cluster.reconcile.Options.fence`; cancelled at the latest
-        at the deadline) and their watches stop."""
+        at the deadline) and their watches stop. Several shards may be drained at once."""
         replica = self.ownership.replica
         assert replica is not None
         mine = [n for n in self.clusters if self.ownership.shard(n) == shard]
@@ -555,7 +555,8 @@ class Engine(revisions.Revisions):
             self._let_go(name)
         with anyio.move_on_after(self.settings.grace_period):
             while any(n in self._rounds for n in mine):
-                self._round_ended = anyio.Event()
+                if self._round_ended.is_set():  # a fresh one, unless other drains wait on it unset
+                    self._round_ended = anyio.Event()
                 await self._round_ended.wait()
 
     # -- cluster workers -------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Owns: `Replica`, whose loop every retry period reads the instance's leases from the management cluster,
 folds them in, takes the tick's decision and sends its writes through the Lease client
 (`fleet.clients.management`) in the decision's order: its replica lease first, and the other renewals and
-acquisitions only when that write succeeded; releases after letting the shard go (it is no longer
-`writable`) and after `before_release` has drained the shard's writes in flight; deletions of dead
+acquisitions only when that write succeeded; releases (those of a tick together, the replica lease last)
+after letting the shard go (it is no longer `writable`) and after `before_release` has drained the
+shard's writes in flight; deletions of dead
 replicas' leases when it coordinates.
 
 That loop runs on a thread of its own with its own event loop (`run` starts it), and the Lease client is
@@ -428,8 +429,14 @@ class Replica:
                     if name != cfg.replica_lease:
                         tg.start_soon(self._limited_write, name, renew)
         self._changed()
-        for name in decision.release:
-            await self._release(name)
+        # Handed over or given up together (each drained on the controller's loop first), the replica
+        # lease last: others see it leave only once its shards are free.
+        async with anyio.create_task_group() as tg:
+            for name in decision.release:
+                if name != cfg.replica_lease:
+                    tg.start_soon(self._release, name)
+        if cfg.replica_lease in decision.release:
+            await self._release(cfg.replica_lease)
         self._changed()
         for name in decision.forget:
             seen = self.state.seen.get(name)
@@ -542,7 +549,10 @@ class Replica:
             return
         record = leases.releasing(replace(seen.record, version=held.version), wall=self._wall())
         try:
-            answer = await self.client.write(record, role=cfg.role(name))
+            if self._limit is None:
+                self._limit = anyio.CapacityLimiter(self._write_limit)
+            async with self._limit:
+                answer = await self.client.write(record, role=cfg.role(name))
         except errors.FleetError as e:
             log.warning("replica %s: release of lease %s not sent: %s (it expires instead)", cfg.me, name, e)
             return
