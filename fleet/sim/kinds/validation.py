@@ -49,7 +49,8 @@ def _walk(
             unknown = []
             for key, sub in value.items():
                 if key in props:
-                    _walk(loaded, props[key], sub, _join(path, key), out, prune)
+                    if isinstance(sub, dict | list):  # below a scalar there is nothing to find
+                        _walk(loaded, props[key], sub, _join(path, key), out, prune)
                 else:
                     out.append(_join(path, key))
                     unknown.append(key)
@@ -60,12 +61,14 @@ def _walk(
         extra = node.get("additionalProperties")
         if isinstance(extra, dict):
             for key, sub in value.items():
-                _walk(loaded, extra, sub, _join(path, key), out, prune)
+                if isinstance(sub, dict | list):
+                    _walk(loaded, extra, sub, _join(path, key), out, prune)
     elif isinstance(value, list):
         items = node.get("items")
         if isinstance(items, dict):
             for i, sub in enumerate(value):
-                _walk(loaded, items, sub, f"{path}[{i}]", out, prune)
+                if isinstance(sub, dict | list):
+                    _walk(loaded, items, sub, f"{path}[{i}]", out, prune)
 
 
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "object", list: "array"}
@@ -236,6 +239,21 @@ def _first_mismatch(
     *,
     types: bool = True,
 ) -> tuple[str, str, Any, dict[str, Any]] | None:
+    """(Go struct, path, value, schema node) of the first field the typed decoder rejects, or None."""
+    found = _mismatch(loaded, struct, schema, value, types)
+    if found is None:
+        return None
+    name, keys, bad, node = found
+    for key in reversed(keys):  # the keys below `path`, innermost first
+        path = _join(path, key)
+    return name, path, bad, node
+
+
+def _mismatch(
+    loaded: schemas_mod.Schemas, struct: str, schema: dict[str, Any], value: Any, types: bool
+) -> tuple[str, list[str], Any, dict[str, Any]] | None:
+    # The path is not built on the way down (most objects have no mismatch): the keys are collected
+    # on the way back, innermost first.
     if not types and not _holds_bytes(loaded, schema):
         return None  # only a []byte field can be found below, and no schema there declares one
     ref = schema.get("$ref")
@@ -246,33 +264,35 @@ def _first_mismatch(
         return None
     if not _fits(loaded, node, value):
         if types:
-            return struct.rsplit(".", 1)[-1], path, value, node
+            return struct.rsplit(".", 1)[-1], [], value, node
         return None
     if isinstance(value, str) and node.get("format") == "byte":
         offset = base64_error(value)
         if offset is not None:
-            return struct.rsplit(".", 1)[-1], path, _BadBase64(offset), node
+            return struct.rsplit(".", 1)[-1], [], _BadBase64(offset), node
         return None
     if isinstance(value, dict):
         props = node.get("properties")
         if isinstance(props, dict):
             for key, sub in value.items():
                 if key in props:
-                    found = _first_mismatch(loaded, struct, props[key], sub, _join(path, key), types=types)
+                    found = _mismatch(loaded, struct, props[key], sub, types)
                     if found:
+                        found[1].append(key)
                         return found
             return None
         extra = node.get("additionalProperties")
         if isinstance(extra, dict):
             for key, sub in value.items():
-                found = _first_mismatch(loaded, struct, extra, sub, _join(path, key), types=types)
+                found = _mismatch(loaded, struct, extra, sub, types)
                 if found:
+                    found[1].append(key)
                     return found
     elif isinstance(value, list):
         items = node.get("items")
         if isinstance(items, dict):
             for sub in value:
-                found = _first_mismatch(loaded, struct, items, sub, path, types=types)
+                found = _mismatch(loaded, struct, items, sub, types)
                 if found:
                     return found
     return None
