@@ -83,14 +83,31 @@ def _allowed(node: dict[str, Any]) -> list[str] | None:
     return [t for t in names if t != "null"] or None
 
 
+# What `_fits` reads of a resolved schema node, by id of the node (the definitions live as long as the
+# process): its `oneOf` branches, whether it is int-or-string, its allowed types.
+_FIT_RULES: dict[int, tuple[list[Any] | None, bool, list[str] | None]] = {}
+
+
+def _fit_rules(node: dict[str, Any]) -> tuple[list[Any] | None, bool, list[str] | None]:
+    rules = _FIT_RULES.get(id(node))
+    if rules is None:
+        one_of = node.get("oneOf")
+        rules = _FIT_RULES[id(node)] = (
+            one_of if isinstance(one_of, list) else None,
+            bool(node.get("x-kubernetes-int-or-string")),
+            _allowed(node),
+        )
+    return rules
+
+
 def _fits(loaded: schemas_mod.Schemas, node: dict[str, Any], value: Any) -> bool:
     if value is None:
         return True  # JSON null decodes to the zero value
-    if isinstance(node.get("oneOf"), list):
-        return any(_fits(loaded, loaded.resolve(branch), value) for branch in node["oneOf"])
-    if node.get("x-kubernetes-int-or-string"):
+    one_of, int_or_string, allowed = _fit_rules(node)
+    if one_of is not None:
+        return any(_fits(loaded, loaded.resolve(branch), value) for branch in one_of)
+    if int_or_string:
         return isinstance(value, int | str) and not isinstance(value, bool)
-    allowed = _allowed(node)
     if allowed is None:
         return True
     have = _JSON_TYPES.get(type(value), "")
@@ -249,6 +266,43 @@ def _first_mismatch(
     return name, path, bad, node
 
 
+_WalkRules = tuple[
+    str | None,  # the definition a `$ref` names (the Go struct of the fields below), or None
+    dict[str, Any],  # the resolved node
+    bool,  # x-kubernetes-preserve-unknown-fields
+    bool,  # format: byte
+    dict[str, Any] | None,  # properties
+    dict[str, Any] | None,  # additionalProperties
+    dict[str, Any] | None,  # items
+]
+_WALK_RULES: dict[int, _WalkRules] = {}
+
+
+def _walk_rules(loaded: schemas_mod.Schemas, schema: dict[str, Any]) -> _WalkRules:
+    """What `_mismatch` reads of a schema node, read once per node (by id: the definitions live as long as
+    the process)."""
+    rules = _WALK_RULES.get(id(schema))
+    if rules is None:
+        ref = schema.get("$ref")
+        struct = (
+            ref[len(schemas_mod.REF_PREFIX) :]
+            if isinstance(ref, str) and ref.startswith(schemas_mod.REF_PREFIX)
+            else None
+        )
+        node = loaded.resolve(schema)
+        props, extra, items = node.get("properties"), node.get("additionalProperties"), node.get("items")
+        rules = _WALK_RULES[id(schema)] = (
+            struct,
+            node,
+            bool(node.get("x-kubernetes-preserve-unknown-fields")),
+            node.get("format") == "byte",
+            props if isinstance(props, dict) else None,
+            extra if isinstance(extra, dict) else None,
+            items if isinstance(items, dict) else None,
+        )
+    return rules
+
+
 def _mismatch(
     loaded: schemas_mod.Schemas, struct: str, schema: dict[str, Any], value: Any, types: bool
 ) -> tuple[str, list[str], Any, dict[str, Any]] | None:
@@ -256,24 +310,22 @@ def _mismatch(
     # on the way back, innermost first.
     if not types and not _holds_bytes(loaded, schema):
         return None  # only a []byte field can be found below, and no schema there declares one
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith(schemas_mod.REF_PREFIX):
-        struct = ref[len(schemas_mod.REF_PREFIX) :]
-    node = loaded.resolve(schema)
-    if node.get("x-kubernetes-preserve-unknown-fields"):
+    ref_struct, node, preserve, is_byte, props, extra, items = _walk_rules(loaded, schema)
+    if ref_struct is not None:
+        struct = ref_struct
+    if preserve:
         return None
     if not _fits(loaded, node, value):
         if types:
             return struct.rsplit(".", 1)[-1], [], value, node
         return None
-    if isinstance(value, str) and node.get("format") == "byte":
+    if isinstance(value, str) and is_byte:
         offset = base64_error(value)
         if offset is not None:
             return struct.rsplit(".", 1)[-1], [], _BadBase64(offset), node
         return None
     if isinstance(value, dict):
-        props = node.get("properties")
-        if isinstance(props, dict):
+        if props is not None:
             for key, sub in value.items():
                 if key in props:
                     found = _mismatch(loaded, struct, props[key], sub, types)
@@ -281,16 +333,14 @@ def _mismatch(
                         found[1].append(key)
                         return found
             return None
-        extra = node.get("additionalProperties")
-        if isinstance(extra, dict):
+        if extra is not None:
             for key, sub in value.items():
                 found = _mismatch(loaded, struct, extra, sub, types)
                 if found:
                     found[1].append(key)
                     return found
     elif isinstance(value, list):
-        items = node.get("items")
-        if isinstance(items, dict):
+        if items is not None:
             for sub in value:
                 found = _mismatch(loaded, struct, items, sub, types)
                 if found:

@@ -198,6 +198,18 @@ def members(node: Trie, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...
         yield from members(child, path)
 
 
+def has_members(node: Trie | None) -> bool:
+    """Whether `node` has any member path (`size(node) > 0`, stopping at the first)."""
+    if not node:
+        return False
+    for key, child in node.items():
+        if key == DOT:
+            continue
+        if not child or DOT in child or has_members(child):
+            return True
+    return False
+
+
 def size(node: Trie | None) -> int:
     """The number of member paths."""
     if not node:

@@ -130,7 +130,7 @@ def apply(
             if removed:
                 rest = fieldsets.set_difference(rest, removed)
             if rest is not other.fields:
-                changed_others[i] = rest if fieldsets.size(rest) else None
+                changed_others[i] = rest if fieldsets.has_members(rest) else None
         if conflicts and not force:
             raise _conflict_error(conflicts)
     for parent, key in nulls:
@@ -229,7 +229,7 @@ def update(
         if removed:
             rest = fieldsets.set_difference(rest, removed)
         if rest is not entry.fields:
-            if not fieldsets.size(rest):
+            if not fieldsets.has_members(rest):
                 continue
             entry = Entry(
                 entry.manager, entry.operation, entry.api_version, entry.time, entry.subresource, rest, None
@@ -245,7 +245,7 @@ def update(
         else:
             fields = prev_fields
             time = previous.time if previous is not None else now
-        if fieldsets.size(fields):
+        if fieldsets.has_members(fields):
             raw = previous.raw if previous is not None and fields is previous.fields else None
             result_entries.append(Entry(manager, "Update", api_version, time, subresource or "", fields, raw))
     result_entries = managedfields.cap(result_entries)
