@@ -19,8 +19,8 @@ answer from one snapshot of the state): `writable` (shards it may write to now),
 have stopped writing to a shard), `fence` (what it writes on inventories), `coordinating`, `holders` (who
 holds every shard, as last read); and `raise_epoch`, asked when a round met a fence of a higher epoch of a
 lease it holds (the Lease was deleted and created again): its next renewal of that lease lifts the epoch
-above the fence (`leases.raising`). `stop` (SIGTERM): it writes nothing more at once, gives every lease up
-and `run` returns. A conflict (409) on a lease it holds is read again: its own write whose answer was
+above the fence (`leases.raising`; a lift whose write did not land is sent again at the next renewal).
+`stop` (SIGTERM): it writes nothing more at once, gives every lease up and `run` returns. A conflict (409) on a lease it holds is read again: its own write whose answer was
 lost keeps the lease (`coordination.own_write`). `new_identity`: a replica id unique per process.
 `Doorbell`: wakes one thread's event loop from another.
 
@@ -460,11 +460,14 @@ class Replica:
         seen = self.state.seen.get(name)
         current = seen.record if seen is not None else None
         held = self.state.held.get(name)
+        above: int | None = None  # the fence this write lifts the epoch above, if it is a lift
         if renew:
             if held is None or current is None:
                 return False
             with self._lock:
                 above = self._raise.pop(name, None)
+            if above is not None and above < held.epoch:  # lifted already (a write whose answer was lost)
+                above = None
             if above is not None:
                 log.info(
                     "replica %s: lifting the epoch of lease %s above %d (a fence met)", cfg.me, name, above
@@ -489,12 +492,15 @@ class Replica:
             answer = await self.client.write(record, role=cfg.role(name))
         except errors.FleetError as e:  # unknown outcome: the next read tells
             log.warning("replica %s: lease %s not written: %s", cfg.me, name, e)
+            self._lift_later(name, above)
             return False
         if answer is None and held is not None:
             mine = await self._reread(name, held, record)
             if mine is None:  # unknown: kept as it is until the next read tells
+                self._lift_later(name, above)
                 return False
-            if mine:
+            if mine:  # a lift is sent again over what was read (none if it was the write that landed)
+                self._lift_later(name, above)
                 return await self._write(name, renew=True, again=False) if again else False
         if answer is None:
             self.state = coordination.refused(cfg, self.state, name)
@@ -505,6 +511,14 @@ class Replica:
         if held is None:
             log.info("replica %s: acquired lease %s (epoch %d)", cfg.me, name, answer.transitions)
         return True
+
+    def _lift_later(self, name: str, above: int | None) -> None:
+        """A write that was to lift lease `name`'s epoch above `above` did not land as far as this replica
+        knows: the lift is asked again (`raise_epoch` is asked once per fence a round meets), so the next
+        renewal of the lease sends it; one that landed after all is seen by then and sends nothing more."""
+        if above is not None:
+            with self._lock:
+                self._raise[name] = max(above, self._raise.get(name, 0))
 
     async def _reread(self, name: str, held: leases.Held, sent: leases.Record) -> bool | None:
         """A write of `sent` over lease `held` met a conflict: read the lease again. True when the conflict

@@ -11,7 +11,7 @@ import pytest
 
 from fleet.clients import kube, management
 from fleet.controller import replicas
-from fleet.core import coordination, leases, sharding
+from fleet.core import coordination, fencing, leases, sharding
 from fleet.sim import testing
 
 T = leases.Timings(duration=4, renew_deadline=2, retry=0.5)
@@ -257,5 +257,39 @@ def test_a_renewal_whose_answer_was_lost_keeps_the_lease_at_its_epoch_and_every_
         assert await epochs(sim) == before
         conflicts = [e for e in sim.journal_sync("mgmt") if e["method"] == "PUT" and e["status"] == 409]
         assert len(conflicts) == 2  # the retries that met the replica's own writes, and nothing else
+
+    run(sim, ["a-1"], body)
+
+
+def test_an_epoch_lift_whose_write_failed_is_sent_again_at_the_next_renewal(sim: testing.SimHandle) -> None:
+    """A round met a fence above the epoch of a lease the replica holds (`raise_epoch`, asked once): the
+    renewal that lifts it fails (the management cluster answers 503 to every attempt, an unknown outcome).
+    The lift is not forgotten: once the management cluster answers again, the next renewal lifts the
+    epoch above the fence."""
+
+    async def body(reps: list[replicas.Replica], _: object) -> None:
+        (a,) = reps
+
+        async def settled() -> bool:
+            return a.writable() == frozenset(range(SHARDS))
+
+        await until(settled, within=10)
+        assert (await epochs(sim))["fleet-shard-3"] == 1
+        await sim.faults("mgmt", {"status": 503, "method": "PUT", "path": "/fleet-shard-3$"})
+        a.raise_epoch(3, 41)
+
+        async def refused() -> bool:  # the lift's write, every attempt answered 503
+            journal = await sim.journal("mgmt")
+            return sum(e["status"] == 503 for e in journal) >= 3
+
+        await until(refused, within=10)
+        await anyio.sleep(T.retry)
+        await sim.clear_faults("mgmt")
+
+        async def lifted() -> bool:
+            return (await epochs(sim))["fleet-shard-3"] == 42
+
+        await until(lifted, within=4 * T.retry + SLACK)
+        assert a.fence(3) == fencing.Fence(lease="fleet-shard-3", epoch=42)
 
     run(sim, ["a-1"], body)
