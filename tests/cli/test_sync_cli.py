@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,31 @@ def test_an_instance_name_that_cannot_be_a_label_is_refused(tmp_path: Path) -> N
     proc = run_fleet("sync", str(tmp_path), "--instance", "Bad_Name")
     assert proc.returncode == 2
     assert "--instance: 'Bad_Name' is not a DNS-1123 label" in proc.stderr
+
+
+def test_the_json_report_is_the_standard_librarys_indented_json_byte_for_byte() -> None:
+    def changes(n: int, message: str = "") -> model.ChangeSet:
+        return model.ChangeSet(
+            tuple(
+                model.Change(
+                    model.ObjectRef("", "v1", "ConfigMap", "web", f"cm-{i}"), model.Action.CREATED, message
+                )
+                for i in range(n)
+            )
+        )
+
+    plain = reconcile.ClusterResult(
+        "dev-1",
+        model.State.SYNCED,
+        bundles={"web": reconcile.BundleResult("web", model.State.SYNCED, changes(3), "", 3)},
+        seconds=1.23456,
+    )
+    accented = reconcile.ClusterResult(
+        "dev-2",
+        model.State.FAILED,
+        bundles={"web": reconcile.BundleResult("web", model.State.FAILED, changes(1, "refusé"), "échec", 1)},
+        message="cluster dev-2: ünreachable",
+    )
+    for clusters in ({"dev-1": plain}, {"dev-1": plain, "dev-2": accented}):
+        doc = sync.result_json(reconcile.FleetResult("r1", clusters))
+        assert sync.json_text(doc) == json.dumps(doc, indent=2)
