@@ -16,20 +16,34 @@ aiohttp so the client is not the bottleneck):
 Run: ``.venv/bin/python -m benchmarks bench_sim`` (or ``make bench``). Writes
 ``benchmarks/results/sim.json`` and prints a table. Knobs: FLEET_BENCH_SIM_CLUSTERS (200),
 FLEET_BENCH_SIM_IDLE_SECONDS (10), FLEET_BENCH_SIM_LOAD_SECONDS (5).
+
+CPU time on a shared machine varies by tens of percent from run to run; for comparing two versions of
+the sim, ``.venv/bin/python -m benchmarks.bench_sim instructions [N]`` counts the instructions the sim
+executes (valgrind's callgrind, instrumenting only while the requests run; about two minutes, not part of
+``make bench``): one cluster, N (100) sequential requests of each kind from one keep-alive connection:
+gets, server-side apply creates and updates of a small ConfigMap, ``events.k8s.io/v1`` Event creates, and
+the apply updates again with 4 watches open on the ConfigMaps (the difference, divided by 4, is the
+cost of one watch event delivered). Prints instructions per request; writes
+``benchmarks/results/sim-instructions.json``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import itertools
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -267,8 +281,161 @@ def main() -> None:
     print(f"  results: {RESULTS / 'sim.json'}")
 
 
+# ----- instructions per request (valgrind) -------------------------------------------------------
+
+CALLGRIND_WATCHES = 4
+
+
+def _request(
+    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None, ctype: str
+) -> None:
+    conn.request(method, path, body=body, headers={"Content-Type": ctype} if body is not None else {})
+    resp = conn.getresponse()
+    data = resp.read()
+    if resp.status >= 300:
+        raise RuntimeError(f"{method} {path}: {resp.status} {data[:300]!r}")
+
+
+def _drive(conn: http.client.HTTPConnection, prefix: str, op: str, count: int, tag: str) -> None:
+    for i in range(count):
+        if op == "get":
+            _request(conn, "GET", f"{prefix}{CM}/target", None, "")
+            continue
+        if op == "event":
+            event = {
+                "apiVersion": "events.k8s.io/v1",
+                "kind": "Event",
+                "metadata": {"name": f"e{tag}-{i}", "namespace": "default"},
+                "eventTime": "2026-12-07T10:00:00.123456Z",
+                "reportingController": "fleet.example.com/controller",
+                "reportingInstance": "fleet-1",
+                "action": "Apply",
+                "reason": "Synced",
+                "type": "Normal",
+                "regarding": {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "default", "name": "x"},
+                "note": "applied revision 1 of bundle b01",
+            }
+            path = f"{prefix}/apis/events.k8s.io/v1/namespaces/default/events"
+            _request(conn, "POST", path, json.dumps(event).encode(), "application/json")
+            continue
+        name = f"a{tag}-{i}" if op == "apply-create" else "target"
+        doc = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": {"app": "bench"}},
+            "data": {"n": f"{tag}-{i}", "config.yaml": "a: 1\nb: 2\n"},
+        }
+        path = f"{prefix}{CM}/{name}?fieldManager=bench&force=true"
+        _request(conn, "PATCH", path, json.dumps(doc).encode(), "application/apply-patch+yaml")
+
+
+def _callgrind(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, check=True, timeout=120)
+
+
+def _counted(pid: int, out_dir: Path, label: str, work: Any) -> int:
+    """Instructions the sim executed during `work()` (instrumentation on only meanwhile)."""
+    before = set(out_dir.glob("cg.*.*"))
+    _callgrind(pid, "-z")
+    _callgrind(pid, "-i", "on")
+    work()
+    _callgrind(pid, "-i", "off")
+    _callgrind(pid, "-d", label)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for dump in set(out_dir.glob("cg.*.*")) - before:
+            for line in dump.read_text(errors="replace").splitlines():
+                if line.startswith("totals:"):
+                    return int(line.split()[1])
+        time.sleep(0.2)
+    raise RuntimeError(f"no callgrind dump for {label}")
+
+
+def _watch_socket(url: str, stop: threading.Event) -> None:
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=600)
+    path = f"{parts.path}{CM}?watch=true&resourceVersion=0&timeoutSeconds=3600"
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
+    with sock:
+        while not stop.is_set() and sock.recv(65536):
+            pass
+
+
+def instructions(count: int) -> dict[str, Any]:
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("bench_sim instructions needs valgrind (callgrind_control)")
+    out: dict[str, Any] = {
+        "requests_per_kind": count,
+        "command": "python -m benchmarks.bench_sim instructions",
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-sim-ir-") as tmp:
+        out_dir = Path(tmp)
+        kubeconfig = out_dir / "kubeconfig"
+        server = subprocess.Popen(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={out_dir}/cg.%p",
+                sys.executable,
+                "-m",
+                "fleet.cli",
+                "sim",
+                "--clusters",
+                "1",
+                "--kubeconfig-out",
+                str(kubeconfig),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        stop = threading.Event()
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            assert line.startswith("ready "), line
+            url = _servers(kubeconfig)[0]
+            parts = urlsplit(url)
+            conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=120)
+            prefix = parts.path
+            _drive(conn, prefix, "apply-update", 20, "warm")  # creates `target`; every path run once
+            _drive(conn, prefix, "apply-create", 20, "warm")
+            _drive(conn, prefix, "event", 20, "warm")
+            per: dict[str, int] = {}
+            for op in ("get", "apply-create", "apply-update", "event"):
+                total = _counted(server.pid, out_dir, op, lambda op=op: _drive(conn, prefix, op, count, "m"))
+                per[op] = total // count
+            threads = [
+                threading.Thread(target=_watch_socket, args=(url, stop), daemon=True)
+                for _ in range(CALLGRIND_WATCHES)
+            ]
+            for t in threads:
+                t.start()
+            time.sleep(5.0)  # the streams are open (valgrind makes the sim slow to answer)
+            label = f"apply-update, {CALLGRIND_WATCHES} watches"
+            total = _counted(
+                server.pid, out_dir, "watched", lambda: _drive(conn, prefix, "apply-update", count, "w")
+            )
+            per[label] = total // count
+            per["per watch event delivered"] = (per[label] - per["apply-update"]) // CALLGRIND_WATCHES
+            out["instructions_per_request"] = per
+        finally:
+            stop.set()
+            server.terminate()
+            server.wait(120)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "sim-instructions.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(f"fleet sim: instructions executed per request (callgrind), {count} requests of each kind")
+    for name, value in out["instructions_per_request"].items():
+        print(f"  {name:<32}{value:>12,}")
+    return out
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["watch"]:
+    if sys.argv[1:2] == ["instructions"]:
+        instructions(int(sys.argv[2]) if len(sys.argv) > 2 else 100)
+    elif sys.argv[1:2] == ["watch"]:
         asyncio.run(_hold_watches(Path(sys.argv[2])))
     elif sys.argv[1:2] == ["load"]:
         print(json.dumps(asyncio.run(_load(Path(sys.argv[2]), sys.argv[3], float(sys.argv[4])))), flush=True)
