@@ -21,9 +21,9 @@ commit from the webhook to a cluster::
      |           management cluster's records), following (a follower's watch of the coordinator's
      |           rollout records)
     cluster      one cluster: reading (observe), rounds (one round) + gate (before each write) + results
-     |           (its options and results), reconcile (the fleet; the names callers use), apply (SSA,
-     |           prune, inventories), diff, watch (streams), cache (what they hold), repair (drift), waves
-     |           (`fleet sync --waves`)
+     |           (its options and results) + scope (the bundles it plans), reconcile (the fleet; the
+     |           names callers use), apply (SSA, prune, inventories), diff, watch (streams), cache (what
+     |           they hold), repair (drift), waves (`fleet sync --waves`)
     clients      I/O: kube (the only module importing kr8s), source (git through pygit2), sources (the
      |           Kustomize, Helm and SOPS programs), statedb (SQLite), tls, management (the Lease client
      |           of the management cluster replicas coordinate through), records (the record ConfigMaps

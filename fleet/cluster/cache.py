@@ -7,7 +7,9 @@ own writes through the cluster's `kube.Client` (`wrote`: an apply's or create's 
 state; a delete leaves the object in doubt until its event arrives). `fresh` says whether a kind may
 answer a round: listed, its stream open now (not in a gap: 410, relist, reconnect, a stream not opened
 yet), nothing of it in doubt, nothing dropped for size. `doubt` makes every kind unfit until the next
-round read from the server (`trust_again`). The rules a round follows with it (which decisions it may take
+round read from the server (`trust_again`). `changes` and `changed_since` say which objects changed since a
+mark, leaving out fleet's own apply and create answers (`fleet.cluster.scope`: which bundles a round
+plans); a list, a kind dropped or a change log that no longer reaches back answer "unknown". The rules a round follows with it (which decisions it may take
 on cached data, and which need the server) are in docs/reconcile.md, "Reading from the watch caches".
 
 Does not: open streams or judge drift (`fleet.cluster.watch`), decide anything (`fleet.cluster.reading`
@@ -16,6 +18,7 @@ and `fleet.cluster.reconcile` ask it), or send requests.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,7 +72,7 @@ def _compact(obj: Mapping[str, Any]) -> bytes:
 class ObjectCache:
     """The watched objects of one cluster (see the module docstring)."""
 
-    def __init__(self, *, max_objects: int = 50_000) -> None:
+    def __init__(self, *, max_objects: int = 50_000, log_size: int = 512) -> None:
         self.max_objects = max_objects
         self._stores: dict[GroupKind, _Store] = {}
         self._count = 0
@@ -78,6 +81,12 @@ class ObjectCache:
             0  # how many times the cache was doubted (a round's server read clears only those before it)
         )
         self.answered = 0  # reads answered from the cache (lists and gets)
+        # Changes taken, numbered: (number, the object or None for "any of them"), at most `log_size` of
+        # them since the last mark asked about (`changed_since` drops those up to it: marks only advance).
+        self.changes = 0
+        self.log_size = log_size
+        self._log: deque[tuple[int, plan.Key | None]] = deque()
+        self._floor = 0  # changes up to this number are no longer in the log
 
     # -- fed by the watch ----------------------------------------------------------------------------
 
@@ -89,7 +98,8 @@ class ObjectCache:
         store.version, store.entries, store.doubt, store.overflow = version, {}, set(), False
         store.listed, store.open = True, False
         for item in items:
-            self._put(store, item)
+            self._put(store, item, note=False)
+        self._changed(None)  # what changed in the kind before this list is not known
 
     def opened(self, api_version: str, kind: str) -> None:
         store = self._stores.get(_group_kind(api_version, kind))
@@ -107,6 +117,7 @@ class ObjectCache:
         store = self._stores.pop(_group_kind(api_version, kind), None)
         if store is not None:
             self._count -= len(store.entries)
+            self._changed(None)
 
     def event(self, event: str, obj: Mapping[str, Any]) -> None:
         """A watch event (ADDED, MODIFIED, DELETED) of a watched kind."""
@@ -118,6 +129,7 @@ class ObjectCache:
         if event == "DELETED":
             if store.entries.pop(k, None) is not None:
                 self._count -= 1
+                self._changed(k)
             return
         self._put(store, obj)
 
@@ -138,7 +150,7 @@ class ObjectCache:
             if answer.get("apiVersion", ref.api_version) != store_api_version(ref.group, store.version):
                 store.doubt.add(k)  # answered at another version than the store holds
                 return
-            self._put(store, {"apiVersion": ref.api_version, "kind": ref.kind, **answer})
+            self._put(store, {"apiVersion": ref.api_version, "kind": ref.kind, **answer}, note=False)
         elif k in store.entries or verb != "delete":
             store.doubt.add(k)
 
@@ -185,11 +197,33 @@ class ObjectCache:
         self.answered += 1
         return out
 
+    def names(self, group: str, kind: str) -> list[str]:
+        """The names of the kind's objects (nothing decoded: a round that needs only which exist)."""
+        store = self._stores.get((group, kind))
+        self.answered += 1
+        return [k[3] for k in store.entries] if store is not None else []
+
     def get(self, group: str, kind: str, *, namespace: str, name: str) -> dict[str, Any] | None:
         store = self._stores.get((group, kind))
         entry = store.entries.get((group, kind, namespace, name)) if store is not None else None
         self.answered += 1
         return orjson.loads(entry.body) if entry is not None else None
+
+    def changed_since(self, mark: int) -> set[plan.Key] | None:
+        """The objects changed after change number `mark` (`changes` when it was taken), fleet's own apply
+        and create answers left out; None when that is not known (a kind listed again or dropped since,
+        or the log no longer reaches back to `mark`)."""
+        if mark > self.changes or mark < self._floor:
+            return None
+        while self._log and self._log[0][0] <= mark:
+            self._log.popleft()
+        self._floor = mark
+        out: set[plan.Key] = set()
+        for _, k in self._log:
+            if k is None:
+                return None
+            out.add(k)
+        return out
 
     @property
     def size(self) -> int:
@@ -197,7 +231,7 @@ class ObjectCache:
 
     # -- inside --------------------------------------------------------------------------------------
 
-    def _put(self, store: _Store, obj: Mapping[str, Any]) -> None:
+    def _put(self, store: _Store, obj: Mapping[str, Any], *, note: bool = True) -> None:
         k = plan.key_of(obj)
         rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
         entry = store.entries.get(k)
@@ -205,12 +239,22 @@ class ObjectCache:
             if rv and entry.rv and not newer(rv, entry.rv):
                 return  # older than what the store holds: a replay, or our write seen already
             entry.rv, entry.labels, entry.body = rv, _labels(obj), _compact(obj)
+            if note:
+                self._changed(k)
             return
         if self._count >= self.max_objects:
             store.overflow = True
             return
         store.entries[k] = _Entry(rv, _labels(obj), _compact(obj))
         self._count += 1
+        if note:
+            self._changed(k)
+
+    def _changed(self, k: plan.Key | None) -> None:
+        self.changes += 1
+        self._log.append((self.changes, k))
+        if len(self._log) > self.log_size:
+            self._floor = self._log.popleft()[0]
 
 
 def store_api_version(group: str, version: str) -> str:

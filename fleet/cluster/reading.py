@@ -6,14 +6,17 @@ revision record; the inventories and the record only once the namespaces show `f
 fleet's apply answers carried into a generation not yet observed). Raises `errors.ClusterError` when
 anything cannot be read: an unreadable answer is never an empty cluster. Given the cluster's
 `cache.ObjectCache`, each of those reads is answered by it when the kind is fresh there (listed, its
-stream open, nothing in doubt), and sent to the server otherwise; `Observed.cached` says whether any was.
+stream open, nothing in doubt), and sent to the server otherwise; `Observed.cached` says whether any was,
+`Observed.gaps` whether any kind was not. With `only` (the bundles a round plans, `fleet.cluster.scope`) it
+reads the live objects those bundles name (a cached kind answers them one by one, decoding nothing else),
+the inventories, namespaces and record as always.
 Does not: decide (`fleet.core.plan`) or write (`fleet.cluster.apply`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +44,8 @@ class Observed:
     record: inventory_mod.Claim | None = None  # this source's revision record on the cluster
     record_version: str | None = None  # its resourceVersion
     cached: bool = False  # some of it was answered by the watch caches, not read from the server
+    gaps: bool = False  # some kind was read from the server: not fresh in the cache (or no cache)
+    kinds: dict[tuple[str, str], kube.ResourceType] = field(default_factory=dict)  # the kinds read
 
 
 async def observe(
@@ -50,19 +55,23 @@ async def observe(
     instance: str,
     source: str | None = None,
     cache: cache_mod.ObjectCache | None = None,
+    only: Collection[str] | None = None,
 ) -> Observed:
     """Read everything `plan_cluster` needs (with `source`: also which inventories are another source's,
-    and this source's revision record), from `cache` where it is fresh, else from the server. Raises
+    and this source's revision record), from `cache` where it is fresh, else from the server; with
+    `only`, the live objects of those bundles of `targets` (and of inventories of no target) only. Raises
     `errors.ClusterError` when anything cannot be read."""
     found: dict[str, Any] = {}
     namespaces: set[str] = set()
     live: dict[plan.Key, Mapping[str, Any]] = {}
     from_cache: list[str] = []
+    from_server: list[str] = []
 
     def cached(rt: kube.ResourceType) -> cache_mod.ObjectCache | None:
         if cache is not None and cache.fresh(rt.group, rt.kind, rt.version):
             from_cache.append(rt.kind)
             return cache
+        from_server.append(rt.kind)
         return None
 
     async def discover() -> None:
@@ -85,6 +94,18 @@ async def observe(
         selector = inventory_mod.selector(instance=instance)
         if (c := cached(apply.CONFIGMAP)) is not None:
             labels = cache_mod.parse_selector(selector)
+            if only is not None:  # the inventories of the bundles read, not every one
+                names = [model.inventory_name(instance=instance, bundle=b) for b in sorted(only)]
+                docs = [c.get("", "ConfigMap", namespace=model.INVENTORY_NAMESPACE, name=n) for n in names]
+                found["cms"] = [
+                    d
+                    for d in docs
+                    if d is not None
+                    and all(
+                        ((d.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in labels.items()
+                    )
+                ]
+                return
             found["cms"] = c.objects("", "ConfigMap", namespace=model.INVENTORY_NAMESPACE, labels=labels)
             return
         found["cms"] = await client.list(
@@ -93,6 +114,10 @@ async def observe(
 
     async def all_namespaces() -> None:
         c = cached(apply.NAMESPACE)
+        if c is not None and only is not None:  # which exist; an object only where one is named (below)
+            namespaces.update(c.names("", "Namespace"))
+            found["namespace_objects"] = c
+            return
         for obj in c.objects("", "Namespace") if c is not None else await client.list(apply.NAMESPACE):
             namespaces.add(str((obj.get("metadata") or {}).get("name", "")))
             live[plan.key_of(obj)] = obj
@@ -117,11 +142,12 @@ async def observe(
     inventories, foreign = inventory_mod.split(decoded, source=source)
     record_claim, record_version = found.get("record", (None, None))
     refs: list[model.ObjectRef] = []
-    for t in targets.values():
-        if t.desired is not None and not t.suspended and t.error is None:
+    for b, t in targets.items():
+        if t.desired is not None and not t.suspended and t.error is None and (only is None or b in only):
             refs.extend(t.desired.refs)
-    for inv in inventories.values():
-        refs.extend(inv.refs)
+    for b, inv in inventories.items():
+        if only is None or b in only or b not in targets:
+            refs.extend(inv.refs)
     kinds: dict[tuple[str, str], kube.ResourceType] = {}
     for ref in refs:
         if (ref.group, ref.kind) in kinds:
@@ -130,10 +156,25 @@ async def observe(
         if rt is not None:
             kinds[(ref.group, ref.kind)] = rt
     selector = f"{model.LABEL_OWNER}={instance}"
+    if (c := found.get("namespace_objects")) is not None:
+        for ref in refs:
+            if (ref.group, ref.kind) == ("", "Namespace") and ref.name in namespaces:
+                obj = c.get("", "Namespace", namespace="", name=ref.name)
+                if obj is not None:
+                    live[plan.key_of(obj)] = obj
 
     async def owned(rt: kube.ResourceType) -> None:
         c = cached(rt)
         mine = {model.LABEL_OWNER: instance}
+        if c is not None and only is not None:  # the objects named, not every one of the kind
+            for ref in {r for r in refs if (r.group, r.kind) == (rt.group, rt.kind)}:
+                obj = c.get(rt.group, rt.kind, namespace=ref.namespace, name=ref.name)
+                if (
+                    obj is not None
+                    and ((obj.get("metadata") or {}).get("labels") or {}).get(model.LABEL_OWNER) == instance
+                ):
+                    live[plan.key_of(obj)] = obj
+            return
         objects = c.objects(rt.group, rt.kind, labels=mine) if c is not None else None
         for obj in objects if objects is not None else await client.list(rt, label_selector=selector):
             live[plan.key_of(obj)] = obj
@@ -184,6 +225,8 @@ async def observe(
         record=record_claim,
         record_version=record_version,
         cached=bool(from_cache),
+        gaps=bool(from_server),
+        kinds=kinds,
     )
 
 

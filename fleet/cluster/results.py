@@ -82,6 +82,9 @@ class ClusterResult:
     # A replica's round stopped by its fence (`apply.NotOwner`, `apply.Fenced`): nothing about the cluster
     # itself, so no verdict for a rollout; the replica goes on once it may write again.
     fenced: bool = False
+    # The bundles this round planned (and executed), or stopped on; the others of `bundles` are what the
+    # rounds before established, carried over unchanged (`fleet.cluster.scope`: `fleet serve` on its cache).
+    planned: tuple[str, ...] = ()
 
     @property
     def changes(self) -> model.ChangeSet:
@@ -144,7 +147,7 @@ def unreached(
         else BundleResult(b, state, message=message, retriable=retriable)
         for b, t in targets.items()
     }
-    return ClusterResult(cluster, state, bundles=bundles, message=message)
+    return ClusterResult(cluster, state, bundles=bundles, message=message, planned=tuple(sorted(targets)))
 
 
 def summary(problems: Iterable[str], *, limit: int = 3) -> str:

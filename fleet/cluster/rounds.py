@@ -10,6 +10,9 @@ whose apply fully succeeded, exact inventories, health), with a span per bundle 
 Given the cluster's watch cache (`fleet.cluster.cache`, `fleet serve`), a round reads what it holds fresh
 instead of the server, and plans again from the server before any decision that deletes, forgets,
 refuses or reports a conflict (`_read_and_plan`; docs/reconcile.md, "Reading from the watch caches").
+Given the cluster's memory of its rounds too (`fleet.cluster.scope.Memory`), such a round plans and
+executes only the bundles that can have work and reports the others as the rounds before left them
+(`ClusterResult.planned` names those it planned; docs/reconcile.md, "What a round plans").
 
 Failure rules: anything unknown stops deletes. A failed discovery, inventory read or list (an answer that
 cannot be read included: `kube` never returns it as empty) fails the whole cluster for the round before
@@ -23,17 +26,18 @@ Does not: fan out over the fleet (`fleet.cluster.reconcile`), read the repositor
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 
 import anyio
 from opentelemetry import trace
 
 from fleet.clients import kube
-from fleet.cluster import apply, reading
+from fleet.cluster import apply, reading, scope
 from fleet.cluster import cache as cache_mod
 from fleet.cluster import gate as gate_mod
 from fleet.cluster.results import BundleResult, ClusterResult, Options, summary, unreached
@@ -93,22 +97,39 @@ async def reconcile_cluster(
     options: Options,
     protected: Mapping[str, str | plan.Target] | None = None,
     cache: cache_mod.ObjectCache | None = None,
+    memory: scope.Memory | None = None,
 ) -> ClusterResult:
     """One full round on one cluster. Never raises for cluster problems: they are in the result. With the
     cluster's watch `cache`, what it holds fresh is read from it instead of the server (`_read_and_plan`
-    says which decisions still need the server)."""
+    says which decisions still need the server); with the cluster's `memory` of its earlier rounds too,
+    only the bundles that can have work are planned (`fleet.cluster.scope`), the others reported as
+    they were."""
     started = time.monotonic()
     before = client.stats.requests
+    if cluster.paused and memory is not None:
+        memory.forget()
     if cluster.paused:
         bundles = {b: BundleResult(b, model.State.PAUSED, message="cluster paused") for b in targets}
-        return ClusterResult(cluster.name, model.State.PAUSED, bundles=bundles, message="nothing written")
+        return ClusterResult(
+            cluster.name,
+            model.State.PAUSED,
+            bundles=bundles,
+            message="nothing written",
+            planned=tuple(sorted(targets)),
+        )
     result: ClusterResult | None = None
     fenced = False
     limit = round_limit(targets, options)
     try:
-        with anyio.fail_after(limit):
+        with anyio.fail_after(limit), _forgotten_on_cancel(memory):
             result = await _round(
-                client, cluster, targets, options=options, protected=protected or {}, cache=cache
+                client,
+                cluster,
+                targets,
+                options=options,
+                protected=protected or {},
+                cache=cache,
+                memory=memory,
             )
     except TimeoutError:
         msg = (
@@ -135,6 +156,8 @@ async def reconcile_cluster(
         log.exception("cluster %s: internal error", cluster.name)
         msg = f"cluster {cluster.name}: internal error: {type(e).__name__}"
         result = unreached(cluster.name, targets, model.State.FAILED, msg)
+    if memory is not None and result.message:
+        memory.forget()  # a round that stopped: what it left is not known, the next one plans everything
     return ClusterResult(
         result.cluster,
         result.state,
@@ -145,7 +168,19 @@ async def reconcile_cluster(
         requests=client.stats.requests - before,
         seconds=time.monotonic() - started,
         fenced=fenced,
+        planned=result.planned,
     )
+
+
+@contextlib.contextmanager
+def _forgotten_on_cancel(memory: scope.Memory | None) -> Iterator[None]:
+    """A round cancelled from outside (a replica's deadline) left the cluster in a state not known."""
+    try:
+        yield
+    except BaseException:
+        if memory is not None:
+            memory.forget()
+        raise
 
 
 async def _round(
@@ -156,10 +191,17 @@ async def _round(
     options: Options,
     protected: Mapping[str, str | plan.Target],
     cache: cache_mod.ObjectCache | None = None,
+    memory: scope.Memory | None = None,
 ) -> ClusterResult:
     instance = options.instance
     source = options.source
-    seen, all_targets, cplan = await _read_and_plan(client, targets, options, protected, cache)
+    # The mark, before the read: a change after it is seen by the next round (one reading the server
+    # takes it in the cluster's watch cache too).
+    marks = cache if cache is not None or memory is None else memory.watched
+    mark = marks.changes if marks is not None else None
+    seen, all_targets, cplan, scoped = await _read_and_plan(
+        client, targets, options, protected, cache, memory
+    )
     if gate_mod.superseded(seen, options):  # an older replica of this source: write nothing, say who is ahead
         assert seen.record is not None
         msg = f"cluster {cluster.name}: {seen.record.superseded_message()}"
@@ -250,7 +292,7 @@ async def _round(
     # 3. Applies, in dependsOn waves.
     applied: dict[str, apply.Applied] = {}
     healthy: dict[str, tuple[health.Status, tuple[str, ...]]] = {}
-    memory = health.Memory() if options.health_memory is None else options.health_memory
+    seen_health = health.Memory() if options.health_memory is None else options.health_memory
 
     async def run_bundle(b: str) -> None:
         p = running[b]
@@ -307,7 +349,7 @@ async def _round(
             wait=wait,
             within=options.health_timeout,
             interval=options.health_interval,
-            memory=memory,
+            memory=seen_health,
         )
         # A span only where there was something to see: the bundle changed, or it is not healthy yet.
         if _has_work(running[b]) or healthy[b][0] is not health.Status.HEALTHY:
@@ -406,9 +448,34 @@ async def _round(
         removed_results[b] = BundleResult(
             b, state, changes, summary(bad) or removed[b].message, len(keep.get(b, ()))
         )
+    if memory is not None:
+        memory.established(
+            cache=marks,
+            mark=mark,
+            types=seen.types,
+            kinds=seen.kinds,
+            scoped=scoped is not None,
+            instance=instance,
+            targets=targets,
+            protected=all_targets.keys() - targets.keys(),
+            cplan=cplan,
+            results=results,
+        )
+    for b in all_targets:
+        if b not in cplan.bundles:  # not planned: what the rounds before left it at
+            carried = memory.carried(b) if memory is not None else None
+            if carried is None:
+                raise RuntimeError(f"bundle {b}: neither planned nor known from an earlier round")
+            results[b] = carried
     placed = {b: r for b, r in results.items() if b in targets or r.state is not model.State.SUSPENDED}
     states = [r.state for r in placed.values()] + [r.state for r in removed_results.values()]
-    return ClusterResult(cluster.name, model.worst_state(states), bundles=placed, removed=removed_results)
+    return ClusterResult(
+        cluster.name,
+        model.worst_state(states),
+        bundles=placed,
+        removed=removed_results,
+        planned=tuple(sorted(cplan.bundles)),
+    )
 
 
 async def _read_and_plan(
@@ -417,17 +484,27 @@ async def _read_and_plan(
     options: Options,
     protected: Mapping[str, str | plan.Target],
     cache: cache_mod.ObjectCache | None,
-) -> tuple[reading.Observed, dict[str, plan.Target], plan.ClusterPlan]:
+    memory: scope.Memory | None,
+) -> tuple[reading.Observed, dict[str, plan.Target], plan.ClusterPlan, frozenset[str] | None]:
     """Read the cluster (from `cache` where fresh) and plan. A plan made on cached data that would delete,
     forget, refuse, conflict, back off or fail on what it read is made again from the server: only
     writes (server-side applies, whose answer is the truth) and "nothing to do" are decided on the
-    cache (docs/reconcile.md, "Reading from the watch caches")."""
+    cache (docs/reconcile.md, "Reading from the watch caches"). With `memory`, a round on the cache plans
+    only the bundles `scope.Memory.scope` names (returned; None: every bundle), and every bundle again
+    from the server when that is needed."""
+    scoped = None
+    if memory is not None:
+        scoped = memory.scope(targets, cache, instance=options.instance, source=options.source)
     while True:
         doubts = cache.doubts if cache is not None else 0
         seen = await reading.observe(
-            client, targets, instance=options.instance, source=options.source, cache=cache
+            client, targets, instance=options.instance, source=options.source, cache=cache, only=scoped
         )
+        if scoped is not None and memory is not None and not memory.fits(seen.types):
+            scoped = None  # the cluster's types changed since (a CRD): read for every bundle
+            continue
         all_targets = with_protected(targets, protected, seen.inventories)
+        only = None if scoped is None else scoped | (all_targets.keys() - targets.keys())
         cplan = plan.plan_cluster(
             all_targets,
             instance=options.instance,
@@ -437,14 +514,15 @@ async def _read_and_plan(
             known=seen.known,
             foreign=seen.foreign,
             source=options.source,
+            only=only,
         )
         if not seen.cached:
             if cache is not None:
                 cache.trust_again(doubts=doubts)
-            return seen, all_targets, cplan
+            return seen, all_targets, cplan, scoped
         if not _needs_server(seen, cplan, options):
-            return seen, all_targets, cplan
-        cache = None  # once more, from the server
+            return seen, all_targets, cplan, scoped
+        cache, scoped = None, None  # once more, from the server, for every bundle
 
 
 def _needs_server(seen: reading.Observed, cplan: plan.ClusterPlan, options: Options) -> bool:

@@ -27,6 +27,7 @@ from opentelemetry import trace
 
 from fleet.clients import kube, statedb
 from fleet.cluster import reconcile
+from fleet.cluster import scope as round_scope
 from fleet.cluster import watch as watching
 from fleet.controller import rollouts
 from fleet.core import backoff, health, model
@@ -125,6 +126,9 @@ class ClusterRuntime:
     # What fleet's apply answers carried into generations not yet observed, for the rounds' and probes'
     # health (health.Memory: an old ProgressDeadlineExceeded is not a verdict on a new generation).
     health_memory: health.Memory = field(default_factory=health.Memory)
+    # What its rounds established, so that a round on its watch cache plans only the bundles that can
+    # have work (fleet.cluster.scope).
+    rounds: round_scope.Memory = field(default_factory=round_scope.Memory)
     probe_again: bool = False
     in_round: bool = False  # its worker runs a round now (from its start to the rollouts told)
     look_again: bool = False  # a watched object changed during that round: look after it (`_watch_change`)

@@ -3,9 +3,10 @@
 Owns: the worker loop (wait for a wake-up or the idle delay, then one round; then a look at the cluster's
 health when a watched object changed during the round and a rollout still waits for it), a client per
 cluster, and one round: the cluster's targets under the rollouts (`_composite`: the newest revision's, an
-older one it still holds, or left as it is), `fleet.cluster.reconcile.reconcile_cluster` in a `cluster <name>` span,
-the result taken into the cluster's record (`fleet.controller.runtime.record_round`), the watch started or
-stopped, the rollouts told what was observed, metrics, history and the state saved.
+older one it still holds, or left as it is), `fleet.cluster.reconcile.reconcile_cluster` in a `cluster <name>` span
+(given the cluster's `fleet.cluster.scope.Memory`, `ClusterRuntime.rounds`: a round on the watch cache
+plans only the bundles that can have work), the result taken into the cluster's record
+(`fleet.controller.runtime.record_round`), the watch started or stopped, the rollouts told what was observed, metrics, history and the state saved.
 Does not: decide what a round does on the cluster (`fleet.cluster.reconcile`), or when to retry
 (`fleet.controller.runtime.idle_delay`).
 """
@@ -168,15 +169,21 @@ class Workers(watches.Watches):
                 on_fenced=self.ownership.on_fenced(rt.name),
             )
             client = self._client(rt, cluster)
-            cache = (
-                rt.watcher.cache if rt.watcher is not None and runtime.may_use_cache(rt, request) else None
-            )
+            watched = rt.watcher.cache if rt.watcher is not None else None
+            cache = watched if runtime.may_use_cache(rt, request) else None
+            rt.rounds.watched = watched
             # A replica's writes end at its renew deadline (moved on by each renewal, `Engine._ticked`).
             with anyio.CancelScope(deadline=self.ownership.deadline(rt.name)) as scope:
                 self._rounds[rt.name] = scope
                 try:
                     result = await reconcile.reconcile_cluster(
-                        client, cluster, targets, options=options, protected=desired.shield, cache=cache
+                        client,
+                        cluster,
+                        targets,
+                        options=options,
+                        protected=desired.shield,
+                        cache=cache,
+                        memory=rt.rounds,
                     )
                 finally:
                     self._rounds.pop(rt.name, None)
@@ -192,6 +199,7 @@ class Workers(watches.Watches):
             for action in model.Action:
                 span.set_attribute(f"fleet.objects.{action.value}", changes.count(action))
             span.set_attribute("fleet.state", result.state.value)
+            span.set_attribute("fleet.bundles.planned", len(result.planned))
             if result.state in (model.State.FAILED, model.State.UNREACHABLE):
                 span.set_status(Status(StatusCode.ERROR, result.message or result.state.value))
                 if result.message:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -423,6 +423,7 @@ def plan_cluster(
     known: Iterable[tuple[str, str]],
     foreign: Mapping[str, inventory_mod.Inventory] | None = None,
     source: str | None = None,
+    only: Collection[str] | None = None,
 ) -> ClusterPlan:
     """Plan one round on one cluster.
 
@@ -431,7 +432,10 @@ def plan_cluster(
     read from the cluster (all objects carrying our owner label of the kinds involved, plus whatever
     exists at a desired object's name). `known`: the (group, kind) pairs whose live state was read; an
     inventory entry of another kind is kept, never deleted. `foreign`: inventories of this instance that
-    another source wrote (`inventory.split`), `source` this one's name (for messages).
+    another source wrote (`inventory.split`), `source` this one's name (for messages). `only`: plan those
+    bundles of `targets` and no other (every target still counts for the objects two bundles declare and
+    for the dependsOn waves; bundles no longer placed, broken or another source's are planned whatever
+    `only` says); `live` need hold only what they name.
     """
     broken_inventories = broken_inventories or {}
     foreign = foreign or {}
@@ -440,12 +444,14 @@ def plan_cluster(
     claims: dict[Key, list[str]] = {}
     for t in targets.values():
         if t.desired is not None and not t.suspended and t.error is None:
-            for o in t.desired.objects:
-                claims.setdefault(key_of(o), []).append(t.bundle)
+            for ref in t.desired.refs:  # made once per DesiredSet
+                claims.setdefault(key(ref), []).append(t.bundle)
     frozen_claims = {k: tuple(v) for k, v in claims.items()}
     waves, wave_errors = _waves({b: t for b, t in targets.items() if t.desired is not None})
     bundles: dict[str, BundlePlan] = {}
     for name, t in targets.items():
+        if only is not None and name not in only:
+            continue
         inv = inventories.get(name)
         if name in foreign:
             bundles[name] = _foreign_bundle(name, foreign[name], source=source, instance=instance)
@@ -495,7 +501,9 @@ def plan_cluster(
             for o in objects
         )
         desired_keys = {key(s.ref) for s in steps}
-        elsewhere = {k for k, owners in frozen_claims.items() if any(b != name for b in owners)}
+        elsewhere = {
+            key(r) for r in (inv.refs if inv else ()) if any(b != name for b in frozen_claims.get(key(r), ()))
+        }  # what another bundle declares, among what this one's inventory lists
         prune = _prune_steps(
             inv,
             bundle=name,
@@ -579,6 +587,8 @@ def _foreign_keys(
     """Objects another source holds: listed in its inventories, or live and labelled for one of its
     bundles (and in none of this source's inventories) -> why they are not this source's to write."""
     out: dict[Key, str] = {}
+    if not foreign:
+        return out
     for name, inv in sorted(foreign.items()):
         why = f"bundle {name} of source {inv.source} lists it ({inv.where}; this controller's source is {source})"
         for ref in inv.refs:

@@ -1,0 +1,188 @@
+"""Which bundles a round of `fleet serve` plans: those that can have work (docs/reconcile.md, "What a round
+plans").
+
+Owns: `Memory`, one per cluster, kept across rounds by `fleet serve` (`reconcile_cluster(memory=...)`):
+what the rounds of the cluster established per bundle (the target it was planned for, its result when
+Synced or Suspended, the objects it names: desired, in its inventory, the inventory itself, its
+namespace), the cluster's watch cache and its change mark (`ObjectCache.changes`) taken just before the
+last round read, the kinds read and the type table. `Memory.scope` says which bundles a round on that
+cache may plan alone: those whose target changed since, whose objects the cache saw change since (a watch
+event: another writer, drift, a status, a delete; fleet's own apply answers are not changes), which were
+not Synced (Failed, Progressing, Pending, unknown) and those that depend on any of these; None (plan
+every bundle) when there is no earlier round on this cache, a kind read last time is not fresh now (a
+gap: 410, relist, reconnect), the change log does not reach back, a bundle is no longer placed, or an
+object of fleet's changed that no bundle names. `Memory.carried` is a skipped bundle's result: what it was.
+
+Does not: read or write anything (`fleet.cluster.rounds` calls it around its read and plan, and still
+plans again from the server whatever it would delete, forget, refuse or report as a conflict), or decide
+what a round verifies from the server (`fleet.controller.runtime.may_use_cache`: a resync, a retry, a
+person's request read the server and plan everything).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
+
+from fleet.clients import kube
+from fleet.cluster import apply
+from fleet.cluster import cache as cache_mod
+from fleet.cluster.results import BundleResult
+from fleet.core import inventory as inventory_mod
+from fleet.core import model, plan
+
+Kind = tuple[str, str, str]  # (group, kind, version) as the cache answers it
+
+
+def target_key(t: plan.Target) -> tuple[object, ...]:
+    """What a bundle's plan depends on in its target (the content by its hash)."""
+    d = t.desired
+    return (
+        (d.hash, d.namespace) if d is not None else None,
+        t.error,
+        t.suspended,
+        t.prune,
+        t.allow_empty,
+        t.adopt,
+        t.depends_on,
+    )
+
+
+@dataclass(frozen=True)
+class _Known:
+    target: tuple[object, ...]
+    result: BundleResult
+
+
+class Memory:
+    """What the rounds of one cluster established (see the module docstring)."""
+
+    def __init__(self) -> None:
+        # The cluster's watch cache, set by its owner whether a round reads it or not: a round that reads
+        # the server (a resync) takes its mark there too, so the rounds after it on the cache are scoped.
+        self.watched: cache_mod.ObjectCache | None = None
+        self.forget()
+
+    def forget(self) -> None:
+        """The next round plans every bundle (after a round that stopped, or was stopped)."""
+        self._cache: cache_mod.ObjectCache | None = None
+        self._mark: int | None = None
+        self._kinds: frozenset[Kind] = frozenset()
+        self._types: kube.TypeTable | None = None
+        self._known: dict[str, _Known] = {}  # bundles Synced (or Suspended) as their target asks
+        self._keys: dict[str, frozenset[plan.Key]] = {}  # the objects each bundle names
+        self._index: dict[plan.Key, set[str]] = {}
+        self._unplaced = False  # the last round met bundles not placed here (removed, another source's)
+
+    def scope(
+        self,
+        targets: Mapping[str, plan.Target],
+        cache: cache_mod.ObjectCache | None,
+        *,
+        instance: str,
+        source: str | None,
+    ) -> frozenset[str] | None:
+        """The bundles of `targets` a round reading `cache` now plans, or None: every one."""
+        if cache is None or cache is not self._cache or self._mark is None or self._unplaced:
+            return None
+        if not all(cache.fresh(g, k, v) for g, k, v in self._kinds):
+            return None
+        changed = cache.changed_since(self._mark)
+        if changed is None or any(b not in targets for b in self._keys):
+            return None
+        record = (
+            _cm_key(inventory_mod.record_name(instance=instance, source=source))
+            if source is not None
+            else None
+        )
+        dirty: set[str] = set()
+        for k in changed:
+            owners = self._index.get(k)
+            if owners:
+                dirty |= owners
+            elif k == record or (k[0], k[1]) == ("", "Namespace"):
+                continue  # the record is read at every round; a namespace no bundle names is no work
+            else:
+                return None  # an object of fleet's that no bundle names: plan them all
+        for b, t in targets.items():
+            known = self._known.get(b)
+            if known is None or known.target != target_key(t):
+                dirty.add(b)
+        grew = True
+        while grew:  # what depends on a bundle planned is planned too (it may have to wait for it)
+            more = {b for b, t in targets.items() if b not in dirty and any(d in dirty for d in t.depends_on)}
+            dirty |= more
+            grew = bool(more)
+        return frozenset(dirty)
+
+    def fits(self, types: kube.TypeTable) -> bool:
+        """Whether a round's read, scoped by `scope`, met the type table the memory was made with."""
+        return types is self._types
+
+    def carried(self, bundle: str) -> BundleResult | None:
+        """A bundle not planned: its result as the round that planned it last left it, changing nothing."""
+        known = self._known.get(bundle)
+        return replace(known.result, changes=model.ChangeSet()) if known is not None else None
+
+    def established(
+        self,
+        *,
+        cache: cache_mod.ObjectCache | None,
+        mark: int | None,
+        types: kube.TypeTable,
+        kinds: Mapping[tuple[str, str], kube.ResourceType],
+        scoped: bool,
+        instance: str,
+        targets: Mapping[str, plan.Target],
+        protected: Collection[str],
+        cplan: plan.ClusterPlan,
+        results: Mapping[str, BundleResult],
+    ) -> None:
+        """Take in a round that ran to its end: `cplan` what it planned (`scoped`: only some bundles) for
+        `targets` and the `protected` (broken) bundles it met, `results` its bundles' results, `mark` the
+        cache's change number before its read."""
+        read = {(rt.group, rt.kind, rt.version) for rt in kinds.values()}
+        read |= {_kind(apply.CONFIGMAP), _kind(apply.NAMESPACE)}
+        self._kinds = self._kinds | read if scoped else frozenset(read)
+        self._cache, self._mark, self._types = cache, (mark if cache is not None else None), types
+        # Bundles in no target (no longer placed, another source's, a broken inventory): every round plans
+        # everything again until they are gone (they are planned from the server, and a prune may retry).
+        self._unplaced = any(b not in targets and b not in protected for b in cplan.bundles)
+        for b in [b for b in self._keys if b not in targets]:
+            del self._keys[b]
+            self._known.pop(b, None)
+        for b, p in cplan.bundles.items():
+            if b not in targets:
+                continue
+            refs = {s.ref for s in p.steps} | p.inventory_before | {s.ref for s in p.prune}
+            keys = {plan.key(r) for r in refs}
+            keys.add(_cm_key(model.inventory_name(instance=instance, bundle=b)))
+            if p.namespace:
+                keys.add(("", "Namespace", "", p.namespace))
+            self._keys[b] = frozenset(keys)
+            result = results.get(b)
+            clean = (
+                result is not None
+                and (
+                    (result.state is model.State.SYNCED and p.outcome is plan.Outcome.RUN)
+                    or (result.state is model.State.SUSPENDED and p.outcome is plan.Outcome.SUSPENDED)
+                )
+                and not p.keep
+                and not p.conflicts
+            )
+            if clean and result is not None:
+                self._known[b] = _Known(target_key(targets[b]), result)
+            else:
+                self._known.pop(b, None)
+        self._index = {}
+        for b, named in self._keys.items():
+            for k in named:
+                self._index.setdefault(k, set()).add(b)
+
+
+def _kind(rt: kube.ResourceType) -> Kind:
+    return (rt.group, rt.kind, rt.version)
+
+
+def _cm_key(name: str) -> plan.Key:
+    return ("", "ConfigMap", model.INVENTORY_NAMESPACE, name)
