@@ -196,38 +196,53 @@ async def _pump(
     interval = cluster.settings.bookmark_interval
     next_bookmark = loop.time() + interval if bookmarks else float("inf")
     final_bookmark_sent = False
-    while True:
-        if w.queue:
-            data = b"".join(w.queue)
-            w.queue.clear()
-            w.wake.clear()
-            await resp.write(data)
-            if w.close_after_drain:
+    # One timer for the next bookmark or the end of the stream, re-armed only when that moment changes
+    # or the timer rang: not one per event delivered (a stream wakes for every event of its watch).
+    timer: asyncio.TimerHandle | None = None
+    timer_at = 0.0
+    rang = False
+
+    def ring() -> None:
+        nonlocal rang
+        rang = True
+        w.wake.set()
+
+    try:
+        while True:
+            if w.queue:
+                data = b"".join(w.queue)
+                w.queue.clear()
+                w.wake.clear()
+                await resp.write(data)
+                if w.close_after_drain:
+                    return
+                continue
+            if w.closed:
                 return
-            continue
-        if w.closed:
-            return
-        now_ = loop.time()
-        if now_ >= deadline:
-            return
-        if bookmarks and not final_bookmark_sent and deadline - now_ <= 2.0 and timeout_s > 2.0:
-            final_bookmark_sent = True
-            await resp.write(watches.bookmark(rtype, cluster.rv))
-            continue
-        if now_ >= next_bookmark:
-            next_bookmark = now_ + interval
-            await resp.write(watches.bookmark(rtype, cluster.rv))
-            continue
-        wake_at = min(deadline, next_bookmark)
-        if bookmarks and not final_bookmark_sent and timeout_s > 2.0:
-            wake_at = min(wake_at, deadline - 2.0)
-        w.wake.clear()
-        try:
-            # A timeout scope, not `wait_for`: no task per wake-up (one per event delivered to a watcher).
-            async with asyncio.timeout_at(wake_at):
-                await w.wake.wait()
-        except TimeoutError:
-            pass
+            now_ = loop.time()
+            if now_ >= deadline:
+                return
+            if bookmarks and not final_bookmark_sent and deadline - now_ <= 2.0 and timeout_s > 2.0:
+                final_bookmark_sent = True
+                await resp.write(watches.bookmark(rtype, cluster.rv))
+                continue
+            if now_ >= next_bookmark:
+                next_bookmark = now_ + interval
+                await resp.write(watches.bookmark(rtype, cluster.rv))
+                continue
+            wake_at = min(deadline, next_bookmark)
+            if bookmarks and not final_bookmark_sent and timeout_s > 2.0:
+                wake_at = min(wake_at, deadline - 2.0)
+            if timer is None or rang or timer_at != wake_at:
+                if timer is not None:
+                    timer.cancel()
+                rang = False
+                timer, timer_at = loop.call_at(wake_at, ring), wake_at
+            w.wake.clear()
+            await w.wake.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def scale_of(obj: dict[str, Any], rtype: types.ResourceType | None = None) -> dict[str, Any]:
