@@ -20,9 +20,20 @@ as much client CPU per request as the rest of a sync: docs/benchmarks.md); kr8s'
 rediscover per call, lowercase kinds and retry 401/403 by rebuilding clients, all of which we avoid.
 A path is sent exactly as given: `/apis` without the slash kr8s would add (a real kube-apiserver answers
 `/apis/` with legacy discovery whatever the Accept header asks).
+
+Start-up: kr8s imports httpx, and httpx's package imports its command-line client (`httpx._main`: click,
+rich, pygments), which no fleet process runs. Unless httpx is loaded already, that module is marked
+absent here, before anything imports kr8s: httpx then defines the stub `main` it has for an install
+without its `cli` extra, and every `fleet` command that talks to clusters starts without it (0.2e9 of
+`fleet sync`'s 3.1e9 instructions of start-up: docs/benchmarks.md, "Start-up and worker processes").
 """
 
 from __future__ import annotations
+
+import sys
+
+if "httpx" not in sys.modules:
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 from fleet.clients.kube.answers import (
     ApiError,
