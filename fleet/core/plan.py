@@ -33,6 +33,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import weakref
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -231,14 +232,38 @@ def marked(obj: Mapping[str, Any], *, bundle: str, instance: str) -> dict[str, A
     return out
 
 
+class _Marks:
+    """`marked` of one tuple of desired objects, per (bundle, instance). It holds the tuple, so the tuple's
+    id, its key in `_SHARED`, stays its own for as long as the marks are kept."""
+
+    __slots__ = ("__weakref__", "by_owner", "objects")
+
+    def __init__(self, objects: tuple[Mapping[str, Any], ...]) -> None:
+        self.objects = objects
+        self.by_owner: dict[tuple[str, str], tuple[dict[str, Any], ...]] = {}
+
+
+# The marks of every objects tuple some live DesiredSet holds: clusters of one variant share one render's
+# objects (`fleet.core.render.fleetwide`), each with its own DesiredSet. An entry goes when the last
+# DesiredSet holding its marks does.
+_SHARED: weakref.WeakValueDictionary[int, _Marks] = weakref.WeakValueDictionary()
+
+
 def marked_objects(desired: model.DesiredSet, *, bundle: str, instance: str) -> tuple[dict[str, Any], ...]:
-    """`marked` of each of `desired`'s objects, in order, made once per `DesiredSet` (a pair keeps its
-    DesiredSet across revisions while what it renders does not change, and every round asks for it twice:
-    drift's desired objects and the plan). Shared by those callers: not to be changed."""
-    memo: dict[tuple[str, str], tuple[dict[str, Any], ...]] = desired.__dict__.setdefault("_marked", {})
-    done = memo.get((bundle, instance))
+    """`marked` of each of `desired`'s objects, in order, made once per tuple of objects: once for all the
+    clusters that share one render (a cold sync of 50 clusters hashed each object 50 times), and once per
+    DesiredSet (a pair keeps its DesiredSet across revisions while what it renders does not change, and
+    every round asks for it twice: drift's desired objects and the plan). Shared by those callers: not to
+    be changed."""
+    marks: _Marks | None = desired.__dict__.get("_marks")
+    if marks is None:
+        marks = _SHARED.get(id(desired.objects))
+        if marks is None or marks.objects is not desired.objects:
+            marks = _SHARED[id(desired.objects)] = _Marks(desired.objects)
+        desired.__dict__["_marks"] = marks
+    done = marks.by_owner.get((bundle, instance))
     if done is None:
-        done = memo[(bundle, instance)] = tuple(
+        done = marks.by_owner[(bundle, instance)] = tuple(
             marked(o, bundle=bundle, instance=instance) for o in desired.objects
         )
     return done

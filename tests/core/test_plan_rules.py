@@ -409,3 +409,40 @@ def test_a_round_over_renders_it_planned_before_hashes_none_of_their_objects_aga
         sys.setprofile(None)
     assert hashes == 0
     assert again == first and all(s.op is plan.Op.UNCHANGED for s in again.bundles["web"].steps)
+
+
+def test_clusters_whose_renders_share_their_objects_hash_each_object_once_for_all_of_them() -> None:
+    # Clusters of one variant share one render's objects (fleet.core.render.fleetwide); each cluster has
+    # its own DesiredSet. A cold sync of 50 clusters would otherwise hash every object 50 times.
+    objects = tuple(cm(f"c{i}", data={"k": str(i)}) for i in range(5))
+    sets = [
+        model.DesiredSet(bundle="web", cluster=f"c{n}", objects=objects, hash="h", namespace=None)
+        for n in range(3)
+    ]
+    hashes = 0
+
+    def count(frame: FrameType, event: str, arg: Any) -> None:
+        nonlocal hashes
+        if event == "call" and frame.f_code is plan.object_hash.__code__:
+            hashes += 1
+
+    sys.setprofile(count)
+    try:
+        marked = [plan.marked_objects(ds, bundle="web", instance=INSTANCE) for ds in sets]
+    finally:
+        sys.setprofile(None)
+    assert hashes == len(objects)
+    assert marked[0] == tuple(plan.marked(o, bundle="web", instance=INSTANCE) for o in objects)
+    assert marked[1] is marked[0] and marked[2] is marked[0]
+    # Another owner or bundle name marks them anew; equal objects that are not the same render do too.
+    assert (
+        plan.marked_objects(sets[1], bundle="web", instance="other")[0]["metadata"]["labels"][
+            model.LABEL_OWNER
+        ]
+        == "other"
+    )
+    copy = model.DesiredSet(
+        bundle="web", cluster="c9", objects=tuple(dict(o) for o in objects), hash="h", namespace=None
+    )
+    assert plan.marked_objects(copy, bundle="web", instance=INSTANCE) == marked[0]
+    assert plan.marked_objects(copy, bundle="web", instance=INSTANCE) is not marked[0]
