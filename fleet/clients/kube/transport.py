@@ -272,15 +272,15 @@ class Transport:
                 self.stats.requests += 1
                 self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
                 try:
-                    with anyio.fail_after(max(0.0, limit)):
-                        status, raw, answer_headers = await http.send(
-                            method,
-                            path,
-                            params=params,
-                            headers=headers,
-                            content=content,
-                            cap=s.max_answer_bytes,
-                        )
+                    status, raw, answer_headers = await http.send(
+                        method,
+                        path,
+                        params=params,
+                        headers=headers,
+                        content=content,
+                        cap=s.max_answer_bytes,
+                        within=limit,
+                    )
                 except session.TooLarge as e:
                     raise answers.BadAnswer(
                         f"{what}: the answer is larger than {s.max_answer_bytes} bytes "
