@@ -49,9 +49,10 @@ tools: $(TOOL_BINS) $(HELM)
 # start once), since its tests mostly wait on processes, leases and deadlines. Each worker starts its own
 # real control plane and Jaeger when it first needs them (free ports, a folder of its own:
 # tests/support/kube.py); the differential line adds up both workers' cases.
+# The slow part lists its 20 slowest tests: what to look at first when `make test` grows.
 unit: $(STAMP) browser tools
 	$(BIN)/pytest -q -n 2 -m "not slow"
-	$(BIN)/pytest -q -n 2 --dist loadfile -m slow
+	$(BIN)/pytest -q -n 2 --dist loadfile -m slow --durations=20
 
 test: lint typecheck unit
 
