@@ -181,4 +181,8 @@ class EngineBase:
         if context is not None:
             rt.pending.revision_context = context
         rt.wake.set()
-        self.metrics.queue_depth.set(sum(1 for r in self.clusters.values() if r.pending is not None))
+
+    def _queue_depth(self) -> float:
+        """The clusters waiting for a round: `fleet_queue_depth`, counted when it is scraped (counted at
+        every wake, it cost a pass over every cluster per wake: quadratic in the clusters per commit)."""
+        return float(sum(1 for r in list(self.clusters.values()) if r.pending is not None))

@@ -33,6 +33,7 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -85,6 +86,7 @@ class Engine(revisions.Revisions):
         self._refused: tuple[str, str] | None = None  # (sha, message): the tip is over a content limit
         self._fetch_message: str | None = None  # why the last fetch failed
         self.clusters: dict[str, runtime.ClusterRuntime] = {}
+        self.metrics.queue_depth.set_function(self._queue_depth)
         self.desired: pipeline.Desired | None = None
         self.revision: statedb.RevisionRow = statedb.RevisionRow()
         self.revision_context: trace.SpanContext | None = None
@@ -189,7 +191,7 @@ class Engine(revisions.Revisions):
                     "message": f"nothing is enforced: {self._nothing_enforced}",
                 }
             )
-        owned = {name: rt for name, rt in self.clusters.items() if self.ownership.owns(name)}
+        owned = self.ownership.owned(self.clusters) if self.shared is None else set()
         replica = self.ownership.document(self.clusters)
         doc = {
             **({"replica": replica} if replica is not None else {}),
@@ -200,12 +202,18 @@ class Engine(revisions.Revisions):
             "fetchedAt": rev.fetched_at,
             "errors": errors_,
             "stateStore": self.store_health.document(),
-            # A replica shows the clusters it owns; a single replica owns them all.
-            "clusters": {name: rt.document() for name, rt in sorted(owned.items())},
+            # A replica shows the clusters it owns; a single replica owns them all. With the state of
+            # record, the whole fleet's view below replaces them.
+            "clusters": {}
+            if self.shared is not None
+            else {name: rt.document() for name, rt in sorted(self.clusters.items()) if name in owned},
             "rollouts": self.rollouts.documents(),
         }
         if self.shared is not None:  # every shard's clusters, from their summaries
-            known = {name: rt.document() for name, rt in sorted(self.clusters.items())}
+            # Only the documents the whole fleet's view takes from this replica: built for every cluster
+            # twice per GET, they were most of its cost at 1,000 clusters (docs/benchmarks.md).
+            need = self.shared.known_needed(self.clusters)
+            known = {name: self.clusters[name].document() for name in sorted(need)}
             doc = self.shared.whole_fleet(doc, known=known)
         return doc
 
@@ -218,11 +226,14 @@ class Engine(revisions.Revisions):
         )  # fmt: skip
         self.shared = sh
 
-    def _summary_documents(self) -> dict[str, dict[str, Any]]:
-        """This replica's clusters' status documents for its shards' summaries, each bundle with the
-        time it came to hold its revision (`since`, for `GET /api/v1/revisions/SHA` on other replicas)."""
+    def _summary_documents(self, wanted: Callable[[str], bool]) -> dict[str, dict[str, Any]]:
+        """The status documents of the clusters `wanted` (those of the shards whose summaries are written
+        now), each bundle with the time it came to hold its revision (`since`, for
+        `GET /api/v1/revisions/SHA` on other replicas)."""
         out = {}
         for name, rt in self.clusters.items():
+            if not wanted(name):
+                continue
             doc = rt.document()
             for b, st in rt.bundles.items():
                 doc["bundles"][b]["since"] = st.since

@@ -43,6 +43,15 @@ class Ownership:
             return True
         return sharding.shard_of(cluster, shards=self.replica.shards) in self.replica.writable()
 
+    def owned(self, clusters: Iterable[str]) -> set[str]:
+        """Of `clusters`, those this process may write to now (`owns` of each, the writable shards asked
+        once for all of them)."""
+        replica = self.replica
+        if replica is None:
+            return set(clusters)
+        held = replica.writable()
+        return {c for c in clusters if sharding.shard_of(c, shards=replica.shards) in held}
+
     def deadline(self, cluster: str) -> float:
         """When (monotonic clock) writes to `cluster` must have stopped: infinity for a single replica,
         minus infinity when it may not write now."""

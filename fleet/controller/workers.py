@@ -82,9 +82,6 @@ class Workers(watches.Watches):
                         return
                     request = rt.pending or runtime.Request(reasons={why})
                     rt.pending = None
-                    self.metrics.queue_depth.set(
-                        sum(1 for r in self.clusters.values() if r.pending is not None)
-                    )
                     if rt.broken is not None or rt.cluster is None or self.desired is None:
                         continue
                     if not self.ownership.owns(rt.name):  # another replica's (docs/scaling.md)

@@ -62,7 +62,14 @@ def _digest64(text: str) -> int:
 
 def shard_of(cluster: str, *, shards: int) -> int:
     """The shard (0 .. shards-1) of the cluster called `cluster`. Never changes across versions."""
-    return _digest64(cluster) % check_shards(shards)
+    return _name_digest(cluster) % check_shards(shards)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _name_digest(cluster: str) -> int:
+    """A cluster name's digest, kept: shards are asked of every cluster several times a period (status
+    summaries, the status document, ownership), a SHA-256 each."""
+    return _digest64(cluster)
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -117,7 +117,7 @@ async def replica(
     )
     conductor.restore()
     sh = shared.Shared(store, owner=owner, period=period)
-    sh.attach(conductor, documents=lambda: {})
+    sh.attach(conductor, documents=lambda wanted: {})
     return Replica(store=store, conductor=conductor, shared=sh, woken=woken)
 
 
@@ -219,8 +219,8 @@ def test_the_status_of_either_replica_shows_every_cluster_and_a_shard_without_su
     async def main() -> None:
         a = await replica(sim, tmp_path, Owner("a", frozenset({0}), coordinator=True))
         b = await replica(sim, tmp_path, Owner("b", frozenset({1}), coordinator=False))
-        a.shared._documents = lambda: {c1: doc("Synced")}
-        b.shared._documents = lambda: {c2: doc("Failed")}
+        a.shared._documents = lambda _wanted: {c1: doc("Synced")}
+        b.shared._documents = lambda _wanted: {c2: doc("Failed")}
         try:
             await a.shared.step()
             await b.shared.step()
@@ -316,7 +316,7 @@ def test_a_shard_summary_over_the_size_limit_is_reported_by_name_and_the_other_s
 
     async def main() -> None:
         a = await replica(sim, tmp_path, Owner("a", frozenset({0, 1}), coordinator=True))
-        a.shared._documents = lambda: {**big, **small}
+        a.shared._documents = lambda _wanted: {**big, **small}
         try:
             await a.shared.step()
             assert a.shared.problem is not None
@@ -379,7 +379,7 @@ def test_a_cluster_its_shards_summary_does_not_hold_yet_is_listed_as_unknown_nev
     async def main() -> None:
         a = await replica(sim, tmp_path, Owner("a", frozenset({0, 2, 3}), coordinator=True))
         b = await replica(sim, tmp_path, Owner("b", frozenset({1}), coordinator=False))
-        b.shared._documents = lambda: {c2: doc("Synced")}
+        b.shared._documents = lambda _wanted: {c2: doc("Synced")}
         try:
             await b.shared.step()
             await a.shared.step()
