@@ -281,3 +281,36 @@ def test_the_metrics_of_either_replica_say_who_holds_every_shard_and_drop_the_cl
         assert f'cluster="{mine}"' not in (await a.http.get("/metrics")).text
 
     run(sim, tmp_path, body)
+
+
+def test_a_replica_builds_the_documents_of_its_own_clusters_only_for_its_summaries_and_its_status(
+    sim: testing.SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other replica's clusters come from their summaries: a period and a status GET build a document
+    for each of this replica's clusters once (before, every cluster's once per period and twice per GET:
+    most of the status API's and the summaries' CPU at 1,000 clusters, docs/benchmarks.md)."""
+    built: list[str] = []
+    document = runtime.ClusterRuntime.document
+
+    def counted(rt: runtime.ClusterRuntime) -> dict[str, object]:
+        built.append(rt.name)
+        return document(rt)
+
+    monkeypatch.setattr(runtime.ClusterRuntime, "document", counted)
+
+    async def body(a: Served, b: Served) -> None:
+        mine = a.mine()
+        assert 0 < len(mine) < len(CLUSTERS)
+        built.clear()
+        await a.shared.step()
+        assert sorted(built) == mine
+        built.clear()
+        got = await a.http.get("/api/v1/status")
+        assert got.status_code == 200, got.text
+        assert sorted(built) == mine
+        clusters = got.json()["clusters"]
+        assert sorted(clusters) == CLUSTERS  # still the whole fleet, the others from their summaries
+        assert all(clusters[c]["bundles"]["web"]["revision"] == REV for c in CLUSTERS)
+        assert all("since" not in clusters[c]["bundles"]["web"] for c in CLUSTERS)
+
+    run(sim, tmp_path, body)
