@@ -310,6 +310,19 @@ def test_an_unreadable_summary_names_it() -> None:
         sm.decode_summary(obj)
 
 
+def test_a_record_holding_what_its_writer_never_writes_nan_is_unreadable_not_taken_in() -> None:
+    """Records are written without NaN or infinities (`records.dumps`); one that holds them was not written
+    by fleet and is an error naming the ConfigMap and field, not a document shown with a NaN in it."""
+    obj = stored(
+        sm.encode_summary(sm.Summary(shard=1, shards=4, writer="a", epoch=1, updated_at=1.0), instance="f")
+    )
+    obj["data"]["clusters.json"] = '{"c-1": {"state": "Synced", "lastSyncAt": NaN}}'
+    with pytest.raises(
+        rec.RecordError, match=r"ConfigMap/fleet-system/f-status-1: data.clusters.json is not JSON"
+    ):
+        sm.decode_summary(obj)
+
+
 def test_a_summary_written_by_a_newer_owner_of_the_shard_fences_out_an_older_one() -> None:
     newer = sm.Summary(shard=1, shards=4, writer="b", epoch=5, updated_at=1.0)
     assert sm.fenced(newer, shards=4, epoch=4)
