@@ -92,6 +92,7 @@ class Records:
         self._segment: rec.Segment | None = None  # this replica's newest history segment, as last written
         self._decoded: dict[tuple[str, str], rec.Segment] = {}  # (name, resourceVersion) -> segment
         self._summaries: dict[tuple[str, str], sm.Summary] = {}  # (name, resourceVersion) -> summary
+        self._summary_versions: dict[str, str] = {}  # a summary's name -> the version this replica wrote last
 
     # -- requests --------------------------------------------------------------------------------------
 
@@ -448,8 +449,17 @@ class Records:
 
     async def write_summary(self, s: sm.Summary) -> sm.Summary:
         """Write a shard's summary over the one in place; `Fenced` when a newer owner of the shard wrote
-        that one, `Conflict` when it changed between the read and the write."""
+        that one, `Conflict` when it changed between the read and the write. Written again by this
+        replica, it goes over the version this replica last wrote, without reading it first: any other
+        write since (a newer owner's) changed that version, so the write is refused (409) and the summary
+        is then read, checked and written as the first time."""
         name = rec.name_for(rec.STATUS, instance=self.instance, shard=s.shard)
+        mine = self._summary_versions.get(name)
+        if mine is not None:
+            try:
+                return await self._put_summary(s, name=name, version=mine)
+            except Conflict:
+                self._summary_versions.pop(name, None)
         found = await self._get(name)
         existing = sm.decode_summary(found) if found is not None else None
         if sm.fenced(existing, shards=s.shards, epoch=s.epoch):
@@ -458,11 +468,17 @@ class Records:
                 f"{rec.where(name)}: written by {existing.writer} at epoch {existing.epoch}, newer than this "
                 f"replica's {s.epoch}; not overwritten"
             )
-        version = existing.meta.version if existing is not None else ""
+        return await self._put_summary(s, name=name, version=existing.meta.version if existing else "")
+
+    async def _put_summary(self, s: sm.Summary, *, name: str, version: str) -> sm.Summary:
         written = await self._put(
             sm.encode_summary(replace(s, meta=rec.Meta(name, version)), instance=self.instance)
         )
-        return sm.decode_summary(written)
+        meta = written.get("metadata") or {}
+        now = str(meta.get("resourceVersion") or "")
+        if now:
+            self._summary_versions[name] = now
+        return replace(s, meta=rec.Meta(name, now))
 
 
 def _rollout_codec(store: Records, item: Mapping[str, Any]) -> Any:

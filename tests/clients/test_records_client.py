@@ -241,3 +241,34 @@ def test_an_unreachable_management_cluster_is_a_state_error_not_an_empty_answer(
         assert isinstance(raised.value, rec.errors.StateError)
 
     run(sim, "a", body=body)
+
+
+def test_a_summary_written_again_by_its_owner_is_one_put_and_a_write_by_another_in_between_is_still_met(
+    sim: testing.SimHandle,
+) -> None:
+    """Its owner writes a shard's summary every time its clusters change: over the version it wrote last,
+    without reading it first; a newer owner's write in between changed that version, so the older owner's
+    write is refused and, read again, fenced (never written over)."""
+
+    def requests(since: int) -> list[tuple[str, str]]:
+        return [(r["method"], r["path"].rsplit("/", 1)[-1]) for r in sim.journal_sync("mgmt", since=since)]
+
+    async def body(a: records_client.Records, b: records_client.Records) -> None:
+        doc = {"state": "Synced", "bundles": {}}
+        s = summaries.Summary(shard=3, shards=8, writer="a", epoch=1, updated_at=1.0, clusters={"c1": doc})
+        first = await a.write_summary(s)
+        mark = sim.journal_sync("mgmt")[-1]["seq"]
+        again = await a.write_summary(summaries.Summary(**{**s.__dict__, "updated_at": 2.0}))
+        assert requests(mark) == [("PUT", "fleet-status-3")]
+        assert again.meta.version not in ("", first.meta.version)
+        (stored,) = await a.summaries()
+        assert (stored.updated_at, stored.meta.version) == (2.0, again.meta.version)
+        await b.write_summary(
+            summaries.Summary(**{**s.__dict__, "writer": "b", "epoch": 2, "updated_at": 3.0})
+        )
+        with pytest.raises(records_client.Fenced, match=r"fleet-status-3: written by b at epoch 2"):
+            await a.write_summary(summaries.Summary(**{**s.__dict__, "updated_at": 4.0}))
+        (stored,) = await a.summaries()
+        assert (stored.writer, stored.updated_at) == ("b", 3.0)
+
+    run(sim, "a", "b", body=body)

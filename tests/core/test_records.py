@@ -295,6 +295,18 @@ def test_a_status_summary_round_trips_with_its_observations() -> None:
     assert back == sm.Summary(**{**s.__dict__, "meta": rec.Meta("fleet-status-2", "7")})
 
 
+def test_a_summary_is_written_compact_with_sorted_keys_and_its_text_as_it_is() -> None:
+    doc = {"state": "Failed", "lastError": "apply: the field \u00e9t\u00e9 is refused", "bundles": {}}
+    s = sm.Summary(shard=1, shards=4, writer="a", epoch=1, updated_at=1.0, clusters={"c-1": doc})
+    text = sm.encode_summary(s, instance="f")["data"]["clusters.json"]
+    assert (
+        text
+        == '{"c-1":{"bundles":{},"lastError":"apply: the field \u00e9t\u00e9 is refused","state":"Failed"}}'
+    )
+    assert "\\u" not in text  # not escaped: one byte less than six per character
+    assert sm.decode_summary(stored(sm.encode_summary(s, instance="f"))).clusters == {"c-1": doc}
+
+
 def test_an_unreadable_summary_names_it() -> None:
     obj = stored(
         sm.encode_summary(sm.Summary(shard=1, shards=4, writer="a", epoch=1, updated_at=1.0), instance="f")
