@@ -340,6 +340,9 @@ class Shared:
         self._fetch_seen: str | None = None  # the version of the fetch request last seen (None: not read yet)
         self.watch: following.RolloutWatch | None = None  # a follower's watch of the rollouts (`attach`)
         self._listed_at = 0.0  # when the rollouts were last listed
+        # cluster -> (its summary document's bundles, the document as the status shows it): read-only, shared
+        # by the status documents (they are only encoded)
+        self._shown: dict[str, tuple[object, dict[str, Any]]] = {}
 
     def attach(
         self,
@@ -641,7 +644,17 @@ class Shared:
         unknown, and the document's errors name the shards and any failure to read the records."""
         owner = self.owner
         mine = owner.writable()
-        clusters: dict[str, Any] = {n: _public(d) for n, d in self.merged.clusters.items()}
+        clusters: dict[str, Any] = {}
+        shown: dict[str, tuple[object, dict[str, Any]]] = {}
+        for n, summarised in self.merged.clusters.items():
+            # A summary read again unchanged is not decoded again (`Records.summaries`): its clusters'
+            # documents are the same objects, and what they show is made once, not at every GET.
+            hit, bundles = self._shown.get(n), summarised.get("bundles")
+            if hit is None or bundles is None or hit[0] is not bundles:
+                hit = (bundles, _public(summarised))
+            shown[n] = hit
+            clusters[n] = hit[1]
+        self._shown = shown
         for name, d in known.items():
             if owner.shard_of(name) in mine:
                 clusters[name] = dict(d)

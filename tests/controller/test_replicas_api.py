@@ -314,3 +314,27 @@ def test_a_replica_builds_the_documents_of_its_own_clusters_only_for_its_summari
         assert all("since" not in clusters[c]["bundles"]["web"] for c in CLUSTERS)
 
     run(sim, tmp_path, body)
+
+
+def test_the_status_shows_the_other_replicas_clusters_as_their_summary_has_them_now(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    """What a status GET shows of a summary's clusters is kept while the summary is unchanged, and follows
+    it when its owner writes it again."""
+
+    async def body(a: Served, b: Served) -> None:
+        theirs = b.mine()[0]
+        shown = (await a.http.get("/api/v1/status")).json()["clusters"][theirs]
+        assert shown["bundles"]["web"]["revision"] == REV
+        assert (await a.http.get("/api/v1/status")).json()["clusters"][theirs] == shown
+        b.engine.clusters[theirs].bundles["web"].revision = OLD
+        await b.shared.step()  # b writes the shard's summary again
+        await a.shared.step()  # a reads it
+        again = (await a.http.get("/api/v1/status")).json()["clusters"][theirs]
+        assert again["bundles"]["web"]["revision"] == OLD
+        assert "since" not in again["bundles"]["web"]
+        assert {k: v for k, v in again.items() if k != "bundles"} == {
+            k: v for k, v in shown.items() if k != "bundles"
+        }
+
+    run(sim, tmp_path, body)
