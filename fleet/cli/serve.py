@@ -3,7 +3,8 @@
 Owns: turning options (each also from a ``FLEET_<OPTION>`` environment variable) into settings, wiring
 the engine, the HTTP server, telemetry and signal handling; with `--management-kubeconfig`, this process's
 replica (`fleet.cli.replication`, docs/scaling.md) and its state of record in the management cluster
-(`fleet.controller.shared`: the records installed before the engine starts). Does not: hold any
+(`fleet.controller.shared`: the records installed before the engine starts); the process's cycle
+collector once the engine is ready (`lean_collector`). Does not: hold any
 logic of the engine (`fleet.controller.engine`) or of the HTTP API (`fleet.controller.server`).
 """
 

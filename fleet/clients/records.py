@@ -10,7 +10,8 @@ this replica's history segments (`append`: a batch of entries added to its newes
 resourceVersion, a new segment when it is full; `history`: every replica's segments merged; `prune`:
 segments past the retention deleted whole); requests handed on (`hand_on`, `requests`, `handled`: a
 reconcile for a shard's owner; `announce_fetch`: the instance's fetch request); status summaries (`summaries`; `write_summary`: over the
-resourceVersion of the summary found, and not at all when a newer owner of the shard wrote it).
+resourceVersion of the summary found, and not at all when a newer owner of the shard wrote it; written
+again, over the version this replica wrote last without reading it first, read only when that is refused).
 
 Every write is a compare-and-swap: a create fails when the record exists, an update or delete carries the
 resourceVersion read; a 409 comes back as `Conflict` (another replica wrote it; read again), never as a
