@@ -30,7 +30,7 @@ from fleet.cluster import reconcile
 from fleet.cluster import scope as round_scope
 from fleet.cluster import watch as watching
 from fleet.controller import rollouts
-from fleet.core import backoff, health, model
+from fleet.core import backoff, health, inventory, model
 from fleet.core import history as hist
 
 
@@ -120,6 +120,10 @@ class ClusterRuntime:
     # objects drift repair keeps it at (the cluster's own revisions, not necessarily the newest).
     holds: dict[str, rollouts.Hold] = field(default_factory=dict)
     objects: Mapping[model.ObjectRef, Mapping[str, Any]] = field(default_factory=dict)
+    # The claim of the revision those objects were handed under (that round's claim): drift repair is
+    # judged against the revision record with it, not with the engine's newest claim, which it adopts for
+    # every cluster at once, before each cluster's next round (docs/reconcile.md, "Replicas of one source").
+    claim: inventory.Claim | None = None
     waiting: bool = False  # every bundle not Synced is only waiting for its turn in a rollout
     retry_at: str | None = None  # while its worker waits to retry a failed round: when at the latest
     probing: bool = False  # a health probe for a rollout runs (see Engine._probe)

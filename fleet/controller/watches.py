@@ -148,7 +148,7 @@ class Watches(persistence.Persistence):
             on_health=self.watch_update,
             on_repair=self._repaired,
             around_repair=functools.partial(self._drift_span, rt),
-            claim=lambda: self.claim,
+            claim=lambda: rt.claim,  # the claim its objects were handed under, not the newest
             cache=cache if self.settings.watch_cache else None,
         )
         if watcher.cache is not None:

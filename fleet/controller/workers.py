@@ -131,10 +131,11 @@ class Workers(watches.Watches):
         assert desired is not None and cluster is not None
         targets, holds = self._composite(rt, desired)
         sig = pipeline.signature(targets, desired.protected)
-        rt.objects = drift.desired_objects(targets, instance=self.settings.instance)
+        claim = self.claim
+        # Together: the watch repairs these objects under this claim until the cluster's next round.
+        rt.objects, rt.claim = drift.desired_objects(targets, instance=self.settings.instance), claim
         rt.holds = dict(holds)
         revision = self.revision.sha
-        claim = self.claim
         links = []
         if request.revision_context is not None:
             parent = trace.set_span_in_context(trace.NonRecordingSpan(request.revision_context))

@@ -129,7 +129,12 @@ class Running:
 
 @asynccontextmanager
 async def running(
-    tmp_path: Path, sim: testing.SimHandle, repo: GitOpsRepo, **overrides: Any
+    tmp_path: Path,
+    sim: testing.SimHandle,
+    repo: GitOpsRepo,
+    *,
+    request_timeout: float = 5.0,
+    **overrides: Any,
 ) -> AsyncIterator[Running]:
     kubeconfig = await kube.load_kubeconfig(str(sim.kubeconfig), allow_exec_auth=False)
     store = statedb.StateStore(tmp_path / "state" / "state.db")
@@ -145,7 +150,7 @@ async def running(
     eng = engine.Engine(
         engine.Settings(**fields),
         kubeconfig=kubeconfig,
-        kube_settings=kube.Settings(request_timeout=5.0, retry_budget=5.0, backoff_base=0.05),
+        kube_settings=kube.Settings(request_timeout=request_timeout, retry_budget=5.0, backoff_base=0.05),
         store=store,
     )
     try:
