@@ -5,7 +5,9 @@ instance; a gone object is created (no other manager can hold its fields, so no 
 object without our owner label or owned by another instance is never written (CONFLICT). Secret values
 never reach a message. Given the controller's `inventory.Claim`, it first reads the source's revision
 record (one GET per batch): a newer revision of the same source there (another replica ahead of this
-one) makes every object of the batch SKIPPED, never written back to the older revision.
+one) makes every object of the batch SKIPPED, never written back to the older revision. Given
+`may_write` (a replica's ownership of the cluster), it asks it right before each write: False makes the
+object SKIPPED, not written (docs/scaling.md, "Fenced writes").
 Does not: decide what is drift (`fleet.core.drift`, pure), watch (`fleet.cluster.watch`), inventories,
 prune or full reconciles (`fleet.cluster.reconcile`: a repair that fails, e.g. because a namespace is
 gone, is for the engine's next full round).
@@ -13,7 +15,7 @@ gone, is for the engine's next full round).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +45,18 @@ async def _repair_one(
     *,
     instance: str,
     out: dict[plan.Key, Mapping[str, Any]],
+    may_write: Callable[[], bool] | None = None,
 ) -> model.Change:
+    def refused() -> model.Change | None:
+        """Asked right before each write (a replica: docs/scaling.md, "Fencing"): a replica that may not
+        write to the cluster now (its shard's lease lost, or not renewed within the renew deadline, e.g.
+        after a stall) writes nothing, whatever its cancel scopes have not caught up with yet."""
+        if may_write is None or may_write():
+            return None
+        return model.Change(
+            ref, model.Action.SKIPPED, f"{ref}: not repaired: this replica may not write to the cluster now"
+        )
+
     if drift.labels_of(obj).get(model.LABEL_OWNER) != instance:
         return model.Change(
             ref, model.Action.FAILED, f"{ref}: not repaired: the desired object lacks fleet's owner label"
@@ -56,6 +69,8 @@ async def _repair_one(
     try:
         live = await client.get(rt, namespace=namespace, name=ref.name)
         if live is None:
+            if (stop := refused()) is not None:
+                return stop
             doc, _created = await client.apply(rt, obj, force=False, secrets=secrets)
             out[plan.key(ref)] = doc
             return model.Change(ref, model.Action.CREATED, f"{ref}: recreated after it was deleted")
@@ -66,6 +81,8 @@ async def _repair_one(
         if owner != instance:
             why = f"owned by fleet instance {owner!r}" if owner else f"no longer labelled {model.LABEL_OWNER}"
             return model.Change(ref, model.Action.CONFLICT, f"{ref}: {why}; not written")
+        if (stop := refused()) is not None:
+            return stop
         doc, _created = await client.apply(rt, obj, force=True, secrets=secrets)
     except kube.ConflictError as e:
         return model.Change(ref, model.Action.CONFLICT, str(e))
@@ -86,6 +103,7 @@ async def repair_objects(
     instance: str,
     concurrency: int = 8,
     claim: inventory.Claim | None = None,
+    may_write: Callable[[], bool] | None = None,
 ) -> Repaired:
     """`repair`, also returning the objects as the server answered (to learn their normalised form)."""
     result = Repaired()
@@ -113,7 +131,9 @@ async def repair_objects(
 
     async def one(i: int, ref: model.ObjectRef, obj: Mapping[str, Any]) -> None:
         async with limiter:
-            changes[i] = await _repair_one(client, types, ref, obj, instance=instance, out=result.objects)
+            changes[i] = await _repair_one(
+                client, types, ref, obj, instance=instance, out=result.objects, may_write=may_write
+            )
 
     async with anyio.create_task_group() as tg:
         for i, (ref, obj) in enumerate(order):

@@ -211,6 +211,7 @@ class ClusterWatch:
         claim: Callable[[], inventory.Claim | None] | None = None,
         on_change: Callable[[str], None] | None = None,
         cache: cache_mod.ObjectCache | None = None,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self.client = client
         self.cache = cache
@@ -233,6 +234,7 @@ class ClusterWatch:
         self._on_repair = on_repair
         self._around_repair = around_repair
         self._claim = claim
+        self._may_write = may_write  # asked right before each repair's write (a replica's ownership)
         self._on_change = on_change
         self._kinds: set[Kind] = set(kinds)
         self._scopes: dict[Kind, anyio.CancelScope] = {}
@@ -645,6 +647,7 @@ class ClusterWatch:
                 instance=self.instance,
                 concurrency=self.settings.repair_concurrency,
                 claim=self._claim() if self._claim is not None else None,
+                may_write=self._may_write,
             )
             self._trace_applies(result.changes, wanted_by_key, started_ns)
         now = time.monotonic()

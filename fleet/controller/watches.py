@@ -150,6 +150,11 @@ class Watches(persistence.Persistence):
             around_repair=functools.partial(self._drift_span, rt),
             claim=lambda: rt.claim,  # the claim its objects were handed under, not the newest
             cache=cache if self.settings.watch_cache else None,
+            # A replica: asked right before each repair's write, on the clock, not only through the scope
+            # below (after a stall, a woken repair can reach its write before the scope's timer cancels it).
+            may_write=None
+            if self.ownership.replica is None
+            else functools.partial(self.ownership.owns, rt.name),
         )
         if watcher.cache is not None:
             rt.client.on_write = watcher.cache.wrote  # fleet's own writes keep it current too
