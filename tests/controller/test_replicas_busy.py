@@ -16,16 +16,14 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from fleet.clients import kube, management
+from fleet.clients import management
 from fleet.controller import replicas
-from fleet.core import coordination, leases
 from fleet.sim import testing
+from tests.support import lease_replicas
+from tests.support.lease_replicas import SLACK, T
 
-T = leases.Timings(duration=4, renew_deadline=2, retry=0.5)
 SHARDS = 8
 ALL = frozenset(range(SHARDS))
-BASE = kube.Settings(request_timeout=2.0, connect_timeout=1.0, retry_budget=3.0, backoff_base=0.05)
-SLACK = 2.0  # scheduling on a loaded machine
 
 pytestmark = pytest.mark.slow  # seconds of lease timings each
 
@@ -37,12 +35,7 @@ def sim() -> Iterator[testing.SimHandle]:
 
 
 def make(sim: testing.SimHandle, me: str) -> replicas.Replica:
-    kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
-    settings = management.settings_for(BASE, timings=T, replica=me)
-    client = management.Leases(
-        kube.Client(cluster="mgmt", context=kc.context("mgmt"), settings=settings), instance="fleet"
-    )
-    return replicas.Replica(client, coordination.Config(instance="fleet", me=me, shards=SHARDS, timings=T))
+    return lease_replicas.make(sim, me, shards=SHARDS)
 
 
 class Sampler:

@@ -11,13 +11,12 @@ import pytest
 
 from fleet.clients import kube, management
 from fleet.controller import replicas
-from fleet.core import coordination, fencing, leases, sharding
+from fleet.core import fencing, leases, sharding
 from fleet.sim import testing
+from tests.support import lease_replicas
+from tests.support.lease_replicas import BASE, SLACK, T
 
-T = leases.Timings(duration=4, renew_deadline=2, retry=0.5)
 SHARDS = 12
-BASE = kube.Settings(request_timeout=2.0, connect_timeout=1.0, retry_budget=3.0, backoff_base=0.05)
-SLACK = 2.0  # scheduling on a loaded machine
 
 pytestmark = pytest.mark.slow  # seconds of lease timings each
 
@@ -29,12 +28,7 @@ def sim() -> Iterator[testing.SimHandle]:
 
 
 def make(sim: testing.SimHandle, me: str) -> replicas.Replica:
-    kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
-    settings = management.settings_for(BASE, timings=T, replica=me)
-    client = management.Leases(
-        kube.Client(cluster="mgmt", context=kc.context("mgmt"), settings=settings), instance="fleet"
-    )
-    return replicas.Replica(client, coordination.Config(instance="fleet", me=me, shards=SHARDS, timings=T))
+    return lease_replicas.make(sim, me, shards=SHARDS)
 
 
 READER = "fleet-test-reader"  # the User-Agent of the test's own reads of the leases
