@@ -2,8 +2,9 @@
 
 Two controllers of different repositories must never prune each other (each inventory says which source
 wrote it) and must both report the clash; two replicas of one repository at different revisions (a
-rolling update) must let the newer revision win without a fight. Real processes, real git repositories,
-`fleet sim` clusters, writes counted in the sim's request journal.
+rolling update, also one that adds a management cluster) must let the newer revision win without a
+fight. Real processes, real git repositories, `fleet sim` clusters, writes counted in the sim's request
+journal.
 """
 
 from __future__ import annotations
@@ -151,6 +152,51 @@ def test_two_replicas_of_one_repository_at_different_revisions_let_the_newer_win
         # inventory (6); at most one round of the older one racing its first read (never a fight)
         assert len(total) <= 12, (c, [(r["method"], r["path"]) for r in total])
         assert writes(sim.journal_sync(c, since=settled[c])) == [], c
+
+
+def test_a_rolling_update_that_adds_a_management_cluster_lets_the_newer_replica_win_without_a_fight(
+    tmp_path: Path,
+) -> None:
+    """The old process has no management cluster, the new one has (going from one replica to several):
+    the new one still records its revision on each cluster, so the old one, at the previous commit, backs
+    off there instead of writing it back and pruning what the new one added (docs/reconcile.md, "Replicas
+    with a management cluster write it too")."""
+    with testing.serving(names=[*CLUSTERS, "mgmt"]) as sim:
+        repo = GitOpsRepo(tmp_path / "gitops")
+        for c in CLUSTERS:
+            repo.cluster(c)
+        repo.bundle(
+            "web", [configmap("web", colour="blue"), configmap("old-only")], namespace="apps", selector={}
+        )
+        first = repo.commit("blue")
+        with start(tmp_path, repo, sim, "old", "--interval", "1h", "--resync", "2s") as old:
+            old.wait_for(synced_at(first), what="old replica Synced at the first revision")
+            repo.bundle(
+                "web",
+                [configmap("web", colour="green"), configmap("new-only")],
+                namespace="apps",
+                selector={},
+            )
+            second = repo.commit("green")
+            before = mark(sim)
+            management = ("--management-kubeconfig", str(sim.kubeconfig), "--management-context", "mgmt")
+            timings = ("--lease-duration", "8s", "--lease-renew-deadline", "5s", "--lease-retry-period", "1s")
+            args = ("--interval", "1s", "--resync", "2s", *management, "--shards", "4", *timings)
+            with start(tmp_path, repo, sim, "new", *args) as new:
+                new.wait_for(synced_at(second), timeout=60, what="new replica Synced at the second revision")
+                settled = mark(sim)
+                time.sleep(8)  # several resync rounds of both, and their watches
+                doc_old, doc_new = old.status(), new.status()
+                old_errors = " ".join(errors_of(doc_old, "eu-1"))
+        assert synced_at(second)(doc_new), doc_new
+        assert f"superseded by revision {second}" in old_errors, doc_old
+        for c in CLUSTERS:
+            live = live_objects(sim, c, namespace="apps")
+            assert live["web"]["data"] == {"colour": "green"}, c
+            assert "new-only" in live and "old-only" not in live, c
+            total = writes(sim.journal_sync(c, since=before[c]))
+            assert len(total) <= 12, (c, [(r["method"], r["path"]) for r in total])
+            assert writes(sim.journal_sync(c, since=settled[c])) == [], c
 
 
 def test_a_force_push_back_to_an_older_commit_is_rolled_back_by_the_single_controller(
