@@ -9,7 +9,8 @@ answer a round: listed, its stream open now (not in a gap: 410, relist, reconnec
 yet), nothing of it in doubt, nothing dropped for size. `doubt` makes every kind unfit until the next
 round read from the server (`trust_again`). `changes` and `changed_since` say which objects changed since a
 mark, leaving out fleet's own apply and create answers (`fleet.cluster.scope`: which bundles a round
-plans); a list, a kind dropped or a change log that no longer reaches back answer "unknown". The rules a round follows with it (which decisions it may take
+plans); a list, a kind dropped or a change log that no longer reaches back answer "unknown"; `lists`
+counts a kind's lists and `differs` compares its objects with versions read from the server. The rules a round follows with it (which decisions it may take
 on cached data, and which need the server) are in docs/reconcile.md, "Reading from the watch caches".
 
 Does not: open streams or judge drift (`fleet.cluster.watch`), decide anything (`fleet.cluster.reading`
@@ -87,6 +88,9 @@ class ObjectCache:
         self.log_size = log_size
         self._log: deque[tuple[int, plan.Key | None]] = deque()
         self._floor = 0  # changes up to this number are no longer in the log
+        self._lists: dict[
+            GroupKind, int
+        ] = {}  # how many times each kind was listed (a drop does not reset it)
 
     # -- fed by the watch ----------------------------------------------------------------------------
 
@@ -97,6 +101,7 @@ class ObjectCache:
         self._count -= len(store.entries)
         store.version, store.entries, store.doubt, store.overflow = version, {}, set(), False
         store.listed, store.open = True, False
+        self._lists[(group, kind)] = self._lists.get((group, kind), 0) + 1
         for item in items:
             self._put(store, item, note=False)
         self._changed(None)  # what changed in the kind before this list is not known
@@ -208,6 +213,20 @@ class ObjectCache:
         entry = store.entries.get((group, kind, namespace, name)) if store is not None else None
         self.answered += 1
         return orjson.loads(entry.body) if entry is not None else None
+
+    def lists(self, group: str, kind: str) -> int:
+        """How many times the kind was listed on this cache (1: its first list only, no relist since; a
+        kind dropped and listed again counts twice)."""
+        return self._lists.get((group, kind), 0)
+
+    def differs(self, group: str, kind: str, versions: Mapping[plan.Key, str]) -> set[plan.Key]:
+        """The objects of the kind whose resourceVersion is not the one in `versions` (the kind's objects as
+        someone read them whole: there then or here now, missing on one side, or at another version)."""
+        store = self._stores.get((group, kind))
+        entries = store.entries if store is not None else {}
+        out = {k for k, entry in entries.items() if versions.get(k) != entry.rv}
+        out.update(k for k in versions if k not in entries)
+        return out
 
     def changed_since(self, mark: int) -> set[plan.Key] | None:
         """The objects changed after change number `mark` (`changes` when it was taken), fleet's own apply

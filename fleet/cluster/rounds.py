@@ -449,6 +449,10 @@ async def _round(
             b, state, changes, summary(bad) or removed[b].message, len(keep.get(b, ()))
         )
     if memory is not None:
+        written = {k: _version(obj) for a in applied.values() for k, obj in a.objects.items()}
+        for b, version in versions.items():
+            if version is not None:
+                written[_cm_key(model.inventory_name(instance=instance, bundle=b))] = version
         memory.established(
             cache=marks,
             mark=mark,
@@ -460,6 +464,8 @@ async def _round(
             protected=all_targets.keys() - targets.keys(),
             cplan=cplan,
             results=results,
+            server=None if seen.cached else seen,
+            written=written,
         )
     for b in all_targets:
         if b not in cplan.bundles:  # not planned: what the rounds before left it at
@@ -570,6 +576,15 @@ async def _prune(
         changes, keep = await apply.prune_bundle(client, bundle_plan)
         _record(span, changes)
         return changes, keep
+
+
+def _version(obj: Mapping[str, object]) -> str:
+    meta = obj.get("metadata")
+    return str(meta.get("resourceVersion") or "") if isinstance(meta, dict) else ""
+
+
+def _cm_key(name: str) -> plan.Key:
+    return ("", "ConfigMap", model.INVENTORY_NAMESPACE, name)
 
 
 def _ns_ref(name: str) -> model.ObjectRef:

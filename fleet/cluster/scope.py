@@ -11,7 +11,10 @@ event: another writer, drift, a status, a delete; fleet's own apply answers are 
 not Synced (Failed, Progressing, Pending, unknown) and those that depend on any of these; None (plan
 every bundle) when there is no earlier round on this cache, a kind read last time is not fresh now (a
 gap: 410, relist, reconnect), the change log does not reach back, a bundle is no longer placed, or an
-object of fleet's changed that no bundle names. `Memory.carried` is a skipped bundle's result: what it was.
+object of fleet's changed that no bundle names. A round that read every kind from the server while no
+cache could take its mark keeps what it read (object -> resourceVersion per kind); the first round on the
+cache compares the cache's first lists with it instead of planning every bundle (after a start, the first
+commit's round). `Memory.carried` is a skipped bundle's result: what it was.
 
 Does not: read or write anything (`fleet.cluster.rounds` calls it around its read and plan, and still
 plans again from the server whatever it would delete, forget, refuse or report as a conflict), or decide
@@ -25,7 +28,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 
 from fleet.clients import kube
-from fleet.cluster import apply
+from fleet.cluster import apply, reading
 from fleet.cluster import cache as cache_mod
 from fleet.cluster.results import BundleResult
 from fleet.core import inventory as inventory_mod
@@ -61,6 +64,9 @@ class Memory:
         # The cluster's watch cache, set by its owner whether a round reads it or not: a round that reads
         # the server (a resync) takes its mark there too, so the rounds after it on the cache are scoped.
         self.watched: cache_mod.ObjectCache | None = None
+        # Whether a cache may come (set by its owner): a round that read the server while no cache could
+        # take its mark keeps what it read, for the first round on the cache (`_first_on`).
+        self.keeps_reads = True
         self.forget()
 
     def forget(self) -> None:
@@ -73,6 +79,9 @@ class Memory:
         self._keys: dict[str, frozenset[plan.Key]] = {}  # the objects each bundle names
         self._index: dict[plan.Key, set[str]] = {}
         self._unplaced = False  # the last round met bundles not placed here (removed, another source's)
+        # What the last round read from the server, per kind read, object -> resourceVersion (its own
+        # writes' answers in): kept only while no cache holds a mark from before that read.
+        self._read: dict[Kind, dict[plan.Key, str]] | None = None
 
     def scope(
         self,
@@ -83,11 +92,15 @@ class Memory:
         source: str | None,
     ) -> frozenset[str] | None:
         """The bundles of `targets` a round reading `cache` now plans, or None: every one."""
-        if cache is None or cache is not self._cache or self._mark is None or self._unplaced:
+        if cache is None or self._unplaced:
             return None
         if not all(cache.fresh(g, k, v) for g, k, v in self._kinds):
             return None
-        changed = cache.changed_since(self._mark)
+        changed = None
+        if cache is self._cache and self._mark is not None:
+            changed = cache.changed_since(self._mark)
+        if changed is None:
+            changed = self._first_on(cache)
         if changed is None or any(b not in targets for b in self._keys):
             return None
         record = (
@@ -115,6 +128,20 @@ class Memory:
             grew = bool(more)
         return frozenset(dirty)
 
+    def _first_on(self, cache: cache_mod.ObjectCache) -> set[plan.Key] | None:
+        """What changed since the last round read the server, when that round could take no mark on
+        `cache` (there was none yet, or it listed a kind after that mark) and `cache` has listed every kind
+        that round read once, after it: those lists against what the round read (and wrote). None when
+        that is not known: no such read kept, a kind not read then, or listed again since (a relist)."""
+        if self._read is None or set(self._read) != set(self._kinds):
+            return None
+        changed: set[plan.Key] = set()
+        for (g, k, _), versions in self._read.items():
+            if cache.lists(g, k) != 1:
+                return None
+            changed |= cache.differs(g, k, versions)
+        return changed
+
     def fits(self, types: kube.TypeTable) -> bool:
         """Whether a round's read, scoped by `scope`, met the type table the memory was made with."""
         return types is self._types
@@ -137,14 +164,26 @@ class Memory:
         protected: Collection[str],
         cplan: plan.ClusterPlan,
         results: Mapping[str, BundleResult],
+        server: reading.Observed | None = None,
+        written: Mapping[plan.Key, str] | None = None,
     ) -> None:
         """Take in a round that ran to its end: `cplan` what it planned (`scoped`: only some bundles) for
         `targets` and the `protected` (broken) bundles it met, `results` its bundles' results, `mark` the
-        cache's change number before its read."""
+        cache's change number before its read; `server`: what it read, when it read every kind from the
+        server, and `written` the resourceVersions its writes' answers carried."""
         read = {(rt.group, rt.kind, rt.version) for rt in kinds.values()}
         read |= {_kind(apply.CONFIGMAP), _kind(apply.NAMESPACE)}
         self._kinds = self._kinds | read if scoped else frozenset(read)
         self._cache, self._mark, self._types = cache, (mark if cache is not None else None), types
+        self._read = None
+        unmarked = (
+            cache is None
+            or mark is None
+            or cache.changed_since(mark) is None
+            or any(not cache.lists(g, k) for g, k, _ in read)  # its first list is still to come
+        )
+        if server is not None and not scoped and unmarked and self.keeps_reads:
+            self._read = _versions(server, read, instance=instance, written=written or {})
         # Bundles in no target (no longer placed, another source's, a broken inventory): every round plans
         # everything again until they are gone (they are planned from the server, and a prune may retry).
         self._unplaced = any(b not in targets and b not in protected for b in cplan.bundles)
@@ -178,6 +217,30 @@ class Memory:
         for b, named in self._keys.items():
             for k in named:
                 self._index.setdefault(k, set()).add(b)
+
+
+def _versions(
+    seen: reading.Observed, kinds: Collection[Kind], *, instance: str, written: Mapping[plan.Key, str]
+) -> dict[Kind, dict[plan.Key, str]]:
+    """Per kind, the objects a cache of this cluster holds of it (fleet's own; every Namespace) as a round
+    read them from the server, at the resourceVersion its writes left them."""
+    out: dict[Kind, dict[plan.Key, str]] = {kind: {} for kind in kinds}
+    by_kind = {(kind[0], kind[1]): out[kind] for kind in out}
+
+    def put(k: plan.Key, rv: str | None) -> None:
+        versions = by_kind.get((k[0], k[1]))
+        if versions is not None:
+            versions[k] = rv or ""
+
+    for k, obj in seen.live.items():
+        meta = obj.get("metadata") or {}
+        if k[:2] == ("", "Namespace") or (meta.get("labels") or {}).get(model.LABEL_OWNER) == instance:
+            put(k, str(meta.get("resourceVersion") or ""))
+    for b, inv in seen.inventories.items():
+        put(_cm_key(model.inventory_name(instance=instance, bundle=b)), inv.resource_version)
+    for k, rv in written.items():
+        put(k, rv)
+    return out
 
 
 def _kind(rt: kube.ResourceType) -> Kind:

@@ -170,6 +170,7 @@ class Workers(watches.Watches):
             watched = rt.watcher.cache if rt.watcher is not None else None
             cache = watched if runtime.may_use_cache(rt, request) else None
             rt.rounds.watched = watched
+            rt.rounds.keeps_reads = self.settings.watch and self.settings.watch_cache
             # A replica's writes end at its renew deadline (moved on by each renewal, `Engine._ticked`).
             with anyio.CancelScope(deadline=self.ownership.deadline(rt.name)) as scope:
                 self._rounds[rt.name] = scope

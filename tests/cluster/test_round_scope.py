@@ -90,6 +90,25 @@ class Controller:
         assert first.state is model.State.SYNCED, first
         assert set(first.planned) == set(BUNDLES)
 
+    async def restarted(self) -> reconcile.ClusterResult:
+        """As after a restart of `fleet serve`: a new client, no cache and no memory; the first round reads
+        the server (no watch yet: its cache comes after), then the watch lists every kind into a new cache.
+        Returns that first round's result."""
+        await self.client.aclose()
+        self.client, self.memory = client_for(self.sim), scope.Memory()
+        first = await self.round(use_cache=False)
+        self.cache = cache.ObjectCache()
+        self.client.on_write = self.cache.wrote
+        return first
+
+    async def watch_lists(self) -> None:
+        """The new watch's first list of each kind (after the round that read the server)."""
+        owned = await self.client.list(apply.CONFIGMAP, label_selector=f"{model.LABEL_OWNER}=fleet")
+        self.cache.listed("v1", "ConfigMap", owned)
+        self.cache.opened("v1", "ConfigMap")
+        self.cache.listed("v1", "Namespace", await self.client.list(apply.NAMESPACE))
+        self.cache.opened("v1", "Namespace")
+
     async def seen_by_watch(self, name: str) -> None:
         """The watch event of ConfigMap web/<name> as it is on the server now."""
         obj = await self.client.get(apply.CONFIGMAP, namespace="web", name=name)
@@ -259,3 +278,100 @@ def test_the_cache_says_what_changed_since_a_mark_leaving_out_fleets_own_answers
         c.event("MODIFIED", _cm("b", rv))
     assert c.changed_since(mark) is None  # the log no longer reaches back to the mark
     assert c.changed_since(c.changes) == set()
+
+
+def test_after_a_restart_the_first_round_on_the_new_watch_cache_plans_only_what_changed(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    async def body(fleet: Controller) -> None:
+        first = await fleet.restarted()
+        assert set(first.planned) == set(BUNDLES) and first.changes.count(model.Action.UNCHANGED) == 20
+        await fleet.watch_lists()
+        change_b3(repo)
+        result = await fleet.round()
+        assert result.planned == ("b3",), result.planned
+        assert result.state is model.State.SYNCED, result
+        assert {b: r.state for b, r in result.bundles.items()} == dict.fromkeys(BUNDLES, model.State.SYNCED)
+
+    running(sim, repo, body)
+    assert live_objects(sim, CLUSTER, namespace="web")["b3-one"]["data"] == {"key": "new"}
+
+
+def test_a_change_between_the_round_that_read_the_server_and_the_first_list_of_the_cache_is_planned(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    async def body(fleet: Controller) -> None:
+        await fleet.restarted()
+        # Another writer's edit after that round's read, before the watch's list: no event will say it.
+        await other_writer(sim, "/api/v1/namespaces/web/configmaps/b5-two", {"data": {"key": "edited"}})
+        await fleet.watch_lists()
+        change_b3(repo)
+        result = await fleet.round()
+        assert set(result.planned) == {"b3", "b5"}, result.planned
+        assert result.changes.count(model.Action.CONFIGURED) == 2, result.changes
+
+    running(sim, repo, body)
+    assert live_objects(sim, CLUSTER, namespace="web")["b5-two"]["data"] == {"key": "value"}
+
+
+def test_an_object_of_fleets_that_no_bundle_names_appearing_before_the_first_list_makes_every_bundle_planned(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    async def body(fleet: Controller) -> None:
+        await fleet.restarted()
+        stray = configmap("stray")
+        stray["metadata"]["labels"] = {model.LABEL_OWNER: "fleet"}
+        client = client_for(sim)
+        try:
+            await client.request("POST", "/api/v1/namespaces/web/configmaps", what="stray", body=stray)
+        finally:
+            await client.aclose()
+        await fleet.watch_lists()
+        assert set((await fleet.round()).planned) == set(BUNDLES)
+
+    running(sim, repo, body)
+
+
+def test_a_relist_or_a_gap_after_the_round_that_read_the_server_still_makes_every_bundle_planned(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    async def body(fleet: Controller) -> None:
+        await fleet.restarted()
+        await fleet.watch_lists()
+        fleet.cache.listed("v1", "ConfigMap", await fleet.client.list(apply.CONFIGMAP))  # a relist (a 410)
+        fleet.cache.opened("v1", "ConfigMap")
+        assert set((await fleet.round()).planned) == set(BUNDLES)
+        await fleet.restarted()
+        await fleet.watch_lists()
+        fleet.cache.closed("v1", "Namespace")  # a gap: that stream is not open now
+        assert set((await fleet.round()).planned) == set(BUNDLES)
+
+    running(sim, repo, body)
+
+
+def test_a_cache_compares_a_kinds_objects_with_versions_read_elsewhere_and_counts_its_lists() -> None:
+    c = cache.ObjectCache()
+    assert c.lists("", "ConfigMap") == 0
+    c.listed("v1", "ConfigMap", [_cm("a", "1"), _cm("b", "2"), _cm("c", "3")])
+    assert c.lists("", "ConfigMap") == 1
+    key = {n: ("", "ConfigMap", "web", n) for n in "abcd"}
+    read = {key["a"]: "1", key["b"]: "1", key["d"]: "4"}
+    assert c.differs("", "ConfigMap", read) == {key["b"], key["c"], key["d"]}
+    c.dropped("v1", "ConfigMap")
+    c.listed("v1", "ConfigMap", [])
+    assert c.lists("", "ConfigMap") == 2  # listed again (after a drop, or a 410): not the first
+
+
+def test_a_round_before_the_new_caches_first_list_reads_the_server_and_the_one_after_plans_only_what_changed(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    async def body(fleet: Controller) -> None:
+        await fleet.restarted()
+        fleet.memory.watched = fleet.cache  # the watch is there, its lists still to come
+        early = await fleet.round()  # nothing fresh: every kind read from the server
+        assert set(early.planned) == set(BUNDLES), early.planned
+        await fleet.watch_lists()
+        change_b3(repo)
+        assert (await fleet.round()).planned == ("b3",)
+
+    running(sim, repo, body)
