@@ -6,7 +6,9 @@ read: `apply.RecordRaced` when another controller of the source wrote it meanwhi
 replica's fence (`Options.fence`; `apply.NotOwner` once this replica may not write to the cluster), and
 `Gate.before_prune` reads the bundle's inventory again right before a prune (`apply.check_fence`: a
 newer owner's fence stops it, `apply.Fenced`). `superseded`: whether the record the round read holds a
-newer revision of the same source (the round then writes nothing; docs/reconcile.md, "Replicas of one
+newer revision of the same source (the round then writes nothing); `left_alone`: which bundles the
+controller's rollout holds at an older revision are left as they are because another writer of the source
+has already put the cluster at the controller's own newest revision (docs/reconcile.md, "Replicas of one
 source: the newer revision wins").
 
 Does not: plan, apply or prune (`fleet.cluster.rounds`, `fleet.cluster.apply`), or decide ownership
@@ -15,11 +17,14 @@ Does not: plan, apply or prune (`fleet.cluster.rounds`, `fleet.cluster.apply`), 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import anyio
 
 from fleet.clients import kube
 from fleet.cluster import apply, reading, results
-from fleet.core import fencing, model
+from fleet.core import fencing, inventory, model, plan
 
 
 def superseded(seen: reading.Observed, options: results.Options) -> bool:
@@ -30,6 +35,44 @@ def superseded(seen: reading.Observed, options: results.Options) -> bool:
         and seen.record is not None
         and seen.record.newer_than(claim)
     )
+
+
+def left_alone(seen: reading.Observed, cplan: plan.ClusterPlan, options: results.Options) -> dict[str, str]:
+    """The bundles of `options.held` (held by this controller's rollout at a revision older than its
+    claim's, never sent the claim's revision) that another writer of the source has already put at the
+    claim's revision on this cluster, with why; the round leaves them as they are (docs/reconcile.md,
+    "Replicas of one source: the newer revision wins"). The cluster shows it by its revision record (the
+    claim's revision written by another writer, `inventory.Claim.by_another`) or by an object of the
+    bundle there carrying the claim's revision in `fleet.dev/revision` (another writer's apply of it)."""
+    claim = options.claim
+    if claim is None or not options.held:
+        return {}
+    record = seen.record if seen.record is not None and seen.record.by_another(claim) else None
+    out: dict[str, str] = {}
+    for b in sorted(options.held):
+        p = cplan.bundles.get(b)
+        if p is None or p.outcome is not plan.Outcome.RUN:
+            continue
+        if record is not None:
+            out[b] = record.ahead_message()
+            continue
+        if not claim.revision:
+            continue
+        for ref in (*(s.ref for s in p.steps), *(s.ref for s in p.prune)):
+            if revision_of(seen.live.get(plan.key(ref))) == claim.revision:
+                out[b] = inventory.left_message(
+                    claim.revision, f"the live {ref} carries it in {model.ANNOTATION_REVISION}"
+                )
+                break
+    return out
+
+
+def revision_of(obj: Mapping[str, Any] | None) -> str | None:
+    """The `fleet.dev/revision` annotation of an object (None: no object, or none there)."""
+    if obj is None:
+        return None
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(model.ANNOTATION_REVISION)
+    return value if isinstance(value, str) else None
 
 
 class Gate:

@@ -5,7 +5,10 @@ instance; a gone object is created (no other manager can hold its fields, so no 
 object without our owner label or owned by another instance is never written (CONFLICT). Secret values
 never reach a message. Given the controller's `inventory.Claim`, it first reads the source's revision
 record (one GET per batch): a newer revision of the same source there (another replica ahead of this
-one) makes every object of the batch SKIPPED, never written back to the older revision. Given
+one) makes every object of the batch SKIPPED, never written back to the older revision; so does the
+record at the claim's own revision written by another writer, or a live object carrying that revision, for
+the objects of bundles held back at an older revision (`held`: docs/reconcile.md, "Replicas of one
+source: the newer revision wins"). Given
 `may_write` (a replica's ownership of the cluster), it asks it right before each write: False makes the
 object SKIPPED, not written (docs/scaling.md, "Fenced writes").
 Does not: decide what is drift (`fleet.core.drift`, pure), watch (`fleet.cluster.watch`), inventories,
@@ -15,14 +18,14 @@ gone, is for the engine's next full round).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from fleet.clients import kube
-from fleet.cluster import apply
+from fleet.cluster import apply, gate
 from fleet.core import drift, errors, inventory, model, plan
 
 # ----------------------------------------------------------------------------------------------------------
@@ -46,6 +49,7 @@ async def _repair_one(
     instance: str,
     out: dict[plan.Key, Mapping[str, Any]],
     may_write: Callable[[], bool] | None = None,
+    newest: str | None = None,
 ) -> model.Change:
     def refused() -> model.Change | None:
         """Asked right before each write (a replica: docs/scaling.md, "Fencing"): a replica that may not
@@ -81,6 +85,9 @@ async def _repair_one(
         if owner != instance:
             why = f"owned by fleet instance {owner!r}" if owner else f"no longer labelled {model.LABEL_OWNER}"
             return model.Change(ref, model.Action.CONFLICT, f"{ref}: {why}; not written")
+        if newest and gate.revision_of(live) == newest:  # held back, and another writer is at the newest
+            why = inventory.left_message(newest, f"the live object carries it in {model.ANNOTATION_REVISION}")
+            return model.Change(ref, model.Action.SKIPPED, f"{ref}: not repaired: {why}")
         if (stop := refused()) is not None:
             return stop
         doc, _created = await client.apply(rt, obj, force=True, secrets=secrets)
@@ -103,9 +110,13 @@ async def repair_objects(
     instance: str,
     concurrency: int = 8,
     claim: inventory.Claim | None = None,
+    held: Collection[str] = (),
     may_write: Callable[[], bool] | None = None,
 ) -> Repaired:
-    """`repair`, also returning the objects as the server answered (to learn their normalised form)."""
+    """`repair`, also returning the objects as the server answered (to learn their normalised form).
+    The objects of `held` bundles (held back at a revision older than `claim`'s, never sent it) are left
+    as they are where another writer of the source is already at `claim`'s revision: the revision record
+    holds it written by another writer, or the live object carries it in `fleet.dev/revision`."""
     result = Repaired()
     if not objects:
         return result
@@ -128,11 +139,25 @@ async def repair_objects(
     order = list(objects.items())
     changes: list[model.Change | None] = [None] * len(order)
     limiter = anyio.CapacityLimiter(max(1, concurrency))
+    newest = claim.revision if claim is not None and held else None
+    ahead = record is not None and claim is not None and record.by_another(claim)
 
     async def one(i: int, ref: model.ObjectRef, obj: Mapping[str, Any]) -> None:
+        back = newest is not None and drift.labels_of(obj).get(model.LABEL_BUNDLE) in held
+        if back and ahead and record is not None:
+            why = f"{ref}: not repaired: {record.ahead_message()}"
+            changes[i] = model.Change(ref, model.Action.SKIPPED, why)
+            return
         async with limiter:
             changes[i] = await _repair_one(
-                client, types, ref, obj, instance=instance, out=result.objects, may_write=may_write
+                client,
+                types,
+                ref,
+                obj,
+                instance=instance,
+                out=result.objects,
+                may_write=may_write,
+                newest=newest if back else None,
             )
 
     async with anyio.create_task_group() as tg:

@@ -16,7 +16,8 @@ executes only the bundles that can have work and reports the others as the round
 
 Failure rules: anything unknown stops deletes. A failed discovery, inventory read or list (an answer that
 cannot be read included: `kube` never returns it as empty) fails the whole cluster for the round before
-any write; a suspended bundle is never written (Suspended). Inventories are written as the claim's
+any write; a suspended bundle is never written (Suspended), nor one `fleet.cluster.gate.left_alone`
+names (Pending: held at an older revision where another writer of the source is already ahead). Inventories are written as the claim's
 source's, over the resourceVersion they were read at (a replica's under its fence); the writes go
 through the round's `fleet.cluster.gate.Gate`.
 
@@ -210,6 +211,10 @@ async def _round(
     results: dict[str, BundleResult] = {}
     running = {b: p for b, p in cplan.bundles.items() if p.outcome is plan.Outcome.RUN}
     removed = {b: p for b, p in cplan.bundles.items() if p.outcome is plan.Outcome.REMOVED}
+    left = gate_mod.left_alone(seen, cplan, options)  # held at an older revision, already ahead here
+    for b, why in left.items():
+        del running[b]
+        results[b] = BundleResult(b, model.State.PENDING, message=why, left=True)
     for b, p in cplan.bundles.items():
         if p.outcome is plan.Outcome.SUSPENDED:
             results[b] = BundleResult(b, model.State.SUSPENDED, message=p.message)
@@ -298,7 +303,7 @@ async def _round(
         p = running[b]
         for dep in p.depends_on:
             dep_plan = cplan.bundles.get(dep)
-            if dep_plan is None or dep_plan.outcome is plan.Outcome.SUSPENDED:
+            if dep_plan is None or dep_plan.outcome is plan.Outcome.SUSPENDED or dep in left:
                 continue  # not placed here (placement reports that), or suspended: left as it is
             if dep in applied and dep not in healthy:
                 await bundle_health(dep, wait=True)

@@ -50,7 +50,7 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,7 +194,9 @@ class ClusterWatch:
     `on_health(cluster, **Health.fields())` and `on_repair(RepairBatch)` are optional callbacks;
     `around_repair(refs)` an optional context manager entered around each repair batch (a trace span).
     `claim()` returns the controller's current `inventory.Claim` (None: none): a repair writes nothing
-    while the cluster's revision record holds a newer revision of the same source.
+    while the cluster's revision record holds a newer revision of the same source; `held()` the bundles
+    held back at an older revision (`repair.repair_objects`: left as they are where another writer of the
+    source is already at the claim's revision).
     """
 
     def __init__(
@@ -209,6 +211,7 @@ class ClusterWatch:
         around_repair: AroundRepair | None = None,
         kinds: Iterable[Kind] = (),
         claim: Callable[[], inventory.Claim | None] | None = None,
+        held: Callable[[], Collection[str]] | None = None,
         on_change: Callable[[str], None] | None = None,
         cache: cache_mod.ObjectCache | None = None,
         may_write: Callable[[], bool] | None = None,
@@ -234,6 +237,7 @@ class ClusterWatch:
         self._on_repair = on_repair
         self._around_repair = around_repair
         self._claim = claim
+        self._held = held
         self._may_write = may_write  # asked right before each repair's write (a replica's ownership)
         self._on_change = on_change
         self._kinds: set[Kind] = set(kinds)
@@ -647,6 +651,7 @@ class ClusterWatch:
                 instance=self.instance,
                 concurrency=self.settings.repair_concurrency,
                 claim=self._claim() if self._claim is not None else None,
+                held=self._held() if self._held is not None else (),
                 may_write=self._may_write,
             )
             self._trace_applies(result.changes, wanted_by_key, started_ns)

@@ -3,7 +3,7 @@
 Owns: `Conductor`; starting a rollout when a revision changes a bundle's rendered objects (superseding the
 one in progress), joins and leaves; turning the results of cluster rounds into the state machine's
 observations; people's actions; the soak and deadline timer; which revision of a bundle each cluster must
-hold now (`hold`); storing every change BEFORE any cluster is woken to act on it (so a crash never sends
+hold now (`hold`) and whether its revision was sent there (`sent`); storing every change BEFORE any cluster is woken to act on it (so a crash never sends
 a cluster its revision without the rollout knowing: a cluster put in flight is held at what it had until
 its rollout is stored; a write the database refuses is reported by the engine's `save` and the rollout
 goes on from memory, saved again on recovery); which writes wait: a change that decides something
@@ -177,6 +177,16 @@ class Conductor(rolloutstore.Storing):
         if r.phase is ro.Phase.COMPLETED:
             return NEWEST
         return LEAVE  # placed after the rollout ended without completing: it gets the next revision
+
+    def sent(self, bundle: str, cluster: str, *, revision: str) -> bool:
+        """Whether this controller's rollout of `revision` has sent `bundle` at it to `cluster` (a decision
+        not stored yet has sent nothing). A cluster held at an older revision that was never sent the
+        newest is left as it is where another writer of the source is already at the newest
+        (`fleet.cluster.gate.left_alone`); one sent it and then rolled back is not."""
+        r = self.latest.get(bundle)
+        if r is None or r.revision != revision or not ro.governs(r, cluster):
+            return False
+        return r.members[cluster].moved and (bundle, cluster) not in self._starting
 
     def _following(self, bundle: str, r: ro.Rollout | None) -> bool:
         """A follower whose coordinator has not (yet) taken in the revision this replica enforces for

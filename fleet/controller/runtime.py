@@ -124,6 +124,9 @@ class ClusterRuntime:
     # judged against the revision record with it, not with the engine's newest claim, which it adopts for
     # every cluster at once, before each cluster's next round (docs/reconcile.md, "Replicas of one source").
     claim: inventory.Claim | None = None
+    # The bundles of `holds` held at an older revision never sent the newest (`Workers._held_back`): left
+    # as they are, by rounds and repairs, where another writer of the source is already at the newest.
+    held: frozenset[str] = frozenset()
     waiting: bool = False  # every bundle not Synced is only waiting for its turn in a rollout
     retry_at: str | None = None  # while its worker waits to retry a failed round: when at the latest
     probing: bool = False  # a health probe for a rollout runs (see Engine._probe)
@@ -211,7 +214,7 @@ def record_round(
     """A round's result -> the cluster's record (pure: `now` is the time of the round's end).
 
     Per bundle: a bundle left as it is until its turn in a rollout is Pending at what it held, with
-    `waiting_reason`; a Synced one holds the revision it was handed (the newest, or the older one its
+    `waiting_reason` (or the round's why, for one it left because another writer is ahead there); a Synced one holds the revision it was handed (the newest, or the older one its
     rollout keeps); a protected (broken) bundle keeps its last good state, Failed with why. Then the
     cluster's state (`cluster_state`), last error, the revision it holds (only when all of it is Synced
     at the newest), its failures in a row (retry backoff) and what it was handed (`signature`; not after
@@ -226,14 +229,15 @@ def record_round(
     for b, br in result.bundles.items():
         previous = rt.bundles.get(b)
         hold = holds.get(b, rollouts.NEWEST)
-        if hold == rollouts.LEAVE and br.state is model.State.SUSPENDED:
-            # Left as it is until its turn in the bundle's rollout: Pending, at what it held.
+        if (hold == rollouts.LEAVE and br.state is model.State.SUSPENDED) or br.left:
+            # Left as it is until its turn in the bundle's rollout (`left`: held at an older revision where
+            # another writer of the source is already at the newest): Pending, at what it held.
             waiting.append(b)
             bundles[b] = BundleStatus(
                 state=model.State.PENDING,
                 revision=previous.revision if previous else None,
                 objects=previous.objects if previous else 0,
-                last_error=waiting_reason(b),
+                last_error=br.message if br.left else waiting_reason(b),
                 hash=previous.hash if previous else None,
                 since=previous.since if previous else None,
             )

@@ -149,6 +149,7 @@ class Watches(persistence.Persistence):
             on_repair=self._repaired,
             around_repair=functools.partial(self._drift_span, rt),
             claim=lambda: rt.claim,  # the claim its objects were handed under, not the newest
+            held=lambda: rt.held,  # and the bundles held back at an older revision by that round
             cache=cache if self.settings.watch_cache else None,
             # A replica: asked right before each repair's write, on the clock, not only through the scope
             # below (after a stall, a woken repair can reach its write before the scope's timer cancels it).

@@ -3,7 +3,8 @@
 Owns: the worker loop (wait for a wake-up or the idle delay, then one round; then a look at the cluster's
 health when a watched object changed during the round and a rollout still waits for it), a client per
 cluster, and one round: the cluster's targets under the rollouts (`_composite`: the newest revision's, an
-older one it still holds, or left as it is), `fleet.cluster.reconcile.reconcile_cluster` in a `cluster <name>` span
+older one it still holds, or left as it is; `_held_back`: the held ones another writer of the source may
+already have moved ahead), `fleet.cluster.reconcile.reconcile_cluster` in a `cluster <name>` span
 (given the cluster's `fleet.cluster.scope.Memory`, `ClusterRuntime.rounds`: a round on the watch cache
 plans only the bundles that can have work), the result taken into the cluster's record
 (`fleet.controller.runtime.record_round`), the watch started or stopped, the rollouts told what was observed, metrics, history and the state saved.
@@ -66,6 +67,20 @@ class Workers(watches.Watches):
                 targets[b] = plan.Target(b, suspended=True)
             holds[b] = hold
         return targets, holds
+
+    def _held_back(self, rt: runtime.ClusterRuntime, holds: Mapping[str, rollouts.Hold]) -> frozenset[str]:
+        """The bundles this controller's own rollout holds on the cluster at an older revision than its
+        claim's and has not sent the claim's revision: left as they are (no apply, prune or repair) where
+        another writer of the source is already at that revision (docs/reconcile.md, "Replicas of one
+        source: the newer revision wins"). None with a management cluster: one rollout for all replicas."""
+        claim = self.claim
+        if claim is None or self.ownership.replica is not None:
+            return frozenset()
+        return frozenset(
+            b
+            for b, h in holds.items()
+            if h.kind == "revision" and not self.rollouts.sent(b, rt.name, revision=claim.revision)
+        )
 
     async def _worker(self, rt: runtime.ClusterRuntime) -> None:
         with anyio.CancelScope() as scope:
@@ -135,6 +150,7 @@ class Workers(watches.Watches):
         # Together: the watch repairs these objects under this claim until the cluster's next round.
         rt.objects, rt.claim = drift.desired_objects(targets, instance=self.settings.instance), claim
         rt.holds = dict(holds)
+        rt.held = self._held_back(rt, holds)
         revision = self.revision.sha
         links = []
         if request.revision_context is not None:
@@ -162,6 +178,7 @@ class Workers(watches.Watches):
                 health_timeout=self.settings.health_timeout,
                 cluster_deadline=self.settings.round_timeout,
                 claim=claim,
+                held=rt.held,
                 health_memory=rt.health_memory,
                 fence=self.ownership.fence(rt.name),
                 on_fenced=self.ownership.on_fenced(rt.name),

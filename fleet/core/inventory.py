@@ -10,7 +10,9 @@ source's (`split`). An inventory that cannot be decoded raises `InventoryError`:
 Also the revision record ``<instance>-revision-<digest of the source>``: the `Claim` (source, revision,
 when that revision was first seen, who wrote it) of the newest revision of one source written to the
 cluster, and the order of two claims (`Claim.newer_than`), so that an older replica of a controller backs
-off instead of fighting a newer one (docs/reconcile.md, "Several controllers on one cluster").
+off instead of fighting a newer one, and whether a claim holds one's own revision written by another writer
+(`Claim.by_another`: a bundle one's rollout still holds at an older revision is left as it is there;
+docs/reconcile.md, "Replicas of one source: the newer revision wins").
 
 Does not: read or write clusters (`apply` does), decide what to prune (`plan`), or work out a source's
 identity from a repository location (`source.identity`).
@@ -238,6 +240,21 @@ class Claim:
             return mine > theirs
         return self.revision > other.revision  # the same instant: any order both sides agree on
 
+    def by_another(self, mine: Claim) -> bool:
+        """Whether this claim (found on a cluster) holds `mine`'s revision written by another writer: the
+        same revision first seen at another instant (another replica of the source, or a person's `fleet
+        sync`). A controller's own claim keeps its instant across restarts; its writer string (host-based,
+        the same for two processes on one host) does not tell writers apart, so it is not compared."""
+        return self.revision == mine.revision and _instant(self.observed_at) != _instant(mine.observed_at)
+
+    def ahead_message(self) -> str:
+        """What a controller reports for a bundle its rollout still holds at an older revision on a
+        cluster this claim (`by_another`) shows already written at the controller's newest revision."""
+        return left_message(
+            self.revision,
+            f"{self.writer or 'another controller'}, revision seen at {self.observed_at}",
+        )
+
     def superseded_message(self) -> str:
         """What a controller holding an older revision reports when it finds this claim."""
         revision = self.revision or "(a work tree)"
@@ -247,6 +264,16 @@ class Claim:
             f"{self.observed_at}): this controller holds an older revision of the same source and writes "
             "nothing until it catches up"
         )
+
+
+def left_message(revision: str, who: str) -> str:
+    """Why a bundle held at an older revision is left as it is on a cluster that another writer of the
+    source (`who`) has already put at `revision`, the revision this controller rolls out."""
+    return (
+        f"left as it is: already at revision {revision or '(a work tree)'}, written by another writer of "
+        f"this source ({who}); this controller's rollout of that revision has not reached this cluster "
+        "yet and writes nothing older over it"
+    )
 
 
 def record_name(*, instance: str, source: str) -> str:

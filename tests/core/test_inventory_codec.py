@@ -138,6 +138,30 @@ def test_of_two_revisions_of_one_source_the_one_seen_later_is_newer() -> None:
     assert tie_b.newer_than(tie_a) != tie_a.newer_than(tie_b)
 
 
+def test_ones_own_revision_seen_at_another_instant_was_written_by_another_writer_whatever_the_host() -> None:
+    mine = inventory.Claim(
+        source="s", revision="bbb", observed_at="2026-05-01T10:00:05.250Z", writer="fleet serve on h"
+    )
+    # another replica on the same host fetched the same commit at another instant
+    other = inventory.Claim(
+        source="s", revision="bbb", observed_at="2026-05-01T10:00:05.300Z", writer="fleet serve on h"
+    )
+    assert other.by_another(mine) and not other.newer_than(mine)
+    assert "already at revision bbb, written by another writer of this source (fleet serve on h" in (
+        other.ahead_message()
+    )
+    # one's own claim, read back in another precision, or after a restart on a host of another name
+    assert not inventory.Claim(source="s", revision="bbb", observed_at="2026-05-01T10:00:05.25Z").by_another(
+        mine
+    )
+    again = inventory.Claim(
+        source="s", revision="bbb", observed_at=mine.observed_at, writer="fleet serve on h2"
+    )
+    assert not again.by_another(mine)
+    # another revision is never "by another" at one's own revision (newer or older: `newer_than` decides)
+    assert not claim("ccc", "2026-05-01T11:00:00Z").by_another(mine)
+
+
 def test_a_revision_record_round_trips_and_names_its_source_without_credentials() -> None:
     c = inventory.Claim(
         source="git.example.com/team/gitops",

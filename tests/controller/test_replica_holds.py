@@ -1,0 +1,248 @@
+"""Two replicas of one source at the same revision, each with its own rollout (no management cluster): a
+bundle this replica's rollout still holds at the older revision on a cluster (its turn not come) is left
+as it is there once the other replica has put the cluster at the newer revision, by the watch's repairs and
+by rounds alike, and the rollout, when it reaches the cluster, finds it Synced and writes nothing
+(docs/reconcile.md, "Replicas of one source: the newer revision wins"). A single controller's held
+cluster is still repaired to the revision its rollout holds it at.
+
+The real `fleet.controller.engine.Engine` in-process against an in-process `fleet sim`; the other replica
+is played by the test (its revision record, then its writes)."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from fleet.clients import kube
+from fleet.cluster import apply
+from fleet.controller import engine
+from fleet.core import drift, inventory
+from fleet.sim import testing
+from tests.controller.test_replica_repairs import _other_replica_writes
+from tests.controller.test_watch_cache_requests import NS, Running, _repo, running, sim
+from tests.support.reconcile import GitOpsRepo, configmap, live_objects, send, writes
+
+__all__ = ["sim"]  # the fixture
+
+WEB_EXTRA = f"/api/v1/namespaces/{NS}/configmaps/web-extra"
+
+
+@asynccontextmanager
+async def _c2_held(
+    run: Running, repo: GitOpsRepo, objects: list[dict[str, Any]], *, write: str = "PATCH"
+) -> AsyncIterator[str]:
+    """Commit `objects` as bundle web: this replica's rollout (one cluster of two at a time) sends c1 first,
+    whose `write` of web's objects waits on the wire, so c2 is held at the first revision meanwhile. Yields
+    the new revision once this replica's round of c2 ran at it (holding c2's web at the first); c1 goes on
+    at the end."""
+    eng, sim = run.engine, run.sim
+    first = next(iter(run.status()["clusters"].values()))["revision"]
+    await sim.faults("c1", {"method": write, "path": f"/namespaces/{NS}/configmaps/web-", "hold": True})
+    repo.bundle("web", objects, namespace=NS, selector={"web": "yes"})
+    second = repo.commit("web 2")
+    eng.trigger_fetch(reason="test")
+    deadline = time.monotonic() + 30
+    while not any(r["held"] for r in await sim.fault_rules("c1")):
+        assert time.monotonic() < deadline, "c1's apply at the second revision never came"
+        await anyio.sleep(0.05)
+    c2 = eng.clusters["c2"]
+    eng._wake(c2, reason="resync")  # a round of c2 at the second revision (its periodic resync)
+    await _round_of(eng, "c2", second)
+    web = run.status()["clusters"]["c2"]["bundles"]["web"]
+    assert (web["state"], web["revision"]) == ("Synced", first), web  # held at the first revision
+    try:
+        yield second
+    finally:
+        await sim.clear_faults("c1")
+
+
+async def _round_of(eng: engine.Engine, cluster: str, revision: str) -> None:
+    rt = eng.clusters[cluster]
+    deadline = time.monotonic() + 30
+    while rt.claim is None or rt.claim.revision != revision or rt.in_round or rt.pending is not None:
+        assert time.monotonic() < deadline, f"{cluster}'s round at {revision[:7]} never ran"
+        await anyio.sleep(0.05)
+
+
+def _skipped(eng: engine.Engine, cluster: str) -> float:
+    found = eng.metrics.registry.get_sample_value(
+        "fleet_objects_total", {"cluster": cluster, "action": "skipped"}
+    )
+    return found or 0.0
+
+
+async def _repairs_skipped(eng: engine.Engine, cluster: str, before: float) -> None:
+    """The watch judged the other replica's change as drift of its held objects and left it alone."""
+    deadline = time.monotonic() + 30
+    while _skipped(eng, cluster) <= before:
+        assert time.monotonic() < deadline, f"{cluster}: no drift repair left the change alone"
+        await anyio.sleep(0.05)
+
+
+async def _a_round_leaves_it(run: Running, revision: str) -> dict[str, Any]:
+    """A round of c2 (its resync): web Pending, left as it is, saying who is ahead."""
+    eng = run.engine
+    eng._wake(eng.clusters["c2"], reason="resync")
+    await run.until(
+        lambda doc: "left as it is" in str(doc["clusters"]["c2"]["bundles"]["web"]["lastError"]),
+        "c2's web left as it is",
+    )
+    await _round_of(eng, "c2", revision)
+    web: dict[str, Any] = run.status()["clusters"]["c2"]["bundles"]["web"]
+    assert web["state"] == "Pending", web
+    assert f"already at revision {revision}, written by another writer of this source" in web["lastError"]
+    return web
+
+
+async def _test_a_cluster_another_replica_moved_ahead_is_left_as_it_is_until_this_rollout_reaches_it(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    repo = _repo(tmp_path / "repo")
+    async with running(tmp_path, sim, repo, request_timeout=30.0) as run:
+        eng = run.engine
+        objects = [
+            configmap("web-config", namespace=NS, version="2"),
+            configmap("web-static", namespace=NS),
+            configmap("web-extra", namespace=NS),
+        ]
+        async with _c2_held(run, repo, objects) as second:
+            assert eng.desired is not None and eng.claim is not None
+            changed: Mapping[str, Any] = next(
+                obj
+                for ref, obj in drift.desired_objects(eng.desired.targets["c1"], instance="fleet").items()
+                if ref.name == "web-config"
+            )
+            skipped = _skipped(eng, "c2")
+            other = inventory.Claim(
+                source=eng.claim.source, revision=second, observed_at=inventory.now_rfc3339(), writer="other"
+            )
+            await _other_replica_writes(sim, "c2", other, changed)  # the other replica's rollout reached c2
+            mark = (await sim.journal("c2"))[-1]["seq"]
+            await _repairs_skipped(eng, "c2", skipped)
+            web = await _a_round_leaves_it(run, second)
+            assert "(other, revision seen at" in web["lastError"], web
+            assert writes(await sim.journal("c2", since=mark)) == []
+            assert live_objects(sim, "c2", namespace=NS)["web-config"]["data"] == {"version": "2"}
+        # c1 goes on: this replica's rollout reaches c2, finds it at the second revision, writes nothing
+        await run.synced_at(second)
+        await anyio.sleep(0.3)
+        assert writes(await sim.journal("c2", since=mark)) == []
+        rollout = eng.rollout_document("web", revision=None)
+        assert rollout is not None and rollout["state"] == "Completed", rollout
+        assert {c: s for w in rollout["waves"] for c, s in w["clusters"].items()} == {
+            "c1": "Done",
+            "c2": "Done",
+        }
+
+
+def test_a_cluster_another_replica_moved_ahead_is_left_as_it_is_until_this_rollout_reaches_it(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    anyio.run(
+        _test_a_cluster_another_replica_moved_ahead_is_left_as_it_is_until_this_rollout_reaches_it,
+        tmp_path,
+        sim,
+    )
+
+
+async def _other_replica_removes(sim: testing.SimHandle, cluster: str, claim: inventory.Claim) -> None:
+    """What a replica whose revision only drops web-extra writes: its revision record, then the delete."""
+    kc = await kube.load_kubeconfig(str(sim.kubeconfig), allow_exec_auth=False)
+    client = kube.Client(
+        cluster=cluster, context=kc.context(cluster), settings=kube.Settings(retry_budget=3.0)
+    )
+    try:
+        _, rv = await apply.read_record(client, instance="fleet", source=claim.source)
+        await apply.write_record(client, claim, instance="fleet", resource_version=rv)
+    finally:
+        await client.aclose()
+    gone = await anyio.to_thread.run_sync(functools.partial(send, sim, cluster, "DELETE", WEB_EXTRA))
+    assert gone.status_code == 200, gone.text
+
+
+async def _test_an_object_another_replica_pruned_at_this_replicas_revision_is_not_recreated_while_held(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    repo = _repo(tmp_path / "repo")
+    async with running(tmp_path, sim, repo, request_timeout=30.0) as run:
+        eng = run.engine
+        objects = [configmap("web-config", namespace=NS, version="1"), configmap("web-static", namespace=NS)]
+        async with _c2_held(run, repo, objects, write="DELETE") as second:
+            assert eng.claim is not None
+            skipped = _skipped(eng, "c2")
+            other = inventory.Claim(
+                source=eng.claim.source, revision=second, observed_at=inventory.now_rfc3339(), writer="other"
+            )
+            await _other_replica_removes(sim, "c2", other)  # only its record says who did it
+            mark = (await sim.journal("c2"))[-1]["seq"]
+            await _repairs_skipped(eng, "c2", skipped)
+            await _a_round_leaves_it(run, second)
+            assert writes(await sim.journal("c2", since=mark)) == []
+            assert "web-extra" not in live_objects(sim, "c2", namespace=NS)
+        await run.synced_at(second)
+        assert "web-extra" not in live_objects(sim, "c2", namespace=NS)
+
+
+def test_an_object_another_replica_pruned_at_this_replicas_revision_is_not_recreated_while_held(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    anyio.run(
+        _test_an_object_another_replica_pruned_at_this_replicas_revision_is_not_recreated_while_held,
+        tmp_path,
+        sim,
+    )
+
+
+async def _test_a_single_controllers_held_cluster_is_still_repaired_to_the_revision_its_rollout_holds(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    repo = _repo(tmp_path / "repo")
+    async with running(tmp_path, sim, repo, request_timeout=30.0) as run:
+        eng = run.engine
+        objects = [
+            configmap("web-config", namespace=NS, version="2"),
+            configmap("web-static", namespace=NS),
+            configmap("web-extra", namespace=NS),
+        ]
+        async with _c2_held(run, repo, objects) as second:
+            edit = functools.partial(
+                send,
+                sim,
+                "c2",
+                "PATCH",
+                f"/api/v1/namespaces/{NS}/configmaps/web-config",
+                {"data": {"version": "x"}},
+            )
+            assert (await anyio.to_thread.run_sync(edit)).status_code == 200
+            deadline = time.monotonic() + 30
+            while live_objects(sim, "c2", namespace=NS)["web-config"]["data"] != {"version": "1"}:
+                assert time.monotonic() < deadline, "the held cluster's drift was never repaired"
+                await anyio.sleep(0.05)
+            gone = await anyio.to_thread.run_sync(functools.partial(send, sim, "c2", "DELETE", WEB_EXTRA))
+            assert gone.status_code == 200
+            eng._wake(eng.clusters["c2"], reason="resync")
+            deadline = time.monotonic() + 30
+            while "web-extra" not in live_objects(sim, "c2", namespace=NS):
+                assert time.monotonic() < deadline, "the held cluster's deleted object was never recreated"
+                await anyio.sleep(0.05)
+            await _round_of(eng, "c2", second)
+            web = run.status()["clusters"]["c2"]["bundles"]["web"]
+            assert web["state"] == "Synced" and web["lastError"] is None, web
+        await run.synced_at(second)
+        assert live_objects(sim, "c2", namespace=NS)["web-config"]["data"] == {"version": "2"}
+
+
+def test_a_single_controllers_held_cluster_is_still_repaired_to_the_revision_its_rollout_holds(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    anyio.run(
+        _test_a_single_controllers_held_cluster_is_still_repaired_to_the_revision_its_rollout_holds,
+        tmp_path,
+        sim,
+    )
