@@ -147,8 +147,18 @@ class Workers(watches.Watches):
         targets, holds = self._composite(rt, desired)
         sig = pipeline.signature(targets, desired.protected)
         claim = self.claim
-        # Together: the watch repairs these objects under this claim until the cluster's next round.
-        rt.objects, rt.claim = drift.desired_objects(targets, instance=self.settings.instance), claim
+        # Together: the watch repairs these objects under this claim until the cluster's next round (the
+        # revision's own, made once when it was taken in, when no rollout holds any bundle back here).
+        newest, made = desired.targets.get(rt.name, {}), desired.objects.get(rt.name)
+        if (
+            made is not None
+            and len(targets) == len(newest)
+            and all(targets[b] is t for b, t in newest.items())
+        ):
+            rt.objects = made
+        else:
+            rt.objects = drift.desired_objects(targets, instance=self.settings.instance)
+        rt.claim = claim
         rt.holds = dict(holds)
         rt.held = self._held_back(rt, holds)
         revision = self.revision.sha

@@ -313,14 +313,15 @@ def desired_objects(
     for t in targets.values():
         if t.desired is None or t.suspended or t.error is not None:
             continue
-        for obj in t.desired.objects:
-            claimed[plan.key_of(obj)] = claimed.get(plan.key_of(obj), 0) + 1
+        for ref in t.desired.refs:  # made once per DesiredSet
+            k = plan.key(ref)
+            claimed[k] = claimed.get(k, 0) + 1
     for name, t in sorted(targets.items()):
         if t.desired is None or t.suspended or t.error is not None:
             continue
         want = plan.marked_objects(t.desired, bundle=name, instance=instance)
-        for obj, ref, marked in zip(t.desired.objects, t.desired.refs, want, strict=True):
-            if claimed[plan.key_of(obj)] == 1:
+        for ref, marked in zip(t.desired.refs, want, strict=True):
+            if claimed[plan.key(ref)] == 1:
                 out[ref] = marked
     return out
 

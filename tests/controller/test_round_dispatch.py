@@ -1,0 +1,97 @@
+"""What the engine hands each round and each cluster's watch (`fleet.controller.workers`): the real
+`fleet.controller.engine.Engine` in-process against an in-process `fleet sim` over HTTP, following a real
+git repository. The objects the watch repairs are those of the revision the cluster's round applied: the
+newest revision's, or an older one a rollout still holds the cluster at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from fleet.clients import kube
+from fleet.sim import testing
+from tests.controller.test_rounds_per_commit import rounds
+from tests.controller.test_watch_cache_requests import NAMES, NS, running, sim
+from tests.support.reconcile import GitOpsRepo, configmap, live_objects
+
+__all__ = ["sim"]  # the fixture
+
+WAVES = {
+    "waves": [{"name": "canary", "placement": {"clusters": ["c1"]}}, {"name": "rest", "approval": "before"}]
+}
+
+
+def _repo(root: Path, version: str) -> GitOpsRepo:
+    repo = GitOpsRepo(root)
+    for name in NAMES:
+        repo.cluster(name, labels={"web": "yes"})
+    _web(repo, version, rollout=None)
+    repo.bundle("base", [configmap("base-config", namespace="base")], namespace="base", clusters=NAMES)
+    repo.commit("start")
+    return repo
+
+
+def _web(repo: GitOpsRepo, version: str, *, rollout: Any = WAVES) -> None:
+    objects = [configmap("web-config", namespace=NS, version=version), configmap("web-static", namespace=NS)]
+    spec = {"rollout": rollout} if rollout else {}
+    repo.bundle("web", objects, namespace=NS, selector={"web": "yes"}, **spec)
+
+
+def _data(rt: Any, name: str) -> Any:
+    return next(o["data"] for ref, o in rt.objects.items() if ref.name == name)
+
+
+async def _edit(sim: testing.SimHandle, cluster: str, value: str) -> None:
+    kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
+    client = kube.Client(
+        cluster=cluster, context=kc.context(cluster), settings=kube.Settings(retry_budget=3.0)
+    )
+    try:
+        path = f"/api/v1/namespaces/{NS}/configmaps/web-config"
+        body = {"data": {"version": value}}
+        await client.request("PATCH", path, what=path, body=body, content_type="application/merge-patch+json")
+    finally:
+        await client.aclose()
+
+
+async def _test_a_cluster_a_rollout_holds_at_the_older_revision_has_that_revisions_objects_repaired(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    repo = _repo(tmp_path / "repo", "1")
+    async with running(tmp_path, sim, repo) as run:
+        _web(repo, "2")
+        repo.commit("web 2")
+        run.engine.trigger_fetch(reason="test")
+        clusters = run.engine.clusters
+        await run.until(
+            lambda doc: live_objects(sim, "c1", namespace=NS)["web-config"]["data"] == {"version": "2"},
+            "the canary applied",
+        )
+        for name in ("c2", "c3"):  # a round at the new revision (a resync), held at the old one
+            before = rounds(run.engine, name)
+            run.engine._wake(clusters[name], reason="resync")
+            await run.until(lambda doc, n=name, b=before: rounds(run.engine, n) > b, f"a round of {name}")
+        assert _data(clusters["c1"], "web-config") == {"version": "2"}
+        for name in ("c2", "c3"):  # the rest wave waits for approval: held at revision 1
+            assert _data(clusters[name], "web-config") == {"version": "1"}, name
+        await _edit(sim, "c2", "edited")
+        await _edit(sim, "c1", "edited")
+        await run.until(
+            lambda doc: (
+                live_objects(sim, "c2", namespace=NS)["web-config"]["data"] == {"version": "1"}
+                and live_objects(sim, "c1", namespace=NS)["web-config"]["data"] == {"version": "2"}
+            ),
+            "drift repaired to each cluster's revision",
+        )
+
+
+def test_a_cluster_a_rollout_holds_at_the_older_revision_has_that_revisions_objects_repaired(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    anyio.run(
+        _test_a_cluster_a_rollout_holds_at_the_older_revision_has_that_revisions_objects_repaired,
+        tmp_path,
+        sim,
+    )
