@@ -67,8 +67,11 @@ async def observe(
     from_cache: list[str] = []
     from_server: list[str] = []
 
+    def fresh(rt: kube.ResourceType) -> bool:
+        return cache is not None and cache.fresh(rt.group, rt.kind, rt.version)
+
     def cached(rt: kube.ResourceType) -> cache_mod.ObjectCache | None:
-        if cache is not None and cache.fresh(rt.group, rt.kind, rt.version):
+        if fresh(rt):
             from_cache.append(rt.kind)
             return cache
         from_server.append(rt.kind)
@@ -129,14 +132,24 @@ async def observe(
             # that makes them meanwhile makes this round's creates of them conflict, never overwrite).
             found["cms"], found["record"] = [], (None, None)
             return
+        if fresh(apply.CONFIGMAP):  # both answered from memory: no task for them
+            await inventories_cms()
+            await record()
+            return
         async with anyio.create_task_group() as tg:
             tg.start_soon(inventories_cms)
             tg.start_soon(record)
 
     with kube.unwrap_group():
-        async with anyio.create_task_group() as tg:  # discovery beside the namespaces, then fleet-system's
-            tg.start_soon(discover)
-            tg.start_soon(fleet_system)
+        if fresh(apply.NAMESPACE) and fresh(apply.CONFIGMAP):  # only discovery may wait (rarely)
+            await discover()
+            await fleet_system()
+        else:
+            async with (
+                anyio.create_task_group() as tg
+            ):  # discovery beside the namespaces, then fleet-system's
+                tg.start_soon(discover)
+                tg.start_soon(fleet_system)
     types: kube.TypeTable = found["types"]
     decoded, broken = inventory_mod.decode_all(found["cms"], instance=instance)
     inventories, foreign = inventory_mod.split(decoded, source=source)
@@ -179,10 +192,18 @@ async def observe(
         for obj in objects if objects is not None else await client.list(rt, label_selector=selector):
             live[plan.key_of(obj)] = obj
 
-    with kube.unwrap_group():
-        async with anyio.create_task_group() as tg:
-            for (group, kind), rt in kinds.items():
-                if (group, kind) != ("", "Namespace"):
+    from_the_server = []
+    for (group, kind), rt in kinds.items():
+        if (group, kind) == ("", "Namespace"):
+            continue
+        if fresh(rt):  # answered from memory: no task
+            await owned(rt)
+        else:
+            from_the_server.append(rt)
+    if from_the_server:
+        with kube.unwrap_group():
+            async with anyio.create_task_group() as tg:
+                for rt in from_the_server:
                     tg.start_soon(owned, rt)
 
     # Desired objects we do not own (yet): does something already exist at that name?
@@ -210,10 +231,11 @@ async def observe(
             if str((obj.get("metadata") or {}).get("name")) in names:
                 live[plan.key_of(obj)] = obj
 
-    with kube.unwrap_group():
-        async with anyio.create_task_group() as tg:
-            for (rt, namespace), wanted in missing.items():
-                tg.start_soon(probe, rt, namespace, sorted(set(wanted)))
+    if missing:
+        with kube.unwrap_group():
+            async with anyio.create_task_group() as tg:
+                for (rt, namespace), wanted in missing.items():
+                    tg.start_soon(probe, rt, namespace, sorted(set(wanted)))
     return Observed(
         types=types,
         inventories=inventories,

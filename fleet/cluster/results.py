@@ -10,6 +10,7 @@ Does not: read, decide or write anything (`fleet.cluster.rounds`, `fleet.cluster
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -93,12 +94,12 @@ class ClusterResult:
     # rounds before established, carried over unchanged (`fleet.cluster.scope`: `fleet serve` on its cache).
     planned: tuple[str, ...] = ()
 
-    @property
+    @functools.cached_property
     def changes(self) -> model.ChangeSet:
-        out = model.ChangeSet()
-        for b in (*self.bundles.values(), *self.removed.values()):
-            out = out + b.changes
-        return out
+        """Every bundle's changes, in one set (made once: callers count it by action)."""
+        return model.ChangeSet(
+            tuple(c for b in (*self.bundles.values(), *self.removed.values()) for c in b.changes.changes)
+        )
 
     def ok(self, *, wait: bool = True) -> bool:
         """Every placed pair applied (and healthy when waiting); paused and suspended are fine."""

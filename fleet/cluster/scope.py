@@ -149,7 +149,7 @@ class Memory:
     def carried(self, bundle: str) -> BundleResult | None:
         """A bundle not planned: its result as the round that planned it last left it, changing nothing."""
         known = self._known.get(bundle)
-        return replace(known.result, changes=model.ChangeSet()) if known is not None else None
+        return known.result if known is not None else None
 
     def established(
         self,
@@ -210,7 +210,8 @@ class Memory:
                 and not p.conflicts
             )
             if clean and result is not None:
-                self._known[b] = _Known(target_key(targets[b]), result)
+                carried = result if not result.changes.changes else replace(result, changes=model.ChangeSet())
+                self._known[b] = _Known(target_key(targets[b]), carried)
             else:
                 self._known.pop(b, None)
         self._index = {}

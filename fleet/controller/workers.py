@@ -14,6 +14,7 @@ Does not: decide what a round does on the cluster (`fleet.cluster.reconcile`), o
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Mapping
@@ -222,8 +223,9 @@ class Workers(watches.Watches):
                 self._stopped.add(rt.name)  # a late renewal keeps the shard: `Engine._ticked` wakes it
                 return
             changes = result.changes
+            counts = collections.Counter(c.action for c in changes.changes)
             for action in model.Action:
-                span.set_attribute(f"fleet.objects.{action.value}", changes.count(action))
+                span.set_attribute(f"fleet.objects.{action.value}", counts[action])
             span.set_attribute("fleet.state", result.state.value)
             span.set_attribute("fleet.bundles.planned", len(result.planned))
             if result.state in (model.State.FAILED, model.State.UNREACHABLE):
@@ -301,11 +303,11 @@ class Workers(watches.Watches):
             waiting_reason=lambda bundle: self.rollouts.waiting(bundle, rt.name),
             rolled_back=rolled_back,
         )
+        counts = collections.Counter(c.action for c in result.changes.changes)
         log.info(
             "cluster %s: %s (%s)",
             rt.name,
             rt.state.value,
-            ", ".join(f"{a.value} {result.changes.count(a)}" for a in model.Action if result.changes.count(a))
-            or "no changes",
+            ", ".join(f"{a.value} {counts[a]}" for a in model.Action if counts[a]) or "no changes",
         )
         return pairs

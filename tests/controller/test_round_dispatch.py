@@ -5,12 +5,17 @@ newest revision's, or an older one a rollout still holds the cluster at."""
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from fleet.clients import kube
+from fleet.cluster.results import BundleResult, ClusterResult
+from fleet.core import model
 from fleet.sim import testing
 from tests.controller.test_rounds_per_commit import rounds
 from tests.controller.test_watch_cache_requests import NAMES, NS, running, sim
@@ -95,3 +100,38 @@ def test_a_cluster_a_rollout_holds_at_the_older_revision_has_that_revisions_obje
         tmp_path,
         sim,
     )
+
+
+async def _test_a_rounds_log_line_counts_what_it_did_by_action(
+    tmp_path: Path, sim: testing.SimHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = _repo(tmp_path / "repo", "1")
+    async with running(tmp_path, sim, repo) as run:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="fleet.engine"):
+            _web(repo, "2", rollout=None)
+            await run.commit(repo, "web 2")
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cluster c1: Synced")]
+        # Each action once, in the order of model.Action, with its count (the changed object configured).
+        assert any(
+            re.fullmatch(r"cluster c1: Synced \(configured 1, unchanged [12]\)", line) for line in lines
+        ), lines
+
+
+def test_a_rounds_log_line_counts_what_it_did_by_action(
+    tmp_path: Path, sim: testing.SimHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    anyio.run(_test_a_rounds_log_line_counts_what_it_did_by_action, tmp_path, sim, caplog)
+
+
+def test_a_cluster_results_changes_are_its_bundles_then_its_removed_bundles_in_order() -> None:
+    def change(name: str, action: model.Action) -> model.Change:
+        return model.Change(model.ObjectRef("", "v1", "ConfigMap", NS, name), action)
+
+    a = BundleResult("a", model.State.SYNCED, model.ChangeSet((change("1", model.Action.CONFIGURED),)))
+    b = BundleResult("b", model.State.SYNCED, model.ChangeSet((change("2", model.Action.UNCHANGED),)))
+    gone = BundleResult("old", model.State.SYNCED, model.ChangeSet((change("3", model.Action.DELETED),)))
+    result = ClusterResult("c1", model.State.SYNCED, bundles={"a": a, "b": b}, removed={"old": gone})
+    assert [c.ref.name for c in result.changes.changes] == ["1", "2", "3"]
+    assert result.changes.count(model.Action.CONFIGURED) == 1
+    assert result.changes is result.changes  # made once
