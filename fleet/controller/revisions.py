@@ -241,8 +241,11 @@ class Revisions(workers.Workers):
                 # Clusters may still hold it: until the rollouts took this revision in, every cluster does.
                 self._renders.setdefault(previous.repo.revision, previous)
             self.desired, self.claim = desired, claim  # together: a round reads both at once
+            # Fetched when the claim says it was first seen, to the millisecond: restored after a restart as
+            # the claim's instant, the controller's own revision record is still its own, not another
+            # writer's (`inventory.Claim.by_another`; docs/reconcile.md, "Replicas of one source").
             self._set_revision(
-                snapshot, problems, fetched_at=fetched_at if from_mirror else runtime.now_rfc3339()
+                snapshot, problems, fetched_at=fetched_at if from_mirror else claim.observed_at
             )
             if from_mirror:
                 self._from_mirror = True

@@ -3,7 +3,7 @@
 Owns: `Conductor`; starting a rollout when a revision changes a bundle's rendered objects (superseding the
 one in progress), joins and leaves; turning the results of cluster rounds into the state machine's
 observations; people's actions; the soak and deadline timer; which revision of a bundle each cluster must
-hold now (`hold`) and whether its revision was sent there (`sent`); storing every change BEFORE any cluster is woken to act on it (so a crash never sends
+hold now (`hold`) and whether only until its rollout reaches it (`on_its_way`); storing every change BEFORE any cluster is woken to act on it (so a crash never sends
 a cluster its revision without the rollout knowing: a cluster put in flight is held at what it had until
 its rollout is stored; a write the database refuses is reported by the engine's `save` and the rollout
 goes on from memory, saved again on recovery); which writes wait: a change that decides something
@@ -178,15 +178,23 @@ class Conductor(rolloutstore.Storing):
             return NEWEST
         return LEAVE  # placed after the rollout ended without completing: it gets the next revision
 
-    def sent(self, bundle: str, cluster: str, *, revision: str) -> bool:
-        """Whether this controller's rollout of `revision` has sent `bundle` at it to `cluster` (a decision
-        not stored yet has sent nothing). A cluster held at an older revision that was never sent the
-        newest is left as it is where another writer of the source is already at the newest
-        (`fleet.cluster.gate.left_alone`); one sent it and then rolled back is not."""
+    def on_its_way(self, bundle: str, cluster: str, *, revision: str | None) -> bool:
+        """Whether this controller's rollouts are still to send `cluster` what `revision` (the engine's
+        newest) renders of `bundle`: not sent yet (a decision not stored yet has sent nothing) by a rollout
+        that still may (not ended, the cluster not skipped), or the rollouts have not taken `revision` in
+        yet. A cluster held at an older revision on its way is left as it is where another writer of the
+        source is already at `revision` (`fleet.cluster.gate.left_alone`); one sent it and rolled back, one
+        skipped and one whose rollout ended (rolled back, aborted) are not: no rollout of this controller
+        will reach them, and what they hold is written as before."""
+        if revision != self._revision:
+            return True  # taken in by `begin` next: held at what the rollouts took in until then
         r = self.latest.get(bundle)
-        if r is None or r.revision != revision or not ro.governs(r, cluster):
+        if r is None or not ro.governs(r, cluster):
             return False
-        return r.members[cluster].moved and (bundle, cluster) not in self._starting
+        m = r.members[cluster]
+        if (bundle, cluster) in self._starting:
+            return True
+        return not m.moved and not r.terminal and m.phase is not ro.ClusterPhase.SKIPPED
 
     def _following(self, bundle: str, r: ro.Rollout | None) -> bool:
         """A follower whose coordinator has not (yet) taken in the revision this replica enforces for
@@ -461,7 +469,7 @@ class Conductor(rolloutstore.Storing):
             await self.forward(bundle, r.revision, action, actor, reason, wave, cluster)
             log.info("bundle %s: rollout %s by %s handed to the coordinator", bundle, action, actor)
             return r
-        before = {c: self.hold(bundle, c) for c in r.members}
+        before = {c: self._held_as(bundle, c) for c in r.members}
         new = ro.act(r, action, actor=actor, reason=reason, now=now, wave=wave, cluster=cluster)
         span = self._spans.get(bundle)
         if span is not None:
@@ -482,9 +490,15 @@ class Conductor(rolloutstore.Storing):
         log.info("bundle %s: rollout %s by %s%s", bundle, action, actor, f" ({reason})" if reason else "")
         await self.tick()
         for c, h in before.items():
-            if self.hold(bundle, c) != h:
+            if self._held_as(bundle, c) != h:
                 self._wake(c, self._contexts.get(bundle))
         return self.latest[bundle]
+
+    def _held_as(self, bundle: str, cluster: str) -> tuple[Hold, bool]:
+        """What a round of `cluster` holds `bundle` at, and whether that is only until the rollout reaches
+        it (`on_its_way`): a change of either needs a round (a rollback, an abort or a skip of a cluster
+        left to another writer meanwhile writes what it holds again)."""
+        return self.hold(bundle, cluster), self.on_its_way(bundle, cluster, revision=self._revision)
 
     # -- the clock ------------------------------------------------------------------------------------------------
 

@@ -71,7 +71,8 @@ class Workers(watches.Watches):
 
     def _held_back(self, rt: runtime.ClusterRuntime, holds: Mapping[str, rollouts.Hold]) -> frozenset[str]:
         """The bundles this controller's own rollout holds on the cluster at an older revision than its
-        claim's and has not sent the claim's revision: left as they are (no apply, prune or repair) where
+        claim's until it sends the claim's revision there (`Conductor.on_its_way`: not one it sent and
+        rolled back, skipped, or whose rollout ended): left as they are (no apply, prune or repair) where
         another writer of the source is already at that revision (docs/reconcile.md, "Replicas of one
         source: the newer revision wins"). None with a management cluster: one rollout for all replicas."""
         claim = self.claim
@@ -80,7 +81,7 @@ class Workers(watches.Watches):
         return frozenset(
             b
             for b, h in holds.items()
-            if h.kind == "revision" and not self.rollouts.sent(b, rt.name, revision=claim.revision)
+            if h.kind == "revision" and self.rollouts.on_its_way(b, rt.name, revision=claim.revision)
         )
 
     async def _worker(self, rt: runtime.ClusterRuntime) -> None:

@@ -19,13 +19,14 @@ from typing import Any
 
 import anyio
 
-from fleet.clients import kube
+from fleet.clients import kube, statedb
 from fleet.cluster import apply
 from fleet.controller import engine
 from fleet.core import drift, inventory
+from fleet.core import rollout as ro
 from fleet.sim import testing
 from tests.controller.test_replica_repairs import _other_replica_writes
-from tests.controller.test_watch_cache_requests import NS, Running, _repo, running, sim
+from tests.controller.test_watch_cache_requests import NAMES, NS, WATCH, Running, _repo, running, sim
 from tests.support.reconcile import GitOpsRepo, configmap, live_objects, send, writes
 
 __all__ = ["sim"]  # the fixture
@@ -243,6 +244,149 @@ def test_a_single_controllers_held_cluster_is_still_repaired_to_the_revision_its
 ) -> None:
     anyio.run(
         _test_a_single_controllers_held_cluster_is_still_repaired_to_the_revision_its_rollout_holds,
+        tmp_path,
+        sim,
+    )
+
+
+async def _test_a_cluster_left_to_another_writer_is_written_again_once_this_rollout_is_rolled_back(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    repo = _repo(tmp_path / "repo")
+    async with running(tmp_path, sim, repo, request_timeout=30.0) as run:
+        eng = run.engine
+        first = next(iter(run.status()["clusters"].values()))["revision"]
+        objects = [
+            configmap("web-config", namespace=NS, version="2"),
+            configmap("web-static", namespace=NS),
+            configmap("web-extra", namespace=NS),
+        ]
+        async with _c2_held(run, repo, objects) as second:
+            assert eng.desired is not None and eng.claim is not None
+            changed: Mapping[str, Any] = next(
+                obj
+                for ref, obj in drift.desired_objects(eng.desired.targets["c1"], instance="fleet").items()
+                if ref.name == "web-config"
+            )
+            other = inventory.Claim(
+                source=eng.claim.source, revision=second, observed_at=inventory.now_rfc3339(), writer="other"
+            )
+            await _other_replica_writes(sim, "c2", other, changed)
+            await _a_round_leaves_it(run, second)
+            # A person rolls this controller's rollout of the second revision back: it never reaches c2,
+            # so c2 is not left at that revision "until this rollout reaches it", forever.
+            await eng.rollouts.act("web", ro.Action.ROLLBACK, actor="ana", reason="bad")
+        await run.until(
+            lambda doc: (
+                doc["clusters"]["c2"]["bundles"]["web"]["state"] == "Synced"
+                and doc["clusters"]["c2"]["bundles"]["web"]["revision"] == first
+            ),
+            "c2's web written back to the revision the rolled-back rollout holds it at",
+            within=30.0,
+        )
+        assert live_objects(sim, "c2", namespace=NS)["web-config"]["data"] == {"version": "1"}
+
+
+def test_a_cluster_left_to_another_writer_is_written_again_once_this_rollout_is_rolled_back(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    anyio.run(
+        _test_a_cluster_left_to_another_writer_is_written_again_once_this_rollout_is_rolled_back,
+        tmp_path,
+        sim,
+    )
+
+
+@asynccontextmanager
+async def _restarted(tmp_path: Path, sim: testing.SimHandle, repo: GitOpsRepo) -> AsyncIterator[Running]:
+    """The engine of `running` started again over the same state, not waiting for every cluster Synced."""
+    kubeconfig = await kube.load_kubeconfig(str(sim.kubeconfig), allow_exec_auth=False)
+    store = statedb.StateStore(tmp_path / "state" / "state.db")
+    settings = engine.Settings(
+        repo=str(repo.root),
+        state_dir=tmp_path / "state",
+        interval=3600.0,
+        fetch_min_gap=0.0,
+        kube_events=False,
+        watch_settings=WATCH,
+    )
+    eng = engine.Engine(
+        settings,
+        kubeconfig=kubeconfig,
+        kube_settings=kube.Settings(request_timeout=30.0, retry_budget=5.0, backoff_base=0.05),
+        store=store,
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(eng.run)
+            yield Running(eng, sim)
+            await eng.stop(grace=1.0)
+            tg.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+async def _test_a_restarted_controllers_own_record_is_not_another_writers_and_its_held_cluster_is_repaired(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    repo = _repo(tmp_path / "repo")
+    async with running(tmp_path, sim, repo, request_timeout=30.0) as run:
+        eng = run.engine
+        first = next(iter(run.status()["clusters"].values()))["revision"]
+        # web's rollout sends c1 the second revision and waits for a person before c2; base's reaches c2,
+        # so c2's revision record holds this controller's claim of the second revision.
+        waves = [
+            {"name": "canary", "placement": {"clusters": ["c1"]}},
+            {"name": "rest", "approval": "before"},
+        ]
+        objects = [
+            configmap("web-config", namespace=NS, version="2"),
+            configmap("web-static", namespace=NS),
+            configmap("web-extra", namespace=NS),
+        ]
+        repo.bundle("web", objects, namespace=NS, selector={"web": "yes"}, rollout={"waves": waves})
+        repo.bundle(
+            "base", [configmap("base-config", namespace="base", v="2")], namespace="base", clusters=NAMES
+        )
+        second = repo.commit("web 2, base 2")
+        eng.trigger_fetch(reason="test")
+
+        def waiting(doc: dict[str, Any]) -> bool:
+            c1, c2 = doc["clusters"]["c1"]["bundles"], doc["clusters"]["c2"]["bundles"]
+            return (
+                c1["web"]["revision"] == second
+                and c1["web"]["state"] == "Synced"
+                and (c2["web"]["state"], c2["web"]["revision"]) == ("Synced", first)
+                and (c2["base"]["state"], c2["base"]["revision"]) == ("Synced", second)
+            )
+
+        await run.until(waiting, "c1 at the second revision, c2's web held at the first, its base moved")
+    async with _restarted(tmp_path, sim, repo) as run:
+        eng = run.engine
+        await _round_of(eng, "c2", second)
+        await run.until(lambda doc: "web" in doc["clusters"]["c2"]["bundles"], "c2's status")
+        web = run.status()["clusters"]["c2"]["bundles"]["web"]
+        assert (web["state"], web["revision"], web["lastError"]) == ("Synced", first, None), web
+        edit = functools.partial(
+            send,
+            sim,
+            "c2",
+            "PATCH",
+            f"/api/v1/namespaces/{NS}/configmaps/web-config",
+            {"data": {"version": "x"}},
+        )
+        assert (await anyio.to_thread.run_sync(edit)).status_code == 200
+        deadline = time.monotonic() + 30
+        while live_objects(sim, "c2", namespace=NS)["web-config"]["data"] != {"version": "1"}:
+            assert time.monotonic() < deadline, "the restarted controller never repaired its held cluster"
+            await anyio.sleep(0.05)
+
+
+def test_a_restarted_controllers_own_record_is_not_another_writers_and_its_held_cluster_is_repaired(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    anyio.run(
+        _test_a_restarted_controllers_own_record_is_not_another_writers_and_its_held_cluster_is_repaired,
         tmp_path,
         sim,
     )
