@@ -503,18 +503,23 @@ class Conductor(rolloutstore.Storing):
     # -- the clock ------------------------------------------------------------------------------------------------
 
     async def tick(self) -> None:
-        """Advance every rollout now; store what changed; then wake the clusters to send a revision to."""
+        """Advance every rollout now; store what changed; then wake the clusters to send a revision to, and
+        every cluster of a rollout that rolled back on its own (`onFailure: rollback`): the ones it moved
+        go back to what they held, the others are no longer held only until it reaches them."""
         if not self.deciding():
             self._changed.set()
             return
         now = self._clock()
         starts: list[tuple[str, str]] = []
+        back: list[tuple[str, str]] = []
         for b, r in list(self.latest.items()):
             if r.terminal:
                 continue
             step = ro.advance(r, now=now)
             if step.rollout is not r and step.rollout != r:
                 self._set(step.rollout)
+                if step.rollout.phase is ro.Phase.ROLLED_BACK:
+                    back.extend((b, c) for c in step.rollout.members if ro.governs(step.rollout, c))
             starts.extend((b, c) for c in step.start)
             self._announce_waves(step)
         if starts or self._decided:
@@ -525,7 +530,7 @@ class Conductor(rolloutstore.Storing):
                 self._starting.difference_update(starts)
         elif self._dirty:
             self._deferred.set()
-        for b, c in starts:
+        for b, c in (*starts, *back):
             self._wake(c, self._contexts.get(b))
         self._changed.set()
 
