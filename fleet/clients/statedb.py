@@ -13,7 +13,8 @@ retry), or touch the event loop: every method is blocking and the engine calls i
 The schema version is kept in ``PRAGMA user_version``; an older database is migrated in place on open,
 a newer one is refused (a downgrade must not silently drop state). Version 3 folded the old bounded
 ``sync`` table (one row per round) into ``history`` (one row per change): its rounds that wrote objects
-became history entries, the rest was dropped.
+became history entries, the rest was dropped. Version 4 added the revision enforced and its claim's
+instant (``claimed_sha``, ``claimed_at``; empty in a migrated database until the next revision).
 
 Failures (docs/operations.md): every SQLite error becomes `errors.StateError`. A damaged file (SQLite's
 CORRUPT or NOTADB, or a failing ``PRAGMA quick_check`` on open) is `corrupt`: the store is a rebuildable
@@ -40,7 +41,7 @@ import orjson
 from fleet.core import errors
 from fleet.core import history as hist
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 ROLLOUTS_PER_BUNDLE = 20
 OUTBOX_PER_RECEIVER = 10_000  # undelivered messages kept per receiver; older ones are dropped
 
@@ -49,7 +50,8 @@ CREATE TABLE IF NOT EXISTS revision (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     sha TEXT, message TEXT, author TEXT, committed_at TEXT, fetched_at TEXT,
     problems TEXT NOT NULL DEFAULT '[]',
-    fetch_error TEXT, fetch_error_at TEXT
+    fetch_error TEXT, fetch_error_at TEXT,
+    claimed_sha TEXT, claimed_at TEXT
 );
 CREATE TABLE IF NOT EXISTS target (
     cluster TEXT NOT NULL, bundle TEXT NOT NULL,
@@ -112,6 +114,10 @@ class RevisionRow:
     problems: tuple[dict[str, Any], ...] = ()
     fetch_error: str | None = None
     fetch_error_at: str | None = None
+    # The revision enforced (its clusters' revision records hold its claim) and when its claim says it was
+    # first seen: kept while a newer tip is refused, the claim's instant again after a restart.
+    claimed_sha: str | None = None
+    claimed_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -292,6 +298,10 @@ class StateStore:
                 columns = {row[1] for row in db.execute("PRAGMA table_info(target)")}
                 if "since" not in columns:
                     db.execute("ALTER TABLE target ADD COLUMN since TEXT")
+                columns = {row[1] for row in db.execute("PRAGMA table_info(revision)")}
+                for column in ("claimed_sha", "claimed_at"):
+                    if column not in columns:
+                        db.execute(f"ALTER TABLE revision ADD COLUMN {column} TEXT")
                 if db.execute(
                     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sync'"
                 ).fetchone():
@@ -336,11 +346,12 @@ class StateStore:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO revision (id, sha, message, author, committed_at, fetched_at, problems,"
-                " fetch_error, fetch_error_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " fetch_error, fetch_error_at, claimed_sha, claimed_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(id) DO UPDATE SET sha=excluded.sha, message=excluded.message,"
                 " author=excluded.author, committed_at=excluded.committed_at, fetched_at=excluded.fetched_at,"
                 " problems=excluded.problems, fetch_error=excluded.fetch_error,"
-                " fetch_error_at=excluded.fetch_error_at",
+                " fetch_error_at=excluded.fetch_error_at, claimed_sha=excluded.claimed_sha,"
+                " claimed_at=excluded.claimed_at",
                 (
                     row.sha,
                     row.message,
@@ -350,6 +361,8 @@ class StateStore:
                     json.dumps(list(row.problems)),
                     row.fetch_error,
                     row.fetch_error_at,
+                    row.claimed_sha,
+                    row.claimed_at,
                 ),
             )
 
@@ -613,8 +626,8 @@ class StateStore:
 
     def _load(self) -> Saved:
         rev = self._db.execute(
-            "SELECT sha, message, author, committed_at, fetched_at, problems, fetch_error, fetch_error_at"
-            " FROM revision WHERE id = 1"
+            "SELECT sha, message, author, committed_at, fetched_at, problems, fetch_error, fetch_error_at,"
+            " claimed_sha, claimed_at FROM revision WHERE id = 1"
         ).fetchone()
         targets = self._db.execute(
             "SELECT cluster, bundle, state, revision, hash, objects, last_error, updated_at, since FROM target"
@@ -632,6 +645,8 @@ class StateStore:
                 problems=tuple(json.loads(rev[5] or "[]")),
                 fetch_error=rev[6],
                 fetch_error_at=rev[7],
+                claimed_sha=rev[8],
+                claimed_at=rev[9],
             )
             if rev
             else RevisionRow()

@@ -156,8 +156,12 @@ class Engine(revisions.Revisions):
         self.audit.restore()
         if store.set_aside is not None:
             self._announce_set_aside(store.set_aside)
-        # When the revision restored from the state was first seen: it stays that old across a restart.
-        self._restored_seen = (self.revision.sha, self.revision.fetched_at)
+        # When the revision enforced before the restart was first seen (its claim's instant; a state from
+        # before that was kept: the shown revision's fetch): it stays that old across a restart.
+        rev = self.revision
+        self._restored_seen = (
+            (rev.claimed_sha, rev.claimed_at) if rev.claimed_at else (rev.sha, rev.fetched_at)
+        )
 
     # -- the API the HTTP layer uses -----------------------------------------------------------------------
 

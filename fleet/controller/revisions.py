@@ -241,11 +241,14 @@ class Revisions(workers.Workers):
                 # Clusters may still hold it: until the rollouts took this revision in, every cluster does.
                 self._renders.setdefault(previous.repo.revision, previous)
             self.desired, self.claim = desired, claim  # together: a round reads both at once
-            # Fetched when the claim says it was first seen, to the millisecond: restored after a restart as
-            # the claim's instant, the controller's own revision record is still its own, not another
-            # writer's (`inventory.Claim.by_another`; docs/reconcile.md, "Replicas of one source").
+            # The claim's instant is kept with it (and kept while a newer tip is refused): restored after a
+            # restart, the controller's own revision records are still its own, not another writer's
+            # (`inventory.Claim.by_another`; docs/reconcile.md, "Replicas of one source").
             self._set_revision(
-                snapshot, problems, fetched_at=fetched_at if from_mirror else claim.observed_at
+                snapshot,
+                problems,
+                fetched_at=fetched_at if from_mirror else runtime.now_rfc3339(),
+                claimed=(sha, claim.observed_at),
             )
             if from_mirror:
                 self._from_mirror = True
@@ -350,8 +353,16 @@ class Revisions(workers.Workers):
         )
 
     def _set_revision(
-        self, snapshot: model.Snapshot, problems: tuple[dict[str, Any], ...], *, fetched_at: str | None = ""
+        self,
+        snapshot: model.Snapshot,
+        problems: tuple[dict[str, Any], ...],
+        *,
+        fetched_at: str | None = "",
+        claimed: tuple[str | None, str | None] | None = None,
     ) -> None:
+        """The revision shown (the newest fetched, refused or not); `claimed`: the revision enforced and its
+        claim's instant, when it changes (kept as it was when a tip is refused)."""
+        claimed_sha, claimed_at = claimed or (self.revision.claimed_sha, self.revision.claimed_at)
         self.revision = statedb.RevisionRow(
             sha=snapshot.revision,
             message=(snapshot.message or "").splitlines()[0] if snapshot.message else None,
@@ -359,6 +370,8 @@ class Revisions(workers.Workers):
             committed_at=snapshot.committed_at,
             fetched_at=runtime.now_rfc3339() if fetched_at == "" else fetched_at,
             problems=problems,
+            claimed_sha=claimed_sha,
+            claimed_at=claimed_at,
         )
         self.metrics.revision_timestamp.set(time.time())
 

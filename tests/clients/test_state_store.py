@@ -27,10 +27,39 @@ def test_a_revision_written_is_read_back_after_reopening(tmp_path: Path) -> None
         committed_at="2026-11-26T10:00:00Z",
         fetched_at="2026-11-26T10:00:05Z",
         problems=({"path": "bundles/web/x.yaml", "line": 3, "message": "bad"},),
+        claimed_sha="b" * 40,
+        claimed_at="2026-11-26T09:00:05.123Z",
     )
     store.record_revision(row)
     store.close()
     assert make(tmp_path).load().revision == row
+
+
+def test_a_version_3_database_gains_the_claimed_revision_and_keeps_its_revision(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "fleet.db"
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            """
+            CREATE TABLE revision (id INTEGER PRIMARY KEY CHECK (id = 1), sha TEXT, message TEXT, author TEXT,
+                committed_at TEXT, fetched_at TEXT, problems TEXT NOT NULL DEFAULT '[]', fetch_error TEXT,
+                fetch_error_at TEXT);
+            INSERT INTO revision (id, sha, fetched_at) VALUES (1, 'r1', '2026-01-01T00:00:00Z');
+            PRAGMA user_version=3;
+            """
+        )
+    store = statedb.StateStore(path)
+    rev = store.load().revision
+    assert (rev.sha, rev.fetched_at, rev.claimed_sha, rev.claimed_at) == (
+        "r1",
+        "2026-01-01T00:00:00Z",
+        None,
+        None,
+    )
+    store.record_revision(
+        statedb.RevisionRow(sha="r2", claimed_sha="r1", claimed_at="2026-01-01T00:00:00.5Z")
+    )
+    assert store.load().revision.claimed_at == "2026-01-01T00:00:00.5Z"
 
 
 def test_cluster_and_target_rows_round_trip_and_stale_targets_are_dropped(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ is played by the test (its revision record, then its writes)."""
 from __future__ import annotations
 
 import functools
+import shutil
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -327,7 +328,7 @@ async def _restarted(tmp_path: Path, sim: testing.SimHandle, repo: GitOpsRepo) -
 
 
 async def _test_a_restarted_controllers_own_record_is_not_another_writers_and_its_held_cluster_is_repaired(
-    tmp_path: Path, sim: testing.SimHandle
+    tmp_path: Path, sim: testing.SimHandle, refused: bool = False
 ) -> None:
     repo = _repo(tmp_path / "repo")
     async with running(tmp_path, sim, repo, request_timeout=30.0) as run:
@@ -361,6 +362,11 @@ async def _test_a_restarted_controllers_own_record_is_not_another_writers_and_it
             )
 
         await run.until(waiting, "c1 at the second revision, c2's web held at the first, its base moved")
+        if refused:  # a tip refused as a whole: the second revision stays enforced, the tip is shown
+            shutil.rmtree(repo.root / "clusters")
+            repo.commit("no cluster file")
+            eng.trigger_fetch(reason="test")
+            await run.until(lambda doc: bool(doc.get("errors")), "the tip refused")
     async with _restarted(tmp_path, sim, repo) as run:
         eng = run.engine
         await _round_of(eng, "c2", second)
@@ -389,4 +395,15 @@ def test_a_restarted_controllers_own_record_is_not_another_writers_and_its_held_
         _test_a_restarted_controllers_own_record_is_not_another_writers_and_its_held_cluster_is_repaired,
         tmp_path,
         sim,
+    )
+
+
+def test_a_controller_restarted_at_a_refused_tip_still_knows_its_own_record_and_repairs_its_held_cluster(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    anyio.run(
+        _test_a_restarted_controllers_own_record_is_not_another_writers_and_its_held_cluster_is_repaired,
+        tmp_path,
+        sim,
+        True,
     )
