@@ -186,7 +186,7 @@ class Conductor(rolloutstore.Storing):
         source is already at `revision` (`fleet.cluster.gate.left_alone`); one sent it and rolled back, one
         skipped and one whose rollout ended (rolled back, aborted) are not: no rollout of this controller
         will reach them, and what they hold is written as before."""
-        if revision != self._revision:
+        if revision != self._revision and self._hold(bundle, cluster) == NEWEST:
             return True  # taken in by `begin` next: held at what the rollouts took in until then
         r = self.latest.get(bundle)
         if r is None or not ro.governs(r, cluster):
