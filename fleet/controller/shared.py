@@ -4,11 +4,12 @@ Owns: `ManagedStore`, the engine's state store when replicas share a fleet: the 
 (`fleet.clients.statedb`) keeps what is this process's own (the revision row, its clusters' rows, the
 notification outbox), and rollouts and history go to the management cluster through
 `fleet.clients.records` instead, behind the same blocking methods (called from worker threads, they run
-their requests on the event loop through `anyio.from_thread`); the rollouts last read are kept in memory
+their requests on the event loop through `anyio.from_thread`; history entries are handed to
+`fleet.controller.historywriter` and appended in batches, not waited for); the rollouts last read are kept in memory
 (read at start by `start`, kept fresh by `Shared`), so the few reads made on the event loop or at
 construction never send a request. Rollouts are written by the coordinator only, each only when it
 changed, and a read never sets back what this replica wrote while it was under way (docs/scaling.md, "Who
-writes what, and compare-and-swap"). `Shared`, one task beside the engine's: every period it reads the
+writes what, and compare-and-swap"). `Shared`, one task beside the engine's (the history writer runs in it): every period it reads the
 rollouts (a follower takes them in, `rollouts.Conductor.adopt`; a replica that has just become the
 coordinator takes them in and then over, `Conductor.take_over`), lets the coordinator take people's
 actions asked of other replicas, writes the status summary of every shard this replica may write to
@@ -25,6 +26,7 @@ decide rollouts (`rollouts.Conductor`, `fleet.core.rollout`), or encode records 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -36,7 +38,7 @@ import anyio.from_thread
 
 from fleet.clients import records as records_client
 from fleet.clients import statedb
-from fleet.controller import following, replicas, rollouts
+from fleet.controller import following, historywriter, replicas, rollouts
 from fleet.core import errors, model, sharding, summaries
 from fleet.core import history as hist
 from fleet.core import records as rec
@@ -123,6 +125,9 @@ class ManagedStore(statedb.StateStore):
         # deletes, the versions a watch brought (`learn`, `forget`)
         self._changes: dict[tuple[str, str], int] = {}
         self.listed = ""  # the resourceVersion of the last list of the rollouts (a watch goes on from it)
+        # History entries go to the management cluster batched, without the caller waiting (`Shared.run`
+        # writes them; a query here writes what waits first).
+        self.history = historywriter.HistoryWriter(records)
 
     async def start(self) -> records_client.Installed:
         """Install (and migrate) the records, and read the rollouts (on the event loop, before the engine)."""
@@ -174,10 +179,9 @@ class ManagedStore(statedb.StateStore):
     ) -> None:
         if outbox:
             self.enqueue(outbox)
-        if history:
-            anyio.from_thread.run(self.records.append, history)
         if rows:
             anyio.from_thread.run(self._write_rollouts, rows)
+        self.history.add(history)  # after the rows: a failed write hands the entries back to the caller
 
     async def _write_rollouts(self, rows: tuple[statedb.RolloutRow, ...]) -> None:
         """Write the coordinator's rollouts that changed (every row, each over the version last read or
@@ -247,22 +251,28 @@ class ManagedStore(statedb.StateStore):
         history: tuple[hist.Entry, ...] = (),
     ) -> None:
         super().record_cluster(cluster, targets, drop_other_targets=drop_other_targets)
-        if history:
-            anyio.from_thread.run(self.records.append, history)
+        self.history.add(history)
 
     def record_history(self, entries: tuple[hist.Entry, ...]) -> None:
-        if entries:
-            anyio.from_thread.run(self.records.append, entries)
+        self.history.add(entries)
 
     def query_history(self, q: hist.Query) -> list[hist.Entry]:
-        return anyio.from_thread.run(self.records.history, q)
+        return anyio.from_thread.run(self._query_history, q)
+
+    async def _query_history(self, q: hist.Query) -> list[hist.Entry]:
+        await self.history.flush()  # what this replica recorded is in the answer
+        return await self.records.history(q)
 
     def prune_history(self, *, before: float, batch: int = 5_000) -> int:
         # Segments go whole; one call deletes every expired one (less than `batch` tells the caller so).
         return min(anyio.from_thread.run(lambda: self.records.prune(before=before)), batch - 1)
 
     def history_bounds(self) -> tuple[int, float | None]:
-        return anyio.from_thread.run(self.records.bounds)
+        return anyio.from_thread.run(self._history_bounds)
+
+    async def _history_bounds(self) -> tuple[int, float | None]:
+        await self.history.flush()
+        return await self.records.bounds()
 
 
 async def open_store(path: Path, *, records: records_client.Records) -> ManagedStore:
@@ -401,6 +411,7 @@ class Shared:
         async with anyio.create_task_group() as tg:
             if self.watch is not None:
                 tg.start_soon(self.watch.run)
+            tg.start_soon(functools.partial(self.store.history.run, retry=self.period))
             while True:
                 await self.step()
                 await anyio.sleep(self.period)
@@ -417,6 +428,8 @@ class Shared:
         if self.watch is not None and self.watch.problem:
             problems.append(self.watch.problem)
             self.watch.problem = None
+        if self.store.history.problem:  # entries kept and written again (`historywriter`)
+            problems.append(self.store.history.problem)
         self.problem = "; ".join(problems) or None
 
     async def _rollouts(self) -> None:

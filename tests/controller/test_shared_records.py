@@ -280,7 +280,7 @@ def test_an_unreadable_rollout_record_is_reported_by_name_and_the_follower_keeps
 
 
 @pytest.mark.slow  # seconds: 503s retried until the request budget is spent
-def test_an_unreachable_management_cluster_fails_history_writes_and_reads_instead_of_dropping_them(
+def test_an_unreachable_management_cluster_keeps_history_entries_says_so_and_fails_reads_instead_of_dropping_them(
     sim: testing.SimHandle, tmp_path: Path
 ) -> None:
     async def main() -> None:
@@ -289,15 +289,82 @@ def test_an_unreachable_management_cluster_fails_history_writes_and_reads_instea
             row = statedb.ClusterRow(name="c1", state="Synced")
             entry = hist.Entry(at=1.0, cluster="c1", bundle="web", outcome="Synced", to_revision=REV)
             await sim.faults("mgmt", {"path": "configmaps", "status": 503, "count": 1000})
+            await anyio.to_thread.run_sync(lambda: a.store.record_cluster(row, history=(entry,)))
+            assert "c1" in a.store.load().clusters  # the replica's own row is in its database
             with pytest.raises(errors.StateError, match="management cluster"):
-                await anyio.to_thread.run_sync(lambda: a.store.record_cluster(row, history=(entry,)))
+                await a.store.history.flush()
             with pytest.raises(errors.StateError, match="management cluster"):
                 await anyio.to_thread.run_sync(a.store.query_history, hist.Query(limit=10))
-            assert "c1" in a.store.load().clusters  # the replica's own row is in its database
+            await a.shared.step()  # the status says so
+            assert a.shared.problem is not None and "history: 1 entries not written yet" in a.shared.problem
             await sim.clear_faults("mgmt")
-            await anyio.to_thread.run_sync(a.store.record_history, (entry,))
+            await anyio.to_thread.run_sync(
+                a.store.record_history, (replace(entry, at=2.0, outcome="Failed"),)
+            )
             got = await anyio.to_thread.run_sync(a.store.query_history, hist.Query(limit=10))
-            assert [(e.cluster, e.outcome) for e in got] == [("c1", "Synced")]
+            assert [(e.cluster, e.outcome) for e in got] == [("c1", "Failed"), ("c1", "Synced")]
+            await a.shared.step()
+            assert a.shared.problem is None
+        finally:
+            await a.store.records.client.aclose()
+            a.store.close()
+
+    anyio.run(main)
+
+
+def configmap_writes(journal: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in journal if e["method"] in ("POST", "PUT") and "/configmaps" in e["path"]]
+
+
+def test_a_replicas_rounds_record_history_without_waiting_for_the_management_cluster_in_few_appends(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    """A round's history entries wait for the next append (one segment rewrite for every entry waiting),
+    not each for a rewrite of its own: 50 rounds, one append; every entry there, in order."""
+
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0}), coordinator=True))
+        try:
+            since = (await sim.journal("mgmt"))[-1]["seq"]
+            for i in range(50):
+                row = statedb.ClusterRow(name=f"c{i}", state="Synced")
+                entry = hist.Entry(
+                    at=10.0 + i, cluster=f"c{i}", bundle="web", outcome="Synced", to_revision=REV
+                )
+                await anyio.to_thread.run_sync(lambda: a.store.record_cluster(row, history=(entry,)))  # noqa: B023
+            got = await anyio.to_thread.run_sync(a.store.query_history, hist.Query(limit=100))
+            assert [e.cluster for e in got] == [f"c{i}" for i in reversed(range(50))]
+            assert len(configmap_writes(await sim.journal("mgmt", since=since))) == 1
+        finally:
+            await a.store.records.client.aclose()
+            a.store.close()
+
+    anyio.run(main)
+
+
+def test_the_history_writer_writes_entries_as_they_come_and_what_waits_when_it_is_stopped(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0}), coordinator=True))
+        try:
+            entry = hist.Entry(at=1.0, cluster="c1", bundle="web", outcome="Synced", to_revision=REV)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: a.store.history.run(retry=0.2))
+                await anyio.to_thread.run_sync(a.store.record_history, (entry,))
+                with anyio.fail_after(10):
+                    while a.store.history.pending:  # noqa: ASYNC110 (polls: no event tells of an append)
+                        await anyio.sleep(0.01)
+                assert [[e.cluster for e in s.entries] for s in await a.store.records._segments()] == [["c1"]]
+                # Held by the management cluster's faults, an entry waits; stopping the writer writes it.
+                await sim.faults("mgmt", {"path": "configmaps", "status": 503, "count": 2})
+                later = replace(entry, at=2.0, cluster="c2")
+                await anyio.to_thread.run_sync(a.store.record_history, (later,))
+                await anyio.sleep(0.05)
+                tg.cancel_scope.cancel()
+            assert a.store.history.pending == 0
+            got = await anyio.to_thread.run_sync(a.store.query_history, hist.Query(limit=10))
+            assert [e.cluster for e in got] == ["c2", "c1"]
         finally:
             await a.store.records.client.aclose()
             a.store.close()
