@@ -425,24 +425,49 @@ class Conductor(rolloutstore.Storing):
         out = []
         for b, r in self.latest.items():
             m = r.members.get(cluster)
-            if r.terminal or m is None or m.wave != r.wave or m.applied_at is None:
+            if r.terminal or m is None or m.wave != r.wave:
                 continue
-            soaking = m.phase is ro.ClusterPhase.HEALTHY and r.spec.waves[m.wave].soak > 0
-            if m.phase is ro.ClusterPhase.PROGRESSING or soaking:
+            phase, applied = m.phase, m.applied_at is not None
+            if phase is ro.ClusterPhase.PROGRESSING and self._reported_healthy(b, cluster, r):
+                phase, applied = ro.ClusterPhase.HEALTHY, True
+            if not applied:
+                continue
+            soaking = phase is ro.ClusterPhase.HEALTHY and r.spec.waves[m.wave].soak > 0
+            if phase is ro.ClusterPhase.PROGRESSING or soaking:
                 out.append(b)
         return sorted(out)
 
     def in_flight(self, cluster: str) -> bool:
         """True while some rollout waits for this cluster's health (a change on it may advance one)."""
-        for r in self.latest.values():
+        for b, r in self.latest.items():
             m = r.members.get(cluster)
             if r.terminal or m is None or m.wave != r.wave:
                 continue
-            if m.phase is ro.ClusterPhase.PROGRESSING:
+            phase = m.phase
+            if phase is ro.ClusterPhase.PROGRESSING and self._reported_healthy(b, cluster, r):
+                phase = ro.ClusterPhase.HEALTHY
+            if phase is ro.ClusterPhase.PROGRESSING:
                 return True
-            if m.phase is ro.ClusterPhase.HEALTHY and r.spec.waves[m.wave].soak > 0:
+            if phase is ro.ClusterPhase.HEALTHY and r.spec.waves[m.wave].soak > 0:
                 return True  # a soak restarts when it degrades
         return False
+
+    def _reported_healthy(self, bundle: str, cluster: str, r: ro.Rollout) -> bool:
+        """A follower's round saw `bundle` healthy on `cluster` at `r`'s revision and reported it for the
+        coordinator (`reports`): the coordinator's copy still says in flight until that report reaches it
+        (a period later, with the shard's summary), but the follower waits no more for that health than
+        the coordinator does for its own clusters'. Without it each of the follower's rounds was followed by
+        a second, whole round (its own apply seen coming back on the watch: `in_flight`, not
+        `awaiting_health` since not applied in the coordinator's copy: a round), one per cluster and commit."""
+        if self.deciding():
+            return False
+        seen = self.reports.get(cluster, {}).get(bundle)
+        return (
+            seen is not None
+            and seen.revision == r.revision
+            and seen.state == model.State.SYNCED.value
+            and not seen.degraded
+        )
 
     # -- people's actions -----------------------------------------------------------------------------------
 
