@@ -1,7 +1,8 @@
 """The cluster workers: one task per registered cluster, under the global limit on clusters in flight.
 
-Owns: the worker loop (wait for a wake-up or the idle delay, then one round; then a look at the cluster's
-health when a watched object changed during the round and a rollout still waits for it), a client per
+Owns: the worker loop (wait for a wake-up or the idle delay, then one round, with every wake that came
+while it waited for a turn under the limit; then a look at the cluster's health when a watched object
+changed during the round and a rollout still waits for it), a client per
 cluster, and one round: the cluster's targets under the rollouts (`_composite`: the newest revision's, an
 older one it still holds, or left as it is; `_held_back`: the held ones another writer of the source may
 already have moved ahead), `fleet.cluster.reconcile.reconcile_cluster` in a `cluster <name>` span
@@ -97,13 +98,26 @@ class Workers(watches.Watches):
                     rt.retry_at = None  # the retry (or an earlier round) is due now
                     if self._stopping:
                         return
-                    request = rt.pending or runtime.Request(reasons={why})
-                    rt.pending = None
+                    idle = why if rt.pending is None else None  # nothing asked for it: the idle delay's round
                     if rt.broken is not None or rt.cluster is None or self.desired is None:
+                        rt.pending = None
                         continue
                     if not self.ownership.owns(rt.name):  # another replica's (docs/scaling.md)
+                        rt.pending = None
                         continue
                     async with self._limiter:
+                        # What woke the cluster while it waited for its turn goes in this round, not in one
+                        # more after it (at 1,000 clusters a wake waits seconds for a turn: a follower's
+                        # clusters woken by two of the coordinator's record writes each had two rounds).
+                        rt.wake = anyio.Event()
+                        request = rt.pending or runtime.Request()
+                        rt.pending = None
+                        if idle is not None:
+                            request.reasons.add(idle)
+                        if self._stopping:
+                            return
+                        if rt.broken is not None or rt.cluster is None or not self.ownership.owns(rt.name):
+                            continue
                         self._in_flight += 1
                         rt.in_round = True
                         try:

@@ -61,3 +61,33 @@ def test_a_commit_costs_each_changed_cluster_one_round_even_when_its_apply_is_se
         tmp_path,
         sim,
     )
+
+
+async def _test_wakes_of_a_cluster_waiting_for_its_turn_make_one_round(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    # At 1,000 clusters a wake waits seconds for a turn (`--concurrency`): a follower's clusters, woken by
+    # two of the coordinator's rollout writes a moment apart, each had two rounds where one would do.
+    repo = _repo(tmp_path / "repo")
+    async with running(tmp_path, sim, repo, concurrency=1) as run:
+        before = {name: rounds(run.engine, name) for name in NAMES}
+        for name in NAMES:  # every round reads the server (a person's request): each holds the turn a while
+            await sim.faults(name, {"method": "GET", "path": "configmaps", "latencyMs": 300})
+        await run.engine.request_reconcile(cluster=None, bundle=None)
+        await anyio.sleep(0.15)  # the first cluster's round holds the only turn; the others wait for it
+        await run.engine.request_reconcile(cluster=None, bundle=None)
+        with anyio.fail_after(60):
+            while sum(rounds(run.engine, n) - before[n] for n in NAMES) < len(NAMES) + 1:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        await anyio.sleep(2.0)  # a further round would have run by now
+        after = sorted(rounds(run.engine, n) - before[n] for n in NAMES)
+        # The cluster in its round when woken again has one more; those waiting for a turn, one each.
+        assert after == [1] * (len(NAMES) - 1) + [2]
+        for name in NAMES:
+            await sim.clear_faults(name)
+
+
+def test_wakes_of_a_cluster_waiting_for_its_turn_make_one_round(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    anyio.run(_test_wakes_of_a_cluster_waiting_for_its_turn_make_one_round, tmp_path, sim)
