@@ -8,8 +8,8 @@ replica's fence (`Options.fence`; `apply.NotOwner` once this replica may not wri
 newer owner's fence stops it, `apply.Fenced`). `superseded`: whether the record the round read holds a
 newer revision of the same source (the round then writes nothing); `left_alone`: which bundles the
 controller's rollout holds at an older revision are left as they are because another writer of the source
-has already put the cluster at the controller's own newest revision (docs/reconcile.md, "Replicas of one
-source: the newer revision wins").
+has already put the cluster at a revision the controller took in after that one (docs/reconcile.md,
+"Replicas of one source: the newer revision wins").
 
 Does not: plan, apply or prune (`fleet.cluster.rounds`, `fleet.cluster.apply`), or decide ownership
 (`fleet.core.plan`, `fleet.core.fencing`).
@@ -38,30 +38,29 @@ def superseded(seen: reading.Observed, options: results.Options) -> bool:
 
 
 def left_alone(seen: reading.Observed, cplan: plan.ClusterPlan, options: results.Options) -> dict[str, str]:
-    """The bundles of `options.held` (held by this controller's rollout at a revision older than its
-    claim's, never sent the claim's revision) that another writer of the source has already put at the
-    claim's revision on this cluster, with why; the round leaves them as they are (docs/reconcile.md,
-    "Replicas of one source: the newer revision wins"). The cluster shows it by its revision record (the
-    claim's revision written by another writer, `inventory.Claim.by_another`) or by an object of the
-    bundle there carrying the claim's revision in `fleet.dev/revision` (another writer's apply of it)."""
-    claim = options.claim
-    if claim is None or not options.held:
+    """The bundles of `options.held` (held by this controller's rollout at an older revision until it
+    reaches the cluster) that another writer of the source has already put at one of the revisions this
+    controller took in after that one (its claim's, or one a newer commit superseded) on this cluster,
+    with why; the round leaves them as they are (docs/reconcile.md, "Replicas of one source: the newer
+    revision wins"). The cluster shows it by its revision record (such a revision written by another
+    writer, `inventory.written_by_another`) or by an object of the bundle there carrying such a revision
+    in `fleet.dev/revision` (another writer's apply of it)."""
+    if options.claim is None or not options.held:
         return {}
-    record = seen.record if seen.record is not None and seen.record.by_another(claim) else None
+    record = seen.record
     out: dict[str, str] = {}
-    for b in sorted(options.held):
+    for b, ahead in sorted(options.held.items()):
         p = cplan.bundles.get(b)
-        if p is None or p.outcome is not plan.Outcome.RUN:
+        if p is None or p.outcome is not plan.Outcome.RUN or not ahead:
             continue
-        if record is not None:
+        if record is not None and inventory.written_by_another(record, ahead):
             out[b] = record.ahead_message()
             continue
-        if not claim.revision:
-            continue
         for ref in (*(s.ref for s in p.steps), *(s.ref for s in p.prune)):
-            if revision_of(seen.live.get(plan.key(ref))) == claim.revision:
+            revision = revision_of(seen.live.get(plan.key(ref)))
+            if revision and revision in ahead:
                 out[b] = inventory.left_message(
-                    claim.revision, f"the live {ref} carries it in {model.ANNOTATION_REVISION}"
+                    revision, f"the live {ref} carries it in {model.ANNOTATION_REVISION}"
                 )
                 break
     return out

@@ -6,9 +6,10 @@ object without our owner label or owned by another instance is never written (CO
 never reach a message. Given the controller's `inventory.Claim`, it first reads the source's revision
 record (one GET per batch): a newer revision of the same source there (another replica ahead of this
 one) makes every object of the batch SKIPPED, never written back to the older revision; so does the
-record at the claim's own revision written by another writer, or a live object carrying that revision, for
-the objects of bundles held back at an older revision (`held`: docs/reconcile.md, "Replicas of one
-source: the newer revision wins"). Given
+record at a revision the controller took in after the one a bundle is held back at (its claim's, or one a
+newer commit superseded) written by another writer, or a live object carrying such a revision, for the
+objects of bundles held back at an older revision (`held`: docs/reconcile.md, "Replicas of one source:
+the newer revision wins"). Given
 `may_write` (a replica's ownership of the cluster), it asks it right before each write: False makes the
 object SKIPPED, not written (docs/scaling.md, "Fenced writes").
 Does not: decide what is drift (`fleet.core.drift`, pure), watch (`fleet.cluster.watch`), inventories,
@@ -49,7 +50,7 @@ async def _repair_one(
     instance: str,
     out: dict[plan.Key, Mapping[str, Any]],
     may_write: Callable[[], bool] | None = None,
-    newest: str | None = None,
+    ahead: Collection[str] = (),
 ) -> model.Change:
     def refused() -> model.Change | None:
         """Asked right before each write (a replica: docs/scaling.md, "Fencing"): a replica that may not
@@ -85,8 +86,11 @@ async def _repair_one(
         if owner != instance:
             why = f"owned by fleet instance {owner!r}" if owner else f"no longer labelled {model.LABEL_OWNER}"
             return model.Change(ref, model.Action.CONFLICT, f"{ref}: {why}; not written")
-        if newest and gate.revision_of(live) == newest:  # held back, and another writer is at the newest
-            why = inventory.left_message(newest, f"the live object carries it in {model.ANNOTATION_REVISION}")
+        revision = gate.revision_of(live)
+        if revision and revision in ahead:  # held back, and another writer is at a newer revision of ours
+            why = inventory.left_message(
+                revision, f"the live object carries it in {model.ANNOTATION_REVISION}"
+            )
             return model.Change(ref, model.Action.SKIPPED, f"{ref}: not repaired: {why}")
         if (stop := refused()) is not None:
             return stop
@@ -110,13 +114,15 @@ async def repair_objects(
     instance: str,
     concurrency: int = 8,
     claim: inventory.Claim | None = None,
-    held: Collection[str] = (),
+    held: Mapping[str, Mapping[str, str]] | None = None,
     may_write: Callable[[], bool] | None = None,
 ) -> Repaired:
     """`repair`, also returning the objects as the server answered (to learn their normalised form).
-    The objects of `held` bundles (held back at a revision older than `claim`'s, never sent it) are left
-    as they are where another writer of the source is already at `claim`'s revision: the revision record
-    holds it written by another writer, or the live object carries it in `fleet.dev/revision`."""
+    The objects of `held` bundles (held back at an older revision until the controller's rollout reaches
+    the cluster; each with the revisions the controller took in after it and its own claims' instants)
+    are left as they are where another writer of the source is already at one of those revisions: the
+    revision record holds it written by another writer, or the live object carries it in
+    `fleet.dev/revision`."""
     result = Repaired()
     if not objects:
         return result
@@ -139,12 +145,11 @@ async def repair_objects(
     order = list(objects.items())
     changes: list[model.Change | None] = [None] * len(order)
     limiter = anyio.CapacityLimiter(max(1, concurrency))
-    newest = claim.revision if claim is not None and held else None
-    ahead = record is not None and claim is not None and record.by_another(claim)
+    back = held if held and claim is not None else {}
 
     async def one(i: int, ref: model.ObjectRef, obj: Mapping[str, Any]) -> None:
-        back = newest is not None and drift.labels_of(obj).get(model.LABEL_BUNDLE) in held
-        if back and ahead and record is not None:
+        ahead = back.get(drift.labels_of(obj).get(model.LABEL_BUNDLE) or "") or {}
+        if ahead and record is not None and inventory.written_by_another(record, ahead):
             why = f"{ref}: not repaired: {record.ahead_message()}"
             changes[i] = model.Change(ref, model.Action.SKIPPED, why)
             return
@@ -157,7 +162,7 @@ async def repair_objects(
                 instance=instance,
                 out=result.objects,
                 may_write=may_write,
-                newest=newest if back else None,
+                ahead=ahead,
             )
 
     async with anyio.create_task_group() as tg:

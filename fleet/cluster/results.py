@@ -33,10 +33,11 @@ class Options:
     # None: no source is named, every inventory of the instance is taken as this caller's (earlier fleets).
     claim: inventory_mod.Claim | None = None
     yield_to_newer: bool = True  # back off when the record holds a newer revision of the same source
-    # Bundles this controller's rollout holds at a revision older than the claim's and has not sent the
-    # claim's revision: left as they are on a cluster another writer of the source has already put at the
-    # claim's revision (`fleet.cluster.gate.left_alone`; `fleet serve` without a management cluster).
-    held: frozenset[str] = frozenset()
+    # Bundles this controller's rollout holds at an older revision until it reaches the cluster, each with
+    # the revisions the controller took in after that one (the claim's among them) and when its own claim
+    # of each was first seen: left as they are on a cluster another writer of the source has already put
+    # at one of them (`fleet.cluster.gate.left_alone`; `fleet serve` without a management cluster).
+    held: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # What apply answers carried into a generation not yet observed (health.Memory), kept across rounds by
     # `fleet serve` per cluster; None: one for this round.
     health_memory: health.Memory | None = None
@@ -65,7 +66,7 @@ class BundleResult:
     # a rollout keeps the cluster in flight and retries it until its deadline (docs/rollouts.md)
     retriable: bool = False
     # PENDING, left as it is: held at an older revision on a cluster another writer of the source has put
-    # at the claim's revision (`Options.held`); nothing of it written or pruned
+    # at a newer revision of this controller's (`Options.held`); nothing of it written or pruned
     left: bool = False
 
     @property

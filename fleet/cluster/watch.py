@@ -50,7 +50,7 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,8 +195,8 @@ class ClusterWatch:
     `around_repair(refs)` an optional context manager entered around each repair batch (a trace span).
     `claim()` returns the controller's current `inventory.Claim` (None: none): a repair writes nothing
     while the cluster's revision record holds a newer revision of the same source; `held()` the bundles
-    held back at an older revision (`repair.repair_objects`: left as they are where another writer of the
-    source is already at the claim's revision).
+    held back at an older revision, each with the newer revisions of this controller's
+    (`repair.repair_objects`: left as they are where another writer of the source is at one of them).
     """
 
     def __init__(
@@ -211,7 +211,7 @@ class ClusterWatch:
         around_repair: AroundRepair | None = None,
         kinds: Iterable[Kind] = (),
         claim: Callable[[], inventory.Claim | None] | None = None,
-        held: Callable[[], Collection[str]] | None = None,
+        held: Callable[[], Mapping[str, Mapping[str, str]]] | None = None,
         on_change: Callable[[str], None] | None = None,
         cache: cache_mod.ObjectCache | None = None,
         may_write: Callable[[], bool] | None = None,
@@ -651,7 +651,7 @@ class ClusterWatch:
                 instance=self.instance,
                 concurrency=self.settings.repair_concurrency,
                 claim=self._claim() if self._claim is not None else None,
-                held=self._held() if self._held is not None else (),
+                held=self._held() if self._held is not None else None,
                 may_write=self._may_write,
             )
             self._trace_applies(result.changes, wanted_by_key, started_ns)

@@ -73,6 +73,8 @@ class Settings:
     notify: notify.Settings = field(default_factory=notify.Settings)
 
 
+# How many of the revisions taken in are remembered with their claims (`EngineBase.adopted`).
+ADOPTED = 16
 # The claim of a revision whose first sighting is unknown (read back from the mirror): older than any.
 LONG_AGO = "1970-01-01T00:00:00Z"
 
@@ -146,6 +148,9 @@ class EngineBase:
     _tls: kube.TlsDefaults
     source_id: str | None
     claim: inventory.Claim | None
+    # The claims of the revisions taken in since the start, oldest first (the last one is `claim`; at most
+    # `ADOPTED`): which revisions are newer than the one a rollout holds a cluster at (`Workers._held_back`).
+    adopted: list[inventory.Claim]
     store_health: runtime.StoreHealth
     _renders: dict[str, pipeline.Desired]
     _batch: set[str] | None

@@ -110,6 +110,7 @@ class Engine(revisions.Revisions):
         self._tls = kube.TlsDefaults()  # one certificate bundle for every cluster client
         self.source_id: str | None = None  # this source's identity (`source.identity`), worked out once
         self.claim: inventory.Claim | None = None  # of the revision `desired` was built from
+        self.adopted: list[inventory.Claim] = []
         self.store_health = runtime.StoreHealth()
         self.metrics.state_saving.set(1)
         self._renders: dict[str, pipeline.Desired] = {}  # older revisions some cluster still holds, by SHA

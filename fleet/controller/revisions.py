@@ -241,6 +241,7 @@ class Revisions(workers.Workers):
                 # Clusters may still hold it: until the rollouts took this revision in, every cluster does.
                 self._renders.setdefault(previous.repo.revision, previous)
             self.desired, self.claim = desired, claim  # together: a round reads both at once
+            self.adopted = [*self.adopted, claim][-base.ADOPTED :]
             # The claim's instant is kept with it (and kept while a newer tip is refused): restored after a
             # restart, the controller's own revision records are still its own, not another writer's
             # (`inventory.Claim.by_another`; docs/reconcile.md, "Replicas of one source").

@@ -124,9 +124,10 @@ class ClusterRuntime:
     # judged against the revision record with it, not with the engine's newest claim, which it adopts for
     # every cluster at once, before each cluster's next round (docs/reconcile.md, "Replicas of one source").
     claim: inventory.Claim | None = None
-    # The bundles of `holds` held at an older revision never sent the newest (`Workers._held_back`): left
-    # as they are, by rounds and repairs, where another writer of the source is already at the newest.
-    held: frozenset[str] = frozenset()
+    # The bundles of `holds` held at an older revision until their rollout reaches the cluster, each with
+    # the newer revisions taken in since (`Workers._held_back`): left as they are, by rounds and repairs,
+    # where another writer of the source is already at one of them.
+    held: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     waiting: bool = False  # every bundle not Synced is only waiting for its turn in a rollout
     retry_at: str | None = None  # while its worker waits to retry a failed round: when at the latest
     probing: bool = False  # a health probe for a rollout runs (see Engine._probe)

@@ -70,20 +70,32 @@ class Workers(watches.Watches):
             holds[b] = hold
         return targets, holds
 
-    def _held_back(self, rt: runtime.ClusterRuntime, holds: Mapping[str, rollouts.Hold]) -> frozenset[str]:
+    def _held_back(
+        self, rt: runtime.ClusterRuntime, holds: Mapping[str, rollouts.Hold]
+    ) -> dict[str, dict[str, str]]:
         """The bundles this controller's own rollout holds on the cluster at an older revision than its
         claim's until it sends the claim's revision there (`Conductor.on_its_way`: not one it sent and
-        rolled back, skipped, or whose rollout ended): left as they are (no apply, prune or repair) where
-        another writer of the source is already at that revision (docs/reconcile.md, "Replicas of one
-        source: the newer revision wins"). None with a management cluster: one rollout for all replicas."""
+        rolled back, skipped, or whose rollout ended), each with the revisions taken in after the one it
+        holds (the claim's, and any a newer commit superseded meanwhile) and when this controller's claim
+        of each was first seen: left as they are (no apply, prune or repair) where another writer of the
+        source is already at one of them (docs/reconcile.md, "Replicas of one source: the newer revision
+        wins"). None with a management cluster: one rollout for all replicas."""
         claim = self.claim
         if claim is None or self.ownership.replica is not None:
-            return frozenset()
-        return frozenset(
-            b
-            for b, h in holds.items()
-            if h.kind == "revision" and self.rollouts.on_its_way(b, rt.name, revision=claim.revision)
-        )
+            return {}
+        adopted = self.adopted or [claim]
+        newer: dict[str | None, dict[str, str]] = {}
+        out: dict[str, dict[str, str]] = {}
+        for b, h in holds.items():
+            if h.kind != "revision" or not self.rollouts.on_its_way(b, rt.name, revision=claim.revision):
+                continue
+            if h.revision not in newer:  # after its last taking in (all remembered: taken in before them)
+                last = max((i for i, c in enumerate(adopted) if c.revision == h.revision), default=-1)
+                newer[h.revision] = {
+                    c.revision: c.observed_at for c in adopted[last + 1 :] if c.revision != h.revision
+                }
+            out[b] = newer[h.revision]
+        return out
 
     async def _worker(self, rt: runtime.ClusterRuntime) -> None:
         with anyio.CancelScope() as scope:

@@ -266,13 +266,21 @@ class Claim:
         )
 
 
+def written_by_another(record: Claim, own: Mapping[str, str]) -> bool:
+    """Whether `record` (found on a cluster) holds one of the revisions of `own` (revision -> when this
+    controller's own claim of it was first seen) written by another writer: seen at another instant
+    (`Claim.by_another` for each of one's own revisions)."""
+    at = own.get(record.revision)
+    return at is not None and _instant(record.observed_at) != _instant(at)
+
+
 def left_message(revision: str, who: str) -> str:
     """Why a bundle held at an older revision is left as it is on a cluster that another writer of the
-    source (`who`) has already put at `revision`, the revision this controller rolls out."""
+    source (`who`) has already put at `revision`, a revision this controller took in after that one."""
     return (
         f"left as it is: already at revision {revision or '(a work tree)'}, written by another writer of "
-        f"this source ({who}); this controller's rollout of that revision has not reached this cluster "
-        "yet and writes nothing older over it"
+        f"this source ({who}); this controller's rollout has not reached this cluster yet and writes "
+        "nothing older over it"
     )
 
 

@@ -407,3 +407,59 @@ def test_a_controller_restarted_at_a_refused_tip_still_knows_its_own_record_and_
         sim,
         True,
     )
+
+
+async def _test_a_cluster_another_replica_moved_ahead_stays_left_when_a_newer_commit_supersedes_this_rollout(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    repo = _repo(tmp_path / "repo")
+    async with running(tmp_path, sim, repo, request_timeout=30.0) as run:
+        eng = run.engine
+        objects = [
+            configmap("web-config", namespace=NS, version="2"),
+            configmap("web-static", namespace=NS),
+            configmap("web-extra", namespace=NS),
+        ]
+        async with _c2_held(run, repo, objects) as second:
+            assert eng.desired is not None and eng.claim is not None
+            changed: Mapping[str, Any] = next(
+                obj
+                for ref, obj in drift.desired_objects(eng.desired.targets["c1"], instance="fleet").items()
+                if ref.name == "web-config"
+            )
+            other = inventory.Claim(
+                source=eng.claim.source, revision=second, observed_at=inventory.now_rfc3339(), writer="other"
+            )
+            await _other_replica_writes(sim, "c2", other, changed)  # the other replica's rollout reached c2
+            mark = (await sim.journal("c2"))[-1]["seq"]
+            # A newer commit supersedes this controller's rollout of the second revision: c2, held at the
+            # first, is still behind the other replica's second revision, and stays left as it is.
+            objects[0] = configmap("web-config", namespace=NS, version="3")
+            repo.bundle("web", objects, namespace=NS, selector={"web": "yes"})
+            third = repo.commit("web 3")
+            eng.trigger_fetch(reason="test")
+            deadline = time.monotonic() + 30
+            while eng.claim.revision != third:
+                assert time.monotonic() < deadline, "the third revision was never taken in"
+                await anyio.sleep(0.05)
+            eng._wake(eng.clusters["c2"], reason="resync")
+            await _round_of(eng, "c2", third)
+            web = run.status()["clusters"]["c2"]["bundles"]["web"]
+            assert web["state"] == "Pending", web
+            assert (
+                f"already at revision {second}, written by another writer of this source" in web["lastError"]
+            )
+            assert writes(await sim.journal("c2", since=mark)) == []
+            assert live_objects(sim, "c2", namespace=NS)["web-config"]["data"] == {"version": "2"}
+        await run.synced_at(third)  # this controller's rollout of the third revision reaches c2
+        assert live_objects(sim, "c2", namespace=NS)["web-config"]["data"] == {"version": "3"}
+
+
+def test_a_cluster_another_replica_moved_ahead_stays_left_when_a_newer_commit_supersedes_this_rollout(
+    tmp_path: Path, sim: testing.SimHandle
+) -> None:
+    anyio.run(
+        _test_a_cluster_another_replica_moved_ahead_stays_left_when_a_newer_commit_supersedes_this_rollout,
+        tmp_path,
+        sim,
+    )
