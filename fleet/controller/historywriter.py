@@ -8,6 +8,8 @@ entries for each of a commit's rounds, and each round's worker waited for it, on
 state database's single writer); `flush`, the entries waiting written now (a history query asked of this
 replica sees every entry it recorded). A failed append keeps its entries, in order, and says why
 (`problem`, shown by the status through `Shared`); they are written again at the next wake or retry.
+Once `run` has ended (a shutdown), entries still coming (the rollouts' last store, which runs beside the
+writer's own end) are written by `add` itself, as before there was a writer, not left to no one.
 
 Does not: encode segments or choose them (`fleet.clients.records`, `fleet.core.records`), or decide what
 an entry says (`fleet.controller.audit`).
@@ -41,6 +43,8 @@ class HistoryWriter:
         self._pending: list[hist.Entry] = []
         self._wake: anyio.Event | None = None  # set by `run` while it waits
         self._writing = anyio.Lock()
+        self._stopped = False  # `run` has ended (shutting down): what comes now is written at once
+        self.retry = 5.0  # how long such a late write may take (`run`'s retry)
         self.appends = 0  # appends sent (for tests and benchmarks)
 
     @property
@@ -49,13 +53,21 @@ class HistoryWriter:
             return len(self._pending)
 
     def add(self, entries: Iterable[hist.Entry]) -> None:
-        """Keep `entries` for the next append (from a worker thread: never waits for the write)."""
+        """Keep `entries` for the next append (from a worker thread: never waits for the write). Once `run`
+        has ended (a shutdown: the rollouts' last store, a round or repair ending meanwhile), they are
+        written before this returns, nothing waiting for a writer that is gone."""
         batch = tuple(entries)
         if not batch:
             return
         with self._lock:
             first = not self._pending
             self._pending.extend(batch)
+        if self._stopped:
+            try:
+                anyio.from_thread.run(self._last_flush)
+            except RuntimeError:  # on the event loop itself, which cannot wait here: kept waiting
+                log.error("state of record: %d history entries not written at exit", self.pending)
+            return
         wake = self._wake
         if first and wake is not None:
             try:
@@ -98,9 +110,16 @@ class HistoryWriter:
                     log.warning("state of record: %s", self.problem or e)
                     await anyio.sleep(retry)
         finally:
-            self._wake = None
-            with anyio.CancelScope(shield=True), anyio.move_on_after(retry):
-                try:
-                    await self.flush()
-                except errors.StateError as e:
-                    log.error("state of record: history entries not written at exit: %s", e)
+            self._wake, self.retry = None, retry
+            await self._last_flush()
+            self._stopped = True
+
+    async def _last_flush(self) -> None:
+        """What waits, written at the end (at most `retry` seconds, shielded from the shutdown's cancel)."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.retry) as scope:
+            try:
+                await self.flush()
+            except errors.StateError as e:
+                log.error("state of record: history entries not written at exit: %s", e)
+        if scope.cancelled_caught:
+            log.error("state of record: %d history entries not written at exit (timed out)", self.pending)

@@ -1,0 +1,39 @@
+"""A replica's history writer at a shutdown (fleet/controller/historywriter.py): entries recorded after
+its task ended (the rollouts' last store runs in its own task beside the writer's end, when `fleet serve`
+cancels the engine) are written, not left waiting for a writer that is gone. Over real HTTP against the
+sim's management cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+from fleet.core import history as hist
+from fleet.sim import testing
+from tests.controller.test_shared_records import REV, Owner, replica, sim
+
+__all__ = ["sim"]  # the fixture
+
+
+def test_an_entry_recorded_after_the_history_writer_stopped_is_written_not_lost(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0}), coordinator=True))
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: a.store.history.run(retry=2.0))
+                await anyio.sleep(0.05)
+                tg.cancel_scope.cancel()  # the shutdown: the writer's task ends first
+            late = hist.Entry(at=1.0, cluster="", bundle="web", outcome="Halted", to_revision=REV)
+            with anyio.CancelScope(shield=True):  # as the rollouts' last store runs, from a worker thread
+                await anyio.to_thread.run_sync(a.store.record_history, (late,))
+            assert a.store.history.pending == 0
+            segments = await a.store.records._segments()
+            assert [[e.outcome for e in s.entries] for s in segments] == [["Halted"]]
+        finally:
+            await a.store.records.client.aclose()
+            a.store.close()
+
+    anyio.run(main)
