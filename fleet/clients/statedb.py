@@ -30,7 +30,7 @@ import datetime as dt
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,6 +141,15 @@ class ClusterRow:
     last_sync_at: str | None = None
     last_error: str | None = None
     trace_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterRound:
+    """What one round of a cluster leaves in the database: its row, its target rows, its history."""
+
+    cluster: ClusterRow
+    targets: tuple[TargetRow, ...] = ()
+    history: tuple[hist.Entry, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -380,47 +389,14 @@ class StateStore:
         longer placed there).
         """
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO cluster (name, state, revision, last_sync_at, last_error, trace_id)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET state=excluded.state,"
-                " revision=excluded.revision, last_sync_at=excluded.last_sync_at,"
-                " last_error=excluded.last_error, trace_id=excluded.trace_id",
-                (
-                    cluster.name,
-                    cluster.state,
-                    cluster.revision,
-                    cluster.last_sync_at,
-                    cluster.last_error,
-                    cluster.trace_id,
-                ),
-            )
-            if drop_other_targets:
-                keep = [t.bundle for t in targets]
-                marks = ",".join("?" for _ in keep)
-                sql = "DELETE FROM target WHERE cluster = ?" + (
-                    f" AND bundle NOT IN ({marks})" if keep else ""
-                )
-                db.execute(sql, (cluster.name, *keep))
-            for t in targets:
-                db.execute(
-                    "INSERT INTO target (cluster, bundle, revision, hash, state, objects, last_error,"
-                    " updated_at, since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(cluster, bundle) DO"
-                    " UPDATE SET revision=excluded.revision, hash=excluded.hash, state=excluded.state,"
-                    " objects=excluded.objects, last_error=excluded.last_error, updated_at=excluded.updated_at,"
-                    " since=excluded.since",
-                    (
-                        t.cluster,
-                        t.bundle,
-                        t.revision,
-                        t.hash,
-                        t.state,
-                        t.objects,
-                        t.last_error,
-                        t.updated_at,
-                        t.since,
-                    ),
-                )
-            _insert_history(db, history)
+            _write_cluster(db, cluster, targets, drop_other_targets=drop_other_targets, history=history)
+
+    def record_clusters(self, rounds: Sequence[ClusterRound]) -> None:
+        """`record_cluster` (its target rows not in the round dropped) for several rounds, in order, in one
+        transaction: all of them or none."""
+        with self._tx() as db:
+            for r in rounds:
+                _write_cluster(db, r.cluster, r.targets, drop_other_targets=True, history=r.history)
 
     # -- history -------------------------------------------------------------------------------------------
 
@@ -661,6 +637,47 @@ class StateStore:
 _HISTORY_COLUMNS = (
     "seq, at, cluster, bundle, outcome, from_revision, to_revision, objects, trace_id, actor, reason, message"
 )
+
+
+def _write_cluster(
+    db: sqlite3.Connection,
+    cluster: ClusterRow,
+    targets: tuple[TargetRow, ...],
+    *,
+    drop_other_targets: bool,
+    history: tuple[hist.Entry, ...],
+) -> None:
+    db.execute(
+        "INSERT INTO cluster (name, state, revision, last_sync_at, last_error, trace_id)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET state=excluded.state,"
+        " revision=excluded.revision, last_sync_at=excluded.last_sync_at,"
+        " last_error=excluded.last_error, trace_id=excluded.trace_id",
+        (
+            cluster.name,
+            cluster.state,
+            cluster.revision,
+            cluster.last_sync_at,
+            cluster.last_error,
+            cluster.trace_id,
+        ),
+    )
+    if drop_other_targets:
+        keep = [t.bundle for t in targets]
+        marks = ",".join("?" for _ in keep)
+        sql = "DELETE FROM target WHERE cluster = ?" + (f" AND bundle NOT IN ({marks})" if keep else "")
+        db.execute(sql, (cluster.name, *keep))
+    db.executemany(
+        "INSERT INTO target (cluster, bundle, revision, hash, state, objects, last_error,"
+        " updated_at, since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(cluster, bundle) DO"
+        " UPDATE SET revision=excluded.revision, hash=excluded.hash, state=excluded.state,"
+        " objects=excluded.objects, last_error=excluded.last_error, updated_at=excluded.updated_at,"
+        " since=excluded.since",
+        [
+            (t.cluster, t.bundle, t.revision, t.hash, t.state, t.objects, t.last_error, t.updated_at, t.since)
+            for t in targets
+        ],
+    )
+    _insert_history(db, history)
 
 
 def _insert_history(db: sqlite3.Connection, entries: tuple[hist.Entry, ...]) -> None:

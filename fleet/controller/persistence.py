@@ -2,7 +2,7 @@
 controller.
 
 Owns: saving the revision row and each cluster's rows after its round, off the event loop and shielded
-from cancellation; a failed write keeps reconciling and says so (`stateStore` in the status, the
+from cancellation (the rounds that end while another write runs are saved together, in one transaction); a failed write keeps reconciling and says so (`stateStore` in the status, the
 `fleet_state_saving` metric, an aggregated ERROR), is retried each fetch interval and saves everything on
 recovery; a damaged database is set aside and rebuilt, said loudly.
 Does not: decide what the records hold (`fleet.controller.runtime`), or read them back (the engine's
@@ -71,19 +71,42 @@ class Persistence(base.EngineBase):
         )
         return row, targets
 
+    # The rounds whose rows wait to be written together (one thread hop and one transaction for all the
+    # rounds that ended meanwhile), and whether their write has begun.
+    _unsaved_rounds: _Rounds | None = None
+
     async def _persist_cluster(
         self, rt: runtime.ClusterRuntime, *, history: tuple[hist.Entry, ...] = ()
     ) -> None:
+        """Save a round's rows (and its history) and return once they are written (or could not be: the
+        state is kept in memory, `_save`). Rounds that end while another write runs are written together
+        in one transaction, each as it left its cluster, in the order they ended."""
         row, targets = self._cluster_rows(rt)
-
-        def write() -> None:
+        batch = self._unsaved_rounds
+        leader = batch is None or batch.begun
+        if batch is None or batch.begun:
+            batch = self._unsaved_rounds = _Rounds()
+        batch.rounds.append(statedb.ClusterRound(row, targets, history))
+        if not leader:
+            await batch.written.wait()
+            return
+        with anyio.CancelScope(shield=True):  # the others wait for this write: it happens whatever comes
             try:
-                self.store.record_cluster(row, targets, drop_other_targets=True, history=history)
-            except errors.StateError:
-                self.audit.unsaved(history)
-                raise
+                async with self._db_limiter:  # the write before ends first: rounds end meanwhile, and join
+                    batch.begun = True
+                rounds = tuple(batch.rounds)
 
-        await self._save(write)
+                def write() -> None:
+                    try:
+                        self.store.record_clusters(rounds)
+                    except errors.StateError:
+                        self.audit.unsaved(tuple(e for r in rounds for e in r.history))
+                        raise
+
+                await self._save(write)
+            finally:
+                batch.begun = True
+                batch.written.set()
 
     async def _save(self, write: Callable[[], None]) -> None:
         """Run one write of the state database off the loop, shielded from cancellation."""
@@ -155,3 +178,12 @@ class Persistence(base.EngineBase):
             aside.reason,
             aside.path,
         )
+
+
+class _Rounds:
+    """Rounds' rows saved together (`Persistence._persist_cluster`)."""
+
+    def __init__(self) -> None:
+        self.rounds: list[statedb.ClusterRound] = []
+        self.begun = False
+        self.written = anyio.Event()

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from fleet.clients import kube
+from fleet.clients import kube, statedb
 from fleet.cluster.results import BundleResult, ClusterResult
 from fleet.core import model
 from fleet.sim import testing
@@ -135,3 +135,44 @@ def test_a_cluster_results_changes_are_its_bundles_then_its_removed_bundles_in_o
     assert [c.ref.name for c in result.changes.changes] == ["1", "2", "3"]
     assert result.changes.count(model.Action.CONFIGURED) == 1
     assert result.changes is result.changes  # made once
+
+
+async def _test_rounds_that_end_while_the_database_is_busy_are_saved_together_each_as_it_left_its_cluster(
+    tmp_path: Path, sim: testing.SimHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[tuple[str, ...]] = []
+    record = statedb.StateStore.record_clusters
+
+    def counted(store: statedb.StateStore, rounds: Any) -> None:
+        writes.append(tuple(r.cluster.name for r in rounds))
+        record(store, rounds)
+
+    repo = _repo(tmp_path / "repo", "1")
+    async with running(tmp_path, sim, repo) as run:
+        eng = run.engine
+        sha = str(repo.repo.head.target)
+        monkeypatch.setattr(statedb.StateStore, "record_clusters", counted)
+        async with anyio.create_task_group() as tg:
+            async with eng._db_limiter:  # the database busy with another write while three rounds end
+                for name in NAMES:
+                    tg.start_soon(eng._persist_cluster, eng.clusters[name])
+                await anyio.wait_all_tasks_blocked()
+                assert writes == []
+        assert writes == [tuple(NAMES)], writes  # once each, in the order they ended: one transaction
+        await eng._persist_cluster(eng.clusters["c1"])  # alone: at once
+        assert writes[1:] == [("c1",)], writes
+        saved = eng.store.load()
+        for name in NAMES:
+            assert saved.clusters[name].revision == sha and saved.clusters[name].state == "Synced"
+            assert saved.targets[(name, "web")].revision == sha
+
+
+def test_rounds_that_end_while_the_database_is_busy_are_saved_together_each_as_it_left_its_cluster(
+    tmp_path: Path, sim: testing.SimHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    anyio.run(
+        _test_rounds_that_end_while_the_database_is_busy_are_saved_together_each_as_it_left_its_cluster,
+        tmp_path,
+        sim,
+        monkeypatch,
+    )
