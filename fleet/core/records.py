@@ -182,6 +182,14 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
+def dumps_fast(value: Any) -> str:
+    """`dumps` with orjson: compact, keys sorted, text as UTF-8 (not escaped). For the large records written
+    often: the coordinator rewrites a 1,000-cluster rollout (310 KiB) about once a second while a wave is in
+    flight, and `json.dumps` was most of that write's CPU. What fleet stores holds no NaN (orjson would
+    write null, which the reader then refuses by name)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
 # Migrations from one schema version of a kind's data to the next: (kind, version) -> function over the
 # ConfigMap's data. Version 1 is the first; a change of a record's shape adds a step here and raises SCHEMA.
 Migration = Callable[[Mapping[str, str]], dict[str, str]]
@@ -329,7 +337,7 @@ def encode_rollout(r: Rollout, *, instance: str) -> dict[str, Any]:
             "startedAt": repr(r.started_at),
             "updatedAt": repr(r.updated_at),
             "terminal": "true" if r.terminal else "false",
-            "rollout.json": dumps(dict(r.doc)),
+            "rollout.json": dumps_fast(dict(r.doc)),
         },
     )
 

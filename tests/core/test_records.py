@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -76,6 +77,17 @@ def test_a_rollout_record_round_trips_and_the_state_machine_loads_it_back() -> N
     assert (back.bundle, back.revision, back.started_at, back.terminal) == ("web", SHA_B, 100.0, False)
     assert ro.load(back.doc["rollout"]) == ro.load(r.doc["rollout"])
     assert back.doc["hashes"] == {"c1": "h1"}
+
+
+def test_a_rollout_record_is_written_compact_with_sorted_keys_and_its_text_as_it_is() -> None:
+    r = a_rollout()
+    r = replace(r, doc={**r.doc, "hashes": {"z": "h2", "c\u00e9": "h1"}})
+    text = rec.encode_rollout(r, instance="fleet")["data"]["rollout.json"]
+    assert text.startswith('{"hashes":{"c\u00e9":"h1","z":"h2"},"rollout":{')
+    assert "\\u" not in text and ", " not in text and '": ' not in text
+    assert rec.decode_rollout(stored(rec.encode_rollout(r, instance="fleet"))).doc == json.loads(
+        json.dumps(r.doc)
+    )
 
 
 def test_a_long_bundle_name_makes_a_valid_record_name_and_two_such_names_never_meet() -> None:
