@@ -3,7 +3,7 @@
 Owns: `HistoryWriter`, the entries a replica's rounds, drift repairs and rollouts recorded but that are not
 yet in its history segments (`fleet.clients.records.Records.append`): taken from any worker thread without
 waiting (`add`), written by one task on the event loop (`run`), every entry waiting at that moment in one
-append (a segment is a ConfigMap rewritten whole: one append per round rewrote a segment of up to 500
+append, at most one append a second (a segment is a ConfigMap rewritten whole: one append per round rewrote a segment of up to 500
 entries for each of a commit's rounds, and each round's worker waited for it, one at a time, behind the
 state database's single writer); `flush`, the entries waiting written now (a history query asked of this
 replica sees every entry it recorded). A failed append keeps its entries, in order, and says why
@@ -31,6 +31,10 @@ from fleet.core import history as hist
 log = logging.getLogger("fleet.shared")
 
 BATCH = 100  # entries per append at most (a segment holds 500, `fleet.core.records.SEGMENT_ENTRIES`)
+# Seconds between two appends at least: each rewrites the segment whole (up to 256 KiB), so the entries of
+# a commit's rounds go in a few appends, not one per answer (as the rollouts' own writes wait for what
+# decides nothing yet: docs/rollouts.md, "Restarts").
+GAP = 1.0
 
 
 class HistoryWriter:
@@ -94,10 +98,10 @@ class HistoryWriter:
                     del self._pending[: len(batch)]
                 self.problem = None
 
-    async def run(self, *, retry: float) -> None:
-        """Write what is added as it comes (what came during an append goes in the next one); after a
-        failure, again `retry` seconds later. Until cancelled; then what is waiting is written, for at
-        most `retry` seconds more."""
+    async def run(self, *, retry: float, gap: float = GAP) -> None:
+        """Write what is added: at most one append every `gap` seconds (what comes meanwhile goes in the
+        next one); after a failure, again `retry` seconds later. Until cancelled; then what is waiting is
+        written, for at most `retry` seconds more."""
         try:
             while True:
                 self._wake = anyio.Event()
@@ -109,6 +113,8 @@ class HistoryWriter:
                 except errors.StateError as e:
                     log.warning("state of record: %s", self.problem or e)
                     await anyio.sleep(retry)
+                else:
+                    await anyio.sleep(gap)
         finally:
             self._wake, self.retry = None, retry
             await self._last_flush()

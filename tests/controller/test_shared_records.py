@@ -342,6 +342,40 @@ def test_a_replicas_rounds_record_history_without_waiting_for_the_management_clu
     anyio.run(main)
 
 
+def test_the_history_writer_appends_at_most_once_per_gap_what_came_meanwhile_in_one_append(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0}), coordinator=True))
+        writer = a.store.history
+        try:
+            entries = [
+                hist.Entry(at=1.0 + i, cluster=f"c{i}", bundle="web", outcome="Synced", to_revision=REV)
+                for i in range(4)
+            ]
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: writer.run(retry=0.2, gap=3.0))
+                await anyio.to_thread.run_sync(a.store.record_history, entries[:1])
+                with anyio.fail_after(10):
+                    while writer.appends < 1:  # noqa: ASYNC110 (polls: no event tells of an append)
+                        await anyio.sleep(0.01)
+                await anyio.to_thread.run_sync(a.store.record_history, entries[1:2])
+                await anyio.sleep(0.3)  # written alone by now if appended as it came
+                await anyio.to_thread.run_sync(a.store.record_history, entries[2:])
+                with anyio.fail_after(10):
+                    while writer.pending:  # noqa: ASYNC110 (polls: no event tells of an append)
+                        await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+            assert writer.appends == 2
+            got = await anyio.to_thread.run_sync(a.store.query_history, hist.Query(limit=10))
+            assert [e.cluster for e in got] == ["c3", "c2", "c1", "c0"]
+        finally:
+            await a.store.records.client.aclose()
+            a.store.close()
+
+    anyio.run(main)
+
+
 def test_the_history_writer_writes_entries_as_they_come_and_what_waits_when_it_is_stopped(
     sim: testing.SimHandle, tmp_path: Path
 ) -> None:
