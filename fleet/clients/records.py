@@ -436,14 +436,28 @@ class Records:
     # -- status summaries ------------------------------------------------------------------------------
 
     async def summaries(self) -> list[sm.Summary]:
-        """Every shard's summary (those unchanged since the last call are not decoded again)."""
+        """Every shard's summary (those unchanged since the last call are not decoded again; of one read
+        again, the documents of the clusters that did not change are the objects read before)."""
         out = []
+        before = {name: s for (name, _), s in self._summaries.items()}
         for item in await self._list(rec.STATUS):
             meta = item.get("metadata") or {}
             key = (str(meta.get("name")), str(meta.get("resourceVersion") or ""))
             s = self._summaries.get(key) if key[1] else None
             if s is None:
                 s = sm.decode_summary(item)
+                old = before.get(key[0])
+                if old is not None:
+                    # A summary is rewritten whenever one of its clusters changes: the others' documents
+                    # are kept as the objects read before, so what the status shows of them is not made
+                    # again (`fleet.controller.shared.Shared.whole_fleet`).
+                    prior = old.clusters
+                    s = replace(
+                        s,
+                        clusters={
+                            n: prior[n] if prior.get(n) == doc else doc for n, doc in s.clusters.items()
+                        },
+                    )
             out.append(s)
         self._summaries = {(s.meta.name, s.meta.version): s for s in out if s.meta.version}
         return out

@@ -272,3 +272,30 @@ def test_a_summary_written_again_by_its_owner_is_one_put_and_a_write_by_another_
         assert (stored.writer, stored.updated_at) == ("b", 3.0)
 
     run(sim, "a", "b", body=body)
+
+
+def test_a_summary_read_again_after_its_owner_rewrote_it_keeps_the_documents_of_the_clusters_that_did_not_change(
+    sim: testing.SimHandle,
+) -> None:
+    """A shard's summary is rewritten whenever one of its clusters changes: the reader takes the clusters
+    whose documents are the same as the ones it read before as those very objects (what each replica's
+    status shows of them is made once per change of the cluster, not once per rewrite of its shard)."""
+
+    async def body(a: records_client.Records, b: records_client.Records) -> None:
+        doc = {"state": "Synced", "bundles": {"web": {"state": "Synced", "since": 1.0}}}
+        s = summaries.Summary(
+            shard=3, shards=8, writer="a", epoch=1, updated_at=1.0, clusters={"c1": doc, "c2": doc}
+        )
+        await a.write_summary(s)
+        (first,) = await b.summaries()
+        changed = {"state": "Failed", "bundles": {"web": {"state": "Failed", "since": 2.0}}}
+        await a.write_summary(
+            summaries.Summary(**{**s.__dict__, "updated_at": 2.0, "clusters": {"c1": doc, "c2": changed}})
+        )
+        (second,) = await b.summaries()
+        assert second.meta.version != first.meta.version
+        assert second.clusters == {"c1": doc, "c2": changed}
+        assert second.clusters["c1"] is first.clusters["c1"]  # the same object: nothing made again
+        assert second.clusters["c2"] is not first.clusters["c2"]
+
+    run(sim, "a", "b", body=body)
