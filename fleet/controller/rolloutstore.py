@@ -72,6 +72,9 @@ class Storing(rolloutspans.Spans):
         self.metrics = metrics
         self.latest: dict[str, ro.Rollout] = {}
         self.hashes: dict[str, dict[str, str]] = {}  # bundle -> cluster -> hash at the rollout's revision
+        # bundle -> the revisions whose rollout this process saw rolled back (what it sent there may still
+        # be on a cluster it has not written back yet: never another writer's; `Workers._held_back`)
+        self.rolled_back: dict[str, set[str]] = {}
         self._save = save
         self._clock = clock
         self._dirty: dict[tuple[str, str], ro.Rollout] = {}
@@ -170,6 +173,8 @@ class Storing(rolloutspans.Spans):
         if self._observer is not None:
             self._observer.rollout_changed(old if old is not None and old.revision == r.revision else None, r)
         self.latest[r.bundle] = r
+        if r.phase is ro.Phase.ROLLED_BACK:
+            self.rolled_back.setdefault(r.bundle, set()).add(r.revision)
         self._dirty[(r.bundle, r.revision)] = r
         if r.terminal:
             self._end_span(r.bundle, str(r.phase))

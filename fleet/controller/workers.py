@@ -76,8 +76,8 @@ class Workers(watches.Watches):
         """The bundles this controller's own rollout holds on the cluster at an older revision than its
         claim's until it sends the claim's revision there (`Conductor.on_its_way`: not one it sent and
         rolled back, skipped, or whose rollout ended), each with the revisions taken in after the one it
-        holds (the claim's, and any a newer commit superseded meanwhile) and when this controller's claim
-        of each was first seen: left as they are (no apply, prune or repair) where another writer of the
+        holds (the claim's, and any a newer commit superseded meanwhile; not one its rollout rolled back)
+        and when this controller's claim of each was first seen: left as they are (no apply, prune or repair) where another writer of the
         source is already at one of them (docs/reconcile.md, "Replicas of one source: the newer revision
         wins"). None with a management cluster: one rollout for all replicas."""
         claim = self.claim
@@ -94,7 +94,10 @@ class Workers(watches.Watches):
                 newer[h.revision] = {
                     c.revision: c.observed_at for c in adopted[last + 1 :] if c.revision != h.revision
                 }
-            out[b] = newer[h.revision]
+            bad = self.rollouts.rolled_back.get(b)  # what it sent there may be its own, not written back yet
+            out[b] = (
+                {r: at for r, at in newer[h.revision].items() if r not in bad} if bad else newer[h.revision]
+            )
         return out
 
     async def _worker(self, rt: runtime.ClusterRuntime) -> None:
