@@ -29,7 +29,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -252,6 +253,11 @@ class ManagedStore(statedb.StateStore):
     ) -> None:
         super().record_cluster(cluster, targets, drop_other_targets=drop_other_targets)
         self.history.add(history)
+
+    def record_clusters(self, rounds: Sequence[statedb.ClusterRound]) -> None:
+        # The rows in this replica's database; the history, the fleet's, to the management cluster.
+        super().record_clusters(tuple(replace(r, history=()) for r in rounds))
+        self.history.add(e for r in rounds for e in r.history)
 
     def record_history(self, entries: tuple[hist.Entry, ...]) -> None:
         self.history.add(entries)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 
+from fleet.clients import statedb
 from fleet.core import history as hist
 from fleet.sim import testing
 from tests.controller.test_shared_records import REV, Owner, replica, sim
@@ -32,6 +33,35 @@ def test_an_entry_recorded_after_the_history_writer_stopped_is_written_not_lost(
             assert a.store.history.pending == 0
             segments = await a.store.records._segments()
             assert [[e.outcome for e in s.entries] for s in segments] == [["Halted"]]
+        finally:
+            await a.store.records.client.aclose()
+            a.store.close()
+
+    anyio.run(main)
+
+
+def test_a_replicas_rounds_saved_together_put_their_history_in_the_management_cluster(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    """`fleet serve` saves the rounds that end while the database writes together
+    (`Persistence._persist_cluster` -> `record_clusters`): with replicas their history is the fleet's, in
+    the management cluster, not in this replica's own database where no history query looks."""
+
+    async def main() -> None:
+        a = await replica(sim, tmp_path, Owner("a", frozenset({0}), coordinator=True))
+        try:
+            rounds = tuple(
+                statedb.ClusterRound(
+                    statedb.ClusterRow(name=c, state="Synced"),
+                    (statedb.TargetRow(cluster=c, bundle="web", state="Synced", revision=REV),),
+                    (hist.Entry(at=1.0, cluster=c, bundle="web", outcome="Synced", to_revision=REV),),
+                )
+                for c in ("c1", "c2")
+            )
+            await anyio.to_thread.run_sync(a.store.record_clusters, rounds)
+            assert set(a.store.load().clusters) == {"c1", "c2"}  # the replica's own rows, in its database
+            got = await anyio.to_thread.run_sync(a.store.query_history, hist.Query(limit=10))
+            assert sorted(e.cluster for e in got) == ["c1", "c2"]
         finally:
             await a.store.records.client.aclose()
             a.store.close()
