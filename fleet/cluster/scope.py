@@ -188,7 +188,7 @@ class Memory:
         # everything again until they are gone (they are planned from the server, and a prune may retry).
         self._unplaced = any(b not in targets and b not in protected for b in cplan.bundles)
         for b in [b for b in self._keys if b not in targets]:
-            del self._keys[b]
+            self._name(b, None)
             self._known.pop(b, None)
         for b, p in cplan.bundles.items():
             if b not in targets:
@@ -198,7 +198,7 @@ class Memory:
             keys.add(_cm_key(model.inventory_name(instance=instance, bundle=b)))
             if p.namespace:
                 keys.add(("", "Namespace", "", p.namespace))
-            self._keys[b] = frozenset(keys)
+            self._name(b, frozenset(keys))
             result = results.get(b)
             clean = (
                 result is not None
@@ -214,10 +214,25 @@ class Memory:
                 self._known[b] = _Known(target_key(targets[b]), carried)
             else:
                 self._known.pop(b, None)
-        self._index = {}
-        for b, named in self._keys.items():
-            for k in named:
-                self._index.setdefault(k, set()).add(b)
+
+    def _name(self, bundle: str, keys: frozenset[plan.Key] | None) -> None:
+        """The objects `bundle` names are now `keys` (None: it names nothing any more): the index follows,
+        changed only where the bundle's objects did."""
+        before = self._keys.get(bundle, frozenset())
+        if keys == before:
+            return
+        for k in before - (keys or frozenset()):
+            owners = self._index.get(k)
+            if owners is not None:
+                owners.discard(bundle)
+                if not owners:
+                    del self._index[k]
+        if keys is None:
+            self._keys.pop(bundle, None)
+            return
+        for k in keys - before:
+            self._index.setdefault(k, set()).add(bundle)
+        self._keys[bundle] = keys
 
 
 def _versions(

@@ -375,3 +375,28 @@ def test_a_round_before_the_new_caches_first_list_reads_the_server_and_the_one_a
         assert (await fleet.round()).planned == ("b3",)
 
     running(sim, repo, body)
+
+
+def test_an_object_moved_to_another_bundle_is_planned_with_the_bundle_that_declares_it_now(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    async def body(fleet: Controller) -> None:
+        repo.bundle("b3", [configmap("b3-one")], namespace="web", selector={})
+        repo.bundle(
+            "b4", [configmap(n) for n in ("b4-one", "b4-two", "b3-two")], namespace="web", selector={}
+        )
+        repo.commit("b3-two moves to b4")
+        moved = await fleet.round()
+        assert moved.state is model.State.SYNCED, moved
+        assert {"b3", "b4"} <= set(moved.planned), moved.planned
+        for named_by in (("b3", "b4"), ("b4",)):
+            await other_writer(sim, "/api/v1/namespaces/web/configmaps/b3-two", {"data": {"key": "edited"}})
+            await fleet.seen_by_watch("b3-two")
+            result = await fleet.round()
+            # First b3 too (its last plan named it: the step that dropped it from its inventory), then b4
+            # alone: b3's plan since names it no more.
+            assert result.planned == named_by, result.planned
+            assert result.changes.count(model.Action.CONFIGURED) == 1
+
+    running(sim, repo, body)
+    assert live_objects(sim, CLUSTER, namespace="web")["b3-two"]["data"] == {"key": "value"}
