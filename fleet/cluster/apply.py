@@ -403,9 +403,12 @@ async def apply_bundle(
             for i, step in pending:  # the writers share the phase's writes, each taking the next
                 changes[i] = await _apply_step(client, types, step, live=live, out=result.objects)
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(min(len(writes), writers(client))):
-                tg.start_soon(writer, pending, types, changes)
+        if len(writes) == 1:  # one write (most commits): no task for it
+            await writer(pending, types, changes)
+        elif writes:
+            async with anyio.create_task_group() as tg:
+                for _ in range(min(len(writes), writers(client))):
+                    tg.start_soon(writer, pending, types, changes)
         done = [c for c in changes if c is not None]
         result.changes = result.changes + model.ChangeSet(tuple(done))
         if number == 0:

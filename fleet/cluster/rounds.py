@@ -367,10 +367,13 @@ async def _round(
             span.end()
 
     for wave in cplan.waves:
+        todo = [b for b in wave if b in running and b not in results]
+        if len(todo) == 1:  # most rounds on the watch cache: one bundle, no task for it
+            await run_bundle(todo[0])
+            continue
         async with anyio.create_task_group() as tg:
-            for b in wave:
-                if b in running and b not in results:
-                    tg.start_soon(run_bundle, b)
+            for b in todo:
+                tg.start_soon(run_bundle, b)
 
     # 4. Prunes: only once every bundle's applies are done; only where the apply fully succeeded.
     pruned: dict[str, model.ChangeSet] = {}
@@ -406,9 +409,12 @@ async def _round(
             await apply.delete_inventory(client, b, instance=instance, resource_version=versions.get(b))
 
     # 6. Health.
-    async with anyio.create_task_group() as tg:
-        for b in running:
-            if b in applied and applied[b].ok:
+    judged = [b for b in running if b in applied and applied[b].ok]
+    if len(judged) == 1 and not options.wait:  # read from the apply's answers: nothing to wait for
+        await bundle_health(judged[0], wait=False)
+    else:
+        async with anyio.create_task_group() as tg:
+            for b in judged:
                 tg.start_soon(functools.partial(bundle_health, b, wait=options.wait))
 
     for b, p in running.items():

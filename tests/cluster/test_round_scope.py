@@ -400,3 +400,21 @@ def test_an_object_moved_to_another_bundle_is_planned_with_the_bundle_that_decla
 
     running(sim, repo, body)
     assert live_objects(sim, CLUSTER, namespace="web")["b3-two"]["data"] == {"key": "value"}
+
+
+def test_the_one_bundle_a_round_plans_failing_its_apply_fails_alone_and_is_planned_again(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    async def body(fleet: Controller) -> None:
+        await sim.faults(CLUSTER, {"status": 422, "method": "PATCH", "path": "configmaps/b3-one$"})
+        change_b3(repo)
+        failed = await fleet.round()
+        assert failed.planned == ("b3",), failed.planned
+        assert failed.bundles["b3"].state is model.State.FAILED, failed.bundles["b3"]
+        assert "b3-one" in failed.bundles["b3"].message
+        assert all(failed.bundles[b].state is model.State.SYNCED for b in BUNDLES if b != "b3")
+        await sim.clear_faults(CLUSTER)
+        again = await fleet.round()
+        assert again.planned == ("b3",) and again.state is model.State.SYNCED, again
+
+    running(sim, repo, body)
