@@ -130,6 +130,7 @@ class Hit:
     query: str
     rule: int | None
     cookie: str | None = None  # the Cookie header the request carried
+    peer: Any = None  # the client's end of the connection it came on ((host, port): one per connection)
 
 
 def endless_continue(*, fresh: bool = False) -> Callable[[Any], Any]:
@@ -216,7 +217,10 @@ class FaultProxy:
         watch = request.query.get("watch") in ("true", "1") or "/watch/" in below
         index, rule = self._pick(cluster=cluster, method=request.method, path=below, query=query, watch=watch)
         with self._lock:
-            self.hits.append(Hit(cluster, request.method, below, query, index, request.headers.get("Cookie")))
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            self.hits.append(
+                Hit(cluster, request.method, below, query, index, request.headers.get("Cookie"), peer)
+            )
         if rule is not None:
             if rule.delay:
                 await asyncio.sleep(rule.delay)

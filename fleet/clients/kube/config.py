@@ -55,6 +55,13 @@ class Settings:
     max_list_pages: int = 1_000
     max_list_bytes: int = 256 * 1024 * 1024
     user_agent: str = ""  # the User-Agent of every request ("": kr8s's); a replica puts its identity there
+    # Seconds an idle connection to a cluster is kept for its next request. aiohttp's default of 15 s is
+    # shorter than the time between most commits, so each commit's rounds and Events opened new
+    # connections to every cluster (a TCP and a TLS handshake each). Kept under the server's own idle
+    # timeout, so that the client closes first and seldom sends on a connection the server is closing:
+    # kube-apiserver closes idle HTTP/1.1 and HTTP/2 connections after 90 s, load balancers in front of
+    # it commonly after 60 s (docs/reconcile.md, "Talking to clusters").
+    keepalive: float = 50.0
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -4,9 +4,10 @@ Owns: `Session`, made from the context as kr8s loaded it (`kr8s.asyncio.Api.auth
 token, TLS, proxy URL, TLS server name): TLS with the context's own CA, client certificate or
 insecure-skip-tls-verify as kr8s builds its SSL context, else the certifi bundle loaded once per run
 (`config.TlsDefaults`), none for a plain-HTTP server; a connection pool sized for the requests in flight
-plus the watch streams; no cookie jar (as kubectl: nothing a server sets is sent back); redirects followed
-(an Authorization header never crosses to another origin); no proxy from the environment (only the
-context's `proxy-url`). `Session.send`: one attempt of a request, its answer read whole up to a byte
+plus the watch streams, whose idle connections are kept `Settings.keepalive` seconds (50 s, not aiohttp's
+15 s: commits come further apart than that, docs/reliability.md); no cookie jar (as kubectl: nothing a
+server sets is sent back); redirects followed (an Authorization header never crosses to another origin);
+no proxy from the environment (only the context's `proxy-url`). `Session.send`: one attempt of a request, its answer read whole up to a byte
 cap, bounded as a whole by aiohttp's own total timeout; `Session.stream`: a streaming GET (a watch) with
 its own silence limit.
 
@@ -72,7 +73,9 @@ class Session:
         # Requests in flight are bounded by the client's own limiter; the pool must also have room for
         # the long-lived watch streams, or open streams would starve every later request of a connection.
         pool = max(1, settings.max_in_flight) + max(0, settings.max_streams)
-        connector = aiohttp.TCPConnector(ssl=verify, limit=pool, limit_per_host=0)
+        connector = aiohttp.TCPConnector(
+            ssl=verify, limit=pool, limit_per_host=0, keepalive_timeout=settings.keepalive
+        )
         http = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
