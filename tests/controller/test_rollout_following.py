@@ -5,6 +5,7 @@ stored rows handed to the follower as the management cluster would."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -83,21 +84,26 @@ def test_a_follower_leaves_a_new_revision_alone_until_the_coordinator_has_taken_
     anyio.run(main)
 
 
-def test_a_revision_that_changes_nothing_for_a_bundle_is_marked_so_the_follower_does_not_wait_for_ever(
+def test_a_follower_applies_a_revision_at_once_only_on_the_clusters_it_renders_what_the_coordinators_rollout_sends(
     tmp_path: Path,
 ) -> None:
+    # docs/scaling.md, "A commit that leaves a bundle as it is": the coordinator no longer rewrites a rollout
+    # record only to say a revision changed nothing there; the follower sees it from the record's hashes.
     async def main() -> None:
         lead, _ = conductor(tmp_path, "lead", deciding=True)
-        follower, _ = conductor(tmp_path, "follower", deciding=False)
-        await begin(lead, OLD, {"c1": "h1"})
+        follower, woken = conductor(tmp_path, "follower", deciding=False)
+        await begin(lead, OLD, {"c1": "h1", "c2": "h2"})
         follower.adopt(stored(lead))
-        third = "c" * 40  # a commit that renders the same objects for web
-        await begin(follower, third, {"c1": "h1"})
-        assert follower.hold("web", "c1") == rollouts.LEAVE
-        await begin(lead, third, {"c1": "h1"})
-        assert lead.latest["web"].revision == OLD  # no new rollout: nothing changed
+        third = "c" * 40  # renders web as before on c1, not on c2
+        await begin(follower, third, {"c1": "h1", "c2": "h9"})
+        assert follower.hold("web", "c1") == rollouts.NEWEST  # the very objects the rollout sends c1
+        assert follower.hold("web", "c2") == rollouts.LEAVE  # not on the follower's word
+        await begin(lead, third, {"c1": "h1", "c2": "h9"})
+        assert lead.latest["web"].revision == third  # a new rollout: c2 changed
+        woken.clear()
         follower.adopt(stored(lead))
-        assert follower.hold("web", "c1") == rollouts.NEWEST
+        assert follower.hold("web", "c2") == rollouts.NEWEST
+        assert woken == ["c2"]
 
     anyio.run(main)
 
@@ -166,20 +172,24 @@ def test_a_follower_that_took_in_no_rollout_yet_wakes_its_clusters_when_it_adopt
     anyio.run(main)
 
 
-def test_a_follower_wakes_its_clusters_when_the_coordinator_marks_a_revision_that_changes_nothing(
+def test_a_follower_takes_the_checked_revision_of_a_record_written_by_an_older_coordinator_and_wakes_its_clusters(
     tmp_path: Path,
 ) -> None:
+    # An older coordinator rewrote the record of a bundle a revision left as it was, to say so (`checked`):
+    # such records are still read, and the follower still obeys them.
     async def main() -> None:
         lead, _ = conductor(tmp_path, "lead", deciding=True)
         follower, woken = conductor(tmp_path, "follower", deciding=False)
         await begin(lead, OLD, {"c1": "h1"})
         follower.adopt(stored(lead))
-        third = "c" * 40  # a commit that renders the same objects for web
-        await begin(follower, third, {"c1": "h1"})
+        third = "c" * 40
+        await begin(
+            follower, third, {"c1": "h9"}
+        )  # the follower renders web otherwise than the record's hash
         assert follower.hold("web", "c1") == rollouts.LEAVE
         woken.clear()
-        await begin(lead, third, {"c1": "h1"})  # the rollout stays as it was, marked checked for `third`
-        follower.adopt(stored(lead))
+        row = stored(lead)["web"]
+        follower.adopt({"web": replace(row, doc={**row.doc, "checked": third})})
         assert follower.hold("web", "c1") == rollouts.NEWEST
         assert woken == ["c1"]
 
