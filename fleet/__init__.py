@@ -19,7 +19,8 @@ commit from the webhook to a cluster::
      |           Kubernetes Events, notifications), replicas (a replica's lease loop), shards (which
      |           clusters this process owns), shared (the state store when replicas share a fleet: the
      |           management cluster's records), following (a follower's watch of the coordinator's
-     |           rollout records), historywriter (a replica's history appends, batched)
+     |           rollout records), summarywatch (every replica's watch of the shards' status
+     |           summaries), historywriter (a replica's history appends, batched)
     cluster      one cluster: reading (observe), rounds (one round) + gate (before each write) + results
      |           (its options and results) + scope (the bundles it plans), reconcile (the fleet; the
      |           names callers use), apply (SSA, prune, inventories), diff, watch (streams), cache (what

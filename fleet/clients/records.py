@@ -9,7 +9,8 @@ this very replica wrote it last; delete beyond the kept ones); people's action r
 this replica's history segments (`append`: a batch of entries added to its newest segment over its
 resourceVersion, a new segment when it is full; `history`: every replica's segments merged; `prune`:
 segments past the retention deleted whole); requests handed on (`hand_on`, `requests`, `handled`: a
-reconcile for a shard's owner; `announce_fetch`: the instance's fetch request); status summaries (`summaries`; `write_summary`: over the
+reconcile for a shard's owner; `announce_fetch`: the instance's fetch request); status summaries (`summaries`,
+`summaries_at` and `watch_summaries`: listed, and watched from the list's resourceVersion; `write_summary`: over the
 resourceVersion of the summary found, and not at all when a newer owner of the shard wrote it; written
 again, over the version this replica wrote last without reading it first, read only when that is refused).
 
@@ -92,7 +93,7 @@ class Records:
         self.writer = writer
         self._segment: rec.Segment | None = None  # this replica's newest history segment, as last written
         self._decoded: dict[tuple[str, str], rec.Segment] = {}  # (name, resourceVersion) -> segment
-        self._summaries: dict[tuple[str, str], sm.Summary] = {}  # (name, resourceVersion) -> summary
+        self._summaries: dict[str, sm.Summary] = {}  # a summary's name -> as last read (a list or a watch)
         self._summary_versions: dict[str, str] = {}  # a summary's name -> the version this replica wrote last
 
     # -- requests --------------------------------------------------------------------------------------
@@ -239,10 +240,15 @@ class Records:
         object the record's whole new version (ADDED, MODIFIED), its last one (DELETED), or only the
         resourceVersion reached (BOOKMARK). Raises `Expired` on a 410 (list again) and `Unavailable` when
         the stream cannot be opened or read, or brings what is not an event."""
-        what = f"management cluster: watch rollout records of instance {self.instance} in {rec.NAMESPACE}"
+        await self._watch(rec.ROLLOUT, version, lasting=lasting, on_event=on_event)
+
+    async def _watch(
+        self, kind: str, version: str, *, lasting: int, on_event: Callable[[str, dict[str, Any]], None]
+    ) -> None:
+        what = f"management cluster: watch {kind} records of instance {self.instance} in {rec.NAMESPACE}"
         params = {
             "watch": "true",
-            "labelSelector": rec.selector(instance=self.instance, kind=rec.ROLLOUT),
+            "labelSelector": rec.selector(instance=self.instance, kind=kind),
             "resourceVersion": version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(lasting),
@@ -436,31 +442,53 @@ class Records:
     # -- status summaries ------------------------------------------------------------------------------
 
     async def summaries(self) -> list[sm.Summary]:
-        """Every shard's summary (those unchanged since the last call are not decoded again; of one read
-        again, the documents of the clusters that did not change are the objects read before)."""
-        out = []
-        before = {name: s for (name, _), s in self._summaries.items()}
-        for item in await self._list(rec.STATUS):
-            meta = item.get("metadata") or {}
-            key = (str(meta.get("name")), str(meta.get("resourceVersion") or ""))
-            s = self._summaries.get(key) if key[1] else None
-            if s is None:
-                s = sm.decode_summary(item)
-                old = before.get(key[0])
-                if old is not None:
-                    # A summary is rewritten whenever one of its clusters changes: the others' documents
-                    # are kept as the objects read before, so what the status shows of them is not made
-                    # again (`fleet.controller.shared.Shared.whole_fleet`).
-                    prior = old.clusters
-                    s = replace(
-                        s,
-                        clusters={
-                            n: prior[n] if prior.get(n) == doc else doc for n, doc in s.clusters.items()
-                        },
-                    )
-            out.append(s)
-        self._summaries = {(s.meta.name, s.meta.version): s for s in out if s.meta.version}
-        return out
+        """Every shard's summary (see `summaries_at`)."""
+        return (await self.summaries_at())[0]
+
+    async def summaries_at(self) -> tuple[list[sm.Summary], str]:
+        """Every shard's summary, and the list's resourceVersion (`watch_summaries` goes on from it). Those
+        unchanged since last read (by a list or `take_summary`) are not decoded again; of one read again,
+        the documents of the clusters that did not change are the objects read before. RecordError naming
+        any unreadable one."""
+        items, version = await self._list_at(rec.STATUS)
+        out = [self._summary(item) for item in items]
+        self._summaries = {s.meta.name: s for s in out if s.meta.version}
+        return out, version
+
+    async def watch_summaries(
+        self, version: str, *, lasting: int, on_event: Callable[[str, dict[str, Any]], None]
+    ) -> None:
+        """Watch the status summaries from `version`, as `watch_rollouts` does the rollouts."""
+        await self._watch(rec.STATUS, version, lasting=lasting, on_event=on_event)
+
+    def take_summary(self, obj: Mapping[str, Any]) -> sm.Summary:
+        """A summary's new version as a watch brought it, decoded as `summaries_at` does and kept for the
+        next read. RecordError naming the ConfigMap and field when it cannot be read."""
+        s = self._summary(obj)
+        if s.meta.version:
+            self._summaries[s.meta.name] = s
+        return s
+
+    def forget_summary(self, name: str) -> None:
+        """A summary is gone (a watch told)."""
+        self._summaries.pop(name, None)
+
+    def _summary(self, item: Mapping[str, Any]) -> sm.Summary:
+        meta = item.get("metadata") or {}
+        name, version = str(meta.get("name")), str(meta.get("resourceVersion") or "")
+        old = self._summaries.get(name)
+        if old is not None and version and old.meta.version == version:
+            return old
+        s = sm.decode_summary(item)
+        if old is not None:
+            # A summary is rewritten whenever one of its clusters changes: the others' documents are kept
+            # as the objects read before, so what the status shows of them is not made again
+            # (`fleet.controller.shared.Shared.whole_fleet`).
+            prior = old.clusters
+            s = replace(
+                s, clusters={n: prior[n] if prior.get(n) == doc else doc for n, doc in s.clusters.items()}
+            )
+        return s
 
     async def write_summary(self, s: sm.Summary) -> sm.Summary:
         """Write a shard's summary over the one in place; `Fenced` when a newer owner of the shard wrote

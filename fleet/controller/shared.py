@@ -13,8 +13,9 @@ writes what, and compare-and-swap"). `Shared`, one task beside the engine's (the
 rollouts (a follower takes them in, `rollouts.Conductor.adopt`; a replica that has just become the
 coordinator takes them in and then over, `Conductor.take_over`), lets the coordinator take people's
 actions asked of other replicas, writes the status summary of every shard this replica may write to
-(its clusters' status and what its rounds observed for the coordinator's rollouts), reads every shard's
-summary, feeds the coordinator what the other replicas observed (a period's lot at once), runs the reconciles other replicas
+(its clusters' status and what its rounds observed for the coordinator's rollouts), lists every shard's
+summary while their watch is down (`fleet.controller.summarywatch`: otherwise each is taken in as it is
+written), feeds the coordinator what the other replicas observed (a period's lot at once), runs the reconciles other replicas
 handed on for its shards and fetches when another replica announced a push; `hand_on` and
 `announce_fetch`, the other end of those; `whole_fleet`, the status document of the whole fleet from the
 summaries, and `elsewhere`, the clusters of other replicas as their summaries tell (the shards without
@@ -39,7 +40,7 @@ import anyio.from_thread
 
 from fleet.clients import records as records_client
 from fleet.clients import statedb
-from fleet.controller import following, historywriter, replicas, rollouts
+from fleet.controller import following, historywriter, replicas, rollouts, summarywatch
 from fleet.core import errors, model, sharding, summaries
 from fleet.core import history as hist
 from fleet.core import records as rec
@@ -359,6 +360,17 @@ class Shared:
         # cluster -> (its summary document's bundles, the document as the status shows it): read-only, shared
         # by the status documents (they are only encoded)
         self._shown: dict[str, tuple[object, dict[str, Any]]] = {}
+        # Every shard's summary, watched: `merged` follows each summary as it is written (`run` starts it;
+        # while it is not live, each period lists them).
+        self.summary_watch = summarywatch.SummaryWatch(
+            self.records,
+            merge=lambda found: summaries.merge_status(found, shards=owner.shards, shard_of=owner.shard_of),
+            on_merged=self._merged,
+            period=period,
+        )
+
+    def _merged(self, merged: summaries.Merged) -> None:
+        self.merged = merged
 
     def attach(
         self,
@@ -417,6 +429,7 @@ class Shared:
         async with anyio.create_task_group() as tg:
             if self.watch is not None:
                 tg.start_soon(self.watch.run)
+            tg.start_soon(self.summary_watch.run)
             tg.start_soon(functools.partial(self.store.history.run, retry=self.period))
             while True:
                 await self.step()
@@ -434,6 +447,8 @@ class Shared:
         if self.watch is not None and self.watch.problem:
             problems.append(self.watch.problem)
             self.watch.problem = None
+        if self.summary_watch.problem:  # a summary the watch brought cannot be read (the version before kept)
+            problems.append(self.summary_watch.problem)
         if self.store.history.problem:  # entries kept and written again (`historywriter`)
             problems.append(self.store.history.problem)
         self.problem = "; ".join(problems) or None
@@ -527,9 +542,8 @@ class Shared:
                 problems.append(str(e))
                 continue
             self._written[shard] = (key, now)
-        self.merged = summaries.merge_status(
-            await self.records.summaries(), shards=owner.shards, shard_of=owner.shard_of
-        )
+        if not self.summary_watch.live:
+            await self.summary_watch.relist()  # the watch is down (or not started): this period's list
         if problems:
             raise errors.StateError("; ".join(problems))
 
