@@ -190,11 +190,9 @@ async def write_fenced_inventory(
     )
 
 
-class NotOwner(errors.Conflict):
-    """This replica may not write to the cluster now: it no longer holds the cluster's shard lease, or has
-    not renewed it within the renew deadline (docs/scaling.md). The round writes nothing more."""
-
-    retriable = True
+# This replica may not write to the cluster now (docs/scaling.md): raised by a round's gate, or by the
+# cluster's client itself right before a write (`kube.Transport.may_write`). The round writes nothing more.
+NotOwner = kube.NotOwner
 
 
 async def check_fence(client: kube.Client, bundle: str, *, instance: str, fence: fencing.Fence) -> None:
@@ -349,6 +347,8 @@ async def _apply_step(
         return model.Change(ref, model.Action.FAILED, kube.no_match_message(ref, types))
     try:
         obj, created = await client.apply(rt, step.obj, force=step.force, secrets=secret_values(step.obj))
+    except NotOwner:
+        raise  # nothing sent, and nothing more of the round is: it stops (its result says fenced)
     except kube.ConflictError as e:
         return model.Change(ref, model.Action.CONFLICT, str(e))
     except errors.ClusterError as e:

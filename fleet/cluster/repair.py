@@ -95,6 +95,10 @@ async def _repair_one(
         if (stop := refused()) is not None:
             return stop
         doc, _created = await client.apply(rt, obj, force=True, secrets=secrets)
+    except kube.NotOwner:  # the client's own check, right before sending (`kube.Transport.may_write`)
+        return model.Change(
+            ref, model.Action.SKIPPED, f"{ref}: not repaired: this replica may not write to the cluster now"
+        )
     except kube.ConflictError as e:
         return model.Change(ref, model.Action.CONFLICT, str(e))
     except errors.ClusterError as e:

@@ -16,6 +16,7 @@ Does not: decide what a round does on the cluster (`fleet.cluster.reconcile`), o
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -168,6 +169,8 @@ class Workers(watches.Watches):
                 settings=self.kube_settings,
                 tls=self._tls,
             )
+            if self.ownership.replica is not None:  # every write, asked right before it is sent (a stall)
+                rt.client.may_write = functools.partial(self.ownership.owns, cluster.name)
             rt.client_context = context
         return rt.client
 

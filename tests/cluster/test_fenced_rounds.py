@@ -12,9 +12,9 @@ import anyio
 import pytest
 
 from fleet.cli import sync
-from fleet.clients import kube, management
+from fleet.clients import kube, management, source
 from fleet.cluster import reconcile
-from fleet.core import fencing, model
+from fleet.core import fencing, inventory, model
 from fleet.sim import testing
 from tests.support.reconcile import GitOpsRepo, configmap, live_objects, sync_request
 
@@ -102,3 +102,53 @@ def test_a_stale_owner_never_prunes_what_a_newer_owner_applied(
     assert reported == [8]
     assert set(live_objects(sim, CLUSTER, namespace="web")) >= {"one", "two"}
     assert writes_of(sim, "a-1")[before:] == []
+
+
+def test_a_round_whose_replica_loses_the_cluster_during_its_record_write_sends_no_apply_after_it(
+    sim: testing.SimHandle, tmp_path: Path
+) -> None:
+    """The CI failure of test_a_stale_replicas_prune_delete_held_on_the_wire...: a replica SIGSTOPped while
+    its round's first write (the revision record) was on the wire, resumed past its renew deadline, sent the
+    round's apply before the cancel scope whose deadline had passed cancelled the round: the gate had asked
+    the fence before the record, not again before the apply. The cluster's client asks right before each
+    write it sends (`kube.Transport.may_write`, set by the engine for a replica)."""
+    repo = GitOpsRepo(tmp_path / "repo")
+    repo.cluster(CLUSTER)
+    repo.bundle("web", [configmap("one", colour="blue")], namespace="web", selector={})
+    first = repo.commit("blue")
+    fence = fencing.Fence(lease=LEASE, epoch=7)
+    owns, stall = [True], [False]
+
+    async def main(revision: str, seen: str) -> reconcile.ClusterResult:
+        parsed, targets, _ = await sync.prepare(sync_request(repo.root, sim.kubeconfig, instance="fleet"))
+        claim = inventory.Claim(source=source.identity(repo.root), revision=revision, observed_at=seen)
+        c = client(sim, "a-1")
+        c.may_write = lambda: owns[0]  # as the engine sets it: the replica's ownership on the clock
+
+        def wrote(verb: str, ref: model.ObjectRef, answer: Any) -> None:
+            if stall[0] and ref.name.startswith("fleet-revision"):
+                owns[0] = False  # the stall: its lease is past the renew deadline once the record is answered
+
+        c.on_write = wrote
+        try:
+            return await reconcile.reconcile_cluster(
+                c,
+                parsed.clusters[CLUSTER],
+                targets[CLUSTER],
+                options=reconcile.Options(wait=False, claim=claim, fence=lambda: fence if owns[0] else None),
+            )
+        finally:
+            await c.aclose()
+
+    assert anyio.run(main, first, "2026-12-07T19:00:00Z").state is model.State.SYNCED
+    assert [w for w in writes_of(sim, "a-1") if w.endswith("/configmaps/one")]
+    stall[0] = True
+    repo.bundle("web", [configmap("one", colour="green")], namespace="web", selector={})
+    second = repo.commit("green")
+    before = len(writes_of(sim, "a-1"))
+    result = anyio.run(main, second, "2026-12-07T19:01:00Z")
+    after = writes_of(sim, "a-1")[before:]
+    assert [w for w in after if "fleet-revision" in w], after  # the record was written, under the fence
+    assert [w for w in after if "fleet-revision" not in w] == []  # nothing after it
+    assert result.fenced, result
+    assert live_objects(sim, CLUSTER, namespace="web")["one"]["data"] == {"colour": "blue"}

@@ -73,7 +73,7 @@ from fleet.clients.kube.discovery import (
 )
 from fleet.clients.kube.requests import APPLY_CONTENT_TYPE, NAMESPACES, Client, Clients
 from fleet.clients.kube.streams import WatchStream
-from fleet.clients.kube.transport import Stats, Transport, log, retry_delay
+from fleet.clients.kube.transport import NotOwner, Stats, Transport, log, retry_delay
 
 __all__ = [
     "AGGREGATED_ACCEPT",
@@ -89,6 +89,7 @@ __all__ = [
     "ContinueExpired",
     "Items",
     "Kubeconfig",
+    "NotOwner",
     "RejectedError",
     "ResourceType",
     "ServerError",

@@ -5,6 +5,9 @@ a per-cluster request rate (token bucket, QPS/burst like Flux's 50/300) and in-f
 deadline per attempt (connect to last byte) and per request, capped jittered retries for what a retry can
 help (429 honouring a Retry-After that fits the retry budget, 5xx except permanent ones, connection
 errors, timeouts, unreadable answers), bounded answers, and the circuit breaker of an unreachable cluster.
+Given `Transport.may_write` (a replica's ownership of the cluster), every write attempt (POST, PUT, PATCH,
+DELETE; a dry run is none) asks it right before it is sent, retries included: False raises `NotOwner`,
+nothing sent (docs/scaling.md, "Fenced writes").
 Requests go out on the cluster's `session.Session` (aiohttp), not through kr8s's `call_api`: kr8s's helpers
 rediscover per call, lowercase kinds and retry 401/403 by rebuilding clients, and its httpx client cost
 as much CPU per request as the rest of a sync (docs/benchmarks.md).
@@ -19,7 +22,7 @@ import math
 import re
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +38,14 @@ log = logging.getLogger("fleet.kube")
 
 # What a failed connection can raise: aiohttp's errors, and OSErrors (TimeoutError is one).
 TRANSPORT_ERRORS = (aiohttp.ClientError, OSError)
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class NotOwner(errors.Conflict):
+    """This replica may not write to the cluster now: it no longer holds the cluster's shard lease, or has
+    not renewed it within the renew deadline (docs/scaling.md). Nothing was sent."""
+
+    retriable = True
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -139,6 +150,11 @@ class Transport:
         self._dead_until = 0.0
         self._types: discovery.TypeTable | None = None
         self._open_lock = anyio.Lock()
+        # Asked right before each write attempt is sent (None: always allowed). A replica's ownership of the
+        # cluster, on the clock: after a stall, a task woken at its write sends it before any cancel scope
+        # whose deadline passed meanwhile has cancelled it (the in-flight slot is taken without a pass
+        # through the event loop), so a check made before an earlier await is no check.
+        self.may_write: Callable[[], bool] | None = None
 
     def __repr__(self) -> str:
         parts = urllib.parse.urlsplit(self.context.server)
@@ -269,6 +285,16 @@ class Transport:
             raw: bytes | bytearray = b""
             answer_headers: Mapping[str, str] = {}
             async with self._in_flight:
+                if (
+                    self.may_write is not None
+                    and method in WRITES
+                    and not (params and params.get("dryRun"))
+                    and not self.may_write()
+                ):
+                    raise NotOwner(
+                        f"{what}: not sent: this replica may not write to cluster {self.cluster} now (its "
+                        "shard's lease lost, or not renewed within the renew deadline)"
+                    )
                 self.stats.requests += 1
                 self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
                 try:
