@@ -452,3 +452,31 @@ def test_over_tls_reads_use_lean_buffers_and_large_objects_and_watch_events_arri
 
         run(main)
     assert asyncio.sslproto.SSLProtocol.max_size == tls.READ_BUFFER
+
+
+def test_a_write_is_asked_of_may_write_right_before_each_attempt_and_a_retry_after_it_said_no_is_not_sent(
+    sim: testing.SimHandle,
+) -> None:
+    obj = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "fenced", "namespace": "default"},
+        "data": {"v": "1"},
+    }
+    sim.faults_sync("two", {"status": 503, "method": "PATCH", "path": "configmaps/fenced", "count": 1})
+    start = seq(sim, "two")
+    answers_ = iter([True, False])  # the first attempt is sent (503), the retry after its backoff is not
+
+    async def main() -> None:
+        client = client_for(sim, "two")
+        client.may_write = lambda: next(answers_)
+        try:
+            with pytest.raises(kube.NotOwner, match="not sent: this replica may not write to cluster two"):
+                await client.apply(apply.CONFIGMAP, obj, force=True)
+            assert await client.get(apply.CONFIGMAP, namespace="default", name="fenced") is None  # reads go
+        finally:
+            await client.aclose()
+
+    run(main)
+    sent = [(e["method"], e["status"]) for e in journal_since(sim, "two", start)]
+    assert sent == [("PATCH", 503), ("GET", 404)], sent
