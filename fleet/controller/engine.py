@@ -125,6 +125,7 @@ class Engine(revisions.Revisions):
                 kubeconfig=kubeconfig,
                 kube_settings=kube_settings,
                 context_of=self._context_of,
+                may_write=lambda cluster: self.ownership.owns(cluster),
                 metrics=self.metrics,
                 tls=self._tls,
                 settings=settings.events_settings,

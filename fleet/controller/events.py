@@ -6,7 +6,7 @@ folds repeats into series, creates each new Event and brings a repeating one's `
 most every `Settings.update_every` seconds; `Settings.concurrency` writer tasks, started once, take the
 series due (no task per Event); every write goes through a client of its own per cluster (its own
 connections, in-flight and rate limits, a short retry budget, one write per cluster at a time), under a
-deadline. A write that fails is counted and logged (aggregated), never retried in a loop and
+deadline, and asks `may_write` (a replica's ownership of the cluster) right before it is sent. A write that fails is counted and logged (aggregated), never retried in a loop and
 never raised: an Event is a courtesy to the cluster's users, reconciling never waits for one.
 
 Does not: decide which happenings are worth an Event or what they say (`fleet.core.clusterevents`), or
@@ -15,6 +15,7 @@ know the engine (it is handed a way to find a cluster's kubeconfig context).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -58,8 +59,10 @@ class EventWriter:
         metrics: Metrics,
         tls: kube.TlsDefaults | None = None,
         settings: Settings | None = None,
+        may_write: Callable[[str], bool] | None = None,
     ) -> None:
         self.instance = instance
+        self._may_write = may_write  # a cluster -> whether this process may write to it now (a replica)
         self.settings = settings or Settings()
         self._kubeconfig = kubeconfig
         self._context_of = context_of
@@ -191,6 +194,8 @@ class EventWriter:
                 settings=self._kube_settings,
                 tls=self._tls,
             )
+            if self._may_write is not None:  # asked right before each write (docs/scaling.md "Fenced writes")
+                client.may_write = functools.partial(self._may_write, cluster)
             self._clients[(cluster, context)] = client
         return client
 

@@ -152,3 +152,37 @@ def test_a_repeating_occurrence_is_one_event_whose_series_is_brought_up_to_date(
         assert sample(metrics, "created") == 1 and 1 <= sample(metrics, "updated") <= 6
 
     anyio.run(main)
+
+
+def test_an_event_of_a_cluster_this_replica_may_not_write_to_now_is_not_sent_and_counted_failed(
+    fleet_sim: testing.SimHandle,
+) -> None:
+    # Its client was made while the replica owned the cluster; the ownership is asked again right before
+    # each write (docs/scaling.md "Fenced writes").
+    namespace(fleet_sim, "sim-001")
+    metrics = Metrics()
+    owns = [True]
+
+    async def main() -> None:
+        kubeconfig = await kube.load_kubeconfig(str(fleet_sim.kubeconfig))
+        w = EventWriter(
+            instance="fleet",
+            kubeconfig=kubeconfig,
+            kube_settings=kube.Settings(),
+            context_of=lambda c: c,
+            metrics=metrics,
+            settings=Settings(update_every=0.0),
+            may_write=lambda c: owns[0],
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(w.run)
+            w.emit(occurrence("sim-001", at=1000.0))
+            await until(lambda: _some(events_on(fleet_sim, "sim-001")), within=10)
+            owns[0] = False
+            w.emit(occurrence("sim-001", at=1001.0, note="revision def: bundle web: 1 configured"))
+            await until(lambda: _true(sample(metrics, "failed") == 1), within=10)
+            tg.cancel_scope.cancel()
+        items = await events_on(fleet_sim, "sim-001")
+        assert [i["note"] for i in items] == ["revision abc: bundle web: 1 created"]
+
+    anyio.run(main)
