@@ -20,7 +20,8 @@ commit from the webhook to a cluster::
      |           clusters this process owns), shared (the state store when replicas share a fleet: the
      |           management cluster's records), following (a follower's watch of the coordinator's
      |           rollout records), summarywatch (every replica's watch of the shards' status
-     |           summaries), historywriter (a replica's history appends, batched)
+     |           summaries), coalesce (the newest event per name those two watches take in),
+     |           historywriter (a replica's history appends, batched)
     cluster      one cluster: reading (observe), rounds (one round) + gate (before each write) + results
      |           (its options and results) + scope (the bundles it plans), reconcile (the fleet; the
      |           names callers use), apply (SSA, prune, inventories), diff, watch (streams), cache (what

@@ -5,8 +5,8 @@ watches the instance's rollout ConfigMaps from the resourceVersion of the store'
 takes in what each change brings (the record's whole new version) at once: the record into the store
 (`ManagedStore.learn`, `forget`), the newest rollout of its bundle into the Conductor (`Conductor.adopt`,
 which wakes the clusters whose hold changed). A burst of changes is taken in at most once per `gap`
-seconds, the newest version of each record (the coordinator may rewrite a record many times a second
-while a large rollout goes on). So a follower sends its clusters the revision the moment the coordinator
+seconds, the newest version of each record (`fleet.controller.coalesce`: the coordinator may rewrite a
+record many times a second while a large rollout goes on). So a follower sends its clusters the revision the moment the coordinator
 starts them, not at its next period's list. While it coordinates, the records are its own writes: no
 stream is open.
 
@@ -31,6 +31,7 @@ import anyio
 
 from fleet.clients import records as records_client
 from fleet.clients import statedb
+from fleet.controller import coalesce
 from fleet.core import errors
 from fleet.core import records as rec
 
@@ -76,20 +77,15 @@ class RolloutWatch:
         self._adopt = adopt
         self._row = row
         self.period = period
-        self.gap = gap
         self.stream_seconds = stream_seconds
         self.live = False  # a stream goes on from a list: every change of the records reaches this replica
         self.problem: str | None = None  # the last record or stream that could not be read
         self.events = 0  # changes taken in (for tests and metrics)
         self._version = ""  # where the stream goes on from ("": wait for a list)
-        self._pending: dict[str, tuple[str, dict[str, Any]]] = {}  # record name -> (type, object), newest
-        self._arrived: anyio.Event | None = None
+        self._changes = coalesce.Coalescer(self._take_in, gap=gap)  # what the stream brings, by record name
 
     async def run(self) -> None:
-        self._arrived = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._take_in)
-            await self._watch()
+        await self._changes.run(self._watch)
 
     async def _watch(self) -> None:
         failures = 0
@@ -131,24 +127,13 @@ class RolloutWatch:
     def _event(self, kind: str, obj: dict[str, Any]) -> None:
         if not self.following():
             raise _NotFollowing()  # its own writes from now on: the stream closes
-        meta = obj.get("metadata") or {}
-        version = str(meta.get("resourceVersion") or "")
+        version = self._changes.put(kind, obj)
         if version:
             self._version = version
-        if kind in ("ADDED", "MODIFIED", "DELETED"):
-            self._pending[str(meta.get("name") or "")] = (kind, obj)
-            if self._arrived is not None:
-                self._arrived.set()
 
-    async def _take_in(self) -> None:
-        while True:
-            assert self._arrived is not None
-            await self._arrived.wait()
-            self._arrived = anyio.Event()
-            pending, self._pending = self._pending, {}
-            if self.following():
-                self.take(pending.values())
-            await anyio.sleep(self.gap)
+    def _take_in(self, pending: dict[str, coalesce.Change]) -> None:
+        if self.following():
+            self.take(pending.values())
 
     def take(self, changes: Any) -> list[str]:
         """Take the records' new versions in (see the module); the bundles whose newest rollout changed."""

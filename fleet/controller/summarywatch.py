@@ -3,10 +3,11 @@
 Owns: `SummaryWatch`, one task beside `Shared`'s period. It lists the instance's summaries (at start, once
 every `RELIST` seconds, and at once after any gap: a stream that fails, or a resourceVersion too old for
 the server, 410), and between lists watches them from the list's resourceVersion, taking in each change
-(the summary's whole new version) as it is written: a burst at most once per `gap` seconds, then the whole
-fleet merged again (`fleet.core.summaries.merge_status`, handed to `on_merged`). So a replica's status shows
-another replica's clusters as soon as their owner wrote them, not at its next period's list. A stream that
-the server ends is opened again from the last resourceVersion it brought.
+(the summary's whole new version) as it is written: a burst at most once per `gap` seconds, the newest
+version of each summary (`fleet.controller.coalesce`), then the whole fleet merged again
+(`fleet.core.summaries.merge_status`, handed to `on_merged`). So a replica's status shows another
+replica's clusters as soon as their owner wrote them, not at its next period's list. A stream that the
+server ends is opened again from the last resourceVersion it brought.
 
 `live` says a stream goes on from a list (every change reaches this replica); while it does not, `Shared`
 lists the summaries itself each period (`relist`). A summary that cannot be decoded is never taken as "no
@@ -29,6 +30,7 @@ from typing import Any
 import anyio
 
 from fleet.clients import records as records_client
+from fleet.controller import coalesce
 from fleet.core import errors, summaries
 from fleet.core import records as rec
 
@@ -60,7 +62,6 @@ class SummaryWatch:
         self._on_merged = on_merged
         self.period = period
         self.relist_every = relist_every
-        self.gap = gap
         self.stream_seconds = stream_seconds
         self.live = False  # a stream goes on from a list: every change of the summaries reaches this replica
         self.events = 0  # changes taken in (for tests)
@@ -69,8 +70,7 @@ class SummaryWatch:
         self.unreadable: dict[str, str] = {}  # name -> why the version a watch brought cannot be read
         self._version = ""  # where the stream goes on from ("": list first)
         self._listed_at = 0.0  # monotonic time of the last list
-        self._pending: dict[str, tuple[str, dict[str, Any]]] = {}  # name -> (type, object), newest
-        self._arrived: anyio.Event | None = None
+        self._changes = coalesce.Coalescer(self._take_in, gap=gap)  # what the stream brings, by name
 
     @property
     def problem(self) -> str | None:
@@ -83,17 +83,14 @@ class SummaryWatch:
         self.lists += 1
         self.known = {s.meta.name: s for s in found}
         self.unreadable = {}
-        self._pending = {}
+        self._changes.drop()
         self._version, self._listed_at = version, time.monotonic()
         merged = self._merge(found)
         self._on_merged(merged)
         return merged
 
     async def run(self) -> None:
-        self._arrived = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._take_in)
-            await self._watch()
+        await self._changes.run(self._watch)
 
     async def _watch(self) -> None:
         failures = 0
@@ -125,26 +122,15 @@ class SummaryWatch:
                 await anyio.sleep(min(self.period * (failures - 1), 30.0))
 
     def _event(self, kind: str, obj: dict[str, Any]) -> None:
-        meta = obj.get("metadata") or {}
-        version = str(meta.get("resourceVersion") or "")
+        version = self._changes.put(kind, obj)
         if version:
             self._version = version
-        if kind in ("ADDED", "MODIFIED", "DELETED"):
-            self._pending[str(meta.get("name") or "")] = (kind, obj)
-            if self._arrived is not None:
-                self._arrived.set()
 
-    async def _take_in(self) -> None:
-        while True:
-            assert self._arrived is not None
-            await self._arrived.wait()
-            self._arrived = anyio.Event()
-            pending, self._pending = self._pending, {}
-            if pending:
-                self.take(pending.items())
-            await anyio.sleep(self.gap)
+    def _take_in(self, pending: dict[str, coalesce.Change]) -> None:
+        if pending:
+            self.take(pending.items())
 
-    def take(self, changes: Iterable[tuple[str, tuple[str, dict[str, Any]]]]) -> None:
+    def take(self, changes: Iterable[tuple[str, coalesce.Change]]) -> None:
         """Take the summaries' new versions in (see the module) and merge the whole fleet again."""
         for name, (kind, obj) in changes:
             self.events += 1
