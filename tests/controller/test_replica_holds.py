@@ -20,17 +20,23 @@ from typing import Any
 
 import anyio
 
-from fleet.clients import kube, statedb
-from fleet.cluster import apply
 from fleet.controller import engine
 from fleet.core import drift, inventory
 from fleet.core import rollout as ro
 from fleet.sim import testing
-from tests.controller.test_replica_repairs import _other_replica_writes
-from tests.controller.test_watch_cache_requests import NAMES, NS, WATCH, Running, _repo, running, sim
+from tests.support.inprocess import (
+    NAMES,
+    NS,
+    Running,
+    clusters_sim,
+    other_replica_writes,
+    round_of,
+    running,
+    web_repo,
+)
 from tests.support.reconcile import GitOpsRepo, configmap, live_objects, send, writes
 
-__all__ = ["sim"]  # the fixture
+__all__ = ["clusters_sim"]  # the fixture `sim`
 
 WEB_EXTRA = f"/api/v1/namespaces/{NS}/configmaps/web-extra"
 
@@ -55,21 +61,13 @@ async def _c2_held(
         await anyio.sleep(0.05)
     c2 = eng.clusters["c2"]
     eng._wake(c2, reason="resync")  # a round of c2 at the second revision (its periodic resync)
-    await _round_of(eng, "c2", second)
+    await round_of(eng, "c2", second)
     web = run.status()["clusters"]["c2"]["bundles"]["web"]
     assert (web["state"], web["revision"]) == ("Synced", first), web  # held at the first revision
     try:
         yield second
     finally:
         await sim.clear_faults("c1")
-
-
-async def _round_of(eng: engine.Engine, cluster: str, revision: str) -> None:
-    rt = eng.clusters[cluster]
-    deadline = time.monotonic() + 30
-    while rt.claim is None or rt.claim.revision != revision or rt.in_round or rt.pending is not None:
-        assert time.monotonic() < deadline, f"{cluster}'s round at {revision[:7]} never ran"
-        await anyio.sleep(0.05)
 
 
 def _skipped(eng: engine.Engine, cluster: str) -> float:
@@ -95,7 +93,7 @@ async def _a_round_leaves_it(run: Running, revision: str) -> dict[str, Any]:
         lambda doc: "left as it is" in str(doc["clusters"]["c2"]["bundles"]["web"]["lastError"]),
         "c2's web left as it is",
     )
-    await _round_of(eng, "c2", revision)
+    await round_of(eng, "c2", revision)
     web: dict[str, Any] = run.status()["clusters"]["c2"]["bundles"]["web"]
     assert web["state"] == "Pending", web
     assert f"already at revision {revision}, written by another writer of this source" in web["lastError"]
@@ -105,7 +103,7 @@ async def _a_round_leaves_it(run: Running, revision: str) -> dict[str, Any]:
 async def _test_a_cluster_another_replica_moved_ahead_is_left_as_it_is_until_this_rollout_reaches_it(
     tmp_path: Path, sim: testing.SimHandle
 ) -> None:
-    repo = _repo(tmp_path / "repo")
+    repo = web_repo(tmp_path / "repo")
     async with running(tmp_path, sim, repo, request_timeout=30.0) as run:
         eng = run.engine
         objects = [
@@ -124,7 +122,7 @@ async def _test_a_cluster_another_replica_moved_ahead_is_left_as_it_is_until_thi
             other = inventory.Claim(
                 source=eng.claim.source, revision=second, observed_at=inventory.now_rfc3339(), writer="other"
             )
-            await _other_replica_writes(sim, "c2", other, changed)  # the other replica's rollout reached c2
+            await other_replica_writes(sim, "c2", other, changed)  # the other replica's rollout reached c2
             mark = (await sim.journal("c2"))[-1]["seq"]
             await _repairs_skipped(eng, "c2", skipped)
             web = await _a_round_leaves_it(run, second)
@@ -155,15 +153,7 @@ def test_a_cluster_another_replica_moved_ahead_is_left_as_it_is_until_this_rollo
 
 async def _other_replica_removes(sim: testing.SimHandle, cluster: str, claim: inventory.Claim) -> None:
     """What a replica whose revision only drops web-extra writes: its revision record, then the delete."""
-    kc = await kube.load_kubeconfig(str(sim.kubeconfig), allow_exec_auth=False)
-    client = kube.Client(
-        cluster=cluster, context=kc.context(cluster), settings=kube.Settings(retry_budget=3.0)
-    )
-    try:
-        _, rv = await apply.read_record(client, instance="fleet", source=claim.source)
-        await apply.write_record(client, claim, instance="fleet", resource_version=rv)
-    finally:
-        await client.aclose()
+    await other_replica_writes(sim, cluster, claim)
     gone = await anyio.to_thread.run_sync(functools.partial(send, sim, cluster, "DELETE", WEB_EXTRA))
     assert gone.status_code == 200, gone.text
 
@@ -171,7 +161,7 @@ async def _other_replica_removes(sim: testing.SimHandle, cluster: str, claim: in
 async def _test_an_object_another_replica_pruned_at_this_replicas_revision_is_not_recreated_while_held(
     tmp_path: Path, sim: testing.SimHandle
 ) -> None:
-    repo = _repo(tmp_path / "repo")
+    repo = web_repo(tmp_path / "repo")
     async with running(tmp_path, sim, repo, request_timeout=30.0) as run:
         eng = run.engine
         objects = [configmap("web-config", namespace=NS, version="1"), configmap("web-static", namespace=NS)]
@@ -204,7 +194,7 @@ def test_an_object_another_replica_pruned_at_this_replicas_revision_is_not_recre
 async def _test_a_single_controllers_held_cluster_is_still_repaired_to_the_revision_its_rollout_holds(
     tmp_path: Path, sim: testing.SimHandle
 ) -> None:
-    repo = _repo(tmp_path / "repo")
+    repo = web_repo(tmp_path / "repo")
     async with running(tmp_path, sim, repo, request_timeout=30.0) as run:
         eng = run.engine
         objects = [
@@ -233,7 +223,7 @@ async def _test_a_single_controllers_held_cluster_is_still_repaired_to_the_revis
             while "web-extra" not in live_objects(sim, "c2", namespace=NS):
                 assert time.monotonic() < deadline, "the held cluster's deleted object was never recreated"
                 await anyio.sleep(0.05)
-            await _round_of(eng, "c2", second)
+            await round_of(eng, "c2", second)
             web = run.status()["clusters"]["c2"]["bundles"]["web"]
             assert web["state"] == "Synced" and web["lastError"] is None, web
         await run.synced_at(second)
@@ -253,7 +243,7 @@ def test_a_single_controllers_held_cluster_is_still_repaired_to_the_revision_its
 async def _test_a_cluster_left_to_another_writer_is_written_again_once_this_rollout_is_rolled_back(
     tmp_path: Path, sim: testing.SimHandle
 ) -> None:
-    repo = _repo(tmp_path / "repo")
+    repo = web_repo(tmp_path / "repo")
     async with running(tmp_path, sim, repo, request_timeout=30.0) as run:
         eng = run.engine
         first = next(iter(run.status()["clusters"].values()))["revision"]
@@ -272,7 +262,7 @@ async def _test_a_cluster_left_to_another_writer_is_written_again_once_this_roll
             other = inventory.Claim(
                 source=eng.claim.source, revision=second, observed_at=inventory.now_rfc3339(), writer="other"
             )
-            await _other_replica_writes(sim, "c2", other, changed)
+            await other_replica_writes(sim, "c2", other, changed)
             await _a_round_leaves_it(run, second)
             # A person rolls this controller's rollout of the second revision back: it never reaches c2,
             # so c2 is not left at that revision "until this rollout reaches it", forever.
@@ -298,39 +288,10 @@ def test_a_cluster_left_to_another_writer_is_written_again_once_this_rollout_is_
     )
 
 
-@asynccontextmanager
-async def _restarted(tmp_path: Path, sim: testing.SimHandle, repo: GitOpsRepo) -> AsyncIterator[Running]:
-    """The engine of `running` started again over the same state, not waiting for every cluster Synced."""
-    kubeconfig = await kube.load_kubeconfig(str(sim.kubeconfig), allow_exec_auth=False)
-    store = statedb.StateStore(tmp_path / "state" / "state.db")
-    settings = engine.Settings(
-        repo=str(repo.root),
-        state_dir=tmp_path / "state",
-        interval=3600.0,
-        fetch_min_gap=0.0,
-        kube_events=False,
-        watch_settings=WATCH,
-    )
-    eng = engine.Engine(
-        settings,
-        kubeconfig=kubeconfig,
-        kube_settings=kube.Settings(request_timeout=30.0, retry_budget=5.0, backoff_base=0.05),
-        store=store,
-    )
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(eng.run)
-            yield Running(eng, sim)
-            await eng.stop(grace=1.0)
-            tg.cancel_scope.cancel()
-    finally:
-        store.close()
-
-
 async def _test_a_restarted_controllers_own_record_is_not_another_writers_and_its_held_cluster_is_repaired(
     tmp_path: Path, sim: testing.SimHandle, refused: bool = False
 ) -> None:
-    repo = _repo(tmp_path / "repo")
+    repo = web_repo(tmp_path / "repo")
     async with running(tmp_path, sim, repo, request_timeout=30.0) as run:
         eng = run.engine
         first = next(iter(run.status()["clusters"].values()))["revision"]
@@ -367,9 +328,9 @@ async def _test_a_restarted_controllers_own_record_is_not_another_writers_and_it
             repo.commit("no cluster file")
             eng.trigger_fetch(reason="test")
             await run.until(lambda doc: bool(doc.get("errors")), "the tip refused")
-    async with _restarted(tmp_path, sim, repo) as run:
+    async with running(tmp_path, sim, repo, request_timeout=30.0, settled=False) as run:
         eng = run.engine
-        await _round_of(eng, "c2", second)
+        await round_of(eng, "c2", second)
         await run.until(lambda doc: "web" in doc["clusters"]["c2"]["bundles"], "c2's status")
         web = run.status()["clusters"]["c2"]["bundles"]["web"]
         assert (web["state"], web["revision"], web["lastError"]) == ("Synced", first, None), web
@@ -412,7 +373,7 @@ def test_a_controller_restarted_at_a_refused_tip_still_knows_its_own_record_and_
 async def _test_a_cluster_another_replica_moved_ahead_stays_left_when_a_newer_commit_supersedes_this_rollout(
     tmp_path: Path, sim: testing.SimHandle
 ) -> None:
-    repo = _repo(tmp_path / "repo")
+    repo = web_repo(tmp_path / "repo")
     async with running(tmp_path, sim, repo, request_timeout=30.0) as run:
         eng = run.engine
         objects = [
@@ -430,7 +391,7 @@ async def _test_a_cluster_another_replica_moved_ahead_stays_left_when_a_newer_co
             other = inventory.Claim(
                 source=eng.claim.source, revision=second, observed_at=inventory.now_rfc3339(), writer="other"
             )
-            await _other_replica_writes(sim, "c2", other, changed)  # the other replica's rollout reached c2
+            await other_replica_writes(sim, "c2", other, changed)  # the other replica's rollout reached c2
             mark = (await sim.journal("c2"))[-1]["seq"]
             # A newer commit supersedes this controller's rollout of the second revision: c2, held at the
             # first, is still behind the other replica's second revision, and stays left as it is.
@@ -443,7 +404,7 @@ async def _test_a_cluster_another_replica_moved_ahead_stays_left_when_a_newer_co
                 assert time.monotonic() < deadline, "the third revision was never taken in"
                 await anyio.sleep(0.05)
             eng._wake(eng.clusters["c2"], reason="resync")
-            await _round_of(eng, "c2", third)
+            await round_of(eng, "c2", third)
             web = run.status()["clusters"]["c2"]["bundles"]["web"]
             assert web["state"] == "Pending", web
             assert (

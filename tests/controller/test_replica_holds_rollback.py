@@ -16,33 +16,24 @@ import anyio
 
 from fleet.core import rollout as ro
 from fleet.sim import testing
-from tests.controller.test_replica_holds import _round_of
-from tests.controller.test_watch_cache_requests import NS, _repo, running, sim
-from tests.support.reconcile import configmap, live_objects
+from tests.support.inprocess import NS, clusters_sim, round_of, running, web_objects, web_repo
+from tests.support.reconcile import live_objects
 
-__all__ = ["sim"]  # the fixture
+__all__ = ["clusters_sim"]  # the fixture `sim`
 
 WAVES = {
     "waves": [{"name": "canary", "placement": {"clusters": ["c1"]}}, {"name": "rest", "approval": "before"}]
 }
 
 
-def _web(version: str) -> list[dict[str, Any]]:
-    return [
-        configmap("web-config", namespace=NS, version=version),
-        configmap("web-static", namespace=NS),
-        configmap("web-extra", namespace=NS),
-    ]
-
-
 async def _test_a_rolled_back_revision_this_controller_sent_is_written_back_after_a_newer_commit(
     tmp_path: Path, sim: testing.SimHandle
 ) -> None:
-    repo = _repo(tmp_path / "repo")
+    repo = web_repo(tmp_path / "repo")
     async with running(tmp_path, sim, repo, request_timeout=5.0) as run:
         eng = run.engine
         first = next(iter(run.status()["clusters"].values()))["revision"]
-        repo.bundle("web", _web("2"), namespace=NS, selector={"web": "yes"}, rollout=WAVES)
+        repo.bundle("web", web_objects("2"), namespace=NS, selector={"web": "yes"}, rollout=WAVES)
         second = repo.commit("web 2")
         eng.trigger_fetch(reason="test")
 
@@ -57,7 +48,7 @@ async def _test_a_rolled_back_revision_this_controller_sent_is_written_back_afte
         await sim.faults("c2", {"method": "PATCH", "status": 503, "count": 100000})
         await eng.rollouts.act("web", ro.Action.ROLLBACK, actor="ana", reason="bad")
         await run.until(lambda doc: web_of(doc, "c1") == ("Synced", first), "c1 rolled back")
-        repo.bundle("web", _web("3"), namespace=NS, selector={"web": "yes"}, rollout=WAVES)
+        repo.bundle("web", web_objects("3"), namespace=NS, selector={"web": "yes"}, rollout=WAVES)
         third = repo.commit("web 3")
         eng.trigger_fetch(reason="test")
         deadline = time.monotonic() + 30
@@ -65,7 +56,7 @@ async def _test_a_rolled_back_revision_this_controller_sent_is_written_back_afte
             assert time.monotonic() < deadline, "the third revision was never taken in"
             await anyio.sleep(0.05)
         eng._wake(eng.clusters["c2"], reason="resync")
-        await _round_of(eng, "c2", third)  # its round at the third revision, writes refused
+        await round_of(eng, "c2", third)  # its round at the third revision, writes refused
         assert live_objects(sim, "c2", namespace=NS)["web-config"]["data"] == {
             "version": "2"
         }  # not rolled back

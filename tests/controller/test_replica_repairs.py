@@ -12,45 +12,24 @@ of one source: the newer revision wins").
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import anyio
 
-from fleet.clients import kube
-from fleet.cluster import apply
 from fleet.core import drift, inventory
 from fleet.sim import testing
-from tests.controller.test_watch_cache_requests import NS, _repo, running, sim
+from tests.support.inprocess import NS, clusters_sim, other_replica_writes, running, web_repo
 from tests.support.reconcile import configmap, live_objects, writes
 
-__all__ = ["sim"]  # the fixture
+__all__ = ["clusters_sim"]  # the fixture `sim`
 
 WEB_CONFIG = f"/api/v1/namespaces/{NS}/configmaps/web-config"
-
-
-async def _other_replica_writes(
-    sim: testing.SimHandle, cluster: str, claim: inventory.Claim, obj: Mapping[str, Any]
-) -> None:
-    """What a replica that fetched `claim`'s revision first writes: its revision record, then the change
-    (`obj`, as fleet applies it)."""
-    kc = await kube.load_kubeconfig(str(sim.kubeconfig), allow_exec_auth=False)
-    client = kube.Client(
-        cluster=cluster, context=kc.context(cluster), settings=kube.Settings(retry_budget=3.0)
-    )
-    try:
-        _, rv = await apply.read_record(client, instance="fleet", source=claim.source)
-        await apply.write_record(client, claim, instance="fleet", resource_version=rv)
-        await client.apply(apply.CONFIGMAP, obj, force=True)
-    finally:
-        await client.aclose()
 
 
 async def _test_a_replica_that_adopted_the_newer_revision_never_repairs_a_cluster_back_to_the_older_one(
     tmp_path: Path, sim: testing.SimHandle
 ) -> None:
-    repo = _repo(tmp_path / "repo")
+    repo = web_repo(tmp_path / "repo")
     async with running(tmp_path, sim, repo, request_timeout=30.0) as run:
         eng = run.engine
         # c1's next round reads the server and waits at its first read: the engine adopts the new revision
@@ -92,7 +71,7 @@ async def _test_a_replica_that_adopted_the_newer_revision_never_repairs_a_cluste
         other = inventory.Claim(
             source=eng.claim.source, revision=second, observed_at=inventory.now_rfc3339(), writer="other"
         )
-        await _other_replica_writes(sim, "c1", other, changed)
+        await other_replica_writes(sim, "c1", other, changed)
         await anyio.sleep(
             2.0
         )  # the engine's watch sees the change (drift to its older objects) and judges it

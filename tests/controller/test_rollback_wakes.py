@@ -12,16 +12,16 @@ from typing import Any
 import anyio
 
 from fleet.sim import testing
-from tests.controller.test_watch_cache_requests import NS, _repo, running, sim
-from tests.support.reconcile import configmap, live_objects
+from tests.support.inprocess import NS, clusters_sim, running, web_objects, web_repo
+from tests.support.reconcile import live_objects
 
-__all__ = ["sim"]  # the fixture
+__all__ = ["clusters_sim"]  # the fixture `sim`
 
 
 async def _test_an_automatic_rollback_sends_the_moved_clusters_back_at_once(
     tmp_path: Path, sim: testing.SimHandle
 ) -> None:
-    repo = _repo(tmp_path / "repo")
+    repo = web_repo(tmp_path / "repo")
     async with running(tmp_path, sim, repo, request_timeout=30.0) as run:
         eng = run.engine
         first = next(iter(run.status()["clusters"].values()))["revision"]
@@ -32,11 +32,7 @@ async def _test_an_automatic_rollback_sends_the_moved_clusters_back_at_once(
             "waves": [{"name": "canary", "placement": {"clusters": ["c1"]}}, {"name": "rest"}],
             "onFailure": "rollback",
         }
-        objects = [
-            configmap("web-config", namespace=NS, version="2"),
-            configmap("web-static", namespace=NS),
-            configmap("web-extra", namespace=NS),
-        ]
+        objects = web_objects("2")
         repo.bundle("web", objects, namespace=NS, selector={"web": "yes"}, rollout=rollout)
         repo.commit("web 2")
         eng.trigger_fetch(reason="test")

@@ -18,10 +18,10 @@ from fleet.cluster.results import BundleResult, ClusterResult
 from fleet.core import model
 from fleet.sim import testing
 from tests.controller.test_rounds_per_commit import rounds
-from tests.controller.test_watch_cache_requests import NAMES, NS, running, sim
+from tests.support.inprocess import NAMES, NS, clusters_sim, running
 from tests.support.reconcile import GitOpsRepo, configmap, live_objects
 
-__all__ = ["sim"]  # the fixture
+__all__ = ["clusters_sim"]  # the fixture `sim`
 
 WAVES = {
     "waves": [{"name": "canary", "placement": {"clusters": ["c1"]}}, {"name": "rest", "approval": "before"}]

@@ -11,10 +11,10 @@ from pathlib import Path
 import anyio
 
 from fleet.sim import testing
-from tests.controller.test_watch_cache_requests import NAMES, NS, _repo, running, sim
+from tests.support.inprocess import NAMES, NS, clusters_sim, running, web_repo
 from tests.support.reconcile import configmap
 
-__all__ = ["sim"]  # the fixture
+__all__ = ["clusters_sim"]  # the fixture `sim`
 
 
 def rounds(run_engine: object, cluster: str) -> float:
@@ -31,7 +31,7 @@ def rounds(run_engine: object, cluster: str) -> float:
 async def _test_a_commit_costs_each_changed_cluster_one_round_even_when_its_apply_is_seen_during_it(
     tmp_path: Path, sim: testing.SimHandle
 ) -> None:
-    repo = _repo(tmp_path / "repo")
+    repo = web_repo(tmp_path / "repo")
     async with running(tmp_path, sim, repo) as run:
         before = {name: rounds(run.engine, name) for name in NAMES}
         # web-static's apply waits: web-config's watch event comes back while c1's round still runs.
@@ -68,7 +68,7 @@ async def _test_wakes_of_a_cluster_waiting_for_its_turn_make_one_round(
 ) -> None:
     # At 1,000 clusters a wake waits seconds for a turn (`--concurrency`): a follower's clusters, woken by
     # two of the coordinator's rollout writes a moment apart, each had two rounds where one would do.
-    repo = _repo(tmp_path / "repo")
+    repo = web_repo(tmp_path / "repo")
     async with running(tmp_path, sim, repo, concurrency=1) as run:
         before = {name: rounds(run.engine, name) for name in NAMES}
         for name in NAMES:  # every round reads the server (a person's request): each holds the turn a while
