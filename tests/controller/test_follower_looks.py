@@ -12,10 +12,10 @@ from fleet.controller import rollouts
 from fleet.core import model, sharding
 from fleet.core import rollout as ro
 from fleet.sim import testing
-from tests.controller.test_shared_records import REV, SHARDS, SYNCED, Owner, Replica, replica, sim
 from tests.support import placement_builders as pb
+from tests.support.inprocess import REV, SHARDS, SYNCED, Owner, Replica, close, management_sim, replica
 
-__all__ = ["sim"]
+__all__ = ["management_sim"]  # the fixture `sim`
 
 MINE = [f"c{i}" for i in range(200) if sharding.shard_of(f"c{i}", shards=SHARDS) == 0][:2]
 THEIRS = [f"c{i}" for i in range(200) if sharding.shard_of(f"c{i}", shards=SHARDS) == 1][:3]
@@ -47,9 +47,7 @@ def run_pair(sim: testing.SimHandle, tmp_path: Path, *, soak: float, check: obje
             assert b.conductor.hold("web", THEIRS[0]) == rollouts.NEWEST
             await check(a, b)  # type: ignore[operator]
         finally:
-            for r in (a, b):
-                await r.store.records.client.aclose()
-                r.store.close()
+            await close(a, b)
 
     anyio.run(main)
 

@@ -12,9 +12,9 @@ import anyio
 from fleet.clients import statedb
 from fleet.core import history as hist
 from fleet.sim import testing
-from tests.controller.test_shared_records import REV, Owner, replica, sim
+from tests.support.inprocess import REV, Owner, close, management_sim, replica
 
-__all__ = ["sim"]  # the fixture
+__all__ = ["management_sim"]  # the fixture `sim`
 
 
 def test_an_entry_recorded_after_the_history_writer_stopped_is_written_not_lost(
@@ -34,8 +34,7 @@ def test_an_entry_recorded_after_the_history_writer_stopped_is_written_not_lost(
             segments = await a.store.records._segments()
             assert [[e.outcome for e in s.entries] for s in segments] == [["Halted"]]
         finally:
-            await a.store.records.client.aclose()
-            a.store.close()
+            await close(a)
 
     anyio.run(main)
 
@@ -63,7 +62,6 @@ def test_a_replicas_rounds_saved_together_put_their_history_in_the_management_cl
             got = await anyio.to_thread.run_sync(a.store.query_history, hist.Query(limit=10))
             assert sorted(e.cluster for e in got) == ["c1", "c2"]
         finally:
-            await a.store.records.client.aclose()
-            a.store.close()
+            await close(a)
 
     anyio.run(main)

@@ -4,73 +4,38 @@ follower takes its decisions in, hands people's actions on and reports what its 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from fleet.clients import kube, statedb
 from fleet.clients import records as records_client
-from fleet.controller import audit, rollouts, shared
-from fleet.controller.metrics import Metrics
+from fleet.clients import statedb
+from fleet.controller import rollouts
 from fleet.core import errors, model, sharding
 from fleet.core import history as hist
 from fleet.core import records as rec
 from fleet.core import rollout as ro
 from fleet.sim import testing
 from tests.support import placement_builders as pb
+from tests.support.inprocess import (
+    REV,
+    SHARDS,
+    SYNCED,
+    Owner,
+    Replica,
+    close,
+    last_seq,
+    management_client,
+    management_sim,
+    replica,
+    two_clusters_on_two_shards,
+    until,
+)
 
-BASE = kube.Settings(request_timeout=2.0, connect_timeout=1.0, retry_budget=3.0, backoff_base=0.05)
-SHARDS = 4
-REV = "c" * 40
-
-
-def two_clusters_on_two_shards() -> tuple[str, str]:
-    """A cluster of shard 0 (replica a's) and one of shard 1 (replica b's)."""
-    names = [f"c{i}" for i in range(100)]
-    first = next(n for n in names if sharding.shard_of(n, shards=SHARDS) == 0)
-    second = next(n for n in names if sharding.shard_of(n, shards=SHARDS) == 1)
-    return first, second
-
-
-@dataclass
-class Owner:
-    """The replica's answers about its leases, fixed for a test."""
-
-    me: str
-    mine: frozenset[int]
-    coordinator: bool
-    shards: int = SHARDS
-
-    def shard_of(self, cluster: str) -> int:
-        return sharding.shard_of(cluster, shards=self.shards)
-
-    def writable(self) -> frozenset[int]:
-        return self.mine
-
-    def coordinating(self) -> bool:
-        return self.coordinator
-
-    def epoch(self, shard: int) -> int | None:
-        return 1 if shard in self.mine else None
-
-
-@dataclass
-class Replica:
-    store: shared.ManagedStore
-    conductor: rollouts.Conductor
-    shared: shared.Shared
-    woken: list[str] = field(default_factory=list)
-
-
-@pytest.fixture
-def sim() -> Iterator[testing.SimHandle]:
-    with testing.serving(names=["mgmt"]) as handle:
-        yield handle
+__all__ = ["management_sim"]  # the fixture `sim`
 
 
 class LateList(records_client.Records):
@@ -90,35 +55,6 @@ class LateList(records_client.Records):
             self.listed.set()
             await self.release.wait()
         return found
-
-
-async def replica(
-    sim: testing.SimHandle,
-    tmp: Path,
-    owner: Owner,
-    *,
-    records_type: type[records_client.Records] = records_client.Records,
-    period: float = 0.1,
-) -> Replica:
-    kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
-    client = kube.Client(cluster="mgmt", context=kc.context("mgmt"), settings=BASE)
-    records = records_type(client, instance="fleet", writer=owner.me)
-    store = shared.ManagedStore(tmp / owner.me / "state.db", records=records)
-    await store.start()
-    metrics = Metrics()
-    woken: list[str] = []
-
-    async def save(write: Any) -> None:
-        await anyio.to_thread.run_sync(write)
-
-    recorder = audit.Recorder(store=store, metrics=metrics)
-    conductor = rollouts.Conductor(
-        store=store, metrics=metrics, wake=lambda c, _ctx: woken.append(c), save=save, observer=recorder
-    )
-    conductor.restore()
-    sh = shared.Shared(store, owner=owner, period=period)
-    sh.attach(conductor, documents=lambda wanted: {})
-    return Replica(store=store, conductor=conductor, shared=sh, woken=woken)
 
 
 def the_repo(c1: str, c2: str) -> model.Repo:
@@ -145,9 +81,6 @@ async def begin(r: Replica, c1: str, c2: str) -> None:
         paused=(),
         context=None,
     )
-
-
-SYNCED = {"web": rollouts.Observed(state=model.State.SYNCED)}
 
 
 def test_a_rollout_approved_through_the_follower_is_decided_by_the_coordinator_and_obeyed_by_the_follower(
@@ -200,9 +133,7 @@ def test_a_rollout_approved_through_the_follower_is_decided_by_the_coordinator_a
                 approvals = [e for e in entries if e.outcome == "approve"]
                 assert [(e.actor, e.reason) for e in approvals] == [("ana", "canary fine")]
         finally:
-            for r in (a, b):
-                await r.store.records.client.aclose()
-                r.store.close()
+            await close(a, b)
 
     anyio.run(main)
 
@@ -234,9 +165,7 @@ def test_the_status_of_either_replica_shows_every_cluster_and_a_shard_without_su
                 assert whole["shards"]["missing"] == [2, 3] if r is a else [2, 3]
                 assert any("no status summary for shards 2, 3" in e["message"] for e in whole["errors"])
         finally:
-            for r in (a, b):
-                await r.store.records.client.aclose()
-                r.store.close()
+            await close(a, b)
 
     anyio.run(main)
 
@@ -272,9 +201,7 @@ def test_an_unreadable_rollout_record_is_reported_by_name_and_the_follower_keeps
             whole = b.shared.whole_fleet({"errors": [], "clusters": {}}, known={})
             assert any(stored.meta.name in e["message"] for e in whole["errors"])
         finally:
-            for r in (a, b):
-                await r.store.records.client.aclose()
-                r.store.close()
+            await close(a, b)
 
     anyio.run(main)
 
@@ -306,8 +233,7 @@ def test_an_unreachable_management_cluster_keeps_history_entries_says_so_and_fai
             await a.shared.step()
             assert a.shared.problem is None
         finally:
-            await a.store.records.client.aclose()
-            a.store.close()
+            await close(a)
 
     anyio.run(main)
 
@@ -336,8 +262,7 @@ def test_a_replicas_rounds_record_history_without_waiting_for_the_management_clu
             assert [e.cluster for e in got] == [f"c{i}" for i in reversed(range(50))]
             assert len(configmap_writes(await sim.journal("mgmt", since=since))) == 1
         finally:
-            await a.store.records.client.aclose()
-            a.store.close()
+            await close(a)
 
     anyio.run(main)
 
@@ -370,8 +295,7 @@ def test_the_history_writer_appends_at_most_once_per_gap_what_came_meanwhile_in_
             got = await anyio.to_thread.run_sync(a.store.query_history, hist.Query(limit=10))
             assert [e.cluster for e in got] == ["c3", "c2", "c1", "c0"]
         finally:
-            await a.store.records.client.aclose()
-            a.store.close()
+            await close(a)
 
     anyio.run(main)
 
@@ -400,8 +324,7 @@ def test_the_history_writer_writes_entries_as_they_come_and_what_waits_when_it_i
             got = await anyio.to_thread.run_sync(a.store.query_history, hist.Query(limit=10))
             assert [e.cluster for e in got] == ["c2", "c1"]
         finally:
-            await a.store.records.client.aclose()
-            a.store.close()
+            await close(a)
 
     anyio.run(main)
 
@@ -425,8 +348,7 @@ def test_a_shard_summary_over_the_size_limit_is_reported_by_name_and_the_other_s
             assert list(a.shared.merged.clusters) == [names[1][0]]
             assert a.shared.merged.missing == (0, 2, 3)
         finally:
-            await a.store.records.client.aclose()
-            a.store.close()
+            await close(a)
 
     anyio.run(main)
 
@@ -458,9 +380,7 @@ def test_a_stale_coordinators_rollout_write_is_a_conflict_and_it_takes_the_recor
             assert [x.actor for x in b.conductor.latest["web"].actions] == ["ana"]
             assert not b.store.conflicted
         finally:
-            for r in (a, b):
-                await r.store.records.client.aclose()
-                r.store.close()
+            await close(a, b)
 
     anyio.run(main)
 
@@ -496,9 +416,7 @@ def test_a_cluster_its_shards_summary_does_not_hold_yet_is_listed_as_unknown_nev
                 for e in whole["errors"]
             )
         finally:
-            for r in (a, b):
-                await r.store.records.client.aclose()
-                r.store.close()
+            await close(a, b)
 
     anyio.run(main)
 
@@ -550,9 +468,7 @@ def test_a_follower_that_left_its_cluster_as_it_was_wakes_it_when_it_adopts_the_
             assert b.conductor.hold("web", c2) == rollouts.NEWEST
             assert c2 in b.woken
         finally:
-            for r in (a, b):
-                await r.store.records.client.aclose()
-                r.store.close()
+            await close(a, b)
 
     anyio.run(main)
 
@@ -568,11 +484,6 @@ def rollout_writes(sim: testing.SimHandle, since: int) -> list[tuple[str, int]]:
         for e in sim.journal_sync("mgmt", since=since)
         if e["method"] in ("PUT", "DELETE") and "/configmaps/fleet-rollout-" in e["path"]
     ]
-
-
-def last_seq(sim: testing.SimHandle) -> int:
-    entries = sim.journal_sync("mgmt")
-    return entries[-1]["seq"] if entries else 0
 
 
 def test_a_rollout_written_while_the_rollouts_are_read_is_not_set_back_by_that_read(
@@ -604,8 +515,7 @@ def test_a_rollout_written_while_the_rollouts_are_read_is_not_set_back_by_that_r
             assert stored.doc["rollout"]["phase"] == str(ro.Phase.PROGRESSING)
             assert not a.store.conflicted
         finally:
-            await a.store.records.client.aclose()
-            a.store.close()
+            await close(a)
 
     anyio.run(main)
 
@@ -621,12 +531,7 @@ def test_a_rollout_record_this_replica_wrote_at_a_version_it_did_not_see_is_read
 
     async def main() -> None:
         a = await replica(sim, tmp_path, Owner("a", frozenset({0}), coordinator=True))
-        kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
-        same = records_client.Records(
-            kube.Client(cluster="mgmt", context=kc.context("mgmt"), settings=BASE),
-            instance="fleet",
-            writer="a",
-        )
+        same = records_client.Records(management_client(sim), instance="fleet", writer="a")
         try:
             await begin(a, c1, c2)
             (found,) = await same.rollouts()
@@ -642,8 +547,7 @@ def test_a_rollout_record_this_replica_wrote_at_a_version_it_did_not_see_is_read
             assert not a.store.conflicted
         finally:
             await same.client.aclose()
-            await a.store.records.client.aclose()
-            a.store.close()
+            await close(a)
 
     anyio.run(main)
 
@@ -670,9 +574,7 @@ def test_a_follower_writes_no_rollout_record_even_when_it_saves_everything_again
             assert rollout_writes(sim, since) == [("PUT", 200)]
             assert not a.store.conflicted
         finally:
-            for r in (a, b):
-                await r.store.records.client.aclose()
-                r.store.close()
+            await close(a, b)
 
     anyio.run(main)
 
@@ -719,9 +621,7 @@ def test_the_coordinator_takes_a_periods_observations_of_the_other_replicas_clus
             await a.conductor.flush()
             assert rollout_writes(sim, since) == [("PUT", 200)]
         finally:
-            for r in (a, b):
-                await r.store.records.client.aclose()
-                r.store.close()
+            await close(a, b)
 
     anyio.run(main)
 
@@ -743,20 +643,9 @@ def test_saving_everything_again_writes_no_rollout_stored_as_it_is(
             await anyio.to_thread.run_sync(lambda: a.store.record_rollouts(a.conductor.rows()))
             assert rollout_writes(sim, since) == []
         finally:
-            await a.store.records.client.aclose()
-            a.store.close()
+            await close(a)
 
     anyio.run(main)
-
-
-async def until(check: Callable[[], bool], *, within: float, what: str) -> float:
-    """Seconds until `check()` holds (polled: the replica's tasks run on their own)."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > within:
-            raise AssertionError(f"not within {within}s: {what}")
-        await anyio.sleep(0.02)
-    return time.monotonic() - started
 
 
 @pytest.mark.slow  # a second of real time: the replica's own tasks
@@ -790,8 +679,6 @@ def test_a_follower_sends_its_cluster_the_revision_as_the_coordinator_starts_it_
                 print(f"coordinator's write -> follower's cluster woken: {took:.2f}s")
                 tg.cancel_scope.cancel()
         finally:
-            for r in (a, b):
-                await r.store.records.client.aclose()
-                r.store.close()
+            await close(a, b)
 
     anyio.run(main)

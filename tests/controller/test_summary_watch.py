@@ -13,17 +13,18 @@ import pytest
 
 from fleet.core import records as rec
 from fleet.sim import testing
-from tests.controller.test_shared_records import (
+from tests.support.inprocess import (
     REV,
     Owner,
     Replica,
+    close,
+    management_sim,
     replica,
-    sim,
     two_clusters_on_two_shards,
     until,
 )
 
-__all__ = ["sim"]
+__all__ = ["management_sim"]  # the fixture `sim`
 
 pytestmark = pytest.mark.slow  # seconds of real time: the replicas' own tasks
 
@@ -36,12 +37,6 @@ def shown(r: Replica, cluster: str, known: dict[str, dict[str, Any]]) -> str | N
     """The state of `cluster` in `r`'s status document (`GET /api/v1/status`)."""
     whole = r.shared.whole_fleet({"errors": [], "clusters": {}}, known=known)
     return whole["clusters"].get(cluster, {}).get("state")
-
-
-async def close(*rs: Replica) -> None:
-    for r in rs:
-        await r.store.records.client.aclose()
-        r.store.close()
 
 
 def test_a_summary_one_replica_writes_is_in_the_other_replicas_status_as_it_is_written_not_at_its_next_list(

@@ -15,18 +15,19 @@ from fleet.controller import rollouts
 from fleet.core import model, sharding
 from fleet.core import rollout as ro
 from fleet.sim import testing
-from tests.controller.test_shared_records import (
+from tests.support import placement_builders as pb
+from tests.support.inprocess import (
     SHARDS,
     Owner,
     Replica,
+    close,
     last_seq,
+    management_sim,
     replica,
-    sim,
     two_clusters_on_two_shards,
 )
-from tests.support import placement_builders as pb
 
-__all__ = ["sim"]
+__all__ = ["management_sim"]  # the fixture `sim`
 
 R1, R2, R3 = "1" * 40, "2" * 40, "3" * 40
 BUNDLES = ("api", "web", "db")
@@ -74,12 +75,6 @@ def placed_at(c1: str, c2: str, *, web: str) -> dict[str, dict[str, str]]:
         "web": {c1: f"{web}1", c2: f"{web}2"},
         "db": {c1: "db1", c2: "db2"},
     }
-
-
-async def close(*replicas: Replica) -> None:
-    for r in replicas:
-        await r.store.records.client.aclose()
-        r.store.close()
 
 
 def test_a_commit_that_leaves_bundles_as_they_are_rewrites_none_of_their_rollout_records(
