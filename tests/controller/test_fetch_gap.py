@@ -15,9 +15,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from fleet.clients import kube, statedb
 from fleet.controller import engine
 from fleet.sim import testing
+from tests.support.inprocess import engine_running
 from tests.support.reconcile import GitOpsRepo, configmap
 
 GAP = 1.0
@@ -53,46 +53,30 @@ async def _test_a_flood_of_webhooks(tmp_path: Path, sim: testing.SimHandle) -> N
     repo.cluster("c1")
     repo.bundle("web", [configmap("web-config", namespace="web")], namespace="web", clusters=["c1"])
     first = repo.commit("start")
-    kubeconfig = await kube.load_kubeconfig(str(sim.kubeconfig), allow_exec_auth=False)
-    store = statedb.StateStore(tmp_path / "state" / "state.db")
-    settings = engine.Settings(
-        repo=str(repo.root),
-        state_dir=tmp_path / "state",
-        interval=3600.0,
-        fetch_min_gap=GAP,
-        kube_events=False,
-    )
-    eng = engine.Engine(settings, kubeconfig=kubeconfig, kube_settings=kube.Settings(), store=store)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(eng.run)
-            await _until(lambda: eng.revision.sha == first, "the first revision")
-            await anyio.sleep(GAP)  # the first fetch's gap is over
-            before = _fetches(eng)
-            started = time.monotonic()
-            pushed = None
-            while time.monotonic() - started < FLOOD:
-                if pushed is None and time.monotonic() - started > FLOOD / 2:
-                    repo.bundle(
-                        "web",
-                        [configmap("web-config", namespace="web", version="2")],
-                        namespace="web",
-                        clusters=["c1"],
-                    )
-                    pushed = repo.commit("web 2")
-                eng.trigger_fetch(reason="webhook")
-                await anyio.sleep(EVERY)
-            flooded = time.monotonic() - started
-            # The push made during the flood is fetched, and nothing more than the gap allows.
-            await _until(lambda: eng.revision.sha == pushed, "the revision pushed during the flood")
-            await anyio.sleep(2 * GAP)  # the trailing fetch, if any
-            fetched = _fetches(eng) - before
-            assert fetched <= math.ceil(flooded / GAP) + 1, (fetched, flooded)
-            assert fetched >= 2  # the flood fetched, and again after the push
-            await eng.stop(grace=1.0)
-            tg.cancel_scope.cancel()
-    finally:
-        store.close()
+    async with engine_running(tmp_path, sim, repo, fetch_min_gap=GAP) as eng:
+        await _until(lambda: eng.revision.sha == first, "the first revision")
+        await anyio.sleep(GAP)  # the first fetch's gap is over
+        before = _fetches(eng)
+        started = time.monotonic()
+        pushed = None
+        while time.monotonic() - started < FLOOD:
+            if pushed is None and time.monotonic() - started > FLOOD / 2:
+                repo.bundle(
+                    "web",
+                    [configmap("web-config", namespace="web", version="2")],
+                    namespace="web",
+                    clusters=["c1"],
+                )
+                pushed = repo.commit("web 2")
+            eng.trigger_fetch(reason="webhook")
+            await anyio.sleep(EVERY)
+        flooded = time.monotonic() - started
+        # The push made during the flood is fetched, and nothing more than the gap allows.
+        await _until(lambda: eng.revision.sha == pushed, "the revision pushed during the flood")
+        await anyio.sleep(2 * GAP)  # the trailing fetch, if any
+        fetched = _fetches(eng) - before
+        assert fetched <= math.ceil(flooded / GAP) + 1, (fetched, flooded)
+        assert fetched >= 2  # the flood fetched, and again after the push
 
 
 def test_a_flood_of_webhooks_fetches_at_most_once_per_minimum_gap_and_still_fetches_the_last_push(

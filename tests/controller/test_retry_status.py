@@ -17,9 +17,10 @@ from typing import Any
 import anyio
 import pytest
 
-from fleet.clients import kube, statedb
+from fleet.clients import kube
 from fleet.controller import engine
 from fleet.sim import testing
+from tests.support.inprocess import engine_running
 from tests.support.reconcile import GitOpsRepo, configmap
 
 ROLLOUT = {"waves": [{"name": "all"}], "progressDeadline": "5m"}
@@ -67,61 +68,45 @@ async def _test_a_retried_failure(tmp_path: Path, sim: testing.SimHandle) -> Non
     repo.cluster("c1")
     _web(repo, "1")
     first = repo.commit("start")
-    kubeconfig = await kube.load_kubeconfig(str(sim.kubeconfig), allow_exec_auth=False)
-    store = statedb.StateStore(tmp_path / "state" / "state.db")
-    settings = engine.Settings(
-        repo=str(repo.root),
-        state_dir=tmp_path / "state",
-        interval=3600.0,
-        fetch_min_gap=0.0,
-        kube_events=False,
-        retry_base=1.0,
-        retry_cap=4.0,
-    )
     kube_settings = kube.Settings(request_timeout=5.0, retry_budget=0.3, backoff_base=0.05)
-    eng = engine.Engine(settings, kubeconfig=kubeconfig, kube_settings=kube_settings, store=store)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(eng.run)
-            await _until(eng, lambda d: d["clusters"].get("c1", {}).get("revision") == first, "synced")
-            # Every apply of web-config answered 503, past the request's retry budget: a retriable failure.
-            await sim.faults("c1", {"status": 503, "method": "PATCH", "path": "configmaps/web-config$"})
-            _web(repo, "2")
-            second = repo.commit("web 2")
-            eng.trigger_fetch(reason="test")
+    async with engine_running(
+        tmp_path, sim, repo, kube_settings=kube_settings, retry_base=1.0, retry_cap=4.0
+    ) as eng:
+        await _until(eng, lambda d: d["clusters"].get("c1", {}).get("revision") == first, "synced")
+        # Every apply of web-config answered 503, past the request's retry budget: a retriable failure.
+        await sim.faults("c1", {"status": 503, "method": "PATCH", "path": "configmaps/web-config$"})
+        _web(repo, "2")
+        second = repo.commit("web 2")
+        eng.trigger_fetch(reason="test")
 
-            def shown(doc: dict[str, Any]) -> bool:
-                error = (doc["clusters"].get("c1") or {}).get("lastError") or ""
-                return _retrying(doc, second) is not None and error.startswith("retrying at ")
+        def shown(doc: dict[str, Any]) -> bool:
+            error = (doc["clusters"].get("c1") or {}).get("lastError") or ""
+            return _retrying(doc, second) is not None and error.startswith("retrying at ")
 
-            doc = await _until(eng, shown, "the retried failure in the status and in the rollout")
-            c1 = doc["clusters"]["c1"]
-            assert c1["state"] == "Failed"  # what its last round met; the rollout keeps it in flight
-            assert c1["bundles"]["web"]["state"] == "Failed"
-            note, _, error = c1["lastError"].partition(": ")
-            when = dt.datetime.fromisoformat(note.split()[2].replace("Z", "+00:00"))
-            synced = dt.datetime.fromisoformat(c1["lastSyncAt"].replace("Z", "+00:00"))
-            assert synced <= when <= synced + dt.timedelta(seconds=settings.retry_cap + 1), c1
-            assert "failure" in note and "in a row" in note, c1
-            retrying = _retrying(doc, second)
-            assert retrying is not None and error in retrying, (error, retrying)
-            r = doc["rollouts"]["web"]
-            assert r["waves"][0]["clusters"] == {"c1": "Progressing"}, r
+        doc = await _until(eng, shown, "the retried failure in the status and in the rollout")
+        c1 = doc["clusters"]["c1"]
+        assert c1["state"] == "Failed"  # what its last round met; the rollout keeps it in flight
+        assert c1["bundles"]["web"]["state"] == "Failed"
+        note, _, error = c1["lastError"].partition(": ")
+        when = dt.datetime.fromisoformat(note.split()[2].replace("Z", "+00:00"))
+        synced = dt.datetime.fromisoformat(c1["lastSyncAt"].replace("Z", "+00:00"))
+        assert synced <= when <= synced + dt.timedelta(seconds=eng.settings.retry_cap + 1), c1
+        assert "failure" in note and "in a row" in note, c1
+        retrying = _retrying(doc, second)
+        assert retrying is not None and error in retrying, (error, retrying)
+        r = doc["rollouts"]["web"]
+        assert r["waves"][0]["clusters"] == {"c1": "Progressing"}, r
 
-            # Once an attempt goes through, the note goes with the error.
-            await sim.clear_faults("c1")
-            doc = await _until(
-                eng,
-                lambda d: (
-                    d["clusters"]["c1"]["state"] == "Synced" and d["rollouts"]["web"]["state"] == "Completed"
-                ),
-                "synced after the retries",
-            )
-            assert doc["clusters"]["c1"]["lastError"] is None
-            await eng.stop(grace=1.0)
-            tg.cancel_scope.cancel()
-    finally:
-        store.close()
+        # Once an attempt goes through, the note goes with the error.
+        await sim.clear_faults("c1")
+        doc = await _until(
+            eng,
+            lambda d: (
+                d["clusters"]["c1"]["state"] == "Synced" and d["rollouts"]["web"]["state"] == "Completed"
+            ),
+            "synced after the retries",
+        )
+        assert doc["clusters"]["c1"]["lastError"] is None
 
 
 def test_a_retried_failure_shows_failed_with_its_next_attempt_while_the_rollout_lists_it_as_retrying(

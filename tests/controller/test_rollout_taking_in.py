@@ -27,6 +27,7 @@ from fleet.core import model
 from fleet.core import rollout as ro
 from fleet.sim import testing
 from tests.support import placement_builders as pb
+from tests.support.inprocess import engine_running
 from tests.support.reconcile import GitOpsRepo, configmap
 
 OLD, NEW = "a" * 40, "b" * 40
@@ -141,32 +142,12 @@ async def first_rolled_out(
         repo.cluster(name)
     web(repo, "1")
     first = repo.commit("first")
-    kubeconfig = await kube.load_kubeconfig(str(sim.kubeconfig), allow_exec_auth=False)
-    store = statedb.StateStore(tmp_path / "state" / "state.db")
-    eng = engine.Engine(
-        engine.Settings(
-            repo=str(repo.root),
-            state_dir=tmp_path / "state",
-            interval=3600.0,
-            fetch_min_gap=0.0,
-            kube_events=False,
-            recheck_interval=0.2,
-        ),
-        kubeconfig=kubeconfig,
-        kube_settings=kube.Settings(request_timeout=5.0, retry_budget=5.0, backoff_base=0.05),
-        store=store,
-    )
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(eng.run)
-            await until(lambda: phase(eng, first) is ro.Phase.COMPLETED, "the first rollout completed")
-            synced = (model.State.SYNCED, model.State.SYNCED)
-            await until(lambda: tuple(eng.clusters[n].state for n in NAMES) == synced, "both clusters Synced")
-            yield eng, repo
-            await eng.stop(grace=1.0)
-            tg.cancel_scope.cancel()
-    finally:
-        store.close()
+    kube_settings = kube.Settings(request_timeout=5.0, retry_budget=5.0, backoff_base=0.05)
+    async with engine_running(tmp_path, sim, repo, kube_settings=kube_settings, recheck_interval=0.2) as eng:
+        await until(lambda: phase(eng, first) is ro.Phase.COMPLETED, "the first rollout completed")
+        synced = (model.State.SYNCED, model.State.SYNCED)
+        await until(lambda: tuple(eng.clusters[n].state for n in NAMES) == synced, "both clusters Synced")
+        yield eng, repo
 
 
 async def refused_by_the_canary(sim: testing.SimHandle, repo: GitOpsRepo) -> str:

@@ -9,8 +9,9 @@ Owns two set-ups and what their tests share:
   `last_seq`.
 - The real `fleet.controller.engine.Engine` following a real git repository (pygit2): the fixture
   `clusters_sim` (clusters c1, c2, c3; the tests' `sim`), `web_repo` and `web_objects` (bundle web on c1
-  and c2, base on every cluster), `running` (the engine started, every cluster Synced and watched) and its
-  `Running`, `round_of`, `other_replica_writes` (another replica of the same source, played by the test).
+  and c2, base on every cluster), `engine_running` (the engine started over any sim and repository),
+  `running` (over `clusters_sim`: every cluster Synced and watched) and its `Running`, `round_of`,
+  `other_replica_writes` (another replica of the same source, played by the test).
 
 A test file takes a fixture in by importing it and naming it in `__all__`. Does not: check anything of what
 the tests do with these (the tests assert), or start a process.
@@ -260,6 +261,44 @@ class Running:
 
 
 @asynccontextmanager
+async def engine_running(
+    tmp_path: Path,
+    sim: testing.SimHandle,
+    repo: GitOpsRepo,
+    *,
+    kube_settings: kube.Settings | None = None,
+    **overrides: Any,
+) -> AsyncIterator[engine.Engine]:
+    """The engine running over `repo` and `sim`'s clusters (its state under `tmp_path`; its repository
+    fetched only when a test asks, `trigger_fetch`; no Kubernetes Events), `overrides` of its settings;
+    stopped at the end."""
+    kubeconfig = await kube.load_kubeconfig(str(sim.kubeconfig), allow_exec_auth=False)
+    store = statedb.StateStore(tmp_path / "state" / "state.db")
+    fields: dict[str, Any] = {
+        "repo": str(repo.root),
+        "state_dir": tmp_path / "state",
+        "interval": 3600.0,
+        "fetch_min_gap": 0.0,
+        "kube_events": False,
+        **overrides,
+    }
+    eng = engine.Engine(
+        engine.Settings(**fields),
+        kubeconfig=kubeconfig,
+        kube_settings=kube_settings or kube.Settings(),
+        store=store,
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(eng.run)
+            yield eng
+            await eng.stop(grace=1.0)
+            tg.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+@asynccontextmanager
 async def running(
     tmp_path: Path,
     sim: testing.SimHandle,
@@ -269,37 +308,16 @@ async def running(
     settled: bool = True,
     **overrides: Any,
 ) -> AsyncIterator[Running]:
-    """The engine over `repo` and `sim`'s clusters (its state under `tmp_path`), `overrides` of its
-    settings; once every cluster is Synced at the repository's head and watched, unless not `settled`."""
-    kubeconfig = await kube.load_kubeconfig(str(sim.kubeconfig), allow_exec_auth=False)
-    store = statedb.StateStore(tmp_path / "state" / "state.db")
-    fields: dict[str, Any] = {
-        "repo": str(repo.root),
-        "state_dir": tmp_path / "state",
-        "interval": 3600.0,
-        "fetch_min_gap": 0.0,
-        "kube_events": False,
-        "watch_settings": WATCH,
-        **overrides,
-    }
-    eng = engine.Engine(
-        engine.Settings(**fields),
-        kubeconfig=kubeconfig,
-        kube_settings=kube.Settings(request_timeout=request_timeout, retry_budget=5.0, backoff_base=0.05),
-        store=store,
-    )
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(eng.run)
-            handle = Running(eng, sim)
-            if settled:
-                await handle.synced_at(str(repo.repo.head.target))
-                await handle.watching()
-            yield handle
-            await eng.stop(grace=1.0)
-            tg.cancel_scope.cancel()
-    finally:
-        store.close()
+    """`engine_running` over the clusters of `NAMES`, its watches' settings `WATCH`; once every cluster is
+    Synced at the repository's head and watched, unless not `settled`."""
+    kube_settings = kube.Settings(request_timeout=request_timeout, retry_budget=5.0, backoff_base=0.05)
+    overrides.setdefault("watch_settings", WATCH)
+    async with engine_running(tmp_path, sim, repo, kube_settings=kube_settings, **overrides) as eng:
+        handle = Running(eng, sim)
+        if settled:
+            await handle.synced_at(str(repo.repo.head.target))
+            await handle.watching()
+        yield handle
 
 
 async def round_of(eng: engine.Engine, cluster: str, revision: str) -> None:
