@@ -240,6 +240,23 @@ class Running:
 
         await self.until(fresh, "watch caches listed and their streams open")
 
+    async def quiet(self) -> None:
+        """No round running or waiting for its turn: every round so far has ended and is counted.
+
+        A cluster shows Synced as soon as its round's result is recorded; the round goes on after that
+        (the rollouts told, which may start the next cluster's turn and write their records; then
+        `fleet_reconciles_total` counted and the state saved). A count read at the first Synced may
+        leave out a round still ending (CI, loaded machine: c3's start-up round counted after the test's
+        first reading, as if a commit that changed nothing there had cost it a round)."""
+
+        def quiet(_: dict[str, Any]) -> bool:
+            return all(
+                rt.pending is None and not rt.in_round and not rt.look_again
+                for rt in self.engine.clusters.values()
+            )
+
+        await self.until(quiet, "no round running or waiting for its turn")
+
     async def marks(self) -> dict[str, int]:
         out = {}
         for name in NAMES:
@@ -309,7 +326,7 @@ async def running(
     **overrides: Any,
 ) -> AsyncIterator[Running]:
     """`engine_running` over the clusters of `NAMES`, its watches' settings `WATCH`; once every cluster is
-    Synced at the repository's head and watched, unless not `settled`."""
+    Synced at the repository's head, watched and no round running or waiting, unless not `settled`."""
     kube_settings = kube.Settings(request_timeout=request_timeout, retry_budget=5.0, backoff_base=0.05)
     overrides.setdefault("watch_settings", WATCH)
     async with engine_running(tmp_path, sim, repo, kube_settings=kube_settings, **overrides) as eng:
@@ -317,6 +334,7 @@ async def running(
         if settled:
             await handle.synced_at(str(repo.repo.head.target))
             await handle.watching()
+            await handle.quiet()
         yield handle
 
 
