@@ -333,6 +333,7 @@ async def _apply_step(
     *,
     live: Mapping[plan.Key, Mapping[str, Any]],
     out: dict[plan.Key, Mapping[str, Any]],
+    claim: inventory_mod.Claim | None = None,
 ) -> model.Change:
     ref = step.ref
     k = plan.key(ref)
@@ -346,7 +347,8 @@ async def _apply_step(
     if rt is None:
         return model.Change(ref, model.Action.FAILED, kube.no_match_message(ref, types))
     try:
-        obj, created = await client.apply(rt, step.obj, force=step.force, secrets=secret_values(step.obj))
+        body = inventory_mod.marked(step.obj, claim)
+        obj, created = await client.apply(rt, body, force=step.force, secrets=secret_values(step.obj))
     except NotOwner:
         raise  # nothing sent, and nothing more of the round is: it stops (its result says fenced)
     except kube.ConflictError as e:
@@ -376,8 +378,11 @@ async def apply_bundle(
     *,
     live: Mapping[plan.Key, Mapping[str, Any]],
     crd_timeout: float = 60.0,
+    claim: inventory_mod.Claim | None = None,
 ) -> Applied:
-    """Apply one bundle's steps, phase by phase. Never raises for an object: failures are changes."""
+    """Apply one bundle's steps, phase by phase, each object carrying `claim` in `fleet.dev/claim` (the
+    round's writer; docs/reconcile.md, "The claim on every object"). Never raises for an object: failures
+    are changes."""
     result = Applied()
     phases: dict[int, list[plan.ObjectStep]] = {}
     for step in bundle_plan.steps:
@@ -390,7 +395,9 @@ async def apply_bundle(
         writes: list[tuple[int, plan.ObjectStep]] = []
         for i, step in enumerate(steps):
             if step.op is plan.Op.UNCHANGED or step.op is plan.Op.CONFLICT:
-                changes[i] = await _apply_step(client, types, step, live=live, out=result.objects)
+                changes[i] = await _apply_step(
+                    client, types, step, live=live, out=result.objects, claim=claim
+                )
             else:  # only writes run concurrently (an unchanged object sends nothing)
                 writes.append((i, step))
         pending = iter(writes)
@@ -401,7 +408,9 @@ async def apply_bundle(
             changes: list[model.Change | None],
         ) -> None:
             for i, step in pending:  # the writers share the phase's writes, each taking the next
-                changes[i] = await _apply_step(client, types, step, live=live, out=result.objects)
+                changes[i] = await _apply_step(
+                    client, types, step, live=live, out=result.objects, claim=claim
+                )
 
         if len(writes) == 1:  # one write (most commits): no task for it
             await writer(pending, types, changes)

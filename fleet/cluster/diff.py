@@ -32,6 +32,7 @@ from fleet.core import errors, model, pipeline, plan
 _DROP_META = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp", "selfLink")
 _DROP_ANNOTATIONS = (
     model.ANNOTATION_REVISION,
+    model.ANNOTATION_CLAIM,
     plan.ANNOTATION_HASH,
     "kubectl.kubernetes.io/last-applied-configuration",
 )

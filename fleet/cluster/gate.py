@@ -1,15 +1,18 @@
 """The gate of a round's writes: what a round of one cluster does before each write.
 
-Owns: `Gate`, called before each write of a round: its first call makes sure ``fleet-system`` exists and
-records the round's claim in the source's revision record (compare-and-swap over the version the round
-read: `apply.RecordRaced` when another controller of the source wrote it meanwhile); every call asks a
-replica's fence (`Options.fence`; `apply.NotOwner` once this replica may not write to the cluster), and
-`Gate.before_prune` reads the bundle's inventory again right before a prune (`apply.check_fence`: a
-newer owner's fence stops it, `apply.Fenced`). `superseded`: whether the record the round read holds a
-newer revision of the same source (the round then writes nothing); `left_alone`: which bundles the
-controller's rollout holds at an older revision are left as they are because another writer of the source
-has already put the cluster at a revision the controller took in after that one (docs/reconcile.md,
-"Replicas of one source: the newer revision wins").
+Owns: `Gate`, called before each write of a round: its first call makes sure ``fleet-system`` exists;
+`Gate.before_delete`, before the round's first delete (or object dropped from fleet), records the
+round's claim in the source's revision record (compare-and-swap over the version the round read:
+`apply.RecordRaced` when another controller of the source wrote it meanwhile); the round's other writes
+carry the claim themselves (`fleet.dev/claim` on every applied object: docs/reconcile.md, "The claim on
+every object"), so a commit that changes objects costs no record write. Every call asks a replica's fence
+(`Options.fence`; `apply.NotOwner` once this replica may not write to the cluster any more), and
+`Gate.before_prune` reads the bundle's inventory again right before a prune (`apply.check_fence`: a newer
+owner's fence stops it, `apply.Fenced`). `superseded`: the claim of a newer revision of the same source the
+cluster shows, in its record or on an object the round read (the round then writes nothing); `left_alone`:
+which bundles the controller's rollout holds at an older revision are left as they are because another
+writer of the source has already put the cluster at a revision the controller took in after that one
+(`ahead_on` judges one object; docs/reconcile.md, "Replicas of one source: the newer revision wins").
 
 Does not: plan, apply or prune (`fleet.cluster.rounds`, `fleet.cluster.apply`), or decide ownership
 (`fleet.core.plan`, `fleet.core.fencing`).
@@ -27,14 +30,20 @@ from fleet.cluster import apply, reading, results
 from fleet.core import fencing, inventory, model, plan
 
 
-def superseded(seen: reading.Observed, options: results.Options) -> bool:
+def superseded(seen: reading.Observed, options: results.Options) -> inventory.Claim | None:
+    """The newest claim of a newer revision of the round's source that the cluster shows (None: none, so
+    the round may write): its revision record's, or one an object the round read carries in
+    `fleet.dev/claim` (another writer's apply of a newer revision). The round then writes nothing."""
     claim = options.claim
-    return (
-        claim is not None
-        and options.yield_to_newer
-        and seen.record is not None
-        and seen.record.newer_than(claim)
-    )
+    if claim is None or not options.yield_to_newer:
+        return None
+    own = claim.mark()
+    found: list[inventory.Claim | None] = [seen.record]
+    for obj in seen.live.values():
+        text = ((obj.get("metadata") or {}).get("annotations") or {}).get(model.ANNOTATION_CLAIM)
+        if text is not None and text != own:  # most objects: the round's own claim, or none
+            found.append(inventory.claim_of(obj, source=claim.source))
+    return inventory.newest(found, than=claim)
 
 
 def left_alone(seen: reading.Observed, cplan: plan.ClusterPlan, options: results.Options) -> dict[str, str]:
@@ -57,13 +66,27 @@ def left_alone(seen: reading.Observed, cplan: plan.ClusterPlan, options: results
             out[b] = record.ahead_message()
             continue
         for ref in (*(s.ref for s in p.steps), *(s.ref for s in p.prune)):
-            revision = revision_of(seen.live.get(plan.key(ref)))
-            if revision and revision in ahead:
-                out[b] = inventory.left_message(
-                    revision, f"the live {ref} carries it in {model.ANNOTATION_REVISION}"
-                )
+            why = ahead_on(seen.live.get(plan.key(ref)), ahead, source=options.claim.source)
+            if why is not None:
+                out[b] = inventory.left_message(why[0], f"the live {ref} carries it in {why[1]}")
                 break
     return out
+
+
+def ahead_on(
+    obj: Mapping[str, Any] | None, ahead: Mapping[str, str], *, source: str
+) -> tuple[str, str] | None:
+    """(revision, annotation) when the live `obj` shows one of the revisions of `ahead` (revision -> the
+    instant this controller's own claim of it was seen) written by another writer of the source: its
+    `fleet.dev/claim` holds such a revision seen at another instant, or its `fleet.dev/revision` such a
+    revision. None: it does not."""
+    found = inventory.claim_of(obj, source=source)
+    if found is not None and inventory.written_by_another(found, ahead):
+        return found.revision, model.ANNOTATION_CLAIM
+    revision = revision_of(obj)
+    if revision and revision in ahead:
+        return revision, model.ANNOTATION_REVISION
+    return None
 
 
 def revision_of(obj: Mapping[str, Any] | None) -> str | None:
@@ -75,10 +98,11 @@ def revision_of(obj: Mapping[str, Any] | None) -> str | None:
 
 
 class Gate:
-    """Called before each write of a round: the first call makes sure ``fleet-system`` exists and records
-    the round's claim in the source's revision record (unless the record already holds its revision),
-    over the version read at the start of the round (`apply.RecordRaced` when another controller of the
-    source wrote it meanwhile: the round then writes nothing more)."""
+    """Called before each write of a round: the first call makes sure ``fleet-system`` exists (and, for a
+    person's `fleet sync` over a newer revision, records its claim); `before_delete` records the round's
+    claim in the source's revision record (unless the record already holds its revision), over the
+    version read at the start of the round (`apply.RecordRaced` when another controller of the source
+    wrote it meanwhile: the round then writes nothing more)."""
 
     def __init__(self, client: kube.Client, seen: reading.Observed, options: results.Options) -> None:
         self._client = client
@@ -86,6 +110,7 @@ class Gate:
         self._options = options
         self._lock = anyio.Lock()
         self._done = False
+        self._recorded = False
 
     def fence(self) -> fencing.Fence | None:
         """The fence of this round's writes now (None: no replicas); `apply.NotOwner` when this replica may
@@ -129,8 +154,34 @@ class Gate:
             )
             seen.namespaces.add(model.INVENTORY_NAMESPACE)
             claim = self._options.claim
-            if claim is not None and (seen.record is None or seen.record.revision != claim.revision):
-                await apply.write_record(
-                    self._client, claim, instance=instance, resource_version=seen.record_version
-                )
+            if (
+                claim is not None
+                and not self._options.yield_to_newer
+                and seen.record is not None
+                and seen.record.newer_than(claim)
+            ):  # a person's `fleet sync` over a newer revision: the record says who wrote last, as its objects
+                await self._record(claim)
             self._done = True
+
+    async def _record(self, claim: inventory.Claim) -> None:
+        await apply.write_record(
+            self._client, claim, instance=self._options.instance, resource_version=self._seen.record_version
+        )
+        self._recorded = True
+
+    async def before_delete(self) -> None:
+        """Before the round's first delete (a prune, an inventory deleted): the round's claim in the
+        source's revision record (unless it already holds its revision), over the version the round read
+        (`apply.RecordRaced` when another controller of the source wrote it meanwhile: the round then
+        deletes nothing). A delete leaves no object to carry the claim, so the record carries it: a
+        controller at an older revision must not put back what a newer one removed."""
+        await self()
+        if self._recorded:
+            return
+        async with self._lock:
+            if self._recorded:
+                return
+            seen, claim = self._seen, self._options.claim
+            if claim is not None and (seen.record is None or seen.record.revision != claim.revision):
+                await self._record(claim)
+            self._recorded = True

@@ -19,7 +19,7 @@ gone, is for the engine's next full round).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +50,8 @@ async def _repair_one(
     instance: str,
     out: dict[plan.Key, Mapping[str, Any]],
     may_write: Callable[[], bool] | None = None,
-    ahead: Collection[str] = (),
+    ahead: Mapping[str, str] | None = None,
+    claim: inventory.Claim | None = None,
 ) -> model.Change:
     def refused() -> model.Change | None:
         """Asked right before each write (a replica: docs/scaling.md, "Fencing"): a replica that may not
@@ -76,7 +77,7 @@ async def _repair_one(
         if live is None:
             if (stop := refused()) is not None:
                 return stop
-            doc, _created = await client.apply(rt, obj, force=False, secrets=secrets)
+            doc, _created = await client.apply(rt, inventory.marked(obj, claim), force=False, secrets=secrets)
             out[plan.key(ref)] = doc
             return model.Change(ref, model.Action.CREATED, f"{ref}: recreated after it was deleted")
         meta = live.get("metadata") or {}
@@ -86,15 +87,18 @@ async def _repair_one(
         if owner != instance:
             why = f"owned by fleet instance {owner!r}" if owner else f"no longer labelled {model.LABEL_OWNER}"
             return model.Change(ref, model.Action.CONFLICT, f"{ref}: {why}; not written")
-        revision = gate.revision_of(live)
-        if revision and revision in ahead:  # held back, and another writer is at a newer revision of ours
-            why = inventory.left_message(
-                revision, f"the live object carries it in {model.ANNOTATION_REVISION}"
-            )
-            return model.Change(ref, model.Action.SKIPPED, f"{ref}: not repaired: {why}")
+        if claim is not None:
+            newer = inventory.claim_of(live, source=claim.source)
+            if newer is not None and newer.newer_than(claim):  # another writer at a newer revision
+                why = f"{ref}: not repaired: {newer.superseded_message()}"
+                return model.Change(ref, model.Action.SKIPPED, why)
+            found = gate.ahead_on(live, ahead, source=claim.source) if ahead else None
+            if found is not None:  # held back, and another writer is at a newer revision of ours
+                why = inventory.left_message(found[0], f"the live object carries it in {found[1]}")
+                return model.Change(ref, model.Action.SKIPPED, f"{ref}: not repaired: {why}")
         if (stop := refused()) is not None:
             return stop
-        doc, _created = await client.apply(rt, obj, force=True, secrets=secrets)
+        doc, _created = await client.apply(rt, inventory.marked(obj, claim), force=True, secrets=secrets)
     except kube.NotOwner:  # the client's own check, right before sending (`kube.Transport.may_write`)
         return model.Change(
             ref, model.Action.SKIPPED, f"{ref}: not repaired: this replica may not write to the cluster now"
@@ -167,6 +171,7 @@ async def repair_objects(
                 out=result.objects,
                 may_write=may_write,
                 ahead=ahead,
+                claim=claim,
             )
 
     async with anyio.create_task_group() as tg:

@@ -203,9 +203,9 @@ async def _round(
     seen, all_targets, cplan, scoped = await _read_and_plan(
         client, targets, options, protected, cache, memory
     )
-    if gate_mod.superseded(seen, options):  # an older replica of this source: write nothing, say who is ahead
-        assert seen.record is not None
-        msg = f"cluster {cluster.name}: {seen.record.superseded_message()}"
+    ahead = gate_mod.superseded(seen, options)
+    if ahead is not None:  # an older replica of this source: write nothing, say who is ahead
+        msg = f"cluster {cluster.name}: {ahead.superseded_message()}"
         return unreached(cluster.name, targets, model.State.FAILED, msg)
     gate = gate_mod.Gate(client, seen, options)
     results: dict[str, BundleResult] = {}
@@ -329,10 +329,14 @@ async def _round(
         if _has_work(p):
             await gate()
             with _TRACER.start_as_current_span(f"apply {b}", attributes=_span_attrs(cluster.name, b)) as span:
-                result = await apply.apply_bundle(client, p, live=seen.live, crd_timeout=options.crd_timeout)
+                result = await apply.apply_bundle(
+                    client, p, live=seen.live, crd_timeout=options.crd_timeout, claim=options.claim
+                )
                 _record(span, result.changes)
         else:  # nothing to write: no span, so a trace shows only the bundles a round changed
-            result = await apply.apply_bundle(client, p, live=seen.live, crd_timeout=options.crd_timeout)
+            result = await apply.apply_bundle(
+                client, p, live=seen.live, crd_timeout=options.crd_timeout, claim=options.claim
+            )
         applied[b] = result
 
     async def bundle_health(b: str, *, wait: bool) -> None:
@@ -398,14 +402,14 @@ async def _round(
             if final:
                 await write_inventory(b, final)
             elif b in seen.inventories:
-                await gate()
+                await gate.before_delete()
                 await apply.delete_inventory(client, b, instance=instance, resource_version=versions.get(b))
     for b in sorted(removed):
         if keep[b]:
             if keep[b] != seen.inventories[b].refs:
                 await write_inventory(b, keep[b])
         else:
-            await gate()
+            await gate.before_delete()
             await apply.delete_inventory(client, b, instance=instance, resource_version=versions.get(b))
 
     # 6. Health.
@@ -544,7 +548,7 @@ async def _read_and_plan(
 
 def _needs_server(seen: reading.Observed, cplan: plan.ClusterPlan, options: Options) -> bool:
     """Whether a plan made on cached data takes a decision that must be judged on the server's answer."""
-    if seen.broken_inventories or seen.foreign or gate_mod.superseded(seen, options):
+    if seen.broken_inventories or seen.foreign or gate_mod.superseded(seen, options) is not None:
         return True
     for p in cplan.bundles.values():
         if p.outcome in (plan.Outcome.REMOVED, plan.Outcome.REFUSED, plan.Outcome.CONFLICT):
@@ -578,8 +582,9 @@ async def _prune(
 ) -> tuple[model.ChangeSet, frozenset[model.ObjectRef]]:
     if not bundle_plan.prune:
         return await apply.prune_bundle(client, bundle_plan)
+    if any(s.op is not plan.PruneOp.KEEP for s in bundle_plan.prune):  # a delete, or one dropped from fleet
+        await gate.before_delete()
     if any(s.op is plan.PruneOp.DELETE for s in bundle_plan.prune):
-        await gate()
         await gate.before_prune(bundle_plan.bundle)
     with _TRACER.start_as_current_span(
         f"prune {bundle_plan.bundle}", attributes=_span_attrs(cluster, bundle_plan.bundle)

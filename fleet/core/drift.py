@@ -89,6 +89,9 @@ def _project(want: Any, have: Any) -> Any:
     return _scalar(have)
 
 
+_UNCOMPARED = (model.ANNOTATION_REVISION, model.ANNOTATION_CLAIM)
+
+
 def _project_object(want: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in want.items():
@@ -102,7 +105,7 @@ def _project_object(want: Mapping[str, Any], live: Mapping[str, Any]) -> dict[st
                     continue
                 mhave = have.get(mk, _MISSING)
                 if mk == "annotations" and isinstance(mv, Mapping):
-                    kept = {a: x for a, x in mv.items() if a != model.ANNOTATION_REVISION}
+                    kept = {a: x for a, x in mv.items() if a not in _UNCOMPARED}
                     if kept:
                         meta[mk] = _project(kept, mhave)
                 else:

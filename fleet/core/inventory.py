@@ -12,7 +12,10 @@ when that revision was first seen, who wrote it) of the newest revision of one s
 cluster, and the order of two claims (`Claim.newer_than`), so that an older replica of a controller backs
 off instead of fighting a newer one, and whether a claim holds one's own revision written by another writer
 (`Claim.by_another`: a bundle one's rollout still holds at an older revision is left as it is there;
-docs/reconcile.md, "Replicas of one source: the newer revision wins").
+docs/reconcile.md, "Replicas of one source: the newer revision wins"). The same claim as every applied
+object carries it in the annotation ``fleet.dev/claim`` (`Claim.mark`, read back by `claim_of`; the newest
+of several: `newest`): a round's write carries its writer's claim, so the record is written only before a
+delete (docs/reconcile.md, "The claim on every object").
 
 Does not: read or write clusters (`apply` does), decide what to prune (`plan`), or work out a source's
 identity from a repository location (`source.identity`).
@@ -34,6 +37,7 @@ Layout::
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -247,6 +251,11 @@ class Claim:
         the same for two processes on one host) does not tell writers apart, so it is not compared."""
         return self.revision == mine.revision and _instant(self.observed_at) != _instant(mine.observed_at)
 
+    def mark(self) -> str:
+        """This claim as the `fleet.dev/claim` annotation every object a round applies carries:
+        ``<observedAt> <revision or -> <source digest> <writer>`` (`claim_of` reads it back)."""
+        return _mark(self.observed_at, self.revision, self.source, self.writer)
+
     def ahead_message(self) -> str:
         """What a controller reports for a bundle its rollout still holds at an older revision on a
         cluster this claim (`by_another`) shows already written at the controller's newest revision."""
@@ -264,6 +273,60 @@ class Claim:
             f"{self.observed_at}): this controller holds an older revision of the same source and writes "
             "nothing until it catches up"
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:10]
+
+
+@functools.lru_cache(maxsize=64)
+def _mark(observed_at: str, revision: str, source: str, writer: str) -> str:
+    return f"{observed_at} {revision or '-'} {_digest(source)} {writer}".rstrip()
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_mark(text: str, source: str) -> Claim | None:
+    parts = text.split(" ", 3)
+    if len(parts) < 3 or parts[2] != _digest(source):
+        return None
+    try:
+        _instant(parts[0])
+    except ValueError:
+        return None
+    revision = "" if parts[1] == "-" else parts[1]
+    return Claim(source, revision, parts[0], writer=parts[3] if len(parts) > 3 else "")
+
+
+def claim_of(obj: Mapping[str, Any] | None, *, source: str) -> Claim | None:
+    """The claim an object carries in `fleet.dev/claim` (`Claim.mark`) when it is `source`'s; None when
+    it carries none, one of another source, or one that cannot be read (a person's edit): such an object
+    is never taken as written by a newer revision (unknown is never newer)."""
+    if obj is None:
+        return None
+    text = ((obj.get("metadata") or {}).get("annotations") or {}).get(model.ANNOTATION_CLAIM)
+    if not isinstance(text, str):
+        return None
+    return _parse_mark(text, source)
+
+
+def marked(obj: Mapping[str, Any], claim: Claim | None) -> Mapping[str, Any]:
+    """`obj` carrying `claim` in `fleet.dev/claim` (a copy of its top level and metadata; `obj` itself
+    unchanged). None: `obj` as it is."""
+    if claim is None:
+        return obj
+    meta = dict(obj.get("metadata") or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), model.ANNOTATION_CLAIM: claim.mark()}
+    return {**obj, "metadata": meta}
+
+
+def newest(claims: Iterable[Claim | None], *, than: Claim) -> Claim | None:
+    """The newest of `claims` newer than `than` (`Claim.newer_than`); None when none is."""
+    out: Claim | None = None
+    for c in claims:
+        if c is not None and c.newer_than(than) and (out is None or c.newer_than(out)):
+            out = c
+    return out
 
 
 def written_by_another(record: Claim, own: Mapping[str, str]) -> bool:

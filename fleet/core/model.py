@@ -31,6 +31,9 @@ API_VERSION = "fleet.dev/v1alpha1"
 LABEL_BUNDLE = "fleet.dev/bundle"
 LABEL_OWNER = "fleet.dev/owner"
 ANNOTATION_REVISION = "fleet.dev/revision"
+# The claim of the controller that last wrote an object (`fleet.core.inventory.Claim.mark`): left out of
+# every hash and comparison, like the revision (docs/reconcile.md, "The claim on every object").
+ANNOTATION_CLAIM = "fleet.dev/claim"
 ANNOTATION_ADOPT = "fleet.dev/adopt"
 ANNOTATION_PRUNE = "fleet.dev/prune"
 ANNOTATION_SUBSTITUTE = "fleet.dev/substitute"

@@ -160,7 +160,7 @@ def object_hash(obj: Mapping[str, Any]) -> str:
     annotations = {
         k: v
         for k, v in (meta.get("annotations") or {}).items()
-        if k not in (model.ANNOTATION_REVISION, ANNOTATION_HASH)
+        if k not in (model.ANNOTATION_REVISION, model.ANNOTATION_CLAIM, ANNOTATION_HASH)
     }
     if annotations:
         meta["annotations"] = annotations
@@ -203,6 +203,7 @@ def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
     meta = dict(out.get("metadata") or {})
     annotations = dict(meta.get("annotations") or {})
     annotations.pop(model.ANNOTATION_REVISION, None)
+    annotations.pop(model.ANNOTATION_CLAIM, None)
     meta["annotations"] = annotations
     out["metadata"] = meta
     folded = secrets.fold_string_data(out)

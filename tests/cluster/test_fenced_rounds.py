@@ -104,14 +104,15 @@ def test_a_stale_owner_never_prunes_what_a_newer_owner_applied(
     assert writes_of(sim, "a-1")[before:] == []
 
 
-def test_a_round_whose_replica_loses_the_cluster_during_its_record_write_sends_no_apply_after_it(
+def test_a_round_whose_replica_loses_the_cluster_during_its_inventory_write_sends_no_apply_after_it(
     sim: testing.SimHandle, tmp_path: Path
 ) -> None:
     """The CI failure of test_a_stale_replicas_prune_delete_held_on_the_wire...: a replica SIGSTOPped while
-    its round's first write (the revision record) was on the wire, resumed past its renew deadline, sent the
-    round's apply before the cancel scope whose deadline had passed cancelled the round: the gate had asked
-    the fence before the record, not again before the apply. The cluster's client asks right before each
-    write it sends (`kube.Transport.may_write`, set by the engine for a replica)."""
+    its round's first write (then the revision record; here the bundle's inventory, written before a new
+    object) was on the wire, resumed past its renew deadline, sent the round's apply before the cancel
+    scope whose deadline had passed cancelled the round: the gate had asked the fence before the first
+    write, not again before the apply. The cluster's client asks right before each write it sends
+    (`kube.Transport.may_write`, set by the engine for a replica)."""
     repo = GitOpsRepo(tmp_path / "repo")
     repo.cluster(CLUSTER)
     repo.bundle("web", [configmap("one", colour="blue")], namespace="web", selector={})
@@ -126,8 +127,8 @@ def test_a_round_whose_replica_loses_the_cluster_during_its_record_write_sends_n
         c.may_write = lambda: owns[0]  # as the engine sets it: the replica's ownership on the clock
 
         def wrote(verb: str, ref: model.ObjectRef, answer: Any) -> None:
-            if stall[0] and ref.name.startswith("fleet-revision"):
-                owns[0] = False  # the stall: its lease is past the renew deadline once the record is answered
+            if stall[0] and ref.name.startswith("fleet-inventory"):
+                owns[0] = False  # the stall: its lease is past the renew deadline once the write is answered
 
         c.on_write = wrote
         try:
@@ -143,12 +144,14 @@ def test_a_round_whose_replica_loses_the_cluster_during_its_record_write_sends_n
     assert anyio.run(main, first, "2026-12-07T19:00:00Z").state is model.State.SYNCED
     assert [w for w in writes_of(sim, "a-1") if w.endswith("/configmaps/one")]
     stall[0] = True
-    repo.bundle("web", [configmap("one", colour="green")], namespace="web", selector={})
-    second = repo.commit("green")
+    repo.bundle("web", [configmap("one", colour="green"), configmap("two")], namespace="web", selector={})
+    second = repo.commit("green, and a new object")
     before = len(writes_of(sim, "a-1"))
     result = anyio.run(main, second, "2026-12-07T19:01:00Z")
     after = writes_of(sim, "a-1")[before:]
-    assert [w for w in after if "fleet-revision" in w], after  # the record was written, under the fence
-    assert [w for w in after if "fleet-revision" not in w] == []  # nothing after it
+    assert [w for w in after if "fleet-inventory" in w], after  # the inventory was written, under the fence
+    assert [w for w in after if "fleet-inventory" not in w] == []  # nothing after it
     assert result.fenced, result
-    assert live_objects(sim, CLUSTER, namespace="web")["one"]["data"] == {"colour": "blue"}
+    live = live_objects(sim, CLUSTER, namespace="web")
+    assert live["one"]["data"] == {"colour": "blue"}
+    assert "two" not in live

@@ -75,10 +75,9 @@ def test_an_inventory_made_after_the_namespaces_were_read_is_never_overwritten_n
     web = result.clusters["c1"].bundles["web"]
     name = model.inventory_name(instance="fleet", bundle="web")
     assert web.state is model.State.FAILED and web.retriable, web
-    # The first create, of the revision record, meets the record there: the round stops before any write
-    # of the bundle (had the record held this revision, the inventory's create would have met the same).
-    assert "ConfigMap/fleet-system/fleet-revision-" in web.message, web.message
-    assert "written by another controller of the same source during this round" in web.message
+    # The first create, of the bundle's inventory, meets the inventory there: the round stops before any
+    # other write of the bundle.
+    assert f"ConfigMap/fleet-system/{name}: created by another writer during this round" in web.message
     cm = live_objects(sim, "c1", namespace=model.INVENTORY_NAMESPACE)[name]
     refs = {str(r) for r in inventory.decode(cm, instance="fleet").refs}
     assert refs == {"ConfigMap/web/one", "ConfigMap/web/two"}  # not overwritten

@@ -1,9 +1,10 @@
 """Sources and revisions on a cluster, at the reconcile layer over real HTTP against `fleet sim`.
 
-Inventories say which source wrote them; a source's revision record says which revision of it last wrote
-to the cluster. An older replica writes nothing (rounds and drift repairs), a person's `fleet sync` always
-applies, an inventory from an earlier fleet is adopted, `fleet diff` reports another source's bundles as
-conflicts, and the revision record is written by compare-and-swap.
+Inventories say which source wrote them; every object a round writes carries its writer's claim
+(`fleet.dev/claim`), and a source's revision record holds the claim of the last round that deleted
+something. An older replica that finds a newer claim in either writes nothing (rounds and drift repairs),
+a person's `fleet sync` always applies, an inventory from an earlier fleet is adopted, `fleet diff`
+reports another source's bundles as conflicts, and the revision record is written by compare-and-swap.
 """
 
 from __future__ import annotations
@@ -118,23 +119,82 @@ def test_a_controller_holding_an_older_revision_writes_nothing_and_says_who_is_a
     assert set(live_objects(sim, CLUSTER, namespace="web")) >= {"one", "two"}
 
 
-def test_a_round_at_a_revision_seen_later_records_it_before_its_first_write(
+def claim_on(sim: testing.SimHandle, name: str) -> str | None:
+    obj = live_objects(sim, CLUSTER, namespace="web").get(name)
+    assert obj is not None, name
+    return (obj["metadata"].get("annotations") or {}).get(model.ANNOTATION_CLAIM)
+
+
+def has_record(sim: testing.SimHandle, repo: GitOpsRepo) -> bool:
+    name = inventory.record_name(instance="fleet", source=source.identity(repo.root))
+    return name in live_objects(sim, CLUSTER, namespace="fleet-system")
+
+
+def test_a_round_marks_every_object_it_writes_with_its_claim_and_writes_no_record_without_a_delete(
     sim: testing.SimHandle, repo: GitOpsRepo
 ) -> None:
     first = str(repo.repo.head.target)
-    assert one_round(sim, repo, claim_for(repo, "0" * 40, EARLY)).state is model.State.SYNCED
+    early = claim_for(repo, "0" * 40, EARLY)
+    assert one_round(sim, repo, early).state is model.State.SYNCED
+    assert claim_on(sim, "one") == claim_on(sim, "two") == early.mark()
     mark = last_seq(sim)
-    result = one_round(sim, repo, claim_for(repo, first, LATE))  # nothing to write: the record stays
+    result = one_round(sim, repo, claim_for(repo, first, LATE))  # nothing to write: nothing rewritten
     assert result.state is model.State.SYNCED and writes(sim.journal_sync(CLUSTER, since=mark)) == []
-    assert record_of(sim, repo)["revision"] == "0" * 40
-    repo.bundle("web", [configmap("one", key="changed")], namespace="web", selector={})
+    repo.bundle("web", [configmap("one", key="changed"), configmap("two")], namespace="web", selector={})
     second = repo.commit("change")
-    result = one_round(sim, repo, claim_for(repo, second, LATE))
+    late = claim_for(repo, second, LATE)
+    result = one_round(sim, repo, late)
     assert result.state is model.State.SYNCED
     done = [(w["method"], w["path"]) for w in writes(sim.journal_sync(CLUSTER, since=mark))]
-    assert done[0][1].startswith("/api/v1/namespaces/fleet-system/configmaps/fleet-revision-"), done
+    assert done == [("PATCH", "/api/v1/namespaces/web/configmaps/one")], done  # one write: the object
+    assert claim_on(sim, "one") == late.mark()
+    assert claim_on(sim, "two") == early.mark()  # unchanged, not rewritten
+    assert not has_record(sim, repo)
+    assert inventory.claim_of(live_objects(sim, CLUSTER, namespace="web")["one"], source=late.source) == late
+
+
+def test_a_round_that_deletes_records_its_claim_first_so_an_older_controller_puts_nothing_back(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    first = str(repo.repo.head.target)
+    assert one_round(sim, repo, claim_for(repo, first, EARLY)).state is model.State.SYNCED
+    repo.bundle("web", [configmap("one")], namespace="web", selector={})
+    second = repo.commit("drop two")
+    mark = last_seq(sim)
+    assert one_round(sim, repo, claim_for(repo, second, LATE)).state is model.State.SYNCED
+    done = [(w["method"], w["path"]) for w in writes(sim.journal_sync(CLUSTER, since=mark))]
+    assert done[0] == ("POST", "/api/v1/namespaces/fleet-system/configmaps"), done  # the record, first
+    assert ("DELETE", "/api/v1/namespaces/web/configmaps/two") in done[1:], done
     assert record_of(sim, repo)["revision"] == second
     assert record_of(sim, repo)["observedAt"] == LATE
+    # The older controller still has `two`: it finds the newer claim in the record and puts nothing back.
+    repo.bundle("web", [configmap("one"), configmap("two")], namespace="web", selector={})
+    repo.commit("older replica's view")
+    mark = last_seq(sim)
+    result = one_round(sim, repo, claim_for(repo, first, EARLY))
+    assert result.state is model.State.FAILED and f"superseded by revision {second}" in result.message
+    assert writes(sim.journal_sync(CLUSTER, since=mark)) == []
+    assert "two" not in live_objects(sim, CLUSTER, namespace="web")
+
+
+def test_a_controller_holding_an_older_revision_finds_the_newer_claim_on_an_object_and_writes_nothing(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    first = str(repo.repo.head.target)
+    assert one_round(sim, repo, claim_for(repo, first, EARLY)).state is model.State.SYNCED
+    repo.bundle("web", [configmap("one", key="changed"), configmap("two")], namespace="web", selector={})
+    second = repo.commit("change")
+    assert one_round(sim, repo, claim_for(repo, second, LATE)).state is model.State.SYNCED
+    assert not has_record(sim, repo)  # the claim is on the changed object only
+    repo.bundle("web", [configmap("one"), configmap("two")], namespace="web", selector={})
+    repo.commit("older replica's view")
+    mark = last_seq(sim)
+    result = one_round(sim, repo, claim_for(repo, first, EARLY))
+    assert result.state is model.State.FAILED
+    assert f"superseded by revision {second} written by another controller (test" in result.message
+    assert writes(sim.journal_sync(CLUSTER, since=mark)) == []
+    assert live_objects(sim, CLUSTER, namespace="web")["one"]["data"] == {"key": "changed"}
+    assert one_round(sim, repo, claim_for(repo, second, LATE)).state is model.State.SYNCED
 
 
 def test_a_persons_fleet_sync_applies_over_a_newer_revision_record_and_records_itself(
@@ -147,6 +207,8 @@ def test_a_persons_fleet_sync_applies_over_a_newer_revision_record_and_records_i
     record = record_of(sim, repo)
     assert record["revision"] == str(repo.repo.head.target)
     assert record["writer"].startswith("fleet sync on ")
+    mark = claim_on(sim, "one")
+    assert mark is not None and " fleet sync on " in mark
 
 
 def test_a_drift_repair_never_writes_back_an_older_revision(sim: testing.SimHandle, repo: GitOpsRepo) -> None:
@@ -182,8 +244,42 @@ def test_a_drift_repair_never_writes_back_an_older_revision(sim: testing.SimHand
     assert [c.action for c in changes.changes] == [model.Action.CONFIGURED], changes
 
 
+def test_a_drift_repair_leaves_an_object_that_carries_a_newer_claim(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    first = str(repo.repo.head.target)
+    assert one_round(sim, repo, claim_for(repo, first, EARLY)).state is model.State.SYNCED
+    repo.bundle("web", [configmap("one", key="changed"), configmap("two")], namespace="web", selector={})
+    second = repo.commit("change")
+    assert one_round(sim, repo, claim_for(repo, second, LATE)).state is model.State.SYNCED
+    live = live_objects(sim, CLUSTER, namespace="web")["one"]
+    wanted: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap"}
+    wanted["metadata"] = {"name": "one", "namespace": "web", "labels": live["metadata"]["labels"]}
+    wanted["data"] = {"key": "value"}  # as the older revision has it
+    ref = model.ObjectRef.of(wanted)
+    mark = last_seq(sim)
+
+    async def main(claim: inventory.Claim) -> model.ChangeSet:
+        client = client_for(sim)
+        try:
+            return (await repair.repair_objects(client, {ref: wanted}, instance="fleet", claim=claim)).changes
+        finally:
+            await client.aclose()
+
+    changes = anyio.run(main, claim_for(repo, first, EARLY))
+    assert [c.action for c in changes.changes] == [model.Action.SKIPPED], changes
+    assert f"superseded by revision {second}" in changes.changes[0].message
+    assert writes(sim.journal_sync(CLUSTER, since=mark)) == []
+    changes = anyio.run(main, claim_for(repo, first, "2098-01-01T00:00:00.000Z"))
+    assert [c.action for c in changes.changes] == [model.Action.SKIPPED], changes  # LATE is later still
+    newer = claim_for(repo, "e" * 40, "2100-01-01T00:00:00.000Z")
+    changes = anyio.run(main, newer)
+    assert [c.action for c in changes.changes] == [model.Action.CONFIGURED], changes
+    assert claim_on(sim, "one") == newer.mark()
+
+
 def test_the_revision_record_is_written_by_compare_and_swap(sim: testing.SimHandle, repo: GitOpsRepo) -> None:
-    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
+    write_record(sim, claim_for(repo, "9" * 40, EARLY))
 
     async def main() -> None:
         client = client_for(sim)
@@ -212,7 +308,7 @@ def test_a_record_written_meanwhile_with_the_same_revision_is_no_race(
     """Two replicas of one source at the same commit both read the record, then both write it: the second
     finds the record holding its own revision and goes on (it failed its round with RecordRaced before,
     which a rollout counted as a failed apply and halted on)."""
-    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet").ok
+    write_record(sim, claim_for(repo, "9" * 40, EARLY))
 
     async def main() -> None:
         client = client_for(sim)

@@ -38,8 +38,8 @@ async def _test_a_commit_costs_one_write_per_changed_cluster_and_nothing_on_the_
             )
             await run.commit(repo, f"web {version}")
             sent = await run.since(marks)
-            for name in ("c1", "c2"):  # the revision record's claim, then the changed object: no read
-                assert sent[name] == [RECORD_WRITE, WEB_CONFIG_WRITE], "\n".join(sent[name])
+            for name in ("c1", "c2"):  # the changed object, carrying the claim: no read, no record
+                assert sent[name] == [WEB_CONFIG_WRITE], "\n".join(sent[name])
             assert sent["c3"] == [], sent
 
 
@@ -88,8 +88,8 @@ async def _test_a_watch_gap_sends_the_next_round_to_the_server(
         await run.commit(repo, "during a gap")
         sent = await run.since(marks)
         assert "GET /api/v1/namespaces" in sent["c1"], sent  # read from the server
-        assert [r for r in sent["c1"] if not r.startswith("GET")] == [RECORD_WRITE, WEB_CONFIG_WRITE], sent
-        assert sent["c2"] == [RECORD_WRITE, WEB_CONFIG_WRITE], sent
+        assert [r for r in sent["c1"] if not r.startswith("GET")] == [WEB_CONFIG_WRITE], sent
+        assert sent["c2"] == [WEB_CONFIG_WRITE], sent
         await sim.clear_faults("c1")
 
 

@@ -212,3 +212,45 @@ def test_an_unreadable_fence_makes_the_inventory_unreadable_never_unfenced(fence
         inventory.InventoryError, match=r"ConfigMap/fleet-system/fleet-inventory-web: data\.fence"
     ):
         inventory.decode(cm, instance="fleet")
+
+
+def _carrying(mark: object) -> dict[str, object]:
+    return {"metadata": {"name": "one", "annotations": {model.ANNOTATION_CLAIM: mark}}}
+
+
+def test_the_claim_an_object_carries_round_trips_through_its_annotation() -> None:
+    claim = inventory.Claim(
+        "https://git.example/fleet.git", "a" * 40, "2026-12-07T20:00:00.000Z", writer="fleet serve on h"
+    )
+    body = inventory.marked({"metadata": {"name": "one", "annotations": {"x": "y"}}, "data": {}}, claim)
+    assert body["metadata"]["annotations"]["x"] == "y"
+    assert inventory.claim_of(body, source=claim.source) == claim
+    work_tree = inventory.Claim("src", "", "2026-12-07T20:00:00.000Z")
+    assert inventory.claim_of(inventory.marked({}, work_tree), source="src") == work_tree
+    assert inventory.marked(body, None) is body
+
+
+@pytest.mark.parametrize(
+    "mark",
+    ["", "garbage", "not-a-time " + "a" * 40 + " 0123456789", 42, "2026-12-07T20:00:00.000Z abc"],
+)
+def test_an_unreadable_claim_on_an_object_is_no_claim_never_a_newer_one(mark: object) -> None:
+    assert inventory.claim_of(_carrying(mark), source="src") is None
+
+
+def test_a_claim_of_another_source_on_an_object_is_not_this_sources() -> None:
+    theirs = inventory.Claim("other", "b" * 40, "2099-01-01T00:00:00.000Z")
+    assert inventory.claim_of(inventory.marked({}, theirs), source="src") is None
+    assert inventory.claim_of(None, source="src") is None
+    assert inventory.claim_of({"metadata": {}}, source="src") is None
+
+
+def test_the_newest_of_several_claims_is_the_one_seen_latest_and_only_when_newer_than_ones_own() -> None:
+    own = inventory.Claim("src", "a" * 40, "2026-12-07T20:00:00.000Z")
+    older = inventory.Claim("src", "0" * 40, "2026-12-07T19:00:00.000Z")
+    newer = inventory.Claim("src", "b" * 40, "2026-12-07T21:00:00.000Z")
+    newest = inventory.Claim("src", "c" * 40, "2026-12-07T22:00:00.000Z")
+    same = inventory.Claim("src", "a" * 40, "2026-12-07T23:00:00.000Z")  # own revision, another writer
+    assert inventory.newest([older, None, same], than=own) is None
+    assert inventory.newest([newer, older, newest, None], than=own) == newest
+    assert inventory.newest([newest, newer], than=own) == newest
