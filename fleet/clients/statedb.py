@@ -114,7 +114,7 @@ class RevisionRow:
     problems: tuple[dict[str, Any], ...] = ()
     fetch_error: str | None = None
     fetch_error_at: str | None = None
-    # The revision enforced (its clusters' revision records hold its claim) and when its claim says it was
+    # The revision enforced (its claim is on the objects it wrote and in revision records) and when its claim says it was
     # first seen: kept while a newer tip is refused, the claim's instant again after a restart.
     claimed_sha: str | None = None
     claimed_at: str | None = None

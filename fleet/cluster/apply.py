@@ -11,13 +11,14 @@ unchanged, deleted, skipped, conflict, failed):
   overwritten); `write_fenced_inventory`: the same under a replica's shard lease, refused (`Fenced`) when
   a newer owner of the shard wrote the inventory (`fleet.core.fencing`); `check_fence`: that fence read
   again right before a prune; `NotOwner`: a replica past its renew deadline writes nothing;
-- `read_record` / `write_record`: the revision record of a source (`inventory.Claim`): created when
-  missing (a plain create, so two writers cannot both create it), else written over the resourceVersion
-  it was read at;
+- `read_record` / `write_record`: the revision record of a source (`inventory.Claim`; written before a
+  round's first delete, `fleet.cluster.gate`): created when missing (a plain create, so two writers
+  cannot both create it), else written over the resourceVersion it was read at;
 - `apply_bundle`: one bundle's steps in phases (CRDs, then Namespaces, then the rest, each phase's objects
   concurrently within the client's in-flight limit), waiting for written CRDs to be Established and
   rediscovering until their kinds are served (a real API server lists them a moment later) before the
-  objects that need them; objects the plan found unchanged send nothing;
+  objects that need them; each object written carries the round's claim (`fleet.dev/claim`,
+  `inventory.marked`); objects the plan found unchanged send nothing;
 - `prune_bundle`: the plan's deletions in reverse order; an owned Namespace only when it holds nothing
   but objects pruned with it; each delete under preconditions (the uid and resourceVersion the plan read,
   else `read_version` first), so one that lands after anyone wrote the object deletes nothing (409: not

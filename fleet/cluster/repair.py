@@ -5,13 +5,14 @@ instance; a gone object is created (no other manager can hold its fields, so no 
 object without our owner label or owned by another instance is never written (CONFLICT). Secret values
 never reach a message. Given the controller's `inventory.Claim`, it first reads the source's revision
 record (one GET per batch): a newer revision of the same source there (another replica ahead of this
-one) makes every object of the batch SKIPPED, never written back to the older revision; so does the
-record at a revision the controller took in after the one a bundle is held back at (its claim's, or one a
-newer commit superseded) written by another writer, or a live object carrying such a revision, for the
-objects of bundles held back at an older revision (`held`: docs/reconcile.md, "Replicas of one source:
-the newer revision wins"). Given
-`may_write` (a replica's ownership of the cluster), it asks it right before each write: False makes the
-object SKIPPED, not written (docs/scaling.md, "Fenced writes").
+one) makes every object of the batch SKIPPED, never written back to the older revision; so does such a
+claim on the live object (`fleet.dev/claim`), for that object; every object written carries the claim.
+The objects of bundles held back at an older revision (`held`) are SKIPPED where the record, or the live
+object's claim or `fleet.dev/revision`, shows a revision the controller took in after the one the bundle
+is held at (its claim's, or one a newer commit superseded) written by another writer (docs/reconcile.md,
+"Replicas of one source: the newer revision wins"). Given `may_write` (a replica's ownership of the
+cluster), it asks it right before each write: False makes the object SKIPPED, not written
+(docs/scaling.md, "Fenced writes").
 Does not: decide what is drift (`fleet.core.drift`, pure), watch (`fleet.cluster.watch`), inventories,
 prune or full reconciles (`fleet.cluster.reconcile`: a repair that fails, e.g. because a namespace is
 gone, is for the engine's next full round).

@@ -29,10 +29,11 @@ class Options:
     # The whole round of one cluster, health waits excluded (they have `health_timeout` each): on expiry
     # the round stops where it is and the cluster is Unreachable. None: no deadline (tests only).
     cluster_deadline: float | None = 600.0
-    # Who writes: the source (named in inventories) and the revision, seen when (the revision record).
+    # Who writes: the source (named in inventories) and the revision, seen when (each applied object's
+    # `fleet.dev/claim`, and the revision record before a delete).
     # None: no source is named, every inventory of the instance is taken as this caller's (earlier fleets).
     claim: inventory_mod.Claim | None = None
-    yield_to_newer: bool = True  # back off when the record holds a newer revision of the same source
+    yield_to_newer: bool = True  # back off when the record or an object holds a newer claim of the source
     # Bundles this controller's rollout holds at an older revision until it reaches the cluster, each with
     # the revisions the controller took in after that one (the claim's among them) and when its own claim
     # of each was first seen: left as they are on a cluster another writer of the source has already put

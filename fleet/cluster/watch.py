@@ -194,7 +194,8 @@ class ClusterWatch:
     `on_health(cluster, **Health.fields())` and `on_repair(RepairBatch)` are optional callbacks;
     `around_repair(refs)` an optional context manager entered around each repair batch (a trace span).
     `claim()` returns the controller's current `inventory.Claim` (None: none): a repair writes nothing
-    while the cluster's revision record holds a newer revision of the same source; `held()` the bundles
+    while the cluster's revision record holds a newer revision of the same source, nor over an object
+    carrying one in `fleet.dev/claim`, and each object it writes carries it; `held()` the bundles
     held back at an older revision, each with the newer revisions of this controller's
     (`repair.repair_objects`: left as they are where another writer of the source is at one of them).
     """
