@@ -82,8 +82,13 @@ def test_a_409_on_fleets_own_inventory_is_a_race_retried_not_a_refusal(
 
 def test_a_409_on_fleets_revision_record_is_a_race_retried(sim: testing.SimHandle, repo: GitOpsRepo) -> None:
     assert sync(sim, repo).state is model.State.SYNCED
+    repo.bundle(
+        "base", [configmap("one", namespace="default"), configmap("three", namespace="default")], selector={}
+    )
+    repo.commit("second: a delete, so the record is created before it")
+    assert sync(sim, repo).state is model.State.SYNCED
     repo.bundle("base", [configmap("one", namespace="default")], selector={})
-    repo.commit("second: the record is written again over the version read")
+    repo.commit("third: another delete, the record written again over the version read")
     sim.faults_sync("c1", {"status": 409, "method": "PATCH", "path": "configmaps/fleet-revision-"})
     got = sync(sim, repo)
     assert got.state is model.State.FAILED and got.retriable, got

@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 
 from fleet.sim import testing
-from tests.support.inprocess import NS, RECORD_WRITE, clusters_sim, running, web_objects, web_repo
+from tests.support.inprocess import NS, clusters_sim, running, web_objects, web_repo
 
 __all__ = ["clusters_sim"]  # the fixture `sim`
 

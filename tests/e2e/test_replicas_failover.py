@@ -166,23 +166,25 @@ def test_a_stale_replicas_writes_held_on_the_wire_past_its_lease_are_refused_as_
         objects = [configmap("settings", colour=colour), *(configmap(n, kept="yes") for n in names)]
         fleet.repo.bundle("settings", objects, namespace="apps", selector={})
 
-    settings("blue", "reborn")
+    settings("blue", "reborn", "spare", "old")
     fleet.repo.commit("blue, and reborn")
     a, b, c = three_settled(fleet)
+    settings("blue", "reborn", "spare")
+    dropped = fleet.repo.commit("old dropped: each cluster's revision record written before the delete")
+    fleet.wait(lambda: fleet.synced_at(dropped), within=30, what="old dropped everywhere")
     shard = min(a.shards())
     x, y = clusters_of(fleet, {shard})
     mine = clusters_of(fleet, a.shards())
     epoch = fleet.lease_epoch(shard)
     inventory = "/api/v1/namespaces/fleet-system/configmaps/fleet-inventory-settings"
     record = "/api/v1/namespaces/fleet-system/configmaps/fleet-revision-[0-9a-f]+"
-    # Its round of a revision that drops `reborn` writes the revision record, then asks its fence and writes
-    # the inventory's union, then applies, then prunes. The sim holds two of its writes before processing
-    # them: on x the inventory's union (sent, it lands late), on y the record (it stalls between its fence
-    # check and its inventory write).
+    # Its round of a revision that drops `reborn` asks its fence and writes the inventory's union, applies,
+    # then writes the revision record before its prune. The sim holds two of its writes before processing
+    # them: on x the inventory's union (sent, it lands late), on y the record (it stalls before its prune).
     held = {"hold": True, "method": "PATCH", "userAgent": rf"\(replica {a.id}\)", "count": 1}
     fleet.sim.faults_sync(x, {**held, "path": f"^{inventory}$"})
     fleet.sim.faults_sync(y, {**held, "path": f"^{record}$"})
-    settings("green", "added")
+    settings("green", "added", "spare")
     fleet.repo.commit("green, added, reborn dropped")
     fleet.wait(
         lambda: [fleet.sim.fault_rules_sync(n)[0]["held"] for n in (x, y)] == [1, 1],
@@ -198,9 +200,10 @@ def test_a_stale_replicas_writes_held_on_the_wire_past_its_lease_are_refused_as_
         ]
 
     try:
-        # A newer revision brings `reborn` back: the new owner applies it where the stale round would prune it.
+        # A newer revision brings `reborn` back: the new owner applies it where the stale round would prune it
+        # (and drops `spare`: it writes the record too, before that delete).
         settings("yellow", "added", "reborn")
-        sha = fleet.repo.commit("yellow, added, reborn back")
+        sha = fleet.repo.commit("yellow, added, reborn back, spare dropped")
         fleet.wait(
             lambda: fleet.settled([b, c]), within=KILL_WITHIN, what="the stalled replica's shards taken"
         )

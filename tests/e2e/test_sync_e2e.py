@@ -117,14 +117,14 @@ def test_a_changed_manifest_is_applied_only_where_it_is_placed(
     assert result.ok
     assert writes(sim.journal_sync("dev-1", since=marks["dev-1"])) == []
     prod_writes = writes(sim.journal_sync("prod-1", since=marks["prod-1"]))
-    record = inventory.record_name(instance="fleet", source=source.identity(repo.root))
     assert [(w["method"], w["path"]) for w in prod_writes] == [
-        ("PATCH", f"/api/v1/namespaces/fleet-system/configmaps/{record}"),  # the new revision's claim
-        ("PATCH", "/api/v1/namespaces/web/configmaps/one"),
+        ("PATCH", "/api/v1/namespaces/web/configmaps/one"),  # carrying the new revision's claim
     ]
     one = live_objects(sim, "prod-1", namespace="web")["one"]
     assert one["data"] == {"key": "changed"}
     assert one["metadata"]["annotations"][model.ANNOTATION_REVISION] == second
+    claim = inventory.claim_of(one, source=source.identity(repo.root))
+    assert claim is not None and claim.revision == second and claim.writer.startswith("fleet sync on ")
     web = result.clusters["prod-1"].bundles["web"]
     assert web.changes.count(model.Action.CONFIGURED) == 1
     assert web.changes.count(model.Action.UNCHANGED) == 1

@@ -52,6 +52,11 @@ def _state(sim: testing.SimHandle) -> dict[str, dict[str, Any]]:
                 body = copy.deepcopy(obj)
                 for key in VOLATILE_META:
                     body["metadata"].pop(key, None)
+                claim = (body["metadata"].get("annotations") or {}).get(model.ANNOTATION_CLAIM)
+                if claim is not None:  # the instant of the claim is the sync's own
+                    body["metadata"]["annotations"][model.ANNOTATION_CLAIM] = (
+                        "<time> " + claim.split(" ", 1)[1]
+                    )
                 if ns == model.INVENTORY_NAMESPACE:
                     for key in list(body.get("data", {})):
                         if "observed" in key.lower():
