@@ -31,9 +31,11 @@ from fleet.core import fencing, inventory, model, plan
 
 
 def superseded(seen: reading.Observed, options: results.Options) -> inventory.Claim | None:
-    """The newest claim of a newer revision of the round's source that the cluster shows (None: none, so
-    the round may write): its revision record's, or one an object the round read carries in
-    `fleet.dev/claim` (another writer's apply of a newer revision). The round then writes nothing."""
+    """The cluster's newest claim of the round's source, when it is of a newer revision (None: none, or
+    the newest holds the round's revision, so the round may write): the claim seen latest among its
+    revision record's and those the objects the round read carry in `fleet.dev/claim` (`inventory.newest`:
+    claims of older revisions left on unchanged objects are not another writer ahead). The round then
+    writes nothing."""
     claim = options.claim
     if claim is None or not options.yield_to_newer:
         return None
@@ -99,7 +101,7 @@ def revision_of(obj: Mapping[str, Any] | None) -> str | None:
 
 class Gate:
     """Called before each write of a round: the first call makes sure ``fleet-system`` exists (and, for a
-    person's `fleet sync` over a newer revision, records its claim); `before_delete` records the round's
+    person's `fleet sync` over a record of another revision, records its claim); `before_delete` records the round's
     claim in the source's revision record (unless the record already holds its revision), over the
     version read at the start of the round (`apply.RecordRaced` when another controller of the source
     wrote it meanwhile: the round then writes nothing more)."""
@@ -158,8 +160,10 @@ class Gate:
                 claim is not None
                 and not self._options.yield_to_newer
                 and seen.record is not None
-                and seen.record.newer_than(claim)
-            ):  # a person's `fleet sync` over a newer revision: the record says who wrote last, as its objects
+                and seen.record.revision != claim.revision
+            ):  # a person's `fleet sync` over a record of another revision: the record says who wrote last,
+                # as its objects do (a rollback's record left behind would keep the controller superseded
+                # after a sync at its revision handed the cluster back)
                 await self._record(claim)
             self._done = True
 

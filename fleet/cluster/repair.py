@@ -53,6 +53,7 @@ async def _repair_one(
     may_write: Callable[[], bool] | None = None,
     ahead: Mapping[str, str] | None = None,
     claim: inventory.Claim | None = None,
+    record: inventory.Claim | None = None,
 ) -> model.Change:
     def refused() -> model.Change | None:
         """Asked right before each write (a replica: docs/scaling.md, "Fencing"): a replica that may not
@@ -89,8 +90,10 @@ async def _repair_one(
             why = f"owned by fleet instance {owner!r}" if owner else f"no longer labelled {model.LABEL_OWNER}"
             return model.Change(ref, model.Action.CONFLICT, f"{ref}: {why}; not written")
         if claim is not None:
-            newer = inventory.claim_of(live, source=claim.source)
-            if newer is not None and newer.newer_than(claim):  # another writer at a newer revision
+            # another writer at a newer revision: the live claim, unless the record holds a later one of
+            # this revision (claims of older commits stay on objects they did not change since)
+            newer = inventory.newest((inventory.claim_of(live, source=claim.source), record), than=claim)
+            if newer is not None:
                 why = f"{ref}: not repaired: {newer.superseded_message()}"
                 return model.Change(ref, model.Action.SKIPPED, why)
             found = gate.ahead_on(live, ahead, source=claim.source) if ahead else None
@@ -173,6 +176,7 @@ async def repair_objects(
                 may_write=may_write,
                 ahead=ahead,
                 claim=claim,
+                record=record,
             )
 
     async with anyio.create_task_group() as tg:

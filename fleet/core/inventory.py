@@ -321,12 +321,21 @@ def marked(obj: Mapping[str, Any], claim: Claim | None) -> Mapping[str, Any]:
 
 
 def newest(claims: Iterable[Claim | None], *, than: Claim) -> Claim | None:
-    """The newest of `claims` newer than `than` (`Claim.newer_than`); None when none is."""
+    """The claim of `claims` seen latest (the cluster's newest: its instant, then its revision, as
+    `Claim.newer_than` orders them), when it is of a newer revision than `than`; None when there is none
+    or it holds `than`'s revision. Not merely any claim newer than `than`: an object keeps the claim of
+    the commit that last changed it, so a cluster carries claims of revisions its newest claim has already
+    superseded, and they say nothing about who is ahead now (the record, when every round wrote it, held
+    only the newest)."""
     out: Claim | None = None
+    at: tuple[dt.datetime, str] | None = None
     for c in claims:
-        if c is not None and c.newer_than(than) and (out is None or c.newer_than(out)):
-            out = c
-    return out
+        if c is None:
+            continue
+        key = (_instant(c.observed_at), c.revision)
+        if at is None or key > at:
+            out, at = c, key
+    return out if out is not None and out.newer_than(than) else None
 
 
 def written_by_another(record: Claim, own: Mapping[str, str]) -> bool:

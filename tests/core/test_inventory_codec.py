@@ -254,3 +254,7 @@ def test_the_newest_of_several_claims_is_the_one_seen_latest_and_only_when_newer
     assert inventory.newest([older, None, same], than=own) is None
     assert inventory.newest([newer, older, newest, None], than=own) == newest
     assert inventory.newest([newest, newer], than=own) == newest
+    # the cluster's newest claim holds one's own revision: claims of other revisions it superseded are no
+    # controller ahead
+    assert inventory.newest([newer, same], than=own) is None
+    assert inventory.newest([newer, same, newest], than=own) is None

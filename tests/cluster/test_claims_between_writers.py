@@ -1,0 +1,154 @@
+"""Claims between writers of one source, at the reconcile layer over real HTTP against `fleet sim`: which
+claim a cluster shows as its newest when its objects carry the claims of several revisions (an object keeps
+the claim of the last writer that changed it), and how a person's `fleet sync` hands a cluster back to the
+controller (docs/reconcile.md, "Replicas of one source: the newer revision wins", "The claim on every
+object")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from fleet.cli import sync
+from fleet.clients import kube, source
+from fleet.cluster import reconcile, repair
+from fleet.core import inventory, model
+from fleet.sim import testing
+from tests.support.reconcile import GitOpsRepo, configmap, live_objects, sync_request, writes
+
+CLUSTER = "c-1"
+LONG_AGO = "1970-01-01T00:00:00Z"  # a revision read back from the mirror, its first sighting unknown
+
+
+@pytest.fixture
+def sim() -> Iterator[testing.SimHandle]:
+    with testing.serving(names=[CLUSTER]) as handle:
+        yield handle
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> GitOpsRepo:
+    r = GitOpsRepo(tmp_path / "repo")
+    r.cluster(CLUSTER)
+    r.bundle("web", [configmap("one"), configmap("two")], namespace="web", selector={})
+    r.commit("first")
+    return r
+
+
+def client_for(sim: testing.SimHandle) -> kube.Client:
+    kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
+    return kube.Client(cluster=CLUSTER, context=kc.context(CLUSTER), settings=kube.Settings(retry_budget=3.0))
+
+
+def claim_for(repo: GitOpsRepo, revision: str, seen: str, writer: str = "test") -> inventory.Claim:
+    return inventory.Claim(
+        source=source.identity(repo.root), revision=revision, observed_at=seen, writer=writer
+    )
+
+
+def one_round(
+    sim: testing.SimHandle, repo: GitOpsRepo, claim: inventory.Claim, *, yield_to_newer: bool = True
+) -> reconcile.ClusterResult:
+    async def main() -> reconcile.ClusterResult:
+        request = sync_request(repo.root, sim.kubeconfig, instance="fleet")
+        parsed, targets, _ = await sync.prepare(request)
+        options = reconcile.Options(wait=False, claim=claim, yield_to_newer=yield_to_newer)
+        client = client_for(sim)
+        try:
+            return await reconcile.reconcile_cluster(
+                client, parsed.clusters[CLUSTER], targets[CLUSTER], options=options
+            )
+        finally:
+            await client.aclose()
+
+    return anyio.run(main)
+
+
+def last_seq(sim: testing.SimHandle) -> int:
+    journal = sim.journal_sync(CLUSTER)
+    return journal[-1]["seq"] if journal else 0
+
+
+def repair_one(
+    sim: testing.SimHandle, name: str, data: dict[str, str], claim: inventory.Claim
+) -> model.Change:
+    """A drift repair of ConfigMap web/`name` to `data` by a controller holding `claim`."""
+    live = live_objects(sim, CLUSTER, namespace="web")[name]
+    wanted: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "data": data}
+    wanted["metadata"] = {"name": name, "namespace": "web", "labels": live["metadata"]["labels"]}
+
+    async def main() -> model.ChangeSet:
+        client = client_for(sim)
+        try:
+            ref = model.ObjectRef.of(wanted)
+            return (await repair.repair_objects(client, {ref: wanted}, instance="fleet", claim=claim)).changes
+        finally:
+            await client.aclose()
+
+    (change,) = anyio.run(main).changes
+    return change
+
+
+def test_a_persons_fleet_sync_at_the_controllers_revision_hands_the_cluster_back_after_a_rollback_that_pruned(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    """The emergency rollback: `fleet sync --rev <good>` prunes what the bad commit added (recording its
+    claim first); then a person runs `fleet sync` at the controller's revision again. The controller
+    follows its branch on that cluster again, rounds and drift repairs: the second sync recorded itself
+    over the record of another revision (it used to leave the rollback's record there, newer than the
+    controller's claim, and the controller stayed superseded until the next commit)."""
+    good = str(repo.repo.head.target)
+    repo.bundle("web", [configmap("one"), configmap("two"), configmap("three")], namespace="web", selector={})
+    bad = repo.commit("adds three")
+    controller = claim_for(repo, bad, "2026-06-01T00:00:00.000Z", "fleet serve on a")
+    assert one_round(sim, repo, controller).state is model.State.SYNCED
+    repo.bundle("web", [configmap("one"), configmap("two")], namespace="web", selector={})
+    repo.commit("the good commit's content")
+    rollback = claim_for(repo, good, "2026-06-02T00:00:00.000Z", "fleet sync on laptop")
+    assert one_round(sim, repo, rollback, yield_to_newer=False).state is model.State.SYNCED
+    assert "three" not in live_objects(sim, CLUSTER, namespace="web")
+    result = one_round(sim, repo, controller)
+    assert result.state is model.State.FAILED and f"superseded by revision {good}" in result.message
+    # The person hands the cluster back: `fleet sync` at the branch's revision, the controller's.
+    repo.bundle("web", [configmap("one"), configmap("two"), configmap("three")], namespace="web", selector={})
+    repo.commit("the bad commit's content")
+    back = claim_for(repo, bad, "2026-06-03T00:00:00.000Z", "fleet sync on laptop")
+    assert one_round(sim, repo, back, yield_to_newer=False).state is model.State.SYNCED
+    mark = last_seq(sim)
+    result = one_round(sim, repo, controller)
+    assert result.state is model.State.SYNCED, result.message
+    assert writes(sim.journal_sync(CLUSTER, since=mark)) == []
+    change = repair_one(sim, "two", {"key": "value"}, controller)
+    assert change.action is not model.Action.SKIPPED, change.message
+
+
+def test_claims_of_older_revisions_left_on_unchanged_objects_never_supersede_the_clusters_newest_claim(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    """An object keeps the claim of the commit that last changed it, so a cluster carries claims of older
+    revisions beside the newest. They are not "another controller ahead": a controller restarted without
+    its remote enforces the mirror's revision as seen long ago, and the cluster shows that very revision
+    as its newest claim (as the record did when every round wrote it): it is not superseded by its own
+    older commits."""
+    first = str(repo.repo.head.target)
+    assert (
+        one_round(sim, repo, claim_for(repo, first, "2026-06-01T00:00:00.000Z")).state is model.State.SYNCED
+    )
+    repo.bundle("web", [configmap("one", key="changed"), configmap("two")], namespace="web", selector={})
+    second = repo.commit("change one")
+    assert (
+        one_round(sim, repo, claim_for(repo, second, "2026-06-02T00:00:00.000Z")).state is model.State.SYNCED
+    )
+    # `two` still carries the first commit's claim; `one` the second's. The same controller restarts with
+    # its remote unreachable and no state: it enforces `second` read back from its mirror.
+    mark = last_seq(sim)
+    result = one_round(sim, repo, claim_for(repo, second, LONG_AGO))
+    assert result.state is model.State.SYNCED, result.message
+    assert writes(sim.journal_sync(CLUSTER, since=mark)) == []
+    # Another controller still at the first commit is behind the cluster's newest claim: it backs off.
+    result = one_round(sim, repo, claim_for(repo, first, "2026-06-01T00:00:00.000Z"))
+    assert result.state is model.State.FAILED and f"superseded by revision {second}" in result.message
