@@ -210,6 +210,7 @@ def same(refs: Iterable[model.ObjectRef], inventory: Inventory | None) -> bool:
 # Revision records: which revision of a source last wrote to a cluster.
 
 
+@functools.lru_cache(maxsize=1024)  # a round compares the claim of every object it read: few distinct texts
 def _instant(text: str) -> dt.datetime:
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
