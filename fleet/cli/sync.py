@@ -414,6 +414,7 @@ async def _sync(
         cluster_deadline=c.round_timeout,
         claim=await claim_of(c, repo),
         yield_to_newer=False,
+        record_first=c.rev is not None,
     )
     progress = _Progress(len(repo.clusters), wait=wait)
     if pool is None:
@@ -453,6 +454,7 @@ async def _sync_waves(c: Request, health_timeout: float, wait: bool, output: str
         cluster_deadline=c.round_timeout,
         claim=await claim_of(c, repo),
         yield_to_newer=False,
+        record_first=c.rev is not None,
     )
     common.info(f"fleet sync --waves: {len(membership)} bundles roll out in waves (docs/rollouts.md)")
     async with kube.Clients(kubeconfig, settings=settings_of(c)) as clients:

@@ -101,7 +101,7 @@ def revision_of(obj: Mapping[str, Any] | None) -> str | None:
 
 class Gate:
     """Called before each write of a round: the first call makes sure ``fleet-system`` exists (and, for a
-    person's `fleet sync` over a record of another revision, records its claim); `before_delete` records the round's
+    person's `fleet sync` over a record of another revision, or its `fleet sync --rev`, records its claim); `before_delete` records the round's
     claim in the source's revision record (unless the record already holds its revision), over the
     version read at the start of the round (`apply.RecordRaced` when another controller of the source
     wrote it meanwhile: the round then writes nothing more)."""
@@ -155,16 +155,15 @@ class Gate:
                 self._client, model.INVENTORY_NAMESPACE, instance=instance, existing=seen.namespaces
             )
             seen.namespaces.add(model.INVENTORY_NAMESPACE)
-            claim = self._options.claim
-            if (
-                claim is not None
-                and not self._options.yield_to_newer
-                and seen.record is not None
-                and seen.record.revision != claim.revision
-            ):  # a person's `fleet sync` over a record of another revision: the record says who wrote last,
-                # as its objects do (a rollback's record left behind would keep the controller superseded
-                # after a sync at its revision handed the cluster back)
-                await self._record(claim)
+            claim, record = self._options.claim, seen.record
+            if claim is not None and not self._options.yield_to_newer:
+                if (record is not None and record.revision != claim.revision) or (
+                    self._options.record_first and (record is None or record.by_another(claim))
+                ):  # a person's `fleet sync` over a record of another revision: the record says who wrote
+                    # last, as its objects do (a rollback's record left behind would keep the controller
+                    # superseded after a sync at its revision handed the cluster back); `fleet sync --rev`
+                    # always (an object it wrote that someone deletes takes its claim along)
+                    await self._record(claim)
             self._done = True
 
     async def _record(self, claim: inventory.Claim) -> None:

@@ -34,6 +34,10 @@ class Options:
     # None: no source is named, every inventory of the instance is taken as this caller's (earlier fleets).
     claim: inventory_mod.Claim | None = None
     yield_to_newer: bool = True  # back off when the record or an object holds a newer claim of the source
+    # A person's `fleet sync --rev` (the emergency rollback): its claim in the revision record before its
+    # first write, not only on the objects it writes, so that a controller at another revision stays
+    # backed off on the cluster whatever of those objects someone deletes (docs/reconcile.md).
+    record_first: bool = False
     # Bundles this controller's rollout holds at an older revision until it reaches the cluster, each with
     # the revisions the controller took in after that one (the claim's among them) and when its own claim
     # of each was first seen: left as they are on a cluster another writer of the source has already put

@@ -15,10 +15,17 @@ import pytest
 
 from fleet.cli import sync
 from fleet.clients import kube, source
-from fleet.cluster import reconcile, repair
+from fleet.cluster import apply, reconcile, repair
 from fleet.core import inventory, model
 from fleet.sim import testing
-from tests.support.reconcile import GitOpsRepo, configmap, live_objects, sync_request, writes
+from tests.support.reconcile import (
+    GitOpsRepo,
+    configmap,
+    live_objects,
+    sync_in_process,
+    sync_request,
+    writes,
+)
 
 CLUSTER = "c-1"
 LONG_AGO = "1970-01-01T00:00:00Z"  # a revision read back from the mirror, its first sighting unknown
@@ -76,10 +83,11 @@ def last_seq(sim: testing.SimHandle) -> int:
 def repair_one(
     sim: testing.SimHandle, name: str, data: dict[str, str], claim: inventory.Claim
 ) -> model.Change:
-    """A drift repair of ConfigMap web/`name` to `data` by a controller holding `claim`."""
-    live = live_objects(sim, CLUSTER, namespace="web")[name]
+    """A drift repair of ConfigMap web/`name` to `data` by a controller holding `claim` (a gone object:
+    recreated)."""
+    labels = {model.LABEL_BUNDLE: "web", model.LABEL_OWNER: "fleet"}
     wanted: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "data": data}
-    wanted["metadata"] = {"name": name, "namespace": "web", "labels": live["metadata"]["labels"]}
+    wanted["metadata"] = {"name": name, "namespace": "web", "labels": labels}
 
     async def main() -> model.ChangeSet:
         client = client_for(sim)
@@ -152,3 +160,44 @@ def test_claims_of_older_revisions_left_on_unchanged_objects_never_supersede_the
     # Another controller still at the first commit is behind the cluster's newest claim: it backs off.
     result = one_round(sim, repo, claim_for(repo, first, "2026-06-01T00:00:00.000Z"))
     assert result.state is model.State.FAILED and f"superseded by revision {second}" in result.message
+
+
+def delete_configmap(sim: testing.SimHandle, name: str) -> None:
+    """A person deletes ConfigMap web/`name`."""
+
+    async def main() -> None:
+        client = client_for(sim)
+        try:
+            rt = apply.resolve(await client.types(), model.ObjectRef("", "v1", "ConfigMap", "web", name))
+            assert rt is not None
+            await client.delete(rt, namespace="web", name=name, uid=None, resource_version=None)
+        finally:
+            await client.aclose()
+
+    anyio.run(main)
+
+
+def test_a_persons_fleet_sync_rev_records_itself_so_the_controller_never_recreates_a_rolled_back_object_deleted(
+    sim: testing.SimHandle, repo: GitOpsRepo
+) -> None:
+    """The emergency rollback, `fleet sync --rev <good commit>`, over a bad commit that changed one object
+    and deleted nothing: the sync records its claim before its first write, not only on that object. When
+    someone deletes the object, the controller still at the bad commit sees the sync's claim in the record:
+    its drift repair and its rounds recreate nothing (with the claim on the object only, it went with the
+    object, and the controller's watch put the bad commit's object back at once)."""
+    good = str(repo.repo.head.target)
+    repo.bundle("web", [configmap("one", key="bad"), configmap("two")], namespace="web", selector={})
+    bad = repo.commit("bad")
+    controller = claim_for(repo, bad, "2026-06-01T00:00:00.000Z", "fleet serve on a")
+    assert one_round(sim, repo, controller).state is model.State.SYNCED
+    assert sync_in_process(repo.root, sim.kubeconfig, instance="fleet", rev=good).ok
+    assert live_objects(sim, CLUSTER, namespace="web")["one"]["data"] == {"key": "value"}
+    delete_configmap(sim, "one")
+    mark = last_seq(sim)
+    change = repair_one(sim, "one", {"key": "bad"}, controller)
+    assert change.action is model.Action.SKIPPED, change
+    assert f"superseded by revision {good}" in change.message
+    result = one_round(sim, repo, controller)
+    assert result.state is model.State.FAILED and f"superseded by revision {good}" in result.message
+    assert writes(sim.journal_sync(CLUSTER, since=mark)) == []
+    assert "one" not in live_objects(sim, CLUSTER, namespace="web")

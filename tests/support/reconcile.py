@@ -198,6 +198,7 @@ def sync_in_process(
             cluster_deadline=request.round_timeout,
             claim=await sync.claim_of(request, repo),
             yield_to_newer=False,
+            record_first=request.rev is not None,
         )
         return await sync.run_sync(repo, targets, kc, request=request, options=options)
 
