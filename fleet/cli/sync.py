@@ -9,7 +9,8 @@ table and an entry of the JSON's `bundles` and `errors`, with PATH:LINE), 2 when
 (bad input). `diff` exits 0 for no difference, 1 for differences, 2 for an error (`fleet.cli.diff`).
 Both name their source (`source.identity` of the repository and `--path`), so another source's
 inventories under the same instance are conflicts, never pruned; `sync` claims the revision it read as
-seen now and always applies (`claim_of`: a person's explicit run is never superseded). `sync --waves`
+seen now and always applies (`claim_of`: a person's explicit run is never superseded; with `--rev`, the
+emergency rollback, its claim goes in the revision record before its first write). `sync --waves`
 runs each bundle's rollout in the foreground instead of applying every placed cluster at once
 (`fleet.cluster.waves`; exit 1 when one halts or waits for an approval). `sync --workers N` reads and
 renders the revision here once, then splits the clusters over N processes, this one and N - 1 forked
