@@ -125,6 +125,7 @@ class Engine(revisions.Revisions):
                 kubeconfig=kubeconfig,
                 kube_settings=kube_settings,
                 context_of=self._context_of,
+                connection_of=self._round_client,
                 may_write=lambda cluster: self.ownership.owns(cluster),
                 metrics=self.metrics,
                 tls=self._tls,
@@ -267,6 +268,12 @@ class Engine(revisions.Revisions):
             "queued": mine,
             "handedOn": await self.shared.hand_on(others, bundle=bundle) if others else {},
         }
+
+    def _round_client(self, cluster: str) -> kube.Client | None:
+        """The client of a cluster's rounds and watches, whose connections its Events go out on: a round's
+        Event reuses the connection the round's writes left idle, no handshake of its own."""
+        rt = self.clusters.get(cluster)
+        return rt.client if rt is not None else None
 
     def _places(self, name: str, bundle: str) -> bool:
         """Whether `bundle` is on cluster `name`: it reported the bundle, or the revision places it there;

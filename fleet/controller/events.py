@@ -5,8 +5,10 @@ at once (a full queue drops the oldest, counted in ``fleet_kube_events{result="d
 folds repeats into series, creates each new Event and brings a repeating one's `series` up to date at
 most every `Settings.update_every` seconds; `Settings.concurrency` writer tasks, started once, take the
 series due (no task per Event); every write goes through a client of its own per cluster (its own
-connections, in-flight and rate limits, a short retry budget, one write per cluster at a time), under a
-deadline, and asks `may_write` (a replica's ownership of the cluster) right before it is sent. A write that fails is counted and logged (aggregated), never retried in a loop and
+in-flight and rate limits, a short retry budget, one write per cluster at a time), under a deadline, on
+the connections of the cluster's client that `connection_of` names (the rounds': a round's Event goes out
+on the connection its writes left idle, not on a TCP and TLS handshake of its own) or, without one, on
+connections of its own, and asks `may_write` (a replica's ownership of the cluster) right before it is sent. A write that fails is counted and logged (aggregated), never retried in a loop and
 never raised: an Event is a courtesy to the cluster's users, reconciling never waits for one.
 
 Does not: decide which happenings are worth an Event or what they say (`fleet.core.clusterevents`), or
@@ -46,6 +48,8 @@ class Settings:
 
 
 ContextOf = Callable[[str], "str | None"]  # cluster -> its kubeconfig context (None: not registered)
+# cluster -> a client of that cluster whose connections the writer's client sends on (None: its own)
+ConnectionOf = Callable[[str], "kube.Client | None"]
 
 
 class EventWriter:
@@ -56,6 +60,7 @@ class EventWriter:
         kubeconfig: kube.Kubeconfig,
         kube_settings: kube.Settings,
         context_of: ContextOf,
+        connection_of: ConnectionOf | None = None,
         metrics: Metrics,
         tls: kube.TlsDefaults | None = None,
         settings: Settings | None = None,
@@ -66,6 +71,7 @@ class EventWriter:
         self.settings = settings or Settings()
         self._kubeconfig = kubeconfig
         self._context_of = context_of
+        self._connection_of = connection_of
         self._tls = tls
         # Its own limits: a slow or dead cluster API never takes the reconcile's slots or retry budget.
         self._kube_settings = kube.with_settings(
@@ -142,7 +148,7 @@ class EventWriter:
         cluster = series.first.cluster
         count = series.count
         try:
-            client = self._client(cluster)
+            client = await self._client(cluster)
             if client is None:
                 return
             with anyio.fail_after(self.settings.timeout):
@@ -182,17 +188,24 @@ class EventWriter:
             if self._dirty:
                 self._wake.set()
 
-    def _client(self, cluster: str) -> kube.Client | None:
+    async def _client(self, cluster: str) -> kube.Client | None:
         context = self._context_of(cluster)
         if context is None:
             return None
+        owner = self._connection_of(cluster) if self._connection_of is not None else None
+        if owner is not None and owner.context.name != context:
+            owner = None  # another context's connections are not this one's to use
         client = self._clients.get((cluster, context))
+        if client is not None and client.shares is not owner:
+            await client.aclose()  # its own connections, if it had them (a sharing client has none)
+            client = None
         if client is None:
             client = kube.Client(
                 cluster=cluster,
                 context=self._kubeconfig.context(context),
                 settings=self._kube_settings,
                 tls=self._tls,
+                shares=owner,
             )
             if self._may_write is not None:  # asked right before each write (docs/scaling.md "Fenced writes")
                 client.may_write = functools.partial(self._may_write, cluster)

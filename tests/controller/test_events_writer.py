@@ -11,10 +11,12 @@ import httpx
 import pytest
 
 from fleet.clients import kube
+from fleet.cluster import apply
 from fleet.controller.events import EventWriter, Settings
 from fleet.controller.metrics import Metrics
 from fleet.core import clusterevents as ce
 from fleet.sim import testing
+from tests.support import faultproxy
 
 EVENTS = "/apis/events.k8s.io/v1/namespaces/fleet-system/events"
 
@@ -78,6 +80,46 @@ async def _true(value: bool) -> bool:
 
 async def _some(items: Awaitable[list[dict[str, Any]]]) -> bool:
     return bool(await items)
+
+
+def test_an_event_goes_out_on_the_connection_the_rounds_client_left_idle_and_leaves_it_open(
+    fleet_sim: testing.SimHandle,
+) -> None:
+    # A commit's round writes, then its Event follows: on a connection of its own, each cluster's first
+    # commit after a start (or after the keep-alive) paid a second TCP and TLS handshake.
+    namespace(fleet_sim, "sim-001")
+    metrics = Metrics()
+    with faultproxy.serving(fleet_sim.kubeconfig_dict, clusters=["sim-001"]) as proxy:
+        kc = kube.parse_kubeconfig([(str(proxy.kubeconfig), proxy.kubeconfig.read_bytes())])
+        rounds = kube.Client(cluster="sim-001", context=kc.context("sim-001"), settings=kube.Settings())
+
+        async def main() -> None:
+            w = EventWriter(
+                instance="fleet",
+                kubeconfig=kc,
+                kube_settings=kube.Settings(),
+                context_of=lambda c: c,
+                connection_of=lambda c: rounds if c == "sim-001" else None,
+                metrics=metrics,
+                settings=Settings(update_every=0.5),
+            )
+            try:
+                await rounds.get(apply.CONFIGMAP, namespace="default", name="nothing-here")
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(w.run)
+                    w.emit(occurrence("sim-001", at=1.0))
+                    await until(lambda: _true(sample(metrics, "created") >= 1), within=10)
+                    tg.cancel_scope.cancel()  # the writer closes its clients: not the rounds' connections
+                await rounds.get(apply.CONFIGMAP, namespace="default", name="nothing-here")
+            finally:
+                await rounds.aclose()
+
+        anyio.run(main)
+        hits = [(h.method, h.path, h.peer) for h in proxy.hits]
+    assert [(m, "events" in p) for m, p, _ in hits] == [("GET", False), ("POST", True), ("GET", False)]
+    peers = {peer for _, _, peer in hits}
+    assert None not in peers
+    assert len(peers) == 1, f"the Event or the next request came on a new connection: {hits}"
 
 
 def test_emitting_never_waits_and_a_full_queue_drops_the_oldest(fleet_sim: testing.SimHandle) -> None:

@@ -8,6 +8,10 @@ errors, timeouts, unreadable answers), bounded answers, and the circuit breaker 
 Given `Transport.may_write` (a replica's ownership of the cluster), every write attempt (POST, PUT, PATCH,
 DELETE; a dry run is none) asks it right before it is sent, retries included: False raises `NotOwner`,
 nothing sent (docs/scaling.md, "Fenced writes").
+A transport made with `shares=` another of the same cluster and context sends on that one's session (its
+connection pool; its limits, retries and deadlines stay its own): a second writer to a cluster (the Event
+writer beside the rounds) reuses a connection the first left idle instead of a TCP and TLS handshake of its
+own (docs/reconcile.md, "Talking to clusters").
 Requests go out on the cluster's `session.Session` (aiohttp), not through kr8s's `call_api`: kr8s's helpers
 rediscover per call, lowercase kinds and retry 401/403 by rebuilding clients, and its httpx client cost
 as much CPU per request as the rest of a sync (docs/benchmarks.md).
@@ -135,8 +139,12 @@ class Transport:
         context: config.Context,
         settings: config.Settings,
         tls: config.TlsDefaults | None = None,
+        shares: Transport | None = None,
     ) -> None:
         self.cluster = cluster
+        # Another transport of this cluster and context whose session (connection pool) this one sends on;
+        # it opens and closes that session, this one never does.
+        self.shares = shares
         self._tls = tls or config.TlsDefaults()
         self.context = context
         self.settings = settings
@@ -173,6 +181,8 @@ class Transport:
         )
 
     async def _open(self) -> session.Session:
+        if self.shares is not None:
+            return await self.shares._open()
         if self._http is not None:
             return self._http
         async with self._open_lock:
