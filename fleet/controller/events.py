@@ -12,7 +12,7 @@ connections of its own, and asks `may_write` (a replica's ownership of the clust
 never raised: an Event is a courtesy to the cluster's users, reconciling never waits for one.
 
 Does not: decide which happenings are worth an Event or what they say (`fleet.core.clusterevents`), or
-know the engine (it is handed a way to find a cluster's kubeconfig context).
+know the engine (it is handed a way to find a cluster's kubeconfig context and its rounds' client).
 """
 
 from __future__ import annotations
