@@ -1,12 +1,12 @@
-"""The revision record beside replicas (docs/reconcile.md, "Replicas of one source: the newer revision
-wins"; docs/scaling.md), at the reconcile layer over real HTTP against `fleet sim`.
+"""The claims of replicas on the clusters they write (docs/reconcile.md, "Replicas of one source: the newer
+revision wins", "The claim on every object"; docs/scaling.md), at the reconcile layer over real HTTP against
+`fleet sim`.
 
-A replica with a management cluster (its rounds under a fence) still records its claim on each cluster it
-writes: a controller of the same source without a management cluster (a single `fleet serve`, the old
-process of a rolling update that adds `--management-kubeconfig`) learns the replicas' revision from that
-record only. Holding an older revision, it then writes nothing and prunes nothing there, rounds and drift
-repairs alike.
-"""
+A replica with a management cluster (its rounds under a fence) still leaves its claim on each cluster it
+writes: on every object it applies, and in the source's revision record before a delete. A controller of
+the same source without a management cluster (a single `fleet serve`, the old process of a rolling update
+that adds `--management-kubeconfig`) learns the replicas' revision from those claims only. Holding an older
+revision, it then writes nothing and prunes nothing there, rounds and drift repairs alike."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ reports another source's bundles as conflicts, and the revision record is writte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,11 @@ import anyio
 import pytest
 
 from fleet.cli import sync
-from fleet.clients import kube, source
-from fleet.cluster import apply, diff, reconcile, repair
+from fleet.clients import source
+from fleet.cluster import apply, diff, repair
 from fleet.core import inventory, model
 from fleet.sim import testing
+from tests.support.claims import CLUSTER, claim_for, claims_repo, claims_sim, client_for, last_seq, one_round
 from tests.support.reconcile import (
     GitOpsRepo,
     configmap,
@@ -30,58 +30,10 @@ from tests.support.reconcile import (
     writes,
 )
 
-CLUSTER = "c-1"
 EARLY = "2026-01-01T00:00:00.000Z"
 LATE = "2099-01-01T00:00:00.000Z"
 
-
-@pytest.fixture
-def sim() -> Iterator[testing.SimHandle]:
-    with testing.serving(names=[CLUSTER]) as handle:
-        yield handle
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> GitOpsRepo:
-    r = GitOpsRepo(tmp_path / "repo")
-    r.cluster(CLUSTER)
-    r.bundle("web", [configmap("one"), configmap("two")], namespace="web", selector={})
-    r.commit("first")
-    return r
-
-
-def client_for(sim: testing.SimHandle) -> kube.Client:
-    kc = kube.parse_kubeconfig([(str(sim.kubeconfig), sim.kubeconfig.read_bytes())])
-    return kube.Client(cluster=CLUSTER, context=kc.context(CLUSTER), settings=kube.Settings(retry_budget=3.0))
-
-
-def claim_for(repo: GitOpsRepo, revision: str, seen: str) -> inventory.Claim:
-    return inventory.Claim(
-        source=source.identity(repo.root), revision=revision, observed_at=seen, writer="test"
-    )
-
-
-def one_round(
-    sim: testing.SimHandle, repo: GitOpsRepo, claim: inventory.Claim | None, *, yield_to_newer: bool = True
-) -> reconcile.ClusterResult:
-    async def main() -> reconcile.ClusterResult:
-        request = sync_request(repo.root, sim.kubeconfig, instance="fleet")
-        parsed, targets, _ = await sync.prepare(request)
-        options = reconcile.Options(wait=False, claim=claim, yield_to_newer=yield_to_newer)
-        client = client_for(sim)
-        try:
-            return await reconcile.reconcile_cluster(
-                client, parsed.clusters[CLUSTER], targets[CLUSTER], options=options
-            )
-        finally:
-            await client.aclose()
-
-    return anyio.run(main)
-
-
-def last_seq(sim: testing.SimHandle) -> int:
-    journal = sim.journal_sync(CLUSTER)
-    return journal[-1]["seq"] if journal else 0
+__all__ = ["claims_repo", "claims_sim"]  # the fixtures `sim` and `repo`
 
 
 def write_record(sim: testing.SimHandle, claim: inventory.Claim) -> None:
